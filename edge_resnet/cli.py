@@ -1,0 +1,103 @@
+"""Command line: parse and validate, call the public API, print, exit.
+
+Exit codes: 0 success, 1 a parity or latency gate failed, 2 bad input or
+usage (one line on stderr, no traceback).
+"""
+
+import argparse
+import os
+import sys
+
+from . import __version__
+from .errors import EdgeResnetError
+
+PROG = "edge-resnet"
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the fix."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _quiet_tensorflow():
+    # TensorFlow's C++ start-up chatter drowns the one line users need.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _add_model_arguments(parser):
+    parser.add_argument(
+        "--model",
+        default="resnet50",
+        choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
+        help="network depth (default: resnet50)",
+    )
+    parser.add_argument("--input-size", type=int, default=224, metavar="PIXELS",
+                        help="square input size, 32 upward (default: 224)")
+    parser.add_argument("--classes", type=int, default=1000, help="output classes (default: 1000)")
+    parser.add_argument("--shortcut", default="B", choices=["A", "B", "C"],
+                        help="A zero-pad, B projection where dimensions change (default), C always")
+    parser.add_argument("--stride-at", default="v1", choices=["v1", "v1.5"],
+                        help="bottleneck stride on the 1x1 (v1, default) or the 3x3 (v1.5)")
+    parser.add_argument("--plain", action="store_true", help="no shortcuts (the paper's plain net)")
+    parser.add_argument("--width", type=float, default=1.0, help="filter multiplier (default: 1.0)")
+
+
+def _build_from_args(args):
+    from .models import BUILDERS
+
+    return BUILDERS[args.model](
+        input_shape=(args.input_size, args.input_size, 3),
+        classes=args.classes,
+        shortcut=args.shortcut,
+        stride_at=args.stride_at,
+        plain=args.plain,
+        width=args.width,
+    )
+
+
+def run_summary(args):
+    from .summary import format_stage_table
+
+    print(format_stage_table(_build_from_args(args)))
+    return EXIT_OK
+
+
+def build_parser():
+    parser = OneLineParser(
+        prog=PROG,
+        description="Take a Keras ResNet to the edge: fold BatchNorm, quantize to int8, "
+        "export TFLite and ONNX, and check accuracy parity and latency.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    commands.required = True
+
+    summary = commands.add_parser(
+        "summary",
+        help="per-stage output shapes, parameters and multiply-accumulates",
+        description="Print a per-stage table of a ResNet: output shape, parameters, "
+        "multiply-accumulates, with totals.",
+        epilog="example:\n  edge-resnet summary --model resnet50 --input-size 224\n"
+        "  edge-resnet summary --model resnet34 --shortcut A --plain",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_arguments(summary)
+    summary.set_defaults(handler=run_summary)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    _quiet_tensorflow()
+    try:
+        return args.handler(args)
+    except EdgeResnetError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Expected failures. The CLI catches EdgeResnetError once and prints its
+message as one line with exit code 2; anything else is a bug and keeps its
+traceback."""
+
+
+class EdgeResnetError(Exception):
+    """Base class: bad input or usage that the user can fix."""
+
+
+class ConfigError(EdgeResnetError):
+    """An argument combination the toolkit cannot build or run."""
+
+
+class WeightsError(EdgeResnetError):
+    """Weights that are missing, unreadable, or for another architecture."""
+
+
+class ModelError(EdgeResnetError):
+    """A model file that is missing or cannot be loaded."""
