@@ -22,9 +22,30 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _quiet_tensorflow():
-    # TensorFlow's C++ start-up chatter drowns the one line users need.
+def _import_keras_quietly():
+    """TensorFlow's C++ start-up chatter drowns the one line users need, and
+    part of it (the CUDA stub notice) is written before TF_CPP_MIN_LOG_LEVEL
+    takes effect, so silence file descriptor 2 for the import itself. Python
+    exceptions raised by the import still surface: they are not printed
+    until later."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if os.environ.get("EDGE_RESNET_VERBOSE_IMPORT"):
+        return
+    saved_stderr = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401  (imports TensorFlow when it is the backend)
+    except ImportError as error:
+        raise EdgeResnetError(
+            f"this command needs Keras and TensorFlow ({error}); install them with: "
+            'pip install "edge-resnet[full]"'
+        ) from error
+    finally:
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+        os.close(devnull)
 
 
 def _add_model_arguments(parser):
@@ -85,14 +106,15 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_model_arguments(summary)
-    summary.set_defaults(handler=run_summary)
+    summary.set_defaults(handler=run_summary, needs_keras=True)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    _quiet_tensorflow()
     try:
+        if args.needs_keras:
+            _import_keras_quietly()
         return args.handler(args)
     except EdgeResnetError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

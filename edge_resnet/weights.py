@@ -1,6 +1,7 @@
 """Loading weights into a built model: Keras 3 files, legacy Keras 2 HDF5
 files (by layer name), and the published ImageNet files via the Keras cache."""
 
+import os
 from pathlib import Path
 
 import h5py
@@ -23,8 +24,13 @@ def imagenet_file_name(depth, include_top):
     return f"resnet{depth}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
 
 
+def keras_home():
+    """KERAS_HOME as it is now (Keras itself reads it once, at import)."""
+    return Path(os.environ.get("KERAS_HOME") or keras.config.keras_home()).expanduser()
+
+
 def keras_cache_dir():
-    return Path(keras.config.keras_home()).expanduser() / "models"
+    return keras_home() / "models"
 
 
 def imagenet_weights_path(depth, include_top):
@@ -43,6 +49,7 @@ def imagenet_weights_path(depth, include_top):
                 file_name,
                 IMAGENET_ORIGIN + file_name,
                 cache_subdir="models",
+                cache_dir=str(keras_home()),
                 file_hash=IMAGENET_MD5[depth][0 if include_top else 1],
             )
         )
@@ -120,8 +127,8 @@ def load_weights(model, weights, *, ignore=()):
         else:
             model.load_weights(path)
     except (ValueError, KeyError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
         raise WeightsError(
-            f"cannot load weights from {path} into {model.name}: {first_line} "
+            f"cannot load weights from {path} into {model.name}: {reason} "
             "Build the model with the depth, shortcut, width, top and classes the file was saved with."
         ) from error
