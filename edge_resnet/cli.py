@@ -86,6 +86,29 @@ def run_summary(args):
     return EXIT_OK
 
 
+def run_fold(args):
+    import json
+
+    from .files import atomic_output
+    from .fold import fold_batchnorm
+    from .models import load_model
+
+    if not args.output.endswith(".keras"):
+        raise EdgeResnetError(f"--output must end in .keras. Received: {args.output}")
+    options = {} if args.model.endswith(".keras") else {
+        "input_shape": (args.input_size, args.input_size, 3),
+        "classes": args.classes,
+        "weights": args.weights,
+    }
+    folded, report = fold_batchnorm(load_model(args.model, **options))
+    with atomic_output(args.output) as temporary:
+        folded.save(temporary)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    if not args.json:
+        print(f"wrote {args.output}")
+    return EXIT_OK
+
+
 def build_parser():
     parser = OneLineParser(
         prog=PROG,
@@ -107,6 +130,27 @@ def build_parser():
     )
     _add_model_arguments(summary)
     summary.set_defaults(handler=run_summary, needs_keras=True)
+
+    fold = commands.add_parser(
+        "fold",
+        help="fold BatchNorm into the preceding convolutions",
+        description="Fold every BatchNormalization that directly follows a Conv2D, "
+        "DepthwiseConv2D or Dense layer into it, check the folded model against the "
+        "original on a probe batch, and save it. Patterns that cannot be folded "
+        "exactly are left in place and listed.",
+        epilog="example:\n  edge-resnet fold resnet50 --output resnet50_folded.keras\n"
+        "  edge-resnet fold my_model.keras --output my_model_folded.keras --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fold.add_argument("model", metavar="MODEL", help="a .keras file, or a builder name such as resnet50")
+    fold.add_argument("--output", required=True, metavar="FILE.keras", help="where to save the folded model")
+    fold.add_argument("--input-size", type=int, default=224, metavar="PIXELS",
+                      help="input size when MODEL is a builder name (default: 224)")
+    fold.add_argument("--classes", type=int, default=1000, help="classes when MODEL is a builder name")
+    fold.add_argument("--weights", default=None,
+                      help="weights when MODEL is a builder name: random (default), imagenet, or a file")
+    fold.add_argument("--json", action="store_true", help="print the report as JSON")
+    fold.set_defaults(handler=run_fold, needs_keras=True)
     return parser
 
 

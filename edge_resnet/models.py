@@ -314,3 +314,26 @@ resnet101 = partial(build_resnet, 101)
 resnet152 = partial(build_resnet, 152)
 
 BUILDERS = {default_model_name(depth): partial(build_resnet, depth) for depth in RESNET_SPECS}
+
+
+def load_model(spec, **build_options):
+    """A model from a builder name ("resnet50", ...) with `build_options`,
+    or from a saved .keras file."""
+    from pathlib import Path
+
+    from .errors import ModelError
+
+    if spec in BUILDERS:
+        return BUILDERS[spec](**build_options)
+    path = Path(spec)
+    if path.suffix != ".keras":
+        raise ModelError(
+            f"MODEL must be a builder name ({', '.join(BUILDERS)}) or a .keras file. Received: {spec}"
+        )
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    try:
+        return keras.saving.load_model(path)
+    except (ValueError, TypeError, KeyError, OSError) as error:
+        reason = " ".join(str(error).split())[:300]
+        raise ModelError(f"cannot load {path} as a Keras model: {reason}") from error

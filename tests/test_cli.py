@@ -23,7 +23,7 @@ def test_version_and_help():
     assert result.returncode == 0 and "summary" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["summary"])
+@pytest.mark.parametrize("command", ["summary", "fold"])
 def test_every_subcommand_has_help_with_an_example(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0
@@ -68,3 +68,47 @@ def test_bad_input_is_one_line_and_exit_code_2(args, fragment):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_fold_command_writes_a_loadable_folded_model(tmp_path):
+    import keras
+
+    output = tmp_path / "nested" / "folded.keras"
+    result = run_cli("fold", "resnet18", "--input-size", "32", "--classes", "10", "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    assert "folded 20 BatchNormalization layers, left 0" in result.stdout
+    folded = keras.saving.load_model(output)
+    assert not [l for l in folded.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert sorted(p.name for p in output.parent.iterdir()) == ["folded.keras"]
+
+
+def test_fold_command_json_report_on_a_saved_model(tmp_path):
+    import json
+
+    from edge_resnet.models import build_resnet
+
+    source = tmp_path / "model.keras"
+    build_resnet(34, input_shape=(32, 32, 3), classes=5, width=0.25, shortcut="C").save(source)
+    result = run_cli("fold", str(source), "--output", str(tmp_path / "out.keras"), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["folded"]) == 1 + 2 * 16 + 16  # stem, two per block, a projection per block and report["skipped"] == []
+    assert report["params_before"] > report["params_after"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["fold", "missing.keras", "--output", "out.keras"], "model file not found"),
+        (["fold", "model.onnx", "--output", "out.keras"], "builder name"),
+        (["fold", "resnet18", "--output", "out.h5"], "must end in .keras"),
+        (["fold", "resnet18", "--input-size", "32", "--weights", "none.h5", "--output", "out.keras"], "weights file not found"),
+    ],
+)
+def test_fold_bad_input_writes_nothing(tmp_path, args, fragment):
+    args = [str(tmp_path / a) if a.endswith((".keras", ".h5", ".onnx")) else a for a in args]
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert fragment in result.stderr
+    assert list(tmp_path.iterdir()) == []

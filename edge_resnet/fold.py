@@ -1,0 +1,277 @@
+"""Fold BatchNormalization into the Conv2D / DepthwiseConv2D / Dense layer
+that feeds it, on any Keras functional model.
+
+The folded model is rebuilt from the original's config with the BN layers
+removed and their consumers rewired to the convolution (which keeps its
+name), then given W' = W * s and b' = beta + (b - mean) * s per output
+channel, s = gamma / sqrt(var + eps). Patterns that cannot be folded exactly
+stay in place and are reported; the original model is not touched.
+"""
+
+import copy
+import warnings
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from .errors import ConfigError
+
+FOLDABLE_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+MODEL_OUTPUT = "<model output>"
+
+
+class FoldWarning(UserWarning):
+    """A BatchNormalization layer was left in place."""
+
+
+@dataclass(frozen=True)
+class FoldReport:
+    folded: tuple  # ((conv or dense name, bn name), ...)
+    skipped: tuple  # ((bn name, reason), ...)
+    params_before: int
+    params_after: int
+    probe_max_abs_diff: float  # folded vs original outputs on the probe batch
+    probe_output_scale: float  # max |original output| on the probe batch
+    probe_top1_agreement: object  # fraction with the same argmax; None if not a classifier
+
+    @property
+    def probe_relative_diff(self):
+        return self.probe_max_abs_diff / self.probe_output_scale if self.probe_output_scale else 0.0
+
+    def to_dict(self):
+        return {
+            "folded": [{"layer": layer, "batchnorm": bn} for layer, bn in self.folded],
+            "skipped": [{"batchnorm": bn, "reason": reason} for bn, reason in self.skipped],
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "probe_max_abs_diff": self.probe_max_abs_diff,
+            "probe_output_scale": self.probe_output_scale,
+            "probe_relative_diff": self.probe_relative_diff,
+            "probe_top1_agreement": self.probe_top1_agreement,
+        }
+
+    def format(self):
+        lines = [
+            f"folded {len(self.folded)} BatchNormalization layers, left {len(self.skipped)}",
+            f"parameters {self.params_before:,} -> {self.params_after:,} "
+            f"({self.params_before - self.params_after:,} fewer)",
+            f"probe: max |diff| {self.probe_max_abs_diff:.3g} "
+            f"({self.probe_relative_diff:.2e} of the output scale {self.probe_output_scale:.3g})"
+            + (
+                ""
+                if self.probe_top1_agreement is None
+                else f", top-1 agreement {self.probe_top1_agreement:.1%}"
+            ),
+        ]
+        lines += [f"left in place: {bn}: {reason}" for bn, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def _producers(node_config):
+    """Names of the layers whose outputs a serialized call node reads."""
+    found = []
+
+    def visit(value):
+        if isinstance(value, dict):
+            if value.get("class_name") == "__keras_tensor__":
+                found.append(value["config"]["keras_history"][0])
+            else:
+                for item in value.values():
+                    visit(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item)
+
+    visit(node_config)
+    return found
+
+
+def _consumers(config):
+    """layer name -> names of the layers (or the model output) reading it,
+    one entry per use."""
+    consumers = {}
+    for layer_config in config["layers"]:
+        for node in layer_config["inbound_nodes"]:
+            for producer in _producers(node):
+                consumers.setdefault(producer, []).append(layer_config["name"])
+    for name, _, _ in _output_refs(config):
+        consumers.setdefault(name, []).append(MODEL_OUTPUT)
+    return consumers
+
+
+def _output_refs(config):
+    outputs = config["output_layers"]
+    # A single output may be stored as one [name, node, tensor] triple.
+    return [outputs] if outputs and isinstance(outputs[0], str) else outputs
+
+
+def _channel_axis(layer):
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        return 1
+    return len(layer.output.shape) - 1
+
+
+def _why_not_foldable(bn, producer, layer_config, consumers):
+    """None when `bn` can be folded into `producer`, else the reason."""
+    nodes = layer_config["inbound_nodes"]
+    if len(nodes) != 1:
+        return f"called {len(nodes)} times (shared layer)"
+    if nodes[0].get("kwargs", {}).get("training"):
+        return "called with training=True: it uses batch statistics, not its moving averages"
+    if bn.renorm:
+        return "batch renormalization is not folded"
+    if producer is None:
+        return "its input is not a single layer output"
+    if type(producer) not in FOLDABLE_LAYERS:
+        return f"follows {type(producer).__name__} {producer.name!r}, not Conv2D/DepthwiseConv2D/Dense"
+    if len(producer._inbound_nodes) != 1:
+        return f"{producer.name!r} is called more than once (shared layer)"
+    if producer.get_config().get("activation", "linear") != "linear":
+        return f"{producer.name!r} applies {producer.activation.__name__} before the BatchNormalization"
+    other_uses = [name for name in consumers.get(producer.name, []) if name != bn.name]
+    if other_uses:
+        return f"the output of {producer.name!r} also feeds {other_uses[0]!r}"
+    if len(consumers.get(producer.name, [])) != 1:
+        return f"the output of {producer.name!r} is read more than once"
+    bn_axis = bn.axis % len(bn.input.shape)
+    if bn_axis != _channel_axis(producer):
+        return f"normalizes axis {bn.axis}, not the channel axis of {producer.name!r}"
+    return None
+
+
+def plan_folds(model, config):
+    """Split the model's BatchNormalization layers into foldable
+    (producer name, bn name) pairs and (bn name, reason) leftovers."""
+    consumers = _consumers(config)
+    by_name = {layer_config["name"]: layer_config for layer_config in config["layers"]}
+    folds, skipped = [], []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and any(
+            isinstance(inner, keras.layers.BatchNormalization) for inner in layer._flatten_layers()
+        ):
+            skipped.append((layer.name, "BatchNormalization inside a nested model; fold that model first"))
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        layer_config = by_name[layer.name]
+        producers = [name for node in layer_config["inbound_nodes"] for name in _producers(node)]
+        producer = model.get_layer(producers[0]) if len(producers) == 1 else None
+        reason = _why_not_foldable(layer, producer, layer_config, consumers)
+        if reason:
+            skipped.append((layer.name, reason))
+        else:
+            folds.append((producer.name, layer.name))
+    return folds, skipped
+
+
+def _rewire(value, renames):
+    """Replace references to removed layers, in place, in serialized nodes."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            history = value["config"]["keras_history"]
+            history[0] = renames.get(history[0], history[0])
+        else:
+            for item in value.values():
+                _rewire(item, renames)
+    elif isinstance(value, (list, tuple)):
+        if isinstance(value, list) and len(value) == 3 and value[0] in renames:
+            value[0] = renames[value[0]]  # a [name, node, tensor] output reference
+        for item in value:
+            _rewire(item, renames)
+
+
+def folded_config(config, folds):
+    """The model config without the folded BN layers, their consumers reading
+    the convolution instead, and every folded convolution given a bias."""
+    config = copy.deepcopy(config)
+    renames = {bn: producer for producer, bn in folds}
+    producers = set(renames.values())
+    config["layers"] = [layer for layer in config["layers"] if layer["name"] not in renames]
+    for layer_config in config["layers"]:
+        _rewire(layer_config["inbound_nodes"], renames)
+        if layer_config["name"] in producers:
+            layer_config["config"]["use_bias"] = True
+            layer_config["config"]["bias_initializer"] = "zeros"
+    _rewire(config["output_layers"], renames)
+    return config
+
+
+def folded_weights(layer, bn):
+    """(kernel, bias) of `layer` with the inference-mode `bn` after it merged
+    in, computed in float64."""
+    kernel = np.asarray(layer.kernel, dtype=np.float64)
+    channels = int(np.asarray(bn.moving_mean).shape[0])
+    bias = np.asarray(layer.bias, np.float64) if layer.use_bias else np.zeros(channels)
+    gamma = np.asarray(bn.gamma, np.float64) if bn.scale else np.ones(channels)
+    beta = np.asarray(bn.beta, np.float64) if bn.center else np.zeros(channels)
+    mean = np.asarray(bn.moving_mean, np.float64)
+    variance = np.asarray(bn.moving_variance, np.float64)
+    scale = gamma / np.sqrt(variance + bn.epsilon)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        # Output channel c * multiplier + m comes from input channel c.
+        kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
+    else:
+        kernel = kernel * scale  # output channels are the kernel's last axis
+    new_bias = beta + (bias - mean) * scale
+    return kernel.astype(np.float32), new_bias.astype(np.float32)
+
+
+def _as_functional(model):
+    if isinstance(model, keras.Sequential):
+        return keras.Model(model.inputs, model.outputs, name=model.name)
+    if not hasattr(model, "get_config") or "output_layers" not in (model.get_config() or {}):
+        raise ConfigError(
+            f"fold_batchnorm needs a functional or Sequential Keras model. Received: {type(model).__name__}"
+        )
+    return model
+
+
+def default_probe(model, batch_size=4, seed=0):
+    shape = (batch_size,) + tuple(model.input_shape[1:])
+    return np.random.default_rng(seed).normal(0.0, 1.0, shape).astype(np.float32)
+
+
+def _outputs(model, probe):
+    return np.asarray(model(probe, training=False), dtype=np.float64)
+
+
+def fold_batchnorm(model, probe=None):
+    """Return (folded_model, FoldReport).
+
+    `probe` is a batch of model inputs on which the folded model is checked
+    against the original; preprocessed real images make the check meaningful
+    (default: seeded standard-normal inputs).
+    """
+    source = _as_functional(model)
+    config = source.get_config()
+    folds, skipped = plan_folds(source, config)
+    folded = keras.Model.from_config(folded_config(config, folds))
+    merged = {producer: bn for producer, bn in folds}
+    for layer in folded.layers:
+        if layer.name in merged:
+            layer.set_weights(list(folded_weights(source.get_layer(layer.name), source.get_layer(merged[layer.name]))))
+        elif layer.weights:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+
+    probe = default_probe(source) if probe is None else np.asarray(probe, dtype=np.float32)
+    reference, candidate = _outputs(source, probe), _outputs(folded, probe)
+    report = FoldReport(
+        folded=tuple(folds),
+        skipped=tuple(skipped),
+        params_before=source.count_params(),
+        params_after=folded.count_params(),
+        probe_max_abs_diff=float(np.abs(candidate - reference).max()),
+        probe_output_scale=float(np.abs(reference).max()),
+        probe_top1_agreement=_top1_agreement(reference, candidate),
+    )
+    if skipped:
+        names = ", ".join(f"{bn} ({reason})" for bn, reason in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        warnings.warn(f"{len(skipped)} BatchNormalization layers left unfolded: {names}{more}", FoldWarning, stacklevel=2)
+    return folded, report
+
+
+def _top1_agreement(reference, candidate):
+    if reference.ndim != 2 or reference.shape[-1] < 2:
+        return None
+    return float(np.mean(reference.argmax(-1) == candidate.argmax(-1)))

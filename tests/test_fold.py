@@ -1,0 +1,195 @@
+"""BatchNorm folding: exact on our ResNets and on a model we did not build,
+honest about what it cannot fold."""
+
+import keras
+import numpy as np
+import pytest
+
+import edge_resnet
+from edge_resnet.fold import FoldWarning, fold_batchnorm
+from edge_resnet.models import build_resnet
+from tests.digits import digit_pixels
+
+BN = keras.layers.BatchNormalization
+
+
+def randomize_batchnorm(model, seed=0):
+    """Non-trivial gamma, beta, moving mean and variance, so that a wrong
+    folding formula changes the outputs."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, BN):
+            shape = layer.moving_mean.shape
+            values = {
+                "gamma": rng.uniform(0.2, 0.6, shape),
+                "beta": rng.normal(0.0, 0.05, shape),
+                "moving_mean": rng.normal(0.0, 0.1, shape),
+                "moving_variance": rng.uniform(0.5, 2.0, shape),
+            }
+            for variable in layer.weights:
+                variable.assign(values[variable.name].astype("float32"))
+    return model
+
+
+def batchnorm_param_count(model):
+    return sum(layer.count_params() for layer in model.layers if isinstance(layer, BN))
+
+
+def images(size, count=8):
+    pixels, _ = digit_pixels(size, count)
+    return edge_resnet.preprocess_input(pixels)
+
+
+def assert_same_predictions(original, folded, probe, rtol=1e-4):
+    expected = np.asarray(original(probe, training=False))
+    actual = np.asarray(folded(probe, training=False))
+    scale = np.abs(expected).max()
+    assert np.abs(actual - expected).max() <= rtol * scale
+    np.testing.assert_array_equal(actual.argmax(-1), expected.argmax(-1))
+
+
+def test_resnet50_folds_all_53_batchnorms():
+    model = randomize_batchnorm(build_resnet(50, classifier_activation=None))
+    probe = images(224, 4)
+    folded, report = fold_batchnorm(model, probe=probe)
+    assert len(report.folded) == 53 and report.skipped == ()
+    assert not [layer for layer in folded.layers if isinstance(layer, BN)]
+    # keras.applications' convolutions already carry a bias: no new ones.
+    assert report.params_before - report.params_after == batchnorm_param_count(model)
+    assert report.params_after == folded.count_params()
+    assert_same_predictions(model, folded, probe)
+    assert report.probe_relative_diff <= 1e-4 and report.probe_top1_agreement == 1.0
+    # Names line up with keras.applications for per-layer reports.
+    assert folded.get_layer("conv4_block6_3_conv").bias is not None
+    assert {l.name for l in folded.layers} == {l.name for l in model.layers if not isinstance(l, BN)}
+
+
+@pytest.fixture(scope="module")
+def trained_resnet18():
+    """A ResNet-18 trained briefly on real digits: its BN statistics are the
+    ones training produced."""
+    pixels, labels = digit_pixels(32, 512)
+    model = build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25, classifier_activation=None)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    keras.utils.set_random_seed(0)
+    model.fit(edge_resnet.preprocess_input(pixels), labels, batch_size=64, epochs=2, verbose=0)
+    return model
+
+
+def test_resnet18_trained_on_digits_folds_exactly(trained_resnet18):
+    model = trained_resnet18
+    moving_means = [np.abs(np.asarray(l.moving_mean)).max() for l in model.layers if isinstance(l, BN)]
+    assert max(moving_means) > 0.01, "training should have moved the BN statistics"
+    probe = images(32, 64)
+    folded, report = fold_batchnorm(model, probe=probe)
+    assert len(report.folded) == len([l for l in model.layers if isinstance(l, BN)]) and not report.skipped
+    assert_same_predictions(model, folded, probe)
+
+
+def test_shortcut_c_model_folds_exactly():
+    model = randomize_batchnorm(build_resnet(34, input_shape=(64, 64, 3), classes=10, width=0.25, shortcut="C", classifier_activation=None))
+    probe = images(64)
+    folded, report = fold_batchnorm(model, probe=probe)
+    projections = [l for l in model.layers if l.name.endswith("_0_bn")]
+    assert len(projections) == 16 and not report.skipped
+    assert len(report.folded) == len([l for l in model.layers if isinstance(l, BN)])
+    assert_same_predictions(model, folded, probe)
+
+
+def test_mobilenet_v2_with_depthwise_convolutions_folds_exactly():
+    model = randomize_batchnorm(
+        keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None, classifier_activation=None)
+    )
+    probe = images(96) / 127.5  # MobileNetV2 expects inputs in [-1, 1]
+    folded, report = fold_batchnorm(model, probe=probe)
+    folded_into = {type(model.get_layer(layer)).__name__ for layer, _ in report.folded}
+    assert folded_into == {"Conv2D", "DepthwiseConv2D"}
+    assert not report.skipped
+    # MobileNetV2's convolutions have no bias: folding adds one per BN channel.
+    new_biases = sum(model.get_layer(layer).output.shape[-1] for layer, _ in report.folded)
+    assert report.params_before - report.params_after == batchnorm_param_count(model) - new_biases
+    assert_same_predictions(model, folded, probe)
+
+
+def handmade_model():
+    """Every foldable variant and every unfoldable pattern in one model."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, use_bias=False, name="conv_no_bias")(inputs)
+    x = BN(center=False, epsilon=0.1, name="bn_no_center")(x)
+    x = keras.layers.Conv2D(8, 3, name="conv_bias")(x)
+    x = BN(scale=False, name="bn_no_scale")(x)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="depthwise")(x)
+    x = BN(axis=3, epsilon=1e-2, name="bn_after_depthwise")(x)
+    branch = keras.layers.Conv2D(16, 1, name="conv_used_twice")(x)
+    y = BN(name="bn_shared_input")(branch)
+    x = keras.layers.Add(name="add")([y, branch])
+    x = BN(name="bn_after_add")(x)
+    x = keras.layers.Conv2D(16, 1, activation="relu", name="conv_relu")(x)
+    x = BN(name="bn_after_relu")(x)
+    x = keras.layers.Conv2D(16, 1, name="conv_training")(x)
+    x = BN(name="bn_training")(x, training=True)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(12, name="dense")(x)
+    x = BN(name="bn_after_dense")(x)
+    return randomize_batchnorm(keras.Model(inputs, x), seed=4)
+
+
+def test_unfoldable_patterns_are_left_in_place_and_reported():
+    model = handmade_model()
+    probe = np.random.default_rng(0).normal(size=(6, 16, 16, 3)).astype("float32")
+    with pytest.warns(FoldWarning, match="4 BatchNormalization layers left unfolded"):
+        folded, report = fold_batchnorm(model, probe=probe)
+    assert dict(report.folded) == {
+        "conv_no_bias": "bn_no_center",
+        "conv_bias": "bn_no_scale",
+        "depthwise": "bn_after_depthwise",
+        "dense": "bn_after_dense",
+    }
+    reasons = dict(report.skipped)
+    assert "also feeds 'add'" in reasons["bn_shared_input"]
+    assert "follows Add" in reasons["bn_after_add"]
+    assert "applies relu" in reasons["bn_after_relu"]
+    assert "training=True" in reasons["bn_training"]
+    assert set(reasons) == {"bn_shared_input", "bn_after_add", "bn_after_relu", "bn_training"}
+    left = {layer.name for layer in folded.layers if isinstance(layer, BN)}
+    assert left == set(reasons)
+    # bn_training uses batch statistics, so compare everything before it.
+    cut = lambda m: keras.Model(m.input, m.get_layer("conv_training").output)
+    np.testing.assert_allclose(np.asarray(cut(folded)(probe)), np.asarray(cut(model)(probe)), rtol=1e-4, atol=1e-4)
+
+
+def test_original_model_is_not_modified():
+    model = randomize_batchnorm(build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25))
+    before = [w.copy() for w in model.get_weights()]
+    layer_names = [layer.name for layer in model.layers]
+    fold_batchnorm(model)
+    assert [layer.name for layer in model.layers] == layer_names
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_folded_model_saves_and_loads_without_custom_objects(tmp_path):
+    model = randomize_batchnorm(build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25, shortcut="A"))
+    folded, _ = fold_batchnorm(model)
+    folded.save(tmp_path / "folded.keras")
+    loaded = keras.saving.load_model(tmp_path / "folded.keras")
+    probe = images(32)
+    np.testing.assert_array_equal(np.asarray(loaded(probe)), np.asarray(folded(probe)))
+
+
+def test_sequential_models_fold_and_subclassed_models_are_refused():
+    sequential = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c"), BN(name="b"), keras.layers.Flatten()]
+    )
+    randomize_batchnorm(sequential)
+    folded, report = fold_batchnorm(sequential)
+    assert report.folded == (("c", "b"),)
+    probe = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(folded(probe)), np.asarray(sequential(probe)), rtol=1e-5, atol=1e-5)
+
+    class Custom(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(edge_resnet.ConfigError, match="functional or Sequential"):
+        fold_batchnorm(Custom())
