@@ -23,29 +23,21 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _import_keras_quietly():
-    """TensorFlow's C++ start-up chatter drowns the one line users need, and
-    part of it (the CUDA stub notice) is written before TF_CPP_MIN_LOG_LEVEL
-    takes effect, so silence file descriptor 2 for the import itself. Python
-    exceptions raised by the import still surface: they are not printed
-    until later."""
+    """Import Keras (and TensorFlow, its backend) once, up front, without the
+    C++ start-up chatter that would drown the one line users need."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if os.environ.get("EDGE_RESNET_VERBOSE_IMPORT"):
         return
-    saved_stderr = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    from .quiet import native_output_silenced
+
     try:
-        sys.stderr.flush()
-        os.dup2(devnull, 2)
-        import keras  # noqa: F401  (imports TensorFlow when it is the backend)
+        with native_output_silenced():
+            import keras  # noqa: F401
     except ImportError as error:
         raise EdgeResnetError(
             f"this command needs Keras and TensorFlow ({error}); install them with: "
             'pip install "edge-resnet[full]"'
         ) from error
-    finally:
-        os.dup2(saved_stderr, 2)
-        os.close(saved_stderr)
-        os.close(devnull)
 
 
 def _add_model_arguments(parser):

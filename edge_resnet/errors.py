@@ -17,3 +17,7 @@ class WeightsError(EdgeResnetError):
 
 class ModelError(EdgeResnetError):
     """A model file that is missing or cannot be loaded."""
+
+
+class DataError(EdgeResnetError):
+    """Calibration or evaluation data that is missing, empty or malformed."""

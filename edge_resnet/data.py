@@ -1,0 +1,342 @@
+"""Image data for calibration and evaluation: folders of image files,
+.npy/.npz arrays, or Python iterables, preprocessed the way the model
+expects. Numpy and Pillow only.
+
+A set is lazy (image files are decoded when iterated, never all held in
+memory) and can be iterated any number of times with the same result.
+"""
+
+import dataclasses
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .preprocess import preprocess_input
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+RESIZE_RATIO = 256 / 224  # shorter side 256 for a 224 crop, as for ImageNet ResNets
+DEFAULT_CALIBRATION_SIZE = 200  # TFLite's guidance: ~100-500 representative samples
+FEW_SAMPLES = 10
+PREPROCESSING_MODES = ("caffe", "raw")
+
+
+class DataWarning(UserWarning):
+    """Skipped images, or a calibration set too small to trust."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw RGB pixels become model input: resize the shorter side to
+    RESIZE_RATIO x the crop, centre-crop to (height, width), then "caffe"
+    (BGR, ImageNet mean subtracted) or "raw" (RGB 0..255 floats, for models
+    with the preprocessing inside)."""
+
+    height: int
+    width: int
+    mode: str = "caffe"
+
+    def __post_init__(self):
+        if self.mode not in PREPROCESSING_MODES:
+            raise DataError(f"preprocessing must be one of {PREPROCESSING_MODES}. Received: {self.mode!r}")
+
+    @property
+    def shape(self):
+        return (self.height, self.width, 3)
+
+    def __call__(self, rgb):
+        """uint8 (or 0..255 float) RGB image of any size -> float32 model input."""
+        pixels = np.asarray(rgb)
+        if pixels.shape[:2] != (self.height, self.width):
+            pixels = resize_and_centre_crop(pixels, self.height, self.width)
+        pixels = pixels.astype(np.float32)
+        return preprocess_input(pixels) if self.mode == "caffe" else pixels
+
+    def to_dict(self):
+        return {"height": self.height, "width": self.width, "mode": self.mode, "resize_ratio": RESIZE_RATIO}
+
+
+def resize_and_centre_crop(rgb, height, width):
+    from PIL import Image
+
+    image = Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8) if rgb.dtype != np.uint8 else rgb)
+    scale = max(height * RESIZE_RATIO / image.height, width * RESIZE_RATIO / image.width)
+    resized = image.resize(
+        (max(width, round(image.width * scale)), max(height, round(image.height * scale))), Image.BILINEAR
+    )
+    left, top = (resized.width - width) // 2, (resized.height - height) // 2
+    return np.asarray(resized.crop((left, top, left + width, top + height)))
+
+
+def read_rgb(path):
+    """Decode an image file to uint8 RGB. Grayscale, palette, RGBA, CMYK and
+    16-bit images are converted; raises OSError/ValueError if unreadable."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit grayscale: Pillow's own conversion would clip at 255.
+            wide = np.asarray(image, dtype=np.float64)
+            gray = np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+            return np.repeat(gray[..., None], 3, axis=-1)
+        if image.mode == "P":
+            image = image.convert("RGBA")
+        return np.asarray(image.convert("RGB"))
+
+
+def _is_readable(path):
+    try:
+        read_rgb(path)
+    except (OSError, ValueError, SyntaxError):  # Pillow's decoding failures
+        return False
+    return True
+
+
+def scan_image_folder(root):
+    """(sorted image paths, class name per path or None). A folder whose
+    images all sit in sub-folders has one class per first-level sub-folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
+    relative = [p.relative_to(root).parts for p in paths]
+    if all(len(parts) > 1 for parts in relative) and len({parts[0] for parts in relative}) > 1:
+        return paths, [parts[0] for parts in relative]
+    return paths, [None] * len(paths)
+
+
+def stratified_order(strata, seed):
+    """Indices in a seeded order that takes one item from each stratum in
+    turn, so any prefix is balanced across classes."""
+    rng = np.random.default_rng(seed)
+    groups = {}
+    for index, stratum in enumerate(strata):
+        groups.setdefault(stratum, []).append(index)
+    queues = [list(rng.permutation(groups[key])) for key in sorted(groups, key=str)]
+    order = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                order.append(int(queue.pop(0)))
+    return order
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A lazy, re-iterable set of preprocessed samples.
+
+    `items` are image paths (decoded on each iteration) or indices into
+    `array`. `labels` holds one class per item, or None.
+    """
+
+    items: tuple
+    preprocessing: Preprocessing
+    fingerprint: str
+    source: str
+    labels: tuple = None
+    array: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
+    preprocessed: bool = False
+    seed: int = 0  # of the subset selection
+    batch_size: int = 1
+
+    def __len__(self):
+        return len(self.items)
+
+    def sample(self, item):
+        if self.array is None:
+            return self.preprocessing(read_rgb(item))
+        value = self.array[item]
+        return np.asarray(value, dtype=np.float32) if self.preprocessed else self.preprocessing(_to_rgb(value))
+
+    def samples(self):
+        for item in self.items:
+            yield self.sample(item)
+
+    def __iter__(self):
+        batch = []
+        for sample in self.samples():
+            batch.append(sample)
+            if len(batch) == self.batch_size:
+                yield np.stack(batch)
+                batch = []
+        if batch:
+            yield np.stack(batch)
+
+    def with_batch_size(self, batch_size):
+        return dataclasses.replace(self, batch_size=batch_size)
+
+    def describe(self):
+        return {
+            "source": self.source,
+            "size": len(self),
+            "fingerprint": self.fingerprint,
+            "preprocessing": self.preprocessing.to_dict(),
+            "preprocessed_input": self.preprocessed,
+            "seed": self.seed,
+        }
+
+
+def _to_rgb(image):
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    return image
+
+
+def _select(count, size, strata, seed):
+    order = stratified_order(strata, seed)
+    return order if size is None else order[:size]
+
+
+def images_from_folder(root, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=0, check_readable=True):
+    """`size` images (None: all) from a folder, seeded and stratified by
+    class sub-folder. Unreadable files are skipped and named in a warning."""
+    paths, classes = scan_image_folder(root)
+    order = stratified_order(classes, seed)
+    chosen, unreadable = [], []
+    for index in order:
+        if size is not None and len(chosen) == size:
+            break
+        if check_readable and not _is_readable(paths[index]):
+            unreadable.append(paths[index])
+        else:
+            chosen.append(index)
+    if unreadable:
+        names = ", ".join(str(p) for p in unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
+        warnings.warn(f"skipped {len(unreadable)} unreadable images: {names}", DataWarning, stacklevel=2)
+    if not chosen:
+        raise DataError(f"none of the images under {root} could be read ({len(unreadable)} tried); check the files")
+    digest = hashlib.sha256()
+    for index in chosen:
+        digest.update(hashlib.sha256(paths[index].read_bytes()).digest())
+    labelled = classes[0] is not None
+    return ImageSet(
+        items=tuple(paths[i] for i in chosen),
+        preprocessing=preprocessing,
+        fingerprint=digest.hexdigest(),
+        source=f"folder {root}",
+        labels=tuple(classes[i] for i in chosen) if labelled else None,
+        seed=seed,
+    )
+
+
+def load_array_file(path):
+    """(images, labels or None) from .npy, or .npz with `x` (and maybe `y`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"array file not found: {path}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise DataError(f"cannot read {path} as a numpy array file without pickle: {error}") from error
+    if isinstance(loaded, np.ndarray):
+        return loaded, None
+    with loaded:
+        keys = list(loaded.keys())
+        if "x" not in keys and len(keys) != 1:
+            raise DataError(f"{path} must hold an array named 'x' (and optionally labels 'y'); found: {', '.join(keys)}")
+        images = loaded["x" if "x" in keys else keys[0]]
+        labels = loaded["y"] if "y" in keys else None
+    return images, labels
+
+
+def check_array(images, preprocessing, preprocessed, name):
+    """Reject what would silently calibrate or evaluate on garbage."""
+    if preprocessed and images.shape[1:] != preprocessing.shape:
+        raise DataError(
+            f"{name} has shape {images.shape}; preprocessed input must be (N, {', '.join(map(str, preprocessing.shape))})"
+        )
+    if not preprocessed and not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3))):
+        raise DataError(f"{name} has shape {images.shape}; raw images must be (N, H, W, 3), (N, H, W, 1) or (N, H, W)")
+    if not np.issubdtype(images.dtype, np.number):
+        raise DataError(f"{name} has dtype {images.dtype}; expected numbers")
+    if np.issubdtype(images.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(images)))
+        if bad:
+            raise DataError(f"{name} contains {bad} NaN or Inf values; clean the data first")
+
+
+def images_from_array(images, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=0, labels=None,
+                      preprocessed=False, source="array"):
+    images = np.asarray(images)
+    check_array(images, preprocessing, preprocessed, source)
+    if len(images) == 0:
+        raise DataError(f"{source} holds no images")
+    strata = [None] * len(images) if labels is None else [int(y) for y in np.asarray(labels)]
+    chosen = _select(len(images), size, strata, seed)
+    digest = hashlib.sha256(str(images.shape[1:]).encode() + str(images.dtype).encode())
+    for index in chosen:
+        digest.update(np.ascontiguousarray(images[index]).tobytes())
+    return ImageSet(
+        items=tuple(chosen),
+        preprocessing=preprocessing,
+        fingerprint=digest.hexdigest(),
+        source=source,
+        labels=None if labels is None else tuple(int(labels[i]) for i in chosen),
+        array=images,
+        preprocessed=preprocessed,
+        seed=seed,
+    )
+
+
+def image_set(source, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=0, preprocessed=False):
+    """Dispatch on the source: a folder of images, a .npy/.npz file, an
+    array, or any iterable of images or batches of images."""
+    if size is not None and size < 1:
+        raise DataError(f"the number of samples must be at least 1. Received: {size}")
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.suffix in (".npy", ".npz"):
+            images, labels = load_array_file(path)
+            return images_from_array(images, preprocessing, size, seed, labels, preprocessed, source=str(path))
+        if not path.exists():
+            raise DataError(f"data not found: {path} (give an image folder, a .npy or a .npz file)")
+        return images_from_folder(path, preprocessing, size, seed)
+    if isinstance(source, np.ndarray):
+        return images_from_array(source, preprocessing, size, seed, None, preprocessed)
+    items = [np.asarray(item) for item in source]
+    if not items:
+        raise DataError("the iterable yielded no images")
+    images = _stack_preprocessed(items, preprocessing.shape) if preprocessed else _stack_raw(items)
+    return images_from_array(images, preprocessing, size, seed, None, preprocessed, source="python iterable")
+
+
+def _stack_preprocessed(items, shape):
+    """Preprocessed items may be single samples or batches of them."""
+    for item in items:
+        if item.shape != shape and item.shape[1:] != shape:
+            raise DataError(f"an item has shape {item.shape}; preprocessed input must be {shape} or (N, *{shape})")
+    return np.concatenate([item[None] if item.shape == shape else item for item in items])
+
+
+def _stack_raw(items):
+    """Raw items may be single images (H, W[, C]) or batches (N, H, W[, C])."""
+    singles = []
+    for item in items:
+        is_batch = item.ndim == 4 or (item.ndim == 3 and item.shape[-1] not in (1, 3))
+        singles.extend(item if is_batch else [item])
+    shapes = {np.shape(s) for s in singles}
+    if len(shapes) != 1:
+        raise DataError(f"raw images in an iterable must share one shape; found {sorted(shapes)}")
+    return np.stack(singles)
+
+
+def calibration_set(source, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=0, preprocessed=False):
+    """A calibration set; warns when it is too small to trust."""
+    images = image_set(source, preprocessing, size, seed, preprocessed)
+    if len(images) < FEW_SAMPLES:
+        warnings.warn(
+            f"only {len(images)} calibration samples; int8 ranges from fewer than {FEW_SAMPLES} are unreliable "
+            f"(100-500 is typical)",
+            DataWarning,
+            stacklevel=2,
+        )
+    return images

@@ -1,0 +1,31 @@
+"""Keeping TensorFlow's native logging off the user's terminal."""
+
+import contextlib
+import io
+import os
+import sys
+
+
+@contextlib.contextmanager
+def native_output_silenced():
+    """Send file descriptors 1 and 2 and Python's stdout to /dev/null for the
+    block (TensorFlow's C++ logs and its converter's prints ignore
+    TF_CPP_MIN_LOG_LEVEL in part). Yields a text stream on the real stderr,
+    for progress bars. Exceptions still propagate with their messages."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    real_stderr = os.fdopen(os.dup(saved[2]), "w", buffering=1)
+    try:
+        for fd in saved:
+            os.dup2(devnull, fd)
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield real_stderr
+    finally:
+        sys.stdout.flush()
+        for fd, original in saved.items():
+            os.dup2(original, fd)
+            os.close(original)
+        os.close(devnull)
+        real_stderr.close()

@@ -1,0 +1,70 @@
+"""The quantization recipe: one frozen, typed description of how an artifact
+was quantized, saved as JSON beside it so anyone can reproduce it."""
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+MODES = ("int8", "float16", "dynamic", "none")
+IO_TYPES = ("int8", "uint8", "float32")
+MODE_DESCRIPTIONS = {
+    "int8": "full integer: weights int8 symmetric per output channel, activations int8 per tensor",
+    "float16": "weights stored as float16, computed in float32",
+    "dynamic": "dynamic range: weights int8, activations quantized at run time",
+    "none": "float32, no quantization",
+}
+
+
+@dataclass(frozen=True)
+class QuantizationRecipe:
+    mode: str = "int8"
+    input_type: str = "int8"  # int8 mode only; other modes keep float32 I/O
+    output_type: str = "int8"
+    per_channel: bool = True
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ConfigError(f"quantization mode must be one of {', '.join(MODES)}. Received: {self.mode!r}")
+        for field in ("input_type", "output_type"):
+            value = getattr(self, field)
+            if value not in IO_TYPES:
+                raise ConfigError(f"{field} must be one of {', '.join(IO_TYPES)}. Received: {value!r}")
+            if self.mode != "int8" and value != "float32":
+                raise ConfigError(
+                    f"{field}={value!r} needs mode 'int8'; mode {self.mode!r} keeps float32 input and output"
+                )
+
+    @classmethod
+    def for_mode(cls, mode, **overrides):
+        """Defaults that fit the mode: int8 I/O for int8, float32 otherwise."""
+        io_type = "int8" if mode == "int8" else "float32"
+        settings = {"input_type": io_type, "output_type": io_type, **overrides}
+        return cls(mode=mode, **settings)
+
+    @property
+    def needs_calibration(self):
+        return self.mode == "int8"
+
+    @property
+    def description(self):
+        return MODE_DESCRIPTIONS[self.mode]
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown recipe fields: {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
