@@ -78,27 +78,92 @@ def run_summary(args):
     return EXIT_OK
 
 
-def run_fold(args):
-    import json
-
-    from .files import atomic_output
+def _load_for_conversion(args):
+    """The model named on the command line, BatchNorm folded unless told not to."""
     from .fold import fold_batchnorm
     from .models import load_model
 
-    if not args.output.endswith(".keras"):
-        raise EdgeResnetError(f"--output must end in .keras. Received: {args.output}")
     options = {} if args.model.endswith(".keras") else {
         "input_shape": (args.input_size, args.input_size, 3),
         "classes": args.classes,
         "weights": args.weights,
     }
-    folded, report = fold_batchnorm(load_model(args.model, **options))
+    model = load_model(args.model, **options)
+    if getattr(args, "no_fold", False):
+        return model, None
+    return fold_batchnorm(model)
+
+
+def run_quantize(args):
+    from .data import Preprocessing, calibration_set
+    from .recipe import QuantizationRecipe
+    from .tflite import to_tflite
+    from .tflite_inspect import inspect_tflite
+
+    if not args.output.endswith(".tflite"):
+        raise EdgeResnetError(f"--output must end in .tflite. Received: {args.output}")
+    io_overrides = {key: value for key, value in (("input_type", args.input_type), ("output_type", args.output_type)) if value}
+    recipe = QuantizationRecipe.for_mode(args.quantize, per_channel=not args.per_tensor, **io_overrides)
+    if recipe.needs_calibration and not args.calibration:
+        raise EdgeResnetError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz)")
+    model, fold_report = _load_for_conversion(args)
+    if fold_report is not None:
+        print(f"folded {len(fold_report.folded)} BatchNormalization layers, left {len(fold_report.skipped)}")
+    calibration = None
+    if recipe.needs_calibration:
+        height, width = model.input_shape[1:3]
+        calibration = calibration_set(
+            args.calibration, Preprocessing(height, width, args.preprocessing),
+            size=args.calibration_size, seed=args.seed, preprocessed=args.preprocessed,
+        )
+        print(f"calibration: {len(calibration)} samples from {calibration.source}")
+    path = to_tflite(model, recipe, calibration, output=args.output)
+    structure = inspect_tflite(path)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {recipe.description})")
+    print(f"operators: {', '.join(f'{op} x{n}' for op, n in sorted(structure.op_counts.items()))}")
+    print(f"input {structure.input_dtype}, output {structure.output_dtype}; "
+          + ("XNNPACK runs the whole model" if structure.fully_delegated else
+             f"XNNPACK runs only part of the model (not: {', '.join(structure.undelegated_ops) or 'unknown'})"))
+    if recipe.mode == "int8":
+        print("fully integer: " + ("yes" if structure.fully_integer else
+              f"NO (float ops: {', '.join(structure.float_ops) or 'none'}; "
+              f"quantize/dequantize in the body: {len(structure.body_quantize_ops)})"))
+    return EXIT_OK
+
+
+def run_fold(args):
+    import json
+
+    from .files import atomic_output
+
+    if not args.output.endswith(".keras"):
+        raise EdgeResnetError(f"--output must end in .keras. Received: {args.output}")
+    folded, report = _load_for_conversion(args)
     with atomic_output(args.output) as temporary:
         folded.save(temporary)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     if not args.json:
         print(f"wrote {args.output}")
     return EXIT_OK
+
+
+def _add_model_source_arguments(parser):
+    parser.add_argument("model", metavar="MODEL", help="a .keras file, or a builder name such as resnet50")
+    parser.add_argument("--input-size", type=int, default=224, metavar="PIXELS",
+                        help="input size when MODEL is a builder name (default: 224)")
+    parser.add_argument("--classes", type=int, default=1000, help="classes when MODEL is a builder name")
+    parser.add_argument("--weights", default=None,
+                        help="weights when MODEL is a builder name: random (default), imagenet, or a file")
+
+
+def _one_line_warnings():
+    """Warnings as `edge-resnet: warning: ...` lines, not source excerpts."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{PROG}: warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show
 
 
 def build_parser():
@@ -134,20 +199,47 @@ def build_parser():
         "  edge-resnet fold my_model.keras --output my_model_folded.keras --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    fold.add_argument("model", metavar="MODEL", help="a .keras file, or a builder name such as resnet50")
+    _add_model_source_arguments(fold)
     fold.add_argument("--output", required=True, metavar="FILE.keras", help="where to save the folded model")
-    fold.add_argument("--input-size", type=int, default=224, metavar="PIXELS",
-                      help="input size when MODEL is a builder name (default: 224)")
-    fold.add_argument("--classes", type=int, default=1000, help="classes when MODEL is a builder name")
-    fold.add_argument("--weights", default=None,
-                      help="weights when MODEL is a builder name: random (default), imagenet, or a file")
     fold.add_argument("--json", action="store_true", help="print the report as JSON")
     fold.set_defaults(handler=run_fold, needs_keras=True)
+
+    quantize = commands.add_parser(
+        "quantize",
+        help="fold BatchNorm and export TFLite: int8, float16, dynamic range or float32",
+        description="Fold BatchNorm, then convert to TFLite. int8 is full-integer "
+        "post-training quantization (weights int8 per channel, activations int8 per "
+        "tensor) calibrated on your images; the recipe JSON is written beside the model.",
+        epilog="example:\n"
+        "  edge-resnet quantize resnet50 --weights imagenet --calibration val/ \\\n"
+        "      --calibration-size 300 --quantize int8 --output resnet50_int8.tflite\n"
+        "  edge-resnet quantize model.keras --quantize float16 --output model_fp16.tflite\n"
+        "  edge-resnet quantize model.keras --calibration calib.npz --input-type uint8 --output m.tflite",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_source_arguments(quantize)
+    quantize.add_argument("--output", required=True, metavar="FILE.tflite", help="where to write the model")
+    quantize.add_argument("--quantize", default="int8", choices=["int8", "float16", "dynamic", "none"],
+                          help="quantization mode (default: int8)")
+    quantize.add_argument("--calibration", metavar="PATH", help="image folder, .npy or .npz (needed for int8)")
+    quantize.add_argument("--calibration-size", type=int, default=200, metavar="N",
+                          help="seeded subset size, stratified by class folder (default: 200)")
+    quantize.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
+    quantize.add_argument("--preprocessing", default="caffe", choices=["caffe", "raw"],
+                          help="caffe (ImageNet ResNets, default) or raw 0..255 RGB for models that preprocess inside")
+    quantize.add_argument("--preprocessed", action="store_true",
+                          help="the arrays in --calibration are already model input")
+    quantize.add_argument("--input-type", choices=["int8", "uint8", "float32"], help="int8 model input type (default: int8)")
+    quantize.add_argument("--output-type", choices=["int8", "uint8", "float32"], help="int8 model output type (default: int8)")
+    quantize.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weights")
+    quantize.add_argument("--no-fold", action="store_true", help="convert without folding BatchNorm first")
+    quantize.set_defaults(handler=run_quantize, needs_keras=True)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    _one_line_warnings()
     try:
         if args.needs_keras:
             _import_keras_quietly()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .quiet import native_output_silenced
 from .runtime import tflite_interpreter
 
 QUANTIZE_OPS = ("QUANTIZE", "DEQUANTIZE")
@@ -20,6 +21,7 @@ class TfliteStructure:
     body_quantize_ops: tuple  # QUANTIZE/DEQUANTIZE away from the model's inputs/outputs
     delegate_nodes: int
     fully_delegated: bool  # one XNNPACK node spanning inputs to outputs
+    undelegated_ops: tuple  # operators seen running next to the delegate, outside it
 
     @property
     def fully_integer(self):
@@ -35,6 +37,7 @@ class TfliteStructure:
             "fully_integer": self.fully_integer,
             "delegate_nodes": self.delegate_nodes,
             "fully_delegated": self.fully_delegated,
+            "undelegated_ops": list(self.undelegated_ops),
         }
 
 
@@ -49,9 +52,8 @@ def inspect_tflite(path):
     model_outputs = {d["index"] for d in plain.get_output_details()}
     float_ops, body_quantize_ops = [], []
     for op in ops:
-        at_boundary = (op["op_name"] == "QUANTIZE" and set(op["inputs"]) <= model_inputs) or (
-            op["op_name"] == "DEQUANTIZE" and set(op["outputs"]) <= model_outputs
-        )
+        # Converting the model's own input or output type (float32/uint8 <-> int8) is fine.
+        at_boundary = set(op["inputs"]) <= model_inputs or set(op["outputs"]) <= model_outputs
         if op["op_name"] in QUANTIZE_OPS and not at_boundary:
             body_quantize_ops.append(op["op_name"])
         elif op["op_name"] not in QUANTIZE_OPS and any(
@@ -59,7 +61,8 @@ def inspect_tflite(path):
         ):
             float_ops.append(op["op_name"])
 
-    delegated = tflite_interpreter(path, delegates=True)._get_ops_details()
+    with native_output_silenced():  # LiteRT announces its delegate on stderr
+        delegated = tflite_interpreter(path, delegates=True)._get_ops_details()
     delegate_nodes = [op for op in delegated if op["op_name"] == "DELEGATE"]
     fully_delegated = (
         len(delegate_nodes) == 1
@@ -74,4 +77,19 @@ def inspect_tflite(path):
         body_quantize_ops=tuple(body_quantize_ops),
         delegate_nodes=len(delegate_nodes),
         fully_delegated=fully_delegated,
+        undelegated_ops=() if fully_delegated else _neighbours_outside(ops, delegate_nodes, model_inputs, model_outputs),
     )
+
+
+def _neighbours_outside(ops, delegate_nodes, model_inputs, model_outputs):
+    """Operators that read a delegate's output or produce a delegate's input:
+    they run on the built-in kernels. (The interpreter does not expose its
+    execution plan, so this names the operators at the delegate's edges.)"""
+    delegate_in = {t for node in delegate_nodes for t in node["inputs"]} - model_inputs
+    delegate_out = {t for node in delegate_nodes for t in node["outputs"]} - model_outputs
+    outside = [
+        op["op_name"]
+        for op in ops
+        if set(op["inputs"]) & delegate_out or set(op["outputs"]) & delegate_in
+    ]
+    return tuple(outside) if delegate_nodes else tuple(op["op_name"] for op in ops)

@@ -1,3 +1,22 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    """ResNet-18 (width 0.25, 32x32) trained on real handwritten digits."""
+    from tests.digits import train_digits_resnet
+
+    return train_digits_resnet()
+
+
+@pytest.fixture(scope="session")
+def digits_calibration():
+    """200 embedded digit images (disjoint from training), 32x32, caffe."""
+    from edge_resnet.calibration import digits_folder
+    from edge_resnet.data import Preprocessing, calibration_set
+
+    return calibration_set(str(digits_folder()), Preprocessing(32, 32), size=200)

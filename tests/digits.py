@@ -17,3 +17,26 @@ def digit_pixels(size, count=None, offset=0):
     ]
     rgb = np.repeat(np.stack(resized)[..., None], 3, axis=-1)
     return rgb, labels.astype(np.int64)
+
+
+TRAIN_SAMPLES = 1200  # digits 0..1199 train; 1200..1796 are the embedded calibration/ folder
+
+
+def train_digits_resnet(size=32, epochs=8, seed=0):
+    """A small ResNet-18 trained on the first 1200 digits (logits output)."""
+    import keras
+
+    import edge_resnet
+
+    keras.utils.set_random_seed(seed)
+    pixels, labels = digit_pixels(size, TRAIN_SAMPLES)
+    model = edge_resnet.build_resnet(
+        18, input_shape=(size, size, 3), classes=10, width=0.25, classifier_activation=None, seed=seed
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(2e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(edge_resnet.preprocess_input(pixels), labels, batch_size=32, epochs=epochs, verbose=0)
+    return model

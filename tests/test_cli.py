@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from edge_resnet import __version__
@@ -23,7 +24,7 @@ def test_version_and_help():
     assert result.returncode == 0 and "summary" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["summary", "fold"])
+@pytest.mark.parametrize("command", ["summary", "fold", "quantize"])
 def test_every_subcommand_has_help_with_an_example(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0
@@ -112,3 +113,80 @@ def test_fold_bad_input_writes_nothing(tmp_path, args, fragment):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert fragment in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def small_model_file(tmp_path_factory):
+    from edge_resnet.models import build_resnet
+
+    path = tmp_path_factory.mktemp("model") / "small.keras"
+    build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25, classifier_activation=None).save(path)
+    return path
+
+
+def test_quantize_command_writes_int8_tflite_and_recipe(small_model_file, tmp_path):
+    from edge_resnet.calibration import digits_folder
+
+    output = tmp_path / "small_int8.tflite"
+    result = run_cli("quantize", str(small_model_file), "--calibration", str(digits_folder()),
+                     "--calibration-size", "30", "--input-type", "uint8", "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    assert "calibration: 30 samples" in result.stdout
+    assert "fully integer: yes" in result.stdout and "input uint8, output int8" in result.stdout
+    # Only the uint8 -> int8 conversion at the input runs outside XNNPACK.
+    assert "XNNPACK runs only part of the model (not: QUANTIZE)" in result.stdout
+    assert "calibrating: 30/30" in result.stderr  # the progress bar
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small_int8.tflite", "small_int8.tflite.json"]
+
+
+def test_quantize_warns_in_one_line_for_few_samples_and_unreadable_images(small_model_file, tmp_path):
+    from PIL import Image
+
+    calibration = tmp_path / "calib"
+    calibration.mkdir()
+    for index in range(4):
+        Image.fromarray(np.full((40, 40, 3), index * 60, np.uint8)).save(calibration / f"{index}.png")
+    (calibration / "broken.jpg").write_bytes(b"nope")
+    result = run_cli("quantize", str(small_model_file), "--calibration", str(calibration),
+                     "--output", str(tmp_path / "m.tflite"))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("edge-resnet: warning:")]
+    assert any("skipped 1 unreadable images" in w and "broken.jpg" in w for w in warnings)
+    assert any("only 4 calibration samples" in w for w in warnings)
+
+
+def _calibration_inputs(tmp_path):
+    (tmp_path / "empty").mkdir(parents=True)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_bytes(b"junk")
+    np.save(tmp_path / "wrong_shape.npy", np.zeros((4, 30, 30, 3), np.float32))
+    np.save(tmp_path / "nan.npy", np.full((4, 32, 32, 3), np.nan, np.float32))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "calibration, extra, fragment",
+    [
+        ("missing_dir", [], "data not found"),
+        ("empty", [], "no images"),
+        ("junk", [], "none of the images"),
+        ("wrong_shape.npy", ["--preprocessed"], "must be (N, 32, 32, 3)"),
+        ("nan.npy", ["--preprocessed"], "NaN or Inf"),
+        ("empty", ["--calibration-size", "0"], "at least 1"),
+        (None, [], "needs --calibration"),
+    ],
+)
+def test_quantize_bad_calibration_is_one_line_exit_2_and_writes_nothing(
+    small_model_file, tmp_path, calibration, extra, fragment
+):
+    inputs = _calibration_inputs(tmp_path / "inputs")
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["quantize", str(small_model_file), "--output", str(out / "m.tflite"), *extra]
+    if calibration:
+        args += ["--calibration", str(inputs / calibration)]
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("edge-resnet: warning:")]
+    assert len(errors) == 1 and fragment in errors[0], result.stderr
+    assert list(out.iterdir()) == []

@@ -1,0 +1,212 @@
+"""Calibration and evaluation data: real image files in every mode a user
+has, arrays, iterables, subsets, and the errors for bad input."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import edge_resnet
+from edge_resnet.data import (
+    DataWarning,
+    Preprocessing,
+    calibration_set,
+    image_set,
+    read_rgb,
+    scan_image_folder,
+)
+from edge_resnet.errors import DataError
+
+
+def write_image(path, array, mode=None, **save_options):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode=mode).save(path, **save_options)
+    return path
+
+
+def rgb_noise(height, width, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def class_folder(root, classes=3, per_class=10, size=40):
+    for label in range(classes):
+        for index in range(per_class):
+            write_image(root / f"class_{label}" / f"{index:02d}.png", rgb_noise(size, size, seed=label * 100 + index))
+    return root
+
+
+def test_every_image_mode_becomes_uint8_rgb(tmp_path):
+    rgb = rgb_noise(20, 30)
+    gray = rgb[..., 0]
+    paths = {
+        "jpeg": write_image(tmp_path / "a.jpg", rgb, quality=95),
+        "png_gray": write_image(tmp_path / "b.png", gray),
+        "png_rgba": write_image(tmp_path / "c.png", np.dstack([rgb, np.full((20, 30), 128, np.uint8)])),
+        "bmp": write_image(tmp_path / "d.bmp", rgb),
+        "webp": write_image(tmp_path / "e.webp", rgb, lossless=True),
+    }
+    palette = Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE, colors=16)
+    palette.save(tmp_path / "f.png")
+    paths["palette"] = tmp_path / "f.png"
+    for name, path in paths.items():
+        pixels = read_rgb(path)
+        assert pixels.shape == (20, 30, 3) and pixels.dtype == np.uint8, name
+    np.testing.assert_array_equal(read_rgb(paths["bmp"]), rgb)
+    np.testing.assert_array_equal(read_rgb(paths["webp"]), rgb)
+    np.testing.assert_array_equal(read_rgb(paths["png_rgba"]), rgb)
+    np.testing.assert_array_equal(read_rgb(paths["png_gray"]), np.dstack([gray] * 3))
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    wide = np.array([[0, 32896, 65535]], dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(wide).save(path)
+    assert Image.open(path).mode.startswith("I")
+    np.testing.assert_array_equal(read_rgb(path)[0, :, 0], [0, 128, 255])
+
+
+def test_preprocessing_resizes_the_shorter_side_then_centre_crops(tmp_path):
+    image = rgb_noise(256, 256)
+    sample = Preprocessing(224, 224)(image)
+    expected = edge_resnet.preprocess_input(image[16:240, 16:240])
+    np.testing.assert_allclose(sample, expected, atol=1e-4)
+    wide = Preprocessing(224, 224)(rgb_noise(300, 500))
+    assert wide.shape == (224, 224, 3) and wide.dtype == np.float32
+    raw = Preprocessing(32, 32, mode="raw")(rgb_noise(32, 32))
+    np.testing.assert_array_equal(raw, rgb_noise(32, 32).astype(np.float32))
+
+
+def test_ratio_of_shorter_side_holds_for_other_input_sizes():
+    # 32 / 224 * 256 = 36.57 -> a 37-pixel image is used as it is, centre-cropped.
+    image = rgb_noise(37, 37)
+    sample = Preprocessing(32, 32, mode="raw")(image)
+    np.testing.assert_array_equal(sample, image[2:34, 2:34].astype(np.float32))
+
+
+def test_class_folders_give_stratified_seeded_subsets(tmp_path):
+    root = class_folder(tmp_path / "data")
+    paths, classes = scan_image_folder(root)
+    assert len(paths) == 30 and sorted(set(classes)) == ["class_0", "class_1", "class_2"]
+    subset = image_set(root, Preprocessing(32, 32), size=9, seed=1)
+    assert sorted(subset.labels) == ["class_0"] * 3 + ["class_1"] * 3 + ["class_2"] * 3
+    assert image_set(root, Preprocessing(32, 32), size=9, seed=1).items == subset.items
+    assert image_set(root, Preprocessing(32, 32), size=9, seed=2).items != subset.items
+
+
+def test_flat_folder_has_no_labels_and_is_searched_recursively(tmp_path):
+    write_image(tmp_path / "a.png", rgb_noise(40, 40))
+    write_image(tmp_path / "deeper" / "still" / "b.jpeg", rgb_noise(40, 40, 1))
+    (tmp_path / "notes.txt").write_text("not an image")
+    images = image_set(tmp_path, Preprocessing(32, 32), size=None)
+    assert len(images) == 2 and images.labels is None
+
+
+def test_image_set_is_lazy_reiterable_and_batched(tmp_path):
+    root = class_folder(tmp_path, classes=2, per_class=5)
+    images = image_set(root, Preprocessing(32, 32), size=None).with_batch_size(4)
+    assert images.array is None  # nothing decoded is held
+    first, second = list(images), list(images)
+    assert [b.shape for b in first] == [(4, 32, 32, 3), (4, 32, 32, 3), (2, 32, 32, 3)]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert first[0].dtype == np.float32
+
+
+def test_unreadable_images_are_skipped_counted_and_named(tmp_path):
+    root = class_folder(tmp_path, classes=2, per_class=6)
+    (root / "class_0" / "broken.jpg").write_bytes(b"not really a jpeg")
+    with pytest.warns(DataWarning, match=r"skipped 1 unreadable images: .*broken\.jpg"):
+        images = image_set(root, Preprocessing(32, 32), size=None)
+    assert len(images) == 12
+
+
+def test_missing_or_empty_folders_are_errors(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        image_set(tmp_path / "nowhere", Preprocessing(32, 32))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        image_set(tmp_path / "empty", Preprocessing(32, 32))
+
+
+def test_a_folder_of_only_unreadable_images_is_an_error(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"garbage")
+    with pytest.warns(DataWarning, match="skipped 1"), pytest.raises(DataError, match="none of the images"):
+        image_set(tmp_path, Preprocessing(32, 32))
+
+
+def test_npz_arrays_with_labels_stratify_and_preprocessed_arrays_pass_through(tmp_path):
+    x = np.stack([rgb_noise(32, 32, i) for i in range(20)])
+    y = np.repeat([0, 1], 10)
+    np.savez(tmp_path / "raw.npz", x=x, y=y)
+    raw = image_set(tmp_path / "raw.npz", Preprocessing(32, 32), size=4)
+    assert sorted(raw.labels) == [0, 0, 1, 1]
+    np.testing.assert_allclose(raw.sample(raw.items[0]), edge_resnet.preprocess_input(x[raw.items[0]]), atol=1e-4)
+    ready = edge_resnet.preprocess_input(x)
+    np.save(tmp_path / "ready.npy", ready)
+    passed = image_set(tmp_path / "ready.npy", Preprocessing(32, 32), size=None, preprocessed=True)
+    np.testing.assert_array_equal(np.concatenate(list(passed.with_batch_size(7))), ready[list(passed.items)])
+
+
+def test_grayscale_raw_arrays_become_rgb(tmp_path):
+    gray = np.stack([rgb_noise(32, 32, i)[..., 0] for i in range(3)])
+    np.save(tmp_path / "gray.npy", gray)
+    images = image_set(tmp_path / "gray.npy", Preprocessing(32, 32, mode="raw"), size=None)
+    sample = images.sample(0)
+    np.testing.assert_array_equal(sample, np.dstack([gray[0]] * 3).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "array, preprocessed, message",
+    [
+        (np.zeros((4, 30, 32, 3), np.float32), True, r"must be \(N, 32, 32, 3\)"),
+        (np.zeros((4, 32, 32, 5), np.uint8), False, "raw images must be"),
+        (np.full((4, 32, 32, 3), np.nan, np.float32), True, "NaN or Inf"),
+        (np.zeros((0, 32, 32, 3), np.uint8), False, "holds no images"),
+    ],
+)
+def test_bad_arrays_are_refused_with_the_expected_shape(tmp_path, array, preprocessed, message):
+    np.save(tmp_path / "bad.npy", array)
+    with pytest.raises(DataError, match=message):
+        image_set(tmp_path / "bad.npy", Preprocessing(32, 32), preprocessed=preprocessed)
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="without pickle"):
+        image_set(tmp_path / "objects.npy", Preprocessing(32, 32))
+
+
+def test_iterables_of_images_and_batches(tmp_path):
+    def generator():
+        yield rgb_noise(40, 40, 0)
+        yield np.stack([rgb_noise(40, 40, 1), rgb_noise(40, 40, 2)])
+
+    images = image_set(generator(), Preprocessing(32, 32), size=None)
+    assert len(images) == 3
+    assert len(list(images)) == len(list(images)) == 3
+    with pytest.raises(DataError, match="preprocessed input must be"):
+        image_set([np.zeros((31, 32, 3), np.float32)], Preprocessing(32, 32), preprocessed=True)
+
+
+def test_few_samples_warn_and_zero_is_an_error(tmp_path):
+    root = class_folder(tmp_path, classes=2, per_class=2)
+    with pytest.warns(DataWarning, match="only 4 calibration samples"):
+        calibration_set(root, Preprocessing(32, 32))
+    with pytest.raises(DataError, match="at least 1"):
+        calibration_set(root, Preprocessing(32, 32), size=0)
+
+
+def test_fingerprint_follows_the_file_contents(tmp_path):
+    root = class_folder(tmp_path, classes=2, per_class=3)
+    before = image_set(root, Preprocessing(32, 32), size=None).fingerprint
+    assert image_set(root, Preprocessing(32, 32), size=None).fingerprint == before
+    write_image(root / "class_1" / "01.png", rgb_noise(40, 40, seed=999))
+    assert image_set(root, Preprocessing(32, 32), size=None).fingerprint != before
+
+
+def test_embedded_digits_are_real_labelled_images():
+    from edge_resnet.calibration import digits_folder
+
+    images = image_set(str(digits_folder()), Preprocessing(32, 32), size=None)
+    assert len(images) == 597
+    assert sorted(set(images.labels)) == [str(d) for d in range(10)]
+    assert min(images.labels.count(str(d)) for d in range(10)) >= 50

@@ -1,0 +1,134 @@
+"""TFLite export: a fully integer int8 model that XNNPACK runs whole, the
+other modes, determinism, and the recipe JSON beside every artifact."""
+
+import json
+
+import numpy as np
+import pytest
+
+import edge_resnet
+from edge_resnet.errors import ConfigError
+from edge_resnet.fold import fold_batchnorm
+from edge_resnet.recipe import QuantizationRecipe
+from edge_resnet.runtime import tflite_interpreter
+from edge_resnet.tflite import record_path, to_tflite
+from edge_resnet.tflite_inspect import inspect_tflite
+from tests.digits import TRAIN_SAMPLES, digit_pixels
+
+
+@pytest.fixture(scope="module")
+def folded_digits_model(digits_model):
+    return fold_batchnorm(digits_model)[0]
+
+
+@pytest.fixture(scope="module")
+def int8_path(folded_digits_model, digits_calibration, tmp_path_factory):
+    output = tmp_path_factory.mktemp("int8") / "digits_int8.tflite"
+    return to_tflite(folded_digits_model, QuantizationRecipe(), digits_calibration, output=output, progress=False)
+
+
+def run_tflite(path, images):
+    """Feed float images through the model's own input quantization."""
+    interpreter = tflite_interpreter(path, threads=2)
+    detail, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    results = []
+    for image in images:
+        value = image[None]
+        if np.issubdtype(detail["dtype"], np.integer):
+            scale, zero = detail["quantization"]
+            info = np.iinfo(detail["dtype"])
+            value = np.clip(np.rint(value / scale + zero), info.min, info.max).astype(detail["dtype"])
+        interpreter.set_tensor(detail["index"], value)
+        interpreter.invoke()
+        raw = interpreter.get_tensor(out["index"])[0].astype(np.float32)
+        if np.issubdtype(out["dtype"], np.integer):
+            scale, zero = out["quantization"]
+            raw = (raw - zero) * scale
+        results.append(raw)
+    return np.stack(results)
+
+
+def held_out_digits(count=300):
+    pixels, labels = digit_pixels(32, count, offset=TRAIN_SAMPLES)
+    return edge_resnet.preprocess_input(pixels), labels
+
+
+def test_int8_model_is_fully_integer_and_runs_whole_on_xnnpack(int8_path):
+    structure = inspect_tflite(int8_path)
+    assert structure.fully_integer, structure.to_dict()
+    assert structure.fully_delegated and structure.delegate_nodes == 1
+    assert structure.input_dtype == "int8" and structure.output_dtype == "int8"
+    assert structure.op_counts["CONV_2D"] == 20  # every convolution, folded
+    assert "DEQUANTIZE" not in structure.op_counts and "QUANTIZE" not in structure.op_counts
+
+
+def test_int8_model_agrees_with_the_float_model_on_real_digits(int8_path, folded_digits_model):
+    images, labels = held_out_digits()
+    float_logits = np.asarray(folded_digits_model.predict(images, verbose=0))
+    int8_logits = run_tflite(int8_path, images)
+    assert np.mean(float_logits.argmax(1) == labels) >= 0.9, "the float model should have learned digits"
+    assert np.mean(int8_logits.argmax(1) == float_logits.argmax(1)) >= 0.97
+
+
+def test_inspection_sees_float_computation_in_other_modes(folded_digits_model, tmp_path):
+    for mode in ("float16", "dynamic", "none"):
+        path = to_tflite(folded_digits_model, QuantizationRecipe.for_mode(mode), output=tmp_path / f"{mode}.tflite")
+        structure = inspect_tflite(path)
+        assert not structure.fully_integer, mode
+        assert structure.input_dtype == "float32" and "CONV_2D" in structure.float_ops
+    assert (tmp_path / "float16.tflite").stat().st_size < 0.6 * (tmp_path / "none.tflite").stat().st_size
+
+
+def test_io_types_uint8_and_float32(folded_digits_model, digits_calibration, tmp_path):
+    uint8 = to_tflite(folded_digits_model, QuantizationRecipe(input_type="uint8", output_type="uint8"),
+                      digits_calibration, output=tmp_path / "u8.tflite", progress=False)
+    structure = inspect_tflite(uint8)
+    assert (structure.input_dtype, structure.output_dtype) == ("uint8", "uint8")
+    assert structure.fully_integer and structure.op_counts["QUANTIZE"] == 2  # uint8 <-> int8 at the ends
+    float_io = to_tflite(folded_digits_model, QuantizationRecipe(input_type="float32", output_type="float32"),
+                         digits_calibration, output=tmp_path / "f32io.tflite", progress=False)
+    structure = inspect_tflite(float_io)
+    assert structure.input_dtype == "float32" and structure.fully_integer
+    assert structure.op_counts["QUANTIZE"] == 1 and structure.op_counts["DEQUANTIZE"] == 1
+
+
+def test_conversion_is_deterministic(folded_digits_model, digits_calibration, int8_path, tmp_path):
+    again = to_tflite(folded_digits_model, QuantizationRecipe(), digits_calibration,
+                      output=tmp_path / "again.tflite", progress=False)
+    assert again.read_bytes() == int8_path.read_bytes()
+
+
+def test_recipe_json_sits_beside_the_artifact(int8_path, digits_calibration):
+    import hashlib
+
+    record = json.loads(record_path(int8_path).read_text())
+    assert record["artifact"] == int8_path.name
+    assert record["sha256"] == hashlib.sha256(int8_path.read_bytes()).hexdigest()
+    assert QuantizationRecipe.from_dict(record["recipe"]) == QuantizationRecipe()
+    assert record["calibration"]["size"] == 200
+    assert record["calibration"]["fingerprint"] == digits_calibration.fingerprint
+    assert record["calibration"]["seed"] == 0
+    assert {"tensorflow", "edge-resnet"} <= set(record["versions"])
+
+
+def test_recipe_round_trips_and_rejects_nonsense():
+    recipe = QuantizationRecipe(input_type="uint8", per_channel=False)
+    assert QuantizationRecipe.from_json(recipe.to_json()) == recipe
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        QuantizationRecipe(mode="int4")
+    with pytest.raises(ConfigError, match="needs mode 'int8'"):
+        QuantizationRecipe(mode="float16")  # int8 I/O does not fit float16
+    with pytest.raises(ConfigError, match="unknown recipe fields"):
+        QuantizationRecipe.from_dict({"mode": "int8", "bits": 4})
+
+
+def test_int8_needs_fitting_calibration(folded_digits_model, tmp_path):
+    from edge_resnet.calibration import digits_folder
+    from edge_resnet.data import Preprocessing, calibration_set
+
+    with pytest.raises(ConfigError, match="needs calibration data"):
+        to_tflite(folded_digits_model, QuantizationRecipe(), None, output=tmp_path / "x.tflite")
+    wrong_size = calibration_set(str(digits_folder()), Preprocessing(64, 64), size=20)
+    with pytest.raises(ConfigError, match=r"model takes \(32, 32, 3\)"):
+        to_tflite(folded_digits_model, QuantizationRecipe(), wrong_size, output=tmp_path / "x.tflite")
+    assert list(tmp_path.iterdir()) == []
