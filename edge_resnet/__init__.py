@@ -17,10 +17,21 @@ _EXPORTS = {
     "resnet152": "models",
     "preprocess_input": "preprocess",
     "stage_table": "summary",
+    "load_model": "models",
+    "fold_batchnorm": "fold",
+    "FoldReport": "fold",
+    "Preprocessing": "data",
+    "ImageSet": "data",
+    "image_set": "data",
+    "calibration_set": "data",
+    "QuantizationRecipe": "recipe",
+    "to_tflite": "tflite",
+    "inspect_tflite": "tflite_inspect",
     "EdgeResnetError": "errors",
     "ConfigError": "errors",
     "WeightsError": "errors",
     "ModelError": "errors",
+    "DataError": "errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

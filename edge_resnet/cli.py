@@ -166,6 +166,17 @@ def _one_line_warnings():
     warnings.showwarning = show
 
 
+def _command(commands, name, summary, description, examples):
+    """A subcommand whose --help ends with worked examples."""
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="example:\n" + "\n".join(f"  {line}" for line in examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser():
     parser = OneLineParser(
         prog=PROG,
@@ -176,46 +187,45 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     commands.required = True
 
-    summary = commands.add_parser(
+    summary = _command(
+        commands,
         "summary",
-        help="per-stage output shapes, parameters and multiply-accumulates",
-        description="Print a per-stage table of a ResNet: output shape, parameters, "
+        "per-stage output shapes, parameters and multiply-accumulates",
+        "Print a per-stage table of a ResNet: output shape, parameters, "
         "multiply-accumulates, with totals.",
-        epilog="example:\n  edge-resnet summary --model resnet50 --input-size 224\n"
-        "  edge-resnet summary --model resnet34 --shortcut A --plain",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        ["edge-resnet summary --model resnet50 --input-size 224",
+         "edge-resnet summary --model resnet34 --shortcut A --plain"],
     )
     _add_model_arguments(summary)
     summary.set_defaults(handler=run_summary, needs_keras=True)
 
-    fold = commands.add_parser(
+    fold = _command(
+        commands,
         "fold",
-        help="fold BatchNorm into the preceding convolutions",
-        description="Fold every BatchNormalization that directly follows a Conv2D, "
+        "fold BatchNorm into the preceding convolutions",
+        "Fold every BatchNormalization that directly follows a Conv2D, "
         "DepthwiseConv2D or Dense layer into it, check the folded model against the "
         "original on a probe batch, and save it. Patterns that cannot be folded "
         "exactly are left in place and listed.",
-        epilog="example:\n  edge-resnet fold resnet50 --output resnet50_folded.keras\n"
-        "  edge-resnet fold my_model.keras --output my_model_folded.keras --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        ["edge-resnet fold resnet50 --output resnet50_folded.keras",
+         "edge-resnet fold my_model.keras --output my_model_folded.keras --json"],
     )
     _add_model_source_arguments(fold)
     fold.add_argument("--output", required=True, metavar="FILE.keras", help="where to save the folded model")
     fold.add_argument("--json", action="store_true", help="print the report as JSON")
     fold.set_defaults(handler=run_fold, needs_keras=True)
 
-    quantize = commands.add_parser(
+    quantize = _command(
+        commands,
         "quantize",
-        help="fold BatchNorm and export TFLite: int8, float16, dynamic range or float32",
-        description="Fold BatchNorm, then convert to TFLite. int8 is full-integer "
+        "fold BatchNorm and export TFLite: int8, float16, dynamic range or float32",
+        "Fold BatchNorm, then convert to TFLite. int8 is full-integer "
         "post-training quantization (weights int8 per channel, activations int8 per "
         "tensor) calibrated on your images; the recipe JSON is written beside the model.",
-        epilog="example:\n"
-        "  edge-resnet quantize resnet50 --weights imagenet --calibration val/ \\\n"
-        "      --calibration-size 300 --quantize int8 --output resnet50_int8.tflite\n"
-        "  edge-resnet quantize model.keras --quantize float16 --output model_fp16.tflite\n"
-        "  edge-resnet quantize model.keras --calibration calib.npz --input-type uint8 --output m.tflite",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        ["edge-resnet quantize resnet50 --weights imagenet --calibration val/ \\",
+         "    --calibration-size 300 --quantize int8 --output resnet50_int8.tflite",
+         "edge-resnet quantize model.keras --quantize float16 --output model_fp16.tflite",
+         "edge-resnet quantize model.keras --calibration calib.npz --input-type uint8 --output m.tflite"],
     )
     _add_model_source_arguments(quantize)
     quantize.add_argument("--output", required=True, metavar="FILE.tflite", help="where to write the model")

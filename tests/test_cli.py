@@ -137,6 +137,11 @@ def test_quantize_command_writes_int8_tflite_and_recipe(small_model_file, tmp_pa
     assert "XNNPACK runs only part of the model (not: QUANTIZE)" in result.stdout
     assert "calibrating: 30/30" in result.stderr  # the progress bar
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small_int8.tflite", "small_int8.tflite.json"]
+    # Deterministic across processes: a second run gives the same bytes.
+    again = tmp_path / "again" / "small_int8.tflite"
+    run_cli("quantize", str(small_model_file), "--calibration", str(digits_folder()),
+            "--calibration-size", "30", "--input-type", "uint8", "--output", str(again))
+    assert again.read_bytes() == output.read_bytes()
 
 
 def test_quantize_warns_in_one_line_for_few_samples_and_unreadable_images(small_model_file, tmp_path):
