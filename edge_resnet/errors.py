@@ -21,3 +21,7 @@ class ModelError(EdgeResnetError):
 
 class DataError(EdgeResnetError):
     """Calibration or evaluation data that is missing, empty or malformed."""
+
+
+class ConversionError(EdgeResnetError):
+    """A model the exporter cannot convert faithfully (unsupported operator)."""

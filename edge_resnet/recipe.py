@@ -9,6 +9,10 @@ from .errors import ConfigError
 
 MODES = ("int8", "float16", "dynamic", "none")
 IO_TYPES = ("int8", "uint8", "float32")
+# onnxruntime static quantization settings (the TFLite converter has one way)
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+ACTIVATION_TYPES = ("int8", "uint8")
+ONNX_FORMATS = ("qdq", "qoperator")
 MODE_DESCRIPTIONS = {
     "int8": "full integer: weights int8 symmetric per output channel, activations int8 per tensor",
     "float16": "weights stored as float16, computed in float32",
@@ -23,6 +27,13 @@ class QuantizationRecipe:
     input_type: str = "int8"  # int8 mode only; other modes keep float32 I/O
     output_type: str = "int8"
     per_channel: bool = True
+    calibration_method: str = "minmax"
+    activation_type: str = "int8"  # int8 activations and weights: "S8S8"; uint8: "U8S8"
+    onnx_format: str = "qdq"
+    # 7-bit weights: onnxruntime's x86 int8 kernels without VNNI (AVX2,
+    # AVX-512F) add u8*s8 products pairwise in int16 and saturate with full
+    # 8-bit weights; measured here it cut top-1 agreement from 99.8% to 95.8%.
+    reduce_range: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -35,6 +46,23 @@ class QuantizationRecipe:
                 raise ConfigError(
                     f"{field}={value!r} needs mode 'int8'; mode {self.mode!r} keeps float32 input and output"
                 )
+
+        for field, allowed in (
+            ("calibration_method", CALIBRATION_METHODS),
+            ("activation_type", ACTIVATION_TYPES),
+            ("onnx_format", ONNX_FORMATS),
+        ):
+            if getattr(self, field) not in allowed:
+                raise ConfigError(f"{field} must be one of {', '.join(allowed)}. Received: {getattr(self, field)!r}")
+
+    def check_tflite(self):
+        """The TFLite converter calibrates min/max and quantizes activations to int8 only."""
+        if self.calibration_method != "minmax" or self.activation_type != "int8":
+            raise ConfigError(
+                "TFLite int8 uses min/max calibration and int8 activations; "
+                f"calibration_method={self.calibration_method!r}, activation_type={self.activation_type!r} "
+                "apply to ONNX (onnxruntime) only"
+            )
 
     @classmethod
     def for_mode(cls, mode, **overrides):

@@ -3,6 +3,8 @@ or tensorflow.lite only as fallbacks), onnxruntime for .onnx."""
 
 from pathlib import Path
 
+import numpy as np
+
 from .errors import ModelError
 
 TFLITE_RUNTIMES = (
@@ -41,3 +43,105 @@ def tflite_interpreter(path, threads=1, delegates=True):
     except (ValueError, RuntimeError) as error:
         raise ModelError(f"cannot load {path} as a TFLite model: {' '.join(str(error).split())[:200]}") from error
     return interpreter
+
+
+def quantize(values, scale, zero_point, dtype):
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(values / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize(values, scale, zero_point):
+    return (values.astype(np.float32) - zero_point) * np.float32(scale)
+
+
+class TfliteRunner:
+    """Float images in, float outputs out, whatever the model's I/O types
+    (int8/uint8 tensors are quantized and dequantized with their own
+    parameters). TFLite models take one sample per invoke."""
+
+    def __init__(self, path, threads=2):
+        self.path = Path(path)
+        self.runtime, _ = tflite_interpreter_module()
+        self.interpreter = tflite_interpreter(path, threads=threads)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    @property
+    def input_dtype(self):
+        return np.dtype(self.input["dtype"])
+
+    def feed(self, sample):
+        """Set one float sample (H, W, C) as the input tensor."""
+        value = sample[None]
+        if np.issubdtype(self.input_dtype, np.integer):
+            scale, zero_point = self.input["quantization"]
+            value = quantize(value, scale, zero_point, self.input_dtype)
+        self.interpreter.set_tensor(self.input["index"], value.astype(self.input_dtype, copy=False))
+
+    def result(self):
+        raw = self.interpreter.get_tensor(self.output["index"])[0]
+        if np.issubdtype(raw.dtype, np.integer):
+            return dequantize(raw, *self.output["quantization"])
+        return raw.astype(np.float32)
+
+    def predict(self, images):
+        outputs = []
+        for sample in images:
+            self.feed(sample)
+            self.interpreter.invoke()
+            outputs.append(self.result())
+        return np.stack(outputs)
+
+
+# metadata_props keys that carry integer I/O quantization in our ONNX files
+ONNX_QUANT_KEYS = ("input_scale", "input_zero_point", "output_scale", "output_zero_point")
+
+
+class OnnxRunner:
+    """onnxruntime on the CPU provider by default; batches of any size."""
+
+    def __init__(self, path, threads=2, providers=("CPUExecutionProvider",)):
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise ModelError('onnxruntime is not installed: pip install "edge-resnet[runtime]"') from error
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}")
+        self.runtime = "onnxruntime"
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.path), options, providers=list(providers))
+        except Exception as error:  # onnxruntime raises its own untyped errors; one line, then stop
+            raise ModelError(f"cannot load {self.path} as an ONNX model: {' '.join(str(error).split())[:200]}") from error
+        self.input = self.session.get_inputs()[0]
+        self.output_name = self.session.get_outputs()[0].name
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.quantization = {key: float(meta[key]) for key in ONNX_QUANT_KEYS if key in meta}
+
+    @property
+    def input_dtype(self):
+        return {"tensor(float)": np.dtype(np.float32), "tensor(int8)": np.dtype(np.int8),
+                "tensor(uint8)": np.dtype(np.uint8)}[self.input.type]
+
+    def predict(self, images):
+        images = np.asarray(images, dtype=np.float32)
+        if np.issubdtype(self.input_dtype, np.integer):
+            images = quantize(images, self.quantization["input_scale"], self.quantization["input_zero_point"],
+                              self.input_dtype)
+        raw = self.session.run([self.output_name], {self.input.name: images})[0]
+        if np.issubdtype(raw.dtype, np.integer):
+            return dequantize(raw, self.quantization["output_scale"], self.quantization["output_zero_point"])
+        return raw.astype(np.float32)
+
+
+def open_runner(path, threads=2):
+    """A runner for a .tflite or .onnx file."""
+    suffix = Path(path).suffix
+    if suffix == ".tflite":
+        return TfliteRunner(path, threads)
+    if suffix == ".onnx":
+        return OnnxRunner(path, threads)
+    raise ModelError(f"cannot tell the runtime for {path}: expected a .tflite or .onnx file")
