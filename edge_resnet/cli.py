@@ -94,32 +94,37 @@ def _load_for_conversion(args):
     return fold_batchnorm(model)
 
 
-def run_quantize(args):
-    from .data import Preprocessing, calibration_set
+def _recipe_from_args(args):
     from .recipe import QuantizationRecipe
-    from .tflite import to_tflite
+
+    overrides = {key: value for key, value in (("input_type", args.input_type), ("output_type", args.output_type)) if value}
+    return QuantizationRecipe.for_mode(
+        args.quantize,
+        per_channel=not args.per_tensor,
+        calibration_method=args.calibration_method,
+        activation_type=args.activation_type,
+        onnx_format=args.onnx_format,
+        reduce_range=not args.full_range,
+        **overrides,
+    )
+
+
+def _calibration_from_args(args, model):
+    from .data import Preprocessing, calibration_set
+
+    height, width = model.input_shape[1:3]
+    calibration = calibration_set(
+        args.calibration, Preprocessing(height, width, args.preprocessing),
+        size=args.calibration_size, seed=args.seed, preprocessed=args.preprocessed,
+    )
+    print(f"calibration: {len(calibration)} samples from {calibration.source}")
+    return calibration
+
+
+def _describe_tflite(path, recipe):
     from .tflite_inspect import inspect_tflite
 
-    if not args.output.endswith(".tflite"):
-        raise EdgeResnetError(f"--output must end in .tflite. Received: {args.output}")
-    io_overrides = {key: value for key, value in (("input_type", args.input_type), ("output_type", args.output_type)) if value}
-    recipe = QuantizationRecipe.for_mode(args.quantize, per_channel=not args.per_tensor, **io_overrides)
-    if recipe.needs_calibration and not args.calibration:
-        raise EdgeResnetError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz)")
-    model, fold_report = _load_for_conversion(args)
-    if fold_report is not None:
-        print(f"folded {len(fold_report.folded)} BatchNormalization layers, left {len(fold_report.skipped)}")
-    calibration = None
-    if recipe.needs_calibration:
-        height, width = model.input_shape[1:3]
-        calibration = calibration_set(
-            args.calibration, Preprocessing(height, width, args.preprocessing),
-            size=args.calibration_size, seed=args.seed, preprocessed=args.preprocessed,
-        )
-        print(f"calibration: {len(calibration)} samples from {calibration.source}")
-    path = to_tflite(model, recipe, calibration, output=args.output)
     structure = inspect_tflite(path)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {recipe.description})")
     print(f"operators: {', '.join(f'{op} x{n}' for op, n in sorted(structure.op_counts.items()))}")
     print(f"input {structure.input_dtype}, output {structure.output_dtype}; "
           + ("XNNPACK runs the whole model" if structure.fully_delegated else
@@ -128,6 +133,46 @@ def run_quantize(args):
         print("fully integer: " + ("yes" if structure.fully_integer else
               f"NO (float ops: {', '.join(structure.float_ops) or 'none'}; "
               f"quantize/dequantize in the body: {len(structure.body_quantize_ops)})"))
+
+
+def _describe_onnx(path):
+    from collections import Counter
+
+    import onnx
+
+    proto = onnx.load(path)
+    counts = Counter(node.op_type for node in proto.graph.node)
+    print(f"operators: {', '.join(f'{op} x{n}' for op, n in sorted(counts.items()))}")
+    print(f"opset {proto.opset_import[0].version}, passes onnx.checker (full check)")
+
+
+def run_quantize(args):
+    from .onnx_export import check_onnx_request, to_onnx
+    from .tflite import to_tflite
+
+    target = os.path.splitext(args.output)[1]
+    if target not in (".tflite", ".onnx"):
+        raise EdgeResnetError(f"--output must end in .tflite or .onnx. Received: {args.output}")
+    recipe = _recipe_from_args(args)
+    if target == ".onnx":
+        check_onnx_request(recipe, args.opset, args.onnx_route)
+    elif recipe.needs_calibration:
+        recipe.check_tflite()
+    if recipe.needs_calibration and not args.calibration:
+        raise EdgeResnetError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz)")
+    model, fold_report = _load_for_conversion(args)
+    if fold_report is not None:
+        print(f"folded {len(fold_report.folded)} BatchNormalization layers, left {len(fold_report.skipped)}")
+    calibration = _calibration_from_args(args, model) if recipe.needs_calibration else None
+    if target == ".tflite":
+        path = to_tflite(model, recipe, calibration, output=args.output)
+    else:
+        path = to_onnx(model, recipe, calibration, output=args.output, opset=args.opset, route=args.onnx_route)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {recipe.describe(target[1:])})")
+    if target == ".tflite":
+        _describe_tflite(path, recipe)
+    else:
+        _describe_onnx(path)
     return EXIT_OK
 
 
@@ -218,17 +263,20 @@ def build_parser():
     quantize = _command(
         commands,
         "quantize",
-        "fold BatchNorm and export TFLite: int8, float16, dynamic range or float32",
-        "Fold BatchNorm, then convert to TFLite. int8 is full-integer "
-        "post-training quantization (weights int8 per channel, activations int8 per "
-        "tensor) calibrated on your images; the recipe JSON is written beside the model.",
+        "fold BatchNorm and export TFLite or ONNX: int8, float16, dynamic range or float32",
+        "Fold BatchNorm, then convert to TFLite or ONNX (by the --output suffix). int8 is "
+        "full-integer post-training quantization (weights int8 per channel, activations int8 "
+        "per tensor) calibrated on your images; the recipe JSON is written beside the model.",
         ["edge-resnet quantize resnet50 --weights imagenet --calibration val/ \\",
          "    --calibration-size 300 --quantize int8 --output resnet50_int8.tflite",
          "edge-resnet quantize model.keras --quantize float16 --output model_fp16.tflite",
-         "edge-resnet quantize model.keras --calibration calib.npz --input-type uint8 --output m.tflite"],
+         "edge-resnet quantize model.keras --calibration calib.npz --input-type uint8 --output m.tflite",
+         "edge-resnet quantize model.keras --calibration calib/ --output model_int8.onnx",
+         "edge-resnet quantize model.keras --quantize none --output model.onnx --opset 17"],
     )
     _add_model_source_arguments(quantize)
-    quantize.add_argument("--output", required=True, metavar="FILE.tflite", help="where to write the model")
+    quantize.add_argument("--output", required=True, metavar="FILE",
+                          help="where to write the model: .tflite or .onnx picks the format")
     quantize.add_argument("--quantize", default="int8", choices=["int8", "float16", "dynamic", "none"],
                           help="quantization mode (default: int8)")
     quantize.add_argument("--calibration", metavar="PATH", help="image folder, .npy or .npz (needed for int8)")
@@ -243,6 +291,19 @@ def build_parser():
     quantize.add_argument("--output-type", choices=["int8", "uint8", "float32"], help="int8 model output type (default: int8)")
     quantize.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weights")
     quantize.add_argument("--no-fold", action="store_true", help="convert without folding BatchNorm first")
+    onnx_options = quantize.add_argument_group("ONNX (.onnx output)")
+    onnx_options.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-18 (default: 17)")
+    onnx_options.add_argument("--onnx-route", default="ort", choices=["ort", "tflite"],
+                              help="int8 by onnxruntime static quantization (ort, default) or from the int8 TFLite model")
+    onnx_options.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"],
+                              help="onnxruntime calibration (default: minmax)")
+    onnx_options.add_argument("--activation-type", default="int8", choices=["int8", "uint8"],
+                              help="onnxruntime activations: int8 (S8S8, default) or uint8 (U8S8)")
+    onnx_options.add_argument("--onnx-format", default="qdq", choices=["qdq", "qoperator"],
+                              help="QDQ (default) or QOperator graph")
+    onnx_options.add_argument("--full-range", action="store_true",
+                              help="8-bit instead of 7-bit weights (only for devices whose int8 kernels do not "
+                              "saturate: ARM, or x86 with VNNI)")
     quantize.set_defaults(handler=run_quantize, needs_keras=True)
     return parser
 

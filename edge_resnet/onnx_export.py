@@ -150,6 +150,17 @@ def ort_quantized(float_path, output_path, recipe, calibration):
     prepared.unlink(missing_ok=True)
 
 
+def check_onnx_request(recipe, opset, route):
+    """Refuse what ONNX export cannot do before any work starts."""
+    if recipe.mode not in ("none", "int8"):
+        raise ConfigError(f"ONNX export offers float32 (none) and int8. Received: mode={recipe.mode!r}")
+    if route not in ROUTES:
+        raise ConfigError(f"route must be one of {', '.join(ROUTES)}. Received: {route!r}")
+    if recipe.mode == "int8" and route == "tflite":
+        recipe.check_tflite()
+    check_opset(opset)
+
+
 def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEFAULT_OPSET, route="ort"):
     """Write `output` (.onnx) and its recipe JSON; return the path.
 
@@ -161,11 +172,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
     output = Path(output)
     if output.suffix != ".onnx":
         raise ConfigError(f"the ONNX output must end in .onnx. Received: {output}")
-    if recipe.mode not in ("none", "int8"):
-        raise ConfigError(f"ONNX export offers float32 (none) and int8. Received: mode={recipe.mode!r}")
-    if route not in ROUTES:
-        raise ConfigError(f"route must be one of {', '.join(ROUTES)}. Received: {route!r}")
-    check_opset(opset)
+    check_onnx_request(recipe, opset, route)
     if recipe.needs_calibration:
         if calibration is None:
             raise ConfigError("int8 quantization needs calibration data (an image folder, .npy or .npz)")

@@ -75,9 +75,16 @@ class QuantizationRecipe:
     def needs_calibration(self):
         return self.mode == "int8"
 
-    @property
-    def description(self):
-        return MODE_DESCRIPTIONS[self.mode]
+    def describe(self, artifact_format="tflite"):
+        """One line saying what the quantization is, for this format."""
+        if self.mode != "int8" or artifact_format != "onnx":
+            return MODE_DESCRIPTIONS[self.mode]
+        weights = "int8 in a 7-bit range" if self.reduce_range else "int8"
+        granularity = "per output channel" if self.per_channel else "per tensor"
+        return (
+            f"onnxruntime static int8 ({self.onnx_format.upper()}): weights {weights} {granularity}, "
+            f"activations {self.activation_type} per tensor, {self.calibration_method} calibration"
+        )
 
     def to_dict(self):
         return dataclasses.asdict(self)

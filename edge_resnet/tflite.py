@@ -36,7 +36,7 @@ def artifact_record(artifact_path, artifact_format, recipe, calibration, model, 
         "format": artifact_format,
         "sha256": hashlib.sha256(Path(artifact_path).read_bytes()).hexdigest(),
         "recipe": recipe.to_dict(),
-        "quantization": recipe.description,
+        "quantization": recipe.describe(artifact_format),
         "calibration": calibration.describe() if calibration is not None and recipe.needs_calibration else None,
         "model": {
             "name": model.name,

@@ -195,3 +195,29 @@ def test_quantize_bad_calibration_is_one_line_exit_2_and_writes_nothing(
     errors = [line for line in result.stderr.splitlines() if not line.startswith("edge-resnet: warning:")]
     assert len(errors) == 1 and fragment in errors[0], result.stderr
     assert list(out.iterdir()) == []
+
+
+def test_quantize_command_writes_int8_onnx(small_model_file, tmp_path):
+    from edge_resnet.calibration import digits_folder
+
+    output = tmp_path / "small_int8.onnx"
+    result = run_cli("quantize", str(small_model_file), "--calibration", str(digits_folder()),
+                     "--calibration-size", "20", "--output", str(output), "--activation-type", "uint8")
+    assert result.returncode == 0, result.stderr
+    assert "activations uint8" in result.stdout and "passes onnx.checker" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small_int8.onnx", "small_int8.onnx.json"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--quantize", "none", "--opset", "21"], "between 13 and 18"),
+        (["--quantize", "float16"], "float32 (none) and int8"),
+        (["--quantize", "none", "--output-type", "int8"], "needs mode 'int8'"),
+    ],
+)
+def test_quantize_onnx_bad_requests_fail_before_any_work(small_model_file, tmp_path, args, fragment):
+    result = run_cli("quantize", str(small_model_file), "--output", str(tmp_path / "m.onnx"), *args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ import edge_resnet
 from edge_resnet.errors import ConfigError
 from edge_resnet.fold import fold_batchnorm
 from edge_resnet.recipe import QuantizationRecipe
-from edge_resnet.runtime import tflite_interpreter
+from edge_resnet.runtime import TfliteRunner
 from edge_resnet.tflite import record_path, to_tflite
 from edge_resnet.tflite_inspect import inspect_tflite
 from tests.digits import TRAIN_SAMPLES, digit_pixels
@@ -28,24 +28,7 @@ def int8_path(folded_digits_model, digits_calibration, tmp_path_factory):
 
 
 def run_tflite(path, images):
-    """Feed float images through the model's own input quantization."""
-    interpreter = tflite_interpreter(path, threads=2)
-    detail, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    results = []
-    for image in images:
-        value = image[None]
-        if np.issubdtype(detail["dtype"], np.integer):
-            scale, zero = detail["quantization"]
-            info = np.iinfo(detail["dtype"])
-            value = np.clip(np.rint(value / scale + zero), info.min, info.max).astype(detail["dtype"])
-        interpreter.set_tensor(detail["index"], value)
-        interpreter.invoke()
-        raw = interpreter.get_tensor(out["index"])[0].astype(np.float32)
-        if np.issubdtype(out["dtype"], np.integer):
-            scale, zero = out["quantization"]
-            raw = (raw - zero) * scale
-        results.append(raw)
-    return np.stack(results)
+    return TfliteRunner(path).predict(images)
 
 
 def held_out_digits(count=300):

@@ -1,0 +1,136 @@
+"""ONNX export: float ONNX equal to Keras, two int8 routes that keep the
+float model's decisions, and clear errors."""
+
+import json
+
+import keras
+import numpy as np
+import onnx
+import pytest
+
+import edge_resnet
+from edge_resnet.errors import ConfigError, ConversionError
+from edge_resnet.fold import fold_batchnorm
+from edge_resnet.onnx_export import to_onnx
+from edge_resnet.recipe import QuantizationRecipe
+from edge_resnet.runtime import OnnxRunner, TfliteRunner
+from edge_resnet.tflite import record_path, to_tflite
+from tests.digits import TRAIN_SAMPLES, digit_pixels
+
+
+@pytest.fixture(scope="module")
+def folded(digits_model):
+    return fold_batchnorm(digits_model)[0]
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    pixels, labels = digit_pixels(32, None, offset=TRAIN_SAMPLES)
+    return edge_resnet.preprocess_input(pixels), labels
+
+
+@pytest.fixture(scope="module")
+def artifacts(folded, digits_calibration, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    int8 = QuantizationRecipe()
+    return {
+        "float": to_onnx(folded, output=out / "float.onnx"),
+        "ort": to_onnx(folded, int8, digits_calibration, output=out / "ort_int8.onnx"),
+        "via_tflite": to_onnx(folded, int8, digits_calibration, output=out / "tflite_int8.onnx", route="tflite"),
+        "tflite": to_tflite(folded, int8, digits_calibration, output=out / "int8.tflite", progress=False),
+    }
+
+
+def agreement(a, b):
+    return float(np.mean(a.argmax(1) == b.argmax(1)))
+
+
+def test_float_onnx_matches_keras_with_dynamic_batch_and_stable_names(artifacts, folded, held_out):
+    images, _ = held_out
+    runner = OnnxRunner(artifacts["float"])
+    assert runner.input.name == "input" and runner.output_name == "output"
+    assert runner.input.shape[0] != 1 and not isinstance(runner.input.shape[0], int)
+    expected = np.asarray(folded.predict(images, verbose=0))
+    actual = runner.predict(images)
+    assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max()
+    np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))
+    np.testing.assert_allclose(runner.predict(images[:1]), actual[:1], rtol=1e-5, atol=1e-5)
+
+
+def test_both_int8_routes_keep_the_float_decisions_as_well_as_tflite(artifacts, held_out):
+    images, labels = held_out
+    reference = OnnxRunner(artifacts["float"]).predict(images)
+    assert np.mean(reference.argmax(1) == labels) >= 0.95, "the float model should know its digits"
+    tflite_agreement = agreement(TfliteRunner(artifacts["tflite"]).predict(images), reference)
+    for route in ("ort", "via_tflite"):
+        proto = onnx.load(artifacts[route])
+        onnx.checker.check_model(proto, full_check=True)
+        assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in proto.graph.node}
+        # One image in 597 is the measurement's resolution on this data set.
+        assert agreement(OnnxRunner(artifacts[route]).predict(images), reference) >= tflite_agreement - 1 / 597, route
+
+
+def test_tflite_route_carries_the_tflite_quantization(artifacts, held_out):
+    images, _ = held_out
+    runner = OnnxRunner(artifacts["via_tflite"])
+    tflite = TfliteRunner(artifacts["tflite"])
+    assert runner.input_dtype == np.int8
+    assert runner.quantization["input_scale"] == pytest.approx(tflite.input["quantization"][0])
+    assert runner.quantization["output_zero_point"] == tflite.output["quantization"][1]
+    assert agreement(runner.predict(images), tflite.predict(images)) >= 0.99
+
+
+def test_recipe_json_beside_each_onnx_artifact(artifacts, digits_calibration):
+    record = json.loads(record_path(artifacts["ort"]).read_text())
+    assert record["format"] == "onnx" and record["route"] == "ort" and record["opset"] == 17
+    assert record["calibration"]["fingerprint"] == digits_calibration.fingerprint
+    assert "7-bit" in record["quantization"]
+    assert {"tf2onnx", "onnxruntime", "onnx"} <= set(record["versions"])
+    tflite_record = json.loads(record_path(artifacts["tflite"]).read_text())
+    assert tflite_record["calibration"] == record["calibration"]  # the same calibration set
+    assert json.loads(record_path(artifacts["float"]).read_text())["calibration"] is None
+
+
+def test_uint8_qoperator_and_entropy_variants(folded, digits_calibration, held_out, tmp_path):
+    images, _ = held_out
+    reference = np.asarray(folded.predict(images, verbose=0))
+    for name, recipe in {
+        "u8s8_qoperator": QuantizationRecipe(activation_type="uint8", onnx_format="qoperator"),
+        "entropy": QuantizationRecipe(calibration_method="entropy"),
+    }.items():
+        path = to_onnx(folded, recipe, digits_calibration, output=tmp_path / f"{name}.onnx")
+        assert agreement(OnnxRunner(path).predict(images), reference) >= 0.97, name
+    ops = {node.op_type for node in onnx.load(tmp_path / "u8s8_qoperator.onnx").graph.node}
+    assert "QLinearConv" in ops
+
+
+def test_resnet50_float_onnx_matches_keras():
+    model = fold_batchnorm(edge_resnet.resnet50(classifier_activation=None))[0]
+    pixels, _ = digit_pixels(224, 3)
+    images = edge_resnet.preprocess_input(pixels)
+    path = to_onnx(model, output=__import__("tempfile").mkdtemp() + "/resnet50.onnx")
+    expected = np.asarray(model(images))
+    actual = OnnxRunner(path).predict(images)
+    assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max()
+    np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))
+
+
+def test_unsupported_opset_names_the_range(folded, tmp_path):
+    with pytest.raises(ConfigError, match="between 13 and 18"):
+        to_onnx(folded, output=tmp_path / "x.onnx", opset=21)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_op_tf2onnx_cannot_convert_is_named(tmp_path):
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(keras.ops.erfinv, name="erfinv")(keras.layers.Dense(4)(inputs))
+    with pytest.raises(ConversionError, match="Erfinv"):
+        to_onnx(keras.Model(inputs, outputs), output=tmp_path / "x.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_export_refuses_float16_and_unknown_routes(folded, tmp_path):
+    with pytest.raises(ConfigError, match="float32 \\(none\\) and int8"):
+        to_onnx(folded, QuantizationRecipe.for_mode("float16"), output=tmp_path / "x.onnx")
+    with pytest.raises(ConfigError, match="route must be one of"):
+        to_onnx(folded, QuantizationRecipe(), output=tmp_path / "x.onnx", route="magic")
