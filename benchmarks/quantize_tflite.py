@@ -15,7 +15,6 @@ Calibration images are the embedded digits, resized to 224.
 
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,47 +22,21 @@ from pathlib import Path
 
 import numpy as np
 
+from common import RESULTS, interleaved_medians, isa_note, machine, write_results
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-RESULTS = Path(__file__).resolve().parent / "results"
-ROUNDS, RUNS_PER_ROUND, WARMUP = 5, 20, 10
-
-
-def machine():
-    cpu = "unknown"
-    flags = set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version()}
 
 
 def latencies_ms(paths, threads=2):
-    """Median latency per model, rounds interleaved so drift hits all alike."""
-    from edge_resnet.runtime import tflite_interpreter
+    """Median latency per model in ai-edge-litert, rounds interleaved."""
+    from edge_resnet.runtime import TfliteRunner
 
-    interpreters = []
+    runners = []
     for path in paths:
-        interpreter = tflite_interpreter(path, threads=threads)
-        detail = interpreter.get_input_details()[0]
-        data = np.random.default_rng(0).integers(-128, 127, detail["shape"]).astype(detail["dtype"]) \
-            if np.issubdtype(detail["dtype"], np.integer) else np.random.default_rng(0).normal(size=detail["shape"]).astype(detail["dtype"])
-        interpreter.set_tensor(detail["index"], data)
-        for _ in range(WARMUP):
-            interpreter.invoke()
-        interpreters.append(interpreter)
-    samples = [[] for _ in paths]
-    for _ in range(ROUNDS):
-        for interpreter, times in zip(interpreters, samples):
-            for _ in range(RUNS_PER_ROUND):
-                start = time.perf_counter()
-                interpreter.invoke()
-                times.append((time.perf_counter() - start) * 1e3)
-    return [float(np.median(times)) for times in samples]
+        runner = TfliteRunner(path, threads=threads)
+        runner.feed(np.random.default_rng(0).normal(0, 50, runner.input["shape"][1:]).astype(np.float32))
+        runners.append(runner)
+    return interleaved_medians([runner.interpreter.invoke for runner in runners])
 
 
 def main():
@@ -110,10 +83,7 @@ def main():
         "int8_fully_integer": structure.fully_integer,
         "int8_fully_delegated_to_xnnpack": structure.fully_delegated,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quantize_tflite.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "quantize_tflite.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results("quantize_tflite", result, markdown(result))
 
 
 def markdown(r):
@@ -138,15 +108,6 @@ versions {', '.join(f'{k} {v}' for k, v in r['versions'].items())}.
 | int8 fully integer / fully delegated to XNNPACK | {r['int8_fully_integer']} / {r['int8_fully_delegated_to_xnnpack']} |
 {isa_note(m['isa'])}"""
 
-
-def isa_note(isa):
-    if {"avx512_vnni", "avx_vnni"} & set(isa):
-        return ""
-    return (
-        "\nThis CPU has no VNNI (int8 dot-product) instructions: XNNPACK's int8 kernels then do no\n"
-        "more multiply-adds per cycle than fp32 FMA, so int8 runs at about float32 speed here. The\n"
-        "int8 speed-up (11 ms vs 38 ms in ../shared/DESIGN.md) needs AVX-512 VNNI or AVX-VNNI.\n"
-    )
 
 
 if __name__ == "__main__":

@@ -101,10 +101,10 @@ def _recipe_from_args(args):
     return QuantizationRecipe.for_mode(
         args.quantize,
         per_channel=not args.per_tensor,
-        calibration_method=args.calibration_method,
-        activation_type=args.activation_type,
+        onnx_calibration_method=args.calibration_method,
+        onnx_activation_type=args.activation_type,
         onnx_format=args.onnx_format,
-        reduce_range=not args.full_range,
+        onnx_reduce_range=not args.full_range,
         **overrides,
     )
 
@@ -156,8 +156,6 @@ def run_quantize(args):
     recipe = _recipe_from_args(args)
     if target == ".onnx":
         check_onnx_request(recipe, args.opset, args.onnx_route)
-    elif recipe.needs_calibration:
-        recipe.check_tflite()
     if recipe.needs_calibration and not args.calibration:
         raise EdgeResnetError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz)")
     model, fold_report = _load_for_conversion(args)
@@ -297,8 +295,8 @@ def build_parser():
                               help="int8 by onnxruntime static quantization (ort, default) or from the int8 TFLite model")
     onnx_options.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                               help="onnxruntime calibration (default: minmax)")
-    onnx_options.add_argument("--activation-type", default="int8", choices=["int8", "uint8"],
-                              help="onnxruntime activations: int8 (S8S8, default) or uint8 (U8S8)")
+    onnx_options.add_argument("--activation-type", default="uint8", choices=["int8", "uint8"],
+                              help="onnxruntime activations: uint8 (U8S8, default: fastest on x86) or int8 (S8S8)")
     onnx_options.add_argument("--onnx-format", default="qdq", choices=["qdq", "qoperator"],
                               help="QDQ (default) or QOperator graph")
     onnx_options.add_argument("--full-range", action="store_true",

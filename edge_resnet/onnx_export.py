@@ -141,11 +141,11 @@ def ort_quantized(float_path, output_path, recipe, calibration):
             str(output_path),
             _CalibrationReader(calibration),
             quant_format=QuantFormat.QDQ if recipe.onnx_format == "qdq" else QuantFormat.QOperator,
-            activation_type=QuantType.QInt8 if recipe.activation_type == "int8" else QuantType.QUInt8,
+            activation_type=QuantType.QInt8 if recipe.onnx_activation_type == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=recipe.per_channel,
-            reduce_range=recipe.reduce_range,
-            calibrate_method=methods[recipe.calibration_method],
+            reduce_range=recipe.onnx_reduce_range,
+            calibrate_method=methods[recipe.onnx_calibration_method],
         )
     prepared.unlink(missing_ok=True)
 
@@ -156,8 +156,6 @@ def check_onnx_request(recipe, opset, route):
         raise ConfigError(f"ONNX export offers float32 (none) and int8. Received: mode={recipe.mode!r}")
     if route not in ROUTES:
         raise ConfigError(f"route must be one of {', '.join(ROUTES)}. Received: {route!r}")
-    if recipe.mode == "int8" and route == "tflite":
-        recipe.check_tflite()
     check_opset(opset)
 
 

@@ -113,7 +113,6 @@ def to_tflite(model, recipe=None, calibration=None, output="model.tflite", progr
     if output.suffix != ".tflite":
         raise ConfigError(f"the TFLite output must end in .tflite. Received: {output}")
     if recipe.needs_calibration:
-        recipe.check_tflite()
         if calibration is None:
             raise ConfigError("int8 quantization needs calibration data (an image folder, .npy or .npz)")
         check_calibration_fits(model, calibration)

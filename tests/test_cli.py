@@ -202,9 +202,9 @@ def test_quantize_command_writes_int8_onnx(small_model_file, tmp_path):
 
     output = tmp_path / "small_int8.onnx"
     result = run_cli("quantize", str(small_model_file), "--calibration", str(digits_folder()),
-                     "--calibration-size", "20", "--output", str(output), "--activation-type", "uint8")
+                     "--calibration-size", "20", "--output", str(output), "--activation-type", "int8")
     assert result.returncode == 0, result.stderr
-    assert "activations uint8" in result.stdout and "passes onnx.checker" in result.stdout
+    assert "activations int8" in result.stdout and "passes onnx.checker" in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small_int8.onnx", "small_int8.onnx.json"]
 
 

@@ -84,7 +84,7 @@ def test_recipe_json_beside_each_onnx_artifact(artifacts, digits_calibration):
     record = json.loads(record_path(artifacts["ort"]).read_text())
     assert record["format"] == "onnx" and record["route"] == "ort" and record["opset"] == 17
     assert record["calibration"]["fingerprint"] == digits_calibration.fingerprint
-    assert "7-bit" in record["quantization"]
+    assert "7-bit" in record["quantization"] and "activations uint8" in record["quantization"]
     assert {"tf2onnx", "onnxruntime", "onnx"} <= set(record["versions"])
     tflite_record = json.loads(record_path(artifacts["tflite"]).read_text())
     assert tflite_record["calibration"] == record["calibration"]  # the same calibration set
@@ -95,8 +95,8 @@ def test_uint8_qoperator_and_entropy_variants(folded, digits_calibration, held_o
     images, _ = held_out
     reference = np.asarray(folded.predict(images, verbose=0))
     for name, recipe in {
-        "u8s8_qoperator": QuantizationRecipe(activation_type="uint8", onnx_format="qoperator"),
-        "entropy": QuantizationRecipe(calibration_method="entropy"),
+        "u8s8_qoperator": QuantizationRecipe(onnx_format="qoperator"),
+        "s8s8_entropy": QuantizationRecipe(onnx_activation_type="int8", onnx_calibration_method="entropy"),
     }.items():
         path = to_onnx(folded, recipe, digits_calibration, output=tmp_path / f"{name}.onnx")
         assert agreement(OnnxRunner(path).predict(images), reference) >= 0.97, name

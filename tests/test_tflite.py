@@ -95,7 +95,7 @@ def test_recipe_json_sits_beside_the_artifact(int8_path, digits_calibration):
 
 
 def test_recipe_round_trips_and_rejects_nonsense():
-    recipe = QuantizationRecipe(input_type="uint8", per_channel=False)
+    recipe = QuantizationRecipe(input_type="uint8", per_channel=False, onnx_format="qoperator")
     assert QuantizationRecipe.from_json(recipe.to_json()) == recipe
     with pytest.raises(ConfigError, match="mode must be one of"):
         QuantizationRecipe(mode="int4")
