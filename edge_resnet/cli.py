@@ -174,6 +174,53 @@ def run_quantize(args):
     return EXIT_OK
 
 
+def _progress(description):
+    """A progress callable for compare(): a bar counting images."""
+    from tqdm import tqdm
+
+    def wrap(batches, total):
+        with tqdm(total=total, desc=description, unit="img", file=sys.stderr,
+                  bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}]") as bar:
+            for batch in batches:
+                yield batch
+                bar.update(len(batch))
+
+    return wrap
+
+
+def run_compare(args):
+    from .data import Preprocessing, image_set
+    from .models import load_model
+    from .parity import compare, read_labels_file
+    from .report import markdown_report, write_reports
+
+    for artifact in args.artifacts:
+        if not os.path.isfile(artifact):
+            raise EdgeResnetError(f"artifact not found: {artifact}")
+    options = {} if args.reference.endswith(".keras") else {
+        "input_shape": (args.input_size, args.input_size, 3), "classes": args.classes, "weights": args.weights}
+    reference = load_model(args.reference, **options)
+    height, width = reference.input_shape[1:3]
+    data = image_set(args.data, Preprocessing(height, width, args.preprocessing), size=args.eval_size,
+                     seed=args.seed, preprocessed=args.preprocessed, check_readable=False)
+    classes = int(reference.output_shape[-1])
+    class_names = read_labels_file(args.labels, classes) if args.labels else None
+    print(f"evaluating {len(data)} images from {data.source}")
+    result = compare(reference, args.artifacts, data, class_names=class_names,
+                     batch_size=args.batch_size, progress=_progress("evaluating"))
+    report = result.to_dict()
+    failures = result.gate_failures(args.max_accuracy_drop, args.min_agreement)
+    report["gates"] = {"max_accuracy_drop": args.max_accuracy_drop, "min_agreement": args.min_agreement,
+                       "failures": failures}
+    if args.report:
+        paths = write_reports(report, args.report)
+        print(f"wrote {', '.join(str(p) for p in paths)}")
+    print(markdown_report(report))
+    for failure in failures:
+        print(f"{PROG}: gate failed: {failure}", file=sys.stderr)
+    return EXIT_GATE_FAILED if failures else EXIT_OK
+
+
 def run_fold(args):
     import json
 
@@ -303,6 +350,37 @@ def build_parser():
                               help="8-bit instead of 7-bit weights (only for devices whose int8 kernels do not "
                               "saturate: ARM, or x86 with VNNI)")
     quantize.set_defaults(handler=run_quantize, needs_keras=True)
+    compare = _command(
+        commands,
+        "compare",
+        "accuracy parity of TFLite/ONNX artifacts against the float Keras model",
+        "Run the float reference and every artifact on the same images and report top-1/top-5 "
+        "accuracy and their drop, top-1 agreement, top-5 overlap, cosine similarity, SQNR and "
+        "max error of the logits. Gates make CI fail (exit 1) when an artifact strays too far.",
+        ["edge-resnet compare --reference model.keras model_int8.tflite model_int8.onnx \\",
+         "    --data val/ --labels labels.txt --report report/ --max-accuracy-drop 1 --min-agreement 0.98",
+         "edge-resnet compare --reference model.keras model_int8.tflite --data unlabelled_images/"],
+    )
+    compare.add_argument("--reference", required=True, metavar="MODEL",
+                         help="the float model: a .keras file or a builder name")
+    compare.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".tflite or .onnx files")
+    compare.add_argument("--data", required=True, metavar="PATH",
+                         help="class folders, a flat folder (agreement only), or .npz with x (and y)")
+    compare.add_argument("--labels", metavar="FILE", help="class names in model-output order, one per line")
+    compare.add_argument("--report", metavar="DIR", help="write parity.json, parity.md and parity.html here")
+    compare.add_argument("--max-accuracy-drop", type=float, metavar="POINTS", help="gate on the top-1 drop")
+    compare.add_argument("--min-agreement", type=float, metavar="FRACTION", help="gate on top-1 agreement")
+    compare.add_argument("--eval-size", type=int, metavar="N", help="evaluate a seeded subset of N images")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
+    compare.add_argument("--batch-size", type=int, default=32, help="reference batch size (default: 32)")
+    compare.add_argument("--preprocessing", default="caffe", choices=["caffe", "raw"],
+                         help="caffe (ImageNet ResNets, default) or raw 0..255 RGB")
+    compare.add_argument("--preprocessed", action="store_true", help="the arrays in --data are already model input")
+    compare.add_argument("--input-size", type=int, default=224, metavar="PIXELS",
+                         help="input size when the reference is a builder name (default: 224)")
+    compare.add_argument("--classes", type=int, default=1000, help="classes when the reference is a builder name")
+    compare.add_argument("--weights", default=None, help="weights when the reference is a builder name")
+    compare.set_defaults(handler=run_compare, needs_keras=True)
     return parser
 
 

@@ -150,7 +150,10 @@ class ImageSet:
 
     def sample(self, item):
         if self.array is None:
-            return self.preprocessing(read_rgb(item))
+            try:
+                return self.preprocessing(read_rgb(item))
+            except (OSError, ValueError, SyntaxError) as error:
+                raise DataError(f"cannot read image {item}: {error}") from error
         value = self.array[item]
         return np.asarray(value, dtype=np.float32) if self.preprocessed else self.preprocessing(_to_rgb(value))
 
@@ -287,9 +290,12 @@ def images_from_array(images, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed
     )
 
 
-def image_set(source, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=0, preprocessed=False):
+def image_set(source, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=0, preprocessed=False, check_readable=True):
     """Dispatch on the source: a folder of images, a .npy/.npz file, an
-    array, or any iterable of images or batches of images."""
+    array, or any iterable of images or batches of images.
+
+    `check_readable=False` skips decoding every image up front (for large
+    evaluation folders); an unreadable one then stops the iteration."""
     if size is not None and size < 1:
         raise DataError(f"the number of samples must be at least 1. Received: {size}")
     if isinstance(source, (str, Path)):
@@ -299,7 +305,7 @@ def image_set(source, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=0, prep
             return images_from_array(images, preprocessing, size, seed, labels, preprocessed, source=str(path))
         if not path.exists():
             raise DataError(f"data not found: {path} (give an image folder, a .npy or a .npz file)")
-        return images_from_folder(path, preprocessing, size, seed)
+        return images_from_folder(path, preprocessing, size, seed, check_readable)
     if isinstance(source, np.ndarray):
         return images_from_array(source, preprocessing, size, seed, None, preprocessed)
     items = [np.asarray(item) for item in source]

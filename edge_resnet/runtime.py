@@ -70,6 +70,11 @@ class TfliteRunner:
     def input_dtype(self):
         return np.dtype(self.input["dtype"])
 
+    @property
+    def input_shape(self):
+        """One sample's shape, without the batch dimension."""
+        return tuple(int(size) for size in self.input["shape"][1:])
+
     def feed(self, sample):
         """Set one float sample (H, W, C) as the input tensor."""
         value = sample[None]
@@ -120,6 +125,10 @@ class OnnxRunner:
         self.output_name = self.session.get_outputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map
         self.quantization = {key: float(meta[key]) for key in ONNX_QUANT_KEYS if key in meta}
+
+    @property
+    def input_shape(self):
+        return tuple(self.input.shape[1:])
 
     @property
     def input_dtype(self):

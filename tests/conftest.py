@@ -15,8 +15,9 @@ def digits_model():
 
 @pytest.fixture(scope="session")
 def digits_calibration():
-    """200 embedded digit images (disjoint from training), 32x32, caffe."""
-    from edge_resnet.calibration import digits_folder
+    """200 training digits (never the held-out ones we evaluate on), 32x32, caffe."""
     from edge_resnet.data import Preprocessing, calibration_set
+    from tests.digits import TRAIN_SAMPLES, digit_pixels
 
-    return calibration_set(str(digits_folder()), Preprocessing(32, 32), size=200)
+    pixels, _ = digit_pixels(32, TRAIN_SAMPLES)
+    return calibration_set(pixels, Preprocessing(32, 32), size=200)

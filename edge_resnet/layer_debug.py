@@ -1,0 +1,129 @@
+"""Per-layer quantization error, named by Keras layer: what explains a bad
+parity number.
+
+- TFLite int8: tf.lite.experimental.QuantizationDebugger's per-layer
+  statistics, scored by RMSE / scale (about 0.289, uniform rounding noise of
+  one step, is ideal; larger is worse).
+- ONNX int8 (QDQ): onnxruntime's qdq_loss_debug, scored by the SQNR in dB of
+  each activation against the float ONNX model (lower is worse).
+
+Both re-run the model on a small debug set; they need TensorFlow (TFLite
+converter, tf2onnx for the float ONNX) and so run on the workstation.
+"""
+
+import csv
+import io
+import math
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .quiet import native_output_silenced
+
+WORST_SHOWN = 10
+IDEAL_RMSE_OVER_SCALE = 1 / math.sqrt(12)  # 0.289
+
+
+def keras_layer_of(tensor_name, layer_names):
+    """The Keras layer a converter's tensor name comes from: the first path
+    component that, less a trailing "_<n>" copy suffix, is a layer name."""
+    for component in re.split(r"[/;:]", tensor_name):
+        for candidate in (component, re.sub(r"_\d+$", "", component)):
+            if candidate in layer_names:
+                return candidate
+    return None
+
+
+def worst(per_tensor, layer_names, metric, higher_is_worse):
+    """Keep the worst value per Keras layer, then the WORST_SHOWN worst layers."""
+    by_layer = {}
+    for tensor_name, value in per_tensor:
+        layer = keras_layer_of(tensor_name, layer_names)
+        if layer is None or value is None or not math.isfinite(value):
+            continue
+        current = by_layer.get(layer)
+        if current is None or (value > current if higher_is_worse else value < current):
+            by_layer[layer] = value
+    ranked = sorted(by_layer.items(), key=lambda item: item[1], reverse=higher_is_worse)[:WORST_SHOWN]
+    return [{"layer": layer, "metric": metric, "value": float(value)} for layer, value in ranked]
+
+
+def tflite_layer_errors(model, calibration, debug_images):
+    """Worst Keras layers of the int8 TFLite quantization of `model`."""
+    import tensorflow as tf
+
+    def representative():
+        for sample in calibration.samples():
+            yield [sample[None]]
+
+    def debug_dataset():
+        for image in debug_images:
+            yield [np.asarray(image, np.float32)[None]]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with native_output_silenced():
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_dataset)
+        debugger.run()
+        dump = io.StringIO()
+        debugger.layer_statistics_dump(dump)
+    per_tensor = []
+    for row in csv.DictReader(io.StringIO(dump.getvalue())):
+        scale = float(row["scale"])
+        if scale > 0:
+            per_tensor.append((row["tensor_name"], math.sqrt(float(row["mean_squared_error"])) / scale))
+    return worst(per_tensor, {layer.name for layer in model.layers}, "RMSE/scale (0.289 ideal)", True)
+
+
+class _ListReader:
+    def __init__(self, images):
+        self.images = iter(images)
+
+    def get_next(self):
+        image = next(self.images, None)
+        return None if image is None else {"input": np.asarray(image, np.float32)[None]}
+
+
+def onnx_layer_errors(model, qdq_path, debug_images):
+    """Worst Keras layers of an onnxruntime QDQ int8 model of `model`."""
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    from .onnx_export import float_onnx
+
+    with tempfile.TemporaryDirectory(prefix="edge-resnet-layers-") as scratch, native_output_silenced():
+        scratch = Path(scratch)
+        onnx.save(float_onnx(model), scratch / "float.onnx")
+        modify_model_output_intermediate_tensors(str(scratch / "float.onnx"), str(scratch / "float_all.onnx"))
+        modify_model_output_intermediate_tensors(str(qdq_path), str(scratch / "qdq_all.onnx"))
+        float_activations = collect_activations(str(scratch / "float_all.onnx"), _ListReader(debug_images))
+        qdq_activations = collect_activations(str(scratch / "qdq_all.onnx"), _ListReader(debug_images))
+    errors = compute_activation_error(create_activation_matching(qdq_activations, float_activations))
+    per_tensor = [(name, values.get("qdq_err")) for name, values in errors.items()]
+    return worst(per_tensor, {layer.name for layer in model.layers}, "SQNR dB (lower is worse)", False)
+
+
+def layer_errors(model, artifact_path, calibration, debug_images):
+    """Per-layer errors for an int8 artifact, or [] where no tool applies
+    (float artifacts, QOperator graphs, ONNX converted from TFLite)."""
+    import json
+
+    record_file = Path(str(artifact_path) + ".json")
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    recipe = record.get("recipe", {})
+    if recipe.get("mode") != "int8":
+        return []
+    if str(artifact_path).endswith(".tflite"):
+        return tflite_layer_errors(model, calibration, debug_images) if calibration is not None else []
+    if record.get("route") == "ort" and recipe.get("onnx_format") == "qdq":
+        return onnx_layer_errors(model, artifact_path, debug_images)
+    return []

@@ -1,0 +1,242 @@
+"""Accuracy parity: run the float reference and every artifact on the same
+images and measure how far each artifact strays.
+
+The metrics are accumulated batch by batch (sums and counts, never the whole
+data set or all logits in memory), so an ImageNet validation folder streams.
+Artifacts run through runtime.py, without TensorFlow.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, ModelError
+
+TOP_K = 5
+CHANGED_CLASSES_SHOWN = 5
+
+
+def topk(logits, k=TOP_K):
+    """Indices of the k largest logits per row, best first."""
+    k = min(k, logits.shape[1])
+    part = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(-logits, part, axis=1).argsort(axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+@dataclass
+class Tally:
+    """Running sums for one model's outputs against the reference (and the
+    labels, when there are any)."""
+
+    classes: int
+    samples: int = 0
+    top1_correct: int = 0
+    top5_correct: int = 0
+    top1_agree: int = 0
+    top5_overlap: float = 0.0
+    cosine_sum: float = 0.0
+    signal_power: float = 0.0
+    noise_power: float = 0.0
+    max_abs_error: float = 0.0
+    per_class_total: np.ndarray = field(default=None)
+    per_class_correct: np.ndarray = field(default=None)
+
+    def __post_init__(self):
+        self.per_class_total = np.zeros(self.classes, np.int64)
+        self.per_class_correct = np.zeros(self.classes, np.int64)
+
+    def add(self, logits, reference, labels=None):
+        logits, reference = logits.astype(np.float64), reference.astype(np.float64)
+        top, top_ref = topk(logits), topk(reference)
+        self.samples += len(logits)
+        self.top1_agree += int(np.sum(top[:, 0] == top_ref[:, 0]))
+        self.top5_overlap += float(sum(len(set(a) & set(b)) for a, b in zip(top, top_ref)) / top.shape[1])
+        norms = np.linalg.norm(logits, axis=1) * np.linalg.norm(reference, axis=1)
+        self.cosine_sum += float(np.sum(np.sum(logits * reference, axis=1) / np.maximum(norms, 1e-30)))
+        self.signal_power += float(np.sum(reference**2))
+        self.noise_power += float(np.sum((logits - reference) ** 2))
+        self.max_abs_error = max(self.max_abs_error, float(np.abs(logits - reference).max()))
+        if labels is not None:
+            correct = top[:, 0] == labels
+            self.top1_correct += int(np.sum(correct))
+            self.top5_correct += int(np.sum(top == labels[:, None]))
+            np.add.at(self.per_class_total, labels, 1)
+            np.add.at(self.per_class_correct, labels, correct.astype(np.int64))
+
+    def summary(self, labelled):
+        n = max(self.samples, 1)
+        # None: no noise at all (identical outputs), which JSON cannot write as infinity.
+        sqnr = None if self.noise_power == 0 else float(10 * np.log10(self.signal_power / self.noise_power))
+        return {
+            "samples": self.samples,
+            "top1": self.top1_correct / n if labelled else None,
+            "top5": self.top5_correct / n if labelled else None,
+            "top1_agreement": self.top1_agree / n,
+            "top5_overlap": self.top5_overlap / n,
+            "cosine": self.cosine_sum / n,
+            "sqnr_db": sqnr,
+            "max_abs_error": self.max_abs_error,
+        }
+
+    def class_accuracy(self):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.per_class_total > 0, self.per_class_correct / self.per_class_total, np.nan)
+
+
+def changed_classes(reference_tally, candidate_tally, class_names):
+    """The classes whose accuracy moved most, as (name, reference, candidate)."""
+    before, after = reference_tally.class_accuracy(), candidate_tally.class_accuracy()
+    delta = np.nan_to_num(after - before)
+    order = np.argsort(-np.abs(delta), kind="stable")[:CHANGED_CLASSES_SHOWN]
+    return [
+        {"class": class_names[i], "reference": float(before[i]), "candidate": float(after[i])}
+        for i in order
+        if delta[i] != 0
+    ]
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    data: dict  # source, size, fingerprint, labelled
+    reference: dict  # name, backend, device, metrics
+    candidates: tuple  # one dict per artifact: name, path, runtime, metrics, drops, changed classes
+
+    def candidate(self, name):
+        return next(c for c in self.candidates if c["name"] == name)
+
+    def gate_failures(self, max_accuracy_drop=None, min_agreement=None):
+        """One line per violated gate, naming the artifact and the metric."""
+        failures = []
+        for candidate in self.candidates:
+            drop = candidate["top1_drop_points"]
+            if max_accuracy_drop is not None and drop is not None and drop > max_accuracy_drop:
+                failures.append(
+                    f"{candidate['name']}: top-1 accuracy dropped {drop:.2f} points "
+                    f"(gate: at most {max_accuracy_drop:g})"
+                )
+            agreement = candidate["metrics"]["top1_agreement"]
+            if min_agreement is not None and agreement < min_agreement:
+                failures.append(
+                    f"{candidate['name']}: top-1 agreement {agreement:.4f} with the reference "
+                    f"(gate: at least {min_agreement:g})"
+                )
+        return failures
+
+    def to_dict(self):
+        return {"data": self.data, "reference": self.reference, "candidates": list(self.candidates)}
+
+
+def class_index(labels, class_names):
+    """Map the data set's labels (folder names or integers) to model outputs."""
+    if labels is None:
+        return None
+    if all(isinstance(label, (int, np.integer)) for label in labels):
+        return np.asarray(labels, dtype=np.int64)
+    lookup = {name: index for index, name in enumerate(class_names)}
+    unknown = sorted({label for label in labels if label not in lookup})
+    if unknown:
+        raise DataError(
+            f"class folder(s) {', '.join(unknown[:3])} are not in the labels list; "
+            "give --labels with one class per model output, in output order"
+        )
+    return np.asarray([lookup[label] for label in labels], dtype=np.int64)
+
+
+def read_labels_file(path, classes):
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"labels file not found: {path}")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(names) != classes:
+        raise DataError(f"{path} has {len(names)} labels but the model has {classes} outputs; give one per line")
+    return names
+
+
+def default_class_names(data, classes):
+    """Sorted class-folder names when they fit the model, else 0..classes-1."""
+    if data.labels is not None and not isinstance(data.labels[0], (int, np.integer)):
+        names = sorted(set(data.labels))
+        if len(names) != classes:
+            raise DataError(
+                f"the data has {len(names)} class folders but the model has {classes} outputs; "
+                "give --labels with one class name per model output"
+            )
+        return names
+    return [str(i) for i in range(classes)]
+
+
+def check_fits(reference_model, data):
+    expected = tuple(reference_model.input_shape[1:])
+    if tuple(data.preprocessing.shape) != expected:
+        raise DataError(f"evaluation images are {data.preprocessing.shape} but the model takes {expected}")
+
+
+def reference_device():
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return backend, "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    if backend == "jax":
+        import jax
+
+        return backend, jax.devices()[0].platform.upper()
+    return backend, "CPU"
+
+
+def compare(reference, candidates, data, class_names=None, batch_size=32, progress=None):
+    """Run `reference` (a Keras model) and each artifact path in `candidates`
+    on the ImageSet `data`; return a ParityResult.
+
+    `class_names` lists the model's outputs in order (for folder labels and
+    the report); by default the sorted class folders or 0..N-1.
+    """
+    from .runtime import open_runner
+
+    check_fits(reference, data)
+    classes = int(reference.output_shape[-1])
+    class_names = class_names or default_class_names(data, classes)
+    labels = class_index(data.labels, class_names)
+    if labels is not None and labels.size and labels.max() >= classes:
+        raise DataError(f"labels go up to {labels.max()} but the model has {classes} outputs")
+    runners = [open_runner(path) for path in candidates]
+    for runner in runners:
+        if tuple(runner.input_shape) != tuple(reference.input_shape[1:]):
+            raise ModelError(f"{runner.path.name} takes {runner.input_shape}, the reference {reference.input_shape[1:]}")
+
+    reference_tally = Tally(classes)
+    tallies = [Tally(classes) for _ in runners]
+    start = 0
+    batches = data.with_batch_size(batch_size)
+    for batch in (progress(batches, len(data)) if progress else batches):
+        batch_labels = None if labels is None else labels[start:start + len(batch)]
+        start += len(batch)
+        reference_logits = np.asarray(reference.predict_on_batch(batch), dtype=np.float32)
+        reference_tally.add(reference_logits, reference_logits, batch_labels)
+        for runner, tally in zip(runners, tallies):
+            tally.add(runner.predict(batch), reference_logits, batch_labels)
+
+    labelled = labels is not None
+    reference_metrics = reference_tally.summary(labelled)
+    backend, device = reference_device()
+    results = []
+    for path, runner, tally in zip(candidates, runners, tallies):
+        metrics = tally.summary(labelled)
+        results.append({
+            "name": Path(path).name,
+            "path": str(path),
+            "runtime": runner.runtime,
+            "metrics": metrics,
+            "top1_drop_points": 100 * (reference_metrics["top1"] - metrics["top1"]) if labelled else None,
+            "top5_drop_points": 100 * (reference_metrics["top5"] - metrics["top5"]) if labelled else None,
+            "changed_classes": changed_classes(reference_tally, tally, class_names) if labelled else [],
+        })
+    return ParityResult(
+        data={**data.describe(), "labelled": labelled},
+        reference={"name": reference.name, "backend": backend, "device": device, "metrics": reference_metrics},
+        candidates=tuple(results),
+    )

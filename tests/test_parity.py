@@ -1,0 +1,108 @@
+"""Accuracy parity on real data: a ResNet trained on handwritten digits, its
+int8 artifacts, and a broken artifact the gates must catch."""
+
+import numpy as np
+import pytest
+
+import edge_resnet
+from edge_resnet.data import Preprocessing, image_set, images_from_array
+from edge_resnet.errors import DataError
+from edge_resnet.fold import fold_batchnorm
+from edge_resnet.onnx_export import to_onnx
+from edge_resnet.parity import Tally, compare, topk
+from edge_resnet.recipe import QuantizationRecipe
+from edge_resnet.tflite import to_tflite
+from tests.digits import TRAIN_SAMPLES, digit_pixels
+
+
+@pytest.fixture(scope="module")
+def folded(digits_model):
+    return fold_batchnorm(digits_model)[0]
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    """The 597 held-out digits (never trained or calibrated on)."""
+    pixels, labels = digit_pixels(32, None, offset=TRAIN_SAMPLES)
+    return images_from_array(pixels, Preprocessing(32, 32), size=None, labels=labels), pixels, labels
+
+
+@pytest.fixture(scope="module")
+def artifacts(folded, digits_calibration, tmp_path_factory):
+    out = tmp_path_factory.mktemp("parity")
+    int8 = QuantizationRecipe()
+    zeros = edge_resnet.calibration_set(np.zeros((50, 32, 32, 3), np.uint8), Preprocessing(32, 32), size=None)
+    return {
+        "tflite": to_tflite(folded, int8, digits_calibration, output=out / "int8.tflite", progress=False),
+        "onnx_ort": to_onnx(folded, int8, digits_calibration, output=out / "int8_ort.onnx"),
+        "onnx_tflite": to_onnx(folded, int8, digits_calibration, output=out / "int8_tfl.onnx", route="tflite"),
+        "broken": to_tflite(folded, int8, zeros, output=out / "zeros_calibrated.tflite", progress=False),
+    }
+
+
+def test_topk_orders_best_first():
+    logits = np.array([[0.1, 3.0, 2.0, -1.0, 5.0, 0.0]])
+    np.testing.assert_array_equal(topk(logits, 3), [[4, 1, 2]])
+
+
+def test_tally_metrics_on_known_values():
+    reference = np.array([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0, 0.0, 0.0]])
+    candidate = np.array([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0], [3.0, 2.0, 0.0, 0.0, 0.0, 0.0]])
+    tally = Tally(6)
+    tally.add(candidate, reference, np.array([0, 1]))
+    summary = tally.summary(labelled=True)
+    assert summary["top1"] == 0.5 and summary["top1_agreement"] == 0.5
+    assert summary["max_abs_error"] == 3.0
+    assert summary["sqnr_db"] == pytest.approx(10 * np.log10(5 / 9))
+    assert summary["cosine"] == pytest.approx((1 + 4 / (2 * np.sqrt(13))) / 2)
+
+
+def test_int8_artifacts_keep_accuracy_on_held_out_digits(folded, test_split, artifacts):
+    data, _, _ = test_split
+    names = [artifacts[k] for k in ("tflite", "onnx_ort", "onnx_tflite")]
+    result = compare(folded, names, data)
+    assert result.reference["metrics"]["top1"] >= 0.95
+    for candidate in result.candidates:
+        assert candidate["top1_drop_points"] <= 1.0, candidate
+        assert candidate["metrics"]["top1_agreement"] >= 0.98, candidate
+        assert candidate["metrics"]["sqnr_db"] is not None and candidate["metrics"]["sqnr_db"] > 15, candidate
+    assert result.gate_failures(max_accuracy_drop=1.0, min_agreement=0.98) == []
+
+
+def test_a_broken_artifact_fails_the_gates(folded, test_split, artifacts):
+    data, _, _ = test_split
+    result = compare(folded, [artifacts["broken"]], data)
+    failures = result.gate_failures(max_accuracy_drop=1.0, min_agreement=0.98)
+    assert failures and all(f.startswith("zeros_calibrated.tflite") for f in failures)
+    assert result.candidates[0]["changed_classes"], "a broken model changes some class's accuracy"
+
+
+def test_unlabelled_data_gives_agreement_only(folded, test_split, artifacts):
+    _, pixels, _ = test_split
+    unlabelled = image_set(pixels[:64], Preprocessing(32, 32), size=None)
+    result = compare(folded, [artifacts["tflite"]], unlabelled)
+    candidate = result.candidates[0]
+    assert candidate["metrics"]["top1"] is None and candidate["top1_drop_points"] is None
+    assert candidate["metrics"]["top1_agreement"] > 0.9
+
+
+def test_class_folders_map_to_outputs_by_sorted_name(folded, test_split, artifacts, tmp_path):
+    from PIL import Image
+
+    _, pixels, labels = test_split
+    for index, (image, label) in enumerate(zip(pixels[:100], labels[:100])):
+        folder = tmp_path / f"digit_{label}"
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image).save(folder / f"{index}.png")
+    data = image_set(tmp_path, Preprocessing(32, 32), size=None)
+    result = compare(folded, [artifacts["tflite"]], data)
+    assert result.reference["metrics"]["top1"] >= 0.9
+
+
+def test_data_that_does_not_fit_is_refused(folded, test_split, artifacts):
+    _, pixels, _ = test_split
+    with pytest.raises(DataError, match="model takes"):
+        compare(folded, [artifacts["tflite"]], image_set(pixels[:8], Preprocessing(64, 64), size=None))
+    eleven = images_from_array(pixels[:8], Preprocessing(32, 32), size=None, labels=np.full(8, 11))
+    with pytest.raises(DataError, match="model has 10 outputs"):
+        compare(folded, [artifacts["tflite"]], eleven)
