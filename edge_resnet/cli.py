@@ -188,6 +188,46 @@ def _progress(description):
     return wrap
 
 
+DEBUG_IMAGES = 16  # per-layer statistics need only a few images
+
+
+def _recorded_calibration(artifact, preprocessing):
+    """The calibration set named in an artifact's recipe JSON, if it can be
+    rebuilt from a path that still exists."""
+    import json
+
+    from .data import calibration_set
+
+    record_file = artifact + ".json"
+    if not os.path.isfile(record_file):
+        return None
+    recorded = json.loads(open(record_file).read()).get("calibration") or {}
+    source = recorded.get("source", "").removeprefix("folder ")
+    if not source or not os.path.exists(source):
+        return None
+    return calibration_set(source, preprocessing, size=recorded["size"], seed=recorded["seed"],
+                           preprocessed=recorded.get("preprocessed_input", False))
+
+
+def _per_layer(reference, args, data):
+    """{artifact name: worst layers} for the int8 artifacts a tool covers."""
+    from itertools import islice
+
+    from .data import calibration_set
+    from .layer_debug import layer_errors
+
+    debug_images = list(islice(data.samples(), DEBUG_IMAGES))
+    given = None
+    if args.calibration:
+        given = calibration_set(args.calibration, data.preprocessing, size=args.calibration_size, seed=args.seed)
+    layers = {}
+    for artifact in args.artifacts:
+        calibration = given or (_recorded_calibration(artifact, data.preprocessing) if artifact.endswith(".tflite") else None)
+        print(f"per-layer error: {os.path.basename(artifact)}")
+        layers[os.path.basename(artifact)] = layer_errors(reference, artifact, calibration, debug_images)
+    return layers
+
+
 def run_compare(args):
     from .data import Preprocessing, image_set
     from .models import load_model
@@ -209,6 +249,8 @@ def run_compare(args):
     result = compare(reference, args.artifacts, data, class_names=class_names,
                      batch_size=args.batch_size, progress=_progress("evaluating"))
     report = result.to_dict()
+    if not args.no_per_layer:
+        report["layers"] = _per_layer(reference, args, data)
     failures = result.gate_failures(args.max_accuracy_drop, args.min_agreement)
     report["gates"] = {"max_accuracy_drop": args.max_accuracy_drop, "min_agreement": args.min_agreement,
                        "failures": failures}
@@ -371,6 +413,11 @@ def build_parser():
     compare.add_argument("--max-accuracy-drop", type=float, metavar="POINTS", help="gate on the top-1 drop")
     compare.add_argument("--min-agreement", type=float, metavar="FRACTION", help="gate on top-1 agreement")
     compare.add_argument("--eval-size", type=int, metavar="N", help="evaluate a seeded subset of N images")
+    compare.add_argument("--calibration", metavar="PATH",
+                         help="calibration data for TFLite per-layer statistics (default: the source in the "
+                         "artifact's recipe JSON, when it still exists)")
+    compare.add_argument("--calibration-size", type=int, default=200, metavar="N", help="with --calibration")
+    compare.add_argument("--no-per-layer", action="store_true", help="skip the per-layer error analysis")
     compare.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
     compare.add_argument("--batch-size", type=int, default=32, help="reference batch size (default: 32)")
     compare.add_argument("--preprocessing", default="caffe", choices=["caffe", "raw"],

@@ -5,10 +5,10 @@ parity number.
   statistics, scored by RMSE / scale (about 0.289, uniform rounding noise of
   one step, is ideal; larger is worse).
 - ONNX int8 (QDQ): onnxruntime's qdq_loss_debug, scored by the SQNR in dB of
-  each activation against the float ONNX model (lower is worse).
+  each quantized activation against the float ONNX model (lower is worse).
 
-Both re-run the model on a small debug set; they need TensorFlow (TFLite
-converter, tf2onnx for the float ONNX) and so run on the workstation.
+Both re-run the model on a small debug set and need TensorFlow (the TFLite
+converter; tf2onnx for the float ONNX), so they run on the workstation.
 """
 
 import csv
@@ -80,6 +80,8 @@ def tflite_layer_errors(model, calibration, debug_images):
 
 
 class _ListReader:
+    """onnxruntime's data-reader protocol (get_next, and iteration) over images."""
+
     def __init__(self, images):
         self.images = iter(images)
 
@@ -87,29 +89,41 @@ class _ListReader:
         image = next(self.images, None)
         return None if image is None else {"input": np.asarray(image, np.float32)[None]}
 
+    def __iter__(self):
+        return iter(self.get_next, None)
+
 
 def onnx_layer_errors(model, qdq_path, debug_images):
-    """Worst Keras layers of an onnxruntime QDQ int8 model of `model`."""
+    """Worst Keras layers of an onnxruntime QDQ int8 model of `model`, by the
+    SQNR of each quantized activation against the float ONNX model's. (Within
+    the QDQ model alone, a ReLU folded into its Quantize node would count as
+    noise.)"""
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
-        compute_activation_error,
+        compute_signal_to_quantization_noice_ratio,
         create_activation_matching,
         modify_model_output_intermediate_tensors,
     )
 
     from .onnx_export import float_onnx
 
+    debug_images = list(debug_images)
     with tempfile.TemporaryDirectory(prefix="edge-resnet-layers-") as scratch, native_output_silenced():
         scratch = Path(scratch)
         onnx.save(float_onnx(model), scratch / "float.onnx")
-        modify_model_output_intermediate_tensors(str(scratch / "float.onnx"), str(scratch / "float_all.onnx"))
-        modify_model_output_intermediate_tensors(str(qdq_path), str(scratch / "qdq_all.onnx"))
-        float_activations = collect_activations(str(scratch / "float_all.onnx"), _ListReader(debug_images))
-        qdq_activations = collect_activations(str(scratch / "qdq_all.onnx"), _ListReader(debug_images))
-    errors = compute_activation_error(create_activation_matching(qdq_activations, float_activations))
-    per_tensor = [(name, values.get("qdq_err")) for name, values in errors.items()]
-    return worst(per_tensor, {layer.name for layer in model.layers}, "SQNR dB (lower is worse)", False)
+        activations = {}
+        for name, path in (("float", scratch / "float.onnx"), ("qdq", Path(qdq_path))):
+            augmented = str(scratch / f"{name}_all.onnx")
+            modify_model_output_intermediate_tensors(str(path), augmented)
+            activations[name] = collect_activations(augmented, _ListReader(debug_images))
+    matching = create_activation_matching(activations["qdq"], activations["float"])
+    per_tensor = [
+        (name, compute_signal_to_quantization_noice_ratio(match["float"], match["post_qdq"]))
+        for name, match in matching.items()
+        if match.get("float") and match.get("post_qdq")
+    ]
+    return worst(per_tensor, {layer.name for layer in model.layers}, "SQNR dB vs float (lower is worse)", False)
 
 
 def layer_errors(model, artifact_path, calibration, debug_images):

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from .files import atomic_output
+from .layer_debug import IDEAL_RMSE_OVER_SCALE
 
 
 def _percent(value):
@@ -90,7 +91,7 @@ def accuracy_plot(report):
     low = min(agreement + [100 * c["metrics"]["top1"] for c in report["candidates"] if c["metrics"]["top1"] is not None])
     axis.set_xlim(max(0, low - 5), 100.5)
     axis.set_xlabel("percent")
-    axis.legend(loc="lower left", fontsize=8)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, fontsize=8, frameon=False)
     axis.set_title("Accuracy and agreement per artifact")
     png = _figure_png(figure)
     pyplot.close(figure)
@@ -107,6 +108,9 @@ def layer_plot(name, layers):
     axis.barh(range(len(layers)), [layer["value"] for layer in layers])
     axis.set_yticks(range(len(layers)), [layer["layer"] for layer in layers], fontsize=8)
     axis.invert_yaxis()
+    if layers[0]["metric"].startswith("RMSE/scale"):
+        axis.axvline(IDEAL_RMSE_OVER_SCALE, color="black", linestyle="--", linewidth=1, label="ideal (0.289)")
+        axis.legend(fontsize=8)
     axis.set_xlabel(layers[0]["metric"])
     axis.set_title(f"Worst layers: {name}")
     png = _figure_png(figure)
