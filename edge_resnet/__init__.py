@@ -27,11 +27,18 @@ _EXPORTS = {
     "QuantizationRecipe": "recipe",
     "to_tflite": "tflite",
     "inspect_tflite": "tflite_inspect",
+    "to_onnx": "onnx_export",
+    "open_runner": "runtime",
+    "compare": "parity",
+    "ParityResult": "parity",
+    "layer_errors": "layer_debug",
+    "write_reports": "report",
     "EdgeResnetError": "errors",
     "ConfigError": "errors",
     "WeightsError": "errors",
     "ModelError": "errors",
     "DataError": "errors",
+    "ConversionError": "errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -8,6 +8,8 @@ import argparse
 import os
 import sys
 
+import numpy as np
+
 from . import __version__
 from .errors import EdgeResnetError
 
@@ -263,6 +265,48 @@ def run_compare(args):
     return EXIT_GATE_FAILED if failures else EXIT_OK
 
 
+def _bench_sample(path, input_file, batch, mode):
+    """A batch from an image or .npz file, preprocessed for the model."""
+    from .data import Preprocessing, image_set
+    from .runtime import open_runner
+
+    height, width = open_runner(path).input_shape[:2]
+    images = image_set(input_file, Preprocessing(height, width, mode), size=None)
+    samples = list(images.samples())
+    return np.stack([samples[i % len(samples)] for i in range(batch)])
+
+
+def run_bench(args):
+    import json
+
+    from .bench import benchmark, comparison_table
+
+    for path in args.models:
+        if not os.path.isfile(path):
+            raise EdgeResnetError(f"model file not found: {path}")
+    runs = None if args.duration else args.runs
+    results = []
+    for path in args.models:
+        sample = _bench_sample(path, args.input, args.batch, args.preprocessing) if args.input else None
+        results.append(benchmark(path, threads=args.threads, warmup=args.warmup, runs=runs,
+                                 duration=args.duration, batch=args.batch, sample=sample))
+        if not args.json:
+            result = results[-1]
+            print(f"{result.model}: {result.runtime} {result.runtime_version}, {result.accelerator}; "
+                  f"input {result.input_dtype} {list(result.input_shape)} x{result.batch}; "
+                  f"load {result.load_ms:.0f} ms, first inference {result.first_inference_ms:.1f} ms, "
+                  f"{result.runs} runs: mean {result.latency_ms['mean']:.2f} ms (std {result.latency_ms['std']:.2f}), "
+                  f"min {result.latency_ms['min']:.2f}, max {result.latency_ms['max']:.2f}")
+    if args.json:
+        print(json.dumps([result.to_dict() for result in results], indent=2))
+    else:
+        print(comparison_table(results))
+        if any(result.runtime == "tflite-runtime" for result in results):
+            print("note: tflite-runtime's int8 kernels measured ~10x slower than ai-edge-litert's; "
+                  "install ai-edge-litert where it has a wheel")
+    return EXIT_OK
+
+
 def run_fold(args):
     import json
 
@@ -428,6 +472,31 @@ def build_parser():
     compare.add_argument("--classes", type=int, default=1000, help="classes when the reference is a builder name")
     compare.add_argument("--weights", default=None, help="weights when the reference is a builder name")
     compare.set_defaults(handler=run_compare, needs_keras=True)
+
+    bench = _command(
+        commands,
+        "bench",
+        "latency of .tflite/.onnx files on this device (no TensorFlow needed)",
+        "Load each model in its runtime (ai-edge-litert, tflite-runtime or onnxruntime), time "
+        "the first inference, warm up, then time each run: min, mean, std, p50/p90/p95/p99, max, "
+        "throughput and peak resident memory. Several models give a table with the speed-up "
+        "against the first one.",
+        ["edge-resnet bench model_fp32.tflite model_int8.tflite --threads 2",
+         "edge-resnet bench model_int8.onnx --duration 10 --batch 8 --json",
+         "edge-resnet bench model_int8.tflite --input photo.jpg"],
+    )
+    bench.add_argument("models", nargs="+", metavar="MODEL", help=".tflite or .onnx files")
+    bench.add_argument("--threads", type=int, default=2, help="inference threads (default: 2)")
+    bench.add_argument("--warmup", type=int, default=10, help="untimed runs after the first (default: 10)")
+    timing = bench.add_mutually_exclusive_group()
+    timing.add_argument("--runs", type=int, default=50, help="timed runs (default: 50)")
+    timing.add_argument("--duration", type=float, metavar="SECONDS", help="time runs for this long instead")
+    bench.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    bench.add_argument("--input", metavar="FILE", help="an image, image folder or .npz to feed (default: random)")
+    bench.add_argument("--preprocessing", default="caffe", choices=["caffe", "raw"],
+                       help="preprocessing of --input (default: caffe)")
+    bench.add_argument("--json", action="store_true", help="print JSON for CI and device fleets")
+    bench.set_defaults(handler=run_bench, needs_keras=False)
     return parser
 
 

@@ -100,6 +100,8 @@ def scan_image_folder(root):
     """(sorted image paths, class name per path or None). A folder whose
     images all sit in sub-folders has one class per first-level sub-folder."""
     root = Path(root)
+    if root.is_file() and root.suffix.lower() in IMAGE_SUFFIXES:
+        return [root], [None]
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
     paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

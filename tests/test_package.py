@@ -15,7 +15,7 @@ def test_every_public_name_resolves():
 def test_importing_the_package_and_runtime_side_loads_no_tensorflow_or_keras():
     code = (
         "import sys, edge_resnet, edge_resnet.runtime, edge_resnet.tflite_inspect, edge_resnet.data, "
-        "edge_resnet.recipe, edge_resnet.preprocess; "
+        "edge_resnet.recipe, edge_resnet.preprocess, edge_resnet.parity, edge_resnet.report; "
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

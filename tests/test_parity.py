@@ -106,3 +106,82 @@ def test_data_that_does_not_fit_is_refused(folded, test_split, artifacts):
     eleven = images_from_array(pixels[:8], Preprocessing(32, 32), size=None, labels=np.full(8, 11))
     with pytest.raises(DataError, match="model has 10 outputs"):
         compare(folded, [artifacts["tflite"]], eleven)
+
+
+# Through the CLI, as CI would run it.
+
+def run_cli(*args):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "edge_resnet.cli", *args], capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def cli_inputs(digits_model, test_split, artifacts, tmp_path_factory):
+    """The trained float model as a .keras file and the held-out digits as .npz."""
+    folder = tmp_path_factory.mktemp("cli")
+    digits_model.save(folder / "digits.keras")
+    _, pixels, labels = test_split
+    np.savez(folder / "test.npz", x=pixels, y=labels)
+    return folder
+
+
+def test_compare_cli_passes_gates_and_writes_reports(cli_inputs, artifacts, tmp_path):
+    import json
+
+    result = run_cli("compare", "--reference", str(cli_inputs / "digits.keras"), str(artifacts["tflite"]),
+                     str(artifacts["onnx_ort"]), "--data", str(cli_inputs / "test.npz"), "--report", str(tmp_path),
+                     "--max-accuracy-drop", "1.0", "--min-agreement", "0.98")
+    assert result.returncode == 0, result.stderr
+    assert "Gates: passed" in result.stdout
+    assert "evaluating: 597/597" in result.stderr  # the progress bar
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["reference"]["metrics"]["top1"] >= 0.95
+    assert [c["name"] for c in report["candidates"]] == ["int8.tflite", "int8_ort.onnx"]
+    assert report["layers"]["int8_ort.onnx"][0]["metric"].startswith("SQNR")
+    html = (tmp_path / "parity.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2
+
+
+def test_compare_cli_exits_1_on_a_broken_artifact_after_writing_the_report(cli_inputs, artifacts, tmp_path):
+    result = run_cli("compare", "--reference", str(cli_inputs / "digits.keras"), str(artifacts["broken"]),
+                     "--data", str(cli_inputs / "test.npz"), "--report", str(tmp_path), "--no-per-layer",
+                     "--max-accuracy-drop", "1.0", "--min-agreement", "0.98")
+    assert result.returncode == 1, result.stderr
+    assert "gate failed: zeros_calibrated.tflite" in result.stderr
+    assert (tmp_path / "parity.json").is_file() and "FAILED" in (tmp_path / "parity.md").read_text()
+
+
+def _bad_inputs(folder, pixels):
+    (folder / "labels_9.txt").write_text("\n".join(str(d) for d in range(9)) + "\n")
+    np.savez(folder / "eleven.npz", x=pixels[:8], y=np.full(8, 11))
+    np.savez(folder / "wrong_shape.npz", x=np.zeros((4, 30, 30, 3), np.float32))
+    (folder / "not_a_model.tflite").write_text("hello")
+    (folder / "not_a_model.onnx").write_bytes(b"\x00\x01garbage")
+
+
+@pytest.mark.parametrize(
+    "data, artifact, extra, fragment",
+    [
+        ("test.npz", "int8.tflite", ["--labels", "labels_9.txt"], "has 9 labels but the model has 10 outputs"),
+        ("eleven.npz", "int8.tflite", [], "model has 10 outputs"),
+        ("wrong_shape.npz", "int8.tflite", ["--preprocessed"], "must be (N, 32, 32, 3)"),
+        ("test.npz", "not_a_model.tflite", [], "cannot load"),
+        ("test.npz", "not_a_model.onnx", [], "cannot load"),
+        ("test.npz", "missing.tflite", [], "artifact not found"),
+    ],
+)
+def test_compare_cli_bad_input_is_one_line_exit_2(cli_inputs, artifacts, test_split, tmp_path, data, artifact, extra, fragment):
+    _, pixels, _ = test_split
+    _bad_inputs(tmp_path, pixels)
+    artifact_path = artifacts["tflite"] if artifact == "int8.tflite" else tmp_path / artifact
+    data_path = cli_inputs / data if data == "test.npz" else tmp_path / data
+    extra = [str(tmp_path / e) if e.endswith(".txt") else e for e in extra]
+    result = run_cli("compare", "--reference", str(cli_inputs / "digits.keras"), str(artifact_path),
+                     "--data", str(data_path), "--no-per-layer", *extra)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("edge-resnet: error:")]
+    assert len(errors) == 1 and fragment in errors[0], result.stderr

@@ -1,0 +1,110 @@
+"""The on-device benchmark: TF-free, real runtimes, honest statistics."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge_resnet.bench import benchmark, comparison_table, latency_stats
+from edge_resnet.data import Preprocessing, calibration_set
+from edge_resnet.fold import fold_batchnorm
+from edge_resnet.models import build_resnet
+from edge_resnet.onnx_export import to_onnx
+from edge_resnet.recipe import QuantizationRecipe
+from edge_resnet.tflite import to_tflite
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    model = fold_batchnorm(build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25,
+                                        classifier_activation=None))[0]
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    calibration = calibration_set(pixels, Preprocessing(32, 32), size=None)
+    return {
+        "float_tflite": to_tflite(model, QuantizationRecipe.for_mode("none"), output=folder / "fp32.tflite"),
+        "int8_tflite": to_tflite(model, QuantizationRecipe(), calibration, output=folder / "int8.tflite", progress=False),
+        "int8_onnx": to_onnx(model, QuantizationRecipe(), calibration, output=folder / "int8.onnx"),
+    }
+
+
+def test_latency_stats_are_exact_on_known_values():
+    stats = latency_stats([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert stats["min"] == 1.0 and stats["max"] == 100.0 and stats["mean"] == 22.0
+    assert stats["p50"] == 3.0 and stats["p90"] == pytest.approx(61.6)
+
+
+def test_benchmark_reports_every_number(models):
+    result = benchmark(models["int8_tflite"], threads=1, warmup=2, runs=7)
+    assert result.runtime == "ai-edge-litert" and result.accelerator == "XNNPACK (whole model)"
+    assert result.input_dtype == "int8" and result.input_shape == (32, 32, 3)
+    assert result.runs == 7
+    stats = result.latency_ms
+    assert 0 < stats["min"] <= stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]
+    assert result.throughput_per_s == pytest.approx(1e3 / stats["mean"])
+    assert result.load_ms > 0 and result.first_inference_ms > 0 and result.peak_rss_mb > 10
+    onnx = benchmark(models["int8_onnx"], runs=3, batch=4)
+    assert onnx.runtime == "onnxruntime" and onnx.accelerator == "CPUExecutionProvider" and onnx.batch == 4
+
+
+def test_duration_mode_and_batched_tflite(models):
+    result = benchmark(models["float_tflite"], runs=None, duration=0.2, batch=3, warmup=0)
+    assert result.runs >= 1 and result.batch == 3
+    assert result.throughput_per_s == pytest.approx(3e3 / result.latency_ms["mean"])
+
+
+def test_comparison_table_has_speed_up_against_the_first(models):
+    results = [benchmark(models[k], runs=3, warmup=1) for k in ("float_tflite", "int8_tflite")]
+    table = comparison_table(results)
+    assert "fp32.tflite" in table.splitlines()[2] and table.splitlines()[2].endswith("1.00x")
+
+
+BLOCKER = "raise ImportError('TensorFlow and Keras are not installed on this device')\n"
+
+
+def run_without_tensorflow(tmp_path, *args):
+    for name in ("tensorflow", "keras", "tf2onnx"):
+        (tmp_path / "blocker" / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "blocker" / name / "__init__.py").write_text(BLOCKER)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "blocker"))
+    return subprocess.run([sys.executable, "-m", "edge_resnet.cli", *args], capture_output=True, text=True, env=env)
+
+
+def test_bench_runs_where_tensorflow_cannot_be_imported(models, tmp_path):
+    check = run_without_tensorflow(tmp_path, "summary")
+    assert check.returncode == 2 and "needs Keras and TensorFlow" in check.stderr  # the blocker works
+    result = run_without_tensorflow(tmp_path, "bench", str(models["float_tflite"]), str(models["int8_tflite"]),
+                                    str(models["int8_onnx"]), "--runs", "5", "--warmup", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["runtime"] for row in rows] == ["ai-edge-litert", "ai-edge-litert", "onnxruntime"]
+    assert all(row["runs"] == 5 for row in rows)
+
+
+def test_bench_feeds_a_real_image(models, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(tmp_path / "photo.png")
+    result = run_without_tensorflow(tmp_path, "bench", str(models["int8_tflite"]), "--input",
+                                    str(tmp_path / "photo.png"), "--runs", "3")
+    assert result.returncode == 0, result.stderr
+    assert "int8.tflite" in result.stdout and "speed-up" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda p: p / "missing.tflite", "model file not found"),
+        (lambda p: (p / "text.tflite").write_text("no model") and p / "text.tflite", "cannot load"),
+        (lambda p: (p / "junk.onnx").write_bytes(b"\x08\x01junk") and p / "junk.onnx", "cannot load"),
+        (lambda p: (p / "model.pt").write_text("x") and p / "model.pt", "expected a .tflite or .onnx"),
+    ],
+)
+def test_bench_bad_input_is_one_line_exit_2(tmp_path, make, fragment):
+    path = make(tmp_path)
+    result = run_without_tensorflow(tmp_path, "bench", str(path))
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
