@@ -35,6 +35,7 @@ class BenchResult:
     latency_ms: dict  # min, mean, std, p50, p90, p95, p99, max
     throughput_per_s: float  # images per second
     peak_rss_mb: float  # peak resident memory of the process while this model ran
+    operator_ms: dict = None  # total ms per operator type over the timed runs (onnxruntime, on request)
 
     def to_dict(self):
         return asdict(self)
@@ -137,14 +138,15 @@ def _tflite_accelerator(path):
     return "built-in kernels"
 
 
-def benchmark(path, threads=2, warmup=10, runs=50, duration=None, batch=1, sample=None):
+def benchmark(path, threads=2, warmup=10, runs=50, duration=None, batch=1, sample=None, profile=False):
     """Load, first inference, warm-up, then `runs` timed inferences (or as
-    many as fit in `duration` seconds)."""
+    many as fit in `duration` seconds). `profile` adds onnxruntime's
+    per-operator times (profiling slows the runs it covers a little)."""
     if batch < 1 or threads < 1 or warmup < 0 or (runs is not None and runs < 1):
         raise DataError("--batch, --threads and --runs must be at least 1 and --warmup at least 0")
     reset_peak_rss()
     start = time.perf_counter()
-    runner = open_runner(path, threads=threads)
+    runner = open_runner(path, threads=threads, profile=profile)
     load_ms = (time.perf_counter() - start) * 1e3
     try:
         timed = _Timed(runner, batch, sample)
@@ -178,6 +180,7 @@ def benchmark(path, threads=2, warmup=10, runs=50, duration=None, batch=1, sampl
         latency_ms=stats,
         throughput_per_s=1e3 * batch / stats["mean"],
         peak_rss_mb=peak_rss_mb(),
+        operator_ms=runner.operator_profile() if profile and hasattr(runner, "operator_profile") else None,
     )
 
 

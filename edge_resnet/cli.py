@@ -289,7 +289,7 @@ def run_bench(args):
     for path in args.models:
         sample = _bench_sample(path, args.input, args.batch, args.preprocessing) if args.input else None
         results.append(benchmark(path, threads=args.threads, warmup=args.warmup, runs=runs,
-                                 duration=args.duration, batch=args.batch, sample=sample))
+                                 duration=args.duration, batch=args.batch, sample=sample, profile=args.profile))
         if not args.json:
             result = results[-1]
             print(f"{result.model}: {result.runtime} {result.runtime_version}, {result.accelerator}; "
@@ -297,6 +297,10 @@ def run_bench(args):
                   f"load {result.load_ms:.0f} ms, first inference {result.first_inference_ms:.1f} ms, "
                   f"{result.runs} runs: mean {result.latency_ms['mean']:.2f} ms (std {result.latency_ms['std']:.2f}), "
                   f"min {result.latency_ms['min']:.2f}, max {result.latency_ms['max']:.2f}")
+            if args.profile:
+                print("  per operator (ms, all runs): " + (", ".join(
+                    f"{op} {ms:.1f}" for op, ms in list(result.operator_ms.items())[:10])
+                    if result.operator_ms else "not offered by this runtime's Python API"))
     if args.json:
         print(json.dumps([result.to_dict() for result in results], indent=2))
     else:
@@ -495,6 +499,7 @@ def build_parser():
     bench.add_argument("--input", metavar="FILE", help="an image, image folder or .npz to feed (default: random)")
     bench.add_argument("--preprocessing", default="caffe", choices=["caffe", "raw"],
                        help="preprocessing of --input (default: caffe)")
+    bench.add_argument("--profile", action="store_true", help="per-operator times (onnxruntime models)")
     bench.add_argument("--json", action="store_true", help="print JSON for CI and device fleets")
     bench.set_defaults(handler=run_bench, needs_keras=False)
     return parser

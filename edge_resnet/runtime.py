@@ -105,7 +105,7 @@ ONNX_QUANT_KEYS = ("input_scale", "input_zero_point", "output_scale", "output_ze
 class OnnxRunner:
     """onnxruntime on the CPU provider by default; batches of any size."""
 
-    def __init__(self, path, threads=2, providers=("CPUExecutionProvider",)):
+    def __init__(self, path, threads=2, providers=("CPUExecutionProvider",), profile=False):
         try:
             import onnxruntime
         except ImportError as error:
@@ -117,6 +117,11 @@ class OnnxRunner:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if profile:
+            import tempfile
+
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="edge-resnet-profile-")) / "ort")
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), options, providers=list(providers))
         except Exception as error:  # onnxruntime raises its own untyped errors; one line, then stop
@@ -135,6 +140,19 @@ class OnnxRunner:
         return {"tensor(float)": np.dtype(np.float32), "tensor(int8)": np.dtype(np.int8),
                 "tensor(uint8)": np.dtype(np.uint8)}[self.input.type]
 
+    def operator_profile(self):
+        """Total milliseconds per operator type over the profiled runs,
+        slowest first (needs profile=True)."""
+        import json
+
+        events = json.loads(Path(self.session.end_profiling()).read_text())
+        totals = {}
+        for event in events:
+            if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+                op_type = event.get("args", {}).get("op_name", "?")
+                totals[op_type] = totals.get(op_type, 0.0) + event["dur"] / 1e3
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
     def predict(self, images):
         images = np.asarray(images, dtype=np.float32)
         if np.issubdtype(self.input_dtype, np.integer):
@@ -146,11 +164,11 @@ class OnnxRunner:
         return raw.astype(np.float32)
 
 
-def open_runner(path, threads=2):
-    """A runner for a .tflite or .onnx file."""
+def open_runner(path, threads=2, profile=False):
+    """A runner for a .tflite or .onnx file (`profile`: onnxruntime only)."""
     suffix = Path(path).suffix
     if suffix == ".tflite":
         return TfliteRunner(path, threads)
     if suffix == ".onnx":
-        return OnnxRunner(path, threads)
+        return OnnxRunner(path, threads, profile=profile)
     raise ModelError(f"cannot tell the runtime for {path}: expected a .tflite or .onnx file")

@@ -108,3 +108,10 @@ def test_bench_bad_input_is_one_line_exit_2(tmp_path, make, fragment):
     result = run_without_tensorflow(tmp_path, "bench", str(path))
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
+
+
+def test_onnx_operator_profile(models):
+    result = benchmark(models["int8_onnx"], runs=3, warmup=0, profile=True)
+    assert result.operator_ms and all(ms >= 0 for ms in result.operator_ms.values())
+    assert any("Conv" in op for op in result.operator_ms)
+    assert benchmark(models["int8_tflite"], runs=2, profile=True).operator_ms is None
