@@ -48,6 +48,8 @@ def _is_float(dtype):
 def inspect_tflite(path):
     plain = tflite_interpreter(path, delegates=False)
     ops = plain._get_ops_details()
+    # Tensor types by index: older runtimes (tflite-runtime) give no operand types per op.
+    dtypes = {tensor["index"]: tensor["dtype"] for tensor in plain.get_tensor_details()}
     model_inputs = {d["index"] for d in plain.get_input_details()}
     model_outputs = {d["index"] for d in plain.get_output_details()}
     float_ops, body_quantize_ops = [], []
@@ -57,7 +59,7 @@ def inspect_tflite(path):
         if op["op_name"] in QUANTIZE_OPS and not at_boundary:
             body_quantize_ops.append(op["op_name"])
         elif op["op_name"] not in QUANTIZE_OPS and any(
-            _is_float(t) for t in list(op["operand_types"]) + list(op["result_types"])
+            _is_float(dtypes[index]) for index in list(op["inputs"]) + list(op["outputs"]) if index in dtypes
         ):
             float_ops.append(op["op_name"])
 
