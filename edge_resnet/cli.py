@@ -80,17 +80,21 @@ def run_summary(args):
     return EXIT_OK
 
 
+def _load_named_model(spec, args):
+    """A .keras file, or a builder name built with --input-size, --classes, --weights."""
+    from .models import load_model
+
+    if spec.endswith(".keras"):
+        return load_model(spec)
+    return load_model(spec, input_shape=(args.input_size, args.input_size, 3), classes=args.classes,
+                      weights=args.weights)
+
+
 def _load_for_conversion(args):
     """The model named on the command line, BatchNorm folded unless told not to."""
     from .fold import fold_batchnorm
-    from .models import load_model
 
-    options = {} if args.model.endswith(".keras") else {
-        "input_shape": (args.input_size, args.input_size, 3),
-        "classes": args.classes,
-        "weights": args.weights,
-    }
-    model = load_model(args.model, **options)
+    model = _load_named_model(args.model, args)
     if getattr(args, "no_fold", False):
         return model, None
     return fold_batchnorm(model)
@@ -232,16 +236,13 @@ def _per_layer(reference, args, data):
 
 def run_compare(args):
     from .data import Preprocessing, image_set
-    from .models import load_model
     from .parity import compare, read_labels_file
     from .report import markdown_report, write_reports
 
     for artifact in args.artifacts:
         if not os.path.isfile(artifact):
             raise EdgeResnetError(f"artifact not found: {artifact}")
-    options = {} if args.reference.endswith(".keras") else {
-        "input_shape": (args.input_size, args.input_size, 3), "classes": args.classes, "weights": args.weights}
-    reference = load_model(args.reference, **options)
+    reference = _load_named_model(args.reference, args)
     height, width = reference.input_shape[1:3]
     data = image_set(args.data, Preprocessing(height, width, args.preprocessing), size=args.eval_size,
                      seed=args.seed, preprocessed=args.preprocessed, check_readable=False)
