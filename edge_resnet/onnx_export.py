@@ -16,8 +16,8 @@ from pathlib import Path
 from .errors import ConfigError, ConversionError
 from .files import atomic_output
 from .quiet import native_output_silenced
-from .recipe import QuantizationRecipe
-from .tflite import artifact_record, check_calibration_fits, to_tflite, write_record
+from .recipe import QuantizationRecipe, artifact_record, write_record
+from .tflite import check_calibration_fits, to_tflite
 
 DEFAULT_OPSET = 17
 OPSET_RANGE = (13, 18)  # 13: per-channel QDQ; 18: the newest tf2onnx 1.17 writes

@@ -4,8 +4,10 @@ was quantized, saved as JSON beside it so anyone can reproduce it."""
 import dataclasses
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import ConfigError
+from .files import atomic_output
 
 MODES = ("int8", "float16", "dynamic", "none")
 IO_TYPES = ("int8", "uint8", "float32")
@@ -97,3 +99,46 @@ class QuantizationRecipe:
     @classmethod
     def from_json(cls, text):
         return cls.from_dict(json.loads(text))
+
+
+def record_path(artifact_path):
+    """The recipe JSON that sits beside every artifact."""
+    artifact_path = Path(artifact_path)
+    return artifact_path.with_name(artifact_path.name + ".json")
+
+
+def tool_versions(*packages):
+    from importlib import metadata
+
+    versions = {}
+    for package in ("edge-resnet", "numpy") + packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def artifact_record(artifact_path, artifact_format, recipe, calibration, model, packages):
+    import hashlib
+
+    return {
+        "artifact": Path(artifact_path).name,
+        "format": artifact_format,
+        "sha256": hashlib.sha256(Path(artifact_path).read_bytes()).hexdigest(),
+        "recipe": recipe.to_dict(),
+        "quantization": recipe.describe(artifact_format),
+        "calibration": calibration.describe() if calibration is not None and recipe.needs_calibration else None,
+        "model": {
+            "name": model.name,
+            "input_shape": list(model.input_shape[1:]),
+            "output_shape": list(model.output_shape[1:]),
+            "parameters": int(model.count_params()),
+        },
+        "versions": tool_versions(*packages),
+    }
+
+
+def write_record(artifact_path, record):
+    with atomic_output(record_path(artifact_path)) as temporary:
+        temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -1,56 +1,12 @@
 """TFLite export: float32, float16 weights, dynamic-range int8, and full
 integer int8 calibrated on an ImageSet. TensorFlow is imported here only."""
 
-import json
 from pathlib import Path
 
 from .errors import ConfigError
 from .files import atomic_output
 from .quiet import native_output_silenced
-from .recipe import QuantizationRecipe
-
-
-def record_path(artifact_path):
-    """The recipe JSON that sits beside every artifact."""
-    artifact_path = Path(artifact_path)
-    return artifact_path.with_name(artifact_path.name + ".json")
-
-
-def tool_versions(*packages):
-    from importlib import metadata
-
-    versions = {}
-    for package in ("edge-resnet", "numpy") + packages:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def artifact_record(artifact_path, artifact_format, recipe, calibration, model, packages):
-    import hashlib
-
-    return {
-        "artifact": Path(artifact_path).name,
-        "format": artifact_format,
-        "sha256": hashlib.sha256(Path(artifact_path).read_bytes()).hexdigest(),
-        "recipe": recipe.to_dict(),
-        "quantization": recipe.describe(artifact_format),
-        "calibration": calibration.describe() if calibration is not None and recipe.needs_calibration else None,
-        "model": {
-            "name": model.name,
-            "input_shape": list(model.input_shape[1:]),
-            "output_shape": list(model.output_shape[1:]),
-            "parameters": int(model.count_params()),
-        },
-        "versions": tool_versions(*packages),
-    }
-
-
-def write_record(artifact_path, record):
-    with atomic_output(record_path(artifact_path)) as temporary:
-        temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+from .recipe import QuantizationRecipe, artifact_record, write_record
 
 
 def check_calibration_fits(model, calibration):

@@ -14,13 +14,9 @@ from edge_resnet.fold import fold_batchnorm
 from edge_resnet.onnx_export import to_onnx
 from edge_resnet.recipe import QuantizationRecipe
 from edge_resnet.runtime import OnnxRunner, TfliteRunner
-from edge_resnet.tflite import record_path, to_tflite
+from edge_resnet.recipe import record_path
+from edge_resnet.tflite import to_tflite
 from tests.digits import TRAIN_SAMPLES, digit_pixels
-
-
-@pytest.fixture(scope="module")
-def folded(digits_model):
-    return fold_batchnorm(digits_model)[0]
 
 
 @pytest.fixture(scope="module")

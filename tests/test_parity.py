@@ -7,17 +7,11 @@ import pytest
 import edge_resnet
 from edge_resnet.data import Preprocessing, image_set, images_from_array
 from edge_resnet.errors import DataError
-from edge_resnet.fold import fold_batchnorm
 from edge_resnet.onnx_export import to_onnx
 from edge_resnet.parity import Tally, compare, topk
 from edge_resnet.recipe import QuantizationRecipe
 from edge_resnet.tflite import to_tflite
 from tests.digits import TRAIN_SAMPLES, digit_pixels
-
-
-@pytest.fixture(scope="module")
-def folded(digits_model):
-    return fold_batchnorm(digits_model)[0]
 
 
 @pytest.fixture(scope="module")

@@ -8,23 +8,18 @@ import pytest
 
 import edge_resnet
 from edge_resnet.errors import ConfigError
-from edge_resnet.fold import fold_batchnorm
 from edge_resnet.recipe import QuantizationRecipe
 from edge_resnet.runtime import TfliteRunner
-from edge_resnet.tflite import record_path, to_tflite
+from edge_resnet.recipe import record_path
+from edge_resnet.tflite import to_tflite
 from edge_resnet.tflite_inspect import inspect_tflite
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
 
 @pytest.fixture(scope="module")
-def folded_digits_model(digits_model):
-    return fold_batchnorm(digits_model)[0]
-
-
-@pytest.fixture(scope="module")
-def int8_path(folded_digits_model, digits_calibration, tmp_path_factory):
+def int8_path(folded, digits_calibration, tmp_path_factory):
     output = tmp_path_factory.mktemp("int8") / "digits_int8.tflite"
-    return to_tflite(folded_digits_model, QuantizationRecipe(), digits_calibration, output=output, progress=False)
+    return to_tflite(folded, QuantizationRecipe(), digits_calibration, output=output, progress=False)
 
 
 def run_tflite(path, images):
@@ -45,38 +40,38 @@ def test_int8_model_is_fully_integer_and_runs_whole_on_xnnpack(int8_path):
     assert "DEQUANTIZE" not in structure.op_counts and "QUANTIZE" not in structure.op_counts
 
 
-def test_int8_model_agrees_with_the_float_model_on_real_digits(int8_path, folded_digits_model):
+def test_int8_model_agrees_with_the_float_model_on_real_digits(int8_path, folded):
     images, labels = held_out_digits()
-    float_logits = np.asarray(folded_digits_model.predict(images, verbose=0))
+    float_logits = np.asarray(folded.predict(images, verbose=0))
     int8_logits = run_tflite(int8_path, images)
     assert np.mean(float_logits.argmax(1) == labels) >= 0.9, "the float model should have learned digits"
     assert np.mean(int8_logits.argmax(1) == float_logits.argmax(1)) >= 0.97
 
 
-def test_inspection_sees_float_computation_in_other_modes(folded_digits_model, tmp_path):
+def test_inspection_sees_float_computation_in_other_modes(folded, tmp_path):
     for mode in ("float16", "dynamic", "none"):
-        path = to_tflite(folded_digits_model, QuantizationRecipe.for_mode(mode), output=tmp_path / f"{mode}.tflite")
+        path = to_tflite(folded, QuantizationRecipe.for_mode(mode), output=tmp_path / f"{mode}.tflite")
         structure = inspect_tflite(path)
         assert not structure.fully_integer, mode
         assert structure.input_dtype == "float32" and "CONV_2D" in structure.float_ops
     assert (tmp_path / "float16.tflite").stat().st_size < 0.6 * (tmp_path / "none.tflite").stat().st_size
 
 
-def test_io_types_uint8_and_float32(folded_digits_model, digits_calibration, tmp_path):
-    uint8 = to_tflite(folded_digits_model, QuantizationRecipe(input_type="uint8", output_type="uint8"),
+def test_io_types_uint8_and_float32(folded, digits_calibration, tmp_path):
+    uint8 = to_tflite(folded, QuantizationRecipe(input_type="uint8", output_type="uint8"),
                       digits_calibration, output=tmp_path / "u8.tflite", progress=False)
     structure = inspect_tflite(uint8)
     assert (structure.input_dtype, structure.output_dtype) == ("uint8", "uint8")
     assert structure.fully_integer and structure.op_counts["QUANTIZE"] == 2  # uint8 <-> int8 at the ends
-    float_io = to_tflite(folded_digits_model, QuantizationRecipe(input_type="float32", output_type="float32"),
+    float_io = to_tflite(folded, QuantizationRecipe(input_type="float32", output_type="float32"),
                          digits_calibration, output=tmp_path / "f32io.tflite", progress=False)
     structure = inspect_tflite(float_io)
     assert structure.input_dtype == "float32" and structure.fully_integer
     assert structure.op_counts["QUANTIZE"] == 1 and structure.op_counts["DEQUANTIZE"] == 1
 
 
-def test_conversion_is_deterministic(folded_digits_model, digits_calibration, int8_path, tmp_path):
-    again = to_tflite(folded_digits_model, QuantizationRecipe(), digits_calibration,
+def test_conversion_is_deterministic(folded, digits_calibration, int8_path, tmp_path):
+    again = to_tflite(folded, QuantizationRecipe(), digits_calibration,
                       output=tmp_path / "again.tflite", progress=False)
     assert again.read_bytes() == int8_path.read_bytes()
 
@@ -105,13 +100,13 @@ def test_recipe_round_trips_and_rejects_nonsense():
         QuantizationRecipe.from_dict({"mode": "int8", "bits": 4})
 
 
-def test_int8_needs_fitting_calibration(folded_digits_model, tmp_path):
+def test_int8_needs_fitting_calibration(folded, tmp_path):
     from edge_resnet.calibration import digits_folder
     from edge_resnet.data import Preprocessing, calibration_set
 
     with pytest.raises(ConfigError, match="needs calibration data"):
-        to_tflite(folded_digits_model, QuantizationRecipe(), None, output=tmp_path / "x.tflite")
+        to_tflite(folded, QuantizationRecipe(), None, output=tmp_path / "x.tflite")
     wrong_size = calibration_set(str(digits_folder()), Preprocessing(64, 64), size=20)
     with pytest.raises(ConfigError, match=r"model takes \(32, 32, 3\)"):
-        to_tflite(folded_digits_model, QuantizationRecipe(), wrong_size, output=tmp_path / "x.tflite")
+        to_tflite(folded, QuantizationRecipe(), wrong_size, output=tmp_path / "x.tflite")
     assert list(tmp_path.iterdir()) == []
