@@ -196,11 +196,6 @@ def _to_rgb(image):
     return image
 
 
-def _select(count, size, strata, seed):
-    order = stratified_order(strata, seed)
-    return order if size is None else order[:size]
-
-
 def images_from_folder(root, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=0, check_readable=True):
     """`size` images (None: all) from a folder, seeded and stratified by
     class sub-folder. Unreadable files are skipped and named in a warning."""
@@ -276,7 +271,8 @@ def images_from_array(images, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed
     if len(images) == 0:
         raise DataError(f"{source} holds no images")
     strata = [None] * len(images) if labels is None else [int(y) for y in np.asarray(labels)]
-    chosen = _select(len(images), size, strata, seed)
+    order = stratified_order(strata, seed)
+    chosen = order if size is None else order[:size]
     digest = hashlib.sha256(str(images.shape[1:]).encode() + str(images.dtype).encode())
     for index in chosen:
         digest.update(np.ascontiguousarray(images[index]).tobytes())
