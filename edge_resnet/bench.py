@@ -138,13 +138,17 @@ def _tflite_accelerator(path):
     return "built-in kernels"
 
 
-def benchmark(path, threads=2, warmup=10, runs=50, duration=None, batch=1, sample=None, profile=False):
+def benchmark(path, threads=2, warmup=10, runs=50, duration=None, batch=1, sample=None, profile=False,
+              reset_peak=True):
     """Load, first inference, warm-up, then `runs` timed inferences (or as
     many as fit in `duration` seconds). `profile` adds onnxruntime's
-    per-operator times (profiling slows the runs it covers a little)."""
+    per-operator times (profiling slows the runs it covers a little).
+    `reset_peak=False` keeps the process's peak memory (for a caller that
+    reports its own)."""
     if batch < 1 or threads < 1 or warmup < 0 or (runs is not None and runs < 1):
         raise DataError("--batch, --threads and --runs must be at least 1 and --warmup at least 0")
-    reset_peak_rss()
+    if reset_peak:
+        reset_peak_rss()
     start = time.perf_counter()
     runner = open_runner(path, threads=threads, profile=profile)
     load_ms = (time.perf_counter() - start) * 1e3

@@ -313,6 +313,29 @@ def run_bench(args):
     return EXIT_OK
 
 
+def _formats(text):
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def run_convert(args):
+    from .convert import ConvertConfig, convert
+
+    config = ConvertConfig(
+        model=args.model, weights=args.weights, input_size=args.input_size, classes=args.classes,
+        calibration=args.calibration, calibration_size=args.calibration_size, eval=args.eval,
+        eval_size=args.eval_size, labels=args.labels, quantize=args.quantize,
+        formats=_formats(args.formats) if args.formats else None, output=args.output, seed=args.seed,
+        force=args.force, max_accuracy_drop=args.max_accuracy_drop, min_agreement=args.min_agreement,
+        input_type=args.input_type, output_type=args.output_type, preprocessing=args.preprocessing,
+        bench_runs=args.bench_runs, threads=args.threads, per_layer=not args.no_per_layer,
+    )
+    report = convert(config, log=lambda line: print(line, flush=True))
+    failures = report["parity"]["gates"]["failures"]
+    for failure in failures:
+        print(f"{PROG}: gate failed: {failure}", file=sys.stderr)
+    return EXIT_GATE_FAILED if failures else EXIT_OK
+
+
 def run_fold(args):
     import json
 
@@ -479,6 +502,65 @@ def build_parser():
     compare.add_argument("--weights", default=None, help="weights when the reference is a builder name")
     compare.set_defaults(handler=run_compare, needs_keras=True)
 
+    convert = _command(
+        commands,
+        "convert",
+        "the whole job: fold, quantize, export TFLite and ONNX, check parity, time, report",
+        "Load or build the model, fold BatchNorm, calibrate, write TFLite and ONNX (float32 and "
+        "quantized) with their recipe JSONs and the folded .keras, check accuracy parity against the "
+        "float model on held-out images, time every artifact, and write report.json/.md/.html. With no "
+        "arguments it converts the offline demo (a ResNet-50 trained on real handwritten digits, shipped "
+        "with edge-resnet), calibrated and evaluated on disjoint parts of the embedded digits. Exit 1 when "
+        "a gate fails (after the report is written), 2 on bad input.",
+        ["edge-resnet convert --quantize int8",
+         "edge-resnet convert --model my_model.keras --calibration calib/ --eval val/ --output out/",
+         "edge-resnet convert --weights imagenet --calibration imagenet_val/ --calibration-size 300 \\",
+         "    --labels imagenet_classes.txt --max-accuracy-drop 1 --min-agreement 0.98 --output rn50/",
+         "edge-resnet convert --quantize int8 --input-type uint8 --formats tflite --output uint8_device/"],
+    )
+    convert.add_argument("--model", default="resnet50", metavar="NAME|FILE.keras",
+                         help="resnet18/34/50/101/152, or your .keras model (default: resnet50)")
+    convert.add_argument("--weights", metavar="demo|imagenet|random|PATH",
+                         help="builder names only: demo (resnet50 default: trained on digits, shipped), imagenet "
+                         "(Keras cache or download), random, or a .keras/.weights.h5/.h5 file")
+    convert.add_argument("--input-size", type=int, metavar="PIXELS",
+                         help="square input size for builder names (default: 32 for the demo, else 224)")
+    convert.add_argument("--classes", type=int, help="outputs for builder names (default: 10 for the demo, else 1000)")
+    convert.add_argument("--calibration", metavar="PATH",
+                         help="image folder, .npy or .npz to calibrate on (default: the embedded digits, for "
+                         "demo and random weights only)")
+    convert.add_argument("--calibration-size", type=int, default=200, metavar="N",
+                         help="seeded, class-stratified calibration subset (default: 200)")
+    convert.add_argument("--eval", metavar="PATH",
+                         help="images to check parity on (default: the calibration source's images not "
+                         "calibrated on)")
+    convert.add_argument("--eval-size", type=int, metavar="N", help="evaluate a seeded subset of N images")
+    convert.add_argument("--labels", metavar="FILE", help="class names in model-output order, one per line")
+    convert.add_argument("--quantize", default="int8", choices=["int8", "float16", "dynamic", "none"],
+                         help="quantization of the edge artifacts (default: int8)")
+    convert.add_argument("--formats", metavar="LIST",
+                         help="tflite, onnx or tflite,onnx (default: both; tflite only for float16/dynamic)")
+    convert.add_argument("--output", default="edge-resnet-output", metavar="DIR",
+                         help="output directory (default: edge-resnet-output)")
+    convert.add_argument("--seed", type=int, default=0, help="seed of subsets and random weights (default: 0)")
+    convert.add_argument("--force", action="store_true",
+                         help="write into a non-empty output directory, replacing an earlier run's files")
+    convert.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
+                         help="gate: fail (exit 1) when a quantized artifact loses more top-1 points")
+    convert.add_argument("--min-agreement", type=float, metavar="FRACTION",
+                         help="gate: fail (exit 1) when a quantized artifact agrees with the float top-1 less often")
+    convert.add_argument("--input-type", choices=["int8", "uint8", "float32"],
+                         help="int8 TFLite input type, for devices that need uint8 (default: int8)")
+    convert.add_argument("--output-type", choices=["int8", "uint8", "float32"],
+                         help="int8 TFLite output type (default: int8)")
+    convert.add_argument("--preprocessing", default="caffe", choices=["caffe", "raw"],
+                         help="caffe (ImageNet ResNets, default) or raw 0..255 RGB for models that preprocess inside")
+    convert.add_argument("--bench-runs", type=int, default=30, metavar="N",
+                         help="timed runs per artifact in the latency stage, 0 to skip (default: 30)")
+    convert.add_argument("--threads", type=int, default=2, help="inference threads for the latency stage (default: 2)")
+    convert.add_argument("--no-per-layer", action="store_true", help="skip the per-layer error analysis")
+    convert.set_defaults(handler=run_convert, needs_keras=True)
+
     bench = _command(
         commands,
         "bench",
@@ -507,9 +589,20 @@ def build_parser():
     return parser
 
 
+EXIT_INTERRUPTED = 130
+
+
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
+    import signal
+
     args = build_parser().parse_args(argv)
     _one_line_warnings()
+    # `kill` unwinds like Ctrl-C, so no half-written output survives either
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         if args.needs_keras:
             _import_keras_quietly()
@@ -517,6 +610,9 @@ def main(argv=None):
     except EdgeResnetError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

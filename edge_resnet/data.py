@@ -146,6 +146,8 @@ class ImageSet:
     preprocessed: bool = False
     seed: int = 0  # of the subset selection
     batch_size: int = 1
+    # every sample preprocessed once and held in memory, in item order (see cached())
+    decoded: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
 
     def __len__(self):
         return len(self.items)
@@ -160,8 +162,26 @@ class ImageSet:
         return np.asarray(value, dtype=np.float32) if self.preprocessed else self.preprocessing(_to_rgb(value))
 
     def samples(self):
+        if self.decoded is not None:
+            yield from self.decoded
+            return
         for item in self.items:
             yield self.sample(item)
+
+    def cached(self):
+        """The same set with every sample decoded and preprocessed once and
+        held in memory, for the stages that each read it (calibration sets
+        are a few hundred images)."""
+        if self.decoded is not None:
+            return self
+        return dataclasses.replace(self, decoded=np.stack(list(self.samples())))
+
+    def identities(self):
+        """What names each item across sets of one source: a resolved file
+        path, or the index into the source's array."""
+        if self.array is None:
+            return {str(Path(item).resolve()) for item in self.items}
+        return {f"{self.source}[{item}]" for item in self.items}
 
     def __iter__(self):
         batch = []
@@ -214,14 +234,29 @@ def images_from_folder(root, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=
         warnings.warn(f"skipped {len(unreadable)} unreadable images: {names}", DataWarning, stacklevel=2)
     if not chosen:
         raise DataError(f"none of the images under {root} could be read ({len(unreadable)} tried); check the files")
-    digest = hashlib.sha256()
-    for index in chosen:
-        digest.update(hashlib.sha256(paths[index].read_bytes()).digest())
+    return _folder_set(root, paths, classes, chosen, preprocessing, seed)
+
+
+def fingerprint(items, array=None):
+    """SHA-256 over the content of the chosen items, in order: image files'
+    bytes, or the rows of `array` they index."""
+    if array is None:
+        digest = hashlib.sha256()
+        for path in items:
+            digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+        return digest.hexdigest()
+    digest = hashlib.sha256(str(array.shape[1:]).encode() + str(array.dtype).encode())
+    for index in items:
+        digest.update(np.ascontiguousarray(array[index]).tobytes())
+    return digest.hexdigest()
+
+
+def _folder_set(root, paths, classes, chosen, preprocessing, seed):
     labelled = classes[0] is not None
     return ImageSet(
         items=tuple(paths[i] for i in chosen),
         preprocessing=preprocessing,
-        fingerprint=digest.hexdigest(),
+        fingerprint=fingerprint([paths[i] for i in chosen]),
         source=f"folder {root}",
         labels=tuple(classes[i] for i in chosen) if labelled else None,
         seed=seed,
@@ -273,13 +308,14 @@ def images_from_array(images, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed
     strata = [None] * len(images) if labels is None else [int(y) for y in np.asarray(labels)]
     order = stratified_order(strata, seed)
     chosen = order if size is None else order[:size]
-    digest = hashlib.sha256(str(images.shape[1:]).encode() + str(images.dtype).encode())
-    for index in chosen:
-        digest.update(np.ascontiguousarray(images[index]).tobytes())
+    return _array_set(images, labels, chosen, preprocessing, preprocessed, source, seed)
+
+
+def _array_set(images, labels, chosen, preprocessing, preprocessed, source, seed):
     return ImageSet(
         items=tuple(chosen),
         preprocessing=preprocessing,
-        fingerprint=digest.hexdigest(),
+        fingerprint=fingerprint(chosen, images),
         source=source,
         labels=None if labels is None else tuple(int(labels[i]) for i in chosen),
         array=images,
@@ -344,3 +380,45 @@ def calibration_set(source, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=0
             stacklevel=2,
         )
     return images
+
+
+def subset(images, start, stop=None):
+    """Items start..stop of an ImageSet, with their own fingerprint."""
+    items = images.items[start:stop]
+    return dataclasses.replace(
+        images,
+        items=items,
+        labels=None if images.labels is None else images.labels[start:stop],
+        fingerprint=fingerprint(items, images.array),
+        decoded=None,
+    )
+
+
+def holdout_split(source, preprocessing, calibration_size=DEFAULT_CALIBRATION_SIZE, seed=0, preprocessed=False,
+                  eval_size=None):
+    """(calibration, evaluation): two disjoint sets of one source. The
+    calibration set is the seeded, class-stratified subset that
+    calibration_set() picks; the evaluation set is what follows it in the
+    same order (`eval_size` of it, or all), so it is stratified too and never
+    holds a calibration image."""
+    calibration = calibration_set(source, preprocessing, calibration_size, seed, preprocessed)
+    whole = image_set(source, preprocessing, None, seed, preprocessed, check_readable=False)
+    position = {item: index for index, item in enumerate(whole.items)}
+    first_held_out = max(position[item] for item in calibration.items) + 1
+    if first_held_out >= len(whole):
+        raise DataError(
+            f"{whole.source} holds {len(whole)} images: none left to evaluate on after calibrating on "
+            f"{len(calibration)}; lower --calibration-size or give --eval"
+        )
+    stop = None if eval_size is None else first_held_out + eval_size
+    return calibration, subset(whole, first_held_out, stop)
+
+
+def check_disjoint(calibration, evaluation):
+    """Refuse to measure accuracy on the images the model was calibrated on."""
+    shared = calibration.identities() & evaluation.identities()
+    if shared:
+        raise DataError(
+            f"{len(shared)} evaluation images are also calibration images (e.g. {sorted(shared)[0]}); "
+            "give a held-out --eval, or leave --eval out to split the calibration source"
+        )

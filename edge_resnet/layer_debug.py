@@ -50,24 +50,25 @@ def worst(per_tensor, layer_names, metric, higher_is_worse):
     return [{"layer": layer, "metric": metric, "value": float(value)} for layer, value in ranked]
 
 
-def tflite_layer_errors(model, calibration, debug_images):
-    """Worst Keras layers of the int8 TFLite quantization of `model`."""
+def tflite_layer_errors(model, calibration, debug_images, calibrated=None, per_channel=True):
+    """Worst Keras layers of the int8 TFLite quantization of `model`.
+    `calibrated` (tflite.calibrate()'s result) skips calibrating again."""
     import tensorflow as tf
 
-    def representative():
-        for sample in calibration.samples():
-            yield [sample[None]]
+    from .recipe import QuantizationRecipe
+    from .tflite import calibrate, quantize_calibrated
 
     def debug_dataset():
         for image in debug_images:
             yield [np.asarray(image, np.float32)[None]]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if calibrated is None:
+        calibrated = calibrate(model, calibration, progress=False)
+    debug_model = quantize_calibrated(calibrated, QuantizationRecipe(per_channel=per_channel), numeric_verify=True)
     with native_output_silenced():
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_dataset)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            quant_debug_model_content=debug_model, debug_dataset=debug_dataset
+        )
         debugger.run()
         dump = io.StringIO()
         debugger.layer_statistics_dump(dump)
@@ -93,11 +94,11 @@ class _ListReader:
         return iter(self.get_next, None)
 
 
-def onnx_layer_errors(model, qdq_path, debug_images):
+def onnx_layer_errors(model, qdq_path, debug_images, float_path=None):
     """Worst Keras layers of an onnxruntime QDQ int8 model of `model`, by the
-    SQNR of each quantized activation against the float ONNX model's. (Within
-    the QDQ model alone, a ReLU folded into its Quantize node would count as
-    noise.)"""
+    SQNR of each quantized activation against the float ONNX model's (at
+    `float_path`, or exported again). Within the QDQ model alone, a ReLU
+    folded into its Quantize node would count as noise."""
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
@@ -111,9 +112,11 @@ def onnx_layer_errors(model, qdq_path, debug_images):
     debug_images = list(debug_images)
     with tempfile.TemporaryDirectory(prefix="edge-resnet-layers-") as scratch, native_output_silenced():
         scratch = Path(scratch)
-        onnx.save(float_onnx(model), scratch / "float.onnx")
+        if float_path is None:
+            float_path = scratch / "float.onnx"
+            onnx.save(float_onnx(model), float_path)
         activations = {}
-        for name, path in (("float", scratch / "float.onnx"), ("qdq", Path(qdq_path))):
+        for name, path in (("float", Path(float_path)), ("qdq", Path(qdq_path))):
             augmented = str(scratch / f"{name}_all.onnx")
             modify_model_output_intermediate_tensors(str(path), augmented)
             activations[name] = collect_activations(augmented, _ListReader(debug_images))
@@ -126,9 +129,10 @@ def onnx_layer_errors(model, qdq_path, debug_images):
     return worst(per_tensor, {layer.name for layer in model.layers}, "SQNR dB vs float (lower is worse)", False)
 
 
-def layer_errors(model, artifact_path, calibration, debug_images):
+def layer_errors(model, artifact_path, calibration, debug_images, calibrated=None, float_onnx_path=None):
     """Per-layer errors for an int8 artifact, or [] where no tool applies
-    (float artifacts, QOperator graphs, ONNX converted from TFLite)."""
+    (float artifacts, QOperator graphs, ONNX converted from TFLite).
+    `calibrated` and `float_onnx_path` reuse what a conversion already made."""
     import json
 
     record_file = Path(str(artifact_path) + ".json")
@@ -137,7 +141,9 @@ def layer_errors(model, artifact_path, calibration, debug_images):
     if recipe.get("mode") != "int8":
         return []
     if str(artifact_path).endswith(".tflite"):
-        return tflite_layer_errors(model, calibration, debug_images) if calibration is not None else []
+        if calibration is None and calibrated is None:
+            return []
+        return tflite_layer_errors(model, calibration, debug_images, calibrated, recipe.get("per_channel", True))
     if record.get("route") == "ort" and recipe.get("onnx_format") == "qdq":
-        return onnx_layer_errors(model, artifact_path, debug_images)
+        return onnx_layer_errors(model, artifact_path, debug_images, float_onnx_path)
     return []

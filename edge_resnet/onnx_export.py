@@ -159,10 +159,14 @@ def check_onnx_request(recipe, opset, route):
     check_opset(opset)
 
 
-def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEFAULT_OPSET, route="ort"):
+def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEFAULT_OPSET, route="ort",
+            float_onnx_path=None, calibrated=None):
     """Write `output` (.onnx) and its recipe JSON; return the path.
 
-    recipe.mode "none" exports float32; "int8" quantizes by `route`.
+    recipe.mode "none" exports float32; "int8" quantizes by `route`. Work a
+    pipeline has already done is reused when given: `float_onnx_path` (the
+    float ONNX of `model`, same opset) for route "ort", `calibrated`
+    (tflite.calibrate()'s result) for route "tflite".
     """
     import onnx
 
@@ -181,11 +185,13 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
         if recipe.mode == "none":
             onnx.save(float_onnx(model, opset), temporary)
         elif route == "ort":
-            onnx.save(float_onnx(model, opset), scratch / "float.onnx")
-            ort_quantized(scratch / "float.onnx", scratch / "int8.onnx", recipe, calibration)
+            if float_onnx_path is None:
+                float_onnx_path = scratch / "float.onnx"
+                onnx.save(float_onnx(model, opset), float_onnx_path)
+            ort_quantized(float_onnx_path, scratch / "int8.onnx", recipe, calibration)
             onnx.save(checked(onnx.load(scratch / "int8.onnx"), f"model {model.name!r}", (ORT_DOMAIN,)), temporary)
         else:
-            tflite_path = to_tflite(model, recipe, calibration, output=scratch / "int8.tflite")
+            tflite_path = to_tflite(model, recipe, calibration, output=scratch / "int8.tflite", calibrated=calibrated)
             onnx.save(onnx_from_tflite(tflite_path, opset), temporary)
         record = artifact_record(temporary, "onnx", recipe, calibration, model, ONNX_PACKAGES)
         record.update(artifact=output.name, opset=opset, route=route if recipe.mode == "int8" else None)

@@ -118,30 +118,154 @@ def layer_plot(name, layers):
     return png
 
 
-def html_report(report):
-    body = html.escape(markdown_report(report))
+def latency_plot(rows):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    timed = [row for row in rows if row["p50_ms"] is not None]
+    figure, axis = pyplot.subplots(figsize=(7, 0.6 + 0.5 * len(timed)))
+    axis.barh(range(len(timed)), [row["p50_ms"] for row in timed],
+              color=["tab:gray" if row["mode"] == "none" else "tab:blue" for row in timed])
+    axis.set_yticks(range(len(timed)), [row["artifact"] for row in timed], fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("median latency, batch 1 (ms); grey: float32")
+    axis.set_title("Latency per artifact")
+    png = _figure_png(figure)
+    pyplot.close(figure)
+    return png
+
+
+def html_page(title, markdown, images):
+    """A self-contained page: the Markdown text, then the (title, PNG) plots."""
+    figures = "\n".join(
+        f'<h2>{html.escape(name)}</h2><img alt="{html.escape(name)}" src="data:image/png;base64,{png}">'
+        for name, png in images
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{white-space:pre-wrap}</style>"
+        f"</head><body><h1>{html.escape(title)}</h1><pre>{html.escape(markdown)}</pre>{figures}</body></html>\n"
+    )
+
+
+def parity_plots(report):
     images = [("Accuracy and agreement", accuracy_plot(report))]
     images += [(f"Per-layer error: {name}", layer_plot(name, layers))
                for name, layers in report.get("layers", {}).items() if layers]
-    figures = "\n".join(
-        f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="data:image/png;base64,{png}">'
-        for title, png in images
-    )
+    return images
+
+
+def html_report(report):
+    return html_page("edge-resnet parity report", markdown_report(report), parity_plots(report))
+
+
+def _megabytes(size_bytes):
+    return f"{size_bytes / 1e6:.2f}"
+
+
+def _optional(value, template):
+    return "n/a" if value is None else template.format(value)
+
+
+SUMMARY_COLUMNS = ("artifact", "size MB", "top-1", "drop pt", "agreement", "SQNR dB", "p50 ms", "speed-up")
+
+
+def summary_cells(row):
+    """The summary table's cells for one artifact row of a convert report."""
     return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>edge-resnet parity report</title>"
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{white-space:pre-wrap}</style>"
-        f"</head><body><h1>edge-resnet parity report</h1><pre>{body}</pre>{figures}</body></html>\n"
+        row["artifact"],
+        _megabytes(row["size_bytes"]),
+        _percent(row["top1"]),
+        _points(row["top1_drop_points"]),
+        _percent(row["top1_agreement"]),
+        _decibels(row["sqnr_db"]),
+        _optional(row["p50_ms"], "{:.2f}"),
+        _optional(row["speedup_vs_float32"], "{:.2f}x"),
     )
+
+
+def format_summary_table(report):
+    """The terminal's closing table (speed-up: against the float32 artifact
+    of the same format)."""
+    cells = [SUMMARY_COLUMNS] + [summary_cells(row) for row in report["artifacts"]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(SUMMARY_COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in cells]
+    lines.insert(1, "-" * len(lines[0]))
+    reference = report["parity"]["reference"]["metrics"]
+    lines.append(f"reference (Keras float): top-1 {_percent(reference['top1'])} on "
+                 f"{report['parity']['data']['size']} held-out images")
+    failures = report["parity"]["gates"]["failures"]
+    gates = report["parity"]["gates"]
+    if gates["max_accuracy_drop"] is not None or gates["min_agreement"] is not None:
+        lines.append("gates: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
+    return "\n".join(lines)
+
+
+def convert_markdown(report):
+    model, data = report["model"], report["data"]
+    calibration, evaluation = data["calibration"], data["evaluation"]
+    lines = [
+        f"# edge-resnet convert: {model['name']}",
+        "",
+        f"- Model: {model['description']}; input {'x'.join(map(str, model['input_shape']))}, "
+        f"{model['classes']} classes, {model['parameters']:,} parameters.",
+        f"- Weights: `{model['weights']}`"
+        + (f" (sha256 `{model['weights_sha256'][:16]}`)" if model["weights_sha256"] else "") + ".",
+    ]
+    if data.get("origin"):
+        lines.append(f"- Data: {data['origin']}.")
+    if calibration:
+        lines.append(f"- Calibration: {calibration['size']} images from {calibration['source']} "
+                     f"(seed {calibration['seed']}, fingerprint `{calibration['fingerprint'][:12]}`).")
+    lines += [
+        f"- Evaluation: {evaluation['size']} images from {evaluation['source']}, {data['evaluation_from']} "
+        f"(fingerprint `{evaluation['fingerprint'][:12]}`).",
+        f"- BatchNorm: folded {len(report['fold']['folded'])}, left {len(report['fold']['skipped'])}; "
+        f"folded vs original max |diff| {report['fold']['probe_max_abs_diff']:.2g} on real images.",
+        "",
+        "| " + " | ".join(SUMMARY_COLUMNS) + " |",
+        "|" + "---|" * len(SUMMARY_COLUMNS),
+    ]
+    lines += ["| " + " | ".join(summary_cells(row)) + " |" for row in report["artifacts"]]
+    lines += ["", "Speed-up is against the float32 artifact of the same format, batch 1, "
+              f"{report['config']['threads']} threads, {report['config']['bench_runs']} timed runs."]
+    lines += [f"- `{row['artifact']}`: {row['quantization']}; {row['runtime'] or 'not timed'}."
+              for row in report["artifacts"]]
+    stages = ", ".join(f"{stage['stage']} {stage['seconds']:.1f} s" for stage in report["stages"])
+    lines += ["", f"Run: {report['total_seconds']:.0f} s, peak memory {report['peak_rss_mb']:.0f} MB. "
+              f"Stages: {stages}.", ""]
+    return "\n".join(lines) + "\n" + markdown_report(report["parity"]).replace("# Accuracy parity", "## Accuracy parity")
+
+
+def write_convert_reports(report, folder, stem="report"):
+    """STEM.json, STEM.md and STEM.html of a convert run, into `folder`."""
+    images = parity_plots(report["parity"])
+    if any(row["p50_ms"] is not None for row in report["artifacts"]):
+        images.append(("Latency", latency_plot(report["artifacts"])))
+    markdown = convert_markdown(report)
+    contents = {
+        f"{stem}.json": json.dumps(report, indent=2, default=float) + "\n",
+        f"{stem}.md": markdown,
+        f"{stem}.html": html_page(f"edge-resnet convert: {report['model']['name']}", markdown, images),
+    }
+    return _write_texts(folder, contents)
 
 
 def write_reports(report, folder, stem="parity"):
     """Write STEM.json, STEM.md and STEM.html into `folder`; return their paths."""
-    folder = Path(folder)
     contents = {
         f"{stem}.json": json.dumps(report, indent=2, default=float) + "\n",
         f"{stem}.md": markdown_report(report),
         f"{stem}.html": html_report(report),
     }
+    return _write_texts(folder, contents)
+
+
+def _write_texts(folder, contents):
+    folder = Path(folder)
     paths = []
     for name, text in contents.items():
         with atomic_output(folder / name) as temporary:

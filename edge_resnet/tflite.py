@@ -39,8 +39,7 @@ def representative_dataset(calibration, progress_stream):
     return samples
 
 
-def tflite_bytes(model, recipe, calibration=None, progress=True):
-    """Convert `model` under `recipe`; the converter's own logs are silenced."""
+def _converter(model, recipe, calibration=None, progress_stream=None):
     import tensorflow as tf
 
     io_types = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
@@ -49,20 +48,65 @@ def tflite_bytes(model, recipe, calibration=None, progress=True):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if recipe.mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    if recipe.mode == "int8":
+        converter.representative_dataset = representative_dataset(calibration, progress_stream)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = io_types[recipe.input_type]
+        converter.inference_output_type = io_types[recipe.output_type]
+        converter._experimental_disable_per_channel = not recipe.per_channel
+    return converter
+
+
+def tflite_bytes(model, recipe, calibration=None, progress=True):
+    """Convert `model` under `recipe`; the converter's own logs are silenced.
+    int8 goes through calibrate() and quantize_calibrated()."""
+    if recipe.mode == "int8":
+        return quantize_calibrated(calibrate(model, calibration, progress), recipe)
+    with native_output_silenced():
+        return _converter(model, recipe).convert()
+
+
+def calibrate(model, calibration, progress=True):
+    """The slow half of int8 conversion, done once: the float TFLite model
+    annotated with the activation ranges seen on `calibration`. Both the
+    int8 model (quantize_calibrated) and the per-layer debug model
+    (layer_debug) are made from it without running calibration again; it is
+    the converter's own split (the QuantizationDebugger uses it too)."""
+    check_calibration_fits(model, calibration)
     with native_output_silenced() as stderr:
-        if recipe.mode == "int8":
-            converter.representative_dataset = representative_dataset(calibration, stderr if progress else None)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = io_types[recipe.input_type]
-            converter.inference_output_type = io_types[recipe.output_type]
-            converter._experimental_disable_per_channel = not recipe.per_channel
+        converter = _converter(model, QuantizationRecipe(mode="int8"), calibration, stderr if progress else None)
+        converter._experimental_calibrate_only = True
         return converter.convert()
 
 
-def to_tflite(model, recipe=None, calibration=None, output="model.tflite", progress=True):
+def quantize_calibrated(calibrated, recipe, numeric_verify=False):
+    """The int8 model from a calibrate() result, as TFLiteConverter.convert()
+    writes it: the same quantizer call, then the same buffer de-duplication.
+    `numeric_verify` makes the debug model instead (float I/O, NumericVerify
+    ops after each quantized layer)."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tflite_convert
+
+    io_types = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
+    with native_output_silenced():
+        if numeric_verify:
+            return tflite_convert.mlir_quantize(
+                calibrated, disable_per_channel=not recipe.per_channel, enable_numeric_verify=True
+            )
+        quantized = tflite_convert.mlir_quantize(
+            calibrated,
+            disable_per_channel=not recipe.per_channel,
+            input_data_type=io_types[recipe.input_type],
+            output_data_type=io_types[recipe.output_type],
+        )
+        return tflite_convert.deduplicate_readonly_buffers(quantized)
+
+
+def to_tflite(model, recipe=None, calibration=None, output="model.tflite", progress=True, calibrated=None):
     """Write `output` (.tflite) and its recipe JSON beside it; return the path.
 
-    `calibration` (an ImageSet for the model's input) is required for int8.
+    `calibration` (an ImageSet for the model's input) is required for int8;
+    pass `calibrated` (calibrate()'s result on it) to skip calibrating again.
     """
     recipe = recipe or QuantizationRecipe()
     output = Path(output)
@@ -72,7 +116,10 @@ def to_tflite(model, recipe=None, calibration=None, output="model.tflite", progr
         if calibration is None:
             raise ConfigError("int8 quantization needs calibration data (an image folder, .npy or .npz)")
         check_calibration_fits(model, calibration)
-    content = tflite_bytes(model, recipe, calibration, progress)
+    if calibrated is not None and recipe.mode == "int8":
+        content = quantize_calibrated(calibrated, recipe)
+    else:
+        content = tflite_bytes(model, recipe, calibration, progress)
     with atomic_output(output) as temporary:
         temporary.write_bytes(content)
         record = artifact_record(temporary, "tflite", recipe, calibration, model, ("tensorflow", "keras"))

@@ -1,0 +1,490 @@
+"""The whole job in one call: load the model, fold BatchNorm, calibrate once,
+write TFLite and ONNX (float32 and quantized), check accuracy parity on
+held-out images, time every artifact, and write the report.
+
+Each stage reuses what an earlier one made: the calibration images are
+decoded and preprocessed once (TFLite and onnxruntime calibrate on the same
+arrays), TFLite calibration runs once (the int8 model and the per-layer
+debug model are both quantized from its result), the float ONNX model is
+exported once (the int8 ONNX model and the per-layer comparison start from
+it), and the reference runs once per evaluation batch for all artifacts.
+
+Everything is written into a hidden staging folder beside the output and
+moved into place only when the run is complete.
+"""
+
+import dataclasses
+import hashlib
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+from .errors import ConfigError
+
+FORMATS = ("tflite", "onnx")
+ONNX_MODES = ("int8", "none")  # what ONNX export offers
+MODES = ("int8", "float16", "dynamic", "none")
+DEMO, RANDOM, IMAGENET = "demo", "random", "imagenet"
+DEBUG_IMAGES = 16  # per-layer statistics need only a few images
+FOLD_PROBE_IMAGES = 8
+REPORT_STEM = "report"
+REPORT_FILES = tuple(f"{REPORT_STEM}.{suffix}" for suffix in ("json", "md", "html"))
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """What `edge-resnet convert` was asked to do. None means "the default
+    for this model" (see the resolved_* methods)."""
+
+    model: str = "resnet50"
+    weights: str = None  # demo (resnet50 default), random, imagenet, or a weights file
+    input_size: int = None  # 32 for the demo, else 224; a .keras model has its own
+    classes: int = None  # 10 for the demo, else 1000
+    calibration: str = None  # default: the embedded digits, for demo and random weights only
+    calibration_size: int = 200
+    eval: str = None  # default: what the calibration source holds beyond the calibration images
+    eval_size: int = None
+    labels: str = None
+    quantize: str = "int8"
+    formats: tuple = None  # default: tflite and onnx, tflite only for float16/dynamic
+    output: str = "edge-resnet-output"
+    seed: int = 0
+    force: bool = False
+    max_accuracy_drop: float = None
+    min_agreement: float = None
+    input_type: str = None  # int8 models only: int8 (default), uint8 or float32
+    output_type: str = None
+    preprocessing: str = "caffe"
+    bench_runs: int = 30
+    threads: int = 2
+    per_layer: bool = True
+
+    def __post_init__(self):
+        check_config(self)
+
+    @property
+    def is_keras_file(self):
+        return self.model.endswith(".keras")
+
+    def resolved_weights(self):
+        if self.is_keras_file:
+            return None
+        if self.weights is not None:
+            return self.weights
+        return DEMO if self.model == "resnet50" else None
+
+    def resolved_formats(self):
+        if self.formats is not None:
+            return tuple(self.formats)
+        return FORMATS if self.quantize in ONNX_MODES else ("tflite",)
+
+    def uses_embedded_data(self):
+        return self.calibration is None and self.eval is None and self.resolved_weights() in (DEMO, RANDOM)
+
+
+def check_config(config):
+    """Refuse option combinations that cannot work, before any work starts."""
+    from .models import BUILDERS
+
+    if not config.is_keras_file and config.model not in BUILDERS:
+        raise ConfigError(
+            f"unknown model {config.model!r}: give one of {', '.join(BUILDERS)} or a .keras file"
+        )
+    if config.is_keras_file and (config.weights is not None or config.input_size or config.classes):
+        raise ConfigError(
+            "--weights, --input-size and --classes apply to builder names; a .keras file carries its own"
+        )
+    weights = config.resolved_weights()
+    if not config.is_keras_file and weights is None:
+        raise ConfigError(
+            f"give --weights for {config.model} (imagenet, random or a file); "
+            "the offline demo weights exist for resnet50 only"
+        )
+    if weights == DEMO:
+        _check_demo_options(config)
+    if config.quantize not in MODES:
+        raise ConfigError(f"--quantize must be one of {', '.join(MODES)}. Received: {config.quantize!r}")
+    formats = config.resolved_formats()
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ConfigError(f"--formats takes tflite, onnx or both (comma-separated). Received: {','.join(formats)}")
+    if "onnx" in formats and config.quantize not in ONNX_MODES:
+        raise ConfigError(
+            f"ONNX export offers int8 and none (float32), not {config.quantize}; use --formats tflite"
+        )
+    gated = config.max_accuracy_drop is not None or config.min_agreement is not None
+    if gated and config.quantize == "none":
+        raise ConfigError(
+            "--max-accuracy-drop and --min-agreement gate the quantized artifacts, and --quantize none "
+            "makes none; drop the gates or choose a quantization"
+        )
+    if config.max_accuracy_drop is not None and config.max_accuracy_drop < 0:
+        raise ConfigError(f"--max-accuracy-drop is in points, 0 or more. Received: {config.max_accuracy_drop}")
+    if config.min_agreement is not None and not 0 <= config.min_agreement <= 1:
+        raise ConfigError(f"--min-agreement is a fraction between 0 and 1. Received: {config.min_agreement}")
+    if (config.input_type or config.output_type) and config.quantize != "int8":
+        raise ConfigError("--input-type and --output-type apply to --quantize int8 only")
+    for name in ("calibration_size", "threads"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1. Received: {getattr(config, name)}")
+    if config.bench_runs < 0 or (config.eval_size is not None and config.eval_size < 1):
+        raise ConfigError("--bench-runs must be 0 or more and --eval-size at least 1")
+    if weights not in (DEMO, RANDOM) and config.calibration is None and config.eval is None:
+        raise ConfigError(
+            "give --calibration PATH (images like the ones the model will see) and, optionally, --eval PATH; "
+            "the embedded digits fit only the demo model"
+        )
+    if config.quantize == "int8" and weights not in (DEMO, RANDOM) and config.calibration is None:
+        raise ConfigError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz)")
+
+
+def _check_demo_options(config):
+    from . import demo
+
+    if config.model != "resnet50":
+        raise ConfigError(f"the demo weights are for resnet50. Received: --model {config.model}")
+    if config.input_size not in (None, demo.INPUT_SIZE) or config.classes not in (None, demo.CLASSES):
+        raise ConfigError(
+            f"the demo model takes {demo.INPUT_SIZE}x{demo.INPUT_SIZE} images and has {demo.CLASSES} classes; "
+            "leave out --input-size and --classes, or give other --weights"
+        )
+    if config.preprocessing != "caffe":
+        raise ConfigError("the demo model was trained on caffe-preprocessed images; leave out --preprocessing")
+
+
+class StageClock:
+    """Times each stage and prints one progress line as it starts and ends."""
+
+    def __init__(self, total, log):
+        self.total, self.log, self.done = total, log, []
+
+    @contextmanager
+    def __call__(self, name):
+        self.log(f"[{len(self.done) + 1}/{self.total}] {name} ...")
+        start = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - start
+        self.done.append({"stage": name, "seconds": round(seconds, 2)})
+        self.log(f"      {name}: {seconds:.1f} s")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_source(config):
+    """(Keras model, description of what was loaded)."""
+    from .models import load_model
+
+    weights = config.resolved_weights()
+    if config.is_keras_file:
+        model = load_model(config.model)
+        return model, {"description": f"Keras model file {config.model}", "weights": config.model,
+                       "weights_sha256": file_sha256(config.model)}
+    if weights == DEMO:
+        from . import demo
+
+        path = demo.weights_path()
+        return demo.build_demo_model(), {"description": demo.DESCRIPTION, "weights": str(path),
+                                         "weights_sha256": file_sha256(path)}
+    size = config.input_size or 224
+    model = load_model(config.model, input_shape=(size, size, 3), classes=config.classes or 1000,
+                       weights=None if weights == RANDOM else weights, seed=config.seed)
+    if weights == RANDOM:
+        description = (f"{config.model} with random weights (seed {config.seed}): accuracy numbers are "
+                       "meaningless, the run shows the pipeline and its speed")
+        return model, {"description": description, "weights": RANDOM, "weights_sha256": None}
+    if weights == IMAGENET:
+        from .weights import imagenet_weights_path
+
+        path = imagenet_weights_path(int(config.model.removeprefix("resnet")), True)
+        return model, {"description": f"{config.model} with the published ImageNet weights",
+                       "weights": str(path), "weights_sha256": file_sha256(path)}
+    return model, {"description": f"{config.model} with weights from {weights}", "weights": weights,
+                   "weights_sha256": file_sha256(weights)}
+
+
+def data_sets(config, model):
+    """(calibration set or None, evaluation set, description of where they came from)."""
+    from .data import Preprocessing, calibration_set, check_disjoint, holdout_split, image_set
+
+    height, width = model.input_shape[1:3]
+    preprocessing = Preprocessing(height, width, config.preprocessing)
+    source = config.calibration
+    if config.uses_embedded_data():
+        from . import demo
+        from .calibration import digits_folder
+
+        source = str(digits_folder())
+        origin = demo.DATA_DESCRIPTION if config.resolved_weights() == DEMO else f"embedded digits ({source})"
+    else:
+        origin = None
+    needs_calibration = config.quantize == "int8"
+    if config.eval is None:
+        if needs_calibration:
+            calibration, evaluation = holdout_split(source, preprocessing, config.calibration_size, config.seed,
+                                                    eval_size=config.eval_size)
+            split = f"a held-out split of the calibration source ({len(evaluation)} images not calibrated on)"
+        else:
+            calibration = None
+            evaluation = image_set(source, preprocessing, config.eval_size, config.seed, check_readable=False)
+            split = "the --calibration source (no calibration needed)"
+    else:
+        calibration = (calibration_set(source, preprocessing, config.calibration_size, config.seed)
+                       if needs_calibration else None)
+        evaluation = image_set(config.eval, preprocessing, config.eval_size, config.seed, check_readable=False)
+        if calibration is not None:
+            check_disjoint(calibration, evaluation)
+        split = "--eval"
+    return calibration, evaluation, {"origin": origin, "evaluation_from": split}
+
+
+def artifact_plan(base, config):
+    """[(file name, format, recipe mode)] in the order they are made and shown."""
+    plan = []
+    for artifact_format in config.resolved_formats():
+        suffix = artifact_format
+        plan.append((f"{base}_float32.{suffix}", artifact_format, "none"))
+        if config.quantize != "none":
+            plan.append((f"{base}_{config.quantize}.{suffix}", artifact_format, config.quantize))
+    return plan
+
+
+def base_name(config, model):
+    name = Path(config.model).stem if config.is_keras_file else model.name
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "model"
+
+
+def recipe_for(mode, config):
+    from .recipe import QuantizationRecipe
+
+    overrides = {key: value for key, value in (("input_type", config.input_type),
+                                               ("output_type", config.output_type)) if value and mode == "int8"}
+    return QuantizationRecipe.for_mode(mode, **overrides)
+
+
+def write_artifacts(folded, config, calibration, staging, clock, base):
+    """Write every artifact into `staging`; return (paths, TFLite calibration
+    result or None, float ONNX path or None)."""
+    from .onnx_export import to_onnx
+    from .tflite import calibrate, to_tflite
+
+    plan = artifact_plan(base, config)
+    calibrated = None
+    paths = []
+    if any(mode == "int8" and fmt == "tflite" for _, fmt, mode in plan):
+        with clock("calibrate (TFLite, once)"):
+            calibrated = calibrate(folded, calibration)
+    float_onnx_path = None
+    for name, artifact_format, mode in plan:
+        recipe = recipe_for(mode, config)
+        with clock(f"write {name}"):
+            if artifact_format == "tflite":
+                path = to_tflite(folded, recipe, calibration, output=staging / name, calibrated=calibrated)
+            else:
+                path = to_onnx(folded, recipe, calibration, output=staging / name, float_onnx_path=float_onnx_path)
+                if mode == "none":
+                    float_onnx_path = path
+        paths.append(path)
+    return paths, calibrated, float_onnx_path
+
+
+def _progress_bar(description):
+    from tqdm import tqdm
+
+    def wrap(batches, total):
+        with tqdm(total=total, desc=description, unit="img", file=sys.stderr,
+                  bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}]") as bar:
+            for batch in batches:
+                yield batch
+                bar.update(len(batch))
+
+    return wrap
+
+
+def per_layer_errors(folded, paths, evaluation, calibrated, float_onnx_path):
+    from .layer_debug import layer_errors
+
+    debug_images = list(islice(evaluation.samples(), DEBUG_IMAGES))
+    return {path.name: layer_errors(folded, path, None, debug_images, calibrated=calibrated,
+                                    float_onnx_path=float_onnx_path)
+            for path in paths}
+
+
+def latencies(paths, sample, config):
+    from .bench import benchmark
+
+    warmup = min(5, config.bench_runs)
+    return [benchmark(path, threads=config.threads, warmup=warmup, runs=config.bench_runs, sample=sample[None],
+                      reset_peak=False).to_dict()
+            for path in paths]
+
+
+def artifact_rows(paths, parity, timings):
+    """One summary row per artifact: what it is, size, accuracy, speed."""
+    import json
+
+    by_name = {candidate["name"]: candidate for candidate in parity["candidates"]}
+    latency_by_name = {Path(timing["model"]).name: timing for timing in timings}
+    rows = []
+    for path in paths:
+        record = json.loads(Path(str(path) + ".json").read_text())
+        candidate = by_name[path.name]
+        timing = latency_by_name.get(path.name)
+        rows.append({
+            "artifact": path.name,
+            "format": record["format"],
+            "mode": record["recipe"]["mode"],
+            "quantization": record["quantization"],
+            "size_bytes": path.stat().st_size,
+            "top1": candidate["metrics"]["top1"],
+            "top1_drop_points": candidate["top1_drop_points"],
+            "top1_agreement": candidate["metrics"]["top1_agreement"],
+            "sqnr_db": candidate["metrics"]["sqnr_db"],
+            "p50_ms": timing["latency_ms"]["p50"] if timing else None,
+            "runtime": f"{timing['runtime']} {timing['runtime_version']}, {timing['accelerator']}" if timing else None,
+        })
+    for row in rows:  # speed-up against the float32 artifact of the same format
+        baseline = next((r for r in rows if r["format"] == row["format"] and r["mode"] == "none"), None)
+        row["speedup_vs_float32"] = (baseline["p50_ms"] / row["p50_ms"]
+                                     if baseline and baseline["p50_ms"] and row["p50_ms"] else None)
+    return rows
+
+
+def previous_run_files(output):
+    """The files an earlier run wrote into `output`, from its report."""
+    import json
+
+    report = Path(output) / f"{REPORT_STEM}.json"
+    try:
+        return set(json.loads(report.read_text()).get("files", []))
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def quantized_names(paths):
+    import json
+
+    return {path.name for path in paths
+            if json.loads(Path(str(path) + ".json").read_text())["recipe"]["mode"] != "none"}
+
+
+def stage_count(config):
+    int8_tflite = config.quantize == "int8" and "tflite" in config.resolved_formats()
+    writes = len(artifact_plan("m", config))
+    return 5 + int8_tflite + writes + config.per_layer + (config.bench_runs > 0)
+
+
+def convert(config, log=print):
+    """Run the whole job; return the report (a dict). The caller decides the
+    exit code from report["parity"]["gates"]["failures"]."""
+    from .bench import peak_rss_mb
+    from .files import open_staging, publish
+    from .fold import fold_batchnorm
+    from .parity import compare, read_labels_file
+    from .report import format_summary_table, write_convert_reports
+
+    started = time.perf_counter()
+    output = Path(config.output)
+    staging = open_staging(output, config.force)
+    try:
+        clock = StageClock(stage_count(config), log)
+        with clock("load model"):
+            model, source = load_source(config)
+            log(f"      model: {source['description']}")
+            log(f"      weights: {source['weights']}"
+                + (f" (sha256 {source['weights_sha256'][:16]})" if source["weights_sha256"] else ""))
+        with clock("read data"):
+            calibration, evaluation, data_origin = data_sets(config, model)
+            if calibration is not None:
+                calibration = calibration.cached()
+                log(f"      calibration: {len(calibration)} images from {calibration.source}")
+            log(f"      evaluation: {len(evaluation)} images from {evaluation.source}, {data_origin['evaluation_from']}")
+            if data_origin["origin"]:
+                log(f"      data: {data_origin['origin']}")
+            if config.max_accuracy_drop is not None and evaluation.labels is None:
+                raise ConfigError("--max-accuracy-drop needs labelled evaluation data (class folders, or .npz with y)")
+            classes = int(model.output_shape[-1])
+            class_names = read_labels_file(config.labels, classes) if config.labels else None
+        with clock("fold BatchNorm"):
+            probe_set = calibration if calibration is not None else evaluation
+            probe = next(iter(probe_set.with_batch_size(FOLD_PROBE_IMAGES)))
+            folded, fold_report = fold_batchnorm(model, probe=probe)
+            base = base_name(config, model)
+            folded_path = staging / f"{base}_folded.keras"
+            folded.save(folded_path)
+            log(f"      {fold_report.format().splitlines()[0]}; max |diff| on real images "
+                f"{fold_report.probe_max_abs_diff:.2g}")
+        paths, calibrated, float_onnx_path = write_artifacts(folded, config, calibration, staging, clock, base)
+        with clock("accuracy parity"):
+            parity = compare(model, paths, evaluation, class_names=class_names,
+                             progress=_progress_bar("parity")).to_dict()
+        quantized = quantized_names(paths)
+        if config.per_layer:
+            with clock("per-layer error"):
+                parity["layers"] = per_layer_errors(folded, [p for p in paths if p.name in quantized], evaluation,
+                                                    calibrated, float_onnx_path)
+        timings = []
+        if config.bench_runs:
+            with clock("latency"):
+                timings = latencies(paths, next(evaluation.samples()), config)
+        with clock("report"):
+            parity["gates"] = gate_results(parity, quantized, config)
+            rows = artifact_rows(paths, parity, timings)
+            written = sorted([path.name for path in paths] + [f"{path.name}.json" for path in paths]
+                             + [folded_path.name] + list(REPORT_FILES))
+            report = {
+                "tool": {"name": "edge-resnet", "version": _version()},
+                "config": dataclasses.asdict(config),
+                "model": {**source, "name": model.name, "input_shape": list(model.input_shape[1:]),
+                          "classes": classes, "parameters": int(model.count_params()),
+                          "folded_file": folded_path.name},
+                "data": {
+                    "calibration": calibration.describe() if calibration is not None else None,
+                    "evaluation": evaluation.describe(),
+                    **data_origin,
+                },
+                "fold": fold_report.to_dict(),
+                "artifacts": rows,
+                "parity": parity,
+                "latency": timings,
+                "stages": clock.done,
+                "files": written,
+            }
+            report["total_seconds"] = round(time.perf_counter() - started, 2)
+            report["peak_rss_mb"] = round(peak_rss_mb(), 1)
+            write_convert_reports(report, staging, REPORT_STEM)
+        publish(staging, output, replaced=previous_run_files(output), last=REPORT_FILES)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log("")
+    log(format_summary_table(report))
+    log(f"wrote {len(written)} files to {output}/ in {report['total_seconds']:.0f} s "
+        f"(peak memory {report['peak_rss_mb']:.0f} MB): report.md, report.html, report.json")
+    return report
+
+
+def gate_results(parity, quantized, config):
+    """The gates, applied to the quantized artifacts (float artifacts are
+    reported, not gated)."""
+    from .parity import ParityResult
+
+    gated = ParityResult(parity["data"], parity["reference"],
+                         tuple(c for c in parity["candidates"] if c["name"] in quantized))
+    return {"max_accuracy_drop": config.max_accuracy_drop, "min_agreement": config.min_agreement,
+            "failures": gated.gate_failures(config.max_accuracy_drop, config.min_agreement)}
+
+
+def _version():
+    from . import __version__
+
+    return __version__
