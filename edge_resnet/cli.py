@@ -180,20 +180,6 @@ def run_quantize(args):
     return EXIT_OK
 
 
-def _progress(description):
-    """A progress callable for compare(): a bar counting images."""
-    from tqdm import tqdm
-
-    def wrap(batches, total):
-        with tqdm(total=total, desc=description, unit="img", file=sys.stderr,
-                  bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}]") as bar:
-            for batch in batches:
-                yield batch
-                bar.update(len(batch))
-
-    return wrap
-
-
 DEBUG_IMAGES = 16  # per-layer statistics need only a few images
 
 
@@ -237,6 +223,7 @@ def _per_layer(reference, args, data):
 def run_compare(args):
     from .data import Preprocessing, image_set
     from .parity import compare, read_labels_file
+    from .quiet import progress_bar
     from .report import markdown_report, write_reports
 
     for artifact in args.artifacts:
@@ -250,7 +237,7 @@ def run_compare(args):
     class_names = read_labels_file(args.labels, classes) if args.labels else None
     print(f"evaluating {len(data)} images from {data.source}")
     result = compare(reference, args.artifacts, data, class_names=class_names,
-                     batch_size=args.batch_size, progress=_progress("evaluating"))
+                     batch_size=args.batch_size, progress=progress_bar("evaluating"))
     report = result.to_dict()
     if not args.no_per_layer:
         report["layers"] = _per_layer(reference, args, data)

@@ -16,7 +16,6 @@ moved into place only when the run is complete.
 import dataclasses
 import hashlib
 import shutil
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -297,19 +296,6 @@ def write_artifacts(folded, config, calibration, staging, clock, base):
     return paths, calibrated, float_onnx_path
 
 
-def _progress_bar(description):
-    from tqdm import tqdm
-
-    def wrap(batches, total):
-        with tqdm(total=total, desc=description, unit="img", file=sys.stderr,
-                  bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}]") as bar:
-            for batch in batches:
-                yield batch
-                bar.update(len(batch))
-
-    return wrap
-
-
 def per_layer_errors(folded, paths, evaluation, calibrated, float_onnx_path):
     from .layer_debug import layer_errors
 
@@ -390,6 +376,7 @@ def convert(config, log=print):
     from .files import open_staging, publish
     from .fold import fold_batchnorm
     from .parity import compare, read_labels_file
+    from .quiet import native_output_silenced, progress_bar
     from .report import format_summary_table, write_convert_reports
 
     started = time.perf_counter()
@@ -425,8 +412,9 @@ def convert(config, log=print):
                 f"{fold_report.probe_max_abs_diff:.2g}")
         paths, calibrated, float_onnx_path = write_artifacts(folded, config, calibration, staging, clock, base)
         with clock("accuracy parity"):
-            parity = compare(model, paths, evaluation, class_names=class_names,
-                             progress=_progress_bar("parity")).to_dict()
+            with native_output_silenced() as stderr:  # the runtimes' own start-up lines
+                parity = compare(model, paths, evaluation, class_names=class_names,
+                                 progress=progress_bar("parity", stderr)).to_dict()
         quantized = quantized_names(paths)
         if config.per_layer:
             with clock("per-layer error"):
@@ -435,7 +423,8 @@ def convert(config, log=print):
         timings = []
         if config.bench_runs:
             with clock("latency"):
-                timings = latencies(paths, next(evaluation.samples()), config)
+                with native_output_silenced():
+                    timings = latencies(paths, next(evaluation.samples()), config)
         with clock("report"):
             parity["gates"] = gate_results(parity, quantized, config)
             rows = artifact_rows(paths, parity, timings)

@@ -229,11 +229,11 @@ def images_from_folder(root, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=
             unreadable.append(paths[index])
         else:
             chosen.append(index)
+    if not chosen:
+        raise DataError(f"none of the images under {root} could be read ({len(unreadable)} tried); check the files")
     if unreadable:
         names = ", ".join(str(p) for p in unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
         warnings.warn(f"skipped {len(unreadable)} unreadable images: {names}", DataWarning, stacklevel=2)
-    if not chosen:
-        raise DataError(f"none of the images under {root} could be read ({len(unreadable)} tried); check the files")
     return _folder_set(root, paths, classes, chosen, preprocessing, seed)
 
 

@@ -333,7 +333,12 @@ def load_model(spec, **build_options):
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     try:
-        return keras.saving.load_model(path)
+        return keras.saving.load_model(path, safe_mode=True)
     except (ValueError, TypeError, KeyError, OSError) as error:
-        reason = " ".join(str(error).split())[:300]
-        raise ModelError(f"cannot load {path} as a Keras model: {reason}") from error
+        reason = " ".join(str(error).split())
+        if "safe_mode" in reason:
+            raise ModelError(
+                f"{path} holds Python code (a Lambda layer); edge-resnet loads .keras files in Keras safe mode "
+                "and never runs code from them: replace the Lambda with standard layers and save the model again"
+            ) from error
+        raise ModelError(f"cannot load {path} as a Keras model: {reason[:300]}") from error

@@ -1,4 +1,4 @@
-"""Keeping TensorFlow's native logging off the user's terminal."""
+"""The terminal: TensorFlow's native logging kept off it, and progress bars."""
 
 import contextlib
 import io
@@ -29,3 +29,17 @@ def native_output_silenced():
             os.close(original)
         os.close(devnull)
         real_stderr.close()
+
+
+def progress_bar(description, stream=None):
+    """A progress callable for parity.compare(): a bar counting images."""
+    from tqdm import tqdm
+
+    def wrap(batches, total):
+        with tqdm(total=total, desc=description, unit="img", file=stream or sys.stderr,
+                  bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}]") as bar:
+            for batch in batches:
+                yield batch
+                bar.update(len(batch))
+
+    return wrap

@@ -2,6 +2,7 @@
 files (by layer name), and the published ImageNet files via the Keras cache."""
 
 import os
+import warnings
 from pathlib import Path
 
 import h5py
@@ -121,14 +122,31 @@ def load_weights(model, weights, *, ignore=()):
             f"cannot tell the weights format of {path}: use a file ending in {', '.join(WEIGHT_SUFFIXES)}."
         )
     try:
-        if path.suffix in (".h5", ".hdf5") and is_legacy_h5(path):
-            check_legacy_layers_match(model, path, ignore)
-            model.load_weights(path, by_name=True)
-        else:
-            model.load_weights(path)
+        # Keras warns once per layer it cannot match before it raises; the
+        # one-line error below says it all, so the warnings are replayed only
+        # when the load succeeds.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if path.suffix in (".h5", ".hdf5") and is_legacy_h5(path):
+                check_legacy_layers_match(model, path, ignore)
+                model.load_weights(path, by_name=True)
+            else:
+                model.load_weights(path)
     except (ValueError, KeyError, OSError) as error:
-        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        reason = _first_sentences(" ".join(str(error).split())) or type(error).__name__
         raise WeightsError(
             f"cannot load weights from {path} into {model.name}: {reason} "
             "Build the model with the depth, shortcut, width, top and classes the file was saved with."
         ) from error
+    for caught_warning in caught:
+        warnings.warn_explicit(caught_warning.message, caught_warning.category, caught_warning.filename,
+                               caught_warning.lineno)
+
+
+def _first_sentences(text, limit=300):
+    """`text` cut to whole sentences within `limit` characters."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    end = max(cut.rfind(". "), cut.rfind(", "))
+    return (cut[:end] if end > 0 else cut) + " ..."

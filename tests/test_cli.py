@@ -1,21 +1,12 @@
 """The command line as a user runs it: a real process, real exit codes."""
 
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from edge_resnet import __version__
-
-
-def run_cli(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [sys.executable, "-m", "edge_resnet.cli", *args], capture_output=True, text=True, env=env
-    )
+from tests.cli import run_cli
 
 
 def test_version_and_help():
@@ -24,7 +15,7 @@ def test_version_and_help():
     assert result.returncode == 0 and "summary" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["summary", "fold", "quantize"])
+@pytest.mark.parametrize("command", ["summary", "fold", "quantize", "convert"])
 def test_every_subcommand_has_help_with_an_example(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0

@@ -10,6 +10,8 @@ from edge_resnet.data import (
     DataWarning,
     Preprocessing,
     calibration_set,
+    check_disjoint,
+    holdout_split,
     image_set,
     read_rgb,
     scan_image_folder,
@@ -129,7 +131,7 @@ def test_missing_or_empty_folders_are_errors(tmp_path):
 
 def test_a_folder_of_only_unreadable_images_is_an_error(tmp_path):
     (tmp_path / "x.png").write_bytes(b"garbage")
-    with pytest.warns(DataWarning, match="skipped 1"), pytest.raises(DataError, match="none of the images"):
+    with pytest.raises(DataError, match="none of the images"):
         image_set(tmp_path, Preprocessing(32, 32))
 
 
@@ -210,3 +212,42 @@ def test_embedded_digits_are_real_labelled_images():
     assert len(images) == 597
     assert sorted(set(images.labels)) == [str(d) for d in range(10)]
     assert min(images.labels.count(str(d)) for d in range(10)) >= 50
+
+
+def test_holdout_split_is_disjoint_stratified_and_seeded(tmp_path):
+    root = class_folder(tmp_path / "data", classes=3, per_class=10, size=16)
+    calibration, evaluation = holdout_split(root, Preprocessing(16, 16), calibration_size=12, seed=3)
+    assert len(calibration) == 12 and len(evaluation) == 18
+    assert not calibration.identities() & evaluation.identities()
+    assert sorted(calibration.labels) == sorted(["class_0", "class_1", "class_2"] * 4)
+    assert calibration.fingerprint != evaluation.fingerprint
+    again = holdout_split(root, Preprocessing(16, 16), calibration_size=12, seed=3)
+    assert [s.items for s in again] == [calibration.items, evaluation.items]
+    assert len(holdout_split(root, Preprocessing(16, 16), 12, seed=3, eval_size=5)[1]) == 5
+
+
+def test_holdout_split_of_an_array_and_its_limits(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x=images, y=np.arange(20) % 2)
+    calibration, evaluation = holdout_split(tmp_path / "d.npz", Preprocessing(16, 16), calibration_size=8)
+    assert len(calibration) + len(evaluation) == 20 and not set(calibration.items) & set(evaluation.items)
+    with pytest.raises(DataError, match="none left to evaluate"):
+        holdout_split(tmp_path / "d.npz", Preprocessing(16, 16), calibration_size=20)
+
+
+def test_evaluating_on_calibration_images_is_refused(tmp_path):
+    root = class_folder(tmp_path / "data", classes=2, per_class=5, size=16)
+    calibration = calibration_set(root, Preprocessing(16, 16), size=4)
+    with pytest.raises(DataError, match="also calibration images"):
+        check_disjoint(calibration, image_set(root, Preprocessing(16, 16), size=None))
+
+
+def test_a_cached_set_yields_the_same_samples_and_describes_the_same_source(tmp_path):
+    root = class_folder(tmp_path / "data", classes=2, per_class=3, size=20)
+    images = calibration_set(root, Preprocessing(16, 16), size=None)
+    cached = images.cached()
+    np.testing.assert_array_equal(np.stack(list(cached.samples())), np.stack(list(images.samples())))
+    assert cached.describe() == images.describe()
+    for path in root.rglob("*.png"):
+        path.unlink()  # the cache reads no file again
+    assert [len(batch) for batch in cached.with_batch_size(4)] == [4, 2]

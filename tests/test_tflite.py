@@ -110,3 +110,33 @@ def test_int8_needs_fitting_calibration(folded, tmp_path):
     with pytest.raises(ConfigError, match=r"model takes \(32, 32, 3\)"):
         to_tflite(folded, QuantizationRecipe(), wrong_size, output=tmp_path / "x.tflite")
     assert list(tmp_path.iterdir()) == []
+
+
+def _graph(content):
+    """What a TFLite model computes: tensors with their quantization,
+    operators and constant buffers (not the converter's metadata)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(content)
+    metadata_buffers = {entry.buffer for entry in model.metadata or []}
+    graph = model.subgraphs[0]
+    tensors = [(t.name, list(t.shape), t.type, t.buffer,
+                None if t.quantization is None else (list(t.quantization.scale if t.quantization.scale is not None else []),
+                                                     list(t.quantization.zeroPoint if t.quantization.zeroPoint is not None else [])))
+               for t in graph.tensors]
+    operators = [(op.opcodeIndex, list(op.inputs), list(op.outputs)) for op in graph.operators]
+    buffers = [bytes(b.data) if b.data is not None else b"" for i, b in enumerate(model.buffers) if i not in metadata_buffers]
+    return tensors, operators, buffers
+
+
+@pytest.mark.parametrize("recipe", [QuantizationRecipe(), QuantizationRecipe(per_channel=False, input_type="uint8")])
+def test_calibrating_once_quantizes_as_the_converter_does(folded, digits_calibration, recipe):
+    """The int8 model made from one calibrate() result (what convert reuses
+    for the per-layer debug model) is the converter's own int8 model."""
+    from edge_resnet.quiet import native_output_silenced
+    from edge_resnet.tflite import _converter, calibrate, quantize_calibrated
+
+    with native_output_silenced():
+        converter_made = _converter(folded, recipe, digits_calibration).convert()
+    reused = quantize_calibrated(calibrate(folded, digits_calibration, progress=False), recipe)
+    assert _graph(reused) == _graph(converter_made)

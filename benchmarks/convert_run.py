@@ -1,0 +1,143 @@
+"""Whole-run time, peak memory and time per stage of `edge-resnet convert`,
+and what reusing work between stages saves.
+
+    python benchmarks/convert_run.py
+
+Two runs through the real command line, one after the other:
+1. the default run (`edge-resnet convert --quantize int8`: the demo model);
+2. ResNet-50 at 224x224 (random weights: this run is about time and memory,
+   not accuracy) calibrated on 200 embedded digits, evaluated on the other 397.
+
+Then, in one process on the same ResNet-50, the two stages that reuse an
+earlier stage's work are timed both ways, interleaved: per-layer TFLite
+error from the one calibration vs calibrating again, and int8 ONNX from the
+already exported float ONNX vs exporting it again (what composing the
+separate commands costs).
+"""
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, isa_note, machine, use_repo_imports, write_results
+
+CALIBRATION_SIZE = 200
+R50_ARGS = ["--model", "resnet50", "--weights", "random", "--input-size", "224",
+            "--calibration-size", str(CALIBRATION_SIZE)]
+
+
+def run_convert(args, output):
+    """(report, wall seconds, child peak RSS MB) of one CLI run."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "edge_resnet.cli", "convert", *args, "--output", str(output)],
+                            cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"convert failed ({result.returncode}): {result.stderr[-2000:]}")
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # largest child so far
+    return json.loads((Path(output) / "report.json").read_text()), wall, peak_mb
+
+
+def timed(function):
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def reuse_savings(report, scratch):
+    """Seconds of each reusing stage with and without the reuse, on the
+    folded ResNet-50 the second run wrote."""
+    import keras
+    import onnx
+
+    from edge_resnet.calibration import digits_folder
+    from edge_resnet.data import Preprocessing, holdout_split
+    from edge_resnet.layer_debug import tflite_layer_errors
+    from edge_resnet.onnx_export import float_onnx, to_onnx
+    from edge_resnet.recipe import QuantizationRecipe
+    from edge_resnet.tflite import calibrate
+
+    folded = keras.saving.load_model(Path(report["_output"]) / report["model"]["folded_file"])
+    calibration, evaluation = holdout_split(str(digits_folder()), Preprocessing(224, 224), CALIBRATION_SIZE)
+    calibration = calibration.cached()
+    debug_images = list(evaluation.samples())[:16]
+    calibrated = calibrate(folded, calibration, progress=False)
+    float_path = scratch / "float.onnx"
+    onnx.save(float_onnx(folded), float_path)
+    int8 = QuantizationRecipe()
+    return {
+        "per-layer TFLite error": {
+            "reusing": timed(lambda: tflite_layer_errors(folded, calibration, debug_images, calibrated)),
+            "again": timed(lambda: tflite_layer_errors(folded, calibration, debug_images)),
+        },
+        "int8 ONNX": {
+            "reusing": timed(lambda: to_onnx(folded, int8, calibration, scratch / "a.onnx", float_onnx_path=float_path)),
+            "again": timed(lambda: to_onnx(folded, int8, calibration, scratch / "b.onnx")),
+        },
+    }
+
+
+def stage_table(reports):
+    names = list(dict.fromkeys(stage["stage"].replace(reports[1]["model"]["name"], "MODEL")
+                               for report in reports for stage in report["stages"]))
+    lines = ["| stage | default run (s) | ResNet-50 224 (s) |", "|---|---|---|"]
+    for name in names:
+        cells = []
+        for report in reports:
+            seconds = [s["seconds"] for s in report["stages"]
+                       if s["stage"].replace(report["model"]["name"], "MODEL") == name]
+            cells.append(f"{seconds[0]:.1f}" if seconds else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main():
+    use_repo_imports()
+    with tempfile.TemporaryDirectory(prefix="edge-resnet-convert-bench-") as scratch:
+        scratch = Path(scratch)
+        default, default_wall, default_peak = run_convert(["--quantize", "int8"], scratch / "default")
+        r50, r50_wall, r50_peak = run_convert(R50_ARGS, scratch / "r50")
+        r50["_output"] = str(scratch / "r50")
+        savings = reuse_savings(r50, scratch)
+        del r50["_output"]
+    runs = {
+        "default": {"command": "edge-resnet convert --quantize int8", "wall_seconds": default_wall,
+                    "peak_rss_mb": default_peak, "stages": default["stages"], "artifacts": default["artifacts"]},
+        "resnet50_224": {"command": "edge-resnet convert " + " ".join(R50_ARGS), "wall_seconds": r50_wall,
+                         "peak_rss_mb": r50_peak, "stages": r50["stages"], "artifacts": r50["artifacts"]},
+    }
+    result = {"machine": machine(), "runs": runs, "reuse": savings}
+    slowest = max(r50["stages"], key=lambda stage: stage["seconds"])
+    lines = [
+        "# `edge-resnet convert`: whole run, peak memory, time per stage",
+        "",
+        "Command: `python benchmarks/convert_run.py`",
+        f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
+        f"ISA {', '.join(result['machine']['isa'])}, Python {result['machine']['python']}.",
+        "",
+        "| run | command | wall (s) | peak memory (MB) |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | `{run['command']}` | {run['wall_seconds']:.0f} | {run['peak_rss_mb']:.0f} |"
+              for name, run in runs.items()]
+    lines += ["", "Wall time includes starting Python and importing TensorFlow; peak memory is the "
+              "process's maximum resident set.", ""]
+    lines += stage_table([default, r50])
+    lines += ["", f"Slowest stage at 224: {slowest['stage']} ({slowest['seconds']:.0f} s).", "",
+              "What reuse saves (ResNet-50 224, measured in one process, one after the other):", "",
+              "| stage | reusing the earlier stage (s) | doing it again (s) | ratio |", "|---|---|---|---|"]
+    lines += [f"| {name} | {t['reusing']:.1f} | {t['again']:.1f} | {t['reusing'] / t['again']:.2f}x |"
+              for name, t in savings.items()]
+    lines += ["", "ResNet-50 224 artifacts (random weights, so the accuracy columns mean nothing here):", "",
+              "| artifact | size (MB) | p50 (ms) | speed-up vs float32 |", "|---|---|---|---|"]
+    lines += [f"| {row['artifact']} | {row['size_bytes'] / 1e6:.1f} | {row['p50_ms']:.1f} | "
+              f"{row['speedup_vs_float32']:.2f}x |" for row in r50["artifacts"]]
+    write_results("convert", result, "\n".join(lines) + "\n" + isa_note(result["machine"]["isa"]))
+
+
+if __name__ == "__main__":
+    main()
