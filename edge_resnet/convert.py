@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+from .bench import peak_rss_mb
 from .errors import ConfigError
 
 FORMATS = ("tflite", "onnx")
@@ -76,13 +77,22 @@ class ConvertConfig:
             return self.weights
         return DEMO if self.model == "resnet50" else None
 
+    def resolved_classes(self):
+        """Builder names: --classes, else 10 where the embedded digits are
+        the data (so their class folders label the outputs), else 1000."""
+        if self.classes:
+            return self.classes
+        return 10 if self.uses_embedded_data() else 1000
+
     def resolved_formats(self):
         if self.formats is not None:
             return tuple(self.formats)
         return FORMATS if self.quantize in ONNX_MODES else ("tflite",)
 
     def uses_embedded_data(self):
-        return self.calibration is None and self.eval is None and self.resolved_weights() in (DEMO, RANDOM)
+        """The embedded digits stand in for --calibration with the demo and
+        random weights only: they say nothing about another model's inputs."""
+        return self.calibration is None and self.resolved_weights() in (DEMO, RANDOM)
 
 
 def check_config(config):
@@ -156,7 +166,8 @@ def _check_demo_options(config):
 
 
 class StageClock:
-    """Times each stage and prints one progress line as it starts and ends."""
+    """Times each stage and prints one progress line as it starts and ends;
+    records the process's peak memory so far after each."""
 
     def __init__(self, total, log):
         self.total, self.log, self.done = total, log, []
@@ -167,7 +178,7 @@ class StageClock:
         start = time.perf_counter()
         yield
         seconds = time.perf_counter() - start
-        self.done.append({"stage": name, "seconds": round(seconds, 2)})
+        self.done.append({"stage": name, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
         self.log(f"      {name}: {seconds:.1f} s")
 
 
@@ -195,7 +206,7 @@ def load_source(config):
         return demo.build_demo_model(), {"description": demo.DESCRIPTION, "weights": str(path),
                                          "weights_sha256": file_sha256(path)}
     size = config.input_size or 224
-    model = load_model(config.model, input_shape=(size, size, 3), classes=config.classes or 1000,
+    model = load_model(config.model, input_shape=(size, size, 3), classes=config.resolved_classes(),
                        weights=None if weights == RANDOM else weights, seed=config.seed)
     if weights == RANDOM:
         description = (f"{config.model} with random weights (seed {config.seed}): accuracy numbers are "
@@ -217,15 +228,13 @@ def data_sets(config, model):
 
     height, width = model.input_shape[1:3]
     preprocessing = Preprocessing(height, width, config.preprocessing)
-    source = config.calibration
+    source, origin = config.calibration, None
     if config.uses_embedded_data():
         from . import demo
         from .calibration import digits_folder
 
         source = str(digits_folder())
         origin = demo.DATA_DESCRIPTION if config.resolved_weights() == DEMO else f"embedded digits ({source})"
-    else:
-        origin = None
     needs_calibration = config.quantize == "int8"
     if config.eval is None:
         if needs_calibration:
@@ -244,6 +253,16 @@ def data_sets(config, model):
             check_disjoint(calibration, evaluation)
         split = "--eval"
     return calibration, evaluation, {"origin": origin, "evaluation_from": split}
+
+
+def check_labels_fit(evaluation, class_names, classes):
+    """Fail now, not after the conversions, when the evaluation labels
+    cannot be mapped to the model's outputs."""
+    from .parity import class_index, default_class_names
+
+    labels = class_index(evaluation.labels, class_names or default_class_names(evaluation, classes))
+    if labels is not None and labels.size and labels.max() >= classes:
+        raise ConfigError(f"labels go up to {labels.max()} but the model has {classes} outputs")
 
 
 def artifact_plan(base, config):
@@ -372,7 +391,6 @@ def stage_count(config):
 def convert(config, log=print):
     """Run the whole job; return the report (a dict). The caller decides the
     exit code from report["parity"]["gates"]["failures"]."""
-    from .bench import peak_rss_mb
     from .files import open_staging, publish
     from .fold import fold_batchnorm
     from .parity import compare, read_labels_file
@@ -401,6 +419,7 @@ def convert(config, log=print):
                 raise ConfigError("--max-accuracy-drop needs labelled evaluation data (class folders, or .npz with y)")
             classes = int(model.output_shape[-1])
             class_names = read_labels_file(config.labels, classes) if config.labels else None
+            check_labels_fit(evaluation, class_names, classes)
         with clock("fold BatchNorm"):
             probe_set = calibration if calibration is not None else evaluation
             probe = next(iter(probe_set.with_batch_size(FOLD_PROBE_IMAGES)))

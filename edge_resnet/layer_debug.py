@@ -80,52 +80,63 @@ def tflite_layer_errors(model, calibration, debug_images, calibrated=None, per_c
     return worst(per_tensor, {layer.name for layer in model.layers}, "RMSE/scale (0.289 ideal)", True)
 
 
-class _ListReader:
-    """onnxruntime's data-reader protocol (get_next, and iteration) over images."""
+def _saved_activations(session, image):
+    """{tensor name: [activation]} of one image through a model augmented by
+    qdq_loss_debug (every intermediate tensor is an extra output)."""
+    from onnxruntime.quantization.qdq_loss_debug import _TENSOR_SAVE_POSTFIX  # the augmenting tool's own suffix
 
-    def __init__(self, images):
-        self.images = iter(images)
+    names = [output.name for output in session.get_outputs()]
+    values = session.run(None, {"input": np.asarray(image, np.float32)[None]})
+    return {name[: -len(_TENSOR_SAVE_POSTFIX)]: [value]
+            for name, value in zip(names, values) if name.endswith(_TENSOR_SAVE_POSTFIX)}
 
-    def get_next(self):
-        image = next(self.images, None)
-        return None if image is None else {"input": np.asarray(image, np.float32)[None]}
 
-    def __iter__(self):
-        return iter(self.get_next, None)
+def _sqnr_db(signal_power, noise_power):
+    """qdq_loss_debug's SQNR, 20 log10(|x| / |x - q|), from sums of squares."""
+    epsilon = np.finfo(float).eps
+    return 20 * math.log10(max(math.sqrt(signal_power), epsilon) / max(math.sqrt(noise_power), epsilon))
 
 
 def onnx_layer_errors(model, qdq_path, debug_images, float_path=None):
     """Worst Keras layers of an onnxruntime QDQ int8 model of `model`, by the
     SQNR of each quantized activation against the float ONNX model's (at
     `float_path`, or exported again). Within the QDQ model alone, a ReLU
-    folded into its Quantize node would count as noise."""
+    folded into its Quantize node would count as noise.
+
+    One image at a time, keeping only sums of squares per tensor: all of a
+    ResNet-50's activations for a batch of images do not fit in memory."""
     import onnx
+    import onnxruntime
     from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations,
-        compute_signal_to_quantization_noice_ratio,
         create_activation_matching,
         modify_model_output_intermediate_tensors,
     )
 
     from .onnx_export import float_onnx
 
-    debug_images = list(debug_images)
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
+    signal, noise = {}, {}
     with tempfile.TemporaryDirectory(prefix="edge-resnet-layers-") as scratch, native_output_silenced():
         scratch = Path(scratch)
         if float_path is None:
             float_path = scratch / "float.onnx"
             onnx.save(float_onnx(model), float_path)
-        activations = {}
+        sessions = {}
         for name, path in (("float", Path(float_path)), ("qdq", Path(qdq_path))):
             augmented = str(scratch / f"{name}_all.onnx")
             modify_model_output_intermediate_tensors(str(path), augmented)
-            activations[name] = collect_activations(augmented, _ListReader(debug_images))
-    matching = create_activation_matching(activations["qdq"], activations["float"])
-    per_tensor = [
-        (name, compute_signal_to_quantization_noice_ratio(match["float"], match["post_qdq"]))
-        for name, match in matching.items()
-        if match.get("float") and match.get("post_qdq")
-    ]
+            sessions[name] = onnxruntime.InferenceSession(augmented, options, providers=["CPUExecutionProvider"])
+        for image in debug_images:
+            matching = create_activation_matching(_saved_activations(sessions["qdq"], image),
+                                                  _saved_activations(sessions["float"], image))
+            for tensor, match in matching.items():
+                if match.get("float") and match.get("post_qdq"):
+                    reference = match["float"][0].astype(np.float64)
+                    error = reference - match["post_qdq"][0]
+                    signal[tensor] = signal.get(tensor, 0.0) + float(np.sum(reference**2))
+                    noise[tensor] = noise.get(tensor, 0.0) + float(np.sum(error**2))
+    per_tensor = [(tensor, _sqnr_db(signal[tensor], noise[tensor])) for tensor in signal]
     return worst(per_tensor, {layer.name for layer in model.layers}, "SQNR dB vs float (lower is worse)", False)
 
 
