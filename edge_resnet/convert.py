@@ -293,17 +293,15 @@ def write_artifacts(folded, config, calibration, staging, clock, base):
     """Write every artifact into `staging`; return (paths, TFLite calibration
     result or None, float ONNX path or None)."""
     from .onnx_export import to_onnx
-    from .tflite import calibrate, to_tflite
+    from .tflite import calibrate, check_calibration_fits, to_tflite
 
-    plan = artifact_plan(base, config)
-    calibrated = None
-    paths = []
-    if any(mode == "int8" and fmt == "tflite" for _, fmt, mode in plan):
-        with clock("calibrate (TFLite, once)"):
-            calibrated = calibrate(folded, calibration)
-    float_onnx_path = None
-    for name, artifact_format, mode in plan:
+    calibrated, float_onnx_path, paths = None, None, []
+    for name, artifact_format, mode in artifact_plan(base, config):
         recipe = recipe_for(mode, config)
+        if artifact_format == "tflite" and mode == "int8":
+            with clock("calibrate (TFLite, once)"):
+                check_calibration_fits(folded, calibration)
+                calibrated = calibrate(paths[-1].read_bytes(), calibration)  # from the float32 .tflite
         with clock(f"write {name}"):
             if artifact_format == "tflite":
                 path = to_tflite(folded, recipe, calibration, output=staging / name, calibrated=calibrated)

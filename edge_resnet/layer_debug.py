@@ -56,14 +56,14 @@ def tflite_layer_errors(model, calibration, debug_images, calibrated=None, per_c
     import tensorflow as tf
 
     from .recipe import QuantizationRecipe
-    from .tflite import calibrate, quantize_calibrated
+    from .tflite import calibrate, float_tflite, quantize_calibrated
 
     def debug_dataset():
         for image in debug_images:
             yield [np.asarray(image, np.float32)[None]]
 
     if calibrated is None:
-        calibrated = calibrate(model, calibration, progress=False)
+        calibrated = calibrate(float_tflite(model), calibration, progress=False)
     debug_model = quantize_calibrated(calibrated, QuantizationRecipe(per_channel=per_channel), numeric_verify=True)
     with native_output_silenced():
         debugger = tf.lite.experimental.QuantizationDebugger(

@@ -61,22 +61,30 @@ def tflite_bytes(model, recipe, calibration=None, progress=True):
     """Convert `model` under `recipe`; the converter's own logs are silenced.
     int8 goes through calibrate() and quantize_calibrated()."""
     if recipe.mode == "int8":
-        return quantize_calibrated(calibrate(model, calibration, progress), recipe)
+        check_calibration_fits(model, calibration)
+        return quantize_calibrated(calibrate(float_tflite(model), calibration, progress), recipe)
     with native_output_silenced():
         return _converter(model, recipe).convert()
 
 
-def calibrate(model, calibration, progress=True):
-    """The slow half of int8 conversion, done once: the float TFLite model
-    annotated with the activation ranges seen on `calibration`. Both the
-    int8 model (quantize_calibrated) and the per-layer debug model
-    (layer_debug) are made from it without running calibration again; it is
-    the converter's own split (the QuantizationDebugger uses it too)."""
-    check_calibration_fits(model, calibration)
+def float_tflite(model):
+    return tflite_bytes(model, QuantizationRecipe.for_mode("none"))
+
+
+def calibrate(float_model, calibration, progress=True):
+    """The slow half of int8 conversion, done once: the float32 TFLite model
+    (bytes, as float_tflite() makes them) annotated with the activation
+    ranges seen on `calibration`. The int8 model (quantize_calibrated) and
+    the per-layer debug model (layer_debug) are both made from it without
+    calibrating again, and the float32 artifact's conversion is not
+    repeated: this is the converter's own sequence (convert to float, add
+    intermediate tensors, calibrate, quantize), split where it can be
+    reused."""
+    from tensorflow.lite.python.optimize import calibrator
+
     with native_output_silenced() as stderr:
-        converter = _converter(model, QuantizationRecipe(mode="int8"), calibration, stderr if progress else None)
-        converter._experimental_calibrate_only = True
-        return converter.convert()
+        samples = representative_dataset(calibration, stderr if progress else None)
+        return calibrator.Calibrator(calibrator.add_intermediate_tensors(float_model)).calibrate(samples)
 
 
 def quantize_calibrated(calibrated, recipe, numeric_verify=False):

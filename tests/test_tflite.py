@@ -131,12 +131,13 @@ def _graph(content):
 
 @pytest.mark.parametrize("recipe", [QuantizationRecipe(), QuantizationRecipe(per_channel=False, input_type="uint8")])
 def test_calibrating_once_quantizes_as_the_converter_does(folded, digits_calibration, recipe):
-    """The int8 model made from one calibrate() result (what convert reuses
-    for the per-layer debug model) is the converter's own int8 model."""
+    """The int8 model quantized from one calibrate() of the float32 model
+    (what convert reuses for the per-layer debug model) is the converter's
+    own int8 model."""
     from edge_resnet.quiet import native_output_silenced
-    from edge_resnet.tflite import _converter, calibrate, quantize_calibrated
+    from edge_resnet.tflite import _converter, calibrate, float_tflite, quantize_calibrated
 
     with native_output_silenced():
         converter_made = _converter(folded, recipe, digits_calibration).convert()
-    reused = quantize_calibrated(calibrate(folded, digits_calibration, progress=False), recipe)
+    reused = quantize_calibrated(calibrate(float_tflite(folded), digits_calibration, progress=False), recipe)
     assert _graph(reused) == _graph(converter_made)
