@@ -53,7 +53,7 @@ def open_staging(output, force=False):
     `force`."""
     from .errors import ConfigError
 
-    output = Path(output)
+    output = Path(output).resolve()  # "." has no name to hide a staging folder under
     if output.exists() and not output.is_dir():
         raise ConfigError(f"--output {output} is a file; give a directory")
     if output.is_dir() and any(output.iterdir()) and not force:
@@ -81,7 +81,7 @@ def publish(staging, output, replaced=(), last=()):
     files in `replaced` (an earlier run's) that this run does not write."""
     import shutil
 
-    output = Path(output)
+    output = Path(output).resolve()
     if not output.exists():
         os.replace(staging, output)
         return
