@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, isa_note, machine, use_repo_imports, write_results
+from common import REPO, RESULTS, isa_note, machine, use_repo_imports, write_results
 
 CALIBRATION_SIZE = 200
 R50_ARGS = ["--model", "resnet50", "--weights", "random", "--input-size", "224",
@@ -88,41 +88,28 @@ def reuse_savings(report, scratch):
     }
 
 
-def stage_table(reports):
-    names = list(dict.fromkeys(stage["stage"].replace(reports[1]["model"]["name"], "MODEL")
-                               for report in reports for stage in report["stages"]))
+def stage_table(runs):
+    """Stage names with the model's name taken out, so both runs share rows."""
+    def rows(run):
+        return {stage["stage"].replace(run["model"], "MODEL"): stage["seconds"] for stage in run["stages"]}
+
+    tables = [rows(run) for run in runs]
+    names = list(dict.fromkeys(name for table in tables for name in table))
     lines = ["| stage | default run (s) | ResNet-50 224 (s) |", "|---|---|---|"]
     for name in names:
-        cells = []
-        for report in reports:
-            seconds = [s["seconds"] for s in report["stages"]
-                       if s["stage"].replace(report["model"]["name"], "MODEL") == name]
-            cells.append(f"{seconds[0]:.1f}" if seconds else "")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{table[name]:.1f}" if name in table else "" for table in tables)
+                     + " |")
     return lines
 
 
-def main():
-    use_repo_imports()
-    with tempfile.TemporaryDirectory(prefix="edge-resnet-convert-bench-") as scratch:
-        scratch = Path(scratch)
-        default, default_wall, default_peak = run_convert(["--quantize", "int8"], scratch / "default")
-        r50, r50_wall, r50_peak = run_convert(R50_ARGS, scratch / "r50")
-        r50["_output"] = str(scratch / "r50")
-        savings = reuse_savings(r50, scratch)
-        del r50["_output"]
-    runs = {
-        "default": {"command": "edge-resnet convert --quantize int8", "wall_seconds": default_wall,
-                    "peak_rss_mb": default_peak, "stages": default["stages"], "artifacts": default["artifacts"]},
-        "resnet50_224": {"command": "edge-resnet convert " + " ".join(R50_ARGS), "wall_seconds": r50_wall,
-                         "peak_rss_mb": r50_peak, "stages": r50["stages"], "artifacts": r50["artifacts"]},
-    }
-    result = {"machine": machine(), "runs": runs, "reuse": savings}
+def markdown(result):
+    runs, savings = result["runs"], result["reuse"]
+    r50 = runs["resnet50_224"]
     slowest = max(r50["stages"], key=lambda stage: stage["seconds"])
     lines = [
         "# `edge-resnet convert`: whole run, peak memory, time per stage",
         "",
-        "Command: `python benchmarks/convert_run.py`",
+        "Command: `python benchmarks/convert_run.py` (`--markdown-only` rewrites this page from convert.json)",
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
         f"ISA {', '.join(result['machine']['isa'])}, Python {result['machine']['python']}.",
         "",
@@ -133,7 +120,7 @@ def main():
               for name, run in runs.items()]
     lines += ["", "Wall time includes starting Python and importing TensorFlow; peak memory is the "
               "process's maximum resident set.", ""]
-    lines += stage_table([default, r50])
+    lines += stage_table([runs["default"], r50])
     lines += ["", f"Slowest stage at 224: {slowest['stage']} ({slowest['seconds']:.0f} s).", "",
               "What reuse saves (ResNet-50 224, measured in one process, one after the other):", "",
               "| stage | reusing the earlier stage (s) | doing it again (s) | ratio |", "|---|---|---|---|"]
@@ -143,7 +130,33 @@ def main():
               "| artifact | size (MB) | p50 (ms) | speed-up vs float32 |", "|---|---|---|---|"]
     lines += [f"| {row['artifact']} | {row['size_bytes'] / 1e6:.1f} | {row['p50_ms']:.1f} | "
               f"{row['speedup_vs_float32']:.2f}x |" for row in r50["artifacts"]]
-    write_results("convert", result, "\n".join(lines) + "\n" + isa_note(result["machine"]["isa"]))
+    return "\n".join(lines) + "\n" + isa_note(result["machine"]["isa"])
+
+
+def measure():
+    use_repo_imports()
+    with tempfile.TemporaryDirectory(prefix="edge-resnet-convert-bench-") as scratch:
+        scratch = Path(scratch)
+        default, default_wall, default_peak = run_convert(["--quantize", "int8"], scratch / "default")
+        r50, r50_wall, r50_peak = run_convert(R50_ARGS, scratch / "r50")
+        r50["_output"] = str(scratch / "r50")
+        savings = reuse_savings(r50, scratch)
+    runs = {}
+    for name, command, report, wall, peak in (
+        ("default", "edge-resnet convert --quantize int8", default, default_wall, default_peak),
+        ("resnet50_224", "edge-resnet convert " + " ".join(R50_ARGS), r50, r50_wall, r50_peak),
+    ):
+        runs[name] = {"command": command, "model": report["model"]["name"], "wall_seconds": wall,
+                      "peak_rss_mb": peak, "stages": report["stages"], "artifacts": report["artifacts"]}
+    return {"machine": machine(), "runs": runs, "reuse": savings}
+
+
+def main():
+    if "--markdown-only" in sys.argv:
+        result = json.loads((RESULTS / "convert.json").read_text())
+    else:
+        result = measure()
+    write_results("convert", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -386,18 +386,55 @@ def stage_count(config):
     return 5 + int8_tflite + writes + config.per_layer + (config.bench_runs > 0)
 
 
+def read_data(config, model, log):
+    """(calibration set held in memory or None, evaluation set, where the data
+    came from, class names or None), all checked before any conversion."""
+    from .parity import read_labels_file
+
+    calibration, evaluation, origin = data_sets(config, model)
+    if calibration is not None:
+        calibration = calibration.cached()
+        log(f"      calibration: {len(calibration)} images from {calibration.source}")
+    log(f"      evaluation: {len(evaluation)} images from {evaluation.source}, {origin['evaluation_from']}")
+    if origin["origin"]:
+        log(f"      data: {origin['origin']}")
+    if config.max_accuracy_drop is not None and evaluation.labels is None:
+        raise ConfigError("--max-accuracy-drop needs labelled evaluation data (class folders, or .npz with y)")
+    classes = int(model.output_shape[-1])
+    class_names = read_labels_file(config.labels, classes) if config.labels else None
+    check_labels_fit(evaluation, class_names, classes)
+    return calibration, evaluation, origin, class_names
+
+
+def fold_and_save(model, probe_set, path, log):
+    """The BatchNorm-folded model, checked on real images and saved at `path`."""
+    from .fold import fold_batchnorm
+
+    probe = next(iter(probe_set.with_batch_size(FOLD_PROBE_IMAGES)))
+    folded, fold_report = fold_batchnorm(model, probe=probe)
+    folded.save(path)
+    log(f"      {fold_report.format().splitlines()[0]}; max |diff| on real images {fold_report.probe_max_abs_diff:.2g}")
+    return folded, fold_report
+
+
+def parity_check(model, paths, evaluation, class_names):
+    from .parity import compare
+    from .quiet import native_output_silenced, progress_bar
+
+    with native_output_silenced() as stderr:  # the runtimes' own start-up lines
+        return compare(model, paths, evaluation, class_names=class_names,
+                       progress=progress_bar("parity", stderr)).to_dict()
+
+
 def convert(config, log=print):
     """Run the whole job; return the report (a dict). The caller decides the
     exit code from report["parity"]["gates"]["failures"]."""
     from .files import open_staging, publish
-    from .fold import fold_batchnorm
-    from .parity import compare, read_labels_file
-    from .quiet import native_output_silenced, progress_bar
+    from .quiet import native_output_silenced
     from .report import format_summary_table, write_convert_reports
 
     started = time.perf_counter()
-    output = Path(config.output)
-    staging = open_staging(output, config.force)
+    staging = open_staging(config.output, config.force)
     try:
         clock = StageClock(stage_count(config), log)
         with clock("load model"):
@@ -406,32 +443,15 @@ def convert(config, log=print):
             log(f"      weights: {source['weights']}"
                 + (f" (sha256 {source['weights_sha256'][:16]})" if source["weights_sha256"] else ""))
         with clock("read data"):
-            calibration, evaluation, data_origin = data_sets(config, model)
-            if calibration is not None:
-                calibration = calibration.cached()
-                log(f"      calibration: {len(calibration)} images from {calibration.source}")
-            log(f"      evaluation: {len(evaluation)} images from {evaluation.source}, {data_origin['evaluation_from']}")
-            if data_origin["origin"]:
-                log(f"      data: {data_origin['origin']}")
-            if config.max_accuracy_drop is not None and evaluation.labels is None:
-                raise ConfigError("--max-accuracy-drop needs labelled evaluation data (class folders, or .npz with y)")
-            classes = int(model.output_shape[-1])
-            class_names = read_labels_file(config.labels, classes) if config.labels else None
-            check_labels_fit(evaluation, class_names, classes)
+            calibration, evaluation, data_origin, class_names = read_data(config, model, log)
         with clock("fold BatchNorm"):
-            probe_set = calibration if calibration is not None else evaluation
-            probe = next(iter(probe_set.with_batch_size(FOLD_PROBE_IMAGES)))
-            folded, fold_report = fold_batchnorm(model, probe=probe)
             base = base_name(config, model)
             folded_path = staging / f"{base}_folded.keras"
-            folded.save(folded_path)
-            log(f"      {fold_report.format().splitlines()[0]}; max |diff| on real images "
-                f"{fold_report.probe_max_abs_diff:.2g}")
+            folded, fold_report = fold_and_save(model, calibration if calibration is not None else evaluation,
+                                                folded_path, log)
         paths, calibrated, float_onnx_path = write_artifacts(folded, config, calibration, staging, clock, base)
         with clock("accuracy parity"):
-            with native_output_silenced() as stderr:  # the runtimes' own start-up lines
-                parity = compare(model, paths, evaluation, class_names=class_names,
-                                 progress=progress_bar("parity", stderr)).to_dict()
+            parity = parity_check(model, paths, evaluation, class_names)
         quantized = quantized_names(paths)
         if config.per_layer:
             with clock("per-layer error"):
@@ -439,42 +459,36 @@ def convert(config, log=print):
                                                     calibrated, float_onnx_path)
         timings = []
         if config.bench_runs:
-            with clock("latency"):
-                with native_output_silenced():
-                    timings = latencies(paths, next(evaluation.samples()), config)
+            with clock("latency"), native_output_silenced():
+                timings = latencies(paths, next(evaluation.samples()), config)
         with clock("report"):
             parity["gates"] = gate_results(parity, quantized, config)
-            rows = artifact_rows(paths, parity, timings)
-            written = sorted([path.name for path in paths] + [f"{path.name}.json" for path in paths]
-                             + [folded_path.name] + list(REPORT_FILES))
             report = {
                 "tool": {"name": "edge-resnet", "version": _version()},
                 "config": dataclasses.asdict(config),
                 "model": {**source, "name": model.name, "input_shape": list(model.input_shape[1:]),
-                          "classes": classes, "parameters": int(model.count_params()),
+                          "classes": int(model.output_shape[-1]), "parameters": int(model.count_params()),
                           "folded_file": folded_path.name},
-                "data": {
-                    "calibration": calibration.describe() if calibration is not None else None,
-                    "evaluation": evaluation.describe(),
-                    **data_origin,
-                },
+                "data": {"calibration": calibration.describe() if calibration is not None else None,
+                         "evaluation": evaluation.describe(), **data_origin},
                 "fold": fold_report.to_dict(),
-                "artifacts": rows,
+                "artifacts": artifact_rows(paths, parity, timings),
                 "parity": parity,
                 "latency": timings,
                 "stages": clock.done,
-                "files": written,
+                "files": sorted([p.name for p in paths] + [f"{p.name}.json" for p in paths]
+                                + [folded_path.name] + list(REPORT_FILES)),
+                "total_seconds": round(time.perf_counter() - started, 2),
+                "peak_rss_mb": round(peak_rss_mb(), 1),
             }
-            report["total_seconds"] = round(time.perf_counter() - started, 2)
-            report["peak_rss_mb"] = round(peak_rss_mb(), 1)
             write_convert_reports(report, staging, REPORT_STEM)
-        publish(staging, output, replaced=previous_run_files(output), last=REPORT_FILES)
+        publish(staging, config.output, replaced=previous_run_files(config.output), last=REPORT_FILES)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log("")
     log(format_summary_table(report))
-    log(f"wrote {len(written)} files to {output}/ in {report['total_seconds']:.0f} s "
+    log(f"wrote {len(report['files'])} files to {str(config.output).rstrip('/')}/ in {report['total_seconds']:.0f} s "
         f"(peak memory {report['peak_rss_mb']:.0f} MB): report.md, report.html, report.json")
     return report
 
