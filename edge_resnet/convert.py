@@ -31,6 +31,9 @@ MODES = ("int8", "float16", "dynamic", "none")
 DEMO, RANDOM, IMAGENET = "demo", "random", "imagenet"
 DEBUG_IMAGES = 16  # per-layer statistics need only a few images
 FOLD_PROBE_IMAGES = 8
+# Keras reference batch: on 2 CPU cores ResNet-50 224 took 73 ms per image
+# in batches of 8 and 88 ms in batches of 32 (TensorFlow backend)
+REFERENCE_BATCH = 8
 REPORT_STEM = "report"
 REPORT_FILES = tuple(f"{REPORT_STEM}.{suffix}" for suffix in ("json", "md", "html"))
 
@@ -422,7 +425,7 @@ def parity_check(model, paths, evaluation, class_names):
     from .quiet import native_output_silenced, progress_bar
 
     with native_output_silenced() as stderr:  # the runtimes' own start-up lines
-        return compare(model, paths, evaluation, class_names=class_names,
+        return compare(model, paths, evaluation, class_names=class_names, batch_size=REFERENCE_BATCH,
                        progress=progress_bar("parity", stderr)).to_dict()
 
 
