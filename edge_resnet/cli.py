@@ -502,7 +502,8 @@ def build_parser():
         ["edge-resnet convert --quantize int8",
          "edge-resnet convert --model my_model.keras --calibration calib/ --eval val/ --output out/",
          "edge-resnet convert --weights imagenet --calibration imagenet_val/ --calibration-size 300 \\",
-         "    --labels imagenet_classes.txt --max-accuracy-drop 1 --min-agreement 0.98 --output rn50/",
+         "    --eval-size 5000 --labels imagenet_classes.txt --max-accuracy-drop 1 --min-agreement 0.98 \\",
+         "    --output rn50/",
          "edge-resnet convert --quantize int8 --input-type uint8 --formats tflite --output uint8_device/"],
     )
     convert.add_argument("--model", default="resnet50", metavar="NAME|FILE.keras",
