@@ -301,7 +301,8 @@ def run_bench(args):
 
 
 def _formats(text):
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+    """"tflite,onnx" -> ("tflite", "onnx"), each once, in the order given."""
+    return tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
 
 
 def run_convert(args):
