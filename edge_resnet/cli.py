@@ -180,8 +180,6 @@ def run_quantize(args):
     return EXIT_OK
 
 
-DEBUG_IMAGES = 16  # per-layer statistics need only a few images
-
 
 def _recorded_calibration(artifact, preprocessing):
     """The calibration set named in an artifact's recipe JSON, if it can be
@@ -206,7 +204,7 @@ def _per_layer(reference, args, data):
     from itertools import islice
 
     from .data import calibration_set
-    from .layer_debug import layer_errors
+    from .layer_debug import DEBUG_IMAGES, layer_errors
 
     debug_images = list(islice(data.samples(), DEBUG_IMAGES))
     given = None

@@ -29,7 +29,6 @@ FORMATS = ("tflite", "onnx")
 ONNX_MODES = ("int8", "none")  # what ONNX export offers
 MODES = ("int8", "float16", "dynamic", "none")
 DEMO, RANDOM, IMAGENET = "demo", "random", "imagenet"
-DEBUG_IMAGES = 16  # per-layer statistics need only a few images
 FOLD_PROBE_IMAGES = 8
 # Keras reference batch: on 2 CPU cores ResNet-50 224 took 73 ms per image
 # in batches of 8 and 88 ms in batches of 32 (TensorFlow backend)
@@ -317,7 +316,7 @@ def write_artifacts(folded, config, calibration, staging, clock, base):
 
 
 def per_layer_errors(folded, paths, evaluation, calibrated, float_onnx_path):
-    from .layer_debug import layer_errors
+    from .layer_debug import DEBUG_IMAGES, layer_errors
 
     debug_images = list(islice(evaluation.samples(), DEBUG_IMAGES))
     return {path.name: layer_errors(folded, path, None, debug_images, calibrated=calibrated,
@@ -374,13 +373,6 @@ def previous_run_files(output):
         return set(json.loads(report.read_text()).get("files", []))
     except (OSError, ValueError, AttributeError):
         return set()
-
-
-def quantized_names(paths):
-    import json
-
-    return {path.name for path in paths
-            if json.loads(Path(str(path) + ".json").read_text())["recipe"]["mode"] != "none"}
 
 
 def stage_count(config):
@@ -455,7 +447,7 @@ def convert(config, log=print):
         paths, calibrated, float_onnx_path = write_artifacts(folded, config, calibration, staging, clock, base)
         with clock("accuracy parity"):
             parity = parity_check(model, paths, evaluation, class_names)
-        quantized = quantized_names(paths)
+        quantized = {name for name, _, mode in artifact_plan(base, config) if mode != "none"}
         if config.per_layer:
             with clock("per-layer error"):
                 parity["layers"] = per_layer_errors(folded, [p for p in paths if p.name in quantized], evaluation,

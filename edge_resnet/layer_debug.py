@@ -23,6 +23,7 @@ import numpy as np
 from .quiet import native_output_silenced
 
 WORST_SHOWN = 10
+DEBUG_IMAGES = 16  # per-layer statistics need only a few images
 IDEAL_RMSE_OVER_SCALE = 1 / math.sqrt(12)  # 0.289
 
 

@@ -160,13 +160,12 @@ def check_onnx_request(recipe, opset, route):
 
 
 def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEFAULT_OPSET, route="ort",
-            float_onnx_path=None, calibrated=None):
+            float_onnx_path=None):
     """Write `output` (.onnx) and its recipe JSON; return the path.
 
-    recipe.mode "none" exports float32; "int8" quantizes by `route`. Work a
-    pipeline has already done is reused when given: `float_onnx_path` (the
-    float ONNX of `model`, same opset) for route "ort", `calibrated`
-    (tflite.calibrate()'s result) for route "tflite".
+    recipe.mode "none" exports float32; "int8" quantizes by `route`. For
+    route "ort", `float_onnx_path` (the float ONNX of `model`, same opset)
+    reuses an export a pipeline has already made.
     """
     import onnx
 
@@ -191,7 +190,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
             ort_quantized(float_onnx_path, scratch / "int8.onnx", recipe, calibration)
             onnx.save(checked(onnx.load(scratch / "int8.onnx"), f"model {model.name!r}", (ORT_DOMAIN,)), temporary)
         else:
-            tflite_path = to_tflite(model, recipe, calibration, output=scratch / "int8.tflite", calibrated=calibrated)
+            tflite_path = to_tflite(model, recipe, calibration, output=scratch / "int8.tflite")
             onnx.save(onnx_from_tflite(tflite_path, opset), temporary)
         record = artifact_record(temporary, "onnx", recipe, calibration, model, ONNX_PACKAGES)
         record.update(artifact=output.name, opset=opset, route=route if recipe.mode == "int8" else None)

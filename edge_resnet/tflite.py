@@ -39,21 +39,17 @@ def representative_dataset(calibration, progress_stream):
     return samples
 
 
-def _converter(model, recipe, calibration=None, progress_stream=None):
+def _converter(model, recipe):
+    """The TFLite converter for the modes it runs in one go (float32,
+    float16, dynamic range); int8 is split into calibrate() and
+    quantize_calibrated()."""
     import tensorflow as tf
 
-    io_types = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if recipe.mode != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if recipe.mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if recipe.mode == "int8":
-        converter.representative_dataset = representative_dataset(calibration, progress_stream)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = io_types[recipe.input_type]
-        converter.inference_output_type = io_types[recipe.output_type]
-        converter._experimental_disable_per_channel = not recipe.per_channel
     return converter
 
 

@@ -134,10 +134,20 @@ def test_calibrating_once_quantizes_as_the_converter_does(folded, digits_calibra
     """The int8 model quantized from one calibrate() of the float32 model
     (what convert reuses for the per-layer debug model) is the converter's
     own int8 model."""
-    from edge_resnet.quiet import native_output_silenced
-    from edge_resnet.tflite import _converter, calibrate, float_tflite, quantize_calibrated
+    import tensorflow as tf
 
+    from edge_resnet.quiet import native_output_silenced
+    from edge_resnet.tflite import calibrate, float_tflite, quantize_calibrated, representative_dataset
+
+    io_types = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
+    converter = tf.lite.TFLiteConverter.from_keras_model(folded)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset(digits_calibration, None)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = io_types[recipe.input_type]
+    converter.inference_output_type = io_types[recipe.output_type]
+    converter._experimental_disable_per_channel = not recipe.per_channel
     with native_output_silenced():
-        converter_made = _converter(folded, recipe, digits_calibration).convert()
+        converter_made = converter.convert()
     reused = quantize_calibrated(calibrate(float_tflite(folded), digits_calibration, progress=False), recipe)
     assert _graph(reused) == _graph(converter_made)
