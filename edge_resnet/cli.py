@@ -120,7 +120,7 @@ def _calibration_from_args(args, model):
 
     height, width = model.input_shape[1:3]
     calibration = calibration_set(
-        args.calibration, Preprocessing(height, width, args.preprocessing),
+        args.calibration, Preprocessing(height, width, **_preprocessing_options(args)),
         size=args.calibration_size, seed=args.seed, preprocessed=args.preprocessed,
     )
     print(f"calibration: {len(calibration)} samples from {calibration.source}")
@@ -229,7 +229,7 @@ def run_compare(args):
             raise EdgeResnetError(f"artifact not found: {artifact}")
     reference = _load_named_model(args.reference, args)
     height, width = reference.input_shape[1:3]
-    data = image_set(args.data, Preprocessing(height, width, args.preprocessing), size=args.eval_size,
+    data = image_set(args.data, Preprocessing(height, width, **_preprocessing_options(args)), size=args.eval_size,
                      seed=args.seed, preprocessed=args.preprocessed, check_readable=False)
     classes = int(reference.output_shape[-1])
     class_names = read_labels_file(args.labels, classes) if args.labels else None
@@ -251,13 +251,13 @@ def run_compare(args):
     return EXIT_GATE_FAILED if failures else EXIT_OK
 
 
-def _bench_sample(path, input_file, batch, mode):
+def _bench_sample(path, input_file, batch, preprocessing_options):
     """A batch from an image or .npz file, preprocessed for the model."""
     from .data import Preprocessing, image_set
     from .runtime import open_runner
 
     height, width = open_runner(path).input_shape[:2]
-    images = image_set(input_file, Preprocessing(height, width, mode), size=None)
+    images = image_set(input_file, Preprocessing(height, width, **preprocessing_options), size=None)
     samples = list(images.samples())
     return np.stack([samples[i % len(samples)] for i in range(batch)])
 
@@ -273,7 +273,7 @@ def run_bench(args):
     runs = None if args.duration else args.runs
     results = []
     for path in args.models:
-        sample = _bench_sample(path, args.input, args.batch, args.preprocessing) if args.input else None
+        sample = _bench_sample(path, args.input, args.batch, _preprocessing_options(args)) if args.input else None
         results.append(benchmark(path, threads=args.threads, warmup=args.warmup, runs=runs,
                                  duration=args.duration, batch=args.batch, sample=sample, profile=args.profile))
         if not args.json:
@@ -313,6 +313,7 @@ def run_convert(args):
         formats=_formats(args.formats) if args.formats else None, output=args.output, seed=args.seed,
         force=args.force, max_accuracy_drop=args.max_accuracy_drop, min_agreement=args.min_agreement,
         input_type=args.input_type, output_type=args.output_type, preprocessing=args.preprocessing,
+        mean=args.mean, std=args.std, scale=args.scale,
         bench_runs=args.bench_runs, threads=args.threads, per_layer=not args.no_per_layer,
     )
     report = convert(config, log=lambda line: print(line, flush=True))
@@ -345,6 +346,45 @@ def _add_model_source_arguments(parser):
     parser.add_argument("--classes", type=int, default=1000, help="classes when MODEL is a builder name")
     parser.add_argument("--weights", default=None,
                         help="weights when MODEL is a builder name: random (default), imagenet, or a file")
+
+
+def _add_preprocessing_arguments(parser, images):
+    """--preprocessing, and --mean/--std/--scale for custom preprocessing."""
+    from .data import PREPROCESSING_MODES
+
+    parser.add_argument("--preprocessing", choices=PREPROCESSING_MODES,
+                        help=f"how {images} become model input: caffe (BGR minus the ImageNet mean, for ImageNet "
+                        "ResNets; default), tf (RGB -1..1), torch (RGB 0..1, ImageNet mean and std), raw (RGB "
+                        "0..255, for models that preprocess inside) or custom (implied by --mean/--std/--scale)")
+    for name, meaning in (("scale", "multiplies the RGB pixels (default: 1)"),
+                          ("mean", "is subtracted after --scale (default: 0)"),
+                          ("std", "divides after --mean (default: 1)")):
+        parser.add_argument(f"--{name}", type=_channel_values_argument(name), metavar="R,G,B",
+                            help=f"custom preprocessing: one number or three (RGB) that {meaning}")
+
+
+def _channel_values_argument(name):
+    """The argparse type of --mean/--std/--scale: "R,G,B" or one number."""
+
+    def parse(text):
+        from .data import channel_values
+
+        try:
+            values = tuple(float(part) for part in text.split(","))
+        except ValueError:
+            message = f"give one number or three, comma-separated. Received: {text!r}"
+            raise argparse.ArgumentTypeError(message) from None
+        try:
+            return channel_values(name, values[0] if len(values) == 1 else values)
+        except EdgeResnetError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def _preprocessing_options(args):
+    """The Preprocessing arguments (all but the size) given on the command line."""
+    return {"mode": args.preprocessing, "mean": args.mean, "std": args.std, "scale": args.scale}
 
 
 def _one_line_warnings():
@@ -429,8 +469,7 @@ def build_parser():
     quantize.add_argument("--calibration-size", type=int, default=200, metavar="N",
                           help="seeded subset size, stratified by class folder (default: 200)")
     quantize.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
-    quantize.add_argument("--preprocessing", default="caffe", choices=["caffe", "raw"],
-                          help="caffe (ImageNet ResNets, default) or raw 0..255 RGB for models that preprocess inside")
+    _add_preprocessing_arguments(quantize, "the --calibration images")
     quantize.add_argument("--preprocessed", action="store_true",
                           help="the arrays in --calibration are already model input")
     quantize.add_argument("--input-type", choices=["int8", "uint8", "float32"], help="int8 model input type (default: int8)")
@@ -479,8 +518,7 @@ def build_parser():
     compare.add_argument("--no-per-layer", action="store_true", help="skip the per-layer error analysis")
     compare.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
     compare.add_argument("--batch-size", type=int, default=32, help="reference batch size (default: 32)")
-    compare.add_argument("--preprocessing", default="caffe", choices=["caffe", "raw"],
-                         help="caffe (ImageNet ResNets, default) or raw 0..255 RGB")
+    _add_preprocessing_arguments(compare, "the --data images")
     compare.add_argument("--preprocessed", action="store_true", help="the arrays in --data are already model input")
     compare.add_argument("--input-size", type=int, default=224, metavar="PIXELS",
                          help="input size when the reference is a builder name (default: 224)")
@@ -540,8 +578,7 @@ def build_parser():
                          help="int8 TFLite input type, for devices that need uint8 (default: int8)")
     convert.add_argument("--output-type", choices=["int8", "uint8", "float32"],
                          help="int8 TFLite output type (default: int8)")
-    convert.add_argument("--preprocessing", default="caffe", choices=["caffe", "raw"],
-                         help="caffe (ImageNet ResNets, default) or raw 0..255 RGB for models that preprocess inside")
+    _add_preprocessing_arguments(convert, "the calibration and evaluation images")
     convert.add_argument("--bench-runs", type=int, default=30, metavar="N",
                          help="timed runs per artifact in the latency stage, 0 to skip (default: 30)")
     convert.add_argument("--threads", type=int, default=2, help="inference threads for the latency stage (default: 2)")
@@ -568,8 +605,7 @@ def build_parser():
     timing.add_argument("--duration", type=float, metavar="SECONDS", help="time runs for this long instead")
     bench.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
     bench.add_argument("--input", metavar="FILE", help="an image, image folder or .npz to feed (default: random)")
-    bench.add_argument("--preprocessing", default="caffe", choices=["caffe", "raw"],
-                       help="preprocessing of --input (default: caffe)")
+    _add_preprocessing_arguments(bench, "the --input images")
     bench.add_argument("--profile", action="store_true", help="per-operator times (onnxruntime models)")
     bench.add_argument("--json", action="store_true", help="print JSON for CI and device fleets")
     bench.set_defaults(handler=run_bench, needs_keras=False)

@@ -60,7 +60,10 @@ class ConvertConfig:
     min_agreement: float = None
     input_type: str = None  # int8 models only: int8 (default), uint8 or float32
     output_type: str = None
-    preprocessing: str = "caffe"
+    preprocessing: str = None  # caffe, or custom when mean, std or scale is given (see data.Preprocessing)
+    mean: tuple = None
+    std: tuple = None
+    scale: tuple = None
     bench_runs: int = 30
     threads: int = 2
     per_layer: bool = True
@@ -163,8 +166,12 @@ def _check_demo_options(config):
             f"the demo model takes {demo.INPUT_SIZE}x{demo.INPUT_SIZE} images and has {demo.CLASSES} classes; "
             "leave out --input-size and --classes, or give other --weights"
         )
-    if config.preprocessing != "caffe":
-        raise ConfigError("the demo model was trained on caffe-preprocessed images; leave out --preprocessing")
+    has_custom_values = any(value is not None for value in (config.mean, config.std, config.scale))
+    if config.preprocessing not in (None, "caffe") or has_custom_values:
+        raise ConfigError(
+            "the demo model was trained on caffe-preprocessed images; leave out --preprocessing, --mean, --std "
+            "and --scale"
+        )
 
 
 class StageClock:
@@ -229,7 +236,7 @@ def data_sets(config, model):
     from .data import Preprocessing, calibration_set, check_disjoint, holdout_split, image_set
 
     height, width = model.input_shape[1:3]
-    preprocessing = Preprocessing(height, width, config.preprocessing)
+    preprocessing = Preprocessing(height, width, config.preprocessing, config.mean, config.std, config.scale)
     source, origin = config.calibration, None
     if config.uses_embedded_data():
         from . import demo

@@ -8,6 +8,7 @@ memory) and can be iterated any number of times with the same result.
 
 import dataclasses
 import hashlib
+import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .preprocess import preprocess_input
+from .preprocess import PRESETS, normalize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 RESIZE_RATIO = 256 / 224  # shorter side 256 for a 224 crop, as for ImageNet ResNets
 DEFAULT_CALIBRATION_SIZE = 200  # TFLite's guidance: ~100-500 representative samples
 FEW_SAMPLES = 10
-PREPROCESSING_MODES = ("caffe", "raw")
+CUSTOM = "custom"  # RGB with a mean, std and scale of your own
+PREPROCESSING_MODES = (*PRESETS, CUSTOM)
+NORMALIZATION_FIELDS = ("mean", "std", "scale")
+CUSTOM_DEFAULTS = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "scale": (1.0, 1.0, 1.0)}
+NONZERO_REASONS = {"std": "it divides", "scale": "every image would become the same"}
 
 
 class DataWarning(UserWarning):
@@ -31,32 +36,115 @@ class DataWarning(UserWarning):
 @dataclass(frozen=True)
 class Preprocessing:
     """How raw RGB pixels become model input: resize the shorter side to
-    RESIZE_RATIO x the crop, centre-crop to (height, width), then "caffe"
-    (BGR, ImageNet mean subtracted) or "raw" (RGB 0..255 floats, for models
-    with the preprocessing inside)."""
+    RESIZE_RATIO x the crop, centre-crop to (height, width), then one of
+    PREPROCESSING_MODES:
+
+    - "caffe" (default): BGR, ImageNet mean subtracted (keras.applications ResNets)
+    - "tf": RGB scaled to -1..1
+    - "torch": RGB scaled to 0..1, then ImageNet mean and std
+    - "raw": RGB 0..255 floats, for models with the preprocessing inside
+    - "custom": RGB, (pixels * scale - mean) / std
+
+    `mode` left out means "custom" when mean, std or scale is given, else
+    "caffe". mean, std and scale are a number or one per channel; after
+    construction they hold the mode's values, three floats each in
+    `channel_order`, so the instance says exactly what it computes.
+    """
 
     height: int
     width: int
-    mode: str = "caffe"
+    mode: str = None
+    mean: tuple = None
+    std: tuple = None
+    scale: tuple = None
 
     def __post_init__(self):
-        if self.mode not in PREPROCESSING_MODES:
-            raise DataError(f"preprocessing must be one of {PREPROCESSING_MODES}. Received: {self.mode!r}")
+        given = {name: channel_values(name, getattr(self, name)) for name in NORMALIZATION_FIELDS
+                 if getattr(self, name) is not None}
+        mode = self.mode if self.mode is not None else (CUSTOM if given else "caffe")
+        if mode not in PREPROCESSING_MODES:
+            raise DataError(f"preprocessing must be one of {PREPROCESSING_MODES}. Received: {mode!r}")
+        if mode == CUSTOM and not given:
+            raise DataError("custom preprocessing needs mean, std or scale (raw takes 0..255 RGB as is)")
+        values = {**CUSTOM_DEFAULTS, **given} if mode == CUSTOM else preset_values(mode)
+        for name, value in given.items():
+            if value != values[name]:
+                raise DataError(
+                    f"{mode} preprocessing has {name} {values[name]}; leave out the mode (or give custom) "
+                    f"to use {name} {getattr(self, name)!r}"
+                )
+        object.__setattr__(self, "mode", mode)
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     @property
     def shape(self):
         return (self.height, self.width, 3)
+
+    @property
+    def channel_order(self):
+        """Of the model input (and of mean, std and scale)."""
+        return PRESETS[self.mode]["channel_order"] if self.mode in PRESETS else "RGB"
 
     def __call__(self, rgb):
         """uint8 (or 0..255 float) RGB image of any size -> float32 model input."""
         pixels = np.asarray(rgb)
         if pixels.shape[:2] != (self.height, self.width):
             pixels = resize_and_centre_crop(pixels, self.height, self.width)
-        pixels = pixels.astype(np.float32)
-        return preprocess_input(pixels) if self.mode == "caffe" else pixels
+        return normalize(pixels, self.scale, self.mean, self.std, self.channel_order)
 
     def to_dict(self):
-        return {"height": self.height, "width": self.width, "mode": self.mode, "resize_ratio": RESIZE_RATIO}
+        """Everything needed to reproduce the model input (see from_dict)."""
+        return {
+            "height": self.height,
+            "width": self.width,
+            "mode": self.mode,
+            "channel_order": self.channel_order,
+            **{name: list(getattr(self, name)) for name in NORMALIZATION_FIELDS},
+            "resize_ratio": RESIZE_RATIO,
+        }
+
+    @classmethod
+    def from_dict(cls, record):
+        """The Preprocessing a to_dict() record describes (records that
+        predate mean/std/scale give their mode's values). Refuses a record
+        that this version would not reproduce."""
+        try:
+            built = cls(record["height"], record["width"], record["mode"],
+                        **{name: record.get(name) for name in NORMALIZATION_FIELDS})
+        except KeyError as missing:
+            raise DataError(f"preprocessing record lacks {missing}: {record!r}") from None
+        for key in ("channel_order", "resize_ratio"):
+            if key in record and record[key] != built.to_dict()[key]:
+                raise DataError(
+                    f"preprocessing record has {key} {record[key]!r}; this version of edge-resnet uses "
+                    f"{built.to_dict()[key]!r} for {built.mode}"
+                )
+        return built
+
+
+def channel_values(name, value):
+    """A number, or 1 or 3 numbers (one per channel) -> three floats.
+    DataError naming the value when it cannot be a mean, std or scale."""
+    plain = value.tolist() if isinstance(value, np.ndarray) else value
+    given = tuple(plain) if isinstance(plain, (list, tuple)) else (plain,)
+    if len(given) not in (1, 3) or not all(_is_real(number) for number in given):
+        raise DataError(f"{name} takes a number or 3 numbers (one per channel). Received: {value!r}")
+    floats = tuple(float(number) for number in given) * (3 // len(given))
+    if not all(np.isfinite(floats)):
+        raise DataError(f"{name} must be finite. Received: {value!r}")
+    if name in NONZERO_REASONS and 0 in floats:
+        raise DataError(f"{name} must not contain 0 ({NONZERO_REASONS[name]}). Received: {value!r}")
+    return floats
+
+
+def _is_real(number):
+    return isinstance(number, numbers.Real) and not isinstance(number, bool)
+
+
+def preset_values(mode):
+    """A preset's scale, mean and std as three floats each."""
+    return {name: channel_values(name, PRESETS[mode][name]) for name in NORMALIZATION_FIELDS}
 
 
 def resize_and_centre_crop(rgb, height, width):

@@ -1,0 +1,287 @@
+"""Activation statistics of a float TFLite model on a calibration set,
+collected once and shared by every int8 artifact (TFLite and ONNX) and every
+range method. TensorFlow-free: numpy and ai-edge-litert only.
+
+The float model runs at full speed (XNNPACK) with every activation tensor
+made a graph output, one calibration sample per invoke. For each tensor the
+pass keeps, with memory that does not grow with the number of samples:
+
+- the exact minimum and maximum (the TFLite converter's min/max ranges);
+- a histogram over fixed, sign-aware logarithmic bins: the top 16 bits of
+  the float32 value (sign, exponent, 7 mantissa bits), so every bin spans
+  0.8% of its value, bins never move as data arrives, and histograms of
+  several runs add up exactly. Large tensors are histogrammed on a
+  systematic sample of at most HISTOGRAM_VALUES per tensor per sample, taken
+  at a stride that is prime to the channel count so every channel is seen;
+- the per-channel sum (the channel means, for bias correction).
+"""
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, DataError, ModelError
+from .files import atomic_output
+
+CODES = 1 << 16  # histogram bins: every top-16-bit pattern of a float32
+HISTOGRAM_VALUES = 1 << 16  # per tensor and sample; more than that is sampled
+FORMAT_VERSION = 1
+
+
+def model_sha256(model_bytes):
+    return hashlib.sha256(bytes(model_bytes)).hexdigest()
+
+
+def read_flatbuffer(model_bytes):
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    try:
+        return flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    except Exception as error:  # the flatbuffer reader raises anything on garbage
+        raise ModelError(f"not a TFLite model: {' '.join(str(error).split())[:200]}") from error
+
+
+def activation_tensor_indices(subgraph):
+    """The tensors an int8 model quantizes from calibration: the graph inputs
+    and every operator output, in execution order, without repeats."""
+    indices = list(subgraph.inputs) + [index for op in subgraph.operators for index in op.outputs]
+    return list(dict.fromkeys(index for index in indices if index >= 0))
+
+
+def check_float_model(model, what):
+    from ai_edge_litert import schema_py_generated as schema
+
+    subgraph = model.subgraphs[0]
+    for index in activation_tensor_indices(subgraph):
+        if subgraph.tensors[index].type != schema.TensorType.FLOAT32:
+            name = subgraph.tensors[index].name.decode()
+            raise ModelError(
+                f"{what} is not a float32 model (tensor {name!r} is not float32); "
+                "give the float32 .tflite (edge-resnet quantize MODEL --quantize none)"
+            )
+
+
+def exposed_model(model_bytes, what="the model"):
+    """(model bytes with every activation tensor a graph output, their names
+    in execution order). The graph is otherwise unchanged, so XNNPACK still
+    runs it whole."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = read_flatbuffer(model_bytes)
+    check_float_model(model, what)
+    subgraph = model.subgraphs[0]
+    activations = activation_tensor_indices(subgraph)
+    subgraph.outputs = list(dict.fromkeys(list(subgraph.outputs) + activations))
+    names = [subgraph.tensors[index].name.decode() for index in activations]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), names
+
+
+def histogram_stride(size, channels):
+    """A stride that samples at most HISTOGRAM_VALUES of `size` values and is
+    prime to `channels` (so every channel is sampled)."""
+    stride = max(1, -(-size // HISTOGRAM_VALUES))
+    while np.gcd(stride, channels) != 1:
+        stride += 1
+    return stride
+
+
+def bin_codes(values):
+    """The histogram bin of each float32 value: its top 16 bits."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    return (values.view(np.uint32) >> 16).astype(np.intp)
+
+
+def bin_bounds(codes):
+    """(lower, upper) value of each bin code, lower <= upper."""
+    codes = np.asarray(codes, dtype=np.uint32)
+    edge_a = (codes << 16).view(np.float32).astype(np.float64)
+    edge_b = ((codes << 16) | 0xFFFF).view(np.float32).astype(np.float64)
+    return np.minimum(edge_a, edge_b), np.maximum(edge_a, edge_b)
+
+
+@dataclass
+class TensorAccumulator:
+    """Running statistics of one tensor."""
+
+    minimum: float = np.inf
+    maximum: float = -np.inf
+    count: int = 0
+    histogram: np.ndarray = None
+    channel_sum: np.ndarray = None
+    sampled: bool = False
+
+    def update(self, values):
+        flat = values.reshape(-1)
+        channels = values.shape[-1] if values.ndim else 1
+        self.minimum = min(self.minimum, float(flat.min()))
+        self.maximum = max(self.maximum, float(flat.max()))
+        self.count += flat.size
+        stride = histogram_stride(flat.size, channels)
+        self.sampled |= stride > 1
+        top_halves = flat.view(np.uint16)[1::2 * stride]  # little-endian: the high 16 bits of each float
+        counts = np.bincount(top_halves, minlength=CODES)
+        self.histogram = counts if self.histogram is None else self.histogram + counts
+        sums = values.reshape(-1, channels).sum(axis=0, dtype=np.float64)
+        self.channel_sum = sums if self.channel_sum is None else self.channel_sum + sums
+
+
+@dataclass(frozen=True)
+class TensorStatistics:
+    name: str
+    minimum: float
+    maximum: float
+    count: int  # values seen (min/max are over all of them)
+    codes: np.ndarray = dataclasses.field(repr=False)  # non-empty histogram bins, ascending code
+    counts: np.ndarray = dataclasses.field(repr=False)  # values in each
+    channel_mean: np.ndarray = dataclasses.field(repr=False)
+
+    @classmethod
+    def from_accumulator(cls, name, accumulator):
+        codes = np.flatnonzero(accumulator.histogram)
+        values_per_channel = accumulator.count // len(accumulator.channel_sum)
+        return cls(name, accumulator.minimum, accumulator.maximum, accumulator.count,
+                   codes.astype(np.uint16), accumulator.histogram[codes].astype(np.int64),
+                   accumulator.channel_sum / values_per_channel)
+
+    def histogram(self):
+        """(bin lower bounds, upper bounds, counts), in ascending value order."""
+        lower, upper = bin_bounds(self.codes)
+        order = np.argsort(lower, kind="stable")
+        return lower[order], upper[order], self.counts[order]
+
+
+@dataclass(frozen=True)
+class ActivationStatistics:
+    """Every activation tensor's statistics for one float model and one
+    calibration set; `model_sha256` is the float .tflite's."""
+
+    tensors: tuple
+    model_sha256: str
+    calibration: dict
+    samples: int
+    histogram_values: int = HISTOGRAM_VALUES
+
+    def __getitem__(self, name):
+        return self.by_name()[name]
+
+    def by_name(self):
+        return {tensor.name: tensor for tensor in self.tensors}
+
+    def names(self):
+        return [tensor.name for tensor in self.tensors]
+
+    def fingerprint(self):
+        digest = hashlib.sha256(self.model_sha256.encode())
+        for tensor in self.tensors:
+            digest.update(tensor.name.encode())
+            digest.update(np.asarray([tensor.minimum, tensor.maximum], np.float64).tobytes())
+            digest.update(tensor.codes.tobytes() + tensor.counts.tobytes())
+        return digest.hexdigest()
+
+    def describe(self):
+        return {"model_sha256": self.model_sha256, "calibration": self.calibration, "samples": self.samples,
+                "tensors": len(self.tensors), "fingerprint": self.fingerprint(),
+                "histogram_values_per_tensor_and_sample": self.histogram_values}
+
+    def check_model(self, model_bytes, what="the float model"):
+        """Refuse to use statistics of another model."""
+        sha = model_sha256(model_bytes)
+        if sha != self.model_sha256:
+            raise ConfigError(
+                f"the statistics were collected on another model (float .tflite sha256 {self.model_sha256[:12]}, "
+                f"{what} is {sha[:12]}); collect them for this model (--save-statistics) or drop --statistics"
+            )
+
+    def save(self, path):
+        """A .npz readable without pickle."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            raise ConfigError(f"the statistics file must end in .npz. Received: {path}")
+        header = {"format_version": FORMAT_VERSION, "model_sha256": self.model_sha256,
+                  "calibration": self.calibration, "samples": self.samples,
+                  "histogram_values": self.histogram_values}
+        arrays = {
+            "header": np.asarray(json.dumps(header, sort_keys=True)),
+            "names": np.asarray([t.name for t in self.tensors]),
+            "range": np.asarray([[t.minimum, t.maximum] for t in self.tensors], np.float64),
+            "count": np.asarray([t.count for t in self.tensors], np.int64),
+            "bins": np.asarray([len(t.codes) for t in self.tensors], np.int64),
+            "codes": np.concatenate([t.codes for t in self.tensors]),
+            "counts": np.concatenate([t.counts for t in self.tensors]),
+            "channels": np.asarray([len(t.channel_mean) for t in self.tensors], np.int64),
+            "channel_mean": np.concatenate([t.channel_mean for t in self.tensors]),
+        }
+        with atomic_output(path) as temporary:
+            with open(temporary, "wb") as handle:
+                np.savez_compressed(handle, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path):
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                header = json.loads(str(data["header"]))
+                arrays = {key: data[key] for key in data.files}
+        except (OSError, ValueError, KeyError, EOFError) as error:
+            raise DataError(f"cannot read {path} as edge-resnet statistics (.npz from --save-statistics): "
+                            f"{' '.join(str(error).split())[:160]}") from error
+        if header.get("format_version") != FORMAT_VERSION:
+            raise DataError(f"{path} has statistics format {header.get('format_version')}; "
+                            f"this edge-resnet reads {FORMAT_VERSION}: collect them again")
+        bin_ends = np.cumsum(arrays["bins"])
+        channel_ends = np.cumsum(arrays["channels"])
+        tensors = tuple(
+            TensorStatistics(str(name), float(low), float(high), int(count),
+                             codes, counts, channel_mean)
+            for name, (low, high), count, codes, counts, channel_mean in zip(
+                arrays["names"], arrays["range"], arrays["count"],
+                np.split(arrays["codes"], bin_ends[:-1]), np.split(arrays["counts"], bin_ends[:-1]),
+                np.split(arrays["channel_mean"], channel_ends[:-1]))
+        )
+        return cls(tensors, header["model_sha256"], header["calibration"], header["samples"],
+                   header["histogram_values"])
+
+
+def collect_statistics(float_model_bytes, calibration, threads=2, progress=None):
+    """One pass of the float model over `calibration` (an ImageSet of model
+    input). `progress` wraps the sample iterator (a tqdm-like callable taking
+    (iterable, total)) or is None."""
+    from .runtime import tflite_interpreter_module
+
+    exposed, names = exposed_model(float_model_bytes)
+    _, module = tflite_interpreter_module()
+    interpreter = module.Interpreter(model_content=exposed, num_threads=threads)
+    interpreter.allocate_tensors()
+    input_detail = interpreter.get_input_details()[0]
+    check_input_shape(input_detail, calibration)
+    output_index = {detail["name"]: detail["index"] for detail in interpreter.get_output_details()}
+    views = [interpreter.tensor(output_index[name]) for name in names]
+    accumulators = [TensorAccumulator() for _ in names]
+    samples = calibration.samples()
+    if progress is not None:
+        samples = progress(samples, len(calibration))
+    seen = 0
+    for sample in samples:
+        interpreter.set_tensor(input_detail["index"], np.asarray(sample, np.float32)[None])
+        interpreter.invoke()
+        for view, accumulator in zip(views, accumulators):
+            accumulator.update(view())
+        seen += 1
+    if not seen:
+        raise DataError("the calibration set yielded no samples")
+    tensors = tuple(TensorStatistics.from_accumulator(name, acc) for name, acc in zip(names, accumulators))
+    return ActivationStatistics(tensors, model_sha256(float_model_bytes), calibration.describe(), seen)
+
+
+def check_input_shape(input_detail, calibration):
+    expected = tuple(int(size) for size in input_detail["shape"][1:])
+    if tuple(calibration.preprocessing.shape) != expected:
+        raise ConfigError(
+            f"calibration samples are {tuple(calibration.preprocessing.shape)} but the model takes {expected}; "
+            "build the calibration set for the model's input size"
+        )
