@@ -5,11 +5,18 @@ ranges), then the graph's input and output get the types the device wants.
 """
 
 import copy
+from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
-from .statistics import activation_tensor_indices, read_flatbuffer
+from .errors import ConfigError, ModelError
+from .files import atomic_output
+from .quiet import native_output_silenced
+from .ranges import activation_ranges, ranges_record
+from .recipe import QuantizationRecipe, artifact_record, write_record
+from .statistics import activation_tensor_indices, collect_statistics, read_flatbuffer
+
+RUNTIME_PACKAGES = ("ai-edge-litert", "litert-quantizer")
 
 INTERNAL_INPUT_NAME = "tfl.quantize"  # the name the TFLite converter gives the int8 copy of a float input
 
@@ -47,8 +54,9 @@ def quantized_int8_io(float_model_bytes, ranges, per_channel=True):
                           for name, (low, high) in ranges.items()}
     tool = quantizer.Quantizer(bytearray(float_model_bytes))
     tool.load_quantization_recipe(litert_recipe(per_channel))
-    result = tool.quantize(calibration_result=calibration_result, enable_progress_report=False,
-                           enable_progress_bar=False)
+    with native_output_silenced():  # its own progress bars
+        result = tool.quantize(calibration_result=calibration_result, enable_progress_report=False,
+                               enable_progress_bar=False)
     return bytes(result.quantized_model)
 
 
@@ -131,3 +139,72 @@ def int8_tflite(float_model_bytes, ranges, recipe):
         raise ConfigError(f"int8_tflite makes int8 models. Received: mode={recipe.mode!r}")
     quantized = quantized_int8_io(float_model_bytes, ranges, recipe.per_channel)
     return with_io_types(quantized, recipe.input_type, recipe.output_type)
+
+
+def statistics_for(float_model, calibration, statistics, progress=True, what="the float model"):
+    """The activation statistics to quantize `float_model` with: `statistics`
+    (checked to belong to it) or one pass over `calibration`."""
+    from .quiet import sample_progress
+
+    if statistics is None:
+        if calibration is None:
+            raise ConfigError("int8 quantization needs --calibration PATH (an image folder, .npy or .npz) "
+                              "or --statistics FILE")
+        statistics = collect_statistics(float_model, calibration, progress=sample_progress("calibrating")
+                                        if progress else None)
+    statistics.check_model(float_model, what)
+    return statistics
+
+
+def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=None, model_info=None,
+                      packages=RUNTIME_PACKAGES, progress=True):
+    """Write the int8 `output` (.tflite) of the float32 .tflite bytes
+    `float_model`, and its recipe JSON; return the path."""
+    output = Path(output)
+    statistics = statistics_for(float_model, calibration, statistics, progress)
+    method = recipe.range_method()
+    ranges = activation_ranges(statistics, method)
+    content = int8_tflite(float_model, ranges, recipe)
+    with atomic_output(output) as temporary:
+        temporary.write_bytes(content)
+        record = artifact_record(temporary, "tflite", recipe, model_info or tflite_model_info(float_model),
+                                 packages, ranges_record(statistics, method, ranges))
+        record["artifact"] = output.name
+        write_record(output, record)
+    return output
+
+
+def tflite_model_info(model_bytes):
+    """What an artifact record says about the model, read from a .tflite."""
+    model = read_flatbuffer(model_bytes)
+    subgraph = model.subgraphs[0]
+    constants = [tensor for tensor in subgraph.tensors
+                 if tensor.buffer and model.buffers[tensor.buffer].data is not None]
+    return {
+        "name": (subgraph.name or b"").decode() or "tflite model",
+        "input_shape": [int(size) for size in subgraph.tensors[subgraph.inputs[0]].shape[1:]],
+        "output_shape": [int(size) for size in subgraph.tensors[subgraph.outputs[0]].shape[1:]],
+        "parameters": int(sum(np.prod(tensor.shape) for tensor in constants if tensor.shape is not None)),
+    }
+
+
+def read_float_tflite(path):
+    """The bytes of a float32 .tflite file; refuses anything else."""
+    from .statistics import check_float_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    content = path.read_bytes()
+    check_float_model(read_flatbuffer(content), str(path))
+    return content
+
+
+def quantize_tflite_file(float_path, recipe=None, output="model_int8.tflite", calibration=None, statistics=None,
+                         progress=True):
+    """The TensorFlow-free route: int8 .tflite from a float32 .tflite file."""
+    recipe = recipe or QuantizationRecipe()
+    if recipe.mode != "int8":
+        raise ConfigError(f"a .tflite model can only be quantized to int8 here. Received: --quantize {recipe.mode}")
+    return write_int8_tflite(read_float_tflite(float_path), recipe, output, calibration, statistics,
+                             progress=progress)

@@ -1,8 +1,9 @@
 """ONNX export: float32 through tf2onnx, and int8 by two routes:
 
 - "ort": onnxruntime static quantization of the float ONNX (QDQ or
-  QOperator, int8 or uint8 activations, int8 per-channel weights), calibrated
-  on the same ImageSet as the TFLite model;
+  QOperator, int8 or uint8 activations, int8 per-channel weights), with the
+  activation ranges of the TFLite model (the same statistics, the same range
+  method) mapped onto the ONNX tensors through their Keras layer names;
 - "tflite": tf2onnx conversion of the int8 TFLite model, so both formats
   carry identical quantization parameters.
 
@@ -16,14 +17,14 @@ from pathlib import Path
 from .errors import ConfigError, ConversionError
 from .files import atomic_output
 from .quiet import native_output_silenced
-from .recipe import QuantizationRecipe, artifact_record, write_record
-from .tflite import check_calibration_fits, to_tflite
+from .recipe import QuantizationRecipe, artifact_record, keras_model_info, write_record
+from .tflite import check_calibration_fits, float_tflite, to_tflite
 
 DEFAULT_OPSET = 17
 OPSET_RANGE = (13, 18)  # 13: per-channel QDQ; 18: the newest tf2onnx 1.17 writes
 ROUTES = ("ort", "tflite")
 INPUT_NAME, OUTPUT_NAME = "input", "output"
-ONNX_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime")
+ONNX_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
 
 
 def check_opset(opset):
@@ -116,38 +117,123 @@ def onnx_from_tflite(tflite_path, opset=DEFAULT_OPSET):
     return checked(proto, f"TFLite file {Path(tflite_path).name}")
 
 
-class _CalibrationReader:
-    """onnxruntime's CalibrationDataReader protocol over an ImageSet."""
-
-    def __init__(self, calibration):
-        self.batches = iter(calibration.with_batch_size(1))
-
-    def get_next(self):
-        batch = next(self.batches, None)
-        return None if batch is None else {INPUT_NAME: batch}
+VALUE_PRESERVING_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
 
 
-def ort_quantized(float_path, output_path, recipe, calibration):
+def layer_ranges(tflite_ranges, statistics, layer_names, output_layer):
+    """{Keras layer name: range} from ranges keyed by float .tflite tensor
+    name. A fused tensor (conv + ReLU) is the output of the first layer its
+    name lists; the graph output is the model's output layer."""
+    from .layer_debug import keras_layer_of
+
+    by_layer = {}
+    for name, value in tflite_ranges.items():
+        layer = output_layer if name in statistics.graph_outputs else keras_layer_of(name, layer_names)
+        if layer is not None:
+            by_layer.setdefault(layer, value)
+    return by_layer
+
+
+def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output_layer):
+    """{ONNX tensor name: (low, high)} for every float activation tensor of
+    the float ONNX graph, from the same ranges as the TFLite model. A tensor
+    maps to the Keras layer its name comes from; a layout op's output has its
+    input's range; a tensor read only by a ReLU has the ReLU output's range
+    (quantizing it there loses nothing: ReLU would clip the rest). Refuses
+    a graph with a tensor it cannot place."""
+    from .layer_debug import keras_layer_of
+
+    graph = proto.graph
+    by_layer = layer_ranges(tflite_ranges, statistics, layer_names, output_layer)
+    initializers = {tensor.name for tensor in graph.initializer}
+    producer = {output: node for node in graph.node for output in node.output}
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    graph_input = tflite_ranges[statistics.graph_inputs[0]]
+    resolved = {}
+
+    def resolve(name, seen=()):
+        if name in resolved:
+            return resolved[name]
+        node = producer.get(name)
+        if name in {value.name for value in graph.input}:
+            value = graph_input
+        elif name in {value.name for value in graph.output}:
+            value = by_layer.get(output_layer)
+        elif node is not None and node.op_type in VALUE_PRESERVING_OPS:
+            value = resolve(node.input[0], seen + (name,))
+        else:
+            value = by_layer.get(keras_layer_of(name, layer_names))
+            only_readers = readers.get(name, [])
+            if len(only_readers) == 1 and only_readers[0].op_type == "Relu" and name not in seen:
+                value = resolve(only_readers[0].output[0], seen + (name,))
+        resolved[name] = value
+        return value
+
+    names = [value.name for value in graph.input] + [
+        output for node in graph.node for output in node.output if output not in initializers]
+    ranges = {name: resolve(name) for name in names}
+    missing = [name for name, value in ranges.items() if value is None]
+    if missing:
+        raise ConversionError(
+            f"no activation range for ONNX tensor {missing[0]!r} ({len(missing)} in all): the float ONNX graph "
+            "has a tensor the float TFLite model does not; quantize with --formats tflite, or use "
+            "--onnx-route tflite"
+        )
+    return ranges
+
+
+COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def float_compute_ops(proto):
+    """Conv/Gemm/MatMul nodes whose input is not dequantized from int8: what
+    onnxruntime left in float for want of a range."""
+    dequantized = {node.output[0] for node in proto.graph.node if node.op_type == "DequantizeLinear"}
+    return [node.name or node.output[0] for node in proto.graph.node
+            if node.op_type in COMPUTE_OPS and node.input[0] not in dequantized]
+
+
+def ort_quantized(float_path, output_path, recipe, ranges_for):
+    """onnxruntime static quantization with our ranges, handed over as its
+    calibration cache: its own calibrator never runs. `ranges_for(proto)`
+    gives the ranges of the graph onnxruntime's pre-processing made."""
+    import numpy as np
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = Path(output_path).with_name(Path(output_path).stem + ".pre.onnx")
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    cache = Path(output_path).with_name(Path(output_path).stem + ".ranges.json")
     with native_output_silenced():
         quant_pre_process(str(float_path), str(prepared))
+    tensors = TensorsData(CalibrationMethod.MinMax, {
+        name: TensorData(lowest=np.float32(low), highest=np.float32(high))
+        for name, (low, high) in ranges_for(onnx.load(prepared)).items()})
+    save_tensors_data(tensors, cache)
+    with native_output_silenced():
         quantize_static(
             str(prepared),
             str(output_path),
-            _CalibrationReader(calibration),
+            None,
             quant_format=QuantFormat.QDQ if recipe.onnx_format == "qdq" else QuantFormat.QOperator,
             activation_type=QuantType.QInt8 if recipe.onnx_activation_type == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=recipe.per_channel,
             reduce_range=recipe.onnx_reduce_range,
-            calibrate_method=methods[recipe.onnx_calibration_method],
+            calibrate_method=CalibrationMethod.MinMax,
+            calibration_cache_path=str(cache),
         )
     prepared.unlink(missing_ok=True)
+    cache.unlink(missing_ok=True)
+    if recipe.onnx_format == "qdq":
+        left_in_float = float_compute_ops(onnx.load(output_path))
+        if left_in_float:
+            raise ConversionError(f"onnxruntime left {len(left_in_float)} operators in float "
+                                  f"(e.g. {left_in_float[0]}); the int8 ONNX model would not be fully quantized")
 
 
 def check_onnx_request(recipe, opset, route):
@@ -160,39 +246,60 @@ def check_onnx_request(recipe, opset, route):
 
 
 def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEFAULT_OPSET, route="ort",
-            float_onnx_path=None):
+            float_onnx_path=None, statistics=None, float_model=None):
     """Write `output` (.onnx) and its recipe JSON; return the path.
 
-    recipe.mode "none" exports float32; "int8" quantizes by `route`. For
+    recipe.mode "none" exports float32; "int8" quantizes by `route`, with
+    activation ranges from `statistics` (collect_statistics() on the float32
+    .tflite of `model`, the bytes of which `float_model` may give) or from
+    one statistics pass over `calibration`: both formats share them. For
     route "ort", `float_onnx_path` (the float ONNX of `model`, same opset)
     reuses an export a pipeline has already made.
     """
     import onnx
+
+    from .int8_tflite import statistics_for
+    from .ranges import activation_ranges, ranges_record
 
     recipe = recipe or QuantizationRecipe.for_mode("none")
     output = Path(output)
     if output.suffix != ".onnx":
         raise ConfigError(f"the ONNX output must end in .onnx. Received: {output}")
     check_onnx_request(recipe, opset, route)
-    if recipe.needs_calibration:
+    if recipe.needs_calibration and statistics is None:
         if calibration is None:
             raise ConfigError("int8 quantization needs calibration data (an image folder, .npy or .npz)")
         check_calibration_fits(model, calibration)
 
     with tempfile.TemporaryDirectory(prefix="edge-resnet-onnx-") as scratch, atomic_output(output) as temporary:
         scratch = Path(scratch)
+        ranges_used = None
         if recipe.mode == "none":
             onnx.save(float_onnx(model, opset), temporary)
-        elif route == "ort":
-            if float_onnx_path is None:
-                float_onnx_path = scratch / "float.onnx"
-                onnx.save(float_onnx(model, opset), float_onnx_path)
-            ort_quantized(float_onnx_path, scratch / "int8.onnx", recipe, calibration)
-            onnx.save(checked(onnx.load(scratch / "int8.onnx"), f"model {model.name!r}", (ORT_DOMAIN,)), temporary)
         else:
-            tflite_path = to_tflite(model, recipe, calibration, output=scratch / "int8.tflite")
-            onnx.save(onnx_from_tflite(tflite_path, opset), temporary)
-        record = artifact_record(temporary, "onnx", recipe, calibration, model, ONNX_PACKAGES)
+            float_model = float_model if float_model is not None else float_tflite(model)
+            statistics = statistics_for(float_model, calibration, statistics)
+            method = recipe.range_method()
+            tflite_ranges = activation_ranges(statistics, method)
+            ranges_used = ranges_record(statistics, method, tflite_ranges)
+            if route == "ort":
+                if float_onnx_path is None:
+                    float_onnx_path = scratch / "float.onnx"
+                    onnx.save(float_onnx(model, opset), float_onnx_path)
+                layer_names = {layer.name for layer in model.layers}
+                output_layer = model.output._keras_history[0].name
+
+                def ranges_for(proto):
+                    return onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output_layer)
+
+                ort_quantized(float_onnx_path, scratch / "int8.onnx", recipe, ranges_for)
+                onnx.save(checked(onnx.load(scratch / "int8.onnx"), f"model {model.name!r}", (ORT_DOMAIN,)),
+                          temporary)
+            else:
+                tflite_path = to_tflite(model, recipe, output=scratch / "int8.tflite", statistics=statistics,
+                                        float_model=float_model)
+                onnx.save(onnx_from_tflite(tflite_path, opset), temporary)
+        record = artifact_record(temporary, "onnx", recipe, keras_model_info(model), ONNX_PACKAGES, ranges_used)
         record.update(artifact=output.name, opset=opset, route=route if recipe.mode == "int8" else None)
         write_record(output, record)
     return output

@@ -43,3 +43,14 @@ def progress_bar(description, stream=None):
                 bar.update(len(batch))
 
     return wrap
+
+
+def sample_progress(description, stream=None):
+    """A progress callable for collect_statistics(): a bar counting samples."""
+    from tqdm import tqdm
+
+    def wrap(samples, total):
+        yield from tqdm(samples, total=total, desc=description, unit="img", file=stream or sys.stderr,
+                        bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
+
+    return wrap

@@ -7,7 +7,12 @@ after calibration, so trying another one never runs the model again.
   tensor with negative values, the mirrored one at the bottom): a few
   outliers no longer stretch the int8 grid for everything else;
 - mse: per tensor, the clip that minimises the expected squared error of
-  8-bit quantization (clipping plus rounding), searched over tail fractions.
+  8-bit quantization (clipping plus rounding), searched over tail fractions;
+- extrapolated: min/max pushed out by `extrapolation` times the gap between
+  the extreme and the median of the per-sample extremes. Min/max clips the
+  images it has not seen (a calibration set's largest value is rarely the
+  population's): the more the per-sample extremes scatter, the further new
+  images reach, and a steady tensor (the input, say) keeps its range.
 """
 
 import hashlib
@@ -18,11 +23,12 @@ import numpy as np
 
 from .errors import ConfigError
 
-METHODS = ("minmax", "percentile", "mse")
-DEFAULT_METHOD = "percentile"
+METHODS = ("minmax", "percentile", "mse", "extrapolated")
 # Measured (benchmarks/results/calibration.md): best mean output SQNR over
 # four calibration subsets on the trained digits ResNets.
+DEFAULT_METHOD = "extrapolated"
 DEFAULT_PERCENTILE = 99.99
+DEFAULT_EXTRAPOLATION = 0.25
 LEVELS = 256  # int8 / uint8
 MSE_TAILS = np.concatenate([[0.0], np.logspace(-7, -2, 41)])  # fraction clipped from each tail
 
@@ -30,21 +36,34 @@ MSE_TAILS = np.concatenate([[0.0], np.logspace(-7, -2, 41)])  # fraction clipped
 @dataclass(frozen=True)
 class RangeMethod:
     name: str = DEFAULT_METHOD
-    percentile: float = DEFAULT_PERCENTILE  # used by "percentile" only
+    percentile: float = DEFAULT_PERCENTILE  # "percentile" only
+    extrapolation: float = DEFAULT_EXTRAPOLATION  # "extrapolated" only
 
     def __post_init__(self):
         if self.name not in METHODS:
             raise ConfigError(f"calibration method must be one of {', '.join(METHODS)}. Received: {self.name!r}")
-        if not (isinstance(self.percentile, (int, float)) and 50 < self.percentile <= 100):
+        if not (_is_number(self.percentile) and 50 < self.percentile <= 100):
             raise ConfigError(
                 f"the percentile must be above 50 and at most 100 (e.g. 99.99). Received: {self.percentile!r}"
             )
+        if not (_is_number(self.extrapolation) and 0 <= self.extrapolation <= 4):
+            raise ConfigError(f"the extrapolation must be between 0 and 4 (e.g. 0.25). Received: {self.extrapolation!r}")
+
+    @property
+    def parameter(self):
+        """(name, value) of the parameter this method uses, or None."""
+        return {"percentile": ("percentile", self.percentile),
+                "extrapolated": ("extrapolation", self.extrapolation)}.get(self.name)
 
     def to_dict(self):
-        return {"method": self.name, **({"percentile": self.percentile} if self.name == "percentile" else {})}
+        return {"method": self.name, **dict([self.parameter] if self.parameter else [])}
 
     def describe(self):
-        return f"percentile {self.percentile:g}" if self.name == "percentile" else self.name
+        return f"{self.name} {self.parameter[1]:g}" if self.parameter else self.name
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def quantile(tensor, fraction):
@@ -90,11 +109,20 @@ def mse_range(tensor):
     return candidates[int(np.argmin(errors))]
 
 
+def extrapolated_range(tensor, extrapolation):
+    high = tensor.maximum + extrapolation * (tensor.maximum - float(np.median(tensor.sample_maxima)))
+    if tensor.minimum >= 0:
+        return tensor.minimum, high
+    return tensor.minimum - extrapolation * (float(np.median(tensor.sample_minima)) - tensor.minimum), high
+
+
 def tensor_range(tensor, method):
     if method.name == "minmax":
         return tensor.minimum, tensor.maximum
     if method.name == "percentile":
         return tail_range(tensor, 1 - method.percentile / 100)
+    if method.name == "extrapolated":
+        return extrapolated_range(tensor, method.extrapolation)
     return mse_range(tensor)
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .files import atomic_output
+from .ranges import DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS, RangeMethod
 
 MODES = ("int8", "float16", "dynamic", "none")
 IO_TYPES = ("int8", "uint8", "float32")
-# onnxruntime static quantization settings (the TFLite converter has one
-# way: min/max calibration, int8 activations, 8-bit weights)
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+CALIBRATION_METHODS = METHODS  # how activation ranges come from the statistics (ranges.py)
+# onnxruntime static quantization settings
 ACTIVATION_TYPES = ("int8", "uint8")
 ONNX_FORMATS = ("qdq", "qoperator")
 MODE_DESCRIPTIONS = {
@@ -30,10 +30,13 @@ class QuantizationRecipe:
     input_type: str = "int8"  # int8 mode only; other modes keep float32 I/O
     output_type: str = "int8"
     per_channel: bool = True
+    # int8 activation ranges, the same for TFLite and ONNX
+    calibration_method: str = DEFAULT_METHOD
+    percentile: float = DEFAULT_PERCENTILE
+    extrapolation: float = DEFAULT_EXTRAPOLATION
     # onnxruntime only. uint8 activations with int8 weights ("U8S8") run
     # twice as fast as float32 on x86 here; int8 ("S8S8") is no faster.
     onnx_activation_type: str = "uint8"
-    onnx_calibration_method: str = "minmax"
     onnx_format: str = "qdq"
     # 7-bit weights: onnxruntime's x86 int8 kernels without VNNI (AVX2,
     # AVX-512F) add u8*s8 products pairwise in int16 and saturate with full
@@ -52,8 +55,8 @@ class QuantizationRecipe:
                     f"{field}={value!r} needs mode 'int8'; mode {self.mode!r} keeps float32 input and output"
                 )
 
+        self.range_method()  # validates the method and its parameter
         for field, allowed in (
-            ("onnx_calibration_method", CALIBRATION_METHODS),
             ("onnx_activation_type", ACTIVATION_TYPES),
             ("onnx_format", ONNX_FORMATS),
         ):
@@ -71,15 +74,21 @@ class QuantizationRecipe:
     def needs_calibration(self):
         return self.mode == "int8"
 
+    def range_method(self):
+        return RangeMethod(self.calibration_method, self.percentile, self.extrapolation)
+
     def describe(self, artifact_format="tflite"):
         """One line saying what the quantization is, for this format."""
-        if self.mode != "int8" or artifact_format != "onnx":
+        if self.mode != "int8":
             return MODE_DESCRIPTIONS[self.mode]
+        ranges = f"{self.range_method().describe()} activation ranges"
+        if artifact_format != "onnx":
+            return f"{MODE_DESCRIPTIONS[self.mode]}, {ranges}"
         weights = "int8 in a 7-bit range" if self.onnx_reduce_range else "int8"
         granularity = "per output channel" if self.per_channel else "per tensor"
         return (
             f"onnxruntime static int8 ({self.onnx_format.upper()}): weights {weights} {granularity}, "
-            f"activations {self.onnx_activation_type} per tensor, {self.onnx_calibration_method} calibration"
+            f"activations {self.onnx_activation_type} per tensor, {ranges}"
         )
 
     def to_dict(self):
@@ -119,7 +128,19 @@ def tool_versions(*packages):
     return versions
 
 
-def artifact_record(artifact_path, artifact_format, recipe, calibration, model, packages):
+def keras_model_info(model):
+    return {
+        "name": model.name,
+        "input_shape": list(model.input_shape[1:]),
+        "output_shape": list(model.output_shape[1:]),
+        "parameters": int(model.count_params()),
+    }
+
+
+def artifact_record(artifact_path, artifact_format, recipe, model_info, packages, activation_ranges=None):
+    """The JSON beside an artifact. `activation_ranges` (ranges.ranges_record)
+    names the range method, its parameters, a fingerprint of the ranges and
+    the statistics (with the calibration data) they came from."""
     import hashlib
 
     return {
@@ -128,13 +149,9 @@ def artifact_record(artifact_path, artifact_format, recipe, calibration, model, 
         "sha256": hashlib.sha256(Path(artifact_path).read_bytes()).hexdigest(),
         "recipe": recipe.to_dict(),
         "quantization": recipe.describe(artifact_format),
-        "calibration": calibration.describe() if calibration is not None and recipe.needs_calibration else None,
-        "model": {
-            "name": model.name,
-            "input_shape": list(model.input_shape[1:]),
-            "output_shape": list(model.output_shape[1:]),
-            "parameters": int(model.count_params()),
-        },
+        "calibration": activation_ranges["statistics"]["calibration"] if activation_ranges else None,
+        "activation_ranges": activation_ranges,
+        "model": model_info,
         "versions": tool_versions(*packages),
     }
 

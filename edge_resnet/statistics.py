@@ -13,12 +13,15 @@ pass keeps, with memory that does not grow with the number of samples:
   several runs add up exactly. Large tensors are histogrammed on a
   systematic sample of at most HISTOGRAM_VALUES per tensor per sample, taken
   at a stride that is prime to the channel count so every channel is seen;
-- the per-channel sum (the channel means, for bias correction).
+- the per-channel sum (the channel means, for bias correction);
+- each sample's own minimum and maximum (8 bytes per tensor and sample):
+  how far apart they lie says how much further unseen images may reach.
 """
 
 import dataclasses
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,7 @@ import numpy as np
 from .errors import ConfigError, DataError, ModelError
 from .files import atomic_output
 
+TOP_HALF = 1 if sys.byteorder == "little" else 0  # of a float32 seen as two uint16
 CODES = 1 << 16  # histogram bins: every top-16-bit pattern of a float32
 HISTOGRAM_VALUES = 1 << 16  # per tensor and sample; more than that is sampled
 FORMAT_VERSION = 1
@@ -107,22 +111,21 @@ def bin_bounds(codes):
 class TensorAccumulator:
     """Running statistics of one tensor."""
 
-    minimum: float = np.inf
-    maximum: float = -np.inf
     count: int = 0
     histogram: np.ndarray = None
     channel_sum: np.ndarray = None
-    sampled: bool = False
+    sample_minima: list = dataclasses.field(default_factory=list)
+    sample_maxima: list = dataclasses.field(default_factory=list)
 
     def update(self, values):
+        """Add one sample's values (a contiguous float32 array)."""
         flat = values.reshape(-1)
         channels = values.shape[-1] if values.ndim else 1
-        self.minimum = min(self.minimum, float(flat.min()))
-        self.maximum = max(self.maximum, float(flat.max()))
+        self.sample_minima.append(float(flat.min()))
+        self.sample_maxima.append(float(flat.max()))
         self.count += flat.size
         stride = histogram_stride(flat.size, channels)
-        self.sampled |= stride > 1
-        top_halves = flat.view(np.uint16)[1::2 * stride]  # little-endian: the high 16 bits of each float
+        top_halves = flat.view(np.uint16)[TOP_HALF::2 * stride]  # the high 16 bits of each sampled float
         counts = np.bincount(top_halves, minlength=CODES)
         self.histogram = counts if self.histogram is None else self.histogram + counts
         sums = values.reshape(-1, channels).sum(axis=0, dtype=np.float64)
@@ -132,20 +135,28 @@ class TensorAccumulator:
 @dataclass(frozen=True)
 class TensorStatistics:
     name: str
-    minimum: float
-    maximum: float
-    count: int  # values seen (min/max are over all of them)
+    count: int  # values seen
     codes: np.ndarray = dataclasses.field(repr=False)  # non-empty histogram bins, ascending code
     counts: np.ndarray = dataclasses.field(repr=False)  # values in each
     channel_mean: np.ndarray = dataclasses.field(repr=False)
+    sample_minima: np.ndarray = dataclasses.field(repr=False)  # float32, one per sample
+    sample_maxima: np.ndarray = dataclasses.field(repr=False)
+
+    @property
+    def minimum(self):
+        return float(self.sample_minima.min())
+
+    @property
+    def maximum(self):
+        return float(self.sample_maxima.max())
 
     @classmethod
     def from_accumulator(cls, name, accumulator):
         codes = np.flatnonzero(accumulator.histogram)
         values_per_channel = accumulator.count // len(accumulator.channel_sum)
-        return cls(name, accumulator.minimum, accumulator.maximum, accumulator.count,
-                   codes.astype(np.uint16), accumulator.histogram[codes].astype(np.int64),
-                   accumulator.channel_sum / values_per_channel)
+        return cls(name, accumulator.count, codes.astype(np.uint16), accumulator.histogram[codes].astype(np.int64),
+                   accumulator.channel_sum / values_per_channel,
+                   np.asarray(accumulator.sample_minima, np.float32), np.asarray(accumulator.sample_maxima, np.float32))
 
     def histogram(self):
         """(bin lower bounds, upper bounds, counts), in ascending value order."""
@@ -162,8 +173,12 @@ class ActivationStatistics:
     tensors: tuple
     model_sha256: str
     calibration: dict
-    samples: int
-    histogram_values: int = HISTOGRAM_VALUES
+    graph_inputs: tuple  # tensor names
+    graph_outputs: tuple
+
+    @property
+    def samples(self):
+        return len(self.tensors[0].sample_maxima)
 
     def __getitem__(self, name):
         return self.by_name()[name]
@@ -178,14 +193,14 @@ class ActivationStatistics:
         digest = hashlib.sha256(self.model_sha256.encode())
         for tensor in self.tensors:
             digest.update(tensor.name.encode())
-            digest.update(np.asarray([tensor.minimum, tensor.maximum], np.float64).tobytes())
-            digest.update(tensor.codes.tobytes() + tensor.counts.tobytes())
+            for values in (tensor.codes, tensor.counts, tensor.sample_minima, tensor.sample_maxima):
+                digest.update(values.tobytes())
         return digest.hexdigest()
 
     def describe(self):
         return {"model_sha256": self.model_sha256, "calibration": self.calibration, "samples": self.samples,
                 "tensors": len(self.tensors), "fingerprint": self.fingerprint(),
-                "histogram_values_per_tensor_and_sample": self.histogram_values}
+                "histogram_values_per_tensor_and_sample": HISTOGRAM_VALUES}
 
     def check_model(self, model_bytes, what="the float model"):
         """Refuse to use statistics of another model."""
@@ -193,7 +208,7 @@ class ActivationStatistics:
         if sha != self.model_sha256:
             raise ConfigError(
                 f"the statistics were collected on another model (float .tflite sha256 {self.model_sha256[:12]}, "
-                f"{what} is {sha[:12]}); collect them for this model (--save-statistics) or drop --statistics"
+                f"{what} is {sha[:12]}); collect them for this model or drop --statistics"
             )
 
     def save(self, path):
@@ -202,18 +217,19 @@ class ActivationStatistics:
         if path.suffix != ".npz":
             raise ConfigError(f"the statistics file must end in .npz. Received: {path}")
         header = {"format_version": FORMAT_VERSION, "model_sha256": self.model_sha256,
-                  "calibration": self.calibration, "samples": self.samples,
-                  "histogram_values": self.histogram_values}
+                  "calibration": self.calibration, "graph_inputs": list(self.graph_inputs),
+                  "graph_outputs": list(self.graph_outputs)}
         arrays = {
             "header": np.asarray(json.dumps(header, sort_keys=True)),
             "names": np.asarray([t.name for t in self.tensors]),
-            "range": np.asarray([[t.minimum, t.maximum] for t in self.tensors], np.float64),
             "count": np.asarray([t.count for t in self.tensors], np.int64),
             "bins": np.asarray([len(t.codes) for t in self.tensors], np.int64),
             "codes": np.concatenate([t.codes for t in self.tensors]),
             "counts": np.concatenate([t.counts for t in self.tensors]),
             "channels": np.asarray([len(t.channel_mean) for t in self.tensors], np.int64),
             "channel_mean": np.concatenate([t.channel_mean for t in self.tensors]),
+            "sample_minima": np.stack([t.sample_minima for t in self.tensors]),
+            "sample_maxima": np.stack([t.sample_maxima for t in self.tensors]),
         }
         with atomic_output(path) as temporary:
             with open(temporary, "wb") as handle:
@@ -223,33 +239,41 @@ class ActivationStatistics:
     @classmethod
     def load(cls, path):
         path = Path(path)
+        if not path.is_file():
+            raise DataError(f"statistics file not found: {path}")
         try:
             with np.load(path, allow_pickle=False) as data:
-                header = json.loads(str(data["header"]))
                 arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError, KeyError, EOFError) as error:
-            raise DataError(f"cannot read {path} as edge-resnet statistics (.npz from --save-statistics): "
+            header = json.loads(str(arrays["header"]))
+            if header.get("format_version") != FORMAT_VERSION:
+                raise DataError(f"{path} has statistics format {header.get('format_version')}; "
+                                f"this edge-resnet reads {FORMAT_VERSION}: collect them again")
+            bin_ends, channel_ends = np.cumsum(arrays["bins"])[:-1], np.cumsum(arrays["channels"])[:-1]
+            tensors = tuple(
+                TensorStatistics(str(name), int(count), codes, counts, channel_mean, minima, maxima)
+                for name, count, codes, counts, channel_mean, minima, maxima in zip(
+                    arrays["names"], arrays["count"], np.split(arrays["codes"], bin_ends),
+                    np.split(arrays["counts"], bin_ends), np.split(arrays["channel_mean"], channel_ends),
+                    arrays["sample_minima"], arrays["sample_maxima"], strict=True)
+            )
+            return cls(tensors, header["model_sha256"], header["calibration"], tuple(header["graph_inputs"]),
+                       tuple(header["graph_outputs"]))
+        except DataError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
+            raise DataError(f"cannot read {path} as edge-resnet statistics (a .npz from --save-statistics): "
                             f"{' '.join(str(error).split())[:160]}") from error
-        if header.get("format_version") != FORMAT_VERSION:
-            raise DataError(f"{path} has statistics format {header.get('format_version')}; "
-                            f"this edge-resnet reads {FORMAT_VERSION}: collect them again")
-        bin_ends = np.cumsum(arrays["bins"])
-        channel_ends = np.cumsum(arrays["channels"])
-        tensors = tuple(
-            TensorStatistics(str(name), float(low), float(high), int(count),
-                             codes, counts, channel_mean)
-            for name, (low, high), count, codes, counts, channel_mean in zip(
-                arrays["names"], arrays["range"], arrays["count"],
-                np.split(arrays["codes"], bin_ends[:-1]), np.split(arrays["counts"], bin_ends[:-1]),
-                np.split(arrays["channel_mean"], channel_ends[:-1]))
-        )
-        return cls(tensors, header["model_sha256"], header["calibration"], header["samples"],
-                   header["histogram_values"])
+
+
+def graph_io_names(model_bytes):
+    subgraph = read_flatbuffer(model_bytes).subgraphs[0]
+    names = [subgraph.tensors[index].name.decode() for index in (*subgraph.inputs, *subgraph.outputs)]
+    return tuple(names[: len(subgraph.inputs)]), tuple(names[len(subgraph.inputs):])
 
 
 def collect_statistics(float_model_bytes, calibration, threads=2, progress=None):
     """One pass of the float model over `calibration` (an ImageSet of model
-    input). `progress` wraps the sample iterator (a tqdm-like callable taking
+    input). `progress` wraps the sample iterator (a callable taking
     (iterable, total)) or is None."""
     from .runtime import tflite_interpreter_module
 
@@ -260,22 +284,21 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
     input_detail = interpreter.get_input_details()[0]
     check_input_shape(input_detail, calibration)
     output_index = {detail["name"]: detail["index"] for detail in interpreter.get_output_details()}
-    views = [interpreter.tensor(output_index[name]) for name in names]
+    views = [interpreter.tensor(output_index[name]) for name in names]  # no copies
     accumulators = [TensorAccumulator() for _ in names]
     samples = calibration.samples()
     if progress is not None:
         samples = progress(samples, len(calibration))
-    seen = 0
     for sample in samples:
         interpreter.set_tensor(input_detail["index"], np.asarray(sample, np.float32)[None])
         interpreter.invoke()
         for view, accumulator in zip(views, accumulators):
             accumulator.update(view())
-        seen += 1
-    if not seen:
+    if not accumulators[0].count:
         raise DataError("the calibration set yielded no samples")
     tensors = tuple(TensorStatistics.from_accumulator(name, acc) for name, acc in zip(names, accumulators))
-    return ActivationStatistics(tensors, model_sha256(float_model_bytes), calibration.describe(), seen)
+    inputs, outputs = graph_io_names(float_model_bytes)
+    return ActivationStatistics(tensors, model_sha256(float_model_bytes), calibration.describe(), inputs, outputs)
 
 
 def check_input_shape(input_detail, calibration):

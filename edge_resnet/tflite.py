@@ -1,12 +1,16 @@
-"""TFLite export: float32, float16 weights, dynamic-range int8, and full
-integer int8 calibrated on an ImageSet. TensorFlow is imported here only."""
+"""TFLite export of a Keras model: float32, float16 weights and
+dynamic-range int8 through the TFLite converter (TensorFlow is imported
+here only), and full-integer int8 from the float32 model and the toolkit's
+own activation statistics (int8_tflite, TensorFlow-free)."""
 
 from pathlib import Path
 
 from .errors import ConfigError
 from .files import atomic_output
 from .quiet import native_output_silenced
-from .recipe import QuantizationRecipe, artifact_record, write_record
+from .recipe import QuantizationRecipe, artifact_record, keras_model_info, write_record
+
+KERAS_PACKAGES = ("tensorflow", "keras", "litert-quantizer")
 
 
 def check_calibration_fits(model, calibration):
@@ -18,115 +22,53 @@ def check_calibration_fits(model, calibration):
         )
 
 
-def representative_dataset(calibration, progress_stream):
-    """A generator factory for the converter: one sample per step (batching
-    does not speed TFLite calibration up), with a progress bar."""
-    from tqdm import tqdm
-
-    def samples():
-        bar = tqdm(
-            calibration.samples(),
-            total=len(calibration),
-            desc="calibrating",
-            unit="img",
-            file=progress_stream,
-            disable=progress_stream is None,
-            bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}]",
-        )
-        for sample in bar:
-            yield [sample[None]]
-
-    return samples
-
-
-def _converter(model, recipe):
-    """The TFLite converter for the modes it runs in one go (float32,
-    float16, dynamic range); int8 is split into calibrate() and
-    quantize_calibrated()."""
+def converted(model, recipe):
+    """The TFLite converter's output for float32, float16 and dynamic range;
+    its own logs are silenced."""
     import tensorflow as tf
 
+    if recipe.mode == "int8":
+        raise ConfigError("int8 models are quantized from the float32 model and activation statistics (to_tflite)")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if recipe.mode != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if recipe.mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    return converter
-
-
-def tflite_bytes(model, recipe, calibration=None, progress=True):
-    """Convert `model` under `recipe`; the converter's own logs are silenced.
-    int8 goes through calibrate() and quantize_calibrated()."""
-    if recipe.mode == "int8":
-        check_calibration_fits(model, calibration)
-        return quantize_calibrated(calibrate(float_tflite(model), calibration, progress), recipe)
     with native_output_silenced():
-        return _converter(model, recipe).convert()
+        return converter.convert()
 
 
 def float_tflite(model):
-    return tflite_bytes(model, QuantizationRecipe.for_mode("none"))
+    return converted(model, QuantizationRecipe.for_mode("none"))
 
 
-def calibrate(float_model, calibration, progress=True):
-    """The slow half of int8 conversion, done once: the float32 TFLite model
-    (bytes, as float_tflite() makes them) annotated with the activation
-    ranges seen on `calibration`. The int8 model (quantize_calibrated) and
-    the per-layer debug model (layer_debug) are both made from it without
-    calibrating again, and the float32 artifact's conversion is not
-    repeated: this is the converter's own sequence (convert to float, add
-    intermediate tensors, calibrate, quantize), split where it can be
-    reused."""
-    from tensorflow.lite.python.optimize import calibrator
-
-    with native_output_silenced() as stderr:
-        samples = representative_dataset(calibration, stderr if progress else None)
-        return calibrator.Calibrator(calibrator.add_intermediate_tensors(float_model)).calibrate(samples)
-
-
-def quantize_calibrated(calibrated, recipe, numeric_verify=False):
-    """The int8 model from a calibrate() result, as TFLiteConverter.convert()
-    writes it: the same quantizer call, then the same buffer de-duplication.
-    `numeric_verify` makes the debug model instead (float I/O, NumericVerify
-    ops after each quantized layer)."""
-    import tensorflow as tf
-    from tensorflow.lite.python import convert as tflite_convert
-
-    io_types = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
-    with native_output_silenced():
-        if numeric_verify:
-            return tflite_convert.mlir_quantize(
-                calibrated, disable_per_channel=not recipe.per_channel, enable_numeric_verify=True
-            )
-        quantized = tflite_convert.mlir_quantize(
-            calibrated,
-            disable_per_channel=not recipe.per_channel,
-            input_data_type=io_types[recipe.input_type],
-            output_data_type=io_types[recipe.output_type],
-        )
-        return tflite_convert.deduplicate_readonly_buffers(quantized)
-
-
-def to_tflite(model, recipe=None, calibration=None, output="model.tflite", progress=True, calibrated=None):
+def to_tflite(model, recipe=None, calibration=None, output="model.tflite", progress=True, statistics=None,
+              float_model=None):
     """Write `output` (.tflite) and its recipe JSON beside it; return the path.
 
-    `calibration` (an ImageSet for the model's input) is required for int8;
-    pass `calibrated` (calibrate()'s result on it) to skip calibrating again.
+    int8 needs `calibration` (an ImageSet for the model's input) or
+    `statistics` (collect_statistics() on this model's float32 .tflite);
+    `float_model` (the float32 .tflite bytes of `model`) skips converting
+    it again.
     """
+    from .int8_tflite import write_int8_tflite
+
     recipe = recipe or QuantizationRecipe()
     output = Path(output)
     if output.suffix != ".tflite":
         raise ConfigError(f"the TFLite output must end in .tflite. Received: {output}")
-    if recipe.needs_calibration:
+    if recipe.mode != "int8":
+        content = converted(model, recipe)
+        with atomic_output(output) as temporary:
+            temporary.write_bytes(content)
+            record = artifact_record(temporary, "tflite", recipe, keras_model_info(model), KERAS_PACKAGES)
+            record["artifact"] = output.name
+            write_record(output, record)
+        return output
+    if statistics is None:
         if calibration is None:
             raise ConfigError("int8 quantization needs calibration data (an image folder, .npy or .npz)")
         check_calibration_fits(model, calibration)
-    if calibrated is not None and recipe.mode == "int8":
-        content = quantize_calibrated(calibrated, recipe)
-    else:
-        content = tflite_bytes(model, recipe, calibration, progress)
-    with atomic_output(output) as temporary:
-        temporary.write_bytes(content)
-        record = artifact_record(temporary, "tflite", recipe, calibration, model, ("tensorflow", "keras"))
-        record["artifact"] = output.name
-        write_record(output, record)
-    return output
+    float_model = float_model if float_model is not None else float_tflite(model)
+    return write_int8_tflite(float_model, recipe, output, calibration, statistics, keras_model_info(model),
+                             KERAS_PACKAGES, progress)
