@@ -104,10 +104,12 @@ def _recipe_from_args(args):
     from .recipe import QuantizationRecipe
 
     overrides = {key: value for key, value in (("input_type", args.input_type), ("output_type", args.output_type)) if value}
+    if args.quantize != "int8" and _range_method_options(args):
+        raise EdgeResnetError("--calibration-method, --percentile and --extrapolation apply to --quantize int8 only")
+    overrides.update(_range_method_options(args))
     return QuantizationRecipe.for_mode(
         args.quantize,
         per_channel=not args.per_tensor,
-        onnx_calibration_method=args.calibration_method,
         onnx_activation_type=args.activation_type,
         onnx_format=args.onnx_format,
         onnx_reduce_range=not args.full_range,
@@ -115,10 +117,17 @@ def _recipe_from_args(args):
     )
 
 
-def _calibration_from_args(args, model):
+def _range_method_options(args):
+    """The recipe fields of --calibration-method, --percentile and --extrapolation that were given."""
+    given = {"calibration_method": args.calibration_method, "percentile": args.percentile,
+             "extrapolation": args.extrapolation}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def _calibration_from_args(args, input_shape):
     from .data import Preprocessing, calibration_set
 
-    height, width = model.input_shape[1:3]
+    height, width = input_shape[:2]
     calibration = calibration_set(
         args.calibration, Preprocessing(height, width, **_preprocessing_options(args)),
         size=args.calibration_size, seed=args.seed, preprocessed=args.preprocessed,
@@ -152,26 +161,79 @@ def _describe_onnx(path):
     print(f"opset {proto.opset_import[0].version}, passes onnx.checker (full check)")
 
 
-def run_quantize(args):
-    from .onnx_export import check_onnx_request, to_onnx
-    from .tflite import to_tflite
+def _statistics_from_args(args):
+    from .statistics import ActivationStatistics
 
+    return ActivationStatistics.load(args.statistics) if args.statistics else None
+
+
+def run_quantize(args):
     target = os.path.splitext(args.output)[1]
     if target not in (".tflite", ".onnx"):
         raise EdgeResnetError(f"--output must end in .tflite or .onnx. Received: {args.output}")
     recipe = _recipe_from_args(args)
+    if recipe.needs_calibration and not (args.calibration or args.statistics):
+        raise EdgeResnetError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz) "
+                              "or --statistics FILE")
+    if not recipe.needs_calibration and (args.statistics or args.save_statistics):
+        raise EdgeResnetError("--statistics and --save-statistics apply to --quantize int8 only")
+    if args.model.endswith(".tflite"):
+        return _quantize_float_tflite(args, recipe, target)
+    return _quantize_keras(args, recipe, target)
+
+
+def _int8_statistics(args, float_model, calibration):
+    """Read with --statistics, or collected once; saved with --save-statistics."""
+    from .int8_tflite import statistics_for
+
+    statistics = statistics_for(float_model, calibration, _statistics_from_args(args))
+    if args.save_statistics:
+        statistics.save(args.save_statistics)
+        print(f"wrote {args.save_statistics} ({len(statistics.tensors)} tensors, {statistics.samples} samples)")
+    print(f"activation ranges: {_recipe_from_args(args).range_method().describe()} "
+          f"over {statistics.samples} calibration samples")
+    return statistics
+
+
+def _quantize_float_tflite(args, recipe, target):
+    """The TensorFlow-free route: a float32 .tflite in, an int8 .tflite out."""
+    from .int8_tflite import read_float_tflite, write_int8_tflite
+
+    if target != ".tflite" or recipe.mode != "int8":
+        raise EdgeResnetError("a .tflite MODEL is quantized to int8 .tflite only (--quantize int8, --output X.tflite); "
+                              "give the .keras model for other modes and ONNX")
+    float_model = read_float_tflite(args.model)
+    calibration = None
+    if args.calibration:
+        from .runtime import TfliteRunner
+
+        calibration = _calibration_from_args(args, TfliteRunner(args.model, threads=1).input_shape)
+    statistics = _int8_statistics(args, float_model, calibration)
+    path = write_int8_tflite(float_model, recipe, args.output, statistics=statistics)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {recipe.describe('tflite')})")
+    _describe_tflite(path, recipe)
+    return EXIT_OK
+
+
+def _quantize_keras(args, recipe, target):
+    from .onnx_export import check_onnx_request, to_onnx
+    from .tflite import float_tflite, to_tflite
+
     if target == ".onnx":
         check_onnx_request(recipe, args.opset, args.onnx_route)
-    if recipe.needs_calibration and not args.calibration:
-        raise EdgeResnetError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz)")
     model, fold_report = _load_for_conversion(args)
     if fold_report is not None:
         print(f"folded {len(fold_report.folded)} BatchNormalization layers, left {len(fold_report.skipped)}")
-    calibration = _calibration_from_args(args, model) if recipe.needs_calibration else None
+    statistics = float_model = None
+    if recipe.needs_calibration:
+        calibration = _calibration_from_args(args, model.input_shape[1:]) if args.calibration else None
+        float_model = float_tflite(model)
+        statistics = _int8_statistics(args, float_model, calibration)
     if target == ".tflite":
-        path = to_tflite(model, recipe, calibration, output=args.output)
+        path = to_tflite(model, recipe, output=args.output, statistics=statistics, float_model=float_model)
     else:
-        path = to_onnx(model, recipe, calibration, output=args.output, opset=args.opset, route=args.onnx_route)
+        path = to_onnx(model, recipe, output=args.output, opset=args.opset, route=args.onnx_route,
+                       statistics=statistics, float_model=float_model)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {recipe.describe(target[1:])})")
     if target == ".tflite":
         _describe_tflite(path, recipe)
@@ -180,41 +242,20 @@ def run_quantize(args):
     return EXIT_OK
 
 
-
-def _recorded_calibration(artifact, preprocessing):
-    """The calibration set named in an artifact's recipe JSON, if it can be
-    rebuilt from a path that still exists."""
-    import json
-
-    from .data import calibration_set
-
-    record_file = artifact + ".json"
-    if not os.path.isfile(record_file):
-        return None
-    recorded = json.loads(open(record_file).read()).get("calibration") or {}
-    source = recorded.get("source", "").removeprefix("folder ")
-    if not source or not os.path.exists(source):
-        return None
-    return calibration_set(source, preprocessing, size=recorded["size"], seed=recorded["seed"],
-                           preprocessed=recorded.get("preprocessed_input", False))
-
-
 def _per_layer(reference, args, data):
-    """{artifact name: worst layers} for the int8 artifacts a tool covers."""
+    """{artifact name: worst layers} for the int8 artifacts a tool covers:
+    each artifact itself against the reference's float model."""
     from itertools import islice
 
-    from .data import calibration_set
     from .layer_debug import DEBUG_IMAGES, layer_errors
+    from .tflite import float_tflite
 
     debug_images = list(islice(data.samples(), DEBUG_IMAGES))
-    given = None
-    if args.calibration:
-        given = calibration_set(args.calibration, data.preprocessing, size=args.calibration_size, seed=args.seed)
+    float_model = float_tflite(reference) if any(a.endswith(".tflite") for a in args.artifacts) else None
     layers = {}
     for artifact in args.artifacts:
-        calibration = given or (_recorded_calibration(artifact, data.preprocessing) if artifact.endswith(".tflite") else None)
         print(f"per-layer error: {os.path.basename(artifact)}")
-        layers[os.path.basename(artifact)] = layer_errors(reference, artifact, calibration, debug_images)
+        layers[os.path.basename(artifact)] = layer_errors(reference, artifact, debug_images, float_model=float_model)
     return layers
 
 
@@ -315,6 +356,7 @@ def run_convert(args):
         input_type=args.input_type, output_type=args.output_type, preprocessing=args.preprocessing,
         mean=args.mean, std=args.std, scale=args.scale,
         bench_runs=args.bench_runs, threads=args.threads, per_layer=not args.no_per_layer,
+        statistics=args.statistics, **_range_method_options(args),
     )
     report = convert(config, log=lambda line: print(line, flush=True))
     failures = report["parity"]["gates"]["failures"]
@@ -339,13 +381,27 @@ def run_fold(args):
     return EXIT_OK
 
 
-def _add_model_source_arguments(parser):
-    parser.add_argument("model", metavar="MODEL", help="a .keras file, or a builder name such as resnet50")
+def _add_model_source_arguments(parser, what="a .keras file, or a builder name such as resnet50"):
+    parser.add_argument("model", metavar="MODEL", help=what)
     parser.add_argument("--input-size", type=int, default=224, metavar="PIXELS",
                         help="input size when MODEL is a builder name (default: 224)")
     parser.add_argument("--classes", type=int, default=1000, help="classes when MODEL is a builder name")
     parser.add_argument("--weights", default=None,
                         help="weights when MODEL is a builder name: random (default), imagenet, or a file")
+
+
+def _add_range_method_arguments(parser):
+    from .ranges import DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
+
+    group = parser.add_argument_group("int8 activation ranges (TFLite and ONNX alike)")
+    group.add_argument("--calibration-method", choices=METHODS,
+                       help=f"how ranges come from the calibration statistics (default: {DEFAULT_METHOD}): "
+                       "minmax (the extremes seen), percentile, mse (least 8-bit error per tensor), extrapolated "
+                       "(min/max pushed out by how much the per-image extremes scatter)")
+    group.add_argument("--percentile", type=float, help=f"for percentile (default: {DEFAULT_PERCENTILE})")
+    group.add_argument("--extrapolation", type=float, help=f"for extrapolated (default: {DEFAULT_EXTRAPOLATION})")
+    group.add_argument("--statistics", metavar="FILE.npz",
+                       help="activation statistics saved earlier for this model (no calibration pass)")
 
 
 def _add_preprocessing_arguments(parser, images):
@@ -460,7 +516,8 @@ def build_parser():
          "edge-resnet quantize model.keras --calibration calib/ --output model_int8.onnx",
          "edge-resnet quantize model.keras --quantize none --output model.onnx --opset 17"],
     )
-    _add_model_source_arguments(quantize)
+    _add_model_source_arguments(quantize, "a .keras file, a builder name such as resnet50, or a float32 .tflite "
+                                "(int8 only, no TensorFlow needed)")
     quantize.add_argument("--output", required=True, metavar="FILE",
                           help="where to write the model: .tflite or .onnx picks the format")
     quantize.add_argument("--quantize", default="int8", choices=["int8", "float16", "dynamic", "none"],
@@ -474,14 +531,16 @@ def build_parser():
                           help="the arrays in --calibration are already model input")
     quantize.add_argument("--input-type", choices=["int8", "uint8", "float32"], help="int8 model input type (default: int8)")
     quantize.add_argument("--output-type", choices=["int8", "uint8", "float32"], help="int8 model output type (default: int8)")
+    _add_range_method_arguments(quantize)
+    quantize.add_argument("--save-statistics", metavar="FILE.npz",
+                          help="save the activation statistics, to try another --calibration-method without "
+                          "calibrating again")
     quantize.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weights")
     quantize.add_argument("--no-fold", action="store_true", help="convert without folding BatchNorm first")
     onnx_options = quantize.add_argument_group("ONNX (.onnx output)")
     onnx_options.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-18 (default: 17)")
     onnx_options.add_argument("--onnx-route", default="ort", choices=["ort", "tflite"],
                               help="int8 by onnxruntime static quantization (ort, default) or from the int8 TFLite model")
-    onnx_options.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"],
-                              help="onnxruntime calibration (default: minmax)")
     onnx_options.add_argument("--activation-type", default="uint8", choices=["int8", "uint8"],
                               help="onnxruntime activations: uint8 (U8S8, default: fastest on x86) or int8 (S8S8)")
     onnx_options.add_argument("--onnx-format", default="qdq", choices=["qdq", "qoperator"],
@@ -489,7 +548,7 @@ def build_parser():
     onnx_options.add_argument("--full-range", action="store_true",
                               help="8-bit instead of 7-bit weights (only for devices whose int8 kernels do not "
                               "saturate: ARM, or x86 with VNNI)")
-    quantize.set_defaults(handler=run_quantize, needs_keras=True)
+    quantize.set_defaults(handler=run_quantize, needs_keras=lambda args: not args.model.endswith(".tflite"))
     compare = _command(
         commands,
         "compare",
@@ -511,10 +570,6 @@ def build_parser():
     compare.add_argument("--max-accuracy-drop", type=float, metavar="POINTS", help="gate on the top-1 drop")
     compare.add_argument("--min-agreement", type=float, metavar="FRACTION", help="gate on top-1 agreement")
     compare.add_argument("--eval-size", type=int, metavar="N", help="evaluate a seeded subset of N images")
-    compare.add_argument("--calibration", metavar="PATH",
-                         help="calibration data for TFLite per-layer statistics (default: the source in the "
-                         "artifact's recipe JSON, when it still exists)")
-    compare.add_argument("--calibration-size", type=int, default=200, metavar="N", help="with --calibration")
     compare.add_argument("--no-per-layer", action="store_true", help="skip the per-layer error analysis")
     compare.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
     compare.add_argument("--batch-size", type=int, default=32, help="reference batch size (default: 32)")
@@ -583,6 +638,7 @@ def build_parser():
                          help="timed runs per artifact in the latency stage, 0 to skip (default: 30)")
     convert.add_argument("--threads", type=int, default=2, help="inference threads for the latency stage (default: 2)")
     convert.add_argument("--no-per-layer", action="store_true", help="skip the per-layer error analysis")
+    _add_range_method_arguments(convert)
     convert.set_defaults(handler=run_convert, needs_keras=True)
 
     bench = _command(
@@ -627,7 +683,7 @@ def main(argv=None):
     # `kill` unwinds like Ctrl-C, so no half-written output survives either
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        if args.needs_keras:
+        if args.needs_keras(args) if callable(args.needs_keras) else args.needs_keras:
             _import_keras_quietly()
         return args.handler(args)
     except EdgeResnetError as error:

@@ -35,6 +35,7 @@ FOLD_PROBE_IMAGES = 8
 REFERENCE_BATCH = 8
 REPORT_STEM = "report"
 REPORT_FILES = tuple(f"{REPORT_STEM}.{suffix}" for suffix in ("json", "md", "html"))
+STATISTICS_FILE = "calibration_statistics.npz"  # reusable with --statistics
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ class ConvertConfig:
     bench_runs: int = 30
     threads: int = 2
     per_layer: bool = True
+    calibration_method: str = None  # default: ranges.DEFAULT_METHOD
+    percentile: float = None
+    extrapolation: float = None
+    statistics: str = None  # a calibration_statistics.npz to reuse instead of collecting
 
     def __post_init__(self):
         check_config(self)
@@ -142,6 +147,14 @@ def check_config(config):
         raise ConfigError(f"--min-agreement is a fraction between 0 and 1. Received: {config.min_agreement}")
     if (config.input_type or config.output_type) and config.quantize != "int8":
         raise ConfigError("--input-type and --output-type apply to --quantize int8 only")
+    int8_only = ("calibration_method", "percentile", "extrapolation", "statistics")
+    if config.quantize != "int8" and any(getattr(config, name) is not None for name in int8_only):
+        raise ConfigError("--calibration-method, --percentile, --extrapolation and --statistics apply to "
+                          "--quantize int8 only")
+    if config.quantize == "int8":
+        recipe_for("int8", config)  # refuses an unknown method or an out-of-range parameter
+    if config.statistics is not None and not Path(config.statistics).is_file():
+        raise ConfigError(f"statistics file not found: {config.statistics}")
     for name in ("calibration_size", "threads"):
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1. Received: {getattr(config, name)}")
@@ -293,41 +306,72 @@ def base_name(config, model):
 def recipe_for(mode, config):
     from .recipe import QuantizationRecipe
 
-    overrides = {key: value for key, value in (("input_type", config.input_type),
-                                               ("output_type", config.output_type)) if value and mode == "int8"}
+    int8_options = ("input_type", "output_type", "calibration_method", "percentile", "extrapolation")
+    overrides = {key: getattr(config, key) for key in int8_options
+                 if getattr(config, key) is not None and mode == "int8"}
     return QuantizationRecipe.for_mode(mode, **overrides)
 
 
-def write_artifacts(folded, config, calibration, staging, clock, base):
-    """Write every artifact into `staging`; return (paths, TFLite calibration
-    result or None, float ONNX path or None)."""
-    from .onnx_export import to_onnx
-    from .tflite import calibrate, check_calibration_fits, to_tflite
+@dataclass
+class Made:
+    """What the artifact stages made that later stages reuse."""
 
-    calibrated, float_onnx_path, paths = None, None, []
+    paths: list
+    float_model: bytes = None  # the float32 .tflite of the folded model
+    statistics: object = None  # ActivationStatistics, for every int8 artifact
+    float_onnx_path: Path = None
+
+
+def activation_statistics(float_model, config, calibration, staging, log):
+    """Collected once (or read from --statistics) and saved beside the artifacts."""
+    from .int8_tflite import statistics_for
+    from .statistics import ActivationStatistics
+
+    given = ActivationStatistics.load(config.statistics) if config.statistics else None
+    statistics = statistics_for(float_model, calibration, given)
+    statistics.save(staging / STATISTICS_FILE)
+    method = recipe_for("int8", config).range_method()
+    log(f"      {len(statistics.tensors)} activation tensors, {statistics.samples} samples"
+        + (f" (from {config.statistics})" if given else "") + f"; ranges: {method.describe()}")
+    return statistics
+
+
+def write_artifacts(folded, config, calibration, staging, clock, base):
+    """Write every artifact into `staging`; return what later stages reuse."""
+    from .onnx_export import to_onnx
+    from .tflite import check_calibration_fits, float_tflite, to_tflite
+
+    made = Made(paths=[])
     for name, artifact_format, mode in artifact_plan(base, config):
         recipe = recipe_for(mode, config)
-        if artifact_format == "tflite" and mode == "int8":
-            with clock("calibrate (TFLite, once)"):
-                check_calibration_fits(folded, calibration)
-                calibrated = calibrate(paths[-1].read_bytes(), calibration)  # from the float32 .tflite
+        if mode == "int8" and made.statistics is None:
+            with clock("activation statistics (once, for every int8 artifact)"):
+                if made.float_model is None:
+                    made.float_model = float_tflite(folded)
+                if calibration is not None:
+                    check_calibration_fits(folded, calibration)
+                made.statistics = activation_statistics(made.float_model, config, calibration, staging, clock.log)
         with clock(f"write {name}"):
             if artifact_format == "tflite":
-                path = to_tflite(folded, recipe, calibration, output=staging / name, calibrated=calibrated)
-            else:
-                path = to_onnx(folded, recipe, calibration, output=staging / name, float_onnx_path=float_onnx_path)
+                path = to_tflite(folded, recipe, calibration, output=staging / name, statistics=made.statistics,
+                                 float_model=made.float_model)
                 if mode == "none":
-                    float_onnx_path = path
-        paths.append(path)
-    return paths, calibrated, float_onnx_path
+                    made.float_model = path.read_bytes()
+            else:
+                path = to_onnx(folded, recipe, calibration, output=staging / name, statistics=made.statistics,
+                               float_model=made.float_model, float_onnx_path=made.float_onnx_path)
+                if mode == "none":
+                    made.float_onnx_path = path
+        made.paths.append(path)
+    return made
 
 
-def per_layer_errors(folded, paths, evaluation, calibrated, float_onnx_path):
+def per_layer_errors(folded, paths, evaluation, made):
     from .layer_debug import DEBUG_IMAGES, layer_errors
 
     debug_images = list(islice(evaluation.samples(), DEBUG_IMAGES))
-    return {path.name: layer_errors(folded, path, None, debug_images, calibrated=calibrated,
-                                    float_onnx_path=float_onnx_path)
+    return {path.name: layer_errors(folded, path, debug_images, float_model=made.float_model,
+                                    float_onnx_path=made.float_onnx_path)
             for path in paths}
 
 
@@ -383,9 +427,9 @@ def previous_run_files(output):
 
 
 def stage_count(config):
-    int8_tflite = config.quantize == "int8" and "tflite" in config.resolved_formats()
+    statistics = config.quantize == "int8"
     writes = len(artifact_plan("m", config))
-    return 5 + int8_tflite + writes + config.per_layer + (config.bench_runs > 0)
+    return 5 + statistics + writes + config.per_layer + (config.bench_runs > 0)
 
 
 def read_data(config, model, log):
@@ -451,14 +495,15 @@ def convert(config, log=print):
             folded_path = staging / f"{base}_folded.keras"
             folded, fold_report = fold_and_save(model, calibration if calibration is not None else evaluation,
                                                 folded_path, log)
-        paths, calibrated, float_onnx_path = write_artifacts(folded, config, calibration, staging, clock, base)
+        made = write_artifacts(folded, config, calibration, staging, clock, base)
+        paths = made.paths
         with clock("accuracy parity"):
             parity = parity_check(model, paths, evaluation, class_names)
         quantized = {name for name, _, mode in artifact_plan(base, config) if mode != "none"}
         if config.per_layer:
             with clock("per-layer error"):
                 parity["layers"] = per_layer_errors(folded, [p for p in paths if p.name in quantized], evaluation,
-                                                    calibrated, float_onnx_path)
+                                                    made)
         timings = []
         if config.bench_runs:
             with clock("latency"), native_output_silenced():
@@ -479,7 +524,8 @@ def convert(config, log=print):
                 "latency": timings,
                 "stages": clock.done,
                 "files": sorted([p.name for p in paths] + [f"{p.name}.json" for p in paths]
-                                + [folded_path.name] + list(REPORT_FILES)),
+                                + [folded_path.name] + list(REPORT_FILES)
+                                + ([STATISTICS_FILE] if made.statistics is not None else [])),
                 "total_seconds": round(time.perf_counter() - started, 2),
                 "peak_rss_mb": round(peak_rss_mb(), 1),
             }

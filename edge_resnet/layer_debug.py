@@ -1,18 +1,17 @@
 """Per-layer quantization error, named by Keras layer: what explains a bad
 parity number.
 
-- TFLite int8: tf.lite.experimental.QuantizationDebugger's per-layer
-  statistics, scored by RMSE / scale (about 0.289, uniform rounding noise of
-  one step, is ideal; larger is worse).
+- TFLite int8: the artifact and the reference's float .tflite, run side by
+  side with every activation tensor exposed, scored by RMSE / scale of each
+  layer's output (about 0.289, uniform rounding noise of one step, is ideal;
+  larger is worse).
 - ONNX int8 (QDQ): onnxruntime's qdq_loss_debug, scored by the SQNR in dB of
   each quantized activation against the float ONNX model (lower is worse).
 
-Both re-run the model on a small debug set and need TensorFlow (the TFLite
-converter; tf2onnx for the float ONNX), so they run on the workstation.
+Both run the models on a small debug set; the float reference comes from
+the Keras model (TFLite converter, tf2onnx) unless a pipeline hands it over.
 """
 
-import csv
-import io
 import math
 import re
 import tempfile
@@ -51,34 +50,78 @@ def worst(per_tensor, layer_names, metric, higher_is_worse):
     return [{"layer": layer, "metric": metric, "value": float(value)} for layer, value in ranked]
 
 
-def tflite_layer_errors(model, calibration, debug_images, calibrated=None, per_channel=True):
-    """Worst Keras layers of the int8 TFLite quantization of `model`.
-    `calibrated` (tflite.calibrate()'s result) skips calibrating again."""
-    import tensorflow as tf
+def tensor_values(model_bytes, images, names_wanted=None):
+    """Yield {tensor name: float32 values} for each image: every activation
+    tensor of the .tflite model made an output, int8/uint8 ones dequantized."""
+    from .runtime import dequantize, quantize, tflite_interpreter_module
+    from .statistics import exposed_model
 
-    from .recipe import QuantizationRecipe
-    from .tflite import calibrate, float_tflite, quantize_calibrated
-
-    def debug_dataset():
-        for image in debug_images:
-            yield [np.asarray(image, np.float32)[None]]
-
-    if calibrated is None:
-        calibrated = calibrate(float_tflite(model), calibration, progress=False)
-    debug_model = quantize_calibrated(calibrated, QuantizationRecipe(per_channel=per_channel), numeric_verify=True)
+    exposed, names = exposed_model(model_bytes, require_float=False)
+    names = [name for name in names if names_wanted is None or name in names_wanted]
+    _, module = tflite_interpreter_module()
     with native_output_silenced():
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            quant_debug_model_content=debug_model, debug_dataset=debug_dataset
-        )
-        debugger.run()
-        dump = io.StringIO()
-        debugger.layer_statistics_dump(dump)
-    per_tensor = []
-    for row in csv.DictReader(io.StringIO(dump.getvalue())):
-        scale = float(row["scale"])
-        if scale > 0:
-            per_tensor.append((row["tensor_name"], math.sqrt(float(row["mean_squared_error"])) / scale))
-    return worst(per_tensor, {layer.name for layer in model.layers}, "RMSE/scale (0.289 ideal)", True)
+        interpreter = module.Interpreter(model_content=exposed, num_threads=2)
+        interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    outputs = {output["name"]: output for output in interpreter.get_output_details()}
+    for image in images:
+        value = np.asarray(image, np.float32)[None]
+        if detail["dtype"] != np.float32:
+            value = quantize(value, *detail["quantization"], detail["dtype"])
+        interpreter.set_tensor(detail["index"], value)
+        interpreter.invoke()
+        values = {}
+        for name in names:
+            raw = interpreter.get_tensor(outputs[name]["index"])
+            scale, zero_point = outputs[name]["quantization"]
+            values[name] = dequantize(raw, scale, zero_point) if scale else raw.astype(np.float32)
+        yield values
+
+
+def tensor_scales(model_bytes):
+    """{tensor name: int8 scale} of the quantized activation tensors."""
+    from .statistics import activation_tensor_indices, read_flatbuffer
+
+    subgraph = read_flatbuffer(model_bytes).subgraphs[0]
+    scales = {}
+    for index in activation_tensor_indices(subgraph):
+        tensor = subgraph.tensors[index]
+        if tensor.quantization is not None and tensor.quantization.scale is not None and len(tensor.quantization.scale):
+            scales[tensor.name.decode()] = float(tensor.quantization.scale[0])
+    return scales
+
+
+def by_layer(names, layer_names):
+    """{Keras layer: tensor name}, the first tensor named after each layer."""
+    layers = {}
+    for name in names:
+        layer = keras_layer_of(name, layer_names)
+        if layer is not None:
+            layers.setdefault(layer, name)
+    return layers
+
+
+def tflite_layer_errors(float_model_bytes, int8_model_bytes, debug_images, layer_names):
+    """Worst Keras layers of an int8 .tflite against the float .tflite of the
+    reference, by RMSE / int8 scale of each layer's output tensor, with both
+    models run on `debug_images` (TensorFlow-free). Tensors are matched by
+    the Keras layer they come from, so the float model need not be the one
+    the artifact was quantized from (an unfolded reference works too)."""
+    scales = tensor_scales(int8_model_bytes)
+    int8_layers = by_layer(scales, layer_names)
+    float_layers = by_layer(next(tensor_values(float_model_bytes, debug_images[:1])).keys(), layer_names)
+    shared = sorted(set(int8_layers) & set(float_layers))
+    squared, count = dict.fromkeys(shared, 0.0), dict.fromkeys(shared, 0)
+    pairs = zip(tensor_values(float_model_bytes, debug_images, {float_layers[layer] for layer in shared}),
+                tensor_values(int8_model_bytes, debug_images, {int8_layers[layer] for layer in shared}))
+    for float_values, int8_values in pairs:
+        for layer in shared:
+            error = int8_values[int8_layers[layer]].astype(np.float64) - float_values[float_layers[layer]]
+            squared[layer] += float(np.sum(error**2))
+            count[layer] += error.size
+    per_tensor = [(layer, math.sqrt(squared[layer] / count[layer]) / scales[int8_layers[layer]])
+                  for layer in shared if count[layer]]
+    return worst(per_tensor, set(layer_names), "RMSE/scale (0.289 ideal)", True)
 
 
 def _saved_activations(session, image):
@@ -141,10 +184,11 @@ def onnx_layer_errors(model, qdq_path, debug_images, float_path=None):
     return worst(per_tensor, {layer.name for layer in model.layers}, "SQNR dB vs float (lower is worse)", False)
 
 
-def layer_errors(model, artifact_path, calibration, debug_images, calibrated=None, float_onnx_path=None):
-    """Per-layer errors for an int8 artifact, or [] where no tool applies
-    (float artifacts, QOperator graphs, ONNX converted from TFLite).
-    `calibrated` and `float_onnx_path` reuse what a conversion already made."""
+def layer_errors(model, artifact_path, debug_images, float_model=None, float_onnx_path=None):
+    """Per-layer errors for an int8 artifact against the float `model`, or []
+    where no tool applies (float artifacts, QOperator graphs, ONNX converted
+    from TFLite). `float_model` (the float32 .tflite bytes of `model`) and
+    `float_onnx_path` reuse what a conversion already made."""
     import json
 
     record_file = Path(str(artifact_path) + ".json")
@@ -152,10 +196,12 @@ def layer_errors(model, artifact_path, calibration, debug_images, calibrated=Non
     recipe = record.get("recipe", {})
     if recipe.get("mode") != "int8":
         return []
+    layer_names = [layer.name for layer in model.layers]
     if str(artifact_path).endswith(".tflite"):
-        if calibration is None and calibrated is None:
-            return []
-        return tflite_layer_errors(model, calibration, debug_images, calibrated, recipe.get("per_channel", True))
+        from .tflite import float_tflite
+
+        float_model = float_model if float_model is not None else float_tflite(model)
+        return tflite_layer_errors(float_model, Path(artifact_path).read_bytes(), debug_images, layer_names)
     if record.get("route") == "ort" and recipe.get("onnx_format") == "qdq":
         return onnx_layer_errors(model, artifact_path, debug_images, float_onnx_path)
     return []

@@ -69,14 +69,15 @@ def check_float_model(model, what):
             )
 
 
-def exposed_model(model_bytes, what="the model"):
+def exposed_model(model_bytes, what="the model", require_float=True):
     """(model bytes with every activation tensor a graph output, their names
     in execution order). The graph is otherwise unchanged, so XNNPACK still
     runs it whole."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = read_flatbuffer(model_bytes)
-    check_float_model(model, what)
+    if require_float:
+        check_float_model(model, what)
     subgraph = model.subgraphs[0]
     activations = activation_tensor_indices(subgraph)
     subgraph.outputs = list(dict.fromkeys(list(subgraph.outputs) + activations))
@@ -275,12 +276,14 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
     """One pass of the float model over `calibration` (an ImageSet of model
     input). `progress` wraps the sample iterator (a callable taking
     (iterable, total)) or is None."""
+    from .quiet import native_output_silenced
     from .runtime import tflite_interpreter_module
 
     exposed, names = exposed_model(float_model_bytes)
     _, module = tflite_interpreter_module()
-    interpreter = module.Interpreter(model_content=exposed, num_threads=threads)
-    interpreter.allocate_tensors()
+    with native_output_silenced():  # the runtime's start-up line
+        interpreter = module.Interpreter(model_content=exposed, num_threads=threads)
+        interpreter.allocate_tensors()
     input_detail = interpreter.get_input_details()[0]
     check_input_shape(input_detail, calibration)
     output_index = {detail["name"]: detail["index"] for detail in interpreter.get_output_details()}
