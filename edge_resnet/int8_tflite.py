@@ -5,6 +5,7 @@ ranges), then the graph's input and output get the types the device wants.
 """
 
 import copy
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,8 @@ def quantized_int8_io(float_model_bytes, ranges, per_channel=True):
                           for name, (low, high) in ranges.items()}
     tool = quantizer.Quantizer(bytearray(float_model_bytes))
     tool.load_quantization_recipe(litert_recipe(per_channel))
-    with native_output_silenced():  # its own progress bars
+    with native_output_silenced(), warnings.catch_warnings():  # its own progress bars and debug-mode warning
+        warnings.simplefilter("ignore", UserWarning)
         result = tool.quantize(calibration_result=calibration_result, enable_progress_report=False,
                                enable_progress_bar=False)
     return bytes(result.quantized_model)

@@ -1,9 +1,6 @@
 """The on-device benchmark: TF-free, real runtimes, honest statistics."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,6 +12,7 @@ from edge_resnet.models import build_resnet
 from edge_resnet.onnx_export import to_onnx
 from edge_resnet.recipe import QuantizationRecipe
 from edge_resnet.tflite import to_tflite
+from tests.cli import run_without_tensorflow
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +58,6 @@ def test_comparison_table_has_speed_up_against_the_first(models):
     results = [benchmark(models[k], runs=3, warmup=1) for k in ("float_tflite", "int8_tflite")]
     table = comparison_table(results)
     assert "fp32.tflite" in table.splitlines()[2] and table.splitlines()[2].endswith("1.00x")
-
-
-BLOCKER = "raise ImportError('TensorFlow and Keras are not installed on this device')\n"
-
-
-def run_without_tensorflow(tmp_path, *args):
-    for name in ("tensorflow", "keras", "tf2onnx"):
-        (tmp_path / "blocker" / name).mkdir(parents=True, exist_ok=True)
-        (tmp_path / "blocker" / name / "__init__.py").write_text(BLOCKER)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / "blocker"))
-    return subprocess.run([sys.executable, "-m", "edge_resnet.cli", *args], capture_output=True, text=True, env=env)
 
 
 def test_bench_runs_where_tensorflow_cannot_be_imported(models, tmp_path):

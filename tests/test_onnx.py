@@ -92,7 +92,7 @@ def test_uint8_qoperator_and_entropy_variants(folded, digits_calibration, held_o
     reference = np.asarray(folded.predict(images, verbose=0))
     for name, recipe in {
         "u8s8_qoperator": QuantizationRecipe(onnx_format="qoperator"),
-        "s8s8_entropy": QuantizationRecipe(onnx_activation_type="int8", onnx_calibration_method="entropy"),
+        "s8s8_mse": QuantizationRecipe(onnx_activation_type="int8", calibration_method="mse"),
     }.items():
         path = to_onnx(folded, recipe, digits_calibration, output=tmp_path / f"{name}.onnx")
         assert agreement(OnnxRunner(path).predict(images), reference) >= 0.97, name
