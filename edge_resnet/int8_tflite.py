@@ -140,7 +140,16 @@ def int8_tflite(float_model_bytes, ranges, recipe):
     if recipe.mode != "int8":
         raise ConfigError(f"int8_tflite makes int8 models. Received: mode={recipe.mode!r}")
     quantized = quantized_int8_io(float_model_bytes, ranges, recipe.per_channel)
-    return with_io_types(quantized, recipe.input_type, recipe.output_type)
+    return rewritten(with_io_types(quantized, recipe.input_type, recipe.output_type))
+
+
+def rewritten(model_bytes):
+    """The model serialized again by the flatbuffer object API: tf2onnx's
+    TFLite reader cannot find the constant tensors in litert-quantizer's own
+    serialization, and reads this one."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(read_flatbuffer(model_bytes)))
 
 
 def statistics_for(float_model, calibration, statistics, progress=True, what="the float model"):
