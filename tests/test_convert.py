@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_resnet.ranges import DEFAULT_METHOD
 from edge_resnet.recipe import record_path
+from edge_resnet.statistics import ActivationStatistics
 from tests.cli import COMMAND, cli_env, run_cli
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
 DEMO_FILES = sorted([
-    "report.html", "report.json", "report.md", "resnet50_demo_folded.keras",
+    "report.html", "report.json", "report.md", "resnet50_demo_folded.keras", "calibration_statistics.npz",
     *(f"resnet50_demo_{kind}.{fmt}{extra}" for kind in ("float32", "int8") for fmt in ("tflite", "onnx")
       for extra in ("", ".json")),
 ])
@@ -90,6 +92,13 @@ def test_default_run_converts_the_trained_demo_on_held_out_digits(default_run):
         assert record["calibration"] is None or record["calibration"]["fingerprint"] == calibration["fingerprint"]
     sizes = {row["artifact"]: row["size_bytes"] for row in report["artifacts"]}
     assert sizes["resnet50_demo_int8.tflite"] < 0.4 * sizes["resnet50_demo_float32.tflite"]
+    # both int8 artifacts take their ranges from the one statistics pass saved beside them
+    statistics = ActivationStatistics.load(output / "calibration_statistics.npz")
+    ranges = [json.loads(record_path(output / name).read_text())["activation_ranges"]
+              for name in ("resnet50_demo_int8.tflite", "resnet50_demo_int8.onnx")]
+    assert ranges[0] == ranges[1] and ranges[0]["method"] == DEFAULT_METHOD
+    assert ranges[0]["statistics"]["fingerprint"] == statistics.fingerprint()
+    assert statistics.calibration["fingerprint"] == calibration["fingerprint"]
     # per-layer errors by Keras layer name, from the one calibration
     assert set(report["parity"]["layers"]) == {"resnet50_demo_int8.tflite", "resnet50_demo_int8.onnx"}
     assert all(layer["layer"].startswith("conv") or layer["layer"] in ("avg_pool", "predictions")
