@@ -13,7 +13,6 @@ pass keeps, with memory that does not grow with the number of samples:
   several runs add up exactly. Large tensors are histogrammed on a
   systematic sample of at most HISTOGRAM_VALUES per tensor per sample, taken
   at a stride that is prime to the channel count so every channel is seen;
-- the per-channel sum (the channel means, for bias correction);
 - each sample's own minimum and maximum (8 bytes per tensor and sample):
   how far apart they lie says how much further unseen images may reach.
 """
@@ -32,7 +31,10 @@ from .files import atomic_output
 
 TOP_HALF = 1 if sys.byteorder == "little" else 0  # of a float32 seen as two uint16
 CODES = 1 << 16  # histogram bins: every top-16-bit pattern of a float32
-HISTOGRAM_VALUES = 1 << 16  # per tensor and sample; more than that is sampled
+# Per tensor and sample; more than that is sampled (ResNet-50 224: 1 value in
+# ~50 of the largest tensors, 3.2 million values per tensor over 200 images).
+HISTOGRAM_VALUES = 1 << 14
+PENDING_VALUES = 1 << 20  # sampled values held per tensor before they are counted
 FORMAT_VERSION = 1
 
 
@@ -110,27 +112,34 @@ def bin_bounds(codes):
 
 @dataclass
 class TensorAccumulator:
-    """Running statistics of one tensor."""
+    """Running statistics of one tensor: min/max read every value, the
+    histogram the sampled ones. Sampled bin codes wait in `pending` and are
+    counted in batches: counting into 65,536 bins for every sample would cost
+    more than the counting itself."""
 
     count: int = 0
-    histogram: np.ndarray = None
-    channel_sum: np.ndarray = None
+    histogram: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(CODES, np.int64))
+    pending: list = dataclasses.field(default_factory=list)
+    pending_values: int = 0
     sample_minima: list = dataclasses.field(default_factory=list)
     sample_maxima: list = dataclasses.field(default_factory=list)
 
     def update(self, values):
         """Add one sample's values (a contiguous float32 array)."""
         flat = values.reshape(-1)
-        channels = values.shape[-1] if values.ndim else 1
         self.sample_minima.append(float(flat.min()))
         self.sample_maxima.append(float(flat.max()))
         self.count += flat.size
-        stride = histogram_stride(flat.size, channels)
-        top_halves = flat.view(np.uint16)[TOP_HALF::2 * stride]  # the high 16 bits of each sampled float
-        counts = np.bincount(top_halves, minlength=CODES)
-        self.histogram = counts if self.histogram is None else self.histogram + counts
-        sums = values.reshape(-1, channels).sum(axis=0, dtype=np.float64)
-        self.channel_sum = sums if self.channel_sum is None else self.channel_sum + sums
+        stride = histogram_stride(flat.size, values.shape[-1] if values.ndim else 1)
+        self.pending.append(flat.view(np.uint16)[TOP_HALF::2 * stride].copy())  # the high 16 bits of each sampled float
+        self.pending_values += len(self.pending[-1])
+        if self.pending_values >= PENDING_VALUES:
+            self.flush()
+
+    def flush(self):
+        if self.pending:
+            self.histogram += np.bincount(np.concatenate(self.pending), minlength=CODES)
+            self.pending, self.pending_values = [], 0
 
 
 @dataclass(frozen=True)
@@ -139,7 +148,6 @@ class TensorStatistics:
     count: int  # values seen
     codes: np.ndarray = dataclasses.field(repr=False)  # non-empty histogram bins, ascending code
     counts: np.ndarray = dataclasses.field(repr=False)  # values in each
-    channel_mean: np.ndarray = dataclasses.field(repr=False)
     sample_minima: np.ndarray = dataclasses.field(repr=False)  # float32, one per sample
     sample_maxima: np.ndarray = dataclasses.field(repr=False)
 
@@ -153,10 +161,9 @@ class TensorStatistics:
 
     @classmethod
     def from_accumulator(cls, name, accumulator):
+        accumulator.flush()
         codes = np.flatnonzero(accumulator.histogram)
-        values_per_channel = accumulator.count // len(accumulator.channel_sum)
-        return cls(name, accumulator.count, codes.astype(np.uint16), accumulator.histogram[codes].astype(np.int64),
-                   accumulator.channel_sum / values_per_channel,
+        return cls(name, accumulator.count, codes.astype(np.uint16), accumulator.histogram[codes],
                    np.asarray(accumulator.sample_minima, np.float32), np.asarray(accumulator.sample_maxima, np.float32))
 
     def histogram(self):
@@ -227,8 +234,6 @@ class ActivationStatistics:
             "bins": np.asarray([len(t.codes) for t in self.tensors], np.int64),
             "codes": np.concatenate([t.codes for t in self.tensors]),
             "counts": np.concatenate([t.counts for t in self.tensors]),
-            "channels": np.asarray([len(t.channel_mean) for t in self.tensors], np.int64),
-            "channel_mean": np.concatenate([t.channel_mean for t in self.tensors]),
             "sample_minima": np.stack([t.sample_minima for t in self.tensors]),
             "sample_maxima": np.stack([t.sample_maxima for t in self.tensors]),
         }
@@ -249,13 +254,13 @@ class ActivationStatistics:
             if header.get("format_version") != FORMAT_VERSION:
                 raise DataError(f"{path} has statistics format {header.get('format_version')}; "
                                 f"this edge-resnet reads {FORMAT_VERSION}: collect them again")
-            bin_ends, channel_ends = np.cumsum(arrays["bins"])[:-1], np.cumsum(arrays["channels"])[:-1]
+            bin_ends = np.cumsum(arrays["bins"])[:-1]
             tensors = tuple(
-                TensorStatistics(str(name), int(count), codes, counts, channel_mean, minima, maxima)
-                for name, count, codes, counts, channel_mean, minima, maxima in zip(
+                TensorStatistics(str(name), int(count), codes, counts, minima, maxima)
+                for name, count, codes, counts, minima, maxima in zip(
                     arrays["names"], arrays["count"], np.split(arrays["codes"], bin_ends),
-                    np.split(arrays["counts"], bin_ends), np.split(arrays["channel_mean"], channel_ends),
-                    arrays["sample_minima"], arrays["sample_maxima"], strict=True)
+                    np.split(arrays["counts"], bin_ends), arrays["sample_minima"], arrays["sample_maxima"],
+                    strict=True)
             )
             return cls(tensors, header["model_sha256"], header["calibration"], tuple(header["graph_inputs"]),
                        tuple(header["graph_outputs"]))
