@@ -259,6 +259,20 @@ def _per_layer(reference, args, data):
     return layers
 
 
+def _artifact_descriptions(artifacts):
+    """{artifact name: its recipe JSON's description} where the JSON exists."""
+    import json
+
+    from .recipe import record_path
+
+    descriptions = {}
+    for artifact in artifacts:
+        record_file = record_path(artifact)
+        if record_file.is_file():
+            descriptions[os.path.basename(artifact)] = json.loads(record_file.read_text()).get("quantization")
+    return descriptions
+
+
 def run_compare(args):
     from .data import Preprocessing, image_set
     from .parity import compare, read_labels_file
@@ -278,6 +292,7 @@ def run_compare(args):
     result = compare(reference, args.artifacts, data, class_names=class_names,
                      batch_size=args.batch_size, progress=progress_bar("evaluating"))
     report = result.to_dict()
+    report["quantization"] = _artifact_descriptions(args.artifacts)
     if not args.no_per_layer:
         report["layers"] = _per_layer(reference, args, data)
     failures = result.gate_failures(args.max_accuracy_drop, args.min_agreement)

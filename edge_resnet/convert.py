@@ -536,6 +536,9 @@ def convert(config, log=print):
         raise
     log("")
     log(format_summary_table(report))
+    if made.statistics is not None:
+        log(f"int8 activation ranges: {recipe_for('int8', config).range_method().describe()}, from one statistics "
+            f"pass over {made.statistics.samples} calibration images ({STATISTICS_FILE})")
     log(f"wrote {len(report['files'])} files to {str(config.output).rstrip('/')}/ in {report['total_seconds']:.0f} s "
         f"(peak memory {report['peak_rss_mb']:.0f} MB): report.md, report.html, report.json")
     return report

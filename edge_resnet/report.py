@@ -24,8 +24,9 @@ def _decibels(value):
 
 
 def markdown_report(report):
-    """`report`: a ParityResult.to_dict() with an optional "layers" entry
-    ({artifact name: [(layer, metric, value), ...]})."""
+    """`report`: a ParityResult.to_dict() with optional "layers"
+    ({artifact name: [(layer, metric, value), ...]}) and "quantization"
+    ({artifact name: how it was quantized, range method included}) entries."""
     reference, data = report["reference"], report["data"]
     ref = reference["metrics"]
     lines = [
@@ -47,6 +48,10 @@ def markdown_report(report):
             f"{_points(candidate['top1_drop_points'])} | {_percent(m['top5'])} | {_percent(m['top1_agreement'])} | "
             f"{_percent(m['top5_overlap'])} | {m['cosine']:.4f} | {_decibels(m['sqnr_db'])} | {m['max_abs_error']:.3g} |"
         )
+    made = report.get("quantization", {})
+    if made:
+        lines += ["", "How each artifact was made (its recipe JSON):", ""]
+        lines += [f"- `{name}`: {description}" for name, description in made.items()]
     for candidate in report["candidates"]:
         if candidate["changed_classes"]:
             changes = ", ".join(
