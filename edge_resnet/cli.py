@@ -182,7 +182,7 @@ def run_quantize(args):
     return _quantize_keras(args, recipe, target)
 
 
-def _int8_statistics(args, float_model, calibration):
+def _int8_statistics(args, recipe, float_model, calibration):
     """Read with --statistics, or collected once; saved with --save-statistics."""
     from .int8_tflite import statistics_for
 
@@ -190,8 +190,7 @@ def _int8_statistics(args, float_model, calibration):
     if args.save_statistics:
         statistics.save(args.save_statistics)
         print(f"wrote {args.save_statistics} ({len(statistics.tensors)} tensors, {statistics.samples} samples)")
-    print(f"activation ranges: {_recipe_from_args(args).range_method().describe()} "
-          f"over {statistics.samples} calibration samples")
+    print(f"activation ranges: {recipe.range_method().describe()} over {statistics.samples} calibration samples")
     return statistics
 
 
@@ -208,7 +207,7 @@ def _quantize_float_tflite(args, recipe, target):
         from .runtime import TfliteRunner
 
         calibration = _calibration_from_args(args, TfliteRunner(args.model, threads=1).input_shape)
-    statistics = _int8_statistics(args, float_model, calibration)
+    statistics = _int8_statistics(args, recipe, float_model, calibration)
     path = write_int8_tflite(float_model, recipe, args.output, statistics=statistics)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {recipe.describe('tflite')})")
     _describe_tflite(path, recipe)
@@ -228,7 +227,7 @@ def _quantize_keras(args, recipe, target):
     if recipe.needs_calibration:
         calibration = _calibration_from_args(args, model.input_shape[1:]) if args.calibration else None
         float_model = float_tflite(model)
-        statistics = _int8_statistics(args, float_model, calibration)
+        statistics = _int8_statistics(args, recipe, float_model, calibration)
     if target == ".tflite":
         path = to_tflite(model, recipe, output=args.output, statistics=statistics, float_model=float_model)
     else:

@@ -145,33 +145,29 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
 
     graph = proto.graph
     by_layer = layer_ranges(tflite_ranges, statistics, layer_names, output_layer)
-    initializers = {tensor.name for tensor in graph.initializer}
     producer = {output: node for node in graph.node for output in node.output}
     readers = {}
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
-    graph_input = tflite_ranges[statistics.graph_inputs[0]]
+    fixed = {value.name: tflite_ranges[statistics.graph_inputs[0]] for value in graph.input}
+    fixed.update({value.name: by_layer.get(output_layer) for value in graph.output})
     resolved = {}
 
-    def resolve(name, seen=()):
-        if name in resolved:
-            return resolved[name]
-        node = producer.get(name)
-        if name in {value.name for value in graph.input}:
-            value = graph_input
-        elif name in {value.name for value in graph.output}:
-            value = by_layer.get(output_layer)
-        elif node is not None and node.op_type in VALUE_PRESERVING_OPS:
-            value = resolve(node.input[0], seen + (name,))
-        else:
-            value = by_layer.get(keras_layer_of(name, layer_names))
-            only_readers = readers.get(name, [])
-            if len(only_readers) == 1 and only_readers[0].op_type == "Relu" and name not in seen:
-                value = resolve(only_readers[0].output[0], seen + (name,))
-        resolved[name] = value
-        return value
+    def resolve(name):
+        if name not in resolved:
+            node, read_by = producer.get(name), readers.get(name, [])
+            if name in fixed:
+                resolved[name] = fixed[name]
+            elif node is not None and node.op_type in VALUE_PRESERVING_OPS:
+                resolved[name] = resolve(node.input[0])
+            elif len(read_by) == 1 and read_by[0].op_type == "Relu":
+                resolved[name] = resolve(read_by[0].output[0])
+            else:
+                resolved[name] = by_layer.get(keras_layer_of(name, layer_names))
+        return resolved[name]
 
+    initializers = {tensor.name for tensor in graph.initializer}
     names = [value.name for value in graph.input] + [
         output for node in graph.node for output in node.output if output not in initializers]
     ranges = {name: resolve(name) for name in names}
