@@ -15,7 +15,7 @@ Speed: seconds per calibration sample at ResNet-50 224 (seeded weights and
 images; speed does not depend on them), slope between N=20 and N=100, for
 our statistics pass and the TF converter's calibrator, timed in one run.
 
-Latency: the int8 TFLite of ResNet-50 224 made by edge-resnet against the
+Latency: the int8 TFLite of ResNet-50 224 (logits output) made by edge-resnet against the
 converter-made one, interleaved medians in one run, plus the structure
 checks (fully integer, whole model on XNNPACK, byte-deterministic).
 
@@ -174,7 +174,8 @@ def resnet50_224():
     from edge_resnet.fold import fold_batchnorm
     from edge_resnet.models import build_resnet
 
-    return fold_batchnorm(build_resnet(50, input_shape=(224, 224, 3), classes=1000, seed=0))[0]
+    return fold_batchnorm(build_resnet(50, input_shape=(224, 224, 3), classes=1000, classifier_activation=None,
+                                       seed=0))[0]
 
 
 def seeded_images(count):
