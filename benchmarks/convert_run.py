@@ -10,10 +10,11 @@ Two runs through the real command line, one after the other:
 
 Then, in one process on the same ResNet-50, the stages that reuse an
 earlier stage's work are timed both ways, one after the other: int8 TFLite
-calibrated on the float32 .tflite vs converted from Keras again, per-layer
-TFLite error from the one calibration vs calibrating again, and int8 ONNX
-from the already exported float ONNX vs exporting it again (what composing
-the separate commands costs).
+from the one statistics pass and the float32 .tflite vs converting and
+calibrating again, per-layer TFLite error against the float32 .tflite
+already written vs converting it again, and int8 ONNX from the statistics
+and the already exported float ONNX vs doing both again (what composing the
+separate commands costs).
 """
 
 import json
@@ -57,10 +58,11 @@ def reuse_savings(report, scratch):
 
     from edge_resnet.calibration import digits_folder
     from edge_resnet.data import Preprocessing, holdout_split
-    from edge_resnet.layer_debug import tflite_layer_errors
+    from edge_resnet.layer_debug import layer_errors
     from edge_resnet.onnx_export import float_onnx, to_onnx
     from edge_resnet.recipe import QuantizationRecipe
-    from edge_resnet.tflite import calibrate, quantize_calibrated, tflite_bytes
+    from edge_resnet.statistics import collect_statistics
+    from edge_resnet.tflite import to_tflite
 
     output = Path(report["_output"])
     folded = keras.saving.load_model(output / report["model"]["folded_file"])
@@ -68,21 +70,24 @@ def reuse_savings(report, scratch):
     calibration = calibration.cached()
     debug_images = list(evaluation.samples())[:16]
     float_tflite = (output / f"{report['model']['name']}_float32.tflite").read_bytes()
-    calibrated = calibrate(float_tflite, calibration, progress=False)
+    statistics = collect_statistics(float_tflite, calibration)
     float_path = scratch / "float.onnx"
     onnx.save(float_onnx(folded), float_path)
     int8 = QuantizationRecipe()
+    int8_path = to_tflite(folded, int8, output=scratch / "int8.tflite", statistics=statistics, float_model=float_tflite)
     return {
         "int8 TFLite": {
-            "reusing": timed(lambda: quantize_calibrated(calibrate(float_tflite, calibration, progress=False), int8)),
-            "again": timed(lambda: tflite_bytes(folded, int8, calibration, progress=False)),
+            "reusing": timed(lambda: to_tflite(folded, int8, output=scratch / "a.tflite", statistics=statistics,
+                                               float_model=float_tflite)),
+            "again": timed(lambda: to_tflite(folded, int8, calibration, output=scratch / "b.tflite", progress=False)),
         },
         "per-layer TFLite error": {
-            "reusing": timed(lambda: tflite_layer_errors(folded, calibration, debug_images, calibrated)),
-            "again": timed(lambda: tflite_layer_errors(folded, calibration, debug_images)),
+            "reusing": timed(lambda: layer_errors(folded, int8_path, debug_images, float_model=float_tflite)),
+            "again": timed(lambda: layer_errors(folded, int8_path, debug_images)),
         },
         "int8 ONNX": {
-            "reusing": timed(lambda: to_onnx(folded, int8, calibration, scratch / "a.onnx", float_onnx_path=float_path)),
+            "reusing": timed(lambda: to_onnx(folded, int8, output=scratch / "a.onnx", statistics=statistics,
+                                             float_model=float_tflite, float_onnx_path=float_path)),
             "again": timed(lambda: to_onnx(folded, int8, calibration, scratch / "b.onnx")),
         },
     }
