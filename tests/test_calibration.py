@@ -255,3 +255,17 @@ def test_cli_refuses_bad_range_options_in_one_line(arguments, message, tmp_path,
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out.tflite").exists()
+
+
+def test_cli_refuses_another_models_statistics_and_an_int8_model(folded, statistics, digits_calibration, tmp_path):
+    from edge_resnet.models import build_resnet
+
+    other = tmp_path / "other_float32.tflite"
+    other.write_bytes(float_tflite(build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25, seed=7)))
+    saved = statistics.save(tmp_path / "statistics.npz")
+    int8 = to_tflite(folded, QuantizationRecipe(), output=tmp_path / "int8.tflite", statistics=statistics)
+    for model, message in ((other, "collected on another model"), (int8, "not a float32 model")):
+        result = run_cli("quantize", model, "--statistics", saved, "--output", tmp_path / "out.tflite")
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.tflite").exists()
