@@ -177,6 +177,8 @@ def run_quantize(args):
                               "or --statistics FILE")
     if not recipe.needs_calibration and (args.statistics or args.save_statistics):
         raise EdgeResnetError("--statistics and --save-statistics apply to --quantize int8 only")
+    if args.save_statistics and not args.save_statistics.endswith(".npz"):
+        raise EdgeResnetError(f"--save-statistics must end in .npz. Received: {args.save_statistics}")
     if args.model.endswith(".tflite"):
         return _quantize_float_tflite(args, recipe, target)
     return _quantize_keras(args, recipe, target)

@@ -247,6 +247,7 @@ def test_quantize_a_float_tflite_without_tensorflow(float_model, statistics, dig
     (["--percentile", "120", "--calibration-method", "percentile"], "percentile must be above 50"),
     (["--statistics", "nowhere.npz"], "statistics file not found"),
     (["--quantize", "float16", "--calibration-method", "mse"], "apply to --quantize int8 only"),
+    (["--calibration", "x", "--save-statistics", "stats.json"], "must end in .npz"),
 ])
 def test_cli_refuses_bad_range_options_in_one_line(arguments, message, tmp_path, float_model):
     source = tmp_path / "model.tflite"
