@@ -421,9 +421,10 @@ def previous_run_files(output):
 
     report = Path(output) / f"{REPORT_STEM}.json"
     try:
-        return set(json.loads(report.read_text()).get("files", []))
+        files = json.loads(report.read_text()).get("files", [])
     except (OSError, ValueError, AttributeError):
-        return set()
+        return []
+    return files if isinstance(files, list) else []
 
 
 def stage_count(config):

@@ -75,19 +75,41 @@ def open_staging(output, force=False):
     return staging
 
 
+class UnsafeNameWarning(UserWarning):
+    """An earlier run's file list named something that is not a plain file
+    of the output directory; it was left alone."""
+
+
+def is_plain_name(name):
+    """A bare file name: no separator, no "..", not absolute."""
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name and "\\" not in name
+
+
 def publish(staging, output, replaced=(), last=()):
     """Move every file of a finished run from `staging` into `output`: the
     files named in `last` (the report) after all others, after deleting the
-    files in `replaced` (an earlier run's) that this run does not write."""
+    files in `replaced` (an earlier run's) that this run does not write.
+    Only regular files named by a bare name inside `output` are ever
+    deleted; anything else in `replaced` is named in a warning and left alone."""
     import shutil
+    import warnings
 
     output = Path(output).resolve()
     if not output.exists():
         os.replace(staging, output)
         return
     names = sorted(path.name for path in Path(staging).iterdir())
-    for name in set(replaced) - set(names):
-        (output / name).unlink(missing_ok=True)
+    refused = []
+    for name in replaced:
+        path = output / name if is_plain_name(name) else None
+        if path is not None and path.is_file() and not path.is_symlink():
+            if name not in names:
+                path.unlink()
+        elif path is None or path.exists() or path.is_symlink():
+            refused.append(repr(name))
+    if refused:
+        warnings.warn(f"the earlier run's report lists {len(refused)} entries that are not plain files of {output}; "
+                      f"left alone: {', '.join(refused[:5])}", UnsafeNameWarning, stacklevel=2)
     for name in sorted(names, key=lambda name: name in last):
         os.replace(Path(staging) / name, output / name)
     shutil.rmtree(staging, ignore_errors=True)
