@@ -179,6 +179,10 @@ def run_quantize(args):
         raise EdgeResnetError("--statistics and --save-statistics apply to --quantize int8 only")
     if args.save_statistics and not args.save_statistics.endswith(".npz"):
         raise EdgeResnetError(f"--save-statistics must end in .npz. Received: {args.save_statistics}")
+    from .files import refuse_writing_over_inputs
+
+    refuse_writing_over_inputs([args.output, args.save_statistics],
+                               [args.model, args.weights, args.calibration, args.statistics])
     if args.model.endswith(".tflite"):
         return _quantize_float_tflite(args, recipe, target)
     return _quantize_keras(args, recipe, target)
@@ -384,10 +388,11 @@ def run_convert(args):
 def run_fold(args):
     import json
 
-    from .files import atomic_output
+    from .files import atomic_output, refuse_writing_over_inputs
 
     if not args.output.endswith(".keras"):
         raise EdgeResnetError(f"--output must end in .keras. Received: {args.output}")
+    refuse_writing_over_inputs([args.output], [args.model, args.weights])
     folded, report = _load_for_conversion(args)
     with atomic_output(args.output) as temporary:
         folded.save(temporary)

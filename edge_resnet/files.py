@@ -113,3 +113,16 @@ def publish(staging, output, replaced=(), last=()):
     for name in sorted(names, key=lambda name: name in last):
         os.replace(Path(staging) / name, output / name)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def refuse_writing_over_inputs(outputs, inputs):
+    """One line instead of replacing a user's input file with an output."""
+    from .errors import ConfigError
+
+    existing = {Path(path).resolve(): path for path in inputs if path and Path(path).exists()}
+    for output in outputs:
+        if output and Path(output).resolve() in existing:
+            raise ConfigError(
+                f"the output {output} is the input {existing[Path(output).resolve()]}: writing it would replace "
+                "your file; choose another output name"
+            )

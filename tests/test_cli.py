@@ -212,3 +212,27 @@ def test_quantize_onnx_bad_requests_fail_before_any_work(small_model_file, tmp_p
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [
+    ["fold", "{model}", "--output", "{model}"],
+    ["quantize", "{model}", "--calibration", "{float_model}", "--output", "{float_model}"],
+    ["quantize", "{float_model}", "--calibration", "{digits}", "--output", "{float_model}"],
+])
+def test_an_output_that_is_an_input_is_refused(small_model_file, tmp_path, command):
+    """Writing the output would replace the user's checkpoint (with its optimizer state)."""
+    import hashlib
+    import shutil
+
+    from edge_resnet.calibration import digits_folder
+
+    model = tmp_path / "mine.keras"
+    shutil.copy(small_model_file, model)
+    float_model = tmp_path / "mine_float32.tflite"
+    float_model.write_bytes(b"my float model")
+    before = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in (model, float_model)}
+    names = {"model": model, "float_model": float_model, "digits": digits_folder()}
+    result = run_cli(*[part.format(**names) for part in command])
+    assert result.returncode == 2 and "would replace your file" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in (model, float_model)} == before
