@@ -107,9 +107,11 @@ def tflite_layer_errors(float_model_bytes, int8_model_bytes, debug_images, layer
     models run on `debug_images` (TensorFlow-free). Tensors are matched by
     the Keras layer they come from, so the float model need not be the one
     the artifact was quantized from (an unfolded reference works too)."""
+    from .statistics import exposed_model
+
     scales = tensor_scales(int8_model_bytes)
     int8_layers = by_layer(scales, layer_names)
-    float_layers = by_layer(next(tensor_values(float_model_bytes, debug_images[:1])).keys(), layer_names)
+    float_layers = by_layer(exposed_model(float_model_bytes)[1], layer_names)
     shared = sorted(set(int8_layers) & set(float_layers))
     squared, count = dict.fromkeys(shared, 0.0), dict.fromkeys(shared, 0)
     pairs = zip(tensor_values(float_model_bytes, debug_images, {float_layers[layer] for layer in shared}),

@@ -188,15 +188,6 @@ class ActivationStatistics:
     def samples(self):
         return len(self.tensors[0].sample_maxima)
 
-    def __getitem__(self, name):
-        return self.by_name()[name]
-
-    def by_name(self):
-        return {tensor.name: tensor for tensor in self.tensors}
-
-    def names(self):
-        return [tensor.name for tensor in self.tensors]
-
     def fingerprint(self):
         digest = hashlib.sha256(self.model_sha256.encode())
         for tensor in self.tensors:
@@ -290,7 +281,7 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
         interpreter = module.Interpreter(model_content=exposed, num_threads=threads)
         interpreter.allocate_tensors()
     input_detail = interpreter.get_input_details()[0]
-    check_input_shape(input_detail, calibration)
+    check_input_shape(input_detail["shape"][1:], calibration)
     output_index = {detail["name"]: detail["index"] for detail in interpreter.get_output_details()}
     views = [interpreter.tensor(output_index[name]) for name in names]  # no copies
     accumulators = [TensorAccumulator() for _ in names]
@@ -309,8 +300,9 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
     return ActivationStatistics(tensors, model_sha256(float_model_bytes), calibration.describe(), inputs, outputs)
 
 
-def check_input_shape(input_detail, calibration):
-    expected = tuple(int(size) for size in input_detail["shape"][1:])
+def check_input_shape(expected, calibration):
+    """Refuse calibration samples of another shape than the model's input (without the batch)."""
+    expected = tuple(int(size) for size in expected)
     if tuple(calibration.preprocessing.shape) != expected:
         raise ConfigError(
             f"calibration samples are {tuple(calibration.preprocessing.shape)} but the model takes {expected}; "

@@ -9,17 +9,13 @@ from .errors import ConfigError
 from .files import atomic_output
 from .quiet import native_output_silenced
 from .recipe import QuantizationRecipe, artifact_record, keras_model_info, write_record
+from .statistics import check_input_shape
 
 KERAS_PACKAGES = ("tensorflow", "keras", "litert-quantizer")
 
 
 def check_calibration_fits(model, calibration):
-    expected = tuple(model.input_shape[1:])
-    if tuple(calibration.preprocessing.shape) != expected:
-        raise ConfigError(
-            f"calibration samples are {calibration.preprocessing.shape} but the model takes {expected}; "
-            "build the calibration set for the model's input size"
-        )
+    check_input_shape(model.input_shape[1:], calibration)
 
 
 def converted(model, recipe):
