@@ -7,6 +7,7 @@ harness adds two clock reads per inference; benchmarks/bench_overhead.py
 measures that against a loop with no timing inside.
 """
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -147,6 +148,8 @@ def benchmark(path, threads=2, warmup=10, runs=50, duration=None, batch=1, sampl
     reports its own)."""
     if batch < 1 or threads < 1 or warmup < 0 or (runs is not None and runs < 1):
         raise DataError("--batch, --threads and --runs must be at least 1 and --warmup at least 0")
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise DataError(f"--duration is in seconds, more than 0. Received: {duration}")
     if reset_peak:
         reset_peak_rss()
     start = time.perf_counter()

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import __version__
 from .errors import EdgeResnetError
+from .parity import REFERENCE_BATCH
 
 PROG = "edge-resnet"
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -247,23 +248,6 @@ def _quantize_keras(args, recipe, target):
     return EXIT_OK
 
 
-def _per_layer(reference, args, data):
-    """{artifact name: worst layers} for the int8 artifacts a tool covers:
-    each artifact itself against the reference's float model."""
-    from itertools import islice
-
-    from .layer_debug import DEBUG_IMAGES, layer_errors
-    from .tflite import float_tflite
-
-    debug_images = list(islice(data.samples(), DEBUG_IMAGES))
-    float_model = float_tflite(reference) if any(a.endswith(".tflite") for a in args.artifacts) else None
-    layers = {}
-    for artifact in args.artifacts:
-        print(f"per-layer error: {os.path.basename(artifact)}")
-        layers[os.path.basename(artifact)] = layer_errors(reference, artifact, debug_images, float_model=float_model)
-    return layers
-
-
 def _artifact_descriptions(artifacts):
     """{artifact name: its recipe JSON's description} where the JSON exists."""
     import json
@@ -280,10 +264,11 @@ def _artifact_descriptions(artifacts):
 
 def run_compare(args):
     from .data import Preprocessing, image_set
-    from .parity import compare, read_labels_file
+    from .parity import check_gates, parity_report, read_labels_file
     from .quiet import progress_bar
     from .report import markdown_report, write_reports
 
+    check_gates(args.max_accuracy_drop, args.min_agreement)
     for artifact in args.artifacts:
         if not os.path.isfile(artifact):
             raise EdgeResnetError(f"artifact not found: {artifact}")
@@ -294,19 +279,16 @@ def run_compare(args):
     classes = int(reference.output_shape[-1])
     class_names = read_labels_file(args.labels, classes) if args.labels else None
     print(f"evaluating {len(data)} images from {data.source}")
-    result = compare(reference, args.artifacts, data, class_names=class_names,
-                     batch_size=args.batch_size, progress=progress_bar("evaluating"))
-    report = result.to_dict()
+    report = parity_report(reference, args.artifacts, data, class_names=class_names, batch_size=args.batch_size,
+                           max_accuracy_drop=args.max_accuracy_drop, min_agreement=args.min_agreement,
+                           per_layer=() if args.no_per_layer else args.artifacts,
+                           progress=progress_bar("evaluating"))
     report["quantization"] = _artifact_descriptions(args.artifacts)
-    if not args.no_per_layer:
-        report["layers"] = _per_layer(reference, args, data)
-    failures = result.gate_failures(args.max_accuracy_drop, args.min_agreement)
-    report["gates"] = {"max_accuracy_drop": args.max_accuracy_drop, "min_agreement": args.min_agreement,
-                       "failures": failures}
     if args.report:
         paths = write_reports(report, args.report)
         print(f"wrote {', '.join(str(p) for p in paths)}")
     print(markdown_report(report))
+    failures = report["gates"]["failures"]
     for failure in failures:
         print(f"{PROG}: gate failed: {failure}", file=sys.stderr)
     return EXIT_GATE_FAILED if failures else EXIT_OK
@@ -593,7 +575,8 @@ def build_parser():
     compare.add_argument("--eval-size", type=int, metavar="N", help="evaluate a seeded subset of N images")
     compare.add_argument("--no-per-layer", action="store_true", help="skip the per-layer error analysis")
     compare.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
-    compare.add_argument("--batch-size", type=int, default=32, help="reference batch size (default: 32)")
+    compare.add_argument("--batch-size", type=int, default=REFERENCE_BATCH,
+                         help=f"reference batch size (default: {REFERENCE_BATCH})")
     _add_preprocessing_arguments(compare, "the --data images")
     compare.add_argument("--preprocessed", action="store_true", help="the arrays in --data are already model input")
     compare.add_argument("--input-size", type=int, default=224, metavar="PIXELS",

@@ -15,11 +15,9 @@ moved into place only when the run is complete.
 
 import dataclasses
 import hashlib
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 from .bench import peak_rss_mb
@@ -30,9 +28,6 @@ ONNX_MODES = ("int8", "none")  # what ONNX export offers
 MODES = ("int8", "float16", "dynamic", "none")
 DEMO, RANDOM, IMAGENET = "demo", "random", "imagenet"
 FOLD_PROBE_IMAGES = 8
-# Keras reference batch: on 2 CPU cores ResNet-50 224 took 73 ms per image
-# in batches of 8 and 88 ms in batches of 32 (TensorFlow backend)
-REFERENCE_BATCH = 8
 REPORT_STEM = "report"
 REPORT_FILES = tuple(f"{REPORT_STEM}.{suffix}" for suffix in ("json", "md", "html"))
 STATISTICS_FILE = "calibration_statistics.npz"  # reusable with --statistics
@@ -108,6 +103,7 @@ class ConvertConfig:
 def check_config(config):
     """Refuse option combinations that cannot work, before any work starts."""
     from .models import BUILDERS
+    from .parity import check_gates
 
     if not config.is_keras_file and config.model not in BUILDERS:
         raise ConfigError(
@@ -141,10 +137,7 @@ def check_config(config):
             "--max-accuracy-drop and --min-agreement gate the quantized artifacts, and --quantize none "
             "makes none; drop the gates or choose a quantization"
         )
-    if config.max_accuracy_drop is not None and config.max_accuracy_drop < 0:
-        raise ConfigError(f"--max-accuracy-drop is in points, 0 or more. Received: {config.max_accuracy_drop}")
-    if config.min_agreement is not None and not 0 <= config.min_agreement <= 1:
-        raise ConfigError(f"--min-agreement is a fraction between 0 and 1. Received: {config.min_agreement}")
+    check_gates(config.max_accuracy_drop, config.min_agreement)
     if (config.input_type or config.output_type) and config.quantize != "int8":
         raise ConfigError("--input-type and --output-type apply to --quantize int8 only")
     int8_only = ("calibration_method", "percentile", "extrapolation", "statistics")
@@ -366,15 +359,6 @@ def write_artifacts(folded, config, calibration, staging, clock, base):
     return made
 
 
-def per_layer_errors(folded, paths, evaluation, made):
-    from .layer_debug import DEBUG_IMAGES, layer_errors
-
-    debug_images = list(islice(evaluation.samples(), DEBUG_IMAGES))
-    return {path.name: layer_errors(folded, path, debug_images, float_model=made.float_model,
-                                    float_onnx_path=made.float_onnx_path)
-            for path in paths}
-
-
 def latencies(paths, sample, config):
     from .bench import benchmark
 
@@ -430,7 +414,7 @@ def previous_run_files(output):
 def stage_count(config):
     statistics = config.quantize == "int8"
     writes = len(artifact_plan("m", config))
-    return 5 + statistics + writes + config.per_layer + (config.bench_runs > 0)
+    return 5 + statistics + writes + (config.bench_runs > 0)
 
 
 def read_data(config, model, log):
@@ -464,25 +448,29 @@ def fold_and_save(model, probe_set, path, log):
     return folded, fold_report
 
 
-def parity_check(model, paths, evaluation, class_names):
-    from .parity import compare
+def parity_check(model, folded, paths, quantized, evaluation, class_names, config, made):
+    """The parity section of the report: every artifact against the float
+    model; per-layer error and gates for the quantized ones."""
+    from .parity import parity_report
     from .quiet import native_output_silenced, progress_bar
 
     with native_output_silenced() as stderr:  # the runtimes' own start-up lines
-        return compare(model, paths, evaluation, class_names=class_names, batch_size=REFERENCE_BATCH,
-                       progress=progress_bar("parity", stderr)).to_dict()
+        return parity_report(model, paths, evaluation, class_names=class_names,
+                             max_accuracy_drop=config.max_accuracy_drop, min_agreement=config.min_agreement,
+                             gated=quantized, per_layer=quantized if config.per_layer else (), layer_model=folded,
+                             float_model=made.float_model, float_onnx_path=made.float_onnx_path,
+                             progress=progress_bar("parity", stderr))
 
 
 def convert(config, log=print):
     """Run the whole job; return the report (a dict). The caller decides the
     exit code from report["parity"]["gates"]["failures"]."""
-    from .files import open_staging, publish
+    from .files import publish, relocated, staged_output
     from .quiet import native_output_silenced
     from .report import format_summary_table, write_convert_reports
 
     started = time.perf_counter()
-    staging = open_staging(config.output, config.force)
-    try:
+    with staged_output(config.output, config.force) as staging:
         clock = StageClock(stage_count(config), log)
         with clock("load model"):
             model, source = load_source(config)
@@ -498,19 +486,15 @@ def convert(config, log=print):
                                                 folded_path, log)
         made = write_artifacts(folded, config, calibration, staging, clock, base)
         paths = made.paths
-        with clock("accuracy parity"):
-            parity = parity_check(model, paths, evaluation, class_names)
-        quantized = {name for name, _, mode in artifact_plan(base, config) if mode != "none"}
-        if config.per_layer:
-            with clock("per-layer error"):
-                parity["layers"] = per_layer_errors(folded, [p for p in paths if p.name in quantized], evaluation,
-                                                    made)
+        quantized_names = {name for name, _, mode in artifact_plan(base, config) if mode != "none"}
+        quantized = [path for path in paths if path.name in quantized_names]
+        with clock("accuracy parity" + (" and per-layer error" if config.per_layer and quantized else "")):
+            parity = parity_check(model, folded, paths, quantized, evaluation, class_names, config, made)
         timings = []
         if config.bench_runs:
             with clock("latency"), native_output_silenced():
                 timings = latencies(paths, next(evaluation.samples()), config)
         with clock("report"):
-            parity["gates"] = gate_results(parity, quantized, config)
             report = {
                 "tool": {"name": "edge-resnet", "version": _version()},
                 "config": dataclasses.asdict(config),
@@ -530,11 +514,9 @@ def convert(config, log=print):
                 "total_seconds": round(time.perf_counter() - started, 2),
                 "peak_rss_mb": round(peak_rss_mb(), 1),
             }
+            report = relocated(report, staging, Path(config.output).resolve())
             write_convert_reports(report, staging, REPORT_STEM)
         publish(staging, config.output, replaced=previous_run_files(config.output), last=REPORT_FILES)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log("")
     log(format_summary_table(report))
     if made.statistics is not None:
@@ -543,17 +525,6 @@ def convert(config, log=print):
     log(f"wrote {len(report['files'])} files to {str(config.output).rstrip('/')}/ in {report['total_seconds']:.0f} s "
         f"(peak memory {report['peak_rss_mb']:.0f} MB): report.md, report.html, report.json")
     return report
-
-
-def gate_results(parity, quantized, config):
-    """The gates, applied to the quantized artifacts (float artifacts are
-    reported, not gated)."""
-    from .parity import ParityResult
-
-    gated = ParityResult(parity["data"], parity["reference"],
-                         tuple(c for c in parity["candidates"] if c["name"] in quantized))
-    return {"max_accuracy_drop": config.max_accuracy_drop, "min_agreement": config.min_agreement,
-            "failures": gated.gate_failures(config.max_accuracy_drop, config.min_agreement)}
 
 
 def _version():

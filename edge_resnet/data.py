@@ -10,6 +10,8 @@ import dataclasses
 import hashlib
 import numbers
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ PREPROCESSING_MODES = (*PRESETS, CUSTOM)
 NORMALIZATION_FIELDS = ("mean", "std", "scale")
 CUSTOM_DEFAULTS = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "scale": (1.0, 1.0, 1.0)}
 NONZERO_REASONS = {"std": "it divides", "scale": "every image would become the same"}
+PIXEL_SLACK = 0.5  # raw float pixels may stray this far and still round into 0..255
 
 
 class DataWarning(UserWarning):
@@ -164,16 +167,26 @@ def read_rgb(path):
     16-bit images are converted; raises OSError/ValueError if unreadable."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        image.load()
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit grayscale: Pillow's own conversion would clip at 255.
-            wide = np.asarray(image, dtype=np.float64)
-            gray = np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
-            return np.repeat(gray[..., None], 3, axis=-1)
-        if image.mode == "P":
-            image = image.convert("RGBA")
-        return np.asarray(image.convert("RGB"))
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return _as_rgb(image)
+    except Image.DecompressionBombError as error:
+        raise DataError(
+            f"image {path} is too large to decode safely ({error}); downscale it or leave it out"
+        ) from None
+
+
+def _as_rgb(image):
+    """A decoded Pillow image as uint8 RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale: Pillow's own conversion would clip at 255.
+        wide = np.asarray(image, dtype=np.float64)
+        gray = np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"))
 
 
 def _is_readable(path):
@@ -358,17 +371,39 @@ def load_array_file(path):
         raise DataError(f"array file not found: {path}")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise DataError(f"cannot read {path} as a numpy array file without pickle: {error}") from error
-    if isinstance(loaded, np.ndarray):
-        return loaded, None
-    with loaded:
-        keys = list(loaded.keys())
-        if "x" not in keys and len(keys) != 1:
-            raise DataError(f"{path} must hold an array named 'x' (and optionally labels 'y'); found: {', '.join(keys)}")
-        images = loaded["x" if "x" in keys else keys[0]]
-        labels = loaded["y"] if "y" in keys else None
+        if isinstance(loaded, np.ndarray):
+            return loaded, None
+        with loaded:  # an .npz reads (and can fail) member by member
+            keys = list(loaded.keys())
+            if "x" not in keys and len(keys) != 1:
+                raise DataError(f"{path} must hold an array named 'x' (and optionally labels 'y'); "
+                                f"found: {', '.join(keys)}")
+            images = loaded["x" if "x" in keys else keys[0]]
+            labels = loaded["y"] if "y" in keys else None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DataError(f"cannot read {path} as a numpy array file without pickle ({reason}); "
+                        "save plain numeric arrays with numpy.savez") from error
     return images, labels
+
+
+def check_labels(labels, count, name):
+    """`labels` as int64 class indices, one per image; refuses what would
+    silently score the wrong images or classes."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != count:
+        raise DataError(f"{name} has labels 'y' of shape {labels.shape} for {count} images; give one class index "
+                        f"per image, shape ({count},) (for one-hot labels, take their argmax)")
+    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.number):
+        raise DataError(f"{name} has labels 'y' of dtype {labels.dtype}; give integer class indices")
+    if np.issubdtype(labels.dtype, np.floating):
+        fractional = labels[~np.isfinite(labels) | (labels != np.round(labels))]
+        if fractional.size:
+            raise DataError(f"{name} has labels 'y' that are not whole numbers (e.g. {fractional[0]}); "
+                            "give integer class indices")
+    if labels.size and labels.min() < 0:
+        raise DataError(f"{name} has negative labels 'y' (e.g. {labels.min()}); class indices start at 0")
+    return labels.astype(np.int64)
 
 
 def check_array(images, preprocessing, preprocessed, name):
@@ -385,6 +420,20 @@ def check_array(images, preprocessing, preprocessed, name):
         bad = int(np.count_nonzero(~np.isfinite(images)))
         if bad:
             raise DataError(f"{name} contains {bad} NaN or Inf values; clean the data first")
+    if not preprocessed and images.size:
+        check_pixel_range(images, name)
+
+
+def check_pixel_range(images, name):
+    """Raw images are 0..255 pixels: floats in 0..1, or values far outside
+    0..255, would be preprocessed into inputs the model never saw."""
+    low, high = float(images.min()), float(images.max())
+    hint = "or add --preprocessed if they are already model input"
+    if np.issubdtype(images.dtype, np.floating) and 0 < high <= 1:
+        raise DataError(f"{name} holds floats in {low:g}..{high:g}; raw images are 0..255 pixels: multiply by 255, "
+                        + hint)
+    if low < -PIXEL_SLACK or high > 255 + PIXEL_SLACK:
+        raise DataError(f"{name} holds values {low:g}..{high:g}; raw images are 0..255 pixels, " + hint)
 
 
 def images_from_array(images, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=0, labels=None,
@@ -393,6 +442,8 @@ def images_from_array(images, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed
     check_array(images, preprocessing, preprocessed, source)
     if len(images) == 0:
         raise DataError(f"{source} holds no images")
+    if labels is not None:
+        labels = check_labels(labels, len(images), source)
     strata = [None] * len(images) if labels is None else [int(y) for y in np.asarray(labels)]
     order = stratified_order(strata, seed)
     chosen = order if size is None else order[:size]
@@ -460,6 +511,9 @@ def _stack_raw(items):
 def calibration_set(source, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=0, preprocessed=False):
     """A calibration set; warns when it is too small to trust."""
     images = image_set(source, preprocessing, size, seed, preprocessed)
+    if size is not None and len(images) < size:
+        warnings.warn(f"asked for {size} calibration samples, but {images.source} holds only {len(images)}; "
+                      f"calibrating on {len(images)}", DataWarning, stacklevel=2)
     if len(images) < FEW_SAMPLES:
         warnings.warn(
             f"only {len(images)} calibration samples; int8 ranges from fewer than {FEW_SAMPLES} are unreliable "

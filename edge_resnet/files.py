@@ -3,6 +3,7 @@ finished: write under a temporary name beside the target, rename when done."""
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 
@@ -75,6 +76,79 @@ def open_staging(output, force=False):
     return staging
 
 
+LOCK_GRACE_S = 60  # a lock file still without a PID this long after creation is a crashed run's
+
+
+def lock_path(output):
+    """Beside `output`, like the staging folder, so a killed run leaves no output folder behind."""
+    output = Path(output).resolve()
+    return output.parent / f".{output.name}.lock"
+
+
+def _lock_holder(path):
+    """The PID in a lock file; None when it names no live process (a stale lock)."""
+    try:
+        text = path.read_text().strip()
+        age_s = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    if not text.isdigit():  # just created, PID not written yet, unless it stayed empty
+        return -1 if age_s < LOCK_GRACE_S else None
+    pid = int(text)
+    return pid if _process_alive(pid) else None
+
+
+@contextlib.contextmanager
+def output_lock(output):
+    """Hold `output` for this process while the block runs: a second run into
+    the same directory gets one line instead of replacing this run's files.
+    The lock file holds the PID; a lock whose process is gone is taken over."""
+    from .errors import ConfigError
+
+    path = lock_path(output)
+    for _ in range(3):
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is not None:
+                shown = f"PID {holder}" if holder > 0 else "starting"
+                raise ConfigError(
+                    f"another edge-resnet run ({shown}) is writing {Path(output).resolve()}; wait for it to "
+                    f"finish or choose another --output (the lock is {path})"
+                ) from None
+            path.unlink(missing_ok=True)  # stale: its run was killed
+            continue
+        except OSError as error:
+            raise ConfigError(f"cannot write the output directory {Path(output).resolve()} (its lock {path.name}: "
+                              f"{error.strerror or error}); choose another --output") from error
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(str(os.getpid()))
+        break
+    else:
+        raise ConfigError(f"cannot take the lock {path}: other runs keep taking it; try again")
+    try:
+        yield
+    finally:
+        if _lock_holder(path) == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_output(output, force=False):
+    """Lock `output`, then yield a staging folder (see open_staging) that is
+    removed if the block fails; publish() it to finish."""
+    import shutil
+
+    with output_lock(output):
+        staging = open_staging(output, force)
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
 class UnsafeNameWarning(UserWarning):
     """An earlier run's file list named something that is not a plain file
     of the output directory; it was left alone."""
@@ -113,6 +187,19 @@ def publish(staging, output, replaced=(), last=()):
     for name in sorted(names, key=lambda name: name in last):
         os.replace(Path(staging) / name, output / name)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def relocated(value, staging, output):
+    """`value` (JSON-like) with every path under `staging` rewritten to the
+    same file under `output`, so a published report names published files."""
+    staging, output = str(Path(staging)), str(Path(output))
+    if isinstance(value, dict):
+        return {key: relocated(item, staging, output) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [relocated(item, staging, output) for item in value]
+    if isinstance(value, str) and (value == staging or value.startswith(staging + os.sep)):
+        return output + value[len(staging):]
+    return value
 
 
 def refuse_writing_over_inputs(outputs, inputs):

@@ -207,3 +207,18 @@ def layer_errors(model, artifact_path, debug_images, float_model=None, float_onn
     if record.get("route") == "ort" and recipe.get("onnx_format") == "qdq":
         return onnx_layer_errors(model, artifact_path, debug_images, float_onnx_path)
     return []
+
+
+def per_layer_errors(model, artifacts, data, float_model=None, float_onnx_path=None):
+    """{artifact name: its worst layers}, each artifact itself against
+    `model`'s float graph, on the first DEBUG_IMAGES samples of `data`."""
+    from itertools import islice
+
+    debug_images = list(islice(data.samples(), DEBUG_IMAGES))
+    if float_model is None and any(str(path).endswith(".tflite") for path in artifacts):
+        from .tflite import float_tflite
+
+        float_model = float_tflite(model)
+    return {Path(path).name: layer_errors(model, path, debug_images, float_model=float_model,
+                                          float_onnx_path=float_onnx_path)
+            for path in artifacts}

@@ -26,3 +26,25 @@ def run_without_tensorflow(tmp_path, *args):
         (tmp_path / "blocker" / name / "__init__.py").write_text(BLOCKER)
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "blocker"))
     return subprocess.run([*COMMAND, *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def main_in_process(*args):
+    """The command line's main() in this process, for the option and input
+    checks (no interpreter start-up): (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+    import signal
+    import warnings
+
+    from edge_resnet.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main([str(arg) for arg in args])
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    finally:
+        signal.signal(signal.SIGTERM, sigterm_handler)
+    return code, stdout.getvalue(), stderr.getvalue()

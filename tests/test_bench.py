@@ -12,7 +12,7 @@ from edge_resnet.models import build_resnet
 from edge_resnet.onnx_export import to_onnx
 from edge_resnet.recipe import QuantizationRecipe
 from edge_resnet.tflite import to_tflite
-from tests.cli import run_without_tensorflow
+from tests.cli import main_in_process, run_without_tensorflow
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +102,10 @@ def test_onnx_operator_profile(models):
     assert result.operator_ms and all(ms >= 0 for ms in result.operator_ms.values())
     assert any("Conv" in op for op in result.operator_ms)
     assert benchmark(models["int8_tflite"], runs=2, profile=True).operator_ms is None
+
+
+@pytest.mark.parametrize("duration", ["-5", "nan", "0"])
+def test_a_duration_that_is_not_a_positive_time_is_refused(models, duration):
+    code, stdout, stderr = main_in_process("bench", models["int8_tflite"], "--duration", duration)
+    assert code == 2 and f"--duration is in seconds, more than 0. Received: {float(duration)}" in stderr, stderr
+    assert stdout == ""

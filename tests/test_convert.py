@@ -63,10 +63,14 @@ def default_run(tmp_path_factory):
 @pytest.mark.slow
 def test_a_killed_run_leaves_nothing_that_looks_finished(default_run):
     assert default_run["reached"], "the first run never wrote a .tflite to kill it after"
-    # only the hidden staging folder remains: no output directory, no artifact under a final name
-    assert len(default_run["left_by_kill"]) == 1 and default_run["left_by_kill"][0].startswith(".edge-resnet-output.partial-")
-    # and the next run starts clean: the stale staging folder is gone
+    # only the hidden staging folder and the dead run's lock remain: no output directory, no artifact
+    # under a final name
+    left = default_run["left_by_kill"]
+    assert len(left) == 2 and left[0] == ".edge-resnet-output.lock", left
+    assert left[1].startswith(".edge-resnet-output.partial-")
+    # and the next run starts clean: it takes over the stale lock, the stale staging folder is gone
     assert staging_folders(default_run["workdir"]) == []
+    assert not (default_run["workdir"] / ".edge-resnet-output.lock").exists()
 
 
 @pytest.mark.slow
@@ -105,6 +109,10 @@ def test_default_run_converts_the_trained_demo_on_held_out_digits(default_run):
                for layers in report["parity"]["layers"].values() for layer in layers)
     assert [stage["stage"] for stage in report["stages"]][:3] == ["load model", "read data", "fold BatchNorm"]
     assert report["peak_rss_mb"] > 0
+    # every path in the published report names a published file, none the staging folder's
+    assert ".partial-" not in (output / "report.json").read_text()
+    named = [c["path"] for c in report["parity"]["candidates"]] + [t["model"] for t in report["latency"]]
+    assert named and all(Path(path).parent == output.resolve() and Path(path).is_file() for path in named)
     assert "<img" in (output / "report.html").read_text()
     assert "| resnet50_demo_int8.tflite |" in (output / "report.md").read_text()
 

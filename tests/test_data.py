@@ -251,3 +251,69 @@ def test_a_cached_set_yields_the_same_samples_and_describes_the_same_source(tmp_
     for path in root.rglob("*.png"):
         path.unlink()  # the cache reads no file again
     assert [len(batch) for batch in cached.with_batch_size(4)] == [4, 2]
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.arange(5) % 2, r"labels 'y' of shape \(5,\) for 8 images"),
+        (np.eye(8, 2, dtype=np.int64), "for one-hot labels, take their argmax"),
+        (np.array([0, 1, -1, 0, 1, 0, 1, 0]), "negative labels"),
+        (np.array([0, 1.5, 1, 0, 1, 0, 1, 0]), "not whole numbers"),
+        (np.array(list("abababab")), "give integer class indices"),
+    ],
+)
+def test_labels_that_would_score_the_wrong_images_are_refused(tmp_path, labels, message):
+    np.savez(tmp_path / "data.npz", x=np.stack([rgb_noise(32, 32, i) for i in range(8)]), y=labels)
+    with pytest.raises(DataError, match=message):
+        image_set(tmp_path / "data.npz", Preprocessing(32, 32), size=None)
+
+
+def test_whole_float_labels_are_class_indices(tmp_path):
+    np.savez(tmp_path / "data.npz", x=np.stack([rgb_noise(32, 32, i) for i in range(4)]), y=np.array([0.0, 1, 2, 1]))
+    assert sorted(image_set(tmp_path / "data.npz", Preprocessing(32, 32), size=None).labels) == [0, 1, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "pixels, message",
+    [
+        (np.random.default_rng(0).random((4, 32, 32, 3)), r"floats in .*multiply by 255"),
+        (np.full((4, 32, 32, 3), 1000, np.uint16), "values 1000..1000"),
+        (np.full((4, 32, 32, 3), -50.0), "values -50..-50"),
+    ],
+)
+def test_raw_arrays_outside_0_to_255_are_refused(tmp_path, pixels, message):
+    np.save(tmp_path / "bad.npy", pixels)
+    with pytest.raises(DataError, match=message + ".*--preprocessed"):
+        image_set(tmp_path / "bad.npy", Preprocessing(32, 32))
+    assert len(image_set(tmp_path / "bad.npy", Preprocessing(32, 32, mode="raw"), preprocessed=True)) == 4
+
+
+def test_float_pixels_in_0_to_255_are_raw_images(tmp_path):
+    np.save(tmp_path / "floats.npy", np.stack([rgb_noise(32, 32, i) for i in range(3)]).astype(np.float32))
+    assert len(image_set(tmp_path / "floats.npy", Preprocessing(32, 32))) == 3
+
+
+def test_an_image_too_large_to_decode_safely_is_one_error(tmp_path, monkeypatch):
+    write_image(tmp_path / "huge" / "big.png", rgb_noise(64, 64))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # as a 20000x20000 image is to the real limit
+    with pytest.raises(DataError, match="too large to decode safely"):
+        image_set(tmp_path / "huge", Preprocessing(32, 32))
+    with pytest.raises(DataError, match="too large to decode safely"):
+        read_rgb(tmp_path / "huge" / "big.png")
+
+
+def test_truncated_and_object_npz_files_are_one_error(tmp_path):
+    np.savez_compressed(tmp_path / "whole.npz", x=np.stack([rgb_noise(32, 32, i) for i in range(4)]))
+    content = (tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(content[: len(content) // 2])
+    np.savez(tmp_path / "objects.npz", x=np.array([None, {"a": 1}], dtype=object))
+    for name in ("truncated.npz", "objects.npz"):
+        with pytest.raises(DataError, match="cannot read .* without pickle"):
+            image_set(tmp_path / name, Preprocessing(32, 32))
+
+
+def test_a_calibration_size_beyond_the_data_warns_with_both_numbers(tmp_path):
+    root = class_folder(tmp_path, classes=2, per_class=8)
+    with pytest.warns(DataWarning, match="asked for 50 calibration samples, but .* holds only 16"):
+        assert len(calibration_set(root, Preprocessing(32, 32), size=50)) == 16

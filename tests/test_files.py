@@ -1,12 +1,15 @@
 """Publishing a run: an earlier run's file list can only ever remove plain
-files of the output directory (its report may have been edited by anyone)."""
+files of the output directory (its report may have been edited by anyone),
+and only one run at a time writes into an output directory."""
 
 import json
+import os
 
 import pytest
 
 from edge_resnet.convert import previous_run_files
-from edge_resnet.files import UnsafeNameWarning, publish
+from edge_resnet.errors import ConfigError
+from edge_resnet.files import UnsafeNameWarning, lock_path, output_lock, publish
 
 
 def test_only_plain_files_of_the_output_are_removed(tmp_path):
@@ -37,3 +40,44 @@ def test_a_report_without_a_file_list_removes_nothing(tmp_path):
     output.mkdir()
     (output / "report.json").write_text(json.dumps({"files": "everything"}))
     assert previous_run_files(output) == []
+
+
+@pytest.fixture
+def live_process():
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_a_second_run_into_a_locked_output_is_refused_in_one_line(tmp_path, live_process):
+    from tests.cli import run_cli
+
+    lock = lock_path(tmp_path / "out")
+    lock.write_text(str(live_process.pid))  # a run in progress
+    result = run_cli("convert", "--output", "out", "--bench-runs", "0", cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert f"another edge-resnet run (PID {live_process.pid})" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [lock.name]  # its lock kept, nothing else written
+    assert lock.read_text() == str(live_process.pid)
+
+
+def test_the_lock_is_released_after_a_failure_and_a_dead_runs_lock_is_taken_over(tmp_path, live_process):
+    output = tmp_path / "out"
+    lock = lock_path(output)
+    lock.write_text(str(live_process.pid))
+    live_process.kill()
+    live_process.wait()  # the run that held it is gone
+    with pytest.raises(RuntimeError), output_lock(output):
+        assert lock.read_text() == str(os.getpid())
+        with pytest.raises(ConfigError, match="another edge-resnet run"), output_lock(output):
+            pass  # even this process cannot take it twice
+        raise RuntimeError("a stage failed")
+    assert not lock.exists()
+    lock.write_text("")  # created, PID not yet written: a run that is starting
+    with pytest.raises(ConfigError, match="starting"), output_lock(output):
+        pass

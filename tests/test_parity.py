@@ -8,9 +8,10 @@ import edge_resnet
 from edge_resnet.data import Preprocessing, image_set, images_from_array
 from edge_resnet.errors import DataError
 from edge_resnet.onnx_export import to_onnx
-from edge_resnet.parity import Tally, compare, topk
+from edge_resnet.parity import Tally, compare, parity_report, topk
 from edge_resnet.recipe import QuantizationRecipe
 from edge_resnet.tflite import to_tflite
+from tests.cli import main_in_process
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
 
@@ -179,3 +180,39 @@ def test_compare_cli_bad_input_is_one_line_exit_2(cli_inputs, artifacts, test_sp
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("edge-resnet: error:")]
     assert len(errors) == 1 and fragment in errors[0], result.stderr
+
+
+def test_one_parity_function_gates_only_what_it_is_told_and_analyses_the_artifacts_themselves(
+        folded, test_split, artifacts):
+    data, _, _ = test_split
+    few = images_from_array(test_split[1][:64], Preprocessing(32, 32), size=None, labels=test_split[2][:64])
+    both = [artifacts["tflite"], artifacts["broken"]]
+    report = parity_report(folded, both, few, min_agreement=0.98, gated=[artifacts["tflite"]],
+                           per_layer=[artifacts["broken"]])
+    assert report["gates"]["failures"] == []  # the broken artifact is measured, not gated
+    assert [c["name"] for c in report["candidates"]] == ["int8.tflite", "zeros_calibrated.tflite"]
+    assert list(report["layers"]) == ["zeros_calibrated.tflite"]
+    # the per-layer table describes the broken artifact: far worse than rounding noise somewhere
+    assert report["layers"]["zeros_calibrated.tflite"][0]["value"] > 2
+    gated_all = parity_report(folded, both, few, min_agreement=0.98)
+    assert [f.split(":")[0] for f in gated_all["gates"]["failures"]] == ["zeros_calibrated.tflite"]
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--min-agreement", "98"], "--min-agreement is a fraction between 0 and 1 (0.98 for 98%)"),
+        (["--max-accuracy-drop", "nan"], "--max-accuracy-drop is in top-1 points"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--data", "{short}"], "labels 'y' of shape (500,) for 597 images"),
+    ],
+)
+def test_compare_options_that_cannot_work_are_one_line_exit_2(cli_inputs, artifacts, test_split, tmp_path, extra,
+                                                              fragment):
+    _, pixels, labels = test_split
+    np.savez(tmp_path / "short.npz", x=pixels, y=labels[:500])
+    extra = [str(tmp_path / "short.npz") if arg == "{short}" else arg for arg in extra]
+    data = [] if "--data" in extra else ["--data", cli_inputs / "test.npz"]
+    code, _, stderr = main_in_process("compare", "--reference", cli_inputs / "digits.keras", artifacts["tflite"],
+                                      *data, "--no-per-layer", *extra)
+    assert code == 2 and stderr.strip().count("\n") == 0 and fragment in stderr, stderr
