@@ -269,6 +269,10 @@ def run_compare(args):
     from .report import markdown_report, write_reports
 
     check_gates(args.max_accuracy_drop, args.min_agreement)
+    if args.report:
+        from .files import check_writable
+
+        check_writable(args.report, "directory")
     for artifact in args.artifacts:
         if not os.path.isfile(artifact):
             raise EdgeResnetError(f"artifact not found: {artifact}")
@@ -294,13 +298,16 @@ def run_compare(args):
     return EXIT_GATE_FAILED if failures else EXIT_OK
 
 
-def _bench_sample(path, input_file, batch, preprocessing_options):
+def _bench_sample(path, input_file, batch, preprocessing_options, preprocessed):
     """A batch from an image or .npz file, preprocessed for the model."""
     from .data import Preprocessing, image_set
+    from .quiet import native_output_silenced
     from .runtime import open_runner
 
-    height, width = open_runner(path).input_shape[:2]
-    images = image_set(input_file, Preprocessing(height, width, **preprocessing_options), size=None)
+    with native_output_silenced():  # the runtime's start-up line would precede any error
+        height, width = open_runner(path).input_shape[:2]
+    images = image_set(input_file, Preprocessing(height, width, **preprocessing_options), size=None,
+                       preprocessed=preprocessed)
     samples = list(images.samples())
     return np.stack([samples[i % len(samples)] for i in range(batch)])
 
@@ -316,7 +323,8 @@ def run_bench(args):
     runs = None if args.duration else args.runs
     results = []
     for path in args.models:
-        sample = _bench_sample(path, args.input, args.batch, _preprocessing_options(args)) if args.input else None
+        sample = (_bench_sample(path, args.input, args.batch, _preprocessing_options(args), args.preprocessed)
+                  if args.input else None)
         results.append(benchmark(path, threads=args.threads, warmup=args.warmup, runs=runs,
                                  duration=args.duration, batch=args.batch, sample=sample, profile=args.profile))
         if not args.json:
@@ -666,6 +674,7 @@ def build_parser():
     bench.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
     bench.add_argument("--input", metavar="FILE", help="an image, image folder or .npz to feed (default: random)")
     _add_preprocessing_arguments(bench, "the --input images")
+    bench.add_argument("--preprocessed", action="store_true", help="the arrays in --input are already model input")
     bench.add_argument("--profile", action="store_true", help="per-operator times (onnxruntime models)")
     bench.add_argument("--json", action="store_true", help="print JSON for CI and device fleets")
     bench.set_defaults(handler=run_bench, needs_keras=False)

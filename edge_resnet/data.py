@@ -367,6 +367,8 @@ def _folder_set(root, paths, classes, chosen, preprocessing, seed):
 def load_array_file(path):
     """(images, labels or None) from .npy, or .npz with `x` (and maybe `y`)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a .npy or .npz file")
     if not path.is_file():
         raise DataError(f"array file not found: {path}")
     try:
@@ -414,8 +416,8 @@ def check_array(images, preprocessing, preprocessed, name):
         )
     if not preprocessed and not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3))):
         raise DataError(f"{name} has shape {images.shape}; raw images must be (N, H, W, 3), (N, H, W, 1) or (N, H, W)")
-    if not np.issubdtype(images.dtype, np.number):
-        raise DataError(f"{name} has dtype {images.dtype}; expected numbers")
+    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+        raise DataError(f"{name} has dtype {images.dtype}; expected integer or floating-point pixels")
     if np.issubdtype(images.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(images)))
         if bad:
@@ -473,7 +475,7 @@ def image_set(source, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=0, prep
         raise DataError(f"the number of samples must be at least 1. Received: {size}")
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if path.suffix in (".npy", ".npz"):
+        if path.suffix.lower() in (".npy", ".npz"):
             images, labels = load_array_file(path)
             return images_from_array(images, preprocessing, size, seed, labels, preprocessed, source=str(path))
         if not path.exists():

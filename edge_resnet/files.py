@@ -202,10 +202,31 @@ def relocated(value, staging, output):
     return value
 
 
-def refuse_writing_over_inputs(outputs, inputs):
-    """One line instead of replacing a user's input file with an output."""
+def check_writable(path, kind="file"):
+    """Refuse, before any work, an output `path` (a "file" or a "directory")
+    that cannot be made: a file where a folder must be, or the other way round."""
     from .errors import ConfigError
 
+    path = Path(path)
+    if kind == "file" and path.is_dir():
+        raise ConfigError(f"the output {path} is a directory; give a file name")
+    if kind == "directory" and path.exists() and not path.is_dir():
+        raise ConfigError(f"the output {path} is a file; give a directory")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write {path}: {folder} is a file, not a folder; choose another output")
+
+
+def refuse_writing_over_inputs(outputs, inputs):
+    """One line instead of replacing a user's input file with an output, or
+    failing after all the work on an output that cannot be written."""
+    from .errors import ConfigError
+
+    for output in outputs:
+        if output:
+            check_writable(output)
     existing = {Path(path).resolve(): path for path in inputs if path and Path(path).exists()}
     for output in outputs:
         if output and Path(output).resolve() in existing:

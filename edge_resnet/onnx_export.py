@@ -1,4 +1,5 @@
-"""ONNX export: float32 through tf2onnx, and int8 by two routes:
+"""ONNX export: float32 from the Keras layers (tf2onnx for layers that
+exporter does not write), and int8 by two routes:
 
 - "ort": onnxruntime static quantization of the float ONNX (QDQ or
   QOperator, int8 or uint8 activations, int8 per-channel weights), with the
@@ -85,15 +86,39 @@ def checked(proto, what, runtime_domains=()):
 
 def float_onnx(model, opset=DEFAULT_OPSET):
     """ModelProto of the float Keras model: dynamic batch, I/O named
-    "input" and "output"."""
+    "input" and "output". Written from the Keras layers (keras_onnx), or by
+    tf2onnx for a model with a layer that module does not write; the
+    file's producer_name says which, and its metadata why."""
+    from .keras_onnx import UnsupportedLayer, keras_to_onnx
+
+    check_opset(opset)
+    try:
+        proto = keras_to_onnx(model, opset)
+    except UnsupportedLayer as reason:
+        proto = tf2onnx_float_onnx(model, opset)
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = FALLBACK_KEY, f"{reason} is not written by edge-resnet's exporter"
+    return checked(proto, f"model {model.name!r}")
+
+
+FALLBACK_KEY = "edge_resnet_exporter_fallback"
+
+
+def exporter_of(proto):
+    """Who wrote a float ONNX model, for the recipe JSON."""
+    reasons = [entry.value for entry in proto.metadata_props if entry.key == FALLBACK_KEY]
+    return f"{proto.producer_name} ({reasons[0]})" if reasons else proto.producer_name
+
+
+def tf2onnx_float_onnx(model, opset=DEFAULT_OPSET):
+    """tf2onnx's export of the float Keras model (about 80 times the weights' size in memory)."""
     import tensorflow as tf
     import tf2onnx
 
-    check_opset(opset)
     signature = [tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32, name=INPUT_NAME)]
     with native_output_silenced():
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
-    return checked(stable_io_names(proto), f"model {model.name!r}")
+    return stable_io_names(proto)
 
 
 def onnx_from_tflite(tflite_path, opset=DEFAULT_OPSET):
@@ -118,6 +143,7 @@ def onnx_from_tflite(tflite_path, opset=DEFAULT_OPSET):
 
 
 VALUE_PRESERVING_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
+CLIPPING_OPS = ("Relu", "Clip")  # a tensor read only by one of these may take its reader's range
 
 
 def layer_ranges(tflite_ranges, statistics, layer_names, output_layer):
@@ -139,7 +165,8 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
     the float ONNX graph, from the same ranges as the TFLite model. A tensor
     maps to the Keras layer its name comes from; a layout op's output has its
     input's range; a tensor read only by a ReLU has the ReLU output's range
-    (quantizing it there loses nothing: ReLU would clip the rest). Refuses
+    (quantizing it there loses nothing: ReLU would clip the rest; the same
+    for Clip, as ReLU6 is written). Refuses
     a graph with a tensor it cannot place."""
     from .layer_debug import keras_layer_of
 
@@ -161,7 +188,7 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
                 resolved[name] = fixed[name]
             elif node is not None and node.op_type in VALUE_PRESERVING_OPS:
                 resolved[name] = resolve(node.input[0])
-            elif len(read_by) == 1 and read_by[0].op_type == "Relu":
+            elif len(read_by) == 1 and read_by[0].op_type in CLIPPING_OPS:
                 resolved[name] = resolve(read_by[0].output[0])
             else:
                 resolved[name] = by_layer.get(keras_layer_of(name, layer_names))
@@ -271,7 +298,10 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
         scratch = Path(scratch)
         ranges_used = None
         if recipe.mode == "none":
-            onnx.save(float_onnx(model, opset), temporary)
+            proto = float_onnx(model, opset)
+            exporter = exporter_of(proto)
+            onnx.save(proto, temporary)
+            del proto
         else:
             float_model = float_model if float_model is not None else float_tflite(model)
             statistics = statistics_for(float_model, calibration, statistics)
@@ -282,6 +312,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                 if float_onnx_path is None:
                     float_onnx_path = scratch / "float.onnx"
                     onnx.save(float_onnx(model, opset), float_onnx_path)
+                exporter = exporter_of(onnx.load(float_onnx_path, load_external_data=False))
                 layer_names = {layer.name for layer in model.layers}
                 output_layer = model.output._keras_history[0].name
 
@@ -295,7 +326,9 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                 tflite_path = to_tflite(model, recipe, output=scratch / "int8.tflite", statistics=statistics,
                                         float_model=float_model)
                 onnx.save(onnx_from_tflite(tflite_path, opset), temporary)
+                exporter = "tf2onnx (from the int8 TFLite model)"
         record = artifact_record(temporary, "onnx", recipe, keras_model_info(model), ONNX_PACKAGES, ranges_used)
-        record.update(artifact=output.name, opset=opset, route=route if recipe.mode == "int8" else None)
+        record.update(artifact=output.name, opset=opset, route=route if recipe.mode == "int8" else None,
+                      exporter=exporter)
         write_record(output, record)
     return output

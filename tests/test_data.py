@@ -163,6 +163,7 @@ def test_grayscale_raw_arrays_become_rgb(tmp_path):
         (np.zeros((4, 32, 32, 5), np.uint8), False, "raw images must be"),
         (np.full((4, 32, 32, 3), np.nan, np.float32), True, "NaN or Inf"),
         (np.zeros((0, 32, 32, 3), np.uint8), False, "holds no images"),
+        (np.zeros((4, 32, 32, 3), np.complex64), False, "expected integer or floating-point pixels"),
     ],
 )
 def test_bad_arrays_are_refused_with_the_expected_shape(tmp_path, array, preprocessed, message):

@@ -81,3 +81,17 @@ def test_the_lock_is_released_after_a_failure_and_a_dead_runs_lock_is_taken_over
     lock.write_text("")  # created, PID not yet written: a run that is starting
     with pytest.raises(ConfigError, match="starting"), output_lock(output):
         pass
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path):
+    from edge_resnet.files import check_writable, refuse_writing_over_inputs
+
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_dir.tflite").mkdir()
+    with pytest.raises(ConfigError, match="is a directory; give a file name"):
+        refuse_writing_over_inputs([str(tmp_path / "a_dir.tflite")], [])
+    with pytest.raises(ConfigError, match="a_file is a file, not a folder"):
+        refuse_writing_over_inputs([str(tmp_path / "a_file" / "deeper" / "m.tflite")], [])
+    with pytest.raises(ConfigError, match="is a file; give a directory"):
+        check_writable(tmp_path / "a_file", "directory")
+    check_writable(tmp_path / "new" / "deeper" / "m.tflite")  # folders that do not exist yet are made

@@ -205,13 +205,15 @@ def test_one_parity_function_gates_only_what_it_is_told_and_analyses_the_artifac
         (["--max-accuracy-drop", "nan"], "--max-accuracy-drop is in top-1 points"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--data", "{short}"], "labels 'y' of shape (500,) for 597 images"),
+        (["--report", "{file}/report"], "is a file, not a folder"),
     ],
 )
 def test_compare_options_that_cannot_work_are_one_line_exit_2(cli_inputs, artifacts, test_split, tmp_path, extra,
                                                               fragment):
     _, pixels, labels = test_split
     np.savez(tmp_path / "short.npz", x=pixels, y=labels[:500])
-    extra = [str(tmp_path / "short.npz") if arg == "{short}" else arg for arg in extra]
+    extra = [str(tmp_path / "short.npz") if arg == "{short}" else arg.replace("{file}", str(tmp_path / "short.npz"))
+             for arg in extra]
     data = [] if "--data" in extra else ["--data", cli_inputs / "test.npz"]
     code, _, stderr = main_in_process("compare", "--reference", cli_inputs / "digits.keras", artifacts["tflite"],
                                       *data, "--no-per-layer", *extra)

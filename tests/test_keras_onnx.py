@@ -1,0 +1,103 @@
+"""edge-resnet's own float ONNX exporter: equal to Keras for every ResNet
+variant and keras.applications MobileNetV2, BatchNorm folded or not; named
+after the Keras layers; NCHW with one Transpose at the input; tf2onnx only
+for layers it does not write, and said so."""
+
+import json
+
+import keras
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edge_resnet.keras_onnx import INPUT_NAME, keras_to_onnx
+from edge_resnet.fold import fold_batchnorm
+from edge_resnet.models import build_resnet
+from edge_resnet.onnx_export import exporter_of, float_onnx, to_onnx
+from edge_resnet.recipe import record_path
+
+
+def with_random_batchnorm_statistics(model, seed=0):
+    """Untrained BatchNorm layers are nearly identities; make them matter."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.5, channels).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, channels).astype("float32"))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, channels).astype("float32"))
+    return model
+
+
+def resnet(depth, size=32, **options):
+    return build_resnet(depth, input_shape=(size, size, 3), classes=10, width=0.25, classifier_activation=None,
+                        **options)
+
+
+MODELS = {
+    "resnet18 shortcut A": lambda: resnet(18, shortcut="A"),
+    "resnet18 shortcut C": lambda: resnet(18, shortcut="C"),
+    "resnet50 v1.5": lambda: resnet(50, 64, stride_at="v1.5"),
+    "resnet152": lambda: resnet(152),
+    "resnet34 plain": lambda: resnet(34, plain=True),
+    "MobileNetV2": lambda: keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, weights=None,
+                                                          classes=10, classifier_activation=None),
+}
+
+
+def onnx_outputs(proto, images):
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {INPUT_NAME: images})[0]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_outputs_equal_keras_folded_or_not(name):
+    model = with_random_batchnorm_statistics(MODELS[name]())
+    images = np.random.default_rng(1).normal(0, 60, (3, *model.input_shape[1:])).astype(np.float32)
+    for variant in (model, fold_batchnorm(model)[0]):
+        proto = float_onnx(variant)  # onnx.checker full check inside
+        assert exporter_of(proto) == "edge-resnet"
+        expected = np.asarray(variant.predict_on_batch(images))
+        actual = onnx_outputs(proto, images)
+        assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max(), name
+        np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))
+
+
+def test_tensors_are_named_after_keras_layers_in_nchw_with_one_transpose():
+    model = fold_batchnorm(resnet(50))[0]
+    proto = keras_to_onnx(model, 17)
+    layer_names = {layer.name for layer in model.layers}
+    ops = [node.op_type for node in proto.graph.node]
+    assert ops.count("Transpose") == 1 and proto.graph.node[0].op_type == "Transpose"
+    convolutions = [node for node in proto.graph.node if node.op_type == "Conv"]
+    assert len(convolutions) == sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers)
+    assert all(node.output[0] in layer_names for node in convolutions)
+    assert all(list(node.input[1:]) == [f"{node.output[0]}/kernel", f"{node.output[0]}/bias"] for node in convolutions)
+    kernel = next(t for t in proto.graph.initializer if t.name == "conv1_conv/kernel")
+    assert list(kernel.dims) == [16, 3, 7, 7]  # (out, in, h, w): NCHW
+
+
+def test_a_layer_it_does_not_write_goes_to_tf2onnx_and_the_record_says_why(tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    x = keras.layers.Cropping2D(2, name="crop")(x)
+    outputs = keras.layers.Dense(4, name="head")(keras.layers.Flatten(name="flat")(x))
+    model = keras.Model(inputs, outputs)
+    path = to_onnx(model, output=tmp_path / "cropped.onnx")
+    record = json.loads(record_path(path).read_text())
+    assert record["exporter"].startswith("tf2onnx (layer 'crop' (Cropping2D) is not written")
+    images = np.random.default_rng(0).normal(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    expected = np.asarray(model.predict_on_batch(images))
+    np.testing.assert_allclose(onnx_outputs(onnx.load(path), images), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_flatten_of_a_feature_map_keeps_the_keras_order():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", strides=2, activation="relu", name="conv")(inputs)
+    x = keras.layers.AveragePooling2D(3, strides=2, padding="same", name="pool")(x)
+    x = keras.layers.Flatten(name="flat")(x)
+    model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax", name="head")(x))
+    images = np.random.default_rng(0).normal(0, 1, (2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(onnx_outputs(keras_to_onnx(model, 13), images),
+                               np.asarray(model.predict_on_batch(images)), rtol=1e-5, atol=1e-6)
