@@ -393,6 +393,10 @@ def keras_to_onnx(model, opset):
 
     from . import __version__
 
+    final_layer = model.outputs[0]._keras_history[0]
+    for layer in model.layers:
+        if layer.name in (INPUT_NAME, OUTPUT_NAME) and not (layer is final_layer and layer.name == OUTPUT_NAME):
+            raise UnsupportedLayer(f"a layer named {layer.name!r} (the graph's own input or output name)")
     graph = Graph()
     values = {id(model.inputs[0]): Value(INPUT_NAME, len(model.inputs[0].shape))}
     for layer, input_tensors, output_tensor in layer_graph(model):
@@ -402,7 +406,10 @@ def keras_to_onnx(model, opset):
             raise UnsupportedLayer(f"layer {layer.name!r} reads a tensor from outside the model") from None
         values[id(output_tensor)] = LAYERS[type(layer).__name__](graph, layer, inputs)
     result = graph.keras_layout(values[id(model.outputs[0])])
-    graph.node("Identity", [result.name], OUTPUT_NAME)
+    if result.name != OUTPUT_NAME:
+        if final_layer.name == OUTPUT_NAME:
+            raise UnsupportedLayer(f"a {result.rank}-D output layer named {OUTPUT_NAME!r}")
+        graph.node("Identity", [result.name], OUTPUT_NAME)
 
     def io(name, shape):
         return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", *shape[1:]])

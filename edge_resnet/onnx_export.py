@@ -97,7 +97,7 @@ def float_onnx(model, opset=DEFAULT_OPSET):
     except UnsupportedLayer as reason:
         proto = tf2onnx_float_onnx(model, opset)
         entry = proto.metadata_props.add()
-        entry.key, entry.value = FALLBACK_KEY, f"{reason} is not written by edge-resnet's exporter"
+        entry.key, entry.value = FALLBACK_KEY, f"edge-resnet's exporter does not write {reason}"
     return checked(proto, f"model {model.name!r}")
 
 

@@ -86,7 +86,7 @@ def test_a_layer_it_does_not_write_goes_to_tf2onnx_and_the_record_says_why(tmp_p
     model = keras.Model(inputs, outputs)
     path = to_onnx(model, output=tmp_path / "cropped.onnx")
     record = json.loads(record_path(path).read_text())
-    assert record["exporter"].startswith("tf2onnx (layer 'crop' (Cropping2D) is not written")
+    assert record["exporter"] == "tf2onnx (edge-resnet's exporter does not write layer 'crop' (Cropping2D))"
     images = np.random.default_rng(0).normal(0, 1, (2, 32, 32, 3)).astype(np.float32)
     expected = np.asarray(model.predict_on_batch(images))
     np.testing.assert_allclose(onnx_outputs(onnx.load(path), images), expected, rtol=1e-4, atol=1e-4)
@@ -101,3 +101,17 @@ def test_flatten_of_a_feature_map_keeps_the_keras_order():
     images = np.random.default_rng(0).normal(0, 1, (2, 8, 8, 3)).astype(np.float32)
     np.testing.assert_allclose(onnx_outputs(keras_to_onnx(model, 13), images),
                                np.asarray(model.predict_on_batch(images)), rtol=1e-5, atol=1e-6)
+
+
+def test_a_final_layer_named_output_is_the_graph_output_and_other_clashes_fall_back():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="output")(x))
+    proto = float_onnx(model)
+    assert exporter_of(proto) == "edge-resnet" and [o.name for o in proto.graph.output] == ["output"]
+    images = np.random.default_rng(0).normal(0, 1, (2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(onnx_outputs(proto, images), np.asarray(model.predict_on_batch(images)),
+                               rtol=1e-5, atol=1e-6)
+    clashing = keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.Dense(3, name="input")(x)))
+    assert exporter_of(float_onnx(clashing)).startswith("tf2onnx (edge-resnet's exporter does not write a layer "
+                                                          "named 'input'")
