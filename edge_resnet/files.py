@@ -3,7 +3,6 @@ finished: write under a temporary name beside the target, rename when done."""
 
 import contextlib
 import os
-import time
 from pathlib import Path
 
 
@@ -76,62 +75,65 @@ def open_staging(output, force=False):
     return staging
 
 
-LOCK_GRACE_S = 60  # a lock file still without a PID this long after creation is a crashed run's
-
-
 def lock_path(output):
     """Beside `output`, like the staging folder, so a killed run leaves no output folder behind."""
     output = Path(output).resolve()
     return output.parent / f".{output.name}.lock"
 
 
-def _lock_holder(path):
-    """The PID in a lock file; None when it names no live process (a stale lock)."""
-    try:
-        text = path.read_text().strip()
-        age_s = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return None
-    if not text.isdigit():  # just created, PID not written yet, unless it stayed empty
-        return -1 if age_s < LOCK_GRACE_S else None
-    pid = int(text)
-    return pid if _process_alive(pid) else None
+def _locked_descriptor(path):
+    """An open descriptor of `path` holding its exclusive lock, with this
+    process's PID written in; None when another process holds the lock."""
+    import fcntl
+
+    while True:
+        descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return None
+        try:
+            still_there = os.stat(path).st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:
+            still_there = False
+        if still_there:
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, str(os.getpid()).encode())
+            return descriptor
+        os.close(descriptor)  # its last holder removed it as we opened it: lock the next one
 
 
 @contextlib.contextmanager
 def output_lock(output):
     """Hold `output` for this process while the block runs: a second run into
     the same directory gets one line instead of replacing this run's files.
-    The lock file holds the PID; a lock whose process is gone is taken over."""
+    The lock is the kernel's (flock) on a file beside the output that holds
+    the PID, so it ends with the process, however the process ends; the file
+    a killed run leaves is simply locked again."""
     from .errors import ConfigError
 
     path = lock_path(output)
-    for _ in range(3):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = _locked_descriptor(path)
+    except OSError as error:
+        raise ConfigError(f"cannot write the output directory {Path(output).resolve()} (its lock {path.name}: "
+                          f"{error.strerror or error}); choose another --output") from error
+    if descriptor is None:
         try:
-            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _lock_holder(path)
-            if holder is not None:
-                shown = f"PID {holder}" if holder > 0 else "starting"
-                raise ConfigError(
-                    f"another edge-resnet run ({shown}) is writing {Path(output).resolve()}; wait for it to "
-                    f"finish or choose another --output (the lock is {path})"
-                ) from None
-            path.unlink(missing_ok=True)  # stale: its run was killed
-            continue
-        except OSError as error:
-            raise ConfigError(f"cannot write the output directory {Path(output).resolve()} (its lock {path.name}: "
-                              f"{error.strerror or error}); choose another --output") from error
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(str(os.getpid()))
-        break
-    else:
-        raise ConfigError(f"cannot take the lock {path}: other runs keep taking it; try again")
+            holder = path.read_text().strip()
+        except OSError:
+            holder = ""
+        raise ConfigError(
+            f"another edge-resnet run ({f'PID {holder}' if holder.isdigit() else 'starting'}) is writing "
+            f"{Path(output).resolve()}; wait for it to finish or choose another --output (the lock is {path})"
+        )
     try:
         yield
     finally:
-        if _lock_holder(path) == os.getpid():
-            path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # before releasing, so no one locks a file that is gone
+        os.close(descriptor)
 
 
 @contextlib.contextmanager

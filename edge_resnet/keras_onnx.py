@@ -40,7 +40,7 @@ class Graph:
     """Nodes and initializers, appended in topological order."""
 
     def __init__(self):
-        self.nodes, self.initializers, self._nchw = [], [], {}
+        self.nodes, self.initializers, self._nchw, self._nhwc = [], [], {}, {}
 
     def constant(self, name, array):
         from onnx import numpy_helper
@@ -63,9 +63,12 @@ class Graph:
         return Value(self._nchw[value.name], 4, True)
 
     def keras_layout(self, value):
+        """`value` in the Keras (NHWC) layout; one Transpose per tensor."""
         if not value.channels_first:
             return value
-        return Value(self.node("Transpose", [value.name], f"{value.name}/nhwc", perm=TO_NHWC), 4, False)
+        if value.name not in self._nhwc:
+            self._nhwc[value.name] = self.node("Transpose", [value.name], f"{value.name}/nhwc", perm=TO_NHWC)
+        return Value(self._nhwc[value.name], 4, False)
 
 
 def weight(variable):
@@ -75,7 +78,22 @@ def weight(variable):
 
 
 def activation_name(layer):
-    return getattr(getattr(layer, "activation", None), "__name__", "linear")
+    """The Keras activation a layer applies, by name; UnsupportedLayer for a
+    callable that is not Keras's own function of that name (a layer object,
+    a partial, a user's function)."""
+    import keras
+
+    function = getattr(layer, "activation", None)
+    if function is None:
+        return "linear"
+    name = getattr(function, "__name__", None)
+    try:
+        known = name is not None and keras.activations.get(name) is function
+    except ValueError:
+        known = False
+    if not known:
+        raise UnsupportedLayer(f"the activation {function!r} of layer {layer.name!r}")
+    return name
 
 
 def apply_activation(graph, name, value, output):
@@ -131,6 +149,11 @@ def explicit_pads(layer, input_shape, kernel_size, strides, dilation=(1, 1)):
     return begin + end
 
 
+def check_float_weights(layer):
+    if getattr(layer, "quantization_mode", None):
+        raise UnsupportedLayer(f"layer {layer.name!r}, quantized by Keras ({layer.quantization_mode})")
+
+
 def check_channels_last(layer):
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         raise UnsupportedLayer(f"data_format {layer.data_format!r}")
@@ -138,6 +161,7 @@ def check_channels_last(layer):
 
 def conv2d(graph, layer, inputs):
     check_channels_last(layer)
+    check_float_weights(layer)
     x = graph.channels_first(inputs[0])
     kernel = weight(layer.kernel)  # (kh, kw, in / groups, out)
     names = [x.name, graph.constant(f"{layer.name}/kernel", kernel.transpose(3, 2, 0, 1))]
@@ -151,6 +175,7 @@ def conv2d(graph, layer, inputs):
 
 def depthwise_conv2d(graph, layer, inputs):
     check_channels_last(layer)
+    check_float_weights(layer)
     x = graph.channels_first(inputs[0])
     kernel = weight(layer.kernel)  # (kh, kw, in, multiplier): output channel c * multiplier + m
     height, width, channels, multiplier = kernel.shape
@@ -165,6 +190,7 @@ def depthwise_conv2d(graph, layer, inputs):
 
 
 def dense(graph, layer, inputs):
+    check_float_weights(layer)
     x = inputs[0]
     if x.rank != 2:
         raise UnsupportedLayer(f"Dense on a rank-{x.rank} input")
@@ -229,6 +255,9 @@ def same_layout(graph, inputs):
 
 def elementwise(op_type):
     def write(graph, layer, inputs):
+        if len({value.rank for value in inputs}) != 1:
+            raise UnsupportedLayer(f"layer {layer.name!r} on inputs of different ranks (Keras broadcasts them "
+                                   "from the left, ONNX from the right)")
         values = same_layout(graph, inputs)
         result = values[0].name
         for index, value in enumerate(values[1:], 1):
@@ -294,6 +323,7 @@ def global_pooling2d(op_type):
 
 
 def flatten(graph, layer, inputs):
+    check_channels_last(layer)
     x = graph.keras_layout(inputs[0])  # Keras flattens in NHWC order
     graph.node("Flatten", [x.name], layer.name, axis=1)
     return Value(layer.name, 2)
@@ -367,6 +397,8 @@ LAYERS = {
 def layer_graph(model):
     """[(layer, input tensors, output tensor)] in topological order;
     UnsupportedLayer for graphs this module does not write."""
+    import keras
+
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UnsupportedLayer("a model with several inputs or outputs")
     steps = []
@@ -374,8 +406,9 @@ def layer_graph(model):
         kind = type(layer).__name__
         if kind == "InputLayer":
             continue
-        if kind not in LAYERS:
-            raise UnsupportedLayer(f"layer {layer.name!r} ({kind})")
+        if kind not in LAYERS or type(layer) is not getattr(keras.layers, kind, None):
+            raise UnsupportedLayer(f"layer {layer.name!r} ({type(layer).__module__}.{kind})"
+                                   if kind in LAYERS else f"layer {layer.name!r} ({kind})")
         if len(layer._inbound_nodes) != 1:
             raise UnsupportedLayer(f"layer {layer.name!r} is used {len(layer._inbound_nodes)} times")
         node = layer._inbound_nodes[0]
@@ -395,6 +428,8 @@ def keras_to_onnx(model, opset):
 
     final_layer = model.outputs[0]._keras_history[0]
     for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":  # its name names no ONNX tensor
+            continue
         if layer.name in (INPUT_NAME, OUTPUT_NAME) and not (layer is final_layer and layer.name == OUTPUT_NAME):
             raise UnsupportedLayer(f"a layer named {layer.name!r} (the graph's own input or output name)")
     graph = Graph()

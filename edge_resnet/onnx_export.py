@@ -110,6 +110,23 @@ def exporter_of(proto):
     return f"{proto.producer_name} ({reasons[0]})" if reasons else proto.producer_name
 
 
+def recorded_exporter(path):
+    """Who wrote the float ONNX file at `path`: from its recipe JSON when it
+    has one (no need to load the weights), else from the file."""
+    import json
+
+    import onnx
+
+    from .recipe import record_path
+
+    record = record_path(path)
+    if record.is_file():
+        exporter = json.loads(record.read_text()).get("exporter")
+        if exporter:
+            return exporter
+    return exporter_of(onnx.load(path))
+
+
 def tf2onnx_float_onnx(model, opset=DEFAULT_OPSET):
     """tf2onnx's export of the float Keras model (about 80 times the weights' size in memory)."""
     import tensorflow as tf
@@ -311,8 +328,12 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
             if route == "ort":
                 if float_onnx_path is None:
                     float_onnx_path = scratch / "float.onnx"
-                    onnx.save(float_onnx(model, opset), float_onnx_path)
-                exporter = exporter_of(onnx.load(float_onnx_path, load_external_data=False))
+                    proto = float_onnx(model, opset)
+                    exporter = exporter_of(proto)
+                    onnx.save(proto, float_onnx_path)
+                    del proto
+                else:
+                    exporter = recorded_exporter(float_onnx_path)
                 layer_names = {layer.name for layer in model.layers}
                 output_layer = model.output._keras_history[0].name
 

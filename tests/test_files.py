@@ -42,45 +42,58 @@ def test_a_report_without_a_file_list_removes_nothing(tmp_path):
     assert previous_run_files(output) == []
 
 
+HOLD_LOCK = """
+import fcntl, os, sys, time
+descriptor = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR)
+fcntl.flock(descriptor, fcntl.LOCK_EX)
+os.write(descriptor, str(os.getpid()).encode())
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
 @pytest.fixture
-def live_process():
+def lock_holder(tmp_path):
+    """Another process holding the lock of tmp_path/out, as a run in progress does."""
     import subprocess
     import sys
 
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    process = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock_path(tmp_path / "out"))],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "locked"
     yield process
     process.kill()
     process.wait()
 
 
-def test_a_second_run_into_a_locked_output_is_refused_in_one_line(tmp_path, live_process):
+def test_a_second_run_into_a_locked_output_is_refused_in_one_line(tmp_path, lock_holder):
     from tests.cli import run_cli
 
     lock = lock_path(tmp_path / "out")
-    lock.write_text(str(live_process.pid))  # a run in progress
     result = run_cli("convert", "--output", "out", "--bench-runs", "0", cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
-    assert f"another edge-resnet run (PID {live_process.pid})" in result.stderr
+    assert f"another edge-resnet run (PID {lock_holder.pid})" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [lock.name]  # its lock kept, nothing else written
-    assert lock.read_text() == str(live_process.pid)
+    assert lock.read_text() == str(lock_holder.pid)
 
 
-def test_the_lock_is_released_after_a_failure_and_a_dead_runs_lock_is_taken_over(tmp_path, live_process):
+def test_the_lock_ends_with_its_process_and_with_the_block(tmp_path, lock_holder):
     output = tmp_path / "out"
     lock = lock_path(output)
-    lock.write_text(str(live_process.pid))
-    live_process.kill()
-    live_process.wait()  # the run that held it is gone
+    with pytest.raises(ConfigError, match=f"PID {lock_holder.pid}"), output_lock(output):
+        pass
+    lock_holder.kill()
+    lock_holder.wait()  # killed: its lock file stays, its lock is gone
+    assert lock.exists()
     with pytest.raises(RuntimeError), output_lock(output):
         assert lock.read_text() == str(os.getpid())
         with pytest.raises(ConfigError, match="another edge-resnet run"), output_lock(output):
             pass  # even this process cannot take it twice
         raise RuntimeError("a stage failed")
     assert not lock.exists()
-    lock.write_text("")  # created, PID not yet written: a run that is starting
-    with pytest.raises(ConfigError, match="starting"), output_lock(output):
-        pass
+    with output_lock(tmp_path / "new" / "deeper" / "out"):  # folders that do not exist yet are made
+        assert lock_path(tmp_path / "new" / "deeper" / "out").is_file()
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path):

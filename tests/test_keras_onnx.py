@@ -115,3 +115,39 @@ def test_a_final_layer_named_output_is_the_graph_output_and_other_clashes_fall_b
     clashing = keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.Dense(3, name="input")(x)))
     assert exporter_of(float_onnx(clashing)).startswith("tf2onnx (edge-resnet's exporter does not write a layer "
                                                           "named 'input'")
+
+
+def small_model(build):
+    inputs = keras.Input((8, 8, 3), name="input")  # the input layer's name clashes with nothing
+    return keras.Model(inputs, build(inputs))
+
+
+FALLBACKS = {
+    "an activation that is a layer object": (
+        lambda x: keras.layers.Conv2D(4, 3, activation=keras.layers.LeakyReLU(0.1), name="conv")(x),
+        "the activation"),
+    "inputs of different ranks": (
+        lambda x: keras.layers.Multiply(name="scale")(
+            [x, keras.layers.Dense(3, name="gate")(keras.layers.GlobalAveragePooling2D(name="pool")(x))]),
+        "inputs of different ranks"),
+    "a channels-first Flatten": (
+        lambda x: keras.layers.Flatten(data_format="channels_first", name="flat")(x),
+        "data_format 'channels_first'"),
+}
+
+
+@pytest.mark.parametrize("case", FALLBACKS)
+def test_what_it_would_get_wrong_goes_to_tf2onnx_instead(case):
+    build, reason = FALLBACKS[case]
+    model = small_model(build)
+    proto = float_onnx(model)
+    assert exporter_of(proto).startswith("tf2onnx (edge-resnet's exporter does not write") and reason in \
+        exporter_of(proto)
+    images = np.random.default_rng(0).normal(0, 1, (2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(onnx_outputs(proto, images), np.asarray(model.predict_on_batch(images)),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_an_input_layer_named_input_is_exported_directly():
+    model = small_model(lambda x: keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x))
+    assert exporter_of(float_onnx(model)) == "edge-resnet"
