@@ -159,34 +159,30 @@ def check_channels_last(layer):
         raise UnsupportedLayer(f"data_format {layer.data_format!r}")
 
 
-def conv2d(graph, layer, inputs):
+def convolution(graph, layer, inputs, onnx_kernel, group):
+    """A Conv2D-like layer as one ONNX Conv (plus its activation)."""
     check_channels_last(layer)
     check_float_weights(layer)
     x = graph.channels_first(inputs[0])
-    kernel = weight(layer.kernel)  # (kh, kw, in / groups, out)
-    names = [x.name, graph.constant(f"{layer.name}/kernel", kernel.transpose(3, 2, 0, 1))]
-    if layer.use_bias:
-        names.append(graph.constant(f"{layer.name}/bias", weight(layer.bias)))
-    graph.node("Conv", names, op_output_name(layer), kernel_shape=list(layer.kernel_size), strides=list(layer.strides),
-               dilations=list(layer.dilation_rate), group=getattr(layer, "groups", 1),
-               pads=explicit_pads(layer, layer.input.shape, layer.kernel_size, layer.strides, layer.dilation_rate))
-    return with_activation(graph, layer, Value(op_output_name(layer), 4, True))
-
-
-def depthwise_conv2d(graph, layer, inputs):
-    check_channels_last(layer)
-    check_float_weights(layer)
-    x = graph.channels_first(inputs[0])
-    kernel = weight(layer.kernel)  # (kh, kw, in, multiplier): output channel c * multiplier + m
-    height, width, channels, multiplier = kernel.shape
-    onnx_kernel = kernel.reshape(height, width, 1, channels * multiplier).transpose(3, 2, 0, 1)
     names = [x.name, graph.constant(f"{layer.name}/kernel", onnx_kernel)]
     if layer.use_bias:
         names.append(graph.constant(f"{layer.name}/bias", weight(layer.bias)))
     graph.node("Conv", names, op_output_name(layer), kernel_shape=list(layer.kernel_size), strides=list(layer.strides),
-               dilations=list(layer.dilation_rate), group=channels,
+               dilations=list(layer.dilation_rate), group=group,
                pads=explicit_pads(layer, layer.input.shape, layer.kernel_size, layer.strides, layer.dilation_rate))
     return with_activation(graph, layer, Value(op_output_name(layer), 4, True))
+
+
+def conv2d(graph, layer, inputs):
+    kernel = weight(layer.kernel)  # (kh, kw, in / groups, out)
+    return convolution(graph, layer, inputs, kernel.transpose(3, 2, 0, 1), getattr(layer, "groups", 1))
+
+
+def depthwise_conv2d(graph, layer, inputs):
+    kernel = weight(layer.kernel)  # (kh, kw, in, multiplier): output channel c * multiplier + m
+    height, width, channels, multiplier = kernel.shape
+    onnx_kernel = kernel.reshape(height, width, 1, channels * multiplier).transpose(3, 2, 0, 1)
+    return convolution(graph, layer, inputs, onnx_kernel, channels)
 
 
 def dense(graph, layer, inputs):

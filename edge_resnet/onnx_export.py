@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import ConfigError, ConversionError
 from .files import atomic_output
+from .keras_onnx import INPUT_NAME, OUTPUT_NAME
 from .quiet import native_output_silenced
 from .recipe import QuantizationRecipe, artifact_record, keras_model_info, write_record
 from .tflite import check_calibration_fits, float_tflite, to_tflite
@@ -24,7 +25,6 @@ from .tflite import check_calibration_fits, float_tflite, to_tflite
 DEFAULT_OPSET = 17
 OPSET_RANGE = (13, 18)  # 13: per-channel QDQ; 18: the newest tf2onnx 1.17 writes
 ROUTES = ("ort", "tflite")
-INPUT_NAME, OUTPUT_NAME = "input", "output"
 ONNX_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
 
 
