@@ -14,6 +14,8 @@ from . import __version__
 from .errors import EdgeResnetError
 from .parity import REFERENCE_BATCH
 
+LATENCY_RUNS = 20
+
 PROG = "edge-resnet"
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -240,6 +242,11 @@ def _quantize_keras(args, recipe, target):
     else:
         path = to_onnx(model, recipe, output=args.output, opset=args.opset, route=args.onnx_route,
                        statistics=statistics, float_model=float_model)
+    source = model_source(args.model, args.weights)
+    if source["sha256"]:
+        from .recipe import record_source
+
+        record_source(path, source)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {recipe.describe(target[1:])})")
     if target == ".tflite":
         _describe_tflite(path, recipe)
@@ -262,13 +269,23 @@ def _artifact_descriptions(artifacts):
     return descriptions
 
 
+def model_source(spec, weights=None):
+    """{"file", "sha256"} of what a model was loaded from: the .keras file, or
+    the weights file of a builder name (None for random weights)."""
+    from .files import file_sha256
+
+    for path in (spec, weights):
+        if path and os.path.isfile(path):
+            return {"file": os.path.basename(path), "sha256": file_sha256(path)}
+    return {"file": None, "sha256": None}
+
+
 def run_compare(args):
-    from .data import Preprocessing, image_set
-    from .parity import check_gates, parity_report, read_labels_file
-    from .quiet import progress_bar
-    from .report import markdown_report, write_reports
+    from .parity import check_gates
 
     check_gates(args.max_accuracy_drop, args.min_agreement)
+    if args.bench_runs < 0:
+        raise EdgeResnetError(f"--bench-runs must be 0 or more. Received: {args.bench_runs}")
     if args.report:
         from .files import check_writable
 
@@ -276,17 +293,61 @@ def run_compare(args):
     for artifact in args.artifacts:
         if not os.path.isfile(artifact):
             raise EdgeResnetError(f"artifact not found: {artifact}")
+    if _is_golden(args):
+        reference, data, class_names = _golden_inputs(args)
+        per_layer = ()
+    else:
+        reference, data, class_names = _keras_inputs(args)
+        per_layer = () if args.no_per_layer else args.artifacts
+    return _parity_run(args, reference, data, class_names, per_layer)
+
+
+def _is_golden(args):
+    return os.path.isdir(args.reference)
+
+
+def _keras_inputs(args):
+    from .data import Preprocessing, image_set
+    from .parity import read_labels_file
+
+    if args.data is None:
+        raise EdgeResnetError("compare against a Keras model needs --data (images to run both on); "
+                              "or give golden outputs as --reference")
     reference = _load_named_model(args.reference, args)
     height, width = reference.input_shape[1:3]
     data = image_set(args.data, Preprocessing(height, width, **_preprocessing_options(args)), size=args.eval_size,
                      seed=args.seed, preprocessed=args.preprocessed, check_readable=False)
     classes = int(reference.output_shape[-1])
-    class_names = read_labels_file(args.labels, classes) if args.labels else None
+    return reference, data, read_labels_file(args.labels, classes) if args.labels else None
+
+
+def _golden_inputs(args):
+    """The golden reference, its data read again and checked, its class names."""
+    from .data import Preprocessing
+    from .golden import GoldenReference, check_lineage
+
+    reference = GoldenReference(args.reference)
+    if args.eval_size is not None or args.labels:
+        raise EdgeResnetError("golden outputs fix the images and the labels; leave out --eval-size and --labels "
+                              "(make a smaller reference with edge-resnet reference --eval-size)")
+    options = _preprocessing_options(args)
+    asked = None
+    if any(value is not None for value in options.values()):
+        asked = Preprocessing(*reference.input_shape[:2], **options)
+    check_lineage(reference, args.artifacts)
+    data = reference.data(args.data, asked, args.preprocessed or None)
+    return reference, data, reference.class_names
+
+
+def _parity_run(args, reference, data, class_names, per_layer):
+    from .parity import parity_report
+    from .quiet import progress_bar
+    from .report import markdown_report, write_reports
+
     print(f"evaluating {len(data)} images from {data.source}")
     report = parity_report(reference, args.artifacts, data, class_names=class_names, batch_size=args.batch_size,
                            max_accuracy_drop=args.max_accuracy_drop, min_agreement=args.min_agreement,
-                           per_layer=() if args.no_per_layer else args.artifacts,
-                           progress=progress_bar("evaluating"))
+                           per_layer=per_layer, latency_runs=args.bench_runs, progress=progress_bar("evaluating"))
     report["quantization"] = _artifact_descriptions(args.artifacts)
     if args.report:
         paths = write_reports(report, args.report)
@@ -296,6 +357,39 @@ def run_compare(args):
     for failure in failures:
         print(f"{PROG}: gate failed: {failure}", file=sys.stderr)
     return EXIT_GATE_FAILED if failures else EXIT_OK
+
+
+def run_reference(args):
+    from .data import Preprocessing, image_set
+    from .files import refuse_writing_over_inputs
+    from .golden import parse_shard, write_golden
+    from .parity import read_labels_file
+    from .quiet import progress_bar
+
+    shard = parse_shard(args.shard) if args.shard else None
+    refuse_writing_over_inputs([args.output], [args.model, args.weights, args.data])
+    model = _load_named_model(args.model, args)
+    height, width = model.input_shape[1:3]
+    data = image_set(args.data, Preprocessing(height, width, **_preprocessing_options(args)), size=args.eval_size,
+                     seed=args.seed, preprocessed=args.preprocessed, check_readable=False)
+    class_names = read_labels_file(args.labels, int(model.output_shape[-1])) if args.labels else None
+    manifest = write_golden(model, data, args.output, model_source(args.model, args.weights), class_names,
+                            batch_size=args.batch_size, shard=shard, force=args.force,
+                            progress=progress_bar("reference"))
+    reference = manifest["reference"]
+    speed = reference["speed"]
+    print(f"wrote {manifest['data']['size']} golden outputs to {args.output} (shard {manifest['shard']['index']}/"
+          f"{manifest['shard']['count']}): float on {reference['device']} ({reference['backend']}): "
+          f"{speed['ms_per_image']:.3g} ms/img at batch {speed['batch_size']}, {speed['batch1_ms']:.3g} ms at batch 1")
+    return EXIT_OK
+
+
+def run_merge(args):
+    from .golden import merge_golden
+
+    manifest = merge_golden(args.shards, args.output, force=args.force)
+    print(f"merged {len(args.shards)} shards into {args.output} ({manifest['data']['size']} golden outputs)")
+    return EXIT_OK
 
 
 def _bench_sample(path, input_file, batch, preprocessing_options, preprocessed):
@@ -571,11 +665,16 @@ def build_parser():
          "    --data val/ --labels labels.txt --report report/ --max-accuracy-drop 1 --min-agreement 0.98",
          "edge-resnet compare --reference model.keras model_int8.tflite --data unlabelled_images/"],
     )
-    compare.add_argument("--reference", required=True, metavar="MODEL",
-                         help="the float model: a .keras file or a builder name")
+    compare.add_argument("--reference", required=True, metavar="MODEL|GOLDEN",
+                         help="the float model (a .keras file or a builder name), or a folder of golden outputs "
+                         "from edge-resnet reference (no TensorFlow or Keras needed then)")
     compare.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".tflite or .onnx files")
-    compare.add_argument("--data", required=True, metavar="PATH",
-                         help="class folders, a flat folder (agreement only), or .npz with x (and y)")
+    compare.add_argument("--data", metavar="PATH",
+                         help="class folders, a flat folder (agreement only), or .npz with x (and y); with golden "
+                         "outputs, default: where their images were")
+    compare.add_argument("--bench-runs", type=int, default=LATENCY_RUNS, metavar="N",
+                         help=f"time each artifact N times at batch 1 on this machine (default: {LATENCY_RUNS}; "
+                         "0 skips)")
     compare.add_argument("--labels", metavar="FILE", help="class names in model-output order, one per line")
     compare.add_argument("--report", metavar="DIR", help="write parity.json, parity.md and parity.html here")
     compare.add_argument("--max-accuracy-drop", type=float, metavar="POINTS", help="gate on the top-1 drop")
@@ -591,7 +690,47 @@ def build_parser():
                          help="input size when the reference is a builder name (default: 224)")
     compare.add_argument("--classes", type=int, default=1000, help="classes when the reference is a builder name")
     compare.add_argument("--weights", default=None, help="weights when the reference is a builder name")
-    compare.set_defaults(handler=run_compare, needs_keras=True)
+    compare.set_defaults(handler=run_compare, needs_keras=lambda args: not _is_golden(args))
+
+    reference = _command(
+        commands,
+        "reference",
+        "golden outputs: run the float model once (on a GPU when there is one) and save its outputs",
+        "Run the float Keras model on the evaluation images, on the best device Keras sees (a GPU with the "
+        "TensorFlow or JAX backend, else the CPU), and write golden/outputs.npy and golden/manifest.json: the "
+        "model's SHA-256, each image's id and the fingerprint of their bytes, the labels, the preprocessing, the "
+        "device and its speed. compare --reference golden/ then checks artifacts anywhere, without TensorFlow. "
+        "--shard i/n writes the i-th of n parts; merge joins them.",
+        ["edge-resnet reference model.keras --data val/ --output golden/",
+         "KERAS_BACKEND=jax edge-resnet reference model.keras --data val/ --output golden/ --batch-size 256",
+         "edge-resnet reference model.keras --data val/ --shard 2/4 --output golden_2/"],
+    )
+    _add_model_source_arguments(reference)
+    reference.add_argument("--data", required=True, metavar="PATH",
+                           help="class folders, a flat folder, or .npy/.npz with x (and y)")
+    reference.add_argument("--output", required=True, metavar="DIR", help="the golden folder to write")
+    reference.add_argument("--eval-size", type=int, metavar="N", help="a seeded, class-stratified subset of N images")
+    reference.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
+    reference.add_argument("--labels", metavar="FILE", help="class names in model-output order, one per line")
+    reference.add_argument("--batch-size", type=int, metavar="N", help="default: 256 on a GPU, 8 on the CPU")
+    reference.add_argument("--shard", metavar="I/N", help="write only the I-th of N consecutive parts")
+    reference.add_argument("--force", action="store_true", help="replace earlier golden outputs in --output")
+    _add_preprocessing_arguments(reference, "the --data images")
+    reference.add_argument("--preprocessed", action="store_true", help="the arrays in --data are already model input")
+    reference.set_defaults(handler=run_reference, needs_keras=True)
+
+    merge = _command(
+        commands,
+        "merge",
+        "join the golden outputs of every shard of one reference run",
+        "Check that the folders are the shards 1..n of one reference run (same model, data and "
+        "preprocessing) and write them as one golden folder, streaming.",
+        ["edge-resnet merge golden_1/ golden_2/ golden_3/ golden_4/ --output golden/"],
+    )
+    merge.add_argument("shards", nargs="+", metavar="SHARD", help="golden folders written with --shard")
+    merge.add_argument("--output", required=True, metavar="DIR", help="the merged golden folder")
+    merge.add_argument("--force", action="store_true", help="replace earlier golden outputs in --output")
+    merge.set_defaults(handler=run_merge, needs_keras=False)
 
     convert = _command(
         commands,

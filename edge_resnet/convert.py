@@ -14,7 +14,6 @@ moved into place only when the run is complete.
 """
 
 import dataclasses
-import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from .bench import peak_rss_mb
 from .errors import ConfigError
+from .files import file_sha256
 
 FORMATS = ("tflite", "onnx")
 ONNX_MODES = ("int8", "none")  # what ONNX export offers
@@ -195,14 +195,6 @@ class StageClock:
         seconds = time.perf_counter() - start
         self.done.append({"stage": name, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
         self.log(f"      {name}: {seconds:.1f} s")
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_source(config):
@@ -414,7 +406,7 @@ def previous_run_files(output):
 def stage_count(config):
     statistics = config.quantize == "int8"
     writes = len(artifact_plan("m", config))
-    return 5 + statistics + writes + (config.bench_runs > 0)
+    return 6 + statistics + writes + (config.bench_runs > 0)
 
 
 def read_data(config, model, log):
@@ -448,14 +440,27 @@ def fold_and_save(model, probe_set, path, log):
     return folded, fold_report
 
 
-def parity_check(model, folded, paths, quantized, evaluation, class_names, config, made):
+def golden_outputs(model, evaluation, class_names, source, staging):
+    """The float model's outputs on the evaluation set, as golden files in
+    the output folder: parity reads them here, and again on a device."""
+    from .golden import GoldenReference, write_golden_files
+    from .quiet import native_output_silenced, progress_bar
+
+    record = {"file": Path(source["weights"]).name if source["weights_sha256"] else None,
+              "sha256": source["weights_sha256"]}
+    with native_output_silenced() as stderr:
+        write_golden_files(model, evaluation, staging, record, class_names, progress=progress_bar("reference", stderr))
+    return GoldenReference(staging)
+
+
+def parity_check(reference, folded, paths, quantized, evaluation, class_names, config, made):
     """The parity section of the report: every artifact against the float
-    model; per-layer error and gates for the quantized ones."""
+    model's golden outputs; per-layer error and gates for the quantized ones."""
     from .parity import parity_report
     from .quiet import native_output_silenced, progress_bar
 
     with native_output_silenced() as stderr:  # the runtimes' own start-up lines
-        return parity_report(model, paths, evaluation, class_names=class_names,
+        return parity_report(reference, paths, evaluation, class_names=class_names,
                              max_accuracy_drop=config.max_accuracy_drop, min_agreement=config.min_agreement,
                              gated=quantized, per_layer=quantized if config.per_layer else (), layer_model=folded,
                              float_model=made.float_model, float_onnx_path=made.float_onnx_path,
@@ -466,7 +471,9 @@ def convert(config, log=print):
     """Run the whole job; return the report (a dict). The caller decides the
     exit code from report["parity"]["gates"]["failures"]."""
     from .files import publish, relocated, staged_output
+    from .golden import FILES as GOLDEN_FILES
     from .quiet import native_output_silenced
+    from .recipe import record_source
     from .report import format_summary_table, write_convert_reports
 
     started = time.perf_counter()
@@ -488,8 +495,13 @@ def convert(config, log=print):
         paths = made.paths
         quantized_names = {name for name, _, mode in artifact_plan(base, config) if mode != "none"}
         quantized = [path for path in paths if path.name in quantized_names]
+        if source["weights_sha256"]:
+            for path in paths:
+                record_source(path, {"file": Path(source["weights"]).name, "sha256": source["weights_sha256"]})
+        with clock("float reference outputs (golden.npy)"):
+            reference = golden_outputs(model, evaluation, class_names, source, staging)
         with clock("accuracy parity" + (" and per-layer error" if config.per_layer and quantized else "")):
-            parity = parity_check(model, folded, paths, quantized, evaluation, class_names, config, made)
+            parity = parity_check(reference, folded, paths, quantized, evaluation, class_names, config, made)
         timings = []
         if config.bench_runs:
             with clock("latency"), native_output_silenced():
@@ -509,7 +521,7 @@ def convert(config, log=print):
                 "latency": timings,
                 "stages": clock.done,
                 "files": sorted([p.name for p in paths] + [f"{p.name}.json" for p in paths]
-                                + [folded_path.name] + list(REPORT_FILES)
+                                + [folded_path.name] + list(REPORT_FILES) + list(GOLDEN_FILES)
                                 + ([STATISTICS_FILE] if made.statistics is not None else [])),
                 "total_seconds": round(time.perf_counter() - started, 2),
                 "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -522,8 +534,13 @@ def convert(config, log=print):
     if made.statistics is not None:
         log(f"int8 activation ranges: {recipe_for('int8', config).range_method().describe()}, from one statistics "
             f"pass over {made.statistics.samples} calibration images ({STATISTICS_FILE})")
-    log(f"wrote {len(report['files'])} files to {str(config.output).rstrip('/')}/ in {report['total_seconds']:.0f} s "
+    output = str(config.output).rstrip("/")
+    log(f"wrote {len(report['files'])} files to {output}/ in {report['total_seconds']:.0f} s "
         f"(peak memory {report['peak_rss_mb']:.0f} MB): report.md, report.html, report.json")
+    quantized_paths = [Path(output) / name for name in sorted(quantized_names)]
+    if quantized_paths:
+        log(f"parity on a device, without TensorFlow: copy {output}/ there and run edge-resnet compare --reference "
+            f"{output}/ {quantized_paths[0]} (add --data DIR if the images moved)")
     return report
 
 

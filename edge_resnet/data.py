@@ -249,6 +249,7 @@ class ImageSet:
     batch_size: int = 1
     # every sample preprocessed once and held in memory, in item order (see cached())
     decoded: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
+    root: str = None  # the folder that image paths are relative to (folder sets only)
 
     def __len__(self):
         return len(self.items)
@@ -283,6 +284,13 @@ class ImageSet:
         if self.array is None:
             return {str(Path(item).resolve()) for item in self.items}
         return {f"{self.source}[{item}]" for item in self.items}
+
+    def sample_ids(self):
+        """Each item's id within its source: the image's path relative to the
+        folder (with / separators), or the index into the array."""
+        if self.array is None:
+            return [Path(item).relative_to(self.root).as_posix() for item in self.items]
+        return [int(item) for item in self.items]
 
     def __iter__(self):
         batch = []
@@ -361,6 +369,7 @@ def _folder_set(root, paths, classes, chosen, preprocessing, seed):
         source=f"folder {root}",
         labels=tuple(classes[i] for i in chosen) if labelled else None,
         seed=seed,
+        root=str(root if Path(root).is_dir() else Path(root).parent),
     )
 
 
@@ -556,6 +565,22 @@ def holdout_split(source, preprocessing, calibration_size=DEFAULT_CALIBRATION_SI
         )
     stop = None if eval_size is None else first_held_out + eval_size
     return calibration, subset(whole, first_held_out, stop)
+
+
+def select_samples(whole, ids):
+    """The items of `whole` with these sample ids (see ImageSet.sample_ids),
+    in this order; refuses ids that `whole` lacks."""
+    by_id = dict(zip(whole.sample_ids(), whole.items))
+    missing = [sample_id for sample_id in ids if sample_id not in by_id]
+    if missing:
+        raise DataError(f"{len(missing)} of the {len(ids)} images are missing from {whole.source} "
+                        f"(e.g. {missing[0]!r}); give the data the golden outputs were made from")
+    position = {item: index for index, item in enumerate(whole.items)}
+    chosen = [position[by_id[sample_id]] for sample_id in ids]
+    labels = None if whole.labels is None else tuple(whole.labels[i] for i in chosen)
+    items = tuple(whole.items[i] for i in chosen)
+    return dataclasses.replace(whole, items=items, labels=labels, fingerprint=fingerprint(items, whole.array),
+                               decoded=None)
 
 
 def check_disjoint(calibration, evaluation):

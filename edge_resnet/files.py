@@ -236,3 +236,14 @@ def refuse_writing_over_inputs(outputs, inputs):
                 f"the output {output} is the input {existing[Path(output).resolve()]}: writing it would replace "
                 "your file; choose another output name"
             )
+
+
+def file_sha256(path):
+    """SHA-256 of a file, read in 1 MB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -182,30 +182,84 @@ def default_class_names(data, classes):
     return [str(i) for i in range(classes)]
 
 
-def check_fits(reference_model, data):
-    expected = tuple(reference_model.input_shape[1:])
+def check_fits(reference, data):
+    expected = tuple(reference.input_shape)
     if tuple(data.preprocessing.shape) != expected:
         raise DataError(f"evaluation images are {data.preprocessing.shape} but the model takes {expected}")
 
 
 def reference_device():
+    """(Keras backend, accelerator kind, device name) of the live reference."""
     import keras
 
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return backend, "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return backend, "GPU", tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
     if backend == "jax":
         import jax
 
-        return backend, jax.devices()[0].platform.upper()
-    return backend, "CPU"
+        device = jax.devices()[0]
+        if device.platform != "cpu":
+            return backend, device.platform.upper(), device.device_kind
+    return backend, "CPU", cpu_name()
+
+
+def cpu_name():
+    """The processor's model name, as /proc/cpuinfo gives it (else the platform's)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "CPU"
+
+
+class KerasReference:
+    """The float Keras model, run live on each batch; times itself."""
+
+    def __init__(self, model):
+        self.model = model
+        self.name = model.name
+        self.input_shape = tuple(model.input_shape[1:])
+        self.classes = int(model.output_shape[-1])
+        self.seconds, self.images = 0.0, 0
+
+    def outputs(self, start, batch):
+        import time
+
+        began = time.perf_counter()
+        logits = np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+        self.seconds += time.perf_counter() - began
+        self.images += len(batch)
+        return logits
+
+    def describe(self, batch_size):
+        backend, kind, device = reference_device()
+        speed = {"batch_size": batch_size, "ms_per_image": 1e3 * self.seconds / self.images} if self.images else None
+        return {"name": self.name, "kind": "keras", "backend": backend, "device": device, "accelerator": kind,
+                "speed": speed}
+
+
+def as_reference(reference):
+    """A reference (KerasReference, golden.GoldenReference) as given, or a
+    Keras model wrapped in a KerasReference."""
+    from .golden import GoldenReference
+
+    return reference if isinstance(reference, (KerasReference, GoldenReference)) else KerasReference(reference)
 
 
 def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_BATCH, progress=None):
-    """Run `reference` (a Keras model) and each artifact path in `candidates`
-    on the ImageSet `data`; return a ParityResult.
+    """Run each artifact path in `candidates` on the ImageSet `data` and
+    measure it against `reference`: a Keras model run live, or golden
+    outputs (golden.GoldenReference). Returns a ParityResult.
 
     `class_names` lists the model's outputs in order (for folder labels and
     the report); by default the sorted class folders or 0..N-1.
@@ -214,16 +268,17 @@ def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1. Received: {batch_size}")
+    reference = as_reference(reference)
     check_fits(reference, data)
-    classes = int(reference.output_shape[-1])
+    classes = reference.classes
     class_names = class_names or default_class_names(data, classes)
     labels = class_index(data.labels, class_names)
     if labels is not None and labels.size and labels.max() >= classes:
         raise DataError(f"labels go up to {labels.max()} but the model has {classes} outputs")
     runners = [open_runner(path) for path in candidates]
     for runner in runners:
-        if tuple(runner.input_shape) != tuple(reference.input_shape[1:]):
-            raise ModelError(f"{runner.path.name} takes {runner.input_shape}, the reference {reference.input_shape[1:]}")
+        if tuple(runner.input_shape) != reference.input_shape:
+            raise ModelError(f"{runner.path.name} takes {runner.input_shape}, the reference {reference.input_shape}")
 
     reference_tally = Tally(classes)
     tallies = [Tally(classes) for _ in runners]
@@ -231,15 +286,14 @@ def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_
     batches = data.with_batch_size(batch_size)
     for batch in (progress(batches, len(data)) if progress else batches):
         batch_labels = None if labels is None else labels[start:start + len(batch)]
+        reference_logits = reference.outputs(start, batch)
         start += len(batch)
-        reference_logits = np.asarray(reference.predict_on_batch(batch), dtype=np.float32)
         reference_tally.add(reference_logits, reference_logits, batch_labels)
         for runner, tally in zip(runners, tallies):
             tally.add(runner.predict(batch), reference_logits, batch_labels)
 
     labelled = labels is not None
     reference_metrics = reference_tally.summary(labelled)
-    backend, device = reference_device()
     results = []
     for path, runner, tally in zip(candidates, runners, tallies):
         metrics = tally.summary(labelled)
@@ -254,32 +308,49 @@ def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_
         })
     return ParityResult(
         data={**data.describe(), "labelled": labelled},
-        reference={"name": reference.name, "backend": backend, "device": device, "metrics": reference_metrics},
+        reference={**reference.describe(batch_size), "metrics": reference_metrics},
         candidates=tuple(results),
     )
 
 
 def parity_report(reference, artifacts, data, *, class_names=None, batch_size=REFERENCE_BATCH,
                   max_accuracy_drop=None, min_agreement=None, gated=None, per_layer=(), layer_model=None,
-                  float_model=None, float_onnx_path=None, progress=None):
+                  float_model=None, float_onnx_path=None, latency_runs=0, progress=None):
     """The parity section of `compare`'s and `convert`'s reports, made one way:
     compare() on every artifact, the per-layer error of the `per_layer`
     artifacts against `layer_model`'s float graph (default: the reference's),
     and the gates applied to the `gated` artifacts (default: all).
 
     `float_model` (float32 .tflite bytes) and `float_onnx_path` are the
-    float artifacts a pipeline already made from `layer_model`."""
+    float artifacts a pipeline already made from `layer_model`. Golden
+    outputs carry no float graph: per-layer error then needs `layer_model`.
+    `latency_runs` > 0 times each artifact at batch 1 on this machine, for
+    the report to set beside the reference's speed."""
     check_gates(max_accuracy_drop, min_agreement)
+    reference = as_reference(reference)
     result = compare(reference, artifacts, data, class_names, batch_size, progress)
     report = result.to_dict()
-    if per_layer:
+    layer_model = layer_model or getattr(reference, "model", None)  # golden outputs have no float graph
+    if per_layer and layer_model is not None:
         from .layer_debug import per_layer_errors
 
-        report["layers"] = per_layer_errors(layer_model or reference, per_layer, data, float_model=float_model,
+        report["layers"] = per_layer_errors(layer_model, per_layer, data, float_model=float_model,
                                             float_onnx_path=float_onnx_path)
+    if latency_runs:
+        report["device"] = device_latencies(artifacts, next(data.samples()), latency_runs)
     gated_names = {Path(path).name for path in (artifacts if gated is None else gated)}
     gated_result = ParityResult(result.data, result.reference,
                                 tuple(c for c in result.candidates if c["name"] in gated_names))
     report["gates"] = {"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
                        "failures": gated_result.gate_failures(max_accuracy_drop, min_agreement)}
     return report
+
+
+def device_latencies(artifacts, sample, runs):
+    """Median batch-1 latency of each artifact on this machine."""
+    from .bench import benchmark
+
+    timings = [benchmark(path, warmup=min(5, runs), runs=runs, sample=sample[None], reset_peak=False)
+               for path in artifacts]
+    return {"device": cpu_name(), "runs": runs,
+            "p50_ms": {Path(path).name: timing.latency_ms["p50"] for path, timing in zip(artifacts, timings)}}

@@ -159,3 +159,12 @@ def artifact_record(artifact_path, artifact_format, recipe, model_info, packages
 def write_record(artifact_path, record):
     with atomic_output(record_path(artifact_path)) as temporary:
         temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def record_source(artifact_path, source):
+    """Add to an artifact's recipe JSON the model file it was made from
+    ({"file", "sha256"}), which golden outputs are checked against."""
+    path = record_path(artifact_path)
+    record = json.loads(path.read_text())
+    record["source_model"] = source
+    write_record(artifact_path, record)

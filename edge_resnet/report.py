@@ -32,11 +32,11 @@ def markdown_report(report):
     lines = [
         "# Accuracy parity",
         "",
-        f"Reference: `{reference['name']}` (Keras, {reference['backend']} backend on {reference['device']}); "
-        f"top-1 {_percent(ref['top1'])}, top-5 {_percent(ref['top5'])}.",
+        f"Reference: {reference_source(reference)}; top-1 {_percent(ref['top1'])}, top-5 {_percent(ref['top5'])}.",
         f"Data: {data['source']}, {data['size']} images"
         + (", labelled" if data["labelled"] else ", unlabelled (agreement metrics only)")
         + f", fingerprint `{data['fingerprint'][:12]}`.",
+        *speed_lines(reference, report.get("device")),
         "",
         "| artifact | runtime | top-1 | drop (points) | top-5 | top-1 agreement | top-5 overlap | cosine | SQNR (dB) | max abs error |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -68,6 +68,36 @@ def markdown_report(report):
         lines += ["", "Gates: " + ("passed" if not gates["failures"] else "FAILED")]
         lines += [f"- {failure}" for failure in gates["failures"]]
     return "\n".join(lines) + "\n"
+
+
+def reference_source(reference):
+    where = f"{reference['backend']} backend on {reference['device']}"
+    if reference.get("kind") == "golden":
+        return f"golden outputs of `{reference['name']}` in `{reference['golden']}` (made by Keras, {where})"
+    return f"`{reference['name']}` (Keras, {where})"
+
+
+def speed_lines(reference, device):
+    """The float reference's speed on its device beside each artifact's on this one."""
+    lines = []
+    speed = reference.get("speed")
+    if speed:
+        batch1 = f", {speed['batch1_ms']:.3g} ms at batch 1" if speed.get("batch1_ms") is not None else ""
+        lines.append(f"- float on {reference['device']} ({reference['backend']}): {speed['ms_per_image']:.3g} ms/img "
+                     f"at batch {speed['batch_size']}{batch1}")
+    if device:
+        lines += [f"- {name} on this CPU ({device['device']}): {ms:.3g} ms at batch 1 (median of {device['runs']})"
+                  for name, ms in device["p50_ms"].items()]
+    return ["", "Speed:", "", *lines] if lines else []
+
+
+def plots_available():
+    """matplotlib draws the plots; a device install may lack it."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _figure_png(figure):
@@ -163,7 +193,8 @@ def parity_plots(report):
 
 
 def html_report(report):
-    return html_page("edge-resnet parity report", markdown_report(report), parity_plots(report))
+    return html_page("edge-resnet parity report", markdown_report(report),
+                     parity_plots(report) if plots_available() else [])
 
 
 def _megabytes(size_bytes):
