@@ -118,16 +118,17 @@ def device(out):
 
     r50_file = r50_with_carried_weights(Path("/tmp/r50_224_gpu.keras"))
     references(out, WORK / "demo.keras", r50_file)
-    # JAX runs float32 convolutions in TF32 on the GPU by default; this one runs them in full float32
-    cli("reference", r50_file, "--data", DATA, "--eval-size", R50_IMAGES, "--output", out / "r50_fp32", "--force",
-        env=dict(os.environ, JAX_DEFAULT_MATMUL_PRECISION="highest"))
+    import jax
+
     backend, _, device_name = reference_device()
     result = {"backend": backend, "device": device_name, "versions": keras_versions(), "sweep": {}}
-    for name, path in (("demo", WORK / "demo.keras"), ("r50", r50_file)):
-        model = keras.saving.load_model(path)
-        size = model.input_shape[1]
-        sample = next(image_set(DATA, Preprocessing(size, size), size=1).samples())
-        result["sweep"][name] = sweep(model, BATCHES[name], sample)
+    for precision, setting in (("float32", "highest"), ("tf32", "tensorfloat32")):  # TF32: JAX's GPU default
+        jax.config.update("jax_default_matmul_precision", setting)
+        for name, path in (("demo", WORK / "demo.keras"), ("r50", r50_file)):
+            model = keras.saving.load_model(path)
+            size = model.input_shape[1]
+            sample = next(image_set(DATA, Preprocessing(size, size), size=1).samples())
+            result["sweep"][f"{name} {precision}"] = sweep(model, BATCHES[name], sample)
     (out / "sweep.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
@@ -154,15 +155,20 @@ def device_parity(gpu_demo):
     return [line for line in shown.splitlines() if line.startswith("- ") or line.startswith("Reference:")]
 
 
-def report(folder):
+def report(folder, tf32_folder=None):
+    """`tf32_folder`: golden outputs from a run of the device step before
+    reference ran in float32 (JAX's default TF32), for comparison."""
     folder = Path(folder)
     sweep_result = json.loads((folder / "sweep.json").read_text())
-    result = {"machine": machine(), "gpu": sweep_result,
-              "agreement": {name: agreement(WORK / "cpu" / name, folder / name) for name in ("demo", "r50")},
+    agreements = {name: agreement(WORK / "cpu" / name, folder / name) for name in ("demo", "r50")}
+    if tf32_folder:
+        agreements.update({f"{name} tf32": agreement(WORK / "cpu" / name, Path(tf32_folder) / name)
+                           for name in ("demo", "r50")})
+    result = {"machine": machine(), "gpu": sweep_result, "agreement": agreements,
               "device_parity": device_parity(folder / "demo"),
               "commands": ["python benchmarks/gpu_reference.py prepare",
                            "KERAS_BACKEND=jax python benchmarks/gpu_reference.py device OUT   (on the GPU machine)",
-                           "python benchmarks/gpu_reference.py report OUT"]}
+                           "python benchmarks/gpu_reference.py report OUT [OUT_OF_A_TF32_RUN]"]}
     (RESULTS / "gpu_reference.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "gpu_reference.md").write_text(markdown(result))
     print(markdown(result))
@@ -175,19 +181,25 @@ def markdown(result):
               f"{gpu['versions'].get(gpu['backend'])}. "
               f"CPU reference: {result['machine']['cpu']}, {result['machine']['cores']} cores, TensorFlow backend.", "",
               "## GPU against CPU reference, same images, same weights", "",
-              "| model | images | top-1 identical | max abs diff | max abs output | CPU ms/img (batch) | GPU ms/img (batch) |",
-              "|---|---|---|---|---|---|---|"]
+              "`edge-resnet reference` on each machine. GPU rows marked TF32 come from a run made before "
+              "`reference` switched TF32 off (JAX's default on the GPU).", "",
+              "| model | GPU precision | images | top-1 identical | max abs diff | max abs output | relative | "
+              "CPU ms/img (batch) | GPU ms/img (batch) | GPU batch 1 ms |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     names = {"demo": "digits demo, ResNet-50 w0.25 32x32", "r50": "ResNet-50 224x224, trained digit weights"}
-    for name, row in result["agreement"].items():
+    for key, row in result["agreement"].items():
+        name, _, tf32 = key.partition(" ")
         cpu, gpu_speed = row["cpu"]["speed"], row["gpu"]["speed"]
-        lines.append(f"| {names[name]} | {row['images']} | {row['top1_identical']}/{row['images']} | "
-                     f"{row['max_abs_diff']:.2g} | {row['max_abs_output']:.3g} | "
+        lines.append(f"| {names[name]} | {'TF32' if tf32 else 'float32'} | {row['images']} | "
+                     f"{row['top1_identical']}/{row['images']} | {row['max_abs_diff']:.2g} | "
+                     f"{row['max_abs_output']:.3g} | {row['max_abs_diff'] / row['max_abs_output']:.1e} | "
                      f"{cpu['ms_per_image']:.3g} ({cpu['batch_size']}) | {gpu_speed['ms_per_image']:.3g} "
-                     f"({gpu_speed['batch_size']}) |")
-    for name, rows in gpu["sweep"].items():
+                     f"({gpu_speed['batch_size']}) | {gpu_speed['batch1_ms']:.3g} |")
+    for key, rows in gpu["sweep"].items():
+        name, _, precision = key.partition(" ")
         best = min(rows, key=lambda row: row["ms_per_image"])
-        lines += ["", f"## GPU throughput: {names[name]}", "", "| batch | ms per batch | ms per image | images/s |",
-                  "|---|---|---|---|"]
+        lines += ["", f"## GPU throughput: {names[name]}, {precision or 'TF32'}", "",
+                  "| batch | ms per batch | ms per image | images/s |", "|---|---|---|---|"]
         lines += [f"| {r['batch']} | {r['ms_per_batch']:.3g} | {r['ms_per_image']:.3g} | {r['images_per_s']:.0f} |"
                   for r in rows]
         lines += ["", f"Best: batch {best['batch']}, {best['images_per_s']:.0f} images/s; batch 1: "
@@ -207,4 +219,4 @@ if __name__ == "__main__":
     elif step == "device":
         device(sys.argv[2])
     else:
-        report(sys.argv[2])
+        report(*sys.argv[2:4])

@@ -66,6 +66,22 @@ def keras_versions():
     return tool_versions("keras", "tensorflow", "jax", "jaxlib")
 
 
+def full_float32(backend):
+    """Run float32 convolutions and matrix products in float32. On a GPU,
+    JAX and TensorFlow use TF32 by default: measured on an H200, ResNet-50's
+    logits then differ from the CPU's by 2e-4 of their range (the digits demo:
+    2e-3), against 5e-7 in float32 (benchmarks/results/gpu_reference.md).
+    A reference has to be the float model itself."""
+    if backend == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
 def batch1_latency_ms(model, sample, runs=LATENCY_RUNS):
     """Median of `runs` single-image calls after one warm-up call."""
     model.predict_on_batch(sample[None])
@@ -139,6 +155,7 @@ def write_golden_files(model, data, folder, model_record, class_names=None, batc
     classes = int(model.output_shape[-1])
     class_names = class_names or default_class_names(data, classes)
     backend, accelerator, device = reference_device()
+    full_float32(backend)
     batch_size = batch_size or (GPU_BATCH if accelerator != "CPU" else REFERENCE_BATCH)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1. Received: {batch_size}")
@@ -161,7 +178,8 @@ def write_golden_files(model, data, folder, model_record, class_names=None, batc
         },
         "shard": shard or {"index": 1, "count": 1, "start": 0, "stop": len(data), "of": len(data)},
         "reference": {
-            "backend": backend, "accelerator": accelerator, "device": device, "versions": keras_versions(),
+            "backend": backend, "accelerator": accelerator, "device": device, "precision": "float32 (no TF32)",
+            "versions": keras_versions(),
             "speed": {"batch_size": batch_size, "ms_per_image": ms_per_image,
                       "batch1_ms": batch1_latency_ms(model, next(data.samples()))},
         },
