@@ -138,7 +138,7 @@ def agreement(cpu_folder, gpu_folder):
     cpu, gpu = GoldenReference(cpu_folder), GoldenReference(gpu_folder)
     if cpu.manifest["data"]["ids"] != gpu.manifest["data"]["ids"]:
         raise SystemExit(f"{cpu_folder} and {gpu_folder} hold different images")
-    a, b = np.asarray(cpu.outputs_array), np.asarray(gpu.outputs_array)
+    a, b = cpu.stored.rows(0, len(cpu.stored)), gpu.stored.rows(0, len(gpu.stored))
     return {"images": len(a), "top1_identical": int(np.sum(a.argmax(1) == b.argmax(1))),
             "max_abs_diff": float(np.abs(a - b).max()), "max_abs_output": float(np.abs(a).max()),
             "cpu": cpu.manifest["reference"], "gpu": gpu.manifest["reference"]}

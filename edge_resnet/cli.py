@@ -367,7 +367,7 @@ def run_reference(args):
     from .quiet import progress_bar
 
     shard = parse_shard(args.shard) if args.shard else None
-    refuse_writing_over_inputs([args.output], [args.model, args.weights, args.data])
+    refuse_writing_over_inputs([args.output], [args.model, args.weights, args.data], kind="directory")
     model = _load_named_model(args.model, args)
     height, width = model.input_shape[1:3]
     data = image_set(args.data, Preprocessing(height, width, **_preprocessing_options(args)), size=args.eval_size,

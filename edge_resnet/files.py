@@ -221,14 +221,15 @@ def check_writable(path, kind="file"):
         raise ConfigError(f"cannot write {path}: {folder} is a file, not a folder; choose another output")
 
 
-def refuse_writing_over_inputs(outputs, inputs):
-    """One line instead of replacing a user's input file with an output, or
-    failing after all the work on an output that cannot be written."""
+def refuse_writing_over_inputs(outputs, inputs, kind="file"):
+    """One line instead of replacing a user's input with an output (a "file"
+    or a "directory"), or failing after all the work on an output that
+    cannot be written."""
     from .errors import ConfigError
 
     for output in outputs:
         if output:
-            check_writable(output)
+            check_writable(output, kind)
     existing = {Path(path).resolve(): path for path in inputs if path and Path(path).exists()}
     for output in outputs:
         if output and Path(output).resolve() in existing:

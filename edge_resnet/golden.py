@@ -5,9 +5,9 @@ runs anywhere, later, without TensorFlow or Keras, against exactly that
 reference: `edge-resnet compare --reference golden/ model_int8.tflite`.
 
 A golden folder holds:
-- golden.npy: float32, one row per sample, read with allow_pickle=False
-  and memory-mapped, so 50,000 x 1,000 outputs are written and read in
-  chunks, never all at once;
+- golden.npy: float32, one row per sample, written and read in blocks of
+  rows (50,000 x 1,000 outputs are 200 MB: never held at once); only its
+  header is parsed, so it cannot carry code;
 - golden.json, the manifest: the model file's SHA-256, the data source, each sample's
   id and the fingerprint of their bytes, the labels, the preprocessing, the
   backend, device and versions, the reference's speed, and the SHA-256 of
@@ -34,6 +34,7 @@ MANIFEST, OUTPUTS = "golden.json", "golden.npy"
 FILES = (OUTPUTS, MANIFEST)  # the manifest last: a folder without one is not golden
 LATENCY_RUNS = 20
 GPU_BATCH = 256
+CHUNK_ROWS = 4096  # rows per read when merging: 16 MB at 1,000 classes
 REMADE = "make them again with edge-resnet reference"
 
 
@@ -94,17 +95,17 @@ def batch1_latency_ms(model, sample, runs=LATENCY_RUNS):
 
 
 def run_into(model, data, outputs, batch_size, progress=None):
-    """Write `model`'s float32 outputs on `data` into the array `outputs`,
-    batch by batch; return ms per image over the full batches after the
-    first (on JAX or TensorFlow a batch of a new shape compiles first)."""
+    """Append `model`'s float32 outputs on `data` to `outputs` (an
+    OutputsWriter), batch by batch; return ms per image over the full
+    batches after the first (on JAX or TensorFlow a batch of a new shape
+    compiles first)."""
     batches = data.with_batch_size(batch_size)
-    start, timed_seconds, timed_images, first = 0, 0.0, 0, None
+    timed_seconds, timed_images, first = 0.0, 0, None
     for batch in progress(batches, len(data)) if progress else batches:
         began = time.perf_counter()
         logits = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
         seconds = time.perf_counter() - began
-        outputs[start:start + len(batch)] = logits
-        start += len(batch)
+        outputs.append(logits)
         if first is None:
             first = batch
         elif len(batch) == len(first):
@@ -147,8 +148,6 @@ def write_golden(model, data, output, model_record, class_names=None, batch_size
 def write_golden_files(model, data, folder, model_record, class_names=None, batch_size=None, progress=None,
                        shard=None):
     """golden.npy and golden.json of `model` on all of `data`, into `folder`."""
-    from numpy.lib.format import open_memmap
-
     from .parity import check_fits, default_class_names, reference_device
 
     check_fits(_Shape(model), data)
@@ -160,10 +159,8 @@ def write_golden_files(model, data, folder, model_record, class_names=None, batc
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1. Received: {batch_size}")
     folder = Path(folder)
-    outputs = open_memmap(folder / OUTPUTS, mode="w+", dtype=np.float32, shape=(len(data), classes))
-    ms_per_image = run_into(model, data, outputs, batch_size, progress)
-    outputs.flush()
-    del outputs
+    with OutputsWriter(folder / OUTPUTS, len(data), classes) as outputs:
+        ms_per_image = run_into(model, data, outputs, batch_size, progress)
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -183,8 +180,7 @@ def write_golden_files(model, data, folder, model_record, class_names=None, batc
             "speed": {"batch_size": batch_size, "ms_per_image": ms_per_image,
                       "batch1_ms": batch1_latency_ms(model, next(data.samples()))},
         },
-        "outputs": {"file": OUTPUTS, "dtype": "float32", "shape": [len(data), classes],
-                    "sha256": file_sha256(folder / OUTPUTS)},
+        "outputs": {"file": OUTPUTS, "dtype": "float32", "shape": [len(data), classes], "sha256": outputs.sha256},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
@@ -225,23 +221,85 @@ def read_manifest(folder):
     return manifest
 
 
-def open_outputs(folder, manifest):
-    """The outputs array, memory-mapped, after checking that its bytes are
-    the ones the manifest recorded."""
-    record = manifest["outputs"]
-    path = Path(folder) / record["file"]
-    if Path(record["file"]).name != record["file"] or not path.is_file():
-        raise DataError(f"golden outputs file {path} is missing; {REMADE}")
-    if file_sha256(path) != record["sha256"]:
-        raise DataError(f"{path} changed after it was written (its SHA-256 is not the manifest's); {REMADE}")
-    try:
-        outputs = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as error:
-        raise DataError(f"{path} is not a plain numeric .npy ({error}); {REMADE}") from None
-    if outputs.dtype != np.float32 or list(outputs.shape) != list(record["shape"]):
-        raise DataError(f"{path} holds {outputs.dtype} {outputs.shape}, the manifest says float32 "
-                        f"{tuple(record['shape'])}; {REMADE}")
-    return outputs
+class OutputsWriter:
+    """A float32 .npy of known shape written row block by row block (never
+    held whole), hashed as it is written."""
+
+    def __init__(self, path, rows, classes):
+        import hashlib
+        import io
+
+        self.shape, self.written = (rows, classes), 0
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": self.shape})
+        self.file = open(path, "wb")
+        self.digest = hashlib.sha256()
+        self._write(header.getvalue())
+
+    def _write(self, raw):
+        self.file.write(raw)
+        self.digest.update(raw)
+
+    def append(self, rows):
+        rows = np.ascontiguousarray(rows, dtype="<f4")
+        if rows.ndim != 2 or rows.shape[1] != self.shape[1] or self.written + len(rows) > self.shape[0]:
+            raise DataError(f"outputs of shape {rows.shape} do not fit golden outputs of shape {self.shape}")
+        self._write(rows.tobytes())
+        self.written += len(rows)
+
+    @property
+    def sha256(self):
+        return self.digest.hexdigest()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace):
+        self.file.close()
+        if kind is None and self.written != self.shape[0]:
+            raise DataError(f"wrote {self.written} golden outputs of {self.shape[0]}")
+
+
+class OutputsReader:
+    """Rows of a float32 .npy read on demand. Only the header is parsed (no
+    np.load, so no pickle), and the bytes must hash to the manifest's."""
+
+    def __init__(self, folder, manifest):
+        record = manifest["outputs"]
+        path = Path(folder) / str(record["file"])
+        if Path(str(record["file"])).name != record["file"] or not path.is_file():
+            raise DataError(f"golden outputs file {path} is missing; {REMADE}")
+        if file_sha256(path) != record["sha256"]:
+            raise DataError(f"{path} changed after it was written (its SHA-256 is not the manifest's); {REMADE}")
+        with open(path, "rb") as handle:
+            try:
+                version = np.lib.format.read_magic(handle)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise ValueError(f"format version {version}")
+                shape, fortran, dtype = read_header(handle)
+            except ValueError as error:
+                raise DataError(f"{path} is not a plain numeric .npy ({error}); {REMADE}") from None
+            self.offset = handle.tell()
+        if dtype != np.dtype("<f4") or fortran or len(shape) != 2 or list(shape) != list(record["shape"]):
+            raise DataError(f"{path} holds {dtype} {shape}, the manifest says float32 {tuple(record['shape'])}; "
+                            f"{REMADE}")
+        self.path, self.shape = path, tuple(shape)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def rows(self, start, count):
+        count = max(0, min(count, self.shape[0] - start))
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset + start * self.shape[1] * 4)
+            return np.fromfile(handle, dtype="<f4", count=count * self.shape[1]).reshape(count, self.shape[1])
+
+    def chunks(self, rows=None):
+        rows = rows or CHUNK_ROWS
+        for start in range(0, self.shape[0], rows):
+            yield self.rows(start, rows)
 
 
 class GoldenReference:
@@ -251,7 +309,7 @@ class GoldenReference:
     def __init__(self, folder):
         self.folder = Path(folder)
         self.manifest = read_manifest(folder)
-        self.outputs_array = open_outputs(folder, self.manifest)
+        self.stored = OutputsReader(folder, self.manifest)
         model = self.manifest["model"]
         self.name = model["name"]
         self.input_shape = tuple(model["input_shape"])
@@ -265,9 +323,9 @@ class GoldenReference:
         return Preprocessing.from_dict(self.manifest["data"]["preprocessing"])
 
     def outputs(self, start, batch):
-        if start + len(batch) > len(self.outputs_array):
-            raise DataError(f"the data has more images than the {len(self.outputs_array)} golden outputs")
-        return np.asarray(self.outputs_array[start:start + len(batch)], dtype=np.float32)
+        if start + len(batch) > len(self.stored):
+            raise DataError(f"the data has more images than the {len(self.stored)} golden outputs")
+        return self.stored.rows(start, len(batch))
 
     def describe(self, batch_size):
         reference = self.manifest["reference"]
@@ -282,7 +340,7 @@ class GoldenReference:
 
         record = self.manifest["data"]
         source = source if source is not None else record.get("source_path")
-        if source is None or not Path(source).exists():
+        if source is None or isinstance(source, (str, Path)) and not Path(source).exists():
             raise DataError(f"the images the golden outputs were made from ({record['source']}) are not here; "
                             "give --data with the same images")
         if preprocessing is not None and preprocessing != self.preprocessing:
@@ -296,12 +354,28 @@ class GoldenReference:
         whole = image_set(source, self.preprocessing, size=None, preprocessed=record["preprocessed_input"],
                           check_readable=False)
         ids = record["ids"]
-        if len(ids) != len(self.outputs_array):
-            raise DataError(f"{self.folder / MANIFEST} names {len(ids)} samples for {len(self.outputs_array)} "
+        if len(ids) != len(self.stored):
+            raise DataError(f"{self.folder / MANIFEST} names {len(ids)} samples for {len(self.stored)} "
                             f"outputs; {REMADE}")
         chosen = select_samples(whole, ids)
         check_parts(chosen, record, source)
-        return chosen
+        return with_recorded_labels(chosen, record, source)
+
+
+def with_recorded_labels(data, record, source):
+    """`data` labelled as the manifest records; labels the data carries
+    itself must be the same."""
+    import dataclasses
+
+    from .parity import class_index
+
+    recorded = record["labels"]
+    if recorded is None:
+        return dataclasses.replace(data, labels=None)
+    if data.labels is not None and class_index(data.labels, record["class_names"]).tolist() != recorded:
+        raise DataError(f"the labels in {source} are not the ones the golden outputs were made with; give the same "
+                        f"data, or {REMADE}")
+    return dataclasses.replace(data, labels=tuple(recorded))
 
 
 def part_fingerprints(data, parts):
@@ -368,17 +442,16 @@ def check_shards(manifests, folders):
                 raise DataError(f"{folder} has another {section} {key} than {folders[0]}; merge only shards of one "
                                 "reference run")
     count = first["shard"]["count"]
-    indices = sorted(manifest["shard"]["index"] for manifest in manifests)
-    if indices != list(range(1, count + 1)):
-        missing = sorted(set(range(1, count + 1)) - set(indices))
-        problem = f"shard {missing[0]}/{count} is missing" if missing else "a shard is given twice"
+    indices = [manifest["shard"]["index"] for manifest in manifests]
+    twice = sorted({index for index in indices if indices.count(index) > 1})
+    missing = sorted(set(range(1, count + 1)) - set(indices))
+    if twice or missing:
+        problem = f"shard {twice[0]}/{count} is given twice" if twice else f"shard {missing[0]}/{count} is missing"
         raise DataError(f"{problem}; give each of the {count} shards once")
 
 
 def merge_golden(folders, output, force=False):
     """Join the golden folders of every shard of one run into `output`."""
-    from numpy.lib.format import open_memmap
-
     from .files import publish, staged_output
 
     if not folders:
@@ -390,20 +463,18 @@ def merge_golden(folders, output, force=False):
     total = sum(manifest["data"]["size"] for manifest in manifests)
     classes = manifests[0]["model"]["classes"]
     with staged_output(output, force) as staging:
-        merged = open_memmap(staging / OUTPUTS, mode="w+", dtype=np.float32, shape=(total, classes))
         ids, labels, parts, start = [], [], [], 0
-        for folder, manifest in zip(folders, manifests):
-            shard_outputs = open_outputs(folder, manifest)
-            for offset in range(0, len(shard_outputs), CHUNK_ROWS):
-                rows = shard_outputs[offset:offset + CHUNK_ROWS]
-                merged[start + offset:start + offset + len(rows)] = rows
-            data = manifest["data"]
-            ids += data["ids"]
-            labels = None if data["labels"] is None or labels is None else labels + data["labels"]
-            parts += [{**part, "start": part["start"] + start, "stop": part["stop"] + start} for part in data["parts"]]
-            start += len(shard_outputs)
-        merged.flush()
-        del merged
+        with OutputsWriter(staging / OUTPUTS, total, classes) as merged:
+            for folder, manifest in zip(folders, manifests):
+                shard_outputs = OutputsReader(folder, manifest)
+                for rows in shard_outputs.chunks():
+                    merged.append(rows)
+                data = manifest["data"]
+                ids += data["ids"]
+                labels = None if data["labels"] is None or labels is None else labels + data["labels"]
+                parts += [{**part, "start": part["start"] + start, "stop": part["stop"] + start}
+                          for part in data["parts"]]
+                start += len(shard_outputs)
         first = manifests[0]
         manifest = {
             **first,
@@ -411,14 +482,11 @@ def merge_golden(folders, output, force=False):
                      "fingerprint": _combined([part["fingerprint"] for part in parts])},
             "shard": {"index": 1, "count": 1, "start": 0, "stop": total, "of": total,
                       "merged_from": [str(folder) for folder in folders]},
-            "outputs": {**first["outputs"], "shape": [total, classes], "sha256": file_sha256(staging / OUTPUTS)},
+            "outputs": {**first["outputs"], "shape": [total, classes], "sha256": merged.sha256},
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         publish(staging, output, replaced=FILES, last=(MANIFEST,))
     return manifest
-
-
-CHUNK_ROWS = 4096
 
 
 def _combined(fingerprints):

@@ -14,11 +14,12 @@ import pytest
 from edge_resnet.ranges import DEFAULT_METHOD
 from edge_resnet.recipe import record_path
 from edge_resnet.statistics import ActivationStatistics
-from tests.cli import COMMAND, cli_env, run_cli
+from tests.cli import COMMAND, cli_env, run_cli, run_without_tensorflow
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
 DEMO_FILES = sorted([
     "report.html", "report.json", "report.md", "resnet50_demo_folded.keras", "calibration_statistics.npz",
+    "golden.json", "golden.npy",
     *(f"resnet50_demo_{kind}.{fmt}{extra}" for kind in ("float32", "int8") for fmt in ("tflite", "onnx")
       for extra in ("", ".json")),
 ])
@@ -115,6 +116,33 @@ def test_default_run_converts_the_trained_demo_on_held_out_digits(default_run):
     assert named and all(Path(path).parent == output.resolve() and Path(path).is_file() for path in named)
     assert "<img" in (output / "report.html").read_text()
     assert "| resnet50_demo_int8.tflite |" in (output / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_output_folder_and_the_images_are_enough_for_parity_on_a_device(default_run, tmp_path):
+    """Copied elsewhere, with TensorFlow and Keras unavailable, the output
+    folder's golden outputs give the parity that convert reported."""
+    import shutil
+
+    from edge_resnet.data import Preprocessing, image_set
+
+    device = tmp_path / "device"
+    shutil.copytree(default_run["output"], device / "run")
+    evaluation = default_run["report"]["data"]["evaluation"]
+    images = image_set(evaluation["source"].removeprefix("folder "), Preprocessing(32, 32), size=None).root
+    shutil.copytree(images, device / "digits")
+    quantized = [device / "run" / f"resnet50_demo_int8.{fmt}" for fmt in ("tflite", "onnx")]
+    result = run_without_tensorflow(tmp_path, "compare", "--reference", device / "run", *quantized,
+                                    "--data", device / "digits", "--report", device / "parity", "--bench-runs", "3",
+                                    "--min-agreement", "0.97")
+    assert result.returncode == 0, result.stderr
+    on_device = json.loads((device / "parity" / "parity.json").read_text())
+    reported = {c["name"]: c["metrics"] for c in default_run["report"]["parity"]["candidates"]}
+    for candidate in on_device["candidates"]:
+        for metric, value in candidate["metrics"].items():
+            assert value == pytest.approx(reported[candidate["name"]][metric], abs=1e-6), metric
+    assert on_device["data"]["fingerprint"] == evaluation["fingerprint"]
+    assert "- float on " in result.stdout and "resnet50_demo_int8.tflite on this CPU" in result.stdout
 
 
 @pytest.mark.slow

@@ -1,0 +1,321 @@
+"""Golden reference outputs: parity from them equals parity against the live
+Keras model, runs without TensorFlow or Keras, shards and merges, and refuses
+every reference that does not belong to the data, the model or itself."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edge_resnet.data import Preprocessing, images_from_array, images_from_folder
+from edge_resnet.errors import ConfigError, DataError
+from edge_resnet.golden import (CHUNK_ROWS, MANIFEST, OUTPUTS, GoldenReference, merge_golden, parse_shard,
+                                shard_range, write_golden)
+from edge_resnet.parity import compare, parity_report
+from edge_resnet.recipe import QuantizationRecipe
+from edge_resnet.tflite import to_tflite
+from tests.cli import main_in_process, run_cli, run_without_tensorflow
+from tests.digits import TRAIN_SAMPLES, digit_pixels
+
+EVALUATED = 240  # held-out digits: enough for per-class changes, quick on 2 cores
+NO_FILE = {"file": None, "sha256": None}
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    pixels, labels = digit_pixels(32, EVALUATED, offset=TRAIN_SAMPLES)
+    return pixels, labels
+
+
+@pytest.fixture(scope="module")
+def int8_artifacts(folded, digits_calibration, tmp_path_factory):
+    from edge_resnet.data import calibration_set
+
+    folder = tmp_path_factory.mktemp("golden_artifacts")
+    zeros = calibration_set(np.zeros((50, 32, 32, 3), np.uint8), Preprocessing(32, 32), size=None)
+    return [to_tflite(folded, QuantizationRecipe(), digits_calibration, output=folder / "int8.tflite", progress=False),
+            to_tflite(folded, QuantizationRecipe(), zeros, output=folder / "zeros.tflite", progress=False)]
+
+
+@pytest.fixture(scope="module")
+def inputs(digits_model, held_out, int8_artifacts, tmp_path_factory):
+    """The float model as a .keras file, the held-out digits as .npz, the
+    golden outputs `reference` made of them, and the int8 artifact quantized
+    from that same .keras file through the CLI (so its recipe JSON names it)."""
+    folder = tmp_path_factory.mktemp("golden_cli")
+    digits_model.save(folder / "digits.keras")
+    pixels, labels = held_out
+    np.savez(folder / "test.npz", x=pixels, y=labels)
+    np.savez(folder / "calibration.npz", x=digit_pixels(32, 100)[0])
+    result = run_cli("reference", folder / "digits.keras", "--data", folder / "test.npz", "--output", folder / "golden")
+    assert result.returncode == 0, result.stderr
+    quantized = run_cli("quantize", folder / "digits.keras", "--calibration", folder / "calibration.npz",
+                        "--input-size", "32", "--output", folder / "int8.tflite")
+    assert quantized.returncode == 0, quantized.stderr
+    return folder
+
+
+def test_parity_from_golden_outputs_equals_parity_against_the_live_model(digits_model, held_out, int8_artifacts,
+                                                                         tmp_path):
+    pixels, labels = held_out
+    data = images_from_array(pixels, Preprocessing(32, 32), size=None, labels=labels)
+    write_golden(digits_model, data, tmp_path / "golden", NO_FILE)  # the batch size of the live run: same outputs
+    golden = GoldenReference(tmp_path / "golden")
+    gates = {"max_accuracy_drop": 1.0, "min_agreement": 0.98}
+    live = parity_report(digits_model, int8_artifacts, data, **gates)
+    stored = parity_report(golden, int8_artifacts, golden.data(pixels), **gates)  # unlabelled: the manifest labels
+    assert stored["gates"] == live["gates"] and len(live["gates"]["failures"]) >= 1  # the zeros artifact fails
+    for metric, value in live["reference"]["metrics"].items():
+        assert stored["reference"]["metrics"][metric] == pytest.approx(value, abs=1e-6)
+    for from_golden, from_live in zip(stored["candidates"], live["candidates"]):
+        assert from_golden["changed_classes"] == from_live["changed_classes"]
+        for metric, value in from_live["metrics"].items():
+            assert from_golden["metrics"][metric] == pytest.approx(value, abs=1e-6), metric
+    assert stored["data"]["fingerprint"] == live["data"]["fingerprint"]
+    assert stored["reference"]["kind"] == "golden" and stored["reference"]["speed"]["ms_per_image"] > 0
+
+
+def test_the_manifest_pins_model_data_labels_preprocessing_and_device(inputs):
+    import hashlib
+
+    manifest = json.loads((inputs / "golden" / MANIFEST).read_text())
+    assert manifest["model"]["sha256"] == hashlib.sha256((inputs / "digits.keras").read_bytes()).hexdigest()
+    assert manifest["model"]["input_shape"] == [32, 32, 3] and manifest["model"]["classes"] == 10
+    data = manifest["data"]
+    assert data["ids"] == list(range(EVALUATED)) or sorted(data["ids"]) == list(range(EVALUATED))
+    assert len(data["labels"]) == EVALUATED and data["preprocessing"]["mode"] == "caffe"
+    assert data["source_path"] == str((inputs / "test.npz").resolve())
+    reference = manifest["reference"]
+    assert reference["backend"] == "tensorflow" and reference["accelerator"] == "CPU" and reference["device"]
+    assert reference["versions"]["keras"] and reference["speed"]["batch1_ms"] > 0
+    outputs = np.load(inputs / "golden" / OUTPUTS, allow_pickle=False)  # a plain .npy any tool reads
+    assert outputs.shape == (EVALUATED, 10) and outputs.dtype == np.float32
+    np.testing.assert_array_equal(GoldenReference(inputs / "golden").stored.rows(5, 3), outputs[5:8])
+
+
+def test_compare_from_golden_outputs_runs_without_tensorflow_or_keras(inputs, tmp_path):
+    result = run_without_tensorflow(tmp_path, "compare", "--reference", inputs / "golden", inputs / "int8.tflite",
+                                    "--report", tmp_path / "report", "--min-agreement", "0.97",
+                                    "--max-accuracy-drop", "2")
+    assert result.returncode == 0, result.stderr
+    assert "Gates: passed" in result.stdout and "golden outputs of" in result.stdout
+    assert "- float on " in result.stdout and "int8.tflite on this CPU" in result.stdout
+    report = json.loads((tmp_path / "report" / "parity.json").read_text())
+    assert report["candidates"][0]["metrics"]["top1_agreement"] >= 0.97
+    assert "<table" in (tmp_path / "report" / "parity.html").read_text() or (tmp_path / "report" / "parity.html").is_file()
+
+
+def test_shards_merge_into_the_outputs_of_one_run(inputs, tmp_path):
+    shards = []
+    for index in (2, 1, 3):  # any order
+        shard = tmp_path / f"shard_{index}"
+        code, _, stderr = main_in_process("reference", inputs / "digits.keras", "--data", inputs / "test.npz",
+                                          "--shard", f"{index}/3", "--output", shard)
+        assert code == 0, stderr
+        shards.append(shard)
+    sizes = [json.loads((shard / MANIFEST).read_text())["data"]["size"] for shard in shards]
+    assert sum(sizes) == EVALUATED and max(sizes) - min(sizes) <= 1
+    result = run_without_tensorflow(tmp_path, "merge", *shards, "--output", tmp_path / "merged")
+    assert result.returncode == 0, result.stderr
+    whole, merged = GoldenReference(inputs / "golden"), GoldenReference(tmp_path / "merged")
+    assert merged.manifest["data"]["ids"] == whole.manifest["data"]["ids"]
+    assert merged.manifest["data"]["labels"] == whole.manifest["data"]["labels"]
+    np.testing.assert_allclose(merged.stored.rows(0, EVALUATED), whole.stored.rows(0, EVALUATED), rtol=1e-5,
+                               atol=1e-5)
+    # the merged reference checks each shard's images and gives the same parity
+    assert len(merged.data()) == EVALUATED
+    from_merged = compare(merged, [inputs / "int8.tflite"], merged.data()).candidates[0]["metrics"]
+    from_whole = compare(whole, [inputs / "int8.tflite"], whole.data()).candidates[0]["metrics"]
+    assert from_merged["top1_agreement"] == from_whole["top1_agreement"]
+    assert from_merged["sqnr_db"] == pytest.approx(from_whole["sqnr_db"], abs=1e-3)
+
+
+def test_merge_refuses_an_incomplete_or_mixed_set_of_shards(inputs, tmp_path):
+    for index in (1, 2):
+        assert main_in_process("reference", inputs / "digits.keras", "--data", inputs / "test.npz", "--shard",
+                               f"{index}/2", "--output", tmp_path / f"half_{index}")[0] == 0
+    with pytest.raises(DataError, match="shard 2/2 is missing"):
+        merge_golden([tmp_path / "half_1"], tmp_path / "merged")
+    with pytest.raises(DataError, match="given twice"):
+        merge_golden([tmp_path / "half_1", tmp_path / "half_1"], tmp_path / "merged")
+    with pytest.raises(DataError, match="another shard count"):
+        merge_golden([tmp_path / "half_1", inputs / "golden"], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_shard_arithmetic_and_bad_shards():
+    assert [shard_range(10, i, 3) for i in (1, 2, 3)] == [(0, 3), (3, 6), (6, 10)]
+    assert parse_shard("2/4") == (2, 4)
+    for text in ("0/4", "5/4", "2", "a/b", "-1/2"):
+        with pytest.raises(ConfigError, match="--shard is i/n"):
+            parse_shard(text)
+
+
+def tampered_outputs(inputs, tmp_path):
+    copy = tmp_path / "golden"
+    shutil.copytree(inputs / "golden", copy)
+    raw = bytearray((copy / OUTPUTS).read_bytes())
+    raw[-3] ^= 0x01  # one byte of the last output
+    (copy / OUTPUTS).write_bytes(bytes(raw))
+    return [copy, inputs / "int8.tflite"]
+
+
+def changed_image(inputs, tmp_path):
+    with np.load(inputs / "test.npz") as stored:
+        pixels, labels = stored["x"].copy(), stored["y"]
+    pixels[7, 10, 10, 0] ^= 1  # one pixel of one image
+    np.savez(tmp_path / "changed.npz", x=pixels, y=labels)
+    return [inputs / "golden", inputs / "int8.tflite", "--data", tmp_path / "changed.npz"]
+
+
+def other_model(inputs, tmp_path):
+    record = json.loads((inputs / "int8.tflite.json").read_text())
+    shutil.copy(inputs / "int8.tflite", tmp_path / "other.tflite")
+    record["source_model"] = {"file": "other.keras", "sha256": "ab" * 32}
+    (tmp_path / "other.tflite.json").write_text(json.dumps(record))
+    return [inputs / "golden", tmp_path / "other.tflite"]
+
+
+def other_data(inputs, tmp_path):
+    pixels, labels = digit_pixels(32, EVALUATED, offset=0)
+    np.savez(tmp_path / "training.npz", x=pixels, y=labels)
+    return [inputs / "golden", inputs / "int8.tflite", "--data", tmp_path / "training.npz"]
+
+
+def fewer_images(inputs, tmp_path):
+    with np.load(inputs / "test.npz") as stored:
+        np.savez(tmp_path / "fewer.npz", x=stored["x"][:100], y=stored["y"][:100])
+    return [inputs / "golden", inputs / "int8.tflite", "--data", tmp_path / "fewer.npz"]
+
+
+def other_input_shape(inputs, tmp_path):
+    from edge_resnet.models import build_resnet
+    from edge_resnet.tflite import float_tflite
+
+    small = build_resnet(18, input_shape=(48, 48, 3), classes=10, width=0.25, seed=1)
+    (tmp_path / "other_shape.tflite").write_bytes(float_tflite(small))
+    return [inputs / "golden", tmp_path / "other_shape.tflite"]
+
+
+def edited_manifest(inputs, tmp_path):
+    copy = tmp_path / "golden"
+    shutil.copytree(inputs / "golden", copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["outputs"]["shape"] = [EVALUATED + 1, 10]
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    return [copy, inputs / "int8.tflite"]
+
+
+def pickled_outputs(inputs, tmp_path):
+    """An outputs file swapped for a pickle, with the manifest's hash updated
+    to match: the hash passes, loading must still refuse code."""
+    import hashlib
+
+    copy = tmp_path / "golden"
+    shutil.copytree(inputs / "golden", copy)
+    np.save(copy / OUTPUTS, np.array([{"payload": 1}], dtype=object), allow_pickle=True)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["outputs"]["sha256"] = hashlib.sha256((copy / OUTPUTS).read_bytes()).hexdigest()
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    return [copy, inputs / "int8.tflite"]
+
+
+def other_preprocessing(inputs, tmp_path):
+    return [inputs / "golden", inputs / "int8.tflite", "--preprocessing", "torch"]
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (tampered_outputs, "changed after it was written"),
+    (changed_image, "not the ones the golden outputs were made from"),
+    (other_model, "was made from other.keras"),
+    (other_data, "not the ones the golden outputs were made from"),
+    (fewer_images, "missing from"),
+    (other_input_shape, "takes (48, 48, 3), the reference (32, 32, 3)"),
+    (edited_manifest, "the manifest says float32"),
+    (pickled_outputs, "holds object (1,), the manifest says float32"),
+    (other_preprocessing, "differs from the golden outputs' caffe"),
+])
+def test_a_reference_that_does_not_belong_is_refused_in_one_line(inputs, tmp_path, make, fragment):
+    arguments = make(inputs, tmp_path)
+    code, stdout, stderr = main_in_process("compare", "--reference", *arguments, "--bench-runs", "0")
+    assert code == 2 and stderr.count("\n") == 1 and fragment in stderr, stderr
+    assert "Accuracy parity" not in stdout  # no metric against the wrong reference
+
+
+def test_golden_outputs_are_written_whole_or_not_at_all(inputs, tmp_path):
+    (tmp_path / "golden").mkdir()
+    (tmp_path / "golden" / "notes.txt").write_text("mine")
+    code, _, stderr = main_in_process("reference", inputs / "digits.keras", "--data", inputs / "test.npz",
+                                      "--output", tmp_path / "golden")
+    assert code == 2 and "not empty" in stderr and "--force" in stderr
+    code, _, stderr = main_in_process("reference", inputs / "digits.keras", "--data", inputs / "test.npz",
+                                      "--shard", "9/4", "--output", tmp_path / "new")
+    assert code == 2 and "--shard is i/n" in stderr and not (tmp_path / "new").exists()
+    code, _, stderr = main_in_process("compare", "--reference", inputs / "golden", inputs / "int8.tflite",
+                                      "--eval-size", "10")
+    assert code == 2 and "golden outputs fix the images" in stderr
+
+
+def test_folder_sample_ids_are_relative_paths_found_again_after_a_move(tmp_path):
+    from PIL import Image
+
+    from edge_resnet.data import select_samples
+
+    pixels, labels = digit_pixels(32, 12)
+    for index, (image, label) in enumerate(zip(pixels, labels)):
+        (tmp_path / "a" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "a" / str(label) / f"{index}.png")
+    first = images_from_folder(tmp_path / "a", Preprocessing(32, 32), size=None)
+    ids = first.sample_ids()
+    assert all("/" in sample_id and not sample_id.startswith("/") for sample_id in ids)
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    moved = images_from_folder(tmp_path / "b", Preprocessing(32, 32), size=None)
+    again = select_samples(moved, list(reversed(ids)))
+    assert again.sample_ids() == list(reversed(ids)) and again.labels == tuple(reversed(first.labels))
+    with pytest.raises(DataError, match="missing from"):
+        select_samples(moved, ids + ["9/none.png"])
+
+
+def test_merging_large_shards_streams_in_bounded_memory(tmp_path):
+    """Two shards of 25,000 outputs x 1,000 classes (100 MB each, like
+    ImageNet's validation set in halves) merge in a process whose peak
+    memory stays far below the 200 MB of outputs."""
+    import subprocess
+    import sys
+
+    from edge_resnet.golden import FORMAT, VERSION, OutputsWriter
+
+    rows, classes = 25_000, 1000
+    block = np.random.default_rng(0).standard_normal((CHUNK_ROWS // 4, classes)).astype(np.float32)
+    for index in (1, 2):
+        folder = tmp_path / f"shard_{index}"
+        folder.mkdir()
+        with OutputsWriter(folder / OUTPUTS, rows, classes) as outputs:
+            for start in range(0, rows, len(block)):
+                outputs.append(block[:min(len(block), rows - start)])
+        start = (index - 1) * rows
+        manifest = {
+            "format": FORMAT, "version": VERSION,
+            "model": {"file": "m.keras", "sha256": "0" * 64, "name": "m", "input_shape": [224, 224, 3],
+                      "classes": classes},
+            "data": {"source": "folder val", "preprocessing": {"mode": "caffe"}, "preprocessed_input": False,
+                     "seed": 0, "class_names": [str(i) for i in range(classes)], "size": rows,
+                     "ids": list(range(start, start + rows)), "labels": None,
+                     "parts": [{"start": 0, "stop": rows, "fingerprint": f"{index}" * 64}]},
+            "shard": {"index": index, "count": 2, "start": start, "stop": start + rows, "of": 2 * rows},
+            "reference": {},
+            "outputs": {"file": OUTPUTS, "dtype": "float32", "shape": [rows, classes], "sha256": outputs.sha256},
+        }
+        (folder / MANIFEST).write_text(json.dumps(manifest))
+    # VmHWM: this process's own peak (ru_maxrss would include the pytest process it was forked from)
+    script = ("import sys; from edge_resnet.golden import merge_golden; merge_golden(sys.argv[1:3], sys.argv[3]); "
+              "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])")
+    result = subprocess.run([sys.executable, "-c", script, tmp_path / "shard_1", tmp_path / "shard_2",
+                             tmp_path / "merged"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    peak_mb = int(result.stdout.split()[-1]) // 1024
+    assert peak_mb < 120, f"merging 200 MB of outputs peaked at {peak_mb} MB"
+    merged = GoldenReference(tmp_path / "merged")
+    assert len(merged.stored) == 2 * rows and merged.manifest["data"]["ids"][-1] == 2 * rows - 1
+    np.testing.assert_array_equal(merged.stored.rows(rows, 3), block[:3])
