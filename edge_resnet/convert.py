@@ -540,7 +540,7 @@ def convert(config, log=print):
     quantized_paths = [Path(output) / name for name in sorted(quantized_names)]
     if quantized_paths:
         log(f"parity on a device, without TensorFlow: copy {output}/ there and run edge-resnet compare --reference "
-            f"{output}/ {quantized_paths[0]} (add --data DIR if the images moved)")
+            f"{output}/ {' '.join(map(str, quantized_paths))} (add --data DIR if the images moved)")
     return report
 
 
