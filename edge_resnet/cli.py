@@ -15,6 +15,7 @@ from .errors import EdgeResnetError
 from .parity import REFERENCE_BATCH
 
 LATENCY_RUNS = 20
+BUILDER_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 PROG = "edge-resnet"
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -49,7 +50,7 @@ def _add_model_arguments(parser):
     parser.add_argument(
         "--model",
         default="resnet50",
-        choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
+        choices=BUILDER_NAMES,
         help="network depth (default: resnet50)",
     )
     parser.add_argument("--input-size", type=int, default=224, metavar="PIXELS",
@@ -257,27 +258,26 @@ def _quantize_keras(args, recipe, target):
 
 def _artifact_descriptions(artifacts):
     """{artifact name: its recipe JSON's description} where the JSON exists."""
-    import json
+    from .recipe import read_record
 
-    from .recipe import record_path
-
-    descriptions = {}
-    for artifact in artifacts:
-        record_file = record_path(artifact)
-        if record_file.is_file():
-            descriptions[os.path.basename(artifact)] = json.loads(record_file.read_text()).get("quantization")
-    return descriptions
+    records = {os.path.basename(artifact): read_record(artifact) for artifact in artifacts}
+    return {name: record.get("quantization") for name, record in records.items() if record is not None}
 
 
 def model_source(spec, weights=None):
-    """{"file", "sha256"} of what a model was loaded from: the .keras file, or
-    the weights file of a builder name (None for random weights)."""
+    """{"file", "sha256", "weights"} of what a model was loaded from: the
+    .keras file, or the weights file of a builder name (ImageNet's cached
+    file included); no file for random weights."""
     from .files import file_sha256
 
-    for path in (spec, weights):
-        if path and os.path.isfile(path):
-            return {"file": os.path.basename(path), "sha256": file_sha256(path)}
-    return {"file": None, "sha256": None}
+    path = spec if os.path.isfile(spec) else weights
+    if weights == "imagenet":
+        from .weights import imagenet_weights_path
+
+        path = imagenet_weights_path(int(spec.removeprefix("resnet")), True)
+    if path and os.path.isfile(path):
+        return {"file": os.path.basename(path), "sha256": file_sha256(path), "weights": str(weights or spec)}
+    return {"file": None, "sha256": None, "weights": f"{spec} with random weights (seed 0)"}
 
 
 def run_compare(args):
@@ -293,17 +293,21 @@ def run_compare(args):
     for artifact in args.artifacts:
         if not os.path.isfile(artifact):
             raise EdgeResnetError(f"artifact not found: {artifact}")
+    descriptions = _artifact_descriptions(args.artifacts)  # an unreadable recipe JSON stops here, before the work
     if _is_golden(args):
         reference, data, class_names = _golden_inputs(args)
         per_layer = ()
     else:
         reference, data, class_names = _keras_inputs(args)
         per_layer = () if args.no_per_layer else args.artifacts
-    return _parity_run(args, reference, data, class_names, per_layer)
+    return _parity_run(args, reference, data, class_names, per_layer, descriptions)
 
 
 def _is_golden(args):
-    return os.path.isdir(args.reference)
+    """A folder, or anything that is neither a .keras file nor a builder name
+    (so a mistyped golden folder is named as one)."""
+    reference = args.reference
+    return os.path.isdir(reference) or not (reference.endswith(".keras") or reference in BUILDER_NAMES)
 
 
 def _keras_inputs(args):
@@ -334,12 +338,17 @@ def _golden_inputs(args):
     asked = None
     if any(value is not None for value in options.values()):
         asked = Preprocessing(*reference.input_shape[:2], **options)
-    check_lineage(reference, args.artifacts)
+    unchecked = check_lineage(reference, args.artifacts)
+    if unchecked:
+        import warnings
+
+        warnings.warn(f"{', '.join(unchecked)}: no recipe JSON names the model it was made from; not checked against "
+                      "the golden outputs' model", stacklevel=2)
     data = reference.data(args.data, asked, args.preprocessed or None)
     return reference, data, reference.class_names
 
 
-def _parity_run(args, reference, data, class_names, per_layer):
+def _parity_run(args, reference, data, class_names, per_layer, descriptions):
     from .parity import parity_report
     from .quiet import progress_bar
     from .report import markdown_report, write_reports
@@ -348,7 +357,7 @@ def _parity_run(args, reference, data, class_names, per_layer):
     report = parity_report(reference, args.artifacts, data, class_names=class_names, batch_size=args.batch_size,
                            max_accuracy_drop=args.max_accuracy_drop, min_agreement=args.min_agreement,
                            per_layer=per_layer, latency_runs=args.bench_runs, progress=progress_bar("evaluating"))
-    report["quantization"] = _artifact_descriptions(args.artifacts)
+    report["quantization"] = descriptions
     if args.report:
         paths = write_reports(report, args.report)
         print(f"wrote {', '.join(str(p) for p in paths)}")
@@ -366,7 +375,9 @@ def run_reference(args):
     from .parity import read_labels_file
     from .quiet import progress_bar
 
-    shard = parse_shard(args.shard) if args.shard else None
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    if args.batch_size is not None and args.batch_size < 1:
+        raise EdgeResnetError(f"--batch-size must be at least 1. Received: {args.batch_size}")
     refuse_writing_over_inputs([args.output], [args.model, args.weights, args.data], kind="directory")
     model = _load_named_model(args.model, args)
     height, width = model.input_shape[1:3]
@@ -697,7 +708,7 @@ def build_parser():
         "reference",
         "golden outputs: run the float model once (on a GPU when there is one) and save its outputs",
         "Run the float Keras model on the evaluation images, on the best device Keras sees (a GPU with the "
-        "TensorFlow or JAX backend, else the CPU), and write golden/outputs.npy and golden/manifest.json: the "
+        "TensorFlow or JAX backend, else the CPU), and write golden/golden.npy and golden/golden.json: the "
         "model's SHA-256, each image's id and the fingerprint of their bytes, the labels, the preprocessing, the "
         "device and its speed. compare --reference golden/ then checks artifacts anywhere, without TensorFlow. "
         "--shard i/n writes the i-th of n parts; merge joins them.",

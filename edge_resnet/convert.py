@@ -447,7 +447,7 @@ def golden_outputs(model, evaluation, class_names, source, staging):
     from .quiet import native_output_silenced, progress_bar
 
     record = {"file": Path(source["weights"]).name if source["weights_sha256"] else None,
-              "sha256": source["weights_sha256"]}
+              "sha256": source["weights_sha256"], "weights": source["weights"]}
     with native_output_silenced() as stderr:
         write_golden_files(model, evaluation, staging, record, class_names, progress=progress_bar("reference", stderr))
     return GoldenReference(staging)

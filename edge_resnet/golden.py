@@ -20,6 +20,7 @@ neither TensorFlow nor Keras.
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ FORMAT = "edge-resnet golden outputs"
 VERSION = 1
 MANIFEST, OUTPUTS = "golden.json", "golden.npy"
 FILES = (OUTPUTS, MANIFEST)  # the manifest last: a folder without one is not golden
-LATENCY_RUNS = 20
+BATCH1_RUNS = 20
 GPU_BATCH = 256
 CHUNK_ROWS = 4096  # rows per read when merging: 16 MB at 1,000 classes
 REMADE = "make them again with edge-resnet reference"
@@ -54,10 +55,6 @@ def shard_range(size, index, count):
     return (index - 1) * size // count, index * size // count
 
 
-def is_golden_folder(path):
-    return Path(path).is_dir() and (Path(path) / MANIFEST).is_file()
-
-
 # --- writing: needs Keras (the float model runs here) ---------------------------------------------------------------
 
 
@@ -67,23 +64,47 @@ def keras_versions():
     return tool_versions("keras", "tensorflow", "jax", "jaxlib")
 
 
-def full_float32(backend):
-    """Run float32 convolutions and matrix products in float32. On a GPU,
-    JAX and TensorFlow use TF32 by default: measured on an H200, ResNet-50's
-    logits then differ from the CPU's by 2e-4 of their range (the digits demo:
-    2e-3), against 5e-7 in float32 (benchmarks/results/gpu_reference.md).
-    A reference has to be the float model itself."""
+@contextmanager
+def float32_matmuls(backend):
+    """Within the block, float32 convolutions and matrix products run in
+    float32. On a GPU, JAX and TensorFlow use TF32 by default: measured on an
+    H200, ResNet-50's logits then differ from the CPU's by 2e-4 of their range
+    (the digits demo: 2e-3), against 5e-7 in float32
+    (benchmarks/results/gpu_reference.md). A reference has to be the float
+    model itself. The setting before the block is restored after it."""
     if backend == "jax":
         import jax
 
-        jax.config.update("jax_default_matmul_precision", "highest")
+        with jax.default_matmul_precision("highest"):
+            yield
     elif backend == "tensorflow":
         import tensorflow as tf
 
+        before = tf.config.experimental.tensor_float_32_execution_enabled()
         tf.config.experimental.enable_tensor_float_32_execution(False)
+        try:
+            yield
+        finally:
+            tf.config.experimental.enable_tensor_float_32_execution(before)
+    else:
+        yield
 
 
-def batch1_latency_ms(model, sample, runs=LATENCY_RUNS):
+def check_batch_size(batch_size, accelerator):
+    if batch_size is None:
+        return GPU_BATCH if accelerator != "CPU" else REFERENCE_BATCH
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1. Received: {batch_size}")
+    return batch_size
+
+
+def is_embedded_digits(data):
+    from .calibration import digits_folder
+
+    return data.root is not None and Path(data.root).resolve() == Path(str(digits_folder())).resolve()
+
+
+def batch1_latency_ms(model, sample, runs=BATCH1_RUNS):
     """Median of `runs` single-image calls after one warm-up call."""
     model.predict_on_batch(sample[None])
     times = []
@@ -148,19 +169,20 @@ def write_golden(model, data, output, model_record, class_names=None, batch_size
 def write_golden_files(model, data, folder, model_record, class_names=None, batch_size=None, progress=None,
                        shard=None):
     """golden.npy and golden.json of `model` on all of `data`, into `folder`."""
-    from .parity import check_fits, default_class_names, reference_device
+    from .parity import KerasReference, check_fits, default_class_names, reference_device
 
-    check_fits(_Shape(model), data)
+    check_fits(KerasReference(model), data)
     classes = int(model.output_shape[-1])
     class_names = class_names or default_class_names(data, classes)
+    labels = label_indices(data, class_names)  # refuses labels that do not fit, before the run
+    if labels is not None and labels and max(labels) >= classes:
+        raise DataError(f"labels go up to {max(labels)} but the model has {classes} outputs")
     backend, accelerator, device = reference_device()
-    full_float32(backend)
-    batch_size = batch_size or (GPU_BATCH if accelerator != "CPU" else REFERENCE_BATCH)
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1. Received: {batch_size}")
+    batch_size = check_batch_size(batch_size, accelerator)
     folder = Path(folder)
-    with OutputsWriter(folder / OUTPUTS, len(data), classes) as outputs:
+    with float32_matmuls(backend), OutputsWriter(folder / OUTPUTS, len(data), classes) as outputs:
         ms_per_image = run_into(model, data, outputs, batch_size, progress)
+        batch1_ms = batch1_latency_ms(model, next(data.samples()))
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -168,29 +190,22 @@ def write_golden_files(model, data, folder, model_record, class_names=None, batc
         "data": {
             **data.describe(),
             "source_path": _source_path(data),
+            "embedded_digits": is_embedded_digits(data),
             "ids": data.sample_ids(),
             "parts": [{"start": 0, "stop": len(data), "fingerprint": data.fingerprint}],
-            "labels": label_indices(data, class_names),
+            "labels": labels,
             "class_names": list(class_names),
         },
         "shard": shard or {"index": 1, "count": 1, "start": 0, "stop": len(data), "of": len(data)},
         "reference": {
             "backend": backend, "accelerator": accelerator, "device": device, "precision": "float32 (no TF32)",
             "versions": keras_versions(),
-            "speed": {"batch_size": batch_size, "ms_per_image": ms_per_image,
-                      "batch1_ms": batch1_latency_ms(model, next(data.samples()))},
+            "speed": {"batch_size": batch_size, "ms_per_image": ms_per_image, "batch1_ms": batch1_ms},
         },
         "outputs": {"file": OUTPUTS, "dtype": "float32", "shape": [len(data), classes], "sha256": outputs.sha256},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
-
-
-class _Shape:
-    """What check_fits reads from a reference: the input shape."""
-
-    def __init__(self, model):
-        self.input_shape = tuple(model.input_shape[1:])
 
 
 def _source_path(data):
@@ -207,6 +222,8 @@ def _source_path(data):
 def read_manifest(folder):
     folder = Path(folder)
     path = folder / MANIFEST
+    if not folder.exists():
+        raise DataError(f"golden folder {folder} not found; give the folder edge-resnet reference wrote")
     if not path.is_file():
         raise DataError(f"{folder} holds no {MANIFEST}: not golden outputs; {REMADE}")
     try:
@@ -218,7 +235,53 @@ def read_manifest(folder):
     if manifest.get("version") != VERSION:
         raise DataError(f"{path} is golden-output format version {manifest.get('version')}; this edge-resnet reads "
                         f"version {VERSION}: {REMADE}")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise DataError(f"{path} is damaged: {problem}; {REMADE}")
     return manifest
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def manifest_problem(manifest):
+    """What makes a manifest unusable, or None: every field the reading
+    side uses, with its type, and the sizes that must agree."""
+    sections = {name: manifest.get(name) for name in ("model", "data", "outputs", "reference", "shard")}
+    missing = [name for name, section in sections.items() if not isinstance(section, dict)]
+    if missing:
+        return f"no {missing[0]} section"
+    model, data, outputs = sections["model"], sections["data"], sections["outputs"]
+    shape = outputs.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(_is_count(n) for n in shape)):
+        return "outputs.shape is not [rows, classes]"
+    if not isinstance(outputs.get("file"), str) or not isinstance(outputs.get("sha256"), str):
+        return "outputs.file or outputs.sha256 is not text"
+    input_shape = model.get("input_shape")
+    if not (isinstance(input_shape, list) and len(input_shape) == 3 and all(_is_count(n) for n in input_shape)):
+        return "model.input_shape is not [height, width, channels]"
+    if model.get("classes") != shape[1]:
+        return f"model.classes {model.get('classes')!r} is not the outputs' width {shape[1]}"
+    ids, labels, names = data.get("ids"), data.get("labels"), data.get("class_names")
+    if not isinstance(ids, list) or len(ids) != shape[0] or not all(isinstance(i, (int, str)) for i in ids):
+        return f"data.ids is not a list of {shape[0]} paths or indices"
+    if labels is not None and (not isinstance(labels, list) or len(labels) != shape[0]
+                               or not all(_is_count(label) and label < shape[1] for label in labels)):
+        return f"data.labels is not {shape[0]} class indices below {shape[1]}"
+    if not isinstance(names, list) or len(names) != shape[1]:
+        return f"data.class_names does not name the {shape[1]} outputs"
+    if not isinstance(data.get("preprocessing"), dict) or not isinstance(data.get("preprocessed_input"), bool):
+        return "data.preprocessing or data.preprocessed_input is missing"
+    parts = data.get("parts")
+    if not (isinstance(parts, list) and parts and all(isinstance(p, dict) and _is_count(p.get("start"))
+                                                      and _is_count(p.get("stop")) and isinstance(p.get("fingerprint"), str)
+                                                      for p in parts)):
+        return "data.parts is not a list of {start, stop, fingerprint}"
+    edges = [(p["start"], p["stop"]) for p in parts]
+    if edges[0][0] != 0 or edges[-1][1] != shape[0] or any(a[1] != b[0] for a, b in zip(edges, edges[1:])):
+        return f"data.parts do not cover samples 0..{shape[0] - 1} in order"
+    return None
 
 
 class OutputsWriter:
@@ -282,9 +345,13 @@ class OutputsReader:
             except ValueError as error:
                 raise DataError(f"{path} is not a plain numeric .npy ({error}); {REMADE}") from None
             self.offset = handle.tell()
+        order = " in Fortran order" if fortran else ""
         if dtype != np.dtype("<f4") or fortran or len(shape) != 2 or list(shape) != list(record["shape"]):
-            raise DataError(f"{path} holds {dtype} {shape}, the manifest says float32 {tuple(record['shape'])}; "
-                            f"{REMADE}")
+            raise DataError(f"{path} holds {dtype} {shape}{order}, the manifest says float32 "
+                            f"{tuple(record['shape'])}; {REMADE}")
+        if path.stat().st_size != self.offset + shape[0] * shape[1] * 4:
+            raise DataError(f"{path} is {path.stat().st_size} bytes, not the {shape[0]} x {shape[1]} float32 its "
+                            f"header promises; {REMADE}")
         self.path, self.shape = path, tuple(shape)
 
     def __len__(self):
@@ -339,27 +406,34 @@ class GoldenReference:
         from .data import image_set, select_samples
 
         record = self.manifest["data"]
-        source = source if source is not None else record.get("source_path")
+        source = source if source is not None else recorded_source_path(record)
         if source is None or isinstance(source, (str, Path)) and not Path(source).exists():
-            raise DataError(f"the images the golden outputs were made from ({record['source']}) are not here; "
-                            "give --data with the same images")
+            where = record.get("source_path") or record.get("source")
+            raise DataError(f"the images the golden outputs were made from are not at {where}; give --data with "
+                            "the same images")
         if preprocessing is not None and preprocessing != self.preprocessing:
             raise DataError(f"--preprocessing {preprocessing.mode} differs from the golden outputs' "
                             f"{self.preprocessing.mode} ({self.folder / MANIFEST}); leave the preprocessing "
                             "options out to use the manifest's")
         if preprocessed is not None and preprocessed != record["preprocessed_input"]:
-            raise DataError(f"the golden outputs were made from {'already ' * record['preprocessed_input']}"
-                            f"preprocessed arrays; {'add' if record['preprocessed_input'] else 'leave out'} "
-                            "--preprocessed")
+            if record["preprocessed_input"]:
+                raise DataError("the golden outputs were made from preprocessed arrays; add --preprocessed")
+            raise DataError("the golden outputs were made from raw images, which they preprocess as the manifest "
+                            "says; leave out --preprocessed")
         whole = image_set(source, self.preprocessing, size=None, preprocessed=record["preprocessed_input"],
                           check_readable=False)
-        ids = record["ids"]
-        if len(ids) != len(self.stored):
-            raise DataError(f"{self.folder / MANIFEST} names {len(ids)} samples for {len(self.stored)} "
-                            f"outputs; {REMADE}")
-        chosen = select_samples(whole, ids)
+        chosen = select_samples(whole, record["ids"])
         check_parts(chosen, record, source)
         return with_recorded_labels(chosen, record, source)
+
+
+def recorded_source_path(record):
+    """Where the images were; the embedded digits are found in this install."""
+    if record.get("embedded_digits"):
+        from .calibration import digits_folder
+
+        return str(digits_folder())
+    return record.get("source_path")
 
 
 def with_recorded_labels(data, record, source):
@@ -398,14 +472,10 @@ def check_parts(chosen, record, source):
 def recorded_source(artifact):
     """The {"file", "sha256"} of the model an artifact was made from, as its
     recipe JSON records it, or None."""
-    from .recipe import record_path
+    from .recipe import read_record
 
-    path = record_path(artifact)
-    try:
-        source = json.loads(path.read_text()).get("source_model") if path.is_file() else None
-    except (ValueError, UnicodeDecodeError, AttributeError):
-        return None
-    return source if isinstance(source, dict) and source.get("sha256") else None
+    source = (read_record(artifact) or {}).get("source_model")
+    return source if isinstance(source, dict) and isinstance(source.get("sha256"), str) else None
 
 
 def check_lineage(reference, artifacts):
@@ -416,8 +486,12 @@ def check_lineage(reference, artifacts):
     unchecked = []
     for artifact in artifacts:
         source = recorded_source(artifact)
-        if source is None or not golden.get("sha256"):
+        if source is None:
             unchecked.append(Path(artifact).name)
+        elif not golden.get("sha256"):
+            raise DataError(f"{Path(artifact).name} was made from {source.get('file')}, but the golden outputs in "
+                            f"{reference.folder} name no model file ({golden.get('weights') or 'random weights'}); "
+                            "make them from the model file the artifact was made from")
         elif source["sha256"] != golden["sha256"]:
             raise DataError(f"{Path(artifact).name} was made from {source.get('file')} (sha256 "
                             f"{source['sha256'][:12]}), the golden outputs in {reference.folder} from "
@@ -428,7 +502,8 @@ def check_lineage(reference, artifacts):
 
 # --- merging shards: numpy only -------------------------------------------------------------------------------------
 
-SAME_ACROSS_SHARDS = (("model", "sha256"), ("model", "input_shape"), ("model", "classes"), ("data", "source"),
+SAME_ACROSS_SHARDS = (("model", "sha256"), ("model", "weights"), ("model", "input_shape"), ("model", "classes"),
+                      ("data", "source_path"),
                       ("data", "preprocessing"), ("data", "preprocessed_input"), ("data", "seed"),
                       ("data", "class_names"), ("shard", "count"), ("shard", "of"))
 
@@ -452,10 +527,11 @@ def check_shards(manifests, folders):
 
 def merge_golden(folders, output, force=False):
     """Join the golden folders of every shard of one run into `output`."""
-    from .files import publish, staged_output
+    from .files import publish, refuse_writing_over_inputs, staged_output
 
     if not folders:
         raise ConfigError("give the shard folders to merge")
+    refuse_writing_over_inputs([output], folders, kind="directory")
     manifests = [read_manifest(folder) for folder in folders]
     check_shards(manifests, folders)
     order = sorted(range(len(folders)), key=lambda i: manifests[i]["shard"]["index"])
@@ -478,8 +554,8 @@ def merge_golden(folders, output, force=False):
         first = manifests[0]
         manifest = {
             **first,
-            "data": {**first["data"], "size": total, "ids": ids, "labels": labels, "parts": parts,
-                     "fingerprint": _combined([part["fingerprint"] for part in parts])},
+            # each part keeps the fingerprint of its own images; compare checks them one by one
+            "data": {**first["data"], "size": total, "ids": ids, "labels": labels, "parts": parts, "fingerprint": None},
             "shard": {"index": 1, "count": 1, "start": 0, "stop": total, "of": total,
                       "merged_from": [str(folder) for folder in folders]},
             "outputs": {**first["outputs"], "shape": [total, classes], "sha256": merged.sha256},
@@ -487,9 +563,3 @@ def merge_golden(folders, output, force=False):
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         publish(staging, output, replaced=FILES, last=(MANIFEST,))
     return manifest
-
-
-def _combined(fingerprints):
-    import hashlib
-
-    return hashlib.sha256("".join(fingerprints).encode()).hexdigest()

@@ -256,6 +256,18 @@ def as_reference(reference):
     return reference if isinstance(reference, (KerasReference, GoldenReference)) else KerasReference(reference)
 
 
+def check_runners_fit(runners, reference, sample):
+    """Every artifact takes the reference's input and gives its number of
+    outputs (one sample run to see them)."""
+    for runner in runners:
+        if tuple(runner.input_shape) != reference.input_shape:
+            raise ModelError(f"{runner.path.name} takes {runner.input_shape}, the reference {reference.input_shape}")
+        outputs = runner.predict(sample[None]).shape[1:]
+        if outputs != (reference.classes,):
+            raise ModelError(f"{runner.path.name} gives outputs of shape {outputs}, the reference "
+                             f"({reference.classes},); compare artifacts of the reference's model")
+
+
 def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_BATCH, progress=None):
     """Run each artifact path in `candidates` on the ImageSet `data` and
     measure it against `reference`: a Keras model run live, or golden
@@ -276,9 +288,7 @@ def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_
     if labels is not None and labels.size and labels.max() >= classes:
         raise DataError(f"labels go up to {labels.max()} but the model has {classes} outputs")
     runners = [open_runner(path) for path in candidates]
-    for runner in runners:
-        if tuple(runner.input_shape) != reference.input_shape:
-            raise ModelError(f"{runner.path.name} takes {runner.input_shape}, the reference {reference.input_shape}")
+    check_runners_fit(runners, reference, next(data.samples()))
 
     reference_tally = Tally(classes)
     tallies = [Tally(classes) for _ in runners]

@@ -161,6 +161,21 @@ def write_record(artifact_path, record):
         temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
+def read_record(artifact_path):
+    """The recipe JSON beside an artifact (a dict), or None where there is
+    none; one line naming the file where it cannot be read."""
+    path = record_path(artifact_path)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not a readable recipe JSON ({error}); delete it or write the artifact again") from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path} is not a recipe JSON object; delete it or write the artifact again")
+    return record
+
+
 def record_source(artifact_path, source):
     """Add to an artifact's recipe JSON the model file it was made from
     ({"file", "sha256"}), which golden outputs are checked against."""

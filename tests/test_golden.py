@@ -141,6 +141,8 @@ def test_merge_refuses_an_incomplete_or_mixed_set_of_shards(inputs, tmp_path):
         merge_golden([tmp_path / "half_1", tmp_path / "half_1"], tmp_path / "merged")
     with pytest.raises(DataError, match="another shard count"):
         merge_golden([tmp_path / "half_1", inputs / "golden"], tmp_path / "merged")
+    with pytest.raises(ConfigError, match="is the input"):
+        merge_golden([tmp_path / "half_1", tmp_path / "half_2"], tmp_path / "half_1", force=True)
     assert not (tmp_path / "merged").exists()
 
 
@@ -225,6 +227,63 @@ def other_preprocessing(inputs, tmp_path):
     return [inputs / "golden", inputs / "int8.tflite", "--preprocessing", "torch"]
 
 
+def other_classes(inputs, tmp_path):
+    from edge_resnet.models import build_resnet
+    from edge_resnet.tflite import float_tflite
+
+    five = build_resnet(18, input_shape=(32, 32, 3), classes=5, width=0.25, seed=1)
+    (tmp_path / "five.tflite").write_bytes(float_tflite(five))
+    return [inputs / "golden", tmp_path / "five.tflite"]
+
+
+def truncated_outputs(inputs, tmp_path):
+    """Cut short, with the manifest's hash updated to match."""
+    import hashlib
+
+    copy = tmp_path / "golden"
+    shutil.copytree(inputs / "golden", copy)
+    (copy / OUTPUTS).write_bytes((copy / OUTPUTS).read_bytes()[:3000])
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["outputs"]["sha256"] = hashlib.sha256((copy / OUTPUTS).read_bytes()).hexdigest()
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    return [copy, inputs / "int8.tflite"]
+
+
+def damaged_manifest(change):
+    def make(inputs, tmp_path):
+        copy = tmp_path / "golden"
+        shutil.copytree(inputs / "golden", copy)
+        manifest = json.loads((copy / MANIFEST).read_text())
+        change(manifest)
+        (copy / MANIFEST).write_text(json.dumps(manifest))
+        return [copy, inputs / "int8.tflite"]
+
+    return make
+
+
+def no_model_file(inputs, tmp_path):
+    """Golden outputs of a builder model with random weights; the artifact
+    names the .keras file it was made from."""
+    code, _, stderr = main_in_process("reference", "resnet18", "--input-size", "32", "--classes", "10",
+                                      "--data", inputs / "test.npz", "--output", tmp_path / "random")
+    assert code == 0, stderr
+    return [tmp_path / "random", inputs / "int8.tflite"]
+
+
+def mistyped_folder(inputs, tmp_path):
+    return [tmp_path / "goldn", inputs / "int8.tflite"]
+
+
+def unreadable_record(inputs, tmp_path):
+    shutil.copy(inputs / "int8.tflite", tmp_path / "copy.tflite")
+    (tmp_path / "copy.tflite.json").write_text("{not json")
+    return [inputs / "golden", tmp_path / "copy.tflite"]
+
+
+def preprocessed_flag(inputs, tmp_path):
+    return [inputs / "golden", inputs / "int8.tflite", "--preprocessed"]
+
+
 @pytest.mark.parametrize("make, fragment", [
     (tampered_outputs, "changed after it was written"),
     (changed_image, "not the ones the golden outputs were made from"),
@@ -232,14 +291,26 @@ def other_preprocessing(inputs, tmp_path):
     (other_data, "not the ones the golden outputs were made from"),
     (fewer_images, "missing from"),
     (other_input_shape, "takes (48, 48, 3), the reference (32, 32, 3)"),
-    (edited_manifest, "the manifest says float32"),
+    (edited_manifest, "data.ids is not a list of 241"),
     (pickled_outputs, "holds object (1,), the manifest says float32"),
     (other_preprocessing, "differs from the golden outputs' caffe"),
+    (other_classes, "gives outputs of shape (5,), the reference (10,)"),
+    (truncated_outputs, "not the 240 x 10 float32 its header promises"),
+    (damaged_manifest(lambda m: m["model"].update(classes=12)), "model.classes 12 is not the outputs' width 10"),
+    (damaged_manifest(lambda m: m["data"].update(ids=5)), "data.ids is not a list of 240"),
+    (damaged_manifest(lambda m: m["data"].update(parts=[])), "data.parts is not a list"),
+    (damaged_manifest(lambda m: m.pop("outputs")), "no outputs section"),
+    (no_model_file, "name no model file"),
+    (mistyped_folder, "golden folder"),
+    (unreadable_record, "is not a readable recipe JSON"),
+    (preprocessed_flag, "made from raw images"),
 ])
 def test_a_reference_that_does_not_belong_is_refused_in_one_line(inputs, tmp_path, make, fragment):
     arguments = make(inputs, tmp_path)
     code, stdout, stderr = main_in_process("compare", "--reference", *arguments, "--bench-runs", "0")
-    assert code == 2 and stderr.count("\n") == 1 and fragment in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("edge-resnet: error:")]
+    assert code == 2 and len(errors) == 1 and fragment in errors[0], stderr
+    assert "Traceback" not in stderr
     assert "Accuracy parity" not in stdout  # no metric against the wrong reference
 
 
