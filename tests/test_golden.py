@@ -191,62 +191,38 @@ def fewer_images(inputs, tmp_path):
     return [inputs / "golden", inputs / "int8.tflite", "--data", tmp_path / "fewer.npz"]
 
 
-def other_input_shape(inputs, tmp_path):
-    from edge_resnet.models import build_resnet
-    from edge_resnet.tflite import float_tflite
+def unrelated_float_model(input_size, classes):
+    """A float .tflite of another model, without a recipe JSON."""
+    def make(inputs, tmp_path):
+        from edge_resnet.models import build_resnet
+        from edge_resnet.tflite import float_tflite
 
-    small = build_resnet(18, input_shape=(48, 48, 3), classes=10, width=0.25, seed=1)
-    (tmp_path / "other_shape.tflite").write_bytes(float_tflite(small))
-    return [inputs / "golden", tmp_path / "other_shape.tflite"]
+        other = build_resnet(18, input_shape=(input_size, input_size, 3), classes=classes, width=0.25, seed=1)
+        (tmp_path / "other.tflite").write_bytes(float_tflite(other))
+        return [inputs / "golden", tmp_path / "other.tflite"]
 
-
-def edited_manifest(inputs, tmp_path):
-    copy = tmp_path / "golden"
-    shutil.copytree(inputs / "golden", copy)
-    manifest = json.loads((copy / MANIFEST).read_text())
-    manifest["outputs"]["shape"] = [EVALUATED + 1, 10]
-    (copy / MANIFEST).write_text(json.dumps(manifest))
-    return [copy, inputs / "int8.tflite"]
+    return make
 
 
-def pickled_outputs(inputs, tmp_path):
-    """An outputs file swapped for a pickle, with the manifest's hash updated
-    to match: the hash passes, loading must still refuse code."""
-    import hashlib
+def replaced_outputs(write):
+    """golden.npy rewritten by `write`, with the manifest's hash updated to
+    match: the hash passes, the reader must still refuse."""
+    def make(inputs, tmp_path):
+        import hashlib
 
-    copy = tmp_path / "golden"
-    shutil.copytree(inputs / "golden", copy)
-    np.save(copy / OUTPUTS, np.array([{"payload": 1}], dtype=object), allow_pickle=True)
-    manifest = json.loads((copy / MANIFEST).read_text())
-    manifest["outputs"]["sha256"] = hashlib.sha256((copy / OUTPUTS).read_bytes()).hexdigest()
-    (copy / MANIFEST).write_text(json.dumps(manifest))
-    return [copy, inputs / "int8.tflite"]
+        copy = tmp_path / "golden"
+        shutil.copytree(inputs / "golden", copy)
+        write(copy / OUTPUTS)
+        manifest = json.loads((copy / MANIFEST).read_text())
+        manifest["outputs"]["sha256"] = hashlib.sha256((copy / OUTPUTS).read_bytes()).hexdigest()
+        (copy / MANIFEST).write_text(json.dumps(manifest))
+        return [copy, inputs / "int8.tflite"]
+
+    return make
 
 
 def other_preprocessing(inputs, tmp_path):
     return [inputs / "golden", inputs / "int8.tflite", "--preprocessing", "torch"]
-
-
-def other_classes(inputs, tmp_path):
-    from edge_resnet.models import build_resnet
-    from edge_resnet.tflite import float_tflite
-
-    five = build_resnet(18, input_shape=(32, 32, 3), classes=5, width=0.25, seed=1)
-    (tmp_path / "five.tflite").write_bytes(float_tflite(five))
-    return [inputs / "golden", tmp_path / "five.tflite"]
-
-
-def truncated_outputs(inputs, tmp_path):
-    """Cut short, with the manifest's hash updated to match."""
-    import hashlib
-
-    copy = tmp_path / "golden"
-    shutil.copytree(inputs / "golden", copy)
-    (copy / OUTPUTS).write_bytes((copy / OUTPUTS).read_bytes()[:3000])
-    manifest = json.loads((copy / MANIFEST).read_text())
-    manifest["outputs"]["sha256"] = hashlib.sha256((copy / OUTPUTS).read_bytes()).hexdigest()
-    (copy / MANIFEST).write_text(json.dumps(manifest))
-    return [copy, inputs / "int8.tflite"]
 
 
 def damaged_manifest(change):
@@ -290,12 +266,14 @@ def preprocessed_flag(inputs, tmp_path):
     (other_model, "was made from other.keras"),
     (other_data, "not the ones the golden outputs were made from"),
     (fewer_images, "missing from"),
-    (other_input_shape, "takes (48, 48, 3), the reference (32, 32, 3)"),
-    (edited_manifest, "data.ids is not a list of 241"),
-    (pickled_outputs, "holds object (1,), the manifest says float32"),
+    (unrelated_float_model(48, 10), "takes (48, 48, 3), the reference (32, 32, 3)"),
+    (damaged_manifest(lambda m: m["outputs"].update(shape=[EVALUATED + 1, 10])), "data.ids is not a list of 241"),
+    (replaced_outputs(lambda path: np.save(path, np.array([{"code": 1}], dtype=object), allow_pickle=True)),
+     "holds object (1,), the manifest says float32"),
     (other_preprocessing, "differs from the golden outputs' caffe"),
-    (other_classes, "gives outputs of shape (5,), the reference (10,)"),
-    (truncated_outputs, "not the 240 x 10 float32 its header promises"),
+    (unrelated_float_model(32, 5), "gives outputs of shape (5,), the reference (10,)"),
+    (replaced_outputs(lambda path: path.write_bytes(path.read_bytes()[:3000])),
+     "not the 240 x 10 float32 its header promises"),
     (damaged_manifest(lambda m: m["model"].update(classes=12)), "model.classes 12 is not the outputs' width 10"),
     (damaged_manifest(lambda m: m["data"].update(ids=5)), "data.ids is not a list of 240"),
     (damaged_manifest(lambda m: m["data"].update(parts=[])), "data.parts is not a list"),
