@@ -23,31 +23,41 @@ def _decibels(value):
     return "exact" if value is None else f"{value:.1f}"
 
 
-def markdown_report(report):
-    """`report`: a ParityResult.to_dict() with optional "layers"
-    ({artifact name: [(layer, metric, value), ...]}) and "quantization"
-    ({artifact name: how it was quantized, range method included}) entries."""
+PARITY_COLUMNS = ("artifact", "runtime", "top-1", "drop (points)", "top-5", "top-1 agreement", "top-5 overlap",
+                  "cosine", "SQNR (dB)", "max abs error")
+
+
+def parity_cells(candidate):
+    m = candidate["metrics"]
+    return (candidate["name"], candidate["runtime"], _percent(m["top1"]), _points(candidate["top1_drop_points"]),
+            _percent(m["top5"]), _percent(m["top1_agreement"]), _percent(m["top5_overlap"]), f"{m['cosine']:.4f}",
+            _decibels(m["sqnr_db"]), f"{m['max_abs_error']:.3g}")
+
+
+def markdown_table(columns, rows):
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(row) + " |"
+                                                                            for row in rows]
+
+
+def parity_summary(report):
+    """The parity table, as Markdown lines."""
+    return markdown_table(PARITY_COLUMNS, [parity_cells(candidate) for candidate in report["candidates"]])
+
+
+def parity_details(report):
+    """What the parity table rests on and what it does not show, as
+    Markdown lines: the reference, the data, speeds, recipes, the classes
+    that moved, the worst layers."""
     reference, data = report["reference"], report["data"]
     ref = reference["metrics"]
     lines = [
-        "# Accuracy parity",
-        "",
         f"Reference: {reference_source(reference)}; top-1 {_percent(ref['top1'])}, top-5 {_percent(ref['top5'])}.",
+        "",
         f"Data: {data['source']}, {data['size']} images"
         + (", labelled" if data["labelled"] else ", unlabelled (agreement metrics only)")
         + f", fingerprint `{data['fingerprint'][:12]}`.",
         *speed_lines(reference, report.get("device")),
-        "",
-        "| artifact | runtime | top-1 | drop (points) | top-5 | top-1 agreement | top-5 overlap | cosine | SQNR (dB) | max abs error |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for candidate in report["candidates"]:
-        m = candidate["metrics"]
-        lines.append(
-            f"| {candidate['name']} | {candidate['runtime']} | {_percent(m['top1'])} | "
-            f"{_points(candidate['top1_drop_points'])} | {_percent(m['top5'])} | {_percent(m['top1_agreement'])} | "
-            f"{_percent(m['top5_overlap'])} | {m['cosine']:.4f} | {_decibels(m['sqnr_db'])} | {m['max_abs_error']:.3g} |"
-        )
     made = report.get("quantization", {})
     if made:
         lines += ["", "How each artifact was made (its recipe JSON):", ""]
@@ -62,12 +72,34 @@ def markdown_report(report):
     for name, layers in report.get("layers", {}).items():
         if layers:
             lines += ["", f"Worst layers of {name} ({layers[0]['metric']}):", ""]
-            lines += [f"- `{layer['layer']}`: {layer['value']:.4g}" for layer in layers]
-    gates = report.get("gates")
-    if gates:
-        lines += ["", "Gates: " + ("passed" if not gates["failures"] else "FAILED")]
-        lines += [f"- {failure}" for failure in gates["failures"]]
-    return "\n".join(lines) + "\n"
+            lines += markdown_table(("layer", layers[0]["metric"]),
+                                    [(f"`{layer['layer']}`", f"{layer['value']:.4g}") for layer in layers])
+    return lines
+
+
+def verdict(gates):
+    """(passed: True, False, or None when no gate was set; Markdown lines)."""
+    if not gates or (gates["max_accuracy_drop"] is None and gates["min_agreement"] is None):
+        return None, ["No gates set: parity is measured, nothing is enforced."]
+    asked = []
+    if gates["max_accuracy_drop"] is not None:
+        unit = "point" if gates["max_accuracy_drop"] == 1 else "points"
+        asked.append(f"top-1 drop at most {gates['max_accuracy_drop']:g} {unit}")
+    if gates["min_agreement"] is not None:
+        asked.append(f"top-1 agreement at least {gates['min_agreement']:g}")
+    if not gates["failures"]:
+        return True, [f"Gates: passed ({', '.join(asked)})."]
+    return False, [f"Gates: FAILED ({', '.join(asked)})", ""] + [f"- {failure}" for failure in gates["failures"]]
+
+
+def markdown_report(report):
+    """`report`: a ParityResult.to_dict() with optional "layers"
+    ({artifact name: [(layer, metric, value), ...]}), "quantization"
+    ({artifact name: how it was quantized, range method included}),
+    "device" (artifact latencies here) and "gates" entries."""
+    _, gate_lines = verdict(report.get("gates"))
+    return "\n".join(["# Accuracy parity", "", *gate_lines, "", *parity_summary(report), "",
+                      *parity_details(report)]) + "\n"
 
 
 def reference_source(reference):
@@ -126,7 +158,7 @@ def accuracy_plot(report):
     low = min(agreement + [100 * c["metrics"]["top1"] for c in report["candidates"] if c["metrics"]["top1"] is not None])
     axis.set_xlim(max(0, low - 5), 100.5)
     axis.set_xlabel("percent")
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, fontsize=8, frameon=False)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=3, fontsize=8, frameon=False)
     axis.set_title("Accuracy and agreement per artifact")
     png = _figure_png(figure)
     pyplot.close(figure)
@@ -172,16 +204,85 @@ def latency_plot(rows):
     return png
 
 
-def html_page(title, markdown, images):
-    """A self-contained page: the Markdown text, then the (title, PNG) plots."""
+PAGE_STYLE = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1f24;max-width:74rem;
+margin:1.5rem auto;padding:0 1.2rem}
+h1{font-size:1.5rem;margin:.2rem 0 1rem}h2{font-size:1.2rem;margin:1.8rem 0 .6rem;border-bottom:1px solid #d0d7de}
+.verdict{padding:.8rem 1rem;border-radius:6px;border:1px solid;margin:1rem 0;font-weight:600}
+.verdict ul{font-weight:400;margin:.4rem 0 0}
+.passed{background:#dafbe1;border-color:#1a7f37;color:#0b4f20}.failed{background:#ffebe9;border-color:#cf222e;color:#82071e}
+.none{background:#f6f8fa;border-color:#d0d7de}
+.scroll{overflow-x:auto}table{border-collapse:collapse;margin:.5rem 0;font-variant-numeric:tabular-nums}
+th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:right;white-space:nowrap}
+th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
+code{font:13px ui-monospace,SFMono-Regular,Menlo,monospace;background:#f6f8fa;padding:0 .2rem}
+figure{margin:1rem 0}img{max-width:100%;height:auto}figcaption{color:#57606a;font-size:.9rem}
+@media print{body{max-width:none;margin:0;font-size:11pt}.scroll{overflow:visible}
+table,figure,.verdict{break-inside:avoid}th,td{white-space:normal}}
+"""
+
+
+def _inline(text):
+    """Escaped text with `code` spans."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{part}</code>" if index % 2 else part for index, part in enumerate(parts))
+
+
+def _table_html(rows):
+    cells = [[cell.strip() for cell in row.strip().strip("|").split("|")] for row in rows]
+    head = "".join(f"<th>{_inline(cell)}</th>" for cell in cells[0])
+    body = "".join("<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in row) + "</tr>" for row in cells[2:])
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def markdown_html(lines):
+    """HTML of the Markdown these reports write: headings, paragraphs,
+    bullet lists, pipe tables and `code`."""
+    blocks, index = [], 0
+    while index < len(lines):
+        line = lines[index]
+        if not line.strip():
+            index += 1
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            blocks.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+            index += 1
+        else:
+            kind = "|" if line.startswith("|") else "- " if line.startswith("- ") else ""
+            end = index + 1
+            while end < len(lines) and lines[end].strip() and not lines[end].startswith("#") and (
+                    lines[end].startswith(kind) if kind else not lines[end].startswith(("|", "- "))):
+                end += 1
+            chunk = lines[index:end]
+            if kind == "|":
+                blocks.append(_table_html(chunk))
+            elif kind:
+                blocks.append("<ul>" + "".join(f"<li>{_inline(item[2:])}</li>" for item in chunk) + "</ul>")
+            else:
+                blocks.append(f"<p>{_inline(' '.join(chunk))}</p>")
+            index = end
+    return "\n".join(blocks)
+
+
+def html_page(title, gates, summary, images, details):
+    """A self-contained page (inline CSS, PNG plots as data URIs): the
+    verdict, the summary table, the plots, then the details."""
+    passed, gate_lines = verdict(gates)
+    state = {True: "passed", False: "failed", None: "none"}[passed]
     figures = "\n".join(
-        f'<h2>{html.escape(name)}</h2><img alt="{html.escape(name)}" src="data:image/png;base64,{png}">'
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{png}">'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
         for name, png in images
     )
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{white-space:pre-wrap}</style>"
-        f"</head><body><h1>{html.escape(title)}</h1><pre>{html.escape(markdown)}</pre>{figures}</body></html>\n"
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>{PAGE_STYLE}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>"
+        f'<section class="verdict {state}">{markdown_html(gate_lines)}</section>'
+        f"<h2>Summary</h2>{markdown_html(summary)}"
+        + (f"<h2>Plots</h2>{figures}" if images else "")
+        + f"<h2>Details</h2>{markdown_html(details)}</body></html>\n"
     )
 
 
@@ -193,8 +294,8 @@ def parity_plots(report):
 
 
 def html_report(report):
-    return html_page("edge-resnet parity report", markdown_report(report),
-                     parity_plots(report) if plots_available() else [])
+    return html_page("edge-resnet parity report", report.get("gates"), parity_summary(report),
+                     parity_plots(report) if plots_available() else [], parity_details(report))
 
 
 def _megabytes(size_bytes):
@@ -240,12 +341,16 @@ def format_summary_table(report):
     return "\n".join(lines)
 
 
-def convert_markdown(report):
+def convert_summary(report):
+    lines = markdown_table(SUMMARY_COLUMNS, [summary_cells(row) for row in report["artifacts"]])
+    return lines + ["", "Speed-up is against the float32 artifact of the same format, batch 1, "
+                    f"{report['config']['threads']} threads, {report['config']['bench_runs']} timed runs."]
+
+
+def convert_details(report):
     model, data = report["model"], report["data"]
     calibration, evaluation = data["calibration"], data["evaluation"]
     lines = [
-        f"# edge-resnet convert: {model['name']}",
-        "",
         f"- Model: {model['description']}; input {'x'.join(map(str, model['input_shape']))}, "
         f"{model['classes']} classes, {model['parameters']:,} parameters.",
         f"- Weights: `{model['weights']}`"
@@ -261,31 +366,34 @@ def convert_markdown(report):
         f"(fingerprint `{evaluation['fingerprint'][:12]}`).",
         f"- BatchNorm: folded {len(report['fold']['folded'])}, left {len(report['fold']['skipped'])}; "
         f"folded vs original max |diff| {report['fold']['probe_max_abs_diff']:.2g} on real images.",
-        "",
-        "| " + " | ".join(SUMMARY_COLUMNS) + " |",
-        "|" + "---|" * len(SUMMARY_COLUMNS),
     ]
-    lines += ["| " + " | ".join(summary_cells(row)) + " |" for row in report["artifacts"]]
-    lines += ["", "Speed-up is against the float32 artifact of the same format, batch 1, "
-              f"{report['config']['threads']} threads, {report['config']['bench_runs']} timed runs."]
     lines += [f"- `{row['artifact']}`: {row['quantization']}; {row['runtime'] or 'not timed'}."
               for row in report["artifacts"]]
     stages = ", ".join(f"{stage['stage']} {stage['seconds']:.1f} s" for stage in report["stages"])
     lines += ["", f"Run: {report['total_seconds']:.0f} s, peak memory {report['peak_rss_mb']:.0f} MB. "
-              f"Stages: {stages}.", ""]
-    return "\n".join(lines) + "\n" + markdown_report(report["parity"]).replace("# Accuracy parity", "## Accuracy parity")
+              f"Stages: {stages}.", "", "## Accuracy parity", "", *parity_summary(report["parity"]), "",
+              *parity_details(report["parity"])]
+    return lines
+
+
+def convert_markdown(report):
+    _, gate_lines = verdict(report["parity"]["gates"])
+    return "\n".join([f"# edge-resnet convert: {report['model']['name']}", "", *gate_lines, "",
+                      *convert_summary(report), "", *convert_details(report)]) + "\n"
 
 
 def write_convert_reports(report, folder, stem="report"):
     """STEM.json, STEM.md and STEM.html of a convert run, into `folder`."""
-    images = parity_plots(report["parity"])
-    if any(row["p50_ms"] is not None for row in report["artifacts"]):
-        images.append(("Latency", latency_plot(report["artifacts"])))
-    markdown = convert_markdown(report)
+    images = []
+    if plots_available():
+        images = parity_plots(report["parity"])
+        if any(row["p50_ms"] is not None for row in report["artifacts"]):
+            images.append(("Latency", latency_plot(report["artifacts"])))
     contents = {
         f"{stem}.json": json.dumps(report, indent=2, default=float) + "\n",
-        f"{stem}.md": markdown,
-        f"{stem}.html": html_page(f"edge-resnet convert: {report['model']['name']}", markdown, images),
+        f"{stem}.md": convert_markdown(report),
+        f"{stem}.html": html_page(f"edge-resnet convert: {report['model']['name']}", report["parity"]["gates"],
+                                  convert_summary(report), images, convert_details(report)),
     }
     return _write_texts(folder, contents)
 

@@ -218,3 +218,71 @@ def test_compare_options_that_cannot_work_are_one_line_exit_2(cli_inputs, artifa
     code, _, stderr = main_in_process("compare", "--reference", cli_inputs / "digits.keras", artifacts["tflite"],
                                       *data, "--no-per-layer", *extra)
     assert code == 2 and stderr.strip().count("\n") == 0 and fragment in stderr, stderr
+
+
+# The HTML report: a page, and what a browser shows of it.
+
+def html_reports(folded, test_split, artifacts, folder):
+    """parity.html of a run whose gates pass and of one whose gates fail."""
+    from edge_resnet.report import write_reports
+
+    few = images_from_array(test_split[1][:96], Preprocessing(32, 32), size=None, labels=test_split[2][:96])
+    pages = {}
+    for verdict, gated in (("passed", [artifacts["tflite"]]), ("failed", [artifacts["broken"]])):
+        report = parity_report(folded, gated, few, min_agreement=0.98, max_accuracy_drop=1.0,
+                               per_layer=gated, latency_runs=3)
+        write_reports(report, folder / verdict)
+        pages[verdict] = folder / verdict / "parity.html"
+    return pages
+
+
+def test_the_html_report_is_a_self_contained_page_with_the_verdict_first(folded, test_split, artifacts, tmp_path):
+    pages = html_reports(folded, test_split, artifacts, tmp_path)
+    for verdict, path in pages.items():
+        page = path.read_text()
+        assert page.index(f'class="verdict {verdict}"') < page.index("<table") < page.index("<img")
+        assert page.index("<img") < page.index("<h2>Details</h2>")
+        assert "<pre>" not in page and "|---|" not in page  # tables are tables, not Markdown text
+        assert "<th>top-1 agreement</th>" in page
+        assert "http://" not in page and "https://" not in page and page.count("data:image/png;base64,") >= 2
+        assert "@media print" in page
+    assert "zeros_calibrated.tflite: top-1 agreement" in pages["failed"].read_text()
+
+
+def chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def rendered(path, out, width=1280, height=900):
+    """Headless Chromium's screenshot of the page (laptop width)."""
+    import subprocess
+
+    subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--window-size={width},{height}", f"--screenshot={out}", path.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    from PIL import Image
+
+    return np.asarray(Image.open(out).convert("RGB"))
+
+
+@pytest.mark.skipif(not chromium(), reason="headless Chromium (Debian's chromium package) is not installed")
+def test_a_browser_shows_the_verdict_in_its_colour_above_the_table(folded, test_split, artifacts, tmp_path):
+    import subprocess
+
+    pages = html_reports(folded, test_split, artifacts, tmp_path)
+    banners = {"passed": (218, 251, 225), "failed": (255, 235, 233)}  # the verdict's background colours
+    for verdict, path in pages.items():
+        shot = rendered(path, tmp_path / f"{verdict}.png")
+        assert shot.shape[:2] == (900, 1280)
+        rows = np.flatnonzero(np.all(shot == banners[verdict], axis=2).sum(axis=1) > 600)
+        other = banners["failed" if verdict == "passed" else "passed"]
+        assert rows.size > 20 and rows.max() < 300, f"no {verdict} banner near the top"  # the verdict first
+        assert not np.all(shot == other, axis=2).any()
+        header_grey = np.all(shot == (246, 248, 250), axis=2).sum(axis=1)  # table header cells
+        assert np.flatnonzero(header_grey > 200).min() > rows.max()  # the table below the verdict
+    pdf = tmp_path / "printed.pdf"
+    subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--print-to-pdf={pdf}",
+                    pages["failed"].as_uri()], capture_output=True, timeout=120, check=True)
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 20_000
