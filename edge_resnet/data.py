@@ -567,20 +567,34 @@ def holdout_split(source, preprocessing, calibration_size=DEFAULT_CALIBRATION_SI
     return calibration, subset(whole, first_held_out, stop)
 
 
-def select_samples(whole, ids):
-    """The items of `whole` with these sample ids (see ImageSet.sample_ids),
-    in this order; refuses ids that `whole` lacks."""
-    by_id = dict(zip(whole.sample_ids(), whole.items))
-    missing = [sample_id for sample_id in ids if sample_id not in by_id]
+def images_by_id(source, preprocessing, ids, preprocessed=False):
+    """The images with these sample ids (see ImageSet.sample_ids), in this
+    order, from a folder, a .npy/.npz file or an array. Only those images
+    are read and fingerprinted; ids the source lacks are refused."""
+    if isinstance(source, (str, Path)) and Path(source).suffix.lower() not in (".npy", ".npz"):
+        root = Path(source)
+        paths, classes = scan_image_folder(root)
+        base = root if root.is_dir() else root.parent
+        chosen = _positions({path.relative_to(base).as_posix(): index for index, path in enumerate(paths)}, ids,
+                            f"folder {root}")
+        return _folder_set(root, paths, classes, chosen, preprocessing, seed=0)
+    if isinstance(source, (str, Path)):
+        (images, labels), name = load_array_file(source), str(source)
+    else:
+        images, labels, name = np.asarray(source), None, "array"
+    check_array(images, preprocessing, preprocessed, name)
+    if labels is not None:
+        labels = check_labels(labels, len(images), name)
+    chosen = _positions({index: index for index in range(len(images))}, ids, name)
+    return _array_set(images, labels, chosen, preprocessing, preprocessed, name, seed=0)
+
+
+def _positions(position_of_id, ids, source):
+    missing = [sample_id for sample_id in ids if sample_id not in position_of_id]
     if missing:
-        raise DataError(f"{len(missing)} of the {len(ids)} images are missing from {whole.source} "
+        raise DataError(f"{len(missing)} of the {len(ids)} images are missing from {source} "
                         f"(e.g. {missing[0]!r}); give the data the golden outputs were made from")
-    position = {item: index for index, item in enumerate(whole.items)}
-    chosen = [position[by_id[sample_id]] for sample_id in ids]
-    labels = None if whole.labels is None else tuple(whole.labels[i] for i in chosen)
-    items = tuple(whole.items[i] for i in chosen)
-    return dataclasses.replace(whole, items=items, labels=labels, fingerprint=fingerprint(items, whole.array),
-                               decoded=None)
+    return [position_of_id[sample_id] for sample_id in ids]
 
 
 def check_disjoint(calibration, evaluation):

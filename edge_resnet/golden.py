@@ -407,7 +407,7 @@ class GoldenReference:
         """The evaluation set the outputs were made from, read again from
         `source` (default: where it was) and checked against the manifest:
         the same images, bytes and order, the same preprocessing."""
-        from .data import image_set, select_samples
+        from .data import images_by_id
 
         record = self.manifest["data"]
         source = source if source is not None else recorded_source_path(record)
@@ -424,9 +424,7 @@ class GoldenReference:
                 raise DataError("the golden outputs were made from preprocessed arrays; add --preprocessed")
             raise DataError("the golden outputs were made from raw images, which they preprocess as the manifest "
                             "says; leave out --preprocessed")
-        whole = image_set(source, self.preprocessing, size=None, preprocessed=record["preprocessed_input"],
-                          check_readable=False)
-        chosen = select_samples(whole, record["ids"])
+        chosen = images_by_id(source, self.preprocessing, record["ids"], record["preprocessed_input"])
         check_parts(chosen, record, source)
         return with_recorded_labels(chosen, record, source)
 

@@ -309,7 +309,7 @@ def test_golden_outputs_are_written_whole_or_not_at_all(inputs, tmp_path):
 def test_folder_sample_ids_are_relative_paths_found_again_after_a_move(tmp_path):
     from PIL import Image
 
-    from edge_resnet.data import select_samples
+    from edge_resnet.data import images_by_id
 
     pixels, labels = digit_pixels(32, 12)
     for index, (image, label) in enumerate(zip(pixels, labels)):
@@ -319,11 +319,13 @@ def test_folder_sample_ids_are_relative_paths_found_again_after_a_move(tmp_path)
     ids = first.sample_ids()
     assert all("/" in sample_id and not sample_id.startswith("/") for sample_id in ids)
     shutil.move(tmp_path / "a", tmp_path / "b")
-    moved = images_from_folder(tmp_path / "b", Preprocessing(32, 32), size=None)
-    again = select_samples(moved, list(reversed(ids)))
+    again = images_by_id(tmp_path / "b", Preprocessing(32, 32), list(reversed(ids)))
     assert again.sample_ids() == list(reversed(ids)) and again.labels == tuple(reversed(first.labels))
+    # the fingerprint is of the bytes in order, wherever the folder is
+    assert images_by_id(tmp_path / "b", Preprocessing(32, 32), ids).fingerprint == first.fingerprint
+    assert again.fingerprint != first.fingerprint
     with pytest.raises(DataError, match="missing from"):
-        select_samples(moved, ids + ["9/none.png"])
+        images_by_id(tmp_path / "b", Preprocessing(32, 32), ids + ["9/none.png"])
 
 
 def test_merging_large_shards_streams_in_bounded_memory(tmp_path):
