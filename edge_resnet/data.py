@@ -567,17 +567,18 @@ def holdout_split(source, preprocessing, calibration_size=DEFAULT_CALIBRATION_SI
     return calibration, subset(whole, first_held_out, stop)
 
 
-def images_by_id(source, preprocessing, ids, preprocessed=False):
+def images_by_id(source, preprocessing, ids, preprocessed=False, seed=0):
     """The images with these sample ids (see ImageSet.sample_ids), in this
-    order, from a folder, a .npy/.npz file or an array. Only those images
-    are read and fingerprinted; ids the source lacks are refused."""
+    order, from a folder, a .npy/.npz file or an array (`seed`: that of the
+    selection the ids came from, for the record). Only those images are
+    fingerprinted; ids the source lacks are refused."""
     if isinstance(source, (str, Path)) and Path(source).suffix.lower() not in (".npy", ".npz"):
         root = Path(source)
         paths, classes = scan_image_folder(root)
         base = root if root.is_dir() else root.parent
         chosen = _positions({path.relative_to(base).as_posix(): index for index, path in enumerate(paths)}, ids,
                             f"folder {root}")
-        return _folder_set(root, paths, classes, chosen, preprocessing, seed=0)
+        return _folder_set(root, paths, classes, chosen, preprocessing, seed)
     if isinstance(source, (str, Path)):
         (images, labels), name = load_array_file(source), str(source)
     else:
@@ -586,7 +587,7 @@ def images_by_id(source, preprocessing, ids, preprocessed=False):
     if labels is not None:
         labels = check_labels(labels, len(images), name)
     chosen = _positions({index: index for index in range(len(images))}, ids, name)
-    return _array_set(images, labels, chosen, preprocessing, preprocessed, name, seed=0)
+    return _array_set(images, labels, chosen, preprocessing, preprocessed, name, seed)
 
 
 def _positions(position_of_id, ids, source):

@@ -64,6 +64,9 @@ def keras_versions():
     return tool_versions("keras", "tensorflow", "jax", "jaxlib")
 
 
+FLOAT32_BACKENDS = ("jax", "tensorflow")  # where float32_matmuls switches TF32 off
+
+
 @contextmanager
 def float32_matmuls(backend):
     """Within the block, float32 convolutions and matrix products run in
@@ -202,7 +205,8 @@ def write_golden_files(model, data, folder, model_record, class_names=None, batc
         },
         "shard": shard or {"index": 1, "count": 1, "start": 0, "stop": len(data), "of": len(data)},
         "reference": {
-            "backend": backend, "accelerator": accelerator, "device": device, "precision": "float32 (no TF32)",
+            "backend": backend, "accelerator": accelerator, "device": device,
+            "precision": "float32 (no TF32)" if backend in FLOAT32_BACKENDS else f"{backend}'s default",
             "versions": keras_versions(),
             "speed": {"batch_size": batch_size, "ms_per_image": ms_per_image, "batch1_ms": batch1_ms},
         },
@@ -262,18 +266,30 @@ def manifest_problem(manifest):
         return "outputs.shape is not [rows, classes]"
     if not isinstance(outputs.get("file"), str) or not isinstance(outputs.get("sha256"), str):
         return "outputs.file or outputs.sha256 is not text"
+    if not isinstance(model.get("name"), str) or shape[0] == 0:
+        return "model.name is missing or the outputs have no rows"
+    reference, shard = sections["reference"], sections["shard"]
+    if not all(isinstance(reference.get(key), str) for key in ("backend", "device")):
+        return "reference.backend or reference.device is missing"
+    speed = reference.get("speed")
+    if speed is not None and not (isinstance(speed, dict) and all(
+            isinstance(speed.get(key), (int, float)) for key in ("batch_size", "ms_per_image"))):
+        return "reference.speed is not {batch_size, ms_per_image}"
+    if not (_is_count(shard.get("index")) and _is_count(shard.get("count")) and 1 <= shard["index"] <= shard["count"]):
+        return "shard.index or shard.count is not 1 <= i <= n"
     input_shape = model.get("input_shape")
     if not (isinstance(input_shape, list) and len(input_shape) == 3 and all(_is_count(n) for n in input_shape)):
         return "model.input_shape is not [height, width, channels]"
     if model.get("classes") != shape[1]:
         return f"model.classes {model.get('classes')!r} is not the outputs' width {shape[1]}"
     ids, labels, names = data.get("ids"), data.get("labels"), data.get("class_names")
-    if not isinstance(ids, list) or len(ids) != shape[0] or not all(isinstance(i, (int, str)) for i in ids):
+    if not isinstance(ids, list) or len(ids) != shape[0] or not all(
+            isinstance(i, (int, str)) and not isinstance(i, bool) for i in ids):
         return f"data.ids is not a list of {shape[0]} paths or indices"
     if labels is not None and (not isinstance(labels, list) or len(labels) != shape[0]
                                or not all(_is_count(label) and label < shape[1] for label in labels)):
         return f"data.labels is not {shape[0]} class indices below {shape[1]}"
-    if not isinstance(names, list) or len(names) != shape[1]:
+    if not isinstance(names, list) or len(names) != shape[1] or not all(isinstance(n, str) for n in names):
         return f"data.class_names does not name the {shape[1]} outputs"
     if not isinstance(data.get("preprocessing"), dict) or not isinstance(data.get("preprocessed_input"), bool):
         return "data.preprocessing or data.preprocessed_input is missing"
@@ -283,7 +299,8 @@ def manifest_problem(manifest):
                                                       for p in parts)):
         return "data.parts is not a list of {start, stop, fingerprint}"
     edges = [(p["start"], p["stop"]) for p in parts]
-    if edges[0][0] != 0 or edges[-1][1] != shape[0] or any(a[1] != b[0] for a, b in zip(edges, edges[1:])):
+    if (edges[0][0] != 0 or edges[-1][1] != shape[0] or any(a[1] != b[0] for a, b in zip(edges, edges[1:]))
+            or any(start > stop for start, stop in edges)):
         return f"data.parts do not cover samples 0..{shape[0] - 1} in order"
     return None
 
@@ -412,7 +429,7 @@ class GoldenReference:
         record = self.manifest["data"]
         source = source if source is not None else recorded_source_path(record)
         if source is None or isinstance(source, (str, Path)) and not Path(source).exists():
-            where = record.get("source_path") or record.get("source")
+            where = source or record.get("source")
             raise DataError(f"the images the golden outputs were made from are not at {where}; give --data with "
                             "the same images")
         if preprocessing is not None and preprocessing != self.preprocessing:
@@ -424,7 +441,8 @@ class GoldenReference:
                 raise DataError("the golden outputs were made from preprocessed arrays; add --preprocessed")
             raise DataError("the golden outputs were made from raw images, which they preprocess as the manifest "
                             "says; leave out --preprocessed")
-        chosen = images_by_id(source, self.preprocessing, record["ids"], record["preprocessed_input"])
+        chosen = images_by_id(source, self.preprocessing, record["ids"], record["preprocessed_input"],
+                              seed=record.get("seed", 0))
         check_parts(chosen, record, source)
         return with_recorded_labels(chosen, record, source)
 
@@ -538,7 +556,7 @@ def merge_golden(folders, output, force=False):
     check_shards(manifests, folders)
     order = sorted(range(len(folders)), key=lambda i: manifests[i]["shard"]["index"])
     manifests, folders = [manifests[i] for i in order], [folders[i] for i in order]
-    total = sum(manifest["data"]["size"] for manifest in manifests)
+    total = sum(manifest["outputs"]["shape"][0] for manifest in manifests)
     classes = manifests[0]["model"]["classes"]
     with staged_output(output, force) as staging:
         ids, labels, parts, start = [], [], [], 0

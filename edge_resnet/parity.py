@@ -337,6 +337,9 @@ def parity_report(reference, artifacts, data, *, class_names=None, batch_size=RE
     `latency_runs` > 0 times each artifact at batch 1 on this machine, for
     the report to set beside the reference's speed."""
     check_gates(max_accuracy_drop, min_agreement)
+    if max_accuracy_drop is not None and data.labels is None:
+        raise ConfigError("--max-accuracy-drop needs labelled data (class folders, or .npz with y); on unlabelled "
+                          "images gate on --min-agreement")
     reference = as_reference(reference)
     result = compare(reference, artifacts, data, class_names, batch_size, progress)
     report = result.to_dict()

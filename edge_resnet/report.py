@@ -5,6 +5,7 @@ import base64
 import html
 import io
 import json
+import re
 from pathlib import Path
 
 from .files import atomic_output
@@ -35,8 +36,16 @@ def parity_cells(candidate):
 
 
 def markdown_table(columns, rows):
-    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(row) + " |"
-                                                                            for row in rows]
+    """Pipe-table lines; a "|" inside a cell (a file name may hold one) is escaped."""
+    def line(cells):
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    return [line(columns), "|" + "---|" * len(columns)] + [line(row) for row in rows]
+
+
+def _code(text):
+    """`text` as a Markdown code span (a backtick inside would end it early)."""
+    return "`" + str(text).replace("`", "'") + "`"
 
 
 def parity_summary(report):
@@ -55,13 +64,13 @@ def parity_details(report):
         "",
         f"Data: {data['source']}, {data['size']} images"
         + (", labelled" if data["labelled"] else ", unlabelled (agreement metrics only)")
-        + f", fingerprint `{data['fingerprint'][:12]}`.",
+        + f", fingerprint {_code(data['fingerprint'][:12])}.",
         *speed_lines(reference, report.get("device")),
     ]
     made = report.get("quantization", {})
     if made:
         lines += ["", "How each artifact was made (its recipe JSON):", ""]
-        lines += [f"- `{name}`: {description}" for name, description in made.items()]
+        lines += [f"- {_code(name)}: {description}" for name, description in made.items()]
     for candidate in report["candidates"]:
         if candidate["changed_classes"]:
             changes = ", ".join(
@@ -73,28 +82,30 @@ def parity_details(report):
         if layers:
             lines += ["", f"Worst layers of {name} ({layers[0]['metric']}):", ""]
             lines += markdown_table(("layer", layers[0]["metric"]),
-                                    [(f"`{layer['layer']}`", f"{layer['value']:.4g}") for layer in layers])
+                                    [(_code(layer["layer"]), f"{layer['value']:.4g}") for layer in layers])
     return lines
 
 
 def verdict(gates):
     """(passed: True, False, or None when no gate was set; Markdown lines)."""
-    if not gates or (gates["max_accuracy_drop"] is None and gates["min_agreement"] is None):
+    gates = gates or {}
+    failures = gates.get("failures") or []
+    if gates.get("max_accuracy_drop") is None and gates.get("min_agreement") is None and not failures:
         return None, ["No gates set: parity is measured, nothing is enforced."]
     asked = []
-    if gates["max_accuracy_drop"] is not None:
+    if gates.get("max_accuracy_drop") is not None:
         unit = "point" if gates["max_accuracy_drop"] == 1 else "points"
         asked.append(f"top-1 drop at most {gates['max_accuracy_drop']:g} {unit}")
-    if gates["min_agreement"] is not None:
+    if gates.get("min_agreement") is not None:
         asked.append(f"top-1 agreement at least {gates['min_agreement']:g}")
-    if not gates["failures"]:
+    if not failures:
         return True, [f"Gates: passed ({', '.join(asked)})."]
-    return False, [f"Gates: FAILED ({', '.join(asked)})", ""] + [f"- {failure}" for failure in gates["failures"]]
+    return False, [f"Gates: FAILED ({', '.join(asked)})", ""] + [f"- {failure}" for failure in failures]
 
 
 def markdown_report(report):
     """`report`: a ParityResult.to_dict() with optional "layers"
-    ({artifact name: [(layer, metric, value), ...]}), "quantization"
+    ({artifact name: [{"layer", "metric", "value"}, ...]}), "quantization"
     ({artifact name: how it was quantized, range method included}),
     "device" (artifact latencies here) and "gates" entries."""
     _, gate_lines = verdict(report.get("gates"))
@@ -105,8 +116,8 @@ def markdown_report(report):
 def reference_source(reference):
     where = f"{reference['backend']} backend on {reference['device']}"
     if reference.get("kind") == "golden":
-        return f"golden outputs of `{reference['name']}` in `{reference['golden']}` (made by Keras, {where})"
-    return f"`{reference['name']}` (Keras, {where})"
+        return f"golden outputs of {_code(reference['name'])} in {_code(reference['golden'])} (made by Keras, {where})"
+    return f"{_code(reference['name'])} (Keras, {where})"
 
 
 def speed_lines(reference, device):
@@ -225,11 +236,13 @@ table,figure,.verdict{break-inside:avoid}th,td{white-space:normal}}
 def _inline(text):
     """Escaped text with `code` spans."""
     parts = html.escape(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick is a backtick
+        parts[-2:] = [parts[-2] + "`" + parts[-1]]
     return "".join(f"<code>{part}</code>" if index % 2 else part for index, part in enumerate(parts))
 
 
 def _table_html(rows):
-    cells = [[cell.strip() for cell in row.strip().strip("|").split("|")] for row in rows]
+    cells = [[cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", row.strip()[1:-1])] for row in rows]
     head = "".join(f"<th>{_inline(cell)}</th>" for cell in cells[0])
     body = "".join("<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in row) + "</tr>" for row in cells[2:])
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
@@ -353,7 +366,7 @@ def convert_details(report):
     lines = [
         f"- Model: {model['description']}; input {'x'.join(map(str, model['input_shape']))}, "
         f"{model['classes']} classes, {model['parameters']:,} parameters.",
-        f"- Weights: `{model['weights']}`"
+        f"- Weights: {_code(model['weights'])}"
         + (f" (sha256 `{model['weights_sha256'][:16]}`)" if model["weights_sha256"] else "") + ".",
     ]
     if data.get("origin"):
@@ -367,7 +380,7 @@ def convert_details(report):
         f"- BatchNorm: folded {len(report['fold']['folded'])}, left {len(report['fold']['skipped'])}; "
         f"folded vs original max |diff| {report['fold']['probe_max_abs_diff']:.2g} on real images.",
     ]
-    lines += [f"- `{row['artifact']}`: {row['quantization']}; {row['runtime'] or 'not timed'}."
+    lines += [f"- {_code(row['artifact'])}: {row['quantization']}; {row['runtime'] or 'not timed'}."
               for row in report["artifacts"]]
     stages = ", ".join(f"{stage['stage']} {stage['seconds']:.1f} s" for stage in report["stages"])
     lines += ["", f"Run: {report['total_seconds']:.0f} s, peak memory {report['peak_rss_mb']:.0f} MB. "

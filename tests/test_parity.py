@@ -286,3 +286,30 @@ def test_a_browser_shows_the_verdict_in_its_colour_above_the_table(folded, test_
     subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--print-to-pdf={pdf}",
                     pages["failed"].as_uri()], capture_output=True, timeout=120, check=True)
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 20_000
+
+
+def test_a_drop_gate_on_unlabelled_data_is_refused_before_the_work(folded, test_split, artifacts):
+    from edge_resnet.errors import ConfigError
+
+    unlabelled = images_from_array(test_split[1][:16], Preprocessing(32, 32), size=None)
+    with pytest.raises(ConfigError, match="--max-accuracy-drop needs labelled data"):
+        parity_report(folded, [artifacts["tflite"]], unlabelled, max_accuracy_drop=1.0)
+
+
+def test_names_with_pipes_and_backticks_keep_the_tables_whole(folded, test_split, artifacts, tmp_path):
+    import re
+    import shutil
+
+    from edge_resnet.report import PARITY_COLUMNS, html_report, markdown_report
+
+    odd = tmp_path / "odd|name`.tflite"
+    shutil.copy(artifacts["tflite"], odd)
+    few = images_from_array(test_split[1][:32], Preprocessing(32, 32), size=None, labels=test_split[2][:32])
+    report = parity_report(folded, [odd], few, per_layer=[odd])
+    page = html_report(report)
+    summary = page[page.index("<h2>Summary</h2>"):page.index("<h2>Details</h2>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", summary)
+    assert len(rows) == 2 and all(len(re.findall(r"<t[hd]>", row)) == len(PARITY_COLUMNS) for row in rows)
+    assert "<td>odd|name`.tflite</td>" in summary
+    table = [line for line in markdown_report(report).splitlines() if line.startswith("| odd")]
+    assert len(re.split(r"(?<!\\)\|", table[0])) == len(PARITY_COLUMNS) + 2
