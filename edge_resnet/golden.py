@@ -384,10 +384,9 @@ class OutputsReader:
             handle.seek(self.offset + start * self.shape[1] * 4)
             return np.fromfile(handle, dtype="<f4", count=count * self.shape[1]).reshape(count, self.shape[1])
 
-    def chunks(self, rows=None):
-        rows = rows or CHUNK_ROWS
-        for start in range(0, self.shape[0], rows):
-            yield self.rows(start, rows)
+    def chunks(self):
+        for start in range(0, self.shape[0], CHUNK_ROWS):
+            yield self.rows(start, CHUNK_ROWS)
 
 
 class GoldenReference:
