@@ -1,7 +1,7 @@
 """Calibration: fidelity of the int8 models against the raw tools, the
 speed of the statistics pass, and what the int8 TFLite costs on the device.
 
-    .venv/bin/python benchmarks/calibration.py [fidelity] [speed] [latency]
+    .venv/bin/python benchmarks/calibration.py [fidelity] [floor] [speed] [latency]
 
 Fidelity: trained digits models (the shipped demo ResNet-50 at width 0.25,
 a ResNet-18 at width 0.25, and a full-width ResNet-50 at 32x32 trained once
@@ -10,6 +10,9 @@ subsets of the training digits, output SQNR and top-1 against the float
 Keras model on the 597 held-out digits. Anchors, on the same subsets: the
 raw TFLite converter (full-integer int8, min/max) and raw onnxruntime
 quantize_static (S8S8, per-channel, MinMax, 8-bit weights).
+
+Floor: the output SQNR of the float model with only its logits in int8,
+the ceiling for any int8 model whose output tensor is int8.
 
 Speed: seconds per calibration sample at ResNet-50 224 (seeded weights and
 images; speed does not depend on them), slope between N=20 and N=100, for
@@ -162,6 +165,42 @@ def fidelity():
     return results
 
 
+def int8_grid(values, low, high):
+    """Values rounded to the int8 grid of [low, high] and clipped to it, as an int8 output tensor holds them."""
+    step = (high - low) / 255
+    return np.clip(np.round((values - low) / step), 0, 255) * step + low
+
+
+def logits_floor():
+    """The output SQNR of the float model with only its logits stored in int8.
+
+    No int8 model can beat this: its last tensor is these int8 logits. The
+    calibrated rows use each subset's logits min/max (what min/max
+    calibration gives the output tensor); the last row uses the held-out
+    images' own min/max, which no calibration can know.
+    """
+    from edge_resnet.preprocess import preprocess_input
+    from tests.digits import TRAIN_SAMPLES, digit_pixels
+
+    train_pixels, _ = digit_pixels(32, TRAIN_SAMPLES)
+    test_pixels, _ = digit_pixels(32, None, offset=TRAIN_SAMPLES)
+    order = np.random.default_rng(0).permutation(TRAIN_SAMPLES)
+    results = []
+    for model_name, model in models_to_measure():
+        reference = np.asarray(model.predict(preprocess_input(test_pixels), batch_size=50, verbose=0))
+        per_subset = []
+        for index in range(SUBSETS):
+            subset = order[index * SUBSET_SIZE:(index + 1) * SUBSET_SIZE]
+            calibration_logits = np.asarray(model.predict(preprocess_input(train_pixels[subset]), batch_size=50, verbose=0))
+            grid = int8_grid(reference, calibration_logits.min(), calibration_logits.max())
+            per_subset.append(sqnr_db(reference, grid))
+        held_out_range = sqnr_db(reference, int8_grid(reference, reference.min(), reference.max()))
+        results.append({"model": model_name, "sqnr_db_per_subset": per_subset, "sqnr_db_mean": float(np.mean(per_subset)),
+                        "sqnr_db_held_out_range": held_out_range})
+        print(model_name, results[-1], flush=True)
+    return results
+
+
 def summarize(values):
     sqnr = [v["sqnr_db"] for v in values]
     return {"sqnr_db_mean": float(np.mean(sqnr)), "sqnr_db_min": float(np.min(sqnr)), "sqnr_db_max": float(np.max(sqnr)),
@@ -265,6 +304,16 @@ def markdown(result):
                          f"{row['sqnr_db_max'] - row['sqnr_db_min']:.2f} | {row['agreement_mean']:.2%} | "
                          f"{row['top1_drop_points_mean']:+.2f} |")
         lines.append("")
+    if "floor" in result:
+        lines += ["## The int8 logits floor", "",
+                  "Output SQNR of the float model with only its logits stored in int8, nothing else quantized. "
+                  "No int8 model beats this, since its output tensor is these int8 logits.", "",
+                  "| model | calibrated logits range, mean of subsets | per subset | held-out images' own range |",
+                  "|---|---|---|---|"]
+        lines += [f"| {row['model']} | {row['sqnr_db_mean']:.2f} | "
+                  f"{', '.join(f'{value:.1f}' for value in row['sqnr_db_per_subset'])} | {row['sqnr_db_held_out_range']:.2f} |"
+                  for row in result["floor"]]
+        lines.append("")
     if "speed" in result:
         speed_result = result["speed"]
         lines += ["## Calibration speed, ResNet-50 224", "",
@@ -288,7 +337,7 @@ def main(parts):
     path = RESULTS / "calibration.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     result.update(machine=machine())
-    for part, run in (("fidelity", fidelity), ("speed", speed), ("latency", latency)):
+    for part, run in (("fidelity", fidelity), ("floor", logits_floor), ("speed", speed), ("latency", latency)):
         if part in parts:
             result.setdefault("commands", {})[part] = f"python benchmarks/calibration.py {part}"
             started = time.perf_counter()
@@ -300,4 +349,4 @@ def main(parts):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["fidelity", "speed", "latency"])
+    main(sys.argv[1:] or ["fidelity", "floor", "speed", "latency"])
