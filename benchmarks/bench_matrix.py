@@ -6,7 +6,7 @@ Keras float reference (TensorFlow, compiled), TFLite float32 and int8
     .venv/bin/python benchmarks/bench_matrix.py
 
 Writes benchmarks/results/bench_matrix.{json,md}. Weights are random
-(seeded): this is about speed. The artifacts go through edge_resnet.bench,
+(seeded): this is about speed. The artifacts go through edge_resnet.device.bench,
 the same code `edge-resnet bench` runs on a device.
 """
 
@@ -26,12 +26,12 @@ RUNS, WARMUP, THREADS = 60, 10, 2
 
 def build_artifacts(folder):
     from edge_resnet.calibration import digits_folder
-    from edge_resnet.data import Preprocessing, calibration_set
-    from edge_resnet.fold import fold_batchnorm
-    from edge_resnet.models import resnet50
-    from edge_resnet.onnx_export import to_onnx
-    from edge_resnet.recipe import QuantizationRecipe
-    from edge_resnet.tflite import to_tflite
+    from edge_resnet.data.images import Preprocessing, calibration_set
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.model.resnet import resnet50
+    from edge_resnet.quantize.onnx_export import to_onnx
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.tflite import to_tflite
 
     model, _ = fold_batchnorm(resnet50(classifier_activation=None))
     calibration = calibration_set(str(digits_folder()), Preprocessing(224, 224), size=100)
@@ -63,7 +63,7 @@ def keras_latency_ms(model):
 def harness_overhead(path):
     """Per-run timing (what bench does) against one clock around a bare
     invoke loop, interleaved, on the same interpreter."""
-    from edge_resnet.runtime import TfliteRunner
+    from edge_resnet.device.runtime import TfliteRunner
 
     runner = TfliteRunner(path, threads=THREADS)
     runner.feed(np.zeros(runner.input_shape, np.float32))
@@ -85,7 +85,7 @@ def harness_overhead(path):
 
 
 def main():
-    from edge_resnet.bench import benchmark
+    from edge_resnet.device.bench import benchmark
 
     model, artifacts = build_artifacts(Path(tempfile.mkdtemp()))
     rows = {"Keras float (TF, compiled)": {"p50_ms": round(keras_latency_ms(model), 2), "runtime": "tensorflow"}}

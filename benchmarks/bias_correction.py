@@ -27,7 +27,7 @@ def channel_means(float_model, calibration):
     """{tensor name: mean of each channel over the calibration images}."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edge_resnet.statistics import exposed_model
+    from edge_resnet.quantize.statistics import exposed_model
 
     exposed, names = exposed_model(float_model)
     interpreter = Interpreter(model_content=exposed)
@@ -49,7 +49,7 @@ def bias_corrected(float_model, means):
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
-    from edge_resnet.statistics import read_flatbuffer
+    from edge_resnet.quantize.statistics import read_flatbuffer
 
     model = read_flatbuffer(float_model)
     graph = model.subgraphs[0]
@@ -76,15 +76,15 @@ def main():
     from pathlib import Path
 
     from edge_resnet import demo
-    from edge_resnet.data import Preprocessing, images_from_array
-    from edge_resnet.fold import fold_batchnorm
-    from edge_resnet.int8_tflite import int8_tflite
-    from edge_resnet.preprocess import preprocess_input
-    from edge_resnet.ranges import RangeMethod, activation_ranges
-    from edge_resnet.recipe import QuantizationRecipe
-    from edge_resnet.runtime import TfliteRunner
-    from edge_resnet.statistics import collect_statistics
-    from edge_resnet.tflite import float_tflite
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.int8_tflite import int8_tflite
+    from edge_resnet.data.preprocess import preprocess_input
+    from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.device.runtime import TfliteRunner
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
     from tests.digits import TRAIN_SAMPLES, digit_pixels, train_digits_resnet
 
     train_pixels, _ = digit_pixels(32, TRAIN_SAMPLES)

@@ -108,14 +108,14 @@ def models_to_measure():
 
 
 def fidelity():
-    from edge_resnet.data import Preprocessing, images_from_array
-    from edge_resnet.fold import fold_batchnorm
-    from edge_resnet.onnx_export import float_onnx, to_onnx
-    from edge_resnet.preprocess import preprocess_input
-    from edge_resnet.recipe import QuantizationRecipe
-    from edge_resnet.runtime import OnnxRunner, TfliteRunner
-    from edge_resnet.statistics import collect_statistics
-    from edge_resnet.tflite import float_tflite, to_tflite
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.onnx_export import float_onnx, to_onnx
+    from edge_resnet.data.preprocess import preprocess_input
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.device.runtime import OnnxRunner, TfliteRunner
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite, to_tflite
     from tests.digits import TRAIN_SAMPLES, digit_pixels
 
     train_pixels, _ = digit_pixels(32, TRAIN_SAMPLES)
@@ -179,7 +179,7 @@ def logits_floor():
     calibration gives the output tensor); the last row uses the held-out
     images' own min/max, which no calibration can know.
     """
-    from edge_resnet.preprocess import preprocess_input
+    from edge_resnet.data.preprocess import preprocess_input
     from tests.digits import TRAIN_SAMPLES, digit_pixels
 
     train_pixels, _ = digit_pixels(32, TRAIN_SAMPLES)
@@ -210,15 +210,15 @@ def summarize(values):
 
 
 def resnet50_224():
-    from edge_resnet.fold import fold_batchnorm
-    from edge_resnet.models import build_resnet
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.model.resnet import build_resnet
 
     return fold_batchnorm(build_resnet(50, input_shape=(224, 224, 3), classes=1000, classifier_activation=None,
                                        seed=0))[0]
 
 
 def seeded_images(count):
-    from edge_resnet.data import Preprocessing, images_from_array
+    from edge_resnet.data.images import Preprocessing, images_from_array
 
     pixels = np.random.default_rng(0).integers(0, 256, (count, 224, 224, 3), dtype=np.uint8)
     return images_from_array(pixels, Preprocessing(224, 224), size=None).cached()
@@ -229,8 +229,8 @@ def speed():
     from tensorflow.lite.python.optimize import calibrator
 
     from edge_resnet.quiet import native_output_silenced
-    from edge_resnet.statistics import collect_statistics
-    from edge_resnet.tflite import float_tflite
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
 
     float_model = float_tflite(resnet50_224())
     calibrations = {count: seeded_images(count) for count in (20, 100)}
@@ -260,11 +260,11 @@ def speed():
 
 
 def latency():
-    from edge_resnet.recipe import QuantizationRecipe
-    from edge_resnet.runtime import TfliteRunner
-    from edge_resnet.statistics import collect_statistics
-    from edge_resnet.tflite import float_tflite, to_tflite
-    from edge_resnet.tflite_inspect import inspect_tflite
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.device.runtime import TfliteRunner
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite, to_tflite
+    from edge_resnet.device.tflite_inspect import inspect_tflite
 
     model = resnet50_224()
     calibration = seeded_images(20)

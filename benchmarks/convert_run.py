@@ -61,12 +61,12 @@ def reuse_savings(report, scratch):
     import onnx
 
     from edge_resnet.calibration import digits_folder
-    from edge_resnet.data import Preprocessing, holdout_split
-    from edge_resnet.layer_debug import layer_errors
-    from edge_resnet.onnx_export import float_onnx, to_onnx
-    from edge_resnet.recipe import QuantizationRecipe
-    from edge_resnet.statistics import collect_statistics
-    from edge_resnet.tflite import to_tflite
+    from edge_resnet.data.images import Preprocessing, holdout_split
+    from edge_resnet.check.layer_debug import layer_errors
+    from edge_resnet.quantize.onnx_export import float_onnx, to_onnx
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import to_tflite
 
     output = Path(report["_output"])
     folded = keras.saving.load_model(output / report["model"]["folded_file"])

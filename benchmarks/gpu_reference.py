@@ -31,7 +31,7 @@ BATCHES = {"demo": (1, 16, 64, 256, 1024), "r50": (1, 16, 64, 128, 256, 512)}
 
 
 def r50_224():
-    from edge_resnet.models import build_resnet
+    from edge_resnet.model.resnet import build_resnet
 
     return build_resnet(50, input_shape=(224, 224, 3), classes=10, width=1.0, classifier_activation=None,
                         name="resnet50_digits_224")
@@ -112,9 +112,9 @@ def device(out):
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 
-    from edge_resnet.data import Preprocessing, image_set
-    from edge_resnet.golden import keras_versions
-    from edge_resnet.parity import reference_device
+    from edge_resnet.data.images import Preprocessing, image_set
+    from edge_resnet.check.golden import keras_versions
+    from edge_resnet.check.parity import reference_device
 
     r50_file = r50_with_carried_weights(Path("/tmp/r50_224_gpu.keras"))
     references(out, WORK / "demo.keras", r50_file)
@@ -133,7 +133,7 @@ def device(out):
 
 
 def agreement(cpu_folder, gpu_folder):
-    from edge_resnet.golden import GoldenReference
+    from edge_resnet.check.golden import GoldenReference
 
     cpu, gpu = GoldenReference(cpu_folder), GoldenReference(gpu_folder)
     if cpu.manifest["data"]["ids"] != gpu.manifest["data"]["ids"]:

@@ -27,17 +27,17 @@ CHILD = r"""
 import json, os, resource, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 route, depth, size, output = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-from edge_resnet.models import build_resnet
+from edge_resnet.model.resnet import build_resnet
 model = build_resnet(depth, input_shape=(size, size, 3), classes=1000, classifier_activation=None)
 built_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 start = time.perf_counter()
 if route == "edge-resnet":
     import onnx
-    from edge_resnet.onnx_export import float_onnx
+    from edge_resnet.quantize.onnx_export import float_onnx
     onnx.save(float_onnx(model), output)
 elif route == "tf2onnx from_keras":
     import onnx
-    from edge_resnet.onnx_export import tf2onnx_float_onnx
+    from edge_resnet.quantize.onnx_export import tf2onnx_float_onnx
     onnx.save(tf2onnx_float_onnx(model), output)
 elif route == "tf2onnx from_keras large_model":
     import tensorflow as tf, tf2onnx
@@ -46,7 +46,7 @@ elif route == "tf2onnx from_keras large_model":
                                output_path=output + ".zip")
 elif route == "tf2onnx from_tflite":
     import tf2onnx
-    from edge_resnet.tflite import float_tflite
+    from edge_resnet.quantize.tflite import float_tflite
     tflite = output + ".tflite"
     open(tflite, "wb").write(float_tflite(model))
     tf2onnx.convert.from_tflite(tflite, opset=17, output_path=output)
@@ -118,7 +118,7 @@ def markdown(result):
                      f"{same} | {latency} |")
     lines += [
         "",
-        "- edge-resnet: `edge_resnet/keras_onnx.py`, the default float exporter (peak includes onnx.checker's",
+        "- edge-resnet: `edge_resnet/quantize/keras_onnx.py`, the default float exporter (peak includes onnx.checker's",
         "  full check). Build-only is the floor: TensorFlow, Keras and the model itself.",
         "- tf2onnx `large_model=True` fails in tf2onnx 1.17 under numpy 2 (`np.product` was removed), so it",
         "  offers no way out here; `from_tflite` needs as much memory as `from_keras` and twice the time.",

@@ -37,8 +37,8 @@ TFLITE_ROUTE = "from int8 TFLite (QDQ)"
 
 def export_all(model, calibration, folder):
     """{name: (path, seconds)} for float32, every variant and the TFLite route."""
-    from edge_resnet.onnx_export import to_onnx
-    from edge_resnet.recipe import QuantizationRecipe
+    from edge_resnet.quantize.onnx_export import to_onnx
+    from edge_resnet.quantize.recipe import QuantizationRecipe
 
     timed = {}
     start = time.perf_counter()
@@ -56,10 +56,10 @@ def export_all(model, calibration, folder):
 
 def speed():
     from edge_resnet.calibration import digits_folder
-    from edge_resnet.data import Preprocessing, calibration_set
-    from edge_resnet.fold import fold_batchnorm
-    from edge_resnet.models import resnet50
-    from edge_resnet.runtime import OnnxRunner
+    from edge_resnet.data.images import Preprocessing, calibration_set
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.model.resnet import resnet50
+    from edge_resnet.device.runtime import OnnxRunner
 
     model, _ = fold_batchnorm(resnet50(classifier_activation=None))
     calibration = calibration_set(str(digits_folder()), Preprocessing(224, 224), size=100)
@@ -79,11 +79,11 @@ def accuracy():
     use_repo_imports()
     import edge_resnet
     from edge_resnet.calibration import digits_folder
-    from edge_resnet.data import Preprocessing, calibration_set
-    from edge_resnet.fold import fold_batchnorm
-    from edge_resnet.recipe import QuantizationRecipe
-    from edge_resnet.runtime import OnnxRunner, TfliteRunner
-    from edge_resnet.tflite import to_tflite
+    from edge_resnet.data.images import Preprocessing, calibration_set
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.device.runtime import OnnxRunner, TfliteRunner
+    from edge_resnet.quantize.tflite import to_tflite
     from tests.digits import TRAIN_SAMPLES, digit_pixels, train_digits_resnet
 
     model, _ = fold_batchnorm(train_digits_resnet())

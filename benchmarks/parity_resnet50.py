@@ -22,12 +22,12 @@ EPOCHS = 8
 
 def main():
     use_repo_imports()
-    from edge_resnet.data import Preprocessing, calibration_set, images_from_array
-    from edge_resnet.fold import fold_batchnorm
-    from edge_resnet.onnx_export import to_onnx
-    from edge_resnet.parity import compare
-    from edge_resnet.recipe import QuantizationRecipe
-    from edge_resnet.tflite import to_tflite
+    from edge_resnet.data.images import Preprocessing, calibration_set, images_from_array
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.onnx_export import to_onnx
+    from edge_resnet.check.parity import compare
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.tflite import to_tflite
     from tests.digits import TRAIN_SAMPLES, digit_pixels, train_digits_resnet
 
     seconds = {}

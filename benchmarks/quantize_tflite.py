@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def latencies_ms(paths, threads=2):
     """Median latency per model in ai-edge-litert, rounds interleaved."""
-    from edge_resnet.runtime import TfliteRunner
+    from edge_resnet.device.runtime import TfliteRunner
 
     runners = []
     for path in paths:
@@ -46,12 +46,12 @@ def main():
         return 0
 
     from edge_resnet.calibration import digits_folder
-    from edge_resnet.data import Preprocessing, calibration_set
-    from edge_resnet.fold import fold_batchnorm
-    from edge_resnet.models import resnet50
-    from edge_resnet.recipe import QuantizationRecipe
-    from edge_resnet.tflite import to_tflite
-    from edge_resnet.tflite_inspect import inspect_tflite
+    from edge_resnet.data.images import Preprocessing, calibration_set
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.model.resnet import resnet50
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.tflite import to_tflite
+    from edge_resnet.device.tflite_inspect import inspect_tflite
 
     model, _ = fold_batchnorm(resnet50(classifier_activation=None))
     out = Path(tempfile.mkdtemp())

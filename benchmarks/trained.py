@@ -1,7 +1,7 @@
 """Trained models for the fidelity benchmarks, made once and cached outside
 the repository (~/.cache/edge-resnet, or $EDGE_RESNET_CACHE): a full-width
 ResNet-50 at 32x32 trained on scikit-learn's digits 0..1199, the same recipe
-as the shipped demo model (edge_resnet.demo) at width 1.
+as the shipped demo model (edge_resnet.model.demo) at width 1.
 
 python benchmarks/trained.py   trains it if it is not cached yet
 """
@@ -22,7 +22,7 @@ def full_width_resnet50(log=print):
     """The full-width ResNet-50 at 32x32 with its trained weights (trained
     and cached on first use: about 10 minutes on 2 cores)."""
     from edge_resnet import demo
-    from edge_resnet.models import build_resnet
+    from edge_resnet.model.resnet import build_resnet
 
     path = cache_folder() / FULL_WIDTH_FILE
     model = build_resnet(50, input_shape=(32, 32, 3), classes=10, width=1.0, classifier_activation=None,

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import __version__
 from .errors import EdgeResnetError
-from .parity import REFERENCE_BATCH
+from .check.parity import REFERENCE_BATCH
 
 LATENCY_RUNS = 20
 BUILDER_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -65,7 +65,7 @@ def _add_model_arguments(parser):
 
 
 def _build_from_args(args):
-    from .models import BUILDERS
+    from .model.resnet import BUILDERS
 
     return BUILDERS[args.model](
         input_shape=(args.input_size, args.input_size, 3),
@@ -78,7 +78,7 @@ def _build_from_args(args):
 
 
 def run_summary(args):
-    from .summary import format_stage_table
+    from .model.summary import format_stage_table
 
     print(format_stage_table(_build_from_args(args)))
     return EXIT_OK
@@ -86,7 +86,7 @@ def run_summary(args):
 
 def _load_named_model(spec, args):
     """A .keras file, or a builder name built with --input-size, --classes, --weights."""
-    from .models import load_model
+    from .model.resnet import load_model
 
     if spec.endswith(".keras"):
         return load_model(spec)
@@ -96,7 +96,7 @@ def _load_named_model(spec, args):
 
 def _load_for_conversion(args):
     """The model named on the command line, BatchNorm folded unless told not to."""
-    from .fold import fold_batchnorm
+    from .model.fold import fold_batchnorm
 
     model = _load_named_model(args.model, args)
     if getattr(args, "no_fold", False):
@@ -105,7 +105,7 @@ def _load_for_conversion(args):
 
 
 def _recipe_from_args(args):
-    from .recipe import QuantizationRecipe
+    from .quantize.recipe import QuantizationRecipe
 
     overrides = {key: value for key, value in (("input_type", args.input_type), ("output_type", args.output_type)) if value}
     if args.quantize != "int8" and _range_method_options(args):
@@ -129,7 +129,7 @@ def _range_method_options(args):
 
 
 def _calibration_from_args(args, input_shape):
-    from .data import Preprocessing, calibration_set
+    from .data.images import Preprocessing, calibration_set
 
     height, width = input_shape[:2]
     calibration = calibration_set(
@@ -141,7 +141,7 @@ def _calibration_from_args(args, input_shape):
 
 
 def _describe_tflite(path, recipe):
-    from .tflite_inspect import inspect_tflite
+    from .device.tflite_inspect import inspect_tflite
 
     structure = inspect_tflite(path)
     print(f"operators: {', '.join(f'{op} x{n}' for op, n in sorted(structure.op_counts.items()))}")
@@ -166,7 +166,7 @@ def _describe_onnx(path):
 
 
 def _statistics_from_args(args):
-    from .statistics import ActivationStatistics
+    from .quantize.statistics import ActivationStatistics
 
     return ActivationStatistics.load(args.statistics) if args.statistics else None
 
@@ -194,7 +194,7 @@ def run_quantize(args):
 
 def _int8_statistics(args, recipe, float_model, calibration):
     """Read with --statistics, or collected once; saved with --save-statistics."""
-    from .int8_tflite import statistics_for
+    from .quantize.int8_tflite import statistics_for
 
     statistics = statistics_for(float_model, calibration, _statistics_from_args(args))
     if args.save_statistics:
@@ -206,7 +206,7 @@ def _int8_statistics(args, recipe, float_model, calibration):
 
 def _quantize_float_tflite(args, recipe, target):
     """The TensorFlow-free route: a float32 .tflite in, an int8 .tflite out."""
-    from .int8_tflite import read_float_tflite, write_int8_tflite
+    from .quantize.int8_tflite import read_float_tflite, write_int8_tflite
 
     if target != ".tflite" or recipe.mode != "int8":
         raise EdgeResnetError("a .tflite MODEL is quantized to int8 .tflite only (--quantize int8, --output X.tflite); "
@@ -214,7 +214,7 @@ def _quantize_float_tflite(args, recipe, target):
     float_model = read_float_tflite(args.model)
     calibration = None
     if args.calibration:
-        from .runtime import TfliteRunner
+        from .device.runtime import TfliteRunner
 
         calibration = _calibration_from_args(args, TfliteRunner(args.model, threads=1).input_shape)
     statistics = _int8_statistics(args, recipe, float_model, calibration)
@@ -225,8 +225,8 @@ def _quantize_float_tflite(args, recipe, target):
 
 
 def _quantize_keras(args, recipe, target):
-    from .onnx_export import check_onnx_request, to_onnx
-    from .tflite import float_tflite, to_tflite
+    from .quantize.onnx_export import check_onnx_request, to_onnx
+    from .quantize.tflite import float_tflite, to_tflite
 
     if target == ".onnx":
         check_onnx_request(recipe, args.opset, args.onnx_route)
@@ -245,7 +245,7 @@ def _quantize_keras(args, recipe, target):
                        statistics=statistics, float_model=float_model)
     source = model_source(args.model, args.weights)
     if source["sha256"]:
-        from .recipe import record_source
+        from .quantize.recipe import record_source
 
         record_source(path, source)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {recipe.describe(target[1:])})")
@@ -258,7 +258,7 @@ def _quantize_keras(args, recipe, target):
 
 def _artifact_descriptions(artifacts):
     """{artifact name: its recipe JSON's description} where the JSON exists."""
-    from .recipe import read_record
+    from .quantize.recipe import read_record
 
     records = {os.path.basename(artifact): read_record(artifact) for artifact in artifacts}
     return {name: record.get("quantization") for name, record in records.items() if record is not None}
@@ -272,7 +272,7 @@ def model_source(spec, weights=None):
 
     path = spec if os.path.isfile(spec) else weights
     if weights == "imagenet":
-        from .weights import imagenet_weights_path
+        from .model.weights import imagenet_weights_path
 
         path = imagenet_weights_path(int(spec.removeprefix("resnet")), True)
     if path and os.path.isfile(path):
@@ -281,7 +281,7 @@ def model_source(spec, weights=None):
 
 
 def run_compare(args):
-    from .parity import check_gates
+    from .check.parity import check_gates
 
     check_gates(args.max_accuracy_drop, args.min_agreement)
     if args.bench_runs < 0:
@@ -311,8 +311,8 @@ def _is_golden(args):
 
 
 def _keras_inputs(args):
-    from .data import Preprocessing, image_set
-    from .parity import read_labels_file
+    from .data.images import Preprocessing, image_set
+    from .check.parity import read_labels_file
 
     if args.data is None:
         raise EdgeResnetError("compare against a Keras model needs --data (images to run both on); "
@@ -327,8 +327,8 @@ def _keras_inputs(args):
 
 def _golden_inputs(args):
     """The golden reference, its data read again and checked, its class names."""
-    from .data import Preprocessing
-    from .golden import GoldenReference, check_lineage
+    from .data.images import Preprocessing
+    from .check.golden import GoldenReference, check_lineage
 
     reference = GoldenReference(args.reference)
     if args.eval_size is not None or args.labels:
@@ -349,9 +349,9 @@ def _golden_inputs(args):
 
 
 def _parity_run(args, reference, data, class_names, per_layer, descriptions):
-    from .parity import parity_report
+    from .check.parity import parity_report
     from .quiet import progress_bar
-    from .report import markdown_report, write_reports
+    from .check.report import markdown_report, write_reports
 
     print(f"evaluating {len(data)} images from {data.source}")
     report = parity_report(reference, args.artifacts, data, class_names=class_names, batch_size=args.batch_size,
@@ -369,10 +369,10 @@ def _parity_run(args, reference, data, class_names, per_layer, descriptions):
 
 
 def run_reference(args):
-    from .data import Preprocessing, image_set
+    from .data.images import Preprocessing, image_set
     from .files import refuse_writing_over_inputs
-    from .golden import parse_shard, write_golden
-    from .parity import read_labels_file
+    from .check.golden import parse_shard, write_golden
+    from .check.parity import read_labels_file
     from .quiet import progress_bar
 
     shard = parse_shard(args.shard) if args.shard is not None else None
@@ -396,7 +396,7 @@ def run_reference(args):
 
 
 def run_merge(args):
-    from .golden import merge_golden
+    from .check.golden import merge_golden
 
     manifest = merge_golden(args.shards, args.output, force=args.force)
     print(f"merged {len(args.shards)} shards into {args.output} ({manifest['data']['size']} golden outputs)")
@@ -405,9 +405,9 @@ def run_merge(args):
 
 def _bench_sample(path, input_file, batch, preprocessing_options, preprocessed):
     """A batch from an image or .npz file, preprocessed for the model."""
-    from .data import Preprocessing, image_set
+    from .data.images import Preprocessing, image_set
     from .quiet import native_output_silenced
-    from .runtime import open_runner
+    from .device.runtime import open_runner
 
     with native_output_silenced():  # the runtime's start-up line would precede any error
         height, width = open_runner(path).input_shape[:2]
@@ -420,7 +420,7 @@ def _bench_sample(path, input_file, batch, preprocessing_options, preprocessed):
 def run_bench(args):
     import json
 
-    from .bench import benchmark, comparison_table
+    from .device.bench import benchmark, comparison_table
 
     for path in args.models:
         if not os.path.isfile(path):
@@ -507,7 +507,7 @@ def _add_model_source_arguments(parser, what="a .keras file, or a builder name s
 
 
 def _add_range_method_arguments(parser):
-    from .ranges import DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
+    from .quantize.ranges import DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
 
     group = parser.add_argument_group("int8 activation ranges (TFLite and ONNX alike)")
     group.add_argument("--calibration-method", choices=METHODS,
@@ -522,7 +522,7 @@ def _add_range_method_arguments(parser):
 
 def _add_preprocessing_arguments(parser, images):
     """--preprocessing, and --mean/--std/--scale for custom preprocessing."""
-    from .data import PREPROCESSING_MODES
+    from .data.images import PREPROCESSING_MODES
 
     parser.add_argument("--preprocessing", choices=PREPROCESSING_MODES,
                         help=f"how {images} become model input: caffe (BGR minus the ImageNet mean, for ImageNet "
@@ -539,7 +539,7 @@ def _channel_values_argument(name):
     """The argparse type of --mean/--std/--scale: "R,G,B" or one number."""
 
     def parse(text):
-        from .data import channel_values
+        from .data.images import channel_values
 
         try:
             values = tuple(float(part) for part in text.split(","))

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bench import peak_rss_mb
+from .device.bench import peak_rss_mb
 from .errors import ConfigError
 from .files import file_sha256
 
@@ -102,8 +102,8 @@ class ConvertConfig:
 
 def check_config(config):
     """Refuse option combinations that cannot work, before any work starts."""
-    from .models import BUILDERS
-    from .parity import check_gates
+    from .model.resnet import BUILDERS
+    from .check.parity import check_gates
 
     if not config.is_keras_file and config.model not in BUILDERS:
         raise ConfigError(
@@ -163,7 +163,7 @@ def check_config(config):
 
 
 def _check_demo_options(config):
-    from . import demo
+    from .model import demo
 
     if config.model != "resnet50":
         raise ConfigError(f"the demo weights are for resnet50. Received: --model {config.model}")
@@ -199,7 +199,7 @@ class StageClock:
 
 def load_source(config):
     """(Keras model, description of what was loaded)."""
-    from .models import load_model
+    from .model.resnet import load_model
 
     weights = config.resolved_weights()
     if config.is_keras_file:
@@ -207,7 +207,7 @@ def load_source(config):
         return model, {"description": f"Keras model file {config.model}", "weights": config.model,
                        "weights_sha256": file_sha256(config.model)}
     if weights == DEMO:
-        from . import demo
+        from .model import demo
 
         path = demo.weights_path()
         return demo.build_demo_model(), {"description": demo.DESCRIPTION, "weights": str(path),
@@ -220,7 +220,7 @@ def load_source(config):
                        "meaningless, the run shows the pipeline and its speed")
         return model, {"description": description, "weights": RANDOM, "weights_sha256": None}
     if weights == IMAGENET:
-        from .weights import imagenet_weights_path
+        from .model.weights import imagenet_weights_path
 
         path = imagenet_weights_path(int(config.model.removeprefix("resnet")), True)
         return model, {"description": f"{config.model} with the published ImageNet weights",
@@ -231,13 +231,13 @@ def load_source(config):
 
 def data_sets(config, model):
     """(calibration set or None, evaluation set, description of where they came from)."""
-    from .data import Preprocessing, calibration_set, check_disjoint, holdout_split, image_set
+    from .data.images import Preprocessing, calibration_set, check_disjoint, holdout_split, image_set
 
     height, width = model.input_shape[1:3]
     preprocessing = Preprocessing(height, width, config.preprocessing, config.mean, config.std, config.scale)
     source, origin = config.calibration, None
     if config.uses_embedded_data():
-        from . import demo
+        from .model import demo
         from .calibration import digits_folder
 
         source = str(digits_folder())
@@ -265,7 +265,7 @@ def data_sets(config, model):
 def check_labels_fit(evaluation, class_names, classes):
     """Fail now, not after the conversions, when the evaluation labels
     cannot be mapped to the model's outputs."""
-    from .parity import class_index, default_class_names
+    from .check.parity import class_index, default_class_names
 
     labels = class_index(evaluation.labels, class_names or default_class_names(evaluation, classes))
     if labels is not None and labels.size and labels.max() >= classes:
@@ -289,7 +289,7 @@ def base_name(config, model):
 
 
 def recipe_for(mode, config):
-    from .recipe import QuantizationRecipe
+    from .quantize.recipe import QuantizationRecipe
 
     int8_options = ("input_type", "output_type", "calibration_method", "percentile", "extrapolation")
     overrides = {key: getattr(config, key) for key in int8_options
@@ -309,8 +309,8 @@ class Made:
 
 def activation_statistics(float_model, config, calibration, staging, log):
     """Collected once (or read from --statistics) and saved beside the artifacts."""
-    from .int8_tflite import statistics_for
-    from .statistics import ActivationStatistics
+    from .quantize.int8_tflite import statistics_for
+    from .quantize.statistics import ActivationStatistics
 
     given = ActivationStatistics.load(config.statistics) if config.statistics else None
     statistics = statistics_for(float_model, calibration, given)
@@ -323,8 +323,8 @@ def activation_statistics(float_model, config, calibration, staging, log):
 
 def write_artifacts(folded, config, calibration, staging, clock, base):
     """Write every artifact into `staging`; return what later stages reuse."""
-    from .onnx_export import to_onnx
-    from .tflite import check_calibration_fits, float_tflite, to_tflite
+    from .quantize.onnx_export import to_onnx
+    from .quantize.tflite import check_calibration_fits, float_tflite, to_tflite
 
     made = Made(paths=[])
     for name, artifact_format, mode in artifact_plan(base, config):
@@ -352,7 +352,7 @@ def write_artifacts(folded, config, calibration, staging, clock, base):
 
 
 def latencies(paths, sample, config):
-    from .bench import benchmark
+    from .device.bench import benchmark
 
     warmup = min(5, config.bench_runs)
     return [benchmark(path, threads=config.threads, warmup=warmup, runs=config.bench_runs, sample=sample[None],
@@ -412,7 +412,7 @@ def stage_count(config):
 def read_data(config, model, log):
     """(calibration set held in memory or None, evaluation set, where the data
     came from, class names or None), all checked before any conversion."""
-    from .parity import read_labels_file
+    from .check.parity import read_labels_file
 
     calibration, evaluation, origin = data_sets(config, model)
     if calibration is not None:
@@ -431,7 +431,7 @@ def read_data(config, model, log):
 
 def fold_and_save(model, probe_set, path, log):
     """The BatchNorm-folded model, checked on real images and saved at `path`."""
-    from .fold import fold_batchnorm
+    from .model.fold import fold_batchnorm
 
     probe = next(iter(probe_set.with_batch_size(FOLD_PROBE_IMAGES)))
     folded, fold_report = fold_batchnorm(model, probe=probe)
@@ -443,7 +443,7 @@ def fold_and_save(model, probe_set, path, log):
 def golden_outputs(model, evaluation, class_names, source, staging):
     """The float model's outputs on the evaluation set, as golden files in
     the output folder: parity reads them here, and again on a device."""
-    from .golden import GoldenReference, write_golden_files
+    from .check.golden import GoldenReference, write_golden_files
     from .quiet import native_output_silenced, progress_bar
 
     record = {"file": Path(source["weights"]).name if source["weights_sha256"] else None,
@@ -456,7 +456,7 @@ def golden_outputs(model, evaluation, class_names, source, staging):
 def parity_check(reference, folded, paths, quantized, evaluation, class_names, config, made):
     """The parity section of the report: every artifact against the float
     model's golden outputs; per-layer error and gates for the quantized ones."""
-    from .parity import parity_report
+    from .check.parity import parity_report
     from .quiet import native_output_silenced, progress_bar
 
     with native_output_silenced() as stderr:  # the runtimes' own start-up lines
@@ -471,10 +471,10 @@ def convert(config, log=print):
     """Run the whole job; return the report (a dict). The caller decides the
     exit code from report["parity"]["gates"]["failures"]."""
     from .files import publish, relocated, staged_output
-    from .golden import FILES as GOLDEN_FILES
+    from .check.golden import FILES as GOLDEN_FILES
     from .quiet import native_output_silenced
-    from .recipe import record_source
-    from .report import format_summary_table, write_convert_reports
+    from .quantize.recipe import record_source
+    from .check.report import format_summary_table, write_convert_reports
 
     started = time.perf_counter()
     with staged_output(config.output, config.force) as staging:

@@ -16,7 +16,7 @@ def digits_model():
 @pytest.fixture(scope="session")
 def folded(digits_model):
     """The trained digits model with its BatchNorms folded."""
-    from edge_resnet.fold import fold_batchnorm
+    from edge_resnet.model.fold import fold_batchnorm
 
     return fold_batchnorm(digits_model)[0]
 
@@ -24,7 +24,7 @@ def folded(digits_model):
 @pytest.fixture(scope="session")
 def digits_calibration():
     """200 training digits (never the held-out ones we evaluate on), 32x32, caffe."""
-    from edge_resnet.data import Preprocessing, calibration_set
+    from edge_resnet.data.images import Preprocessing, calibration_set
     from tests.digits import TRAIN_SAMPLES, digit_pixels
 
     pixels, _ = digit_pixels(32, TRAIN_SAMPLES)

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from edge_resnet.bench import benchmark, comparison_table, latency_stats
-from edge_resnet.data import Preprocessing, calibration_set
-from edge_resnet.fold import fold_batchnorm
-from edge_resnet.models import build_resnet
-from edge_resnet.onnx_export import to_onnx
-from edge_resnet.recipe import QuantizationRecipe
-from edge_resnet.tflite import to_tflite
+from edge_resnet.device.bench import benchmark, comparison_table, latency_stats
+from edge_resnet.data.images import Preprocessing, calibration_set
+from edge_resnet.model.fold import fold_batchnorm
+from edge_resnet.model.resnet import build_resnet
+from edge_resnet.quantize.onnx_export import to_onnx
+from edge_resnet.quantize.recipe import QuantizationRecipe
+from edge_resnet.quantize.tflite import to_tflite
 from tests.cli import main_in_process, run_without_tensorflow
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from edge_resnet.errors import ConfigError, DataError, ModelError
-from edge_resnet.int8_tflite import read_float_tflite
-from edge_resnet.ranges import METHODS, RangeMethod, activation_ranges, quantile
-from edge_resnet.recipe import QuantizationRecipe, record_path
-from edge_resnet.statistics import ActivationStatistics, collect_statistics, exposed_model
-from edge_resnet.tflite import float_tflite, to_tflite
+from edge_resnet.quantize.int8_tflite import read_float_tflite
+from edge_resnet.quantize.ranges import METHODS, RangeMethod, activation_ranges, quantile
+from edge_resnet.quantize.recipe import QuantizationRecipe, record_path
+from edge_resnet.quantize.statistics import ActivationStatistics, collect_statistics, exposed_model
+from edge_resnet.quantize.tflite import float_tflite, to_tflite
 from tests.cli import run_cli, run_without_tensorflow
 
 
@@ -63,7 +63,7 @@ def converter_ranges(float_model, calibration):
 
 def readers_outputs(float_model):
     """{tensor name: names of the outputs of the operators that read it}."""
-    from edge_resnet.statistics import read_flatbuffer
+    from edge_resnet.quantize.statistics import read_flatbuffer
 
     graph = read_flatbuffer(float_model).subgraphs[0]
     readers = {}
@@ -134,7 +134,7 @@ def test_range_methods_order_as_designed(statistics):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_makes_a_fully_integer_deterministic_model(folded, float_model, statistics, method, tmp_path):
-    from edge_resnet.tflite_inspect import inspect_tflite
+    from edge_resnet.device.tflite_inspect import inspect_tflite
 
     recipe = QuantizationRecipe(calibration_method=method)
     first = to_tflite(folded, recipe, output=tmp_path / "a.tflite", statistics=statistics, float_model=float_model)
@@ -152,7 +152,7 @@ def sqnr_db(reference, candidate):
 
 
 def held_out(count=300):
-    from edge_resnet.preprocess import preprocess_input
+    from edge_resnet.data.preprocess import preprocess_input
     from tests.digits import TRAIN_SAMPLES, digit_pixels
 
     pixels, _ = digit_pixels(32, count, offset=TRAIN_SAMPLES)
@@ -162,8 +162,8 @@ def held_out(count=300):
 def test_both_formats_share_one_set_of_ranges(folded, float_model, statistics, tmp_path):
     import onnx
 
-    from edge_resnet.onnx_export import to_onnx
-    from edge_resnet.runtime import open_runner
+    from edge_resnet.quantize.onnx_export import to_onnx
+    from edge_resnet.device.runtime import open_runner
 
     recipe = QuantizationRecipe()
     tflite = to_tflite(folded, recipe, output=tmp_path / "m.tflite", statistics=statistics, float_model=float_model)
@@ -185,7 +185,7 @@ def test_both_formats_share_one_set_of_ranges(folded, float_model, statistics, t
 
 
 def test_statistics_of_another_model_are_refused(folded, statistics, tmp_path):
-    from edge_resnet.models import build_resnet
+    from edge_resnet.model.resnet import build_resnet
 
     other = float_tflite(build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25, seed=7))
     with pytest.raises(ConfigError, match="collected on another model"):
@@ -259,7 +259,7 @@ def test_cli_refuses_bad_range_options_in_one_line(arguments, message, tmp_path,
 
 
 def test_cli_refuses_another_models_statistics_and_an_int8_model(folded, statistics, digits_calibration, tmp_path):
-    from edge_resnet.models import build_resnet
+    from edge_resnet.model.resnet import build_resnet
 
     other = tmp_path / "other_float32.tflite"
     other.write_bytes(float_tflite(build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25, seed=7)))

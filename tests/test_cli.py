@@ -77,7 +77,7 @@ def test_fold_command_writes_a_loadable_folded_model(tmp_path):
 def test_fold_command_json_report_on_a_saved_model(tmp_path):
     import json
 
-    from edge_resnet.models import build_resnet
+    from edge_resnet.model.resnet import build_resnet
 
     source = tmp_path / "model.keras"
     build_resnet(34, input_shape=(32, 32, 3), classes=5, width=0.25, shortcut="C").save(source)
@@ -108,7 +108,7 @@ def test_fold_bad_input_writes_nothing(tmp_path, args, fragment):
 
 @pytest.fixture(scope="module")
 def small_model_file(tmp_path_factory):
-    from edge_resnet.models import build_resnet
+    from edge_resnet.model.resnet import build_resnet
 
     path = tmp_path_factory.mktemp("model") / "small.keras"
     build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25, classifier_activation=None).save(path)

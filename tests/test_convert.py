@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_resnet.ranges import DEFAULT_METHOD
-from edge_resnet.recipe import record_path
-from edge_resnet.statistics import ActivationStatistics
+from edge_resnet.quantize.ranges import DEFAULT_METHOD
+from edge_resnet.quantize.recipe import record_path
+from edge_resnet.quantize.statistics import ActivationStatistics
 from tests.cli import COMMAND, cli_env, run_cli, run_without_tensorflow
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
@@ -124,7 +124,7 @@ def test_the_output_folder_and_the_images_are_enough_for_parity_on_a_device(defa
     folder's golden outputs give the parity that convert reported."""
     import shutil
 
-    from edge_resnet.data import Preprocessing, image_set
+    from edge_resnet.data.images import Preprocessing, image_set
 
     device = tmp_path / "device"
     shutil.copytree(default_run["output"], device / "run")
@@ -168,7 +168,7 @@ def own_model(digits_model, tmp_path_factory):
 
 @pytest.mark.slow
 def test_small_run_on_own_model_for_a_uint8_device_and_force(own_model, tmp_path):
-    from edge_resnet.tflite_inspect import inspect_tflite
+    from edge_resnet.device.tflite_inspect import inspect_tflite
 
     output = tmp_path / "out"
     (output / "notes.txt").parent.mkdir()
@@ -213,7 +213,7 @@ def _bad_inputs(folder):
     for name in ("x.png", "y.png"):
         (folder / "corrupt" / "a" / name).write_bytes(b"not an image")
     (folder / "a_file").write_text("")
-    from edge_resnet.models import build_resnet
+    from edge_resnet.model.resnet import build_resnet
 
     build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25).save_weights(folder / "resnet18.weights.h5")
     inputs = keras.Input((32, 32, 3))

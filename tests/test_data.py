@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import edge_resnet
-from edge_resnet.data import (
+from edge_resnet.data.images import (
     DataWarning,
     Preprocessing,
     calibration_set,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import edge_resnet
-from edge_resnet.fold import FoldWarning, fold_batchnorm
-from edge_resnet.models import build_resnet
+from edge_resnet.model.fold import FoldWarning, fold_batchnorm
+from edge_resnet.model.resnet import build_resnet
 from tests.digits import digit_pixels
 
 BN = keras.layers.BatchNormalization

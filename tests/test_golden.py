@@ -8,13 +8,13 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_resnet.data import Preprocessing, images_from_array, images_from_folder
+from edge_resnet.data.images import Preprocessing, images_from_array, images_from_folder
 from edge_resnet.errors import ConfigError, DataError
-from edge_resnet.golden import (CHUNK_ROWS, MANIFEST, OUTPUTS, GoldenReference, merge_golden, parse_shard,
+from edge_resnet.check.golden import (CHUNK_ROWS, MANIFEST, OUTPUTS, GoldenReference, merge_golden, parse_shard,
                                 shard_range, write_golden)
-from edge_resnet.parity import compare, parity_report
-from edge_resnet.recipe import QuantizationRecipe
-from edge_resnet.tflite import to_tflite
+from edge_resnet.check.parity import compare, parity_report
+from edge_resnet.quantize.recipe import QuantizationRecipe
+from edge_resnet.quantize.tflite import to_tflite
 from tests.cli import main_in_process, run_cli, run_without_tensorflow
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
@@ -30,7 +30,7 @@ def held_out():
 
 @pytest.fixture(scope="module")
 def int8_artifacts(folded, digits_calibration, tmp_path_factory):
-    from edge_resnet.data import calibration_set
+    from edge_resnet.data.images import calibration_set
 
     folder = tmp_path_factory.mktemp("golden_artifacts")
     zeros = calibration_set(np.zeros((50, 32, 32, 3), np.uint8), Preprocessing(32, 32), size=None)
@@ -194,8 +194,8 @@ def fewer_images(inputs, tmp_path):
 def unrelated_float_model(input_size, classes):
     """A float .tflite of another model, without a recipe JSON."""
     def make(inputs, tmp_path):
-        from edge_resnet.models import build_resnet
-        from edge_resnet.tflite import float_tflite
+        from edge_resnet.model.resnet import build_resnet
+        from edge_resnet.quantize.tflite import float_tflite
 
         other = build_resnet(18, input_shape=(input_size, input_size, 3), classes=classes, width=0.25, seed=1)
         (tmp_path / "other.tflite").write_bytes(float_tflite(other))
@@ -309,7 +309,7 @@ def test_golden_outputs_are_written_whole_or_not_at_all(inputs, tmp_path):
 def test_folder_sample_ids_are_relative_paths_found_again_after_a_move(tmp_path):
     from PIL import Image
 
-    from edge_resnet.data import images_by_id
+    from edge_resnet.data.images import images_by_id
 
     pixels, labels = digit_pixels(32, 12)
     for index, (image, label) in enumerate(zip(pixels, labels)):
@@ -335,7 +335,7 @@ def test_merging_large_shards_streams_in_bounded_memory(tmp_path):
     import subprocess
     import sys
 
-    from edge_resnet.golden import FORMAT, VERSION, OutputsWriter
+    from edge_resnet.check.golden import FORMAT, VERSION, OutputsWriter
 
     rows, classes = 25_000, 1000
     block = np.random.default_rng(0).standard_normal((CHUNK_ROWS // 4, classes)).astype(np.float32)
@@ -360,7 +360,7 @@ def test_merging_large_shards_streams_in_bounded_memory(tmp_path):
         }
         (folder / MANIFEST).write_text(json.dumps(manifest))
     # VmHWM: this process's own peak (ru_maxrss would include the pytest process it was forked from)
-    script = ("import sys; from edge_resnet.golden import merge_golden; merge_golden(sys.argv[1:3], sys.argv[3]); "
+    script = ("import sys; from edge_resnet.check.golden import merge_golden; merge_golden(sys.argv[1:3], sys.argv[3]); "
               "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])")
     result = subprocess.run([sys.executable, "-c", script, tmp_path / "shard_1", tmp_path / "shard_2",
                              tmp_path / "merged"], capture_output=True, text=True)

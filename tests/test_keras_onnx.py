@@ -11,11 +11,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edge_resnet.keras_onnx import INPUT_NAME, keras_to_onnx
-from edge_resnet.fold import fold_batchnorm
-from edge_resnet.models import build_resnet
-from edge_resnet.onnx_export import exporter_of, float_onnx, to_onnx
-from edge_resnet.recipe import record_path
+from edge_resnet.quantize.keras_onnx import INPUT_NAME, keras_to_onnx
+from edge_resnet.model.fold import fold_batchnorm
+from edge_resnet.model.resnet import build_resnet
+from edge_resnet.quantize.onnx_export import exporter_of, float_onnx, to_onnx
+from edge_resnet.quantize.recipe import record_path
 
 
 def with_random_batchnorm_statistics(model, seed=0):

@@ -9,7 +9,7 @@ import pytest
 
 import edge_resnet
 from edge_resnet.errors import ConfigError
-from edge_resnet.models import build_resnet
+from edge_resnet.model.resnet import build_resnet
 
 KERAS_APPLICATIONS = {
     50: keras.applications.ResNet50,
@@ -239,7 +239,7 @@ def test_model_code_uses_no_tensorflow():
 JAX_SCRIPT = """
 import numpy as np, keras
 assert keras.backend.backend() == "jax"
-from edge_resnet.models import build_resnet
+from edge_resnet.model.resnet import build_resnet
 model = build_resnet(50, input_shape=(32, 32, 3), classes=10, width=0.25, shortcut="A")
 out = np.asarray(model(np.ones((2, 32, 32, 3), "float32")))
 assert out.shape == (2, 10) and np.isfinite(out).all()

@@ -10,12 +10,12 @@ import pytest
 
 import edge_resnet
 from edge_resnet.errors import ConfigError, ConversionError
-from edge_resnet.fold import fold_batchnorm
-from edge_resnet.onnx_export import to_onnx
-from edge_resnet.recipe import QuantizationRecipe
-from edge_resnet.runtime import OnnxRunner, TfliteRunner
-from edge_resnet.recipe import record_path
-from edge_resnet.tflite import to_tflite
+from edge_resnet.model.fold import fold_batchnorm
+from edge_resnet.quantize.onnx_export import to_onnx
+from edge_resnet.quantize.recipe import QuantizationRecipe
+from edge_resnet.device.runtime import OnnxRunner, TfliteRunner
+from edge_resnet.quantize.recipe import record_path
+from edge_resnet.quantize.tflite import to_tflite
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
 

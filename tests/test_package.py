@@ -14,9 +14,9 @@ def test_every_public_name_resolves():
 
 def test_importing_the_package_and_runtime_side_loads_no_tensorflow_or_keras():
     code = (
-        "import sys, edge_resnet, edge_resnet.runtime, edge_resnet.tflite_inspect, edge_resnet.data, "
-        "edge_resnet.recipe, edge_resnet.preprocess, edge_resnet.parity, edge_resnet.report, "
-        "edge_resnet.statistics, edge_resnet.ranges, edge_resnet.int8_tflite, edge_resnet.layer_debug; "
+        "import sys, edge_resnet, edge_resnet.device.runtime, edge_resnet.device.tflite_inspect, edge_resnet.data.images, "
+        "edge_resnet.quantize.recipe, edge_resnet.data.preprocess, edge_resnet.check.parity, edge_resnet.check.report, "
+        "edge_resnet.quantize.statistics, edge_resnet.quantize.ranges, edge_resnet.quantize.int8_tflite, edge_resnet.check.layer_debug; "
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -33,3 +33,81 @@ def test_no_private_tensorflow_module_is_used():
     package = Path(edge_resnet.__file__).parent
     users = [path.name for path in package.rglob("*.py") if "tensorflow.lite.python" in path.read_text()]
     assert users == []
+
+
+PACKAGE = __import__("pathlib").Path(edge_resnet.__file__).parent
+# The data flow, lowest first. A module may import from its own layer or
+# from a lower one, never from a higher one.
+LAYERS = [
+    {"errors", "files", "quiet"},
+    {"device"},
+    {"data", "calibration"},
+    {"model"},
+    {"quantize"},
+    {"check"},
+    {"convert", "cli"},
+]
+
+
+def layer_of(part):
+    return next(index for index, names in enumerate(LAYERS) if part in names)
+
+
+def package_imports(path):
+    """The edge_resnet folders or top-level modules a module imports, by the
+    first name under edge_resnet/ (relative imports resolved)."""
+    import ast
+
+    own_parts = path.relative_to(PACKAGE).with_suffix("").parts[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(own_parts[:len(own_parts) - (node.level - 1)])
+            target = base + (node.module.split(".") if node.module else [])
+            names = [target[0]] if target else [alias.name for alias in node.names]
+            yield from (name for name in names if name != "__version__")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module]
+            for module in modules:
+                parts = module.split(".")
+                if parts[0] == "edge_resnet" and len(parts) > 1:
+                    yield parts[1]
+
+
+def test_the_layout_has_the_folders_of_the_data_flow():
+    folders = sorted(path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists())
+    assert folders == ["check", "data", "device", "model", "quantize"]
+    loose = sorted(path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__")
+    assert loose == ["cli", "convert", "errors", "files", "quiet"]
+
+
+def test_no_module_imports_from_a_layer_above_it():
+    upward = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE)
+        if relative.name == "__init__.py" and len(relative.parts) == 1:
+            continue  # the lazy public names point everywhere by design
+        own = layer_of(relative.parts[0] if len(relative.parts) > 1 else relative.stem)
+        upward += [f"{relative} imports {name}" for name in package_imports(path) if layer_of(name) > own]
+    assert upward == []
+
+
+def test_every_device_module_imports_without_tensorflow_keras_or_the_build_side():
+    """device/ is what ships to a device: it must load where TensorFlow and
+    Keras cannot even be imported."""
+    modules = sorted(f"edge_resnet.device.{path.stem}" for path in (PACKAGE / "device").glob("*.py")
+                     if path.stem != "__init__")
+    code = (
+        "import sys\n"
+        "class Refuse:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'):\n"
+        "            raise ImportError(f'{name} is blocked here')\n"
+        "sys.meta_path.insert(0, Refuse())\n"
+        f"import {', '.join(modules)}\n"
+        "print(sorted(m for m in sys.modules if m.startswith('edge_resnet.') and m.split('.')[1] in "
+        "('model', 'quantize', 'check')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert len(modules) == 3

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 import edge_resnet
-from edge_resnet.data import Preprocessing, image_set, images_from_array
+from edge_resnet.data.images import Preprocessing, image_set, images_from_array
 from edge_resnet.errors import DataError
-from edge_resnet.onnx_export import to_onnx
-from edge_resnet.parity import Tally, compare, parity_report, topk
-from edge_resnet.recipe import QuantizationRecipe
-from edge_resnet.tflite import to_tflite
+from edge_resnet.quantize.onnx_export import to_onnx
+from edge_resnet.check.parity import Tally, compare, parity_report, topk
+from edge_resnet.quantize.recipe import QuantizationRecipe
+from edge_resnet.quantize.tflite import to_tflite
 from tests.cli import main_in_process
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
@@ -224,7 +224,7 @@ def test_compare_options_that_cannot_work_are_one_line_exit_2(cli_inputs, artifa
 
 def html_reports(folded, test_split, artifacts, folder):
     """parity.html of a run whose gates pass and of one whose gates fail."""
-    from edge_resnet.report import write_reports
+    from edge_resnet.check.report import write_reports
 
     few = images_from_array(test_split[1][:96], Preprocessing(32, 32), size=None, labels=test_split[2][:96])
     pages = {}
@@ -300,7 +300,7 @@ def test_names_with_pipes_and_backticks_keep_the_tables_whole(folded, test_split
     import re
     import shutil
 
-    from edge_resnet.report import PARITY_COLUMNS, html_report, markdown_report
+    from edge_resnet.check.report import PARITY_COLUMNS, html_report, markdown_report
 
     odd = tmp_path / "odd|name`.tflite"
     shutil.copy(artifacts["tflite"], odd)

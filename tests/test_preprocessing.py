@@ -11,9 +11,9 @@ import pytest
 
 from edge_resnet.cli import build_parser
 from edge_resnet.convert import ConvertConfig, data_sets
-from edge_resnet.data import PREPROCESSING_MODES, RESIZE_RATIO, Preprocessing
+from edge_resnet.data.images import PREPROCESSING_MODES, RESIZE_RATIO, Preprocessing
 from edge_resnet.errors import ConfigError, DataError
-from edge_resnet.preprocess import TORCH_MEAN_RGB, TORCH_STD_RGB, preprocess_input
+from edge_resnet.data.preprocess import TORCH_MEAN_RGB, TORCH_STD_RGB, preprocess_input
 
 SIZE = 16
 

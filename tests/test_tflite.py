@@ -8,11 +8,11 @@ import pytest
 
 import edge_resnet
 from edge_resnet.errors import ConfigError
-from edge_resnet.recipe import QuantizationRecipe
-from edge_resnet.runtime import TfliteRunner
-from edge_resnet.recipe import record_path
-from edge_resnet.tflite import to_tflite
-from edge_resnet.tflite_inspect import inspect_tflite
+from edge_resnet.quantize.recipe import QuantizationRecipe
+from edge_resnet.device.runtime import TfliteRunner
+from edge_resnet.quantize.recipe import record_path
+from edge_resnet.quantize.tflite import to_tflite
+from edge_resnet.device.tflite_inspect import inspect_tflite
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
 
@@ -102,7 +102,7 @@ def test_recipe_round_trips_and_rejects_nonsense():
 
 def test_int8_needs_fitting_calibration(folded, tmp_path):
     from edge_resnet.calibration import digits_folder
-    from edge_resnet.data import Preprocessing, calibration_set
+    from edge_resnet.data.images import Preprocessing, calibration_set
 
     with pytest.raises(ConfigError, match="needs calibration data"):
         to_tflite(folded, QuantizationRecipe(), None, output=tmp_path / "x.tflite")

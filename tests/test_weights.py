@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edge_resnet.errors import ConfigError, WeightsError
-from edge_resnet.models import build_resnet
-from edge_resnet.weights import imagenet_file_name
+from edge_resnet.model.resnet import build_resnet
+from edge_resnet.model.weights import imagenet_file_name
 
 
 def small(depth=18, **options):

@@ -5,9 +5,9 @@ own activation statistics (int8_tflite, TensorFlow-free)."""
 
 from pathlib import Path
 
-from .errors import ConfigError
-from .files import atomic_output
-from .quiet import native_output_silenced
+from ..errors import ConfigError
+from ..files import atomic_output
+from ..quiet import native_output_silenced
 from .recipe import QuantizationRecipe, artifact_record, keras_model_info, write_record
 from .statistics import check_input_shape
 

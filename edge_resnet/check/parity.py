@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, DataError, ModelError
+from ..errors import ConfigError, DataError, ModelError
 
 TOP_K = 5
 CHANGED_CLASSES_SHOWN = 5
@@ -276,7 +276,7 @@ def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_
     `class_names` lists the model's outputs in order (for folder labels and
     the report); by default the sorted class folders or 0..N-1.
     """
-    from .runtime import open_runner
+    from ..device.runtime import open_runner
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1. Received: {batch_size}")
@@ -361,7 +361,7 @@ def parity_report(reference, artifacts, data, *, class_names=None, batch_size=RE
 
 def device_latencies(artifacts, sample, runs):
     """Median batch-1 latency of each artifact on this machine."""
-    from .bench import benchmark
+    from ..device.bench import benchmark
 
     timings = [benchmark(path, warmup=min(5, runs), runs=runs, sample=sample[None], reset_peak=False)
                for path in artifacts]

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import keras
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 # The published keras.applications files and their MD5 (top, no top).
 IMAGENET_ORIGIN = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"

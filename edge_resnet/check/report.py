@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from .files import atomic_output
+from ..files import atomic_output
 from .layer_debug import IDEAL_RMSE_OVER_SCALE
 
 

@@ -20,14 +20,15 @@ pass keeps, with memory that does not grow with the number of samples:
 import dataclasses
 import hashlib
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, DataError, ModelError
-from .files import atomic_output
+from ..errors import ConfigError, DataError, ModelError
+from ..files import atomic_output
 
 TOP_HALF = 1 if sys.byteorder == "little" else 0  # of a float32 seen as two uint16
 CODES = 1 << 16  # histogram bins: every top-16-bit pattern of a float32
@@ -262,6 +263,16 @@ class ActivationStatistics:
                             f"{' '.join(str(error).split())[:160]}") from error
 
 
+def keras_layer_of(tensor_name, layer_names):
+    """The Keras layer a converter's tensor name comes from: the first path
+    component that, less a trailing "_<n>" copy suffix, is a layer name."""
+    for component in re.split(r"[/;:]", tensor_name):
+        for candidate in (component, re.sub(r"_\d+$", "", component)):
+            if candidate in layer_names:
+                return candidate
+    return None
+
+
 def graph_io_names(model_bytes):
     subgraph = read_flatbuffer(model_bytes).subgraphs[0]
     names = [subgraph.tensors[index].name.decode() for index in (*subgraph.inputs, *subgraph.outputs)]
@@ -272,8 +283,8 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
     """One pass of the float model over `calibration` (an ImageSet of model
     input). `progress` wraps the sample iterator (a callable taking
     (iterable, total)) or is None."""
-    from .quiet import native_output_silenced
-    from .runtime import tflite_interpreter_module
+    from ..quiet import native_output_silenced
+    from ..device.runtime import tflite_interpreter_module
 
     exposed, names = exposed_model(float_model_bytes)
     _, module = tflite_interpreter_module()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
 
 TFLITE_RUNTIMES = (
     ("ai-edge-litert", "ai_edge_litert.interpreter"),

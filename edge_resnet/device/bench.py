@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, ModelError
+from ..errors import DataError, ModelError
 from .runtime import TfliteRunner, open_runner
 
 PERCENTILES = (50, 90, 95, 99)

@@ -13,27 +13,17 @@ the Keras model (TFLite converter, tf2onnx) unless a pipeline hands it over.
 """
 
 import math
-import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .quiet import native_output_silenced
+from ..quantize.statistics import keras_layer_of
+from ..quiet import native_output_silenced
 
 WORST_SHOWN = 10
 DEBUG_IMAGES = 16  # per-layer statistics need only a few images
 IDEAL_RMSE_OVER_SCALE = 1 / math.sqrt(12)  # 0.289
-
-
-def keras_layer_of(tensor_name, layer_names):
-    """The Keras layer a converter's tensor name comes from: the first path
-    component that, less a trailing "_<n>" copy suffix, is a layer name."""
-    for component in re.split(r"[/;:]", tensor_name):
-        for candidate in (component, re.sub(r"_\d+$", "", component)):
-            if candidate in layer_names:
-                return candidate
-    return None
 
 
 def worst(per_tensor, layer_names, metric, higher_is_worse):
@@ -53,8 +43,8 @@ def worst(per_tensor, layer_names, metric, higher_is_worse):
 def tensor_values(model_bytes, images, names_wanted=None):
     """Yield {tensor name: float32 values} for each image: every activation
     tensor of the .tflite model made an output, int8/uint8 ones dequantized."""
-    from .runtime import dequantize, quantize, tflite_interpreter_module
-    from .statistics import exposed_model
+    from ..device.runtime import dequantize, quantize, tflite_interpreter_module
+    from ..quantize.statistics import exposed_model
 
     exposed, names = exposed_model(model_bytes, require_float=False)
     names = [name for name in names if names_wanted is None or name in names_wanted]
@@ -80,7 +70,7 @@ def tensor_values(model_bytes, images, names_wanted=None):
 
 def tensor_scales(model_bytes):
     """{tensor name: int8 scale} of the quantized activation tensors."""
-    from .statistics import activation_tensor_indices, read_flatbuffer
+    from ..quantize.statistics import activation_tensor_indices, read_flatbuffer
 
     subgraph = read_flatbuffer(model_bytes).subgraphs[0]
     scales = {}
@@ -107,7 +97,7 @@ def tflite_layer_errors(float_model_bytes, int8_model_bytes, debug_images, layer
     models run on `debug_images` (TensorFlow-free). Tensors are matched by
     the Keras layer they come from, so the float model need not be the one
     the artifact was quantized from (an unfolded reference works too)."""
-    from .statistics import exposed_model
+    from ..quantize.statistics import exposed_model
 
     scales = tensor_scales(int8_model_bytes)
     int8_layers = by_layer(scales, layer_names)
@@ -158,7 +148,7 @@ def onnx_layer_errors(model, qdq_path, debug_images, float_path=None):
         modify_model_output_intermediate_tensors,
     )
 
-    from .onnx_export import float_onnx
+    from ..quantize.onnx_export import float_onnx
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
@@ -200,7 +190,7 @@ def layer_errors(model, artifact_path, debug_images, float_model=None, float_onn
         return []
     layer_names = [layer.name for layer in model.layers]
     if str(artifact_path).endswith(".tflite"):
-        from .tflite import float_tflite
+        from ..quantize.tflite import float_tflite
 
         float_model = float_model if float_model is not None else float_tflite(model)
         return tflite_layer_errors(float_model, Path(artifact_path).read_bytes(), debug_images, layer_names)
@@ -216,7 +206,7 @@ def per_layer_errors(model, artifacts, data, float_model=None, float_onnx_path=N
 
     debug_images = list(islice(data.samples(), DEBUG_IMAGES))
     if float_model is None and any(str(path).endswith(".tflite") for path in artifacts):
-        from .tflite import float_tflite
+        from ..quantize.tflite import float_tflite
 
         float_model = float_tflite(model)
     return {Path(path).name: layer_errors(model, path, debug_images, float_model=float_model,

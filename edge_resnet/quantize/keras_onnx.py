@@ -420,7 +420,7 @@ def keras_to_onnx(model, opset):
     import onnx
     from onnx import helper
 
-    from . import __version__
+    from .. import __version__
 
     final_layer = model.outputs[0]._keras_history[0]
     for layer in model.layers:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 METHODS = ("minmax", "percentile", "mse", "extrapolated")
 # Measured (benchmarks/results/calibration.md): best mean output SQNR over

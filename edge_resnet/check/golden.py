@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, DataError
-from .files import file_sha256
+from ..errors import ConfigError, DataError
+from ..files import file_sha256
 from .parity import REFERENCE_BATCH
 
 FORMAT = "edge-resnet golden outputs"
@@ -59,7 +59,7 @@ def shard_range(size, index, count):
 
 
 def keras_versions():
-    from .recipe import tool_versions
+    from ..quantize.recipe import tool_versions
 
     return tool_versions("keras", "tensorflow", "jax", "jaxlib")
 
@@ -106,7 +106,7 @@ def check_batch_size(batch_size, accelerator):
 
 
 def is_embedded_digits(data):
-    from .calibration import digits_folder
+    from ..calibration import digits_folder
 
     return data.root is not None and Path(data.root).resolve() == Path(str(digits_folder())).resolve()
 
@@ -158,8 +158,8 @@ def write_golden(model, data, output, model_record, class_names=None, batch_size
     (i, n) pair, or all) and write golden outputs into the folder `output`,
     all or nothing. `model_record` names the model: {"file", "sha256"}.
     Returns the manifest."""
-    from .data import subset
-    from .files import publish, staged_output
+    from ..data.images import subset
+    from ..files import publish, staged_output
 
     index, count = shard or (1, 1)
     start, stop = shard_range(len(data), index, count)
@@ -405,7 +405,7 @@ class GoldenReference:
 
     @property
     def preprocessing(self):
-        from .data import Preprocessing
+        from ..data.images import Preprocessing
 
         return Preprocessing.from_dict(self.manifest["data"]["preprocessing"])
 
@@ -423,7 +423,7 @@ class GoldenReference:
         """The evaluation set the outputs were made from, read again from
         `source` (default: where it was) and checked against the manifest:
         the same images, bytes and order, the same preprocessing."""
-        from .data import images_by_id
+        from ..data.images import images_by_id
 
         record = self.manifest["data"]
         source = source if source is not None else recorded_source_path(record)
@@ -449,7 +449,7 @@ class GoldenReference:
 def recorded_source_path(record):
     """Where the images were; the embedded digits are found in this install."""
     if record.get("embedded_digits"):
-        from .calibration import digits_folder
+        from ..calibration import digits_folder
 
         return str(digits_folder())
     return record.get("source_path")
@@ -472,7 +472,7 @@ def with_recorded_labels(data, record, source):
 
 
 def part_fingerprints(data, parts):
-    from .data import fingerprint
+    from ..data.images import fingerprint
 
     return [fingerprint(data.items[part["start"]:part["stop"]], data.array) for part in parts]
 
@@ -491,7 +491,7 @@ def check_parts(chosen, record, source):
 def recorded_source(artifact):
     """The {"file", "sha256"} of the model an artifact was made from, as its
     recipe JSON records it, or None."""
-    from .recipe import read_record
+    from ..quantize.recipe import read_record
 
     source = (read_record(artifact) or {}).get("source_model")
     return source if isinstance(source, dict) and isinstance(source.get("sha256"), str) else None
@@ -546,7 +546,7 @@ def check_shards(manifests, folders):
 
 def merge_golden(folders, output, force=False):
     """Join the golden folders of every shard of one run into `output`."""
-    from .files import publish, refuse_writing_over_inputs, staged_output
+    from ..files import publish, refuse_writing_over_inputs, staged_output
 
     if not folders:
         raise ConfigError("give the shard folders to merge")

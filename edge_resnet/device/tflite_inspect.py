@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .quiet import native_output_silenced
+from ..quiet import native_output_silenced
 from .runtime import tflite_interpreter
 
 QUANTIZE_OPS = ("QUANTIZE", "DEQUANTIZE")

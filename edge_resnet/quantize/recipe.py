@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
-from .files import atomic_output
+from ..errors import ConfigError
+from ..files import atomic_output
 from .ranges import DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS, RangeMethod
 
 MODES = ("int8", "float16", "dynamic", "none")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 FOLDABLE_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 MODEL_OUTPUT = "<model output>"

@@ -15,8 +15,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from .errors import ConfigError
-from .preprocess import CAFFE_MEAN_BGR
+from ..errors import ConfigError
+from ..data.preprocess import CAFFE_MEAN_BGR
 
 
 @dataclass(frozen=True)
@@ -321,7 +321,7 @@ def load_model(spec, **build_options):
     or from a saved .keras file."""
     from pathlib import Path
 
-    from .errors import ModelError
+    from ..errors import ModelError
 
     if spec in BUILDERS:
         return BUILDERS[spec](**build_options)

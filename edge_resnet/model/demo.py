@@ -11,7 +11,7 @@ something (a random-init network's outputs say nothing about accuracy).
 - Calibration and evaluation data: samples 1200..1796, shipped as PNG files
   in `edge_resnet.calibration` and never trained on.
 
-`python -m edge_resnet.demo` retrains it and rewrites the weights file
+`python -m edge_resnet.model.demo` retrains it and rewrites the weights file
 (needs scikit-learn).
 """
 
@@ -38,12 +38,12 @@ DATA_DESCRIPTION = (
 
 
 def weights_path():
-    return files("edge_resnet") / "demo_weights" / WEIGHTS_FILE
+    return files("edge_resnet.model") / "demo_weights" / WEIGHTS_FILE
 
 
 def build_demo_model(weights=None):
     """The demo architecture; `weights=None` loads the shipped weights."""
-    from .models import build_resnet
+    from .resnet import build_resnet
 
     return build_resnet(
         DEPTH,
@@ -62,7 +62,7 @@ def digit_pixels(size, count=None, offset=0):
     the embedded PNG files are when a model reads them)."""
     from sklearn.datasets import load_digits
 
-    from .data import resize_and_centre_crop
+    from ..data.images import resize_and_centre_crop
 
     digits = load_digits()
     stop = None if count is None else offset + count
@@ -86,8 +86,8 @@ def train_digits_resnet(size=INPUT_SIZE, epochs=8, seed=SEED, depth=18, width=0.
     digits plus two shifted copies, with logits output."""
     import keras
 
-    from .models import build_resnet
-    from .preprocess import preprocess_input
+    from .resnet import build_resnet
+    from ..data.preprocess import preprocess_input
 
     keras.utils.set_random_seed(seed)
     pixels, labels = digit_pixels(size, TRAIN_SAMPLES)
@@ -112,7 +112,7 @@ def main():
     import tempfile
     from pathlib import Path
 
-    from .preprocess import preprocess_input
+    from ..data.preprocess import preprocess_input
 
     model = train_digits_resnet(INPUT_SIZE, EPOCHS, SEED, DEPTH, WIDTH, verbose=2)
     pixels, labels = digit_pixels(INPUT_SIZE, None, offset=TRAIN_SAMPLES)

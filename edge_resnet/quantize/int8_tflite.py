@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, ModelError
-from .files import atomic_output
-from .quiet import native_output_silenced
+from ..errors import ConfigError, ModelError
+from ..files import atomic_output
+from ..quiet import native_output_silenced
 from .ranges import activation_ranges, ranges_record
 from .recipe import QuantizationRecipe, artifact_record, write_record
 from .statistics import activation_tensor_indices, collect_statistics, read_flatbuffer
@@ -155,7 +155,7 @@ def rewritten(model_bytes):
 def statistics_for(float_model, calibration, statistics, progress=True, what="the float model"):
     """The activation statistics to quantize `float_model` with: `statistics`
     (checked to belong to it) or one pass over `calibration`."""
-    from .quiet import sample_progress
+    from ..quiet import sample_progress
 
     if statistics is None:
         if calibration is None:

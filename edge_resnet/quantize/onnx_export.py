@@ -15,10 +15,10 @@ and gets the recipe JSON beside it.
 import tempfile
 from pathlib import Path
 
-from .errors import ConfigError, ConversionError
-from .files import atomic_output
+from ..errors import ConfigError, ConversionError
+from ..files import atomic_output
 from .keras_onnx import INPUT_NAME, OUTPUT_NAME
-from .quiet import native_output_silenced
+from ..quiet import native_output_silenced
 from .recipe import QuantizationRecipe, artifact_record, keras_model_info, write_record
 from .tflite import check_calibration_fits, float_tflite, to_tflite
 
@@ -143,7 +143,7 @@ def onnx_from_tflite(tflite_path, opset=DEFAULT_OPSET):
     zero points go into the metadata, so a runner can feed float images."""
     import tf2onnx
 
-    from .runtime import tflite_interpreter
+    from ..device.runtime import tflite_interpreter
 
     check_opset(opset)
     with native_output_silenced():
@@ -167,7 +167,7 @@ def layer_ranges(tflite_ranges, statistics, layer_names, output_layer):
     """{Keras layer name: range} from ranges keyed by float .tflite tensor
     name. A fused tensor (conv + ReLU) is the output of the first layer its
     name lists; the graph output is the model's output layer."""
-    from .layer_debug import keras_layer_of
+    from .statistics import keras_layer_of
 
     by_layer = {}
     for name, value in tflite_ranges.items():
@@ -185,7 +185,7 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
     (quantizing it there loses nothing: ReLU would clip the rest; the same
     for Clip, as ReLU6 is written). Refuses
     a graph with a tensor it cannot place."""
-    from .layer_debug import keras_layer_of
+    from .statistics import keras_layer_of
 
     graph = proto.graph
     by_layer = layer_ranges(tflite_ranges, statistics, layer_names, output_layer)

@@ -1,0 +1,1 @@
+"""Prove the artifacts: parity, per-layer error, golden references, reports."""

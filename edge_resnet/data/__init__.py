@@ -1,0 +1,1 @@
+"""Image sets and preprocessing: what the model sees. No TensorFlow."""

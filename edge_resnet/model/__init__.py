@@ -1,0 +1,1 @@
+"""Build or load a Keras ResNet and fold its BatchNorm: the float model."""

@@ -1,0 +1,1 @@
+"""Make the artifacts: recipes, calibration statistics and ranges, TFLite and ONNX."""
