@@ -33,6 +33,11 @@ REPORT_FILES = tuple(f"{REPORT_STEM}.{suffix}" for suffix in ("json", "md", "htm
 STATISTICS_FILE = "calibration_statistics.npz"  # reusable with --statistics
 
 
+def parse_formats(text):
+    """"tflite,onnx" -> ("tflite", "onnx"), each once, in the order given."""
+    return tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+
+
 @dataclass(frozen=True)
 class ConvertConfig:
     """What `edge-resnet convert` was asked to do. None means "the default
@@ -468,8 +473,18 @@ def parity_check(reference, folded, paths, quantized, evaluation, class_names, c
 
 
 def convert(config, log=print):
-    """Run the whole job; return the report (a dict). The caller decides the
-    exit code from report["parity"]["gates"]["failures"]."""
+    """The whole job: fold, quantize, export TFLite and ONNX, check parity, time, report.
+
+    Load or build the model, fold BatchNorm, calibrate, write TFLite and ONNX
+    (float32 and quantized) with their recipe JSONs and the folded .keras,
+    check accuracy parity against the float model on held-out images, time
+    every artifact, and write report.json/.md/.html. The defaults convert the
+    offline demo (a ResNet-50 trained on real handwritten digits, shipped
+    with edge-resnet), calibrated and evaluated on disjoint parts of the
+    embedded digits. Returns the report; gate failures are in
+    report["parity"]["gates"]["failures"] (the command exits 1 on them,
+    after the report is written).
+    """
     from .files import publish, relocated, staged_output
     from .check.golden import FILES as GOLDEN_FILES
     from .quiet import native_output_silenced

@@ -54,3 +54,29 @@ def sample_progress(description, stream=None):
                         bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
 
     return wrap
+
+
+def import_keras_quietly():
+    """Import Keras (and TensorFlow, its backend) once, up front, without the
+    C++ start-up chatter that would drown the one line users need."""
+    from .errors import EdgeResnetError
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if os.environ.get("EDGE_RESNET_VERBOSE_IMPORT"):
+        return
+    try:
+        with native_output_silenced():
+            import keras  # noqa: F401
+    except ImportError as error:
+        raise EdgeResnetError(f"this command needs Keras and TensorFlow ({error}); install them with: "
+                              'pip install "edge-resnet[full]"') from error
+
+
+def one_line_warnings(prog):
+    """Warnings as `prog: warning: ...` lines, not source excerpts."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show

@@ -48,3 +48,16 @@ def main_in_process(*args):
     finally:
         signal.signal(signal.SIGTERM, sigterm_handler)
     return code, stdout.getvalue(), stderr.getvalue()
+
+
+def run_in_process(*args, cwd=None):
+    """main() in this process, answering like run_cli (returncode, stdout,
+    stderr): for option and input checks, without an interpreter start-up."""
+    saved = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        code, stdout, stderr = main_in_process(*args)
+    finally:
+        os.chdir(saved)
+    return subprocess.CompletedProcess(["edge-resnet", *map(str, args)], code, stdout, stderr)

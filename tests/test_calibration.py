@@ -13,7 +13,7 @@ from edge_resnet.quantize.ranges import METHODS, RangeMethod, activation_ranges,
 from edge_resnet.quantize.recipe import QuantizationRecipe, record_path
 from edge_resnet.quantize.statistics import ActivationStatistics, collect_statistics, exposed_model
 from edge_resnet.quantize.tflite import float_tflite, to_tflite
-from tests.cli import run_cli, run_without_tensorflow
+from tests.cli import run_in_process, run_without_tensorflow
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +252,7 @@ def test_quantize_a_float_tflite_without_tensorflow(float_model, statistics, dig
 def test_cli_refuses_bad_range_options_in_one_line(arguments, message, tmp_path, float_model):
     source = tmp_path / "model.tflite"
     source.write_bytes(float_model)
-    result = run_cli("quantize", source, "--output", tmp_path / "out.tflite", *arguments, cwd=tmp_path)
+    result = run_in_process("quantize", source, "--output", tmp_path / "out.tflite", *arguments, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out.tflite").exists()
@@ -266,7 +266,7 @@ def test_cli_refuses_another_models_statistics_and_an_int8_model(folded, statist
     saved = statistics.save(tmp_path / "statistics.npz")
     int8 = to_tflite(folded, QuantizationRecipe(), output=tmp_path / "int8.tflite", statistics=statistics)
     for model, message in ((other, "collected on another model"), (int8, "not a float32 model")):
-        result = run_cli("quantize", model, "--statistics", saved, "--output", tmp_path / "out.tflite")
+        result = run_in_process("quantize", model, "--statistics", saved, "--output", tmp_path / "out.tflite")
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out.tflite").exists()

@@ -1,4 +1,6 @@
-"""The command line as a user runs it: a real process, real exit codes."""
+"""The command line as a user runs it. A real process where the process is
+the point (the entry point, determinism across processes, progress bars on
+the terminal); in-process main() for the option and input checks."""
 
 import re
 
@@ -6,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_resnet import __version__
-from tests.cli import run_cli
+from tests.cli import run_cli, run_in_process
 
 
 def test_version_and_help():
@@ -17,13 +19,13 @@ def test_version_and_help():
 
 @pytest.mark.parametrize("command", ["summary", "fold", "quantize", "convert"])
 def test_every_subcommand_has_help_with_an_example(command):
-    result = run_cli(command, "--help")
+    result = run_in_process(command, "--help")
     assert result.returncode == 0
     assert "example:" in result.stdout and f"edge-resnet {command}" in result.stdout
 
 
 def test_summary_counts_resnet50_from_its_layers():
-    result = run_cli("summary", "--model", "resnet50", "--input-size", "224")
+    result = run_in_process("summary", "--model", "resnet50", "--input-size", "224")
     assert result.returncode == 0, result.stderr
     total = re.search(r"^total\s+([\d,]+)\s+([\d,]+)$", result.stdout, re.MULTILINE)
     params, macs = (int(value.replace(",", "")) for value in total.groups())
@@ -37,8 +39,8 @@ def test_summary_counts_resnet50_from_its_layers():
 
 
 def test_summary_macs_scale_with_input_area():
-    small = run_cli("summary", "--model", "resnet18", "--input-size", "64", "--shortcut", "A")
-    large = run_cli("summary", "--model", "resnet18", "--input-size", "128", "--shortcut", "A")
+    small = run_in_process("summary", "--model", "resnet18", "--input-size", "64", "--shortcut", "A")
+    large = run_in_process("summary", "--model", "resnet18", "--input-size", "128", "--shortcut", "A")
     pattern = r"^total\s+[\d,]+\s+([\d,]+)$"
     macs = [int(re.search(pattern, r.stdout, re.MULTILINE).group(1).replace(",", "")) for r in (small, large)]
     # Everything but the fc layer scales with the pixel count.
@@ -55,7 +57,7 @@ def test_summary_macs_scale_with_input_area():
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, fragment):
-    result = run_cli(*args)
+    result = run_in_process(*args)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert fragment in result.stderr
@@ -66,7 +68,7 @@ def test_fold_command_writes_a_loadable_folded_model(tmp_path):
     import keras
 
     output = tmp_path / "nested" / "folded.keras"
-    result = run_cli("fold", "resnet18", "--input-size", "32", "--classes", "10", "--output", str(output))
+    result = run_in_process("fold", "resnet18", "--input-size", "32", "--classes", "10", "--output", str(output))
     assert result.returncode == 0, result.stderr
     assert "folded 20 BatchNormalization layers, left 0" in result.stdout
     folded = keras.saving.load_model(output)
@@ -81,7 +83,7 @@ def test_fold_command_json_report_on_a_saved_model(tmp_path):
 
     source = tmp_path / "model.keras"
     build_resnet(34, input_shape=(32, 32, 3), classes=5, width=0.25, shortcut="C").save(source)
-    result = run_cli("fold", str(source), "--output", str(tmp_path / "out.keras"), "--json")
+    result = run_in_process("fold", str(source), "--output", str(tmp_path / "out.keras"), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert len(report["folded"]) == 1 + 2 * 16 + 16  # stem, two per block, a projection per block and report["skipped"] == []
@@ -99,7 +101,7 @@ def test_fold_command_json_report_on_a_saved_model(tmp_path):
 )
 def test_fold_bad_input_writes_nothing(tmp_path, args, fragment):
     args = [str(tmp_path / a) if a.endswith((".keras", ".h5", ".onnx")) else a for a in args]
-    result = run_cli(*args)
+    result = run_in_process(*args)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert fragment in result.stderr
@@ -143,8 +145,8 @@ def test_quantize_warns_in_one_line_for_few_samples_and_unreadable_images(small_
     for index in range(4):
         Image.fromarray(np.full((40, 40, 3), index * 60, np.uint8)).save(calibration / f"{index}.png")
     (calibration / "broken.jpg").write_bytes(b"nope")
-    result = run_cli("quantize", str(small_model_file), "--calibration", str(calibration),
-                     "--output", str(tmp_path / "m.tflite"))
+    result = run_in_process("quantize", str(small_model_file), "--calibration", str(calibration),
+                            "--output", str(tmp_path / "m.tflite"))
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("edge-resnet: warning:")]
     assert any("skipped 1 unreadable images" in w and "broken.jpg" in w for w in warnings)
@@ -181,7 +183,7 @@ def test_quantize_bad_calibration_is_one_line_exit_2_and_writes_nothing(
     args = ["quantize", str(small_model_file), "--output", str(out / "m.tflite"), *extra]
     if calibration:
         args += ["--calibration", str(inputs / calibration)]
-    result = run_cli(*args)
+    result = run_in_process(*args)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if not line.startswith("edge-resnet: warning:")]
     assert len(errors) == 1 and fragment in errors[0], result.stderr
@@ -192,8 +194,8 @@ def test_quantize_command_writes_int8_onnx(small_model_file, tmp_path):
     from edge_resnet.calibration import digits_folder
 
     output = tmp_path / "small_int8.onnx"
-    result = run_cli("quantize", str(small_model_file), "--calibration", str(digits_folder()),
-                     "--calibration-size", "20", "--output", str(output), "--activation-type", "int8")
+    result = run_in_process("quantize", str(small_model_file), "--calibration", str(digits_folder()),
+                            "--calibration-size", "20", "--output", str(output), "--activation-type", "int8")
     assert result.returncode == 0, result.stderr
     assert "activations int8" in result.stdout and "passes onnx.checker" in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small_int8.onnx", "small_int8.onnx.json"]
@@ -208,7 +210,7 @@ def test_quantize_command_writes_int8_onnx(small_model_file, tmp_path):
     ],
 )
 def test_quantize_onnx_bad_requests_fail_before_any_work(small_model_file, tmp_path, args, fragment):
-    result = run_cli("quantize", str(small_model_file), "--output", str(tmp_path / "m.onnx"), *args)
+    result = run_in_process("quantize", str(small_model_file), "--output", str(tmp_path / "m.onnx"), *args)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
     assert list(tmp_path.iterdir()) == []
@@ -232,7 +234,7 @@ def test_an_output_that_is_an_input_is_refused(small_model_file, tmp_path, comma
     float_model.write_bytes(b"my float model")
     before = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in (model, float_model)}
     names = {"model": model, "float_model": float_model, "digits": digits_folder()}
-    result = run_cli(*[part.format(**names) for part in command])
+    result = run_in_process(*[part.format(**names) for part in command])
     assert result.returncode == 2 and "would replace your file" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in (model, float_model)} == before

@@ -14,7 +14,7 @@ import pytest
 from edge_resnet.quantize.ranges import DEFAULT_METHOD
 from edge_resnet.quantize.recipe import record_path
 from edge_resnet.quantize.statistics import ActivationStatistics
-from tests.cli import COMMAND, cli_env, run_cli, run_without_tensorflow
+from tests.cli import COMMAND, cli_env, run_cli, run_in_process, run_without_tensorflow
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
 DEMO_FILES = sorted([
@@ -176,7 +176,7 @@ def test_small_run_on_own_model_for_a_uint8_device_and_force(own_model, tmp_path
     common = ["convert", "--model", own_model / "digits.keras", "--calibration", own_model / "train.npz",
               "--eval", own_model / "test.npz", "--output", output, "--bench-runs", "3", "--no-per-layer",
               "--max-accuracy-drop", "1", "--min-agreement", "0.98", "--force"]
-    result = run_cli(*common, "--formats", "tflite", "--input-type", "uint8")
+    result = run_in_process(*common, "--formats", "tflite", "--input-type", "uint8")
     assert result.returncode == 0, result.stderr
     report = json.loads((output / "report.json").read_text())
     assert report["parity"]["gates"]["failures"] == []
@@ -184,7 +184,7 @@ def test_small_run_on_own_model_for_a_uint8_device_and_force(own_model, tmp_path
     assert inspect_tflite(output / "digits_int8.tflite").input_dtype == "uint8"
     assert report["data"]["evaluation"]["size"] == 597 and report["data"]["evaluation_from"] == "--eval"
 
-    again = run_cli(*common, "--formats", "onnx")
+    again = run_in_process(*common, "--formats", "onnx")
     assert again.returncode == 0, again.stderr
     names = sorted(p.name for p in output.iterdir())
     assert "digits_int8.onnx" in names and not any(name.endswith(".tflite") for name in names)
@@ -194,9 +194,10 @@ def test_small_run_on_own_model_for_a_uint8_device_and_force(own_model, tmp_path
 @pytest.mark.slow
 def test_failed_gate_exits_1_after_writing_the_report(own_model, tmp_path):
     output = tmp_path / "out"
-    result = run_cli("convert", "--model", own_model / "digits.keras", "--calibration", own_model / "zeros.npz",
-                     "--eval", own_model / "test.npz", "--formats", "tflite", "--output", output,
-                     "--bench-runs", "0", "--no-per-layer", "--max-accuracy-drop", "1", "--min-agreement", "0.98")
+    result = run_in_process("convert", "--model", own_model / "digits.keras", "--calibration",
+                            own_model / "zeros.npz", "--eval", own_model / "test.npz", "--formats", "tflite",
+                            "--output", output, "--bench-runs", "0", "--no-per-layer", "--max-accuracy-drop", "1",
+                            "--min-agreement", "0.98")
     assert result.returncode == 1, result.stderr
     assert "gate failed: digits_int8.tflite" in result.stderr
     report = json.loads((output / "report.json").read_text())
@@ -247,7 +248,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragmen
     folder = _bad_inputs(tmp_path)
     args = [str(digits_folder()) if arg == DIGITS else arg for arg in args]
     before = sorted(p.name for p in folder.iterdir())
-    result = run_cli("convert", *args, *([] if "--output" in args else ["--output", "out"]), cwd=folder)
+    result = run_in_process("convert", *args, *([] if "--output" in args else ["--output", "out"]), cwd=folder)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert fragment in result.stderr and "Traceback" not in result.stderr

@@ -67,10 +67,10 @@ def lock_holder(tmp_path):
 
 
 def test_a_second_run_into_a_locked_output_is_refused_in_one_line(tmp_path, lock_holder):
-    from tests.cli import run_cli
+    from tests.cli import run_in_process
 
     lock = lock_path(tmp_path / "out")
-    result = run_cli("convert", "--output", "out", "--bench-runs", "0", cwd=tmp_path)
+    result = run_in_process("convert", "--output", "out", "--bench-runs", "0", cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert f"another edge-resnet run (PID {lock_holder.pid})" in result.stderr

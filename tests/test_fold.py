@@ -64,20 +64,10 @@ def test_resnet50_folds_all_53_batchnorms():
     assert {l.name for l in folded.layers} == {l.name for l in model.layers if not isinstance(l, BN)}
 
 
-@pytest.fixture(scope="module")
-def trained_resnet18():
-    """A ResNet-18 trained briefly on real digits: its BN statistics are the
-    ones training produced."""
-    pixels, labels = digit_pixels(32, 512)
-    model = build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25, classifier_activation=None)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    keras.utils.set_random_seed(0)
-    model.fit(edge_resnet.preprocess_input(pixels), labels, batch_size=64, epochs=2, verbose=0)
-    return model
-
-
-def test_resnet18_trained_on_digits_folds_exactly(trained_resnet18):
-    model = trained_resnet18
+def test_resnet18_trained_on_digits_folds_exactly(digits_model):
+    """The session's trained digits model: its BN statistics are the ones
+    training produced."""
+    model = digits_model
     moving_means = [np.abs(np.asarray(l.moving_mean)).max() for l in model.layers if isinstance(l, BN)]
     assert max(moving_means) > 0.01, "training should have moved the BN statistics"
     probe = images(32, 64)

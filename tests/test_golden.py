@@ -15,7 +15,7 @@ from edge_resnet.check.golden import (CHUNK_ROWS, MANIFEST, OUTPUTS, GoldenRefer
 from edge_resnet.check.parity import compare, parity_report
 from edge_resnet.quantize.recipe import QuantizationRecipe
 from edge_resnet.quantize.tflite import to_tflite
-from tests.cli import main_in_process, run_cli, run_without_tensorflow
+from tests.cli import main_in_process, run_in_process, run_without_tensorflow
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
 EVALUATED = 240  # held-out digits: enough for per-class changes, quick on 2 cores
@@ -48,10 +48,10 @@ def inputs(digits_model, held_out, int8_artifacts, tmp_path_factory):
     pixels, labels = held_out
     np.savez(folder / "test.npz", x=pixels, y=labels)
     np.savez(folder / "calibration.npz", x=digit_pixels(32, 100)[0])
-    result = run_cli("reference", folder / "digits.keras", "--data", folder / "test.npz", "--output", folder / "golden")
+    result = run_in_process("reference", folder / "digits.keras", "--data", folder / "test.npz", "--output", folder / "golden")
     assert result.returncode == 0, result.stderr
-    quantized = run_cli("quantize", folder / "digits.keras", "--calibration", folder / "calibration.npz",
-                        "--input-size", "32", "--output", folder / "int8.tflite")
+    quantized = run_in_process("quantize", folder / "digits.keras", "--calibration", folder / "calibration.npz",
+                               "--input-size", "32", "--output", folder / "int8.tflite")
     assert quantized.returncode == 0, quantized.stderr
     return folder
 

@@ -232,7 +232,7 @@ def test_preprocess_input_is_caffe_mode():
 
 
 def test_model_code_uses_no_tensorflow():
-    source = (__import__("pathlib").Path(edge_resnet.__file__).parent / "models.py").read_text()
+    source = (__import__("pathlib").Path(edge_resnet.__file__).parent / "model" / "resnet.py").read_text()
     assert "tensorflow" not in source and "tf." not in source
 
 

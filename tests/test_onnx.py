@@ -100,11 +100,11 @@ def test_uint8_qoperator_and_entropy_variants(folded, digits_calibration, held_o
     assert "QLinearConv" in ops
 
 
-def test_resnet50_float_onnx_matches_keras():
+def test_resnet50_float_onnx_matches_keras(tmp_path):
     model = fold_batchnorm(edge_resnet.resnet50(classifier_activation=None))[0]
     pixels, _ = digit_pixels(224, 3)
     images = edge_resnet.preprocess_input(pixels)
-    path = to_onnx(model, output=__import__("tempfile").mkdtemp() + "/resnet50.onnx")
+    path = to_onnx(model, output=tmp_path / "resnet50.onnx")
     expected = np.asarray(model(images))
     actual = OnnxRunner(path).predict(images)
     assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max()

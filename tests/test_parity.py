@@ -11,7 +11,7 @@ from edge_resnet.quantize.onnx_export import to_onnx
 from edge_resnet.check.parity import Tally, compare, parity_report, topk
 from edge_resnet.quantize.recipe import QuantizationRecipe
 from edge_resnet.quantize.tflite import to_tflite
-from tests.cli import main_in_process
+from tests.cli import main_in_process, run_in_process
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
 
@@ -142,7 +142,7 @@ def test_compare_cli_passes_gates_and_writes_reports(cli_inputs, artifacts, tmp_
 
 
 def test_compare_cli_exits_1_on_a_broken_artifact_after_writing_the_report(cli_inputs, artifacts, tmp_path):
-    result = run_cli("compare", "--reference", str(cli_inputs / "digits.keras"), str(artifacts["broken"]),
+    result = run_in_process("compare", "--reference", str(cli_inputs / "digits.keras"), str(artifacts["broken"]),
                      "--data", str(cli_inputs / "test.npz"), "--report", str(tmp_path), "--no-per-layer",
                      "--max-accuracy-drop", "1.0", "--min-agreement", "0.98")
     assert result.returncode == 1, result.stderr
@@ -175,8 +175,8 @@ def test_compare_cli_bad_input_is_one_line_exit_2(cli_inputs, artifacts, test_sp
     artifact_path = artifacts["tflite"] if artifact == "int8.tflite" else tmp_path / artifact
     data_path = cli_inputs / data if data == "test.npz" else tmp_path / data
     extra = [str(tmp_path / e) if e.endswith(".txt") else e for e in extra]
-    result = run_cli("compare", "--reference", str(cli_inputs / "digits.keras"), str(artifact_path),
-                     "--data", str(data_path), "--no-per-layer", *extra)
+    result = run_in_process("compare", "--reference", str(cli_inputs / "digits.keras"), str(artifact_path),
+                            "--data", str(data_path), "--no-per-layer", *extra)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("edge-resnet: error:")]
     assert len(errors) == 1 and fragment in errors[0], result.stderr

@@ -545,7 +545,11 @@ def check_shards(manifests, folders):
 
 
 def merge_golden(folders, output, force=False):
-    """Join the golden folders of every shard of one run into `output`."""
+    """Join the golden outputs of every shard of one reference run.
+
+    The folders must be the shards 1..n of one run (same model, data and
+    preprocessing); they are written as one golden folder, streaming.
+    """
     from ..files import publish, refuse_writing_over_inputs, staged_output
 
     if not folders:

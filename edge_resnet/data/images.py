@@ -141,6 +141,15 @@ def channel_values(name, value):
     return floats
 
 
+def parse_channel_values(name, text):
+    """ "R,G,B" or one number, as typed on a command line -> three floats."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise DataError(f"give one number or three, comma-separated. Received: {text!r}") from None
+    return channel_values(name, values[0] if len(values) == 1 else values)
+
+
 def _is_real(number):
     return isinstance(number, numbers.Real) and not isinstance(number, bool)
 
@@ -606,3 +615,22 @@ def check_disjoint(calibration, evaluation):
             f"{len(shared)} evaluation images are also calibration images (e.g. {sorted(shared)[0]}); "
             "give a held-out --eval, or leave --eval out to split the calibration source"
         )
+
+
+def requested_preprocessing(request, height, width):
+    """The Preprocessing that a request's `preprocessing`, `mean`, `std` and
+    `scale` fields ask for, at the model's input size."""
+    return Preprocessing(height, width, request.preprocessing, request.mean, request.std, request.scale)
+
+
+def model_input_batch(model_path, source, batch, request, preprocessed=False):
+    """`batch` inputs for a .tflite/.onnx model from an image, image folder or
+    array file, preprocessed as `request` asks, repeated to fill the batch."""
+    from ..device.runtime import open_runner
+    from ..quiet import native_output_silenced
+
+    with native_output_silenced():  # the runtime's start-up line would precede any error
+        height, width = open_runner(model_path).input_shape[:2]
+    images = image_set(source, requested_preprocessing(request, height, width), size=None, preprocessed=preprocessed)
+    samples = list(images.samples())
+    return np.stack([samples[i % len(samples)] for i in range(batch)])

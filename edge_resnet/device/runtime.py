@@ -117,11 +117,13 @@ class OnnxRunner:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        self.profile_folder = None
         if profile:
             import tempfile
 
+            self.profile_folder = Path(tempfile.mkdtemp(prefix="edge-resnet-profile-"))
             options.enable_profiling = True
-            options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="edge-resnet-profile-")) / "ort")
+            options.profile_file_prefix = str(self.profile_folder / "ort")
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), options, providers=list(providers))
         except Exception as error:  # onnxruntime raises its own untyped errors; one line, then stop
@@ -144,8 +146,12 @@ class OnnxRunner:
         """Total milliseconds per operator type over the profiled runs,
         slowest first (needs profile=True)."""
         import json
+        import shutil
 
-        events = json.loads(Path(self.session.end_profiling()).read_text())
+        try:
+            events = json.loads(Path(self.session.end_profiling()).read_text())
+        finally:
+            shutil.rmtree(self.profile_folder, ignore_errors=True)
         totals = {}
         for event in events:
             if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):

@@ -23,6 +23,19 @@ class TfliteStructure:
     fully_delegated: bool  # one XNNPACK node spanning inputs to outputs
     undelegated_ops: tuple  # operators seen running next to the delegate, outside it
 
+    def describe(self, integer_expected):
+        """Lines on the operators, the I/O types, the delegation and, for an
+        int8 model (`integer_expected`), whether it is fully integer."""
+        lines = [f"operators: {', '.join(f'{op} x{n}' for op, n in sorted(self.op_counts.items()))}",
+                 f"input {self.input_dtype}, output {self.output_dtype}; "
+                 + ("XNNPACK runs the whole model" if self.fully_delegated else
+                    f"XNNPACK runs only part of the model (not: {', '.join(self.undelegated_ops) or 'unknown'})")]
+        if integer_expected:
+            lines.append("fully integer: " + ("yes" if self.fully_integer else
+                         f"NO (float ops: {', '.join(self.float_ops) or 'none'}; "
+                         f"quantize/dequantize in the body: {len(self.body_quantize_ops)})"))
+        return lines
+
     @property
     def fully_integer(self):
         return not self.float_ops and not self.body_quantize_ops

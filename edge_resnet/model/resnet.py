@@ -17,6 +17,7 @@ from keras import layers
 
 from ..errors import ConfigError
 from ..data.preprocess import CAFFE_MEAN_BGR
+from .source import SHORTCUTS, STRIDE_PLACEMENTS
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,6 @@ RESNET_SPECS = {
     152: ResNetSpec("bottleneck", (3, 8, 36, 3)),
 }
 STAGE_FILTERS = (64, 128, 256, 512)  # conv2_x .. conv5_x, before expansion
-SHORTCUTS = ("A", "B", "C")
-STRIDE_PLACEMENTS = ("v1", "v1.5")
 POOLINGS = (None, "avg", "max")
 MIN_INPUT_SIZE = 32  # five stride-2 steps
 BN_EPSILON = 1.001e-5  # keras.applications' value, needed for weight parity

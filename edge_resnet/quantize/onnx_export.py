@@ -19,12 +19,11 @@ from ..errors import ConfigError, ConversionError
 from ..files import atomic_output
 from .keras_onnx import INPUT_NAME, OUTPUT_NAME
 from ..quiet import native_output_silenced
-from .recipe import QuantizationRecipe, artifact_record, keras_model_info, write_record
+from .recipe import ONNX_ROUTES, QuantizationRecipe, artifact_record, keras_model_info, write_record
 from .tflite import check_calibration_fits, float_tflite, to_tflite
 
 DEFAULT_OPSET = 17
 OPSET_RANGE = (13, 18)  # 13: per-channel QDQ; 18: the newest tf2onnx 1.17 writes
-ROUTES = ("ort", "tflite")
 ONNX_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
 
 
@@ -280,8 +279,8 @@ def check_onnx_request(recipe, opset, route):
     """Refuse what ONNX export cannot do before any work starts."""
     if recipe.mode not in ("none", "int8"):
         raise ConfigError(f"ONNX export offers float32 (none) and int8. Received: mode={recipe.mode!r}")
-    if route not in ROUTES:
-        raise ConfigError(f"route must be one of {', '.join(ROUTES)}. Received: {route!r}")
+    if route not in ONNX_ROUTES:
+        raise ConfigError(f"route must be one of {', '.join(ONNX_ROUTES)}. Received: {route!r}")
     check_opset(opset)
 
 
@@ -353,3 +352,15 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                       exporter=exporter)
         write_record(output, record)
     return output
+
+
+def describe_onnx(path):
+    """Lines on an ONNX file's operators and opset."""
+    from collections import Counter
+
+    import onnx
+
+    proto = onnx.load(path)
+    counts = Counter(node.op_type for node in proto.graph.node)
+    return [f"operators: {', '.join(f'{op} x{n}' for op, n in sorted(counts.items()))}",
+            f"opset {proto.opset_import[0].version}, passes onnx.checker (full check)"]

@@ -16,6 +16,7 @@ CALIBRATION_METHODS = METHODS  # how activation ranges come from the statistics 
 # onnxruntime static quantization settings
 ACTIVATION_TYPES = ("int8", "uint8")
 ONNX_FORMATS = ("qdq", "qoperator")
+ONNX_ROUTES = ("ort", "tflite")  # int8 ONNX by onnxruntime static quantization, or from the int8 TFLite
 MODE_DESCRIPTIONS = {
     "int8": "full integer: weights int8 symmetric per output channel, activations int8 per tensor",
     "float16": "weights stored as float16, computed in float32",

@@ -1,0 +1,190 @@
+"""`edge-resnet compare` and `edge-resnet reference` as calls: gather the
+reference, the images and the class names the request names, then run."""
+
+import os
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from .parity import REFERENCE_BATCH
+
+LATENCY_RUNS = 20
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    """Artifacts to check against a float model or golden outputs."""
+
+    reference: str  # a .keras file, a builder name, or a golden folder
+    artifacts: tuple
+    data: str = None  # default for golden outputs: where their images were
+    labels: str = None
+    report: str = None  # a folder for parity.json, .md and .html
+    max_accuracy_drop: float = None
+    min_agreement: float = None
+    eval_size: int = None
+    per_layer: bool = True
+    seed: int = 0
+    batch_size: int = REFERENCE_BATCH
+    bench_runs: int = LATENCY_RUNS
+    preprocessing: str = None
+    mean: tuple = None
+    std: tuple = None
+    scale: tuple = None
+    preprocessed: bool = False
+    input_size: int = None
+    classes: int = None
+    weights: str = None
+
+    @property
+    def golden(self):
+        """A folder, or anything that does not name a model (so a mistyped
+        golden folder is named as one)."""
+        from ..model.source import names_a_model
+
+        return os.path.isdir(self.reference) or not names_a_model(self.reference)
+
+
+def compare_artifacts(request, log=print, progress=None):
+    """Accuracy parity of TFLite/ONNX artifacts against the float model or its golden outputs.
+
+    The reference and every artifact run on the same images: top-1/top-5
+    accuracy and their drop, top-1 agreement, top-5 overlap, cosine
+    similarity, SQNR and max error of the logits, and each artifact's
+    latency. Gates make CI fail (exit 1) when an artifact strays too far.
+    Returns the report (gates in report["gates"]), written where asked.
+    """
+    from .parity import check_gates, parity_report
+    from .report import write_reports
+
+    check_gates(request.max_accuracy_drop, request.min_agreement)
+    if request.bench_runs < 0:
+        raise ConfigError(f"--bench-runs must be 0 or more. Received: {request.bench_runs}")
+    if request.report:
+        from ..files import check_writable
+
+        check_writable(request.report, "directory")
+    for artifact in request.artifacts:
+        if not os.path.isfile(artifact):
+            raise ConfigError(f"artifact not found: {artifact}")
+    descriptions = artifact_descriptions(request.artifacts)  # an unreadable recipe JSON stops here, before the work
+    if request.golden:
+        reference, data, class_names = _golden_inputs(request)
+        per_layer = ()
+    else:
+        reference, data, class_names = _keras_inputs(request)
+        per_layer = request.artifacts if request.per_layer else ()
+    log(f"evaluating {len(data)} images from {data.source}")
+    report = parity_report(reference, request.artifacts, data, class_names=class_names, batch_size=request.batch_size,
+                           max_accuracy_drop=request.max_accuracy_drop, min_agreement=request.min_agreement,
+                           per_layer=per_layer, latency_runs=request.bench_runs, progress=progress)
+    report["quantization"] = descriptions
+    if request.report:
+        paths = write_reports(report, request.report)
+        log(f"wrote {', '.join(str(p) for p in paths)}")
+    return report
+
+
+def artifact_descriptions(artifacts):
+    """{artifact name: its recipe JSON's description} where the JSON exists."""
+    from ..quantize.recipe import read_record
+
+    records = {os.path.basename(artifact): read_record(artifact) for artifact in artifacts}
+    return {name: record.get("quantization") for name, record in records.items() if record is not None}
+
+
+def _keras_inputs(request):
+    from ..data.images import image_set, requested_preprocessing
+    from ..model.source import load_named_model
+    from .parity import read_labels_file
+
+    if request.data is None:
+        raise ConfigError("compare against a Keras model needs --data (images to run both on); "
+                          "or give golden outputs as --reference")
+    reference = load_named_model(request.reference, request.input_size, request.classes, request.weights)
+    data = image_set(request.data, requested_preprocessing(request, *reference.input_shape[1:3]),
+                     size=request.eval_size, seed=request.seed, preprocessed=request.preprocessed,
+                     check_readable=False)
+    classes = int(reference.output_shape[-1])
+    return reference, data, read_labels_file(request.labels, classes) if request.labels else None
+
+
+def _golden_inputs(request):
+    """The golden reference, its data read again and checked, its class names."""
+    from ..data.images import requested_preprocessing
+    from .golden import GoldenReference, check_lineage
+
+    reference = GoldenReference(request.reference)
+    if request.eval_size is not None or request.labels:
+        raise ConfigError("golden outputs fix the images and the labels; leave out --eval-size and --labels "
+                          "(make a smaller reference with edge-resnet reference --eval-size)")
+    asked = None
+    if any(value is not None for value in (request.preprocessing, request.mean, request.std, request.scale)):
+        asked = requested_preprocessing(request, *reference.input_shape[:2])
+    unchecked = check_lineage(reference, request.artifacts)
+    if unchecked:
+        import warnings
+
+        warnings.warn(f"{', '.join(unchecked)}: no recipe JSON names the model it was made from; not checked against "
+                      "the golden outputs' model", stacklevel=2)
+    data = reference.data(request.data, asked, request.preprocessed or None)
+    return reference, data, reference.class_names
+
+
+@dataclass(frozen=True)
+class ReferenceRequest:
+    """Golden outputs to write: the float model's outputs on a data set."""
+
+    model: str
+    data: str
+    output: str
+    weights: str = None
+    input_size: int = None
+    classes: int = None
+    eval_size: int = None
+    seed: int = 0
+    labels: str = None
+    batch_size: int = None  # default: 256 on a GPU, 8 on the CPU
+    shard: str = None  # "i/n"
+    force: bool = False
+    preprocessing: str = None
+    mean: tuple = None
+    std: tuple = None
+    scale: tuple = None
+    preprocessed: bool = False
+
+
+def write_reference(request, progress=None):
+    """Golden outputs: run the float model once (on a GPU when there is one) and save its outputs.
+
+    The model runs on the best device Keras sees (a GPU with the TensorFlow
+    or JAX backend, else the CPU) and writes golden.npy and golden.json: the
+    model's SHA-256, each image's id and the fingerprint of their bytes, the
+    labels, the preprocessing, the device and its speed. compare --reference
+    then checks artifacts anywhere, without TensorFlow. A shard "i/n" writes
+    the i-th of n parts; merge joins them. Returns the manifest.
+    """
+    from ..data.images import image_set, requested_preprocessing
+    from ..files import refuse_writing_over_inputs
+    from ..model.source import load_named_model, model_source
+    from .golden import parse_shard, write_golden
+    from .parity import read_labels_file
+
+    shard = parse_shard(request.shard) if request.shard is not None else None
+    if request.batch_size is not None and request.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1. Received: {request.batch_size}")
+    refuse_writing_over_inputs([request.output], [request.model, request.weights, request.data], kind="directory")
+    model = load_named_model(request.model, request.input_size, request.classes, request.weights)
+    data = image_set(request.data, requested_preprocessing(request, *model.input_shape[1:3]), size=request.eval_size,
+                     seed=request.seed, preprocessed=request.preprocessed, check_readable=False)
+    class_names = read_labels_file(request.labels, int(model.output_shape[-1])) if request.labels else None
+    return write_golden(model, data, request.output, model_source(request.model, request.weights), class_names,
+                        batch_size=request.batch_size, shard=shard, force=request.force, progress=progress)
+
+
+def describe_manifest(manifest, output):
+    """The line `edge-resnet reference` ends with."""
+    reference, shard = manifest["reference"], manifest["shard"]
+    speed = reference["speed"]
+    return (f"wrote {manifest['data']['size']} golden outputs to {output} (shard {shard['index']}/{shard['count']}): "
+            f"float on {reference['device']} ({reference['backend']}): {speed['ms_per_image']:.3g} ms/img at batch "
+            f"{speed['batch_size']}, {speed['batch1_ms']:.3g} ms at batch 1")

@@ -1,0 +1,174 @@
+"""`edge-resnet quantize` as one call: a .keras model, a builder name or a
+float32 .tflite in, one .tflite or .onnx artifact out, with its recipe JSON."""
+
+import os
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from .recipe import QuantizationRecipe
+
+
+@dataclass(frozen=True)
+class QuantizeRequest:
+    """What to quantize, how, and where to write it. None means the default."""
+
+    model: str
+    output: str  # .tflite or .onnx picks the format
+    weights: str = None
+    input_size: int = None
+    classes: int = None
+    quantize: str = "int8"
+    calibration: str = None
+    calibration_size: int = 200
+    seed: int = 0
+    preprocessing: str = None
+    mean: tuple = None
+    std: tuple = None
+    scale: tuple = None
+    preprocessed: bool = False
+    input_type: str = None
+    output_type: str = None
+    calibration_method: str = None
+    percentile: float = None
+    extrapolation: float = None
+    statistics: str = None  # a saved statistics file, instead of a calibration pass
+    save_statistics: str = None
+    per_channel: bool = True
+    fold: bool = True
+    opset: int = 17
+    onnx_route: str = "ort"
+    activation_type: str = "uint8"
+    onnx_format: str = "qdq"
+    full_range: bool = False
+
+    @property
+    def target(self):
+        return os.path.splitext(self.output)[1]
+
+    def range_method_options(self):
+        given = {"calibration_method": self.calibration_method, "percentile": self.percentile,
+                 "extrapolation": self.extrapolation}
+        return {key: value for key, value in given.items() if value is not None}
+
+    def recipe(self):
+        if self.quantize != "int8" and self.range_method_options():
+            raise ConfigError("--calibration-method, --percentile and --extrapolation apply to --quantize int8 only")
+        io_types = {key: value for key, value in (("input_type", self.input_type), ("output_type", self.output_type))
+                    if value}
+        return QuantizationRecipe.for_mode(self.quantize, per_channel=self.per_channel,
+                                           onnx_activation_type=self.activation_type, onnx_format=self.onnx_format,
+                                           onnx_reduce_range=not self.full_range, **io_types,
+                                           **self.range_method_options())
+
+
+def check_request(request, recipe):
+    """Refuse, before any work, what cannot be done."""
+    from ..files import refuse_writing_over_inputs
+
+    if request.target not in (".tflite", ".onnx"):
+        raise ConfigError(f"--output must end in .tflite or .onnx. Received: {request.output}")
+    if recipe.needs_calibration and not (request.calibration or request.statistics):
+        raise ConfigError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz) "
+                          "or --statistics FILE")
+    if not recipe.needs_calibration and (request.statistics or request.save_statistics):
+        raise ConfigError("--statistics and --save-statistics apply to --quantize int8 only")
+    if request.save_statistics and not request.save_statistics.endswith(".npz"):
+        raise ConfigError(f"--save-statistics must end in .npz. Received: {request.save_statistics}")
+    if request.model.endswith(".tflite") and (request.target != ".tflite" or recipe.mode != "int8"):
+        raise ConfigError("a .tflite MODEL is quantized to int8 .tflite only (--quantize int8, --output X.tflite); "
+                          "give the .keras model for other modes and ONNX")
+    refuse_writing_over_inputs([request.output, request.save_statistics],
+                               [request.model, request.weights, request.calibration, request.statistics])
+
+
+def quantize_artifact(request, log=print):
+    """Fold BatchNorm and export TFLite or ONNX: int8, float16, dynamic range or float32.
+
+    The format follows the output's suffix. int8 is full-integer
+    post-training quantization (weights int8 per channel, activations int8
+    per tensor), calibrated on your images or on statistics saved earlier;
+    a float32 .tflite is quantized to int8 without TensorFlow. The recipe
+    JSON is written beside the artifact, whose path is returned.
+    """
+    recipe = request.recipe()
+    check_request(request, recipe)
+    if request.model.endswith(".tflite"):
+        path = _from_float_tflite(request, recipe, log)
+    else:
+        path = _from_keras(request, recipe, log)
+    log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {recipe.describe(request.target[1:])})")
+    if request.target == ".tflite":
+        from ..device.tflite_inspect import inspect_tflite
+
+        lines = inspect_tflite(path).describe(integer_expected=recipe.mode == "int8")
+    else:
+        from .onnx_export import describe_onnx
+
+        lines = describe_onnx(path)
+    for line in lines:
+        log(line)
+    return path
+
+
+def _calibration(request, input_shape, log):
+    from ..data.images import calibration_set, requested_preprocessing
+
+    calibration = calibration_set(request.calibration, requested_preprocessing(request, *input_shape[:2]),
+                                  size=request.calibration_size, seed=request.seed, preprocessed=request.preprocessed)
+    log(f"calibration: {len(calibration)} samples from {calibration.source}")
+    return calibration
+
+
+def _statistics(request, recipe, float_model, calibration, log):
+    """Read with --statistics, or collected once; saved with --save-statistics."""
+    from .int8_tflite import statistics_for
+    from .statistics import ActivationStatistics
+
+    saved = ActivationStatistics.load(request.statistics) if request.statistics else None
+    statistics = statistics_for(float_model, calibration, saved)
+    if request.save_statistics:
+        statistics.save(request.save_statistics)
+        log(f"wrote {request.save_statistics} ({len(statistics.tensors)} tensors, {statistics.samples} samples)")
+    log(f"activation ranges: {recipe.range_method().describe()} over {statistics.samples} calibration samples")
+    return statistics
+
+
+def _from_float_tflite(request, recipe, log):
+    """The TensorFlow-free route: a float32 .tflite in, an int8 .tflite out."""
+    from ..device.runtime import TfliteRunner
+    from .int8_tflite import read_float_tflite, write_int8_tflite
+
+    float_model = read_float_tflite(request.model)
+    calibration = None
+    if request.calibration:
+        calibration = _calibration(request, TfliteRunner(request.model, threads=1).input_shape, log)
+    statistics = _statistics(request, recipe, float_model, calibration, log)
+    return write_int8_tflite(float_model, recipe, request.output, statistics=statistics)
+
+
+def _from_keras(request, recipe, log):
+    from ..model.source import load_folded, model_source
+    from .onnx_export import check_onnx_request, to_onnx
+    from .recipe import record_source
+    from .tflite import float_tflite, to_tflite
+
+    if request.target == ".onnx":
+        check_onnx_request(recipe, request.opset, request.onnx_route)
+    model, fold_report = load_folded(request.model, request.input_size, request.classes, request.weights,
+                                     fold=request.fold)
+    if fold_report is not None:
+        log(f"folded {len(fold_report.folded)} BatchNormalization layers, left {len(fold_report.skipped)}")
+    statistics = float_model = None
+    if recipe.needs_calibration:
+        calibration = _calibration(request, model.input_shape[1:], log) if request.calibration else None
+        float_model = float_tflite(model)
+        statistics = _statistics(request, recipe, float_model, calibration, log)
+    if request.target == ".tflite":
+        path = to_tflite(model, recipe, output=request.output, statistics=statistics, float_model=float_model)
+    else:
+        path = to_onnx(model, recipe, output=request.output, opset=request.opset, route=request.onnx_route,
+                       statistics=statistics, float_model=float_model)
+    source = model_source(request.model, request.weights)
+    if source["sha256"]:
+        record_source(path, source)
+    return path

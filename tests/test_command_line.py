@@ -1,0 +1,95 @@
+"""How the command line is declared: shared options once, choices from the
+API's constants, requests built from the parsed arguments by field names.
+All in-process: no interpreter start-up."""
+
+import dataclasses
+import inspect
+import re
+
+import pytest
+
+from edge_resnet import cli
+from edge_resnet.check.workflows import CompareRequest, ReferenceRequest
+from edge_resnet.convert import ConvertConfig
+from edge_resnet.data.images import PREPROCESSING_MODES
+from edge_resnet.model.source import BUILDER_NAMES, SHORTCUTS, STRIDE_PLACEMENTS
+from edge_resnet.quantize.ranges import METHODS
+from edge_resnet.quantize.recipe import ACTIVATION_TYPES, IO_TYPES, MODES, ONNX_FORMATS, ONNX_ROUTES
+from edge_resnet.quantize.workflow import QuantizeRequest
+
+REQUESTS = {"convert": ConvertConfig, "quantize": QuantizeRequest, "compare": CompareRequest,
+            "reference": ReferenceRequest}
+NOT_OPTIONS = {"command", "handler", "needs_keras"}
+
+
+def subparsers():
+    parser = cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, cli.argparse._SubParsersAction))
+    return action.choices
+
+
+def option_choices(parser):
+    return {flag: tuple(action.choices) for action in parser._actions if action.choices
+            for flag in action.option_strings}
+
+
+@pytest.mark.parametrize("command, request_class", REQUESTS.items())
+def test_every_option_is_a_request_field_and_every_field_an_option(command, request_class):
+    dests = {action.dest for action in subparsers()[command]._actions if action.dest != "help"} - NOT_OPTIONS
+    fields = {field.name for field in dataclasses.fields(request_class)}
+    assert dests == fields
+
+
+def test_options_left_out_leave_the_api_defaults():
+    args = cli.build_parser().parse_args(["convert"])
+    assert cli.request_from(ConvertConfig, args) == ConvertConfig()
+    args = cli.build_parser().parse_args(["compare", "--reference", "golden", "a.tflite"])
+    assert cli.request_from(CompareRequest, args) == CompareRequest("golden", ["a.tflite"])
+
+
+def test_options_given_reach_the_request():
+    args = cli.build_parser().parse_args(
+        ["convert", "--formats", "onnx,tflite,onnx", "--no-per-layer", "--bench-runs", "3", "--calibration-method",
+         "percentile", "--percentile", "99.9", "--mean", "1,2,3", "--input-size", "64", "--weights", "random"])
+    config = cli.request_from(ConvertConfig, args)
+    assert config.formats == ("onnx", "tflite") and config.per_layer is False and config.bench_runs == 3
+    assert (config.calibration_method, config.percentile, config.mean, config.input_size) == \
+        ("percentile", 99.9, (1.0, 2.0, 3.0), 64)
+    args = cli.build_parser().parse_args(["quantize", "m.keras", "--output", "m.onnx", "--per-tensor", "--no-fold",
+                                          "--full-range"])
+    request = cli.request_from(QuantizeRequest, args)
+    assert (request.per_channel, request.fold, request.full_range, request.recipe().onnx_reduce_range) == \
+        (False, False, True, False)
+
+
+def test_choices_come_from_the_api_constants():
+    commands = subparsers()
+    assert option_choices(commands["summary"]) == {
+        "--model": BUILDER_NAMES, "--shortcut": SHORTCUTS, "--stride-at": STRIDE_PLACEMENTS}
+    expected = {"--quantize": MODES, "--input-type": IO_TYPES, "--output-type": IO_TYPES,
+                "--preprocessing": PREPROCESSING_MODES, "--calibration-method": METHODS,
+                "--onnx-route": ONNX_ROUTES, "--activation-type": ACTIVATION_TYPES, "--onnx-format": ONNX_FORMATS}
+    assert option_choices(commands["quantize"]) == expected
+    from edge_resnet.model.resnet import BUILDERS
+
+    assert tuple(BUILDERS) == BUILDER_NAMES
+
+
+def test_each_shared_option_is_declared_once():
+    """An option that several commands take comes from one parent parser:
+    its flag is written once in cli.py (--mean, --std and --scale come from
+    one loop, so their flags are not written out at all)."""
+    source = inspect.getsource(cli)
+    commands = subparsers()
+    takers = {}
+    for name, parser in commands.items():
+        for action in parser._actions:
+            for flag in action.option_strings:
+                takers.setdefault(flag, set()).add(name)
+    shared = {flag for flag, names in takers.items() if len(names) > 1 and flag not in ("-h", "--help")}
+    # the same flag meaning different things: a file or a folder, a model option or a name, a batch size per run
+    own_meaning = {"--output", "--model", "--data", "--batch-size", "--json"}
+    assert len(shared) >= 20
+    written_more_than_once = [flag for flag in shared - own_meaning
+                              if len(re.findall(rf"[\"']{re.escape(flag)}[\"']", source)) > 1]
+    assert written_more_than_once == []
