@@ -14,7 +14,7 @@ from . import __version__
 from .check.parity import REFERENCE_BATCH
 from .check.workflows import LATENCY_RUNS
 from .convert import parse_formats
-from .data.images import PREPROCESSING_MODES, parse_channel_values
+from .data.images import PREPROCESSING_MODES, PreprocessingRequest, parse_channel_values
 from .errors import EdgeResnetError
 from .model.source import BUILDER_NAMES, SHORTCUTS, STRIDE_PLACEMENTS
 from .quantize.ranges import DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
@@ -113,9 +113,10 @@ def run_bench(args):
     results = []
     for path in args.models:
         if args.input:
-            from .data.images import model_input_batch
+            from .data.images import model_input_batch  # imports the runtimes
 
-            options["sample"] = model_input_batch(path, args.input, args.batch or 1, args, args.preprocessed)
+            options["sample"] = model_input_batch(path, args.input, args.batch or 1,
+                                                  request_from(PreprocessingRequest, args), args.preprocessed)
         results.append(benchmark(path, **options))
         if not args.json:
             print(results[-1].describe(args.profile))

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .data.images import PreprocessingRequest
 from .device.bench import peak_rss_mb
 from .errors import ConfigError
 from .files import file_sha256
@@ -39,7 +40,7 @@ def parse_formats(text):
 
 
 @dataclass(frozen=True)
-class ConvertConfig:
+class ConvertConfig(PreprocessingRequest):
     """What `edge-resnet convert` was asked to do. None means "the default
     for this model" (see the resolved_* methods)."""
 
@@ -61,10 +62,6 @@ class ConvertConfig:
     min_agreement: float = None
     input_type: str = None  # int8 models only: int8 (default), uint8 or float32
     output_type: str = None
-    preprocessing: str = None  # caffe, or custom when mean, std or scale is given (see data.Preprocessing)
-    mean: tuple = None
-    std: tuple = None
-    scale: tuple = None
     bench_runs: int = 30
     threads: int = 2
     per_layer: bool = True
@@ -236,10 +233,10 @@ def load_source(config):
 
 def data_sets(config, model):
     """(calibration set or None, evaluation set, description of where they came from)."""
-    from .data.images import Preprocessing, calibration_set, check_disjoint, holdout_split, image_set
+    from .data.images import calibration_set, check_disjoint, holdout_split, image_set
 
     height, width = model.input_shape[1:3]
-    preprocessing = Preprocessing(height, width, config.preprocessing, config.mean, config.std, config.scale)
+    preprocessing = config.preprocessing_at(height, width)
     source, origin = config.calibration, None
     if config.uses_embedded_data():
         from .model import demo

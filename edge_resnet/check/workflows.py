@@ -4,6 +4,7 @@ reference, the images and the class names the request names, then run."""
 import os
 from dataclasses import dataclass
 
+from ..data.images import PreprocessingRequest
 from ..errors import ConfigError
 from .parity import REFERENCE_BATCH
 
@@ -11,7 +12,7 @@ LATENCY_RUNS = 20
 
 
 @dataclass(frozen=True)
-class CompareRequest:
+class CompareRequest(PreprocessingRequest):
     """Artifacts to check against a float model or golden outputs."""
 
     reference: str  # a .keras file, a builder name, or a golden folder
@@ -26,10 +27,6 @@ class CompareRequest:
     seed: int = 0
     batch_size: int = REFERENCE_BATCH
     bench_runs: int = LATENCY_RUNS
-    preprocessing: str = None
-    mean: tuple = None
-    std: tuple = None
-    scale: tuple = None
     preprocessed: bool = False
     input_size: int = None
     classes: int = None
@@ -93,7 +90,7 @@ def artifact_descriptions(artifacts):
 
 
 def _keras_inputs(request):
-    from ..data.images import image_set, requested_preprocessing
+    from ..data.images import image_set
     from ..model.source import load_named_model
     from .parity import read_labels_file
 
@@ -101,7 +98,7 @@ def _keras_inputs(request):
         raise ConfigError("compare against a Keras model needs --data (images to run both on); "
                           "or give golden outputs as --reference")
     reference = load_named_model(request.reference, request.input_size, request.classes, request.weights)
-    data = image_set(request.data, requested_preprocessing(request, *reference.input_shape[1:3]),
+    data = image_set(request.data, request.preprocessing_at(*reference.input_shape[1:3]),
                      size=request.eval_size, seed=request.seed, preprocessed=request.preprocessed,
                      check_readable=False)
     classes = int(reference.output_shape[-1])
@@ -110,7 +107,6 @@ def _keras_inputs(request):
 
 def _golden_inputs(request):
     """The golden reference, its data read again and checked, its class names."""
-    from ..data.images import requested_preprocessing
     from .golden import GoldenReference, check_lineage
 
     reference = GoldenReference(request.reference)
@@ -119,7 +115,7 @@ def _golden_inputs(request):
                           "(make a smaller reference with edge-resnet reference --eval-size)")
     asked = None
     if any(value is not None for value in (request.preprocessing, request.mean, request.std, request.scale)):
-        asked = requested_preprocessing(request, *reference.input_shape[:2])
+        asked = request.preprocessing_at(*reference.input_shape[:2])
     unchecked = check_lineage(reference, request.artifacts)
     if unchecked:
         import warnings
@@ -131,7 +127,7 @@ def _golden_inputs(request):
 
 
 @dataclass(frozen=True)
-class ReferenceRequest:
+class ReferenceRequest(PreprocessingRequest):
     """Golden outputs to write: the float model's outputs on a data set."""
 
     model: str
@@ -146,10 +142,6 @@ class ReferenceRequest:
     batch_size: int = None  # default: 256 on a GPU, 8 on the CPU
     shard: str = None  # "i/n"
     force: bool = False
-    preprocessing: str = None
-    mean: tuple = None
-    std: tuple = None
-    scale: tuple = None
     preprocessed: bool = False
 
 
@@ -163,7 +155,7 @@ def write_reference(request, progress=None):
     then checks artifacts anywhere, without TensorFlow. A shard "i/n" writes
     the i-th of n parts; merge joins them. Returns the manifest.
     """
-    from ..data.images import image_set, requested_preprocessing
+    from ..data.images import image_set
     from ..files import refuse_writing_over_inputs
     from ..model.source import load_named_model, model_source
     from .golden import parse_shard, write_golden
@@ -174,7 +166,7 @@ def write_reference(request, progress=None):
         raise ConfigError(f"--batch-size must be at least 1. Received: {request.batch_size}")
     refuse_writing_over_inputs([request.output], [request.model, request.weights, request.data], kind="directory")
     model = load_named_model(request.model, request.input_size, request.classes, request.weights)
-    data = image_set(request.data, requested_preprocessing(request, *model.input_shape[1:3]), size=request.eval_size,
+    data = image_set(request.data, request.preprocessing_at(*model.input_shape[1:3]), size=request.eval_size,
                      seed=request.seed, preprocessed=request.preprocessed, check_readable=False)
     class_names = read_labels_file(request.labels, int(model.output_shape[-1])) if request.labels else None
     return write_golden(model, data, request.output, model_source(request.model, request.weights), class_names,

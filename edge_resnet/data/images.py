@@ -617,20 +617,29 @@ def check_disjoint(calibration, evaluation):
         )
 
 
-def requested_preprocessing(request, height, width):
-    """The Preprocessing that a request's `preprocessing`, `mean`, `std` and
-    `scale` fields ask for, at the model's input size."""
-    return Preprocessing(height, width, request.preprocessing, request.mean, request.std, request.scale)
+@dataclass(frozen=True, kw_only=True)
+class PreprocessingRequest:
+    """The preprocessing a request asks for (a preset, or custom mean, std
+    and scale), before the model's input size is known. None: the default."""
+
+    preprocessing: str = None
+    mean: tuple = None
+    std: tuple = None
+    scale: tuple = None
+
+    def preprocessing_at(self, height, width):
+        return Preprocessing(height, width, self.preprocessing, self.mean, self.std, self.scale)
 
 
 def model_input_batch(model_path, source, batch, request, preprocessed=False):
     """`batch` inputs for a .tflite/.onnx model from an image, image folder or
-    array file, preprocessed as `request` asks, repeated to fill the batch."""
+    array file, preprocessed as `request` (a PreprocessingRequest) asks,
+    repeated to fill the batch."""
     from ..device.runtime import open_runner
     from ..quiet import native_output_silenced
 
     with native_output_silenced():  # the runtime's start-up line would precede any error
         height, width = open_runner(model_path).input_shape[:2]
-    images = image_set(source, requested_preprocessing(request, height, width), size=None, preprocessed=preprocessed)
+    images = image_set(source, request.preprocessing_at(height, width), size=None, preprocessed=preprocessed)
     samples = list(images.samples())
     return np.stack([samples[i % len(samples)] for i in range(batch)])

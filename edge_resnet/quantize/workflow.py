@@ -4,12 +4,13 @@ float32 .tflite in, one .tflite or .onnx artifact out, with its recipe JSON."""
 import os
 from dataclasses import dataclass
 
+from ..data.images import PreprocessingRequest
 from ..errors import ConfigError
 from .recipe import QuantizationRecipe
 
 
 @dataclass(frozen=True)
-class QuantizeRequest:
+class QuantizeRequest(PreprocessingRequest):
     """What to quantize, how, and where to write it. None means the default."""
 
     model: str
@@ -21,10 +22,6 @@ class QuantizeRequest:
     calibration: str = None
     calibration_size: int = 200
     seed: int = 0
-    preprocessing: str = None
-    mean: tuple = None
-    std: tuple = None
-    scale: tuple = None
     preprocessed: bool = False
     input_type: str = None
     output_type: str = None
@@ -111,9 +108,9 @@ def quantize_artifact(request, log=print):
 
 
 def _calibration(request, input_shape, log):
-    from ..data.images import calibration_set, requested_preprocessing
+    from ..data.images import calibration_set
 
-    calibration = calibration_set(request.calibration, requested_preprocessing(request, *input_shape[:2]),
+    calibration = calibration_set(request.calibration, request.preprocessing_at(*input_shape[:2]),
                                   size=request.calibration_size, seed=request.seed, preprocessed=request.preprocessed)
     log(f"calibration: {len(calibration)} samples from {calibration.source}")
     return calibration
