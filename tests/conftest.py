@@ -31,6 +31,31 @@ def digits_calibration():
     return calibration_set(pixels, Preprocessing(32, 32), size=200)
 
 
+@pytest.fixture(scope="session")
+def digits_artifacts(folded, digits_calibration, tmp_path_factory):
+    """The int8 artifacts of the trained digits model, made once for every
+    module: TFLite, ONNX by onnxruntime and by way of the TFLite model, the
+    float ONNX, and a TFLite calibrated on black images (a broken artifact)."""
+    import numpy as np
+
+    from edge_resnet.data.images import Preprocessing, calibration_set
+    from edge_resnet.quantize.onnx_export import to_onnx
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.tflite import to_tflite
+
+    out = tmp_path_factory.mktemp("digits_artifacts")
+    int8 = QuantizationRecipe()
+    zeros = calibration_set(np.zeros((50, 32, 32, 3), np.uint8), Preprocessing(32, 32), size=None)
+    return {
+        "int8_tflite": to_tflite(folded, int8, digits_calibration, output=out / "int8.tflite", progress=False),
+        "int8_onnx": to_onnx(folded, int8, digits_calibration, output=out / "int8_ort.onnx"),
+        "int8_onnx_via_tflite": to_onnx(folded, int8, digits_calibration, output=out / "int8_tfl.onnx",
+                                        route="tflite"),
+        "float_onnx": to_onnx(folded, output=out / "float.onnx"),
+        "broken_tflite": to_tflite(folded, int8, zeros, output=out / "zeros_calibrated.tflite", progress=False),
+    }
+
+
 @pytest.fixture(scope="session", autouse=True)
 def temporary_files_are_cleaned_up(tmp_path_factory):
     """Temporary files go to a folder of the session's own; a scratch folder

@@ -15,6 +15,8 @@ def test_version_and_help():
     assert run_cli("--version").stdout.strip() == f"edge-resnet {__version__}"
     result = run_cli("--help")
     assert result.returncode == 0 and "summary" in result.stdout
+    result = run_cli("frobnicate")  # a usage error, in a real process: exit 2, one line
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "invalid choice" in result.stderr
 
 
 @pytest.mark.parametrize("command", ["summary", "fold", "quantize", "convert"])
@@ -130,10 +132,10 @@ def test_quantize_command_writes_int8_tflite_and_recipe(small_model_file, tmp_pa
     assert "XNNPACK runs only part of the model (not: QUANTIZE)" in result.stdout
     assert "calibrating: 30/30" in result.stderr  # the progress bar
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small_int8.tflite", "small_int8.tflite.json"]
-    # Deterministic across processes: a second run gives the same bytes.
+    # Deterministic across processes: a second run, in this process, gives the same bytes.
     again = tmp_path / "again" / "small_int8.tflite"
-    run_cli("quantize", str(small_model_file), "--calibration", str(digits_folder()),
-            "--calibration-size", "30", "--input-type", "uint8", "--output", str(again))
+    run_in_process("quantize", str(small_model_file), "--calibration", str(digits_folder()),
+                   "--calibration-size", "30", "--input-type", "uint8", "--output", str(again))
     assert again.read_bytes() == output.read_bytes()
 
 

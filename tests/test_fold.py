@@ -48,6 +48,7 @@ def assert_same_predictions(original, folded, probe, rtol=1e-4):
     np.testing.assert_array_equal(actual.argmax(-1), expected.argmax(-1))
 
 
+@pytest.mark.slow
 def test_resnet50_folds_all_53_batchnorms():
     model = randomize_batchnorm(build_resnet(50, classifier_activation=None))
     probe = images(224, 4)

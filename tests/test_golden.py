@@ -13,8 +13,6 @@ from edge_resnet.errors import ConfigError, DataError
 from edge_resnet.check.golden import (CHUNK_ROWS, MANIFEST, OUTPUTS, GoldenReference, merge_golden, parse_shard,
                                 shard_range, write_golden)
 from edge_resnet.check.parity import compare, parity_report
-from edge_resnet.quantize.recipe import QuantizationRecipe
-from edge_resnet.quantize.tflite import to_tflite
 from tests.cli import main_in_process, run_in_process, run_without_tensorflow
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
@@ -29,13 +27,8 @@ def held_out():
 
 
 @pytest.fixture(scope="module")
-def int8_artifacts(folded, digits_calibration, tmp_path_factory):
-    from edge_resnet.data.images import calibration_set
-
-    folder = tmp_path_factory.mktemp("golden_artifacts")
-    zeros = calibration_set(np.zeros((50, 32, 32, 3), np.uint8), Preprocessing(32, 32), size=None)
-    return [to_tflite(folded, QuantizationRecipe(), digits_calibration, output=folder / "int8.tflite", progress=False),
-            to_tflite(folded, QuantizationRecipe(), zeros, output=folder / "zeros.tflite", progress=False)]
+def int8_artifacts(digits_artifacts):
+    return [digits_artifacts["int8_tflite"], digits_artifacts["broken_tflite"]]
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,7 @@ def test_resnet50_parameter_counts():
     assert edge_resnet.resnet50(include_top=False).count_params() == 23_587_712
 
 
+@pytest.mark.slow
 def test_weights_from_keras_applications_give_the_same_outputs():
     theirs = keras.applications.ResNet50(weights=None, classifier_activation=None)
     rng = np.random.default_rng(0)

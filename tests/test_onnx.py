@@ -15,7 +15,6 @@ from edge_resnet.quantize.onnx_export import to_onnx
 from edge_resnet.quantize.recipe import QuantizationRecipe
 from edge_resnet.device.runtime import OnnxRunner, TfliteRunner
 from edge_resnet.quantize.recipe import record_path
-from edge_resnet.quantize.tflite import to_tflite
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
 
@@ -26,15 +25,9 @@ def held_out():
 
 
 @pytest.fixture(scope="module")
-def artifacts(folded, digits_calibration, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx")
-    int8 = QuantizationRecipe()
-    return {
-        "float": to_onnx(folded, output=out / "float.onnx"),
-        "ort": to_onnx(folded, int8, digits_calibration, output=out / "ort_int8.onnx"),
-        "via_tflite": to_onnx(folded, int8, digits_calibration, output=out / "tflite_int8.onnx", route="tflite"),
-        "tflite": to_tflite(folded, int8, digits_calibration, output=out / "int8.tflite", progress=False),
-    }
+def artifacts(digits_artifacts):
+    return {"float": digits_artifacts["float_onnx"], "ort": digits_artifacts["int8_onnx"],
+            "via_tflite": digits_artifacts["int8_onnx_via_tflite"], "tflite": digits_artifacts["int8_tflite"]}
 
 
 def agreement(a, b):
@@ -100,6 +93,7 @@ def test_uint8_qoperator_and_entropy_variants(folded, digits_calibration, held_o
     assert "QLinearConv" in ops
 
 
+@pytest.mark.slow
 def test_resnet50_float_onnx_matches_keras(tmp_path):
     model = fold_batchnorm(edge_resnet.resnet50(classifier_activation=None))[0]
     pixels, _ = digit_pixels(224, 3)

@@ -4,14 +4,10 @@ int8 artifacts, and a broken artifact the gates must catch."""
 import numpy as np
 import pytest
 
-import edge_resnet
 from edge_resnet.data.images import Preprocessing, image_set, images_from_array
 from edge_resnet.errors import DataError
-from edge_resnet.quantize.onnx_export import to_onnx
 from edge_resnet.check.parity import Tally, compare, parity_report, topk
-from edge_resnet.quantize.recipe import QuantizationRecipe
-from edge_resnet.quantize.tflite import to_tflite
-from tests.cli import main_in_process, run_in_process
+from tests.cli import main_in_process, run_cli, run_in_process
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
 
@@ -23,16 +19,9 @@ def test_split():
 
 
 @pytest.fixture(scope="module")
-def artifacts(folded, digits_calibration, tmp_path_factory):
-    out = tmp_path_factory.mktemp("parity")
-    int8 = QuantizationRecipe()
-    zeros = edge_resnet.calibration_set(np.zeros((50, 32, 32, 3), np.uint8), Preprocessing(32, 32), size=None)
-    return {
-        "tflite": to_tflite(folded, int8, digits_calibration, output=out / "int8.tflite", progress=False),
-        "onnx_ort": to_onnx(folded, int8, digits_calibration, output=out / "int8_ort.onnx"),
-        "onnx_tflite": to_onnx(folded, int8, digits_calibration, output=out / "int8_tfl.onnx", route="tflite"),
-        "broken": to_tflite(folded, int8, zeros, output=out / "zeros_calibrated.tflite", progress=False),
-    }
+def artifacts(digits_artifacts):
+    return {"tflite": digits_artifacts["int8_tflite"], "onnx_ort": digits_artifacts["int8_onnx"],
+            "onnx_tflite": digits_artifacts["int8_onnx_via_tflite"], "broken": digits_artifacts["broken_tflite"]}
 
 
 def test_topk_orders_best_first():
@@ -105,15 +94,6 @@ def test_data_that_does_not_fit_is_refused(folded, test_split, artifacts):
 
 # Through the CLI, as CI would run it.
 
-def run_cli(*args):
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "edge_resnet.cli", *args], capture_output=True, text=True, env=env)
-
-
 @pytest.fixture(scope="module")
 def cli_inputs(digits_model, test_split, artifacts, tmp_path_factory):
     """The trained float model as a .keras file and the held-out digits as .npz."""
@@ -127,9 +107,9 @@ def cli_inputs(digits_model, test_split, artifacts, tmp_path_factory):
 def test_compare_cli_passes_gates_and_writes_reports(cli_inputs, artifacts, tmp_path):
     import json
 
-    result = run_cli("compare", "--reference", str(cli_inputs / "digits.keras"), str(artifacts["tflite"]),
-                     str(artifacts["onnx_ort"]), "--data", str(cli_inputs / "test.npz"), "--report", str(tmp_path),
-                     "--max-accuracy-drop", "1.0", "--min-agreement", "0.98")
+    result = run_in_process("compare", "--reference", str(cli_inputs / "digits.keras"), str(artifacts["tflite"]),
+                            str(artifacts["onnx_ort"]), "--data", str(cli_inputs / "test.npz"), "--report",
+                            str(tmp_path), "--max-accuracy-drop", "1.0", "--min-agreement", "0.98")
     assert result.returncode == 0, result.stderr
     assert "Gates: passed" in result.stdout
     assert "evaluating: 597/597" in result.stderr  # the progress bar
@@ -142,7 +122,8 @@ def test_compare_cli_passes_gates_and_writes_reports(cli_inputs, artifacts, tmp_
 
 
 def test_compare_cli_exits_1_on_a_broken_artifact_after_writing_the_report(cli_inputs, artifacts, tmp_path):
-    result = run_in_process("compare", "--reference", str(cli_inputs / "digits.keras"), str(artifacts["broken"]),
+    """In a real process: the exit code CI sees."""
+    result = run_cli("compare", "--reference", str(cli_inputs / "digits.keras"), str(artifacts["broken"]),
                      "--data", str(cli_inputs / "test.npz"), "--report", str(tmp_path), "--no-per-layer",
                      "--max-accuracy-drop", "1.0", "--min-agreement", "0.98")
     assert result.returncode == 1, result.stderr

@@ -17,9 +17,8 @@ from tests.digits import TRAIN_SAMPLES, digit_pixels
 
 
 @pytest.fixture(scope="module")
-def int8_path(folded, digits_calibration, tmp_path_factory):
-    output = tmp_path_factory.mktemp("int8") / "digits_int8.tflite"
-    return to_tflite(folded, QuantizationRecipe(), digits_calibration, output=output, progress=False)
+def int8_path(digits_artifacts):
+    return digits_artifacts["int8_tflite"]
 
 
 def run_tflite(path, images):
