@@ -53,6 +53,8 @@ def test_summary_macs_scale_with_input_area():
     "args, fragment",
     [
         (["summary", "--input-size", "16"], "at least 32"),
+        (["summary", "--input-size", "0"], "positive integers"),  # 0 is refused, not taken as "the default"
+        (["summary", "--classes", "0"], "classes must be a positive integer"),
         (["summary", "--model", "resnet20"], "invalid choice"),
         (["summary", "--width", "0"], "width must be positive"),
         (["frobnicate"], "invalid choice"),

@@ -294,9 +294,11 @@ def test_golden_outputs_are_written_whole_or_not_at_all(inputs, tmp_path):
     code, _, stderr = main_in_process("reference", inputs / "digits.keras", "--data", inputs / "test.npz",
                                       "--shard", "9/4", "--output", tmp_path / "new")
     assert code == 2 and "--shard is i/n" in stderr and not (tmp_path / "new").exists()
-    code, _, stderr = main_in_process("compare", "--reference", inputs / "golden", inputs / "int8.tflite",
-                                      "--eval-size", "10")
-    assert code == 2 and "golden outputs fix the images" in stderr
+    for ignored in (["--eval-size", "10"], ["--seed", "3"], ["--input-size", "64"], ["--weights", "imagenet"]):
+        code, _, stderr = main_in_process("compare", "--reference", inputs / "golden", inputs / "int8.tflite",
+                                          *ignored)
+        assert code == 2 and f"golden outputs fix the images, the labels and the model; leave out {ignored[0]}" \
+            in stderr, stderr
 
 
 def test_folder_sample_ids_are_relative_paths_found_again_after_a_move(tmp_path):

@@ -24,7 +24,7 @@ class CompareRequest(PreprocessingRequest):
     min_agreement: float = None
     eval_size: int = None
     per_layer: bool = True
-    seed: int = 0
+    seed: int = None  # of the --eval-size subset; 0 when left out
     batch_size: int = REFERENCE_BATCH
     bench_runs: int = LATENCY_RUNS
     preprocessed: bool = False
@@ -99,7 +99,7 @@ def _keras_inputs(request):
                           "or give golden outputs as --reference")
     reference = load_named_model(request.reference, request.input_size, request.classes, request.weights)
     data = image_set(request.data, request.preprocessing_at(*reference.input_shape[1:3]),
-                     size=request.eval_size, seed=request.seed, preprocessed=request.preprocessed,
+                     size=request.eval_size, seed=request.seed or 0, preprocessed=request.preprocessed,
                      check_readable=False)
     classes = int(reference.output_shape[-1])
     return reference, data, read_labels_file(request.labels, classes) if request.labels else None
@@ -110,9 +110,12 @@ def _golden_inputs(request):
     from .golden import GoldenReference, check_lineage
 
     reference = GoldenReference(request.reference)
-    if request.eval_size is not None or request.labels:
-        raise ConfigError("golden outputs fix the images and the labels; leave out --eval-size and --labels "
-                          "(make a smaller reference with edge-resnet reference --eval-size)")
+    fixed = {"--eval-size": request.eval_size, "--labels": request.labels, "--seed": request.seed,
+             "--input-size": request.input_size, "--classes": request.classes, "--weights": request.weights}
+    given = [flag for flag, value in fixed.items() if value is not None]
+    if given:
+        raise ConfigError(f"golden outputs fix the images, the labels and the model; leave out {', '.join(given)} "
+                          "(make another reference with edge-resnet reference for other ones)")
     asked = None
     if any(value is not None for value in (request.preprocessing, request.mean, request.std, request.scale)):
         asked = request.preprocessing_at(*reference.input_shape[:2])

@@ -25,8 +25,7 @@ def build_named(name, input_size=None, classes=None, **options):
     """A builder name built at `input_size` (default 224) with `classes` (default 1000)."""
     from .resnet import BUILDERS
 
-    size = input_size or DEFAULT_INPUT_SIZE
-    return BUILDERS[name](input_shape=(size, size, 3), classes=classes or DEFAULT_CLASSES, **options)
+    return BUILDERS[name](input_shape=_input_shape(input_size), classes=_classes(classes), **options)
 
 
 def load_named_model(spec, input_size=None, classes=None, weights=None):
@@ -35,8 +34,16 @@ def load_named_model(spec, input_size=None, classes=None, weights=None):
 
     if spec.endswith(".keras"):
         return load_model(spec)
-    size = input_size or DEFAULT_INPUT_SIZE
-    return load_model(spec, input_shape=(size, size, 3), classes=classes or DEFAULT_CLASSES, weights=weights)
+    return load_model(spec, input_shape=_input_shape(input_size), classes=_classes(classes), weights=weights)
+
+
+def _input_shape(input_size):
+    size = DEFAULT_INPUT_SIZE if input_size is None else input_size  # 0 stays 0, for the builder to refuse
+    return (size, size, 3)
+
+
+def _classes(classes):
+    return DEFAULT_CLASSES if classes is None else classes
 
 
 def load_folded(spec, input_size=None, classes=None, weights=None, fold=True):

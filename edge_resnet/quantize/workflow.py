@@ -62,8 +62,6 @@ def check_request(request, recipe):
     """Refuse, before any work, what cannot be done."""
     from ..files import refuse_writing_over_inputs
 
-    if request.target not in (".tflite", ".onnx"):
-        raise ConfigError(f"--output must end in .tflite or .onnx. Received: {request.output}")
     if recipe.needs_calibration and not (request.calibration or request.statistics):
         raise ConfigError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz) "
                           "or --statistics FILE")
@@ -87,6 +85,8 @@ def quantize_artifact(request, log=print):
     a float32 .tflite is quantized to int8 without TensorFlow. The recipe
     JSON is written beside the artifact, whose path is returned.
     """
+    if request.target not in (".tflite", ".onnx"):
+        raise ConfigError(f"--output must end in .tflite or .onnx. Received: {request.output}")
     recipe = request.recipe()
     check_request(request, recipe)
     if request.model.endswith(".tflite"):
