@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 a parity or latency gate failed, 2 bad input or
 usage (one line on stderr, no traceback). Options left out are None, so the
-API's own defaults apply; the help texts quote them.
+API's own defaults apply; each option's help quotes the default of the
+request field or parameter it sets.
 """
 
 import argparse
@@ -11,8 +12,6 @@ import os
 import sys
 
 from . import __version__
-from .check.parity import REFERENCE_BATCH
-from .check.workflows import LATENCY_RUNS
 from .convert import parse_formats
 from .data.images import PREPROCESSING_MODES, PreprocessingRequest, parse_channel_values
 from .errors import EdgeResnetError
@@ -187,8 +186,7 @@ def shared_options():
             _option("--labels", metavar="FILE", help="class names in model-output order, one per line")),
         "calibration": _parent(
             _option("--calibration", metavar="PATH", help="image folder, .npy or .npz to calibrate int8 on"),
-            _option("--calibration-size", **number, help="seeded, class-stratified calibration subset "
-                    "(default: 200)")),
+            _option("--calibration-size", **number, help="seeded, class-stratified calibration subset")),
         "ranges": _parent(
             _option("--calibration-method", choices=METHODS, help="how int8 activation ranges come from the "
                     f"calibration statistics (default: {DEFAULT_METHOD}): minmax (the extremes seen), percentile, "
@@ -201,18 +199,17 @@ def shared_options():
         "io_types": _parent(
             _option("--input-type", choices=IO_TYPES, help="int8 model input type (default: int8)"),
             _option("--output-type", choices=IO_TYPES, help="int8 model output type (default: int8)")),
-        "quantize": _parent(_option("--quantize", choices=MODES, help="quantization mode (default: int8)")),
+        "quantize": _parent(_option("--quantize", choices=MODES, help="quantization mode")),
         "gates": _parent(
             _option("--max-accuracy-drop", type=float, metavar="POINTS",
                     help="gate: fail (exit 1) when an artifact loses more top-1 points"),
             _option("--min-agreement", type=float, metavar="FRACTION",
                     help="gate: fail (exit 1) when an artifact agrees with the float top-1 less often")),
         "timing": _parent(
-            _option("--bench-runs", **number, help=f"timed runs per artifact at batch 1, 0 skips (default: "
-                    f"{LATENCY_RUNS} for compare, 30 for convert)"),
+            _option("--bench-runs", **number, help="timed runs per artifact at batch 1, 0 skips"),
             _option("--no-per-layer", dest="per_layer", action="store_false",
                     help="skip the per-layer error analysis")),
-        "threads": _parent(_option("--threads", type=int, help="inference threads (default: 2)")),
+        "threads": _parent(_option("--threads", type=int, help="inference threads")),
         "force": _parent(_option("--force", action="store_true",
                                  help="write into a non-empty output, replacing an earlier run's files")),
     }
@@ -226,12 +223,34 @@ then after a warm-up each run: min, mean, std, p50/p90/p95/p99, max, throughput 
 Several models give a table with the speed-up against the first one."""
 
 
-def _command(commands, name, parents, doc, examples):
-    """A subcommand described by the API function's docstring, whose --help ends with worked examples."""
+def _api_defaults(api):
+    """{field or parameter name: default} of a request dataclass or a function."""
+    import inspect
+
+    if dataclasses.is_dataclass(api):
+        return {field.name: field.default for field in dataclasses.fields(api)}
+    return {name: parameter.default for name, parameter in inspect.signature(api).parameters.items()}
+
+
+def quote_api_defaults(parser, api):
+    """End each option's help with the default the API applies when the option is left out."""
+    defaults = _api_defaults(api)
+    for action in parser._actions:
+        default = defaults.get(action.dest)
+        if action.option_strings and action.help and "default" not in action.help and \
+                isinstance(default, (int, float, str)) and not isinstance(default, bool):
+            action.help += f" (default: {default})"
+
+
+def _command(commands, name, shared, doc, examples):
+    """A subcommand with fresh copies of the `shared` option groups, described by the API function's
+    docstring, whose --help ends with worked examples."""
     import inspect
 
     summary, _, description = inspect.cleandoc(doc).partition("\n\n")
-    return commands.add_parser(name, parents=parents, help=summary[0].lower() + summary[1:].rstrip("."),
+    options = shared_options()
+    return commands.add_parser(name, parents=[options[group] for group in shared],
+                               help=summary[0].lower() + summary[1:].rstrip("."),
                                description=f"{summary}\n\n{description}".strip(),
                                epilog="example:\n" + "\n".join(f"  {line}" for line in examples),
                                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -239,19 +258,20 @@ def _command(commands, name, parents, doc, examples):
 
 def build_parser():
     from .check.golden import merge_golden
-    from .check.workflows import compare_artifacts, write_reference
+    from .check.workflows import CompareRequest, ReferenceRequest, compare_artifacts, write_reference
+    from .convert import ConvertConfig
     from .convert import convert as convert_job
+    from .device.bench import benchmark
     from .model.source import save_folded
-    from .quantize.workflow import quantize_artifact
+    from .quantize.workflow import QuantizeRequest, quantize_artifact
 
-    shared = shared_options()
     parser = OneLineParser(prog=PROG, description="Take a Keras ResNet to the edge: fold BatchNorm, quantize to int8, "
                            "export TFLite and ONNX, and check accuracy parity and latency.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser, required=True)
     model_help = "a .keras file, or a builder name such as resnet50"
 
-    summary = _command(commands, "summary", [shared["size"]], SUMMARY_DOC, ["edge-resnet summary --model resnet50 --input-size 224",
+    summary = _command(commands, "summary", ("size",), SUMMARY_DOC, ["edge-resnet summary --model resnet50 --input-size 224",
                                                                "edge-resnet summary --model resnet34 --shortcut A --plain"])
     summary.add_argument("--model", default="resnet50", choices=BUILDER_NAMES, help="network depth (default: resnet50)")
     summary.add_argument("--shortcut", choices=SHORTCUTS, help="A zero-pad, B projection where dimensions change "
@@ -262,7 +282,7 @@ def build_parser():
     summary.add_argument("--width", type=float, help="filter multiplier (default: 1.0)")
     summary.set_defaults(handler=run_summary, needs_keras=True)
 
-    fold = _command(commands, "fold", [shared["size"], shared["weights"]], save_folded.__doc__,
+    fold = _command(commands, "fold", ("size", "weights"), save_folded.__doc__,
                     ["edge-resnet fold resnet50 --output resnet50_folded.keras",
                      "edge-resnet fold my_model.keras --output my_model_folded.keras --json"])
     fold.add_argument("model", metavar="MODEL", help=model_help)
@@ -271,8 +291,8 @@ def build_parser():
     fold.set_defaults(handler=run_fold, needs_keras=True)
 
     quantize = _command(
-        commands, "quantize", [shared[name] for name in ("size", "weights", "quantize", "calibration", "seed", "preprocessing",
-                                                         "preprocessed", "io_types", "ranges")],
+        commands, "quantize", ("size", "weights", "quantize", "calibration", "seed", "preprocessing",
+                                                         "preprocessed", "io_types", "ranges"),
         quantize_artifact.__doc__,
         ["edge-resnet quantize resnet50 --weights imagenet --calibration val/ \\",
          "    --calibration-size 300 --quantize int8 --output resnet50_int8.tflite",
@@ -288,19 +308,19 @@ def build_parser():
                           help="per-tensor instead of per-channel weights")
     quantize.add_argument("--no-fold", dest="fold", action="store_false", help="convert without folding BatchNorm")
     onnx_options = quantize.add_argument_group("ONNX (.onnx output)")
-    onnx_options.add_argument("--opset", type=int, help="ONNX opset, 13-18 (default: 17)")
+    onnx_options.add_argument("--opset", type=int, help="ONNX opset, 13-18")
     onnx_options.add_argument("--onnx-route", choices=ONNX_ROUTES, help="int8 by onnxruntime static quantization "
-                              "(ort, default) or from the int8 TFLite model")
+                              "(ort) or from the int8 TFLite model (tflite)")
     onnx_options.add_argument("--activation-type", choices=ACTIVATION_TYPES, help="onnxruntime activations: uint8 "
-                              "(U8S8, default: fastest on x86) or int8 (S8S8)")
-    onnx_options.add_argument("--onnx-format", choices=ONNX_FORMATS, help="QDQ (default) or QOperator graph")
+                              "(U8S8, fastest on x86) or int8 (S8S8)")
+    onnx_options.add_argument("--onnx-format", choices=ONNX_FORMATS, help="QDQ or QOperator graph")
     onnx_options.add_argument("--full-range", action="store_true", help="8-bit instead of 7-bit weights (only for "
                               "devices whose int8 kernels do not saturate: ARM, or x86 with VNNI)")
     quantize.set_defaults(handler=run_quantize, needs_keras=lambda args: not args.model.endswith(".tflite"))
 
     compare = _command(
-        commands, "compare", [shared[name] for name in ("size", "weights", "evaluation", "seed", "gates", "timing",
-                                                        "preprocessing", "preprocessed")],
+        commands, "compare", ("size", "weights", "evaluation", "seed", "gates", "timing",
+                                                        "preprocessing", "preprocessed"),
         compare_artifacts.__doc__,
         ["edge-resnet compare --reference model.keras model_int8.tflite model_int8.onnx \\",
          "    --data val/ --labels labels.txt --report report/ --max-accuracy-drop 1 --min-agreement 0.98",
@@ -311,12 +331,12 @@ def build_parser():
     compare.add_argument("--data", metavar="PATH", help="class folders, a flat folder (agreement only), or .npz with "
                          "x (and y); with golden outputs, default: where their images were")
     compare.add_argument("--report", metavar="DIR", help="write parity.json, parity.md and parity.html here")
-    compare.add_argument("--batch-size", type=int, help=f"reference batch size (default: {REFERENCE_BATCH})")
+    compare.add_argument("--batch-size", type=int, help="reference batch size")
     compare.set_defaults(handler=run_compare, needs_keras=_compares_with_keras)
 
     reference = _command(
-        commands, "reference", [shared[name] for name in ("size", "weights", "evaluation", "seed", "force", "preprocessing",
-                                                          "preprocessed")],
+        commands, "reference", ("size", "weights", "evaluation", "seed", "force", "preprocessing",
+                                                          "preprocessed"),
         write_reference.__doc__,
         ["edge-resnet reference model.keras --data val/ --output golden/",
          "KERAS_BACKEND=jax edge-resnet reference model.keras --data val/ --output golden/ --batch-size 256",
@@ -329,16 +349,16 @@ def build_parser():
     reference.add_argument("--shard", metavar="I/N", help="write only the I-th of N consecutive parts")
     reference.set_defaults(handler=run_reference, needs_keras=True)
 
-    merge = _command(commands, "merge", [shared["force"]], merge_golden.__doc__,
+    merge = _command(commands, "merge", ("force",), merge_golden.__doc__,
                      ["edge-resnet merge golden_1/ golden_2/ golden_3/ golden_4/ --output golden/"])
     merge.add_argument("shards", nargs="+", metavar="SHARD", help="golden folders written with --shard")
     merge.add_argument("--output", required=True, metavar="DIR", help="the merged golden folder")
     merge.set_defaults(handler=run_merge, needs_keras=False)
 
     convert = _command(
-        commands, "convert", [shared[name] for name in ("size", "weights", "quantize", "calibration", "evaluation", "seed",
+        commands, "convert", ("size", "weights", "quantize", "calibration", "evaluation", "seed",
                                                         "force", "gates", "io_types", "preprocessing", "timing",
-                                                        "threads", "ranges")],
+                                                        "threads", "ranges"),
         convert_job.__doc__,
         ["edge-resnet convert --quantize int8",
          "edge-resnet convert --model my_model.keras --calibration calib/ --eval val/ --output out/",
@@ -346,29 +366,31 @@ def build_parser():
          "    --eval-size 5000 --labels imagenet_classes.txt --max-accuracy-drop 1 --min-agreement 0.98 \\",
          "    --output rn50/",
          "edge-resnet convert --quantize int8 --input-type uint8 --formats tflite --output uint8_device/"])
-    convert.add_argument("--model", metavar="NAME|FILE.keras", help="resnet18/34/50/101/152, or your .keras model "
-                         "(default: resnet50)")
+    convert.add_argument("--model", metavar="NAME|FILE.keras", help="resnet18/34/50/101/152, or your .keras model")
     convert.add_argument("--eval", metavar="PATH", help="images to check parity on (default: the calibration "
                          "source's images not calibrated on)")
     convert.add_argument("--formats", type=parse_formats, metavar="LIST", help="tflite, onnx or tflite,onnx "
                          "(default: both; tflite only for float16/dynamic)")
-    convert.add_argument("--output", metavar="DIR", help="output directory (default: edge-resnet-output)")
+    convert.add_argument("--output", metavar="DIR", help="output directory")
     convert.set_defaults(handler=run_convert, needs_keras=True)
 
-    bench = _command(commands, "bench", [shared[name] for name in ("threads", "preprocessing", "preprocessed")],
+    bench = _command(commands, "bench", ("threads", "preprocessing", "preprocessed"),
                      BENCH_DOC, ["edge-resnet bench model_fp32.tflite model_int8.tflite --threads 2",
                                  "edge-resnet bench model_int8.onnx --duration 10 --batch 8 --json",
                                  "edge-resnet bench model_int8.tflite --input photo.jpg"])
     bench.add_argument("models", nargs="+", metavar="MODEL", help=".tflite or .onnx files")
-    bench.add_argument("--warmup", type=int, help="untimed runs after the first (default: 10)")
+    bench.add_argument("--warmup", type=int, help="untimed runs after the first")
     timing = bench.add_mutually_exclusive_group()
-    timing.add_argument("--runs", type=int, help="timed runs (default: 50)")
+    timing.add_argument("--runs", type=int, help="timed runs")
     timing.add_argument("--duration", type=float, metavar="SECONDS", help="time runs for this long instead")
-    bench.add_argument("--batch", type=int, help="batch size (default: 1)")
+    bench.add_argument("--batch", type=int, help="batch size")
     bench.add_argument("--input", metavar="FILE", help="an image, image folder or .npz to feed (default: random)")
     bench.add_argument("--profile", action="store_true", help="per-operator times (onnxruntime models)")
     bench.add_argument("--json", action="store_true", help="print JSON for CI and device fleets")
     bench.set_defaults(handler=run_bench, needs_keras=False)
+    for command, api in ((quantize, QuantizeRequest), (compare, CompareRequest), (reference, ReferenceRequest),
+                         (convert, ConvertConfig), (bench, benchmark)):
+        quote_api_defaults(command, api)
     return parser
 
 
