@@ -112,7 +112,7 @@ def run_bench(args):
     results = []
     for path in args.models:
         if args.input:
-            from .data.images import model_input_batch  # imports the runtimes
+            from .data.images import model_input_batch
 
             options["sample"] = model_input_batch(path, args.input, args.batch or 1,
                                                   request_from(PreprocessingRequest, args), args.preprocessed)
@@ -258,7 +258,7 @@ def _command(commands, name, shared, doc, examples):
 
 def build_parser():
     from .check.golden import merge_golden
-    from .check.workflows import CompareRequest, ReferenceRequest, compare_artifacts, write_reference
+    from .check.workflows import CompareRequest, ReferenceRequest, compare_artifacts, is_golden, write_reference
     from .convert import ConvertConfig
     from .convert import convert as convert_job
     from .device.bench import benchmark
@@ -271,8 +271,9 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser, required=True)
     model_help = "a .keras file, or a builder name such as resnet50"
 
-    summary = _command(commands, "summary", ("size",), SUMMARY_DOC, ["edge-resnet summary --model resnet50 --input-size 224",
-                                                               "edge-resnet summary --model resnet34 --shortcut A --plain"])
+    summary = _command(commands, "summary", ("size",), SUMMARY_DOC,
+                       ["edge-resnet summary --model resnet50 --input-size 224",
+                        "edge-resnet summary --model resnet34 --shortcut A --plain"])
     summary.add_argument("--model", default="resnet50", choices=BUILDER_NAMES, help="network depth (default: resnet50)")
     summary.add_argument("--shortcut", choices=SHORTCUTS, help="A zero-pad, B projection where dimensions change "
                          "(default), C always")
@@ -291,8 +292,8 @@ def build_parser():
     fold.set_defaults(handler=run_fold, needs_keras=True)
 
     quantize = _command(
-        commands, "quantize", ("size", "weights", "quantize", "calibration", "seed", "preprocessing",
-                                                         "preprocessed", "io_types", "ranges"),
+        commands, "quantize", ("size", "weights", "quantize", "calibration", "seed", "preprocessing", "preprocessed",
+                               "io_types", "ranges"),
         quantize_artifact.__doc__,
         ["edge-resnet quantize resnet50 --weights imagenet --calibration val/ \\",
          "    --calibration-size 300 --quantize int8 --output resnet50_int8.tflite",
@@ -319,8 +320,8 @@ def build_parser():
     quantize.set_defaults(handler=run_quantize, needs_keras=lambda args: not args.model.endswith(".tflite"))
 
     compare = _command(
-        commands, "compare", ("size", "weights", "evaluation", "seed", "gates", "timing",
-                                                        "preprocessing", "preprocessed"),
+        commands, "compare", ("size", "weights", "evaluation", "seed", "gates", "timing", "preprocessing",
+                              "preprocessed"),
         compare_artifacts.__doc__,
         ["edge-resnet compare --reference model.keras model_int8.tflite model_int8.onnx \\",
          "    --data val/ --labels labels.txt --report report/ --max-accuracy-drop 1 --min-agreement 0.98",
@@ -332,11 +333,10 @@ def build_parser():
                          "x (and y); with golden outputs, default: where their images were")
     compare.add_argument("--report", metavar="DIR", help="write parity.json, parity.md and parity.html here")
     compare.add_argument("--batch-size", type=int, help="reference batch size")
-    compare.set_defaults(handler=run_compare, needs_keras=_compares_with_keras)
+    compare.set_defaults(handler=run_compare, needs_keras=lambda args: not is_golden(args.reference))
 
     reference = _command(
-        commands, "reference", ("size", "weights", "evaluation", "seed", "force", "preprocessing",
-                                                          "preprocessed"),
+        commands, "reference", ("size", "weights", "evaluation", "seed", "force", "preprocessing", "preprocessed"),
         write_reference.__doc__,
         ["edge-resnet reference model.keras --data val/ --output golden/",
          "KERAS_BACKEND=jax edge-resnet reference model.keras --data val/ --output golden/ --batch-size 256",
@@ -356,9 +356,8 @@ def build_parser():
     merge.set_defaults(handler=run_merge, needs_keras=False)
 
     convert = _command(
-        commands, "convert", ("size", "weights", "quantize", "calibration", "evaluation", "seed",
-                                                        "force", "gates", "io_types", "preprocessing", "timing",
-                                                        "threads", "ranges"),
+        commands, "convert", ("size", "weights", "quantize", "calibration", "evaluation", "seed", "force", "gates",
+                              "io_types", "preprocessing", "timing", "threads", "ranges"),
         convert_job.__doc__,
         ["edge-resnet convert --quantize int8",
          "edge-resnet convert --model my_model.keras --calibration calib/ --eval val/ --output out/",
@@ -392,12 +391,6 @@ def build_parser():
                          (convert, ConvertConfig), (bench, benchmark)):
         quote_api_defaults(command, api)
     return parser
-
-
-def _compares_with_keras(args):
-    from .check.workflows import CompareRequest
-
-    return not CompareRequest(args.reference, args.artifacts).golden
 
 
 def _terminate_as_interrupt(signum, frame):

@@ -41,7 +41,8 @@ def inputs(digits_model, held_out, int8_artifacts, tmp_path_factory):
     pixels, labels = held_out
     np.savez(folder / "test.npz", x=pixels, y=labels)
     np.savez(folder / "calibration.npz", x=digit_pixels(32, 100)[0])
-    result = run_in_process("reference", folder / "digits.keras", "--data", folder / "test.npz", "--output", folder / "golden")
+    result = run_in_process("reference", folder / "digits.keras", "--data", folder / "test.npz",
+                            "--output", folder / "golden")
     assert result.returncode == 0, result.stderr
     quantized = run_in_process("quantize", folder / "digits.keras", "--calibration", folder / "calibration.npz",
                                "--input-size", "32", "--output", folder / "int8.tflite")

@@ -34,11 +34,15 @@ class CompareRequest(PreprocessingRequest):
 
     @property
     def golden(self):
-        """A folder, or anything that does not name a model (so a mistyped
-        golden folder is named as one)."""
-        from ..model.source import names_a_model
+        return is_golden(self.reference)
 
-        return os.path.isdir(self.reference) or not names_a_model(self.reference)
+
+def is_golden(reference):
+    """A folder, or anything that does not name a model (so a mistyped golden
+    folder is named as one)."""
+    from ..model.source import names_a_model
+
+    return os.path.isdir(reference) or not names_a_model(reference)
 
 
 def compare_artifacts(request, log=print, progress=None):
