@@ -75,7 +75,7 @@ def main():
     import tempfile
     from pathlib import Path
 
-    from edge_resnet import demo
+    from edge_resnet.model import demo
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import int8_tflite

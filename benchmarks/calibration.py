@@ -99,7 +99,7 @@ def raw_ort_int8(float_onnx, images, output):
 def models_to_measure():
     from trained import full_width_resnet50
 
-    from edge_resnet import demo
+    from edge_resnet.model import demo
     from tests.digits import train_digits_resnet
 
     yield "demo ResNet-50 w0.25 (shipped)", demo.build_demo_model()

@@ -76,7 +76,7 @@ def prepare():
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from trained import full_width_resnet50
 
-    from edge_resnet import demo
+    from edge_resnet.model import demo
 
     WORK.mkdir(exist_ok=True)
     demo.build_demo_model().save(WORK / "demo.keras")

@@ -21,7 +21,7 @@ def cache_folder():
 def full_width_resnet50(log=print):
     """The full-width ResNet-50 at 32x32 with its trained weights (trained
     and cached on first use: about 10 minutes on 2 cores)."""
-    from edge_resnet import demo
+    from edge_resnet.model import demo
     from edge_resnet.model.resnet import build_resnet
 
     path = cache_folder() / FULL_WIDTH_FILE
