@@ -1,7 +1,7 @@
 """Calibration: fidelity of the int8 models against the raw tools, the
 speed of the statistics pass, and what the int8 TFLite costs on the device.
 
-    .venv/bin/python benchmarks/calibration.py [fidelity] [floor] [speed] [latency]
+    .venv/bin/python benchmarks/calibration.py [fidelity] [floor] [oracle] [speed] [latency]
 
 Fidelity: trained digits models (the shipped demo ResNet-50 at width 0.25,
 a ResNet-18 at width 0.25, and a full-width ResNet-50 at 32x32 trained once
@@ -13,6 +13,10 @@ quantize_static (S8S8, per-channel, MinMax, 8-bit weights).
 
 Floor: the output SQNR of the float model with only its logits in int8,
 the ceiling for any int8 model whose output tensor is int8.
+
+Oracle: our int8 TFLite with every activation range taken from the held-out
+images themselves (the images it is scored on), which no calibration set
+can know: how far the choice of ranges alone can go.
 
 Speed: seconds per calibration sample at ResNet-50 224 (seeded weights and
 images; speed does not depend on them), slope between N=20 and N=100, for
@@ -201,6 +205,38 @@ def logits_floor():
     return results
 
 
+def oracle_ranges():
+    """SQNR of our int8 TFLite calibrated on the held-out images it is scored on, per range method."""
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.data.preprocess import preprocess_input
+    from edge_resnet.device.runtime import TfliteRunner
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite, to_tflite
+    from tests.digits import TRAIN_SAMPLES, digit_pixels
+
+    test_pixels, _ = digit_pixels(32, None, offset=TRAIN_SAMPLES)
+    test_images = preprocess_input(test_pixels)
+    held_out = images_from_array(test_pixels, Preprocessing(32, 32), size=None).cached()
+    results = []
+    for model_name, model in models_to_measure():
+        folded, _ = fold_batchnorm(model)
+        reference = np.asarray(model.predict(test_images, batch_size=50, verbose=0))
+        float_model = float_tflite(folded)
+        statistics = collect_statistics(float_model, held_out)
+        scratch = Path(tempfile.mkdtemp(prefix="calibration-oracle-"))
+        row = {"model": model_name, "sqnr_db": {}}
+        for method, parameters in OUR_TFLITE[:2]:
+            recipe = QuantizationRecipe(calibration_method=method, **parameters)
+            path = to_tflite(folded, recipe, output=scratch / "oracle.tflite", statistics=statistics,
+                             float_model=float_model)
+            row["sqnr_db"][recipe.range_method().describe()] = sqnr_db(reference, TfliteRunner(path).predict(test_images))
+        results.append(row)
+        print(row, flush=True)
+    return results
+
+
 def summarize(values):
     sqnr = [v["sqnr_db"] for v in values]
     return {"sqnr_db_mean": float(np.mean(sqnr)), "sqnr_db_min": float(np.min(sqnr)), "sqnr_db_max": float(np.max(sqnr)),
@@ -314,6 +350,22 @@ def markdown(result):
                   f"{', '.join(f'{value:.1f}' for value in row['sqnr_db_per_subset'])} | {row['sqnr_db_held_out_range']:.2f} |"
                   for row in result["floor"]]
         lines.append("")
+    if "oracle" in result:
+        lines += ["## Oracle ranges: calibrated on the held-out images themselves", "",
+                  "Our int8 TFLite with every activation range taken from the 597 images it is scored on, which no "
+                  "calibration set can know. Beside it, the raw converter's mean from the fidelity tables and the "
+                  "+3 dB bar.", "",
+                  "| model | oracle minmax | oracle extrapolated 0.25 | raw TFLite converter | bar (+3 dB) |",
+                  "|---|---|---|---|---|"]
+        raw = {entry["model"]: entry["routes"]["raw TFLite converter (min/max)"]["sqnr_db_mean"]
+               for entry in result.get("fidelity", [])}
+        for row in result["oracle"]:
+            values = list(row["sqnr_db"].values())
+            anchor = raw.get(row["model"])
+            lines.append(f"| {row['model']} | {values[0]:.2f} | {values[1]:.2f} | "
+                         f"{anchor:.2f} | {anchor + 3:.2f} |" if anchor is not None else
+                         f"| {row['model']} | {values[0]:.2f} | {values[1]:.2f} | - | - |")
+        lines.append("")
     if "speed" in result:
         speed_result = result["speed"]
         lines += ["## Calibration speed, ResNet-50 224", "",
@@ -337,7 +389,8 @@ def main(parts):
     path = RESULTS / "calibration.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     result.update(machine=machine())
-    for part, run in (("fidelity", fidelity), ("floor", logits_floor), ("speed", speed), ("latency", latency)):
+    for part, run in (("fidelity", fidelity), ("floor", logits_floor), ("oracle", oracle_ranges), ("speed", speed),
+                      ("latency", latency)):
         if part in parts:
             result.setdefault("commands", {})[part] = f"python benchmarks/calibration.py {part}"
             started = time.perf_counter()
@@ -349,4 +402,4 @@ def main(parts):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["fidelity", "floor", "speed", "latency"])
+    main(sys.argv[1:] or ["fidelity", "floor", "oracle", "speed", "latency"])

@@ -19,10 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data.images import PreprocessingRequest
-from .device.bench import peak_rss_mb
+from .check.workflows import EvaluationRequest, GateRequest
+from .data.images import PreprocessingRequest, SeedRequest
+from .device.bench import ThreadsRequest, peak_rss_mb
 from .errors import ConfigError
-from .files import file_sha256
+from .files import ForceRequest, file_sha256
+from .model.source import ModelRequest
+from .options import option
+from .quantize.workflow import QuantizationRequest
 
 FORMATS = ("tflite", "onnx")
 ONNX_MODES = ("int8", "none")  # what ONNX export offers
@@ -40,37 +44,26 @@ def parse_formats(text):
 
 
 @dataclass(frozen=True)
-class ConvertConfig(PreprocessingRequest):
+class ConvertConfig(ModelRequest, QuantizationRequest, SeedRequest, EvaluationRequest, GateRequest, ThreadsRequest,
+                    ForceRequest, PreprocessingRequest):
     """What `edge-resnet convert` was asked to do. None means "the default
-    for this model" (see the resolved_* methods)."""
+    for this model" (see the resolved_* methods): the demo weights for
+    resnet50, whose input is 32 pixels and whose classes are 10; the
+    embedded digits as calibration data for the demo and random weights."""
 
-    model: str = "resnet50"
-    weights: str = None  # demo (resnet50 default), random, imagenet, or a weights file
-    input_size: int = None  # 32 for the demo, else 224; a .keras model has its own
-    classes: int = None  # 10 for the demo, else 1000
-    calibration: str = None  # default: the embedded digits, for demo and random weights only
-    calibration_size: int = 200
-    eval: str = None  # default: what the calibration source holds beyond the calibration images
-    eval_size: int = None
-    labels: str = None
-    quantize: str = "int8"
-    formats: tuple = None  # default: tflite and onnx, tflite only for float16/dynamic
-    output: str = "edge-resnet-output"
-    seed: int = 0
-    force: bool = False
-    max_accuracy_drop: float = None
-    min_agreement: float = None
-    input_type: str = None  # int8 models only: int8 (default), uint8 or float32
-    output_type: str = None
+    model: str = option("--model", default="resnet50", metavar="NAME|FILE.keras",
+                        help="resnet18/34/50/101/152, or your .keras model")
+    eval: str = option("--eval", default=None, metavar="PATH",
+                       help="images to check parity on (default: the calibration source's images not calibrated on)")
+    formats: tuple = option("--formats", default=None, metavar="LIST",
+                            help="tflite, onnx or tflite,onnx (default: both; tflite only for float16/dynamic)")
+    output: str = option("--output", default="edge-resnet-output", metavar="DIR", help="output directory")
     bench_runs: int = 30
-    threads: int = 2
-    per_layer: bool = True
-    calibration_method: str = None  # default: ranges.DEFAULT_METHOD
-    percentile: float = None
-    extrapolation: float = None
-    statistics: str = None  # a calibration_statistics.npz to reuse instead of collecting
 
     def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.formats, str):
+            object.__setattr__(self, "formats", parse_formats(self.formats))
         check_config(self)
 
     @property

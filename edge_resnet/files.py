@@ -3,7 +3,10 @@ finished: write under a temporary name beside the target, rename when done."""
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+from .options import option
 
 
 @contextlib.contextmanager
@@ -18,6 +21,12 @@ def atomic_output(final_path):
         os.replace(temporary, final_path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForceRequest:
+    force: bool = option("--force", default=False, action="store_true",
+                         help="write into a non-empty output, replacing an earlier run's files")
 
 
 STAGING_MARK = ".partial-"

@@ -39,7 +39,7 @@ PACKAGE = __import__("pathlib").Path(edge_resnet.__file__).parent
 # The data flow, lowest first. A module may import from its own layer or
 # from a lower one, never from a higher one.
 LAYERS = [
-    {"errors", "files", "quiet"},
+    {"errors", "files", "quiet", "options"},
     {"device"},
     {"data", "calibration"},
     {"model"},
@@ -77,7 +77,7 @@ def test_the_layout_has_the_folders_of_the_data_flow():
     folders = sorted(path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists())
     assert folders == ["check", "data", "device", "model", "quantize"]
     loose = sorted(path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__")
-    assert loose == ["cli", "convert", "errors", "files", "quiet"]
+    assert loose == ["cli", "convert", "errors", "files", "options", "quiet"]
 
 
 def test_no_module_imports_from_a_layer_above_it():

@@ -2,35 +2,55 @@
 reference, the images and the class names the request names, then run."""
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..data.images import PreprocessingRequest
+from ..data.images import PreprocessedRequest, PreprocessingRequest, SeedRequest
+from ..device.bench import ThreadsRequest
 from ..errors import ConfigError
+from ..files import ForceRequest
+from ..model.source import MODEL_HELP, ModelRequest
+from ..options import given_fields, option
 from .parity import REFERENCE_BATCH
 
 LATENCY_RUNS = 20
 
 
+@dataclass(frozen=True, kw_only=True)
+class EvaluationRequest:
+    eval_size: int = option("--eval-size", default=None, type=int, metavar="N",
+                            help="evaluate a seeded, class-stratified subset of N images")
+    labels: str = option("--labels", default=None, metavar="FILE", help="class names in model-output order, one per line")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateRequest:
+    """Parity gates, and what is measured beside them."""
+
+    max_accuracy_drop: float = option("--max-accuracy-drop", default=None, type=float, metavar="POINTS",
+                                      help="gate: fail (exit 1) when an artifact loses more top-1 points")
+    min_agreement: float = option("--min-agreement", default=None, type=float, metavar="FRACTION",
+                                  help="gate: fail (exit 1) when an artifact agrees with the float top-1 less often")
+    bench_runs: int = option("--bench-runs", default=LATENCY_RUNS, type=int, metavar="N",
+                             help="timed runs per artifact at batch 1, 0 skips")
+    per_layer: bool = option("--no-per-layer", default=True, action="store_false",
+                             help="skip the per-layer error analysis")
+
+
 @dataclass(frozen=True)
-class CompareRequest(PreprocessingRequest):
+class CompareRequest(ModelRequest, SeedRequest, EvaluationRequest, GateRequest, PreprocessingRequest,
+                     PreprocessedRequest):
     """Artifacts to check against a float model or golden outputs."""
 
-    reference: str  # a .keras file, a builder name, or a golden folder
-    artifacts: tuple
-    data: str = None  # default for golden outputs: where their images were
-    labels: str = None
-    report: str = None  # a folder for parity.json, .md and .html
-    max_accuracy_drop: float = None
-    min_agreement: float = None
-    eval_size: int = None
-    per_layer: bool = True
-    seed: int = None  # of the --eval-size subset; 0 when left out
-    batch_size: int = REFERENCE_BATCH
-    bench_runs: int = LATENCY_RUNS
-    preprocessed: bool = False
-    input_size: int = None
-    classes: int = None
-    weights: str = None
+    reference: str = option("--reference", metavar="MODEL|GOLDEN",
+                            help="the float model (a .keras file or a builder name), or a golden folder from "
+                                 "edge-resnet reference")
+    artifacts: tuple = option(nargs="+", metavar="ARTIFACT", help=".tflite or .onnx files")
+    data: str = option("--data", default=None, metavar="PATH",
+                       help="class folders, a flat folder (agreement only), or .npz with x (and y); with golden "
+                            "outputs, default: where their images were")
+    report: str = option("--report", default=None, metavar="DIR", help="write parity.json, parity.md and parity.html here")
+    batch_size: int = option("--batch-size", default=REFERENCE_BATCH, type=int, help="reference batch size")
+    seed: int = field(default=None, kw_only=True)  # of --eval-size's subset: 0 when left out; refused with golden outputs
 
     @property
     def golden(self):
@@ -134,22 +154,16 @@ def _golden_inputs(request):
 
 
 @dataclass(frozen=True)
-class ReferenceRequest(PreprocessingRequest):
+class ReferenceRequest(ModelRequest, SeedRequest, EvaluationRequest, ForceRequest, PreprocessingRequest,
+                       PreprocessedRequest):
     """Golden outputs to write: the float model's outputs on a data set."""
 
-    model: str
-    data: str
-    output: str
-    weights: str = None
-    input_size: int = None
-    classes: int = None
-    eval_size: int = None
-    seed: int = 0
-    labels: str = None
-    batch_size: int = None  # default: 256 on a GPU, 8 on the CPU
-    shard: str = None  # "i/n"
-    force: bool = False
-    preprocessed: bool = False
+    model: str = option(metavar="MODEL", help=MODEL_HELP)
+    data: str = option("--data", metavar="PATH", help="class folders, a flat folder, or .npy/.npz with x (and y)")
+    output: str = option("--output", metavar="DIR", help="the golden folder to write")
+    batch_size: int = option("--batch-size", default=None, type=int, metavar="N",
+                             help="default: 256 on a GPU, 8 on the CPU")
+    shard: str = option("--shard", default=None, metavar="I/N", help="write only the I-th of N consecutive parts")
 
 
 def write_reference(request, progress=None):
@@ -187,3 +201,55 @@ def describe_manifest(manifest, output):
     return (f"wrote {manifest['data']['size']} golden outputs to {output} (shard {shard['index']}/{shard['count']}): "
             f"float on {reference['device']} ({reference['backend']}): {speed['ms_per_image']:.3g} ms/img at batch "
             f"{speed['batch_size']}, {speed['batch1_ms']:.3g} ms at batch 1")
+
+
+@dataclass(frozen=True)
+class MergeRequest(ForceRequest):
+    """The golden shards to join and where."""
+
+    shards: tuple = option(nargs="+", metavar="SHARD", help="golden folders written with --shard")
+    output: str = option("--output", metavar="DIR", help="the merged golden folder")
+
+
+@dataclass(frozen=True)
+class BenchRequest(ThreadsRequest, PreprocessingRequest, PreprocessedRequest):
+    """Models to time, and how."""
+
+    models: tuple = option(nargs="+", metavar="MODEL", help=".tflite or .onnx files")
+    warmup: int = option("--warmup", default=10, type=int, help="untimed runs after the first")
+    runs: int = option("--runs", default=None, type=int, help="timed runs (default: 50)")
+    duration: float = option("--duration", default=None, type=float, metavar="SECONDS",
+                             help="time runs for this long instead of --runs")
+    batch: int = option("--batch", default=1, type=int, help="batch size")
+    input: str = option("--input", default=None, metavar="FILE",
+                        help="an image, image folder or .npz to feed (default: random)")
+    profile: bool = option("--profile", default=False, action="store_true",
+                           help="per-operator times (onnxruntime models)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.runs is not None and self.duration is not None:
+            raise ConfigError("give --runs or --duration, not both")
+
+
+def bench_artifacts(request):
+    """Latency of .tflite/.onnx files on this device (no TensorFlow needed).
+
+    Each model loads in its runtime (ai-edge-litert, tflite-runtime or
+    onnxruntime): the first inference is timed, then after a warm-up each
+    run: min, mean, std, p50/p90/p95/p99, max, throughput and peak resident
+    memory. Several models give a table with the speed-up against the first
+    one. Returns the BenchResult of each model, in order.
+    """
+    from ..data.images import model_input_batch
+    from ..device.bench import benchmark
+
+    missing = [path for path in request.models if not os.path.isfile(path)]
+    if missing:
+        raise ConfigError(f"model file not found: {missing[0]}")
+    settings = {name: value for name, value in given_fields(request).items()
+                if name in ("threads", "warmup", "runs", "duration", "batch", "profile")}
+    return [benchmark(path, **settings,
+                      sample=model_input_batch(path, request.input, request.batch, request, request.preprocessed)
+                      if request.input else None)
+            for path in request.models]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..options import option
 from .preprocess import PRESETS, normalize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -146,8 +147,11 @@ def parse_channel_values(name, text):
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise DataError(f"give one number or three, comma-separated. Received: {text!r}") from None
-    return channel_values(name, values[0] if len(values) == 1 else values)
+        raise DataError(f"--{name} takes one number or three, comma-separated. Received: {text!r}") from None
+    try:
+        return channel_values(name, values[0] if len(values) == 1 else values)
+    except DataError as error:
+        raise DataError(f"--{name}: {error}") from None
 
 
 def _is_real(number):
@@ -617,18 +621,44 @@ def check_disjoint(calibration, evaluation):
         )
 
 
+def _channel_option(name, meaning):
+    return option(f"--{name}", default=None, metavar="R,G,B",
+                  help=f"custom preprocessing: one number or three (RGB) that {meaning}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PreprocessingRequest:
     """The preprocessing a request asks for (a preset, or custom mean, std
-    and scale), before the model's input size is known. None: the default."""
+    and scale), before the model's input size is known. None: the default.
+    Mean, std and scale also take "R,G,B" text, as typed on a command line."""
 
-    preprocessing: str = None
-    mean: tuple = None
-    std: tuple = None
-    scale: tuple = None
+    preprocessing: str = option(
+        "--preprocessing", default=None, choices=PREPROCESSING_MODES,
+        help="how images become model input: caffe (BGR minus the ImageNet mean, for ImageNet ResNets; default), "
+             "tf (RGB -1..1), torch (RGB 0..1, ImageNet mean and std), raw (RGB 0..255, for models that preprocess "
+             "inside) or custom (implied by --mean/--std/--scale)")
+    scale: tuple = _channel_option("scale", "multiplies the RGB pixels (default: 1)")
+    mean: tuple = _channel_option("mean", "is subtracted after --scale (default: 0)")
+    std: tuple = _channel_option("std", "divides after --mean (default: 1)")
+
+    def __post_init__(self):
+        for name in NORMALIZATION_FIELDS:
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, parse_channel_values(name, getattr(self, name)))
 
     def preprocessing_at(self, height, width):
         return Preprocessing(height, width, self.preprocessing, self.mean, self.std, self.scale)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreprocessedRequest:
+    preprocessed: bool = option("--preprocessed", default=False, action="store_true",
+                                help="the arrays given are already model input")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedRequest:
+    seed: int = option("--seed", default=0, type=int, help="seed of the data subsets and of random weights")
 
 
 def model_input_batch(model_path, source, batch, request, preprocessed=False):

@@ -15,9 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, ModelError
+from ..options import option
 from .runtime import TfliteRunner, open_runner
 
 PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThreadsRequest:
+    threads: int = option("--threads", default=2, type=int, help="inference threads")
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,67 @@ choices from here.
 """
 
 import os
+from dataclasses import dataclass
 
 from ..files import file_sha256
+from ..options import given_fields, option
 
 BUILDER_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SHORTCUTS = ("A", "B", "C")
 STRIDE_PLACEMENTS = ("v1", "v1.5")
 DEFAULT_INPUT_SIZE = 224
 DEFAULT_CLASSES = 1000
+
+
+MODEL_HELP = "a .keras file, or a builder name such as resnet50"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SizeRequest:
+    input_size: int = option("--input-size", default=None, type=int, metavar="PIXELS",
+                             help="square input size of a builder name, 32 upward (default: 224; 32 for convert's demo)")
+    classes: int = option("--classes", default=None, type=int,
+                          help="outputs of a builder name (default: 1000; 10 for convert's demo)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRequest(SizeRequest):
+    weights: str = option("--weights", default=None, metavar="imagenet|random|demo|PATH",
+                          help="weights of a builder name: imagenet (Keras cache or download), random, a "
+                               ".keras/.weights.h5/.h5 file, or demo (convert's resnet50 default: trained on digits, "
+                               "shipped); default: random")
+
+
+@dataclass(frozen=True)
+class SummaryRequest(SizeRequest):
+    """A builder name and its architecture options."""
+
+    model: str = option("--model", default="resnet50", choices=BUILDER_NAMES, help="network depth")
+    shortcut: str = option("--shortcut", default=None, choices=SHORTCUTS,
+                           help="A zero-pad, B projection where dimensions change (default), C always")
+    stride_at: str = option("--stride-at", default=None, choices=STRIDE_PLACEMENTS,
+                            help="bottleneck stride on the 1x1 (v1, default) or the 3x3 (v1.5)")
+    plain: bool = option("--plain", default=None, action="store_true", help="no shortcuts (the paper's plain net)")
+    width: float = option("--width", default=None, type=float, help="filter multiplier (default: 1.0)")
+
+
+@dataclass(frozen=True)
+class FoldRequest(ModelRequest):
+    """A model to fold and where to save it."""
+
+    model: str = option(metavar="MODEL", help=MODEL_HELP)
+    output: str = option("--output", metavar="FILE.keras", help="where to save the folded model")
+
+
+def summary_table(request):
+    """Per-stage output shapes, parameters and multiply-accumulates of a ResNet, with totals.
+
+    The ResNet is the SummaryRequest's builder name, built with its
+    architecture options; the table is returned as text."""
+    from .summary import format_stage_table
+
+    options = given_fields(request)
+    return format_stage_table(build_named(options.pop("model"), **options))
 
 
 def names_a_model(spec):
@@ -55,22 +108,23 @@ def load_folded(spec, input_size=None, classes=None, weights=None, fold=True):
     return fold_batchnorm(model) if fold else (model, None)
 
 
-def save_folded(spec, output, input_size=None, classes=None, weights=None):
+def save_folded(request):
     """Fold BatchNorm into the preceding convolutions and save the model.
 
     Every BatchNormalization that directly follows a Conv2D, DepthwiseConv2D
     or Dense layer is folded into it, and the folded model is checked against
     the original on a probe batch before it is saved (.keras). Patterns that
     cannot be folded exactly are left in place and listed in the report,
-    which is returned.
+    which is returned. `request` is a FoldRequest.
     """
     from ..errors import ConfigError
     from ..files import atomic_output, refuse_writing_over_inputs
 
+    output = request.output
     if not output.endswith(".keras"):
         raise ConfigError(f"--output must end in .keras. Received: {output}")
-    refuse_writing_over_inputs([output], [spec, weights])
-    folded, report = load_folded(spec, input_size, classes, weights)
+    refuse_writing_over_inputs([output], [request.model, request.weights])
+    folded, report = load_folded(request.model, request.input_size, request.classes, request.weights)
     with atomic_output(output) as temporary:
         folded.save(temporary)
     return report

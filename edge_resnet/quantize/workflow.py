@@ -4,39 +4,65 @@ float32 .tflite in, one .tflite or .onnx artifact out, with its recipe JSON."""
 import os
 from dataclasses import dataclass
 
-from ..data.images import PreprocessingRequest
+from ..data.images import DEFAULT_CALIBRATION_SIZE, PreprocessedRequest, PreprocessingRequest, SeedRequest
 from ..errors import ConfigError
-from .recipe import QuantizationRecipe
+from ..model.source import MODEL_HELP, ModelRequest
+from ..options import option
+from .ranges import DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
+from .recipe import ACTIVATION_TYPES, IO_TYPES, MODES, ONNX_FORMATS, ONNX_ROUTES, QuantizationRecipe
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizationRequest:
+    """The quantization mode, and for int8 the calibration data, range method and I/O types."""
+
+    quantize: str = option("--quantize", default="int8", choices=MODES, help="quantization mode")
+    calibration: str = option("--calibration", default=None, metavar="PATH",
+                              help="image folder, .npy or .npz to calibrate int8 on")
+    calibration_size: int = option("--calibration-size", default=DEFAULT_CALIBRATION_SIZE, type=int, metavar="N",
+                                   help="seeded, class-stratified calibration subset")
+    calibration_method: str = option(
+        "--calibration-method", default=None, choices=METHODS,
+        help=f"how int8 activation ranges come from the calibration statistics (default: {DEFAULT_METHOD}): minmax "
+             "(the extremes seen), percentile, mse (least 8-bit error per tensor), extrapolated (min/max pushed out "
+             "by how much the per-image extremes scatter)")
+    percentile: float = option("--percentile", default=None, type=float,
+                               help=f"for percentile (default: {DEFAULT_PERCENTILE})")
+    extrapolation: float = option("--extrapolation", default=None, type=float,
+                                  help=f"for extrapolated (default: {DEFAULT_EXTRAPOLATION})")
+    statistics: str = option("--statistics", default=None, metavar="FILE.npz",
+                             help="activation statistics saved earlier for this model (no calibration pass)")
+    input_type: str = option("--input-type", default=None, choices=IO_TYPES, help="int8 model input type (default: int8)")
+    output_type: str = option("--output-type", default=None, choices=IO_TYPES,
+                              help="int8 model output type (default: int8)")
+
+
+ONNX_GROUP = "ONNX (.onnx output)"
 
 
 @dataclass(frozen=True)
-class QuantizeRequest(PreprocessingRequest):
+class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, PreprocessingRequest, PreprocessedRequest):
     """What to quantize, how, and where to write it. None means the default."""
 
-    model: str
-    output: str  # .tflite or .onnx picks the format
-    weights: str = None
-    input_size: int = None
-    classes: int = None
-    quantize: str = "int8"
-    calibration: str = None
-    calibration_size: int = 200
-    seed: int = 0
-    preprocessed: bool = False
-    input_type: str = None
-    output_type: str = None
-    calibration_method: str = None
-    percentile: float = None
-    extrapolation: float = None
-    statistics: str = None  # a saved statistics file, instead of a calibration pass
-    save_statistics: str = None
-    per_channel: bool = True
-    fold: bool = True
-    opset: int = 17
-    onnx_route: str = "ort"
-    activation_type: str = "uint8"
-    onnx_format: str = "qdq"
-    full_range: bool = False
+    model: str = option(metavar="MODEL", help=f"{MODEL_HELP}, or a float32 .tflite (int8 only)")
+    output: str = option("--output", metavar="FILE", help=".tflite or .onnx picks the format")
+    save_statistics: str = option("--save-statistics", default=None, metavar="FILE.npz",
+                                  help="save the activation statistics, to try another --calibration-method without "
+                                       "calibrating again")
+    per_channel: bool = option("--per-tensor", default=True, action="store_false",
+                               help="per-tensor instead of per-channel weights")
+    fold: bool = option("--no-fold", default=True, action="store_false", help="convert without folding BatchNorm")
+    opset: int = option("--opset", default=17, type=int, group=ONNX_GROUP, help="ONNX opset, 13-18")
+    onnx_route: str = option("--onnx-route", default="ort", choices=ONNX_ROUTES, group=ONNX_GROUP,
+                             help="int8 by onnxruntime static quantization (ort) or from the int8 TFLite model "
+                                  "(tflite)")
+    activation_type: str = option("--activation-type", default="uint8", choices=ACTIVATION_TYPES, group=ONNX_GROUP,
+                                  help="onnxruntime activations: uint8 (U8S8, fastest on x86) or int8 (S8S8)")
+    onnx_format: str = option("--onnx-format", default="qdq", choices=ONNX_FORMATS, group=ONNX_GROUP,
+                              help="QDQ or QOperator graph")
+    full_range: bool = option("--full-range", default=False, action="store_true", group=ONNX_GROUP,
+                              help="8-bit instead of 7-bit weights (only for devices whose int8 kernels do not "
+                                   "saturate: ARM, or x86 with VNNI)")
 
     @property
     def target(self):
