@@ -7,10 +7,11 @@ import pytest
 
 @pytest.fixture(scope="session")
 def digits_model():
-    """ResNet-18 (width 0.25, 32x32) trained on real handwritten digits."""
-    from tests.digits import train_digits_resnet
+    """ResNet-18 (width 0.25, 32x32) trained on real handwritten digits
+    (loaded from the weights its training saved: see tests/digits.py)."""
+    from tests.digits import trained_digits_resnet
 
-    return train_digits_resnet()
+    return trained_digits_resnet()
 
 
 @pytest.fixture(scope="session")
