@@ -34,6 +34,18 @@ def agreement(a, b):
     return float(np.mean(a.argmax(1) == b.argmax(1)))
 
 
+def test_the_int8_logits_layer_writes_float_logits_from_int8_inputs(artifacts, held_out):
+    """The classifier runs on int8 inputs and weights, and its output is not
+    rounded to an int8 grid: its logits take far more than 256 values."""
+    graph = onnx.load(artifacts["ort"]).graph
+    producer = {output: node for node in graph.node for output in node.output}
+    logits_layer = producer[graph.output[0].name]
+    assert logits_layer.op_type == "Gemm"
+    assert [producer[name].op_type for name in logits_layer.input[:2]] == ["DequantizeLinear"] * 2
+    logits = OnnxRunner(artifacts["ort"]).predict(held_out[0])
+    assert len(np.unique(logits)) > 256 * 4
+
+
 def test_float_onnx_matches_keras_with_dynamic_batch_and_stable_names(artifacts, folded, held_out):
     images, _ = held_out
     runner = OnnxRunner(artifacts["float"])
@@ -74,6 +86,9 @@ def test_recipe_json_beside_each_onnx_artifact(artifacts, digits_calibration):
     assert record["format"] == "onnx" and record["route"] == "ort" and record["opset"] == 17
     assert record["calibration"]["fingerprint"] == digits_calibration.fingerprint
     assert "7-bit" in record["quantization"] and "activations uint8" in record["quantization"]
+    assert "logits scaled to float" in record["quantization"]
+    via_tflite = json.loads(record_path(artifacts["via_tflite"]).read_text())["quantization"]
+    assert via_tflite.startswith("full integer") and via_tflite.endswith("the int8 TFLite model written as ONNX")
     assert {"tf2onnx", "onnxruntime", "onnx"} <= set(record["versions"])
     tflite_record = json.loads(record_path(artifacts["tflite"]).read_text())
     assert tflite_record["calibration"] == record["calibration"]  # the same calibration set

@@ -89,7 +89,7 @@ class QuantizationRecipe:
         granularity = "per output channel" if self.per_channel else "per tensor"
         return (
             f"onnxruntime static int8 ({self.onnx_format.upper()}): weights {weights} {granularity}, "
-            f"activations {self.onnx_activation_type} per tensor, {ranges}"
+            f"activations {self.onnx_activation_type} per tensor, {ranges}, logits scaled to float from the int32 sums"
         )
 
     def to_dict(self):
