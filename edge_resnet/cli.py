@@ -100,12 +100,13 @@ def run_bench(request, args):
     from .check.workflows import bench_artifacts
     from .device.bench import comparison_table, runtime_notes
 
-    results = bench_artifacts(request)
-    if args.json:
-        print(json.dumps([result.to_dict() for result in results], indent=2))
-    else:
-        print("\n".join([*(result.describe(request.profile) for result in results), comparison_table(results),
-                         *runtime_notes(results)]))
+    results = []
+    for result in bench_artifacts(request):
+        results.append(result)
+        if not args.json:
+            print(result.describe(request.profile), flush=True)
+    print(json.dumps([result.to_dict() for result in results], indent=2) if args.json else
+          "\n".join([comparison_table(results), *runtime_notes(results)]))
     return EXIT_OK
 
 
@@ -116,13 +117,30 @@ def run_convert(request, args):
     return gate_exit(report["parity"]["gates"]["failures"])
 
 
+def argparse_type(parse):
+    """`parse` as an argparse type: our one-line error becomes argparse's usage error, at parse time."""
+
+    def convert(text):
+        try:
+            return parse(text)
+        except EdgeResnetError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")  # argparse's "invalid <type> value" names it
+    return convert
+
+
 def add_options(parser, request_class):
     """Add the options `request_class` itself declares; each left out is None."""
     headings = {}
     for item in own_options(request_class):
         settings = dict(item.metadata["argparse"])
         heading = settings.pop("group", None)
-        target = headings.setdefault(heading, parser.add_argument_group(heading)) if heading else parser
+        if "type" in settings:
+            settings["type"] = argparse_type(settings["type"])
+        if heading and heading not in headings:
+            headings[heading] = parser.add_argument_group(heading)
+        target = headings[heading] if heading else parser
         if item.metadata["flags"]:
             target.add_argument(*item.metadata["flags"], dest=item.name, default=None, help=item.metadata["help"],
                                 required=item.default is dataclasses.MISSING, **settings)

@@ -16,7 +16,7 @@ moved into place only when the run is complete.
 import dataclasses
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .check.workflows import EvaluationRequest, GateRequest
@@ -58,7 +58,7 @@ class ConvertConfig(ModelRequest, QuantizationRequest, SeedRequest, EvaluationRe
     formats: tuple = option("--formats", default=None, metavar="LIST",
                             help="tflite, onnx or tflite,onnx (default: both; tflite only for float16/dynamic)")
     output: str = option("--output", default="edge-resnet-output", metavar="DIR", help="output directory")
-    bench_runs: int = 30
+    bench_runs: int = field(default=30, kw_only=True)  # GateRequest's option, more runs by default
 
     def __post_init__(self):
         super().__post_init__()

@@ -133,3 +133,17 @@ def test_bench_takes_runs_or_a_duration_not_both():
     assert result.stderr == "edge-resnet: error: give --runs or --duration, not both\n"
     with pytest.raises(ConfigError, match="not both"):
         BenchRequest(("m.tflite",), runs=5, duration=1.0)
+
+
+def test_requests_take_text_as_typed_and_refuse_bad_settings_before_any_work():
+    from edge_resnet.data.images import PreprocessingRequest
+    from edge_resnet.errors import DataError
+
+    assert PreprocessingRequest(mean="1,2,3", std="0.5").preprocessing_at(8, 8).std == (0.5,) * 3
+    with pytest.raises(DataError, match="mean: give one number or three"):
+        PreprocessingRequest(mean="a,b")
+    assert ConvertConfig(formats="onnx,tflite,onnx").formats == ("onnx", "tflite")
+    with pytest.raises(DataError, match="--batch, --threads and --runs must be at least 1"):
+        BenchRequest(("m.tflite",), batch=0, input="photo.jpg")
+    with pytest.raises(TypeError):  # only the model and output are positional
+        QuantizeRequest("m.keras", "m.tflite", "imagenet")

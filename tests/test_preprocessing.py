@@ -147,10 +147,10 @@ def test_cli_offers_every_mode_and_parses_mean_std_scale(command):
 @pytest.mark.parametrize(
     "option, message",
     [
-        (["--std", "1,0,1"], r"--std: std must not contain 0"),
-        (["--mean", "1,2"], r"--mean: mean takes a number or 3 numbers"),
-        (["--scale", "nan"], r"--scale: scale must be finite"),
-        (["--mean", "a,b,c"], r"--mean takes one number or three, comma-separated. Received: 'a,b,c'"),
+        (["--std", "1,0,1"], r"edge-resnet bench: error: argument --std: std must not contain 0"),
+        (["--mean", "1,2"], r"argument --mean: mean takes a number or 3 numbers"),
+        (["--scale", "nan"], r"argument --scale: scale must be finite"),
+        (["--mean", "a,b,c"], r"argument --mean: give one number or three, comma-separated. Received: 'a,b,c'"),
     ],
 )
 def test_cli_refuses_bad_values_in_one_line_with_exit_2(option, message):

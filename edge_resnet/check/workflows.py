@@ -2,14 +2,14 @@
 reference, the images and the class names the request names, then run."""
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 from ..data.images import PreprocessedRequest, PreprocessingRequest, SeedRequest
-from ..device.bench import ThreadsRequest
+from ..device.bench import DEFAULT_BATCH, DEFAULT_RUNS, DEFAULT_WARMUP, ThreadsRequest, check_bench_settings
 from ..errors import ConfigError
 from ..files import ForceRequest
 from ..model.source import MODEL_HELP, ModelRequest
-from ..options import given_fields, option
+from ..options import option
 from .parity import REFERENCE_BATCH
 
 LATENCY_RUNS = 20
@@ -45,6 +45,7 @@ class CompareRequest(ModelRequest, SeedRequest, EvaluationRequest, GateRequest, 
                             help="the float model (a .keras file or a builder name), or a golden folder from "
                                  "edge-resnet reference")
     artifacts: tuple = option(nargs="+", metavar="ARTIFACT", help=".tflite or .onnx files")
+    _: KW_ONLY
     data: str = option("--data", default=None, metavar="PATH",
                        help="class folders, a flat folder (agreement only), or .npz with x (and y); with golden "
                             "outputs, default: where their images were")
@@ -161,6 +162,7 @@ class ReferenceRequest(ModelRequest, SeedRequest, EvaluationRequest, ForceReques
     model: str = option(metavar="MODEL", help=MODEL_HELP)
     data: str = option("--data", metavar="PATH", help="class folders, a flat folder, or .npy/.npz with x (and y)")
     output: str = option("--output", metavar="DIR", help="the golden folder to write")
+    _: KW_ONLY
     batch_size: int = option("--batch-size", default=None, type=int, metavar="N",
                              help="default: 256 on a GPU, 8 on the CPU")
     shard: str = option("--shard", default=None, metavar="I/N", help="write only the I-th of N consecutive parts")
@@ -216,11 +218,12 @@ class BenchRequest(ThreadsRequest, PreprocessingRequest, PreprocessedRequest):
     """Models to time, and how."""
 
     models: tuple = option(nargs="+", metavar="MODEL", help=".tflite or .onnx files")
-    warmup: int = option("--warmup", default=10, type=int, help="untimed runs after the first")
-    runs: int = option("--runs", default=None, type=int, help="timed runs (default: 50)")
+    _: KW_ONLY
+    warmup: int = option("--warmup", default=DEFAULT_WARMUP, type=int, help="untimed runs after the first")
+    runs: int = option("--runs", default=None, type=int, help=f"timed runs (default: {DEFAULT_RUNS})")
     duration: float = option("--duration", default=None, type=float, metavar="SECONDS",
                              help="time runs for this long instead of --runs")
-    batch: int = option("--batch", default=1, type=int, help="batch size")
+    batch: int = option("--batch", default=DEFAULT_BATCH, type=int, help="batch size")
     input: str = option("--input", default=None, metavar="FILE",
                         help="an image, image folder or .npz to feed (default: random)")
     profile: bool = option("--profile", default=False, action="store_true",
@@ -230,6 +233,7 @@ class BenchRequest(ThreadsRequest, PreprocessingRequest, PreprocessedRequest):
         super().__post_init__()
         if self.runs is not None and self.duration is not None:
             raise ConfigError("give --runs or --duration, not both")
+        check_bench_settings(self.threads, self.warmup, self.runs, self.duration, self.batch)
 
 
 def bench_artifacts(request):
@@ -239,7 +243,7 @@ def bench_artifacts(request):
     onnxruntime): the first inference is timed, then after a warm-up each
     run: min, mean, std, p50/p90/p95/p99, max, throughput and peak resident
     memory. Several models give a table with the speed-up against the first
-    one. Returns the BenchResult of each model, in order.
+    one. Yields each model's BenchResult as soon as it is measured.
     """
     from ..data.images import model_input_batch
     from ..device.bench import benchmark
@@ -247,9 +251,9 @@ def bench_artifacts(request):
     missing = [path for path in request.models if not os.path.isfile(path)]
     if missing:
         raise ConfigError(f"model file not found: {missing[0]}")
-    settings = {name: value for name, value in given_fields(request).items()
-                if name in ("threads", "warmup", "runs", "duration", "batch", "profile")}
-    return [benchmark(path, **settings,
-                      sample=model_input_batch(path, request.input, request.batch, request, request.preprocessed)
-                      if request.input else None)
-            for path in request.models]
+    for path in request.models:
+        sample = (model_input_batch(path, request.input, request.batch, request, request.preprocessed)
+                  if request.input else None)
+        yield benchmark(path, threads=request.threads, warmup=request.warmup,
+                        runs=DEFAULT_RUNS if request.runs is None else request.runs, duration=request.duration,
+                        batch=request.batch, sample=sample, profile=request.profile)

@@ -7,6 +7,7 @@ memory) and can be iterated any number of times with the same result.
 """
 
 import dataclasses
+import functools
 import hashlib
 import numbers
 import warnings
@@ -147,11 +148,8 @@ def parse_channel_values(name, text):
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise DataError(f"--{name} takes one number or three, comma-separated. Received: {text!r}") from None
-    try:
-        return channel_values(name, values[0] if len(values) == 1 else values)
-    except DataError as error:
-        raise DataError(f"--{name}: {error}") from None
+        raise DataError(f"give one number or three, comma-separated. Received: {text!r}") from None
+    return channel_values(name, values[0] if len(values) == 1 else values)
 
 
 def _is_real(number):
@@ -622,7 +620,7 @@ def check_disjoint(calibration, evaluation):
 
 
 def _channel_option(name, meaning):
-    return option(f"--{name}", default=None, metavar="R,G,B",
+    return option(f"--{name}", default=None, type=functools.partial(parse_channel_values, name), metavar="R,G,B",
                   help=f"custom preprocessing: one number or three (RGB) that {meaning}")
 
 
@@ -644,7 +642,10 @@ class PreprocessingRequest:
     def __post_init__(self):
         for name in NORMALIZATION_FIELDS:
             if isinstance(getattr(self, name), str):
-                object.__setattr__(self, name, parse_channel_values(name, getattr(self, name)))
+                try:
+                    object.__setattr__(self, name, parse_channel_values(name, getattr(self, name)))
+                except DataError as error:
+                    raise DataError(f"{name}: {error}") from None
 
     def preprocessing_at(self, height, width):
         return Preprocessing(height, width, self.preprocessing, self.mean, self.std, self.scale)
@@ -658,7 +659,8 @@ class PreprocessedRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class SeedRequest:
-    seed: int = option("--seed", default=0, type=int, help="seed of the data subsets and of random weights")
+    seed: int = option("--seed", default=0, type=int,
+                       help="seed of the data subsets and of random weights (default: 0)")
 
 
 def model_input_batch(model_path, source, batch, request, preprocessed=False):

@@ -21,9 +21,12 @@ from .runtime import TfliteRunner, open_runner
 PERCENTILES = (50, 90, 95, 99)
 
 
+DEFAULT_THREADS, DEFAULT_WARMUP, DEFAULT_RUNS, DEFAULT_BATCH = 2, 10, 50, 1
+
+
 @dataclass(frozen=True, kw_only=True)
 class ThreadsRequest:
-    threads: int = option("--threads", default=2, type=int, help="inference threads")
+    threads: int = option("--threads", default=DEFAULT_THREADS, type=int, help="inference threads")
 
 
 @dataclass(frozen=True)
@@ -159,17 +162,22 @@ def _tflite_accelerator(path):
     return "built-in kernels"
 
 
-def benchmark(path, threads=2, warmup=10, runs=50, duration=None, batch=1, sample=None, profile=False,
-              reset_peak=True):
+def check_bench_settings(threads=DEFAULT_THREADS, warmup=DEFAULT_WARMUP, runs=DEFAULT_RUNS, duration=None,
+                         batch=DEFAULT_BATCH):
+    if batch < 1 or threads < 1 or warmup < 0 or (runs is not None and runs < 1):
+        raise DataError("--batch, --threads and --runs must be at least 1 and --warmup at least 0")
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise DataError(f"--duration is in seconds, more than 0. Received: {duration}")
+
+
+def benchmark(path, threads=DEFAULT_THREADS, warmup=DEFAULT_WARMUP, runs=DEFAULT_RUNS, duration=None,
+              batch=DEFAULT_BATCH, sample=None, profile=False, reset_peak=True):
     """Load, first inference, warm-up, then `runs` timed inferences (or as
     many as fit in `duration` seconds). `profile` adds onnxruntime's
     per-operator times (profiling slows the runs it covers a little).
     `reset_peak=False` keeps the process's peak memory (for a caller that
     reports its own)."""
-    if batch < 1 or threads < 1 or warmup < 0 or (runs is not None and runs < 1):
-        raise DataError("--batch, --threads and --runs must be at least 1 and --warmup at least 0")
-    if duration is not None and not (math.isfinite(duration) and duration > 0):
-        raise DataError(f"--duration is in seconds, more than 0. Received: {duration}")
+    check_bench_settings(threads, warmup, runs, duration, batch)
     if reset_peak:
         reset_peak_rss()
     start = time.perf_counter()

@@ -115,7 +115,7 @@ def save_folded(request):
     or Dense layer is folded into it, and the folded model is checked against
     the original on a probe batch before it is saved (.keras). Patterns that
     cannot be folded exactly are left in place and listed in the report,
-    which is returned. `request` is a FoldRequest.
+    which is returned.
     """
     from ..errors import ConfigError
     from ..files import atomic_output, refuse_writing_over_inputs

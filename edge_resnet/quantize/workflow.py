@@ -2,7 +2,7 @@
 float32 .tflite in, one .tflite or .onnx artifact out, with its recipe JSON."""
 
 import os
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from ..data.images import DEFAULT_CALIBRATION_SIZE, PreprocessedRequest, PreprocessingRequest, SeedRequest
 from ..errors import ConfigError
@@ -46,6 +46,7 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
 
     model: str = option(metavar="MODEL", help=f"{MODEL_HELP}, or a float32 .tflite (int8 only)")
     output: str = option("--output", metavar="FILE", help=".tflite or .onnx picks the format")
+    _: KW_ONLY
     save_statistics: str = option("--save-statistics", default=None, metavar="FILE.npz",
                                   help="save the activation statistics, to try another --calibration-method without "
                                        "calibrating again")
