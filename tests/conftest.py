@@ -34,9 +34,10 @@ def digits_calibration():
 
 @pytest.fixture(scope="session")
 def digits_artifacts(folded, digits_calibration, tmp_path_factory):
-    """The int8 artifacts of the trained digits model, made once for every
-    module: TFLite, ONNX by onnxruntime and by way of the TFLite model, the
-    float ONNX, and a TFLite calibrated on black images (a broken artifact)."""
+    """The artifacts of the trained digits model, made once for every module:
+    float32 TFLite; int8 TFLite, ONNX by onnxruntime and by way of the TFLite
+    model; the float ONNX; and a TFLite calibrated on black images (a broken
+    artifact)."""
     import numpy as np
 
     from edge_resnet.data.images import Preprocessing, calibration_set
@@ -48,6 +49,7 @@ def digits_artifacts(folded, digits_calibration, tmp_path_factory):
     int8 = QuantizationRecipe()
     zeros = calibration_set(np.zeros((50, 32, 32, 3), np.uint8), Preprocessing(32, 32), size=None)
     return {
+        "float_tflite": to_tflite(folded, QuantizationRecipe.for_mode("none"), output=out / "float.tflite"),
         "int8_tflite": to_tflite(folded, int8, digits_calibration, output=out / "int8.tflite", progress=False),
         "int8_onnx": to_onnx(folded, int8, digits_calibration, output=out / "int8_ort.onnx"),
         "int8_onnx_via_tflite": to_onnx(folded, int8, digits_calibration, output=out / "int8_tfl.onnx",

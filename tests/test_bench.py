@@ -6,27 +6,14 @@ import numpy as np
 import pytest
 
 from edge_resnet.device.bench import benchmark, comparison_table, latency_stats
-from edge_resnet.data.images import Preprocessing, calibration_set
-from edge_resnet.model.fold import fold_batchnorm
-from edge_resnet.model.resnet import build_resnet
-from edge_resnet.quantize.onnx_export import to_onnx
-from edge_resnet.quantize.recipe import QuantizationRecipe
-from edge_resnet.quantize.tflite import to_tflite
 from tests.cli import main_in_process, run_without_tensorflow
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bench")
-    model = fold_batchnorm(build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25,
-                                        classifier_activation=None))[0]
-    pixels = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
-    calibration = calibration_set(pixels, Preprocessing(32, 32), size=None)
-    return {
-        "float_tflite": to_tflite(model, QuantizationRecipe.for_mode("none"), output=folder / "fp32.tflite"),
-        "int8_tflite": to_tflite(model, QuantizationRecipe(), calibration, output=folder / "int8.tflite", progress=False),
-        "int8_onnx": to_onnx(model, QuantizationRecipe(), calibration, output=folder / "int8.onnx"),
-    }
+def models(digits_artifacts):
+    """The session's digits ResNet-18 artifacts: float32 and int8 TFLite, int8 ONNX."""
+    return {name: digits_artifacts[name] for name in ("float_tflite", "int8_tflite")} | \
+        {"int8_onnx": digits_artifacts["int8_onnx"]}
 
 
 def test_latency_stats_are_exact_on_known_values():
@@ -57,7 +44,7 @@ def test_duration_mode_and_batched_tflite(models):
 def test_comparison_table_has_speed_up_against_the_first(models):
     results = [benchmark(models[k], runs=3, warmup=1) for k in ("float_tflite", "int8_tflite")]
     table = comparison_table(results)
-    assert "fp32.tflite" in table.splitlines()[2] and table.splitlines()[2].endswith("1.00x")
+    assert models["float_tflite"].name in table.splitlines()[2] and table.splitlines()[2].endswith("1.00x")
 
 
 def test_bench_runs_where_tensorflow_cannot_be_imported(models, tmp_path):
