@@ -124,3 +124,45 @@ def test_imagenet_weights_need_the_keras_applications_layout(options):
 def test_imagenet_weights_exist_only_for_50_101_152():
     with pytest.raises(WeightsError, match="ResNet-50/101/152"):
         build_resnet(18, weights="imagenet")
+
+
+def default_keras_home_env(home):
+    """A user's environment: HOME set, KERAS_HOME not (the tests' own setting gone)."""
+    import os
+
+    env = {key: value for key, value in os.environ.items() if key != "KERAS_HOME"}
+    return dict(env, HOME=str(home), TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def test_imagenet_weights_load_from_the_home_keras_cache_without_keras_home(tmp_path):
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    (home / ".keras" / "models").mkdir(parents=True)
+    source = build_resnet(50, include_top=False, input_shape=(64, 64, 3), seed=5)
+    write_legacy_h5(source, home / ".keras" / "models" / imagenet_file_name(50, include_top=False))
+    script = ("import edge_resnet; m = edge_resnet.resnet50(weights='imagenet', include_top=False, "
+              "input_shape=(64, 64, 3)); print(repr(float(m.get_layer('conv5_block3_3_conv').get_weights()[0].sum())))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=default_keras_home_env(home))
+    assert result.returncode == 0, result.stderr
+    expected = float(source.get_layer("conv5_block3_3_conv").get_weights()[0].sum())
+    assert float(result.stdout.strip().splitlines()[-1]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_imagenet_weights_missing_without_keras_home_is_one_line_naming_the_home_cache(tmp_path):
+    from tests.cli import COMMAND
+    import subprocess
+
+    home = tmp_path / "home"
+    home.mkdir()
+    result = subprocess.run([*COMMAND, "quantize", "resnet50", "--weights", "imagenet", "--quantize", "none",
+                             "--output", str(tmp_path / "x.tflite")], capture_output=True, text=True,
+                            env=default_keras_home_env(home))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert imagenet_file_name(50, include_top=True) in lines[0]
+    assert str(home / ".keras" / "models") in lines[0]
+    assert not (tmp_path / "x.tflite").exists()

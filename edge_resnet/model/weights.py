@@ -26,12 +26,23 @@ def imagenet_file_name(depth, include_top):
 
 
 def keras_home():
-    """KERAS_HOME as it is now (Keras itself reads it once, at import)."""
-    return Path(os.environ.get("KERAS_HOME") or keras.config.keras_home()).expanduser()
+    """The Keras folder as Keras finds it: $KERAS_HOME, else ~/.keras where
+    the home folder is writable, else /tmp/.keras. Read at every call (Keras
+    reads it once, at import, and keeps it private)."""
+    if os.environ.get("KERAS_HOME"):
+        return Path(os.environ["KERAS_HOME"]).expanduser()
+    home = Path("~").expanduser()
+    return (home if os.access(home, os.W_OK) else Path("/tmp")) / ".keras"
+
+
+def keras_cache_dirs():
+    """Where a cached weights file may be: the Keras folder's models/, and
+    the home folder's (a read-only home may still hold the file)."""
+    return list(dict.fromkeys([keras_home() / "models", Path("~").expanduser() / ".keras" / "models"]))
 
 
 def keras_cache_dir():
-    return keras_home() / "models"
+    return keras_cache_dirs()[0]
 
 
 def imagenet_weights_path(depth, include_top):
@@ -42,8 +53,9 @@ def imagenet_weights_path(depth, include_top):
         )
     file_name = imagenet_file_name(depth, include_top)
     cached = keras_cache_dir() / file_name
-    if cached.is_file():
-        return cached
+    for folder in keras_cache_dirs():
+        if (folder / file_name).is_file():
+            return folder / file_name
     try:
         return Path(
             keras.utils.get_file(
