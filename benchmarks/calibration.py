@@ -1,15 +1,25 @@
 """Calibration: fidelity of the int8 models against the raw tools, the
 speed of the statistics pass, and what the int8 TFLite costs on the device.
 
-    .venv/bin/python benchmarks/calibration.py [fidelity] [floor] [oracle] [speed] [latency]
+    .venv/bin/python benchmarks/calibration.py [fidelity] [kinds] [cost] [floor] [oracle] [speed] [latency]
 
 Fidelity: trained digits models (the shipped demo ResNet-50 at width 0.25,
-a ResNet-18 at width 0.25, and a full-width ResNet-50 at 32x32 trained once
-and cached by benchmarks/trained.py), four disjoint 200-image calibration
-subsets of the training digits, output SQNR and top-1 against the float
-Keras model on the 597 held-out digits. Anchors, on the same subsets: the
-raw TFLite converter (full-integer int8, min/max) and raw onnxruntime
-quantize_static (S8S8, per-channel, MinMax, 8-bit weights).
+the tests' ResNet-18 at width 0.25, a full-width ResNet-50 at 32x32, and a
+ResNet-34 at width 0.5 and 48x48 trained after `auto` was fixed, the last
+two trained once and cached by benchmarks/trained.py), each with a logits
+head and with a softmax head (scored on its probabilities), four disjoint
+200-image calibration subsets of the training digits, output SQNR, top-1
+agreement and KL divergence against the float Keras model on the 597
+held-out digits. Every route calibrates on the very same images. Anchors:
+the raw TFLite converter (full-integer int8, min/max) and raw onnxruntime
+quantize_static (per-channel, MinMax; S8S8 with 8-bit weights, and U8S8
+with 7-bit weights, the weight range of our ONNX).
+
+Kinds: where the dB go per tensor kind (input, convolution outputs,
+residual adds, pooling, logits, softmax).
+
+Cost: `auto` against one fixed method at ResNet-50 224, statistics pass
+plus int8 TFLite, in one run.
 
 Floor: the output SQNR of the float model with only its logits in int8,
 the ceiling for any int8 model whose output tensor is int8.
@@ -43,19 +53,32 @@ from common import RESULTS, interleaved_medians, isa_note, machine, use_repo_imp
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 SUBSETS, SUBSET_SIZE = 4, 200
-OUR_TFLITE = [("minmax", {}), ("extrapolated", {"extrapolation": 0.25}), ("extrapolated", {"extrapolation": 0.5}),
-              ("percentile", {"percentile": 99.99}), ("percentile", {"percentile": 99.999}), ("mse", {})]
-OUR_ONNX = [("minmax", {}), ("extrapolated", {"extrapolation": 0.25}), ("extrapolated", {"extrapolation": 0.5})]
 
 
 def sqnr_db(reference, candidate):
     return float(10 * np.log10(np.sum(reference**2) / np.sum((reference - candidate) ** 2)))
 
 
-def scores(reference, labels, logits):
-    return {"sqnr_db": sqnr_db(reference, logits),
-            "agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
-            "top1_drop_points": float(100 * (np.mean(reference.argmax(1) == labels) - np.mean(logits.argmax(1) == labels)))}
+def probabilities(outputs, head):
+    """What the model's outputs say as class probabilities."""
+    if head == "softmax":
+        return np.clip(outputs, 0, None) / np.maximum(np.clip(outputs, 0, None).sum(1, keepdims=True), 1e-12)
+    shifted = np.exp(outputs - outputs.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
+
+
+def kl_divergence(reference, candidate, head):
+    """Mean KL(float || int8) of the class probabilities, in nats."""
+    p, q = probabilities(reference, head), probabilities(candidate, head)
+    return float(np.mean(np.sum(p * (np.log(np.maximum(p, 1e-12)) - np.log(np.maximum(q, 1e-12))), axis=1)))
+
+
+def scores(reference, labels, outputs, head):
+    """Scored on what the model outputs: logits, or probabilities for a softmax head."""
+    return {"sqnr_db": sqnr_db(reference, outputs),
+            "agreement": float(np.mean(outputs.argmax(1) == reference.argmax(1))),
+            "kl": kl_divergence(reference, outputs, head),
+            "top1_drop_points": float(100 * (np.mean(reference.argmax(1) == labels) - np.mean(outputs.argmax(1) == labels)))}
 
 
 def raw_converter_int8(model, images):
@@ -77,9 +100,10 @@ def raw_converter_int8(model, images):
         return converter.convert()
 
 
-def raw_ort_int8(float_onnx, images, output):
-    """What a user gets from onnxruntime's quantize_static alone (S8S8,
-    per-channel, MinMax), as the issue measured it."""
+def raw_ort_int8(float_onnx, images, output, activation_type="int8", reduce_range=False):
+    """What a user gets from onnxruntime's quantize_static alone (per-channel,
+    MinMax): S8S8 with 8-bit weights as the issue measured it, or U8S8 with
+    7-bit weights, the weight range of our default ONNX."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -97,41 +121,75 @@ def raw_ort_int8(float_onnx, images, output):
     with native_output_silenced():
         quant_pre_process(str(float_onnx), prepared)
         quantize_static(prepared, str(output), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        activation_type=QuantType.QInt8 if activation_type == "int8" else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
                         calibrate_method=CalibrationMethod.MinMax)
     return output
 
 
-def models_to_measure():
-    from trained import full_width_resnet50
+def models_to_measure(heads=("logits", "softmax")):
+    """(name, Keras model, head, input size) of every trained model, each
+    with a logits head and with a softmax head."""
+    from trained import full_width_resnet50, unseen_resnet34, with_softmax
 
     from edge_resnet.model import demo
-    from tests.digits import train_digits_resnet
+    from tests.digits import trained_digits_resnet
 
-    yield "demo ResNet-50 w0.25 (shipped)", demo.build_demo_model()
-    yield "ResNet-18 w0.25 (trained here)", train_digits_resnet()
-    yield "ResNet-50 w1.0 32x32 (trained here, cached)", full_width_resnet50()
+    for name, make, size in (("demo ResNet-50 w0.25 (shipped)", demo.build_demo_model, 32),
+                             ("ResNet-18 w0.25 (tests' model)", trained_digits_resnet, 32),
+                             ("ResNet-50 w1.0 32x32 (trained here, cached)", full_width_resnet50, 32),
+                             ("ResNet-34 w0.5 48x48 seed 7 (unseen: trained after auto was fixed)", unseen_resnet34,
+                              48)):
+        model = make()
+        for head in heads:
+            yield f"{name}, {head} head", (model if head == "logits" else with_softmax(model)), head, size
+
+
+FIXED_RULES = [("minmax", {}), ("extrapolated", {"extrapolation": 0.25}), ("percentile", {"percentile": 99.99}),
+               ("percentile", {"percentile": 99.999}), ("mse", {})]
+
+
+def digits_split(size):
+    """(calibration pool pixels and labels, held-out test pixels and labels) at `size`."""
+    from tests.digits import TRAIN_SAMPLES, digit_pixels
+
+    train_pixels, train_labels = digit_pixels(size, TRAIN_SAMPLES)
+    test_pixels, test_labels = digit_pixels(size, None, offset=TRAIN_SAMPLES)
+    return train_pixels, train_labels, test_pixels, test_labels
+
+
+def calibration_subsets():
+    order = np.random.default_rng(0).permutation(1200)
+    return [order[i * SUBSET_SIZE:(i + 1) * SUBSET_SIZE] for i in range(SUBSETS)]
+
+
+def int8_tflite_outputs(float_model, ranges, images):
+    """The int8 TFLite (int8 I/O, as litert-quantizer writes it; the same
+    numbers as the published artifact) run on XNNPACK."""
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_tflite_bytes
+
+    return run_tflite_bytes(quantized_int8_io(float_model, ranges), images, "int8")
 
 
 def fidelity():
+    """Every route calibrated on the very same 200 images of each subset."""
     from edge_resnet.data.images import Preprocessing, images_from_array
-    from edge_resnet.model.fold import fold_batchnorm
-    from edge_resnet.quantize.onnx_export import float_onnx, to_onnx
     from edge_resnet.data.preprocess import preprocess_input
-    from edge_resnet.quantize.recipe import QuantizationRecipe
     from edge_resnet.device.runtime import OnnxRunner, TfliteRunner
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.int8_tflite import tflite_chooser
+    from edge_resnet.quantize.onnx_export import float_onnx, to_onnx
+    from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
+    from edge_resnet.quantize.recipe import QuantizationRecipe, read_record
+    from edge_resnet.quantize.selection import resolved_ranges
     from edge_resnet.quantize.statistics import collect_statistics
-    from edge_resnet.quantize.tflite import float_tflite, to_tflite
-    from tests.digits import TRAIN_SAMPLES, digit_pixels
+    from edge_resnet.quantize.tflite import float_tflite
 
-    train_pixels, _ = digit_pixels(32, TRAIN_SAMPLES)
-    test_pixels, labels = digit_pixels(32, None, offset=TRAIN_SAMPLES)
-    test_images = preprocess_input(test_pixels)
-    order = np.random.default_rng(0).permutation(TRAIN_SAMPLES)
-    subsets = [order[i * SUBSET_SIZE:(i + 1) * SUBSET_SIZE] for i in range(SUBSETS)]
     results = []
-    for model_name, model in models_to_measure():
+    for model_name, model, head, size in models_to_measure():
         print(f"== {model_name}", flush=True)
+        train_pixels, train_labels, test_pixels, labels = digits_split(size)
+        test_images = preprocess_input(test_pixels)
         folded, _ = fold_batchnorm(model)
         reference = np.asarray(model.predict(test_images, batch_size=50, verbose=0))
         float_model = float_tflite(folded)
@@ -139,35 +197,113 @@ def fidelity():
         import onnx
 
         onnx.save(float_onnx(folded), scratch / "float.onnx")
-        rows = {}
-        for index, subset in enumerate(subsets):
-            calibration = images_from_array(train_pixels[subset], Preprocessing(32, 32), size=None).cached()
+        rows, chosen = {}, {}
+        for index, subset in enumerate(calibration_subsets()):
+            calibration = images_from_array(train_pixels[subset], Preprocessing(size, size), size=None,
+                                             labels=train_labels[subset]).cached()
             images = list(calibration.samples())
 
-            def record(route, logits):
-                rows.setdefault(route, []).append(scores(reference, labels, logits))
+            def record(route, outputs):
+                rows.setdefault(route, []).append(scores(reference, labels, outputs, head))
 
             (scratch / "raw.tflite").write_bytes(raw_converter_int8(model, images))
             record("raw TFLite converter (min/max)", TfliteRunner(scratch / "raw.tflite").predict(test_images))
-            raw_ort_int8(scratch / "float.onnx", images, scratch / "raw_ort.onnx")
-            record("raw onnxruntime quantize_static (S8S8, MinMax)", OnnxRunner(scratch / "raw_ort.onnx").predict(test_images))
+            for label, settings in (("S8S8, 8-bit weights", {}),
+                                    ("U8S8, 7-bit weights", {"activation_type": "uint8", "reduce_range": True})):
+                raw_ort_int8(scratch / "float.onnx", images, scratch / "raw_ort.onnx", **settings)
+                record(f"raw onnxruntime quantize_static ({label}, MinMax)",
+                       OnnxRunner(scratch / "raw_ort.onnx").predict(test_images))
             statistics = collect_statistics(float_model, calibration)
-            for method, parameters in OUR_TFLITE:
-                recipe = QuantizationRecipe(calibration_method=method, **parameters)
-                path = to_tflite(folded, recipe, output=scratch / "ours.tflite", statistics=statistics,
-                                 float_model=float_model)
-                record(f"edge-resnet TFLite, {recipe.range_method().describe()}", TfliteRunner(path).predict(test_images))
-            for method, parameters in OUR_ONNX:
-                for label, settings in (("U8S8 7-bit weights (default)", {}),
-                                        ("S8S8 8-bit weights", {"onnx_activation_type": "int8", "onnx_reduce_range": False})):
-                    recipe = QuantizationRecipe(calibration_method=method, **parameters, **settings)
-                    path = to_onnx(folded, recipe, output=scratch / "ours.onnx", statistics=statistics,
-                                   float_model=float_model, float_onnx_path=scratch / "float.onnx")
-                    record(f"edge-resnet ONNX {label}, {recipe.range_method().describe()}",
-                           OnnxRunner(path).predict(test_images))
-            print(f"   subset {index + 1}/{SUBSETS} done", flush=True)
-        results.append({"model": model_name, "routes": {route: summarize(values) for route, values in rows.items()}})
+            for method, parameters in FIXED_RULES:
+                rule = RangeMethod(method, **parameters)
+                record(f"edge-resnet TFLite, {rule.describe()}",
+                       int8_tflite_outputs(float_model, activation_ranges(statistics, rule), test_images))
+            rule, ranges, _ = resolved_ranges(statistics, RangeMethod("auto"),
+                                              tflite_chooser(float_model, True, calibration))
+            record("edge-resnet TFLite, auto (default)", int8_tflite_outputs(float_model, ranges, test_images))
+            chosen.setdefault("TFLite", []).append(rule.describe())
+            for method in ("minmax", "extrapolated", "auto"):
+                recipe = QuantizationRecipe(calibration_method=method)
+                path = to_onnx(folded, recipe, calibration, output=scratch / "ours.onnx", statistics=statistics,
+                               float_model=float_model, float_onnx_path=scratch / "float.onnx")
+                label = "auto (default)" if method == "auto" else recipe.range_method().describe()
+                record(f"edge-resnet ONNX U8S8 7-bit weights, {label}", OnnxRunner(path).predict(test_images))
+                if method == "auto":
+                    chosen.setdefault("ONNX", []).append(
+                        RangeMethod.from_dict(read_record(path)["activation_ranges"]["chosen"]).describe())
+            print(f"   subset {index + 1}/{SUBSETS} done: auto chose {chosen['TFLite'][-1]} (TFLite), "
+                  f"{chosen['ONNX'][-1]} (ONNX)", flush=True)
+        results.append({"model": model_name, "head": head,
+                        "routes": {route: summarize(values) for route, values in rows.items()},
+                        "auto_chose": chosen})
         del model, folded
+    return results
+
+
+def tensor_kinds(float_model):
+    """{activation tensor name: the kind of operator that writes it}."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from edge_resnet.quantize.statistics import read_flatbuffer
+
+    model = read_flatbuffer(float_model)
+    graph = model.subgraphs[0]
+    op_names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    kind_of_op = {"CONV_2D": "convolution outputs", "DEPTHWISE_CONV_2D": "convolution outputs",
+                  "ADD": "residual adds", "MAX_POOL_2D": "pooling", "MEAN": "pooling", "AVERAGE_POOL_2D": "pooling",
+                  "FULLY_CONNECTED": "logits", "SOFTMAX": "softmax", "PAD": "padding"}
+    kinds = {graph.tensors[index].name.decode(): "input" for index in graph.inputs}
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        name = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "other")
+        for index in op.outputs:
+            kinds.setdefault(graph.tensors[index].name.decode(), kind_of_op.get(name, name.lower()))
+    return kinds
+
+
+def kinds():
+    """Where the dB go, per tensor kind: SQNR of min/max ranges everywhere
+    but one kind, which takes percentile 99.99 (clipped) ranges; and with
+    that kind's ranges from the held-out images themselves (its rounding and
+    clipping as good as any calibration could make them)."""
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.data.preprocess import preprocess_input
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    results = []
+    for model_name, model, head, size in models_to_measure():
+        train_pixels, train_labels, test_pixels, _ = digits_split(size)
+        test_images = preprocess_input(test_pixels)
+        folded, _ = fold_batchnorm(model)
+        reference = np.asarray(model.predict(test_images, batch_size=50, verbose=0))
+        float_model = float_tflite(folded)
+        kind_of = tensor_kinds(float_model)
+        oracle = activation_ranges(collect_statistics(
+            float_model, images_from_array(test_pixels, Preprocessing(size, size), size=None).cached()),
+            RangeMethod("minmax"))
+        deltas = {}
+        for subset in calibration_subsets()[:2]:
+            calibration = images_from_array(train_pixels[subset], Preprocessing(size, size), size=None,
+                                            labels=train_labels[subset]).cached()
+            statistics = collect_statistics(float_model, calibration)
+            minmax = activation_ranges(statistics, RangeMethod("minmax"))
+            clipped = activation_ranges(statistics, RangeMethod("percentile", percentile=99.99))
+            base = sqnr_db(reference, int8_tflite_outputs(float_model, minmax, test_images))
+            for kind in sorted(set(kind_of.values())):
+                for label, source in (("clipped (percentile 99.99)", clipped), ("oracle min/max", oracle)):
+                    ranges = {name: (source[name] if kind_of[name] == kind else value) for name, value in minmax.items()}
+                    delta = sqnr_db(reference, int8_tflite_outputs(float_model, ranges, test_images)) - base
+                    deltas.setdefault(kind, {}).setdefault(label, []).append(delta)
+        counts = {kind: sum(1 for value in kind_of.values() if value == kind) for kind in deltas}
+        row = {"model": model_name, "head": head,
+               "delta_db": {kind: {label: float(np.mean(values)) for label, values in by_label.items()}
+                            for kind, by_label in deltas.items()},
+               "tensors": counts}
+        results.append(row)
+        print(row, flush=True)
     return results
 
 
@@ -186,13 +322,12 @@ def logits_floor():
     images' own min/max, which no calibration can know.
     """
     from edge_resnet.data.preprocess import preprocess_input
-    from tests.digits import TRAIN_SAMPLES, digit_pixels
+    from tests.digits import TRAIN_SAMPLES
 
-    train_pixels, _ = digit_pixels(32, TRAIN_SAMPLES)
-    test_pixels, _ = digit_pixels(32, None, offset=TRAIN_SAMPLES)
     order = np.random.default_rng(0).permutation(TRAIN_SAMPLES)
     results = []
-    for model_name, model in models_to_measure():
+    for model_name, model, _, size in models_to_measure(("logits",)):
+        train_pixels, _, test_pixels, _ = digits_split(size)
         reference = np.asarray(model.predict(preprocess_input(test_pixels), batch_size=50, verbose=0))
         per_subset = []
         for index in range(SUBSETS):
@@ -216,20 +351,19 @@ def oracle_ranges():
     from edge_resnet.quantize.recipe import QuantizationRecipe
     from edge_resnet.quantize.statistics import collect_statistics
     from edge_resnet.quantize.tflite import float_tflite, to_tflite
-    from tests.digits import TRAIN_SAMPLES, digit_pixels
 
-    test_pixels, _ = digit_pixels(32, None, offset=TRAIN_SAMPLES)
-    test_images = preprocess_input(test_pixels)
-    held_out = images_from_array(test_pixels, Preprocessing(32, 32), size=None).cached()
     results = []
-    for model_name, model in models_to_measure():
+    for model_name, model, _, size in models_to_measure(("logits",)):
+        _, _, test_pixels, _ = digits_split(size)
+        test_images = preprocess_input(test_pixels)
+        held_out = images_from_array(test_pixels, Preprocessing(size, size), size=None).cached()
         folded, _ = fold_batchnorm(model)
         reference = np.asarray(model.predict(test_images, batch_size=50, verbose=0))
         float_model = float_tflite(folded)
         statistics = collect_statistics(float_model, held_out)
         scratch = Path(tempfile.mkdtemp(prefix="calibration-oracle-"))
         row = {"model": model_name, "sqnr_db": {}}
-        for method, parameters in OUR_TFLITE[:2]:
+        for method, parameters in FIXED_RULES[:2]:
             recipe = QuantizationRecipe(calibration_method=method, **parameters)
             path = to_tflite(folded, recipe, output=scratch / "oracle.tflite", statistics=statistics,
                              float_model=float_model)
@@ -247,6 +381,7 @@ def summarize(values):
     return {"sqnr_db_mean": float(np.mean(sqnr)), "sqnr_db_min": float(np.min(sqnr)), "sqnr_db_max": float(np.max(sqnr)),
             "sqnr_db_per_subset": sqnr,
             "agreement_mean": float(np.mean([v["agreement"] for v in values])),
+            "kl_mean": float(np.mean([v["kl"] for v in values])),
             "top1_drop_points_mean": float(np.mean([v["top1_drop_points"] for v in values]))}
 
 
@@ -312,9 +447,9 @@ def latency():
     scratch = Path(tempfile.mkdtemp(prefix="calibration-latency-"))
     float_model = float_tflite(model)
     statistics = collect_statistics(float_model, calibration)
-    ours = to_tflite(model, QuantizationRecipe(), output=scratch / "ours.tflite", statistics=statistics,
+    ours = to_tflite(model, QuantizationRecipe(), calibration, output=scratch / "ours.tflite", statistics=statistics,
                      float_model=float_model)
-    again = to_tflite(model, QuantizationRecipe(), output=scratch / "again.tflite", statistics=statistics,
+    again = to_tflite(model, QuantizationRecipe(), calibration, output=scratch / "again.tflite", statistics=statistics,
                       float_model=float_model)
     (scratch / "converter.tflite").write_bytes(raw_converter_int8(model, list(calibration.samples())))
     structure = {name: inspect_tflite(scratch / f"{name}.tflite").to_dict() for name in ("ours", "converter")}
@@ -335,16 +470,50 @@ def markdown(result):
              "Commands: " + ", ".join(f"`{command}`" for command in result["commands"].values()), "",
              f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
              f"{', '.join(result['machine']['isa'])}", ""]
+    if result.get("fidelity"):
+        lines += auto_summary(result["fidelity"])
     for entry in result.get("fidelity", []):
         lines += [f"## {entry['model']}", "",
-                  f"Output SQNR against the float Keras model on the 597 held-out digits, {SUBSETS} disjoint "
-                  f"{SUBSET_SIZE}-image calibration subsets of the training digits.", "",
-                  "| route | SQNR dB mean | min-max | spread | top-1 agreement | top-1 drop pt |", "|---|---|---|---|---|---|"]
+                  f"Output SQNR (of the {'probabilities' if entry.get('head') == 'softmax' else 'logits'}, what the "
+                  f"model outputs) against the float Keras model on the 597 held-out digits, {SUBSETS} disjoint "
+                  f"{SUBSET_SIZE}-image calibration subsets of the training digits, the same images for every route. "
+                  "KL: mean KL(float || int8) of the class probabilities, nats.", "",
+                  "| route | SQNR dB mean | min-max | spread | top-1 agreement | KL | top-1 drop pt |",
+                  "|---|---|---|---|---|---|---|"]
         for route, row in entry["routes"].items():
+            kl = f"{row['kl_mean']:.2e}" if "kl_mean" in row else "-"
             lines.append(f"| {route} | {row['sqnr_db_mean']:.2f} | {row['sqnr_db_min']:.2f}-{row['sqnr_db_max']:.2f} | "
-                         f"{row['sqnr_db_max'] - row['sqnr_db_min']:.2f} | {row['agreement_mean']:.2%} | "
+                         f"{row['sqnr_db_max'] - row['sqnr_db_min']:.2f} | {row['agreement_mean']:.2%} | {kl} | "
                          f"{row['top1_drop_points_mean']:+.2f} |")
+        for artifact, rules in entry.get("auto_chose", {}).items():
+            lines.append(f"\n`auto` chose for the {artifact} artifact, per subset: {'; '.join(rules)}.")
         lines.append("")
+    if "kinds" in result:
+        kinds = sorted({kind for row in result["kinds"] for kind in row["delta_db"]})
+        lines += ["## Where the dB go, per tensor kind", "",
+                  "Output SQNR change (dB, TFLite, mean of 2 subsets) from min/max ranges everywhere when one kind "
+                  "of tensor takes other ranges: clipped (percentile 99.99 of the calibration images), or the "
+                  "held-out images' own min/max (no calibration can know them: the most better ranges for that "
+                  "kind could give).", "",
+                  "| model | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+        for row in result["kinds"]:
+            cells = []
+            for kind in kinds:
+                delta = row["delta_db"].get(kind)
+                cells.append("-" if delta is None else
+                             f"{delta['clipped (percentile 99.99)']:+.2f} / {delta['oracle min/max']:+.2f} "
+                             f"({row['tensors'][kind]})")
+            lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
+        lines += ["", "Each cell: clipped / oracle (number of tensors of that kind).", ""]
+    if "auto_cost" in result:
+        cost = result["auto_cost"]
+        lines += ["## Cost of `auto`, ResNet-50 224", "",
+                  f"Statistics pass + int8 TFLite written, {cost['images']} calibration images, medians of "
+                  f"{cost['repeats']} alternating runs.", "",
+                  "| range method | seconds |", "|---|---|"]
+        lines += [f"| {name} | {value:.1f} |" for name, value in cost["seconds"].items()]
+        lines += ["", f"Ratio auto / one method: {cost['ratio']:.2f}x. Peak memory of the process: "
+                  f"{cost['peak_rss_mb']:.0f} MB.", ""]
     if "floor" in result:
         lines += ["## The int8 logits floor", "",
                   "Output SQNR of the float model with only its logits stored in int8, nothing else quantized. "
@@ -389,18 +558,75 @@ def markdown(result):
     return "\n".join(lines) + "\n"
 
 
+def auto_summary(fidelity):
+    """The issue-23 bars, per model: auto against the best fixed rule, the raw tools, and min/max's spread."""
+    lines = ["## `auto` against the best fixed rule and the raw tools", "",
+             "Mean output SQNR dB over the subsets, the same images for every route.", "",
+             "| model | auto TFLite | best fixed TFLite | auto - best | raw converter | auto - raw | spread auto / minmax | "
+             "auto ONNX | raw ORT U8S8 7-bit | ONNX auto - raw |", "|---|---|---|---|---|---|---|---|---|---|"]
+    gains = []
+    for entry in fidelity:
+        routes = entry["routes"]
+        auto = routes["edge-resnet TFLite, auto (default)"]
+        fixed = {route: row for route, row in routes.items()
+                 if route.startswith("edge-resnet TFLite") and "auto" not in route}
+        best_route = max(fixed, key=lambda route: fixed[route]["sqnr_db_mean"])
+        raw = routes["raw TFLite converter (min/max)"]["sqnr_db_mean"]
+        minmax = routes["edge-resnet TFLite, minmax"]
+        onnx_auto = routes["edge-resnet ONNX U8S8 7-bit weights, auto (default)"]["sqnr_db_mean"]
+        raw_ort = routes["raw onnxruntime quantize_static (U8S8, 7-bit weights, MinMax)"]["sqnr_db_mean"]
+        gains.append(auto["sqnr_db_mean"] - raw)
+        lines.append(
+            f"| {entry['model']} | {auto['sqnr_db_mean']:.2f} | {fixed[best_route]['sqnr_db_mean']:.2f} "
+            f"({best_route.removeprefix('edge-resnet TFLite, ')}) | "
+            f"{auto['sqnr_db_mean'] - fixed[best_route]['sqnr_db_mean']:+.2f} | {raw:.2f} | "
+            f"{auto['sqnr_db_mean'] - raw:+.2f} | {auto['sqnr_db_max'] - auto['sqnr_db_min']:.2f} / "
+            f"{minmax['sqnr_db_max'] - minmax['sqnr_db_min']:.2f} | {onnx_auto:.2f} | {raw_ort:.2f} | "
+            f"{onnx_auto - raw_ort:+.2f} |")
+    lines += ["", f"Mean gain of auto TFLite over the raw converter across the models: {np.mean(gains):+.2f} dB.", ""]
+    return lines
+
+
+def auto_cost():
+    """Statistics pass + int8 TFLite at ResNet-50 224 on 200 seeded images:
+    one fixed method (the previous default) against auto, alternating."""
+    import resource
+
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite, to_tflite
+
+    model = resnet50_224()
+    float_model = float_tflite(model)
+    calibration = seeded_images(200)
+    scratch = Path(tempfile.mkdtemp(prefix="calibration-cost-"))
+    methods, repeats = ("extrapolated", "auto"), 2
+    seconds = {method: [] for method in methods}
+    for _ in range(repeats):
+        for method in methods:
+            started = time.perf_counter()
+            statistics = collect_statistics(float_model, calibration)
+            to_tflite(model, QuantizationRecipe(calibration_method=method), calibration,
+                      output=scratch / f"{method}.tflite", statistics=statistics, float_model=float_model)
+            seconds[method].append(time.perf_counter() - started)
+            print(method, seconds[method][-1], flush=True)
+    medians = {method: float(np.median(values)) for method, values in seconds.items()}
+    return {"images": 200, "repeats": repeats, "seconds": medians, "ratio": medians["auto"] / medians["extrapolated"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def main(parts):
     use_repo_imports()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     path = RESULTS / "calibration.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     result.update(machine=machine())
-    for part, run in (("fidelity", fidelity), ("floor", logits_floor), ("oracle", oracle_ranges), ("speed", speed),
-                      ("latency", latency)):
+    for part, run in (("fidelity", fidelity), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
+                      ("oracle", oracle_ranges), ("speed", speed), ("latency", latency)):
         if part in parts:
             result.setdefault("commands", {})[part] = f"python benchmarks/calibration.py {part}"
             started = time.perf_counter()
-            result[part] = run()
+            result["auto_cost" if part == "cost" else part] = run()
             result.setdefault("seconds", {})[part] = round(time.perf_counter() - started, 1)
             path.write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "calibration.md").write_text(markdown(result))
@@ -408,4 +634,4 @@ def main(parts):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["fidelity", "floor", "oracle", "speed", "latency"])
+    main(sys.argv[1:] or ["fidelity", "kinds", "cost", "floor", "oracle", "speed", "latency"])

@@ -78,11 +78,12 @@ def reuse_savings(report, scratch):
     float_path = scratch / "float.onnx"
     onnx.save(float_onnx(folded), float_path)
     int8 = QuantizationRecipe()
-    int8_path = to_tflite(folded, int8, output=scratch / "int8.tflite", statistics=statistics, float_model=float_tflite)
+    int8_path = to_tflite(folded, int8, calibration, output=scratch / "int8.tflite", statistics=statistics,
+                          float_model=float_tflite)
     return {
         "int8 TFLite": {
-            "reusing": timed(lambda: to_tflite(folded, int8, output=scratch / "a.tflite", statistics=statistics,
-                                               float_model=float_tflite)),
+            "reusing": timed(lambda: to_tflite(folded, int8, calibration, output=scratch / "a.tflite",
+                                               statistics=statistics, float_model=float_tflite)),
             "again": timed(lambda: to_tflite(folded, int8, calibration, output=scratch / "b.tflite", progress=False)),
         },
         "per-layer TFLite error": {
@@ -90,8 +91,9 @@ def reuse_savings(report, scratch):
             "again": timed(lambda: layer_errors(folded, int8_path, debug_images)),
         },
         "int8 ONNX": {
-            "reusing": timed(lambda: to_onnx(folded, int8, output=scratch / "a.onnx", statistics=statistics,
-                                             float_model=float_tflite, float_onnx_path=float_path)),
+            "reusing": timed(lambda: to_onnx(folded, int8, calibration, output=scratch / "a.onnx",
+                                             statistics=statistics, float_model=float_tflite,
+                                             float_onnx_path=float_path)),
             "again": timed(lambda: to_onnx(folded, int8, calibration, scratch / "b.onnx")),
         },
     }

@@ -311,7 +311,12 @@ def activation_statistics(float_model, config, calibration, staging, log):
     statistics = statistics_for(float_model, calibration, given)
     statistics.save(staging / STATISTICS_FILE)
     method = recipe_for("int8", config).range_method()
-    log(f"      {len(statistics.tensors)} activation tensors, {statistics.samples} samples"
+    if method.name == "auto":
+        from .quantize.selection import check_same_calibration
+
+        check_same_calibration(calibration, statistics)
+    folds = f" in {len(statistics.folds)} folds" if statistics.folds else ""
+    log(f"      {len(statistics.tensors)} activation tensors, {statistics.samples} samples{folds}"
         + (f" (from {config.statistics})" if given else "") + f"; ranges: {method.describe()}")
     return statistics
 
@@ -359,6 +364,8 @@ def artifact_rows(paths, parity, timings):
     """One summary row per artifact: what it is, size, accuracy, speed."""
     import json
 
+    from .quantize.selection import describe_selection
+
     by_name = {candidate["name"]: candidate for candidate in parity["candidates"]}
     latency_by_name = {Path(timing["model"]).name: timing for timing in timings}
     rows = []
@@ -378,6 +385,8 @@ def artifact_rows(paths, parity, timings):
             "sqnr_db": candidate["metrics"]["sqnr_db"],
             "p50_ms": timing["latency_ms"]["p50"] if timing else None,
             "runtime": f"{timing['runtime']} {timing['runtime_version']}, {timing['accelerator']}" if timing else None,
+            "ranges": describe_selection(record["activation_ranges"]) if record.get("activation_ranges") else None,
+            "range_selection": (record.get("activation_ranges") or {}).get("selection"),
         })
     for row in rows:  # speed-up against the float32 artifact of the same format
         baseline = next((r for r in rows if r["format"] == row["format"] and r["mode"] == "none"), None)
@@ -537,8 +546,11 @@ def convert(config, log=print):
     log("")
     log(format_summary_table(report))
     if made.statistics is not None:
-        log(f"int8 activation ranges: {recipe_for('int8', config).range_method().describe()}, from one statistics "
-            f"pass over {made.statistics.samples} calibration images ({STATISTICS_FILE})")
+        log(f"int8 activation ranges, from one statistics pass over {made.statistics.samples} calibration images "
+            f"({STATISTICS_FILE}):")
+        for row in report["artifacts"]:
+            if row.get("ranges"):
+                log(f"  {row['artifact']}: {row['ranges']}")
     output = str(config.output).rstrip("/")
     log(f"wrote {len(report['files'])} files to {output}/ in {report['total_seconds']:.0f} s "
         f"(peak memory {report['peak_rss_mb']:.0f} MB): report.md, report.html, report.json")

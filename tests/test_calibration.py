@@ -9,7 +9,7 @@ import pytest
 
 from edge_resnet.errors import ConfigError, DataError, ModelError
 from edge_resnet.quantize.int8_tflite import read_float_tflite
-from edge_resnet.quantize.ranges import METHODS, RangeMethod, activation_ranges, quantile
+from edge_resnet.quantize.ranges import METHODS, RULES, RangeMethod, activation_ranges, quantile
 from edge_resnet.quantize.recipe import QuantizationRecipe, record_path
 from edge_resnet.quantize.statistics import ActivationStatistics, collect_statistics, exposed_model
 from edge_resnet.quantize.tflite import float_tflite, to_tflite
@@ -115,15 +115,18 @@ def test_statistics_round_trip_through_a_file(statistics, tmp_path):
     loaded = ActivationStatistics.load(path)
     assert loaded.fingerprint() == statistics.fingerprint()
     assert loaded.graph_inputs == statistics.graph_inputs and loaded.samples == statistics.samples
-    for method in METHODS:
+    for method in RULES:
         assert activation_ranges(loaded, RangeMethod(method)) == activation_ranges(statistics, RangeMethod(method))
+    assert [fold.positions for fold in loaded.folds] == [fold.positions for fold in statistics.folds]
+    fitting, loaded_fitting = statistics.fitting_part(2), loaded.fitting_part(2)
+    assert activation_ranges(loaded_fitting, RangeMethod("mse")) == activation_ranges(fitting, RangeMethod("mse"))
     with np.load(path, allow_pickle=False) as data:
         assert "header" in data.files  # readable without pickle
 
 
 def test_range_methods_order_as_designed(statistics):
     name = statistics.graph_outputs[0]
-    ranges = {method: activation_ranges(statistics, RangeMethod(method))[name] for method in METHODS}
+    ranges = {method: activation_ranges(statistics, RangeMethod(method))[name] for method in RULES}
     low, high = ranges["minmax"]
     assert ranges["percentile"][1] <= high and ranges["mse"][1] <= high
     assert ranges["extrapolated"][1] >= high and ranges["extrapolated"][0] <= low
@@ -133,12 +136,15 @@ def test_range_methods_order_as_designed(statistics):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_makes_a_fully_integer_deterministic_model(folded, float_model, statistics, method, tmp_path):
+def test_every_method_makes_a_fully_integer_deterministic_model(folded, float_model, statistics, method,
+                                                                digits_calibration, tmp_path):
     from edge_resnet.device.tflite_inspect import inspect_tflite
 
     recipe = QuantizationRecipe(calibration_method=method)
-    first = to_tflite(folded, recipe, output=tmp_path / "a.tflite", statistics=statistics, float_model=float_model)
-    again = to_tflite(folded, recipe, output=tmp_path / "b.tflite", statistics=statistics, float_model=float_model)
+    first = to_tflite(folded, recipe, digits_calibration, output=tmp_path / "a.tflite", statistics=statistics,
+                      float_model=float_model)
+    again = to_tflite(folded, recipe, digits_calibration, output=tmp_path / "b.tflite", statistics=statistics,
+                      float_model=float_model)
     assert first.read_bytes() == again.read_bytes()
     structure = inspect_tflite(first)
     assert structure.fully_integer and structure.fully_delegated
@@ -165,7 +171,7 @@ def test_both_formats_share_one_set_of_ranges(folded, float_model, statistics, t
     from edge_resnet.quantize.onnx_export import to_onnx
     from edge_resnet.device.runtime import open_runner
 
-    recipe = QuantizationRecipe()
+    recipe = QuantizationRecipe(calibration_method="extrapolated")
     tflite = to_tflite(folded, recipe, output=tmp_path / "m.tflite", statistics=statistics, float_model=float_model)
     onnx_path = to_onnx(folded, recipe, output=tmp_path / "m.onnx", statistics=statistics, float_model=float_model)
     records = [json.loads(record_path(path).read_text())["activation_ranges"] for path in (tflite, onnx_path)]
@@ -195,7 +201,7 @@ def test_statistics_of_another_model_are_refused(folded, statistics, tmp_path):
 
 
 def test_bad_methods_and_parameters_are_refused():
-    with pytest.raises(ConfigError, match="must be one of minmax"):
+    with pytest.raises(ConfigError, match="must be one of auto, minmax"):
         RangeMethod("entropy")
     for bad in (101, 50, float("nan"), "99"):
         with pytest.raises(ConfigError, match="percentile must be above 50"):
@@ -246,6 +252,7 @@ def test_quantize_a_float_tflite_without_tensorflow(float_model, statistics, dig
     (["--calibration-method", "entropy"], "invalid choice"),
     (["--percentile", "120", "--calibration-method", "percentile"], "percentile must be above 50"),
     (["--statistics", "nowhere.npz"], "statistics file not found"),
+    (["--statistics", "model.tflite"], "auto (the default) runs each rule on the calibration images"),
     (["--quantize", "float16", "--calibration-method", "mse"], "apply to --quantize int8 only"),
     (["--calibration", "x", "--save-statistics", "stats.json"], "must end in .npz"),
 ])
@@ -264,9 +271,136 @@ def test_cli_refuses_another_models_statistics_and_an_int8_model(folded, statist
     other = tmp_path / "other_float32.tflite"
     other.write_bytes(float_tflite(build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25, seed=7)))
     saved = statistics.save(tmp_path / "statistics.npz")
-    int8 = to_tflite(folded, QuantizationRecipe(), output=tmp_path / "int8.tflite", statistics=statistics)
+    int8 = to_tflite(folded, QuantizationRecipe(), digits_calibration, output=tmp_path / "int8.tflite",
+                     statistics=statistics)
     for model, message in ((other, "collected on another model"), (int8, "not a float32 model")):
-        result = run_in_process("quantize", model, "--statistics", saved, "--output", tmp_path / "out.tflite")
+        result = run_in_process("quantize", model, "--statistics", saved, "--calibration-method", "minmax",
+                                "--output", tmp_path / "out.tflite")
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out.tflite").exists()
+
+
+def test_the_calibration_samples_fall_into_four_folds_stratified_by_class():
+    from edge_resnet.quantize.statistics import sample_folds
+
+    labels = tuple(str(index % 10) for index in range(200))
+    folds = np.asarray(sample_folds(labels, 200, seed=0))
+    for fold in range(4):
+        counts = np.bincount([int(labels[p]) for p in np.flatnonzero(folds == fold)], minlength=10)
+        assert counts.min() == counts.max() == 5
+    assert sample_folds(labels, 200, seed=0) == list(folds) != sample_folds(labels, 200, seed=1)
+    assert sample_folds(None, 7, seed=0) is None  # too few to hold any out
+
+
+def test_a_fitting_part_is_the_statistics_of_the_other_folds_samples(float_model, statistics, digits_calibration):
+    """The whole less one fold's accumulator gives exactly what a pass over
+    the other samples alone gives; the whole is what one accumulator gives."""
+    import dataclasses
+
+    calibration = digits_calibration.cached()
+    held_out = set(statistics.folds[1].positions)
+    kept = [index for index in range(len(calibration)) if index not in held_out]
+    alone = collect_statistics(float_model, dataclasses.replace(calibration, decoded=calibration.decoded[kept],
+                                                                items=tuple(np.asarray(calibration.items)[kept]),
+                                                                labels=None))
+    for ours, theirs in zip(statistics.fitting_part(1).tensors, alone.tensors, strict=True):
+        assert ours.count == theirs.count
+        assert np.array_equal(ours.codes, theirs.codes) and np.array_equal(ours.counts, theirs.counts)
+        assert np.array_equal(ours.sample_maxima, theirs.sample_maxima)
+    assert sorted(p for fold in statistics.folds for p in fold.positions) == list(range(len(calibration)))
+    values = every_activation(float_model, calibration)
+    for tensor in statistics.tensors:
+        assert (tensor.minimum, tensor.maximum) == (values[tensor.name].min(), values[tensor.name].max())
+        assert tensor.sample_maxima[0] == values[tensor.name][: values[tensor.name].size // len(calibration)].max()
+
+
+def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(statistics, digits_calibration):
+    from edge_resnet.quantize.ranges import CANDIDATES
+    from edge_resnet.quantize.selection import choose
+
+    inputs = np.zeros((200, 1))
+    reference = np.ones((200, 10))
+    output = statistics.graph_outputs[0]
+    rank = {}
+    for index, method in enumerate(CANDIDATES):
+        rank.setdefault(activation_ranges(statistics.fitting_part(0), method)[output], index)
+    best = max(rank.values())
+
+    def outputs(ranges, images):  # the error shrinks towards the last distinct candidate
+        return np.ones((len(images), 10)) + 0.01 * (1 + best - rank.get(ranges[output], 0))
+
+    choice = choose(statistics, inputs, outputs, reference, "test")
+    assert [method for method, _ in choice.scores] == list(CANDIDATES)
+    assert choice.method == CANDIDATES[best] and choice.held_out == 200 and choice.folds == 4
+    tied = choose(statistics, inputs, lambda ranges, images: np.ones((len(images), 10)), reference, "test")
+    assert tied.method == CANDIDATES[0] and tied.describe().startswith("minmax, chosen on 200 held-out")
+
+
+def test_auto_tries_every_candidate_on_the_real_artifact_and_keeps_the_best(folded, float_model, statistics,
+                                                                            digits_calibration, tmp_path):
+    from edge_resnet.quantize.ranges import CANDIDATES, ranges_fingerprint
+    from edge_resnet.quantize.onnx_export import to_onnx
+
+    calibration = digits_calibration.cached()
+    tflite = to_tflite(folded, QuantizationRecipe(), calibration, output=tmp_path / "m.tflite",
+                       statistics=statistics, float_model=float_model)
+    onnx_path = to_onnx(folded, QuantizationRecipe(), calibration, output=tmp_path / "m.onnx", statistics=statistics,
+                        float_model=float_model)
+    for path, runtime in ((tflite, "ai-edge-litert"), (onnx_path, "onnxruntime")):
+        record = json.loads(record_path(path).read_text())["activation_ranges"]
+        assert record["method"] == "auto" and runtime in record["selection"]["scored_on"]
+        candidates = record["selection"]["candidates"]
+        assert [entry["rule"] for entry in candidates] == [method.describe() for method in CANDIDATES]
+        scores = {entry["rule"]: entry["held_out_sqnr_db"] for entry in candidates}
+        chosen = RangeMethod.from_dict(record["chosen"])
+        assert scores[chosen.describe()] == max(scores.values()) >= scores["minmax"]
+        assert len(set(scores.values())) > 3, "the candidates really differ"
+        # the winner's ranges come from all calibration samples
+        assert record["ranges_fingerprint"] == ranges_fingerprint(activation_ranges(statistics, chosen))
+        assert record["selection"]["held_out_samples"] == 200 and record["selection"]["folds"] == 4
+        assert f"({chosen.describe()})" in json.loads(record_path(path).read_text())["quantization"]
+
+
+def test_auto_refuses_other_images_than_the_statistics_came_from(folded, float_model, statistics,
+                                                                 digits_calibration, tmp_path):
+    from edge_resnet.data.images import subset
+
+    for calibration, message in ((None, "give --calibration PATH with --statistics"),
+                                 (subset(digits_calibration, 0, 100), "not the ones the statistics were collected on")):
+        with pytest.raises(ConfigError, match=message) as error:
+            to_tflite(folded, QuantizationRecipe(), calibration, output=tmp_path / "m.tflite", statistics=statistics,
+                      float_model=float_model)
+        assert "\n" not in str(error.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_auto_without_folds_takes_minmax_and_says_so(folded, float_model, statistics, tmp_path):
+    import dataclasses
+
+    from edge_resnet.data.images import DataWarning
+
+    without = dataclasses.replace(statistics, folds=None)
+    with pytest.warns(DataWarning, match="held-out calibration images .* took minmax"):
+        path = to_tflite(folded, QuantizationRecipe(), output=tmp_path / "auto.tflite", statistics=without,
+                         float_model=float_model)
+    minmax = to_tflite(folded, QuantizationRecipe(calibration_method="minmax"), output=tmp_path / "minmax.tflite",
+                       statistics=without, float_model=float_model)
+    assert path.read_bytes() == minmax.read_bytes()
+    record = json.loads(record_path(path).read_text())["activation_ranges"]
+    assert record["method"] == "auto" and record["chosen"] == {"method": "minmax"}
+    assert record["selection"]["held_out_samples"] == 0 and "at least 8" in record["selection"]["reason"]
+
+
+def test_the_output_rule_keeps_the_graph_outputs_minmax_and_clips_inside(statistics):
+    output = statistics.graph_outputs[0]
+    inside = next(name for name in (t.name for t in statistics.tensors) if name not in statistics.graph_outputs
+                  and name not in statistics.graph_inputs)
+    clipped = activation_ranges(statistics, RangeMethod("percentile", percentile=99.9))
+    mixed = activation_ranges(statistics, RangeMethod("percentile", percentile=99.9, output="minmax"))
+    exact = activation_ranges(statistics, RangeMethod("minmax"))
+    assert mixed[output] == exact[output] != clipped[output]
+    assert mixed[inside] == clipped[inside]
+    assert RangeMethod.from_dict(RangeMethod("mse", output="minmax").to_dict()) == RangeMethod("mse", output="minmax")
+    with pytest.raises(ConfigError, match="output tensors' range rule"):
+        RangeMethod("minmax", output="percentile")

@@ -101,8 +101,15 @@ def test_default_run_converts_the_trained_demo_on_held_out_digits(default_run):
     statistics = ActivationStatistics.load(output / "calibration_statistics.npz")
     ranges = [json.loads(record_path(output / name).read_text())["activation_ranges"]
               for name in ("resnet50_demo_int8.tflite", "resnet50_demo_int8.onnx")]
-    assert ranges[0] == ranges[1] and ranges[0]["method"] == DEFAULT_METHOD
+    assert ranges[0]["method"] == ranges[1]["method"] == DEFAULT_METHOD
+    assert ranges[0]["statistics"] == ranges[1]["statistics"]
     assert ranges[0]["statistics"]["fingerprint"] == statistics.fingerprint()
+    # auto chose each artifact's rule on its own runtime, and the terminal and the report say what and why
+    assert "ai-edge-litert" in ranges[0]["selection"]["scored_on"] and "onnxruntime" in ranges[1]["selection"]["scored_on"]
+    for name, record in zip(("resnet50_demo_int8.tflite", "resnet50_demo_int8.onnx"), ranges):
+        line = next(line for line in result.stdout.splitlines() if line.strip().startswith(f"{name}:"))
+        assert record["selection"]["chosen_rule"] in line and "chosen on 50 held-out calibration images" in line
+    assert "## Activation ranges" in (output / "report.md").read_text()
     assert statistics.calibration["fingerprint"] == calibration["fingerprint"]
     # per-layer errors by Keras layer name, from the one calibration
     assert set(report["parity"]["layers"]) == {"resnet50_demo_int8.tflite", "resnet50_demo_int8.onnx"}

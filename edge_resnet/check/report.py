@@ -382,11 +382,33 @@ def convert_details(report):
     ]
     lines += [f"- {_code(row['artifact'])}: {row['quantization']}; {row['runtime'] or 'not timed'}."
               for row in report["artifacts"]]
+    lines += range_selection_lines(report["artifacts"])
     stages = ", ".join(f"{stage['stage']} {stage['seconds']:.1f} s" for stage in report["stages"])
     lines += ["", f"Run: {report['total_seconds']:.0f} s, peak memory {report['peak_rss_mb']:.0f} MB. "
               f"Stages: {stages}.", "", "## Accuracy parity", "", *parity_summary(report["parity"]), "",
               *parity_details(report["parity"])]
     return lines
+
+
+def range_selection_lines(rows):
+    """The `auto` range method's candidates and their held-out scores, one
+    column per int8 artifact (each format chooses on its own runtime)."""
+    chosen = [row for row in rows if row.get("range_selection") and row["range_selection"]["candidates"]]
+    if not chosen:
+        return []
+    rules = [entry["rule"] for entry in chosen[0]["range_selection"]["candidates"]]
+    scores = [{entry["rule"]: entry["held_out_sqnr_db"] for entry in row["range_selection"]["candidates"]}
+              for row in chosen]
+    winners = [row["range_selection"]["chosen_rule"] for row in chosen]
+    table = [[rule] + [("exact" if score.get(rule) is None else f"{score[rule]:.2f}")
+                       + (" (chosen)" if rule == winner else "") for score, winner in zip(scores, winners)]
+             for rule in rules]
+    held_out = chosen[0]["range_selection"]["held_out_samples"]
+    return ["", "## Activation ranges", "",
+            f"`auto` fitted each rule on the calibration images less {held_out} held out, quantized the real "
+            "artifact with it, and scored its output SQNR (dB) against the float model on the held-out images; "
+            "the best rule then took its ranges from all calibration images.", "",
+            *markdown_table(["rule"] + [_code(row["artifact"]) for row in chosen], table)]
 
 
 def convert_markdown(report):

@@ -27,14 +27,17 @@ def tflite_interpreter_module():
     raise ModelError('no TFLite runtime is installed: pip install "edge-resnet[runtime]"')
 
 
-def tflite_interpreter(path, threads=1, delegates=True):
-    """An allocated interpreter. `delegates=False` runs the built-in kernels
-    only (no XNNPACK), which shows the model's own operator list."""
+def tflite_interpreter(path, threads=1, delegates=True, content=None):
+    """An allocated interpreter of the file at `path`, or of the model bytes
+    `content` (`path` then only names it). `delegates=False` runs the
+    built-in kernels only (no XNNPACK), which shows the model's own operator
+    list."""
     path = Path(path)
-    if not path.is_file():
+    if content is None and not path.is_file():
         raise ModelError(f"model file not found: {path}")
     _, module = tflite_interpreter_module()
-    options = {"model_path": str(path), "num_threads": threads}
+    source = {"model_path": str(path)} if content is None else {"model_content": bytes(content)}
+    options = {**source, "num_threads": threads}
     if not delegates:
         options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
@@ -59,10 +62,10 @@ class TfliteRunner:
     (int8/uint8 tensors are quantized and dequantized with their own
     parameters). TFLite models take one sample per invoke."""
 
-    def __init__(self, path, threads=2):
+    def __init__(self, path, threads=2, content=None):
         self.path = Path(path)
         self.runtime, _ = tflite_interpreter_module()
-        self.interpreter = tflite_interpreter(path, threads=threads)
+        self.interpreter = tflite_interpreter(path, threads=threads, content=content)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import ConfigError, ModelError
 from ..files import atomic_output
 from ..quiet import native_output_silenced
-from .ranges import activation_ranges, ranges_record
+from .ranges import ranges_record
 from .recipe import QuantizationRecipe, artifact_record, write_record
 from .statistics import activation_tensor_indices, collect_statistics, read_flatbuffer
 
@@ -167,19 +167,52 @@ def statistics_for(float_model, calibration, statistics, progress=True, what="th
     return statistics
 
 
+def run_tflite_bytes(model_bytes, inputs, what):
+    """The float outputs of a .tflite model (bytes) on `inputs`."""
+    from ..device.runtime import TfliteRunner
+
+    with native_output_silenced():
+        runner = TfliteRunner(what, content=model_bytes)
+    return runner.predict(inputs)
+
+
+def tflite_chooser(float_model, per_channel, calibration):
+    """For `auto`: the Choice of range rule for the int8 TFLite, each
+    candidate quantized and run on XNNPACK on the held-out calibration
+    samples (`calibration`, the ImageSet the statistics came from)."""
+    from ..device.runtime import tflite_interpreter_module
+    from .recipe import tool_versions
+    from .selection import calibration_inputs, choose
+
+    def choose_for(statistics):
+        inputs = calibration_inputs(calibration, statistics)
+        reference = run_tflite_bytes(float_model, inputs, "the float model")
+
+        def int8_outputs(ranges, images):
+            return run_tflite_bytes(quantized_int8_io(float_model, ranges, per_channel), images, "a candidate")
+
+        runtime, _ = tflite_interpreter_module()
+        version = tool_versions(runtime).get(runtime, "")
+        return choose(statistics, inputs, int8_outputs, reference, f"the int8 TFLite on {runtime} {version}".strip())
+
+    return choose_for
+
+
 def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=None, model_info=None,
                       packages=RUNTIME_PACKAGES, progress=True):
     """Write the int8 `output` (.tflite) of the float32 .tflite bytes
     `float_model`, and its recipe JSON; return the path."""
+    from .selection import resolved_ranges
+
     output = Path(output)
     statistics = statistics_for(float_model, calibration, statistics, progress)
-    method = recipe.range_method()
-    ranges = activation_ranges(statistics, method)
+    method, ranges, selection = resolved_ranges(statistics, recipe.range_method(),
+                                                tflite_chooser(float_model, recipe.per_channel, calibration))
     content = int8_tflite(float_model, ranges, recipe)
     with atomic_output(output) as temporary:
         temporary.write_bytes(content)
         record = artifact_record(temporary, "tflite", recipe, model_info or tflite_model_info(float_model),
-                                 packages, ranges_record(statistics, method, ranges))
+                                 packages, ranges_record(statistics, method, ranges, selection))
         record["artifact"] = output.name
         write_record(output, record)
     return output

@@ -236,40 +236,57 @@ def float_compute_ops(proto):
 
 
 def output_compute_op_types(proto):
-    """The op types of the Conv/Gemm/MatMul nodes that write a graph output (the logits layer)."""
-    outputs = {value.name for value in proto.graph.output}
+    """The op types of the Conv/Gemm/MatMul nodes that write the logits: a
+    graph output, or what an output softmax reads."""
+    softmax = set(output_softmax_nodes(proto))
+    logits = {value.name for value in proto.graph.output}
+    logits.update(name for node in proto.graph.node if node.name in softmax for name in node.input)
     return sorted({node.op_type for node in proto.graph.node
-                   if node.op_type in COMPUTE_OPS and outputs.intersection(node.output)})
+                   if node.op_type in COMPUTE_OPS and logits.intersection(node.output)})
 
 
-def ort_quantized(float_path, output_path, recipe, ranges_for):
-    """onnxruntime static quantization with our ranges, handed over as its
-    calibration cache: its own calibrator never runs. `ranges_for(proto)`
-    gives the ranges of the graph onnxruntime's pre-processing made.
+def output_softmax_nodes(proto):
+    """The names of the Softmax nodes that write a graph output (a softmax head)."""
+    outputs = {value.name for value in proto.graph.output}
+    return [node.name for node in proto.graph.node if node.op_type == "Softmax" and outputs.intersection(node.output)]
+
+
+def ort_prepared(float_path, prepared_path):
+    """onnxruntime's pre-processing of the float ONNX (shape inference and
+    graph fixes), done once for every quantization of it."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with native_output_silenced():
+        quant_pre_process(str(float_path), str(prepared_path))
+    return Path(prepared_path)
+
+
+def ort_quantized(prepared_path, output_path, recipe, onnx_ranges):
+    """onnxruntime static quantization of the pre-processed float ONNX with
+    our ranges ({ONNX tensor name: (low, high)}), handed over as its
+    calibration cache: its own calibrator never runs.
 
     The logits layer's output is not quantized: it computes in int8 and
     onnxruntime scales its int32 sums straight to float, so the int8 logits'
     rounding and clipping (the floor of an int8 output tensor) are gone:
     +0.2 to +1.2 dB output SQNR measured on three digits ResNets
-    (benchmarks/results/calibration.md)."""
+    (benchmarks/results/calibration.md). A softmax head then runs in float
+    on those logits (a few values per image): no int8 grid on the logits it
+    reads or on the probabilities it writes."""
     import numpy as np
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = Path(output_path).with_name(Path(output_path).stem + ".pre.onnx")
     cache = Path(output_path).with_name(Path(output_path).stem + ".ranges.json")
-    with native_output_silenced():
-        quant_pre_process(str(float_path), str(prepared))
     tensors = TensorsData(CalibrationMethod.MinMax, {
-        name: TensorData(lowest=np.float32(low), highest=np.float32(high))
-        for name, (low, high) in ranges_for(onnx.load(prepared)).items()})
+        name: TensorData(lowest=np.float32(low), highest=np.float32(high)) for name, (low, high) in onnx_ranges.items()})
     save_tensors_data(tensors, cache)
-    float_output_ops = output_compute_op_types(onnx.load(prepared))
+    prepared = onnx.load(prepared_path)
+    float_output_ops = output_compute_op_types(prepared)
     with native_output_silenced():
         quantize_static(
-            str(prepared),
+            str(prepared_path),
             str(output_path),
             None,
             quant_format=QuantFormat.QDQ if recipe.onnx_format == "qdq" else QuantFormat.QOperator,
@@ -279,15 +296,40 @@ def ort_quantized(float_path, output_path, recipe, ranges_for):
             reduce_range=recipe.onnx_reduce_range,
             calibrate_method=CalibrationMethod.MinMax,
             calibration_cache_path=str(cache),
+            nodes_to_exclude=output_softmax_nodes(prepared),
             extra_options={"OpTypesToExcludeOutputQuantization": float_output_ops},
         )
-    prepared.unlink(missing_ok=True)
     cache.unlink(missing_ok=True)
     if recipe.onnx_format == "qdq":
         left_in_float = float_compute_ops(onnx.load(output_path))
         if left_in_float:
             raise ConversionError(f"onnxruntime left {len(left_in_float)} operators in float "
                                   f"(e.g. {left_in_float[0]}); the int8 ONNX model would not be fully quantized")
+    return Path(output_path)
+
+
+def onnx_chooser(prepared_path, float_path, recipe, to_onnx_ranges, calibration, scratch):
+    """For `auto`: the Choice of range rule for the int8 ONNX, each candidate
+    quantized by onnxruntime and run on its CPU provider on the held-out
+    calibration samples (its best rule may differ from the TFLite model's)."""
+    from ..device.runtime import OnnxRunner
+    from .recipe import tool_versions
+    from .selection import calibration_inputs, choose
+
+    def choose_for(statistics):
+        inputs = calibration_inputs(calibration, statistics)
+        with native_output_silenced():
+            reference = OnnxRunner(float_path).predict(inputs)
+
+        def int8_outputs(ranges, images):
+            candidate = ort_quantized(prepared_path, scratch / "candidate.onnx", recipe, to_onnx_ranges(ranges))
+            with native_output_silenced():
+                return OnnxRunner(candidate).predict(images)
+
+        version = tool_versions("onnxruntime").get("onnxruntime", "")
+        return choose(statistics, inputs, int8_outputs, reference, f"the int8 ONNX on onnxruntime {version} (CPU)")
+
+    return choose_for
 
 
 def check_onnx_request(recipe, opset, route):
@@ -313,7 +355,9 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
     import onnx
 
     from .int8_tflite import statistics_for
-    from .ranges import activation_ranges, ranges_record
+    from .ranges import ranges_record
+    from .recipe import read_record
+    from .selection import resolved_ranges
 
     recipe = recipe or QuantizationRecipe.for_mode("none")
     output = Path(output)
@@ -336,9 +380,6 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
         else:
             float_model = float_model if float_model is not None else float_tflite(model)
             statistics = statistics_for(float_model, calibration, statistics)
-            method = recipe.range_method()
-            tflite_ranges = activation_ranges(statistics, method)
-            ranges_used = ranges_record(statistics, method, tflite_ranges)
             if route == "ort":
                 if float_onnx_path is None:
                     float_onnx_path = scratch / "float.onnx"
@@ -348,20 +389,27 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                     del proto
                 else:
                     exporter = recorded_exporter(float_onnx_path)
+                prepared = ort_prepared(float_onnx_path, scratch / "prepared.onnx")
+                prepared_proto = onnx.load(prepared)
                 layer_names = {layer.name for layer in model.layers}
                 output_layer = model.output._keras_history[0].name
 
-                def ranges_for(proto):
-                    return onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output_layer)
+                def to_onnx_ranges(tflite_ranges):
+                    return onnx_activation_ranges(prepared_proto, tflite_ranges, statistics, layer_names, output_layer)
 
-                ort_quantized(float_onnx_path, scratch / "int8.onnx", recipe, ranges_for)
+                method, tflite_ranges, selection = resolved_ranges(
+                    statistics, recipe.range_method(),
+                    onnx_chooser(prepared, float_onnx_path, recipe, to_onnx_ranges, calibration, scratch))
+                ort_quantized(prepared, scratch / "int8.onnx", recipe, to_onnx_ranges(tflite_ranges))
                 onnx.save(checked(onnx.load(scratch / "int8.onnx"), f"model {model.name!r}", (ORT_DOMAIN,)),
                           temporary)
+                ranges_used = ranges_record(statistics, method, tflite_ranges, selection)
             else:
-                tflite_path = to_tflite(model, recipe, output=scratch / "int8.tflite", statistics=statistics,
-                                        float_model=float_model)
+                tflite_path = to_tflite(model, recipe, calibration, output=scratch / "int8.tflite",
+                                        statistics=statistics, float_model=float_model)
                 onnx.save(onnx_from_tflite(tflite_path, opset), temporary)
                 exporter = "tf2onnx (from the int8 TFLite model)"
+                ranges_used = read_record(tflite_path)["activation_ranges"]
         record = artifact_record(temporary, "onnx", recipe, keras_model_info(model), ONNX_PACKAGES, ranges_used)
         record.update(artifact=output.name, opset=opset, route=route if recipe.mode == "int8" else None,
                       exporter=exporter)

@@ -12,7 +12,13 @@ after calibration, so trying another one never runs the model again.
   the extreme and the median of the per-sample extremes. Min/max clips the
   images it has not seen (a calibration set's largest value is rarely the
   population's): the more the per-sample extremes scatter, the further new
-  images reach, and a steady tensor (the input, say) keeps its range.
+  images reach, and a steady tensor (the input, say) keeps its range;
+- auto (the default): each of CANDIDATES is tried on the user's own model
+  and held-out calibration images, and the best is used (selection.py).
+
+Any method may take `output="minmax"`: the graph's output tensors then keep
+their exact min/max. Clipping the tensor that *is* the output (logits) costs
+what clipping inside the network (before a softmax, say) does not.
 """
 
 import hashlib
@@ -23,10 +29,11 @@ import numpy as np
 
 from ..errors import ConfigError
 
-METHODS = ("minmax", "percentile", "mse", "extrapolated")
-# Measured (benchmarks/results/calibration.md): best mean output SQNR over
-# four calibration subsets on the trained digits ResNets.
-DEFAULT_METHOD = "extrapolated"
+AUTO = "auto"
+RULES = ("minmax", "percentile", "mse", "extrapolated")  # a range from one tensor's statistics
+METHODS = (AUTO,) + RULES
+OUTPUT_RULES = (None, "minmax")  # what the graph's output tensors take: the method's own range, or min/max
+DEFAULT_METHOD = AUTO
 DEFAULT_PERCENTILE = 99.99
 DEFAULT_EXTRAPOLATION = 0.25
 LEVELS = 256  # int8 / uint8
@@ -38,10 +45,14 @@ class RangeMethod:
     name: str = DEFAULT_METHOD
     percentile: float = DEFAULT_PERCENTILE  # "percentile" only
     extrapolation: float = DEFAULT_EXTRAPOLATION  # "extrapolated" only
+    output: str = None  # "minmax": the graph's output tensors keep their exact min/max
 
     def __post_init__(self):
         if self.name not in METHODS:
             raise ConfigError(f"calibration method must be one of {', '.join(METHODS)}. Received: {self.name!r}")
+        if self.output not in OUTPUT_RULES or (self.output and self.name == AUTO):
+            raise ConfigError(f"the output tensors' range rule must be minmax or none, on a method other than auto. "
+                              f"Received: {self.output!r}")
         if not (_is_number(self.percentile) and 50 < self.percentile <= 100):
             raise ConfigError(
                 f"the percentile must be above 50 and at most 100 (e.g. 99.99). Received: {self.percentile!r}"
@@ -56,14 +67,35 @@ class RangeMethod:
                 "extrapolated": ("extrapolation", self.extrapolation)}.get(self.name)
 
     def to_dict(self):
-        return {"method": self.name, **dict([self.parameter] if self.parameter else [])}
+        return {"method": self.name, **dict([self.parameter] if self.parameter else []),
+                **({"output": self.output} if self.output else {})}
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(data["method"], output=data.get("output"),
+                   **{key: data[key] for key in ("percentile", "extrapolation") if key in data})
 
     def describe(self):
-        return f"{self.name} {self.parameter[1]:g}" if self.parameter else self.name
+        name = f"{self.name} {self.parameter[1]:g}" if self.parameter else self.name
+        return f"{name} inside, {self.output} on the output" if self.output else name
 
 
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+# What `auto` tries, in this order (the first of equal scores wins). Fixed
+# and general: the rules of the field, not a list fitted to our models.
+CANDIDATES = (
+    RangeMethod("minmax"),
+    RangeMethod("extrapolated", extrapolation=0.25),
+    RangeMethod("percentile", percentile=99.999),
+    RangeMethod("percentile", percentile=99.99),
+    RangeMethod("mse"),
+    RangeMethod("percentile", percentile=99.999, output="minmax"),
+    RangeMethod("percentile", percentile=99.99, output="minmax"),
+    RangeMethod("mse", output="minmax"),
+)
 
 
 def quantile(tensor, fraction):
@@ -117,6 +149,8 @@ def extrapolated_range(tensor, extrapolation):
 
 
 def tensor_range(tensor, method):
+    if method.name == AUTO:
+        raise ConfigError("'auto' is not a range rule: selection.resolved_ranges() picks one of the candidates")
     if method.name == "minmax":
         return tensor.minimum, tensor.maximum
     if method.name == "percentile":
@@ -128,7 +162,10 @@ def tensor_range(tensor, method):
 
 def activation_ranges(statistics, method):
     """{tensor name: (low, high)} for every tensor in `statistics`."""
-    return {tensor.name: tensor_range(tensor, method) for tensor in statistics.tensors}
+    minmax = RangeMethod("minmax")
+    return {tensor.name: tensor_range(tensor, minmax if method.output and tensor.name in statistics.graph_outputs
+                                      else method)
+            for tensor in statistics.tensors}
 
 
 def ranges_fingerprint(ranges):
@@ -137,8 +174,12 @@ def ranges_fingerprint(ranges):
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
 
 
-def ranges_record(statistics, method, ranges):
-    """What an artifact's recipe JSON says about its activation ranges."""
-    return {**method.to_dict(), "ranges_fingerprint": ranges_fingerprint(ranges),
-            "statistics": statistics.describe(), "tensors": len(ranges)}
+def ranges_record(statistics, method, ranges, selection=None):
+    """What an artifact's recipe JSON says about its activation ranges;
+    `selection` (auto only) says what was tried, how each scored, and which
+    rule `method` was chosen."""
+    rule = method.to_dict() if selection is None else {"method": AUTO, "chosen": method.to_dict(),
+                                                       "selection": selection}
+    return {**rule, "ranges_fingerprint": ranges_fingerprint(ranges), "statistics": statistics.describe(),
+            "tensors": len(ranges)}
 

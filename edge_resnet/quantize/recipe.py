@@ -78,11 +78,14 @@ class QuantizationRecipe:
     def range_method(self):
         return RangeMethod(self.calibration_method, self.percentile, self.extrapolation)
 
-    def describe(self, artifact_format="tflite"):
-        """One line saying what the quantization is, for this format."""
+    def describe(self, artifact_format="tflite", activation_ranges=None):
+        """One line saying what the quantization is, for this format;
+        `activation_ranges` (the record's) names the rule `auto` chose."""
         if self.mode != "int8":
             return MODE_DESCRIPTIONS[self.mode]
         ranges = f"{self.range_method().describe()} activation ranges"
+        if activation_ranges and "chosen" in activation_ranges:
+            ranges += f" ({RangeMethod.from_dict(activation_ranges['chosen']).describe()})"
         if artifact_format != "onnx":
             return f"{MODE_DESCRIPTIONS[self.mode]}, {ranges}"
         weights = "int8 in a 7-bit range" if self.onnx_reduce_range else "int8"
@@ -149,7 +152,7 @@ def artifact_record(artifact_path, artifact_format, recipe, model_info, packages
         "format": artifact_format,
         "sha256": hashlib.sha256(Path(artifact_path).read_bytes()).hexdigest(),
         "recipe": recipe.to_dict(),
-        "quantization": recipe.describe(artifact_format),
+        "quantization": recipe.describe(artifact_format, activation_ranges),
         "calibration": activation_ranges["statistics"]["calibration"] if activation_ranges else None,
         "activation_ranges": activation_ranges,
         "model": model_info,

@@ -15,6 +15,11 @@ pass keeps, with memory that does not grow with the number of samples:
   at a stride that is prime to the channel count so every channel is seen;
 - each sample's own minimum and maximum (8 bytes per tensor and sample):
   how far apart they lie says how much further unseen images may reach.
+
+The samples fall into FOLDS class-stratified, seeded folds, each counted
+by its own accumulator in the same pass (the whole is their sum): the
+`auto` range method fits candidate ranges on all folds but one and scores
+them on that one's images, for each fold in turn.
 """
 
 import dataclasses
@@ -36,7 +41,10 @@ CODES = 1 << 16  # histogram bins: every top-16-bit pattern of a float32
 # ~50 of the largest tensors, 3.2 million values per tensor over 200 images).
 HISTOGRAM_VALUES = 1 << 14
 PENDING_VALUES = 1 << 20  # sampled values held per tensor before they are counted
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: with folds; 1 is still read (`auto` then has nothing to score on)
+READ_VERSIONS = (1, 2)
+FOLDS = 4  # each calibration sample is held out once, from ranges fitted on the other three quarters
+MIN_FOLD_SAMPLES = 2  # fewer calibration samples than FOLDS * this: no folds
 
 
 def model_sha256(model_bytes):
@@ -119,7 +127,8 @@ class TensorAccumulator:
     more than the counting itself."""
 
     count: int = 0
-    histogram: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(CODES, np.int64))
+    # int32: a bin holds at most HISTOGRAM_VALUES per sample (131,072 samples before it could wrap)
+    histogram: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(CODES, np.int32))
     pending: list = dataclasses.field(default_factory=list)
     pending_values: int = 0
     sample_minima: list = dataclasses.field(default_factory=list)
@@ -164,14 +173,64 @@ class TensorStatistics:
     def from_accumulator(cls, name, accumulator):
         accumulator.flush()
         codes = np.flatnonzero(accumulator.histogram)
-        return cls(name, accumulator.count, codes.astype(np.uint16), accumulator.histogram[codes],
+        return cls(name, accumulator.count, codes.astype(np.uint16), accumulator.histogram[codes].astype(np.int64),
                    np.asarray(accumulator.sample_minima, np.float32), np.asarray(accumulator.sample_maxima, np.float32))
+
+    @classmethod
+    def merged(cls, parts, positions):
+        """One tensor's statistics over several parts (of disjoint samples at
+        `positions`, one tuple per part), samples back in pass order."""
+        codes = np.unique(np.concatenate([part.codes for part in parts]))
+        counts = np.zeros(len(codes), np.int64)
+        for part in parts:
+            counts[np.searchsorted(codes, part.codes)] += part.counts
+        order = np.argsort(np.concatenate([np.asarray(where, np.int64) for where in positions]), kind="stable")
+        minima = np.concatenate([part.sample_minima for part in parts])[order]
+        maxima = np.concatenate([part.sample_maxima for part in parts])[order]
+        return cls(parts[0].name, sum(part.count for part in parts), codes, counts, minima, maxima)
 
     def histogram(self):
         """(bin lower bounds, upper bounds, counts), in ascending value order."""
         lower, upper = bin_bounds(self.codes)
         order = np.argsort(lower, kind="stable")
         return lower[order], upper[order], self.counts[order]
+
+
+    def without(self, part, positions):
+        """These statistics less `part` (the same tensor's statistics of the
+        samples at `positions`)."""
+        counts = self.counts.copy()
+        counts[np.searchsorted(self.codes, part.codes)] -= part.counts
+        kept = counts > 0
+        return TensorStatistics(self.name, self.count - part.count, self.codes[kept], counts[kept],
+                                np.delete(self.sample_minima, positions), np.delete(self.sample_maxima, positions))
+
+
+def sample_folds(labels, count, seed):
+    """The fold of each of `count` calibration samples (None for all when
+    they are too few): the samples, class by class (`labels` per sample, or
+    None: one class) and in a seeded order within each, are dealt to the
+    folds in turn, so every fold is stratified and sizes differ by one at most."""
+    if count < FOLDS * MIN_FOLD_SAMPLES:
+        return None
+    strata = list(labels) if labels is not None else [None] * count
+    by_stratum = {}
+    for position in np.random.default_rng(seed + 1).permutation(count):
+        by_stratum.setdefault(strata[position], []).append(int(position))
+    dealt = [position for stratum in sorted(by_stratum, key=str) for position in by_stratum[stratum]]
+    folds = [0] * count
+    for rank, position in enumerate(dealt):
+        folds[position] = rank % FOLDS
+    return folds
+
+
+@dataclass(frozen=True)
+class Fold:
+    """A fold of the calibration samples: their positions in the pass and
+    their own statistics (TensorStatistics per tensor)."""
+
+    positions: tuple
+    tensors: tuple = dataclasses.field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -184,6 +243,14 @@ class ActivationStatistics:
     calibration: dict
     graph_inputs: tuple  # tensor names
     graph_outputs: tuple
+    folds: tuple = None  # of Fold, or None
+
+    def fitting_part(self, fold):
+        """The statistics of every sample but those of folds[fold]."""
+        held_out = self.folds[fold]
+        positions = list(held_out.positions)
+        tensors = tuple(total.without(part, positions) for total, part in zip(self.tensors, held_out.tensors))
+        return dataclasses.replace(self, tensors=tensors, folds=None)
 
     @property
     def samples(self):
@@ -195,10 +262,16 @@ class ActivationStatistics:
             digest.update(tensor.name.encode())
             for values in (tensor.codes, tensor.counts, tensor.sample_minima, tensor.sample_maxima):
                 digest.update(values.tobytes())
+        for fold in self.folds or ():
+            digest.update(np.asarray(fold.positions, np.int64).tobytes())
+            for tensor in fold.tensors:
+                digest.update(tensor.codes.tobytes())
+                digest.update(tensor.counts.tobytes())
         return digest.hexdigest()
 
     def describe(self):
         return {"model_sha256": self.model_sha256, "calibration": self.calibration, "samples": self.samples,
+                "folds": len(self.folds or ()),
                 "tensors": len(self.tensors), "fingerprint": self.fingerprint(),
                 "histogram_values_per_tensor_and_sample": HISTOGRAM_VALUES}
 
@@ -228,6 +301,7 @@ class ActivationStatistics:
             "counts": np.concatenate([t.counts for t in self.tensors]),
             "sample_minima": np.stack([t.sample_minima for t in self.tensors]),
             "sample_maxima": np.stack([t.sample_maxima for t in self.tensors]),
+            **(fold_arrays(self.folds) if self.folds else {}),
         }
         with atomic_output(path) as temporary:
             with open(temporary, "wb") as handle:
@@ -243,24 +317,59 @@ class ActivationStatistics:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
             header = json.loads(str(arrays["header"]))
-            if header.get("format_version") != FORMAT_VERSION:
+            if header.get("format_version") not in READ_VERSIONS:
                 raise DataError(f"{path} has statistics format {header.get('format_version')}; "
-                                f"this edge-resnet reads {FORMAT_VERSION}: collect them again")
-            bin_ends = np.cumsum(arrays["bins"])[:-1]
+                                f"this edge-resnet reads {', '.join(map(str, READ_VERSIONS))}: collect them again")
             tensors = tuple(
                 TensorStatistics(str(name), int(count), codes, counts, minima, maxima)
-                for name, count, codes, counts, minima, maxima in zip(
-                    arrays["names"], arrays["count"], np.split(arrays["codes"], bin_ends),
-                    np.split(arrays["counts"], bin_ends), arrays["sample_minima"], arrays["sample_maxima"],
-                    strict=True)
+                for name, count, (codes, counts), minima, maxima in zip(
+                    arrays["names"], arrays["count"], split_bins(arrays, ""), arrays["sample_minima"],
+                    arrays["sample_maxima"], strict=True)
             )
+            folds = folds_from(arrays, tensors) if "fold_of_sample" in arrays else None
             return cls(tensors, header["model_sha256"], header["calibration"], tuple(header["graph_inputs"]),
-                       tuple(header["graph_outputs"]))
+                       tuple(header["graph_outputs"]), folds)
         except DataError:
             raise
         except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
             raise DataError(f"cannot read {path} as edge-resnet statistics (a .npz from --save-statistics): "
                             f"{' '.join(str(error).split())[:160]}") from error
+
+
+def fold_arrays(folds):
+    """The folds as arrays of the statistics file (bins and counts in fold, then tensor order)."""
+    fold_of_sample = np.zeros(sum(len(fold.positions) for fold in folds), np.int64)
+    for index, fold in enumerate(folds):
+        fold_of_sample[list(fold.positions)] = index
+    tensors = [tensor for fold in folds for tensor in fold.tensors]
+    return {
+        "fold_of_sample": fold_of_sample,
+        "fold_count": np.asarray([t.count for t in tensors], np.int64),
+        "fold_bins": np.asarray([len(t.codes) for t in tensors], np.int64),
+        "fold_codes": np.concatenate([t.codes for t in tensors]),
+        "fold_counts": np.concatenate([t.counts for t in tensors]),
+    }
+
+
+def split_bins(arrays, prefix):
+    """[(codes, counts)] per tensor from the concatenated arrays."""
+    ends = np.cumsum(arrays[f"{prefix}bins"])[:-1]
+    return list(zip(np.split(arrays[f"{prefix}codes"], ends), np.split(arrays[f"{prefix}counts"], ends), strict=True))
+
+
+def folds_from(arrays, tensors):
+    fold_of_sample = arrays["fold_of_sample"]
+    bins = iter(zip(arrays["fold_count"], split_bins(arrays, "fold_"), strict=True))
+    folds = []
+    for index in range(int(fold_of_sample.max()) + 1):
+        positions = [int(position) for position in np.flatnonzero(fold_of_sample == index)]
+        parts = []
+        for total in tensors:
+            count, (codes, counts) = next(bins)
+            parts.append(TensorStatistics(total.name, int(count), codes, counts, total.sample_minima[positions],
+                                          total.sample_maxima[positions]))
+        folds.append(Fold(tuple(positions), tuple(parts)))
+    return tuple(folds)
 
 
 def keras_layer_of(tensor_name, layer_names):
@@ -295,20 +404,26 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
     check_input_shape(input_detail["shape"][1:], calibration)
     output_index = {detail["name"]: detail["index"] for detail in interpreter.get_output_details()}
     views = [interpreter.tensor(output_index[name]) for name in names]  # no copies
-    accumulators = [TensorAccumulator() for _ in names]
+    fold_of = sample_folds(calibration.labels, len(calibration), calibration.seed) or [0] * len(calibration)
+    accumulators = [[TensorAccumulator() for _ in names] for _ in range(max(fold_of, default=0) + 1)]
     samples = calibration.samples()
     if progress is not None:
         samples = progress(samples, len(calibration))
-    for sample in samples:
+    for position, sample in enumerate(samples):
         interpreter.set_tensor(input_detail["index"], np.asarray(sample, np.float32)[None])
         interpreter.invoke()
-        for view, accumulator in zip(views, accumulators):
-            accumulator.update(view())
-    if not accumulators[0].count:
+        for view, accumulator in zip(views, accumulators[fold_of[position]]):
+            accumulator.update(view())  # no name kept: the next invoke refuses while one holds its memory
+    if not any(group[0].count for group in accumulators):
         raise DataError("the calibration set yielded no samples")
-    tensors = tuple(TensorStatistics.from_accumulator(name, acc) for name, acc in zip(names, accumulators))
+    positions = [tuple(p for p, fold in enumerate(fold_of) if fold == index) for index in range(len(accumulators))]
+    folds = tuple(Fold(where, tuple(TensorStatistics.from_accumulator(name, acc) for name, acc in zip(names, group)))
+                  for where, group in zip(positions, accumulators))
+    tensors = tuple(TensorStatistics.merged([fold.tensors[index] for fold in folds], positions)
+                    for index in range(len(names)))
     inputs, outputs = graph_io_names(float_model_bytes)
-    return ActivationStatistics(tensors, model_sha256(float_model_bytes), calibration.describe(), inputs, outputs)
+    return ActivationStatistics(tensors, model_sha256(float_model_bytes), calibration.describe(), inputs, outputs,
+                                folds if len(folds) > 1 else None)
 
 
 def check_input_shape(expected, calibration):

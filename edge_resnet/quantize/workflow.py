@@ -8,7 +8,7 @@ from ..data.images import DEFAULT_CALIBRATION_SIZE, PreprocessedRequest, Preproc
 from ..errors import ConfigError
 from ..model.source import MODEL_HELP, ModelRequest
 from ..options import option
-from .ranges import DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
+from .ranges import AUTO, DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
 from .recipe import ACTIVATION_TYPES, IO_TYPES, MODES, ONNX_FORMATS, ONNX_ROUTES, QuantizationRecipe
 
 
@@ -23,7 +23,8 @@ class QuantizationRequest:
                                    help="seeded, class-stratified calibration subset")
     calibration_method: str = option(
         "--calibration-method", default=None, choices=METHODS,
-        help=f"how int8 activation ranges come from the calibration statistics (default: {DEFAULT_METHOD}): minmax "
+        help=f"how int8 activation ranges come from the calibration statistics (default: {DEFAULT_METHOD}): auto "
+             "(each rule tried on a held-out quarter of the calibration images, the best kept), minmax "
              "(the extremes seen), percentile, mse (least 8-bit error per tensor), extrapolated (min/max pushed out "
              "by how much the per-image extremes scatter)")
     percentile: float = option("--percentile", default=None, type=float,
@@ -92,6 +93,13 @@ def check_request(request, recipe):
     if recipe.needs_calibration and not (request.calibration or request.statistics):
         raise ConfigError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz) "
                           "or --statistics FILE")
+    if request.statistics and not os.path.isfile(request.statistics):
+        raise ConfigError(f"statistics file not found: {request.statistics}")
+    if recipe.needs_calibration and request.statistics and not request.calibration \
+            and recipe.calibration_method == AUTO:
+        raise ConfigError("--calibration-method auto (the default) runs each rule on the calibration images the "
+                          "statistics came from: give --calibration PATH with --statistics, or name a method "
+                          "(e.g. --calibration-method extrapolated)")
     if not recipe.needs_calibration and (request.statistics or request.save_statistics):
         raise ConfigError("--statistics and --save-statistics apply to --quantize int8 only")
     if request.save_statistics and not request.save_statistics.endswith(".npz"):
@@ -121,6 +129,11 @@ def quantize_artifact(request, log=print):
     else:
         path = _from_keras(request, recipe, log)
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {recipe.describe(request.target[1:])})")
+    if recipe.needs_calibration:
+        from .recipe import read_record
+        from .selection import describe_selection
+
+        log(f"activation ranges: {describe_selection(read_record(path)['activation_ranges'])}")
     if request.target == ".tflite":
         from ..device.tflite_inspect import inspect_tflite
 
@@ -153,7 +166,8 @@ def _statistics(request, recipe, float_model, calibration, log):
     if request.save_statistics:
         statistics.save(request.save_statistics)
         log(f"wrote {request.save_statistics} ({len(statistics.tensors)} tensors, {statistics.samples} samples)")
-    log(f"activation ranges: {recipe.range_method().describe()} over {statistics.samples} calibration samples")
+    log(f"activation statistics: {statistics.samples} calibration samples"
+        + (f" in {len(statistics.folds)} folds, for --calibration-method auto" if statistics.folds else ""))
     return statistics
 
 
@@ -167,7 +181,7 @@ def _from_float_tflite(request, recipe, log):
     if request.calibration:
         calibration = _calibration(request, TfliteRunner(request.model, threads=1).input_shape, log)
     statistics = _statistics(request, recipe, float_model, calibration, log)
-    return write_int8_tflite(float_model, recipe, request.output, statistics=statistics)
+    return write_int8_tflite(float_model, recipe, request.output, calibration=calibration, statistics=statistics)
 
 
 def _from_keras(request, recipe, log):
@@ -182,16 +196,17 @@ def _from_keras(request, recipe, log):
                                      fold=request.fold)
     if fold_report is not None:
         log(f"folded {len(fold_report.folded)} BatchNormalization layers, left {len(fold_report.skipped)}")
-    statistics = float_model = None
+    statistics = float_model = calibration = None
     if recipe.needs_calibration:
         calibration = _calibration(request, model.input_shape[1:], log) if request.calibration else None
         float_model = float_tflite(model)
         statistics = _statistics(request, recipe, float_model, calibration, log)
     if request.target == ".tflite":
-        path = to_tflite(model, recipe, output=request.output, statistics=statistics, float_model=float_model)
+        path = to_tflite(model, recipe, calibration, output=request.output, statistics=statistics,
+                         float_model=float_model)
     else:
-        path = to_onnx(model, recipe, output=request.output, opset=request.opset, route=request.onnx_route,
-                       statistics=statistics, float_model=float_model)
+        path = to_onnx(model, recipe, calibration, output=request.output, opset=request.opset,
+                       route=request.onnx_route, statistics=statistics, float_model=float_model)
     source = model_source(request.model, request.weights)
     if source["sha256"]:
         record_source(path, source)

@@ -1,0 +1,144 @@
+"""The `auto` range method: choose the range rule on the user's own model.
+
+No fixed rule wins everywhere: clipping outliers (percentile) helps a model
+whose output follows a softmax and hurts one whose output is the logits,
+where the clipped tensor is the output itself. So every candidate rule of
+ranges.CANDIDATES is cross-validated on the calibration images: for each of
+the statistics' folds, the rule's ranges come from the other folds, the real
+int8 artifact is made with them and run by its own runtime on the fold's
+images, and its outputs are compared with the float model's. A rule's score
+is the output SQNR over all calibration images, each scored by ranges that
+never saw it. The best rule (min/max is one, so the choice is never worse
+than min/max on these images) then takes its ranges from all images.
+
+Every image is held out once: one held-out quarter alone is too few images
+to choose on (a single fold picked a rule 8 dB worse on the evaluation
+images than the rule all four folds agree on; benchmarks/calibration.py).
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data.images import DataWarning
+from ..errors import ConfigError
+from .statistics import FOLDS, MIN_FOLD_SAMPLES
+from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What `auto` tried and what it took."""
+
+    method: object  # the winning RangeMethod
+    scores: tuple  # (RangeMethod, held-out output SQNR dB) per candidate, in the order tried
+    held_out: int  # samples scored on (each held out from the ranges that scored it)
+    folds: int
+    scored_on: str  # the artifact and runtime that ran them
+
+    def score_of(self, name):
+        return next(score for method, score in self.scores if method.describe() == name)
+
+    def record(self):
+        return {"held_out_samples": self.held_out, "folds": self.folds,
+                "metric": "output SQNR dB against the float model", "chosen_rule": self.method.describe(),
+                "scored_on": self.scored_on,
+                "candidates": [{**method.to_dict(), "rule": method.describe(), "held_out_sqnr_db": _finite(score)}
+                               for method, score in self.scores]}
+
+    def describe(self):
+        return (f"{self.method.describe()}, chosen on {self.held_out} held-out calibration images: "
+                f"{self.score_of(self.method.describe()):.1f} dB vs minmax {self.score_of('minmax'):.1f} dB")
+
+
+def _finite(value):
+    """JSON has no infinities: an exact match is written as None."""
+    return round(value, 3) if np.isfinite(value) else None
+
+
+def describe_selection(record):
+    """The one-line summary of an artifact's activation_ranges record."""
+    if record.get("method") != AUTO:
+        return RangeMethod.from_dict(record).describe()
+    scores = {entry["rule"]: entry["held_out_sqnr_db"] for entry in record["selection"]["candidates"]}
+    chosen = RangeMethod.from_dict(record["chosen"]).describe()
+    if not scores:
+        return f"{chosen}: nothing held out to choose on ({record['selection']['reason']})"
+    return (f"{chosen}, chosen on {record['selection']['held_out_samples']} held-out calibration images: "
+            f"{_text_db(scores[chosen])} vs minmax {_text_db(scores['minmax'])}")
+
+
+def _text_db(value):
+    return "exact" if value is None else f"{value:.1f} dB"
+
+
+def no_folds_reason(statistics):
+    return (f"auto scores rules on held-out calibration images and these statistics have none "
+            f"({statistics.samples} samples: it takes at least {FOLDS * MIN_FOLD_SAMPLES}, and statistics saved by "
+            "this version)")
+
+
+def calibration_inputs(calibration, statistics):
+    """The calibration samples the statistics were collected on, as one
+    array in pass order."""
+    check_same_calibration(calibration, statistics)
+    return np.stack(list(calibration.samples())).astype(np.float32, copy=False)
+
+
+def check_same_calibration(calibration, statistics):
+    """Refuse to score rules on other images than the statistics came from."""
+    if calibration is None:
+        raise ConfigError("--calibration-method auto runs each rule on the calibration images the statistics came "
+                          "from: give --calibration PATH with --statistics, or name a method "
+                          "(e.g. --calibration-method extrapolated)")
+    if calibration.fingerprint != statistics.calibration.get("fingerprint"):
+        raise ConfigError(
+            f"the calibration images ({calibration.source}, fingerprint {calibration.fingerprint[:12]}) are not the "
+            f"ones the statistics were collected on ({statistics.calibration.get('fingerprint', '?')[:12]}); "
+            "give the same --calibration, or name a --calibration-method")
+
+
+def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CANDIDATES):
+    """The Choice among `candidates`. `inputs` are the calibration samples in
+    pass order, `reference` the float model's outputs on them;
+    `int8_outputs(ranges, images)` runs the int8 artifact made with
+    `ranges` on `images`. Rules that give a fold the same ranges are run once."""
+    from .ranges import ranges_fingerprint
+
+    fitting = [statistics.fitting_part(index) for index in range(len(statistics.folds))]
+    reference = np.asarray(reference, np.float64)
+    scores, outputs_of = [], {}
+    for method in candidates:
+        noise = 0.0
+        for fold, fitted in zip(statistics.folds, fitting):
+            ranges = activation_ranges(fitted, method)
+            key = (fold.positions, ranges_fingerprint(ranges))
+            if key not in outputs_of:
+                outputs_of[key] = int8_outputs(ranges, inputs[list(fold.positions)])
+            noise += float(np.sum((reference[list(fold.positions)] - outputs_of[key]) ** 2))
+        scores.append((method, _decibels(float(np.sum(reference**2)), noise)))
+    best = max(range(len(scores)), key=lambda index: (scores[index][1], -index))
+    return Choice(scores[best][0], tuple(scores), len(inputs), len(statistics.folds), scored_on)
+
+
+def _decibels(signal, noise):
+    if noise == 0:
+        return float("inf")
+    return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
+
+
+def resolved_ranges(statistics, method, choose_for_artifact):
+    """(range rule, ranges from all samples, selection record or None).
+    `choose_for_artifact(statistics)` gives the Choice for `auto`."""
+    if method.name != AUTO:
+        return method, activation_ranges(statistics, method), None
+    if statistics.folds is None:
+        reason = no_folds_reason(statistics)
+        warnings.warn(f"{reason}: took minmax, the rule auto never does worse than; calibrate on more images "
+                      "for a choice", DataWarning, stacklevel=2)
+        minmax = RangeMethod("minmax")
+        return minmax, activation_ranges(statistics, minmax), {
+            "held_out_samples": 0, "chosen_rule": minmax.describe(), "candidates": [], "reason": reason}
+    choice = choose_for_artifact(statistics)
+    return choice.method, activation_ranges(statistics, choice.method), choice.record()
