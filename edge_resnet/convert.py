@@ -407,6 +407,15 @@ def previous_run_files(output):
     return files if isinstance(files, list) else []
 
 
+def published_names(config, base, folded_name):
+    """Every file name a run publishes into the output folder."""
+    from .check.golden import FILES as GOLDEN_FILES
+
+    artifacts = [name for name, _, _ in artifact_plan(base, config)]
+    return sorted(artifacts + [f"{name}.json" for name in artifacts] + [folded_name] + list(REPORT_FILES)
+                  + list(GOLDEN_FILES) + ([STATISTICS_FILE] if config.quantize == "int8" else []))
+
+
 def stage_count(config):
     statistics = config.quantize == "int8"
     writes = len(artifact_plan("m", config))
@@ -484,8 +493,7 @@ def convert(config, log=print):
     report["parity"]["gates"]["failures"] (the command exits 1 on them,
     after the report is written).
     """
-    from .files import publish, relocated, staged_output
-    from .check.golden import FILES as GOLDEN_FILES
+    from .files import check_publishable, publish, relocated, staged_output
     from .quiet import native_output_silenced
     from .quantize.recipe import record_source
     from .check.report import format_summary_table, write_convert_reports
@@ -503,6 +511,8 @@ def convert(config, log=print):
         with clock("fold BatchNorm"):
             base = base_name(config, model)
             folded_path = staging / f"{base}_folded.keras"
+            if Path(config.output).is_dir():  # before the work: publishing is all or nothing
+                check_publishable(Path(config.output).resolve(), published_names(config, base, folded_path.name))
             folded, fold_report = fold_and_save(model, calibration if calibration is not None else evaluation,
                                                 folded_path, log)
         made = write_artifacts(folded, config, calibration, staging, clock, base)
@@ -534,9 +544,7 @@ def convert(config, log=print):
                 "parity": parity,
                 "latency": timings,
                 "stages": clock.done,
-                "files": sorted([p.name for p in paths] + [f"{p.name}.json" for p in paths]
-                                + [folded_path.name] + list(REPORT_FILES) + list(GOLDEN_FILES)
-                                + ([STATISTICS_FILE] if made.statistics is not None else [])),
+                "files": published_names(config, base, folded_path.name),
                 "total_seconds": round(time.perf_counter() - started, 2),
                 "peak_rss_mb": round(peak_rss_mb(), 1),
             }

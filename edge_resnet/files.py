@@ -12,15 +12,50 @@ from .options import option
 @contextlib.contextmanager
 def atomic_output(final_path):
     """Yield a temporary path (same folder, same suffix) to write to; it
-    becomes `final_path` only if the block completes."""
+    becomes `final_path` only if the block completes. The temporary file is
+    created exclusively under an unpredictable name (a link planted there
+    is never written through), and is published only if it is still the
+    regular file created here; the rename replaces a link at `final_path`,
+    never the file it points to. A folder that cannot be made or written,
+    or a full disk, is one line (ConfigError)."""
+    import tempfile
+
+    from .errors import ConfigError
+
     final_path = Path(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final_path.with_name(f".{final_path.stem}.partial-{os.getpid()}{final_path.suffix}")
+    try:
+        final_path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(prefix=f".{final_path.stem}{STAGING_MARK}", suffix=final_path.suffix,
+                                            dir=final_path.parent)
+    except OSError as error:
+        raise ConfigError(f"cannot write {final_path}: {error.strerror or error}; choose another output") from error
+    temporary = Path(name)
+    created = os.fstat(descriptor).st_ino
+    os.close(descriptor)
     try:
         yield temporary
+        check_still_ours(temporary, created)
+        if final_path.is_dir() and not final_path.is_symlink():
+            raise ConfigError(f"cannot write {final_path}: a folder is in the way; move it or choose another output")
         os.replace(temporary, final_path)
+    except OSError as error:
+        raise ConfigError(f"cannot write {final_path}: {error.strerror or error}; choose another output, or free "
+                          "space") from error
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+
+
+def check_still_ours(path, inode):
+    """Refuse to publish a temporary file that was swapped for something else."""
+    import stat
+
+    from .errors import ConfigError
+
+    status = os.lstat(path)
+    if not stat.S_ISREG(status.st_mode) or status.st_ino != inode:
+        raise ConfigError(f"{path} was replaced while it was being written (by a link or another file); "
+                          "nothing was published")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +65,7 @@ class ForceRequest:
 
 
 STAGING_MARK = ".partial-"
+STAGING_MARKER = ".edge-resnet-staging"  # inside every staging folder: the PID of the run that made it
 
 
 def _staging_folders(output):
@@ -46,13 +82,37 @@ def _process_alive(pid):
     return True
 
 
+def stale_staging_pid(folder, output_name):
+    """The PID of the killed run that made `folder`, or None where `folder`
+    is not provably a staging folder of ours: its name is exactly
+    .<output>.partial-<pid>-<random>, it is a real folder (not a link), and
+    the marker inside names that same PID."""
+    import re
+    import stat
+
+    match = re.fullmatch(re.escape(f".{output_name}{STAGING_MARK}") + r"(\d+)-[A-Za-z0-9_]{8}", folder.name)
+    if match is None:
+        return None
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return None
+        marker = folder / STAGING_MARKER
+        if not stat.S_ISREG(os.lstat(marker).st_mode) or marker.read_text().strip() != match.group(1):
+            return None
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(match.group(1))
+
+
 def remove_stale_staging(output):
-    """Delete what killed runs left: hidden staging folders whose process is gone."""
+    """Delete what killed runs of ours left beside `output`: staging folders
+    (see stale_staging_pid) whose process is gone. Nothing else is touched."""
     import shutil
 
-    for folder in _staging_folders(Path(output)):
-        pid = folder.name.rsplit(STAGING_MARK, 1)[1]
-        if not pid.isdigit() or not _process_alive(int(pid)):
+    output = Path(output)
+    for folder in _staging_folders(output):
+        pid = stale_staging_pid(folder, output.name)
+        if pid is not None and pid != os.getpid() and not _process_alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -70,13 +130,13 @@ def open_staging(output, force=False):
             f"output directory {output} is not empty; add --force to replace an earlier run's files, "
             "or choose another --output"
         )
-    staging = output.parent / f".{output.name}{STAGING_MARK}{os.getpid()}"
+    import tempfile
+
     try:
         remove_stale_staging(output)
-        staging.mkdir(parents=True)
-        probe = staging / ".writable"
-        probe.write_text("")
-        probe.unlink()
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}{STAGING_MARK}{os.getpid()}-", dir=output.parent))
+        (staging / STAGING_MARKER).write_text(str(os.getpid()))
     except OSError as error:
         raise ConfigError(
             f"cannot write the output directory {output}: {error.strerror or error}; choose another --output"
@@ -94,9 +154,21 @@ def _locked_descriptor(path):
     """An open descriptor of `path` holding its exclusive lock, with this
     process's PID written in; None when another process holds the lock."""
     import fcntl
+    import stat
+
+    from .errors import ConfigError
 
     while True:
-        descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:  # never through a link planted at the lock's name
+            descriptor = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            if os.path.islink(path):
+                raise ConfigError(f"the lock {path} is a symbolic link, not a lock of ours; remove it or choose "
+                                  "another --output") from error
+            raise
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise ConfigError(f"the lock {path} is not a regular file; remove it or choose another --output")
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -180,10 +252,12 @@ def publish(staging, output, replaced=(), last=()):
     import warnings
 
     output = Path(output).resolve()
+    (Path(staging) / STAGING_MARKER).unlink(missing_ok=True)
     if not output.exists():
         os.replace(staging, output)
         return
     names = sorted(path.name for path in Path(staging).iterdir())
+    check_publishable(output, names)
     refused = []
     for name in replaced:
         path = output / name if is_plain_name(name) else None
@@ -198,6 +272,18 @@ def publish(staging, output, replaced=(), last=()):
     for name in sorted(names, key=lambda name: name in last):
         os.replace(Path(staging) / name, output / name)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_publishable(output, names):
+    """Refuse, before anything moves, a name in `output` that a file cannot
+    replace (a folder sits there): publishing is all or nothing."""
+    from .errors import ConfigError
+
+    blocked = [name for name in names if (output / name).is_dir() and not (output / name).is_symlink()]
+    if blocked:
+        raise ConfigError(f"{output / blocked[0]} is a folder where this run writes a file"
+                          + (f" ({len(blocked)} such names)" if len(blocked) > 1 else "")
+                          + "; move it away or choose another --output")
 
 
 def relocated(value, staging, output):

@@ -248,6 +248,17 @@ BAD_INPUTS = [
 ]
 
 
+def test_a_folder_at_an_artifacts_name_is_refused_before_the_work(tmp_path):
+    output = tmp_path / "out"
+    (output / "resnet50_demo_int8.tflite").mkdir(parents=True)
+    (output / "notes.txt").write_text("mine")
+    result = run_in_process("convert", "--quantize", "int8", "--output", output, "--force")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "resnet50_demo_int8.tflite is a folder where this run writes a file" in result.stderr
+    assert sorted(p.name for p in output.iterdir()) == ["notes.txt", "resnet50_demo_int8.tflite"]
+    assert staging_folders(tmp_path) == []
+
+
 @pytest.mark.parametrize("args, fragment", BAD_INPUTS, ids=[fragment for _, fragment in BAD_INPUTS])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragment):
     from edge_resnet.calibration import digits_folder
@@ -264,11 +275,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragmen
 
 def test_staging_publishes_whole_runs_and_cleans_what_killed_runs_left(tmp_path):
     from edge_resnet.errors import ConfigError
-    from edge_resnet.files import open_staging, publish
+    from edge_resnet.files import STAGING_MARKER, open_staging, publish
 
     output = tmp_path / "out"
-    stale = tmp_path / ".out.partial-999999999"  # no such process
+    stale = tmp_path / ".out.partial-999999999-abcd_123"  # made by a run whose process is gone
     stale.mkdir()
+    (stale / STAGING_MARKER).write_text("999999999")
     staging = open_staging(output)
     assert not stale.exists() and staging.parent == tmp_path and not output.exists()
     (staging / "a.tflite").write_text("first")

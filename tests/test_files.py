@@ -108,3 +108,78 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="is a file; give a directory"):
         check_writable(tmp_path / "a_file", "directory")
     check_writable(tmp_path / "new" / "deeper" / "m.tflite")  # folders that do not exist yet are made
+
+
+def test_a_link_planted_at_the_lock_is_refused_and_its_target_untouched(tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious")
+    lock_path(tmp_path / "out").symlink_to(victim)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        with output_lock(tmp_path / "out"):
+            pass
+    assert victim.read_text() == "precious" and lock_path(tmp_path / "out").is_symlink()
+
+
+def test_links_planted_at_staging_names_are_never_written_through(tmp_path):
+    from edge_resnet.files import atomic_output
+
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious")
+    for pid in range(os.getpid() - 50, os.getpid() + 50):  # the names the old scheme would have used
+        (tmp_path / f".o.partial-{pid}.tflite").symlink_to(victim)
+    (tmp_path / "o.tflite").symlink_to(victim)  # a link at the final name is replaced, not followed
+    with atomic_output(tmp_path / "o.tflite") as temporary:
+        temporary.write_bytes(b"artifact")
+    assert victim.read_text() == "precious"
+    assert not (tmp_path / "o.tflite").is_symlink() and (tmp_path / "o.tflite").read_bytes() == b"artifact"
+
+
+def test_a_temporary_file_swapped_for_a_link_is_not_published(tmp_path):
+    from edge_resnet.files import atomic_output
+
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious")
+    with pytest.raises(ConfigError, match="was replaced while it was being written"):
+        with atomic_output(tmp_path / "o.tflite") as temporary:
+            temporary.unlink()
+            temporary.symlink_to(victim)
+    assert not (tmp_path / "o.tflite").exists() and victim.read_text() == "precious"
+
+
+def test_stale_staging_cleanup_removes_only_what_a_dead_run_of_ours_made(tmp_path):
+    import subprocess
+    import sys
+
+    from edge_resnet.files import STAGING_MARKER, open_staging
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    users = tmp_path / ".st1.partial-backup"  # a user's folder that merely looks like ours
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    unmarked = tmp_path / f".st1.partial-{dead_pid}-abcd1234"  # our name pattern, no marker
+    unmarked.mkdir()
+    (unmarked / "data.bin").write_text("mine too")
+    ours = tmp_path / f".st1.partial-{dead_pid}-efgh5678"
+    ours.mkdir()
+    (ours / STAGING_MARKER).write_text(str(dead_pid))
+    staging = open_staging(tmp_path / "st1")
+    assert (users / "notes.txt").read_text() == "mine" and (unmarked / "data.bin").exists()
+    assert not ours.exists()
+    assert staging.name.startswith(f".st1.partial-{os.getpid()}-") and (staging / STAGING_MARKER).is_file()
+
+
+def test_a_folder_at_a_published_name_is_refused_before_anything_moves(tmp_path):
+    from edge_resnet.files import STAGING_MARKER, open_staging
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "model.tflite").mkdir()
+    (output / "report.json").write_text("earlier")
+    staging = open_staging(output, force=True)
+    for name in ("model.tflite", "report.json", "other.json"):
+        (staging / name).write_text("new")
+    with pytest.raises(ConfigError, match="is a folder where this run writes a file"):
+        publish(staging, output, last=("report.json",))
+    assert (output / "report.json").read_text() == "earlier" and not (output / "other.json").exists()
+    assert not (output / STAGING_MARKER).exists()
