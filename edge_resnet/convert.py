@@ -453,14 +453,15 @@ def fold_and_save(model, probe_set, path, log):
     return folded, fold_report
 
 
-def golden_outputs(model, evaluation, class_names, source, staging):
+def golden_outputs(model, evaluation, class_names, source, staging, folded_path):
     """The float model's outputs on the evaluation set, as golden files in
     the output folder: parity reads them here, and again on a device."""
     from .check.golden import GoldenReference, write_golden_files
     from .quiet import native_output_silenced, progress_bar
 
     record = {"file": Path(source["weights"]).name if source["weights_sha256"] else None,
-              "sha256": source["weights_sha256"], "weights": source["weights"]}
+              "sha256": source["weights_sha256"], "weights": source["weights"],
+              "folded_file": folded_path.name, "folded_sha256": file_sha256(folded_path)}
     with native_output_silenced() as stderr:
         write_golden_files(model, evaluation, staging, record, class_names, progress=progress_bar("reference", stderr))
     return GoldenReference(staging)
@@ -519,11 +520,13 @@ def convert(config, log=print):
         paths = made.paths
         quantized_names = {name for name, _, mode in artifact_plan(base, config) if mode != "none"}
         quantized = [path for path in paths if path.name in quantized_names]
-        if source["weights_sha256"]:
-            for path in paths:
-                record_source(path, {"file": Path(source["weights"]).name, "sha256": source["weights_sha256"]})
+        lineage = {"file": Path(source["weights"]).name if source["weights_sha256"] else None,
+                   "sha256": source["weights_sha256"], "folded_file": folded_path.name,
+                   "folded_sha256": file_sha256(folded_path)}
+        for path in paths:
+            record_source(path, lineage)
         with clock("float reference outputs (golden.npy)"):
-            reference = golden_outputs(model, evaluation, class_names, source, staging)
+            reference = golden_outputs(model, evaluation, class_names, source, staging, folded_path)
         with clock("accuracy parity" + (" and per-layer error" if config.per_layer and quantized else "")):
             parity = parity_check(reference, folded, paths, quantized, evaluation, class_names, config, made)
         timings = []

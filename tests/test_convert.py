@@ -108,7 +108,7 @@ def test_default_run_converts_the_trained_demo_on_held_out_digits(default_run):
     assert "ai-edge-litert" in ranges[0]["selection"]["scored_on"] and "onnxruntime" in ranges[1]["selection"]["scored_on"]
     for name, record in zip(("resnet50_demo_int8.tflite", "resnet50_demo_int8.onnx"), ranges):
         line = next(line for line in result.stdout.splitlines() if line.strip().startswith(f"{name}:"))
-        assert record["selection"]["chosen_rule"] in line and "chosen on 50 held-out calibration images" in line
+        assert record["selection"]["chosen_rule"] in line and "chosen on 200 held-out calibration images" in line
     assert "## Activation ranges" in (output / "report.md").read_text()
     assert statistics.calibration["fingerprint"] == calibration["fingerprint"]
     # per-layer errors by Keras layer name, from the one calibration
@@ -150,6 +150,25 @@ def test_the_output_folder_and_the_images_are_enough_for_parity_on_a_device(defa
             assert value == pytest.approx(reported[candidate["name"]][metric], abs=1e-6), metric
     assert on_device["data"]["fingerprint"] == evaluation["fingerprint"]
     assert "- float on " in result.stdout and "resnet50_demo_int8.tflite on this CPU" in result.stdout
+
+
+@pytest.mark.slow
+def test_golden_outputs_of_the_folded_model_vouch_for_the_artifacts_made_from_it(default_run, tmp_path):
+    """The GPU workflow: `reference` on convert's folded .keras (elsewhere),
+    then compare the artifacts against those golden outputs; a model that is
+    neither the source nor the folded one is still refused."""
+    from edge_resnet.calibration import digits_folder
+
+    output = default_run["output"]
+    artifacts = [output / "resnet50_demo_int8.tflite", output / "resnet50_demo_int8.onnx"]
+    made = run_in_process("reference", output / "resnet50_demo_folded.keras", "--data", digits_folder(),
+                          "--eval-size", "40", "--output", tmp_path / "golden")
+    assert made.returncode == 0, made.stderr
+    compared = run_in_process("compare", "--reference", tmp_path / "golden", *artifacts, "--bench-runs", "0")
+    assert compared.returncode == 0, compared.stderr
+    assert "not checked" not in compared.stderr
+    record = json.loads(record_path(artifacts[0]).read_text())["source_model"]
+    assert record["folded_file"] == "resnet50_demo_folded.keras" and record["file"].endswith(".weights.h5")
 
 
 @pytest.mark.slow

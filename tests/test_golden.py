@@ -250,6 +250,25 @@ def unreadable_record(inputs, tmp_path):
     return [inputs / "golden", tmp_path / "copy.tflite"]
 
 
+def swapped_artifact(inputs, tmp_path):
+    """Another file renamed over the artifact, the artifact's recipe JSON beside it."""
+    content = bytearray((inputs / "int8.tflite").read_bytes())
+    content[-1] ^= 0xFF
+    (tmp_path / "int8.tflite").write_bytes(bytes(content))
+    shutil.copy(inputs / "int8.tflite.json", tmp_path / "int8.tflite.json")
+    return [inputs / "golden", tmp_path / "int8.tflite"]
+
+
+def artifact_of_a_named_model(inputs, tmp_path):
+    """An artifact whose recipe JSON names a model (a builder's) but no model file."""
+    shutil.copy(inputs / "int8.tflite", tmp_path / "r18_int8.tflite")
+    record = json.loads((inputs / "int8.tflite.json").read_text())
+    record.pop("source_model")
+    record["model"]["name"] = "resnet18"
+    (tmp_path / "r18_int8.tflite.json").write_text(json.dumps(record))
+    return [inputs / "golden", tmp_path / "r18_int8.tflite"]
+
+
 def preprocessed_flag(inputs, tmp_path):
     return [inputs / "golden", inputs / "int8.tflite", "--preprocessed"]
 
@@ -273,6 +292,8 @@ def preprocessed_flag(inputs, tmp_path):
     (damaged_manifest(lambda m: m["data"].update(parts=[])), "data.parts is not a list"),
     (damaged_manifest(lambda m: m.pop("outputs")), "no outputs section"),
     (no_model_file, "name no model file"),
+    (swapped_artifact, "is not the artifact its recipe JSON describes"),
+    (artifact_of_a_named_model, "names model resnet18 but no model file it was made from"),
     (mistyped_folder, "golden folder"),
     (unreadable_record, "is not a readable recipe JSON"),
     (preprocessed_flag, "made from raw images"),

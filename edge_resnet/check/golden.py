@@ -488,34 +488,66 @@ def check_parts(chosen, record, source):
                         f"or {REMADE}")
 
 
-def recorded_source(artifact):
-    """The {"file", "sha256"} of the model an artifact was made from, as its
-    recipe JSON records it, or None."""
-    from ..quantize.recipe import read_record
+def recorded_source(record):
+    """The {"file", "sha256"[, "folded_file", "folded_sha256"]} of the model
+    an artifact was made from, as its recipe JSON records it, or None."""
+    source = (record or {}).get("source_model")
+    return source if isinstance(source, dict) and source_hashes(source) else None
 
-    source = (read_record(artifact) or {}).get("source_model")
-    return source if isinstance(source, dict) and isinstance(source.get("sha256"), str) else None
+
+def source_hashes(source):
+    """The model files an artifact may be checked against: the source and,
+    where the run folded BatchNorm and saved the result, the folded model."""
+    return {value for value in (source.get("sha256"), source.get("folded_sha256")) if isinstance(value, str)}
+
+
+def describe_source(source):
+    """"file (sha256 …; folded: file, sha256 …)" for the files a record names."""
+    parts = [f"{source['file']}, sha256 {source['sha256'][:12]}"] if source.get("sha256") else []
+    if source.get("folded_sha256"):
+        parts.append(f"folded: {source.get('folded_file')}, sha256 {source['folded_sha256'][:12]}")
+    return "; ".join(parts) or "no model file"
+
+
+def recorded_model_name(record):
+    model = (record or {}).get("model")
+    return model.get("name") if isinstance(model, dict) else None
 
 
 def check_lineage(reference, artifacts):
-    """Refuse artifacts whose recipe JSON says they were made from another
-    model than the golden outputs. Returns the names of artifacts that
-    record no source (not checkable)."""
+    """Refuse an artifact whose bytes are not those its recipe JSON records,
+    or whose JSON says it was made from another model than the golden
+    outputs (their model file may be the source or the folded model the
+    artifact was made from). Returns a note per artifact that could not be
+    checked (no JSON, or a JSON and golden outputs that name no model file)."""
+    from ..quantize.recipe import verified_record
+
     golden = reference.manifest["model"]
+    golden_hashes = source_hashes(golden)
+    golden_name = golden.get("file") or golden.get("folded_file")
     unchecked = []
     for artifact in artifacts:
-        source = recorded_source(artifact)
-        if source is None:
-            unchecked.append(Path(artifact).name)
-        elif not golden.get("sha256"):
-            raise DataError(f"{Path(artifact).name} was made from {source.get('file')}, but the golden outputs in "
-                            f"{reference.folder} name no model file ({golden.get('weights') or 'random weights'}); "
+        name = Path(artifact).name
+        record = verified_record(artifact)
+        source = recorded_source(record)
+        if record is None:
+            unchecked.append(f"{name} has no recipe JSON")
+        elif source is None and golden_hashes:
+            raise DataError(f"{name}: its recipe JSON names model {recorded_model_name(record) or '?'} but no model "
+                            f"file it was made from, and the golden outputs in {reference.folder} were made from "
+                            f"{golden_name} (sha256 {sorted(golden_hashes)[0][:12]}); compare against golden outputs "
+                            "of the model the artifact was made from, or make the artifact from that file")
+        elif source is None:
+            unchecked.append(f"{name}'s recipe JSON names model {recorded_model_name(record) or '?'} and no model "
+                             "file, nor do the golden outputs")
+        elif not golden_hashes:
+            raise DataError(f"{name} was made from {source.get('file') or source.get('folded_file')}, but the golden "
+                            f"outputs in {reference.folder} name no model file ({golden.get('weights') or 'random weights'}); "
                             "make them from the model file the artifact was made from")
-        elif source["sha256"] != golden["sha256"]:
-            raise DataError(f"{Path(artifact).name} was made from {source.get('file')} (sha256 "
-                            f"{source['sha256'][:12]}), the golden outputs in {reference.folder} from "
-                            f"{golden.get('file')} (sha256 {golden['sha256'][:12]}); compare against golden outputs "
-                            "of the model the artifact was made from")
+        elif not golden_hashes & source_hashes(source):
+            raise DataError(f"{name} was made from {describe_source(source)}, the golden outputs in {reference.folder} "
+                            f"from {describe_source(golden)}; compare against golden outputs of the model the artifact "
+                            "was made from")
     return unchecked
 
 

@@ -403,11 +403,12 @@ def range_selection_lines(rows):
     table = [[rule] + [("exact" if score.get(rule) is None else f"{score[rule]:.2f}")
                        + (" (chosen)" if rule == winner else "") for score, winner in zip(scores, winners)]
              for rule in rules]
-    held_out = chosen[0]["range_selection"]["held_out_samples"]
+    selection = chosen[0]["range_selection"]
     return ["", "## Activation ranges", "",
-            f"`auto` fitted each rule on the calibration images less {held_out} held out, quantized the real "
-            "artifact with it, and scored its output SQNR (dB) against the float model on the held-out images; "
-            "the best rule then took its ranges from all calibration images.", "",
+            f"`auto` cross-validated each rule on the {selection['held_out_samples']} calibration images in "
+            f"{selection.get('folds', 4)} folds: ranges fitted on the other folds, the real artifact quantized with "
+            "them and run on the fold's images, its output SQNR (dB) against the float model averaged over the "
+            "folds. The best rule then took its ranges from all calibration images.", "",
             *markdown_table(["rule"] + [_code(row["artifact"]) for row in chosen], table)]
 
 

@@ -108,9 +108,9 @@ def compare_artifacts(request, log=print, progress=None):
 
 def artifact_descriptions(artifacts):
     """{artifact name: its recipe JSON's description} where the JSON exists."""
-    from ..quantize.recipe import read_record
+    from ..quantize.recipe import verified_record
 
-    records = {os.path.basename(artifact): read_record(artifact) for artifact in artifacts}
+    records = {os.path.basename(artifact): verified_record(artifact) for artifact in artifacts}
     return {name: record.get("quantization") for name, record in records.items() if record is not None}
 
 
@@ -148,8 +148,7 @@ def _golden_inputs(request):
     if unchecked:
         import warnings
 
-        warnings.warn(f"{', '.join(unchecked)}: no recipe JSON names the model it was made from; not checked against "
-                      "the golden outputs' model", stacklevel=2)
+        warnings.warn(f"{'; '.join(unchecked)}: not checked against the golden outputs' model", stacklevel=2)
     data = reference.data(request.data, asked, request.preprocessed or None)
     return reference, data, reference.class_names
 

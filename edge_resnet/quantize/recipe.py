@@ -180,6 +180,24 @@ def read_record(artifact_path):
     return record
 
 
+def verified_record(artifact_path):
+    """The recipe JSON beside an artifact, refused when the artifact's bytes
+    are not the ones it records (a renamed or replaced file): a JSON vouches
+    only for its own artifact. None where there is no JSON."""
+    from ..files import file_sha256
+
+    record = read_record(artifact_path)
+    if record is None or not isinstance(record.get("sha256"), str):
+        return record
+    actual = file_sha256(artifact_path)
+    if actual != record["sha256"]:
+        raise ConfigError(
+            f"{Path(artifact_path).name} is not the artifact its recipe JSON describes: the file's sha256 is "
+            f"{actual[:16]}, {record_path(artifact_path).name} records {record['sha256'][:16]}; write the artifact "
+            "again, or remove the JSON that belongs to another file")
+    return record
+
+
 def record_source(artifact_path, source):
     """Add to an artifact's recipe JSON the model file it was made from
     ({"file", "sha256"}), which golden outputs are checked against."""
