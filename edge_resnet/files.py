@@ -179,8 +179,13 @@ def _locked_descriptor(path):
         except FileNotFoundError:
             still_there = False
         if still_there:
-            os.ftruncate(descriptor, 0)
-            os.write(descriptor, str(os.getpid()).encode())
+            try:
+                os.ftruncate(descriptor, 0)
+                os.write(descriptor, str(os.getpid()).encode())
+            except OSError:  # a full disk: the lock we hold is ours to remove
+                os.unlink(path)
+                os.close(descriptor)
+                raise
             return descriptor
         os.close(descriptor)  # its last holder removed it as we opened it: lock the next one
 

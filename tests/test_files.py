@@ -183,3 +183,41 @@ def test_a_folder_at_a_published_name_is_refused_before_anything_moves(tmp_path)
         publish(staging, output, last=("report.json",))
     assert (output / "report.json").read_text() == "earlier" and not (output / "other.json").exists()
     assert not (output / STAGING_MARKER).exists()
+
+
+def test_quantize_into_a_locked_output_file_is_refused_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.cli import run_in_process
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock_path(tmp_path / "out.tflite"))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run_in_process("quantize", "resnet18", "--weights", "random", "--input-size", "32", "--classes",
+                                "10", "--quantize", "none", "--output", tmp_path / "out.tflite")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"another edge-resnet run (PID {holder.pid})" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [lock_path(tmp_path / "out.tflite").name]
+
+
+@pytest.mark.parametrize("output", ["/proc/nope/x.tflite", "{read_only}/x.tflite"])
+def test_quantize_into_a_folder_that_cannot_be_written_is_one_line(tmp_path, output):
+    from tests.cli import run_in_process
+
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        if os.access(read_only, os.W_OK) and "read_only" in output:
+            pytest.skip("running as a user who may write anywhere (root): a read-only folder is not read-only")
+        result = run_in_process("quantize", "resnet18", "--weights", "random", "--input-size", "32", "--classes",
+                                "10", "--quantize", "none", "--output", output.format(read_only=read_only))
+    finally:
+        read_only.chmod(0o755)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr and "cannot write" in result.stderr

@@ -133,8 +133,20 @@ def test_merge_refuses_an_incomplete_or_mixed_set_of_shards(inputs, tmp_path):
         merge_golden([tmp_path / "half_1"], tmp_path / "merged")
     with pytest.raises(DataError, match="given twice"):
         merge_golden([tmp_path / "half_1", tmp_path / "half_1"], tmp_path / "merged")
-    with pytest.raises(DataError, match="another shard count"):
+    with pytest.raises(DataError, match="not a shard of the same reference run .* its shard.count is 1, not 2"):
         merge_golden([tmp_path / "half_1", inputs / "golden"], tmp_path / "merged")
+    # a copy of shard 1 whose manifest claims the range of shard 2: every image would be there twice
+    shutil.copytree(tmp_path / "half_1", tmp_path / "forged")
+    manifest = json.loads((tmp_path / "forged" / MANIFEST).read_text())
+    half = manifest["shard"]["of"] // 2
+    manifest["shard"].update(index=2, start=half, stop=manifest["shard"]["of"])
+    (tmp_path / "forged" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="name some images more than once"):
+        merge_golden([tmp_path / "half_1", tmp_path / "forged"], tmp_path / "merged")
+    manifest["shard"].update(start=0)  # a range that does not match the shard's place or its rows
+    (tmp_path / "forged" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="is shard 2/2 of .* but its manifest says start 0"):
+        merge_golden([tmp_path / "half_1", tmp_path / "forged"], tmp_path / "merged")
     with pytest.raises(ConfigError, match="is the input"):
         merge_golden([tmp_path / "half_1", tmp_path / "half_2"], tmp_path / "half_1", force=True)
     assert not (tmp_path / "merged").exists()

@@ -565,8 +565,9 @@ def check_shards(manifests, folders):
     for manifest, folder in zip(manifests, folders):
         for section, key in SAME_ACROSS_SHARDS:
             if manifest[section].get(key) != first[section].get(key):
-                raise DataError(f"{folder} has another {section} {key} than {folders[0]}; merge only shards of one "
-                                "reference run")
+                raise DataError(f"{folder} is not a shard of the same reference run as {folders[0]}: its "
+                                f"{section}.{key} is {_short(manifest[section].get(key))}, not "
+                                f"{_short(first[section].get(key))}; merge only shards of one reference run")
     count = first["shard"]["count"]
     indices = [manifest["shard"]["index"] for manifest in manifests]
     twice = sorted({index for index in indices if indices.count(index) > 1})
@@ -574,6 +575,41 @@ def check_shards(manifests, folders):
     if twice or missing:
         problem = f"shard {twice[0]}/{count} is given twice" if twice else f"shard {missing[0]}/{count} is missing"
         raise DataError(f"{problem}; give each of the {count} shards once")
+    for manifest, folder in zip(manifests, folders):
+        check_shard_rows(manifest, folder)
+    ids = [item for manifest in manifests for item in manifest["data"]["ids"]]
+    if len(set(map(str, ids))) != len(ids):
+        raise DataError(f"the shards name some images more than once (e.g. {_short(_first_repeated(ids))}); merge "
+                        "only the shards of one reference run, as it wrote them")
+
+
+def check_shard_rows(manifest, folder):
+    """A shard holds exactly the rows of its own range of the evaluation set:
+    ranges that tile the set, each its size (an edited range is refused)."""
+    shard, rows = manifest["shard"], manifest["outputs"]["shape"][0]
+    size = shard.get("of")
+    if not _is_count(size):
+        raise DataError(f"{folder}: shard.of is not the evaluation set's size; make the shard again")
+    expected = shard_range(size, shard["index"], shard["count"])
+    found = (shard.get("start"), shard.get("stop"))
+    if found != expected or rows != expected[1] - expected[0]:
+        raise DataError(f"{folder} is shard {shard['index']}/{shard['count']} of {size} images, which holds rows "
+                        f"{expected[0]}..{expected[1] - 1}, but its manifest says start {_short(found[0])}, stop "
+                        f"{_short(found[1])}, with {rows} rows; make the shard again with edge-resnet reference --shard")
+
+
+def _short(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _first_repeated(items):
+    seen = set()
+    for item in items:
+        if str(item) in seen:
+            return item
+        seen.add(str(item))
+    return None
 
 
 def merge_golden(folders, output, force=False):

@@ -445,10 +445,18 @@ def write_reports(report, folder, stem="parity"):
 
 
 def _write_texts(folder, contents):
+    """Every file written, or none (and no folder made for them)."""
+    import contextlib
+
     folder = Path(folder)
-    paths = []
-    for name, text in contents.items():
-        with atomic_output(folder / name) as temporary:
-            temporary.write_text(text)
-        paths.append(folder / name)
-    return paths
+    made = not folder.exists()
+    try:
+        with contextlib.ExitStack() as stack:
+            for name, text in contents.items():
+                stack.enter_context(atomic_output(folder / name)).write_text(text)
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return [folder / name for name in contents]

@@ -122,12 +122,15 @@ def quantize_artifact(request, log=print):
     """
     if request.target not in (".tflite", ".onnx"):
         raise ConfigError(f"--output must end in .tflite or .onnx. Received: {request.output}")
+    from ..files import output_lock
+
     recipe = request.recipe()
     check_request(request, recipe)
-    if request.model.endswith(".tflite"):
-        path = _from_float_tflite(request, recipe, log)
-    else:
-        path = _from_keras(request, recipe, log)
+    with output_lock(request.output):  # a second run into the same file gets one line, not a silent overwrite
+        if request.model.endswith(".tflite"):
+            path = _from_float_tflite(request, recipe, log)
+        else:
+            path = _from_keras(request, recipe, log)
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {recipe.describe(request.target[1:])})")
     if recipe.needs_calibration:
         from .recipe import read_record
