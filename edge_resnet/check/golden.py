@@ -230,6 +230,9 @@ def _source_path(data):
 def read_manifest(folder):
     folder = Path(folder)
     path = folder / MANIFEST
+    if folder.is_file() and folder.suffix in (".tflite", ".onnx"):
+        raise DataError(f"--reference takes the float Keras model (.keras or a builder name) or a golden folder "
+                        f"(edge-resnet reference); {folder} is an artifact: give it after the options, to be compared")
     if not folder.exists():
         raise DataError(f"golden folder {folder} not found; give the folder edge-resnet reference wrote")
     if not path.is_file():

@@ -135,9 +135,9 @@ def check_gates(max_accuracy_drop=None, min_agreement=None):
     """Refuse gates that can never pass or never fail, before any work."""
     import math
 
-    if max_accuracy_drop is not None and not (math.isfinite(max_accuracy_drop) and max_accuracy_drop >= 0):
-        raise ConfigError(f"--max-accuracy-drop is in top-1 points, 0 or more (1 for one point). "
-                          f"Received: {max_accuracy_drop}")
+    if max_accuracy_drop is not None and not (math.isfinite(max_accuracy_drop) and 0 <= max_accuracy_drop <= 100):
+        raise ConfigError(f"--max-accuracy-drop is in top-1 points, from 0 to 100 (1 for one point; above 100 it "
+                          f"could never fail). Received: {max_accuracy_drop}")
     if min_agreement is not None and not 0 <= min_agreement <= 1:
         hint = f" ({min_agreement / 100:g} for {min_agreement:g}%)" if 1 < min_agreement <= 100 else ""
         raise ConfigError(f"--min-agreement is a fraction between 0 and 1{hint}. Received: {min_agreement}")
@@ -163,7 +163,7 @@ def read_labels_file(path, classes):
     path = Path(path)
     if not path.is_file():
         raise DataError(f"labels file not found: {path}")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if len(names) != classes:
         raise DataError(f"{path} has {len(names)} labels but the model has {classes} outputs; give one per line")
     return names

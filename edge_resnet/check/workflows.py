@@ -247,9 +247,14 @@ def bench_artifacts(request):
     from ..data.images import model_input_batch
     from ..device.bench import benchmark
 
-    missing = [path for path in request.models if not os.path.isfile(path)]
-    if missing:
-        raise ConfigError(f"model file not found: {missing[0]}")
+    for path in request.models:
+        if os.path.isdir(path):
+            raise ConfigError(f"{path} is a folder; bench takes .tflite and .onnx model files")
+        if not os.path.isfile(path):
+            raise ConfigError(f"model file not found: {path}")
+    if request.input and os.path.isfile(request.input) and request.input.lower().endswith((".tflite", ".onnx")):
+        raise ConfigError(f"--input takes an image, an image folder, .npy or .npz to feed the models; {request.input} "
+                          "is a model: give it as a MODEL argument")
     for path in request.models:
         sample = (model_input_batch(path, request.input, request.batch, request, request.preprocessed)
                   if request.input else None)

@@ -214,6 +214,8 @@ def scan_image_folder(root):
     root = Path(root)
     if root.is_file() and root.suffix.lower() in IMAGE_SUFFIXES:
         return [root], [None]
+    if root.is_file():
+        raise DataError(f"{root} is not an image ({', '.join(IMAGE_SUFFIXES)}), an image folder, .npy or .npz")
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
     paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -657,9 +659,22 @@ class PreprocessedRequest:
                                 help="the arrays given are already model input")
 
 
+def seed_number(text):
+    """A seed as numpy takes it: a whole number from 0 to 2**32 - 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"--seed is a whole number from 0 to {2**32 - 1}. Received: {text}")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class SeedRequest:
-    seed: int = option("--seed", default=0, type=int,
+    seed: int = option("--seed", default=0, type=seed_number,
                        help="seed of the data subsets and of random weights (default: 0)")
 
 

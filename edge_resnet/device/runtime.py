@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
+from ..quiet import native_output_silenced
 
 TFLITE_RUNTIMES = (
     ("ai-edge-litert", "ai_edge_litert.interpreter"),
@@ -41,10 +42,12 @@ def tflite_interpreter(path, threads=1, delegates=True, content=None):
     if not delegates:
         options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = module.Interpreter(**options)
-        interpreter.allocate_tensors()
+        with native_output_silenced():  # the runtime's "Created ... XNNPACK delegate" line
+            interpreter = module.Interpreter(**options)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
-        raise ModelError(f"cannot load {path} as a TFLite model: {' '.join(str(error).split())[:200]}") from error
+        raise ModelError(f"{path} is not a TFLite model this runtime can load (truncated, damaged, or another kind "
+                         f"of file: {' '.join(str(error).split())[:120]})") from error
     return interpreter
 
 

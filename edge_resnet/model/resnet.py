@@ -8,6 +8,7 @@ weight files and user checkpoints load by name.
 """
 
 import itertools
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -173,8 +174,8 @@ def _validate(depth, input_shape, shortcut, stride_at, pooling, classes, width):
         )
     if not isinstance(classes, (int, np.integer)) or classes < 1:
         raise ConfigError(f"classes must be a positive integer. Received: classes={classes}")
-    if not width > 0:
-        raise ConfigError(f"width must be positive. Received: width={width}")
+    if not (math.isfinite(width) and width > 0):
+        raise ConfigError(f"width must be a positive number (1.0 is the paper's network). Received: width={width}")
 
 
 def build_resnet(
@@ -331,6 +332,11 @@ def load_model(spec, **build_options):
         )
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path} is not a Keras model file: a .keras model is a zip archive, and this one is "
+                         "truncated, damaged or another kind of file; save the model again with model.save()")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except (ValueError, TypeError, KeyError, OSError) as error:

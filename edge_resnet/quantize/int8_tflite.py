@@ -240,7 +240,7 @@ def read_float_tflite(path):
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     content = path.read_bytes()
-    check_float_model(read_flatbuffer(content), str(path))
+    check_float_model(read_flatbuffer(content, str(path)), str(path))
     return content
 
 

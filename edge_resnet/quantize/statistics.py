@@ -27,6 +27,8 @@ import hashlib
 import json
 import re
 import sys
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,13 +53,14 @@ def model_sha256(model_bytes):
     return hashlib.sha256(bytes(model_bytes)).hexdigest()
 
 
-def read_flatbuffer(model_bytes):
+def read_flatbuffer(model_bytes, what="the model"):
     from ai_edge_litert.tools import flatbuffer_utils
 
     try:
         return flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
     except Exception as error:  # the flatbuffer reader raises anything on garbage
-        raise ModelError(f"not a TFLite model: {' '.join(str(error).split())[:200]}") from error
+        raise ModelError(f"{what} is not a TFLite model (truncated, damaged, or another kind of file); give the "
+                         ".tflite file edge-resnet or the TFLite converter wrote") from error
 
 
 def activation_tensor_indices(subgraph):
@@ -331,9 +334,20 @@ class ActivationStatistics:
                        tuple(header["graph_outputs"]), folds)
         except DataError:
             raise
-        except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, IndexError, zipfile.BadZipFile,
+                zlib.error) as error:
             raise DataError(f"cannot read {path} as edge-resnet statistics (a .npz from --save-statistics): "
-                            f"{' '.join(str(error).split())[:160]}") from error
+                            f"{statistics_problem(error)}; collect them again") from error
+
+
+def statistics_problem(error):
+    """What is wrong with a statistics file, in words that fit it (numpy's
+    own advice about pickles does not: a statistics file has none)."""
+    if isinstance(error, (zipfile.BadZipFile, zlib.error, EOFError)) or "pickle" in str(error):
+        return "not a complete .npz archive (truncated, damaged, or another kind of file)"
+    if isinstance(error, KeyError):
+        return f"it lacks the array {error}"
+    return " ".join(str(error).split())[:160]
 
 
 def fold_arrays(folds):
