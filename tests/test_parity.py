@@ -145,7 +145,7 @@ def _bad_inputs(folder, pixels):
         ("test.npz", "int8.tflite", ["--labels", "labels_9.txt"], "has 9 labels but the model has 10 outputs"),
         ("eleven.npz", "int8.tflite", [], "model has 10 outputs"),
         ("wrong_shape.npz", "int8.tflite", ["--preprocessed"], "must be (N, 32, 32, 3)"),
-        ("test.npz", "not_a_model.tflite", [], "cannot load"),
+        ("test.npz", "not_a_model.tflite", [], "is not a TFLite model"),
         ("test.npz", "not_a_model.onnx", [], "cannot load"),
         ("test.npz", "missing.tflite", [], "artifact not found"),
     ],
@@ -174,7 +174,7 @@ def test_one_parity_function_gates_only_what_it_is_told_and_analyses_the_artifac
     assert [c["name"] for c in report["candidates"]] == ["int8.tflite", "zeros_calibrated.tflite"]
     assert list(report["layers"]) == ["zeros_calibrated.tflite"]
     # the per-layer table describes the broken artifact: far worse than rounding noise somewhere
-    assert report["layers"]["zeros_calibrated.tflite"][0]["value"] > 2
+    assert report["layers"]["zeros_calibrated.tflite"][0]["value"] < 10  # SQNR dB: near no signal left
     gated_all = parity_report(folded, both, few, min_agreement=0.98)
     assert [f.split(":")[0] for f in gated_all["gates"]["failures"]] == ["zeros_calibrated.tflite"]
 
@@ -248,9 +248,15 @@ def rendered(path, out, width=1280, height=900):
     return np.asarray(Image.open(out).convert("RGB"))
 
 
-@pytest.mark.skipif(not chromium(), reason="headless Chromium (Debian's chromium package) is not installed")
 def test_a_browser_shows_the_verdict_in_its_colour_above_the_table(folded, test_split, artifacts, tmp_path):
+    import os
     import subprocess
+
+    if not chromium():
+        message = "headless Chromium (Debian's chromium package) is not installed"
+        if os.environ.get("CI") == "true":  # .ci/run installs it: in CI its absence is a failure
+            pytest.fail(f"{message}, and CI must run the real-browser check")
+        pytest.skip(message)
 
     pages = html_reports(folded, test_split, artifacts, tmp_path)
     banners = {"passed": (218, 251, 225), "failed": (255, 235, 233)}  # the verdict's background colours
@@ -294,3 +300,16 @@ def test_names_with_pipes_and_backticks_keep_the_tables_whole(folded, test_split
     assert "<td>odd|name`.tflite</td>" in summary
     table = [line for line in markdown_report(report).splitlines() if line.startswith("| odd")]
     assert len(re.split(r"(?<!\\)\|", table[0])) == len(PARITY_COLUMNS) + 2
+
+
+def test_per_layer_error_is_one_metric_for_both_formats(folded, test_split, artifacts):
+    from edge_resnet.check.layer_debug import LAYER_METRIC, layer_errors
+
+    images = list(test_split[0].samples())[:8]
+    tflite = layer_errors(folded, artifacts["tflite"], images)
+    onnx_layers = layer_errors(folded, artifacts["onnx_ort"], images)
+    assert tflite and onnx_layers
+    assert {layer["metric"] for layer in tflite + onnx_layers} == {LAYER_METRIC}
+    assert all(0 < layer["value"] < 80 for layer in tflite + onnx_layers)  # dB of a trained int8 model
+    assert [layer["value"] for layer in tflite] == sorted(layer["value"] for layer in tflite)  # worst first
+    assert all(layer["rmse_over_scale"] > 0.1 for layer in tflite)  # TFLite's own unit kept beside it

@@ -2,11 +2,13 @@
 parity number.
 
 - TFLite int8: the artifact and the reference's float .tflite, run side by
-  side with every activation tensor exposed, scored by RMSE / scale of each
-  layer's output (about 0.289, uniform rounding noise of one step, is ideal;
-  larger is worse).
-- ONNX int8 (QDQ): onnxruntime's qdq_loss_debug, scored by the SQNR in dB of
-  each quantized activation against the float ONNX model (lower is worse).
+  side with every activation tensor exposed;
+- ONNX int8 (QDQ): onnxruntime's qdq_loss_debug against the float ONNX model.
+
+Both are scored by one metric, the SQNR in dB of each layer's output against
+the float model's (lower is worse), so the two formats' tables and plots
+read alike. The TFLite entries also keep RMSE / int8 scale (about 0.289,
+uniform rounding noise of one step, is ideal), TFLite's own debugger's unit.
 
 Both run the models on a small debug set; the float reference comes from
 the Keras model (TFLite converter, tf2onnx) unless a pipeline hands it over.
@@ -24,20 +26,22 @@ from ..quiet import native_output_silenced
 WORST_SHOWN = 10
 DEBUG_IMAGES = 16  # per-layer statistics need only a few images
 IDEAL_RMSE_OVER_SCALE = 1 / math.sqrt(12)  # 0.289
+LAYER_METRIC = "SQNR dB vs float (lower is worse)"
 
 
-def worst(per_tensor, layer_names, metric, higher_is_worse):
-    """Keep the worst value per Keras layer, then the WORST_SHOWN worst layers."""
+def worst(per_tensor, layer_names, extra=None):
+    """Keep the lowest SQNR per Keras layer, then the WORST_SHOWN worst
+    layers; `extra` ({tensor name: {field: value}}) rides along."""
     by_layer = {}
     for tensor_name, value in per_tensor:
         layer = keras_layer_of(tensor_name, layer_names)
         if layer is None or value is None or not math.isfinite(value):
             continue
-        current = by_layer.get(layer)
-        if current is None or (value > current if higher_is_worse else value < current):
-            by_layer[layer] = value
-    ranked = sorted(by_layer.items(), key=lambda item: item[1], reverse=higher_is_worse)[:WORST_SHOWN]
-    return [{"layer": layer, "metric": metric, "value": float(value)} for layer, value in ranked]
+        if layer not in by_layer or value < by_layer[layer][0]:
+            by_layer[layer] = (value, tensor_name)
+    ranked = sorted(by_layer.items(), key=lambda item: item[1][0])[:WORST_SHOWN]
+    return [{"layer": layer, "metric": LAYER_METRIC, "value": float(value), **(extra or {}).get(tensor_name, {})}
+            for layer, (value, tensor_name) in ranked]
 
 
 def tensor_values(model_bytes, images, names_wanted=None):
@@ -93,8 +97,8 @@ def by_layer(names, layer_names):
 
 def tflite_layer_errors(float_model_bytes, int8_model_bytes, debug_images, layer_names):
     """Worst Keras layers of an int8 .tflite against the float .tflite of the
-    reference, by RMSE / int8 scale of each layer's output tensor, with both
-    models run on `debug_images` (TensorFlow-free). Tensors are matched by
+    reference, by the SQNR of each layer's output tensor (and its RMSE / int8
+    scale), with both models run on `debug_images` (TensorFlow-free). Tensors are matched by
     the Keras layer they come from, so the float model need not be the one
     the artifact was quantized from (an unfolded reference works too)."""
     from ..quantize.statistics import exposed_model
@@ -103,17 +107,21 @@ def tflite_layer_errors(float_model_bytes, int8_model_bytes, debug_images, layer
     int8_layers = by_layer(scales, layer_names)
     float_layers = by_layer(exposed_model(float_model_bytes)[1], layer_names)
     shared = sorted(set(int8_layers) & set(float_layers))
-    squared, count = dict.fromkeys(shared, 0.0), dict.fromkeys(shared, 0)
+    signal, squared, count = dict.fromkeys(shared, 0.0), dict.fromkeys(shared, 0.0), dict.fromkeys(shared, 0)
     pairs = zip(tensor_values(float_model_bytes, debug_images, {float_layers[layer] for layer in shared}),
                 tensor_values(int8_model_bytes, debug_images, {int8_layers[layer] for layer in shared}))
     for float_values, int8_values in pairs:
         for layer in shared:
-            error = int8_values[int8_layers[layer]].astype(np.float64) - float_values[float_layers[layer]]
+            reference = float_values[float_layers[layer]].astype(np.float64)
+            error = int8_values[int8_layers[layer]] - reference
+            signal[layer] += float(np.sum(reference**2))
             squared[layer] += float(np.sum(error**2))
             count[layer] += error.size
-    per_tensor = [(layer, math.sqrt(squared[layer] / count[layer]) / scales[int8_layers[layer]])
-                  for layer in shared if count[layer]]
-    return worst(per_tensor, set(layer_names), "RMSE/scale (0.289 ideal)", True)
+    measured = [layer for layer in shared if count[layer]]
+    per_tensor = [(layer, _sqnr_db(signal[layer], squared[layer])) for layer in measured]
+    extra = {layer: {"rmse_over_scale": math.sqrt(squared[layer] / count[layer]) / scales[int8_layers[layer]]}
+             for layer in measured}
+    return worst(per_tensor, set(layer_names), extra)
 
 
 def _saved_activations(session, image):
@@ -173,7 +181,7 @@ def onnx_layer_errors(model, qdq_path, debug_images, float_path=None):
                     signal[tensor] = signal.get(tensor, 0.0) + float(np.sum(reference**2))
                     noise[tensor] = noise.get(tensor, 0.0) + float(np.sum(error**2))
     per_tensor = [(tensor, _sqnr_db(signal[tensor], noise[tensor])) for tensor in signal]
-    return worst(per_tensor, {layer.name for layer in model.layers}, "SQNR dB vs float (lower is worse)", False)
+    return worst(per_tensor, {layer.name for layer in model.layers})
 
 
 def layer_errors(model, artifact_path, debug_images, float_model=None, float_onnx_path=None):

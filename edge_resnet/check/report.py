@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 from ..files import atomic_output
-from .layer_debug import IDEAL_RMSE_OVER_SCALE
 
 
 def _percent(value):
@@ -176,7 +175,7 @@ def accuracy_plot(report):
     return png
 
 
-def layer_plot(name, layers):
+def layer_plot(name, layers, limit=None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,10 +185,9 @@ def layer_plot(name, layers):
     axis.barh(range(len(layers)), [layer["value"] for layer in layers])
     axis.set_yticks(range(len(layers)), [layer["layer"] for layer in layers], fontsize=8)
     axis.invert_yaxis()
-    if layers[0]["metric"].startswith("RMSE/scale"):
-        axis.axvline(IDEAL_RMSE_OVER_SCALE, color="black", linestyle="--", linewidth=1, label="ideal (0.289)")
-        axis.legend(fontsize=8)
     axis.set_xlabel(layers[0]["metric"])
+    if limit is not None:
+        axis.set_xlim(*limit)
     axis.set_title(f"Worst layers: {name}")
     png = _figure_png(figure)
     pyplot.close(figure)
@@ -301,8 +299,10 @@ def html_page(title, gates, summary, images, details):
 
 def parity_plots(report):
     images = [("Accuracy and agreement", accuracy_plot(report))]
-    images += [(f"Per-layer error: {name}", layer_plot(name, layers))
-               for name, layers in report.get("layers", {}).items() if layers]
+    shown = {name: layers for name, layers in report.get("layers", {}).items() if layers}
+    values = [layer["value"] for layers in shown.values() for layer in layers]
+    limit = (0, max(values) * 1.05) if values else None  # one axis for every artifact, so bars compare across them
+    images += [(f"Per-layer error: {name}", layer_plot(name, layers, limit)) for name, layers in shown.items()]
     return images
 
 
