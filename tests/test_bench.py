@@ -72,7 +72,7 @@ def test_bench_feeds_a_real_image(models, tmp_path):
     "make, fragment",
     [
         (lambda p: p / "missing.tflite", "model file not found"),
-        (lambda p: (p / "text.tflite").write_text("no model") and p / "text.tflite", "cannot load"),
+        (lambda p: (p / "text.tflite").write_text("no model") and p / "text.tflite", "is not a TFLite model"),
         (lambda p: (p / "junk.onnx").write_bytes(b"\x08\x01junk") and p / "junk.onnx", "cannot load"),
         (lambda p: (p / "model.pt").write_text("x") and p / "model.pt", "expected a .tflite or .onnx"),
     ],

@@ -56,7 +56,7 @@ def test_summary_macs_scale_with_input_area():
         (["summary", "--input-size", "0"], "positive integers"),  # 0 is refused, not taken as "the default"
         (["summary", "--classes", "0"], "classes must be a positive integer"),
         (["summary", "--model", "resnet20"], "invalid choice"),
-        (["summary", "--width", "0"], "width must be positive"),
+        (["summary", "--width", "0"], "width must be a positive number"),
         (["frobnicate"], "invalid choice"),
     ],
 )

@@ -181,7 +181,7 @@ def test_input_size_options_and_pooling():
         ({"stride_at": "v2"}, "stride_at must be one of"),
         ({"pooling": "sum"}, "pooling must be one of"),
         ({"classes": 0}, "classes must be"),
-        ({"width": 0}, "width must be positive"),
+        ({"width": 0}, "width must be a positive number"),
     ],
 )
 def test_bad_arguments_raise_config_error_naming_the_value(options, message):
