@@ -308,6 +308,16 @@ def ort_quantized(prepared_path, output_path, recipe, onnx_ranges):
     return Path(output_path)
 
 
+SCORING_BATCH = 8  # images per onnxruntime run: all 200 at once would hold gigabytes of activations at 224
+
+
+def predicted_in_batches(runner, images):
+    import numpy as np
+
+    return np.concatenate([runner.predict(images[start:start + SCORING_BATCH])
+                           for start in range(0, len(images), SCORING_BATCH)])
+
+
 def onnx_chooser(prepared_path, float_path, recipe, to_onnx_ranges, calibration, scratch):
     """For `auto`: the Choice of range rule for the int8 ONNX, each candidate
     quantized by onnxruntime and run on its CPU provider on the held-out
@@ -319,12 +329,12 @@ def onnx_chooser(prepared_path, float_path, recipe, to_onnx_ranges, calibration,
     def choose_for(statistics):
         inputs = calibration_inputs(calibration, statistics)
         with native_output_silenced():
-            reference = OnnxRunner(float_path).predict(inputs)
+            reference = predicted_in_batches(OnnxRunner(float_path), inputs)
 
         def int8_outputs(ranges, images):
             candidate = ort_quantized(prepared_path, scratch / "candidate.onnx", recipe, to_onnx_ranges(ranges))
             with native_output_silenced():
-                return OnnxRunner(candidate).predict(images)
+                return predicted_in_batches(OnnxRunner(candidate), images)
 
         version = tool_versions("onnxruntime").get("onnxruntime", "")
         return choose(statistics, inputs, int8_outputs, reference, f"the int8 ONNX on onnxruntime {version} (CPU)")
