@@ -12,12 +12,12 @@ usage (one line on stderr, no traceback).
 
 import argparse
 import dataclasses
-import errno
 import inspect
 import sys
 
 from . import __version__
 from .errors import EdgeResnetError
+from .files import STORAGE_ERRNOS
 from .options import option_groups, own_options
 from .quiet import import_keras_quietly, one_line_warnings
 
@@ -260,15 +260,12 @@ def main(argv=None):
         print(f"{PROG}: interrupted; nothing half-written was left behind", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as error:
-        if error.errno not in STORAGE_ERRORS:
+        if error.errno not in STORAGE_ERRNOS:
             raise
         print(f"{PROG}: error: cannot write {error.filename or 'the output'}: {error.strerror}; "
               "free space or choose another output (nothing half-written was left)", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-
-# Where the output cannot be written (full, read-only, over quota, not allowed): the user's to fix, one line.
-STORAGE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 finished: write under a temporary name beside the target, rename when done."""
 
 import contextlib
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +40,17 @@ def atomic_output(final_path):
             raise ConfigError(f"cannot write {final_path}: a folder is in the way; move it or choose another output")
         os.replace(temporary, final_path)
     except OSError as error:
+        if error.errno not in STORAGE_ERRNOS:  # not the output's fault: keep what it says
+            raise
         raise ConfigError(f"cannot write {final_path}: {error.strerror or error}; choose another output, or free "
                           "space") from error
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink()
+
+
+# Where an output cannot be written: full, read-only, over quota, not allowed.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM)
 
 
 def check_still_ours(path, inode):
