@@ -13,6 +13,7 @@ and gets the recipe JSON beside it.
 """
 
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, ConversionError
@@ -251,17 +252,32 @@ def output_softmax_nodes(proto):
     return [node.name for node in proto.graph.node if node.op_type == "Softmax" and outputs.intersection(node.output)]
 
 
+@dataclass(frozen=True)
+class PreparedOnnx:
+    """The float ONNX as onnxruntime's pre-processing left it, read once for
+    every quantization of it: its graph (where ranges are mapped) and the
+    nodes of the head that stay float (see ort_quantized)."""
+
+    path: Path
+    proto: object = field(repr=False)
+    float_output_ops: tuple  # op types whose output is not quantized: the logits layer's
+    float_nodes: tuple  # node names not quantized at all: an output softmax
+
+
 def ort_prepared(float_path, prepared_path):
     """onnxruntime's pre-processing of the float ONNX (shape inference and
     graph fixes), done once for every quantization of it."""
+    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with native_output_silenced():
         quant_pre_process(str(float_path), str(prepared_path))
-    return Path(prepared_path)
+    proto = onnx.load(prepared_path)
+    return PreparedOnnx(Path(prepared_path), proto, tuple(output_compute_op_types(proto)),
+                        tuple(output_softmax_nodes(proto)))
 
 
-def ort_quantized(prepared_path, output_path, recipe, onnx_ranges):
+def ort_quantized(prepared, output_path, recipe, onnx_ranges):
     """onnxruntime static quantization of the pre-processed float ONNX with
     our ranges ({ONNX tensor name: (low, high)}), handed over as its
     calibration cache: its own calibrator never runs.
@@ -282,11 +298,9 @@ def ort_quantized(prepared_path, output_path, recipe, onnx_ranges):
     tensors = TensorsData(CalibrationMethod.MinMax, {
         name: TensorData(lowest=np.float32(low), highest=np.float32(high)) for name, (low, high) in onnx_ranges.items()})
     save_tensors_data(tensors, cache)
-    prepared = onnx.load(prepared_path)
-    float_output_ops = output_compute_op_types(prepared)
     with native_output_silenced():
         quantize_static(
-            str(prepared_path),
+            str(prepared.path),
             str(output_path),
             None,
             quant_format=QuantFormat.QDQ if recipe.onnx_format == "qdq" else QuantFormat.QOperator,
@@ -296,8 +310,8 @@ def ort_quantized(prepared_path, output_path, recipe, onnx_ranges):
             reduce_range=recipe.onnx_reduce_range,
             calibrate_method=CalibrationMethod.MinMax,
             calibration_cache_path=str(cache),
-            nodes_to_exclude=output_softmax_nodes(prepared),
-            extra_options={"OpTypesToExcludeOutputQuantization": float_output_ops},
+            nodes_to_exclude=list(prepared.float_nodes),
+            extra_options={"OpTypesToExcludeOutputQuantization": list(prepared.float_output_ops)},
         )
     cache.unlink(missing_ok=True)
     if recipe.onnx_format == "qdq":
@@ -318,7 +332,7 @@ def predicted_in_batches(runner, images):
                            for start in range(0, len(images), SCORING_BATCH)])
 
 
-def onnx_chooser(prepared_path, float_path, recipe, to_onnx_ranges, calibration, scratch):
+def onnx_chooser(prepared, float_path, recipe, to_onnx_ranges, calibration, scratch):
     """For `auto`: the Choice of range rule for the int8 ONNX, each candidate
     quantized by onnxruntime and run on its CPU provider on the held-out
     calibration samples (its best rule may differ from the TFLite model's)."""
@@ -332,7 +346,7 @@ def onnx_chooser(prepared_path, float_path, recipe, to_onnx_ranges, calibration,
             reference = predicted_in_batches(OnnxRunner(float_path), inputs)
 
         def int8_outputs(ranges, images):
-            candidate = ort_quantized(prepared_path, scratch / "candidate.onnx", recipe, to_onnx_ranges(ranges))
+            candidate = ort_quantized(prepared, scratch / "candidate.onnx", recipe, to_onnx_ranges(ranges))
             with native_output_silenced():
                 return predicted_in_batches(OnnxRunner(candidate), images)
 
@@ -400,12 +414,11 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                 else:
                     exporter = recorded_exporter(float_onnx_path)
                 prepared = ort_prepared(float_onnx_path, scratch / "prepared.onnx")
-                prepared_proto = onnx.load(prepared)
                 layer_names = {layer.name for layer in model.layers}
                 output_layer = model.output._keras_history[0].name
 
                 def to_onnx_ranges(tflite_ranges):
-                    return onnx_activation_ranges(prepared_proto, tflite_ranges, statistics, layer_names, output_layer)
+                    return onnx_activation_ranges(prepared.proto, tflite_ranges, statistics, layer_names, output_layer)
 
                 method, tflite_ranges, selection = resolved_ranges(
                     statistics, recipe.range_method(),

@@ -30,7 +30,7 @@ import numpy as np
 from ..data.images import DataWarning
 from ..errors import ConfigError
 from .statistics import FOLDS, MIN_FOLD_SAMPLES
-from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges
+from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges, ranges_fingerprint
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,6 @@ class Choice:
     folds: int
     scored_on: str  # the artifact and runtime that ran them
 
-    def score_of(self, name):
-        return next(score for method, score in self.scores if method.describe() == name)
-
     def record(self):
         return {"held_out_samples": self.held_out, "folds": self.folds,
                 "metric": "output SQNR dB against the float model, mean of the folds", "chosen_rule": self.method.describe(),
@@ -54,8 +51,7 @@ class Choice:
                                for method, score in self.scores]}
 
     def describe(self):
-        return (f"{self.method.describe()}, chosen on {self.held_out} held-out calibration images: "
-                f"{self.score_of(self.method.describe()):.1f} dB vs minmax {self.score_of('minmax'):.1f} dB")
+        return describe_selection({"method": AUTO, "chosen": self.method.to_dict(), "selection": self.record()})
 
 
 def _finite(value):
@@ -110,8 +106,6 @@ def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CA
     pass order, `reference` the float model's outputs on them;
     `int8_outputs(ranges, images)` runs the int8 artifact made with
     `ranges` on `images`. Rules that give a fold the same ranges are run once."""
-    from .ranges import ranges_fingerprint
-
     fitting = [statistics.fitting_part(index) for index in range(len(statistics.folds))]
     reference = np.asarray(reference, np.float64)
     scores, outputs_of = [], {}
