@@ -113,16 +113,17 @@ class ParityResult:
         """One line per violated gate, naming the artifact and the metric."""
         failures = []
         for candidate in self.candidates:
+            where = f" on {candidate['device']}" if candidate.get("device") else ""
             drop = candidate["top1_drop_points"]
             if max_accuracy_drop is not None and drop is not None and drop > max_accuracy_drop:
                 failures.append(
-                    f"{candidate['name']}: top-1 accuracy dropped {drop:.2f} points "
+                    f"{candidate['name']}{where}: top-1 accuracy dropped {drop:.2f} points "
                     f"(gate: at most {max_accuracy_drop:g})"
                 )
             agreement = candidate["metrics"]["top1_agreement"]
             if min_agreement is not None and agreement < min_agreement:
                 failures.append(
-                    f"{candidate['name']}: top-1 agreement {agreement:.4f} with the reference "
+                    f"{candidate['name']}{where}: top-1 agreement {agreement:.4f} with the reference "
                     f"(gate: at least {min_agreement:g})"
                 )
         return failures
@@ -262,19 +263,21 @@ def check_runners_fit(runners, reference, sample):
     for runner in runners:
         if tuple(runner.input_shape) != reference.input_shape:
             raise ModelError(f"{runner.path.name} takes {runner.input_shape}, the reference {reference.input_shape}")
-        outputs = runner.predict(sample[None]).shape[1:]
+        outputs = runner.outputs(0, sample[None]).shape[1:]
         if outputs != (reference.classes,):
             raise ModelError(f"{runner.path.name} gives outputs of shape {outputs}, the reference "
                              f"({reference.classes},); compare artifacts of the reference's model")
 
 
-def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_BATCH, progress=None):
+def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_BATCH, progress=None, runners=None):
     """Run each artifact path in `candidates` on the ImageSet `data` and
     measure it against `reference`: a Keras model run live, or golden
     outputs (golden.GoldenReference). Returns a ParityResult.
 
     `class_names` lists the model's outputs in order (for folder labels and
-    the report); by default the sorted class folders or 0..N-1.
+    the report); by default the sorted class folders or 0..N-1. `runners`
+    (default: each artifact opened here) give each candidate's outputs by
+    `outputs(start, batch)`; a runner with a `device` label ran elsewhere.
     """
     from ..device.runtime import open_runner
 
@@ -287,7 +290,7 @@ def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_
     labels = class_index(data.labels, class_names)
     if labels is not None and labels.size and labels.max() >= classes:
         raise DataError(f"labels go up to {labels.max()} but the model has {classes} outputs")
-    runners = [open_runner(path) for path in candidates]
+    runners = runners or [open_runner(path) for path in candidates]
     check_runners_fit(runners, reference, next(data.samples()))
 
     reference_tally = Tally(classes)
@@ -297,10 +300,10 @@ def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_
     for batch in (progress(batches, len(data)) if progress else batches):
         batch_labels = None if labels is None else labels[start:start + len(batch)]
         reference_logits = reference.outputs(start, batch)
-        start += len(batch)
         reference_tally.add(reference_logits, reference_logits, batch_labels)
         for runner, tally in zip(runners, tallies):
-            tally.add(runner.predict(batch), reference_logits, batch_labels)
+            tally.add(runner.outputs(start, batch), reference_logits, batch_labels)
+        start += len(batch)
 
     labelled = labels is not None
     reference_metrics = reference_tally.summary(labelled)
@@ -311,6 +314,7 @@ def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_
             "name": Path(path).name,
             "path": str(path),
             "runtime": runner.runtime,
+            **({"device": runner.device} if getattr(runner, "device", None) else {}),
             "metrics": metrics,
             "top1_drop_points": 100 * (reference_metrics["top1"] - metrics["top1"]) if labelled else None,
             "top5_drop_points": 100 * (reference_metrics["top5"] - metrics["top5"]) if labelled else None,
@@ -325,7 +329,7 @@ def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_
 
 def parity_report(reference, artifacts, data, *, class_names=None, batch_size=REFERENCE_BATCH,
                   max_accuracy_drop=None, min_agreement=None, gated=None, per_layer=(), layer_model=None,
-                  float_model=None, float_onnx_path=None, latency_runs=0, progress=None):
+                  float_model=None, float_onnx_path=None, latency_runs=0, progress=None, device_runs=None):
     """The parity section of `compare`'s and `convert`'s reports, made one way:
     compare() on every artifact, the per-layer error of the `per_layer`
     artifacts against `layer_model`'s float graph (default: the reference's),
@@ -335,13 +339,19 @@ def parity_report(reference, artifacts, data, *, class_names=None, batch_size=RE
     float artifacts a pipeline already made from `layer_model`. Golden
     outputs carry no float graph: per-layer error then needs `layer_model`.
     `latency_runs` > 0 times each artifact at batch 1 on this machine, for
-    the report to set beside the reference's speed."""
+    the report to set beside the reference's speed. `device_runs`
+    (on_device.DeviceRuns): the artifacts ran on boards instead, which
+    timed them too; each board's results are rows of their own."""
     check_gates(max_accuracy_drop, min_agreement)
     if max_accuracy_drop is not None and data.labels is None:
         raise ConfigError("--max-accuracy-drop needs labelled data (class folders, or .npz with y); on unlabelled "
                           "images gate on --min-agreement")
     reference = as_reference(reference)
-    result = compare(reference, artifacts, data, class_names, batch_size, progress)
+    if device_runs is None:
+        result = compare(reference, artifacts, data, class_names, batch_size, progress)
+    else:
+        result = compare(reference, [runner.path for runner in device_runs.runners], data, class_names, batch_size,
+                         progress, runners=device_runs.runners)
     report = result.to_dict()
     layer_model = layer_model or getattr(reference, "model", None)  # golden outputs have no float graph
     if per_layer and layer_model is not None:
@@ -349,7 +359,9 @@ def parity_report(reference, artifacts, data, *, class_names=None, batch_size=RE
 
         report["layers"] = per_layer_errors(layer_model, per_layer, data, float_model=float_model,
                                             float_onnx_path=float_onnx_path)
-    if latency_runs:
+    if device_runs is not None:
+        report["devices"] = device_runs.devices
+    elif latency_runs:
         report["device"] = device_latencies(artifacts, next(data.samples()), latency_runs)
     gated_names = {Path(path).name for path in (artifacts if gated is None else gated)}
     gated_result = ParityResult(result.data, result.reference,

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+from ..device.agent import describe_device
 from ..files import atomic_output
 
 
@@ -48,8 +49,12 @@ def _code(text):
 
 
 def parity_summary(report):
-    """The parity table, as Markdown lines."""
-    return markdown_table(PARITY_COLUMNS, [parity_cells(candidate) for candidate in report["candidates"]])
+    """The parity table, as Markdown lines; a "device" column where artifacts ran on boards."""
+    candidates = report["candidates"]
+    if any(candidate.get("device") for candidate in candidates):
+        return markdown_table(("device", *PARITY_COLUMNS),
+                              [(candidate.get("device", "here"), *parity_cells(candidate)) for candidate in candidates])
+    return markdown_table(PARITY_COLUMNS, [parity_cells(candidate) for candidate in candidates])
 
 
 def parity_details(report):
@@ -64,7 +69,7 @@ def parity_details(report):
         f"Data: {data['source']}, {data['size']} images"
         + (", labelled" if data["labelled"] else ", unlabelled (agreement metrics only)")
         + f", fingerprint {_code(data['fingerprint'][:12])}.",
-        *speed_lines(reference, report.get("device")),
+        *speed_lines(reference, report.get("device"), report.get("devices", ())),
     ]
     made = report.get("quantization", {})
     if made:
@@ -119,8 +124,8 @@ def reference_source(reference):
     return f"{_code(reference['name'])} (Keras, {where})"
 
 
-def speed_lines(reference, device):
-    """The float reference's speed on its device beside each artifact's on this one."""
+def speed_lines(reference, device, boards=()):
+    """The float reference's speed on its device beside each artifact's on this one, or on each board."""
     lines = []
     speed = reference.get("speed")
     if speed:
@@ -130,7 +135,11 @@ def speed_lines(reference, device):
     if device:
         lines += [f"- {name} on this CPU ({device['device']}): {ms:.3g} ms at batch 1 (median of {device['runs']})"
                   for name, ms in device["p50_ms"].items()]
-    return ["", "Speed:", "", *lines] if lines else []
+    for board in boards:
+        lines += [f"- {name} on {board['label']}: {ms:.3g} ms at batch 1 (median of {board['runs']})"
+                  for name, ms in board["p50_ms"].items()]
+    named = ["", "Devices (over SSH):", "", *[f"- {describe_device(board)}" for board in boards]] if boards else []
+    return (["", "Speed:", "", *lines] if lines else []) + named
 
 
 def plots_available():

@@ -6,6 +6,7 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from ..data.images import PreprocessedRequest, PreprocessingRequest, SeedRequest
 from ..device.bench import DEFAULT_BATCH, DEFAULT_RUNS, DEFAULT_WARMUP, ThreadsRequest, check_bench_settings
+from ..device.remote import DeviceRequest
 from ..errors import ConfigError
 from ..files import ForceRequest
 from ..model.source import MODEL_HELP, ModelRequest
@@ -38,7 +39,7 @@ class GateRequest:
 
 @dataclass(frozen=True)
 class CompareRequest(ModelRequest, SeedRequest, EvaluationRequest, GateRequest, PreprocessingRequest,
-                     PreprocessedRequest):
+                     PreprocessedRequest, DeviceRequest):
     """Artifacts to check against a float model or golden outputs."""
 
     reference: str = option("--reference", metavar="MODEL|GOLDEN",
@@ -73,6 +74,8 @@ def compare_artifacts(request, log=print, progress=None):
     accuracy and their drop, top-1 agreement, top-5 overlap, cosine
     similarity, SQNR and max error of the logits, and each artifact's
     latency. Gates make CI fail (exit 1) when an artifact strays too far.
+    With --device ssh://HOST the artifacts run and are timed on that board
+    (each board given, in parallel); the metrics are computed here.
     Returns the report (gates in report["gates"]), written where asked.
     """
     from .parity import check_gates, parity_report
@@ -88,6 +91,7 @@ def compare_artifacts(request, log=print, progress=None):
     for artifact in request.artifacts:
         if not os.path.isfile(artifact):
             raise ConfigError(f"artifact not found: {artifact}")
+    boards = request.device_targets()
     descriptions = artifact_descriptions(request.artifacts)  # an unreadable recipe JSON stops here, before the work
     if request.golden:
         reference, data, class_names = _golden_inputs(request)
@@ -96,14 +100,33 @@ def compare_artifacts(request, log=print, progress=None):
         reference, data, class_names = _keras_inputs(request)
         per_layer = request.artifacts if request.per_layer else ()
     log(f"evaluating {len(data)} images from {data.source}")
+    device_runs = None
+    if boards:
+        from .on_device import run_on_boards
+
+        log(f"running {len(request.artifacts)} artifacts on {', '.join(board.label for board in boards)} over SSH")
+        device_runs = run_on_boards(boards, request.artifacts, data, request.bench_runs, request.device_cache_clear)
+        per_layer = ()  # it runs each layer's float twin here: not the board's numbers
+        log_devices(device_runs.devices, log)
     report = parity_report(reference, request.artifacts, data, class_names=class_names, batch_size=request.batch_size,
                            max_accuracy_drop=request.max_accuracy_drop, min_agreement=request.min_agreement,
-                           per_layer=per_layer, latency_runs=request.bench_runs, progress=progress)
+                           per_layer=per_layer, latency_runs=request.bench_runs, progress=progress,
+                           device_runs=device_runs)
     report["quantization"] = descriptions
     if request.report:
         paths = write_reports(report, request.report)
         log(f"wrote {', '.join(str(p) for p in paths)}")
     return report
+
+
+def log_devices(devices, log):
+    """A line per board: what it is, what was sent to it, what its cache holds."""
+    from ..device.agent import describe_device
+
+    for device in devices:
+        cache = device["cache"]
+        log(f"on {describe_device(device)}: sent {device['uploaded_bytes'] / 1e6:.1f} MB; its cache holds "
+            f"{cache['files']} files, {cache['bytes'] / 1e6:.1f} MB ({cache['folder']})")
 
 
 def artifact_descriptions(artifacts):
@@ -213,7 +236,7 @@ class MergeRequest(ForceRequest):
 
 
 @dataclass(frozen=True)
-class BenchRequest(ThreadsRequest, PreprocessingRequest, PreprocessedRequest):
+class BenchRequest(ThreadsRequest, PreprocessingRequest, PreprocessedRequest, DeviceRequest):
     """Models to time, and how."""
 
     models: tuple = option(nargs="+", metavar="MODEL", help=".tflite or .onnx files")
@@ -242,7 +265,10 @@ def bench_artifacts(request):
     onnxruntime): the first inference is timed, then after a warm-up each
     run: min, mean, std, p50/p90/p95/p99, max, throughput and peak resident
     memory. Several models give a table with the speed-up against the first
-    one. Yields each model's BenchResult as soon as it is measured.
+    one. Yields each model's BenchResult as soon as it is measured. With
+    --device ssh://HOST the models are timed on that board (several boards:
+    in parallel), which needs only Python 3, numpy and a runtime; each
+    result names the board.
     """
     from ..data.images import model_input_batch
     from ..device.bench import benchmark
@@ -255,6 +281,17 @@ def bench_artifacts(request):
     if request.input and os.path.isfile(request.input) and request.input.lower().endswith((".tflite", ".onnx")):
         raise ConfigError(f"--input takes an image, an image folder, .npy or .npz to feed the models; {request.input} "
                           "is a model: give it as a MODEL argument")
+    boards = request.device_targets()
+    if boards:
+        from ..device.remote import bench_on_boards
+
+        samples = [model_input_batch(path, request.input, request.batch, request, request.preprocessed)
+                   if request.input else None for path in request.models]
+        settings = {"threads": request.threads, "warmup": request.warmup, "batch": request.batch,
+                    "runs": DEFAULT_RUNS if request.runs is None else request.runs, "duration": request.duration,
+                    "profile": request.profile}
+        yield from bench_on_boards(boards, request.models, samples, settings, request.device_cache_clear)
+        return
     for path in request.models:
         sample = (model_input_batch(path, request.input, request.batch, request, request.preprocessed)
                   if request.input else None)

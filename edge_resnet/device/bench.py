@@ -46,6 +46,7 @@ class BenchResult:
     throughput_per_s: float  # images per second
     peak_rss_mb: float  # peak resident memory of the process while this model ran
     operator_ms: dict = None  # total ms per operator type over the timed runs (onnxruntime, on request)
+    device: dict = None  # the board it ran on over SSH (remote.describe_device); None: this machine
 
     def to_dict(self):
         return asdict(self)
@@ -53,7 +54,8 @@ class BenchResult:
     def describe(self, profile=False):
         """What `edge-resnet bench` prints for this model: one line, plus the
         per-operator times when asked for."""
-        lines = [f"{self.model}: {self.runtime} {self.runtime_version}, {self.accelerator}; "
+        where = f" on {self.device['label']}" if self.device else ""
+        lines = [f"{self.model}{where}: {self.runtime} {self.runtime_version}, {self.accelerator}; "
                  f"input {self.input_dtype} {list(self.input_shape)} x{self.batch}; "
                  f"load {self.load_ms:.0f} ms, first inference {self.first_inference_ms:.1f} ms, "
                  f"{self.runs} runs: mean {self.latency_ms['mean']:.2f} ms (std {self.latency_ms['std']:.2f}), "
@@ -229,15 +231,23 @@ def runtime_notes(results):
 
 
 def comparison_table(results):
-    """Plain-text table; speed-up is against the first model (the baseline)."""
-    header = (f"{'model':<28} {'runtime':<16} {'accelerator':<24} {'p50 ms':>8} {'p90 ms':>8} "
+    """Plain-text table; speed-up is against the first model (the baseline)
+    of the same machine. Results from boards get a device column and, below
+    the table, a line naming each board."""
+    boards = {result.device["label"]: result.device for result in results if result.device}
+    where = (lambda result: f"{result.device['label'][:20]:<20} ") if boards else (lambda result: "")
+    header = (("device".ljust(21) if boards else "") + f"{'model':<28} {'runtime':<16} {'accelerator':<24} {'p50 ms':>8} {'p90 ms':>8} "
               f"{'p99 ms':>8} {'img/s':>8} {'RSS MB':>8} {'speed-up':>8}")
     lines = [header, "-" * len(header)]
-    baseline = results[0].latency_ms["p50"]
+    baselines = {}
     for result in results:
+        baseline = baselines.setdefault(result.device and result.device["label"], result.latency_ms["p50"])
         lines.append(
-            f"{Path(result.model).name[:28]:<28} {result.runtime[:16]:<16} {result.accelerator[:24]:<24} "
+            f"{where(result)}{Path(result.model).name[:28]:<28} {result.runtime[:16]:<16} {result.accelerator[:24]:<24} "
             f"{result.latency_ms['p50']:>8.2f} {result.latency_ms['p90']:>8.2f} {result.latency_ms['p99']:>8.2f} "
             f"{result.throughput_per_s:>8.1f} {result.peak_rss_mb:>8.0f} {baseline / result.latency_ms['p50']:>7.2f}x"
         )
+    from .agent import describe_device
+
+    lines += [f"{label}: {describe_device(device)}" for label, device in boards.items()]
     return "\n".join(lines)

@@ -95,6 +95,10 @@ class TfliteRunner:
             return dequantize(raw, *self.output["quantization"])
         return raw.astype(np.float32)
 
+    def outputs(self, start, batch):
+        """Outputs of `batch`, the images from `start` on (the interface parity.compare runs candidates by)."""
+        return self.predict(batch)
+
     def predict(self, images):
         outputs = []
         for sample in images:
@@ -164,6 +168,9 @@ class OnnxRunner:
                 op_type = event.get("args", {}).get("op_name", "?")
                 totals[op_type] = totals.get(op_type, 0.0) + event["dur"] / 1e3
         return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+    def outputs(self, start, batch):
+        return self.predict(batch)
 
     def predict(self, images):
         images = np.asarray(images, dtype=np.float32)
