@@ -59,7 +59,7 @@ def device_environment(name):
 
 class StandInDevice:
     """sshd on a free port of 127.0.0.1; `config` is an ssh -F file for it
-    (host `device`), with its host key known."""
+    (hosts `device` and `device2`, two names for it), with its host key known."""
 
     def __init__(self, folder):
         self.folder = Path(folder)
@@ -108,7 +108,7 @@ class StandInDevice:
     def client_config(self, known_hosts, name="ssh_config"):
         path = self.folder / name
         path.write_text("\n".join([
-            "Host device", "  HostName 127.0.0.1", f"  Port {self.port}", f"  User {getpass.getuser()}",
+            "Host device device2", "  HostName 127.0.0.1", f"  Port {self.port}", f"  User {getpass.getuser()}",
             f"  IdentityFile {self.folder / 'user_key'}", "  IdentitiesOnly yes",
             f"  UserKnownHostsFile {self.folder / known_hosts}", "  GlobalKnownHostsFile /dev/null", ""]))
         return str(path)

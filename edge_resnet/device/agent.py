@@ -11,12 +11,16 @@ else of a run is written to the device. When the workstation goes away
 (Ctrl-C, a dropped connection, a timeout) stdin ends and the agent stops.
 """
 
+import functools
 import hashlib
 import io
 import json
 import os
 import platform
+import shutil
+import signal
 import sys
+import tempfile
 import threading
 from importlib import metadata
 
@@ -25,8 +29,10 @@ RUNTIMES = ("ai-edge-litert", "tflite-runtime", "onnxruntime")
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimd", "asimddp", "i8mm", "sve")
 
 
+@functools.lru_cache(maxsize=None)
 def cache_folder():
-    """Where the device keeps what it was sent: $XDG_CACHE_HOME (or ~/.cache)/edge-resnet/device."""
+    """Where the device keeps what it was sent: $XDG_CACHE_HOME (or ~/.cache)/edge-resnet/device,
+    as it was when the agent started (a run then points XDG_CACHE_HOME at its own folder)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "edge-resnet", "device")
 
@@ -221,13 +227,14 @@ def run_outputs(job):
 JOBS = {"bench": run_bench, "outputs": run_outputs}
 
 
-def stop_when_stdin_ends(stream):
+def stop_when_stdin_ends(stream, run_folder):
     """The workstation closing the session (Ctrl-C, timeout, a dropped
-    connection) ends stdin: stop at once, mid-job."""
+    connection) ends stdin: stop at once, mid-job, leaving nothing behind."""
 
     def watch():
         while stream.read(CHUNK):
             pass
+        shutil.rmtree(run_folder, ignore_errors=True)
         os._exit(3)
 
     threading.Thread(target=watch, daemon=True).start()
@@ -255,9 +262,19 @@ def with_model_names(message, job):
     return message
 
 
-def serve(agent_path, stdin, stdout):
-    """One run: say who we are, take the job and the files we lack, run, answer."""
+def own_run_folder():
+    """A folder for whatever the runtimes write as they run (onnxruntime keeps
+    a session file in $TMPDIR and an id under $XDG_CACHE_HOME): the run
+    points both there, and removes it when it ends."""
     os.makedirs(cache_folder(), exist_ok=True)
+    run_folder = tempfile.mkdtemp(prefix="edge-resnet-run-")
+    os.environ["TMPDIR"] = tempfile.tempdir = run_folder
+    os.environ["XDG_CACHE_HOME"] = run_folder
+    return run_folder
+
+
+def serve(agent_path, stdin, stdout, run_folder):
+    """One run: say who we are, take the job and the files we lack, run, answer."""
     send(stdout, {"device": identity()})
     job, _ = receive(stdin)
     if job is None:
@@ -272,7 +289,7 @@ def serve(agent_path, stdin, stdout):
     send(stdout, {"missing": [item["sha256"] for item in missing]})
     for item in missing:
         store(stdin, item["sha256"], item["suffix"], item["size"])
-    stop_when_stdin_ends(stdin)
+    stop_when_stdin_ends(stdin, run_folder)
     from ..errors import EdgeResnetError
 
     try:
@@ -289,8 +306,11 @@ def main(agent_path):
     protocol_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    for name in ("SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), lambda signum, frame: sys.exit(3))
+    run_folder = own_run_folder()
     try:
-        serve(agent_path, sys.stdin.buffer, protocol_out)
+        serve(agent_path, sys.stdin.buffer, protocol_out, run_folder)
     except Exception as error:  # the workstation prints it as one line; the traceback goes to stderr
         import traceback
 
@@ -299,3 +319,5 @@ def main(agent_path):
             send(protocol_out, {"error": f"the device failed: {type(error).__name__}: {error}"})
         except OSError:
             pass
+    finally:
+        shutil.rmtree(run_folder, ignore_errors=True)
