@@ -110,7 +110,7 @@ def test_every_device_module_imports_without_tensorflow_keras_or_the_build_side(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
-    assert len(modules) == 3
+    assert len(modules) == 5
 
 
 def imported_package_names(path):
