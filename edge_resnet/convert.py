@@ -22,6 +22,7 @@ from pathlib import Path
 from .check.workflows import EvaluationRequest, GateRequest
 from .data.images import PreprocessingRequest, SeedRequest
 from .device.bench import ThreadsRequest, peak_rss_mb
+from .device.remote import DeviceRequest
 from .errors import ConfigError
 from .files import ForceRequest, file_sha256
 from .model.source import ModelRequest
@@ -45,7 +46,7 @@ def parse_formats(text):
 
 @dataclass(frozen=True)
 class ConvertConfig(ModelRequest, QuantizationRequest, SeedRequest, EvaluationRequest, GateRequest, ThreadsRequest,
-                    ForceRequest, PreprocessingRequest):
+                    ForceRequest, PreprocessingRequest, DeviceRequest):
     """What `edge-resnet convert` was asked to do. None means "the default
     for this model" (see the resolved_* methods): the demo weights for
     resnet50, whose input is 32 pixels and whose classes are 10; the
@@ -148,6 +149,7 @@ def check_config(config):
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1. Received: {getattr(config, name)}")
     if config.bench_runs < 0 or (config.eval_size is not None and config.eval_size < 1):
         raise ConfigError("--bench-runs must be 0 or more and --eval-size at least 1")
+    config.device_targets()  # a bad --device is refused before any work
     if weights not in (DEMO, RANDOM) and config.calibration is None and config.eval is None:
         raise ConfigError(
             "give --calibration PATH (images like the ones the model will see) and, optionally, --eval PATH; "
@@ -360,6 +362,15 @@ def latencies(paths, sample, config):
             for path in paths]
 
 
+def board_timings(device_runs):
+    """The latency rows of the first board, as latencies() gives them here."""
+    board = device_runs.devices[0]
+    runtimes = {runner.path.name: runner.runtime for runner in device_runs.runners if runner.device == board["label"]}
+    return [{"model": name, "latency_ms": {"p50": ms}, "runtime": runtimes[name],
+             "runtime_version": board["runtimes"].get(runtimes[name], "?"), "accelerator": f"on {board['label']}"}
+            for name, ms in board["p50_ms"].items()]
+
+
 def artifact_rows(paths, parity, timings):
     """One summary row per artifact: what it is, size, accuracy, speed."""
     import json
@@ -416,10 +427,25 @@ def published_names(config, base, folded_name):
                   + list(GOLDEN_FILES) + ([STATISTICS_FILE] if config.quantize == "int8" else []))
 
 
+def on_boards(boards, reference, paths, quantized, evaluation, class_names, config):
+    """The parity and latency stages again, on each board over SSH: the
+    report's "on_device" section (its gate failures name the board)."""
+    from .check.on_device import run_on_boards
+    from .check.parity import parity_report
+    from .quiet import native_output_silenced
+
+    with native_output_silenced():
+        device_runs = run_on_boards(boards, paths, evaluation, config.bench_runs, config.device_cache_clear)
+        return device_runs, parity_report(reference, paths, evaluation, class_names=class_names,
+                                          max_accuracy_drop=config.max_accuracy_drop,
+                                          min_agreement=config.min_agreement, gated=quantized,
+                                          latency_runs=config.bench_runs, device_runs=device_runs)
+
+
 def stage_count(config):
     statistics = config.quantize == "int8"
     writes = len(artifact_plan("m", config))
-    return 6 + statistics + writes + (config.bench_runs > 0)
+    return 6 + statistics + writes + (config.bench_runs > 0 and not config.device) + bool(config.device)
 
 
 def read_data(config, model, log):
@@ -529,10 +555,16 @@ def convert(config, log=print):
             reference = golden_outputs(model, evaluation, class_names, source, staging, folded_path)
         with clock("accuracy parity" + (" and per-layer error" if config.per_layer and quantized else "")):
             parity = parity_check(reference, folded, paths, quantized, evaluation, class_names, config, made)
-        timings = []
-        if config.bench_runs:
+        timings, on_device, boards = [], None, config.device_targets()
+        if config.bench_runs and not boards:
             with clock("latency"), native_output_silenced():
                 timings = latencies(paths, next(evaluation.samples()), config)
+        if boards:
+            with clock(f"parity and latency on {', '.join(board.label for board in boards)} over SSH"):
+                device_runs, on_device = on_boards(boards, reference, paths, quantized, evaluation, class_names,
+                                                   config)
+                timings = board_timings(device_runs) if config.bench_runs else []
+                parity["gates"]["failures"] += on_device["gates"]["failures"]
         with clock("report"):
             report = {
                 "tool": {"name": "edge-resnet", "version": _version()},
@@ -545,6 +577,7 @@ def convert(config, log=print):
                 "fold": fold_report.to_dict(),
                 "artifacts": artifact_rows(paths, parity, timings),
                 "parity": parity,
+                **({"on_device": on_device} if on_device else {}),
                 "latency": timings,
                 "stages": clock.done,
                 "files": published_names(config, base, folded_path.name),

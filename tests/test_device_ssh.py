@@ -233,3 +233,21 @@ def test_ctrl_c_stops_the_remote_process_too(board, pythons, digits_artifacts):
 def test_device_options_are_checked_before_any_connection(digits_artifacts, flags, problem):
     result = run_in_process("bench", digits_artifacts["float_tflite"], *flags)
     assert problem in one_line_error(result)
+
+
+def test_convert_runs_its_parity_and_latency_stages_on_the_board(board, pythons, tmp_path):
+    result = run_in_process("convert", "--quantize", "int8", "--formats", "tflite", "--no-per-layer",
+                            "--bench-runs", "3", "--output", tmp_path / "out",
+                            *on_board(board, pythons["tflite-runtime"]), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    on_device = report["on_device"]
+    assert [c["device"] for c in on_device["candidates"]] == ["device", "device"]
+    assert {c["runtime"] for c in on_device["candidates"]} == {"tflite-runtime"}
+    board_latency = on_device["devices"][0]["p50_ms"]
+    assert {row["artifact"]: row["p50_ms"] for row in report["artifacts"]} == board_latency
+    stages = [stage["stage"] for stage in report["stages"]]
+    assert "parity and latency on device over SSH" in stages and "latency" not in stages
+    assert "p50 ms measured on device (" in result.stdout
+    assert "## On the device (over SSH)" in (tmp_path / "out" / "report.md").read_text()
+    assert board.left_behind() == []

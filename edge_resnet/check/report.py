@@ -356,6 +356,10 @@ def format_summary_table(report):
     reference = report["parity"]["reference"]["metrics"]
     lines.append(f"reference (Keras float): top-1 {_percent(reference['top1'])} on "
                  f"{report['parity']['data']['size']} held-out images")
+    boards = report.get("on_device", {}).get("devices", ())
+    for index, board in enumerate(boards):
+        measured = "p50 ms measured on" if index == 0 else "also run on"
+        lines.append(f"{measured} {describe_device(board)}; its parity: the report's 'On the device' section")
     failures = report["parity"]["gates"]["failures"]
     gates = report["parity"]["gates"]
     if gates["max_accuracy_drop"] is not None or gates["min_agreement"] is not None:
@@ -396,6 +400,10 @@ def convert_details(report):
     lines += ["", f"Run: {report['total_seconds']:.0f} s, peak memory {report['peak_rss_mb']:.0f} MB. "
               f"Stages: {stages}.", "", "## Accuracy parity", "", *parity_summary(report["parity"]), "",
               *parity_details(report["parity"])]
+    if report.get("on_device"):
+        lines += ["", "## On the device (over SSH)", "", "Every artifact again, run and timed on the board(s) "
+                  "against the same golden outputs; the summary's latencies are the first board's.", "",
+                  *parity_summary(report["on_device"]), "", *parity_details(report["on_device"])]
     return lines
 
 
