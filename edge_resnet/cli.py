@@ -111,6 +111,17 @@ def run_bench(request, args):
     return EXIT_OK
 
 
+def run_compile(request, args):
+    import json
+
+    from .quantize.ethos_u import compile_for_npu, describe_compile
+
+    record = compile_for_npu(request)
+    print(json.dumps(record, indent=2) if args.json else
+          f"{describe_compile(record)}\nwrote {', '.join(record['files'].values())} to {request.output}")
+    return EXIT_OK
+
+
 def run_convert(request, args):
     from .convert import convert
 
@@ -189,6 +200,7 @@ def build_parser():
                                   compare_artifacts, is_golden, write_reference)
     from .convert import ConvertConfig, convert
     from .model.source import FoldRequest, SummaryRequest, save_folded, summary_table
+    from .quantize.ethos_u import CompileRequest, compile_for_npu
     from .quantize.workflow import QuantizeRequest, quantize_artifact
 
     parser = OneLineParser(prog=PROG, description="Take a Keras ResNet to the edge: fold BatchNorm, quantize to int8, "
@@ -235,6 +247,12 @@ def build_parser():
                          "edge-resnet bench model_int8.onnx --duration 10 --batch 8 --json",
                          "edge-resnet bench model_int8.tflite --input photo.jpg"], needs_keras=False)
     bench.add_argument("--json", action="store_true", help="print JSON for CI and device fleets")
+    compile_ = add_command(commands, "compile", CompileRequest, run_compile, compile_for_npu.__doc__,
+                           ["edge-resnet compile out/resnet50_int8.tflite --target ethos-u55-256 --output npu/",
+                            "edge-resnet compile model_int8.tflite --target ethos-u85-256 --system-config "
+                            "Ethos_U85_SYS_DRAM_High --memory-mode Dedicated_Sram_384KB --output npu/ --json"],
+                           needs_keras=False)
+    compile_.add_argument("--json", action="store_true", help="print the record as JSON")
     return parser
 
 

@@ -1,0 +1,68 @@
+"""`edge-resnet compile --target ethos-u...`: the real Vela compiler on the
+trained digits model's int8 TFLite."""
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_resnet.quantize.ethos_u import RUN_VELA, TARGETS
+from tests.cli import run_in_process, run_without_tensorflow
+
+
+def vela_itself(model, target, folder):
+    """Vela run by hand, as a user would: its summary CSV row and its printed operator split."""
+    finished = subprocess.run([sys.executable, "-c", RUN_VELA, str(model), "--accelerator-config", target,
+                               "--output-dir", str(folder)], capture_output=True, text=True, check=True)
+    row = next(csv.DictReader(next(Path(folder).glob("*_summary_*.csv")).open()))
+    split = {kind: int(re.search(rf"{kind} operators = (\d+)", finished.stdout).group(1)) for kind in ("NPU", "CPU")}
+    return row, split
+
+
+@pytest.mark.parametrize("target", ["ethos-u55-256", "ethos-u65-256", "ethos-u85-256"])
+def test_the_record_is_vela_s_own_summary_and_every_operator_is_on_the_npu(digits_artifacts, tmp_path, target):
+    model = digits_artifacts["int8_tflite"]
+    result = run_without_tensorflow(tmp_path, "compile", model, "--target", target, "--output", tmp_path / "npu")
+    assert result.returncode == 0, result.stderr
+    stem = f"{Path(model).stem}_{target}"
+    record = json.loads((tmp_path / "npu" / f"{stem}.json").read_text())
+    row, split = vela_itself(model, target, tmp_path / "by_hand")
+    assert record["estimated_inference_ms"] == pytest.approx(1e3 * float(row["inference_time"]), rel=1e-12)
+    assert (record["npu_operators"], record["cpu_operators"]) == (split["NPU"], split["CPU"])
+    assert record["cpu_operators"] == 0 and record["npu_operators"] > 20
+    assert record["sram_kib"] == float(row["sram_memory_used"])
+    assert record["vela"]["system_config"] == row["system_config"] and record["vela"]["version"].startswith("5.2")
+    assert record["vela"]["defaults_taken"]["system_configuration"] == row["system_config"]
+    assert (tmp_path / "npu" / f"{stem}.tflite").read_bytes()[4:8] == b"TFL3"
+    assert "operators on the NPU" in result.stdout and "estimate" in result.stdout
+
+
+def test_a_float_model_is_refused_and_nothing_is_written(digits_artifacts, tmp_path):
+    result = run_in_process("compile", digits_artifacts["float_tflite"], "--target", "ethos-u55-256",
+                            "--output", tmp_path / "npu")
+    assert result.returncode == 2 and "not fully integer" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "npu").exists()
+
+
+def test_what_vela_refuses_is_one_line_and_nothing_is_written(digits_artifacts, tmp_path):
+    result = run_in_process("compile", digits_artifacts["int8_tflite"], "--target", "ethos-u55-256",
+                            "--system-config", "No_Such_System", "--output", tmp_path / "npu")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "No_Such_System" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "npu").exists()
+
+
+def test_an_unknown_target_is_a_usage_error(digits_artifacts, tmp_path):
+    result = run_in_process("compile", digits_artifacts["int8_tflite"], "--target", "ethos-u99",
+                            "--output", tmp_path / "npu")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_the_targets_are_vela_s_own():
+    from ethosu.vela.architecture_features import Accelerator
+
+    assert TARGETS == tuple(accelerator.value for accelerator in Accelerator)
