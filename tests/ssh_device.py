@@ -84,6 +84,8 @@ class StandInDevice:
         host_public = (folder / "host_key.pub").read_text().split()
         (folder / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {host_public[0]} {host_public[1]}\n")
         (folder / "empty_known_hosts").write_text("")
+        other_public = (folder / "other_host_key.pub").read_text().split()
+        (folder / "changed_known_hosts").write_text(f"[127.0.0.1]:{self.port} {other_public[0]} {other_public[1]}\n")
         (folder / "sshd_config").write_text("\n".join([
             f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {folder / 'host_key'}",
             f"AuthorizedKeysFile {folder / 'authorized_keys'}", f"PidFile {folder / 'sshd.pid'}",
@@ -92,6 +94,7 @@ class StandInDevice:
             f"SetEnv XDG_CACHE_HOME={self.home / 'cache'} TMPDIR={self.tmp}", ""]))
         self.config = self.client_config("known_hosts")
         self.unknown_config = self.client_config("empty_known_hosts", name="ssh_config_unknown")
+        self.changed_config = self.client_config("changed_known_hosts", name="ssh_config_changed")
         self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(folder / "sshd_config")],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for _ in range(100):
@@ -119,10 +122,12 @@ class StandInDevice:
         return [int(pid) for pid in found.stdout.split()]
 
     def left_behind(self):
-        """Files the device holds outside its cache."""
+        """What the device holds outside its cache folder, and unfinished uploads in it."""
         cache = self.home / "cache" / "edge-resnet" / "device"
-        return sorted(str(path) for root in (self.home, self.tmp) for path in root.rglob("*")
-                      if path.is_file() and cache not in path.parents)
+        outside = [path for root in (self.home, self.tmp) for path in root.rglob("*")
+                   if path != cache and path not in cache.parents and cache not in path.parents]
+        partial = [path for path in cache.glob("*.partial-*")] if cache.is_dir() else []
+        return sorted(map(str, outside + partial))
 
     def cache_files(self):
         cache = self.home / "cache" / "edge-resnet" / "device"

@@ -133,6 +133,13 @@ def test_an_unknown_host_key_is_refused(board, pythons, digits_artifacts):
     assert "host key is not known" in one_line_error(result) and "known_hosts" in result.stderr
 
 
+def test_a_changed_host_key_is_refused_without_advice_to_trust_it(board, pythons, digits_artifacts):
+    result = run_in_process("bench", digits_artifacts["float_tflite"], "--device", "ssh://device", "--ssh-config",
+                            board.changed_config, "--device-python", pythons["tflite-runtime"])
+    line = one_line_error(result)
+    assert "not the one known_hosts records" in line and "ssh-keyscan" not in line
+
+
 @pytest.mark.parametrize("python, model, missing", [
     ("bare", "float_tflite", "numpy is not installed"),
     ("tflite-runtime", "int8_onnx", "onnxruntime is not installed"),
@@ -226,6 +233,8 @@ def test_ctrl_c_stops_the_remote_process_too(board, pythons, digits_artifacts):
 @pytest.mark.parametrize("flags, problem", [
     (["--device", "http://board"], "--device takes ssh://"),
     (["--device", "ssh://-oProxyCommand=touch"], "--device takes ssh://"),
+    (["--device", "ssh://a$(id)b"], "--device takes ssh://"),
+    (["--device", "ssh://board:0"], "--device takes ssh://"),
     (["--device", "ssh://board", "--device-timeout", "0"], "--device-timeout"),
     (["--device", "ssh://board", "--device", "ssh://board"], "the same board twice"),
     (["--device", "ssh://board", "--ssh-config", "/no/such/config"], "--ssh-config file not found"),

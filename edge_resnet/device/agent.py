@@ -135,7 +135,14 @@ def describe_device(device):
 
 # --- the cache ---
 
+SUFFIXES = (".tflite", ".onnx", ".npy")
+
+
 def cached_path(sha256, suffix):
+    """The cache's file for a SHA-256 (the job's names are checked: nothing outside the cache)."""
+    if not (isinstance(sha256, str) and len(sha256) == 64 and set(sha256) <= set("0123456789abcdef")) \
+            or suffix not in SUFFIXES:
+        raise ValueError(f"not a cache name: {sha256!r}{suffix!r}")
     return os.path.join(cache_folder(), sha256 + suffix)
 
 
@@ -155,6 +162,8 @@ def store(stream, sha256, suffix, size):
                 digest.update(part)
                 output.write(part)
                 left -= len(part)
+            output.flush()
+            os.fsync(output.fileno())
         if digest.hexdigest() != sha256:
             raise ValueError(f"an upload arrived damaged (sha256 {digest.hexdigest()[:12]}, expected {sha256[:12]})")
         os.replace(partial, final)
@@ -172,7 +181,7 @@ def cache_usage():
 def clear_cache(keep):
     folder = cache_folder()
     for entry in os.scandir(folder):
-        if entry.is_file() and entry.path != keep:
+        if entry.is_file() and entry.path != keep and ".partial-" not in entry.name:  # another run's upload
             os.remove(entry.path)
 
 
@@ -231,13 +240,24 @@ def stop_when_stdin_ends(stream, run_folder):
     """The workstation closing the session (Ctrl-C, timeout, a dropped
     connection) ends stdin: stop at once, mid-job, leaving nothing behind."""
 
-    def watch():
-        while stream.read(CHUNK):
-            pass
+    def stop():
         shutil.rmtree(run_folder, ignore_errors=True)
         os._exit(3)
 
+    def watch():
+        while stream.read(CHUNK):
+            pass
+        stop()
+
     threading.Thread(target=watch, daemon=True).start()
+    return stop
+
+
+def stop_after(seconds, stop):
+    """The device timeout, kept here too: a link that died silently ends no stdin."""
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
 
 
 def missing_runtime(job):
@@ -289,7 +309,9 @@ def serve(agent_path, stdin, stdout, run_folder):
     send(stdout, {"missing": [item["sha256"] for item in missing]})
     for item in missing:
         store(stdin, item["sha256"], item["suffix"], item["size"])
-    stop_when_stdin_ends(stdin, run_folder)
+    stop = stop_when_stdin_ends(stdin, run_folder)
+    if job.get("timeout_s"):
+        stop_after(float(job["timeout_s"]), stop)
     from ..errors import EdgeResnetError
 
     try:

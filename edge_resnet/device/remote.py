@@ -9,6 +9,7 @@ argument reaches the board as one shell word (shlex.quote), never as text
 pasted into a command.
 """
 
+import base64
 import hashlib
 import io
 import shlex
@@ -26,20 +27,25 @@ from ..options import option
 from .agent import CHUNK, receive, send
 
 DEFAULT_TIMEOUT_S = 900
+SENTINEL = b"@edge-resnet@"
+HOST_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:[]")
 # The modules the agent imports, by their path in the package: the zip holds these and nothing else.
 AGENT_MODULES = ("__init__.py", "errors.py", "options.py", "quiet.py", "device/__init__.py", "device/agent.py",
                  "device/bench.py", "device/runtime.py", "device/tflite_inspect.py")
 FIXED_ZIP_TIME = (2020, 1, 1, 0, 0, 0)  # the same code gives the same zip, so the board's cached copy is reused
 
-# Runs first on the board (python -c): checks the Python version, takes the
-# agent zip from the cache or from stdin, then starts it. It cannot import
-# agent.py yet, so the cache folder is spelled out here too.
+# Runs first on the board (python -c, as one base64 line, so any login
+# shell passes it): checks the Python version, takes the agent zip from the
+# cache or from stdin, then starts it. Its first answer is marked, so what a
+# login script prints before it is skipped. It cannot import agent.py yet,
+# so the cache folder is spelled out here too.
 BOOTSTRAP = r"""
 import hashlib, os, sys
 sha = sys.argv[1]
+SENTINEL = "@edge-resnet@"
 out, given = sys.stdout.buffer, sys.stdin.buffer
 def say(kind, text=""):
-    out.write((kind + text + "\n").encode())
+    out.write((SENTINEL + kind + text + "\n").encode())
     out.flush()
 if sys.version_info < (3, 10):
     say("E", "the device's Python is %s; edge-resnet needs 3.10 or later there (--device-python names another)"
@@ -47,7 +53,11 @@ if sys.version_info < (3, 10):
     sys.exit(0)
 base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
 folder = os.path.join(base, "edge-resnet", "device")
-os.makedirs(folder, exist_ok=True)
+try:
+    os.makedirs(folder, exist_ok=True)
+except OSError as error:
+    say("E", "cannot make the device's cache folder %s: %s" % (folder, error.strerror or error))
+    sys.exit(0)
 path = os.path.join(folder, sha + ".pyz")
 if not os.path.isfile(path):
     say("N")
@@ -64,9 +74,15 @@ if not os.path.isfile(path):
         say("E", "the runner arrived damaged; run again")
         sys.exit(0)
     partial = "%s.partial-%d" % (path, os.getpid())
-    with open(partial, "wb") as output:
-        output.write(data)
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as output:
+            output.write(data)
+            output.flush()
+            os.fsync(output.fileno())
+        os.replace(partial, path)
+    except OSError as error:
+        say("E", "cannot write the device's cache folder %s: %s" % (folder, error.strerror or error))
+        sys.exit(0)
 else:
     say("H")
 sys.path.insert(0, path)
@@ -131,7 +147,8 @@ class SshTarget:
     def ssh_command(self, remote_words):
         """The ssh argv: no password prompts (BatchMode), a dead link noticed
         in 15 s, host keys checked as the user's configuration says."""
-        command = ["ssh", "-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+        command = ["ssh", "-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=5",
+                   "-o", "ServerAliveCountMax=3"]
         if self.ssh_config:
             command += ["-F", self.ssh_config]
         if self.port:
@@ -152,7 +169,8 @@ def parse_device(url, request):
     if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
         raise DeviceError(usage)
     host, user = parts.hostname, parts.username
-    if host.startswith("-") or (user or "").startswith("-") or any(c.isspace() for c in host + (user or "")):
+    if host.startswith("-") or (user or "").startswith("-") or not set(host + (user or "")) <= HOST_CHARACTERS \
+            or port == 0:
         raise DeviceError(usage)
     return SshTarget(host=host, user=user, port=port, ssh_config=request.ssh_config, python=request.device_python,
                      timeout_s=request.device_timeout)
@@ -208,21 +226,42 @@ def run_on_devices(targets, job, files, clear_cache=False):
     The first failure is raised once every board has finished or stopped."""
     if len(targets) == 1:
         return [run_on_device(targets[0], job, files, clear_cache)]
+    sessions = []
     with ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        futures = [pool.submit(run_on_device, target, job, files, clear_cache) for target in targets]
-        return [future.result() for future in futures]
+        futures = [pool.submit(run_on_device, target, job, files, clear_cache, sessions) for target in targets]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:  # one board failed, or Ctrl-C: stop the others now rather than wait for them
+            for session in list(sessions):
+                session.kill()
+            raise
 
 
-def run_on_device(target, job, files, clear_cache=False):
+def bootstrap_command(python, agent_sha):
+    code = base64.b64encode(BOOTSTRAP.encode()).decode()
+    return [python, "-c", f"import base64;exec(base64.b64decode('{code}'))", agent_sha]
+
+
+def first_answer(session):
+    """The bootstrap's marked line (login scripts may print lines before it)."""
+    for _ in range(1000):
+        line = session.stdout.readline()
+        if not line or line.startswith(SENTINEL):
+            return line[len(SENTINEL):]
+    return b""
+
+
+def run_on_device(target, job, files, clear_cache=False, sessions=None):
     """Send `job` (a dict naming `files` by SHA-256) to the board, upload the
     files its cache lacks, and return its DeviceAnswer."""
     agent = agent_zip()
     agent_sha = hashlib.sha256(agent).hexdigest()
-    command = target.ssh_command([target.python, "-c", BOOTSTRAP, agent_sha])
-    session = Session(command, target)
+    session = Session(target.ssh_command(bootstrap_command(target.python, agent_sha)), target)
+    if sessions is not None:
+        sessions.append(session)
     try:
         session.start()
-        kind = session.stdout.readline()
+        kind = first_answer(session)
         if kind.startswith(b"E"):
             raise DeviceError(f"{target.label}: {kind[1:].decode(errors='replace').strip()}")
         if kind.startswith(b"N"):
@@ -234,17 +273,26 @@ def run_on_device(target, job, files, clear_cache=False):
         if hello is None or "device" not in hello:
             raise session.failure(connected=False, message=(hello or {}).get("error"))
         unique = list({item.sha256: item for item in files}.values())
-        send(session.stdin, {**job, "clear_cache": clear_cache, "files": [item.entry() for item in unique]})
+        send(session.stdin, {**job, "clear_cache": clear_cache, "timeout_s": target.timeout_s,
+                             "files": [item.entry() for item in unique]})
         answer, _ = receive(session.stdout)
         if answer is None or "missing" not in answer:
             raise session.failure(message=(answer or {}).get("error"))
-        uploaded = sum(session.upload(item) for item in unique if item.sha256 in answer["missing"])
+        sizes = {entry["sha256"]: entry["size"] for entry in (item.entry() for item in unique)}
+        try:
+            uploaded = sum(session.upload(item, sizes[item.sha256]) for item in unique if item.sha256 in answer["missing"])
+        except BrokenPipeError:  # the board stopped taking files: it may have said why
+            answer, _ = receive(session.stdout)
+            raise session.failure(message=(answer or {}).get("error")) from None
         answer, payloads = receive(session.stdout)
         if answer is None or "result" not in answer:
             raise session.failure(message=(answer or {}).get("error"))
         return DeviceAnswer(target, hello["device"], answer["result"], payloads, answer["cache"], uploaded)
     except (BrokenPipeError, ConnectionError, EOFError):
         raise session.failure() from None
+    except ValueError as error:  # not our protocol: something else writes to the session's stdout
+        raise DeviceError(f"{target.label}: unexpected output from the device ({error}); does a login script "
+                          "print to stdout?") from None
     finally:
         session.close()
 
@@ -281,15 +329,22 @@ class Session:
         self.timed_out.set()
         self.process.kill()
 
-    def upload(self, item):
-        """Stream one file into the session; its size in bytes."""
-        size = 0
+    def upload(self, item, size):
+        """Stream exactly `size` bytes of one file (as announced) into the session."""
+        left = size
         with open(item.path, "rb") as source:
-            while chunk := source.read(CHUNK):
+            while left:
+                chunk = source.read(min(CHUNK, left))
+                if not chunk:
+                    raise DeviceError(f"{item.path} changed while it was being sent; run again")
                 self.stdin.write(chunk)
-                size += len(chunk)
+                left -= len(chunk)
         self.stdin.flush()
         return size
+
+    def kill(self):
+        if hasattr(self, "process"):
+            self.process.kill()
 
     def close(self):
         """However the run ended, the ssh process is gone afterwards (so is the
@@ -317,6 +372,10 @@ class Session:
             return DeviceError(f"{label}: the run passed --device-timeout {self.target.timeout_s:g} s and was "
                                "stopped (on the device too)")
         try:
+            self.stdin.close()
+        except OSError:
+            pass
+        try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
@@ -329,11 +388,12 @@ def ssh_problem(stderr_lines, returncode, target, connected):
     text = " ".join(stderr_lines)
     last = stderr_lines[-1] if stderr_lines else "no message"
     port = f" -p {target.port}" if target.port else ""
-    if "Host key verification failed" in text or "host key" in text.lower() and "known" in text.lower():
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+        return ("the device's host key is not the one known_hosts records for it, so ssh refused it; if the board "
+                "was reinstalled, check its new fingerprint and replace the old entry (ssh-keygen -R HOST)")
+    if "Host key verification failed" in text:
         return (f"the device's host key is not known here, so ssh refused it; check its fingerprint, then add it "
                 f"with: ssh-keyscan{port} {target.host} >> ~/.ssh/known_hosts (or connect once with ssh)")
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
-        return "the device's host key changed since it was recorded in known_hosts; ssh refused it"
     if "Permission denied" in text:
         return (f"ssh could not log in ({last}); `ssh{port} {target.label.split(':')[0]}` must work without "
                 "a password prompt (a key, or an agent)")
