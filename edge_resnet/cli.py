@@ -16,7 +16,7 @@ import inspect
 import sys
 
 from . import __version__
-from .errors import EdgeResnetError
+from .errors import BudgetNotMet, EdgeResnetError
 from .files import STORAGE_ERRNOS
 from .options import option_groups, own_options
 from .quiet import import_keras_quietly, one_line_warnings
@@ -116,9 +116,10 @@ def run_compile(request, args):
 
     from .quantize.ethos_u import compile_for_npu, describe_compile
 
-    record = compile_for_npu(request)
-    print(json.dumps(record, indent=2) if args.json else
-          f"{describe_compile(record)}\nwrote {', '.join(record['files'].values())} to {request.output}")
+    records = compile_for_npu(request)
+    print(json.dumps(records, indent=2) if args.json else "\n".join(
+        f"{describe_compile(record)}\nwrote {', '.join(record['files'].values())} to {request.output}"
+        for record in records))
     return EXIT_OK
 
 
@@ -274,6 +275,9 @@ def main(argv=None):
     except EdgeResnetError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BudgetNotMet as failure:
+        print(f"{PROG}: gate failed: {failure}", file=sys.stderr)
+        return EXIT_GATE_FAILED
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; nothing half-written was left behind", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -23,6 +23,7 @@ from .check.workflows import EvaluationRequest, GateRequest
 from .data.images import PreprocessingRequest, SeedRequest
 from .device.bench import ThreadsRequest, peak_rss_mb
 from .device.remote import DeviceRequest
+from .quantize.ethos_u import NpuTargetRequest, output_names
 from .errors import ConfigError
 from .files import ForceRequest, file_sha256
 from .model.source import ModelRequest
@@ -46,7 +47,7 @@ def parse_formats(text):
 
 @dataclass(frozen=True)
 class ConvertConfig(ModelRequest, QuantizationRequest, SeedRequest, EvaluationRequest, GateRequest, ThreadsRequest,
-                    ForceRequest, PreprocessingRequest, DeviceRequest):
+                    ForceRequest, PreprocessingRequest, DeviceRequest, NpuTargetRequest):
     """What `edge-resnet convert` was asked to do. None means "the default
     for this model" (see the resolved_* methods): the demo weights for
     resnet50, whose input is 32 pixels and whose classes are 10; the
@@ -150,6 +151,16 @@ def check_config(config):
     if config.bench_runs < 0 or (config.eval_size is not None and config.eval_size < 1):
         raise ConfigError("--bench-runs must be 0 or more and --eval-size at least 1")
     config.device_targets()  # a bad --device is refused before any work
+    if config.min_sqnr is not None and (config.quantize != "int8" or "tflite" not in config.resolved_formats()):
+        raise ConfigError("--min-sqnr searches the int8 TFLite artifact: it needs --quantize int8 and tflite in "
+                          "--formats (the ONNX artifact stays full int8)")
+    if config.target:
+        from .quantize.ethos_u import vela_version
+
+        if config.quantize != "int8" or "tflite" not in config.resolved_formats():
+            raise ConfigError("--target compiles the int8 TFLite artifact for an NPU: it needs --quantize int8 "
+                              "and tflite in --formats")
+        vela_version()  # installed, or one line saying how
     if weights not in (DEMO, RANDOM) and config.calibration is None and config.eval is None:
         raise ConfigError(
             "give --calibration PATH (images like the ones the model will see) and, optionally, --eval PATH; "
@@ -285,10 +296,12 @@ def base_name(config, model):
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "model"
 
 
-def recipe_for(mode, config):
+def recipe_for(mode, config, artifact_format="tflite"):
+    """The recipe of one artifact; --min-sqnr searches the TFLite route only."""
     from .quantize.recipe import QuantizationRecipe
 
-    int8_options = ("input_type", "output_type", "calibration_method", "percentile", "extrapolation")
+    int8_options = ("input_type", "output_type", "calibration_method", "percentile", "extrapolation") + \
+        (("min_sqnr",) if artifact_format == "tflite" else ())
     overrides = {key: getattr(config, key) for key in int8_options
                  if getattr(config, key) is not None and mode == "int8"}
     return QuantizationRecipe.for_mode(mode, **overrides)
@@ -330,7 +343,7 @@ def write_artifacts(folded, config, calibration, staging, clock, base):
 
     made = Made(paths=[])
     for name, artifact_format, mode in artifact_plan(base, config):
-        recipe = recipe_for(mode, config)
+        recipe = recipe_for(mode, config, artifact_format)
         if mode == "int8" and made.statistics is None:
             with clock("activation statistics (once, for every int8 artifact)"):
                 if made.float_model is None:
@@ -341,7 +354,7 @@ def write_artifacts(folded, config, calibration, staging, clock, base):
         with clock(f"write {name}"):
             if artifact_format == "tflite":
                 path = to_tflite(folded, recipe, calibration, output=staging / name, statistics=made.statistics,
-                                 float_model=made.float_model)
+                                 float_model=made.float_model, log=clock.log)
                 if mode == "none":
                     made.float_model = path.read_bytes()
             else:
@@ -423,8 +436,42 @@ def published_names(config, base, folded_name):
     from .check.golden import FILES as GOLDEN_FILES
 
     artifacts = [name for name, _, _ in artifact_plan(base, config)]
-    return sorted(artifacts + [f"{name}.json" for name in artifacts] + [folded_name] + list(REPORT_FILES)
+    compiled = [name for target in config.target or () for name in output_names(npu_source(base), target).values()]
+    return sorted(artifacts + [f"{name}.json" for name in artifacts] + [folded_name] + list(REPORT_FILES) + compiled
                   + list(GOLDEN_FILES) + ([STATISTICS_FILE] if config.quantize == "int8" else []))
+
+
+def mixed_precision_record(paths):
+    """The --min-sqnr search of the int8 TFLite artifact, from its recipe JSON, or None."""
+    from .quantize.recipe import read_record
+
+    for path in paths:
+        if path.suffix == ".tflite":
+            record = read_record(path).get("mixed_precision")
+            if record:
+                return record
+    return None
+
+
+def npu_source(base):
+    """The artifact --target compiles: the int8 TFLite."""
+    return f"{base}_int8.tflite"
+
+
+def compile_for_targets(staging, base, config, clock, timings):
+    """The int8 TFLite compiled by Vela for each --target: their records, with
+    the CPU latency measured here beside Vela's estimate."""
+    from .quantize.ethos_u import compile_into
+
+    measured = {Path(timing["model"]).name: timing["latency_ms"]["p50"] for timing in timings}
+    records = []
+    for target in config.target:
+        with clock(f"compile for {target} (Vela)"):
+            record = compile_into(staging / npu_source(base), target, staging)
+            records.append({**record, "cpu_p50_ms": measured.get(npu_source(base))})
+            clock.log(f"      {target}: {record['npu_operators']}/{record['npu_operators'] + record['cpu_operators']}"
+                      f" operators on the NPU, Vela's estimate {record['estimated_inference_ms']:.2f} ms")
+    return records
 
 
 def on_boards(boards, reference, paths, quantized, evaluation, class_names, config):
@@ -445,7 +492,8 @@ def on_boards(boards, reference, paths, quantized, evaluation, class_names, conf
 def stage_count(config):
     statistics = config.quantize == "int8"
     writes = len(artifact_plan("m", config))
-    return 6 + statistics + writes + (config.bench_runs > 0 and not config.device) + bool(config.device)
+    return (6 + statistics + writes + (config.bench_runs > 0 and not config.device) + bool(config.device)
+            + len(config.target or ()))
 
 
 def read_data(config, model, log):
@@ -565,6 +613,14 @@ def convert(config, log=print):
                                                    config)
                 timings = board_timings(device_runs) if config.bench_runs else []
                 parity["gates"]["failures"] += on_device["gates"]["failures"]
+        mixed = mixed_precision_record(paths)
+        if mixed and not mixed["met"]:
+            from .quantize.mixed import chosen_step
+
+            parity["gates"]["failures"].append(
+                f"--min-sqnr {mixed['budget_sqnr_db']:g} dB not reached on held-out calibration images: the best, "
+                f"{chosen_step(mixed)['sqnr_db']:.1f} dB, keeps {len(mixed['float_parts'])} parts in float32")
+        npu = compile_for_targets(staging, base, config, clock, timings) if config.target else []
         with clock("report"):
             report = {
                 "tool": {"name": "edge-resnet", "version": _version()},
@@ -578,6 +634,8 @@ def convert(config, log=print):
                 "artifacts": artifact_rows(paths, parity, timings),
                 "parity": parity,
                 **({"on_device": on_device} if on_device else {}),
+                **({"npu": npu} if npu else {}),
+                **({"mixed_precision": mixed} if mixed else {}),
                 "latency": timings,
                 "stages": clock.done,
                 "files": published_names(config, base, folded_path.name),

@@ -25,3 +25,8 @@ class DataError(EdgeResnetError):
 
 class ConversionError(EdgeResnetError):
     """A model the exporter cannot convert faithfully (unsupported operator)."""
+
+
+class BudgetNotMet(Exception):
+    """An accuracy budget the search could not reach: the CLI exits 1 (a
+    failed gate), after the best artifact and its record are written."""

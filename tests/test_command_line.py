@@ -16,15 +16,16 @@ from edge_resnet.data.images import PREPROCESSING_MODES
 from edge_resnet.model.source import BUILDER_NAMES, SHORTCUTS, STRIDE_PLACEMENTS, FoldRequest, SummaryRequest
 from edge_resnet.errors import ConfigError
 from edge_resnet.options import own_options
+from edge_resnet.quantize.ethos_u import CompileRequest
 from edge_resnet.quantize.ranges import METHODS
 from edge_resnet.quantize.recipe import ACTIVATION_TYPES, IO_TYPES, MODES, ONNX_FORMATS, ONNX_ROUTES
 from edge_resnet.quantize.workflow import QuantizeRequest
 
 REQUESTS = {"convert": ConvertConfig, "quantize": QuantizeRequest, "compare": CompareRequest,
             "reference": ReferenceRequest, "summary": SummaryRequest, "fold": FoldRequest, "merge": MergeRequest,
-            "bench": BenchRequest}
+            "bench": BenchRequest, "compile": CompileRequest}
 NOT_OPTIONS = {"command", "handler", "needs_keras", "request_class"}
-PRINTING_ONLY = {"fold": {"json"}, "bench": {"json"}}  # how the command line prints, not what the API does
+PRINTING_ONLY = {"fold": {"json"}, "bench": {"json"}, "compile": {"json"}}  # how the command line prints, not what the API does
 
 
 def subparsers():

@@ -66,3 +66,34 @@ def test_the_targets_are_vela_s_own():
     from ethosu.vela.architecture_features import Accelerator
 
     assert TARGETS == tuple(accelerator.value for accelerator in Accelerator)
+
+
+def test_a_dynamic_range_model_is_refused(folded, tmp_path):
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.tflite import to_tflite
+
+    model = to_tflite(folded, QuantizationRecipe.for_mode("dynamic"), output=tmp_path / "dynamic.tflite")
+    result = run_in_process("compile", model, "--target", "ethos-u55-256", "--output", tmp_path / "npu")
+    assert result.returncode == 2 and "not fully integer" in result.stderr
+    assert not (tmp_path / "npu").exists()
+
+
+def test_convert_adds_the_compiled_model_and_vela_s_estimate_beside_the_cpu_latency(tmp_path):
+    result = run_in_process("convert", "--quantize", "int8", "--formats", "tflite", "--no-per-layer",
+                            "--bench-runs", "3", "--target", "ethos-u55-256", "--output", tmp_path / "out",
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    npu = report["npu"][0]
+    assert npu["target"] == "ethos-u55-256" and npu["cpu_operators"] == 0
+    assert npu["cpu_p50_ms"] == next(row["p50_ms"] for row in report["artifacts"] if row["mode"] == "int8")
+    assert set(npu["files"].values()) <= set(report["files"])
+    assert all((tmp_path / "out" / name).is_file() for name in npu["files"].values())
+    assert "Vela's estimate" in (tmp_path / "out" / "report.md").read_text()
+    assert "an estimate, not measured" in result.stdout
+
+
+def test_convert_target_needs_an_int8_tflite(tmp_path):
+    result = run_in_process("convert", "--quantize", "float16", "--target", "ethos-u55-256", "--output",
+                            tmp_path / "out")
+    assert result.returncode == 2 and "--target compiles the int8 TFLite" in result.stderr

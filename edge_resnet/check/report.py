@@ -356,6 +356,11 @@ def format_summary_table(report):
     reference = report["parity"]["reference"]["metrics"]
     lines.append(f"reference (Keras float): top-1 {_percent(reference['top1'])} on "
                  f"{report['parity']['data']['size']} held-out images")
+    for record in report.get("npu", ()):
+        lines.append(f"{record['files']['model']}: {record['npu_operators']}/"
+                     f"{record['npu_operators'] + record['cpu_operators']} operators on the NPU; Vela's estimate "
+                     f"{record['estimated_inference_ms']:.2f} ms on {record['target']} ({record['vela']['system_config']}"
+                     "), an estimate, not measured")
     boards = report.get("on_device", {}).get("devices", ())
     for index, board in enumerate(boards):
         measured = "p50 ms measured on" if index == 0 else "also run on"
@@ -367,10 +372,34 @@ def format_summary_table(report):
     return "\n".join(lines)
 
 
+NPU_COLUMNS = ("compiled for", "file", "operators on NPU / CPU", "Vela's estimate ms", "CPU p50 ms (measured)",
+               "SRAM KiB", "flash/DRAM KiB")
+
+
+def npu_cells(record):
+    cpu = record.get("cpu_p50_ms")
+    return (record["target"], record["files"]["model"], f"{record['npu_operators']} / {record['cpu_operators']}",
+            f"{record['estimated_inference_ms']:.2f}", "n/a" if cpu is None else f"{cpu:.2f}",
+            f"{record['sram_kib']:.0f}", f"{record['off_chip_flash_kib'] or record['dram_kib']:.0f}")
+
+
+def npu_lines(records):
+    """The NPU rows of a convert report: Vela's estimates, never measurements."""
+    if not records:
+        return []
+    left = [f"- {record['target']}: on the CPU: " + ", ".join(
+        f"{op['operator']} ({op['reason']})" for op in record["cpu_operator_details"]) for record in records
+        if record["cpu_operator_details"]]
+    return ["", "Arm Ethos-U (Vela's estimate from its performance model, not a measurement; the CPU p50 is the "
+            "int8 TFLite measured here):", "", *markdown_table(NPU_COLUMNS, [npu_cells(r) for r in records]),
+            *([""] + left if left else [])]
+
+
 def convert_summary(report):
     lines = markdown_table(SUMMARY_COLUMNS, [summary_cells(row) for row in report["artifacts"]])
     return lines + ["", "Speed-up is against the float32 artifact of the same format, batch 1, "
-                    f"{report['config']['threads']} threads, {report['config']['bench_runs']} timed runs."]
+                    f"{report['config']['threads']} threads, {report['config']['bench_runs']} timed runs."] + \
+        npu_lines(report.get("npu", ()))
 
 
 def convert_details(report):
@@ -400,6 +429,8 @@ def convert_details(report):
     lines += ["", f"Run: {report['total_seconds']:.0f} s, peak memory {report['peak_rss_mb']:.0f} MB. "
               f"Stages: {stages}.", "", "## Accuracy parity", "", *parity_summary(report["parity"]), "",
               *parity_details(report["parity"])]
+    if report.get("mixed_precision"):
+        lines += ["", "## Float32 parts for the SQNR budget", "", *mixed_precision_lines(report["mixed_precision"])]
     if report.get("on_device"):
         lines += ["", "## On the device (over SSH)", "", "Every artifact again, run and timed on the board(s) "
                   "against the same golden outputs; the summary's latencies are the first board's.", "",
@@ -429,6 +460,42 @@ def range_selection_lines(rows):
             *markdown_table(["rule"] + [_code(row["artifact"]) for row in chosen], table)]
 
 
+def mixed_precision_lines(record):
+    """The --min-sqnr search as Markdown: what was kept in float32, and each step's cost."""
+    from ..quantize.mixed import describe_record
+
+    rows = [(step + 1, ", ".join(entry["float_parts"][-1:]) or "(full int8)", len(entry["float_parts"]),
+             entry["float_operators"], f"{entry['sqnr_db']:.2f}", f"{entry['p50_ms']:.3g}",
+             "yes" if entry["fully_delegated"] else "NO") for step, entry in enumerate(record["steps"])]
+    return [describe_record(record) + ".", "", f"Measured on {record['held_out_images']} {record['scored_on']}; "
+            "latency: batch 1 on this machine.", "",
+            *markdown_table(("step", "part made float32", "float parts", "float operators", "held-out SQNR dB",
+                             "p50 ms", "whole graph on XNNPACK"), rows)]
+
+
+def mixed_precision_plot(record):
+    """Held-out SQNR and latency against the number of float32 operators, step by step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    steps = record["steps"]
+    figure, axis = pyplot.subplots(figsize=(7, 3.6))
+    operators = [step["float_operators"] for step in steps]
+    axis.plot(operators, [step["sqnr_db"] for step in steps], "o-", color="tab:blue")
+    axis.axhline(record["budget_sqnr_db"], color="tab:red", linestyle="--", linewidth=1)
+    axis.set_xlabel("operators in float32")
+    axis.set_ylabel("held-out SQNR (dB)", color="tab:blue")
+    latency = axis.twinx()
+    latency.plot(operators, [step["p50_ms"] for step in steps], "s:", color="tab:grey")
+    latency.set_ylabel("p50 ms, batch 1", color="tab:grey")
+    axis.set_title(f"--min-sqnr {record['budget_sqnr_db']:g}: the search, step by step")
+    png = _figure_png(figure)
+    pyplot.close(figure)
+    return png
+
+
 def convert_markdown(report):
     _, gate_lines = verdict(report["parity"]["gates"])
     return "\n".join([f"# edge-resnet convert: {report['model']['name']}", "", *gate_lines, "",
@@ -442,6 +509,8 @@ def write_convert_reports(report, folder, stem="report"):
         images = parity_plots(report["parity"])
         if any(row["p50_ms"] is not None for row in report["artifacts"]):
             images.append(("Latency", latency_plot(report["artifacts"])))
+        if report.get("mixed_precision"):
+            images.append(("Float32 parts for the SQNR budget", mixed_precision_plot(report["mixed_precision"])))
     contents = {
         f"{stem}.json": json.dumps(report, indent=2, default=float) + "\n",
         f"{stem}.md": convert_markdown(report),

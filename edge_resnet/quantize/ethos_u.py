@@ -27,13 +27,18 @@ RUN_VELA = "import sys; from ethosu.vela.vela import main; sys.exit(main())"
 ESTIMATE_NOTE = "Vela's performance estimate for the NPU, not a measurement on a board"
 
 
+@dataclass(frozen=True, kw_only=True)
+class NpuTargetRequest:
+    target: tuple = option("--target", default=None, action="append", choices=TARGETS, metavar="NPU",
+                           help=f"an Arm Ethos-U NPU and its MACs per cycle, compiled for by Vela (repeatable; needs "
+                                f"edge-resnet[ethos-u]): {', '.join(TARGETS)}")
+
+
 @dataclass(frozen=True)
-class CompileRequest(ForceRequest):
-    """An int8 TFLite model to compile for an Ethos-U NPU, and where."""
+class CompileRequest(ForceRequest, NpuTargetRequest):
+    """An int8 TFLite model to compile for Ethos-U NPUs, and where."""
 
     model: str = option(metavar="MODEL_int8.tflite", help="a fully integer (int8) .tflite model")
-    target: str = option("--target", choices=TARGETS, metavar="TARGET",
-                         help=f"the NPU and its MACs per cycle: {', '.join(TARGETS)}")
     output: str = option("--output", metavar="DIR", help="folder for the compiled model and its record")
     system_config: str = option("--system-config", default=None, metavar="NAME",
                                 help="Vela's system configuration (clocks, memories; default: Vela's for the NPU)")
@@ -157,25 +162,39 @@ def output_names(path, target):
 def compile_for_npu(request):
     """Compile an int8 TFLite model for an Arm Ethos-U NPU with Vela (offline, no TensorFlow).
 
-    Writes the Vela-compiled .tflite, Vela's summary CSV and a JSON record:
+    For each --target, writes the Vela-compiled .tflite, Vela's summary CSV and a JSON record:
     the operators on the NPU and those left on the CPU (with Vela's reason),
     Vela's estimated inference time, SRAM and flash use, the Vela version and
     configuration (the defaults it took named). The estimate is Vela's
-    performance model, not a measurement. Returns the record.
+    performance model, not a measurement. Returns the records.
     """
-    names = output_names(request.model, request.target)
+    if not request.target:
+        raise ConfigError(f"compile needs --target NPU, one of {', '.join(TARGETS)}")
     output = Path(request.output)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"--output {output} is a file; give a folder")
-    existing = [name for name in names.values() if (output / name).exists()]
+    names = [name for target in request.target for name in output_names(request.model, target).values()]
+    existing = [name for name in names if (output / name).exists()]
     if existing and not request.force:
         raise ConfigError(f"{output / existing[0]} exists; add --force to replace it")
     check_integer_model(request.model)
-    run = run_vela(request.model, request.target, request.system_config, request.memory_mode)
-    record = {**compile_record(request.model, request.target, run), "files": names}
+    runs = {target: run_vela(request.model, target, request.system_config, request.memory_mode)
+            for target in dict.fromkeys(request.target)}  # every target compiles before anything is written
+    return [write_compiled(request.model, target, run, output) for target, run in runs.items()]
+
+
+def compile_into(model, target, folder, system_config=None, memory_mode=None):
+    """Vela's compiled model, its summary CSV and our record, written into
+    `folder` once Vela has finished; the record."""
+    return write_compiled(model, target, run_vela(model, target, system_config, memory_mode), folder)
+
+
+def write_compiled(model, target, run, folder):
+    names = output_names(model, target)
+    record = {**compile_record(model, target, run), "files": names}
     for key, content in (("model", run.compiled), ("summary", run.summary_csv.encode()),
                          ("record", (json.dumps(record, indent=2) + "\n").encode())):
-        with atomic_output(output / names[key]) as temporary:
+        with atomic_output(Path(folder) / names[key]) as temporary:
             Path(temporary).write_bytes(content)
     return record
 

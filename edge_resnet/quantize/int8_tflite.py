@@ -35,26 +35,34 @@ def check_ranges_cover(model_bytes, ranges):
         )
 
 
-def litert_recipe(per_channel):
+def litert_recipe(per_channel, float_scopes=()):
+    """int8 weights and activations for every operator, except those whose
+    scope (their output tensors' names, joined by ";") is in `float_scopes`:
+    they stay float32 between a DEQUANTIZE and a QUANTIZE."""
+    import re
+
     from litert_quantizer import qtyping, recipe
 
     static = recipe.static_wi8_ai8()
     if not per_channel:
         for entry in static:
             entry["op_config"]["weight_tensor_config"]["granularity"] = qtyping.QuantGranularity.TENSORWISE
-    return static
+    # litert-quantizer ends each scope with ";" and lets the last matching entry decide
+    return static + [{"regex": f"^{re.escape(scope)};$", "operation": "*", "algorithm_key": "no_quantize",
+                      "op_config": {}} for scope in float_scopes]
 
 
-def quantized_int8_io(float_model_bytes, ranges, per_channel=True):
+def quantized_int8_io(float_model_bytes, ranges, per_channel=True, float_scopes=()):
     """The int8 model (int8 input and output) with activations quantized on
-    `ranges` ({tensor name: (low, high)})."""
+    `ranges` ({tensor name: (low, high)}); the operators of `float_scopes`
+    stay float32."""
     from litert_quantizer import quantizer
 
     check_ranges_cover(float_model_bytes, ranges)
     calibration_result = {name: {"min": np.asarray([low], np.float32), "max": np.asarray([high], np.float32)}
                           for name, (low, high) in ranges.items()}
     tool = quantizer.Quantizer(bytearray(float_model_bytes))
-    tool.load_quantization_recipe(litert_recipe(per_channel))
+    tool.load_quantization_recipe(litert_recipe(per_channel, float_scopes))
     with native_output_silenced(), warnings.catch_warnings():  # its own progress bars and debug-mode warning
         warnings.simplefilter("ignore", UserWarning)
         result = tool.quantize(calibration_result=calibration_result, enable_progress_report=False,
@@ -134,12 +142,13 @@ def with_io_types(int8_model_bytes, input_type, output_type):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def int8_tflite(float_model_bytes, ranges, recipe):
+def int8_tflite(float_model_bytes, ranges, recipe, float_scopes=()):
     """The int8 .tflite bytes under `recipe` (its per_channel, input_type and
-    output_type) with activation ranges `ranges`."""
+    output_type) with activation ranges `ranges`; the operators of
+    `float_scopes` (mixed.py) stay float32."""
     if recipe.mode != "int8":
         raise ConfigError(f"int8_tflite makes int8 models. Received: mode={recipe.mode!r}")
-    quantized = quantized_int8_io(float_model_bytes, ranges, recipe.per_channel)
+    quantized = quantized_int8_io(float_model_bytes, ranges, recipe.per_channel, float_scopes)
     return rewritten(with_io_types(quantized, recipe.input_type, recipe.output_type))
 
 
@@ -199,7 +208,7 @@ def tflite_chooser(float_model, per_channel, calibration):
 
 
 def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=None, model_info=None,
-                      packages=RUNTIME_PACKAGES, progress=True):
+                      packages=RUNTIME_PACKAGES, progress=True, log=None):
     """Write the int8 `output` (.tflite) of the float32 .tflite bytes
     `float_model`, and its recipe JSON; return the path."""
     from .selection import resolved_ranges
@@ -208,12 +217,20 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
     statistics = statistics_for(float_model, calibration, statistics, progress)
     method, ranges, selection = resolved_ranges(statistics, recipe.range_method(),
                                                 tflite_chooser(float_model, recipe.per_channel, calibration))
-    content = int8_tflite(float_model, ranges, recipe)
+    search = None
+    if recipe.min_sqnr is not None:
+        from .mixed import search_float_parts
+
+        search = search_float_parts(float_model, statistics, calibration, recipe, method, recipe.min_sqnr,
+                                    log=log or (lambda line: None))
+    content = int8_tflite(float_model, ranges, recipe, search.float_scopes() if search else ())
     with atomic_output(output) as temporary:
         temporary.write_bytes(content)
         record = artifact_record(temporary, "tflite", recipe, model_info or tflite_model_info(float_model),
                                  packages, ranges_record(statistics, method, ranges, selection))
         record["artifact"] = output.name
+        if search:
+            record["mixed_precision"] = search.record()
         write_record(output, record)
     return output
 

@@ -43,6 +43,9 @@ class QuantizationRecipe:
     # AVX-512F) add u8*s8 products pairwise in int16 and saturate with full
     # 8-bit weights; measured here it cut top-1 agreement from 99.8% to 96.7%.
     onnx_reduce_range: bool = True
+    # TFLite int8 only: keep the fewest parts in float32 that bring the output
+    # SQNR on held-out calibration images to this (mixed.py); None: full int8
+    min_sqnr: float = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -57,6 +60,12 @@ class QuantizationRecipe:
                 )
 
         self.range_method()  # validates the method and its parameter
+        if self.min_sqnr is not None:
+            from .mixed import check_budget
+
+            check_budget(self.min_sqnr)
+            if self.mode != "int8":
+                raise ConfigError("--min-sqnr keeps parts of an int8 model in float32: it needs --quantize int8")
         for field, allowed in (
             ("onnx_activation_type", ACTIVATION_TYPES),
             ("onnx_format", ONNX_FORMATS),
@@ -84,6 +93,8 @@ class QuantizationRecipe:
         if self.mode != "int8":
             return MODE_DESCRIPTIONS[self.mode]
         ranges = f"{self.range_method().describe()} activation ranges"
+        if self.min_sqnr is not None and artifact_format != "onnx":
+            ranges += f", float32 parts where needed for {self.min_sqnr:g} dB output SQNR"
         if activation_ranges and "chosen" in activation_ranges:
             ranges += f" ({RangeMethod.from_dict(activation_ranges['chosen']).describe()})"
         if artifact_format != "onnx":

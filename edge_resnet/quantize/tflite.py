@@ -39,7 +39,7 @@ def float_tflite(model):
 
 
 def to_tflite(model, recipe=None, calibration=None, output="model.tflite", progress=True, statistics=None,
-              float_model=None):
+              float_model=None, log=None):
     """Write `output` (.tflite) and its recipe JSON beside it; return the path.
 
     int8 needs `calibration` (an ImageSet for the model's input) or
@@ -67,4 +67,4 @@ def to_tflite(model, recipe=None, calibration=None, output="model.tflite", progr
         check_calibration_fits(model, calibration)
     float_model = float_model if float_model is not None else float_tflite(model)
     return write_int8_tflite(float_model, recipe, output, calibration, statistics, keras_model_info(model),
-                             KERAS_PACKAGES, progress)
+                             KERAS_PACKAGES, progress, log)

@@ -36,6 +36,9 @@ class QuantizationRequest:
     input_type: str = option("--input-type", default=None, choices=IO_TYPES, help="int8 model input type (default: int8)")
     output_type: str = option("--output-type", default=None, choices=IO_TYPES,
                               help="int8 model output type (default: int8)")
+    min_sqnr: float = option("--min-sqnr", default=None, type=float, metavar="DB",
+                             help="int8 TFLite: keep the fewest network parts in float32 that bring the output SQNR "
+                                  "on held-out calibration images to DB (exit 1 if even all of them cannot)")
 
 
 ONNX_GROUP = "ONNX (.onnx output)"
@@ -80,6 +83,8 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
             raise ConfigError("--calibration-method, --percentile and --extrapolation apply to --quantize int8 only")
         io_types = {key: value for key, value in (("input_type", self.input_type), ("output_type", self.output_type))
                     if value}
+        if self.min_sqnr is not None:
+            io_types["min_sqnr"] = self.min_sqnr
         return QuantizationRecipe.for_mode(self.quantize, per_channel=self.per_channel,
                                            onnx_activation_type=self.activation_type, onnx_format=self.onnx_format,
                                            onnx_reduce_range=not self.full_range, **io_types,
@@ -102,6 +107,9 @@ def check_request(request, recipe):
                           "(e.g. --calibration-method extrapolated)")
     if not recipe.needs_calibration and (request.statistics or request.save_statistics):
         raise ConfigError("--statistics and --save-statistics apply to --quantize int8 only")
+    if recipe.min_sqnr is not None and (request.target != ".tflite" or not request.calibration):
+        raise ConfigError("--min-sqnr searches the int8 TFLite on held-out calibration images: it needs "
+                          "--output X.tflite and --calibration PATH (the ONNX route has no such search yet)")
     if request.save_statistics and not request.save_statistics.endswith(".npz"):
         raise ConfigError(f"--save-statistics must end in .npz. Received: {request.save_statistics}")
     if request.model.endswith(".tflite") and (request.target != ".tflite" or recipe.mode != "int8"):
@@ -136,17 +144,32 @@ def quantize_artifact(request, log=print):
         from .recipe import read_record
         from .selection import describe_selection
 
-        log(f"activation ranges: {describe_selection(read_record(path)['activation_ranges'])}")
+        record = read_record(path)
+        log(f"activation ranges: {describe_selection(record['activation_ranges'])}")
+        mixed = record.get("mixed_precision")
+        if mixed:
+            from .mixed import describe_record
+
+            log(describe_record(mixed))
     if request.target == ".tflite":
         from ..device.tflite_inspect import inspect_tflite
 
-        lines = inspect_tflite(path).describe(integer_expected=recipe.mode == "int8")
+        mixed_parts = recipe.needs_calibration and mixed and mixed["float_parts"]
+        lines = inspect_tflite(path).describe(integer_expected=recipe.mode == "int8" and not mixed_parts)
     else:
         from .onnx_export import describe_onnx
 
         lines = describe_onnx(path)
     for line in lines:
         log(line)
+    if recipe.needs_calibration and mixed and not mixed["met"]:
+        from ..errors import BudgetNotMet
+
+        from .mixed import chosen_step
+
+        raise BudgetNotMet(f"--min-sqnr {mixed['budget_sqnr_db']:g} dB not reached: the best, "
+                           f"{chosen_step(mixed)['sqnr_db']:.1f} dB, keeps {len(mixed['float_parts'])} parts in "
+                           f"float32 ({path} holds it)")
     return path
 
 

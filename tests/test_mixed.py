@@ -1,0 +1,103 @@
+"""`--min-sqnr`: the fewest parts of the int8 TFLite kept in float32 to meet
+an output-SQNR budget on held-out calibration images, on the trained
+digits ResNet-18 (real data), run on XNNPACK."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_resnet.device.runtime import TfliteRunner
+from edge_resnet.device.tflite_inspect import inspect_tflite
+from edge_resnet.quantize import mixed
+from edge_resnet.quantize.recipe import read_record
+from tests.cli import run_in_process
+from tests.digits import TRAIN_SAMPLES, digit_pixels
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, digits_artifacts):
+    folder = tmp_path_factory.mktemp("mixed")
+    pixels, labels = digit_pixels(32, TRAIN_SAMPLES)
+    np.savez(folder / "calibration.npz", x=pixels[:200], y=labels[:200])
+    held_out, _ = digit_pixels(32, 300, offset=TRAIN_SAMPLES)  # never calibrated on: the evaluation images
+    return folder, digits_artifacts["float_tflite"], held_out
+
+
+def quantize(data, name, *options):
+    folder, float_model, _ = data
+    return run_in_process("quantize", float_model, "--calibration", folder / "calibration.npz",
+                          "--calibration-method", "extrapolated", "--output", folder / name, *options)
+
+
+def output_sqnr_on(model, float_model, images):
+    from edge_resnet.data.images import Preprocessing, images_from_array
+
+    data = np.stack(list(images_from_array(images, Preprocessing(32, 32), size=None).samples()))
+    return mixed.output_sqnr_db(TfliteRunner(float_model).predict(data), TfliteRunner(model).predict(data))
+
+
+def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data):
+    folder, float_model, evaluation = data
+    full = quantize(data, "full.tflite")
+    assert full.returncode == 0, full.stderr
+    first = quantize(data, "probe.tflite", "--min-sqnr", "1")  # met at once: the full-int8 held-out score
+    assert first.returncode == 0, first.stderr
+    assert (folder / "probe.tflite").read_bytes() == (folder / "full.tflite").read_bytes()
+    start = read_record(folder / "probe.tflite")["mixed_precision"]
+    assert start["met"] and start["float_parts"] == [] and len(start["steps"]) == 1
+    budget = start["steps"][0]["sqnr_db"] + 1.0
+    result = quantize(data, "mixed.tflite", "--min-sqnr", f"{budget:.2f}")
+    assert result.returncode == 0, result.stderr
+    record = read_record(folder / "mixed.tflite")["mixed_precision"]
+    chosen = mixed.chosen_step(record)
+    assert record["met"] and chosen["sqnr_db"] >= budget and record["float_parts"]
+    assert all(step["fully_delegated"] for step in record["steps"])
+    assert "head" in record["not_tried"]  # it would turn the int8 output into float32
+    structure = inspect_tflite(folder / "mixed.tflite")
+    assert structure.fully_delegated and structure.input_dtype == "int8" and structure.output_dtype == "int8"
+    assert structure.float_ops  # the float32 parts are there
+    # on images neither the ranges nor the search saw: the budget holds to within 1 dB, and the parts still help
+    on_evaluation = output_sqnr_on(folder / "mixed.tflite", float_model, evaluation)
+    full_on_evaluation = output_sqnr_on(folder / "full.tflite", float_model, evaluation)
+    assert on_evaluation >= budget - 1.0 and on_evaluation > full_on_evaluation, \
+        (budget, on_evaluation, full_on_evaluation)
+    assert "--min-sqnr" in result.stdout and "met with" in result.stdout
+
+
+def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, monkeypatch):
+    monkeypatch.setattr(mixed, "CONFIRMED_PER_STEP", 1)  # the same search, fewer re-measurements
+    folder = data[0]
+    result = quantize(data, "unreachable.tflite", "--min-sqnr", "120")
+    assert result.returncode == 1 and "gate failed: --min-sqnr 120 dB not reached" in result.stderr
+    said = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("calibrating")]
+    assert len(said) == 1 and "Traceback" not in result.stderr, result.stderr  # the progress bar aside
+    record = read_record(folder / "unreachable.tflite")["mixed_precision"]
+    assert not record["met"] and len(record["steps"]) == len(record["gain_alone_db"]) + 1  # every part tried
+
+
+@pytest.mark.parametrize("options, problem", [
+    (["--min-sqnr", "0"], "--min-sqnr is the output SQNR"),
+    (["--min-sqnr", "nan"], "--min-sqnr is the output SQNR"),
+    (["--min-sqnr", "30", "--quantize", "float16"], "needs --quantize int8"),
+])
+def test_bad_budgets_are_one_line(data, options, problem):
+    folder, float_model, _ = data
+    result = run_in_process("quantize", float_model, "--calibration", folder / "calibration.npz",
+                            "--output", folder / "bad.tflite", *options)
+    assert result.returncode == 2 and problem in result.stderr
+
+
+def test_the_onnx_route_has_no_search_and_says_so(data):
+    folder, float_model, _ = data
+    result = run_in_process("quantize", float_model, "--calibration", folder / "calibration.npz", "--min-sqnr", "30",
+                            "--output", folder / "x.onnx")
+    assert result.returncode == 2 and "--min-sqnr searches the int8 TFLite" in result.stderr
+
+
+def test_parts_are_the_network_s_own(digits_artifacts):
+    parts = mixed.model_parts(Path(digits_artifacts["float_tflite"]).read_bytes())
+    assert list(parts)[0] == "stem" and list(parts)[-1] == "head"
+    assert [name for name in parts if name.startswith("conv")] == [
+        f"conv{stage}_block{block}" for stage in (2, 3, 4, 5) for block in (1, 2)]
