@@ -101,3 +101,25 @@ def test_parts_are_the_network_s_own(digits_artifacts):
     assert list(parts)[0] == "stem" and list(parts)[-1] == "head"
     assert [name for name in parts if name.startswith("conv")] == [
         f"conv{stage}_block{block}" for stage in (2, 3, 4, 5) for block in (1, 2)]
+
+
+def test_convert_reports_the_search_step_by_step(tmp_path, monkeypatch):
+    monkeypatch.setattr(mixed, "CONFIRMED_PER_STEP", 2)
+    result = run_in_process("convert", "--quantize", "int8", "--formats", "tflite", "--no-per-layer", "--bench-runs",
+                            "3", "--calibration-method", "extrapolated", "--min-sqnr", "29.5",
+                            "--output", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    record = report["mixed_precision"]
+    assert record["met"] and record["float_parts"] and len(record["steps"]) >= 2
+    assert all(step["p50_ms"] > 0 for step in record["steps"])
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "## Float32 parts for the SQNR budget" in markdown and "held-out SQNR dB" in markdown
+    assert "Float32 parts for the SQNR budget" in (tmp_path / "out" / "report.html").read_text()
+    onnx_free = json.loads((tmp_path / "out" / "resnet50_demo_int8.tflite.json").read_text())
+    assert onnx_free["recipe"]["min_sqnr"] == 29.5
+
+
+def test_convert_min_sqnr_needs_the_tflite_artifact(tmp_path):
+    result = run_in_process("convert", "--formats", "onnx", "--min-sqnr", "30", "--output", tmp_path / "out")
+    assert result.returncode == 2 and "--min-sqnr searches the int8 TFLite" in result.stderr
