@@ -151,6 +151,13 @@ def check_config(config):
     if config.bench_runs < 0 or (config.eval_size is not None and config.eval_size < 1):
         raise ConfigError("--bench-runs must be 0 or more and --eval-size at least 1")
     config.device_targets()  # a bad --device is refused before any work
+    if config.min_sqnr is not None:
+        from .quantize.mixed import check_budget
+
+        check_budget(config.min_sqnr)
+        if config.target:
+            raise ConfigError("--target compiles a fully integer model for the NPU and --min-sqnr keeps parts in "
+                              "float32 (they would fall back to the CPU there): give one or the other")
     if config.min_sqnr is not None and (config.quantize != "int8" or "tflite" not in config.resolved_formats()):
         raise ConfigError("--min-sqnr searches the int8 TFLite artifact: it needs --quantize int8 and tflite in "
                           "--formats (the ONNX artifact stays full int8)")
@@ -436,7 +443,8 @@ def published_names(config, base, folded_name):
     from .check.golden import FILES as GOLDEN_FILES
 
     artifacts = [name for name, _, _ in artifact_plan(base, config)]
-    compiled = [name for target in config.target or () for name in output_names(npu_source(base), target).values()]
+    compiled = [name for target in dict.fromkeys(config.target or ())
+                for name in output_names(npu_source(base), target).values()]
     return sorted(artifacts + [f"{name}.json" for name in artifacts] + [folded_name] + list(REPORT_FILES) + compiled
                   + list(GOLDEN_FILES) + ([STATISTICS_FILE] if config.quantize == "int8" else []))
 
@@ -465,7 +473,7 @@ def compile_for_targets(staging, base, config, clock, timings):
 
     measured = {Path(timing["model"]).name: timing["latency_ms"]["p50"] for timing in timings}
     records = []
-    for target in config.target:
+    for target in dict.fromkeys(config.target):
         with clock(f"compile for {target} (Vela)"):
             record = compile_into(staging / npu_source(base), target, staging)
             records.append({**record, "cpu_p50_ms": measured.get(npu_source(base))})
@@ -493,7 +501,7 @@ def stage_count(config):
     statistics = config.quantize == "int8"
     writes = len(artifact_plan("m", config))
     return (6 + statistics + writes + (config.bench_runs > 0 and not config.device) + bool(config.device)
-            + len(config.target or ()))
+            + len(set(config.target or ())))
 
 
 def read_data(config, model, log):

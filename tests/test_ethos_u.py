@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_resnet.quantize.ethos_u import RUN_VELA, TARGETS
 from tests.cli import run_in_process, run_without_tensorflow
+from tests.digits import digit_pixels
 
 
 def vela_itself(model, target, folder):
@@ -97,3 +99,19 @@ def test_convert_target_needs_an_int8_tflite(tmp_path):
     result = run_in_process("convert", "--quantize", "float16", "--target", "ethos-u55-256", "--output",
                             tmp_path / "out")
     assert result.returncode == 2 and "--target compiles the int8 TFLite" in result.stderr
+
+
+def test_an_operator_left_on_the_cpu_is_named_with_vela_s_reason(digits_artifacts, tmp_path):
+    np.savez(tmp_path / "calibration.npz", x=digit_pixels(32, 100)[0])
+    quantized = run_in_process("quantize", digits_artifacts["float_tflite"], "--calibration",
+                               tmp_path / "calibration.npz", "--calibration-method", "minmax", "--input-type",
+                               "float32", "--output", tmp_path / "float_input.tflite")
+    assert quantized.returncode == 0, quantized.stderr
+    result = run_in_process("compile", tmp_path / "float_input.tflite", "--target", "ethos-u55-256", "--output",
+                            tmp_path / "npu", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)[0]
+    _, split = vela_itself(tmp_path / "float_input.tflite", "ethos-u55-256", tmp_path / "by_hand")
+    assert (record["npu_operators"], record["cpu_operators"]) == (split["NPU"], split["CPU"]) and split["CPU"] == 1
+    left = record["cpu_operator_details"][0]
+    assert left["operator"] == "QUANTIZE" and "Float32" in left["reason"]

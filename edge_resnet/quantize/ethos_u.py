@@ -147,6 +147,7 @@ def compile_record(path, target, run):
         "dram_kib": float(summary["dram_memory_used"]),
         "on_chip_flash_kib": float(summary["on_chip_flash_memory_used"]),
         "off_chip_flash_kib": float(summary["off_chip_flash_memory_used"]),
+        "flash_kib": float(summary["on_chip_flash_memory_used"]) + float(summary["off_chip_flash_memory_used"]),
         "weights_in": summary["weights_storage_area"],
         "feature_maps_in": summary["feature_map_storage_area"],
         "macs": int(float(summary["nn_macs"])),
@@ -209,5 +210,6 @@ def describe_compile(record):
     return (f"{record['source']['file']} for {record['target']} ({vela['system_config']}, {vela['memory_mode']}; "
             f"Vela {vela['version']}): {record['npu_operators']}/{total} operators on the NPU{left}; "
             f"estimated {record['estimated_inference_ms']:.2f} ms ({record['estimated_inferences_per_s']:.0f}/s, "
-            f"Vela's estimate, not measured); SRAM {record['sram_kib']:.1f} KiB, off-chip flash "
-            f"{record['off_chip_flash_kib']:.1f} KiB")
+            f"Vela's estimate, not measured); SRAM {record['sram_kib']:.1f} KiB, "
+            f"{'flash' if record['flash_kib'] else 'DRAM'} {record['flash_kib'] or record['dram_kib']:.1f} KiB "
+            f"(weights in {record['weights_in']})")

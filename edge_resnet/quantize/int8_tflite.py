@@ -230,7 +230,10 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
                                  packages, ranges_record(statistics, method, ranges, selection))
         record["artifact"] = output.name
         if search:
+            from .mixed import describe_artifact
+
             record["mixed_precision"] = search.record()
+            record["quantization"] = describe_artifact(record["mixed_precision"]) or record["quantization"]
         write_record(output, record)
     return output
 

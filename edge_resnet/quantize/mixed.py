@@ -11,9 +11,11 @@ Everything is measured on held-out calibration images, never on the
 evaluation images: ranges come from the other calibration images (the
 statistics' folds), each candidate is quantized into the real artifact and
 run on XNNPACK. Each part is first tried alone (its real effect, one
-quantization per part); then, step by step, the few best remaining parts are
-tried again on top of those already in float and the best is kept
-(re-ranked as it goes). Every step records the held-out SQNR, the number of
+quantization per part); then, step by step, the few best remaining parts and
+the neighbours of those already in float (two float neighbours keep the
+tensor between them in float) are tried on top of the float set, and the
+best is kept (re-ranked as it goes); the search stops when no part tried
+improves the score (the int8 output's own grid, for one, no part removes). Every step records the held-out SQNR, the number of
 float operators and the artifact's latency here.
 """
 
@@ -53,6 +55,7 @@ class MixedSearch:
     alone_gain_db: dict  # part -> SQNR gain when it alone is float
     parts: dict  # part -> the operator scopes it holds
     excluded: dict  # part -> why it was not tried
+    stopped: str  # why the search ended
 
     @property
     def best(self):
@@ -74,9 +77,11 @@ class MixedSearch:
         chosen = self.chosen
         return {"budget_sqnr_db": self.budget_db, "met": self.met, "held_out_images": self.held_out_images,
                 "scored_on": "held-out calibration images (ranges from the other calibration images)",
+                "artifact": "the chosen parts in float32, with ranges from all calibration images (the steps' "
+                            "scores are those of candidates ranged on the other three quarters)",
                 "float_parts": [{"part": part, "operators": len(self.parts[part]),
                                  "gain_alone_db": self.alone_gain_db.get(part)} for part in chosen.float_parts],
-                "not_tried": self.excluded, "gain_alone_db": self.alone_gain_db,
+                "not_tried": self.excluded, "gain_alone_db": self.alone_gain_db, "stopped": self.stopped,
                 "steps": [step.to_dict() for step in self.steps]}
 
 
@@ -87,12 +92,23 @@ def chosen_step(record):
     return next(step for step in record["steps"] if list(step["float_parts"]) == parts)
 
 
+def describe_artifact(record):
+    """What a --min-sqnr artifact is, for its recipe JSON's "quantization"."""
+    chosen = chosen_step(record)
+    if not chosen["float_parts"]:
+        return None
+    return (f"int8 (weights per output channel, activations per tensor) except {len(chosen['float_parts'])} part(s) "
+            f"kept in float32 ({', '.join(chosen['float_parts'])}; {chosen['float_operators']} operators) for "
+            f"--min-sqnr {record['budget_sqnr_db']:g}")
+
+
 def describe_record(record):
     """One line on a mixed_precision record (the artifact's recipe JSON)."""
     chosen, first = chosen_step(record), record["steps"][0]
     budget, images = record["budget_sqnr_db"], record["held_out_images"]
     if not chosen["float_parts"]:
-        return f"--min-sqnr {budget:g}: met by full int8 ({first['sqnr_db']:.1f} dB on {images} held-out calibration images)"
+        verdict = "met by full int8" if record["met"] else "NOT met; no float32 part improved on full int8"
+        return f"--min-sqnr {budget:g}: {verdict} ({first['sqnr_db']:.1f} dB on {images} held-out calibration images)"
     verdict = "met" if record["met"] else "NOT met; the best found"
     return (f"--min-sqnr {budget:g}: {verdict} with {len(chosen['float_parts'])} part(s) in float32 "
             f"({', '.join(chosen['float_parts'])}; {chosen['float_operators']} operators): {chosen['sqnr_db']:.1f} dB "
@@ -117,6 +133,9 @@ def model_parts(float_model_bytes):
         part = part_of(scope, seen_block)
         seen_block = seen_block or part not in ("stem", "head")
         parts.setdefault(part, []).append(scope)
+    if not seen_block:
+        raise ConfigError("--min-sqnr finds the parts of a ResNet by its layer names (convN_blockM_...); this model "
+                          "has none: build it with edge-resnet's or keras.applications' layer names")
     return {part: tuple(scopes) for part, scopes in parts.items()}
 
 
@@ -129,6 +148,15 @@ def output_sqnr_db(reference, outputs):
 def check_budget(min_sqnr):
     if min_sqnr is not None and not (np.isfinite(min_sqnr) and 0 < min_sqnr < 200):
         raise ConfigError(f"--min-sqnr is the output SQNR to reach, in dB (e.g. 30). Received: {min_sqnr}")
+
+
+def shortlist(order, chosen, graph_order):
+    """The parts to try on top of `chosen`: the best few of the ranking, and
+    the neighbours of the parts already in float (two float neighbours leave
+    the tensor between them in float too, which neither gives alone)."""
+    neighbours = [graph_order[index + step] for index, part in enumerate(graph_order) if part in chosen
+                  for step in (-1, 1) if 0 <= index + step < len(graph_order)]
+    return list(dict.fromkeys(order[:CONFIRMED_PER_STEP] + [part for part in neighbours if part in order]))
 
 
 def search_float_parts(float_model, statistics, calibration, recipe, method, budget_db, log=print):
@@ -178,13 +206,19 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     if steps[0].sqnr_db < budget_db:
         alone = {part: score((part,)) - steps[0].sqnr_db for part in parts if part not in excluded}
     order = sorted(alone, key=lambda part: -alone[part])
-    chosen = []
+    chosen, stopped = [], None
     while alone and steps[-1].sqnr_db < budget_db and order:
-        tried = {part: score((*chosen, part)) for part in order[:CONFIRMED_PER_STEP]}
+        tried = {part: score((*chosen, part)) for part in shortlist(order, chosen, list(parts))}
         best = max(tried, key=tried.get)
+        if tried[best] <= steps[-1].sqnr_db:
+            log("      no part left improves the held-out SQNR: the search stops here")
+            stopped = "no part left improves the held-out SQNR"
+            break
         chosen.append(best)
         steps.append(step(chosen, tried[best]))
         log(f"      float32 {', '.join(chosen)}: {tried[best]:.1f} dB, {steps[-1].p50_ms:.2f} ms")
         order = sorted((part for part in order if part != best),
                        key=lambda part: -(tried[part] - steps[-2].sqnr_db if part in tried else alone[part]))
-    return MixedSearch(budget_db, len(held_out), tuple(steps), alone, parts, excluded)
+    if stopped is None:
+        stopped = "budget met" if steps[-1].sqnr_db >= budget_db else "every part tried is in float32"
+    return MixedSearch(budget_db, len(held_out), tuple(steps), alone, parts, excluded, stopped)

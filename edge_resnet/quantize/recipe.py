@@ -93,8 +93,6 @@ class QuantizationRecipe:
         if self.mode != "int8":
             return MODE_DESCRIPTIONS[self.mode]
         ranges = f"{self.range_method().describe()} activation ranges"
-        if self.min_sqnr is not None and artifact_format != "onnx":
-            ranges += f", float32 parts where needed for {self.min_sqnr:g} dB output SQNR"
         if activation_ranges and "chosen" in activation_ranges:
             ranges += f" ({RangeMethod.from_dict(activation_ranges['chosen']).describe()})"
         if artifact_format != "onnx":

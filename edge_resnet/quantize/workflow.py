@@ -207,7 +207,8 @@ def _from_float_tflite(request, recipe, log):
     if request.calibration:
         calibration = _calibration(request, TfliteRunner(request.model, threads=1).input_shape, log)
     statistics = _statistics(request, recipe, float_model, calibration, log)
-    return write_int8_tflite(float_model, recipe, request.output, calibration=calibration, statistics=statistics)
+    return write_int8_tflite(float_model, recipe, request.output, calibration=calibration, statistics=statistics,
+                             log=log)
 
 
 def _from_keras(request, recipe, log):
@@ -229,7 +230,7 @@ def _from_keras(request, recipe, log):
         statistics = _statistics(request, recipe, float_model, calibration, log)
     if request.target == ".tflite":
         path = to_tflite(model, recipe, calibration, output=request.output, statistics=statistics,
-                         float_model=float_model)
+                         float_model=float_model, log=log)
     else:
         path = to_onnx(model, recipe, calibration, output=request.output, opset=request.opset,
                        route=request.onnx_route, statistics=statistics, float_model=float_model)
