@@ -14,8 +14,10 @@ run on XNNPACK. Each part is first tried alone (its real effect, one
 quantization per part); then, step by step, the few best remaining parts and
 the neighbours of those already in float (two float neighbours keep the
 tensor between them in float) are tried on top of the float set, and the
-best is kept (re-ranked as it goes); the search stops when no part tried
-improves the score (the int8 output's own grid, for one, no part removes). Every step records the held-out SQNR, the number of
+best is kept (re-ranked as it goes); the search gives up after three steps
+without a better score (the int8 output's own grid, for one, no part
+removes). The artifact keeps the parts of the first step that meets the
+budget, else of the best step. Every step records the held-out SQNR, the number of
 float operators and the artifact's latency here.
 """
 
@@ -31,6 +33,7 @@ from .ranges import activation_ranges
 from .statistics import read_flatbuffer
 
 CONFIRMED_PER_STEP = 4  # parts re-measured on top of the current float set at each step
+PATIENCE = 3  # steps without a better score before the search gives up (a part may pay off only with its neighbour)
 LATENCY_RUNS = 20
 BLOCK = re.compile(r"(conv\d+_block\d+)_")
 
@@ -150,6 +153,11 @@ def check_budget(min_sqnr):
         raise ConfigError(f"--min-sqnr is the output SQNR to reach, in dB (e.g. 30). Received: {min_sqnr}")
 
 
+def steps_since_best(steps):
+    best = max(range(len(steps)), key=lambda index: steps[index].sqnr_db)
+    return len(steps) - 1 - best
+
+
 def shortlist(order, chosen, graph_order):
     """The parts to try on top of `chosen`: the best few of the ranking, and
     the neighbours of the parts already in float (two float neighbours leave
@@ -210,15 +218,15 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     while alone and steps[-1].sqnr_db < budget_db and order:
         tried = {part: score((*chosen, part)) for part in shortlist(order, chosen, list(parts))}
         best = max(tried, key=tried.get)
-        if tried[best] <= steps[-1].sqnr_db:
-            log("      no part left improves the held-out SQNR: the search stops here")
-            stopped = "no part left improves the held-out SQNR"
-            break
         chosen.append(best)
         steps.append(step(chosen, tried[best]))
         log(f"      float32 {', '.join(chosen)}: {tried[best]:.1f} dB, {steps[-1].p50_ms:.2f} ms")
         order = sorted((part for part in order if part != best),
                        key=lambda part: -(tried[part] - steps[-2].sqnr_db if part in tried else alone[part]))
+        if steps_since_best(steps) >= PATIENCE:
+            log(f"      {PATIENCE} steps without a better held-out SQNR: the search stops here")
+            stopped = f"{PATIENCE} steps without a better held-out SQNR"
+            break
     if stopped is None:
         stopped = "budget met" if steps[-1].sqnr_db >= budget_db else "every part tried is in float32"
     return MixedSearch(budget_db, len(held_out), tuple(steps), alone, parts, excluded, stopped)
