@@ -55,6 +55,8 @@ _EXPORTS = {
     "save_folded": "model.source",
     "SummaryRequest": "model.source",
     "summary_table": "model.source",
+    "CompileRequest": "quantize.ethos_u",
+    "compile_for_npu": "quantize.ethos_u",
     "convert": "convert",
     "ConvertConfig": "convert",
     "EdgeResnetError": "errors",
