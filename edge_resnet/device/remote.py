@@ -352,12 +352,16 @@ class Session:
         if not hasattr(self, "process"):
             return
         self.timer.cancel()
+        self._end(wait_s=5)
+
+    def _end(self, wait_s):
+        """Close ssh's stdin, give it `wait_s` to exit, then kill it; collect its last words."""
         try:
             self.stdin.close()
         except OSError:
             pass
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
@@ -371,15 +375,7 @@ class Session:
         if self.timed_out.is_set():
             return DeviceError(f"{label}: the run passed --device-timeout {self.target.timeout_s:g} s and was "
                                "stopped (on the device too)")
-        try:
-            self.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.reader.join(timeout=5)
+        self._end(wait_s=10)
         return DeviceError(f"{label}: {ssh_problem(list(self.stderr_tail), self.process.returncode, self.target, connected)}")
 
 
