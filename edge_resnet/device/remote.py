@@ -273,12 +273,12 @@ def run_on_device(target, job, files, clear_cache=False, sessions=None):
         if hello is None or "device" not in hello:
             raise session.failure(connected=False, message=(hello or {}).get("error"))
         unique = list({item.sha256: item for item in files}.values())
-        send(session.stdin, {**job, "clear_cache": clear_cache, "timeout_s": target.timeout_s,
-                             "files": [item.entry() for item in unique]})
+        entries = [item.entry() for item in unique]  # each size read once: what is announced is what is sent
+        send(session.stdin, {**job, "clear_cache": clear_cache, "timeout_s": target.timeout_s, "files": entries})
         answer, _ = receive(session.stdout)
         if answer is None or "missing" not in answer:
             raise session.failure(message=(answer or {}).get("error"))
-        sizes = {entry["sha256"]: entry["size"] for entry in (item.entry() for item in unique)}
+        sizes = {entry["sha256"]: entry["size"] for entry in entries}
         try:
             uploaded = sum(session.upload(item, sizes[item.sha256]) for item in unique if item.sha256 in answer["missing"])
         except BrokenPipeError:  # the board stopped taking files: it may have said why

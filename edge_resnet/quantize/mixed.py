@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .ranges import activation_ranges
+from .selection import output_sqnr_db  # noqa: F401 (the tests and benchmarks score with it too)
 from .statistics import read_flatbuffer
 
 CONFIRMED_PER_STEP = 4  # parts re-measured on top of the current float set at each step
@@ -142,12 +143,6 @@ def model_parts(float_model_bytes):
     return {part: tuple(scopes) for part, scopes in parts.items()}
 
 
-def output_sqnr_db(reference, outputs):
-    reference, outputs = np.asarray(reference, np.float64), np.asarray(outputs, np.float64)
-    noise = float(np.sum((reference - outputs) ** 2))
-    return float("inf") if noise == 0 else float(10 * np.log10(np.sum(reference**2) / noise))
-
-
 def check_budget(min_sqnr):
     if min_sqnr is not None and not (np.isfinite(min_sqnr) and 0 < min_sqnr < 200):
         raise ConfigError(f"--min-sqnr is the output SQNR to reach, in dB (e.g. 30). Received: {min_sqnr}")
@@ -192,34 +187,35 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         # a float classifier would make the model's output float32, not the --output-type asked for
         excluded["head"] = f"its output would become float32, not {recipe.output_type}; --output-type float32 allows it"
 
-    def quantized(float_parts):
-        return int8_tflite(float_model, ranges, recipe, [scope for part in float_parts for scope in parts[part]])
+    def evaluated(float_parts):
+        """(held-out SQNR, the candidate's bytes) with `float_parts` in float32."""
+        model = int8_tflite(float_model, ranges, recipe, [scope for part in float_parts for scope in parts[part]])
+        return output_sqnr_db(reference, run_tflite_bytes(model, inputs, "a candidate")), model
 
-    def score(float_parts):
-        return output_sqnr_db(reference, run_tflite_bytes(quantized(float_parts), inputs, "a candidate"))
-
-    def step(float_parts, sqnr):
+    def step(float_parts, candidate):
+        sqnr, model = candidate
         with tempfile.TemporaryDirectory(prefix="edge-resnet-mixed-") as folder:
             path = Path(folder) / "candidate.tflite"
-            path.write_bytes(quantized(float_parts))
+            path.write_bytes(model)
             structure = inspect_tflite(path)
             timing = benchmark(path, warmup=5, runs=LATENCY_RUNS, reset_peak=False)
         return Step(tuple(float_parts), sqnr, len(structure.float_ops), timing.latency_ms["p50"],
                     structure.fully_delegated)
 
-    steps = [step((), score(()))]
+    steps = [step((), evaluated(()))]
     log(f"      --min-sqnr {budget_db:g}: full int8 gives {steps[0].sqnr_db:.1f} dB on {len(held_out)} held-out "
         "calibration images")
     alone = {}
     if steps[0].sqnr_db < budget_db:
-        alone = {part: score((part,)) - steps[0].sqnr_db for part in parts if part not in excluded}
+        alone = {part: evaluated((part,))[0] - steps[0].sqnr_db for part in parts if part not in excluded}
     order = sorted(alone, key=lambda part: -alone[part])
     chosen, stopped = [], None
     while alone and steps[-1].sqnr_db < budget_db and order:
-        tried = {part: score((*chosen, part)) for part in shortlist(order, chosen, list(parts))}
+        candidates = {part: evaluated((*chosen, part)) for part in shortlist(order, chosen, list(parts))}
+        tried = {part: sqnr for part, (sqnr, _) in candidates.items()}
         best = max(tried, key=tried.get)
         chosen.append(best)
-        steps.append(step(chosen, tried[best]))
+        steps.append(step(chosen, candidates[best]))  # the candidate already made, timed as it is
         log(f"      float32 {', '.join(chosen)}: {tried[best]:.1f} dB, {steps[-1].p50_ms:.2f} ms")
         order = sorted((part for part in order if part != best),
                        key=lambda part: -(tried[part] - steps[-2].sqnr_db if part in tried else alone[part]))

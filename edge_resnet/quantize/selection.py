@@ -117,13 +117,16 @@ def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CA
             if key not in outputs_of:
                 outputs_of[key] = int8_outputs(ranges, inputs[list(fold.positions)])
             expected = reference[list(fold.positions)]
-            fold_scores.append(_decibels(float(np.sum(expected**2)), float(np.sum((expected - outputs_of[key]) ** 2))))
+            fold_scores.append(output_sqnr_db(expected, outputs_of[key]))
         scores.append((method, float(np.mean(fold_scores))))
     best = max(range(len(scores)), key=lambda index: (scores[index][1], -index))
     return Choice(scores[best][0], tuple(scores), len(inputs), len(statistics.folds), scored_on)
 
 
-def _decibels(signal, noise):
+def output_sqnr_db(reference, outputs):
+    """SQNR of `outputs` against the float `reference`, in dB, over all their values."""
+    reference, outputs = np.asarray(reference, np.float64), np.asarray(outputs, np.float64)
+    signal, noise = float(np.sum(reference**2)), float(np.sum((reference - outputs) ** 2))
     if noise == 0:
         return float("inf")
     return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
