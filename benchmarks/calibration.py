@@ -1,16 +1,22 @@
 """Calibration: fidelity of the int8 models against the raw tools, the
 speed of the statistics pass, and what the int8 TFLite costs on the device.
 
-    .venv/bin/python benchmarks/calibration.py [fidelity] [kinds] [cost] [floor] [oracle] [speed] [latency]
+    .venv/bin/python benchmarks/calibration.py [fidelity] [fidelity_training] [kinds] [cost] [floor] [oracle]
+                                               [speed] [latency]
 
 Fidelity: trained digits models (the shipped demo ResNet-50 at width 0.25,
 the tests' ResNet-18 at width 0.25, a full-width ResNet-50 at 32x32, and a
 ResNet-34 at width 0.5 and 48x48 trained after `auto` was fixed, the last
 two trained once and cached by benchmarks/trained.py), each with a logits
-head and with a softmax head (scored on its probabilities), four disjoint
-200-image calibration subsets of the training digits, output SQNR, top-1
-agreement and KL divergence against the float Keras model on the 597
-held-out digits. Every route calibrates on the very same images. Anchors:
+head and with a softmax head (scored on its probabilities), four
+200-image calibration subsets, output SQNR, top-1 agreement and KL
+divergence against the float Keras model. `fidelity` calibrates on digits
+no model trained on, as a user's deployment images would be (subsets from
+one half of the 597 held-out digits, evaluated on the other half);
+`fidelity_training` calibrates on the models' training digits and evaluates
+on all 597 held-out ones: these models are sure of every image they trained
+on, so there the calibration images are not like the evaluated ones. Every
+route calibrates on the very same images. Anchors:
 the raw TFLite converter (full-integer int8, min/max) and raw onnxruntime
 quantize_static (per-channel, MinMax; S8S8 with 8-bit weights, and U8S8
 with 7-bit weights, the weight range of our ONNX).
@@ -163,6 +169,37 @@ def calibration_subsets():
     return [order[i * SUBSET_SIZE:(i + 1) * SUBSET_SIZE] for i in range(SUBSETS)]
 
 
+def unseen_halves(count):
+    """The held-out digits in two seeded halves."""
+    order = np.random.default_rng(1).permutation(count)
+    return order[: count // 2], order[count // 2:]
+
+
+def protocol_splits(size, protocol):
+    """Per subset: (calibration pixels, their labels, evaluation pixels, their labels).
+
+    "training": 200 of the training digits calibrate, the 597 held-out digits evaluate.
+    "unseen": images no model trained on calibrate, as a user's deployment
+    images would be: subsets 1-2 draw 200 from one half of the held-out digits
+    and evaluate on the other half, subsets 3-4 the other way round."""
+    train_pixels, train_labels, test_pixels, test_labels = digits_split(size)
+    if protocol == "training":
+        return [(train_pixels[subset], train_labels[subset], test_pixels, test_labels)
+                for subset in calibration_subsets()]
+    halves, splits = unseen_halves(len(test_pixels)), []
+    for index in range(SUBSETS):
+        pool, evaluation = halves[index * 2 // SUBSETS], halves[1 - index * 2 // SUBSETS]
+        picked = np.random.default_rng(10 + index).choice(pool, SUBSET_SIZE, replace=False)
+        splits.append((test_pixels[picked], test_labels[picked], test_pixels[evaluation], test_labels[evaluation]))
+    return splits
+
+
+def images_carrying_half_the_error(reference, outputs):
+    """How few evaluation images hold half of the squared output error."""
+    per_image = np.sort(np.sum((reference - outputs).reshape(len(reference), -1) ** 2, axis=1))[::-1]
+    return int(np.searchsorted(np.cumsum(per_image), per_image.sum() / 2) + 1)
+
+
 def int8_tflite_outputs(float_model, ranges, images):
     """The int8 TFLite (int8 I/O, as litert-quantizer writes it; the same
     numbers as the published artifact) run on XNNPACK."""
@@ -171,7 +208,7 @@ def int8_tflite_outputs(float_model, ranges, images):
     return run_tflite_bytes(quantized_int8_io(float_model, ranges), images, "int8")
 
 
-def fidelity():
+def fidelity(protocol="unseen"):
     """Every route calibrated on the very same 200 images of each subset."""
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.data.preprocess import preprocess_input
@@ -188,23 +225,24 @@ def fidelity():
     results = []
     for model_name, model, head, size in models_to_measure():
         print(f"== {model_name}", flush=True)
-        train_pixels, train_labels, test_pixels, labels = digits_split(size)
-        test_images = preprocess_input(test_pixels)
         folded, _ = fold_batchnorm(model)
-        reference = np.asarray(model.predict(test_images, batch_size=50, verbose=0))
         float_model = float_tflite(folded)
         scratch = Path(tempfile.mkdtemp(prefix="calibration-bench-"))
         import onnx
 
         onnx.save(float_onnx(folded), scratch / "float.onnx")
-        rows, chosen = {}, {}
-        for index, subset in enumerate(calibration_subsets()):
-            calibration = images_from_array(train_pixels[subset], Preprocessing(size, size), size=None,
-                                             labels=train_labels[subset]).cached()
+        rows, chosen, concentration = {}, {}, []
+        for index, (pixels, pixel_labels, test_pixels, labels) in enumerate(protocol_splits(size, protocol)):
+            test_images = preprocess_input(test_pixels)
+            reference = np.asarray(model.predict(test_images, batch_size=50, verbose=0))
+            calibration = images_from_array(pixels, Preprocessing(size, size), size=None,
+                                             labels=pixel_labels).cached()
             images = list(calibration.samples())
 
             def record(route, outputs):
                 rows.setdefault(route, []).append(scores(reference, labels, outputs, head))
+                if route == "edge-resnet TFLite, minmax":
+                    concentration.append(images_carrying_half_the_error(reference, outputs))
 
             (scratch / "raw.tflite").write_bytes(raw_converter_int8(model, images))
             record("raw TFLite converter (min/max)", TfliteRunner(scratch / "raw.tflite").predict(test_images))
@@ -233,7 +271,8 @@ def fidelity():
                         RangeMethod.from_dict(read_record(path)["activation_ranges"]["chosen"]).describe())
             print(f"   subset {index + 1}/{SUBSETS} done: auto chose {chosen['TFLite'][-1]} (TFLite), "
                   f"{chosen['ONNX'][-1]} (ONNX)", flush=True)
-        results.append({"model": model_name, "head": head,
+        results.append({"model": model_name, "head": head, "protocol": protocol,
+                        "evaluation_images": len(test_pixels), "images_carrying_half_the_error": concentration,
                         "routes": {route: summarize(values) for route, values in rows.items()},
                         "auto_chose": chosen})
         del model, folded
@@ -470,24 +509,8 @@ def markdown(result):
              "Commands: " + ", ".join(f"`{command}`" for command in result["commands"].values()), "",
              f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
              f"{', '.join(result['machine']['isa'])}", ""]
-    if result.get("fidelity"):
-        lines += auto_summary(result["fidelity"])
-    for entry in result.get("fidelity", []):
-        lines += [f"## {entry['model']}", "",
-                  f"Output SQNR (of the {'probabilities' if entry.get('head') == 'softmax' else 'logits'}, what the "
-                  f"model outputs) against the float Keras model on the 597 held-out digits, {SUBSETS} disjoint "
-                  f"{SUBSET_SIZE}-image calibration subsets of the training digits, the same images for every route. "
-                  "KL: mean KL(float || int8) of the class probabilities, nats.", "",
-                  "| route | SQNR dB mean | min-max | spread | top-1 agreement | KL | top-1 drop pt |",
-                  "|---|---|---|---|---|---|---|"]
-        for route, row in entry["routes"].items():
-            kl = f"{row['kl_mean']:.2e}" if "kl_mean" in row else "-"
-            lines.append(f"| {route} | {row['sqnr_db_mean']:.2f} | {row['sqnr_db_min']:.2f}-{row['sqnr_db_max']:.2f} | "
-                         f"{row['sqnr_db_max'] - row['sqnr_db_min']:.2f} | {row['agreement_mean']:.2%} | {kl} | "
-                         f"{row['top1_drop_points_mean']:+.2f} |")
-        for artifact, rules in entry.get("auto_chose", {}).items():
-            lines.append(f"\n`auto` chose for the {artifact} artifact, per subset: {'; '.join(rules)}.")
-        lines.append("")
+    for key in ("fidelity", "fidelity_training"):
+        lines += fidelity_sections(result.get(key, []))
     if "kinds" in result:
         kinds = sorted({kind for row in result["kinds"] for kind in row["delta_db"]})
         lines += ["## Where the dB go, per tensor kind", "",
@@ -558,12 +581,49 @@ def markdown(result):
     return "\n".join(lines) + "\n"
 
 
-def auto_summary(fidelity):
+PROTOCOL_TEXT = {
+    "unseen": ("calibrated on images the models never trained on",
+               "{SUBSET_SIZE}-image calibration subsets drawn from one half of the 597 held-out digits, evaluated on "
+               "the other half ({evaluation} images)"),
+    "training": ("calibrated on the models' training images",
+                 "{SUBSET_SIZE}-image disjoint calibration subsets of the training digits, evaluated on the 597 "
+                 "held-out digits"),
+}
+
+
+def fidelity_sections(fidelity):
+    if not fidelity:
+        return []
+    protocol = fidelity[0].get("protocol", "training")
+    heading, setting = PROTOCOL_TEXT[protocol]
+    lines = auto_summary(fidelity, heading)
+    for entry in fidelity:
+        setting_text = setting.format(SUBSET_SIZE=SUBSET_SIZE, evaluation=entry.get("evaluation_images"))
+        lines += [f"### {entry['model']}, {heading}", "",
+                  f"Output SQNR (of the {'probabilities' if entry.get('head') == 'softmax' else 'logits'}, what the "
+                  f"model outputs) against the float Keras model, {SUBSETS} {setting_text}, the same images for "
+                  "every route. KL: mean KL(float || int8) of the class probabilities, nats.", "",
+                  "| route | SQNR dB mean | min-max | spread | top-1 agreement | KL | top-1 drop pt |",
+                  "|---|---|---|---|---|---|---|"]
+        for route, row in entry["routes"].items():
+            kl = f"{row['kl_mean']:.2e}" if "kl_mean" in row else "-"
+            lines.append(f"| {route} | {row['sqnr_db_mean']:.2f} | {row['sqnr_db_min']:.2f}-{row['sqnr_db_max']:.2f} | "
+                         f"{row['sqnr_db_max'] - row['sqnr_db_min']:.2f} | {row['agreement_mean']:.2%} | {kl} | "
+                         f"{row['top1_drop_points_mean']:+.2f} |")
+        for artifact, rules in entry.get("auto_chose", {}).items():
+            lines.append(f"\n`auto` chose for the {artifact} artifact, per subset: {'; '.join(rules)}.")
+        lines.append("")
+    return lines
+
+
+def auto_summary(fidelity, heading):
     """The issue-23 bars, per model: auto against the best fixed rule, the raw tools, and min/max's spread."""
-    lines = ["## `auto` against the best fixed rule and the raw tools", "",
-             "Mean output SQNR dB over the subsets, the same images for every route.", "",
+    lines = [f"## `auto` against the best fixed rule and the raw tools, {heading}", "",
+             "Mean output SQNR dB over the subsets, the same images for every route. Last column: how many "
+             "evaluation images hold half of the min/max route's squared output error (per subset).", "",
              "| model | auto TFLite | best fixed TFLite | auto - best | raw converter | auto - raw | spread auto / minmax | "
-             "auto ONNX | raw ORT U8S8 7-bit | ONNX auto - raw |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "auto ONNX | raw ORT U8S8 7-bit | ONNX auto - raw | images with half the error |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     gains = []
     for entry in fidelity:
         routes = entry["routes"]
@@ -582,7 +642,7 @@ def auto_summary(fidelity):
             f"{auto['sqnr_db_mean'] - fixed[best_route]['sqnr_db_mean']:+.2f} | {raw:.2f} | "
             f"{auto['sqnr_db_mean'] - raw:+.2f} | {auto['sqnr_db_max'] - auto['sqnr_db_min']:.2f} / "
             f"{minmax['sqnr_db_max'] - minmax['sqnr_db_min']:.2f} | {onnx_auto:.2f} | {raw_ort:.2f} | "
-            f"{onnx_auto - raw_ort:+.2f} |")
+            f"{onnx_auto - raw_ort:+.2f} | {', '.join(map(str, entry.get('images_carrying_half_the_error', []))) or '-'} |")
     lines += ["", f"Mean gain of auto TFLite over the raw converter across the models: {np.mean(gains):+.2f} dB.", ""]
     return lines
 
@@ -621,7 +681,7 @@ def main(parts):
     path = RESULTS / "calibration.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     result.update(machine=machine())
-    for part, run in (("fidelity", fidelity), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
+    for part, run in (("fidelity", fidelity), ("fidelity_training", lambda: fidelity("training")), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
                       ("oracle", oracle_ranges), ("speed", speed), ("latency", latency)):
         if part in parts:
             result.setdefault("commands", {})[part] = f"python benchmarks/calibration.py {part}"
@@ -634,4 +694,4 @@ def main(parts):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["fidelity", "kinds", "cost", "floor", "oracle", "speed", "latency"])
+    main(sys.argv[1:] or ["fidelity", "fidelity_training", "kinds", "cost", "floor", "oracle", "speed", "latency"])

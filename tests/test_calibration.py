@@ -333,8 +333,16 @@ def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(sta
     choice = choose(statistics, inputs, outputs, reference, "test")
     assert [method for method, _ in choice.scores] == list(CANDIDATES)
     assert choice.method == CANDIDATES[best] and choice.held_out == 200 and choice.folds == 4
+    assert choice.decided and choice.describe().startswith(f"{CANDIDATES[best].describe()}, chosen on 200 held-out")
     tied = choose(statistics, inputs, lambda ranges, images: np.ones((len(images), 10)), reference, "test")
-    assert tied.method == CANDIDATES[0] and tied.describe().startswith("minmax, chosen on 200 held-out")
+    assert tied.method == CANDIDATES[0] and not tied.decided and tied.record()["decided_by_scores"] is False
+    assert tied.describe().startswith("minmax: every rule scored exact within 0.1 dB on 200 held-out")
+
+    def barely(ranges, images):  # every candidate within 0.1 dB of the others: no evidence, minmax taken
+        return np.ones((len(images), 10)) * (1 + 0.01 * (1 + 0.001 * rank.get(ranges[output], 0)))
+
+    close = choose(statistics, inputs, barely, reference, "test")
+    assert not close.decided and close.method == CANDIDATES[0]
 
 
 def test_auto_tries_every_candidate_on_the_real_artifact_and_keeps_the_best(folded, float_model, statistics,
@@ -390,6 +398,19 @@ def test_auto_without_folds_takes_minmax_and_says_so(folded, float_model, statis
     record = json.loads(record_path(path).read_text())["activation_ranges"]
     assert record["method"] == "auto" and record["chosen"] == {"method": "minmax"}
     assert record["selection"]["held_out_samples"] == 0 and "at least 8" in record["selection"]["reason"]
+
+
+def test_auto_says_when_the_images_cannot_tell_the_rules_apart(statistics, tmp_path):
+    """A softmax saturated on the calibration images: every rule gives the
+    same output, and the user is told so rather than shown a choice."""
+    from edge_resnet.data.images import DataWarning
+    from edge_resnet.quantize.selection import Choice, resolved_ranges
+    from edge_resnet.quantize.ranges import CANDIDATES
+
+    tied = Choice(CANDIDATES[0], tuple((method, 48.4) for method in CANDIDATES), 200, 4, "test")
+    with pytest.warns(DataWarning, match="same output SQNR within 0.1 dB .* took minmax.*calibrate on images it has not"):
+        method, _, record = resolved_ranges(statistics, RangeMethod("auto"), lambda statistics: tied)
+    assert method == RangeMethod("minmax") and record["decided_by_scores"] is False
 
 
 def test_the_output_rule_keeps_the_graph_outputs_minmax_and_clips_inside(statistics):

@@ -32,6 +32,8 @@ from ..errors import ConfigError
 from .statistics import FOLDS, MIN_FOLD_SAMPLES
 from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges, ranges_fingerprint
 
+INDISTINGUISHABLE_DB = 0.1  # every candidate within this of the others: the images cannot tell them apart
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -43,8 +45,16 @@ class Choice:
     folds: int
     scored_on: str  # the artifact and runtime that ran them
 
+    @property
+    def decided(self):
+        """Whether the scores told the candidates apart at all."""
+        scores = [score for _, score in self.scores]
+        if len(set(scores)) == 1:
+            return False
+        return not np.all(np.isfinite(scores)) or max(scores) - min(scores) >= INDISTINGUISHABLE_DB
+
     def record(self):
-        return {"held_out_samples": self.held_out, "folds": self.folds,
+        return {"held_out_samples": self.held_out, "folds": self.folds, "decided_by_scores": self.decided,
                 "metric": "output SQNR dB against the float model, mean of the folds", "chosen_rule": self.method.describe(),
                 "scored_on": self.scored_on,
                 "candidates": [{**method.to_dict(), "rule": method.describe(), "held_out_sqnr_db": _finite(score)}
@@ -67,6 +77,9 @@ def describe_selection(record):
     chosen = RangeMethod.from_dict(record["chosen"]).describe()
     if not scores:
         return f"{chosen}: nothing held out to choose on ({record['selection']['reason']})"
+    if not record["selection"].get("decided_by_scores", True):
+        return (f"{chosen}: every rule scored {_text_db(scores[chosen])} within {INDISTINGUISHABLE_DB} dB on "
+                f"{record['selection']['held_out_samples']} held-out calibration images, no evidence for any")
     return (f"{chosen}, chosen on {record['selection']['held_out_samples']} held-out calibration images: "
             f"{_text_db(scores[chosen])} vs minmax {_text_db(scores['minmax'])}")
 
@@ -145,4 +158,14 @@ def resolved_ranges(statistics, method, choose_for_artifact):
         return minmax, activation_ranges(statistics, minmax), {
             "held_out_samples": 0, "chosen_rule": minmax.describe(), "candidates": [], "reason": reason}
     choice = choose_for_artifact(statistics)
+    if not choice.decided:
+        warnings.warn(f"auto: {undecided_reason(choice)}", DataWarning, stacklevel=2)
     return choice.method, activation_ranges(statistics, choice.method), choice.record()
+
+
+def undecided_reason(choice):
+    return (f"every range rule gave the same output SQNR within {INDISTINGUISHABLE_DB} dB on the "
+            f"{choice.held_out} held-out calibration images, so they hold no evidence for any; took "
+            f"{choice.method.describe()}. The model's outputs do not move with the ranges on these images (a softmax "
+            "saturated on images it was trained on does this): calibrate on images it has not seen, or name "
+            "--calibration-method")
