@@ -158,9 +158,8 @@ def check_config(config):
         if config.target:
             raise ConfigError("--target compiles a fully integer model for the NPU and --min-sqnr keeps parts in "
                               "float32 (they would fall back to the CPU there): give one or the other")
-    if config.min_sqnr is not None and (config.quantize != "int8" or "tflite" not in config.resolved_formats()):
-        raise ConfigError("--min-sqnr searches the int8 TFLite artifact: it needs --quantize int8 and tflite in "
-                          "--formats (the ONNX artifact stays full int8)")
+    if config.min_sqnr is not None and config.quantize != "int8":
+        raise ConfigError("--min-sqnr keeps parts of the int8 artifacts in float32: it needs --quantize int8")
     if config.target:
         from .quantize.ethos_u import vela_version
 
@@ -304,11 +303,10 @@ def base_name(config, model):
 
 
 def recipe_for(mode, config, artifact_format="tflite"):
-    """The recipe of one artifact; --min-sqnr searches the TFLite route only."""
+    """The recipe of one artifact."""
     from .quantize.recipe import QuantizationRecipe
 
-    int8_options = ("input_type", "output_type", "calibration_method", "percentile", "extrapolation") + \
-        (("min_sqnr",) if artifact_format == "tflite" else ())
+    int8_options = ("input_type", "output_type", "calibration_method", "percentile", "extrapolation", "min_sqnr")
     overrides = {key: getattr(config, key) for key in int8_options
                  if getattr(config, key) is not None and mode == "int8"}
     return QuantizationRecipe.for_mode(mode, **overrides)
@@ -366,7 +364,7 @@ def write_artifacts(folded, config, calibration, staging, clock, base):
                     made.float_model = path.read_bytes()
             else:
                 path = to_onnx(folded, recipe, calibration, output=staging / name, statistics=made.statistics,
-                               float_model=made.float_model, float_onnx_path=made.float_onnx_path)
+                               float_model=made.float_model, float_onnx_path=made.float_onnx_path, log=clock.log)
                 if mode == "none":
                     made.float_onnx_path = path
         made.paths.append(path)
@@ -449,16 +447,12 @@ def published_names(config, base, folded_name):
                   + list(GOLDEN_FILES) + ([STATISTICS_FILE] if config.quantize == "int8" else []))
 
 
-def mixed_precision_record(paths):
-    """The --min-sqnr search of the int8 TFLite artifact, from its recipe JSON, or None."""
+def mixed_precision_records(paths):
+    """{artifact name: its --min-sqnr search} from the recipe JSONs."""
     from .quantize.recipe import read_record
 
-    for path in paths:
-        if path.suffix == ".tflite":
-            record = read_record(path).get("mixed_precision")
-            if record:
-                return record
-    return None
+    records = {path.name: read_record(path).get("mixed_precision") for path in paths}
+    return {name: record for name, record in records.items() if record}
 
 
 def npu_source(base):
@@ -621,13 +615,15 @@ def convert(config, log=print):
                                                    config)
                 timings = board_timings(device_runs) if config.bench_runs else []
                 parity["gates"]["failures"] += on_device["gates"]["failures"]
-        mixed = mixed_precision_record(paths)
-        if mixed and not mixed["met"]:
-            from .quantize.mixed import chosen_step
+        mixed = mixed_precision_records(paths)
+        for name, record in mixed.items():
+            if not record["met"]:
+                from .quantize.mixed import chosen_step
 
-            parity["gates"]["failures"].append(
-                f"--min-sqnr {mixed['budget_sqnr_db']:g} dB not reached on held-out calibration images: the best, "
-                f"{chosen_step(mixed)['sqnr_db']:.1f} dB, keeps {len(mixed['float_parts'])} parts in float32")
+                parity["gates"]["failures"].append(
+                    f"--min-sqnr {record['budget_sqnr_db']:g} dB not reached by {name} on held-out calibration "
+                    f"images: the best, {chosen_step(record)['sqnr_db']:.1f} dB, keeps "
+                    f"{len(record['float_parts'])} parts in float32")
         npu = compile_for_targets(staging, base, config, clock, timings) if config.target else []
         with clock("report"):
             report = {

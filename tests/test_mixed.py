@@ -1,6 +1,6 @@
-"""`--min-sqnr`: the fewest parts of the int8 TFLite kept in float32 to meet
-an output-SQNR budget on held-out calibration images, on the trained
-digits ResNet-18 (real data), run on XNNPACK."""
+"""`--min-sqnr`: the fewest parts of the int8 TFLite (run on XNNPACK) or
+ONNX (run on onnxruntime) kept in float32 to meet an output-SQNR budget on
+held-out calibration images, on the trained digits ResNet-18 (real data)."""
 
 import json
 from pathlib import Path
@@ -92,11 +92,41 @@ def test_bad_budgets_are_one_line(data, options, problem):
     assert result.returncode == 2 and problem in result.stderr
 
 
-def test_the_onnx_route_has_no_search_and_says_so(data):
-    folder, float_model, _ = data
-    result = run_in_process("quantize", float_model, "--calibration", folder / "calibration.npz", "--min-sqnr", "30",
-                            "--output", folder / "x.onnx")
-    assert result.returncode == 2 and "--min-sqnr searches the int8 TFLite" in result.stderr
+def test_the_onnx_artifact_meets_a_budget_with_nodes_left_in_float(data, folded, tmp_path):
+    """onnxruntime's nodes_to_exclude keeps the chosen parts float; scored by onnxruntime itself."""
+    import onnx
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.device.runtime import OnnxRunner
+    from edge_resnet.quantize.onnx_export import float_compute_ops, to_onnx
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+
+    folder, float_model, evaluation = data
+    loaded = np.load(folder / "calibration.npz")
+    calibration = images_from_array(loaded["x"], Preprocessing(32, 32), size=None, labels=loaded["y"]).cached()
+    full = to_onnx(folded, QuantizationRecipe(calibration_method="extrapolated", min_sqnr=1.0), calibration,
+                   output=tmp_path / "full.onnx")
+    start = read_record(full)["mixed_precision"]
+    assert start["met"] and start["float_parts"] == [] and not float_compute_ops(onnx.load(full))
+    budget = start["steps"][0]["sqnr_db"] + 1.0
+    path = to_onnx(folded, QuantizationRecipe(calibration_method="extrapolated", min_sqnr=budget), calibration,
+                   output=tmp_path / "mixed.onnx")
+    record = read_record(path)["mixed_precision"]
+    chosen = mixed.chosen_step(record)
+    assert record["met"] and chosen["sqnr_db"] >= budget and record["float_parts"]
+    assert "head" not in record["not_tried"]  # the int8 ONNX's logits are float already
+    left_float = float_compute_ops(onnx.load(path))
+    assert len(left_float) == chosen["float_operators"] > 0
+    for name in left_float:  # each float convolution belongs to a part the search chose
+        block = mixed.BLOCK.search(name)
+        owners = {block.group(1)} if block else {"stem", "head"}
+        assert owners & set(chosen["float_parts"]), (name, chosen["float_parts"])
+    images = np.stack(list(images_from_array(evaluation, Preprocessing(32, 32), size=None).samples()))
+    reference = TfliteRunner(float_model).predict(images)
+    on_evaluation = mixed.output_sqnr_db(reference, OnnxRunner(path).predict(images))
+    assert on_evaluation > mixed.output_sqnr_db(reference, OnnxRunner(full).predict(images)) and \
+        on_evaluation >= budget - 1.0
+    assert "--min-sqnr" in read_record(path)["quantization"]
 
 
 def test_parts_are_the_network_s_own(digits_artifacts):
@@ -113,7 +143,7 @@ def test_convert_reports_the_search_step_by_step(tmp_path, monkeypatch):
                             "--output", tmp_path / "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    record = report["mixed_precision"]
+    record = report["mixed_precision"]["resnet50_demo_int8.tflite"]
     assert record["met"] and record["float_parts"] and len(record["steps"]) >= 2
     assert all(step["p50_ms"] > 0 for step in record["steps"])
     markdown = (tmp_path / "out" / "report.md").read_text()
@@ -123,9 +153,9 @@ def test_convert_reports_the_search_step_by_step(tmp_path, monkeypatch):
     assert onnx_free["recipe"]["min_sqnr"] == 29.5
 
 
-def test_convert_min_sqnr_needs_the_tflite_artifact(tmp_path):
-    result = run_in_process("convert", "--formats", "onnx", "--min-sqnr", "30", "--output", tmp_path / "out")
-    assert result.returncode == 2 and "--min-sqnr searches the int8 TFLite" in result.stderr
+def test_convert_min_sqnr_needs_int8(tmp_path):
+    result = run_in_process("convert", "--quantize", "float16", "--min-sqnr", "30", "--output", tmp_path / "out")
+    assert result.returncode == 2 and "--min-sqnr keeps parts of the int8 artifacts" in result.stderr
 
 
 def test_an_unmet_budget_is_never_described_as_met():

@@ -430,7 +430,9 @@ def convert_details(report):
               f"Stages: {stages}.", "", "## Accuracy parity", "", *parity_summary(report["parity"]), "",
               *parity_details(report["parity"])]
     if report.get("mixed_precision"):
-        lines += ["", "## Float32 parts for the SQNR budget", "", *mixed_precision_lines(report["mixed_precision"])]
+        lines += ["", "## Float32 parts for the SQNR budget"]
+        for name, record in report["mixed_precision"].items():
+            lines += ["", f"### {_code(name)}", "", *mixed_precision_lines(record)]
     if report.get("on_device"):
         lines += ["", "## On the device (over SSH)", "", "Every artifact again, run and timed on the board(s) "
                   "against the same golden outputs; the summary's latencies are the first board's.", "",
@@ -466,7 +468,8 @@ def mixed_precision_lines(record):
 
     rows = [(step + 1, ", ".join(entry["float_parts"][-1:]) or "(full int8)", len(entry["float_parts"]),
              entry["float_operators"], f"{entry['sqnr_db']:.2f}", f"{entry['p50_ms']:.3g}",
-             "yes" if entry["fully_delegated"] else "NO") for step, entry in enumerate(record["steps"])]
+             {True: "yes", False: "NO", None: "-"}[entry["fully_delegated"]])
+            for step, entry in enumerate(record["steps"])]
     return [describe_record(record) + ".", "", f"Measured on {record['held_out_images']} {record['scored_on']}; "
             "latency: batch 1 on this machine.", "",
             *markdown_table(("step", "part made float32", "float parts", "float operators", "held-out SQNR dB",
@@ -509,8 +512,8 @@ def write_convert_reports(report, folder, stem="report"):
         images = parity_plots(report["parity"])
         if any(row["p50_ms"] is not None for row in report["artifacts"]):
             images.append(("Latency", latency_plot(report["artifacts"])))
-        if report.get("mixed_precision"):
-            images.append(("Float32 parts for the SQNR budget", mixed_precision_plot(report["mixed_precision"])))
+        for name, record in report.get("mixed_precision", {}).items():
+            images.append((f"Float32 parts for the SQNR budget: {name}", mixed_precision_plot(record)))
     contents = {
         f"{stem}.json": json.dumps(report, indent=2, default=float) + "\n",
         f"{stem}.md": convert_markdown(report),

@@ -1,16 +1,17 @@
 """An accuracy budget met with the fewest float parts (`--min-sqnr DB`).
 
-When the full-int8 TFLite falls short of the output SQNR a user needs, parts
-of the network are kept in float32 (their operators run between a
-DEQUANTIZE and a QUANTIZE; XNNPACK runs int8 and float operators in one
-graph) until the budget is met. The parts are the network's own: the stem
+When the full-int8 artifact falls short of the output SQNR a user needs,
+parts of the network are kept in float32 until the budget is met: in the
+TFLite, their operators run between a DEQUANTIZE and a QUANTIZE (XNNPACK
+runs int8 and float operators in one graph); in the ONNX, onnxruntime leaves
+their nodes out of quantization (a Route says how each format does it). The parts are the network's own: the stem
 (conv1, pool1), each residual block (convN_blockM, its convolutions and its
 addition), the head (pooling and classifier).
 
 Everything is measured on held-out calibration images, never on the
 evaluation images: ranges come from the other calibration images (the
 statistics' folds), each candidate is quantized into the real artifact and
-run on XNNPACK. Each part is first tried alone (its real effect, one
+run by its runtime (XNNPACK, onnxruntime's CPU provider). Each part is first tried alone (its real effect, one
 quantization per part); then, step by step, the few best remaining parts and
 the neighbours of those already in float (two float neighbours keep the
 tensor between them in float) are tried on top of the float set, and the
@@ -45,7 +46,7 @@ class Step:
     sqnr_db: float  # output SQNR on the held-out calibration images
     float_operators: int
     p50_ms: float  # batch-1 median latency on this machine
-    fully_delegated: bool  # XNNPACK runs the whole graph
+    fully_delegated: bool  # XNNPACK runs the whole graph (TFLite; None for ONNX)
 
     def to_dict(self):
         return asdict(self)
@@ -131,16 +132,21 @@ def part_of(scope, seen_block):
 def model_parts(float_model_bytes):
     """{part: (operator scopes, in graph order)} of a float TFLite ResNet."""
     subgraph = read_flatbuffer(float_model_bytes).subgraphs[0]
+    return parts_in_order(";".join(subgraph.tensors[index].name.decode() for index in operator.outputs)
+                          for operator in subgraph.operators)
+
+
+def parts_in_order(operator_names):
+    """{part: (operator names, in graph order)} of the operators named in graph order."""
     parts, seen_block = {}, False
-    for operator in subgraph.operators:
-        scope = ";".join(subgraph.tensors[index].name.decode() for index in operator.outputs)
-        part = part_of(scope, seen_block)
+    for name in operator_names:
+        part = part_of(name, seen_block)
         seen_block = seen_block or part not in ("stem", "head")
-        parts.setdefault(part, []).append(scope)
+        parts.setdefault(part, []).append(name)
     if not seen_block:
         raise ConfigError("--min-sqnr finds the parts of a ResNet by its layer names (convN_blockM_...); this model "
                           "has none: build it with edge-resnet's or keras.applications' layer names")
-    return {part: tuple(scopes) for part, scopes in parts.items()}
+    return {part: tuple(names) for part, names in parts.items()}
 
 
 def check_budget(min_sqnr):
@@ -162,12 +168,43 @@ def shortlist(order, chosen, graph_order):
     return list(dict.fromkeys(order[:CONFIRMED_PER_STEP] + [part for part in neighbours if part in order]))
 
 
-def search_float_parts(float_model, statistics, calibration, recipe, method, budget_db, log=print):
-    """The MixedSearch for `budget_db` (held-out output SQNR) of the int8
-    TFLite of `float_model` (bytes) under `recipe`, ranges by `method`."""
-    from ..device.bench import benchmark
+@dataclass(frozen=True)
+class Route:
+    """How one artifact format makes and runs its candidates.
+
+    `parts`: {part: operator ids} (TFLite scopes, ONNX node names), in graph
+    order; `make(ranges, ids)`: the artifact (bytes) with the operators
+    `ids` in float32; `outputs(artifact, inputs)`: what it computes; `suffix`:
+    its file name suffix, for timing and inspecting it."""
+
+    parts: dict
+    make: object
+    outputs: object
+    suffix: str
+    float_operators: object  # artifact path -> (operators in float32, whole graph delegated or None)
+    head_output_type: str  # the artifact's output type if the head stays int8 (a float head makes it float32)
+
+
+def tflite_route(float_model, recipe):
     from ..device.tflite_inspect import inspect_tflite
     from .int8_tflite import int8_tflite, run_tflite_bytes
+
+    def structure(path):
+        inspected = inspect_tflite(path)
+        return len(inspected.float_ops), inspected.fully_delegated
+
+    return Route(model_parts(float_model),
+                 lambda ranges, scopes: int8_tflite(float_model, ranges, recipe, scopes),
+                 lambda model, inputs: run_tflite_bytes(model, inputs, "a candidate"), ".tflite", structure,
+                 recipe.output_type)
+
+
+def search_float_parts(float_model, statistics, calibration, recipe, method, budget_db, log=print, route=None):
+    """The MixedSearch for `budget_db` (held-out output SQNR) of the int8
+    artifact of `route` (default: the int8 TFLite of `float_model`, bytes)
+    under `recipe`, ranges by `method`."""
+    from ..device.bench import benchmark
+    from .int8_tflite import run_tflite_bytes
     from .selection import calibration_inputs, no_folds_reason
 
     check_budget(budget_db)
@@ -177,31 +214,31 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     if statistics.folds is None:
         raise ConfigError(f"--min-sqnr measures on held-out calibration images: {no_folds_reason(statistics)}; "
                           "calibrate on more images")
+    route = route or tflite_route(float_model, recipe)
     held_out = list(statistics.folds[0].positions)
     ranges = activation_ranges(statistics.fitting_part(0), method)
     inputs = calibration_inputs(calibration, statistics)[held_out]
     reference = run_tflite_bytes(float_model, inputs, "the float model")
-    parts = model_parts(float_model)
+    parts = route.parts
     excluded = {}
-    if recipe.output_type != "float32" and "head" in parts:
+    if route.head_output_type != "float32" and "head" in parts:
         # a float classifier would make the model's output float32, not the --output-type asked for
-        excluded["head"] = f"its output would become float32, not {recipe.output_type}; --output-type float32 allows it"
+        excluded["head"] = (f"its output would become float32, not {route.head_output_type}; --output-type float32 "
+                            "allows it")
 
     def evaluated(float_parts):
-        """(held-out SQNR, the candidate's bytes) with `float_parts` in float32."""
-        model = int8_tflite(float_model, ranges, recipe, [scope for part in float_parts for scope in parts[part]])
-        return output_sqnr_db(reference, run_tflite_bytes(model, inputs, "a candidate")), model
+        """(held-out SQNR, the candidate) with `float_parts` in float32."""
+        model = route.make(ranges, [operator for part in float_parts for operator in parts[part]])
+        return output_sqnr_db(reference, route.outputs(model, inputs)), model
 
     def step(float_parts, candidate):
         sqnr, model = candidate
         with tempfile.TemporaryDirectory(prefix="edge-resnet-mixed-") as folder:
-            path = Path(folder) / "candidate.tflite"
+            path = Path(folder) / f"candidate{route.suffix}"
             path.write_bytes(model)
-            structure = inspect_tflite(path)
+            float_operators, delegated = route.float_operators(path)
             timing = benchmark(path, warmup=5, runs=LATENCY_RUNS, reset_peak=False)
-        return Step(tuple(float_parts), sqnr, len(structure.float_ops), timing.latency_ms["p50"],
-                    structure.fully_delegated)
-
+        return Step(tuple(float_parts), sqnr, float_operators, timing.latency_ms["p50"], delegated)
     steps = [step((), evaluated(()))]
     log(f"      --min-sqnr {budget_db:g}: full int8 gives {steps[0].sqnr_db:.1f} dB on {len(held_out)} held-out "
         "calibration images")

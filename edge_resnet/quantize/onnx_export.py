@@ -277,7 +277,7 @@ def ort_prepared(float_path, prepared_path):
                         tuple(output_softmax_nodes(proto)))
 
 
-def ort_quantized(prepared, output_path, recipe, onnx_ranges):
+def ort_quantized(prepared, output_path, recipe, onnx_ranges, float_nodes=()):
     """onnxruntime static quantization of the pre-processed float ONNX with
     our ranges ({ONNX tensor name: (low, high)}), handed over as its
     calibration cache: its own calibrator never runs.
@@ -288,7 +288,8 @@ def ort_quantized(prepared, output_path, recipe, onnx_ranges):
     +0.2 to +1.2 dB output SQNR measured on three digits ResNets
     (benchmarks/results/calibration.md). A softmax head then runs in float
     on those logits (a few values per image): no int8 grid on the logits it
-    reads or on the probabilities it writes."""
+    reads or on the probabilities it writes. `float_nodes` (mixed.py) stay
+    float32 too."""
     import numpy as np
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -310,12 +311,12 @@ def ort_quantized(prepared, output_path, recipe, onnx_ranges):
             reduce_range=recipe.onnx_reduce_range,
             calibrate_method=CalibrationMethod.MinMax,
             calibration_cache_path=str(cache),
-            nodes_to_exclude=list(prepared.float_nodes),
+            nodes_to_exclude=list(prepared.float_nodes) + list(float_nodes),
             extra_options={"OpTypesToExcludeOutputQuantization": list(prepared.float_output_ops)},
         )
     cache.unlink(missing_ok=True)
     if recipe.onnx_format == "qdq":
-        left_in_float = float_compute_ops(onnx.load(output_path))
+        left_in_float = [name for name in float_compute_ops(onnx.load(output_path)) if name not in set(float_nodes)]
         if left_in_float:
             raise ConversionError(f"onnxruntime left {len(left_in_float)} operators in float "
                                   f"(e.g. {left_in_float[0]}); the int8 ONNX model would not be fully quantized")
@@ -356,6 +357,32 @@ def onnx_chooser(prepared, float_path, recipe, to_onnx_ranges, calibration, scra
     return choose_for
 
 
+def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
+    """mixed.Route of the int8 ONNX: parts of the network left in float32 by
+    onnxruntime's nodes_to_exclude, run on its CPU provider."""
+    import onnx
+
+    from ..device.runtime import OnnxRunner
+    from .mixed import Route, parts_in_order
+
+    candidate = Path(scratch) / "mixed-candidate.onnx"
+
+    def make(ranges, nodes):
+        return ort_quantized(prepared, candidate, recipe, to_onnx_ranges(ranges), nodes).read_bytes()
+
+    def outputs(model, inputs):
+        candidate.write_bytes(model)
+        with native_output_silenced():
+            return predicted_in_batches(OnnxRunner(candidate), inputs)
+
+    def structure(path):
+        return len(float_compute_ops(onnx.load(path))), None
+
+    # the logits are float in every int8 ONNX (ort_quantized): a float head changes no output type
+    return Route(parts_in_order(node.name for node in prepared.proto.graph.node), make, outputs, ".onnx", structure,
+                 "float32")
+
+
 def check_onnx_request(recipe, opset, route):
     """Refuse what ONNX export cannot do before any work starts."""
     if recipe.mode not in ("none", "int8"):
@@ -366,7 +393,7 @@ def check_onnx_request(recipe, opset, route):
 
 
 def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEFAULT_OPSET, route="ort",
-            float_onnx_path=None, statistics=None, float_model=None):
+            float_onnx_path=None, statistics=None, float_model=None, log=None):
     """Write `output` (.onnx) and its recipe JSON; return the path.
 
     recipe.mode "none" exports float32; "int8" quantizes by `route`, with
@@ -395,7 +422,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
 
     with tempfile.TemporaryDirectory(prefix="edge-resnet-onnx-") as scratch, atomic_output(output) as temporary:
         scratch = Path(scratch)
-        ranges_used = None
+        ranges_used, search, tflite_search = None, None, None
         if recipe.mode == "none":
             proto = float_onnx(model, opset)
             exporter = exporter_of(proto)
@@ -423,7 +450,14 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                 method, tflite_ranges, selection = resolved_ranges(
                     statistics, recipe.range_method(),
                     onnx_chooser(prepared, float_onnx_path, recipe, to_onnx_ranges, calibration, scratch))
-                ort_quantized(prepared, scratch / "int8.onnx", recipe, to_onnx_ranges(tflite_ranges))
+                if recipe.min_sqnr is not None:
+                    from .mixed import search_float_parts
+
+                    search = search_float_parts(float_model, statistics, calibration, recipe, method,
+                                                recipe.min_sqnr, log=log or (lambda line: None),
+                                                route=onnx_route(prepared, recipe, to_onnx_ranges, scratch))
+                ort_quantized(prepared, scratch / "int8.onnx", recipe, to_onnx_ranges(tflite_ranges),
+                              search.float_scopes() if search else ())
                 onnx.save(checked(onnx.load(scratch / "int8.onnx"), f"model {model.name!r}", (ORT_DOMAIN,)),
                           temporary)
                 ranges_used = ranges_record(statistics, method, tflite_ranges, selection)
@@ -433,11 +467,17 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                 onnx.save(onnx_from_tflite(tflite_path, opset), temporary)
                 exporter = "tf2onnx (from the int8 TFLite model)"
                 ranges_used = read_record(tflite_path)["activation_ranges"]
+                tflite_search = read_record(tflite_path).get("mixed_precision")
         record = artifact_record(temporary, "onnx", recipe, keras_model_info(model), ONNX_PACKAGES, ranges_used)
         record.update(artifact=output.name, opset=opset, route=route if recipe.mode == "int8" else None,
                       exporter=exporter)
         if recipe.mode == "int8" and route == "tflite":
             record["quantization"] = f"{recipe.describe('tflite')}, the int8 TFLite model written as ONNX"
+        if search or tflite_search:
+            from .mixed import describe_artifact
+
+            record["mixed_precision"] = search.record() if search else tflite_search
+            record["quantization"] = describe_artifact(record["mixed_precision"]) or record["quantization"]
         write_record(output, record)
     return output
 

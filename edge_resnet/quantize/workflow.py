@@ -37,8 +37,8 @@ class QuantizationRequest:
     output_type: str = option("--output-type", default=None, choices=IO_TYPES,
                               help="int8 model output type (default: int8)")
     min_sqnr: float = option("--min-sqnr", default=None, type=float, metavar="DB",
-                             help="int8 TFLite: keep the fewest network parts in float32 that bring the output SQNR "
-                                  "on held-out calibration images to DB (exit 1 if even all of them cannot)")
+                             help="int8: keep the fewest network parts in float32 that bring the output SQNR on "
+                                  "held-out calibration images to DB (exit 1 if even all of them cannot)")
 
 
 ONNX_GROUP = "ONNX (.onnx output)"
@@ -107,9 +107,9 @@ def check_request(request, recipe):
                           "(e.g. --calibration-method extrapolated)")
     if not recipe.needs_calibration and (request.statistics or request.save_statistics):
         raise ConfigError("--statistics and --save-statistics apply to --quantize int8 only")
-    if recipe.min_sqnr is not None and (request.target != ".tflite" or not request.calibration):
-        raise ConfigError("--min-sqnr searches the int8 TFLite on held-out calibration images: it needs "
-                          "--output X.tflite and --calibration PATH (the ONNX route has no such search yet)")
+    if recipe.min_sqnr is not None and not request.calibration:
+        raise ConfigError("--min-sqnr searches the int8 artifact on held-out calibration images: it needs "
+                          "--calibration PATH")
     if request.save_statistics and not request.save_statistics.endswith(".npz"):
         raise ConfigError(f"--save-statistics must end in .npz. Received: {request.save_statistics}")
     if request.model.endswith(".tflite") and (request.target != ".tflite" or recipe.mode != "int8"):
@@ -233,7 +233,7 @@ def _from_keras(request, recipe, log):
                          float_model=float_model, log=log)
     else:
         path = to_onnx(model, recipe, calibration, output=request.output, opset=request.opset,
-                       route=request.onnx_route, statistics=statistics, float_model=float_model)
+                       route=request.onnx_route, statistics=statistics, float_model=float_model, log=log)
     source = model_source(request.model, request.weights)
     if source["sha256"]:
         record_source(path, source)
