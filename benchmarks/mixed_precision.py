@@ -11,7 +11,11 @@ ranges), the other 397 to evaluate.
 Latency: ResNet-50 / ResNet-34 at 224 (random weights) quantized full int8
 and with the same parts in float32, timed in alternating rounds here.
 
-    python benchmarks/mixed_precision.py
+The `onnx` part does the same for the int8 ONNX (onnxruntime's CPU
+provider, float parts by nodes_to_exclude); `onnx_latency` times its parts
+at 224 (separately, so it can run on an idle machine).
+
+    python benchmarks/mixed_precision.py [tflite] [onnx] [onnx_latency]
 """
 
 import sys
@@ -133,8 +137,121 @@ def measure(name, model, size, depth):
     return result
 
 
-def main():
-    results = [measure(*entry) for entry in trained_models()]
+def onnx_sqnr(float_model, model_path, images):
+    from edge_resnet.device.runtime import OnnxRunner
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+    from edge_resnet.quantize.mixed import output_sqnr_db
+
+    return output_sqnr_db(run_tflite_bytes(float_model, images, "float"), OnnxRunner(model_path).predict(images))
+
+
+def measure_onnx(name, model, size, depth):
+    """The same budget rule for the int8 ONNX, searched and scored on onnxruntime."""
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.mixed import chosen_step
+    from edge_resnet.quantize.onnx_export import to_onnx
+    from edge_resnet.quantize.recipe import QuantizationRecipe, read_record
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    folded = fold_batchnorm(model)[0]
+    float_model = float_tflite(folded)
+    calibration, evaluation = digits(size)
+    statistics = collect_statistics(float_model, calibration)
+    folder = Path(tempfile.mkdtemp(prefix="mixed-onnx-"))
+    probe = to_onnx(folded, QuantizationRecipe(min_sqnr=1.0), calibration, output=folder / "full.onnx",
+                    statistics=statistics, float_model=float_model)
+    full_held_out = read_record(probe)["mixed_precision"]["steps"][0]["sqnr_db"]
+    budget = full_held_out + BUDGET_OVER_FULL_INT8_DB
+    started = time.perf_counter()
+    mixed = to_onnx(folded, QuantizationRecipe(min_sqnr=budget), calibration, output=folder / "mixed.onnx",
+                    statistics=statistics, float_model=float_model, log=print)
+    seconds = time.perf_counter() - started
+    record = read_record(mixed)["mixed_precision"]
+    chosen = chosen_step(record)
+    result = {"model": name, "depth": depth, "budget_db": budget, "met_on_held_out": record["met"],
+              "held_out_db": {"full int8": full_held_out, "mixed": chosen["sqnr_db"]},
+              "evaluation_db": {"full int8": onnx_sqnr(float_model, probe, evaluation),
+                                "mixed": onnx_sqnr(float_model, mixed, evaluation)},
+              "float_parts": list(chosen["float_parts"]), "float_operators": chosen["float_operators"],
+              "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"]}
+    print(result, flush=True)
+    return result
+
+
+def onnx_latency_at_224(depth, float_parts):
+    """p50 of the full-int8 and the mixed int8 ONNX at 224 (random weights) on onnxruntime, alternating rounds."""
+    import onnx
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.device.runtime import OnnxRunner
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.model.resnet import build_resnet
+    from edge_resnet.quantize.mixed import parts_in_order
+    from edge_resnet.quantize.onnx_export import float_onnx, onnx_activation_ranges, ort_prepared, ort_quantized
+    from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    model = fold_batchnorm(build_resnet(depth, input_shape=(224, 224, 3), classes=1000, classifier_activation=None,
+                                        seed=0))[0]
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 224, 224, 3), dtype=np.uint8)
+    calibration = images_from_array(pixels, Preprocessing(224, 224), size=None)
+    statistics = collect_statistics(float_tflite(model), calibration)
+    folder = Path(tempfile.mkdtemp(prefix="mixed-onnx-latency-"))
+    paths = {"float32": folder / "float.onnx"}
+    onnx.save(float_onnx(model), paths["float32"])
+    prepared = ort_prepared(paths["float32"], folder / "prepared.onnx")
+    ranges = onnx_activation_ranges(prepared.proto, activation_ranges(statistics, RangeMethod("minmax")), statistics,
+                                    {layer.name for layer in model.layers}, model.output._keras_history[0].name)
+    parts = parts_in_order(node.name for node in prepared.proto.graph.node)
+    recipe = QuantizationRecipe()
+    paths["full int8"] = ort_quantized(prepared, folder / "int8.onnx", recipe, ranges)
+    paths["mixed"] = ort_quantized(prepared, folder / "mixed.onnx", recipe, ranges,
+                                   [name for part in float_parts for name in parts[part]])
+    runners = {name: OnnxRunner(path, threads=2) for name, path in paths.items()}
+    sample = next(calibration.samples())[None]
+    medians = interleaved_medians([lambda runner=runner: runner.predict(sample) for runner in runners.values()],
+                                  rounds=5, runs_per_round=20)
+    return {"p50_ms": dict(zip(runners, medians)), "mixed_over_int8": medians[2] / medians[1]}
+
+
+def onnx_lines(results):
+    lines = ["", "## The int8 ONNX (onnxruntime CPU provider)", "",
+             "The same models, images and budget rule; float parts by onnxruntime's nodes_to_exclude. The int8 "
+             "ONNX's logits are float (no int8 output grid), so its head may be tried too.", "",
+             "| model | budget dB (held-out) | held-out full int8 -> mixed | evaluation full int8 -> mixed | "
+             "met on evaluation within 1 dB | float parts (float convolutions) | p50 at 224: int8 -> mixed (ratio) | "
+             "float32 p50 | search s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        held, evaluated, speed = r["held_out_db"], r["evaluation_db"], r.get("latency_224")
+        timing = (f"{speed['p50_ms']['full int8']:.2f} -> {speed['p50_ms']['mixed']:.2f} "
+                  f"({speed['mixed_over_int8']:.2f}x) | {speed['p50_ms']['float32']:.2f}") if speed else "- | -"
+        lines.append(
+            f"| {r['model']} | {r['budget_db']:.2f} | {held['full int8']:.2f} -> {held['mixed']:.2f} | "
+            f"{evaluated['full int8']:.2f} -> {evaluated['mixed']:.2f} | "
+            f"{'yes' if evaluated['mixed'] >= r['budget_db'] - 1 else 'NO'} | "
+            f"{len(r['float_parts'])} ({r['float_operators']}): {', '.join(r['float_parts'])} | {timing} | "
+            f"{r['search_seconds']:.0f} |")
+    return lines
+
+
+def main(parts):
+    import json
+
+    from benchmarks.common import RESULTS
+
+    path = RESULTS / "mixed_precision.json"
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    results = [measure(*entry) for entry in trained_models()] if "tflite" in parts else saved.get("results", [])
+    onnx_results = saved.get("onnx_results", [])
+    if "onnx" in parts:
+        onnx_results = [measure_onnx(*entry) for entry in trained_models()]
+    if "onnx_latency" in parts:
+        for result in onnx_results:
+            result["latency_224"] = onnx_latency_at_224(result["depth"], result["float_parts"])
+            print(result["model"], result["latency_224"], flush=True)
     lines = ["# `--min-sqnr`: full int8 + 3 dB on held-out calibration images", "",
              "Command: `python benchmarks/mixed_precision.py`", "",
              f"Machine: {machine()['cpu']}, {machine()['cores']} cores, {' '.join(machine()['isa'])}. Calibration: 200 "
@@ -154,8 +271,11 @@ def main():
             f"{speed['p50_ms']['full int8']:.2f} -> {speed['p50_ms']['mixed']:.2f} ({speed['mixed_over_int8']:.2f}x)"
             f"{'' if speed['mixed_fully_delegated'] else ', NOT all on XNNPACK'} | {speed['p50_ms']['float32']:.2f} | "
             f"{r['search_seconds']:.0f} |")
-    write_results("mixed_precision", {"machine": machine(), "results": results}, "\n".join(lines) + "\n")
+    if onnx_results:
+        lines += onnx_lines(onnx_results)
+    write_results("mixed_precision", {"machine": machine(), "results": results, "onnx_results": onnx_results},
+                  "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or ["tflite", "onnx", "onnx_latency"])

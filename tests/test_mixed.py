@@ -98,7 +98,7 @@ def test_the_onnx_artifact_meets_a_budget_with_nodes_left_in_float(data, folded,
 
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.device.runtime import OnnxRunner
-    from edge_resnet.quantize.onnx_export import float_compute_ops, to_onnx
+    from edge_resnet.quantize.onnx_export import float_compute_ops, float_weight_ops, to_onnx
     from edge_resnet.quantize.recipe import QuantizationRecipe
 
     folder, float_model, evaluation = data
@@ -107,7 +107,8 @@ def test_the_onnx_artifact_meets_a_budget_with_nodes_left_in_float(data, folded,
     full = to_onnx(folded, QuantizationRecipe(calibration_method="extrapolated", min_sqnr=1.0), calibration,
                    output=tmp_path / "full.onnx")
     start = read_record(full)["mixed_precision"]
-    assert start["met"] and start["float_parts"] == [] and not float_compute_ops(onnx.load(full))
+    assert start["met"] and start["float_parts"] == [] and not float_weight_ops(onnx.load(full))
+    assert not float_compute_ops(onnx.load(full))
     budget = start["steps"][0]["sqnr_db"] + 1.0
     path = to_onnx(folded, QuantizationRecipe(calibration_method="extrapolated", min_sqnr=budget), calibration,
                    output=tmp_path / "mixed.onnx")
@@ -115,7 +116,7 @@ def test_the_onnx_artifact_meets_a_budget_with_nodes_left_in_float(data, folded,
     chosen = mixed.chosen_step(record)
     assert record["met"] and chosen["sqnr_db"] >= budget and record["float_parts"]
     assert "head" not in record["not_tried"]  # the int8 ONNX's logits are float already
-    left_float = float_compute_ops(onnx.load(path))
+    left_float = float_weight_ops(onnx.load(path))
     assert len(left_float) == chosen["float_operators"] > 0
     for name in left_float:  # each float convolution belongs to a part the search chose
         block = mixed.BLOCK.search(name)

@@ -236,6 +236,13 @@ def float_compute_ops(proto):
             if node.op_type in COMPUTE_OPS and node.input[0] not in dequantized]
 
 
+def float_weight_ops(proto):
+    """Conv/Gemm/MatMul nodes computing in float32: their weights are not dequantized from int8."""
+    dequantized = {node.output[0] for node in proto.graph.node if node.op_type == "DequantizeLinear"}
+    return [node.name or node.output[0] for node in proto.graph.node
+            if node.op_type in COMPUTE_OPS and len(node.input) > 1 and node.input[1] not in dequantized]
+
+
 def output_compute_op_types(proto):
     """The op types of the Conv/Gemm/MatMul nodes that write the logits: a
     graph output, or what an output softmax reads."""
@@ -376,7 +383,7 @@ def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
             return predicted_in_batches(OnnxRunner(candidate), inputs)
 
     def structure(path):
-        return len(float_compute_ops(onnx.load(path))), None
+        return len(float_weight_ops(onnx.load(path))), None
 
     # the logits are float in every int8 ONNX (ort_quantized): a float head changes no output type
     return Route(parts_in_order(node.name for node in prepared.proto.graph.node), make, outputs, ".onnx", structure,

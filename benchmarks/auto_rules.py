@@ -1,0 +1,200 @@
+"""How `auto` should turn its held-out scores into a choice: the statistic
+it ranks candidates by, compared on what each choice then scores on
+evaluation images.
+
+For every model of benchmarks/calibration.py (logits and softmax heads) and
+both of its protocols (calibrated on unseen digits, or on training digits),
+for each of the four 200-image calibration subsets: every candidate rule of
+ranges.CANDIDATES is scored per held-out image (squared output error and
+signal of each image, under ranges fitted without it) in two fold layouts,
+and on the evaluation images with ranges from all 200. Each selection
+statistic then picks a rule per subset from the held-out numbers alone; its
+result is the evaluation SQNR of what it picked, mean over the subsets,
+minus the best fixed rule's mean.
+
+Fold layouts: "3 fit, 1 scores" (what `auto` does: ranges from three folds,
+scored on the fourth) and "1 fits, 3 score" (ranges from one fold, scored on
+the other three: the scored images outnumber the fitted ones, as deployed
+images do, so a rule that clips unseen extremes is caught more often).
+
+    python benchmarks/auto_rules.py    writes benchmarks/results/auto_rules.{json,md}
+"""
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+from common import machine, use_repo_imports, write_results
+
+HERE = Path(__file__).resolve().parent
+FIXED = ("minmax", "extrapolated 0.25", "percentile 99.99", "percentile 99.999", "mse")
+
+
+def calibration_benchmark():
+    spec = importlib.util.spec_from_file_location("calibration_benchmark", HERE / "calibration.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def per_image(reference, outputs):
+    """(signal, squared error) of each image."""
+    reference, outputs = np.asarray(reference, np.float64), np.asarray(outputs, np.float64)
+    flat = len(reference), -1
+    return np.sum(reference.reshape(flat) ** 2, 1), np.sum((reference - outputs).reshape(flat) ** 2, 1)
+
+
+def db(signal, noise):
+    return float(10 * np.log10(np.sum(signal) / np.sum(noise))) if np.sum(noise) > 0 else float("inf")
+
+
+def part_of(statistics, folds):
+    from edge_resnet.quantize.statistics import TensorStatistics
+
+    if len(folds) == 1:
+        return dataclasses.replace(statistics, tensors=statistics.folds[folds[0]].tensors, folds=None)
+    positions = [statistics.folds[fold].positions for fold in folds]
+    return dataclasses.replace(statistics, folds=None, tensors=tuple(
+        TensorStatistics.merged([statistics.folds[fold].tensors[index] for fold in folds], positions)
+        for index in range(len(statistics.tensors))))
+
+
+LAYOUTS = {"3 fit, 1 scores": [([j for j in range(4) if j != k], [k]) for k in range(4)],
+           "1 fits, 3 score": [([k], [j for j in range(4) if j != k]) for k in range(4)]}
+
+
+def measure_subset(bench, float_model, calibration, evaluation_images, reference):
+    """Per candidate: its held-out (positions, signal, error) per fit in each layout, and its evaluation SQNR."""
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+    from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
+    from edge_resnet.quantize.selection import calibration_inputs
+    from edge_resnet.quantize.statistics import collect_statistics
+
+    statistics = collect_statistics(float_model, calibration)
+    inputs = calibration_inputs(calibration, statistics)
+    float_outputs = run_tflite_bytes(float_model, inputs, "the float model")
+    folds = [list(fold.positions) for fold in statistics.folds]
+    parts = {tuple(fit): part_of(statistics, fit) for layout in LAYOUTS.values() for fit, _ in layout}
+    held_out = {name: [] for name in LAYOUTS}
+    evaluation = []
+    for method in CANDIDATES:
+        for name, layout in LAYOUTS.items():
+            fits = []
+            for fit, scored in layout:
+                positions = sorted(p for fold in scored for p in folds[fold])
+                outputs = bench.int8_tflite_outputs(float_model, activation_ranges(parts[tuple(fit)], method),
+                                                    inputs[positions])
+                fits.append(per_image(float_outputs[positions], outputs))
+            held_out[name].append(fits)
+        outputs = bench.int8_tflite_outputs(float_model, activation_ranges(statistics, method), evaluation_images)
+        evaluation.append(db(*per_image(reference, outputs)))
+    return {"rules": [method.describe() for method in CANDIDATES], "held_out": held_out, "evaluation": evaluation}
+
+
+def mean_of_fits(fits):
+    return float(np.mean([db(signal, noise) for signal, noise in fits]))
+
+
+def pooled(fits):
+    return db(np.concatenate([s for s, _ in fits]), np.concatenate([n for _, n in fits]))
+
+
+def median_of_fits(fits):
+    return float(np.median([db(signal, noise) for signal, noise in fits]))
+
+
+def pick_best(scores):
+    return max(range(len(scores)), key=lambda index: (scores[index], -index))
+
+
+def statistics_to_pick_by():
+    """name -> (layout, pick(candidates' fits) -> index). Index 0 is minmax."""
+    def by(score, layout):
+        return layout, lambda candidates: pick_best([score(fits) for fits in candidates])
+
+    def beats_minmax_in(folds_needed):
+        def pick(candidates):
+            minmax = [db(s, n) for s, n in candidates[0]]
+            allowed = [index for index, fits in enumerate(candidates)
+                       if index == 0 or sum(db(s, n) > m for (s, n), m in zip(fits, minmax)) >= folds_needed]
+            return max(allowed, key=lambda index: (mean_of_fits(candidates[index]), -index))
+        return "3 fit, 1 scores", pick
+
+    def margin_over_minmax(margin):
+        def pick(candidates):
+            scores = [mean_of_fits(fits) for fits in candidates]
+            best = pick_best(scores)
+            return best if scores[best] - scores[0] >= margin else 0
+        return "3 fit, 1 scores", pick
+
+    return {"mean of the folds' dB (shipped)": by(mean_of_fits, "3 fit, 1 scores"),
+            "pooled dB": by(pooled, "3 fit, 1 scores"),
+            "median of the folds' dB": by(median_of_fits, "3 fit, 1 scores"),
+            "beats minmax in 3 of 4 folds, then mean": beats_minmax_in(3),
+            "minmax unless 0.5 dB better": margin_over_minmax(0.5),
+            "1 fits, 3 score: mean of the fits' dB": by(mean_of_fits, "1 fits, 3 score"),
+            "1 fits, 3 score: pooled dB": by(pooled, "1 fits, 3 score")}
+
+
+def measure():
+    bench = calibration_benchmark()
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.data.preprocess import preprocess_input
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.tflite import float_tflite
+
+    rows = []
+    for model_name, model, head, size in bench.models_to_measure():
+        float_model = float_tflite(fold_batchnorm(model)[0])
+        for protocol in ("unseen", "training"):
+            subsets = []
+            for pixels, labels, test_pixels, _ in bench.protocol_splits(size, protocol):
+                images = preprocess_input(test_pixels)
+                reference = np.asarray(model.predict(images, batch_size=50, verbose=0))
+                calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=labels).cached()
+                subsets.append(measure_subset(bench, float_model, calibration, images, reference))
+            rows.append(summarize(model_name, protocol, subsets))
+            print(rows[-1]["model"], protocol, rows[-1]["gap_db"], flush=True)
+    return rows
+
+
+def summarize(model_name, protocol, subsets):
+    rules = subsets[0]["rules"]
+    evaluation = np.array([subset["evaluation"] for subset in subsets])
+    fixed = {rule: float(evaluation[:, rules.index(rule)].mean()) for rule in FIXED}
+    best = max(fixed, key=fixed.get)
+    gaps, picked = {}, {}
+    for name, (layout, pick) in statistics_to_pick_by().items():
+        picks = [pick(subset["held_out"][layout]) for subset in subsets]
+        picked[name] = [rules[index] for index in picks]
+        gaps[name] = float(np.mean([evaluation[s, index] for s, index in enumerate(picks)])) - fixed[best]
+    return {"model": model_name, "protocol": protocol, "best_fixed": best, "best_fixed_db": fixed[best],
+            "fixed_db": fixed, "gap_db": gaps, "picked": picked}
+
+
+def markdown(rows, machine_info):
+    names = list(rows[0]["gap_db"])
+    lines = ["# How `auto` turns held-out scores into a choice", "",
+             "Command: `python benchmarks/auto_rules.py`", "",
+             f"Machine: {machine_info['cpu']}, {machine_info['cores']} cores. Each cell: the evaluation SQNR of what "
+             "the statistic picked (mean over the 4 calibration subsets) minus the best fixed rule's mean, dB. "
+             "Protocols as in benchmarks/calibration.py.", "",
+             "| model | protocol | best fixed | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+    for row in rows:
+        lines.append(f"| {row['model']} | {row['protocol']} | {row['best_fixed']} {row['best_fixed_db']:.2f} | "
+                     + " | ".join(f"{row['gap_db'][name]:+.2f}" for name in names) + " |")
+    lines += ["", "| statistic | mean gap dB | worst gap dB | rows more than 0.3 dB short |", "|---|---|---|---|"]
+    for name in names:
+        gaps = np.array([row["gap_db"][name] for row in rows])
+        lines.append(f"| {name} | {gaps.mean():+.2f} | {gaps.min():+.2f} | {int(np.sum(gaps < -0.3))} of {len(gaps)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    use_repo_imports()
+    sys.path.insert(0, str(HERE))
+    rows = measure()
+    info = machine()
+    write_results("auto_rules", {"machine": info, "rows": rows}, markdown(rows, info))
