@@ -15,7 +15,15 @@ The `onnx` part does the same for the int8 ONNX (onnxruntime's CPU
 provider, float parts by nodes_to_exclude); `onnx_latency` times its parts
 at 224 (separately, so it can run on an idle machine).
 
-    python benchmarks/mixed_precision.py [tflite] [onnx] [onnx_latency]
+The `nncf` part runs NNCF's quantize_with_accuracy_control on the same
+float ONNX, for the same budget (dB), fitted on the same 150 calibration
+images and scored on the same 50 held-out ones as our search, then scores
+both artifacts on the evaluation images and times them against each other
+(batch 1, at the model's own size, alternating rounds). NNCF runs in its
+own environment (benchmarks/nncf_accuracy_control.py says how to make it;
+NNCF_PYTHON names its interpreter, default /tmp/nncf-venv/bin/python).
+
+    python benchmarks/mixed_precision.py [tflite] [onnx] [onnx_latency] [nncf]
 """
 
 import sys
@@ -169,7 +177,7 @@ def measure_onnx(name, model, size, depth):
     seconds = time.perf_counter() - started
     record = read_record(mixed)["mixed_precision"]
     chosen = chosen_step(record)
-    result = {"model": name, "depth": depth, "budget_db": budget, "met_on_held_out": record["met"],
+    result = {"model": name, "depth": depth, "size": size, "artifact": str(mixed), "budget_db": budget, "met_on_held_out": record["met"],
               "held_out_db": {"full int8": full_held_out, "mixed": chosen["sqnr_db"]},
               "evaluation_db": {"full int8": onnx_sqnr(float_model, probe, evaluation),
                                 "mixed": onnx_sqnr(float_model, mixed, evaluation)},
@@ -217,6 +225,94 @@ def onnx_latency_at_224(depth, float_parts):
     return {"p50_ms": dict(zip(runners, medians)), "mixed_over_int8": medians[2] / medians[1]}
 
 
+NNCF_SETTINGS = {"NNCF, its own ranges": "nncf-default", "NNCF, min/max ranges": "minmax"}
+
+
+def nncf_python():
+    import os
+
+    return os.environ.get("NNCF_PYTHON", "/tmp/nncf-venv/bin/python")
+
+
+def compare_with_nncf(result, model):
+    """NNCF's accuracy control against our ONNX search: same budget, same fit and held-out images."""
+    import json
+    import subprocess
+
+    import onnx
+
+    from edge_resnet.device.runtime import OnnxRunner
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+    from edge_resnet.quantize.mixed import output_sqnr_db
+    from edge_resnet.quantize.onnx_export import float_onnx, float_weight_ops
+    from edge_resnet.quantize.selection import calibration_inputs
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    folded = fold_batchnorm(model)[0]
+    float_model = float_tflite(folded)
+    calibration, evaluation = digits(result["size"])
+    statistics = collect_statistics(float_model, calibration)
+    inputs = calibration_inputs(calibration, statistics)
+    held_out = list(statistics.folds[0].positions)
+    fitting = [position for position in range(len(inputs)) if position not in set(held_out)]
+    folder = Path(tempfile.mkdtemp(prefix="mixed-nncf-"))
+    onnx.save(float_onnx(folded), folder / "float.onnx")
+    np.save(folder / "calibration.npy", inputs[fitting])
+    np.save(folder / "validation.npy", inputs[held_out])
+    np.save(folder / "reference.npy", run_tflite_bytes(float_model, inputs[held_out], "float"))
+    reference = run_tflite_bytes(float_model, evaluation, "float")
+    ours = Path(result["artifact"])
+    rows = {"edge-resnet --min-sqnr": {"float_convolutions": len(float_weight_ops(onnx.load(ours))),
+                                       "evaluation_db": output_sqnr_db(reference, OnnxRunner(ours).predict(evaluation)),
+                                       "seconds": result["search_seconds"], "path": ours}}
+    for label, ranges in NNCF_SETTINGS.items():
+        output = folder / f"nncf_{ranges}.onnx"
+        run = subprocess.run([nncf_python(), str(Path(__file__).with_name("nncf_accuracy_control.py")),
+                              "--float", folder / "float.onnx", "--calibration", folder / "calibration.npy",
+                              "--validation", folder / "validation.npy", "--reference", folder / "reference.npy",
+                              "--min-sqnr", str(result["budget_db"]), "--activation-ranges", ranges,
+                              "--output", output], capture_output=True, text=True)
+        if run.returncode != 0:
+            rows[label] = {"error": run.stderr.strip().splitlines()[-1:]}
+            continue
+        said = json.loads(run.stdout.strip().splitlines()[-1])
+        rows[label] = {"float_convolutions": len(float_weight_ops(onnx.load(output))),
+                       "held_out_db": said["sqnr_db"], "met_on_held_out": said["met"], "nncf": said["nncf"],
+                       "evaluation_db": output_sqnr_db(reference, OnnxRunner(output).predict(evaluation)),
+                       "seconds": said["seconds"], "path": output}
+    timed = {label: row for label, row in rows.items() if "path" in row}
+    runners = [OnnxRunner(row["path"], threads=2) for row in timed.values()]
+    sample = evaluation[:1]
+    medians = interleaved_medians([lambda runner=runner: runner.predict(sample) for runner in runners],
+                                  rounds=5, runs_per_round=50)
+    for row, median in zip(timed.values(), medians):
+        row["p50_ms"] = median
+        row["path"] = str(row["path"])
+    return rows
+
+
+def nncf_lines(results):
+    lines = ["", "## Beside NNCF's quantize_with_accuracy_control (the int8 ONNX)", "",
+             "Same float ONNX, same budget (dB), NNCF fitted on the 150 calibration images our search fitted on "
+             "and scored on the same 50 held-out ones; NNCF's preset PERFORMANCE, its metric the output's "
+             "1 - noise/signal (so its drop bound is the dB budget exactly). Float convolutions: Conv/Gemm whose "
+             "weights stay float. p50: batch 1 at the model's own size on onnxruntime's CPU provider, alternating "
+             "rounds in one run.", "",
+             "| model | budget dB | route | float convolutions | evaluation SQNR dB | p50 ms | seconds |",
+             "|---|---|---|---|---|---|---|"]
+    for result in results:
+        for label, row in result.get("nncf", {}).items():
+            if "error" in row:
+                lines.append(f"| {result['model']} | {result['budget_db']:.2f} | {label} | failed: "
+                             f"{' '.join(row['error'])[:120]} | | | |")
+                continue
+            lines.append(f"| {result['model']} | {result['budget_db']:.2f} | {label} | {row['float_convolutions']} | "
+                         f"{row['evaluation_db']:.2f} | {row['p50_ms']:.3f} | {row['seconds']:.0f} |")
+    return lines
+
+
 def onnx_lines(results):
     lines = ["", "## The int8 ONNX (onnxruntime CPU provider)", "",
              "The same models, images and budget rule; float parts by onnxruntime's nodes_to_exclude. The int8 "
@@ -248,6 +344,11 @@ def main(parts):
     onnx_results = saved.get("onnx_results", [])
     if "onnx" in parts:
         onnx_results = [measure_onnx(*entry) for entry in trained_models()]
+    if "nncf" in parts:
+        models = {name: model for name, model, _, _ in trained_models()}
+        for result in onnx_results:
+            result["nncf"] = compare_with_nncf(result, models[result["model"]])
+            print(result["model"], result["nncf"], flush=True)
     if "onnx_latency" in parts:
         for result in onnx_results:
             result["latency_224"] = onnx_latency_at_224(result["depth"], result["float_parts"])
@@ -272,7 +373,7 @@ def main(parts):
             f"{'' if speed['mixed_fully_delegated'] else ', NOT all on XNNPACK'} | {speed['p50_ms']['float32']:.2f} | "
             f"{r['search_seconds']:.0f} |")
     if onnx_results:
-        lines += onnx_lines(onnx_results)
+        lines += onnx_lines(onnx_results) + nncf_lines(onnx_results)
     write_results("mixed_precision", {"machine": machine(), "results": results, "onnx_results": onnx_results},
                   "\n".join(lines) + "\n")
 
