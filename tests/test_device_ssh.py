@@ -179,8 +179,11 @@ def remote_agents(python):
 
 
 def start_long_bench(board, python, model, *extra):
+    # a shell runs background jobs with SIGINT ignored, and Python keeps an inherited ignore: start the CLI with
+    # Ctrl-C's default disposition, as a terminal would, whatever launched the test run
     process = subprocess.Popen([*COMMAND, "bench", str(model), "--duration", "60", *on_board(board, python), *extra],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for _ in range(300):
         if remote_agents(python):
             time.sleep(1.0)  # into the timed runs
