@@ -451,7 +451,7 @@ def mixed_precision_records(paths):
     """{artifact name: its --min-sqnr search} from the recipe JSONs."""
     from .quantize.recipe import read_record
 
-    records = {path.name: read_record(path).get("mixed_precision") for path in paths}
+    records = {path.name: (read_record(path) or {}).get("mixed_precision") for path in paths}
     return {name: record for name, record in records.items() if record}
 
 

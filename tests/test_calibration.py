@@ -338,10 +338,11 @@ def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(sta
     assert tied.method == CANDIDATES[0] and not tied.decided and tied.record()["decided_by_scores"] is False
     assert tied.describe().startswith("minmax: every rule scored exact within 0.1 dB on 200 held-out")
 
-    def barely(ranges, images):  # every candidate within 0.1 dB of the others: no evidence, minmax taken
-        return np.ones((len(images), 10)) * (1 + 0.01 * (1 + 0.001 * rank.get(ranges[output], 0)))
+    def barely(ranges, images):  # the last distinct candidate ahead by a few hundredths of a dB: no evidence
+        return np.ones((len(images), 10)) * (1 + 0.01 * (1 - 0.001 * rank.get(ranges[output], 0)))
 
     close = choose(statistics, inputs, barely, reference, "test")
+    assert max(close.scores, key=lambda entry: entry[1])[0] != CANDIDATES[0]
     assert not close.decided and close.method == CANDIDATES[0]
 
 

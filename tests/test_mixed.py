@@ -130,6 +130,19 @@ def test_the_onnx_artifact_meets_a_budget_with_nodes_left_in_float(data, folded,
     assert "--min-sqnr" in read_record(path)["quantization"]
 
 
+def test_quantize_to_onnx_with_a_budget_out_of_reach_exits_1_with_the_best_artifact(data, digits_model, tmp_path,
+                                                                                       monkeypatch):
+    monkeypatch.setattr(mixed, "CONFIRMED_PER_STEP", 1)  # the same search, fewer re-measurements
+    # (an all-float ONNX has float logits and reaches ~130 dB: only a budget above that is out of reach)
+    digits_model.save(tmp_path / "digits.keras")
+    result = run_in_process("quantize", tmp_path / "digits.keras", "--calibration", data[0] / "calibration.npz",
+                            "--calibration-method", "extrapolated", "--min-sqnr", "199", "--output", tmp_path / "x.onnx")
+    assert result.returncode == 1 and "gate failed: --min-sqnr 199 dB not reached" in result.stderr, result.stderr
+    record = read_record(tmp_path / "x.onnx")["mixed_precision"]
+    assert not record["met"] and len(record["steps"]) > 1
+    assert all(step["fully_delegated"] is None for step in record["steps"])  # onnxruntime, not XNNPACK
+
+
 def test_parts_are_the_network_s_own(digits_artifacts):
     parts = mixed.model_parts(Path(digits_artifacts["float_tflite"]).read_bytes())
     assert list(parts)[0] == "stem" and list(parts)[-1] == "head"

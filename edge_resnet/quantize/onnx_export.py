@@ -470,11 +470,14 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                 ranges_used = ranges_record(statistics, method, tflite_ranges, selection)
             else:
                 tflite_path = to_tflite(model, recipe, calibration, output=scratch / "int8.tflite",
-                                        statistics=statistics, float_model=float_model)
+                                        statistics=statistics, float_model=float_model, log=log)
                 onnx.save(onnx_from_tflite(tflite_path, opset), temporary)
                 exporter = "tf2onnx (from the int8 TFLite model)"
                 ranges_used = read_record(tflite_path)["activation_ranges"]
                 tflite_search = read_record(tflite_path).get("mixed_precision")
+                if tflite_search:
+                    tflite_search = {**tflite_search, "searched_on": "the int8 TFLite on XNNPACK, which this ONNX is "
+                                                                     "converted from: its steps were measured there"}
         record = artifact_record(temporary, "onnx", recipe, keras_model_info(model), ONNX_PACKAGES, ranges_used)
         record.update(artifact=output.name, opset=opset, route=route if recipe.mode == "int8" else None,
                       exporter=exporter)
@@ -484,7 +487,9 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
             from .mixed import describe_artifact
 
             record["mixed_precision"] = search.record() if search else tflite_search
-            record["quantization"] = describe_artifact(record["mixed_precision"]) or record["quantization"]
+            mixed = describe_artifact(record["mixed_precision"])
+            if mixed:
+                record["quantization"] = mixed if search else f"{mixed}, the int8 TFLite model written as ONNX"
         write_record(output, record)
     return output
 

@@ -43,8 +43,8 @@ class QuantizationRecipe:
     # AVX-512F) add u8*s8 products pairwise in int16 and saturate with full
     # 8-bit weights; measured here it cut top-1 agreement from 99.8% to 96.7%.
     onnx_reduce_range: bool = True
-    # TFLite int8 only: keep the fewest parts in float32 that bring the output
-    # SQNR on held-out calibration images to this (mixed.py); None: full int8
+    # int8 only: keep the fewest parts in float32 that bring the output SQNR
+    # on held-out calibration images to this (mixed.py); None: full int8
     min_sqnr: float = None
 
     def __post_init__(self):
