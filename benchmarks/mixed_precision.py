@@ -68,11 +68,13 @@ def digits(size):
 
 
 def output_sqnr(float_model, model_path, images):
-    from edge_resnet.device.runtime import TfliteRunner
+    """Output SQNR of the int8 artifact (TFLite or ONNX, by suffix) against the float TFLite."""
+    from edge_resnet.device.runtime import OnnxRunner, TfliteRunner
     from edge_resnet.quantize.int8_tflite import run_tflite_bytes
     from edge_resnet.quantize.mixed import output_sqnr_db
 
-    return output_sqnr_db(run_tflite_bytes(float_model, images, "float"), TfliteRunner(model_path).predict(images))
+    runner = OnnxRunner if Path(model_path).suffix == ".onnx" else TfliteRunner
+    return output_sqnr_db(run_tflite_bytes(float_model, images, "float"), runner(model_path).predict(images))
 
 
 def latency_at_224(depth, float_parts):
@@ -145,14 +147,6 @@ def measure(name, model, size, depth):
     return result
 
 
-def onnx_sqnr(float_model, model_path, images):
-    from edge_resnet.device.runtime import OnnxRunner
-    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
-    from edge_resnet.quantize.mixed import output_sqnr_db
-
-    return output_sqnr_db(run_tflite_bytes(float_model, images, "float"), OnnxRunner(model_path).predict(images))
-
-
 def measure_onnx(name, model, size, depth):
     """The same budget rule for the int8 ONNX, searched and scored on onnxruntime."""
     from edge_resnet.model.fold import fold_batchnorm
@@ -179,8 +173,8 @@ def measure_onnx(name, model, size, depth):
     chosen = chosen_step(record)
     result = {"model": name, "depth": depth, "size": size, "artifact": str(mixed), "budget_db": budget, "met_on_held_out": record["met"],
               "held_out_db": {"full int8": full_held_out, "mixed": chosen["sqnr_db"]},
-              "evaluation_db": {"full int8": onnx_sqnr(float_model, probe, evaluation),
-                                "mixed": onnx_sqnr(float_model, mixed, evaluation)},
+              "evaluation_db": {"full int8": output_sqnr(float_model, probe, evaluation),
+                                "mixed": output_sqnr(float_model, mixed, evaluation)},
               "float_parts": list(chosen["float_parts"]), "float_operators": chosen["float_operators"],
               "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"]}
     print(result, flush=True)

@@ -302,7 +302,7 @@ def base_name(config, model):
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "model"
 
 
-def recipe_for(mode, config, artifact_format="tflite"):
+def recipe_for(mode, config):
     """The recipe of one artifact."""
     from .quantize.recipe import QuantizationRecipe
 
@@ -348,7 +348,7 @@ def write_artifacts(folded, config, calibration, staging, clock, base):
 
     made = Made(paths=[])
     for name, artifact_format, mode in artifact_plan(base, config):
-        recipe = recipe_for(mode, config, artifact_format)
+        recipe = recipe_for(mode, config)
         if mode == "int8" and made.statistics is None:
             with clock("activation statistics (once, for every int8 artifact)"):
                 if made.float_model is None:

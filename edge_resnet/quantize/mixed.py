@@ -4,15 +4,16 @@ When the full-int8 artifact falls short of the output SQNR a user needs,
 parts of the network are kept in float32 until the budget is met: in the
 TFLite, their operators run between a DEQUANTIZE and a QUANTIZE (XNNPACK
 runs int8 and float operators in one graph); in the ONNX, onnxruntime leaves
-their nodes out of quantization (a Route says how each format does it). The parts are the network's own: the stem
-(conv1, pool1), each residual block (convN_blockM, its convolutions and its
-addition), the head (pooling and classifier).
+their nodes out of quantization (a Route says how each format does it). The
+parts are the network's own: the stem (conv1, pool1), each residual block
+(convN_blockM, its convolutions and its addition), the head (pooling and
+classifier).
 
 Everything is measured on held-out calibration images, never on the
 evaluation images: ranges come from the other calibration images (the
 statistics' folds), each candidate is quantized into the real artifact and
-run by its runtime (XNNPACK, onnxruntime's CPU provider). Each part is first tried alone (its real effect, one
-quantization per part); then, step by step, the few best remaining parts and
+run by its runtime (XNNPACK, onnxruntime's CPU provider). Each part is first
+tried alone (its real effect, one quantization per part); then, step by step, the few best remaining parts and
 the neighbours of those already in float (two float neighbours keep the
 tensor between them in float) are tried on top of the float set, and the
 best is kept (re-ranked as it goes); the search gives up after three steps
@@ -181,7 +182,7 @@ class Route:
     make: object
     outputs: object
     suffix: str
-    float_operators: object  # artifact path -> (operators in float32, whole graph delegated or None)
+    structure: object  # artifact path -> (operators in float32, whole graph delegated or None)
     head_output_type: str  # the artifact's output type if the head stays int8 (a float head makes it float32)
 
 
@@ -236,9 +237,10 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         with tempfile.TemporaryDirectory(prefix="edge-resnet-mixed-") as folder:
             path = Path(folder) / f"candidate{route.suffix}"
             path.write_bytes(model)
-            float_operators, delegated = route.float_operators(path)
+            float_operators, delegated = route.structure(path)
             timing = benchmark(path, warmup=5, runs=LATENCY_RUNS, reset_peak=False)
         return Step(tuple(float_parts), sqnr, float_operators, timing.latency_ms["p50"], delegated)
+
     steps = [step((), evaluated(()))]
     log(f"      --min-sqnr {budget_db:g}: full int8 gives {steps[0].sqnr_db:.1f} dB on {len(held_out)} held-out "
         "calibration images")

@@ -473,8 +473,9 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                                         statistics=statistics, float_model=float_model, log=log)
                 onnx.save(onnx_from_tflite(tflite_path, opset), temporary)
                 exporter = "tf2onnx (from the int8 TFLite model)"
-                ranges_used = read_record(tflite_path)["activation_ranges"]
-                tflite_search = read_record(tflite_path).get("mixed_precision")
+                tflite_record = read_record(tflite_path)
+                ranges_used = tflite_record["activation_ranges"]
+                tflite_search = tflite_record.get("mixed_precision")
                 if tflite_search:
                     tflite_search = {**tflite_search, "searched_on": "the int8 TFLite on XNNPACK, which this ONNX is "
                                                                      "converted from: its steps were measured there"}
