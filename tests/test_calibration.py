@@ -315,16 +315,40 @@ def test_a_fitting_part_is_the_statistics_of_the_other_folds_samples(float_model
         assert tensor.sample_maxima[0] == values[tensor.name][: values[tensor.name].size // len(calibration)].max()
 
 
+def test_each_fit_is_one_folds_statistics_scored_on_every_other_sample(float_model, statistics, digits_calibration):
+    """auto's ranges come from one fold alone and are scored on the other
+    folds' samples; together the fits score every sample."""
+    import dataclasses
+
+    from edge_resnet.quantize.selection import FITTING_FOLDS, fits
+
+    calibration = digits_calibration.cached()
+    layout = list(fits(statistics))
+    assert len(layout) == FITTING_FOLDS >= 2
+    for fold, (fitted, scored) in enumerate(layout):
+        own = list(statistics.folds[fold].positions)
+        assert sorted(set(scored) | set(own)) == list(range(len(calibration))) and not set(scored) & set(own)
+        alone = collect_statistics(float_model, dataclasses.replace(calibration, decoded=calibration.decoded[own],
+                                                                    items=tuple(np.asarray(calibration.items)[own]),
+                                                                    labels=None))
+        for ours, theirs in zip(fitted.tensors, alone.tensors, strict=True):
+            assert ours.count == theirs.count and np.array_equal(ours.counts, theirs.counts)
+            assert np.array_equal(ours.sample_maxima, theirs.sample_maxima)
+        assert fitted.folds is None
+    assert set().union(*(scored for _, scored in layout)) == set(range(len(calibration)))
+
+
 def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(statistics, digits_calibration):
     from edge_resnet.quantize.ranges import CANDIDATES
-    from edge_resnet.quantize.selection import choose
+    from edge_resnet.quantize.selection import choose, fits
 
     inputs = np.zeros((200, 1))
     reference = np.ones((200, 10))
     output = statistics.graph_outputs[0]
     rank = {}
-    for index, method in enumerate(CANDIDATES):
-        rank.setdefault(activation_ranges(statistics.fitting_part(0), method)[output], index)
+    for fitted, _ in fits(statistics):
+        for index, method in enumerate(CANDIDATES):
+            rank.setdefault(activation_ranges(fitted, method)[output], index)
     best = max(rank.values())
 
     def outputs(ranges, images):  # the error shrinks towards the last distinct candidate

@@ -18,8 +18,9 @@ pass keeps, with memory that does not grow with the number of samples:
 
 The samples fall into FOLDS class-stratified, seeded folds, each counted
 by its own accumulator in the same pass (the whole is their sum): the
-`auto` range method fits candidate ranges on all folds but one and scores
-them on that one's images, for each fold in turn.
+`auto` range method fits candidate ranges on one fold alone and scores
+them on the other folds' images (selection.py). The mixed-precision search
+ranks parts on one fold with ranges from all the others (fitting_part).
 """
 
 import dataclasses
@@ -45,7 +46,7 @@ HISTOGRAM_VALUES = 1 << 14
 PENDING_VALUES = 1 << 20  # sampled values held per tensor before they are counted
 FORMAT_VERSION = 2  # 2: with folds; 1 is still read (`auto` then has nothing to score on)
 READ_VERSIONS = (1, 2)
-FOLDS = 4  # each calibration sample is held out once, from ranges fitted on the other three quarters
+FOLDS = 4  # class-stratified quarters of the calibration samples: auto fits ranges on one, scores on the rest
 MIN_FOLD_SAMPLES = 2  # fewer calibration samples than FOLDS * this: no folds
 
 
@@ -254,6 +255,10 @@ class ActivationStatistics:
         positions = list(held_out.positions)
         tensors = tuple(total.without(part, positions) for total, part in zip(self.tensors, held_out.tensors))
         return dataclasses.replace(self, tensors=tensors, folds=None)
+
+    def fold_part(self, fold):
+        """The statistics of folds[fold]'s samples alone."""
+        return dataclasses.replace(self, tensors=self.folds[fold].tensors, folds=None)
 
     @property
     def samples(self):
