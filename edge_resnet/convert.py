@@ -61,6 +61,10 @@ class ConvertConfig(ModelRequest, QuantizationRequest, SeedRequest, EvaluationRe
                             help="tflite, onnx or tflite,onnx (default: both; tflite only for float16/dynamic)")
     output: str = option("--output", default="edge-resnet-output", metavar="DIR", help="output directory")
     bench_runs: int = field(default=30, kw_only=True)  # GateRequest's option, more runs by default
+    accuracy_control: bool = option("--accuracy-control", default=False, action="store_true",
+                                    help="int8: when full int8 misses --max-accuracy-drop or --min-agreement on "
+                                         "held-out calibration images, keep the fewest network parts in float32 that "
+                                         "meet them there (the gates still judge the --eval images)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -151,15 +155,20 @@ def check_config(config):
     if config.bench_runs < 0 or (config.eval_size is not None and config.eval_size < 1):
         raise ConfigError("--bench-runs must be 0 or more and --eval-size at least 1")
     config.device_targets()  # a bad --device is refused before any work
+    if config.accuracy_control and not gated:
+        raise ConfigError("--accuracy-control meets --max-accuracy-drop or --min-agreement with float32 parts: give "
+                          "one of them")
+    budget = " and ".join(flag for flag, asked in (("--min-sqnr", config.min_sqnr is not None),
+                                                   ("--accuracy-control", config.accuracy_control)) if asked)
     if config.min_sqnr is not None:
         from .quantize.mixed import check_budget
 
         check_budget(config.min_sqnr)
-        if config.target:
-            raise ConfigError("--target compiles a fully integer model for the NPU and --min-sqnr keeps parts in "
-                              "float32 (they would fall back to the CPU there): give one or the other")
-    if config.min_sqnr is not None and config.quantize != "int8":
-        raise ConfigError("--min-sqnr keeps parts of the int8 artifacts in float32: it needs --quantize int8")
+    if budget and config.target:
+        raise ConfigError(f"--target compiles a fully integer model for the NPU and {budget} keeps parts in "
+                          "float32 (they would fall back to the CPU there): give one or the other")
+    if budget and config.quantize != "int8":
+        raise ConfigError(f"{budget} keeps parts of the int8 artifacts in float32: it needs --quantize int8")
     if config.target:
         from .quantize.ethos_u import vela_version
 
@@ -307,6 +316,8 @@ def recipe_for(mode, config):
     from .quantize.recipe import QuantizationRecipe
 
     int8_options = ("input_type", "output_type", "calibration_method", "percentile", "extrapolation", "min_sqnr")
+    if config.accuracy_control:
+        int8_options += ("max_accuracy_drop", "min_agreement")
     overrides = {key: getattr(config, key) for key in int8_options
                  if getattr(config, key) is not None and mode == "int8"}
     return QuantizationRecipe.for_mode(mode, **overrides)
@@ -618,12 +629,9 @@ def convert(config, log=print):
         mixed = mixed_precision_records(paths)
         for name, record in mixed.items():
             if not record["met"]:
-                from .quantize.mixed import chosen_step
+                from .quantize.mixed import unmet_line
 
-                parity["gates"]["failures"].append(
-                    f"--min-sqnr {record['budget_sqnr_db']:g} dB not reached by {name} on held-out calibration "
-                    f"images: the best, {chosen_step(record)['sqnr_db']:.1f} dB, keeps "
-                    f"{len(record['float_parts'])} parts in float32")
+                parity["gates"]["failures"].append(unmet_line(record, name))
         npu = compile_for_targets(staging, base, config, clock, timings) if config.target else []
         with clock("report"):
             report = {

@@ -70,14 +70,14 @@ def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, 
     monkeypatch.setattr(mixed, "CONFIRMED_PER_STEP", 1)  # the same search, fewer re-measurements
     folder = data[0]
     result = quantize(data, "unreachable.tflite", "--min-sqnr", "120")
-    assert result.returncode == 1 and "gate failed: --min-sqnr 120 dB not reached" in result.stderr
+    assert result.returncode == 1 and "gate failed: --min-sqnr 120 not reached" in result.stderr
     said = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("calibrating")]
     assert len(said) == 1 and "Traceback" not in result.stderr, result.stderr  # the progress bar aside
     record = read_record(folder / "unreachable.tflite")["mixed_precision"]
     assert not record["met"] and record["stopped"] in ("every part tried is in float32",
                                                        "3 steps without a better held-out SQNR")
     best = max(step["sqnr_db"] for step in record["steps"])
-    assert f"the best, {best:.1f} dB" in result.stderr
+    assert f"(output SQNR {best:.1f} dB < 120)" in result.stderr
 
 
 @pytest.mark.parametrize("options, problem", [
@@ -137,7 +137,7 @@ def test_quantize_to_onnx_with_a_budget_out_of_reach_exits_1_with_the_best_artif
     digits_model.save(tmp_path / "digits.keras")
     result = run_in_process("quantize", tmp_path / "digits.keras", "--calibration", data[0] / "calibration.npz",
                             "--calibration-method", "extrapolated", "--min-sqnr", "199", "--output", tmp_path / "x.onnx")
-    assert result.returncode == 1 and "gate failed: --min-sqnr 199 dB not reached" in result.stderr, result.stderr
+    assert result.returncode == 1 and "gate failed: --min-sqnr 199 not reached" in result.stderr, result.stderr
     record = read_record(tmp_path / "x.onnx")["mixed_precision"]
     assert not record["met"] and len(record["steps"]) > 1
     assert all(step["fully_delegated"] is None for step in record["steps"])  # onnxruntime, not XNNPACK
@@ -154,17 +154,19 @@ def test_convert_reports_the_search_step_by_step(tmp_path, monkeypatch):
     monkeypatch.setattr(mixed, "CONFIRMED_PER_STEP", 2)
     result = run_in_process("convert", "--quantize", "int8", "--formats", "tflite", "--no-per-layer", "--bench-runs",
                             "3", "--calibration-method", "extrapolated", "--min-sqnr", "29.5",
-                            "--output", tmp_path / "out", cwd=tmp_path)
+                            "--accuracy-control", "--min-agreement", "0.5", "--output", tmp_path / "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     record = report["mixed_precision"]["resnet50_demo_int8.tflite"]
     assert record["met"] and record["float_parts"] and len(record["steps"]) >= 2
     assert all(step["p50_ms"] > 0 for step in record["steps"])
     markdown = (tmp_path / "out" / "report.md").read_text()
-    assert "## Float32 parts for the SQNR budget" in markdown and "held-out SQNR dB" in markdown
-    assert "Float32 parts for the SQNR budget" in (tmp_path / "out" / "report.html").read_text()
+    assert "## Float32 parts for the accuracy budget" in markdown and "held-out SQNR dB" in markdown
+    assert "Float32 parts for the accuracy budget" in (tmp_path / "out" / "report.html").read_text()
     onnx_free = json.loads((tmp_path / "out" / "resnet50_demo_int8.tflite.json").read_text())
-    assert onnx_free["recipe"]["min_sqnr"] == 29.5
+    assert onnx_free["recipe"]["min_sqnr"] == 29.5 and onnx_free["recipe"]["min_agreement"] == 0.5
+    assert record["budget"] == {"min_sqnr": 29.5, "max_accuracy_drop": None, "min_agreement": 0.5}
+    assert "top-1 agreement" in markdown and report["parity"]["gates"]["min_agreement"] == 0.5
 
 
 def test_convert_min_sqnr_needs_int8(tmp_path):
@@ -177,3 +179,52 @@ def test_an_unmet_budget_is_never_described_as_met():
     record = {"budget_sqnr_db": 40.0, "met": False, "held_out_images": 50, "float_parts": [], "steps": [step]}
     assert "NOT met" in mixed.describe_record(record) and "met by" not in mixed.describe_record(record)
     assert "met by full int8" in mixed.describe_record({**record, "budget_sqnr_db": 20.0, "met": True})
+
+
+def agreement_on(model, float_model, images):
+    from edge_resnet.data.images import Preprocessing, images_from_array
+
+    data = np.stack(list(images_from_array(images, Preprocessing(32, 32), size=None).samples()))
+    expected, predicted = TfliteRunner(float_model).predict(data), TfliteRunner(model).predict(data)
+    return float(np.mean(expected.argmax(1) == predicted.argmax(1)))
+
+
+def test_accuracy_budgets_are_met_on_labelled_held_out_images_and_help_on_unseen_ones(data):
+    """Ranges that clip hard (percentile 90) make full int8 change top-1 on
+    held-out images; --min-agreement 1 and --max-accuracy-drop 0 keep parts
+    in float32 until none changes there, ranked by output SQNR."""
+    folder, float_model, evaluation = data
+    clipped = ("--calibration-method", "percentile", "--percentile", "90")
+    full = quantize(data, "clipped_full.tflite", *clipped)
+    result = quantize(data, "clipped_budget.tflite", *clipped, "--min-agreement", "1", "--max-accuracy-drop", "0")
+    assert full.returncode == 0 and result.returncode == 0, result.stderr
+    record = read_record(folder / "clipped_budget.tflite")["mixed_precision"]
+    first, chosen = record["steps"][0], mixed.chosen_step(record)
+    assert record["budget"] == {"min_sqnr": None, "max_accuracy_drop": 0.0, "min_agreement": 1.0}
+    assert first["agreement"] < 1 and first["accuracy_drop_points"] > 0  # full int8 misses it
+    assert record["met"] and chosen["agreement"] == 1.0 and chosen["accuracy_drop_points"] <= 0
+    assert record["float_parts"] and record["shortfalls"] == []
+    assert all(step["accuracy_drop_points"] * record["held_out_images"] / 100 == round(
+        step["accuracy_drop_points"] * record["held_out_images"] / 100) for step in record["steps"])  # whole images
+    assert "--max-accuracy-drop 0 --min-agreement 1: met with" in result.stdout
+    assert agreement_on(folder / "clipped_budget.tflite", float_model, evaluation) > \
+        agreement_on(folder / "clipped_full.tflite", float_model, evaluation)
+
+
+def test_an_accuracy_drop_budget_needs_labelled_calibration_images(data):
+    folder, float_model, _ = data
+    np.savez(folder / "unlabelled.npz", x=np.load(folder / "calibration.npz")["x"])
+    result = run_in_process("quantize", float_model, "--calibration", folder / "unlabelled.npz",
+                            "--max-accuracy-drop", "1", "--output", folder / "unlabelled.tflite")
+    assert result.returncode == 2 and "--max-accuracy-drop compares top-1 accuracy" in result.stderr
+    assert "calibrating" not in result.stderr and not (folder / "unlabelled.tflite").exists()
+
+
+@pytest.mark.parametrize("options, problem", [
+    (["--accuracy-control"], "give one of them"),
+    (["--accuracy-control", "--min-agreement", "0.99", "--quantize", "float16"], "it needs --quantize int8"),
+    (["--accuracy-control", "--min-agreement", "1.5"], "--min-agreement is a fraction"),
+])
+def test_convert_accuracy_control_refuses_what_it_cannot_do(tmp_path, options, problem):
+    result = run_in_process("convert", *options, "--output", tmp_path / "out")
+    assert result.returncode == 2 and problem in result.stderr and not (tmp_path / "out").exists()

@@ -430,7 +430,7 @@ def convert_details(report):
               f"Stages: {stages}.", "", "## Accuracy parity", "", *parity_summary(report["parity"]), "",
               *parity_details(report["parity"])]
     if report.get("mixed_precision"):
-        lines += ["", "## Float32 parts for the SQNR budget"]
+        lines += ["", "## Float32 parts for the accuracy budget"]
         for name, record in report["mixed_precision"].items():
             lines += ["", f"### {_code(name)}", "", *mixed_precision_lines(record)]
     if report.get("on_device"):
@@ -455,11 +455,19 @@ def range_selection_lines(rows):
              for rule in rules]
     selection = chosen[0]["range_selection"]
     return ["", "## Activation ranges", "",
-            f"`auto` cross-validated each rule on the {selection['held_out_samples']} calibration images in "
-            f"{selection.get('folds', 4)} folds: ranges fitted on the other folds, the real artifact quantized with "
-            "them and run on the fold's images, its output SQNR (dB) against the float model averaged over the "
-            "folds. The best rule then took its ranges from all calibration images.", "",
+            f"`auto` tried each rule on the {selection['held_out_samples']} calibration images in "
+            f"{selection.get('folds', 4)} folds: {fit_text(selection)}, the real artifact quantized with them, "
+            "its output SQNR (dB) against the float model averaged over the fits. The best rule then took its "
+            "ranges from all calibration images.", "",
             *markdown_table(["rule"] + [_code(row["artifact"]) for row in chosen], table)]
+
+
+def fit_text(selection):
+    """How the selection record's ranges were fitted and scored (records
+    without "fits" come from the version that fitted on all folds but one)."""
+    if "fits" not in selection:
+        return "ranges fitted on the other folds and run on each fold's images"
+    return f"ranges fitted on one fold alone and run on the other folds' images, for {selection['fits']} folds"
 
 
 def mixed_precision_lines(record):
@@ -467,13 +475,22 @@ def mixed_precision_lines(record):
     from ..quantize.mixed import describe_record
 
     rows = [(step + 1, ", ".join(entry["float_parts"][-1:]) or "(full int8)", len(entry["float_parts"]),
-             entry["float_operators"], f"{entry['sqnr_db']:.2f}", f"{entry['p50_ms']:.3g}",
+             entry["float_operators"], f"{entry['sqnr_db']:.2f}", _fraction(entry.get("agreement")),
+             _points(entry.get("accuracy_drop_points")), f"{entry['p50_ms']:.3g}",
              {True: "yes", False: "NO", None: "-"}[entry["fully_delegated"]])
             for step, entry in enumerate(record["steps"])]
     return [describe_record(record) + ".", "", f"Measured on {record['held_out_images']} {record['scored_on']}; "
             "latency: batch 1 on this machine.", "",
             *markdown_table(("step", "part made float32", "float parts", "float operators", "held-out SQNR dB",
-                             "p50 ms", "whole graph on XNNPACK"), rows)]
+                             "top-1 agreement", "top-1 drop (points)", "p50 ms", "whole graph on XNNPACK"), rows)]
+
+
+def _fraction(value):
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _points(value):
+    return "-" if value is None else f"{value:.1f}"
 
 
 def mixed_precision_plot(record):
@@ -483,17 +500,20 @@ def mixed_precision_plot(record):
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
+    from ..quantize.mixed import Budget
+
     steps = record["steps"]
     figure, axis = pyplot.subplots(figsize=(7, 3.6))
     operators = [step["float_operators"] for step in steps]
     axis.plot(operators, [step["sqnr_db"] for step in steps], "o-", color="tab:blue")
-    axis.axhline(record["budget_sqnr_db"], color="tab:red", linestyle="--", linewidth=1)
+    if record["budget_sqnr_db"] is not None:
+        axis.axhline(record["budget_sqnr_db"], color="tab:red", linestyle="--", linewidth=1)
     axis.set_xlabel("operators in float32")
     axis.set_ylabel("held-out SQNR (dB)", color="tab:blue")
     latency = axis.twinx()
     latency.plot(operators, [step["p50_ms"] for step in steps], "s:", color="tab:grey")
     latency.set_ylabel("p50 ms, batch 1", color="tab:grey")
-    axis.set_title(f"--min-sqnr {record['budget_sqnr_db']:g}: the search, step by step")
+    axis.set_title(f"{Budget.of_record(record).flags()}: the search, step by step")
     png = _figure_png(figure)
     pyplot.close(figure)
     return png
@@ -513,7 +533,7 @@ def write_convert_reports(report, folder, stem="report"):
         if any(row["p50_ms"] is not None for row in report["artifacts"]):
             images.append(("Latency", latency_plot(report["artifacts"])))
         for name, record in report.get("mixed_precision", {}).items():
-            images.append((f"Float32 parts for the SQNR budget: {name}", mixed_precision_plot(record)))
+            images.append((f"Float32 parts for the accuracy budget: {name}", mixed_precision_plot(record)))
     contents = {
         f"{stem}.json": json.dumps(report, indent=2, default=float) + "\n",
         f"{stem}.md": convert_markdown(report),

@@ -218,10 +218,10 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
     method, ranges, selection = resolved_ranges(statistics, recipe.range_method(),
                                                 tflite_chooser(float_model, recipe.per_channel, calibration))
     search = None
-    if recipe.min_sqnr is not None:
+    if recipe.budget() is not None:
         from .mixed import search_float_parts
 
-        search = search_float_parts(float_model, statistics, calibration, recipe, method, recipe.min_sqnr,
+        search = search_float_parts(float_model, statistics, calibration, recipe, method, recipe.budget(),
                                     log=log or (lambda line: None))
     content = int8_tflite(float_model, ranges, recipe, search.float_scopes() if search else ())
     with atomic_output(output) as temporary:

@@ -1,6 +1,7 @@
-"""An accuracy budget met with the fewest float parts (`--min-sqnr DB`).
+"""An accuracy budget met with the fewest float parts (`--min-sqnr DB`,
+`--max-accuracy-drop POINTS`, `--min-agreement FRACTION`).
 
-When the full-int8 artifact falls short of the output SQNR a user needs,
+When the full-int8 artifact falls short of what a user needs,
 parts of the network are kept in float32 until the budget is met: in the
 TFLite, their operators run between a DEQUANTIZE and a QUANTIZE (XNNPACK
 runs int8 and float operators in one graph); in the ONNX, onnxruntime leaves
@@ -19,8 +20,13 @@ tensor between them in float) are tried on top of the float set, and the
 best is kept (re-ranked as it goes); the search gives up after three steps
 without a better score (the int8 output's own grid, for one, no part
 removes). The artifact keeps the parts of the first step that meets the
-budget, else of the best step. Every step records the held-out SQNR, the number of
-float operators and the artifact's latency here.
+budget, else of the best step. Every step records the held-out SQNR, top-1
+agreement (and top-1 accuracy drop where the calibration images have
+labels), the number of float operators and the artifact's latency here.
+
+Parts are ranked by output SQNR whatever the budget: on a few dozen
+held-out images top-1 agreement moves in steps of one image and ties most
+parts, while the SQNR orders them; the budget decides when to stop.
 """
 
 import re
@@ -42,9 +48,45 @@ BLOCK = re.compile(r"(conv\d+_block\d+)_")
 
 
 @dataclass(frozen=True)
+class Budget:
+    """What the artifact must reach on the held-out calibration images."""
+
+    min_sqnr: float = None  # output SQNR against the float model, dB
+    max_accuracy_drop: float = None  # top-1 points lost against the float model (needs labels)
+    min_agreement: float = None  # fraction of images whose top-1 is the float model's
+
+    def shortfalls(self, step):
+        """What `step` misses of the budget, a phrase each; none: met."""
+        missed = []
+        if self.min_sqnr is not None and step.sqnr_db < self.min_sqnr:
+            missed.append(f"output SQNR {step.sqnr_db:.1f} dB < {self.min_sqnr:g}")
+        if self.max_accuracy_drop is not None and step.accuracy_drop_points > self.max_accuracy_drop:
+            missed.append(f"top-1 drop {step.accuracy_drop_points:.1f} points > {self.max_accuracy_drop:g}")
+        if self.min_agreement is not None and step.agreement < self.min_agreement:
+            missed.append(f"top-1 agreement {step.agreement:.3f} < {self.min_agreement:g}")
+        return missed
+
+    def flags(self):
+        """The budget as the options that ask for it."""
+        given = (("--min-sqnr", self.min_sqnr), ("--max-accuracy-drop", self.max_accuracy_drop),
+                 ("--min-agreement", self.min_agreement))
+        return " ".join(f"{flag} {value:g}" for flag, value in given if value is not None)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def of_record(cls, record):
+        """The budget of a mixed_precision record (older ones hold only budget_sqnr_db)."""
+        return cls(**record["budget"]) if "budget" in record else cls(min_sqnr=record["budget_sqnr_db"])
+
+
+@dataclass(frozen=True)
 class Step:
     float_parts: tuple  # names of the parts in float32, in the order they were chosen
     sqnr_db: float  # output SQNR on the held-out calibration images
+    agreement: float  # top-1 agreement with the float model there
+    accuracy_drop_points: float  # top-1 accuracy of the float model less this one's there, or None (no labels)
     float_operators: int
     p50_ms: float  # batch-1 median latency on this machine
     fully_delegated: bool  # XNNPACK runs the whole graph (TFLite; None for ONNX)
@@ -54,8 +96,28 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Scores:
+    """One candidate on the held-out images."""
+
+    sqnr_db: float
+    agreement: float
+    accuracy_drop_points: float  # None without labels
+
+
+def scores(reference, outputs, labels=None):
+    """The Scores of `outputs` against the float model's `reference`
+    (`labels`: class indices of the images, or None)."""
+    reference, outputs = np.asarray(reference), np.asarray(outputs)
+    expected, predicted = reference.argmax(axis=1), outputs.argmax(axis=1)
+    drop = None
+    if labels is not None:  # from whole counts, so a drop of 3 images in 50 is 6.0 points, not 6.000000000000005
+        drop = 100.0 * int(np.sum(expected == labels) - np.sum(predicted == labels)) / len(labels)
+    return Scores(output_sqnr_db(reference, outputs), int(np.sum(predicted == expected)) / len(expected), drop)
+
+
+@dataclass(frozen=True)
 class MixedSearch:
-    budget_db: float
+    budget: Budget
     held_out_images: int
     steps: tuple  # Step, the all-int8 artifact first
     alone_gain_db: dict  # part -> SQNR gain when it alone is float
@@ -65,23 +127,25 @@ class MixedSearch:
 
     @property
     def best(self):
-        return max(self.steps, key=lambda step: step.sqnr_db)
+        """The step that misses the fewest of the budget's terms, then with the highest SQNR."""
+        return max(self.steps, key=lambda step: (-len(self.budget.shortfalls(step)), step.sqnr_db))
 
     @property
     def chosen(self):
         """The first step that meets the budget, else the best one."""
-        return next((step for step in self.steps if step.sqnr_db >= self.budget_db), self.best)
+        return next((step for step in self.steps if not self.budget.shortfalls(step)), self.best)
 
     @property
     def met(self):
-        return self.chosen.sqnr_db >= self.budget_db
+        return not self.budget.shortfalls(self.chosen)
 
     def float_scopes(self):
         return tuple(scope for part in self.chosen.float_parts for scope in self.parts[part])
 
     def record(self):
         chosen = self.chosen
-        return {"budget_sqnr_db": self.budget_db, "met": self.met, "held_out_images": self.held_out_images,
+        return {"budget": self.budget.to_dict(), "budget_sqnr_db": self.budget.min_sqnr, "met": self.met,
+                "shortfalls": self.budget.shortfalls(chosen), "held_out_images": self.held_out_images,
                 "scored_on": "held-out calibration images (ranges from the other calibration images)",
                 "artifact": "the chosen parts in float32, with ranges from all calibration images (the steps' "
                             "scores are those of candidates ranged on the other three quarters)",
@@ -105,21 +169,39 @@ def describe_artifact(record):
         return None
     return (f"int8 (weights per output channel, activations per tensor) except {len(chosen['float_parts'])} part(s) "
             f"kept in float32 ({', '.join(chosen['float_parts'])}; {chosen['float_operators']} operators) for "
-            f"--min-sqnr {record['budget_sqnr_db']:g}")
+            f"{Budget.of_record(record).flags()}")
 
 
 def describe_record(record):
     """One line on a mixed_precision record (the artifact's recipe JSON)."""
     chosen, first = chosen_step(record), record["steps"][0]
-    budget, images = record["budget_sqnr_db"], record["held_out_images"]
+    budget, images = Budget.of_record(record), record["held_out_images"]
     if not chosen["float_parts"]:
         verdict = "met by full int8" if record["met"] else "NOT met; no float32 part improved on full int8"
-        return f"--min-sqnr {budget:g}: {verdict} ({first['sqnr_db']:.1f} dB on {images} held-out calibration images)"
+        return f"{budget.flags()}: {verdict} ({measured_text(first, budget)} on {images} held-out calibration images)"
     verdict = "met" if record["met"] else "NOT met; the best found"
-    return (f"--min-sqnr {budget:g}: {verdict} with {len(chosen['float_parts'])} part(s) in float32 "
-            f"({', '.join(chosen['float_parts'])}; {chosen['float_operators']} operators): {chosen['sqnr_db']:.1f} dB "
-            f"vs {first['sqnr_db']:.1f} dB full int8 on {images} held-out calibration images; "
-            f"{chosen['p50_ms']:.2f} ms vs {first['p50_ms']:.2f} ms here")
+    return (f"{budget.flags()}: {verdict} with {len(chosen['float_parts'])} part(s) in float32 "
+            f"({', '.join(chosen['float_parts'])}; {chosen['float_operators']} operators): "
+            f"{measured_text(chosen, budget)} vs {measured_text(first, budget)} full int8 on {images} held-out "
+            f"calibration images; {chosen['p50_ms']:.2f} ms vs {first['p50_ms']:.2f} ms here")
+
+
+def measured_text(step, budget):
+    """A step's (dict) scores on what the budget asks for; SQNR always."""
+    text = f"{step['sqnr_db']:.1f} dB"
+    if budget.min_agreement is not None:
+        text += f", top-1 agreement {step['agreement']:.3f}"
+    if budget.max_accuracy_drop is not None:
+        text += f", top-1 drop {step['accuracy_drop_points']:.1f} points"
+    return text
+
+
+def unmet_line(record, artifact):
+    """The one line for a budget the search could not meet."""
+    chosen = chosen_step(record)
+    return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images "
+            f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): the best found keeps "
+            f"{len(record['float_parts'])} parts in float32")
 
 
 def part_of(scope, seen_block):
@@ -200,26 +282,28 @@ def tflite_route(float_model, recipe):
                  recipe.output_type)
 
 
-def search_float_parts(float_model, statistics, calibration, recipe, method, budget_db, log=print, route=None):
-    """The MixedSearch for `budget_db` (held-out output SQNR) of the int8
-    artifact of `route` (default: the int8 TFLite of `float_model`, bytes)
-    under `recipe`, ranges by `method`."""
+def search_float_parts(float_model, statistics, calibration, recipe, method, budget, log=print, route=None):
+    """The MixedSearch for `budget` (a Budget, on held-out calibration
+    images) of the int8 artifact of `route` (default: the int8 TFLite of
+    `float_model`, bytes) under `recipe`, ranges by `method`."""
     from ..device.bench import benchmark
     from .int8_tflite import run_tflite_bytes
     from .selection import calibration_inputs, no_folds_reason
 
-    check_budget(budget_db)
+    check_budget(budget.min_sqnr)
     if calibration is None:
-        raise ConfigError("--min-sqnr runs candidates on held-out calibration images: give --calibration PATH "
+        raise ConfigError(f"{budget.flags()} runs candidates on held-out calibration images: give --calibration PATH "
                           "(the images the statistics came from)")
     if statistics.folds is None:
-        raise ConfigError(f"--min-sqnr measures on held-out calibration images: {no_folds_reason(statistics)}; "
+        raise ConfigError(f"{budget.flags()} measures on held-out calibration images: {no_folds_reason(statistics)}; "
                           "calibrate on more images")
     route = route or tflite_route(float_model, recipe)
     held_out = list(statistics.folds[0].positions)
     ranges = activation_ranges(statistics.fitting_part(0), method)
     inputs = calibration_inputs(calibration, statistics)[held_out]
     reference = run_tflite_bytes(float_model, inputs, "the float model")
+    labels = held_out_labels(calibration, held_out, reference.shape[-1]) if budget.max_accuracy_drop is not None \
+        else None
     parts = route.parts
     excluded = {}
     if route.head_output_type != "float32" and "head" in parts:
@@ -228,34 +312,36 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
                             "allows it")
 
     def evaluated(float_parts):
-        """(held-out SQNR, the candidate) with `float_parts` in float32."""
+        """(held-out Scores, the candidate) with `float_parts` in float32."""
         model = route.make(ranges, [operator for part in float_parts for operator in parts[part]])
-        return output_sqnr_db(reference, route.outputs(model, inputs)), model
+        return scores(reference, route.outputs(model, inputs), labels), model
 
     def step(float_parts, candidate):
-        sqnr, model = candidate
+        measured, model = candidate
         with tempfile.TemporaryDirectory(prefix="edge-resnet-mixed-") as folder:
             path = Path(folder) / f"candidate{route.suffix}"
             path.write_bytes(model)
             float_operators, delegated = route.structure(path)
             timing = benchmark(path, warmup=5, runs=LATENCY_RUNS, reset_peak=False)
-        return Step(tuple(float_parts), sqnr, float_operators, timing.latency_ms["p50"], delegated)
+        return Step(tuple(float_parts), measured.sqnr_db, measured.agreement, measured.accuracy_drop_points,
+                    float_operators, timing.latency_ms["p50"], delegated)
 
     steps = [step((), evaluated(()))]
-    log(f"      --min-sqnr {budget_db:g}: full int8 gives {steps[0].sqnr_db:.1f} dB on {len(held_out)} held-out "
-        "calibration images")
+    log(f"      {budget.flags()}: full int8 gives {measured_text(steps[0].to_dict(), budget)} on {len(held_out)} "
+        "held-out calibration images")
     alone = {}
-    if steps[0].sqnr_db < budget_db:
-        alone = {part: evaluated((part,))[0] - steps[0].sqnr_db for part in parts if part not in excluded}
+    if budget.shortfalls(steps[0]):
+        alone = {part: evaluated((part,))[0].sqnr_db - steps[0].sqnr_db for part in parts if part not in excluded}
     order = sorted(alone, key=lambda part: -alone[part])
     chosen, stopped = [], None
-    while alone and steps[-1].sqnr_db < budget_db and order:
+    while alone and budget.shortfalls(steps[-1]) and order:
         candidates = {part: evaluated((*chosen, part)) for part in shortlist(order, chosen, list(parts))}
-        tried = {part: sqnr for part, (sqnr, _) in candidates.items()}
+        tried = {part: measured.sqnr_db for part, (measured, _) in candidates.items()}
         best = max(tried, key=tried.get)
         chosen.append(best)
         steps.append(step(chosen, candidates[best]))  # the candidate already made, timed as it is
-        log(f"      float32 {', '.join(chosen)}: {tried[best]:.1f} dB, {steps[-1].p50_ms:.2f} ms")
+        log(f"      float32 {', '.join(chosen)}: {measured_text(steps[-1].to_dict(), budget)}, "
+            f"{steps[-1].p50_ms:.2f} ms")
         order = sorted((part for part in order if part != best),
                        key=lambda part: -(tried[part] - steps[-2].sqnr_db if part in tried else alone[part]))
         if steps_since_best(steps) >= PATIENCE:
@@ -263,5 +349,22 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             stopped = f"{PATIENCE} steps without a better held-out SQNR"
             break
     if stopped is None:
-        stopped = "budget met" if steps[-1].sqnr_db >= budget_db else "every part tried is in float32"
-    return MixedSearch(budget_db, len(held_out), tuple(steps), alone, parts, excluded, stopped)
+        stopped = "every part tried is in float32" if budget.shortfalls(steps[-1]) else "budget met"
+    return MixedSearch(budget, len(held_out), tuple(steps), alone, parts, excluded, stopped)
+
+
+def held_out_labels(calibration, positions, classes):
+    """The class indices (model outputs) of the calibration samples at
+    `positions`, for --max-accuracy-drop."""
+    from ..check.parity import class_index, default_class_names
+
+    require_labels(calibration)
+    labels = class_index(calibration.labels, default_class_names(calibration, classes))
+    return labels[positions]
+
+
+def require_labels(calibration):
+    if calibration.labels is None:
+        raise ConfigError("--max-accuracy-drop compares top-1 accuracy on held-out calibration images, and these have "
+                          "no labels: give --calibration class folders (or an .npz with y), or budget "
+                          "--min-agreement, which needs none")

@@ -457,11 +457,11 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                 method, tflite_ranges, selection = resolved_ranges(
                     statistics, recipe.range_method(),
                     onnx_chooser(prepared, float_onnx_path, recipe, to_onnx_ranges, calibration, scratch))
-                if recipe.min_sqnr is not None:
+                if recipe.budget() is not None:
                     from .mixed import search_float_parts
 
                     search = search_float_parts(float_model, statistics, calibration, recipe, method,
-                                                recipe.min_sqnr, log=log or (lambda line: None),
+                                                recipe.budget(), log=log or (lambda line: None),
                                                 route=onnx_route(prepared, recipe, to_onnx_ranges, scratch))
                 ort_quantized(prepared, scratch / "int8.onnx", recipe, to_onnx_ranges(tflite_ranges),
                               search.float_scopes() if search else ())

@@ -44,8 +44,12 @@ class QuantizationRecipe:
     # 8-bit weights; measured here it cut top-1 agreement from 99.8% to 96.7%.
     onnx_reduce_range: bool = True
     # int8 only: keep the fewest parts in float32 that bring the output SQNR
-    # on held-out calibration images to this (mixed.py); None: full int8
+    # on held-out calibration images to this, or the top-1 accuracy drop
+    # (points) within, or the top-1 agreement (fraction) to (mixed.py);
+    # all None: full int8
     min_sqnr: float = None
+    max_accuracy_drop: float = None
+    min_agreement: float = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -60,12 +64,15 @@ class QuantizationRecipe:
                 )
 
         self.range_method()  # validates the method and its parameter
-        if self.min_sqnr is not None:
+        budget = self.budget()
+        if budget is not None:
+            from ..check.parity import check_gates
             from .mixed import check_budget
 
             check_budget(self.min_sqnr)
+            check_gates(self.max_accuracy_drop, self.min_agreement)
             if self.mode != "int8":
-                raise ConfigError("--min-sqnr keeps parts of an int8 model in float32: it needs --quantize int8")
+                raise ConfigError(f"{budget.flags()} keeps parts of an int8 model in float32: it needs --quantize int8")
         for field, allowed in (
             ("onnx_activation_type", ACTIVATION_TYPES),
             ("onnx_format", ONNX_FORMATS),
@@ -86,6 +93,13 @@ class QuantizationRecipe:
 
     def range_method(self):
         return RangeMethod(self.calibration_method, self.percentile, self.extrapolation)
+
+    def budget(self):
+        """The mixed-precision Budget asked for, or None (full int8)."""
+        from .mixed import Budget
+
+        terms = (self.min_sqnr, self.max_accuracy_drop, self.min_agreement)
+        return None if all(term is None for term in terms) else Budget(*terms)
 
     def describe(self, artifact_format="tflite", activation_ranges=None):
         """One line saying what the quantization is, for this format;

@@ -65,6 +65,13 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
                                   help="onnxruntime activations: uint8 (U8S8, fastest on x86) or int8 (S8S8)")
     onnx_format: str = option("--onnx-format", default="qdq", choices=ONNX_FORMATS, group=ONNX_GROUP,
                               help="QDQ or QOperator graph")
+    max_accuracy_drop: float = option("--max-accuracy-drop", default=None, type=float, metavar="POINTS",
+                                      help="int8: keep the fewest network parts in float32 that keep the top-1 "
+                                           "accuracy lost on held-out calibration images (they need labels) within "
+                                           "POINTS (exit 1 if even all of them cannot)")
+    min_agreement: float = option("--min-agreement", default=None, type=float, metavar="FRACTION",
+                                  help="int8: the same, for the fraction of held-out calibration images whose top-1 "
+                                       "is the float model's")
     full_range: bool = option("--full-range", default=False, action="store_true", group=ONNX_GROUP,
                               help="8-bit instead of 7-bit weights (only for devices whose int8 kernels do not "
                                    "saturate: ARM, or x86 with VNNI)")
@@ -83,8 +90,9 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
             raise ConfigError("--calibration-method, --percentile and --extrapolation apply to --quantize int8 only")
         io_types = {key: value for key, value in (("input_type", self.input_type), ("output_type", self.output_type))
                     if value}
-        if self.min_sqnr is not None:
-            io_types["min_sqnr"] = self.min_sqnr
+        for budget in ("min_sqnr", "max_accuracy_drop", "min_agreement"):
+            if getattr(self, budget) is not None:
+                io_types[budget] = getattr(self, budget)
         return QuantizationRecipe.for_mode(self.quantize, per_channel=self.per_channel,
                                            onnx_activation_type=self.activation_type, onnx_format=self.onnx_format,
                                            onnx_reduce_range=not self.full_range, **io_types,
@@ -107,9 +115,9 @@ def check_request(request, recipe):
                           "(e.g. --calibration-method extrapolated)")
     if not recipe.needs_calibration and (request.statistics or request.save_statistics):
         raise ConfigError("--statistics and --save-statistics apply to --quantize int8 only")
-    if recipe.min_sqnr is not None and not request.calibration:
-        raise ConfigError("--min-sqnr searches the int8 artifact on held-out calibration images: it needs "
-                          "--calibration PATH")
+    if recipe.budget() is not None and not request.calibration:
+        raise ConfigError(f"{recipe.budget().flags()} searches the int8 artifact on held-out calibration images: it "
+                          "needs --calibration PATH")
     if request.save_statistics and not request.save_statistics.endswith(".npz"):
         raise ConfigError(f"--save-statistics must end in .npz. Received: {request.save_statistics}")
     if request.model.endswith(".tflite") and (request.target != ".tflite" or recipe.mode != "int8"):
@@ -165,11 +173,9 @@ def quantize_artifact(request, log=print):
     if recipe.needs_calibration and mixed and not mixed["met"]:
         from ..errors import BudgetNotMet
 
-        from .mixed import chosen_step
+        from .mixed import unmet_line
 
-        raise BudgetNotMet(f"--min-sqnr {mixed['budget_sqnr_db']:g} dB not reached: the best, "
-                           f"{chosen_step(mixed)['sqnr_db']:.1f} dB, keeps {len(mixed['float_parts'])} parts in "
-                           f"float32 ({path} holds it)")
+        raise BudgetNotMet(f"{unmet_line(mixed, path.name)} ({path} holds it)")
     return path
 
 
@@ -179,6 +185,10 @@ def _calibration(request, input_shape, log):
     calibration = calibration_set(request.calibration, request.preprocessing_at(*input_shape[:2]),
                                   size=request.calibration_size, seed=request.seed, preprocessed=request.preprocessed)
     log(f"calibration: {len(calibration)} samples from {calibration.source}")
+    if request.max_accuracy_drop is not None:
+        from .mixed import require_labels
+
+        require_labels(calibration)  # before the statistics pass, not after
     return calibration
 
 
