@@ -12,10 +12,13 @@ statistic then picks a rule per subset from the held-out numbers alone; its
 result is the evaluation SQNR of what it picked, mean over the subsets,
 minus the best fixed rule's mean.
 
-Fold layouts: "3 fit, 1 scores" (what `auto` does: ranges from three folds,
-scored on the fourth) and "1 fits, 3 score" (ranges from one fold, scored on
-the other three: the scored images outnumber the fitted ones, as deployed
+Fold layouts: "3 fit, 1 scores" (ranges from three folds, scored on the
+fourth: what `auto` did when this comparison was run, labelled "shipped"
+in the results) and "1 fits, 3 score" (ranges from one fold, scored on the
+other three: the scored images outnumber the fitted ones, as deployed
 images do, so a rule that clips unseen extremes is caught more often).
+`auto` now uses the second, with the fits of two folds
+(selection.FITTING_FOLDS); benchmarks/calibration.py fidelity measures it.
 
     python benchmarks/auto_rules.py               writes benchmarks/results/auto_rules.{json,md}
     python benchmarks/auto_rules.py validation    adds the rows of a ResNet-18 (width 0.5, 40x40,
