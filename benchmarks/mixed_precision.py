@@ -23,7 +23,10 @@ both artifacts on the evaluation images and times them against each other
 own environment (benchmarks/nncf_accuracy_control.py says how to make it;
 NNCF_PYTHON names its interpreter, default /tmp/nncf-venv/bin/python).
 
-    python benchmarks/mixed_precision.py [tflite] [onnx] [onnx_latency] [nncf]
+The `tflite_float_output` part repeats the `tflite` one with a float32
+output (--output-type float32), which lets the head stay float.
+
+    python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [onnx] [onnx_latency] [nncf]
 """
 
 import sys
@@ -77,7 +80,7 @@ def output_sqnr(float_model, model_path, images):
     return output_sqnr_db(run_tflite_bytes(float_model, images, "float"), runner(model_path).predict(images))
 
 
-def latency_at_224(depth, float_parts):
+def latency_at_224(depth, float_parts, output_type="int8"):
     """p50 of the full-int8 and the mixed ResNet at 224 (random weights), alternating rounds."""
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.device.runtime import TfliteRunner
@@ -101,8 +104,9 @@ def latency_at_224(depth, float_parts):
     folder = Path(tempfile.mkdtemp(prefix="mixed-latency-"))
     paths = {"float32": folder / "float.tflite", "full int8": folder / "int8.tflite", "mixed": folder / "mixed.tflite"}
     paths["float32"].write_bytes(float_model)
-    paths["full int8"].write_bytes(int8_tflite(float_model, ranges, QuantizationRecipe()))
-    paths["mixed"].write_bytes(int8_tflite(float_model, ranges, QuantizationRecipe(),
+    recipe = QuantizationRecipe(output_type=output_type)
+    paths["full int8"].write_bytes(int8_tflite(float_model, ranges, recipe))
+    paths["mixed"].write_bytes(int8_tflite(float_model, ranges, recipe,
                                            [scope for part in float_parts for scope in parts[part]]))
     runners = {name: TfliteRunner(path, threads=2) for name, path in paths.items()}
     sample = next(calibration.samples())
@@ -114,7 +118,7 @@ def latency_at_224(depth, float_parts):
             "mixed_fully_delegated": inspect_tflite(paths["mixed"]).fully_delegated}
 
 
-def measure(name, model, size, depth):
+def measure(name, model, size, depth, output_type="int8"):
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import write_int8_tflite
     from edge_resnet.quantize.mixed import chosen_step
@@ -126,13 +130,13 @@ def measure(name, model, size, depth):
     calibration, evaluation = digits(size)
     statistics = collect_statistics(float_model, calibration)
     folder = Path(tempfile.mkdtemp(prefix="mixed-"))
-    probe = write_int8_tflite(float_model, QuantizationRecipe(min_sqnr=1.0), folder / "full.tflite", calibration,
-                              statistics, progress=False)
+    probe = write_int8_tflite(float_model, QuantizationRecipe(min_sqnr=1.0, output_type=output_type),
+                              folder / "full.tflite", calibration, statistics, progress=False)
     full_held_out = read_record(probe)["mixed_precision"]["steps"][0]["sqnr_db"]
     budget = full_held_out + BUDGET_OVER_FULL_INT8_DB
     started = time.perf_counter()
-    mixed = write_int8_tflite(float_model, QuantizationRecipe(min_sqnr=budget), folder / "mixed.tflite", calibration,
-                              statistics, progress=False, log=print)
+    mixed = write_int8_tflite(float_model, QuantizationRecipe(min_sqnr=budget, output_type=output_type),
+                              folder / "mixed.tflite", calibration, statistics, progress=False, log=print)
     seconds = time.perf_counter() - started
     record = read_record(mixed)["mixed_precision"]
     chosen = chosen_step(record)
@@ -142,7 +146,7 @@ def measure(name, model, size, depth):
                                 "mixed": output_sqnr(float_model, mixed, evaluation)},
               "float_parts": list(chosen["float_parts"]), "float_operators": chosen["float_operators"],
               "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"]}
-    result["latency_224"] = latency_at_224(depth, result["float_parts"])
+    result["latency_224"] = latency_at_224(depth, result["float_parts"], output_type)
     print(result, flush=True)
     return result
 
@@ -335,6 +339,9 @@ def main(parts):
     path = RESULTS / "mixed_precision.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
     results = [measure(*entry) for entry in trained_models()] if "tflite" in parts else saved.get("results", [])
+    float_output_results = saved.get("float_output_results", [])
+    if "tflite_float_output" in parts:
+        float_output_results = [measure(*entry, output_type="float32") for entry in trained_models()]
     onnx_results = saved.get("onnx_results", [])
     if "onnx" in parts:
         onnx_results = [measure_onnx(*entry) for entry in trained_models()]
@@ -353,7 +360,20 @@ def main(parts):
              "of the 597 digits never trained on (class-stratified, seed 0, as `convert` splits them), `auto` ranges; "
              "the search scores on the held-out quarter of them. Evaluation: the other 397. Latency: the same parts in float32 "
              "in the network at 224 (random weights), batch 1, 2 threads, alternating rounds.", "",
-             "| model | budget dB (held-out) | held-out full int8 -> mixed | evaluation full int8 -> mixed | "
+             *tflite_lines(results)]
+    if float_output_results:
+        lines += ["", "## TFLite with `--output-type float32`", "",
+                  "The same, with a float32 output: the head (pooling, classifier) may stay float, so the int8 output "
+                  "tensor is no longer the floor. Command: `python benchmarks/mixed_precision.py tflite_float_output`.",
+                  "", *tflite_lines(float_output_results)]
+    if onnx_results:
+        lines += onnx_lines(onnx_results) + nncf_lines(onnx_results)
+    write_results("mixed_precision", {"machine": machine(), "results": results, "onnx_results": onnx_results,
+                                      "float_output_results": float_output_results}, "\n".join(lines) + "\n")
+
+
+def tflite_lines(results):
+    lines = ["| model | budget dB (held-out) | held-out full int8 -> mixed | evaluation full int8 -> mixed | "
              "met on evaluation within 1 dB | float parts (operators) | p50 at 224: int8 -> mixed (ratio) | "
              "float32 p50 | search s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -366,10 +386,7 @@ def main(parts):
             f"{speed['p50_ms']['full int8']:.2f} -> {speed['p50_ms']['mixed']:.2f} ({speed['mixed_over_int8']:.2f}x)"
             f"{'' if speed['mixed_fully_delegated'] else ', NOT all on XNNPACK'} | {speed['p50_ms']['float32']:.2f} | "
             f"{r['search_seconds']:.0f} |")
-    if onnx_results:
-        lines += onnx_lines(onnx_results) + nncf_lines(onnx_results)
-    write_results("mixed_precision", {"machine": machine(), "results": results, "onnx_results": onnx_results},
-                  "\n".join(lines) + "\n")
+    return lines
 
 
 if __name__ == "__main__":
