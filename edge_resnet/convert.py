@@ -165,10 +165,10 @@ def check_config(config):
 
         check_budget(config.min_sqnr)
     if budget and config.target:
-        raise ConfigError(f"--target compiles a fully integer model for the NPU and {budget} keeps parts in "
+        raise ConfigError(f"--target compiles a fully integer model for the NPU and {budget} may keep parts in "
                           "float32 (they would fall back to the CPU there): give one or the other")
     if budget and config.quantize != "int8":
-        raise ConfigError(f"{budget} keeps parts of the int8 artifacts in float32: it needs --quantize int8")
+        raise ConfigError(f"{budget}: float32 parts are kept in the int8 artifacts only, so it needs --quantize int8")
     if config.target:
         from .quantize.ethos_u import vela_version
 
@@ -459,7 +459,7 @@ def published_names(config, base, folded_name):
 
 
 def mixed_precision_records(paths):
-    """{artifact name: its --min-sqnr search} from the recipe JSONs."""
+    """{artifact name: its float32-parts search} from the recipe JSONs."""
     from .quantize.recipe import read_record
 
     records = {path.name: (read_record(path) or {}).get("mixed_precision") for path in paths}
@@ -526,6 +526,12 @@ def read_data(config, model, log):
     classes = int(model.output_shape[-1])
     class_names = read_labels_file(config.labels, classes) if config.labels else None
     check_labels_fit(evaluation, class_names, classes)
+    if calibration is not None and class_names and calibration.labels is not None:
+        calibration = dataclasses.replace(calibration, classes=tuple(class_names))  # --labels maps its folders too
+    if calibration is not None and config.accuracy_control and config.max_accuracy_drop is not None:
+        from .quantize.mixed import calibration_labels
+
+        calibration_labels(calibration, classes)  # the search's labels, checked before any conversion
     return calibration, evaluation, origin, class_names
 
 

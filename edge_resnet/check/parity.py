@@ -171,9 +171,10 @@ def read_labels_file(path, classes):
 
 
 def default_class_names(data, classes):
-    """Sorted class-folder names when they fit the model, else 0..classes-1."""
+    """The source's class names (sorted class folders, or --labels) when
+    they fit the model, else 0..classes-1."""
     if data.labels is not None and not isinstance(data.labels[0], (int, np.integer)):
-        names = sorted(set(data.labels))
+        names = list(data.classes or sorted(set(data.labels)))
         if len(names) != classes:
             raise DataError(
                 f"the data has {len(names)} class folders but the model has {classes} outputs; "

@@ -456,9 +456,8 @@ def range_selection_lines(rows):
     selection = chosen[0]["range_selection"]
     return ["", "## Activation ranges", "",
             f"`auto` tried each rule on the {selection['held_out_samples']} calibration images in "
-            f"{selection.get('folds', 4)} folds: {fit_text(selection)}, the real artifact quantized with them, "
-            "its output SQNR (dB) against the float model averaged over the fits. The best rule then took its "
-            "ranges from all calibration images.", "",
+            f"{selection.get('folds', 4)} folds: {fit_text(selection)}. The best rule then took its ranges from all "
+            "calibration images.", "",
             *markdown_table(["rule"] + [_code(row["artifact"]) for row in chosen], table)]
 
 
@@ -466,12 +465,14 @@ def fit_text(selection):
     """How the selection record's ranges were fitted and scored (records
     without "fits" come from the version that fitted on all folds but one)."""
     if "fits" not in selection:
-        return "ranges fitted on the other folds and run on each fold's images"
-    return f"ranges fitted on one fold alone and run on the other folds' images, for {selection['fits']} folds"
+        return ("ranges fitted on all folds but one, the real artifact quantized with them and run on that fold's "
+                "images, its output SQNR (dB) against the float model averaged over the folds")
+    return (f"ranges fitted on one fold alone ({selection['fits']} such fits), the real artifact quantized with them "
+            "and run on the other folds' images, its output SQNR (dB) against the float model averaged over the fits")
 
 
 def mixed_precision_lines(record):
-    """The --min-sqnr search as Markdown: what was kept in float32, and each step's cost."""
+    """The float32-parts search as Markdown: what was kept in float32, and each step's cost."""
     from ..quantize.mixed import describe_record
 
     rows = [(step + 1, ", ".join(entry["float_parts"][-1:]) or "(full int8)", len(entry["float_parts"]),
@@ -494,7 +495,10 @@ def _points(value):
 
 
 def mixed_precision_plot(record):
-    """Held-out SQNR and latency against the number of float32 operators, step by step."""
+    """Held-out SQNR and latency against the number of float32 operators,
+    step by step; the steps that meet the budget starred."""
+    from types import SimpleNamespace
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -506,6 +510,12 @@ def mixed_precision_plot(record):
     figure, axis = pyplot.subplots(figsize=(7, 3.6))
     operators = [step["float_operators"] for step in steps]
     axis.plot(operators, [step["sqnr_db"] for step in steps], "o-", color="tab:blue")
+    budget = Budget.of_record(record)
+    meeting = [step for step in steps if not budget.shortfalls(SimpleNamespace(**step))]
+    axis.plot([step["float_operators"] for step in meeting], [step["sqnr_db"] for step in meeting], "*",
+              color="tab:green", markersize=14, label="meets the budget")
+    if meeting:
+        axis.legend(loc="lower right")
     if record["budget_sqnr_db"] is not None:
         axis.axhline(record["budget_sqnr_db"], color="tab:red", linestyle="--", linewidth=1)
     axis.set_xlabel("operators in float32")
@@ -513,7 +523,7 @@ def mixed_precision_plot(record):
     latency = axis.twinx()
     latency.plot(operators, [step["p50_ms"] for step in steps], "s:", color="tab:grey")
     latency.set_ylabel("p50 ms, batch 1", color="tab:grey")
-    axis.set_title(f"{Budget.of_record(record).flags()}: the search, step by step")
+    axis.set_title(f"{budget.flags()}: the search, step by step")
     png = _figure_png(figure)
     pyplot.close(figure)
     return png

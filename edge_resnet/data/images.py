@@ -263,6 +263,9 @@ class ImageSet:
     # every sample preprocessed once and held in memory, in item order (see cached())
     decoded: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
     root: str = None  # the folder that image paths are relative to (folder sets only)
+    # every class folder of the source, sorted, or the class names in model-output order (--labels): a
+    # sample of fewer images than classes holds only some of them
+    classes: tuple = None
 
     def __len__(self):
         return len(self.items)
@@ -381,6 +384,7 @@ def _folder_set(root, paths, classes, chosen, preprocessing, seed):
         fingerprint=fingerprint([paths[i] for i in chosen]),
         source=f"folder {root}",
         labels=tuple(classes[i] for i in chosen) if labelled else None,
+        classes=tuple(sorted(set(classes))) if labelled else None,
         seed=seed,
         root=str(root if Path(root).is_dir() else Path(root).parent),
     )

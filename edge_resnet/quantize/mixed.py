@@ -21,7 +21,7 @@ best is kept (re-ranked as it goes); the search gives up after three steps
 without a better score (the int8 output's own grid, for one, no part
 removes). The artifact keeps the parts of the first step that meets the
 budget, else of the best step. Every step records the held-out SQNR, top-1
-agreement (and top-1 accuracy drop where the calibration images have
+agreement (and, for --max-accuracy-drop, the top-1 accuracy drop against the
 labels), the number of float operators and the artifact's latency here.
 
 Parts are ranked by output SQNR whatever the budget: on a few dozen
@@ -65,6 +65,25 @@ class Budget:
         if self.min_agreement is not None and step.agreement < self.min_agreement:
             missed.append(f"top-1 agreement {step.agreement:.3f} < {self.min_agreement:g}")
         return missed
+
+    def standing(self, step):
+        """How close `step` comes, to order steps by: fewer terms missed,
+        then the accuracy terms asked for, then output SQNR."""
+        drop = step.accuracy_drop_points if self.max_accuracy_drop is not None else 0.0
+        agreement = step.agreement if self.min_agreement is not None else 0.0
+        return (-len(self.shortfalls(step)), -drop, agreement, step.sqnr_db)
+
+    def resolution_note(self, images):
+        """A line when an accuracy term is finer than one of `images` can tell, else None."""
+        one_image = 1 / images
+        if self.min_agreement is not None and 1 - one_image < self.min_agreement < 1:
+            return (f"--min-agreement {self.min_agreement:g} on {images} held-out images asks every image to agree "
+                    f"(one image is {one_image:.3g}); calibrate on more images for a finer budget")
+        if self.max_accuracy_drop is not None and 0 < self.max_accuracy_drop < 100 * one_image:
+            return (f"--max-accuracy-drop {self.max_accuracy_drop:g} on {images} held-out images allows no image "
+                    f"to be lost (one image is {100 * one_image:.3g} points); calibrate on more images for a finer "
+                    "budget")
+        return None
 
     def flags(self):
         """The budget as the options that ask for it."""
@@ -127,8 +146,8 @@ class MixedSearch:
 
     @property
     def best(self):
-        """The step that misses the fewest of the budget's terms, then with the highest SQNR."""
-        return max(self.steps, key=lambda step: (-len(self.budget.shortfalls(step)), step.sqnr_db))
+        """The step closest to the budget (Budget.standing)."""
+        return max(self.steps, key=self.budget.standing)
 
     @property
     def chosen(self):
@@ -146,6 +165,7 @@ class MixedSearch:
         chosen = self.chosen
         return {"budget": self.budget.to_dict(), "budget_sqnr_db": self.budget.min_sqnr, "met": self.met,
                 "shortfalls": self.budget.shortfalls(chosen), "held_out_images": self.held_out_images,
+                "resolution": self.budget.resolution_note(self.held_out_images),
                 "scored_on": "held-out calibration images (ranges from the other calibration images)",
                 "artifact": "the chosen parts in float32, with ranges from all calibration images (the steps' "
                             "scores are those of candidates ranged on the other three quarters)",
@@ -163,7 +183,7 @@ def chosen_step(record):
 
 
 def describe_artifact(record):
-    """What a --min-sqnr artifact is, for its recipe JSON's "quantization"."""
+    """What an artifact with float32 parts is, for its recipe JSON's "quantization"."""
     chosen = chosen_step(record)
     if not chosen["float_parts"]:
         return None
@@ -198,7 +218,6 @@ def measured_text(step, budget):
 
 def unmet_line(record, artifact):
     """The one line for a budget the search could not meet."""
-    chosen = chosen_step(record)
     return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images "
             f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): the best found keeps "
             f"{len(record['float_parts'])} parts in float32")
@@ -227,7 +246,7 @@ def parts_in_order(operator_names):
         seen_block = seen_block or part not in ("stem", "head")
         parts.setdefault(part, []).append(name)
     if not seen_block:
-        raise ConfigError("--min-sqnr finds the parts of a ResNet by its layer names (convN_blockM_...); this model "
+        raise ConfigError("the float32-parts search finds the parts of a ResNet by its layer names (convN_blockM_...); this model "
                           "has none: build it with edge-resnet's or keras.applications' layer names")
     return {part: tuple(names) for part, names in parts.items()}
 
@@ -302,8 +321,9 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     ranges = activation_ranges(statistics.fitting_part(0), method)
     inputs = calibration_inputs(calibration, statistics)[held_out]
     reference = run_tflite_bytes(float_model, inputs, "the float model")
-    labels = held_out_labels(calibration, held_out, reference.shape[-1]) if budget.max_accuracy_drop is not None \
-        else None
+    labels = None
+    if budget.max_accuracy_drop is not None:
+        labels = calibration_labels(calibration, reference.shape[-1])[held_out]
     parts = route.parts
     excluded = {}
     if route.head_output_type != "float32" and "head" in parts:
@@ -326,6 +346,9 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         return Step(tuple(float_parts), measured.sqnr_db, measured.agreement, measured.accuracy_drop_points,
                     float_operators, timing.latency_ms["p50"], delegated)
 
+    note = budget.resolution_note(len(held_out))
+    if note:
+        log(f"      {note}")
     steps = [step((), evaluated(()))]
     log(f"      {budget.flags()}: full int8 gives {measured_text(steps[0].to_dict(), budget)} on {len(held_out)} "
         "held-out calibration images")
@@ -353,18 +376,18 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     return MixedSearch(budget, len(held_out), tuple(steps), alone, parts, excluded, stopped)
 
 
-def held_out_labels(calibration, positions, classes):
-    """The class indices (model outputs) of the calibration samples at
-    `positions`, for --max-accuracy-drop."""
+def calibration_labels(calibration, classes):
+    """The class index (model output) of every calibration sample, in pass
+    order, for --max-accuracy-drop: class folders map by the source's sorted
+    folder names (or --labels), an .npz's y is the index itself."""
     from ..check.parity import class_index, default_class_names
 
-    require_labels(calibration)
-    labels = class_index(calibration.labels, default_class_names(calibration, classes))
-    return labels[positions]
-
-
-def require_labels(calibration):
     if calibration.labels is None:
         raise ConfigError("--max-accuracy-drop compares top-1 accuracy on held-out calibration images, and these have "
                           "no labels: give --calibration class folders (or an .npz with y), or budget "
                           "--min-agreement, which needs none")
+    labels = class_index(calibration.labels, default_class_names(calibration, classes))
+    if labels.size and labels.max() >= classes:
+        raise ConfigError(f"the calibration labels go up to {labels.max()} but the model has {classes} outputs; "
+                          "give one class index per model output")
+    return labels

@@ -24,7 +24,7 @@ class QuantizationRequest:
     calibration_method: str = option(
         "--calibration-method", default=None, choices=METHODS,
         help=f"how int8 activation ranges come from the calibration statistics (default: {DEFAULT_METHOD}): auto "
-             "(each rule tried on a held-out quarter of the calibration images, the best kept), minmax "
+             "(each rule's ranges fitted on a quarter of the calibration images and scored on the rest, the best kept), minmax "
              "(the extremes seen), percentile, mse (least 8-bit error per tensor), extrapolated (min/max pushed out "
              "by how much the per-image extremes scatter)")
     percentile: float = option("--percentile", default=None, type=float,
@@ -185,11 +185,15 @@ def _calibration(request, input_shape, log):
     calibration = calibration_set(request.calibration, request.preprocessing_at(*input_shape[:2]),
                                   size=request.calibration_size, seed=request.seed, preprocessed=request.preprocessed)
     log(f"calibration: {len(calibration)} samples from {calibration.source}")
-    if request.max_accuracy_drop is not None:
-        from .mixed import require_labels
-
-        require_labels(calibration)  # before the statistics pass, not after
     return calibration
+
+
+def _check_labels(request, calibration, classes):
+    """--max-accuracy-drop's labels, checked before the statistics pass rather than after."""
+    if request.max_accuracy_drop is not None and calibration is not None:
+        from .mixed import calibration_labels
+
+        calibration_labels(calibration, classes)
 
 
 def _statistics(request, recipe, float_model, calibration, log):
@@ -215,7 +219,9 @@ def _from_float_tflite(request, recipe, log):
     float_model = read_float_tflite(request.model)
     calibration = None
     if request.calibration:
-        calibration = _calibration(request, TfliteRunner(request.model, threads=1).input_shape, log)
+        runner = TfliteRunner(request.model, threads=1)
+        calibration = _calibration(request, runner.input_shape, log)
+        _check_labels(request, calibration, int(runner.output["shape"][-1]))
     statistics = _statistics(request, recipe, float_model, calibration, log)
     return write_int8_tflite(float_model, recipe, request.output, calibration=calibration, statistics=statistics,
                              log=log)
@@ -236,6 +242,7 @@ def _from_keras(request, recipe, log):
     statistics = float_model = calibration = None
     if recipe.needs_calibration:
         calibration = _calibration(request, model.input_shape[1:], log) if request.calibration else None
+        _check_labels(request, calibration, int(model.output_shape[-1]))
         float_model = float_tflite(model)
         statistics = _statistics(request, recipe, float_model, calibration, log)
     if request.target == ".tflite":
