@@ -144,12 +144,8 @@ def statistics_to_pick_by():
 
 
 def validation_models():
-    from trained import validation_resnet18, with_softmax
-
-    model = validation_resnet18()
-    for head in ("logits", "softmax"):
-        yield (f"ResNet-18 w0.5 40x40 seed 11 (validation: trained after this comparison), {head} head",
-               model if head == "logits" else with_softmax(model), head, 40)
+    for name, model, head, size in calibration_benchmark().validation_models():
+        yield name.replace("auto's layout was chosen", "this comparison"), model, head, size
 
 
 def measure(models=None):

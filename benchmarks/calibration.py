@@ -1,8 +1,8 @@
 """Calibration: fidelity of the int8 models against the raw tools, the
 speed of the statistics pass, and what the int8 TFLite costs on the device.
 
-    .venv/bin/python benchmarks/calibration.py [fidelity] [fidelity_training] [kinds] [cost] [floor] [oracle]
-                                               [speed] [latency]
+    .venv/bin/python benchmarks/calibration.py [fidelity] [fidelity_training] [fidelity_validation] [kinds]
+                                               [cost] [floor] [oracle] [speed] [latency]
 
 Fidelity: trained digits models (the shipped demo ResNet-50 at width 0.25,
 the tests' ResNet-18 at width 0.25, a full-width ResNet-50 at 32x32, and a
@@ -15,8 +15,10 @@ no model trained on, as a user's deployment images would be (subsets from
 one half of the 597 held-out digits, evaluated on the other half);
 `fidelity_training` calibrates on the models' training digits and evaluates
 on all 597 held-out ones: these models are sure of every image they trained
-on, so there the calibration images are not like the evaluated ones. Every
-route calibrates on the very same images. Anchors:
+on, so there the calibration images are not like the evaluated ones.
+`fidelity_validation` runs `fidelity` on a ResNet-18 (width 0.5, 40x40,
+seed 11) trained after `auto`'s fold layout was chosen. Every route
+calibrates on the very same images. Anchors:
 the raw TFLite converter (full-integer int8, min/max) and raw onnxruntime
 quantize_static (per-channel, MinMax; S8S8 with 8-bit weights, and U8S8
 with 7-bit weights, the weight range of our ONNX).
@@ -151,6 +153,16 @@ def models_to_measure(heads=("logits", "softmax")):
             yield f"{name}, {head} head", (model if head == "logits" else with_softmax(model)), head, size
 
 
+def validation_models():
+    """A ResNet-18 trained after `auto`'s fold layout was chosen, with both heads."""
+    from trained import validation_resnet18, with_softmax
+
+    model = validation_resnet18()
+    for head in ("logits", "softmax"):
+        yield (f"ResNet-18 w0.5 40x40 seed 11 (validation: trained after auto's layout was chosen), {head} head",
+               model if head == "logits" else with_softmax(model), head, 40)
+
+
 FIXED_RULES = [("minmax", {}), ("extrapolated", {"extrapolation": 0.25}), ("percentile", {"percentile": 99.99}),
                ("percentile", {"percentile": 99.999}), ("mse", {})]
 
@@ -208,8 +220,9 @@ def int8_tflite_outputs(float_model, ranges, images):
     return run_tflite_bytes(quantized_int8_io(float_model, ranges), images, "int8")
 
 
-def fidelity(protocol="unseen"):
-    """Every route calibrated on the very same 200 images of each subset."""
+def fidelity(protocol="unseen", models=None):
+    """Every route calibrated on the very same 200 images of each subset,
+    for `models` (default: models_to_measure())."""
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.data.preprocess import preprocess_input
     from edge_resnet.device.runtime import OnnxRunner, TfliteRunner
@@ -223,7 +236,7 @@ def fidelity(protocol="unseen"):
     from edge_resnet.quantize.tflite import float_tflite
 
     results = []
-    for model_name, model, head, size in models_to_measure():
+    for model_name, model, head, size in models or models_to_measure():
         print(f"== {model_name}", flush=True)
         folded, _ = fold_batchnorm(model)
         float_model = float_tflite(folded)
@@ -509,8 +522,8 @@ def markdown(result):
              "Commands: " + ", ".join(f"`{command}`" for command in result["commands"].values()), "",
              f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
              f"{', '.join(result['machine']['isa'])}", ""]
-    for key in ("fidelity", "fidelity_training"):
-        lines += fidelity_sections(result.get(key, []))
+    for key in ("fidelity", "fidelity_validation", "fidelity_training"):
+        lines += fidelity_sections(result.get(key, []), validation=key == "fidelity_validation")
     if "kinds" in result:
         kinds = sorted({kind for row in result["kinds"] for kind in row["delta_db"]})
         lines += ["## Where the dB go, per tensor kind", "",
@@ -591,11 +604,13 @@ PROTOCOL_TEXT = {
 }
 
 
-def fidelity_sections(fidelity):
+def fidelity_sections(fidelity, validation=False):
     if not fidelity:
         return []
     protocol = fidelity[0].get("protocol", "training")
     heading, setting = PROTOCOL_TEXT[protocol]
+    if validation:
+        heading += " (validation model: `python benchmarks/calibration.py fidelity_validation`)"
     lines = auto_summary(fidelity, heading)
     for entry in fidelity:
         setting_text = setting.format(SUBSET_SIZE=SUBSET_SIZE, evaluation=entry.get("evaluation_images"))
@@ -681,7 +696,8 @@ def main(parts):
     path = RESULTS / "calibration.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     result.update(machine=machine())
-    for part, run in (("fidelity", fidelity), ("fidelity_training", lambda: fidelity("training")), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
+    for part, run in (("fidelity", fidelity), ("fidelity_training", lambda: fidelity("training")),
+                      ("fidelity_validation", lambda: fidelity("unseen", validation_models())), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
                       ("oracle", oracle_ranges), ("speed", speed), ("latency", latency)):
         if part in parts:
             result.setdefault("commands", {})[part] = f"python benchmarks/calibration.py {part}"
