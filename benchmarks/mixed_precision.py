@@ -2,8 +2,9 @@
 met with float32 parts; does it hold on evaluation images the search never
 saw, and what does it cost in latency at 224?
 
-Models: the shipped demo ResNet-50 (width 0.25, 32x32) and the unseen
-ResNet-34 (width 0.5, 48x48) of benchmarks/trained.py, each with a logits
+Models: the shipped demo ResNet-50 (width 0.25, 32x32), the unseen
+ResNet-34 (width 0.5, 48x48) and the full-width ResNet-50 (32x32) of
+benchmarks/trained.py, each with a logits
 and a softmax head, trained on digits 0..1199. Calibration and evaluation
 are convert's own split of the 597 digits never trained on (1200..1796):
 200 to calibrate (class-stratified, seed 0; the tool's default `auto`
@@ -26,6 +27,10 @@ NNCF_PYTHON names its interpreter, default /tmp/nncf-venv/bin/python).
 The `tflite_float_output` part repeats the `tflite` one with a float32
 output (--output-type float32), which lets the head stay float.
 
+Each part measures the models its saved results lack (delete
+benchmarks/results/mixed_precision.json to measure everything again): the
+full-width ResNet-50 (32x32, benchmarks/trained.py) was added later.
+
     python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [onnx] [onnx_latency] [nncf]
 """
 
@@ -45,13 +50,13 @@ BUDGET_OVER_FULL_INT8_DB = 3.0
 
 
 def trained_models():
-    from trained import unseen_resnet34, with_softmax
+    from trained import full_width_resnet50, unseen_resnet34, with_softmax
 
     from edge_resnet.model import demo
 
-    # (the full-width ResNet-50 takes ~20 s per candidate quantization: hours for a search on 2 cores)
     for name, make, size, depth in (("demo ResNet-50 w0.25 32x32", demo.build_demo_model, 32, 50),
-                                    ("ResNet-34 w0.5 48x48 (unseen)", unseen_resnet34, 48, 34)):
+                                    ("ResNet-34 w0.5 48x48 (unseen)", unseen_resnet34, 48, 34),
+                                    ("ResNet-50 w1.0 32x32", full_width_resnet50, 32, 50)):
         model = make()
         for head in ("logits", "softmax"):
             yield f"{name}, {head} head", (model if head == "logits" else with_softmax(model)), size, depth
@@ -338,20 +343,21 @@ def main(parts):
 
     path = RESULTS / "mixed_precision.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
-    results = [measure(*entry) for entry in trained_models()] if "tflite" in parts else saved.get("results", [])
-    float_output_results = saved.get("float_output_results", [])
+    results, float_output_results, onnx_results = (saved.get(key, []) for key in
+                                                   ("results", "float_output_results", "onnx_results"))
+    if "tflite" in parts:
+        results += [measure(*entry) for entry in missing_from(results)]
     if "tflite_float_output" in parts:
-        float_output_results = [measure(*entry, output_type="float32") for entry in trained_models()]
-    onnx_results = saved.get("onnx_results", [])
+        float_output_results += [measure(*entry, output_type="float32") for entry in missing_from(float_output_results)]
     if "onnx" in parts:
-        onnx_results = [measure_onnx(*entry) for entry in trained_models()]
+        onnx_results += [measure_onnx(*entry) for entry in missing_from(onnx_results)]
     if "nncf" in parts:
         models = {name: model for name, model, _, _ in trained_models()}
-        for result in onnx_results:
+        for result in (result for result in onnx_results if "nncf" not in result):
             result["nncf"] = compare_with_nncf(result, models[result["model"]])
             print(result["model"], result["nncf"], flush=True)
     if "onnx_latency" in parts:
-        for result in onnx_results:
+        for result in (result for result in onnx_results if "latency_224" not in result):
             result["latency_224"] = onnx_latency_at_224(result["depth"], result["float_parts"])
             print(result["model"], result["latency_224"], flush=True)
     lines = ["# `--min-sqnr`: full int8 + 3 dB on held-out calibration images", "",
@@ -370,6 +376,12 @@ def main(parts):
         lines += onnx_lines(onnx_results) + nncf_lines(onnx_results)
     write_results("mixed_precision", {"machine": machine(), "results": results, "onnx_results": onnx_results,
                                       "float_output_results": float_output_results}, "\n".join(lines) + "\n")
+
+
+def missing_from(results):
+    """The trained models that `results` has no row for."""
+    done = {result["model"] for result in results}
+    return [entry for entry in trained_models() if entry[0] not in done]
 
 
 def tflite_lines(results):
