@@ -287,3 +287,27 @@ def test_class_folder_labels_map_by_every_folder_of_the_source(tmp_path):
     assert list(mixed.calibration_labels(reordered, 12)) == [11 - names.index(label) for label in calibration.labels]
     with pytest.raises(ConfigError, match="no labels"):
         mixed.calibration_labels(dataclasses.replace(calibration, labels=None), 12)
+
+
+def test_a_float32_head_under_a_float32_output_needs_no_dequantize(data, tmp_path):
+    """With --output-type float32 the head may stay float: its output is
+    float32 already, and the artifact must load, run whole on XNNPACK and
+    beat full int8 (whose output is dequantized int8)."""
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.quantize.int8_tflite import int8_tflite
+    from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.statistics import collect_statistics
+
+    folder, float_model, evaluation = data
+    float_bytes = Path(float_model).read_bytes()
+    calibration = images_from_array(np.load(folder / "calibration.npz")["x"], Preprocessing(32, 32), size=None)
+    ranges = activation_ranges(collect_statistics(float_bytes, calibration), RangeMethod("minmax"))
+    recipe = QuantizationRecipe(output_type="float32")
+    paths = {name: tmp_path / f"{name}.tflite" for name in ("full", "float_head")}
+    paths["full"].write_bytes(int8_tflite(float_bytes, ranges, recipe))
+    paths["float_head"].write_bytes(int8_tflite(float_bytes, ranges, recipe, mixed.model_parts(float_bytes)["head"]))
+    structure = inspect_tflite(paths["float_head"])
+    assert structure.output_dtype == "float32" and structure.input_dtype == "int8" and structure.fully_delegated
+    assert output_sqnr_on(paths["float_head"], float_model, evaluation) > \
+        output_sqnr_on(paths["full"], float_model, evaluation)

@@ -109,7 +109,8 @@ def conversion_op(model, builtin, version, source, target):
 
 def with_io_types(int8_model_bytes, input_type, output_type):
     """The model with uint8 or float32 input/output where asked, through a
-    QUANTIZE or DEQUANTIZE at the boundary, as the TFLite converter writes it."""
+    QUANTIZE or DEQUANTIZE at the boundary, as the TFLite converter writes it
+    (an output that is float32 already, from a head kept in float32, stays)."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -126,7 +127,8 @@ def with_io_types(int8_model_bytes, input_type, output_type):
         internal.name = INTERNAL_INPUT_NAME.encode()
         subgraph.operators.insert(0, conversion_op(model, schema.BuiltinOperator.QUANTIZE, 1, outer, internal_index))
         subgraph.inputs[0] = renamed[internal_index] = outer
-    if output_type != "int8":
+    already_float = subgraph.tensors[subgraph.outputs[0]].type == schema.TensorType.FLOAT32  # a float32 head's
+    if output_type != "int8" and not (output_type == "float32" and already_float):
         internal_index = subgraph.outputs[0]
         internal = subgraph.tensors[internal_index]
         subgraph.tensors.append(boundary_tensor(internal, output_type))
