@@ -120,6 +120,9 @@ def test_statistics_round_trip_through_a_file(statistics, tmp_path):
     assert [fold.positions for fold in loaded.folds] == [fold.positions for fold in statistics.folds]
     fitting, loaded_fitting = statistics.fitting_part(2), loaded.fitting_part(2)
     assert activation_ranges(loaded_fitting, RangeMethod("mse")) == activation_ranges(fitting, RangeMethod("mse"))
+    for method in RULES:  # what auto fits each rule on: one fold alone
+        assert activation_ranges(loaded.fold_part(1), RangeMethod(method)) == \
+            activation_ranges(statistics.fold_part(1), RangeMethod(method))
     with np.load(path, allow_pickle=False) as data:
         assert "header" in data.files  # readable without pickle
 
