@@ -102,8 +102,9 @@ def test_each_shared_option_is_declared_once():
             for flag in action.option_strings:
                 takers.setdefault(flag, set()).add(name)
     shared = {flag for flag, names in takers.items() if len(names) > 1 and flag not in ("-h", "--help")}
-    # the same flag meaning different things: a file or a folder, a model option or a name, a batch size per run
-    own_meaning = {"--output", "--model", "--data", "--batch-size", "--json"}
+    # the same flag meaning different things: a file or a folder, a model option or a name, a batch size per run,
+    # a budget of quantize's float32-parts search or a gate of compare and convert
+    own_meaning = {"--output", "--model", "--data", "--batch-size", "--json", "--max-accuracy-drop", "--min-agreement"}
     assert len(shared) >= 20
     assert {flag: len(declarations_of(flag)) for flag in shared - own_meaning} == \
         {flag: 1 for flag in shared - own_meaning}
