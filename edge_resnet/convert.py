@@ -288,7 +288,7 @@ def data_sets(config, model):
 def check_labels_fit(evaluation, class_names, classes):
     """Fail now, not after the conversions, when the evaluation labels
     cannot be mapped to the model's outputs."""
-    from .check.parity import class_index, default_class_names
+    from .data.labels import class_index, default_class_names
 
     labels = class_index(evaluation.labels, class_names or default_class_names(evaluation, classes))
     if labels is not None and labels.size and labels.max() >= classes:
@@ -512,7 +512,7 @@ def stage_count(config):
 def read_data(config, model, log):
     """(calibration set held in memory or None, evaluation set, where the data
     came from, class names or None), all checked before any conversion."""
-    from .check.parity import read_labels_file
+    from .data.labels import read_labels_file
 
     calibration, evaluation, origin = data_sets(config, model)
     if calibration is not None:

@@ -56,7 +56,7 @@ def test_bad_input_is_one_clear_line(files, arguments, fragment):
 
 
 def test_a_labels_file_saved_with_a_byte_order_mark_reads_as_its_names(tmp_path):
-    from edge_resnet.check.parity import read_labels_file
+    from edge_resnet.data.labels import read_labels_file
 
     (tmp_path / "labels.txt").write_bytes("\ufeff零\none\n".encode("utf-8"))
     assert read_labels_file(tmp_path / "labels.txt", 2) == ["零", "one"]

@@ -146,7 +146,7 @@ def run_into(model, data, outputs, batch_size, progress=None):
 
 
 def label_indices(data, class_names):
-    from .parity import class_index
+    from ..data.labels import class_index
 
     labels = class_index(data.labels, class_names)
     return None if labels is None else [int(label) for label in labels]
@@ -176,7 +176,8 @@ def write_golden(model, data, output, model_record, class_names=None, batch_size
 def write_golden_files(model, data, folder, model_record, class_names=None, batch_size=None, progress=None,
                        shard=None):
     """golden.npy and golden.json of `model` on all of `data`, into `folder`."""
-    from .parity import KerasReference, check_fits, default_class_names, reference_device
+    from ..data.labels import default_class_names
+    from .parity import KerasReference, check_fits, reference_device
 
     check_fits(KerasReference(model), data)
     classes = int(model.output_shape[-1])
@@ -463,7 +464,7 @@ def with_recorded_labels(data, record, source):
     itself must be the same."""
     import dataclasses
 
-    from .parity import class_index
+    from ..data.labels import class_index
 
     recorded = record["labels"]
     if recorded is None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.labels import class_index, default_class_names
 from ..errors import ConfigError, DataError, ModelError
 
 TOP_K = 5
@@ -134,54 +135,9 @@ class ParityResult:
 
 def check_gates(max_accuracy_drop=None, min_agreement=None):
     """Refuse gates that can never pass or never fail, before any work."""
-    import math
+    from ..quantize.mixed import check_accuracy_terms
 
-    if max_accuracy_drop is not None and not (math.isfinite(max_accuracy_drop) and 0 <= max_accuracy_drop <= 100):
-        raise ConfigError(f"--max-accuracy-drop is in top-1 points, from 0 to 100 (1 for one point; above 100 it "
-                          f"could never fail). Received: {max_accuracy_drop}")
-    if min_agreement is not None and not 0 <= min_agreement <= 1:
-        hint = f" ({min_agreement / 100:g} for {min_agreement:g}%)" if 1 < min_agreement <= 100 else ""
-        raise ConfigError(f"--min-agreement is a fraction between 0 and 1{hint}. Received: {min_agreement}")
-
-
-def class_index(labels, class_names):
-    """Map the data set's labels (folder names or integers) to model outputs."""
-    if labels is None:
-        return None
-    if all(isinstance(label, (int, np.integer)) for label in labels):
-        return np.asarray(labels, dtype=np.int64)
-    lookup = {name: index for index, name in enumerate(class_names)}
-    unknown = sorted({label for label in labels if label not in lookup})
-    if unknown:
-        raise DataError(
-            f"class folder(s) {', '.join(unknown[:3])} are not in the labels list; "
-            "give --labels with one class per model output, in output order"
-        )
-    return np.asarray([lookup[label] for label in labels], dtype=np.int64)
-
-
-def read_labels_file(path, classes):
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"labels file not found: {path}")
-    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    if len(names) != classes:
-        raise DataError(f"{path} has {len(names)} labels but the model has {classes} outputs; give one per line")
-    return names
-
-
-def default_class_names(data, classes):
-    """The source's class names (sorted class folders, or --labels) when
-    they fit the model, else 0..classes-1."""
-    if data.labels is not None and not isinstance(data.labels[0], (int, np.integer)):
-        names = list(data.classes or sorted(set(data.labels)))
-        if len(names) != classes:
-            raise DataError(
-                f"the data has {len(names)} class folders but the model has {classes} outputs; "
-                "give --labels with one class name per model output"
-            )
-        return names
-    return [str(i) for i in range(classes)]
+    check_accuracy_terms(max_accuracy_drop, min_agreement)
 
 
 def check_fits(reference, data):

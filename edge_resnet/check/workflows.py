@@ -140,7 +140,7 @@ def artifact_descriptions(artifacts):
 def _keras_inputs(request):
     from ..data.images import image_set
     from ..model.source import load_named_model
-    from .parity import read_labels_file
+    from ..data.labels import read_labels_file
 
     if request.data is None:
         raise ConfigError("compare against a Keras model needs --data (images to run both on); "
@@ -204,7 +204,7 @@ def write_reference(request, progress=None):
     from ..files import refuse_writing_over_inputs
     from ..model.source import load_named_model, model_source
     from .golden import parse_shard, write_golden
-    from .parity import read_labels_file
+    from ..data.labels import read_labels_file
 
     shard = parse_shard(request.shard) if request.shard is not None else None
     if request.batch_size is not None and request.batch_size < 1:

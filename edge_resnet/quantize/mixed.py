@@ -256,6 +256,18 @@ def check_budget(min_sqnr):
         raise ConfigError(f"--min-sqnr is the output SQNR to reach, in dB (e.g. 30). Received: {min_sqnr}")
 
 
+def check_accuracy_terms(max_accuracy_drop=None, min_agreement=None):
+    """Refuse accuracy gates or budgets that can never pass or never fail, before any work."""
+    import math
+
+    if max_accuracy_drop is not None and not (math.isfinite(max_accuracy_drop) and 0 <= max_accuracy_drop <= 100):
+        raise ConfigError(f"--max-accuracy-drop is in top-1 points, from 0 to 100 (1 for one point; above 100 it "
+                          f"could never fail). Received: {max_accuracy_drop}")
+    if min_agreement is not None and not 0 <= min_agreement <= 1:
+        hint = f" ({min_agreement / 100:g} for {min_agreement:g}%)" if 1 < min_agreement <= 100 else ""
+        raise ConfigError(f"--min-agreement is a fraction between 0 and 1{hint}. Received: {min_agreement}")
+
+
 def steps_since_best(steps):
     best = max(range(len(steps)), key=lambda index: steps[index].sqnr_db)
     return len(steps) - 1 - best
@@ -380,7 +392,7 @@ def calibration_labels(calibration, classes):
     """The class index (model output) of every calibration sample, in pass
     order, for --max-accuracy-drop: class folders map by the source's sorted
     folder names (or --labels), an .npz's y is the index itself."""
-    from ..check.parity import class_index, default_class_names
+    from ..data.labels import class_index, default_class_names
 
     if calibration.labels is None:
         raise ConfigError("--max-accuracy-drop compares top-1 accuracy on held-out calibration images, and these have "

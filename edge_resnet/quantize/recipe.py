@@ -66,11 +66,10 @@ class QuantizationRecipe:
         self.range_method()  # validates the method and its parameter
         budget = self.budget()
         if budget is not None:
-            from ..check.parity import check_gates
-            from .mixed import check_budget
+            from .mixed import check_accuracy_terms, check_budget
 
             check_budget(self.min_sqnr)
-            check_gates(self.max_accuracy_drop, self.min_agreement)
+            check_accuracy_terms(self.max_accuracy_drop, self.min_agreement)
             if self.mode != "int8":
                 raise ConfigError(f"{budget.flags()} keeps parts of an int8 model in float32: it needs --quantize int8")
         for field, allowed in (

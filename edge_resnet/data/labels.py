@@ -1,0 +1,47 @@
+"""Class labels of an image set and the model outputs they name."""
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+
+def class_index(labels, class_names):
+    """Map the data set's labels (folder names or integers) to model outputs."""
+    if labels is None:
+        return None
+    if all(isinstance(label, (int, np.integer)) for label in labels):
+        return np.asarray(labels, dtype=np.int64)
+    lookup = {name: index for index, name in enumerate(class_names)}
+    unknown = sorted({label for label in labels if label not in lookup})
+    if unknown:
+        raise DataError(
+            f"class folder(s) {', '.join(unknown[:3])} are not in the labels list; "
+            "give --labels with one class per model output, in output order"
+        )
+    return np.asarray([lookup[label] for label in labels], dtype=np.int64)
+
+
+def read_labels_file(path, classes):
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"labels file not found: {path}")
+    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    if len(names) != classes:
+        raise DataError(f"{path} has {len(names)} labels but the model has {classes} outputs; give one per line")
+    return names
+
+
+def default_class_names(data, classes):
+    """The source's class names (sorted class folders, or --labels) when
+    they fit the model, else 0..classes-1."""
+    if data.labels is not None and not isinstance(data.labels[0], (int, np.integer)):
+        names = list(data.classes or sorted(set(data.labels)))
+        if len(names) != classes:
+            raise DataError(
+                f"the data has {len(names)} class folders but the model has {classes} outputs; "
+                "give --labels with one class name per model output"
+            )
+        return names
+    return [str(i) for i in range(classes)]
