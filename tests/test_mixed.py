@@ -153,15 +153,20 @@ def test_parts_are_the_network_s_own(digits_artifacts):
 
 def test_convert_reports_the_search_step_by_step(tmp_path, monkeypatch):
     monkeypatch.setattr(mixed, "CONFIRMED_PER_STEP", 2)
-    result = run_in_process("convert", "--quantize", "int8", "--formats", "tflite", "--no-per-layer", "--bench-runs",
-                            "3", "--calibration-method", "extrapolated", "--min-sqnr", "29.5",
+    result = run_in_process("convert", "--quantize", "int8", "--formats", "tflite,onnx", "--no-per-layer",
+                            "--bench-runs", "3", "--calibration-method", "extrapolated", "--min-sqnr", "29.5",
                             "--output", tmp_path / "out", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode in (0, 1), result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     record = report["mixed_precision"]["resnet50_demo_int8.tflite"]
     assert record["met"] and record["float_parts"] and len(record["steps"]) >= 2
     assert all(step["p50_ms"] > 0 for step in record["steps"])
+    onnx_record = report["mixed_precision"]["resnet50_demo_int8.onnx"]  # each artifact searched on its own runtime
+    assert all(step["fully_delegated"] is None for step in onnx_record["steps"])
+    unmet = [line for line in report["parity"]["gates"]["failures"] if "--min-sqnr" in line]
+    assert (result.returncode == 1) == bool(unmet) == (not onnx_record["met"]), (result.stderr, unmet)
     markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "### `resnet50_demo_int8.tflite`" in markdown and "### `resnet50_demo_int8.onnx`" in markdown
     assert "## Float32 parts for the accuracy budget" in markdown and "held-out SQNR dB" in markdown
     assert "Float32 parts for the accuracy budget" in (tmp_path / "out" / "report.html").read_text()
     onnx_free = json.loads((tmp_path / "out" / "resnet50_demo_int8.tflite.json").read_text())
