@@ -288,11 +288,9 @@ def data_sets(config, model):
 def check_labels_fit(evaluation, class_names, classes):
     """Fail now, not after the conversions, when the evaluation labels
     cannot be mapped to the model's outputs."""
-    from .data.labels import class_index, default_class_names
+    from .data.labels import output_indices
 
-    labels = class_index(evaluation.labels, class_names or default_class_names(evaluation, classes))
-    if labels is not None and labels.size and labels.max() >= classes:
-        raise ConfigError(f"labels go up to {labels.max()} but the model has {classes} outputs")
+    output_indices(evaluation, classes, class_names)
 
 
 def artifact_plan(base, config):

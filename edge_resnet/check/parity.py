@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.labels import class_index, default_class_names
+from ..data.labels import default_class_names, output_indices
 from ..errors import ConfigError, DataError, ModelError
 
 TOP_K = 5
@@ -244,9 +244,7 @@ def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_
     check_fits(reference, data)
     classes = reference.classes
     class_names = class_names or default_class_names(data, classes)
-    labels = class_index(data.labels, class_names)
-    if labels is not None and labels.size and labels.max() >= classes:
-        raise DataError(f"labels go up to {labels.max()} but the model has {classes} outputs")
+    labels = output_indices(data, classes, class_names)
     runners = runners or [open_runner(path) for path in candidates]
     check_runners_fit(runners, reference, next(data.samples()))
 

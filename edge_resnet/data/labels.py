@@ -23,6 +23,15 @@ def class_index(labels, class_names):
     return np.asarray([lookup[label] for label in labels], dtype=np.int64)
 
 
+def output_indices(data, classes, class_names=None):
+    """The model output each of `data`'s labels names (None without labels),
+    by `class_names` or the data's own; labels past the outputs are refused."""
+    labels = class_index(data.labels, class_names or default_class_names(data, classes))
+    if labels is not None and labels.size and labels.max() >= classes:
+        raise DataError(f"labels go up to {labels.max()} but the model has {classes} outputs")
+    return labels
+
+
 def read_labels_file(path, classes):
     path = Path(path)
     if not path.is_file():

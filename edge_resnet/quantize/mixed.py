@@ -355,8 +355,8 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             path.write_bytes(model)
             float_operators, delegated = route.structure(path)
             timing = benchmark(path, warmup=5, runs=LATENCY_RUNS, reset_peak=False)
-        return Step(tuple(float_parts), measured.sqnr_db, measured.agreement, measured.accuracy_drop_points,
-                    float_operators, timing.latency_ms["p50"], delegated)
+        return Step(tuple(float_parts), **asdict(measured), float_operators=float_operators,
+                    p50_ms=timing.latency_ms["p50"], fully_delegated=delegated)
 
     note = budget.resolution_note(len(held_out))
     if note:
@@ -392,14 +392,10 @@ def calibration_labels(calibration, classes):
     """The class index (model output) of every calibration sample, in pass
     order, for --max-accuracy-drop: class folders map by the source's sorted
     folder names (or --labels), an .npz's y is the index itself."""
-    from ..data.labels import class_index, default_class_names
+    from ..data.labels import output_indices
 
     if calibration.labels is None:
         raise ConfigError("--max-accuracy-drop compares top-1 accuracy on held-out calibration images, and these have "
                           "no labels: give --calibration class folders (or an .npz with y), or budget "
                           "--min-agreement, which needs none")
-    labels = class_index(calibration.labels, default_class_names(calibration, classes))
-    if labels.size and labels.max() >= classes:
-        raise ConfigError(f"the calibration labels go up to {labels.max()} but the model has {classes} outputs; "
-                          "give one class index per model output")
-    return labels
+    return output_indices(calibration, classes)

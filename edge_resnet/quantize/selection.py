@@ -128,10 +128,11 @@ def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CA
     `int8_outputs(ranges, images)` runs the int8 artifact made with
     `ranges` on `images`. Rules that give a fit the same ranges are run once."""
     reference = np.asarray(reference, np.float64)
+    layout = list(fits(statistics))
     scores, outputs_of = [], {}
     for method in candidates:
         fit_scores = []
-        for fitted, scored in fits(statistics):
+        for fitted, scored in layout:
             ranges = activation_ranges(fitted, method)
             key = (scored, ranges_fingerprint(ranges))
             if key not in outputs_of:
