@@ -156,6 +156,19 @@ def test_every_method_makes_a_fully_integer_deterministic_model(folded, float_mo
     assert record["activation_ranges"]["statistics"]["fingerprint"] == statistics.fingerprint()
 
 
+def test_an_int8_model_is_written_back_as_the_litert_library_writes_it(float_model, statistics):
+    """read_flatbuffer hands buffer data over as arrays, which the flatbuffers
+    library copies whole instead of a byte at a time: the bytes must not change."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io, rewritten
+
+    quantized = quantized_int8_io(float_model, activation_ranges(statistics, RangeMethod("minmax")))
+    by_the_library = flatbuffer_utils.convert_object_to_bytearray(
+        flatbuffer_utils.read_model_from_bytearray(bytearray(quantized)))
+    assert rewritten(quantized) == bytes(by_the_library)
+
+
 def sqnr_db(reference, candidate):
     return 10 * np.log10(np.sum(reference**2) / np.sum((reference - candidate) ** 2))
 

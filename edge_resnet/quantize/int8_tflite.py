@@ -15,7 +15,7 @@ from ..files import atomic_output
 from ..quiet import native_output_silenced
 from .ranges import ranges_record
 from .recipe import QuantizationRecipe, artifact_record, write_record
-from .statistics import activation_tensor_indices, collect_statistics, read_flatbuffer
+from .statistics import activation_tensor_indices, collect_statistics, flatbuffer_bytes, read_flatbuffer
 
 RUNTIME_PACKAGES = ("ai-edge-litert", "litert-quantizer")
 
@@ -112,7 +112,6 @@ def with_io_types(int8_model_bytes, input_type, output_type):
     QUANTIZE or DEQUANTIZE at the boundary, as the TFLite converter writes it
     (an output that is float32 already, from a head kept in float32, stays)."""
     from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
 
     if input_type == "int8" and output_type == "int8":
         return int8_model_bytes
@@ -141,7 +140,7 @@ def with_io_types(int8_model_bytes, input_type, output_type):
     for signature in model.signatureDefs or []:
         for tensor_map in list(signature.inputs or []) + list(signature.outputs or []):
             tensor_map.tensorIndex = renamed.get(tensor_map.tensorIndex, tensor_map.tensorIndex)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return flatbuffer_bytes(model)
 
 
 def int8_tflite(float_model_bytes, ranges, recipe, float_scopes=()):
@@ -158,9 +157,7 @@ def rewritten(model_bytes):
     """The model serialized again by the flatbuffer object API: tf2onnx's
     TFLite reader cannot find the constant tensors in litert-quantizer's own
     serialization, and reads this one."""
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(read_flatbuffer(model_bytes)))
+    return flatbuffer_bytes(read_flatbuffer(model_bytes))
 
 
 def statistics_for(float_model, calibration, statistics, progress=True, what="the float model"):
