@@ -364,7 +364,7 @@ def main(parts):
              "Command: `python benchmarks/mixed_precision.py`", "",
              f"Machine: {machine()['cpu']}, {machine()['cores']} cores, {' '.join(machine()['isa'])}. Calibration: 200 "
              "of the 597 digits never trained on (class-stratified, seed 0, as `convert` splits them), `auto` ranges; "
-             "the search scores on the held-out quarter of them. Evaluation: the other 397. Latency: the same parts in float32 "
+             "the search scores every one of them, each run by a candidate ranged on the other three quarters. Evaluation: the other 397. Latency: the same parts in float32 "
              "in the network at 224 (random weights), batch 1, 2 threads, alternating rounds.", "",
              *tflite_lines(results)]
     if float_output_results:

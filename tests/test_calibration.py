@@ -125,6 +125,38 @@ def test_statistics_round_trip_through_a_file(statistics, tmp_path):
             activation_ranges(statistics.fold_part(1), RangeMethod(method))
     with np.load(path, allow_pickle=False) as data:
         assert "header" in data.files  # readable without pickle
+    assert np.array_equal(loaded.float_outputs, statistics.float_outputs)
+
+
+def test_the_statistics_pass_keeps_the_float_models_outputs(float_model, statistics, digits_calibration, tmp_path):
+    """What auto and the float-parts search compare candidates with, without
+    running the float model again; a file saved before they were kept still
+    serves (the float model is run then)."""
+    import dataclasses
+
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+    from edge_resnet.quantize.selection import calibration_inputs, float_reference
+
+    inputs = calibration_inputs(digits_calibration, statistics)
+    again = run_tflite_bytes(float_model, inputs, "the float model")
+    assert statistics.float_outputs.shape == again.shape
+    np.testing.assert_allclose(statistics.float_outputs, again, rtol=1e-5, atol=1e-5)
+    assert float_reference(float_model, statistics, inputs) is statistics.float_outputs
+    older = dataclasses.replace(statistics, float_outputs=None)
+    np.testing.assert_array_equal(float_reference(float_model, older, inputs), again)
+    loaded = ActivationStatistics.load(older.save(tmp_path / "older.npz"))
+    assert loaded.float_outputs is None and loaded.fingerprint() == statistics.fingerprint()
+
+
+def test_the_float_parts_search_scores_every_sample_by_ranges_without_it(statistics):
+    from edge_resnet.quantize.mixed import cross_fits
+
+    method = RangeMethod("percentile", percentile=99.99)
+    layout = cross_fits(statistics, method)
+    assert sorted(p for _, positions in layout for p in positions) == list(range(statistics.samples))
+    for fold, (ranges, positions) in enumerate(layout):
+        assert positions == list(statistics.folds[fold].positions)
+        assert ranges == activation_ranges(statistics.fitting_part(fold), method)
 
 
 def test_range_methods_order_as_designed(statistics):

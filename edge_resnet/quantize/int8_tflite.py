@@ -190,11 +190,11 @@ def tflite_chooser(float_model, per_channel, calibration):
     samples (`calibration`, the ImageSet the statistics came from)."""
     from ..device.runtime import tflite_interpreter_module
     from .recipe import tool_versions
-    from .selection import calibration_inputs, choose
+    from .selection import calibration_inputs, choose, float_reference
 
     def choose_for(statistics):
         inputs = calibration_inputs(calibration, statistics)
-        reference = run_tflite_bytes(float_model, inputs, "the float model")
+        reference = float_reference(float_model, statistics, inputs)
 
         def int8_outputs(ranges, images):
             return run_tflite_bytes(quantized_int8_io(float_model, ranges, per_channel), images, "a candidate")

@@ -109,6 +109,16 @@ def calibration_inputs(calibration, statistics):
     return np.stack(list(calibration.samples())).astype(np.float32, copy=False)
 
 
+def float_reference(float_model, statistics, inputs):
+    """The float TFLite's outputs on `inputs`, the calibration samples in
+    pass order: those the statistics pass kept, else run again."""
+    from .int8_tflite import run_tflite_bytes
+
+    if statistics.float_outputs is not None and len(statistics.float_outputs) == len(inputs):
+        return statistics.float_outputs
+    return run_tflite_bytes(float_model, inputs, "the float model")
+
+
 def check_same_calibration(calibration, statistics):
     """Refuse to score rules on other images than the statistics came from."""
     if calibration is None:

@@ -16,11 +16,15 @@ pass keeps, with memory that does not grow with the number of samples:
 - each sample's own minimum and maximum (8 bytes per tensor and sample):
   how far apart they lie says how much further unseen images may reach.
 
+It also keeps the float model's output on each sample: what `auto` and the
+float-parts search compare their int8 candidates with, so they need not run
+the float model again.
+
 The samples fall into FOLDS class-stratified, seeded folds, each counted
 by its own accumulator in the same pass (the whole is their sum): the
 `auto` range method fits candidate ranges on one fold alone and scores
 them on the other folds' images (selection.py). The mixed-precision search
-ranks parts on one fold with ranges from all the others (fitting_part).
+scores each fold with ranges from all the others (fitting_part).
 """
 
 import dataclasses
@@ -259,6 +263,9 @@ class ActivationStatistics:
     graph_inputs: tuple  # tensor names
     graph_outputs: tuple
     folds: tuple = None  # of Fold, or None
+    # the float model's first output on every sample, in pass order (what `auto` and the float-parts search score
+    # candidates against), or None (a statistics file saved before they were kept)
+    float_outputs: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
 
     def fitting_part(self, fold):
         """The statistics of every sample but those of folds[fold]."""
@@ -321,6 +328,7 @@ class ActivationStatistics:
             "sample_minima": np.stack([t.sample_minima for t in self.tensors]),
             "sample_maxima": np.stack([t.sample_maxima for t in self.tensors]),
             **(fold_arrays(self.folds) if self.folds else {}),
+            **({"float_outputs": self.float_outputs} if self.float_outputs is not None else {}),
         }
         with atomic_output(path) as temporary:
             with open(temporary, "wb") as handle:
@@ -347,7 +355,7 @@ class ActivationStatistics:
             )
             folds = folds_from(arrays, tensors) if "fold_of_sample" in arrays else None
             return cls(tensors, header["model_sha256"], header["calibration"], tuple(header["graph_inputs"]),
-                       tuple(header["graph_outputs"]), folds)
+                       tuple(header["graph_outputs"]), folds, arrays.get("float_outputs"))
         except DataError:
             raise
         except (OSError, ValueError, KeyError, TypeError, EOFError, IndexError, zipfile.BadZipFile,
@@ -434,6 +442,9 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
     check_input_shape(input_detail["shape"][1:], calibration)
     output_index = {detail["name"]: detail["index"] for detail in interpreter.get_output_details()}
     views = [interpreter.tensor(output_index[name]) for name in names]  # no copies
+    inputs, outputs = graph_io_names(float_model_bytes)
+    output_view = views[names.index(outputs[0])]
+    float_outputs = []
     fold_of = sample_folds(calibration.labels, len(calibration), calibration.seed) or [0] * len(calibration)
     accumulators = [[TensorAccumulator() for _ in names] for _ in range(max(fold_of, default=0) + 1)]
     samples = calibration.samples()
@@ -444,6 +455,7 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
         interpreter.invoke()
         for view, accumulator in zip(views, accumulators[fold_of[position]]):
             accumulator.update(view())  # no name kept: the next invoke refuses while one holds its memory
+        float_outputs.append(output_view()[0].copy())
     if not any(group[0].count for group in accumulators):
         raise DataError("the calibration set yielded no samples")
     positions = [tuple(p for p, fold in enumerate(fold_of) if fold == index) for index in range(len(accumulators))]
@@ -451,9 +463,8 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
                   for where, group in zip(positions, accumulators))
     tensors = tuple(TensorStatistics.merged([fold.tensors[index] for fold in folds], positions)
                     for index in range(len(names)))
-    inputs, outputs = graph_io_names(float_model_bytes)
     return ActivationStatistics(tensors, model_sha256(float_model_bytes), calibration.describe(), inputs, outputs,
-                                folds if len(folds) > 1 else None)
+                                folds if len(folds) > 1 else None, np.stack(float_outputs))
 
 
 def check_input_shape(expected, calibration):
