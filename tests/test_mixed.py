@@ -269,6 +269,32 @@ def test_the_best_unmet_step_is_the_closest_to_an_accuracy_budget():
     assert mixed.Budget(min_agreement=0.98).resolution_note(50) is None
 
 
+def test_a_gain_resting_on_a_few_images_does_not_meet_a_budget():
+    reference = np.tile([[4.0, 0.0]], (100, 1))
+    full_int8 = reference + 0.1
+    full_int8[0] += 6.0  # one image the int8 model gets badly wrong
+    only_that_image_fixed = full_int8.copy()
+    only_that_image_fixed[0] = reference[0] + 3.0
+    assert mixed.images_carrying_half_the_gain(reference, full_int8, only_that_image_fixed) == 1
+    spread = mixed.images_carrying_half_the_gain(reference, reference + 0.1, reference + 0.05)
+    assert 50 <= spread <= 51  # an equal gain on every image: half of them hold half of it
+    assert mixed.images_carrying_half_the_gain(reference, reference + 0.05, reference + 0.1) is None
+
+    def step(gain_images):
+        return mixed.Step(("conv2_block1",), 40.0, 1.0, None, 3, 1.0, True, gain_images)
+
+    budget = mixed.Budget(min_sqnr=35.0)
+    assert budget.shortfalls(step(mixed.FRAGILE_GAIN_IMAGES + 1)) == []
+    fragile = budget.shortfalls(step(mixed.FRAGILE_GAIN_IMAGES))
+    assert len(fragile) == 1 and "rests on 3 image(s)" in fragile[0]
+    assert budget.shortfalls(mixed.Step((), 40.0, 1.0, None, 0, 1.0, True)) == []  # full int8 needs no gain
+    record = {"budget": budget.to_dict(), "met": False, "held_out_images": 200,
+              "float_parts": [{"part": "conv2_block1"}], "steps": [step(None).to_dict() | {"float_parts": []},
+                                                                   step(2).to_dict()]}
+    assert "rests on 2 of 200 images" in mixed.describe_record(record)
+    assert mixed.Step.from_dict({"float_parts": [], "sqnr_db": 1.0}).gain_images is None  # an older record's step
+
+
 def test_class_folder_labels_map_by_every_folder_of_the_source(tmp_path):
     """A calibration sample with fewer images than classes still maps its
     folders to the model's outputs by the source's sorted folder names."""

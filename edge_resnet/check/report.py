@@ -497,21 +497,19 @@ def _points(value):
 def mixed_precision_plot(record):
     """Held-out SQNR and latency against the number of float32 operators,
     step by step; the steps that meet the budget starred."""
-    from types import SimpleNamespace
-
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    from ..quantize.mixed import Budget
+    from ..quantize.mixed import Budget, Step
 
     steps = record["steps"]
     figure, axis = pyplot.subplots(figsize=(7, 3.6))
     operators = [step["float_operators"] for step in steps]
     axis.plot(operators, [step["sqnr_db"] for step in steps], "o-", color="tab:blue")
     budget = Budget.of_record(record)
-    meeting = [step for step in steps if not budget.shortfalls(SimpleNamespace(**step))]
+    meeting = [step for step in steps if not budget.shortfalls(Step.from_dict(step))]
     axis.plot([step["float_operators"] for step in meeting], [step["sqnr_db"] for step in meeting], "*",
               color="tab:green", markersize=14, label="meets the budget")
     if meeting:
