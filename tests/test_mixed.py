@@ -288,6 +288,7 @@ def test_a_gain_resting_on_a_few_images_does_not_meet_a_budget():
     fragile = budget.shortfalls(step(mixed.FRAGILE_GAIN_IMAGES))
     assert len(fragile) == 1 and "rests on 3 image(s)" in fragile[0]
     assert budget.shortfalls(mixed.Step((), 40.0, 1.0, None, 0, 1.0, True)) == []  # full int8 needs no gain
+    assert mixed.Budget(min_agreement=1.0).shortfalls(step(1)) == []  # a top-1 term counts images itself
     record = {"budget": budget.to_dict(), "met": False, "held_out_images": 200,
               "float_parts": [{"part": "conv2_block1"}], "steps": [step(None).to_dict() | {"float_parts": []},
                                                                    step(2).to_dict()]}

@@ -31,7 +31,7 @@ labels), the number of float operators, the artifact's latency here, and on
 how few images half its gain over full int8 rests.
 
 A step whose gain rests on FRAGILE_GAIN_IMAGES images or fewer does not meet
-a budget: there a float part has moved the error of the few images a softmax
+an SQNR budget: there a float part has moved the error of the few images a softmax
 is unsure of, either way, and other images do not follow (on the demo
 ResNet-50 with a softmax head, one block in float gained 4.9 dB on the 200
 calibration images, half of it on one image, and lost 0.4 dB on 397 others).
@@ -79,7 +79,7 @@ class Budget:
             missed.append(f"top-1 drop {step.accuracy_drop_points:.1f} points > {self.max_accuracy_drop:g}")
         if self.min_agreement is not None and step.agreement < self.min_agreement:
             missed.append(f"top-1 agreement {step.agreement:.3f} < {self.min_agreement:g}")
-        if step.fragile:
+        if self.min_sqnr is not None and step.fragile:  # top-1 terms count images already
             missed.append(f"half its gain over full int8 rests on {step.gain_images} image(s), which other images "
                           "may not share")
         return missed

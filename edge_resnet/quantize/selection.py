@@ -21,9 +21,10 @@ against 2.9. As shipped, with FITTING_FOLDS fits, benchmarks/calibration.py
 fidelity measured 0.39 dB short on average (0.67 before) on its eight
 models, and a ResNet-18 trained after the choice 0.75 dB (the earlier
 layout 0.77). Why FITTING_FOLDS and not every fold: each fit scores three
-folds' images, and two fits keep `auto` within 3x the cost of one rule at
-ResNet-50 224 (2.74x, benchmarks/calibration.py cost) while scoring every
-image at least once.
+folds' images, so two fits score every image at least once, and each fit
+more adds half again to the cost (at ResNet-50 224 `auto` takes 47 s against
+12 s for one rule, most of it running the candidates: benchmarks/calibration.py
+cost).
 """
 
 import dataclasses
