@@ -32,7 +32,11 @@ Each part measures the models its saved results lack (delete
 benchmarks/results/mixed_precision.json to measure everything again): the
 full-width ResNet-50 (32x32, benchmarks/trained.py) was added later.
 
-    python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [onnx] [onnx_latency] [nncf]
+The `part_gains` part asks whether a part's gain measured on the
+calibration images holds on the evaluation images, and whether the gains
+that rest on a few images (which the search does not count) hold less.
+
+    python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [onnx] [onnx_latency] [nncf] [part_gains]
 """
 
 import sys
@@ -342,8 +346,9 @@ def main(parts):
 
     path = RESULTS / "mixed_precision.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
-    results, float_output_results, onnx_results = (saved.get(key, []) for key in
-                                                   ("results", "float_output_results", "onnx_results"))
+    results, float_output_results, onnx_results, gains = (saved.get(key, []) for key in
+                                                          ("results", "float_output_results", "onnx_results",
+                                                           "part_gains"))
     if "tflite" in parts:
         results += [measure(*entry) for entry in missing_from(results)]
     if "tflite_float_output" in parts:
@@ -355,6 +360,8 @@ def main(parts):
         for result in (result for result in onnx_results if "nncf" not in result):
             result["nncf"] = compare_with_nncf(result, models[result["model"]])
             print(result["model"], result["nncf"], flush=True)
+    if "part_gains" in parts:
+        gains += [part_gains(*entry) for entry in missing_from(gains)]
     if "onnx_latency" in parts:
         for result in (result for result in onnx_results if "latency_224" not in result):
             result["latency_224"] = onnx_latency_at_224(result["depth"], result["float_parts"])
@@ -373,8 +380,85 @@ def main(parts):
                   "", *tflite_lines(float_output_results)]
     if onnx_results:
         lines += onnx_lines(onnx_results) + nncf_lines(onnx_results)
+    if gains:
+        lines += part_gains_lines(gains)
     write_results("mixed_precision", {"machine": machine(), "results": results, "onnx_results": onnx_results,
-                                      "float_output_results": float_output_results}, "\n".join(lines) + "\n")
+                                      "float_output_results": float_output_results, "part_gains": gains},
+                  "\n".join(lines) + "\n")
+
+
+def part_gains(name, model, size, depth):
+    """Each part alone in float32 in the int8 TFLite (`auto`'s rule): its
+    cross-fitted gain over full int8 on the 200 calibration images (as the
+    search measures it), on how few of them half of that gain rests, and its
+    gain on the 397 evaluation images."""
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.int8_tflite import int8_tflite, run_tflite_bytes, tflite_chooser
+    from edge_resnet.quantize.mixed import cross_fits, images_carrying_half_the_gain, model_parts, output_sqnr_db
+    from edge_resnet.quantize.ranges import RangeMethod
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.selection import calibration_inputs, resolved_ranges
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    float_model = float_tflite(fold_batchnorm(model)[0])
+    calibration, evaluation = digits(size)
+    statistics = collect_statistics(float_model, calibration)
+    method, ranges, _ = resolved_ranges(statistics, RangeMethod("auto"), tflite_chooser(float_model, True, calibration))
+    inputs, reference = calibration_inputs(calibration, statistics), statistics.float_outputs
+    evaluation_reference = run_tflite_bytes(float_model, evaluation, "float")
+    parts, layout, recipe = model_parts(float_model), cross_fits(statistics, method), QuantizationRecipe()
+
+    def measured(part):
+        scopes = parts[part] if part else ()
+        outputs = np.empty_like(reference)
+        for fold_ranges, positions in layout:
+            outputs[positions] = run_tflite_bytes(int8_tflite(float_model, fold_ranges, recipe, scopes),
+                                                  inputs[positions], "candidate")
+        on_evaluation = run_tflite_bytes(int8_tflite(float_model, ranges, recipe, scopes), evaluation, "candidate")
+        return outputs, output_sqnr_db(reference, outputs), output_sqnr_db(evaluation_reference, on_evaluation)
+
+    full_outputs, full_calibration, full_evaluation = measured(None)
+    rows = []
+    for part in (part for part in parts if part != "head"):  # a float head would change the int8 output
+        outputs, on_calibration, on_evaluation = measured(part)
+        rows.append({"part": part, "calibration_gain_db": on_calibration - full_calibration,
+                     "gain_images": images_carrying_half_the_gain(reference, full_outputs, outputs),
+                     "evaluation_gain_db": on_evaluation - full_evaluation})
+    print(name, rows, flush=True)
+    return {"model": name, "rule": method.describe(), "rows": rows}
+
+
+def part_gains_lines(results):
+    from edge_resnet.quantize.mixed import FRAGILE_GAIN_IMAGES
+
+    lines = ["", "## Does a part's gain on the calibration images hold on others?", "",
+             "Each part alone in float32 in the int8 TFLite: its gain over full int8 on the 200 calibration images, "
+             "cross-fitted as the search measures it, against its gain on the 397 evaluation images. Parts that "
+             f"gain at least 0.5 dB on the calibration images, split by whether half that gain rests on "
+             f"{FRAGILE_GAIN_IMAGES} images or fewer (the search does not count those). Command: "
+             "`python benchmarks/mixed_precision.py part_gains`.", "",
+             "| model | parts | gaining >= 0.5 dB: fragile (held on evaluation, mean evaluation gain) | "
+             "gaining >= 0.5 dB: not fragile (held, mean evaluation gain) | correlation calibration vs evaluation gain |",
+             "|---|---|---|---|---|"]
+    for result in results:
+        rows = result["rows"]
+        gaining = [row for row in rows if row["calibration_gain_db"] >= 0.5]
+
+        def summary(group):
+            if not group:
+                return "none"
+            held = sum(row["evaluation_gain_db"] > 0 for row in group)
+            return f"{len(group)} ({held} held, {np.mean([row['evaluation_gain_db'] for row in group]):+.2f} dB)"
+
+        fragile = [row for row in gaining if row["gain_images"] is not None
+                   and row["gain_images"] <= FRAGILE_GAIN_IMAGES]
+        sturdy = [row for row in gaining if row not in fragile]
+        correlation = np.corrcoef([row["calibration_gain_db"] for row in rows],
+                                  [row["evaluation_gain_db"] for row in rows])[0, 1]
+        lines.append(f"| {result['model']} | {len(rows)} | {summary(fragile)} | {summary(sturdy)} | "
+                     f"{correlation:+.2f} |")
+    return lines
 
 
 def missing_from(results):
