@@ -289,6 +289,13 @@ def test_a_gain_resting_on_a_few_images_does_not_meet_a_budget():
     assert len(fragile) == 1 and "rests on 3 image(s)" in fragile[0]
     assert budget.shortfalls(mixed.Step((), 40.0, 1.0, None, 0, 1.0, True)) == []  # full int8 needs no gain
     assert mixed.Budget(min_agreement=1.0).shortfalls(step(1)) == []  # a top-1 term counts images itself
+    full_int8 = mixed.Step((), 36.0, 0.99, None, 0, 1.0, True)
+    either = mixed.Budget(min_sqnr=35.0, min_agreement=1.0)
+    assert either.shortfalls(step(1), full_int8) == []  # full int8 met the SQNR: its gain was not needed there
+    below = mixed.Step((), 34.0, 1.0, None, 0, 1.0, True)
+    search = mixed.MixedSearch(budget, 200, (below, step(2)), {}, {}, {}, "3 steps without a better held-out SQNR")
+    assert not search.met and search.chosen == below  # the fragile step's higher SQNR does not make it the best
+    assert "rests on 3 images or fewer, so full int8 is kept" in mixed.describe_record(search.record())
     record = {"budget": budget.to_dict(), "met": False, "held_out_images": 200,
               "float_parts": [{"part": "conv2_block1"}], "steps": [step(None).to_dict() | {"float_parts": []},
                                                                    step(2).to_dict()]}

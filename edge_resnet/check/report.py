@@ -16,6 +16,10 @@ def _percent(value):
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
+def _count(value):
+    return "-" if value is None else str(value)
+
+
 def _points(value):
     return "n/a" if value is None else f"{value:+.2f}"
 
@@ -477,17 +481,22 @@ def mixed_precision_lines(record):
 
     rows = [(step + 1, ", ".join(entry["float_parts"][-1:]) or "(full int8)", len(entry["float_parts"]),
              entry["float_operators"], f"{entry['sqnr_db']:.2f}", _fraction(entry.get("agreement")),
-             _points(entry.get("accuracy_drop_points")), f"{entry['p50_ms']:.3g}",
-             {True: "yes", False: "NO", None: "-"}[entry["fully_delegated"]])
+             _points(entry.get("accuracy_drop_points")), _count(entry.get("gain_images")),
+             f"{entry['p50_ms']:.3g}", {True: "yes", False: "NO", None: "-"}[entry["fully_delegated"]])
             for step, entry in enumerate(record["steps"])]
     return [describe_record(record) + ".", "", f"Measured on {record['held_out_images']} {record['scored_on']}; "
             "latency: batch 1 on this machine.", "",
             *markdown_table(("step", "part made float32", "float parts", "float operators", "held-out SQNR dB",
-                             "top-1 agreement", "top-1 drop (points)", "p50 ms", "whole graph on XNNPACK"), rows)]
+                             "top-1 agreement", "top-1 drop (points)", "images holding half the gain", "p50 ms",
+                             "whole graph on XNNPACK"), rows)]
 
 
 def _fraction(value):
     return "-" if value is None else f"{value:.3f}"
+
+
+def _count(value):
+    return "-" if value is None else str(value)
 
 
 def _points(value):
@@ -509,7 +518,7 @@ def mixed_precision_plot(record):
     operators = [step["float_operators"] for step in steps]
     axis.plot(operators, [step["sqnr_db"] for step in steps], "o-", color="tab:blue")
     budget = Budget.of_record(record)
-    meeting = [step for step in steps if not budget.shortfalls(Step.from_dict(step))]
+    meeting = [step for step in steps if not budget.shortfalls(Step.from_dict(step), Step.from_dict(steps[0]))]
     axis.plot([step["float_operators"] for step in meeting], [step["sqnr_db"] for step in meeting], "*",
               color="tab:green", markersize=14, label="meets the budget")
     if meeting:

@@ -272,11 +272,11 @@ class ActivationStatistics:
         held_out = self.folds[fold]
         positions = list(held_out.positions)
         tensors = tuple(total.without(part, positions) for total, part in zip(self.tensors, held_out.tensors))
-        return dataclasses.replace(self, tensors=tensors, folds=None)
+        return dataclasses.replace(self, tensors=tensors, folds=None, float_outputs=None)
 
     def fold_part(self, fold):
         """The statistics of folds[fold]'s samples alone."""
-        return dataclasses.replace(self, tensors=self.folds[fold].tensors, folds=None)
+        return dataclasses.replace(self, tensors=self.folds[fold].tensors, folds=None, float_outputs=None)
 
     @property
     def samples(self):
