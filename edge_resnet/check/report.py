@@ -16,10 +16,6 @@ def _percent(value):
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def _count(value):
-    return "-" if value is None else str(value)
-
-
 def _points(value):
     return "n/a" if value is None else f"{value:+.2f}"
 

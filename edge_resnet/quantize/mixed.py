@@ -18,9 +18,9 @@ onnxruntime's CPU provider). All images, not one quarter: a softmax's error
 sits in the few images it is unsure of (five images carry three quarters of
 it on the trained ResNets of benchmarks/mixed_precision.py), so a quarter
 of 200 images misjudged the evaluation SQNR by up to 25 dB, all of them by
-up to 12 (the same benchmark's models). Each part is first
-tried alone (its real effect: four quantizations per candidate, one per fold); then, step by step, the few best remaining parts and
-the neighbours of those already in float (two float neighbours keep the
+up to 12 (the same benchmark's models). Each part is first tried alone
+(its real effect: four quantizations per candidate, one per fold); then,
+step by step, the few best remaining parts and the neighbours of those already in float (two float neighbours keep the
 tensor between them in float) are tried on top of the float set, and the
 best is kept (re-ranked as it goes); the search gives up after three steps
 without a better score (the int8 output's own grid, for one, no part
@@ -31,10 +31,12 @@ labels), the number of float operators, the artifact's latency here, and on
 how few images half its gain over full int8 rests.
 
 A step whose gain rests on FRAGILE_GAIN_IMAGES images or fewer does not meet
-an SQNR budget: there a float part has moved the error of the few images a softmax
-is unsure of, either way, and other images do not follow (on the demo
+an SQNR budget that full int8 misses: it measures how the few images a
+softmax is unsure of moved, and other images see far less of it (on the demo
 ResNet-50 with a softmax head, one block in float gained 4.9 dB on the 200
-calibration images, half of it on one image, and lost 0.4 dB on 397 others).
+calibration images, half of it on one image, and lost 0.4 dB on 397 others;
+single blocks with such gains averaged +1 dB there, benchmarks/results/
+mixed_precision.md, part_gains).
 
 Parts are ranked by output SQNR whatever the budget: on a few hundred
 calibration images top-1 agreement moves in steps of one image and ties most
@@ -56,8 +58,8 @@ from .statistics import read_flatbuffer
 CONFIRMED_PER_STEP = 4  # parts re-measured on top of the current float set at each step
 PATIENCE = 3  # steps without a better score before the search gives up (a part may pay off only with its neighbour)
 LATENCY_RUNS = 20
-# A gain whose half rests on this few images is luck more than the part: a softmax's error sits in the few images it
-# is unsure of, and there a float part moves it either way (benchmarks/results/mixed_precision.md)
+# A gain whose half rests on this few images is overstated: a softmax's error sits in the few images it is unsure
+# of, and other images see a fraction of what a float part did there (benchmarks/results/mixed_precision.md)
 FRAGILE_GAIN_IMAGES = 3
 BLOCK = re.compile(r"(conv\d+_block\d+)_")
 
