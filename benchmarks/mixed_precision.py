@@ -55,13 +55,15 @@ BUDGET_OVER_FULL_INT8_DB = 3.0
 
 
 def trained_models():
-    from trained import full_width_resnet50, unseen_resnet34, with_softmax
+    from trained import full_width_resnet50, unseen_resnet34, validation_resnet18, with_softmax
 
     from edge_resnet.model import demo
 
     for name, make, size, depth in (("demo ResNet-50 w0.25 32x32", demo.build_demo_model, 32, 50),
                                     ("ResNet-34 w0.5 48x48 (unseen)", unseen_resnet34, 48, 34),
-                                    ("ResNet-50 w1.0 32x32", full_width_resnet50, 32, 50)):
+                                    ("ResNet-50 w1.0 32x32", full_width_resnet50, 32, 50),
+                                    ("ResNet-18 w0.5 40x40 seed 11 (validation: not in view when the search was made "
+                                     "latency-aware)", validation_resnet18, 40, 18)):
         model = make()
         for head in ("logits", "softmax"):
             yield f"{name}, {head} head", (model if head == "logits" else with_softmax(model)), size, depth

@@ -350,3 +350,66 @@ def test_a_float32_head_under_a_float32_output_needs_no_dequantize(data, tmp_pat
     assert structure.output_dtype == "float32" and structure.input_dtype == "int8" and structure.fully_delegated
     assert output_sqnr_on(paths["float_head"], float_model, evaluation) > \
         output_sqnr_on(paths["full"], float_model, evaluation)
+
+
+def test_a_part_the_others_made_redundant_goes_back_to_int8():
+    gain = {"conv2_block1": 1.0, "conv4_block1": 0.2, "conv5_block1": 3.0, "head": 0.5}  # dB each adds
+    overlap = {frozenset({"conv2_block1", "conv5_block1"}): 0.8}  # what they fix together, counted once
+
+    def measure(parts):
+        sqnr = 30 + sum(gain[part] for part in parts) - sum(
+            lost for pair, lost in overlap.items() if pair <= set(parts))
+        return mixed.Step(tuple(parts), sqnr, 1.0, None, 3 * len(parts), 1.0, True, 50)
+
+    order = ["conv2_block1", "conv4_block1", "conv5_block1", "head"]
+    chosen = ["conv2_block1", "conv5_block1", "conv4_block1"]  # 33.4 dB: the greedy order
+    budget = mixed.Budget(min_sqnr=33.2)
+    tried = []
+
+    def measured(parts):
+        tried.append(tuple(parts))
+        return measure(parts)
+
+    pruned = list(mixed.spare_parts(chosen, order, measured, lambda step: not budget.shortfalls(step),
+                                    {frozenset(chosen[:2])}))
+    # conv5 is needed (30 + 1 + 0.2 = 31.2 without it); conv4 was last chosen (its set is known short);
+    # conv2 is not needed once conv5 is float (30 + 3 + 0.2 = 33.2)
+    assert [part for part, _ in pruned] == ["conv2_block1"]
+    assert pruned[0][1].float_parts == ("conv5_block1", "conv4_block1")
+    assert ("conv2_block1", "conv5_block1") not in tried  # known to fall short: not measured again
+    assert list(mixed.spare_parts(["conv5_block1", "head"], order, measure,
+                                  lambda step: step.sqnr_db >= 33.5)) == []  # both needed: nothing pruned
+    steps = (measure(()), measure(chosen), pruned[0][1])
+    search = mixed.MixedSearch(budget, 200, steps, {}, {}, {}, "budget met")
+    assert search.chosen == pruned[0][1]  # the fewest float operators that meet the budget
+
+
+def test_a_convolution_the_budget_does_not_need_goes_back_to_int8():
+    needed = {"conv5_block1_2_conv": 2.0, "predictions": 1.5}  # the float32 gain sits in these two
+
+    def measure(back):
+        sqnr = 30 + sum(gain for operator, gain in needed.items() if operator not in back)
+        return mixed.Step(("conv5_block1", "head"), sqnr, 1.0, None, 4 - len(back), 1.0, True, 50, tuple(back))
+
+    weighted = {"conv5_block1_0_conv", "conv5_block1_1_conv", "conv5_block1_2_conv", "predictions"}
+    parts = {"conv5_block1": ("conv5_block1_0_conv", "conv5_block1_1_conv", "conv5_block1_1_relu",
+                              "conv5_block1_2_conv", "conv5_block1_add", "conv5_block1_out"),
+             "head": ("avg_pool", "predictions")}
+    units = [unit for part in parts.values() for unit in mixed.weight_units(part, weighted)]
+    assert units == [("conv5_block1_0_conv",), ("conv5_block1_1_conv", "conv5_block1_1_relu"),
+                     ("conv5_block1_2_conv", "conv5_block1_add", "conv5_block1_out"), ("predictions",)]
+    put_back = list(mixed.spare_operators(units, measure, lambda step: step.sqnr_db >= 33.5))
+    assert [operator for operator, _ in put_back] == ["conv5_block1_1_conv", "conv5_block1_0_conv"]
+    back = ("conv5_block1_1_conv", "conv5_block1_1_relu", "conv5_block1_0_conv")
+    assert put_back[-1][1].int8_operators == back
+    step = put_back[-1][1]
+    search = mixed.MixedSearch(mixed.Budget(min_sqnr=33.5), 200, (measure(tuple(weighted)), measure(()), step), {},
+                               parts, {}, "budget met")
+    assert search.chosen == step
+    assert search.float_scopes() == ("conv5_block1_2_conv", "conv5_block1_add", "conv5_block1_out", "avg_pool",
+                                     "predictions")
+    record = search.record()
+    assert list(mixed.chosen_step(record)["int8_operators"]) == list(back)
+    assert mixed.Step.from_dict(mixed.chosen_step(record)) == step
+    assert mixed.operator_label("model/conv5_block1_2_conv_1/BiasAdd;model/conv5_block1_2_conv_1/convolution") == \
+        "conv5_block1_2_conv_1"

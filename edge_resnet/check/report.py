@@ -475,16 +475,32 @@ def mixed_precision_lines(record):
     """The float32-parts search as Markdown: what was kept in float32, and each step's cost."""
     from ..quantize.mixed import describe_record
 
-    rows = [(step + 1, ", ".join(entry["float_parts"][-1:]) or "(full int8)", len(entry["float_parts"]),
+    steps = record["steps"]
+    rows = [(step + 1, _step_change(steps[step - 1] if step else None, entry), len(entry["float_parts"]),
              entry["float_operators"], f"{entry['sqnr_db']:.2f}", _fraction(entry.get("agreement")),
              _points(entry.get("accuracy_drop_points")), _count(entry.get("gain_images")),
              f"{entry['p50_ms']:.3g}", {True: "yes", False: "NO", None: "-"}[entry["fully_delegated"]])
-            for step, entry in enumerate(record["steps"])]
+            for step, entry in enumerate(steps)]
     return [describe_record(record) + ".", "", f"Measured on {record['held_out_images']} {record['scored_on']}; "
             "latency: batch 1 on this machine.", "",
-            *markdown_table(("step", "part made float32", "float parts", "float operators", "held-out SQNR dB",
+            *markdown_table(("step", "part made float32 (or put back)", "float parts", "float operators", "held-out SQNR dB",
                              "top-1 agreement", "top-1 drop (points)", "images holding half the gain", "p50 ms",
                              "whole graph on XNNPACK"), rows)]
+
+
+def _step_change(previous, step):
+    """What a search step changed: the part it made float32, or the one it put back in int8."""
+    if previous is None:
+        return "(full int8)"
+    from ..quantize.mixed import operator_label
+
+    dropped = [part for part in previous["float_parts"] if part not in step["float_parts"]]
+    back = [operator for operator in step.get("int8_operators") or ()
+            if operator not in (previous.get("int8_operators") or ())]
+    dropped += [operator_label(back[0])] if back else []
+    if dropped:
+        return f"{', '.join(dropped)} back to int8"
+    return ", ".join(step["float_parts"][-1:])
 
 
 def _fraction(value):

@@ -24,7 +24,8 @@ step by step, the few best remaining parts and the neighbours of those already i
 tensor between them in float) are tried on top of the float set, and the
 best is kept (re-ranked as it goes); the search gives up after three steps
 without a better score (the int8 output's own grid, for one, no part
-removes). The artifact keeps the parts of the first step that meets the
+removes). Once the budget is met, each part is tried back in int8 (the
+latest in the graph first), and one the others make redundant stays int8. The artifact keeps the parts of the first step that meets the
 budget, else of the best step. Every step records the held-out SQNR, top-1
 agreement (and, for --max-accuracy-drop, the top-1 accuracy drop against the
 labels), the number of float operators, the artifact's latency here, and on
@@ -134,11 +135,13 @@ class Step:
     p50_ms: float  # batch-1 median latency on this machine
     fully_delegated: bool  # XNNPACK runs the whole graph (TFLite; None for ONNX)
     gain_images: int = None  # how few images hold half the squared error removed from full int8 (None: none removed)
+    int8_operators: tuple = ()  # weight operators of the float parts put back in int8 (not needed for the budget)
 
     @classmethod
     def from_dict(cls, step):
         """The Step of a record's step (older records lack the later fields)."""
-        return cls(**{field: step.get(field) for field in cls.__dataclass_fields__})
+        fields = {field: step.get(field) for field in cls.__dataclass_fields__}
+        return cls(**{**fields, "int8_operators": tuple(step.get("int8_operators") or ())})
 
     @property
     def fragile(self):
@@ -186,15 +189,19 @@ class MixedSearch:
 
     @property
     def chosen(self):
-        """The first step that meets the budget, else the best one."""
-        return next((step for step in self.steps if not self.budget.shortfalls(step, self.steps[0])), self.best)
+        """The step that meets the budget with the fewest float32 operators
+        (the first of equals), else the best one."""
+        meeting = [step for step in self.steps if not self.budget.shortfalls(step, self.steps[0])]
+        return min(meeting, key=lambda step: step.float_operators) if meeting else self.best
 
     @property
     def met(self):
         return not self.budget.shortfalls(self.chosen, self.steps[0])
 
     def float_scopes(self):
-        return tuple(scope for part in self.chosen.float_parts for scope in self.parts[part])
+        chosen = self.chosen
+        return tuple(scope for part in chosen.float_parts for scope in self.parts[part]
+                     if scope not in chosen.int8_operators)
 
     def record(self):
         chosen = self.chosen
@@ -206,6 +213,7 @@ class MixedSearch:
                 "artifact": "the chosen parts in float32, with ranges from all calibration images",
                 "float_parts": [{"part": part, "operators": len(self.parts[part]),
                                  "gain_alone_db": self.alone_gain_db.get(part)} for part in chosen.float_parts],
+                "int8_operators": list(chosen.int8_operators),
                 "not_tried": self.excluded, "gain_alone_db": self.alone_gain_db, "stopped": self.stopped,
                 "steps": [step.to_dict() for step in self.steps]}
 
@@ -214,7 +222,9 @@ class MixedSearch:
 def chosen_step(record):
     """The step of a mixed_precision record whose parts the artifact keeps in float32."""
     parts = [entry["part"] for entry in record["float_parts"]]
-    return next(step for step in record["steps"] if list(step["float_parts"]) == parts)
+    back = list(record.get("int8_operators") or [])
+    return next(step for step in record["steps"]
+                if list(step["float_parts"]) == parts and list(step.get("int8_operators") or []) == back)
 
 
 def describe_artifact(record):
@@ -283,8 +293,25 @@ def part_of(scope, seen_block):
 def model_parts(float_model_bytes):
     """{part: (operator scopes, in graph order)} of a float TFLite ResNet."""
     subgraph = read_flatbuffer(float_model_bytes).subgraphs[0]
-    return parts_in_order(";".join(subgraph.tensors[index].name.decode() for index in operator.outputs)
-                          for operator in subgraph.operators)
+    return parts_in_order(operator_scope(subgraph, operator) for operator in subgraph.operators)
+
+
+def operator_scope(subgraph, operator):
+    """What litert-quantizer matches an operator by: its output tensors' names, joined by ";"."""
+    return ";".join(subgraph.tensors[index].name.decode() for index in operator.outputs)
+
+
+def weighted_scopes(float_model_bytes):
+    """The scopes of a float TFLite's operators that hold weights (convolutions, fully connected)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = read_flatbuffer(float_model_bytes)
+    subgraph = model.subgraphs[0]
+    holding = {schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D,
+               schema.BuiltinOperator.FULLY_CONNECTED}
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    return frozenset(operator_scope(subgraph, operator) for operator in subgraph.operators
+                     if codes[operator.opcodeIndex] in holding)
 
 
 def parts_in_order(operator_names):
@@ -346,6 +373,7 @@ class Route:
     suffix: str
     structure: object  # artifact path -> (operators in float32, whole graph delegated or None)
     head_output_type: str  # the artifact's output type if the head stays int8 (a float head makes it float32)
+    weighted: frozenset = frozenset()  # the operator ids that hold weights (convolutions, the classifier)
 
 
 def tflite_route(float_model, recipe):
@@ -359,7 +387,7 @@ def tflite_route(float_model, recipe):
     return Route(model_parts(float_model),
                  lambda ranges, scopes: int8_tflite(float_model, ranges, recipe, scopes),
                  lambda model, inputs: run_tflite_bytes(model, inputs, "a candidate"), ".tflite", structure,
-                 recipe.output_type)
+                 recipe.output_type, weighted_scopes(float_model))
 
 
 def search_float_parts(float_model, statistics, calibration, recipe, method, budget, log=print, route=None):
@@ -390,11 +418,11 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         excluded["head"] = (f"its output would become float32, not {route.head_output_type}; --output-type float32 "
                             "allows it")
 
-    def evaluated(float_parts):
+    def evaluated(float_parts, int8_back=()):
         """(Scores on every calibration image, each run by the candidate
         ranged without its fold, the first fold's candidate, the outputs)
-        with `float_parts` in float32."""
-        operators = [operator for part in float_parts for operator in parts[part]]
+        with `float_parts` in float32 but their operators `int8_back`."""
+        operators = [operator for part in float_parts for operator in parts[part] if operator not in int8_back]
         outputs, first = np.empty_like(reference), None
         for ranges, positions in layout:
             model = route.make(ranges, operators)
@@ -402,7 +430,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             first = model if first is None else first
         return scores(reference, outputs, labels), first, outputs
 
-    def step(float_parts, candidate, full_int8_outputs=None):
+    def step(float_parts, candidate, full_int8_outputs=None, int8_back=()):
         measured, model, outputs = candidate
         with tempfile.TemporaryDirectory(prefix="edge-resnet-mixed-") as folder:
             path = Path(folder) / f"candidate{route.suffix}"
@@ -413,7 +441,8 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         if full_int8_outputs is not None:
             gain_images = images_carrying_half_the_gain(reference, full_int8_outputs, outputs)
         return Step(tuple(float_parts), **asdict(measured), float_operators=float_operators,
-                    p50_ms=timing.latency_ms["p50"], fully_delegated=delegated, gain_images=gain_images)
+                    p50_ms=timing.latency_ms["p50"], fully_delegated=delegated, gain_images=gain_images,
+                    int8_operators=tuple(int8_back))
 
     note = budget.resolution_note(len(inputs))
     if note:
@@ -443,7 +472,88 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             break
     if stopped is None:
         stopped = "every part tried is in float32" if budget.shortfalls(steps[-1], steps[0]) else "budget met"
+    if len(chosen) > 1 and not budget.shortfalls(steps[-1], steps[0]):
+        short = {frozenset(earlier.float_parts) for earlier in steps[:-1]}  # the search measured these: none met it
+        for part, pruned in spare_parts(chosen, list(parts), lambda rest: step(rest, evaluated(rest), full_int8[2]),
+                                        lambda trial: not budget.shortfalls(trial, steps[0]), short):
+            steps.append(pruned)
+            log(f"      float32 {', '.join(pruned.float_parts)} (without {part}, which the budget no longer needs): "
+                f"{measured_text(pruned.to_dict(), budget)}, {pruned.p50_ms:.2f} ms")
+            stopped = "budget met; parts it no longer needed put back in int8"
+    if chosen and not budget.shortfalls(steps[-1], steps[0]):
+        kept = steps[-1].float_parts
+        units = [unit for part in kept for unit in weight_units(parts[part], route.weighted)]
+        for operator, pruned in spare_operators(units, lambda back: step(kept, evaluated(kept, back), full_int8[2],
+                                                                       back),
+                                                lambda trial: not budget.shortfalls(trial, steps[0])):
+            steps.append(pruned)
+            log(f"      {operator_label(operator)} back in int8 (the budget does not need it in float32): "
+                f"{measured_text(pruned.to_dict(), budget)}, {pruned.p50_ms:.2f} ms")
+            stopped = "budget met; operators it did not need put back in int8"
     return MixedSearch(budget, len(inputs), tuple(steps), alone, parts, excluded, stopped)
+
+
+def spare_parts(chosen, graph_order, measure, meets, short=()):
+    """(part, Step without it) for each part of `chosen` that the budget
+    turns out not to need once the others are float: greedy steps are
+    chosen one on top of another, and a part picked early can be made
+    redundant by those picked after it. Tried the latest in the graph first
+    (a later block holds more weights for the same work, so costs more in
+    float32); `measure(parts)` gives the Step, `meets(step)` the verdict;
+    part sets in `short` are known to miss the budget and are not measured."""
+    kept = tuple(chosen)
+    while len(kept) > 1:
+        for part in sorted(kept, key=graph_order.index, reverse=True):
+            rest = tuple(other for other in kept if other != part)
+            if frozenset(rest) in short:
+                continue
+            trial = measure(rest)
+            if meets(trial):
+                yield part, trial
+                kept = rest
+                break
+        else:
+            return
+
+
+def weight_units(operators, weighted):
+    """A part's operators (graph order) as units that go back to int8
+    together: each operator holding weights (a convolution, the classifier)
+    with those after it up to the next one (its activation, the block's
+    addition), so what it writes is int8 again and the runtime keeps its
+    fused int8 kernel (an int8 convolution writing to a float32 neighbour
+    runs slower than in float32 on onnxruntime). Operators before the first
+    weighted one (padding, pooling) stay float32."""
+    units = []
+    for operator in operators:
+        if operator in weighted:
+            units.append([operator])
+        elif units:
+            units[-1].append(operator)
+    return [tuple(unit) for unit in units]
+
+
+def spare_operators(units, measure, meets):
+    """(weight operator, Step with its unit and those before back in int8)
+    for each unit (weight_units) of the float parts that the budget does not
+    need in float32: a block is the search's unit, but a block's float32
+    gain often sits in one of its convolutions. One pass, the latest in the
+    graph first (the most weights for the same work); `measure(int8_back)`
+    gives the Step, `meets(step)` the verdict."""
+    back = ()
+    for unit in reversed(units):
+        trial = measure((*back, *unit))
+        if meets(trial):
+            back = (*back, *unit)
+            yield unit[0], trial
+
+
+def operator_label(operator):
+    """A short name of an operator id (an ONNX node name, or a TFLite scope:
+    its output tensors' names joined by ";")."""
+    names = operator.split(";")
+    convolution = next((name for name in names if "_conv" in name), names[0])
+    return convolution.split("/")[-2] if convolution.count("/") >= 1 else convolution
 
 
 def images_carrying_half_the_gain(reference, before, after):

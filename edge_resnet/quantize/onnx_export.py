@@ -386,8 +386,9 @@ def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
         return len(float_weight_ops(onnx.load(path))), None
 
     # the logits are float in every int8 ONNX (ort_quantized): a float head changes no output type
+    weighted = frozenset(node.name for node in prepared.proto.graph.node if node.op_type in COMPUTE_OPS)
     return Route(parts_in_order(node.name for node in prepared.proto.graph.node), make, outputs, ".onnx", structure,
-                 "float32")
+                 "float32", weighted)
 
 
 def check_onnx_request(recipe, opset, route):
