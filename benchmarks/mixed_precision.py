@@ -92,15 +92,47 @@ def output_sqnr(float_model, model_path, images):
     return output_sqnr_db(run_tflite_bytes(float_model, images, "float"), runner(model_path).predict(images))
 
 
-def latency_at_224(depth, float_parts, output_type="int8"):
-    """p50 of the full-int8 and the mixed ResNet at 224 (random weights), alternating rounds."""
+def put_back_note(result):
+    """What the search put back in int8 inside the float parts, for a table cell."""
+    from edge_resnet.quantize.mixed import operator_label
+
+    labels = [operator_label(operator) for operator in result.get("int8_operators", [])]
+    convolutions = [label for label in labels if "_conv" in label]
+    if not labels:
+        return ""
+    return f"; back in int8: {', '.join(convolutions) or '-'} (+{len(labels) - len(convolutions)} operators with them)"
+
+
+def put_back_units(parts, weighted, float_parts, int8_operators):
+    """{part: positions of its weight units (mixed.weight_units) that the search put back in int8}."""
+    from edge_resnet.quantize.mixed import weight_units
+
+    return {part: [index for index, unit in enumerate(weight_units(parts[part], weighted)) if unit[0] in int8_operators]
+            for part in float_parts}
+
+
+def float_operators_of(parts, weighted, put_back):
+    """The operators of the parts in `put_back` ({part: unit positions}) that stay float32."""
+    from edge_resnet.quantize.mixed import weight_units
+
+    kept = []
+    for part, positions in put_back.items():
+        units = weight_units(parts[part], weighted)
+        back = {operator for index in positions for operator in units[index]}
+        kept += [operator for operator in parts[part] if operator not in back]
+    return kept
+
+
+def latency_at_224(depth, put_back, output_type="int8"):
+    """p50 of the full-int8 and the mixed ResNet at 224 (random weights), alternating rounds; `put_back`:
+    {float part: positions of its weight units back in int8}."""
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.device.runtime import TfliteRunner
     from edge_resnet.device.tflite_inspect import inspect_tflite
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.model.resnet import build_resnet
     from edge_resnet.quantize.int8_tflite import int8_tflite
-    from edge_resnet.quantize.mixed import model_parts
+    from edge_resnet.quantize.mixed import model_parts, weighted_scopes
     from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
     from edge_resnet.quantize.recipe import QuantizationRecipe
     from edge_resnet.quantize.statistics import collect_statistics
@@ -119,7 +151,7 @@ def latency_at_224(depth, float_parts, output_type="int8"):
     recipe = QuantizationRecipe(output_type=output_type)
     paths["full int8"].write_bytes(int8_tflite(float_model, ranges, recipe))
     paths["mixed"].write_bytes(int8_tflite(float_model, ranges, recipe,
-                                           [scope for part in float_parts for scope in parts[part]]))
+                                           float_operators_of(parts, weighted_scopes(float_model), put_back)))
     runners = {name: TfliteRunner(path, threads=2) for name, path in paths.items()}
     sample = next(calibration.samples())
     for runner in runners.values():
@@ -133,7 +165,7 @@ def latency_at_224(depth, float_parts, output_type="int8"):
 def measure(name, model, size, depth, output_type="int8"):
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import write_int8_tflite
-    from edge_resnet.quantize.mixed import chosen_step
+    from edge_resnet.quantize.mixed import chosen_step, model_parts, weighted_scopes
     from edge_resnet.quantize.recipe import QuantizationRecipe, read_record
     from edge_resnet.quantize.statistics import collect_statistics
     from edge_resnet.quantize.tflite import float_tflite
@@ -157,8 +189,11 @@ def measure(name, model, size, depth, output_type="int8"):
               "evaluation_db": {"full int8": output_sqnr(float_model, probe, evaluation),
                                 "mixed": output_sqnr(float_model, mixed, evaluation)},
               "float_parts": list(chosen["float_parts"]), "float_operators": chosen["float_operators"],
+              "int8_operators": list(chosen.get("int8_operators") or []),
               "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"]}
-    result["latency_224"] = latency_at_224(depth, result["float_parts"], output_type)
+    put_back = put_back_units(model_parts(float_model), weighted_scopes(float_model), result["float_parts"],
+                              result["int8_operators"])
+    result["latency_224"] = latency_at_224(depth, put_back, output_type)
     print(result, flush=True)
     return result
 
@@ -192,13 +227,15 @@ def measure_onnx(name, model, size, depth):
               "evaluation_db": {"full int8": output_sqnr(float_model, probe, evaluation),
                                 "mixed": output_sqnr(float_model, mixed, evaluation)},
               "float_parts": list(chosen["float_parts"]), "float_operators": chosen["float_operators"],
+              "int8_operators": list(chosen.get("int8_operators") or []),
               "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"]}
     print(result, flush=True)
     return result
 
 
-def onnx_latency_at_224(depth, float_parts):
-    """p50 of the full-int8 and the mixed int8 ONNX at 224 (random weights) on onnxruntime, alternating rounds."""
+def onnx_latency_at_224(depth, float_parts, int8_operators=()):
+    """p50 of the full-int8 and the mixed int8 ONNX at 224 (random weights) on onnxruntime, alternating rounds
+    (node names are the Keras layer names at any input size, so `int8_operators` name the same nodes there)."""
     import onnx
 
     from edge_resnet.data.images import Preprocessing, images_from_array
@@ -227,7 +264,7 @@ def onnx_latency_at_224(depth, float_parts):
     recipe = QuantizationRecipe()
     paths["full int8"] = ort_quantized(prepared, folder / "int8.onnx", recipe, ranges)
     paths["mixed"] = ort_quantized(prepared, folder / "mixed.onnx", recipe, ranges,
-                                   [name for part in float_parts for name in parts[part]])
+                                   [name for part in float_parts for name in parts[part] if name not in int8_operators])
     runners = {name: OnnxRunner(path, threads=2) for name, path in paths.items()}
     sample = next(calibration.samples())[None]
     medians = interleaved_medians([lambda runner=runner: runner.predict(sample) for runner in runners.values()],
@@ -336,7 +373,7 @@ def onnx_lines(results):
             f"| {r['model']} | {r['budget_db']:.2f} | {held['full int8']:.2f} -> {held['mixed']:.2f} | "
             f"{evaluated['full int8']:.2f} -> {evaluated['mixed']:.2f} | "
             f"{'yes' if evaluated['mixed'] >= r['budget_db'] - 1 else 'NO'} | "
-            f"{len(r['float_parts'])} ({r['float_operators']}): {', '.join(r['float_parts'])} | {timing} | "
+            f"{len(r['float_parts'])} ({r['float_operators']}): {', '.join(r['float_parts'])}{put_back_note(r)} | {timing} | "
             f"{r['search_seconds']:.0f} |")
     return lines
 
@@ -366,7 +403,8 @@ def main(parts):
         gains += [part_gains(*entry) for entry in missing_from(gains)]
     if "onnx_latency" in parts:
         for result in (result for result in onnx_results if "latency_224" not in result):
-            result["latency_224"] = onnx_latency_at_224(result["depth"], result["float_parts"])
+            result["latency_224"] = onnx_latency_at_224(result["depth"], result["float_parts"],
+                                                        result.get("int8_operators", ()))
             print(result["model"], result["latency_224"], flush=True)
     lines = ["# `--min-sqnr`: full int8 + 3 dB on held-out calibration images", "",
              "Command: `python benchmarks/mixed_precision.py`", "",
@@ -479,7 +517,7 @@ def tflite_lines(results):
             f"| {r['model']} | {r['budget_db']:.2f} | {held['full int8']:.2f} -> {held['mixed']:.2f} | "
             f"{evaluated['full int8']:.2f} -> {evaluated['mixed']:.2f} | "
             f"{'yes' if evaluated['mixed'] >= r['budget_db'] - 1 else 'NO'} | "
-            f"{len(r['float_parts'])} ({r['float_operators']}): {', '.join(r['float_parts'])} | "
+            f"{len(r['float_parts'])} ({r['float_operators']}): {', '.join(r['float_parts'])}{put_back_note(r)} | "
             f"{speed['p50_ms']['full int8']:.2f} -> {speed['p50_ms']['mixed']:.2f} ({speed['mixed_over_int8']:.2f}x)"
             f"{'' if speed['mixed_fully_delegated'] else ', NOT all on XNNPACK'} | {speed['p50_ms']['float32']:.2f} | "
             f"{r['search_seconds']:.0f} |")

@@ -413,3 +413,10 @@ def test_a_convolution_the_budget_does_not_need_goes_back_to_int8():
     assert mixed.Step.from_dict(mixed.chosen_step(record)) == step
     assert mixed.operator_label("model/conv5_block1_2_conv_1/BiasAdd;model/conv5_block1_2_conv_1/convolution") == \
         "conv5_block1_2_conv_1"
+    import json
+
+    saved = json.loads(json.dumps(record))  # as the recipe JSON holds it
+    assert mixed.Step.from_dict(mixed.chosen_step(saved)) == step
+    assert "less 3 of their operators put back in int8" in mixed.describe_record(saved)
+    assert "less 3 of their operators put back in int8" in mixed.describe_artifact(saved)
+    assert [entry["operators"] for entry in saved["float_parts"]] == [3, 2]  # only what is still float32

@@ -1,4 +1,4 @@
-"""An accuracy budget met with the fewest float parts (`--min-sqnr DB`,
+"""An accuracy budget met with few float32 operators (`--min-sqnr DB`,
 `--max-accuracy-drop POINTS`, `--min-agreement FRACTION`).
 
 When the full-int8 artifact falls short of what a user needs,
@@ -25,8 +25,10 @@ tensor between them in float) are tried on top of the float set, and the
 best is kept (re-ranked as it goes); the search gives up after three steps
 without a better score (the int8 output's own grid, for one, no part
 removes). Once the budget is met, each part is tried back in int8 (the
-latest in the graph first), and one the others make redundant stays int8. The artifact keeps the parts of the first step that meets the
-budget, else of the best step. Every step records the held-out SQNR, top-1
+latest in the graph first), and one the others make redundant stays int8;
+then each convolution of the float parts with the operators after it (its
+activation, the block's addition) likewise. The artifact keeps the step
+that meets the budget with the fewest float operators, else the best step. Every step records the held-out SQNR, top-1
 agreement (and, for --max-accuracy-drop, the top-1 accuracy drop against the
 labels), the number of float operators, the artifact's latency here, and on
 how few images half its gain over full int8 rests.
@@ -141,7 +143,8 @@ class Step:
     def from_dict(cls, step):
         """The Step of a record's step (older records lack the later fields)."""
         fields = {field: step.get(field) for field in cls.__dataclass_fields__}
-        return cls(**{**fields, "int8_operators": tuple(step.get("int8_operators") or ())})
+        return cls(**{**fields, "float_parts": tuple(fields["float_parts"]),
+                      "int8_operators": tuple(step.get("int8_operators") or ())})
 
     @property
     def fragile(self):
@@ -211,7 +214,8 @@ class MixedSearch:
                 "scored_on": "calibration images, each held out from the ranges that scored it (each quarter run by a "
                              "candidate ranged on the other three)",
                 "artifact": "the chosen parts in float32, with ranges from all calibration images",
-                "float_parts": [{"part": part, "operators": len(self.parts[part]),
+                "float_parts": [{"part": part, "operators": sum(operator not in chosen.int8_operators
+                                                                for operator in self.parts[part]),
                                  "gain_alone_db": self.alone_gain_db.get(part)} for part in chosen.float_parts],
                 "int8_operators": list(chosen.int8_operators),
                 "not_tried": self.excluded, "gain_alone_db": self.alone_gain_db, "stopped": self.stopped,
@@ -233,8 +237,14 @@ def describe_artifact(record):
     if not chosen["float_parts"]:
         return None
     return (f"int8 (weights per output channel, activations per tensor) except {len(chosen['float_parts'])} part(s) "
-            f"kept in float32 ({', '.join(chosen['float_parts'])}; {chosen['float_operators']} operators) for "
-            f"{Budget.of_record(record).flags()}")
+            f"kept in float32 ({', '.join(chosen['float_parts'])}{put_back_text(chosen)}; "
+            f"{chosen['float_operators']} operators) for {Budget.of_record(record).flags()}")
+
+
+def put_back_text(step):
+    """The operators of a step's (dict) float parts that went back to int8, said briefly; else nothing."""
+    back = step.get("int8_operators") or ()
+    return f", less {len(back)} of their operators put back in int8" if back else ""
 
 
 def describe_record(record):
@@ -246,7 +256,7 @@ def describe_record(record):
                 "calibration images)")
     verdict = "met" if record["met"] else "NOT met; the best found"
     return (f"{budget.flags()}: {verdict} with {len(chosen['float_parts'])} part(s) in float32 "
-            f"({', '.join(chosen['float_parts'])}; {chosen['float_operators']} operators): "
+            f"({', '.join(chosen['float_parts'])}{put_back_text(chosen)}; {chosen['float_operators']} operators): "
             f"{measured_text(chosen, budget)} vs {measured_text(first, budget)} full int8 on {images} held-out "
             f"calibration images; {chosen['p50_ms']:.2f} ms vs {first['p50_ms']:.2f} ms here"
             f"{support_text(chosen, images)}")
@@ -482,7 +492,8 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             stopped = "budget met; parts it no longer needed put back in int8"
     if chosen and not budget.shortfalls(steps[-1], steps[0]):
         kept = steps[-1].float_parts
-        units = [unit for part in kept for unit in weight_units(parts[part], route.weighted)]
+        units = [unit for part in sorted(kept, key=list(parts).index) for unit in weight_units(parts[part],
+                                                                                             route.weighted)]
         for operator, pruned in spare_operators(units, lambda back: step(kept, evaluated(kept, back), full_int8[2],
                                                                        back),
                                                 lambda trial: not budget.shortfalls(trial, steps[0])):
