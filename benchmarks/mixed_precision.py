@@ -4,7 +4,8 @@ saw, and what does it cost in latency at 224?
 
 Models: the shipped demo ResNet-50 (width 0.25, 32x32), the unseen
 ResNet-34 (width 0.5, 48x48) and the full-width ResNet-50 (32x32) of
-benchmarks/trained.py, each with a logits
+benchmarks/trained.py, and its validation ResNet-18 (width 0.5, 40x40, seed
+11: not in view when the put-back passes were made), each with a logits
 and a softmax head, trained on digits 0..1199. Calibration and evaluation
 are convert's own split of the 597 digits never trained on (1200..1796):
 200 to calibrate (class-stratified, seed 0; the tool's default `auto`
@@ -62,8 +63,8 @@ def trained_models():
     for name, make, size, depth in (("demo ResNet-50 w0.25 32x32", demo.build_demo_model, 32, 50),
                                     ("ResNet-34 w0.5 48x48 (unseen)", unseen_resnet34, 48, 34),
                                     ("ResNet-50 w1.0 32x32", full_width_resnet50, 32, 50),
-                                    ("ResNet-18 w0.5 40x40 seed 11 (validation: not in view when the search was made "
-                                     "latency-aware)", validation_resnet18, 40, 18)):
+                                    ("ResNet-18 w0.5 40x40 seed 11 (validation: not in view when the put-back passes were "
+                                     "made)", validation_resnet18, 40, 18)):
         model = make()
         for head in ("logits", "softmax"):
             yield f"{name}, {head} head", (model if head == "logits" else with_softmax(model)), size, depth
