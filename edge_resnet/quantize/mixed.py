@@ -137,7 +137,7 @@ class Step:
     p50_ms: float  # batch-1 median latency on this machine
     fully_delegated: bool  # XNNPACK runs the whole graph (TFLite; None for ONNX)
     gain_images: int = None  # how few images hold half the squared error removed from full int8 (None: none removed)
-    int8_operators: tuple = ()  # weight operators of the float parts put back in int8 (not needed for the budget)
+    int8_operators: tuple = ()  # operators of the float parts put back in int8 (weight_units the budget did not need)
 
     @classmethod
     def from_dict(cls, step):
