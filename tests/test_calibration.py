@@ -418,6 +418,30 @@ def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(sta
     assert not close.decided and close.method == CANDIDATES[0]
 
 
+def test_the_race_drops_the_worse_half_but_never_minmax():
+    """Each heat's worse half stops running; min/max runs every heat, so
+    the winner beat it on the same images; a candidate's score covers only
+    the heats it ran."""
+    from edge_resnet.quantize.selection import Heat, race
+
+    noise = {0: 4.0, 1: 1.0, 2: 2.0, 3: 8.0, 4: 3.0, 5: 0.5}  # per image; candidate 5 is best, minmax (0) poor
+    later = {5: 4.0}  # ... until the second fit, where 1 overtakes 5
+    runs = []
+
+    def error_sums(candidate, heat):
+        runs.append((candidate, heat))
+        per_image = later.get(candidate, noise[candidate]) if heat.fit == 1 else noise[candidate]
+        return 100.0 * len(heat.folds), per_image * len(heat.folds)
+
+    heats = (Heat(0, (1,), 0.5), Heat(0, (2, 3), 0.5), Heat(1, (0, 2, 3)))
+    scores, heats_run = race(6, heats, error_sums)
+    assert heats_run == [3, 3, 2, 1, 1, 3]  # 3 of 6 (1, 2, 5) and minmax; then 1, 5 and minmax
+    assert [candidate for candidate, heat in runs if heat == heats[2]] == [0, 1, 5]
+    assert scores[1] > scores[5] > scores[0]  # 5 led on the first fit, 1 on the mean of both
+    assert scores[3] == pytest.approx(10 * np.log10(100 / 8))  # scored on its one heat
+    assert len(runs) == 6 + 4 + 3 < 2 * 6 * 2, "fewer runs than every candidate on every heat of both fits"
+
+
 def test_auto_tries_every_candidate_on_the_real_artifact_and_keeps_the_best(folded, float_model, statistics,
                                                                             digits_calibration, tmp_path):
     from edge_resnet.quantize.ranges import CANDIDATES, ranges_fingerprint
@@ -434,8 +458,11 @@ def test_auto_tries_every_candidate_on_the_real_artifact_and_keeps_the_best(fold
         candidates = record["selection"]["candidates"]
         assert [entry["rule"] for entry in candidates] == [method.describe() for method in CANDIDATES]
         scores = {entry["rule"]: entry["held_out_sqnr_db"] for entry in candidates}
+        heats_run = {entry["rule"]: entry["heats_run"] for entry in candidates}
+        finalists = [rule for rule, count in heats_run.items() if count == max(heats_run.values())]
         chosen = RangeMethod.from_dict(record["chosen"])
-        assert scores[chosen.describe()] == max(scores.values()) >= scores["minmax"]
+        assert "minmax" in finalists and chosen.describe() in finalists and min(heats_run.values()) >= 1
+        assert scores[chosen.describe()] == max(scores[rule] for rule in finalists) >= scores["minmax"]
         assert len(set(scores.values())) > 3, "the candidates really differ"
         # the winner's ranges come from all calibration samples
         assert record["ranges_fingerprint"] == ranges_fingerprint(activation_ranges(statistics, chosen))

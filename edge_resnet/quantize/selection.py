@@ -10,21 +10,23 @@ folds' images, which outnumber the fitted ones as deployed images outnumber
 calibration images, and its outputs are compared with the float model's.
 A rule that clips what unseen images then exceed is caught here. A rule's
 score is the mean output SQNR (dB) of FITTING_FOLDS such fits; the best rule
-(min/max is one, so the choice is never worse than min/max on these images)
-then takes its ranges from all images.
+(min/max is one, and runs every fit, so the choice is never worse than
+min/max on these images) then takes its ranges from all images.
 
 Why this layout and not the mirror one (ranges from three folds, scored on
 the fourth, which `auto` used before): over 16 model/protocol rows of
 benchmarks/auto_rules.py (with every fold fitting in turn) it came 0.40 dB
 short of the best fixed rule on average against 0.70, and 1.7 dB at worst
-against 2.9. As shipped, with FITTING_FOLDS fits, benchmarks/calibration.py
-fidelity measured 0.39 dB short on average (0.67 before) on its eight
-models, and a ResNet-18 trained after the choice 0.75 dB (the earlier
-layout 0.77). Why FITTING_FOLDS and not every fold: each fit scores three
-folds' images, so two fits score every image at least once, and each fit
-more adds half again to the cost (at ResNet-50 224 `auto` takes 47 s against
-12 s for one rule, most of it running the candidates: benchmarks/calibration.py
-cost).
+against 2.9. Why FITTING_FOLDS and not every fold: each fit scores three
+folds' images, so two fits score every image at least once.
+
+The candidates race (heats(), race()): every rule runs the first fit, and
+only the best quarter of them and min/max run the second. Running every
+rule on both fits cost about 1.45x as many image runs for no better choice:
+over 20 model/protocol rows of benchmarks/auto_race.py it came 0.41 dB short
+of the best fixed rule on average (2.08 at worst), the race 0.40 (1.26);
+halving the field twice ran fewer images still but came 0.49 short. Running
+the candidates is most of what `auto` costs (benchmarks/calibration.py cost).
 """
 
 import dataclasses
@@ -40,6 +42,9 @@ from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges, ranges_fin
 
 INDISTINGUISHABLE_DB = 0.1  # every candidate within this of the others: the images cannot tell them apart
 FITTING_FOLDS = 2  # folds whose ranges alone are scored on the rest
+FINALISTS_SHARE = 0.25  # of the rules, the best this share after the first fit (and minmax) run the second
+RACE_TEXT = ("every rule ran with fold 0's ranges on the other folds' images; the best quarter of them and minmax "
+             "went on to fold 1's ranges; a rule's score covers the fits it ran")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class Choice:
     held_out: int  # samples scored on (each held out from the ranges that scored it)
     folds: int
     scored_on: str  # the artifact and runtime that ran them
+    heats_run: tuple = None  # per candidate, how many heats of the race it ran (None: every one)
 
     @property
     def decided(self):
@@ -66,8 +72,10 @@ class Choice:
                 "metric": "output SQNR dB against the float model, mean of the fits (ranges from one fold, scored on "
                           "the other folds)", "chosen_rule": self.method.describe(),
                 "scored_on": self.scored_on,
-                "candidates": [{**method.to_dict(), "rule": method.describe(), "held_out_sqnr_db": _finite(score)}
-                               for method, score in self.scores]}
+                "race": RACE_TEXT,
+                "candidates": [{**method.to_dict(), "rule": method.describe(), "held_out_sqnr_db": _finite(score),
+                                "heats_run": heats}
+                               for (method, score), heats in zip(self.scores, self.heats_run or [None] * len(self.scores))]}
 
     def describe(self):
         return describe_selection({"method": AUTO, "chosen": self.method.to_dict(), "selection": self.record()})
@@ -133,27 +141,92 @@ def check_same_calibration(calibration, statistics):
             "give the same --calibration, or name a --calibration-method")
 
 
-def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CANDIDATES):
+def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CANDIDATES, race_heats=None):
     """The Choice among `candidates`. `inputs` are the calibration samples in
     pass order, `reference` the float model's outputs on them;
     `int8_outputs(ranges, images)` runs the int8 artifact made with
-    `ranges` on `images`. Rules that give a fit the same ranges are run once."""
+    `ranges` on `images`. The candidates race through `race_heats`
+    (heats(statistics) unless given); rules that give a fit the same ranges
+    are run once."""
     reference = np.asarray(reference, np.float64)
     layout = list(fits(statistics))
-    scores, outputs_of = [], {}
-    for method in candidates:
-        fit_scores = []
-        for fitted, scored in layout:
-            ranges = activation_ranges(fitted, method)
-            key = (scored, ranges_fingerprint(ranges))
-            if key not in outputs_of:
-                outputs_of[key] = int8_outputs(ranges, inputs[list(scored)])
-            fit_scores.append(output_sqnr_db(reference[list(scored)], outputs_of[key]))
-        scores.append((method, float(np.mean(fit_scores))))
-    best = max(range(len(scores)), key=lambda index: (scores[index][1], -index))
-    choice = Choice(scores[best][0], tuple(scores), len(inputs), len(statistics.folds), scored_on)
+    outputs_of = {}
+
+    def error_sums(candidate, heat):
+        fitted, _ = layout[heat.fit]
+        positions = [position for fold in heat.folds for position in statistics.folds[fold].positions]
+        ranges = activation_ranges(fitted, candidates[candidate])
+        key = (heat, ranges_fingerprint(ranges))
+        if key not in outputs_of:
+            outputs_of[key] = signal_and_noise(reference[positions], int8_outputs(ranges, inputs[positions]))
+        return outputs_of[key]
+
+    scores, scored = race(len(candidates), race_heats or heats(statistics), error_sums)
+    finalists = [index for index, count in enumerate(scored) if count == max(scored)]
+    best = max(finalists, key=lambda index: (scores[index], -index))
+    choice = Choice(candidates[best], tuple(zip(candidates, scores)), len(inputs), len(statistics.folds), scored_on,
+                    tuple(scored))
     # no evidence for any rule: the first candidate (min/max), not a winner by noise
     return choice if choice.decided else dataclasses.replace(choice, method=candidates[0])
+
+
+@dataclass(frozen=True)
+class Heat:
+    """One round of the race: the ranges of fits()[fit] scored on `folds`'
+    images; `keep` is the share of the field that runs the next heat."""
+
+    fit: int
+    folds: tuple
+    keep: float = 1.0
+
+
+def heats(statistics):
+    """The race `auto` runs: every rule's ranges from fold 0 scored on the
+    other folds' images; the best quarter of the rules (two of the eight
+    candidates) and minmax go on to fold 1's ranges, scored on its other
+    folds' images."""
+    folds = range(len(statistics.folds))
+    scored = [tuple(fold for fold in folds if fold != fitted) for fitted in range(min(FITTING_FOLDS, len(folds)))]
+    return (Heat(0, scored[0], FINALISTS_SHARE),) + tuple(Heat(fit, folds) for fit, folds in enumerate(scored[1:], 1))
+
+
+def race(count, heats, error_sums):
+    """([score dB], [images... heats run]) per candidate 0..count-1 after
+    running `heats` in turn. `error_sums(candidate, heat)` is the (signal,
+    noise) of that candidate's artifact on the heat's images. A candidate's
+    score is the mean over the fits it ran of its SQNR pooled over those
+    fits' images; after each heat the best `keep` share goes on (ties to the
+    earlier), and candidate 0 (min/max) always does: the choice is never
+    worse than min/max on the images both ran."""
+    sums = [{} for _ in range(count)]
+    heats_run = [0] * count
+    alive = list(range(count))
+    for heat in heats:
+        for candidate in alive:
+            signal, noise = error_sums(candidate, heat)
+            before = sums[candidate].get(heat.fit, (0.0, 0.0))
+            sums[candidate][heat.fit] = (before[0] + signal, before[1] + noise)
+            heats_run[candidate] += 1
+        ranked = sorted(alive, key=lambda candidate: (-mean_of_fits(sums[candidate]), candidate))
+        survivors = ranked[:max(1, int(np.ceil(len(alive) * heat.keep)))]
+        alive = sorted(set(survivors) | {0})
+    return [mean_of_fits(per_fit) for per_fit in sums], heats_run
+
+
+def mean_of_fits(per_fit):
+    """The mean over fits of the SQNR (dB) of each fit's pooled (signal, noise)."""
+    return float(np.mean([sqnr_of_sums(signal, noise) for signal, noise in per_fit.values()]))
+
+
+def signal_and_noise(reference, outputs):
+    reference, outputs = np.asarray(reference, np.float64), np.asarray(outputs, np.float64)
+    return float(np.sum(reference**2)), float(np.sum((reference - outputs) ** 2))
+
+
+def sqnr_of_sums(signal, noise):
+    if noise == 0:
+        return float("inf")
+    return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
 def fits(statistics):
@@ -167,11 +240,7 @@ def fits(statistics):
 
 def output_sqnr_db(reference, outputs):
     """SQNR of `outputs` against the float `reference`, in dB, over all their values."""
-    reference, outputs = np.asarray(reference, np.float64), np.asarray(outputs, np.float64)
-    signal, noise = float(np.sum(reference**2)), float(np.sum((reference - outputs) ** 2))
-    if noise == 0:
-        return float("inf")
-    return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
+    return sqnr_of_sums(*signal_and_noise(reference, outputs))
 
 
 def resolved_ranges(statistics, method, choose_for_artifact):

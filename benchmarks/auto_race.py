@@ -1,0 +1,145 @@
+"""What racing the candidates costs `auto` in choice quality: the race it
+runs (selection.heats: every rule on the first fit, the best two and minmax
+on the second) against running every candidate on both fits (what `auto`
+did before) and two other schedules, each judged by what its choice then
+scores on evaluation images, and by how many image runs it took. The
+shipped race was picked from these rows: the one with fewer runs that lost
+nothing on average against every rule on both fits.
+
+Every candidate's int8 TFLite runs once per fit on all that fit's scored
+images; each schedule then replays selection.choose on those outputs, so
+the choice is exactly what `auto` would make under that schedule. Models,
+protocols and subsets as in benchmarks/calibration.py, plus its validation
+ResNet-18.
+
+    python benchmarks/auto_race.py [PROTOCOL...]   writes benchmarks/results/auto_race.{json,md}
+                                                   (protocols: unseen, training; both unless named)
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from auto_rules import calibration_benchmark, db, per_image
+from common import machine, use_repo_imports, write_results
+
+HERE = Path(__file__).resolve().parent
+
+
+def schedules(statistics):
+    from edge_resnet.quantize.selection import Heat, heats
+
+    return {"every rule on both fits (before)": (Heat(0, (1, 2, 3)), Heat(1, (0, 2, 3))),
+            "halve after one fold, then after the first fit": (Heat(0, (1,), 0.5), Heat(0, (2, 3), 0.5),
+                                                              Heat(1, (0, 2, 3))),
+            "first fit, then the best two and minmax on the second (shipped)": heats(statistics),
+            "first fit only": (Heat(0, (1, 2, 3)),)}
+
+
+def measure_subset(bench, float_model, calibration, evaluation_images, reference):
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+    from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges, ranges_fingerprint
+    from edge_resnet.quantize.selection import calibration_inputs, choose, fits
+    from edge_resnet.quantize.statistics import collect_statistics
+
+    statistics = collect_statistics(float_model, calibration)
+    inputs = calibration_inputs(calibration, statistics)
+    float_outputs = run_tflite_bytes(float_model, inputs, "the float model")
+    outputs_of = {}
+    for fitted, scored in fits(statistics):
+        for method in CANDIDATES:
+            ranges = activation_ranges(fitted, method)
+            key = ranges_fingerprint(ranges)
+            if key not in outputs_of:
+                outputs = np.full(float_outputs.shape, np.nan, np.float32)
+                outputs[list(scored)] = bench.int8_tflite_outputs(float_model, ranges, inputs[list(scored)])
+                outputs_of[key] = outputs
+    evaluation = [db(*per_image(reference, bench.int8_tflite_outputs(float_model, activation_ranges(statistics, m),
+                                                                     evaluation_images))) for m in CANDIDATES]
+    picked, images_run = {}, {}
+    for name, race_heats in schedules(statistics).items():
+        runs = []
+
+        def replay(ranges, positions):
+            runs.append(len(positions))
+            replayed = outputs_of[ranges_fingerprint(ranges)][positions]
+            assert not np.isnan(replayed).any()
+            return replayed
+
+        choice = choose(statistics, np.arange(len(inputs)), replay, float_outputs, "replay", race_heats=race_heats)
+        picked[name], images_run[name] = CANDIDATES.index(choice.method), sum(runs)
+    return {"rules": [m.describe() for m in CANDIDATES], "evaluation": evaluation, "picked": picked,
+            "images_run": images_run}
+
+
+def measure(models, protocols):
+    bench = calibration_benchmark()
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.data.preprocess import preprocess_input
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.tflite import float_tflite
+
+    rows = []
+    for model_name, model, head, size in models:
+        float_model = float_tflite(fold_batchnorm(model)[0])
+        for protocol in protocols:
+            subsets = []
+            for pixels, labels, test_pixels, _ in bench.protocol_splits(size, protocol):
+                images = preprocess_input(test_pixels)
+                reference = np.asarray(model.predict(images, batch_size=50, verbose=0))
+                calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=labels).cached()
+                subsets.append(measure_subset(bench, float_model, calibration, images, reference))
+            rows.append(summarize(model_name, protocol, subsets))
+            print(rows[-1]["model"], protocol, rows[-1]["gap_db"], flush=True)
+    return rows
+
+
+def summarize(model_name, protocol, subsets):
+    rules = subsets[0]["rules"]
+    evaluation = np.array([subset["evaluation"] for subset in subsets])
+    best = int(np.argmax(evaluation.mean(0)))
+    names = list(subsets[0]["picked"])
+    return {"model": model_name, "protocol": protocol, "best_fixed": rules[best],
+            "best_fixed_db": float(evaluation[:, best].mean()),
+            "gap_db": {name: float(np.mean([evaluation[s, subset["picked"][name]] for s, subset in enumerate(subsets)])
+                                   - evaluation[:, best].mean()) for name in names},
+            "picked": {name: [rules[subset["picked"][name]] for subset in subsets] for name in names},
+            "images_run": {name: float(np.mean([subset["images_run"][name] for subset in subsets])) for name in names}}
+
+
+def markdown(rows, machine_info):
+    names = list(rows[0]["gap_db"])
+    lines = ["# Racing `auto`'s candidates: choice quality against image runs", "",
+             f"Command: `python benchmarks/auto_race.py {' '.join(sorted({row['protocol'] for row in rows}))}`", "",
+             f"Machine: {machine_info['cpu']}, {machine_info['cores']} cores. Each cell: the evaluation SQNR of what "
+             "the schedule picked (mean over the 4 calibration subsets) minus the best candidate's mean as a fixed "
+             "rule, dB. Protocols as in benchmarks/calibration.py.", "",
+             "| model | protocol | best fixed | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+    for row in rows:
+        lines.append(f"| {row['model']} | {row['protocol']} | {row['best_fixed']} {row['best_fixed_db']:.2f} | "
+                     + " | ".join(f"{row['gap_db'][name]:+.2f}" for name in names) + " |")
+    before = names[0]
+    for title, chosen in (("the models auto's rules were chosen on", [r for r in rows if "validation" not in r["model"]]),
+                          ("the validation model only", [r for r in rows if "validation" in r["model"]]),
+                          ("every row", rows)):
+        if not chosen:
+            continue
+        lines += ["", f"Over {title}:", "",
+                  "| schedule | mean gap dB | worst gap dB | rows more than 0.3 dB short | image runs (vs before) |",
+                  "|---|---|---|---|---|"]
+        for name in names:
+            gaps = np.array([row["gap_db"][name] for row in chosen])
+            runs = np.mean([row["images_run"][name] / row["images_run"][before] for row in chosen])
+            lines.append(f"| {name} | {gaps.mean():+.2f} | {gaps.min():+.2f} | {int(np.sum(gaps < -0.3))} of "
+                         f"{len(gaps)} | {runs:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    use_repo_imports()
+    sys.path.insert(0, str(HERE))
+    bench = calibration_benchmark()
+    rows = measure(list(bench.models_to_measure()) + list(bench.validation_models()),
+                   sys.argv[1:] or ("unseen", "training"))
+    info = machine()
+    write_results("auto_race", {"machine": info, "rows": rows}, markdown(rows, info))
