@@ -419,9 +419,9 @@ def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(sta
 
 
 def test_the_race_drops_the_worse_half_but_never_minmax():
-    """Each heat's worse half stops running; min/max runs every heat, so
-    the winner beat it on the same images; a candidate's score covers only
-    the heats it ran."""
+    """A race (benchmarks/auto_race.py replays auto under some): each heat's
+    worse half stops running; min/max runs every heat, so the winner beat it
+    on the same images; a candidate's score covers only the heats it ran."""
     from edge_resnet.quantize.selection import Heat, race
 
     noise = {0: 4.0, 1: 1.0, 2: 2.0, 3: 8.0, 4: 3.0, 5: 0.5}  # per image; candidate 5 is best, minmax (0) poor
@@ -458,11 +458,8 @@ def test_auto_tries_every_candidate_on_the_real_artifact_and_keeps_the_best(fold
         candidates = record["selection"]["candidates"]
         assert [entry["rule"] for entry in candidates] == [method.describe() for method in CANDIDATES]
         scores = {entry["rule"]: entry["held_out_sqnr_db"] for entry in candidates}
-        heats_run = {entry["rule"]: entry["heats_run"] for entry in candidates}
-        finalists = [rule for rule, count in heats_run.items() if count == max(heats_run.values())]
         chosen = RangeMethod.from_dict(record["chosen"])
-        assert "minmax" in finalists and chosen.describe() in finalists and min(heats_run.values()) >= 1
-        assert scores[chosen.describe()] == max(scores[rule] for rule in finalists) >= scores["minmax"]
+        assert scores[chosen.describe()] == max(scores.values()) >= scores["minmax"]
         assert len(set(scores.values())) > 3, "the candidates really differ"
         # the winner's ranges come from all calibration samples
         assert record["ranges_fingerprint"] == ranges_fingerprint(activation_ranges(statistics, chosen))

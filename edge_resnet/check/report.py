@@ -450,11 +450,8 @@ def range_selection_lines(rows):
     scores = [{entry["rule"]: entry["held_out_sqnr_db"] for entry in row["range_selection"]["candidates"]}
               for row in chosen]
     winners = [row["range_selection"]["chosen_rule"] for row in chosen]
-    heats = [{entry["rule"]: entry.get("heats_run") for entry in row["range_selection"]["candidates"]}
-             for row in chosen]
     table = [[rule] + [("exact" if score.get(rule) is None else f"{score[rule]:.2f}")
-                       + (" (chosen)" if rule == winner else "") + dropped_text(ran, rule)
-                       for score, winner, ran in zip(scores, winners, heats)]
+                       + (" (chosen)" if rule == winner else "") for score, winner in zip(scores, winners)]
              for rule in rules]
     selection = chosen[0]["range_selection"]
     return ["", "## Activation ranges", "",
@@ -464,24 +461,14 @@ def range_selection_lines(rows):
             *markdown_table(["rule"] + [_code(row["artifact"]) for row in chosen], table)]
 
 
-def dropped_text(heats_run, rule):
-    """Where a rule left the race, if it did."""
-    counts = [count for count in heats_run.values() if count is not None]
-    if heats_run.get(rule) is None or heats_run[rule] == max(counts):
-        return ""
-    return f" (out after heat {heats_run[rule]})"
-
-
 def fit_text(selection):
     """How the selection record's ranges were fitted and scored (records
     without "fits" come from the version that fitted on all folds but one)."""
     if "fits" not in selection:
         return ("ranges fitted on all folds but one, the real artifact quantized with them and run on that fold's "
                 "images, its output SQNR (dB) against the float model averaged over the folds")
-    fitted = (f"ranges fitted on one fold alone ({selection['fits']} such fits), the real artifact quantized with "
-              "them and run on the other folds' images, its output SQNR (dB) against the float model averaged over "
-              "the fits")
-    return f"{fitted}. The rules raced: {selection['race']}" if "race" in selection else fitted
+    return (f"ranges fitted on one fold alone ({selection['fits']} such fits), the real artifact quantized with them "
+            "and run on the other folds' images, its output SQNR (dB) against the float model averaged over the fits")
 
 
 def mixed_precision_lines(record):

@@ -20,13 +20,16 @@ short of the best fixed rule on average against 0.70, and 1.7 dB at worst
 against 2.9. Why FITTING_FOLDS and not every fold: each fit scores three
 folds' images, so two fits score every image at least once.
 
-The candidates race (heats(), race()): every rule runs the first fit, and
-only the best quarter of them and min/max run the second. Running every
-rule on both fits cost about 1.45x as many image runs for no better choice:
-over 20 model/protocol rows of benchmarks/auto_race.py it came 0.41 dB short
-of the best fixed rule on average (2.08 at worst), the race 0.40 (1.26);
-halving the field twice ran fewer images still but came 0.49 short. Running
-the candidates is most of what `auto` costs (benchmarks/calibration.py cost).
+Every rule runs both fits. Racing them (race(): only the best share of the
+rules after a heat runs the next) was measured and not shipped:
+benchmarks/auto_race.py replays choose() under four schedules on the same
+outputs. Running the best quarter of the rules and min/max on the second fit
+ran 0.69x the images (at ResNet-50 224 on an AVX2 CPU, auto 96 s against
+138 s: benchmarks/calibration.py cost) but, calibrated on images the models
+never trained on (what users do), came 0.52 dB short of the best fixed rule
+on average against 0.36, worse on three of ten rows and better on none;
+halving the field twice came 0.48 short. Running the candidates is most of
+what `auto` costs.
 """
 
 import dataclasses
@@ -42,9 +45,6 @@ from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges, ranges_fin
 
 INDISTINGUISHABLE_DB = 0.1  # every candidate within this of the others: the images cannot tell them apart
 FITTING_FOLDS = 2  # folds whose ranges alone are scored on the rest
-FINALISTS_SHARE = 0.25  # of the rules, the best this share after the first fit (and minmax) run the second
-RACE_TEXT = ("every rule ran with fold 0's ranges on the other folds' images; the best quarter of them and minmax "
-             "went on to fold 1's ranges; a rule's score covers the fits it ran")
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,6 @@ class Choice:
     held_out: int  # samples scored on (each held out from the ranges that scored it)
     folds: int
     scored_on: str  # the artifact and runtime that ran them
-    heats_run: tuple = None  # per candidate, how many heats of the race it ran (None: every one)
 
     @property
     def decided(self):
@@ -72,10 +71,8 @@ class Choice:
                 "metric": "output SQNR dB against the float model, mean of the fits (ranges from one fold, scored on "
                           "the other folds)", "chosen_rule": self.method.describe(),
                 "scored_on": self.scored_on,
-                "race": RACE_TEXT,
-                "candidates": [{**method.to_dict(), "rule": method.describe(), "held_out_sqnr_db": _finite(score),
-                                "heats_run": heats}
-                               for (method, score), heats in zip(self.scores, self.heats_run or [None] * len(self.scores))]}
+                "candidates": [{**method.to_dict(), "rule": method.describe(), "held_out_sqnr_db": _finite(score)}
+                               for method, score in self.scores]}
 
     def describe(self):
         return describe_selection({"method": AUTO, "chosen": self.method.to_dict(), "selection": self.record()})
@@ -164,8 +161,7 @@ def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CA
     scores, scored = race(len(candidates), race_heats or heats(statistics), error_sums)
     finalists = [index for index, count in enumerate(scored) if count == max(scored)]
     best = max(finalists, key=lambda index: (scores[index], -index))
-    choice = Choice(candidates[best], tuple(zip(candidates, scores)), len(inputs), len(statistics.folds), scored_on,
-                    tuple(scored))
+    choice = Choice(candidates[best], tuple(zip(candidates, scores)), len(inputs), len(statistics.folds), scored_on)
     # no evidence for any rule: the first candidate (min/max), not a winner by noise
     return choice if choice.decided else dataclasses.replace(choice, method=candidates[0])
 
@@ -181,13 +177,12 @@ class Heat:
 
 
 def heats(statistics):
-    """The race `auto` runs: every rule's ranges from fold 0 scored on the
-    other folds' images; the best quarter of the rules (two of the eight
-    candidates) and minmax go on to fold 1's ranges, scored on its other
-    folds' images."""
+    """What `auto` runs: every rule with fold 0's ranges on the other folds'
+    images, then with fold 1's ranges on its other folds' images. Nothing is
+    dropped between the fits (why: the module's docstring)."""
     folds = range(len(statistics.folds))
-    scored = [tuple(fold for fold in folds if fold != fitted) for fitted in range(min(FITTING_FOLDS, len(folds)))]
-    return (Heat(0, scored[0], FINALISTS_SHARE),) + tuple(Heat(fit, folds) for fit, folds in enumerate(scored[1:], 1))
+    return tuple(Heat(fitted, tuple(fold for fold in folds if fold != fitted))
+                 for fitted in range(min(FITTING_FOLDS, len(folds))))
 
 
 def race(count, heats, error_sums):
