@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from auto_rules import calibration_benchmark, db, per_image
+from auto_rules import calibration_benchmark, db, gap_summary, gap_table, measure, per_image
 from common import machine, use_repo_imports, write_results
 
 HERE = Path(__file__).resolve().parent
@@ -71,28 +71,6 @@ def measure_subset(bench, float_model, calibration, evaluation_images, reference
             "images_run": images_run}
 
 
-def measure(models, protocols):
-    bench = calibration_benchmark()
-    from edge_resnet.data.images import Preprocessing, images_from_array
-    from edge_resnet.data.preprocess import preprocess_input
-    from edge_resnet.model.fold import fold_batchnorm
-    from edge_resnet.quantize.tflite import float_tflite
-
-    rows = []
-    for model_name, model, head, size in models:
-        float_model = float_tflite(fold_batchnorm(model)[0])
-        for protocol in protocols:
-            subsets = []
-            for pixels, labels, test_pixels, _ in bench.protocol_splits(size, protocol):
-                images = preprocess_input(test_pixels)
-                reference = np.asarray(model.predict(images, batch_size=50, verbose=0))
-                calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=labels).cached()
-                subsets.append(measure_subset(bench, float_model, calibration, images, reference))
-            rows.append(summarize(model_name, protocol, subsets))
-            print(rows[-1]["model"], protocol, rows[-1]["gap_db"], flush=True)
-    return rows
-
-
 def summarize(model_name, protocol, subsets):
     rules = subsets[0]["rules"]
     evaluation = np.array([subset["evaluation"] for subset in subsets])
@@ -113,26 +91,13 @@ def markdown(rows, machine_info):
              f"Machine: {machine_info['cpu']}, {machine_info['cores']} cores. Each cell: the evaluation SQNR of what "
              "the schedule picked (mean over the 4 calibration subsets) minus the best candidate's mean as a fixed "
              "rule, dB. Protocols as in benchmarks/calibration.py.", "",
-             "| model | protocol | best fixed | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
-    for row in rows:
-        lines.append(f"| {row['model']} | {row['protocol']} | {row['best_fixed']} {row['best_fixed_db']:.2f} | "
-                     + " | ".join(f"{row['gap_db'][name]:+.2f}" for name in names) + " |")
-    before = names[0]
+             *gap_table(rows, names)]
     for title, chosen in (("images the models never trained on (unseen: what users calibrate on)",
                            [r for r in rows if r["protocol"] == "unseen"]),
                           ("the models' training images", [r for r in rows if r["protocol"] == "training"]),
                           ("the validation model only", [r for r in rows if "validation" in r["model"]]),
                           ("every row", rows)):
-        if not chosen:
-            continue
-        lines += ["", f"Over {title}:", "",
-                  "| schedule | mean gap dB | worst gap dB | rows more than 0.3 dB short | image runs (vs every rule on both fits) |",
-                  "|---|---|---|---|---|"]
-        for name in names:
-            gaps = np.array([row["gap_db"][name] for row in chosen])
-            runs = np.mean([row["images_run"][name] / row["images_run"][before] for row in chosen])
-            lines.append(f"| {name} | {gaps.mean():+.2f} | {gaps.min():+.2f} | {int(np.sum(gaps < -0.3))} of "
-                         f"{len(gaps)} | {runs:.2f}x |")
+        lines += gap_summary(title, chosen, names, "schedule", runs_against=names[0])
     return "\n".join(lines) + "\n"
 
 
@@ -141,6 +106,6 @@ if __name__ == "__main__":
     sys.path.insert(0, str(HERE))
     bench = calibration_benchmark()
     rows = measure(list(bench.models_to_measure()) + list(bench.validation_models()),
-                   sys.argv[1:] or ("unseen", "training"))
+                   sys.argv[1:] or ("unseen", "training"), measure_subset, summarize)
     info = machine()
     write_results("auto_race", {"machine": info, "rows": rows}, markdown(rows, info))

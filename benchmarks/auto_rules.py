@@ -148,7 +148,10 @@ def validation_models():
         yield name.replace("auto's layout was chosen", "this comparison"), model, head, size
 
 
-def measure(models=None):
+def measure(models=None, protocols=("unseen", "training"), subset_measure=None, summary=None):
+    """One row per model and protocol: `summary(model name, protocol,
+    [subset_measure(...) per calibration subset])` (this module's own unless given)."""
+    subset_measure, summary = subset_measure or measure_subset, summary or summarize
     bench = calibration_benchmark()
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.data.preprocess import preprocess_input
@@ -158,14 +161,14 @@ def measure(models=None):
     rows = []
     for model_name, model, head, size in models or bench.models_to_measure():
         float_model = float_tflite(fold_batchnorm(model)[0])
-        for protocol in ("unseen", "training"):
+        for protocol in protocols:
             subsets = []
             for pixels, labels, test_pixels, _ in bench.protocol_splits(size, protocol):
                 images = preprocess_input(test_pixels)
                 reference = np.asarray(model.predict(images, batch_size=50, verbose=0))
                 calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=labels).cached()
-                subsets.append(measure_subset(bench, float_model, calibration, images, reference))
-            rows.append(summarize(model_name, protocol, subsets))
+                subsets.append(subset_measure(bench, float_model, calibration, images, reference))
+            rows.append(summary(model_name, protocol, subsets))
             print(rows[-1]["model"], protocol, rows[-1]["gap_db"], flush=True)
     return rows
 
@@ -191,21 +194,37 @@ def markdown(rows, machine_info):
              f"Machine: {machine_info['cpu']}, {machine_info['cores']} cores. Each cell: the evaluation SQNR of what "
              "the statistic picked (mean over the 4 calibration subsets) minus the best fixed rule's mean, dB. "
              "Protocols as in benchmarks/calibration.py.", "",
-             "| model | protocol | best fixed | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+             *gap_table(rows, names)]
+    for title, chosen in (("the models the comparison was made on", [r for r in rows if "validation" not in r["model"]]),
+                          ("the validation model only", [r for r in rows if "validation" in r["model"]])):
+        lines += gap_summary(title, chosen, names, "statistic")
+    return "\n".join(lines) + "\n"
+
+
+def gap_table(rows, names):
+    """Markdown: per row, each of `names`' gap to the best fixed rule."""
+    lines = ["| model | protocol | best fixed | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
     for row in rows:
         lines.append(f"| {row['model']} | {row['protocol']} | {row['best_fixed']} {row['best_fixed_db']:.2f} | "
                      + " | ".join(f"{row['gap_db'][name]:+.2f}" for name in names) + " |")
-    for title, chosen in (("the models the comparison was made on", [r for r in rows if "validation" not in r["model"]]),
-                          ("the validation model only", [r for r in rows if "validation" in r["model"]])):
-        if not chosen:
-            continue
-        lines += ["", f"Over {title}:", "", "| statistic | mean gap dB | worst gap dB | rows more than 0.3 dB short |",
-                  "|---|---|---|---|"]
-        for name in names:
-            gaps = np.array([row["gap_db"][name] for row in chosen])
-            lines.append(f"| {name} | {gaps.mean():+.2f} | {gaps.min():+.2f} | {int(np.sum(gaps < -0.3))} of "
-                         f"{len(gaps)} |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def gap_summary(title, rows, names, label, runs_against=None):
+    """Markdown: each of `names`' mean and worst gap over `rows` (none: no
+    lines), and its image runs against `runs_against`'s when given."""
+    if not rows:
+        return []
+    runs_header = f" image runs (vs {runs_against}) |" if runs_against else ""
+    lines = ["", f"Over {title}:", "", f"| {label} | mean gap dB | worst gap dB | rows more than 0.3 dB short |"
+             + runs_header, "|---|---|---|---|" + ("---|" if runs_against else "")]
+    for name in names:
+        gaps = np.array([row["gap_db"][name] for row in rows])
+        runs = (f" {np.mean([row['images_run'][name] / row['images_run'][runs_against] for row in rows]):.2f}x |"
+                if runs_against else "")
+        lines.append(f"| {name} | {gaps.mean():+.2f} | {gaps.min():+.2f} | {int(np.sum(gaps < -0.3))} of "
+                     f"{len(gaps)} |" + runs)
+    return lines
 
 
 if __name__ == "__main__":
