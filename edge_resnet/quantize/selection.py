@@ -185,18 +185,18 @@ def heats(statistics):
                  for fitted in range(min(FITTING_FOLDS, len(folds))))
 
 
-def race(count, heats, error_sums):
-    """([score dB], [images... heats run]) per candidate 0..count-1 after
-    running `heats` in turn. `error_sums(candidate, heat)` is the (signal,
-    noise) of that candidate's artifact on the heat's images. A candidate's
-    score is the mean over the fits it ran of its SQNR pooled over those
-    fits' images; after each heat the best `keep` share goes on (ties to the
-    earlier), and candidate 0 (min/max) always does: the choice is never
-    worse than min/max on the images both ran."""
+def race(count, schedule, error_sums):
+    """([score dB], [heats run]) per candidate 0..count-1 after running the
+    heats of `schedule` in turn. `error_sums(candidate, heat)` is the
+    (signal, noise) of that candidate's artifact on the heat's images. A
+    candidate's score is the mean over the fits it ran of its SQNR pooled
+    over those fits' images; after each heat the best `keep` share goes on
+    (ties to the earlier), and candidate 0 (min/max) always does, so a
+    winner among those that ran every heat beat min/max on the same images."""
     sums = [{} for _ in range(count)]
     heats_run = [0] * count
     alive = list(range(count))
-    for heat in heats:
+    for heat in schedule:
         for candidate in alive:
             signal, noise = error_sums(candidate, heat)
             before = sums[candidate].get(heat.fit, (0.0, 0.0))
