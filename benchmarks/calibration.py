@@ -49,7 +49,6 @@ checks (fully integer, whole model on XNNPACK, byte-deterministic).
 Writes benchmarks/results/calibration.{json,md}.
 """
 
-import dataclasses
 import json
 import os
 import sys
@@ -674,7 +673,6 @@ def auto_summary(fidelity, heading):
 
 
 RACED = "auto raced: the best quarter of the rules and minmax on the second fit (not shipped)"
-RACE_SHARE = 0.25
 
 
 def auto_cost():
@@ -690,12 +688,12 @@ def auto_cost():
     from edge_resnet.quantize.statistics import collect_statistics
     from edge_resnet.quantize.tflite import float_tflite, to_tflite
 
+    from auto_race import best_quarter_on_the_second_fit
+
     @contextlib.contextmanager
     def raced():
         every_rule = selection.heats
-        selection.heats = lambda statistics: tuple(
-            dataclasses.replace(heat, keep=RACE_SHARE if index == 0 else 1.0)
-            for index, heat in enumerate(every_rule(statistics)))
+        selection.heats = lambda statistics: best_quarter_on_the_second_fit(every_rule(statistics))
         try:
             yield
         finally:
