@@ -47,7 +47,7 @@ def schedules(statistics):
 
 def measure_subset(bench, float_model, calibration, evaluation_images, reference):
     from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges, ranges_fingerprint
-    from edge_resnet.quantize.selection import calibration_inputs, choose, fits, float_reference
+    from edge_resnet.quantize.selection import calibration_inputs, choose, fits, float_reference, one_at_a_time
     from edge_resnet.quantize.statistics import collect_statistics
 
     statistics = collect_statistics(float_model, calibration)
@@ -74,7 +74,8 @@ def measure_subset(bench, float_model, calibration, evaluation_images, reference
             assert not np.isnan(replayed).any()
             return replayed
 
-        choice = choose(statistics, np.arange(len(inputs)), replay, float_outputs, "replay", race_heats=race_heats)
+        choice = choose(statistics, np.arange(len(inputs)), one_at_a_time(replay), float_outputs, "replay",
+                        race_heats=race_heats)
         picked[name], images_run[name] = CANDIDATES.index(choice.method), sum(runs)
     return {"rules": [m.describe() for m in CANDIDATES], "evaluation": evaluation, "picked": picked,
             "images_run": images_run}

@@ -388,7 +388,7 @@ def test_each_fit_is_one_folds_statistics_scored_on_every_other_sample(float_mod
 
 def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(statistics, digits_calibration):
     from edge_resnet.quantize.ranges import CANDIDATES
-    from edge_resnet.quantize.selection import choose, fits
+    from edge_resnet.quantize.selection import choose, fits, one_at_a_time
 
     inputs = np.zeros((200, 1))
     reference = np.ones((200, 10))
@@ -402,18 +402,19 @@ def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(sta
     def outputs(ranges, images):  # the error shrinks towards the last distinct candidate
         return np.ones((len(images), 10)) + 0.01 * (1 + best - rank.get(ranges[output], 0))
 
-    choice = choose(statistics, inputs, outputs, reference, "test")
+    choice = choose(statistics, inputs, one_at_a_time(outputs), reference, "test")
     assert [method for method, _ in choice.scores] == list(CANDIDATES)
     assert choice.method == CANDIDATES[best] and choice.held_out == 200 and choice.folds == 4
     assert choice.decided and choice.describe().startswith(f"{CANDIDATES[best].describe()}, chosen on 200 held-out")
-    tied = choose(statistics, inputs, lambda ranges, images: np.ones((len(images), 10)), reference, "test")
+    tied = choose(statistics, inputs, one_at_a_time(lambda ranges, images: np.ones((len(images), 10))), reference,
+                  "test")
     assert tied.method == CANDIDATES[0] and not tied.decided and tied.record()["decided_by_scores"] is False
     assert tied.describe().startswith("minmax: every rule scored exact within 0.1 dB on 200 held-out")
 
     def barely(ranges, images):  # the last distinct candidate ahead by a few hundredths of a dB: no evidence
         return np.ones((len(images), 10)) * (1 + 0.01 * (1 - 0.001 * rank.get(ranges[output], 0)))
 
-    close = choose(statistics, inputs, barely, reference, "test")
+    close = choose(statistics, inputs, one_at_a_time(barely), reference, "test")
     assert max(close.scores, key=lambda entry: entry[1])[0] != CANDIDATES[0]
     assert not close.decided and close.method == CANDIDATES[0]
 
@@ -428,18 +429,41 @@ def test_the_race_drops_the_worse_half_but_never_minmax():
     later = {5: 4.0}  # ... until the second fit, where 1 overtakes 5
     runs = []
 
-    def error_sums(candidate, heat):
-        runs.append((candidate, heat))
-        per_image = later.get(candidate, noise[candidate]) if heat.fit == 1 else noise[candidate]
-        return 100.0 * len(heat.folds), per_image * len(heat.folds)
+    def heat_sums(candidates, heat):
+        runs.extend((candidate, heat) for candidate in candidates)
+        per_image = [later.get(candidate, noise[candidate]) if heat.fit == 1 else noise[candidate]
+                     for candidate in candidates]
+        return [(100.0 * len(heat.folds), error * len(heat.folds)) for error in per_image]
 
     heats = (Heat(0, (1,), 0.5), Heat(0, (2, 3), 0.5), Heat(1, (0, 2, 3)))
-    scores, heats_run = race(6, heats, error_sums)
+    scores, heats_run = race(6, heats, heat_sums)
     assert heats_run == [3, 3, 2, 1, 1, 3]  # 3 of 6 (1, 2, 5) and minmax; then 1, 5 and minmax
     assert [candidate for candidate, heat in runs if heat == heats[2]] == [0, 1, 5]
     assert scores[1] > scores[5] > scores[0]  # 5 led on the first fit, 1 on the mean of both
     assert scores[3] == pytest.approx(10 * np.log10(100 / 8))  # scored on its one heat
     assert len(runs) == 6 + 4 + 3 < 2 * 6 * 2, "fewer runs than every candidate on every heat of both fits"
+
+
+def test_rules_that_differ_only_on_the_output_run_as_one_model_with_the_same_outputs(float_model, statistics,
+                                                                                      digits_calibration):
+    """auto's candidates "X inside, minmax on the output" share X's network:
+    one merged model runs them, and each output is bit-identical to its own
+    artifact's; a rule that differs inside runs alone, and rules that give
+    the same artifact (mse clips nothing of this output) run once."""
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_int8_candidates, variant_groups
+
+    rules = [RangeMethod("percentile", percentile=99.0), RangeMethod("minmax"),
+             RangeMethod("percentile", percentile=99.0, output="minmax"), RangeMethod("mse", output="minmax"),
+             RangeMethod("mse")]
+    artifacts = [quantized_int8_io(float_model, activation_ranges(statistics, rule)) for rule in rules]
+    assert len(set(artifacts)) == 4 and artifacts[3] == artifacts[4]
+    assert [[index for index, _ in group] for group in variant_groups(artifacts)] == [[0, 2], [1], [3, 4]]
+    images = np.stack(list(digits_calibration.cached().samples()))[:40]
+    together = run_int8_candidates(artifacts, images)
+    alone = [run_int8_candidates([artifact], images)[0] for artifact in artifacts]
+    for merged, own in zip(together, alone, strict=True):
+        assert np.array_equal(merged, own)
+    assert not np.array_equal(together[0], together[2]), "the output's own range changes the outputs"
 
 
 def test_auto_tries_every_candidate_on_the_real_artifact_and_keeps_the_best(folded, float_model, statistics,

@@ -89,10 +89,13 @@ class TfliteRunner:
             value = quantize(value, scale, zero_point, self.input_dtype)
         self.interpreter.set_tensor(self.input["index"], value.astype(self.input_dtype, copy=False))
 
-    def result(self):
-        raw = self.interpreter.get_tensor(self.output["index"])[0]
+    def result(self, output=None):
+        """The float value of the graph output `output` (a detail of
+        get_output_details(); the first unless given) for the last sample."""
+        output = output or self.output
+        raw = self.interpreter.get_tensor(output["index"])[0]
         if np.issubdtype(raw.dtype, np.integer):
-            return dequantize(raw, *self.output["quantization"])
+            return dequantize(raw, *output["quantization"])
         return raw.astype(np.float32)
 
     def outputs(self, start, batch):
@@ -100,12 +103,18 @@ class TfliteRunner:
         return self.predict(batch)
 
     def predict(self, images):
-        outputs = []
+        return self.predict_every_output(images)[0]
+
+    def predict_every_output(self, images):
+        """One array of outputs on `images` per graph output, in graph order."""
+        details = self.interpreter.get_output_details()
+        outputs = [[] for _ in details]
         for sample in images:
             self.feed(sample)
             self.interpreter.invoke()
-            outputs.append(self.result())
-        return np.stack(outputs)
+            for detail, values in zip(details, outputs):
+                values.append(self.result(detail))
+        return [np.stack(values) for values in outputs]
 
 
 # metadata_props keys that carry integer I/O quantization in our ONNX files

@@ -346,7 +346,7 @@ def onnx_chooser(prepared, float_path, recipe, to_onnx_ranges, calibration, scra
     calibration samples (its best rule may differ from the TFLite model's)."""
     from ..device.runtime import OnnxRunner
     from .recipe import tool_versions
-    from .selection import calibration_inputs, choose
+    from .selection import calibration_inputs, choose, one_at_a_time
 
     def choose_for(statistics):
         inputs = calibration_inputs(calibration, statistics)
@@ -359,7 +359,8 @@ def onnx_chooser(prepared, float_path, recipe, to_onnx_ranges, calibration, scra
                 return predicted_in_batches(OnnxRunner(candidate), images)
 
         version = tool_versions("onnxruntime").get("onnxruntime", "")
-        return choose(statistics, inputs, int8_outputs, reference, f"the int8 ONNX on onnxruntime {version} (CPU)")
+        return choose(statistics, inputs, one_at_a_time(int8_outputs), reference,
+                      f"the int8 ONNX on onnxruntime {version} (CPU)")
 
     return choose_for
 

@@ -24,12 +24,13 @@ Every rule runs both fits. Racing them (race(): only the best share of the
 rules after a heat runs the next) was measured and not shipped:
 benchmarks/auto_race.py replays choose() under four schedules on the same
 outputs. Running the best quarter of the rules and min/max on the second fit
-ran 0.69x the images (at ResNet-50 224 on an AVX2 CPU, auto 96 s against
-138 s: benchmarks/calibration.py cost) but, calibrated on images the models
+ran 0.69x the images (at ResNet-50 224 on an AVX2 CPU, auto 82 s against
+106 s: benchmarks/calibration.py cost) but, calibrated on images the models
 never trained on (what users do), came 0.52 dB short of the best fixed rule
 on average against 0.36, worse on three of ten rows and better on none;
 halving the field twice came 0.48 short. Running the candidates is most of
-what `auto` costs.
+what `auto` costs; the int8 TFLite's candidates share runs where they can
+(int8_tflite.run_int8_candidates).
 """
 
 import dataclasses
@@ -141,29 +142,36 @@ def check_same_calibration(calibration, statistics):
 def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CANDIDATES, race_heats=None):
     """The Choice among `candidates`. `inputs` are the calibration samples in
     pass order, `reference` the float model's outputs on them;
-    `int8_outputs(ranges, images)` runs the int8 artifact made with
-    `ranges` on `images`. The candidates race through `race_heats`
-    (heats(statistics) unless given); rules that give a fit the same ranges
-    are run once."""
+    `int8_outputs([ranges, ...], images)` runs the int8 artifact made with
+    each ranges on `images` (all of a heat's at once, so the artifacts can
+    share runs: int8_tflite.run_int8_candidates). The candidates race
+    through `race_heats` (heats(statistics) unless given); rules that give a
+    fit the same ranges are run once."""
     reference = np.asarray(reference, np.float64)
     layout = list(fits(statistics))
-    outputs_of = {}
+    sums_of = {}
 
-    def error_sums(candidate, heat):
+    def heat_sums(racing, heat):
         fitted, _ = layout[heat.fit]
         positions = [position for fold in heat.folds for position in statistics.folds[fold].positions]
-        ranges = activation_ranges(fitted, candidates[candidate])
-        key = (heat, ranges_fingerprint(ranges))
-        if key not in outputs_of:
-            outputs_of[key] = signal_and_noise(reference[positions], int8_outputs(ranges, inputs[positions]))
-        return outputs_of[key]
+        ranges_of = [activation_ranges(fitted, candidates[candidate]) for candidate in racing]
+        keys = [(heat, ranges_fingerprint(ranges)) for ranges in ranges_of]
+        new = {key: ranges for key, ranges in zip(keys, ranges_of) if key not in sums_of}
+        for key, outputs in zip(new, int8_outputs(list(new.values()), inputs[positions])):
+            sums_of[key] = signal_and_noise(reference[positions], outputs)
+        return [sums_of[key] for key in keys]
 
-    scores, scored = race(len(candidates), race_heats or heats(statistics), error_sums)
+    scores, scored = race(len(candidates), race_heats or heats(statistics), heat_sums)
     finalists = [index for index, count in enumerate(scored) if count == max(scored)]
     best = max(finalists, key=lambda index: (scores[index], -index))
     choice = Choice(candidates[best], tuple(zip(candidates, scores)), len(inputs), len(statistics.folds), scored_on)
     # no evidence for any rule: the first candidate (min/max), not a winner by noise
     return choice if choice.decided else dataclasses.replace(choice, method=candidates[0])
+
+
+def one_at_a_time(int8_output):
+    """choose()'s int8_outputs from a function of one ranges: (ranges, images) -> outputs."""
+    return lambda ranges_list, images: [int8_output(ranges, images) for ranges in ranges_list]
 
 
 @dataclass(frozen=True)
@@ -185,10 +193,10 @@ def heats(statistics):
                  for fitted in range(min(FITTING_FOLDS, len(folds))))
 
 
-def race(count, schedule, error_sums):
+def race(count, schedule, heat_sums):
     """([score dB], [heats run]) per candidate 0..count-1 after running the
-    heats of `schedule` in turn. `error_sums(candidate, heat)` is the
-    (signal, noise) of that candidate's artifact on the heat's images. A
+    heats of `schedule` in turn. `heat_sums([candidate, ...], heat)` is the
+    (signal, noise) of each candidate's artifact on the heat's images. A
     candidate's score is the mean over the fits it ran of its SQNR pooled
     over those fits' images; after each heat the best `keep` share goes on
     (ties to the earlier), and candidate 0 (min/max) always does, so a
@@ -197,8 +205,7 @@ def race(count, schedule, error_sums):
     heats_run = [0] * count
     alive = list(range(count))
     for heat in schedule:
-        for candidate in alive:
-            signal, noise = error_sums(candidate, heat)
+        for candidate, (signal, noise) in zip(alive, heat_sums(alive, heat)):
             before = sums[candidate].get(heat.fit, (0.0, 0.0))
             sums[candidate][heat.fit] = (before[0] + signal, before[1] + noise)
             heats_run[candidate] += 1
