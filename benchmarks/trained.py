@@ -23,6 +23,7 @@ from pathlib import Path
 FULL_WIDTH_FILE = "resnet50_w1_digits32.weights.h5"
 UNSEEN_FILE = "resnet34_w05_digits48_seed7.weights.h5"
 VALIDATION_FILE = "resnet18_w05_digits40_seed11.weights.h5"
+LOGIT_SCORING_FILE = "resnet101_w025_digits32_seed23.weights.h5"
 
 
 def cache_folder():
@@ -65,6 +66,13 @@ def validation_resnet18(log=print):
     statistics of benchmarks/auto_rules.py were compared, to check the
     comparison on a model it never saw."""
     return cached_trained(VALIDATION_FILE, 18, 0.5, 40, 11, "resnet18_digits40", log)
+
+
+def logit_scoring_resnet101(log=print):
+    """ResNet-101 at width 0.25 and 32x32, seed 23: trained after scoring a
+    softmax head's candidates on its logits was designed (benchmarks/auto_logits.py),
+    to check it on a depth no rule was looked at on."""
+    return cached_trained(LOGIT_SCORING_FILE, 101, 0.25, 32, 23, "resnet101_digits32", log)
 
 
 def with_softmax(model):

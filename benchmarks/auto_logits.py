@@ -1,0 +1,120 @@
+"""Whether `auto` should score a softmax head's candidates on the softmax's
+input (the logits) instead of the probabilities it outputs.
+
+A softmax head's probabilities saturate on most images: their squared
+error sits in the few images the model is unsure of (1 to 6 of 298 in
+benchmarks/calibration.py), so a choice scored on 150 held-out images
+hangs on the one or two such images among them. The logits carry every
+image's quantization error. Both ways of scoring are replayed through
+selection.choose on the same candidate runs (the int8 TFLite with the
+softmax's input exposed as a second output), and each choice is judged by
+what matters to the user: the probabilities' SQNR on evaluation images.
+
+    python benchmarks/auto_logits.py [PROTOCOL...]   writes benchmarks/results/auto_logits.{json,md}
+                                                     (protocols: unseen, training; unseen unless named)
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from auto_race import summarize
+from auto_rules import calibration_benchmark, db, gap_summary, gap_table, measure, per_image
+from common import machine, use_repo_imports, write_results
+
+HERE = Path(__file__).resolve().parent
+SCORINGS = ("the probabilities (shipped)", "the softmax's input")
+
+
+def softmax_input_exposed(model_bytes):
+    """The model with the input of the SOFTMAX writing its graph output
+    appended to the graph outputs."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from edge_resnet.quantize.statistics import flatbuffer_bytes, read_flatbuffer
+
+    model = read_flatbuffer(model_bytes)
+    graph = model.subgraphs[0]
+    writer = next(op for op in graph.operators if graph.outputs[0] in op.outputs)
+    code = model.operatorCodes[writer.opcodeIndex]
+    assert max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.SOFTMAX, "not a softmax head"
+    graph.outputs = list(graph.outputs) + [writer.inputs[0]]
+    return flatbuffer_bytes(model)
+
+
+def outputs_and_logits(model_bytes, images):
+    from edge_resnet.device.runtime import TfliteRunner
+    from edge_resnet.quiet import native_output_silenced
+
+    with native_output_silenced():
+        return TfliteRunner("exposed", content=softmax_input_exposed(model_bytes)).predict_every_output(images)
+
+
+def measure_subset(bench, float_model, calibration, evaluation_images, reference):
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io
+    from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges, ranges_fingerprint
+    from edge_resnet.quantize.selection import calibration_inputs, choose, fits, one_at_a_time
+    from edge_resnet.quantize.statistics import collect_statistics
+
+    statistics = collect_statistics(float_model, calibration)
+    inputs = calibration_inputs(calibration, statistics)
+    float_runs = outputs_and_logits(float_model, inputs)
+    runs_of = {}
+    for fitted, scored in fits(statistics):
+        for method in CANDIDATES:
+            ranges = activation_ranges(fitted, method)
+            key = ranges_fingerprint(ranges)
+            if key not in runs_of:
+                runs_of[key] = [np.full(values.shape, np.nan, np.float32) for values in float_runs]
+                for kept, values in zip(runs_of[key], outputs_and_logits(
+                        quantized_int8_io(float_model, ranges), inputs[list(scored)])):
+                    kept[list(scored)] = values
+    evaluation = [db(*per_image(reference, bench.int8_tflite_outputs(float_model, activation_ranges(statistics, m),
+                                                                     evaluation_images))) for m in CANDIDATES]
+    picked, images_run = {}, {}
+    for which, name in enumerate(SCORINGS):
+        def replay(ranges, positions):
+            replayed = runs_of[ranges_fingerprint(ranges)][which][positions]
+            assert not np.isnan(replayed).any()
+            return replayed
+
+        choice = choose(statistics, np.arange(len(inputs)), one_at_a_time(replay), float_runs[which], "replay")
+        picked[name], images_run[name] = CANDIDATES.index(choice.method), 1
+    return {"rules": [m.describe() for m in CANDIDATES], "evaluation": evaluation, "picked": picked,
+            "images_run": images_run}
+
+
+def softmax_models():
+    from trained import logit_scoring_resnet101, with_softmax
+
+    bench = calibration_benchmark()
+    yield from bench.models_to_measure(heads=("softmax",))
+    yield from ((name, model, head, size) for name, model, head, size in bench.validation_models() if head == "softmax")
+    yield ("ResNet-101 w0.25 32x32 seed 23 (trained after this scoring was designed), softmax head",
+           with_softmax(logit_scoring_resnet101()), "softmax", 32)
+
+
+def markdown(rows, machine_info):
+    protocols = " ".join(sorted({row["protocol"] for row in rows}))
+    lines = ["# Scoring a softmax head's candidates on the probabilities or on the logits", "",
+             f"Command: `python benchmarks/auto_logits.py {protocols}`", "",
+             f"Machine: {machine_info['cpu']}, {machine_info['cores']} cores. Each cell: the evaluation SQNR of the "
+             "probabilities of what `auto` picked scoring that way (mean over the 4 calibration subsets) minus the "
+             "best candidate's mean as a fixed rule, dB. Protocols as in benchmarks/calibration.py.", "",
+             *gap_table(rows, list(SCORINGS))]
+    for title, chosen in (("the models the scoring was designed on", [r for r in rows if "ResNet-101" not in r["model"]]),
+                          ("the ResNet-101 trained after the design", [r for r in rows if "ResNet-101" in r["model"]]),
+                          ("every row", rows)):
+        lines += gap_summary(title, chosen, list(SCORINGS), "scored on")
+    lines += ["", "Picked per subset:", ""]
+    lines += [f"- {row['model']}, {row['protocol']}: " + "; ".join(
+        f"{name}: {', '.join(row['picked'][name])}" for name in SCORINGS) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    use_repo_imports()
+    sys.path.insert(0, str(HERE))
+    rows = measure(softmax_models(), sys.argv[1:] or ("unseen",), measure_subset, summarize)
+    info = machine()
+    write_results("auto_logits", {"machine": info, "rows": rows}, markdown(rows, info))
