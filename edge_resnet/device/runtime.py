@@ -103,7 +103,12 @@ class TfliteRunner:
         return self.predict(batch)
 
     def predict(self, images):
-        return self.predict_every_output(images)[0]
+        outputs = []
+        for sample in images:
+            self.feed(sample)
+            self.interpreter.invoke()
+            outputs.append(self.result())
+        return np.stack(outputs)
 
     def predict_every_output(self, images):
         """One array of outputs on `images` per graph output, in graph order."""

@@ -186,25 +186,26 @@ def run_tflite_bytes(model_bytes, inputs, what):
 
 
 def run_int8_candidates(artifacts, images):
-    """The outputs of each int8 model of `artifacts` (bytes) on `images`.
-    Models that differ only in the quantization of their one graph output
-    (range rules that leave the output tensor its min/max) run as one: the
-    first of them, with a copy of its last operator writing each other's
-    output, so their shared network runs once; outputs are bit-identical to
-    running each alone."""
+    """The outputs of each int8 model of `artifacts` (bytes; any iterable,
+    so they can be made one at a time) on `images`. Byte-identical models
+    run once, and models that differ only in the quantization of their one
+    graph output (range rules that leave the output tensor its min/max) run
+    as one: the first of them, with a copy of the operator writing its
+    output writing each other's, so their shared network runs once; outputs
+    are bit-identical to running each alone."""
     from ..device.runtime import TfliteRunner
 
-    outputs_of = [None] * len(artifacts)
-    for members in variant_groups(artifacts):
+    outputs_of = {}
+    for model_bytes, members in variant_groups(artifacts):
         keys = [quantization_key(quantization) for _, quantization in members]
         twins = {key: quantization for key, (_, quantization) in zip(keys, members) if key != keys[0]}
-        merged = with_output_twins(artifacts[members[0][0]], list(twins.values()))
+        merged = with_output_twins(model_bytes, list(twins.values()))
         with native_output_silenced():
             outputs = TfliteRunner("an int8 candidate", content=merged).predict_every_output(images)
         position = {key: place for place, key in enumerate([keys[0], *twins])}
         for (index, _), key in zip(members, keys):
             outputs_of[index] = outputs[position[key]]
-    return outputs_of
+    return [outputs_of[index] for index in range(len(outputs_of))]
 
 
 def quantization_key(quantization):
@@ -215,28 +216,38 @@ def quantization_key(quantization):
 
 
 def variant_groups(artifacts):
-    """[[(artifact index, its graph output's quantization)], ...]: artifacts
-    whose models are the same but for that quantization share a group, the
-    first member's model being the one the group runs."""
-    groups = {}
+    """[(the bytes of the model a group runs, [(artifact index, its graph
+    output's quantization), ...]), ...]: artifacts whose models are the same
+    but for that quantization share a group. Only the first member's bytes
+    are kept."""
+    groups, seen = {}, {}
     for index, artifact in enumerate(artifacts):
+        digest = hashlib.sha256(artifact).digest()
+        if digest in seen:  # byte-identical: the same group, the same output
+            key, quantization = seen[digest]
+            groups[key][1].append((index, quantization))
+            continue
         model = read_flatbuffer(artifact)
         graph = model.subgraphs[0]
         single_writer = len(graph.outputs) == 1 and sum(graph.outputs[0] in op.outputs and len(op.outputs) == 1
                                                         for op in graph.operators) == 1
-        if not single_writer:
-            groups[("alone", index)] = [(index, None)]
-            continue
-        output = graph.tensors[graph.outputs[0]]
-        quantization, output.quantization = output.quantization, None
-        groups.setdefault(hashlib.sha256(flatbuffer_bytes(model)).digest(), []).append((index, quantization))
+        if single_writer:
+            output = graph.tensors[graph.outputs[0]]
+            quantization, output.quantization = output.quantization, None
+            key = hashlib.sha256(flatbuffer_bytes(model)).digest()
+        else:
+            key, quantization = digest, None
+        seen[digest] = key, quantization
+        groups.setdefault(key, (artifact, []))[1].append((index, quantization))
     return list(groups.values())
 
 
 def with_output_twins(model_bytes, quantizations):
     """The model with, per quantization of `quantizations`, a copy of the
     operator writing its graph output into a new tensor quantized so, which
-    becomes the next graph output."""
+    becomes the next graph output (the copy computes what the operator
+    would with that output quantization: true of the builtin operators a
+    ResNet ends with, FULLY_CONNECTED and SOFTMAX)."""
     model = read_flatbuffer(model_bytes)
     graph = model.subgraphs[0]
     output = graph.outputs[0]
@@ -265,8 +276,8 @@ def tflite_chooser(float_model, per_channel, calibration):
         reference = float_reference(float_model, statistics, inputs)
 
         def int8_outputs(ranges_list, images):
-            return run_int8_candidates([quantized_int8_io(float_model, ranges, per_channel)
-                                        for ranges in ranges_list], images)
+            return run_int8_candidates((quantized_int8_io(float_model, ranges, per_channel)
+                                        for ranges in ranges_list), images)
 
         runtime, _ = tflite_interpreter_module()
         version = tool_versions(runtime).get(runtime, "")

@@ -24,8 +24,8 @@ Every rule runs both fits. Racing them (race(): only the best share of the
 rules after a heat runs the next) was measured and not shipped:
 benchmarks/auto_race.py replays choose() under four schedules on the same
 outputs. Running the best quarter of the rules and min/max on the second fit
-ran 0.69x the images (at ResNet-50 224 on an AVX2 CPU, auto 82 s against
-106 s: benchmarks/calibration.py cost) but, calibrated on images the models
+ran 0.69x the candidates' image runs (at ResNet-50 224 on an AVX2 CPU,
+auto 82 s against 106 s: benchmarks/calibration.py cost) but, calibrated on images the models
 never trained on (what users do), came 0.52 dB short of the best fixed rule
 on average against 0.36, worse on three of ten rows and better on none;
 halving the field twice came 0.48 short. Running the candidates is most of
@@ -157,7 +157,7 @@ def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CA
         ranges_of = [activation_ranges(fitted, candidates[candidate]) for candidate in racing]
         keys = [(heat, ranges_fingerprint(ranges)) for ranges in ranges_of]
         new = {key: ranges for key, ranges in zip(keys, ranges_of) if key not in sums_of}
-        for key, outputs in zip(new, int8_outputs(list(new.values()), inputs[positions])):
+        for key, outputs in zip(new, int8_outputs(list(new.values()), inputs[positions]), strict=True):
             sums_of[key] = signal_and_noise(reference[positions], outputs)
         return [sums_of[key] for key in keys]
 
