@@ -122,8 +122,9 @@ def held_back_models():
 
 def markdown(rows, machine_info):
     protocols = " ".join(sorted({row["protocol"] for row in rows}))
-    lines = ["# Scoring a softmax head's candidates on the probabilities or on the logits", "",
-             f"Command: `python benchmarks/auto_logits.py {protocols}`", "",
+    lines = ["# Scoring a softmax head's candidates on its probabilities, its logits or a softened softmax", "",
+             f"Commands: `python benchmarks/auto_logits.py {protocols}`, then, once the temperatures were fixed, "
+             f"`python benchmarks/auto_logits.py held_back {protocols}` (the ResNet-152's rows)", "",
              f"Machine: {machine_info['cpu']}, {machine_info['cores']} cores. Each cell: the evaluation SQNR of the "
              "probabilities of what `auto` picked scoring that way (mean over the 4 calibration subsets) minus the "
              "best candidate's mean as a fixed rule, dB. Protocols as in benchmarks/calibration.py.", "",

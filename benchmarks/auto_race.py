@@ -42,7 +42,9 @@ def schedules(statistics):
             "halve after one fold, then after the first fit": (Heat(0, (1,), 0.5), Heat(0, (2, 3), 0.5),
                                                               Heat(1, (0, 2, 3))),
             "first fit, then the best two and minmax on the second": best_quarter_on_the_second_fit(heats(statistics)),
-            "first fit only": (Heat(0, (1, 2, 3)),)}
+            "first fit only": (Heat(0, (1, 2, 3)),),
+            "every rule on all four fits": tuple(Heat(fit, tuple(fold for fold in range(4) if fold != fit))
+                                                 for fit in range(4))}
 
 
 def measure_subset(bench, float_model, calibration, evaluation_images, reference):
@@ -54,7 +56,7 @@ def measure_subset(bench, float_model, calibration, evaluation_images, reference
     inputs = calibration_inputs(calibration, statistics)
     float_outputs = float_reference(float_model, statistics, inputs)
     outputs_of = {}
-    for fitted, scored in fits(statistics):
+    for fitted, scored in fits(statistics, len(statistics.folds)):  # every fit a schedule may run
         for method in CANDIDATES:
             ranges = activation_ranges(fitted, method)
             key = ranges_fingerprint(ranges)

@@ -148,7 +148,7 @@ def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CA
     through `race_heats` (heats(statistics) unless given); rules that give a
     fit the same ranges are run once."""
     reference = np.asarray(reference, np.float64)
-    layout = list(fits(statistics))
+    layout = list(fits(statistics, len(statistics.folds)))  # the schedule says which fits run
     sums_of = {}
 
     def heat_sums(racing, heat):
@@ -231,10 +231,10 @@ def sqnr_of_sums(signal, noise):
     return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
-def fits(statistics):
+def fits(statistics, count=FITTING_FOLDS):
     """(statistics of one fold alone, the other folds' sample positions in
-    pass order) for the first FITTING_FOLDS folds."""
-    for fold in range(min(FITTING_FOLDS, len(statistics.folds))):
+    pass order) for the first `count` folds."""
+    for fold in range(min(count, len(statistics.folds))):
         scored = tuple(sorted(position for other, part in enumerate(statistics.folds) if other != fold
                               for position in part.positions))
         yield statistics.fold_part(fold), scored
