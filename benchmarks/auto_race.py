@@ -44,7 +44,11 @@ def schedules(statistics):
             "first fit, then the best two and minmax on the second": best_quarter_on_the_second_fit(heats(statistics)),
             "first fit only": (Heat(0, (1, 2, 3)),),
             "every rule on all four fits": tuple(Heat(fit, tuple(fold for fold in range(4) if fold != fit))
-                                                 for fit in range(4))}
+                                                 for fit in range(4)),
+            "every rule on all four fits, each scored on the next fold": tuple(Heat(fit, ((fit + 1) % 4,))
+                                                                               for fit in range(4)),
+            "every rule on all four fits, each scored on the next two folds": tuple(
+                Heat(fit, ((fit + 1) % 4, (fit + 2) % 4)) for fit in range(4))}
 
 
 def measure_subset(bench, float_model, calibration, evaluation_images, reference):
