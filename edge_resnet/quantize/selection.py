@@ -22,14 +22,18 @@ folds' images, so two fits score every image at least once.
 
 Every rule runs both fits. Racing them (race(): only the best share of the
 rules after a heat runs the next) was measured and not shipped:
-benchmarks/auto_race.py replays choose() under four schedules on the same
-outputs. Running the best quarter of the rules and min/max on the second fit
-ran 0.69x the candidates' image runs (at ResNet-50 224 on an AVX2 CPU,
-auto 82 s against 106 s: benchmarks/calibration.py cost) but, calibrated on images the models
-never trained on (what users do), came 0.52 dB short of the best fixed rule
-on average against 0.36, worse on three of ten rows and better on none;
-halving the field twice came 0.48 short. Running the candidates is most of
-what `auto` costs; the int8 TFLite's candidates share runs where they can
+benchmarks/auto_race.py replays choose() under several schedules on the
+same outputs. Running the best quarter of the rules and min/max on the
+second fit ran 0.68x the candidates' image runs (at ResNet-50 224 on an
+AVX2 CPU, auto 82 s against 106 s: benchmarks/calibration.py cost) but,
+calibrated on images the models never trained on (what users do), came
+0.75 dB short of the best fixed rule on average against 0.63 over twelve
+rows, worse on four and better on one; halving the field twice came 0.68
+short. More fits did better there (every fold fitting, each scored on the
+next two folds: 0.37 short, 1.35x the runs), a layout defined after those
+rows were seen, and on a ResNet-152 held back from them it came 0.72 short
+against 0.03 for what ships (benchmarks/results/auto_race.md). Running the candidates is most of what `auto` costs;
+the int8 TFLite's candidates share runs where they can
 (int8_tflite.run_int8_candidates).
 """
 
