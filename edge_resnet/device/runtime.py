@@ -103,16 +103,12 @@ class TfliteRunner:
         return self.predict(batch)
 
     def predict(self, images):
-        outputs = []
-        for sample in images:
-            self.feed(sample)
-            self.interpreter.invoke()
-            outputs.append(self.result())
-        return np.stack(outputs)
+        return self.predict_every_output(images, [self.output])[0]
 
-    def predict_every_output(self, images):
-        """One array of outputs on `images` per graph output, in graph order."""
-        details = self.interpreter.get_output_details()
+    def predict_every_output(self, images, details=None):
+        """One array of outputs on `images` per graph output (of `details`,
+        every one unless given), in graph order."""
+        details = details or self.interpreter.get_output_details()
         outputs = [[] for _ in details]
         for sample in images:
             self.feed(sample)

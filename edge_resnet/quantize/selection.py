@@ -32,9 +32,9 @@ rows, worse on four and better on one; halving the field twice came 0.68
 short. More fits did better there (every fold fitting, each scored on the
 next two folds: 0.37 short, 1.35x the runs), a layout defined after those
 rows were seen, and on a ResNet-152 held back from them it came 0.72 short
-against 0.03 for what ships (benchmarks/results/auto_race.md). Running the candidates is most of what `auto` costs;
-the int8 TFLite's candidates share runs where they can
-(int8_tflite.run_int8_candidates).
+against 0.03 for what ships (benchmarks/results/auto_race.md). Running the
+candidates is most of what `auto` costs; the int8 TFLite's candidates share
+runs where they can (int8_tflite.run_int8_candidates).
 """
 
 import dataclasses
