@@ -420,3 +420,120 @@ def test_a_convolution_the_budget_does_not_need_goes_back_to_int8():
     assert "less 3 of their operators put back in int8" in mixed.describe_record(saved)
     assert "less 3 of their operators put back in int8" in mixed.describe_artifact(saved)
     assert [entry["operators"] for entry in saved["float_parts"]] == [3, 2]  # only what is still float32
+
+
+def softmax_twin(model):
+    """The same network and weights with a softmax head (keras.applications' default)."""
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["config"].get("name") == "predictions":
+            layer["config"]["activation"] = "softmax"
+    twin = model.__class__.from_config(config)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+@pytest.fixture(scope="module")
+def softmax_data(folded, tmp_path_factory):
+    """(folder, the softmax twin's float TFLite, digits the model never
+    trained on: the first 200 calibrate, in calibration.npz, the rest evaluate)."""
+    from edge_resnet.quantize.tflite import float_tflite
+
+    folder = tmp_path_factory.mktemp("softmax")
+    float_path = folder / "softmax.tflite"
+    float_path.write_bytes(float_tflite(softmax_twin(folded)))
+    pixels, labels = digit_pixels(32, None, offset=TRAIN_SAMPLES)
+    np.savez(folder / "calibration.npz", x=pixels[:200], y=labels[:200])
+    return folder, float_path, pixels
+
+
+def evaluation_logits_gain(outputs_and_logits, float_path, full, mixed_path, pixels):
+    """What the mixed artifact gains over full int8 in the logits' per-image
+    SQNR on the evaluation digits (`outputs_and_logits(bytes, images)`)."""
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.quantize.int8_tflite import tflite_outputs_and_logits
+
+    evaluation = np.stack(list(images_from_array(pixels[200:], Preprocessing(32, 32), size=None).samples()))
+    float_logits = tflite_outputs_and_logits(float_path.read_bytes(), evaluation)[1]
+
+    def logits_db(path):
+        return mixed.per_image_mean_db(float_logits, outputs_and_logits(Path(path).read_bytes(), evaluation)[1])
+
+    return logits_db(mixed_path) - logits_db(full)
+
+
+def check_judged_by_the_logits(record, start, budget):
+    """The record's chosen step met `budget` by full int8's SQNR (`start`)
+    plus its logits' gain; returns that gain."""
+    assert "logits" in record["sqnr_judged_by"] and record["float_parts"]
+    chosen = mixed.chosen_step(record)
+    estimated_gain = chosen["logits_db"] - start["logits_db"]
+    assert chosen["estimated_sqnr_db"] == pytest.approx(start["sqnr_db"] + estimated_gain)
+    assert record["met"] and chosen["estimated_sqnr_db"] >= budget
+    return estimated_gain
+
+
+def test_a_softmax_head_is_judged_by_its_logits_and_their_gain_holds_on_images_it_never_saw(softmax_data):
+    """On a softmax head the probabilities' error sits in the few images the
+    model is unsure of, so the search judges a step by full int8's output
+    SQNR plus the step's gain on every image's logits: that gain must hold
+    on images neither the ranges nor the search saw."""
+    from edge_resnet.quantize.int8_tflite import tflite_outputs_and_logits
+
+    folder, float_path, pixels = softmax_data
+
+    def quantize_softmax(name, budget):
+        return run_in_process("quantize", float_path, "--calibration", folder / "calibration.npz",
+                              "--calibration-method", "extrapolated", "--min-sqnr", budget, "--output", folder / name)
+
+    assert quantize_softmax("full.tflite", "1").returncode == 0
+    start = read_record(folder / "full.tflite")["mixed_precision"]["steps"][0]
+    budget = start["sqnr_db"] + 3.0
+    result = quantize_softmax("mixed.tflite", f"{budget:.2f}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    estimated_gain = check_judged_by_the_logits(read_record(folder / "mixed.tflite")["mixed_precision"], start, budget)
+    assert "estimated from the logits" in result.stdout
+    gain = evaluation_logits_gain(tflite_outputs_and_logits, float_path, folder / "full.tflite",
+                                  folder / "mixed.tflite", pixels)
+    assert gain >= estimated_gain - 1.0, (estimated_gain, gain)
+
+
+def test_the_onnx_artifact_of_a_softmax_head_is_judged_by_its_logits_too(softmax_data, folded):
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.device.runtime import OnnxRunner
+    from edge_resnet.quantize.onnx_export import to_onnx, with_softmax_input_output
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+
+    folder, float_path, pixels = softmax_data
+    calibration = images_from_array(pixels[:200], Preprocessing(32, 32), size=None).cached()
+    model = softmax_twin(folded)
+
+    def quantize_softmax(name, budget):
+        return to_onnx(model, QuantizationRecipe(calibration_method="extrapolated", min_sqnr=budget), calibration,
+                       output=folder / name)
+
+    start = read_record(quantize_softmax("full.onnx", 1.0))["mixed_precision"]["steps"][0]
+    budget = start["sqnr_db"] + 3.0
+    record = read_record(quantize_softmax("mixed.onnx", budget))["mixed_precision"]
+    estimated_gain = check_judged_by_the_logits(record, start, budget)
+
+    def onnx_outputs_and_logits(model_bytes, images):
+        path = folder / "exposed.onnx"
+        path.write_bytes(with_softmax_input_output(model_bytes))
+        return OnnxRunner(path).predict_every_output(images)
+
+    gain = evaluation_logits_gain(onnx_outputs_and_logits, float_path, folder / "full.onnx", folder / "mixed.onnx",
+                                  pixels)
+    assert gain >= estimated_gain - 1.0, (estimated_gain, gain)
+
+
+def test_an_estimated_step_is_judged_by_its_estimate_and_never_fragile():
+    full = mixed.Scores(30.0, 1.0, None, logits_db=40.0)
+    assert mixed.judged_sqnr(mixed.Scores(29.0, 1.0, None, logits_db=43.0), full) == 33.0
+    assert mixed.judged_sqnr(mixed.Scores(29.0, 1.0, None), full) == 29.0  # no logits: as measured
+    step = mixed.Step(("conv2_block1",), 29.0, 1.0, None, 3, 1.0, True, gain_images=1, logits_db=43.0,
+                      estimated_sqnr_db=33.0)
+    assert step.judged_db == 33.0 and not step.fragile
+    assert mixed.Budget(min_sqnr=32.0).shortfalls(step, mixed.Step((), 30.0, 1.0, None, 0, 1.0, True)) == []
+    assert mixed.Budget(min_sqnr=34.0).shortfalls(step) == ["output SQNR 33.0 dB (estimated) < 34"]
+    assert mixed.per_image_mean_db(np.ones((2, 3)), np.ones((2, 3)) * [[1.1], [1.01]]) == pytest.approx(30.0)

@@ -477,12 +477,13 @@ def mixed_precision_lines(record):
 
     steps = record["steps"]
     rows = [(step + 1, _step_change(steps[step - 1] if step else None, entry), len(entry["float_parts"]),
-             entry["float_operators"], f"{entry['sqnr_db']:.2f}", _fraction(entry.get("agreement")),
+             entry["float_operators"], _judged_text(entry), _fraction(entry.get("agreement")),
              _points(entry.get("accuracy_drop_points")), _count(entry.get("gain_images")),
              f"{entry['p50_ms']:.3g}", {True: "yes", False: "NO", None: "-"}[entry["fully_delegated"]])
             for step, entry in enumerate(steps)]
-    return [describe_record(record) + ".", "", f"Measured on {record['held_out_images']} {record['scored_on']}; "
-            "latency: batch 1 on this machine.", "",
+    judged = f"; SQNR judged by {record['sqnr_judged_by']}" if "logits" in record.get("sqnr_judged_by", "") else ""
+    return [describe_record(record) + ".", "", f"Measured on {record['held_out_images']} {record['scored_on']}"
+            f"{judged}; latency: batch 1 on this machine.", "",
             *markdown_table(("step", "part made float32 (or put back)", "float parts", "float operators", "held-out SQNR dB",
                              "top-1 agreement", "top-1 drop (points)", "images holding half the gain", "p50 ms",
                              "whole graph on XNNPACK"), rows)]
@@ -501,6 +502,17 @@ def _step_change(previous, step):
     if dropped:
         return f"{', '.join(dropped)} back to int8"
     return ", ".join(step["float_parts"][-1:])
+
+
+def _judged_text(step):
+    """A step's held-out SQNR as the budget judged it (a softmax head's: estimated, the measured one beside it)."""
+    if step.get("estimated_sqnr_db") is None:
+        return f"{step['sqnr_db']:.2f}"
+    return f"{step['estimated_sqnr_db']:.2f} estimated ({step['sqnr_db']:.2f} measured)"
+
+
+def _judged_db(step):
+    return step["sqnr_db"] if step.get("estimated_sqnr_db") is None else step["estimated_sqnr_db"]
 
 
 def _fraction(value):
@@ -528,17 +540,18 @@ def mixed_precision_plot(record):
     steps = record["steps"]
     figure, axis = pyplot.subplots(figsize=(7, 3.6))
     operators = [step["float_operators"] for step in steps]
-    axis.plot(operators, [step["sqnr_db"] for step in steps], "o-", color="tab:blue")
+    axis.plot(operators, [_judged_db(step) for step in steps], "o-", color="tab:blue")
     budget = Budget.of_record(record)
     meeting = [step for step in steps if not budget.shortfalls(Step.from_dict(step), Step.from_dict(steps[0]))]
-    axis.plot([step["float_operators"] for step in meeting], [step["sqnr_db"] for step in meeting], "*",
+    axis.plot([step["float_operators"] for step in meeting], [_judged_db(step) for step in meeting], "*",
               color="tab:green", markersize=14, label="meets the budget")
     if meeting:
         axis.legend(loc="lower right")
     if record["budget_sqnr_db"] is not None:
         axis.axhline(record["budget_sqnr_db"], color="tab:red", linestyle="--", linewidth=1)
     axis.set_xlabel("operators in float32")
-    axis.set_ylabel("held-out SQNR (dB)", color="tab:blue")
+    estimated = any(step.get("estimated_sqnr_db") is not None for step in steps)
+    axis.set_ylabel(f"held-out SQNR (dB){', estimated' * estimated}", color="tab:blue")
     latency = axis.twinx()
     latency.plot(operators, [step["p50_ms"] for step in steps], "s:", color="tab:grey")
     latency.set_ylabel("p50 ms, batch 1", color="tab:grey")

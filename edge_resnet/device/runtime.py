@@ -183,14 +183,21 @@ class OnnxRunner:
         return self.predict(batch)
 
     def predict(self, images):
+        return self.predict_every_output(images, [self.output_name])[0]
+
+    def predict_every_output(self, images, names=None):
+        """One array of outputs on `images` per graph output (of `names`,
+        every one unless given), in graph order; an integer first output is
+        dequantized by the model's metadata."""
         images = np.asarray(images, dtype=np.float32)
         if np.issubdtype(self.input_dtype, np.integer):
             images = quantize(images, self.quantization["input_scale"], self.quantization["input_zero_point"],
                               self.input_dtype)
-        raw = self.session.run([self.output_name], {self.input.name: images})[0]
-        if np.issubdtype(raw.dtype, np.integer):
-            return dequantize(raw, self.quantization["output_scale"], self.quantization["output_zero_point"])
-        return raw.astype(np.float32)
+        names = names or [output.name for output in self.session.get_outputs()]
+        raws = self.session.run(names, {self.input.name: images})
+        if np.issubdtype(raws[0].dtype, np.integer):
+            raws[0] = dequantize(raws[0], self.quantization["output_scale"], self.quantization["output_zero_point"])
+        return [raw.astype(np.float32) for raw in raws]
 
 
 def open_runner(path, threads=2, profile=False):

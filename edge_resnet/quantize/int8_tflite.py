@@ -242,6 +242,33 @@ def variant_groups(artifacts):
     return list(groups.values())
 
 
+def softmax_head(model_bytes):
+    """Whether a TFLite model's graph output is written by a SOFTMAX."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = read_flatbuffer(model_bytes)
+    graph = model.subgraphs[0]
+    writers = [op for op in graph.operators if graph.outputs[0] in op.outputs]
+    code = model.operatorCodes[writers[0].opcodeIndex] if len(writers) == 1 else None
+    return code is not None and max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.SOFTMAX
+
+
+def tflite_outputs_and_logits(model_bytes, inputs):
+    """(outputs, logits) on `inputs` of a TFLite model whose graph output a
+    SOFTMAX writes: the logits (the softmax's input, dequantized) are read
+    as a second graph output of the same run."""
+    from ..device.runtime import TfliteRunner
+
+    model = read_flatbuffer(model_bytes)
+    graph = model.subgraphs[0]
+    softmax = next(op for op in graph.operators if graph.outputs[0] in op.outputs)
+    graph.outputs = [graph.outputs[0], softmax.inputs[0]]
+    with native_output_silenced():
+        runner = TfliteRunner("a softmax head's logits", content=flatbuffer_bytes(model))
+    outputs, logits = runner.predict_every_output(inputs)
+    return outputs, logits
+
+
 def with_output_twins(model_bytes, quantizations):
     """The model with, per quantization of `quantizations`, a copy of the
     operator writing its graph output into a new tensor quantized so, which

@@ -368,6 +368,7 @@ def onnx_chooser(prepared, float_path, recipe, to_onnx_ranges, calibration, scra
 def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
     """mixed.Route of the int8 ONNX: parts of the network left in float32 by
     onnxruntime's nodes_to_exclude, run on its CPU provider."""
+    import numpy as np
     import onnx
 
     from ..device.runtime import OnnxRunner
@@ -383,13 +384,39 @@ def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
         with native_output_silenced():
             return predicted_in_batches(OnnxRunner(candidate), inputs)
 
+    def outputs_and_logits(model, inputs):
+        candidate.write_bytes(with_softmax_input_output(model))
+        with native_output_silenced():
+            runner = OnnxRunner(candidate)
+            batches = [runner.predict_every_output(inputs[start:start + SCORING_BATCH])
+                       for start in range(0, len(inputs), SCORING_BATCH)]
+        return tuple(np.concatenate(values) for values in zip(*batches))
+
     def structure(path):
         return len(float_weight_ops(onnx.load(path))), None
 
     # the logits are float in every int8 ONNX (ort_quantized): a float head changes no output type
     weighted = frozenset(node.name for node in prepared.proto.graph.node if node.op_type in COMPUTE_OPS)
     return Route(parts_in_order(node.name for node in prepared.proto.graph.node), make, outputs, ".onnx", structure,
-                 "float32", weighted)
+                 "float32", weighted, outputs_and_logits if softmax_writer(prepared.proto) else None)
+
+
+def softmax_writer(proto):
+    """The Softmax node writing an ONNX model's first graph output, or None."""
+    output = proto.graph.output[0].name
+    return next((node for node in proto.graph.node if node.op_type == "Softmax" and output in node.output), None)
+
+
+def with_softmax_input_output(model_bytes):
+    """An ONNX model (bytes) whose first graph output a Softmax writes, with
+    the softmax's input (the logits, float in every int8 ONNX) as a second
+    graph output."""
+    import onnx
+
+    proto = onnx.load_from_string(model_bytes)
+    logits = softmax_writer(proto).input[0]
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, None))
+    return proto.SerializeToString()
 
 
 def check_onnx_request(recipe, opset, route):
