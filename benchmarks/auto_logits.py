@@ -48,28 +48,10 @@ SCORINGS = {"the probabilities (shipped)": lambda outputs, logits: outputs,
             "softmax(logits / 4)": softened(4.0)}
 
 
-def softmax_input_exposed(model_bytes):
-    """The model with the input of the SOFTMAX writing its graph output
-    appended to the graph outputs."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    from edge_resnet.quantize.statistics import flatbuffer_bytes, read_flatbuffer
-
-    model = read_flatbuffer(model_bytes)
-    graph = model.subgraphs[0]
-    writer = next(op for op in graph.operators if graph.outputs[0] in op.outputs)
-    code = model.operatorCodes[writer.opcodeIndex]
-    assert max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.SOFTMAX, "not a softmax head"
-    graph.outputs = list(graph.outputs) + [writer.inputs[0]]
-    return flatbuffer_bytes(model)
-
-
 def outputs_and_logits(model_bytes, images):
-    from edge_resnet.device.runtime import TfliteRunner
-    from edge_resnet.quiet import native_output_silenced
+    from edge_resnet.quantize.int8_tflite import tflite_outputs_and_logits
 
-    with native_output_silenced():
-        return TfliteRunner("exposed", content=softmax_input_exposed(model_bytes)).predict_every_output(images)
+    return list(tflite_outputs_and_logits(model_bytes, images))
 
 
 def measure_subset(bench, float_model, calibration, evaluation_images, reference):

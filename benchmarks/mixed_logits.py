@@ -64,9 +64,9 @@ def softmax_models():
 
 def both_outputs(model_bytes, images):
     """(probabilities, logits) of a softmax-head TFLite on `images`."""
-    from auto_logits import outputs_and_logits
+    from edge_resnet.quantize.int8_tflite import tflite_outputs_and_logits
 
-    return outputs_and_logits(model_bytes, images)
+    return tflite_outputs_and_logits(model_bytes, images)
 
 
 def unclipped_logits(model_bytes, images, low, high):
@@ -230,6 +230,25 @@ def markdown(results, info):
                      f"{held['steering'][1] - held['steering'][0]:+.2f}, "
                      f"{evaluated['probabilities'][1] - evaluated['probabilities'][0]:+.2f}{interval(r)} | "
                      f"{r['search_seconds']:.0f} |")
+    lines += ["", "Per steering, over the models where the search kept any part in float32: the mean gain on the "
+              "held-out images (the estimate), and on the evaluation images in the probabilities and in the steering "
+              "score.", "",
+              "| steering | models | parts kept | estimated gain | evaluation probabilities gain (worst) | "
+              "evaluation steering gain |", "|---|---|---|---|---|---|"]
+    for steering in STEERINGS:
+        rows = [r for r in results if r["steering"] == steering]
+        moved = [r for r in rows if r["float_parts"]]
+        if not rows:
+            continue
+        estimated = [r["held_out_db"]["steering"][1] - r["held_out_db"]["steering"][0] for r in moved]
+        measured = [r["evaluation_db"]["probabilities"][1] - r["evaluation_db"]["probabilities"][0] for r in moved]
+        score = "per-image logits" if steering == "per-image logits" else "logits"
+        steered = [r["evaluation_db"][score][1] - r["evaluation_db"][score][0] for r in moved]
+
+        def mean(values):
+            return f"{np.mean(values):+.2f}" if values else "-"
+        lines.append(f"| {steering} | {len(rows)} | {len(moved)} | {mean(estimated)} | {mean(measured)}"
+                     f"{f' ({min(measured):+.2f})' if measured else ''} | {mean(steered)} |")
     return "\n".join(lines) + "\n"
 
 
