@@ -655,7 +655,7 @@ def images_carrying_half_the_gain(reference, before, after):
 
 def support_text(step, images):
     """A step's (dict) gain support, said when it is fragile, else nothing."""
-    if step.get("gain_images") is None or step["gain_images"] > FRAGILE_GAIN_IMAGES:
+    if not Step.from_dict(step).fragile:
         return ""
     return (f"; half its gain over full int8 rests on {step['gain_images']} of {images} images, so other images "
             "may not see it")
