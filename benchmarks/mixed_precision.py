@@ -93,6 +93,20 @@ def output_sqnr(float_model, model_path, images):
     return output_sqnr_db(run_tflite_bytes(float_model, images, "float"), runner(model_path).predict(images))
 
 
+def held_mixed(result):
+    """The chosen step's held-out SQNR for a table cell: on a softmax head,
+    as the search judged it (estimated from the logits), the measured one beside it."""
+    from edge_resnet.quantize.mixed import Step
+
+    measured = result["held_out_db"]["mixed"]
+    chosen = [Step.from_dict(step) for step in result.get("steps", ())
+              if list(step["float_parts"]) == result["float_parts"]
+              and list(step.get("int8_operators") or []) == result.get("int8_operators", [])]
+    if not chosen or not chosen[0].estimated:
+        return f"{measured:.2f}"
+    return f"{chosen[0].estimated_sqnr_db:.2f} estimated ({measured:.2f} measured)"
+
+
 def put_back_note(result):
     """What the search put back in int8 inside the float parts, for a table cell."""
     from edge_resnet.quantize.mixed import operator_label
@@ -371,7 +385,7 @@ def onnx_lines(results):
         timing = (f"{speed['p50_ms']['full int8']:.2f} -> {speed['p50_ms']['mixed']:.2f} "
                   f"({speed['mixed_over_int8']:.2f}x) | {speed['p50_ms']['float32']:.2f}") if speed else "- | -"
         lines.append(
-            f"| {r['model']} | {r['budget_db']:.2f} | {held['full int8']:.2f} -> {held['mixed']:.2f} | "
+            f"| {r['model']} | {r['budget_db']:.2f} | {held['full int8']:.2f} -> {held_mixed(r)} | "
             f"{evaluated['full int8']:.2f} -> {evaluated['mixed']:.2f} | "
             f"{'yes' if evaluated['mixed'] >= r['budget_db'] - 1 else 'NO'} | "
             f"{len(r['float_parts'])} ({r['float_operators']}): {', '.join(r['float_parts'])}{put_back_note(r)} | {timing} | "
@@ -515,7 +529,7 @@ def tflite_lines(results):
     for r in results:
         held, evaluated, speed = r["held_out_db"], r["evaluation_db"], r["latency_224"]
         lines.append(
-            f"| {r['model']} | {r['budget_db']:.2f} | {held['full int8']:.2f} -> {held['mixed']:.2f} | "
+            f"| {r['model']} | {r['budget_db']:.2f} | {held['full int8']:.2f} -> {held_mixed(r)} | "
             f"{evaluated['full int8']:.2f} -> {evaluated['mixed']:.2f} | "
             f"{'yes' if evaluated['mixed'] >= r['budget_db'] - 1 else 'NO'} | "
             f"{len(r['float_parts'])} ({r['float_operators']}): {', '.join(r['float_parts'])}{put_back_note(r)} | "
