@@ -45,10 +45,12 @@ So on a softmax head the output SQNR is judged from the logits (the
 softmax's input, read from the same run): full int8's output SQNR as
 measured, plus what a step gains in the mean over images of each image's
 logits SQNR (judged_sqnr). That gain is measured on every image, and it
-holds on others (five softmax ResNets: 1.5-3.2 dB on the calibration
+holds on others (six softmax ResNets: 1.5-3.2 dB on the calibration
 images, 1.7-3.5 on 397 others), and the probabilities gain as much on
-average (2.47 estimated, 2.40 measured), though 397 images measure a
-softmax's gain only to a few dB (benchmarks/results/mixed_logits.md).
+average (2.56 dB estimated, 2.51 measured, +0.44 at worst), though 397
+images measure a softmax's gain only to a few dB (on one of them, -2.1 to
++4.7 across evaluation sets drawn from the 397; benchmarks/results/
+mixed_logits.md).
 
 Parts are ranked by output SQNR whatever the budget: on a few hundred
 calibration images top-1 agreement moves in steps of one image and ties most
