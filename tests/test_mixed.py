@@ -537,3 +537,24 @@ def test_an_estimated_step_is_judged_by_its_estimate_and_never_fragile():
     assert mixed.Budget(min_sqnr=32.0).shortfalls(step, mixed.Step((), 30.0, 1.0, None, 0, 1.0, True)) == []
     assert mixed.Budget(min_sqnr=34.0).shortfalls(step) == ["output SQNR 33.0 dB (estimated) < 34"]
     assert mixed.per_image_mean_db(np.ones((2, 3)), np.ones((2, 3)) * [[1.1], [1.01]]) == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize("output_type", ["int8", "uint8", "float32"])
+def test_a_softmax_head_s_logits_are_read_whatever_the_output_type(softmax_data, folded, output_type):
+    """The logits are the softmax's input even where a QUANTIZE or
+    DEQUANTIZE after it makes the output type asked for."""
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.quantize.int8_tflite import softmax_head, tflite_outputs_and_logits
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.tflite import float_tflite, to_tflite
+
+    folder, float_path, pixels = softmax_data
+    calibration = images_from_array(pixels[:200], Preprocessing(32, 32), size=None).cached()
+    path = to_tflite(softmax_twin(folded), QuantizationRecipe(calibration_method="minmax", output_type=output_type),
+                     calibration, output=folder / f"{output_type}.tflite", progress=False)
+    assert softmax_head(path.read_bytes()) and not softmax_head(float_tflite(folded))  # a logits head is not one
+    images = np.stack(list(calibration.samples()))[:40]
+    float_outputs, float_logits = tflite_outputs_and_logits(float_path.read_bytes(), images)
+    outputs, logits = tflite_outputs_and_logits(path.read_bytes(), images)
+    assert mixed.output_sqnr_db(float_logits, logits) > 20 and mixed.output_sqnr_db(float_outputs, outputs) > 20
+    assert np.abs(logits).max() > 1.5  # logits, not probabilities

@@ -242,27 +242,41 @@ def variant_groups(artifacts):
     return list(groups.values())
 
 
-def softmax_head(model_bytes):
-    """Whether a TFLite model's graph output is written by a SOFTMAX."""
+def output_softmax(model):
+    """The SOFTMAX operator whose output is the graph output of a TFLite
+    model (a flatbuffer object), through the QUANTIZE or DEQUANTIZE an
+    --output-type adds after it; None if there is none."""
     from ai_edge_litert import schema_py_generated as schema
 
-    model = read_flatbuffer(model_bytes)
     graph = model.subgraphs[0]
-    writers = [op for op in graph.operators if graph.outputs[0] in op.outputs]
-    code = model.operatorCodes[writers[0].opcodeIndex] if len(writers) == 1 else None
-    return code is not None and max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.SOFTMAX
+    tensor = graph.outputs[0]
+    while True:
+        writers = [op for op in graph.operators if tensor in op.outputs]
+        if len(writers) != 1:
+            return None
+        code = model.operatorCodes[writers[0].opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if builtin == schema.BuiltinOperator.SOFTMAX:
+            return writers[0]
+        if builtin not in (schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQUANTIZE):
+            return None
+        tensor = writers[0].inputs[0]
+
+
+def softmax_head(model_bytes):
+    """Whether a TFLite model's output is a softmax's."""
+    return output_softmax(read_flatbuffer(model_bytes)) is not None
 
 
 def tflite_outputs_and_logits(model_bytes, inputs):
-    """(outputs, logits) on `inputs` of a TFLite model whose graph output a
-    SOFTMAX writes: the logits (the softmax's input, dequantized) are read
-    as a second graph output of the same run."""
+    """(outputs, logits) on `inputs` of a TFLite model whose output is a
+    softmax's (softmax_head): the logits (the softmax's input, dequantized)
+    are read as a second graph output of the same run."""
     from ..device.runtime import TfliteRunner
 
     model = read_flatbuffer(model_bytes)
     graph = model.subgraphs[0]
-    softmax = next(op for op in graph.operators if graph.outputs[0] in op.outputs)
-    graph.outputs = [graph.outputs[0], softmax.inputs[0]]
+    graph.outputs = [graph.outputs[0], output_softmax(model).inputs[0]]
     with native_output_silenced():
         runner = TfliteRunner("a softmax head's logits", content=flatbuffer_bytes(model))
     outputs, logits = runner.predict_every_output(inputs)

@@ -267,7 +267,7 @@ class MixedSearch:
                 "scored_on": "calibration images, each held out from the ranges that scored it (each quarter run by a "
                              "candidate ranged on the other three)",
                 "artifact": "the chosen parts in float32, with ranges from all calibration images",
-                "sqnr_judged_by": (JUDGED_BY_LOGITS if any(step.estimated for step in self.steps)
+                "sqnr_judged_by": (JUDGED_BY_LOGITS if self.steps[0].logits_db is not None
                                    else "the output SQNR as measured"),
                 "float_parts": [{"part": part, "operators": sum(operator not in chosen.int8_operators
                                                                 for operator in self.parts[part]),
@@ -490,9 +490,10 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
 
     reference_logits = None
     if route.outputs_and_logits is not None:
-        from .int8_tflite import tflite_outputs_and_logits
+        from .int8_tflite import softmax_head, tflite_outputs_and_logits
 
-        reference_logits = tflite_outputs_and_logits(float_model, inputs)[1]
+        if softmax_head(float_model):
+            reference_logits = tflite_outputs_and_logits(float_model, inputs)[1]
 
     def evaluated(float_parts, int8_back=()):
         """(Scores on every calibration image, each run by the candidate

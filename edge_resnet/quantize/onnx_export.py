@@ -402,9 +402,9 @@ def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
 
 
 def softmax_writer(proto):
-    """The Softmax node writing an ONNX model's first graph output, or None."""
-    output = proto.graph.output[0].name
-    return next((node for node in proto.graph.node if node.op_type == "Softmax" and output in node.output), None)
+    """The Softmax node writing an ONNX model's graph output, or None."""
+    names = output_softmax_nodes(proto)
+    return next((node for node in proto.graph.node if node.name in names), None)
 
 
 def with_softmax_input_output(model_bytes):
