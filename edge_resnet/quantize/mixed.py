@@ -50,7 +50,10 @@ images, 1.7-3.5 on 397 others), and the probabilities gain as much on
 average (2.56 dB estimated, 2.51 measured, +0.44 at worst), though 397
 images measure a softmax's gain only to a few dB (on one of them, -2.1 to
 +4.7 across evaluation sets drawn from the 397; benchmarks/results/
-mixed_logits.md).
+mixed_logits.md). It assumes a part's gain on the unsure images is the
+typical image's: a float head, which takes the logits' int8 grid off every
+image alike, is overstated by it where the network's own error dominates
+the unsure images (mixed_precision.md, --output-type float32).
 
 Parts are ranked by output SQNR whatever the budget: on a few hundred
 calibration images top-1 agreement moves in steps of one image and ties most
