@@ -511,10 +511,6 @@ def _judged_text(step):
     return f"{step['estimated_sqnr_db']:.2f} estimated ({step['sqnr_db']:.2f} measured)"
 
 
-def _judged_db(step):
-    return step["sqnr_db"] if step.get("estimated_sqnr_db") is None else step["estimated_sqnr_db"]
-
-
 def _fraction(value):
     return "-" if value is None else f"{value:.3f}"
 
@@ -540,10 +536,10 @@ def mixed_precision_plot(record):
     steps = record["steps"]
     figure, axis = pyplot.subplots(figsize=(7, 3.6))
     operators = [step["float_operators"] for step in steps]
-    axis.plot(operators, [_judged_db(step) for step in steps], "o-", color="tab:blue")
+    axis.plot(operators, [Step.from_dict(step).judged_db for step in steps], "o-", color="tab:blue")
     budget = Budget.of_record(record)
     meeting = [step for step in steps if not budget.shortfalls(Step.from_dict(step), Step.from_dict(steps[0]))]
-    axis.plot([step["float_operators"] for step in meeting], [_judged_db(step) for step in meeting], "*",
+    axis.plot([step["float_operators"] for step in meeting], [Step.from_dict(step).judged_db for step in meeting], "*",
               color="tab:green", markersize=14, label="meets the budget")
     if meeting:
         axis.legend(loc="lower right")
