@@ -37,9 +37,15 @@ The `part_gains` part asks whether a part's gain measured on the
 calibration images holds on the evaluation images, and whether the gains
 that rest on a few images (which the search does not count) hold less.
 
-    python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [onnx] [onnx_latency] [nncf] [part_gains]
+The `tflite_latency` part times every saved TFLite row's float parts at
+224 again on this machine (the searches need no particular CPU; the latency
+bar needs one with VNNI, where int8 is three times faster than float32).
+
+    python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [onnx] [onnx_latency] [nncf]
+        [part_gains]
 """
 
+import functools
 import sys
 import tempfile
 import time
@@ -138,18 +144,15 @@ def float_operators_of(parts, weighted, put_back):
     return kept
 
 
-def latency_at_224(depth, put_back, output_type="int8"):
-    """p50 of the full-int8 and the mixed ResNet at 224 (random weights), alternating rounds; `put_back`:
-    {float part: positions of its weight units back in int8}."""
+@functools.lru_cache(maxsize=None)
+def network_at_224(depth):
+    """(float TFLite, minmax ranges, parts, weighted operators) of a ResNet at 224 with random weights,
+    ranged on 20 random images: what the latency rows time (the speed does not depend on the weights)."""
     from edge_resnet.data.images import Preprocessing, images_from_array
-    from edge_resnet.device.runtime import TfliteRunner
-    from edge_resnet.device.tflite_inspect import inspect_tflite
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.model.resnet import build_resnet
-    from edge_resnet.quantize.int8_tflite import int8_tflite
     from edge_resnet.quantize.mixed import model_parts, weighted_scopes
     from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
-    from edge_resnet.quantize.recipe import QuantizationRecipe
     from edge_resnet.quantize.statistics import collect_statistics
     from edge_resnet.quantize.tflite import float_tflite
 
@@ -159,22 +162,56 @@ def latency_at_224(depth, put_back, output_type="int8"):
     pixels = np.random.default_rng(0).integers(0, 256, (20, 224, 224, 3), dtype=np.uint8)
     calibration = images_from_array(pixels, Preprocessing(224, 224), size=None)
     ranges = activation_ranges(collect_statistics(float_model, calibration), RangeMethod("minmax"))
-    parts = model_parts(float_model)
+    return float_model, ranges, model_parts(float_model), weighted_scopes(float_model), next(calibration.samples())
+
+
+def latency_at_224(depth, put_back, output_type="int8"):
+    """p50 of the float32, full-int8 and mixed ResNet at 224 (random weights), alternating rounds on this
+    machine (named in the result); `put_back`: {float part: positions of its weight units back in int8}."""
+    from edge_resnet.device.runtime import TfliteRunner
+    from edge_resnet.device.tflite_inspect import inspect_tflite
+    from edge_resnet.quantize.int8_tflite import int8_tflite
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+
+    float_model, ranges, parts, weighted, sample = network_at_224(depth)
     folder = Path(tempfile.mkdtemp(prefix="mixed-latency-"))
     paths = {"float32": folder / "float.tflite", "full int8": folder / "int8.tflite", "mixed": folder / "mixed.tflite"}
     paths["float32"].write_bytes(float_model)
     recipe = QuantizationRecipe(output_type=output_type)
     paths["full int8"].write_bytes(int8_tflite(float_model, ranges, recipe))
     paths["mixed"].write_bytes(int8_tflite(float_model, ranges, recipe,
-                                           float_operators_of(parts, weighted_scopes(float_model), put_back)))
+                                           float_operators_of(parts, weighted, put_back)))
     runners = {name: TfliteRunner(path, threads=2) for name, path in paths.items()}
-    sample = next(calibration.samples())
     for runner in runners.values():
         runner.feed(sample)
     medians = interleaved_medians([runner.interpreter.invoke for runner in runners.values()], rounds=5,
                                   runs_per_round=20)
     return {"p50_ms": dict(zip(runners, medians)), "mixed_over_int8": medians[2] / medians[1],
-            "mixed_fully_delegated": inspect_tflite(paths["mixed"]).fully_delegated}
+            "mixed_fully_delegated": inspect_tflite(paths["mixed"]).fully_delegated, "machine": machine()}
+
+
+def convolution_name(operator):
+    """The Keras name of the convolution an operator id holds, the same in any copy of the network
+    (the trained model's scopes carry its own name and a call suffix)."""
+    import re
+
+    from edge_resnet.quantize.mixed import operator_label
+
+    return re.sub(r"_\d+$", "", operator_label(operator))
+
+
+def retimed(result, output_type):
+    """`result`'s latency at 224 measured again on this machine, with the float parts the search chose
+    (and the convolutions it put back in int8, matched by name)."""
+    from edge_resnet.quantize.mixed import weight_units
+
+    depth = next(depth for key, depth in (("ResNet-50", 50), ("ResNet-34", 34), ("ResNet-18", 18))
+                 if key in result["model"])
+    _, _, parts, weighted, _ = network_at_224(depth)
+    back = {convolution_name(operator) for operator in result["int8_operators"]}
+    put_back = {part: [index for index, unit in enumerate(weight_units(parts[part], weighted))
+                       if convolution_name(unit[0]) in back] for part in result["float_parts"]}
+    return latency_at_224(depth, put_back, output_type)
 
 
 def measure(name, model, size, depth, output_type="int8"):
@@ -403,6 +440,8 @@ def main(parts):
     results, float_output_results, onnx_results, gains = (saved.get(key, []) for key in
                                                           ("results", "float_output_results", "onnx_results",
                                                            "part_gains"))
+    searching = {"tflite", "tflite_float_output", "onnx", "nncf", "part_gains"} & set(parts)
+    searched_on = machine() if searching or "machine" not in saved else saved["machine"]
     if "tflite" in parts:
         results += [measure(*entry) for entry in missing_from(results)]
     if "tflite_float_output" in parts:
@@ -416,6 +455,13 @@ def main(parts):
             print(result["model"], result["nncf"], flush=True)
     if "part_gains" in parts:
         gains += [part_gains(*entry) for entry in missing_from(gains)]
+    if "tflite_latency" in parts:  # every saved TFLite row timed again on this machine
+        for result in results:
+            result["latency_224"] = retimed(result, "int8")
+            print(result["model"], result["latency_224"], flush=True)
+        for result in float_output_results:
+            result["latency_224"] = retimed(result, "float32")
+            print(result["model"], "float32 output", result["latency_224"], flush=True)
     if "onnx_latency" in parts:
         for result in (result for result in onnx_results if "latency_224" not in result):
             result["latency_224"] = onnx_latency_at_224(result["depth"], result["float_parts"],
@@ -423,11 +469,11 @@ def main(parts):
             print(result["model"], result["latency_224"], flush=True)
     lines = ["# `--min-sqnr`: full int8 + 3 dB on held-out calibration images", "",
              "Command: `python benchmarks/mixed_precision.py`", "",
-             f"Machine: {machine()['cpu']}, {machine()['cores']} cores, {' '.join(machine()['isa'])}. Calibration: 200 "
+             f"Machine: {searched_on['cpu']}, {searched_on['cores']} cores, {' '.join(searched_on['isa'])}. Calibration: 200 "
              "of the 597 digits never trained on (class-stratified, seed 0, as `convert` splits them), `auto` ranges; "
              "the search scores every one of them, each run by a candidate ranged on the other three quarters. Evaluation: the other 397. Latency: the same parts in float32 "
-             "in the network at 224 (random weights), batch 1, 2 threads, alternating rounds.", "",
-             *tflite_lines(results)]
+             "in the network at 224 (random weights), batch 1, 2 threads, alternating rounds.",
+             *latency_machine_lines(results + float_output_results), "", *tflite_lines(results)]
     if float_output_results:
         lines += ["", "## TFLite with `--output-type float32`", "",
                   "The same, with a float32 output: the head (pooling, classifier) may stay float, so the int8 output "
@@ -437,7 +483,7 @@ def main(parts):
         lines += onnx_lines(onnx_results) + nncf_lines(onnx_results)
     if gains:
         lines += part_gains_lines(gains)
-    write_results("mixed_precision", {"machine": machine(), "results": results, "onnx_results": onnx_results,
+    write_results("mixed_precision", {"machine": searched_on, "results": results, "onnx_results": onnx_results,
                                       "float_output_results": float_output_results, "part_gains": gains},
                   "\n".join(lines) + "\n")
 
@@ -514,6 +560,14 @@ def part_gains_lines(results):
         lines.append(f"| {result['model']} | {len(rows)} | {summary(fragile)} | {summary(sturdy)} | "
                      f"{correlation:+.2f} |")
     return lines
+
+
+def latency_machine_lines(results):
+    """Where the TFLite latencies were timed, when that was not where the searches ran (`tflite_latency`)."""
+    machines = {(m["cpu"], m["cores"], " ".join(m["isa"])) for m in
+                (result["latency_224"].get("machine") for result in results) if m}
+    return [f"Latency at 224 timed again on {cpu}, {cores} cores, {isa} (`python benchmarks/mixed_precision.py "
+            "tflite_latency`: every row's float parts, all rows in one run)." for cpu, cores, isa in sorted(machines)]
 
 
 def missing_from(results):
