@@ -41,8 +41,12 @@ The `tflite_latency` part times every saved TFLite row's float parts at
 224 again on this machine (the searches need no particular CPU; the latency
 bar needs one with VNNI, where int8 is three times faster than float32).
 
-    python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [onnx] [onnx_latency] [nncf]
-        [part_gains]
+The `tflite_dynamic` part searches the same budgets with the parts in
+dynamic-range int8 (--fallback-precision dynamic) and says what `auto`
+keeps of the two.
+
+    python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [onnx]
+        [onnx_latency] [nncf] [part_gains]
 """
 
 import functools
@@ -165,12 +169,13 @@ def network_at_224(depth):
     return float_model, ranges, model_parts(float_model), weighted_scopes(float_model), next(calibration.samples())
 
 
-def latency_at_224(depth, put_back, output_type="int8"):
+def latency_at_224(depth, put_back, output_type="int8", precision="float32"):
     """p50 of the float32, full-int8 and mixed ResNet at 224 (random weights), alternating rounds on this
     machine (named in the result); `put_back`: {float part: positions of its weight units back in int8}."""
     from edge_resnet.device.runtime import TfliteRunner
     from edge_resnet.device.tflite_inspect import inspect_tflite
     from edge_resnet.quantize.int8_tflite import int8_tflite
+    from edge_resnet.quantize.mixed import split_by_precision
     from edge_resnet.quantize.recipe import QuantizationRecipe
 
     float_model, ranges, parts, weighted, sample = network_at_224(depth)
@@ -179,8 +184,8 @@ def latency_at_224(depth, put_back, output_type="int8"):
     paths["float32"].write_bytes(float_model)
     recipe = QuantizationRecipe(output_type=output_type)
     paths["full int8"].write_bytes(int8_tflite(float_model, ranges, recipe))
-    paths["mixed"].write_bytes(int8_tflite(float_model, ranges, recipe,
-                                           float_operators_of(parts, weighted, put_back)))
+    paths["mixed"].write_bytes(int8_tflite(float_model, ranges, recipe, *split_by_precision(
+        float_operators_of(parts, weighted, put_back), weighted, precision)))
     runners = {name: TfliteRunner(path, threads=2) for name, path in paths.items()}
     for runner in runners.values():
         runner.feed(sample)
@@ -211,10 +216,10 @@ def retimed(result, output_type):
     back = {convolution_name(operator) for operator in result["int8_operators"]}
     put_back = {part: [index for index, unit in enumerate(weight_units(parts[part], weighted))
                        if convolution_name(unit[0]) in back] for part in result["float_parts"]}
-    return latency_at_224(depth, put_back, output_type)
+    return latency_at_224(depth, put_back, output_type, result.get("precision", "float32"))
 
 
-def measure(name, model, size, depth, output_type="int8"):
+def measure(name, model, size, depth, output_type="int8", precision="float32"):
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import write_int8_tflite
     from edge_resnet.quantize.mixed import chosen_step, model_parts, weighted_scopes
@@ -231,12 +236,13 @@ def measure(name, model, size, depth, output_type="int8"):
     full_held_out = read_record(probe)["mixed_precision"]["steps"][0]["sqnr_db"]
     budget = full_held_out + BUDGET_OVER_FULL_INT8_DB
     started = time.perf_counter()
-    mixed = write_int8_tflite(float_model, QuantizationRecipe(min_sqnr=budget, output_type=output_type),
+    mixed = write_int8_tflite(float_model, QuantizationRecipe(min_sqnr=budget, output_type=output_type,
+                                                              fallback_precision=precision),
                               folder / "mixed.tflite", calibration, statistics, progress=False, log=print)
     seconds = time.perf_counter() - started
     record = read_record(mixed)["mixed_precision"]
     chosen = chosen_step(record)
-    result = {"model": name, "budget_db": budget, "met_on_held_out": record["met"],
+    result = {"model": name, "budget_db": budget, "met_on_held_out": record["met"], "precision": precision,
               "held_out_db": {"full int8": full_held_out, "mixed": chosen["sqnr_db"]},
               "evaluation_db": {"full int8": output_sqnr(float_model, probe, evaluation),
                                 "mixed": output_sqnr(float_model, mixed, evaluation)},
@@ -245,7 +251,7 @@ def measure(name, model, size, depth, output_type="int8"):
               "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"]}
     put_back = put_back_units(model_parts(float_model), weighted_scopes(float_model), result["float_parts"],
                               result["int8_operators"])
-    result["latency_224"] = latency_at_224(depth, put_back, output_type)
+    result["latency_224"] = latency_at_224(depth, put_back, output_type, precision)
     print(result, flush=True)
     return result
 
@@ -437,9 +443,9 @@ def main(parts):
 
     path = RESULTS / "mixed_precision.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
-    results, float_output_results, onnx_results, gains = (saved.get(key, []) for key in
-                                                          ("results", "float_output_results", "onnx_results",
-                                                           "part_gains"))
+    results, float_output_results, onnx_results, gains, dynamic_results = (
+        saved.get(key, []) for key in ("results", "float_output_results", "onnx_results", "part_gains",
+                                       "dynamic_results"))
     searching = {"tflite", "tflite_float_output", "onnx", "nncf", "part_gains"} & set(parts)
     searched_on = machine() if searching or "machine" not in saved else saved["machine"]
     if "tflite" in parts:
@@ -455,6 +461,11 @@ def main(parts):
             print(result["model"], result["nncf"], flush=True)
     if "part_gains" in parts:
         gains += [part_gains(*entry) for entry in missing_from(gains)]
+    if "tflite_dynamic" in parts:
+        done = {result["model"] for result in dynamic_results}
+        for entry in (entry for entry in trained_models() if entry[0] not in done):
+            dynamic_results.append(measure(*entry, precision="dynamic"))
+            path.write_text(json.dumps({**saved, "dynamic_results": dynamic_results}, indent=2) + "\n")
     if "tflite_latency" in parts:  # every saved TFLite row timed again on this machine
         for result in results:
             result["latency_224"] = retimed(result, "int8")
@@ -479,12 +490,15 @@ def main(parts):
                   "The same, with a float32 output: the head (pooling, classifier) may stay float, so the int8 output "
                   "tensor is no longer the floor. Command: `python benchmarks/mixed_precision.py tflite_float_output`.",
                   "", *tflite_lines(float_output_results)]
+    if dynamic_results:
+        lines += dynamic_lines(dynamic_results, results)
     if onnx_results:
         lines += onnx_lines(onnx_results) + nncf_lines(onnx_results)
     if gains:
         lines += part_gains_lines(gains)
     write_results("mixed_precision", {"machine": searched_on, "results": results, "onnx_results": onnx_results,
-                                      "float_output_results": float_output_results, "part_gains": gains},
+                                      "float_output_results": float_output_results, "part_gains": gains,
+                                      "dynamic_results": dynamic_results},
                   "\n".join(lines) + "\n")
 
 
@@ -568,6 +582,32 @@ def latency_machine_lines(results):
                 (result["latency_224"].get("machine") for result in results) if m}
     return [f"Latency at 224 timed again on {cpu}, {cores} cores, {isa} (`python benchmarks/mixed_precision.py "
             "tflite_latency`: every row's float parts, all rows in one run)." for cpu, cores, isa in sorted(machines)]
+
+
+def dynamic_lines(dynamic_results, float_results):
+    """The dynamic-range int8 rows, and what `--fallback-precision auto` (the
+    default: dynamic parts, float32 parts when those miss the budget) makes of each model."""
+    lines = ["", "## Parts in dynamic-range int8 (`--fallback-precision dynamic`)", "",
+             "The same budget, searched with the parts' convolutions in dynamic-range int8 (int8 weights, their "
+             "input quantized per image at run time, float32 between them) instead of float32. Command: "
+             "`python benchmarks/mixed_precision.py tflite_dynamic`, on the machine named with the latency.", "",
+             *tflite_lines(dynamic_results), "", "### What `auto` (the default) keeps", "",
+             "Dynamic-range parts where they meet the budget on the held-out calibration images, else the float32 "
+             "search of the first table; latency at 224 on this machine.", "",
+             "| model | kept | met on held-out | evaluation full int8 -> kept (budget) | met on evaluation within "
+             "1 dB | p50 at 224 vs full int8 | float32 parts' p50 vs full int8 |", "|---|---|---|---|---|---|---|"]
+    by_model = {result["model"]: result for result in float_results}
+    for dynamic in dynamic_results:
+        float32 = by_model.get(dynamic["model"])
+        kept = dynamic if dynamic["met_on_held_out"] or float32 is None else float32
+        evaluated = kept["evaluation_db"]
+        float_ratio = f"{float32['latency_224']['mixed_over_int8']:.2f}x" if float32 else "-"
+        lines.append(f"| {dynamic['model']} | {kept.get('precision', 'float32')}: {len(kept['float_parts'])} parts | "
+                     f"{'yes' if kept['met_on_held_out'] else 'NO'} | {evaluated['full int8']:.2f} -> "
+                     f"{evaluated['mixed']:.2f} ({kept['budget_db']:.2f}) | "
+                     f"{'yes' if evaluated['mixed'] >= kept['budget_db'] - 1 else 'NO'} | "
+                     f"{kept['latency_224']['mixed_over_int8']:.2f}x | {float_ratio} |")
+    return lines
 
 
 def missing_from(results):

@@ -313,7 +313,8 @@ def recipe_for(mode, config):
     """The recipe of one artifact."""
     from .quantize.recipe import QuantizationRecipe
 
-    int8_options = ("input_type", "output_type", "calibration_method", "percentile", "extrapolation", "min_sqnr")
+    int8_options = ("input_type", "output_type", "calibration_method", "percentile", "extrapolation", "min_sqnr",
+                    "fallback_precision")
     if config.accuracy_control:
         int8_options += ("max_accuracy_drop", "min_agreement")
     overrides = {key: getattr(config, key) for key in int8_options

@@ -67,6 +67,39 @@ def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data)
     assert "--min-sqnr" in result.stdout and "met with" in result.stdout
 
 
+def hybrid_convolutions(path):
+    """The CONV_2D operators of a .tflite that read float32 with int8 weights (dynamic-range int8)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from edge_resnet.quantize.statistics import read_flatbuffer
+
+    model = read_flatbuffer(Path(path).read_bytes())
+    graph = model.subgraphs[0]
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    return [operator for operator in graph.operators if codes[operator.opcodeIndex] == schema.BuiltinOperator.CONV_2D
+            and graph.tensors[operator.inputs[0]].type == schema.TensorType.FLOAT32
+            and graph.tensors[operator.inputs[1]].type == schema.TensorType.INT8]
+
+
+def test_dynamic_parts_keep_int8_weights_on_xnnpack_and_float32_parts_do_not(data):
+    folder, float_model, evaluation = data
+    start = read_record(folder / "probe.tflite")["mixed_precision"]  # written by the test above
+    budget = start["steps"][0]["sqnr_db"] + 1.0
+    for precision in ("dynamic", "float32"):
+        result = quantize(data, f"{precision}.tflite", "--min-sqnr", f"{budget:.2f}", "--fallback-precision",
+                          precision)
+        assert result.returncode == 0, result.stderr
+        record = read_record(folder / f"{precision}.tflite")["mixed_precision"]
+        assert record["met"] and record["precision"] == precision and record["float_parts"]
+        assert all(step["fully_delegated"] for step in record["steps"])
+        structure = inspect_tflite(folder / f"{precision}.tflite")
+        assert structure.fully_delegated and structure.input_dtype == "int8" and structure.output_dtype == "int8"
+        hybrid = hybrid_convolutions(folder / f"{precision}.tflite")
+        assert bool(hybrid) == (precision == "dynamic")
+        assert output_sqnr_on(folder / f"{precision}.tflite", float_model, evaluation) >= budget - 1.0
+        assert f"part(s) in {'dynamic-range int8' if precision == 'dynamic' else 'float32'}" in result.stdout
+
+
 def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, monkeypatch):
     monkeypatch.setattr(mixed, "CONFIRMED_PER_STEP", 1)  # the same search, fewer re-measurements
     folder = data[0]
@@ -79,6 +112,9 @@ def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, 
                                                        "3 steps without a better held-out SQNR")
     best = max(step["sqnr_db"] for step in record["steps"])
     assert f"(output SQNR {best:.1f} dB < 120)" in result.stderr
+    # auto: dynamic-range parts first, then float32 ones, and the closer of the two is kept
+    assert "dynamic-range int8 (int8 weights, activations quantized per image at run time) parts do not meet it: " \
+           "searching float32 parts" in result.stdout
 
 
 @pytest.mark.parametrize("options, problem", [

@@ -36,34 +36,39 @@ def check_ranges_cover(model_bytes, ranges):
         )
 
 
-def litert_recipe(per_channel, float_scopes=()):
+def litert_recipe(per_channel, float_scopes=(), dynamic_scopes=()):
     """int8 weights and activations for every operator, except those whose
     scope (their output tensors' names, joined by ";") is in `float_scopes`:
-    they stay float32 between a DEQUANTIZE and a QUANTIZE."""
+    they stay float32 between a DEQUANTIZE and a QUANTIZE; and those in
+    `dynamic_scopes` (convolutions), which keep int8 weights but read and
+    write float32, their input quantized per image at run time."""
     import re
 
     from litert_quantizer import qtyping, recipe
 
     static = recipe.static_wi8_ai8()
+    dynamic = recipe.dynamic_wi8_afp32()
     if not per_channel:
-        for entry in static:
+        for entry in static + dynamic:
             entry["op_config"]["weight_tensor_config"]["granularity"] = qtyping.QuantGranularity.TENSORWISE
     # litert-quantizer ends each scope with ";" and lets the last matching entry decide
-    return static + [{"regex": f"^{re.escape(scope)};$", "operation": "*", "algorithm_key": "no_quantize",
-                      "op_config": {}} for scope in float_scopes]
+    return (static
+            + [{"regex": f"^{re.escape(scope)};$", "operation": "*", "algorithm_key": "no_quantize", "op_config": {}}
+               for scope in float_scopes]
+            + [{**dynamic[0], "regex": f"^{re.escape(scope)};$"} for scope in dynamic_scopes])
 
 
-def quantized_int8_io(float_model_bytes, ranges, per_channel=True, float_scopes=()):
+def quantized_int8_io(float_model_bytes, ranges, per_channel=True, float_scopes=(), dynamic_scopes=()):
     """The int8 model (int8 input and output) with activations quantized on
     `ranges` ({tensor name: (low, high)}); the operators of `float_scopes`
-    stay float32."""
+    stay float32, those of `dynamic_scopes` dynamic-range int8 (litert_recipe)."""
     from litert_quantizer import quantizer
 
     check_ranges_cover(float_model_bytes, ranges)
     calibration_result = {name: {"min": np.asarray([low], np.float32), "max": np.asarray([high], np.float32)}
                           for name, (low, high) in ranges.items()}
     tool = quantizer.Quantizer(bytearray(float_model_bytes))
-    tool.load_quantization_recipe(litert_recipe(per_channel, float_scopes))
+    tool.load_quantization_recipe(litert_recipe(per_channel, float_scopes, dynamic_scopes))
     with native_output_silenced(), warnings.catch_warnings():  # its own progress bars and debug-mode warning
         warnings.simplefilter("ignore", UserWarning)
         result = tool.quantize(calibration_result=calibration_result, enable_progress_report=False,
@@ -144,13 +149,14 @@ def with_io_types(int8_model_bytes, input_type, output_type):
     return flatbuffer_bytes(model)
 
 
-def int8_tflite(float_model_bytes, ranges, recipe, float_scopes=()):
+def int8_tflite(float_model_bytes, ranges, recipe, float_scopes=(), dynamic_scopes=()):
     """The int8 .tflite bytes under `recipe` (its per_channel, input_type and
     output_type) with activation ranges `ranges`; the operators of
-    `float_scopes` (mixed.py) stay float32."""
+    `float_scopes` (mixed.py) stay float32, those of `dynamic_scopes`
+    dynamic-range int8."""
     if recipe.mode != "int8":
         raise ConfigError(f"int8_tflite makes int8 models. Received: mode={recipe.mode!r}")
-    quantized = quantized_int8_io(float_model_bytes, ranges, recipe.per_channel, float_scopes)
+    quantized = quantized_int8_io(float_model_bytes, ranges, recipe.per_channel, float_scopes, dynamic_scopes)
     return rewritten(with_io_types(quantized, recipe.input_type, recipe.output_type))
 
 
@@ -339,11 +345,11 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
                                                 tflite_chooser(float_model, recipe.per_channel, calibration))
     search = None
     if recipe.budget() is not None:
-        from .mixed import search_float_parts
+        from .mixed import search_tflite_parts
 
-        search = search_float_parts(float_model, statistics, calibration, recipe, method, recipe.budget(),
-                                    log=log or (lambda line: None))
-    content = int8_tflite(float_model, ranges, recipe, search.float_scopes() if search else ())
+        search = search_tflite_parts(float_model, statistics, calibration, recipe, method, recipe.budget(),
+                                     log=log or (lambda line: None))
+    content = int8_tflite(float_model, ranges, recipe, *(search.scopes() if search else ((), ())))
     with atomic_output(output) as temporary:
         temporary.write_bytes(content)
         record = artifact_record(temporary, "tflite", recipe, model_info or tflite_model_info(float_model),

@@ -78,6 +78,10 @@ LATENCY_RUNS = 20
 # A gain whose half rests on this few images is overstated: a softmax's error sits in the few images it is unsure
 # of, and other images see a fraction of what a float part did there (benchmarks/results/mixed_precision.md)
 FRAGILE_GAIN_IMAGES = 3
+# What the parts a budget needs run in (--fallback-precision; `auto` tries dynamic, then float32)
+PRECISIONS = {"dynamic": "dynamic-range int8 (int8 weights, activations quantized per image at run time)",
+              "float32": "float32"}
+FALLBACK_PRECISIONS = ("auto", *PRECISIONS)
 BLOCK = re.compile(r"(conv\d+_block\d+)_")
 JUDGED_BY_LOGITS = ("a softmax head: full int8's output SQNR as measured, plus each step's gain in the mean over "
                     "images of each image's logits (the softmax's input) SQNR")
@@ -240,6 +244,8 @@ class MixedSearch:
     parts: dict  # part -> the operator scopes it holds
     excluded: dict  # part -> why it was not tried
     stopped: str  # why the search ended
+    precision: str = "float32"  # what the chosen parts run in (PRECISIONS)
+    weighted: frozenset = frozenset()  # the operators that hold weights (dynamic precision quantizes those)
 
     @property
     def best(self):
@@ -258,9 +264,14 @@ class MixedSearch:
         return not self.budget.shortfalls(self.chosen, self.steps[0])
 
     def float_scopes(self):
+        """The operators of the chosen parts (those not put back in int8)."""
         chosen = self.chosen
         return tuple(scope for part in chosen.float_parts for scope in self.parts[part]
                      if scope not in chosen.int8_operators)
+
+    def scopes(self):
+        """(operators in float32, operators in dynamic-range int8) of the TFLite artifact."""
+        return split_by_precision(self.float_scopes(), self.weighted, self.precision)
 
     def record(self):
         chosen = self.chosen
@@ -269,7 +280,9 @@ class MixedSearch:
                 "resolution": self.budget.resolution_note(self.held_out_images),
                 "scored_on": "calibration images, each held out from the ranges that scored it (each quarter run by a "
                              "candidate ranged on the other three)",
-                "artifact": "the chosen parts in float32, with ranges from all calibration images",
+                "precision": self.precision,
+                "artifact": f"the chosen parts in {PRECISIONS[self.precision]}, with ranges from all calibration "
+                            "images",
                 "sqnr_judged_by": (JUDGED_BY_LOGITS if self.steps[0].logits_db is not None
                                    else "the output SQNR as measured"),
                 "float_parts": [{"part": part, "operators": sum(operator not in chosen.int8_operators
@@ -295,7 +308,7 @@ def describe_artifact(record):
     if not chosen["float_parts"]:
         return None
     return (f"int8 (weights per output channel, activations per tensor) except {len(chosen['float_parts'])} part(s) "
-            f"kept in float32 ({', '.join(chosen['float_parts'])}{put_back_text(chosen)}; "
+            f"in {precision_of(record)} ({', '.join(chosen['float_parts'])}{put_back_text(chosen)}; "
             f"{chosen['float_operators']} operators) for {Budget.of_record(record).flags()}")
 
 
@@ -313,7 +326,7 @@ def describe_record(record):
         return (f"{budget.flags()}: {full_int8_verdict(record)} ({measured_text(first, budget)} on {images} held-out "
                 "calibration images)")
     verdict = "met" if record["met"] else "NOT met; the best found"
-    return (f"{budget.flags()}: {verdict} with {len(chosen['float_parts'])} part(s) in float32 "
+    return (f"{budget.flags()}: {verdict} with {len(chosen['float_parts'])} part(s) in {precision_of(record)} "
             f"({', '.join(chosen['float_parts'])}{put_back_text(chosen)}; {chosen['float_operators']} operators): "
             f"{measured_text(chosen, budget)} vs {measured_text(first, budget)} full int8 on {images} held-out "
             f"calibration images; {chosen['p50_ms']:.2f} ms vs {first['p50_ms']:.2f} ms here"
@@ -349,7 +362,12 @@ def unmet_line(record, artifact):
     """The one line for a budget the search could not meet."""
     return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images "
             f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): the best found keeps "
-            f"{len(record['float_parts'])} parts in float32")
+            f"{len(record['float_parts'])} parts in {precision_of(record)}")
+
+
+def precision_of(record):
+    """What a mixed_precision record's parts run in, said briefly (older records: float32)."""
+    return "dynamic-range int8" if record.get("precision") == "dynamic" else "float32"
 
 
 def part_of(scope, seen_block):
@@ -446,9 +464,11 @@ class Route:
     weighted: frozenset = frozenset()  # the operator ids that hold weights (convolutions, the classifier)
     # a softmax head's (candidate, inputs) -> (outputs, logits: the softmax's input); else None
     outputs_and_logits: object = None
+    precision: str = "float32"  # what `make` runs the operators ids in (PRECISIONS)
 
 
-def tflite_route(float_model, recipe):
+def tflite_route(float_model, recipe, precision="float32"):
+    """The Route of the int8 TFLite, its parts run in `precision`."""
     from ..device.tflite_inspect import inspect_tflite
     from .int8_tflite import int8_tflite, run_tflite_bytes, softmax_head, tflite_outputs_and_logits
 
@@ -456,11 +476,43 @@ def tflite_route(float_model, recipe):
         inspected = inspect_tflite(path)
         return len(inspected.float_ops), inspected.fully_delegated
 
+    weighted = weighted_scopes(float_model)
     return Route(model_parts(float_model),
-                 lambda ranges, scopes: int8_tflite(float_model, ranges, recipe, scopes),
+                 lambda ranges, scopes: int8_tflite(float_model, ranges, recipe,
+                                                    *split_by_precision(scopes, weighted, precision)),
                  lambda model, inputs: run_tflite_bytes(model, inputs, "a candidate"), ".tflite", structure,
-                 recipe.output_type, weighted_scopes(float_model),
-                 tflite_outputs_and_logits if softmax_head(float_model) else None)
+                 recipe.output_type, weighted, tflite_outputs_and_logits if softmax_head(float_model) else None,
+                 precision)
+
+
+def split_by_precision(scopes, weighted, precision):
+    """(operators to run in float32, operators to run in dynamic-range int8) of `scopes` in `precision`:
+    dynamic keeps the convolutions' weights int8 and runs the operators between them in float32."""
+    if precision == "float32":
+        return tuple(scopes), ()
+    return tuple(scope for scope in scopes if scope not in weighted), tuple(scope for scope in scopes
+                                                                               if scope in weighted)
+
+
+def search_tflite_parts(float_model, statistics, calibration, recipe, method, budget, log=print):
+    """The MixedSearch of the int8 TFLite in the precision the recipe asks
+    for; `auto`: dynamic-range int8 parts first (int8 weights, activations
+    quantized per image at run time: on a CPU with int8 dot products they
+    cost a fraction of float32 ones), float32 parts when those cannot meet
+    the budget."""
+    tiers = ("dynamic", "float32") if recipe.fallback_precision == "auto" else (recipe.fallback_precision,)
+    searches = []
+    for precision in tiers:
+        if searches:
+            log(f"      {PRECISIONS[searches[-1].precision]} parts do not meet it: searching {PRECISIONS[precision]} "
+                "parts")
+        else:
+            log(f"      parts in {PRECISIONS[precision]}")
+        searches.append(search_float_parts(float_model, statistics, calibration, recipe, method, budget, log,
+                                           tflite_route(float_model, recipe, precision)))
+        if searches[-1].met:
+            break
+    return max(searches, key=lambda search: budget.standing(search.chosen, search.steps[0]))
 
 
 def search_float_parts(float_model, statistics, calibration, recipe, method, budget, log=print, route=None):
@@ -551,7 +603,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         best = max(tried, key=tried.get)
         chosen.append(best)
         steps.append(step(chosen, candidates[best], full_int8[2]))  # the candidate already made, timed as it is
-        log(f"      float32 {', '.join(chosen)}: {measured_text(steps[-1].to_dict(), budget)}, "
+        log(f"      {route.precision} {', '.join(chosen)}: {measured_text(steps[-1].to_dict(), budget)}, "
             f"{steps[-1].p50_ms:.2f} ms{support_text(steps[-1].to_dict(), len(inputs))}")
         order = sorted((part for part in order if part != best),
                        key=lambda part: -(tried[part] - steps[-2].judged_db if part in tried else alone[part]))
@@ -566,7 +618,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         for part, pruned in spare_parts(chosen, list(parts), lambda rest: step(rest, evaluated(rest), full_int8[2]),
                                         lambda trial: not budget.shortfalls(trial, steps[0]), short):
             steps.append(pruned)
-            log(f"      float32 {', '.join(pruned.float_parts)} (without {part}, which the budget no longer needs): "
+            log(f"      {route.precision} {', '.join(pruned.float_parts)} (without {part}, which the budget no longer needs): "
                 f"{measured_text(pruned.to_dict(), budget)}, {pruned.p50_ms:.2f} ms")
             stopped = "budget met; parts it no longer needed put back in int8"
     if chosen and not budget.shortfalls(steps[-1], steps[0]):
@@ -577,10 +629,11 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
                                                                        back),
                                                 lambda trial: not budget.shortfalls(trial, steps[0])):
             steps.append(pruned)
-            log(f"      {operator_label(operator)} back in int8 (the budget does not need it in float32): "
+            log(f"      {operator_label(operator)} back in int8 (the budget does not need it in {route.precision}): "
                 f"{measured_text(pruned.to_dict(), budget)}, {pruned.p50_ms:.2f} ms")
             stopped = "budget met; operators it did not need put back in int8"
-    return MixedSearch(budget, len(inputs), tuple(steps), alone, parts, excluded, stopped)
+    return MixedSearch(budget, len(inputs), tuple(steps), alone, parts, excluded, stopped, route.precision,
+                       route.weighted)
 
 
 def spare_parts(chosen, graph_order, measure, meets, short=()):

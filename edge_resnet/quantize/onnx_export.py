@@ -12,6 +12,7 @@ Every file is checked with onnx.checker (full check) before it is written,
 and gets the recipe JSON beside it.
 """
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -498,7 +499,9 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                           temporary)
                 ranges_used = ranges_record(statistics, method, tflite_ranges, selection)
             else:
-                tflite_path = to_tflite(model, recipe, calibration, output=scratch / "int8.tflite",
+                # tf2onnx writes float32 parts, not dynamic-range ones, as ONNX
+                tflite_recipe = dataclasses.replace(recipe, fallback_precision="float32")
+                tflite_path = to_tflite(model, tflite_recipe, calibration, output=scratch / "int8.tflite",
                                         statistics=statistics, float_model=float_model, log=log)
                 onnx.save(onnx_from_tflite(tflite_path, opset), temporary)
                 exporter = "tf2onnx (from the int8 TFLite model)"

@@ -50,6 +50,9 @@ class QuantizationRecipe:
     min_sqnr: float = None
     max_accuracy_drop: float = None
     min_agreement: float = None
+    # what the parts a budget needs run in, in the TFLite (mixed.PRECISIONS; the ONNX keeps them in float32):
+    # auto tries dynamic-range int8 first, float32 when that cannot meet the budget
+    fallback_precision: str = "auto"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -72,6 +75,11 @@ class QuantizationRecipe:
             check_accuracy_terms(self.max_accuracy_drop, self.min_agreement)
             if self.mode != "int8":
                 raise ConfigError(f"{budget.flags()} keeps parts of an int8 model in float32: it needs --quantize int8")
+        from .mixed import FALLBACK_PRECISIONS
+
+        if self.fallback_precision not in FALLBACK_PRECISIONS:
+            raise ConfigError(f"--fallback-precision must be one of {', '.join(FALLBACK_PRECISIONS)}. Received: "
+                              f"{self.fallback_precision!r}")
         for field, allowed in (
             ("onnx_activation_type", ACTIVATION_TYPES),
             ("onnx_format", ONNX_FORMATS),

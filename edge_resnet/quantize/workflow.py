@@ -39,6 +39,11 @@ class QuantizationRequest:
     min_sqnr: float = option("--min-sqnr", default=None, type=float, metavar="DB",
                              help="int8: keep the fewest network parts in float32 that bring the output SQNR on "
                                   "held-out calibration images to DB (exit 1 if even all of them cannot)")
+    fallback_precision: str = option("--fallback-precision", default=None, choices=("auto", "dynamic", "float32"),
+                                     help="with a budget: what the parts it needs run in, in the TFLite (default: "
+                                          "auto, dynamic first): dynamic (int8 weights, activations quantized per "
+                                          "image at run time: a fraction of float32's latency on CPUs with int8 dot "
+                                          "products) or float32; the int8 ONNX keeps them in float32")
 
 
 ONNX_GROUP = "ONNX (.onnx output)"
@@ -90,7 +95,7 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
             raise ConfigError("--calibration-method, --percentile and --extrapolation apply to --quantize int8 only")
         io_types = {key: value for key, value in (("input_type", self.input_type), ("output_type", self.output_type))
                     if value}
-        for budget in ("min_sqnr", "max_accuracy_drop", "min_agreement"):
+        for budget in ("min_sqnr", "max_accuracy_drop", "min_agreement", "fallback_precision"):
             if getattr(self, budget) is not None:
                 io_types[budget] = getattr(self, budget)
         return QuantizationRecipe.for_mode(self.quantize, per_channel=self.per_channel,
