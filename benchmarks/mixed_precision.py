@@ -473,6 +473,9 @@ def main(parts):
         for result in float_output_results:
             result["latency_224"] = retimed(result, "float32")
             print(result["model"], "float32 output", result["latency_224"], flush=True)
+        for result in dynamic_results:
+            result["latency_224"] = retimed(result, "int8")
+            print(result["model"], "dynamic", result["latency_224"], flush=True)
     if "onnx_latency" in parts:
         for result in (result for result in onnx_results if "latency_224" not in result):
             result["latency_224"] = onnx_latency_at_224(result["depth"], result["float_parts"],
@@ -484,7 +487,7 @@ def main(parts):
              "of the 597 digits never trained on (class-stratified, seed 0, as `convert` splits them), `auto` ranges; "
              "the search scores every one of them, each run by a candidate ranged on the other three quarters. Evaluation: the other 397. Latency: the same parts in float32 "
              "in the network at 224 (random weights), batch 1, 2 threads, alternating rounds.",
-             *latency_machine_lines(results + float_output_results), "", *tflite_lines(results)]
+             *latency_machine_lines(results + float_output_results + dynamic_results), "", *tflite_lines(results)]
     if float_output_results:
         lines += ["", "## TFLite with `--output-type float32`", "",
                   "The same, with a float32 output: the head (pooling, classifier) may stay float, so the int8 output "

@@ -115,18 +115,32 @@ def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, 
     # auto: dynamic-range parts first, then float32 ones, and the closer of the two is kept
     assert "dynamic-range int8 (int8 weights, activations quantized per image at run time) parts do not meet it: " \
            "searching float32 parts" in result.stdout
+    assert [entry["precision"] for entry in record["also_tried"]] == [{"float32": "dynamic",
+                                                                        "dynamic": "float32"}[record["precision"]]]
+    assert not record["also_tried"][0]["met"]
 
 
 @pytest.mark.parametrize("options, problem", [
     (["--min-sqnr", "0"], "--min-sqnr is the output SQNR"),
     (["--min-sqnr", "nan"], "--min-sqnr is the output SQNR"),
     (["--min-sqnr", "30", "--quantize", "float16"], "needs --quantize int8"),
+    (["--fallback-precision", "dynamic"], "give --min-sqnr, --max-accuracy-drop or --min-agreement"),
+    (["--fallback-precision", "half"], "invalid choice"),
 ])
 def test_bad_budgets_are_one_line(data, options, problem):
     folder, float_model, _ = data
     result = run_in_process("quantize", float_model, "--calibration", folder / "calibration.npz",
                             "--output", folder / "bad.tflite", *options)
     assert result.returncode == 2 and problem in result.stderr
+    assert not (folder / "bad.tflite").exists()
+
+
+def test_dynamic_parts_are_refused_for_the_onnx_artifact(data, digits_model, tmp_path):
+    digits_model.save(tmp_path / "digits.keras")
+    result = run_in_process("quantize", tmp_path / "digits.keras", "--calibration", data[0] / "calibration.npz",
+                            "--min-sqnr", "30", "--fallback-precision", "dynamic", "--output", tmp_path / "model.onnx")
+    assert result.returncode == 2 and "the int8 ONNX keeps the parts a budget needs in float32" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["digits.keras"]
 
 
 def test_the_onnx_artifact_meets_a_budget_with_nodes_left_in_float(data, folded, tmp_path):
@@ -203,8 +217,8 @@ def test_convert_reports_the_search_step_by_step(tmp_path, monkeypatch):
     assert (result.returncode == 1) == bool(unmet) == (not onnx_record["met"]), (result.stderr, unmet)
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "### `resnet50_demo_int8.tflite`" in markdown and "### `resnet50_demo_int8.onnx`" in markdown
-    assert "## Float32 parts for the accuracy budget" in markdown and "held-out SQNR dB" in markdown
-    assert "Float32 parts for the accuracy budget" in (tmp_path / "out" / "report.html").read_text()
+    assert "## Higher-precision parts for the accuracy budget" in markdown and "held-out SQNR dB" in markdown
+    assert "Higher-precision parts for the accuracy budget" in (tmp_path / "out" / "report.html").read_text()
     onnx_free = json.loads((tmp_path / "out" / "resnet50_demo_int8.tflite.json").read_text())
     assert onnx_free["recipe"]["min_sqnr"] == 29.5
 

@@ -430,7 +430,7 @@ def convert_details(report):
               f"Stages: {stages}.", "", "## Accuracy parity", "", *parity_summary(report["parity"]), "",
               *parity_details(report["parity"])]
     if report.get("mixed_precision"):
-        lines += ["", "## Float32 parts for the accuracy budget"]
+        lines += ["", "## Higher-precision parts for the accuracy budget"]
         for name, record in report["mixed_precision"].items():
             lines += ["", f"### {_code(name)}", "", *mixed_precision_lines(record)]
     if report.get("on_device"):
@@ -472,8 +472,8 @@ def fit_text(selection):
 
 
 def mixed_precision_lines(record):
-    """The float32-parts search as Markdown: what was kept in float32, and each step's cost."""
-    from ..quantize.mixed import describe_record
+    """The parts search as Markdown: what was kept out of int8 (float32 or dynamic-range int8), and each step's cost."""
+    from ..quantize.mixed import describe_record, precision_of
 
     steps = record["steps"]
     rows = [(step + 1, _step_change(steps[step - 1] if step else None, entry), len(entry["float_parts"]),
@@ -482,9 +482,11 @@ def mixed_precision_lines(record):
              f"{entry['p50_ms']:.3g}", {True: "yes", False: "NO", None: "-"}[entry["fully_delegated"]])
             for step, entry in enumerate(steps)]
     judged = f"; SQNR judged by {record['sqnr_judged_by']}" if "logits" in record.get("sqnr_judged_by", "") else ""
+    tried = "".join(f" {entry['precision_text']} parts were also searched and did not meet it (best "
+                    f"{entry['best_held_out_db']:.2f} dB in {entry['steps']} steps)." for entry in record.get("also_tried", ()))
     return [describe_record(record) + ".", "", f"Measured on {record['held_out_images']} {record['scored_on']}"
-            f"{judged}; latency: batch 1 on this machine.", "",
-            *markdown_table(("step", "part made float32 (or put back)", "float parts", "float operators", "held-out SQNR dB",
+            f"{judged}; latency: batch 1 on this machine.{tried}", "",
+            *markdown_table(("step", f"part made {precision_of(record)} (or put back)", "parts", "operators out of int8", "held-out SQNR dB",
                              "top-1 agreement", "top-1 drop (points)", "images holding half the gain", "p50 ms",
                              "whole graph on XNNPACK"), rows)]
 
@@ -545,7 +547,7 @@ def mixed_precision_plot(record):
         axis.legend(loc="lower right")
     if record["budget_sqnr_db"] is not None:
         axis.axhline(record["budget_sqnr_db"], color="tab:red", linestyle="--", linewidth=1)
-    axis.set_xlabel("operators in float32")
+    axis.set_xlabel("operators out of int8")
     estimated = any(step.get("estimated_sqnr_db") is not None for step in steps)
     axis.set_ylabel(f"held-out SQNR (dB){', estimated' * estimated}", color="tab:blue")
     latency = axis.twinx()
@@ -571,7 +573,7 @@ def write_convert_reports(report, folder, stem="report"):
         if any(row["p50_ms"] is not None for row in report["artifacts"]):
             images.append(("Latency", latency_plot(report["artifacts"])))
         for name, record in report.get("mixed_precision", {}).items():
-            images.append((f"Float32 parts for the accuracy budget: {name}", mixed_precision_plot(record)))
+            images.append((f"Higher-precision parts for the accuracy budget: {name}", mixed_precision_plot(record)))
     contents = {
         f"{stem}.json": json.dumps(report, indent=2, default=float) + "\n",
         f"{stem}.md": convert_markdown(report),

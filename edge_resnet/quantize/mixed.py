@@ -55,6 +55,16 @@ typical image's: a float head, which takes the logits' int8 grid off every
 image alike, is overstated by it where the network's own error dominates
 the unsure images (mixed_precision.md, --output-type float32).
 
+What the parts run in, in the TFLite (--fallback-precision): float32, or
+dynamic-range int8, which keeps a part's convolutions' weights int8 and
+quantizes their input per image at run time (XNNPACK's dynamically
+quantized kernels), float32 between them. On a CPU with int8 dot products
+float32 is the expensive way up: on an Intel Xeon with AVX-512 VNNI and
+AMX the 224 ResNet-50 runs 7.5x slower in float32 than in int8, while a
+dynamic part costs a fraction of that (benchmarks/results/
+mixed_precision.md). `auto` searches dynamic parts first and float32 parts
+when those cannot meet the budget. The ONNX's parts are float32.
+
 Parts are ranked by output SQNR whatever the budget: on a few hundred
 calibration images top-1 agreement moves in steps of one image and ties most
 parts, while the SQNR orders them; the budget decides when to stop.
@@ -62,7 +72,7 @@ parts, while the SQNR orders them; the budget decides when to stop.
 
 import re
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -246,6 +256,7 @@ class MixedSearch:
     stopped: str  # why the search ended
     precision: str = "float32"  # what the chosen parts run in (PRECISIONS)
     weighted: frozenset = frozenset()  # the operators that hold weights (dynamic precision quantizes those)
+    also_tried: tuple = ()  # the searches in other precisions that did not meet the budget (their record summaries)
 
     @property
     def best(self):
@@ -269,6 +280,11 @@ class MixedSearch:
         return tuple(scope for part in chosen.float_parts for scope in self.parts[part]
                      if scope not in chosen.int8_operators)
 
+    def summary(self):
+        """This search in brief, for the record of one in another precision."""
+        return {"precision": self.precision, "precision_text": PRECISIONS[self.precision], "met": self.met,
+                "best_held_out_db": self.best.judged_db, "steps": len(self.steps), "stopped": self.stopped}
+
     def scopes(self):
         """(operators in float32, operators in dynamic-range int8) of the TFLite artifact."""
         return split_by_precision(self.float_scopes(), self.weighted, self.precision)
@@ -290,6 +306,7 @@ class MixedSearch:
                                  "gain_alone_db": self.alone_gain_db.get(part)} for part in chosen.float_parts],
                 "int8_operators": list(chosen.int8_operators),
                 "not_tried": self.excluded, "gain_alone_db": self.alone_gain_db, "stopped": self.stopped,
+                "also_tried": list(self.also_tried),
                 "steps": [step.to_dict() for step in self.steps]}
 
 
@@ -512,7 +529,8 @@ def search_tflite_parts(float_model, statistics, calibration, recipe, method, bu
                                            tflite_route(float_model, recipe, precision)))
         if searches[-1].met:
             break
-    return max(searches, key=lambda search: budget.standing(search.chosen, search.steps[0]))
+    kept = max(searches, key=lambda search: budget.standing(search.chosen, search.steps[0]))
+    return replace(kept, also_tried=tuple(search.summary() for search in searches if search is not kept))
 
 
 def search_float_parts(float_model, statistics, calibration, recipe, method, budget, log=print, route=None):

@@ -500,7 +500,8 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                 ranges_used = ranges_record(statistics, method, tflite_ranges, selection)
             else:
                 # tf2onnx writes float32 parts, not dynamic-range ones, as ONNX
-                tflite_recipe = dataclasses.replace(recipe, fallback_precision="float32")
+                tflite_recipe = (recipe if recipe.budget() is None
+                                 else dataclasses.replace(recipe, fallback_precision="float32"))
                 tflite_path = to_tflite(model, tflite_recipe, calibration, output=scratch / "int8.tflite",
                                         statistics=statistics, float_model=float_model, log=log)
                 onnx.save(onnx_from_tflite(tflite_path, opset), temporary)

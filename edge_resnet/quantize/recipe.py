@@ -80,6 +80,9 @@ class QuantizationRecipe:
         if self.fallback_precision not in FALLBACK_PRECISIONS:
             raise ConfigError(f"--fallback-precision must be one of {', '.join(FALLBACK_PRECISIONS)}. Received: "
                               f"{self.fallback_precision!r}")
+        if self.fallback_precision != "auto" and budget is None:
+            raise ConfigError("--fallback-precision says what the parts an accuracy budget needs run in: give "
+                              "--min-sqnr, --max-accuracy-drop or --min-agreement (on convert, with --accuracy-control)")
         for field, allowed in (
             ("onnx_activation_type", ACTIVATION_TYPES),
             ("onnx_format", ONNX_FORMATS),

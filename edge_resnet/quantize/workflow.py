@@ -37,7 +37,8 @@ class QuantizationRequest:
     output_type: str = option("--output-type", default=None, choices=IO_TYPES,
                               help="int8 model output type (default: int8)")
     min_sqnr: float = option("--min-sqnr", default=None, type=float, metavar="DB",
-                             help="int8: keep the fewest network parts in float32 that bring the output SQNR on "
+                             help="int8: keep the fewest network parts out of int8 (--fallback-precision) that "
+                                  "bring the output SQNR on "
                                   "held-out calibration images to DB (exit 1 if even all of them cannot)")
     fallback_precision: str = option("--fallback-precision", default=None, choices=("auto", "dynamic", "float32"),
                                      help="with a budget: what the parts it needs run in, in the TFLite (default: "
@@ -120,6 +121,9 @@ def check_request(request, recipe):
                           "(e.g. --calibration-method extrapolated)")
     if not recipe.needs_calibration and (request.statistics or request.save_statistics):
         raise ConfigError("--statistics and --save-statistics apply to --quantize int8 only")
+    if recipe.fallback_precision == "dynamic" and request.target == ".onnx":
+        raise ConfigError("--fallback-precision dynamic is for the TFLite: the int8 ONNX keeps the parts a budget "
+                          "needs in float32 (give --fallback-precision float32 or auto, or a .tflite --output)")
     if recipe.budget() is not None and not request.calibration:
         raise ConfigError(f"{recipe.budget().flags()} searches the int8 artifact on held-out calibration images: it "
                           "needs --calibration PATH")
