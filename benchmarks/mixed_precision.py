@@ -63,6 +63,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmarks.common import interleaved_medians, machine, write_results  # noqa: E402
 
 BUDGET_OVER_FULL_INT8_DB = 3.0
+# rows kept from models trained earlier on another machine (training is not bit-reproducible across CPUs)
+PREVIOUS = ("previous_models_results", "previous_models_float_output_results", "previous_models_machine",
+            "retrained_machine")
 
 
 def trained_models():
@@ -242,7 +245,7 @@ def measure(name, model, size, depth, output_type="int8", precision="float32"):
     seconds = time.perf_counter() - started
     record = read_record(mixed)["mixed_precision"]
     chosen = chosen_step(record)
-    result = {"model": name, "budget_db": budget, "met_on_held_out": record["met"], "precision": precision,
+    result = {"model": name, "budget_db": budget, "met_on_held_out": record["met"], "precision": record["precision"],
               "held_out_db": {"full int8": full_held_out, "mixed": chosen["sqnr_db"]},
               "evaluation_db": {"full int8": output_sqnr(float_model, probe, evaluation),
                                 "mixed": output_sqnr(float_model, mixed, evaluation)},
@@ -251,7 +254,7 @@ def measure(name, model, size, depth, output_type="int8", precision="float32"):
               "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"]}
     put_back = put_back_units(model_parts(float_model), weighted_scopes(float_model), result["float_parts"],
                               result["int8_operators"])
-    result["latency_224"] = latency_at_224(depth, put_back, output_type, precision)
+    result["latency_224"] = latency_at_224(depth, put_back, output_type, record["precision"])
     print(result, flush=True)
     return result
 
@@ -451,7 +454,8 @@ def main(parts):
     if "tflite" in parts:
         results += [measure(*entry) for entry in missing_from(results)]
     if "tflite_float_output" in parts:
-        float_output_results += [measure(*entry, output_type="float32") for entry in missing_from(float_output_results)]
+        float_output_results += [measure(*entry, output_type="float32", precision="auto")
+                                 for entry in missing_from(float_output_results)]
     if "onnx" in parts:
         onnx_results += [measure_onnx(*entry) for entry in missing_from(onnx_results)]
     if "nncf" in parts:
@@ -481,17 +485,29 @@ def main(parts):
             result["latency_224"] = onnx_latency_at_224(result["depth"], result["float_parts"],
                                                         result.get("int8_operators", ()))
             print(result["model"], result["latency_224"], flush=True)
+    retrained = saved.get("retrained_machine")
     lines = ["# `--min-sqnr`: full int8 + 3 dB on held-out calibration images", "",
              "Command: `python benchmarks/mixed_precision.py`", "",
-             f"Machine: {searched_on['cpu']}, {searched_on['cores']} cores, {' '.join(searched_on['isa'])}. Calibration: 200 "
+             f"Machine: {machine_text(searched_on)}. Calibration: 200 "
              "of the 597 digits never trained on (class-stratified, seed 0, as `convert` splits them), `auto` ranges; "
-             "the search scores every one of them, each run by a candidate ranged on the other three quarters. Evaluation: the other 397. Latency: the same parts in float32 "
+             "the search scores every one of them, each run by a candidate ranged on the other three quarters. "
+             "Evaluation: the other 397. Latency: the same parts in float32 (or dynamic-range int8) "
              "in the network at 224 (random weights), batch 1, 2 threads, alternating rounds.",
-             *latency_machine_lines(results + float_output_results + dynamic_results), "", *tflite_lines(results)]
+             *latency_machine_lines(results + float_output_results + dynamic_results)]
+    if retrained:
+        lines += ["", f"The first two tables and the dynamic-range one: models trained again and searched on "
+                  f"{machine_text(retrained)} (the trained models are cached outside the repository, and training "
+                  "is not bit-reproducible across CPUs: their full-int8 scores differ from the earlier models'). The "
+                  "other tables: the models trained and searched earlier on the machine above; the first two tables' "
+                  "rows for those models are kept in the JSON (`previous_models_results`, "
+                  "`previous_models_float_output_results`)."]
+    lines += ["", *tflite_lines(results)]
     if float_output_results:
         lines += ["", "## TFLite with `--output-type float32`", "",
                   "The same, with a float32 output: the head (pooling, classifier) may stay float, so the int8 output "
-                  "tensor is no longer the floor. Command: `python benchmarks/mixed_precision.py tflite_float_output`.",
+                  "tensor is no longer the floor; `--fallback-precision auto` (the default), so a row's parts are "
+                  "dynamic-range int8 where those met the budget. Command: `python benchmarks/mixed_precision.py "
+                  "tflite_float_output`.",
                   "", *tflite_lines(float_output_results)]
     if dynamic_results:
         lines += dynamic_lines(dynamic_results, results)
@@ -501,7 +517,8 @@ def main(parts):
         lines += part_gains_lines(gains)
     write_results("mixed_precision", {"machine": searched_on, "results": results, "onnx_results": onnx_results,
                                       "float_output_results": float_output_results, "part_gains": gains,
-                                      "dynamic_results": dynamic_results},
+                                      "dynamic_results": dynamic_results,
+                                      **{key: saved[key] for key in PREVIOUS if key in saved}},
                   "\n".join(lines) + "\n")
 
 
@@ -579,6 +596,10 @@ def part_gains_lines(results):
     return lines
 
 
+def machine_text(described):
+    return f"{described['cpu']}, {described['cores']} cores, {' '.join(described['isa'])}"
+
+
 def latency_machine_lines(results):
     """Where the TFLite latencies were timed, when that was not where the searches ran (`tflite_latency`)."""
     machines = {(m["cpu"], m["cores"], " ".join(m["isa"])) for m in
@@ -629,8 +650,8 @@ def tflite_lines(results):
             f"| {r['model']} | {r['budget_db']:.2f} | {held['full int8']:.2f} -> {held_mixed(r)} | "
             f"{evaluated['full int8']:.2f} -> {evaluated['mixed']:.2f} | "
             f"{'yes' if evaluated['mixed'] >= r['budget_db'] - 1 else 'NO'} | "
-            f"{len(r['float_parts'])} ({r['float_operators']}): {', '.join(r['float_parts'])}{put_back_note(r)} | "
-            f"{speed['p50_ms']['full int8']:.2f} -> {speed['p50_ms']['mixed']:.2f} ({speed['mixed_over_int8']:.2f}x)"
+            f"{len(r['float_parts'])}{' dynamic-range' * (r.get('precision') == 'dynamic')} ({r['float_operators']}): "
+            f"{', '.join(r['float_parts'])}{put_back_note(r)} | {speed['p50_ms']['full int8']:.2f} -> {speed['p50_ms']['mixed']:.2f} ({speed['mixed_over_int8']:.2f}x)"
             f"{'' if speed['mixed_fully_delegated'] else ', NOT all on XNNPACK'} | {speed['p50_ms']['float32']:.2f} | "
             f"{r['search_seconds']:.0f} |")
     return lines
