@@ -63,8 +63,9 @@ class ConvertConfig(ModelRequest, QuantizationRequest, SeedRequest, EvaluationRe
     bench_runs: int = field(default=30, kw_only=True)  # GateRequest's option, more runs by default
     accuracy_control: bool = option("--accuracy-control", default=False, action="store_true",
                                     help="int8: when full int8 misses --max-accuracy-drop or --min-agreement on "
-                                         "held-out calibration images, keep the fewest network parts in float32 that "
-                                         "meet them there (the gates still judge the --eval images)")
+                                         "held-out calibration images, keep the fewest network parts out of int8 "
+                                         "(--fallback-precision) that meet them there (the gates still judge the "
+                                         "--eval images)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -141,10 +142,13 @@ def check_config(config):
     check_gates(config.max_accuracy_drop, config.min_agreement)
     if (config.input_type or config.output_type) and config.quantize != "int8":
         raise ConfigError("--input-type and --output-type apply to --quantize int8 only")
-    int8_only = ("calibration_method", "percentile", "extrapolation", "statistics")
+    int8_only = ("calibration_method", "percentile", "extrapolation", "statistics", "fallback_precision")
     if config.quantize != "int8" and any(getattr(config, name) is not None for name in int8_only):
-        raise ConfigError("--calibration-method, --percentile, --extrapolation and --statistics apply to "
-                          "--quantize int8 only")
+        raise ConfigError("--calibration-method, --percentile, --extrapolation, --statistics and "
+                          "--fallback-precision apply to --quantize int8 only")
+    if config.fallback_precision == "dynamic" and "onnx" in formats:
+        raise ConfigError("--fallback-precision dynamic is for the TFLite: the int8 ONNX keeps the parts a budget "
+                          "needs in float32 (give --formats tflite, or --fallback-precision auto or float32)")
     if config.quantize == "int8":
         recipe_for("int8", config)  # refuses an unknown method or an out-of-range parameter
     if config.statistics is not None and not Path(config.statistics).is_file():

@@ -18,7 +18,8 @@ from edge_resnet.errors import ConfigError
 from edge_resnet.options import own_options
 from edge_resnet.quantize.ethos_u import CompileRequest
 from edge_resnet.quantize.ranges import METHODS
-from edge_resnet.quantize.recipe import ACTIVATION_TYPES, IO_TYPES, MODES, ONNX_FORMATS, ONNX_ROUTES
+from edge_resnet.quantize.recipe import (ACTIVATION_TYPES, FALLBACK_PRECISIONS, IO_TYPES, MODES, ONNX_FORMATS,
+                                         ONNX_ROUTES)
 from edge_resnet.quantize.workflow import QuantizeRequest
 
 REQUESTS = {"convert": ConvertConfig, "quantize": QuantizeRequest, "compare": CompareRequest,
@@ -78,7 +79,8 @@ def test_choices_come_from_the_api_constants():
         "--model": BUILDER_NAMES, "--shortcut": SHORTCUTS, "--stride-at": STRIDE_PLACEMENTS}
     expected = {"--quantize": MODES, "--input-type": IO_TYPES, "--output-type": IO_TYPES,
                 "--preprocessing": PREPROCESSING_MODES, "--calibration-method": METHODS,
-                "--onnx-route": ONNX_ROUTES, "--activation-type": ACTIVATION_TYPES, "--onnx-format": ONNX_FORMATS}
+                "--onnx-route": ONNX_ROUTES, "--activation-type": ACTIVATION_TYPES, "--onnx-format": ONNX_FORMATS,
+                "--fallback-precision": FALLBACK_PRECISIONS}
     assert option_choices(commands["quantize"]) == expected
     from edge_resnet.model.resnet import BUILDERS
 

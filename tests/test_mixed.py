@@ -58,7 +58,7 @@ def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data)
     assert "head" in record["not_tried"]  # it would turn the int8 output into float32
     structure = inspect_tflite(folder / "mixed.tflite")
     assert structure.fully_delegated and structure.input_dtype == "int8" and structure.output_dtype == "int8"
-    assert structure.float_ops  # the float32 parts are there
+    assert structure.float_ops  # the parts out of int8 are there (dynamic-range or float32: `auto`)
     # on images neither the ranges nor the search saw: the budget holds to within 1 dB, and the parts still help
     on_evaluation = output_sqnr_on(folder / "mixed.tflite", float_model, evaluation)
     full_on_evaluation = output_sqnr_on(folder / "full.tflite", float_model, evaluation)
@@ -83,7 +83,8 @@ def hybrid_convolutions(path):
 
 def test_dynamic_parts_keep_int8_weights_on_xnnpack_and_float32_parts_do_not(data):
     folder, float_model, evaluation = data
-    start = read_record(folder / "probe.tflite")["mixed_precision"]  # written by the test above
+    assert quantize(data, "dynamic_probe.tflite", "--min-sqnr", "1").returncode == 0  # the full-int8 held-out score
+    start = read_record(folder / "dynamic_probe.tflite")["mixed_precision"]
     budget = start["steps"][0]["sqnr_db"] + 1.0
     for precision in ("dynamic", "float32"):
         result = quantize(data, f"{precision}.tflite", "--min-sqnr", f"{budget:.2f}", "--fallback-precision",
@@ -108,7 +109,7 @@ def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, 
     said = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("calibrating")]
     assert len(said) == 1 and "Traceback" not in result.stderr, result.stderr  # the progress bar aside
     record = read_record(folder / "unreachable.tflite")["mixed_precision"]
-    assert not record["met"] and record["stopped"] in ("every part tried is in float32",
+    assert not record["met"] and record["stopped"] in (f"every part tried is in {record['precision']}",
                                                        "3 steps without a better held-out SQNR")
     best = max(step["sqnr_db"] for step in record["steps"])
     assert f"(output SQNR {best:.1f} dB < 120)" in result.stderr
@@ -278,6 +279,9 @@ def test_an_accuracy_drop_budget_needs_labelled_calibration_images(data):
     (["--accuracy-control"], "give one of them"),
     (["--accuracy-control", "--min-agreement", "0.99", "--quantize", "float16"], "it needs --quantize int8"),
     (["--accuracy-control", "--min-agreement", "0.9", "--target", "ethos-u55-128"], "give one or the other"),
+    (["--min-sqnr", "30", "--fallback-precision", "dynamic"], "the int8 ONNX keeps the parts a budget needs in float32"),
+    (["--quantize", "float16", "--fallback-precision", "float32"], "apply to --quantize int8 only"),
+    (["--fallback-precision", "float32"], "give --min-sqnr, --max-accuracy-drop or --min-agreement"),
 ])
 def test_convert_accuracy_control_refuses_what_it_cannot_do(tmp_path, options, problem):
     result = run_in_process("convert", *options, "--output", tmp_path / "out")
@@ -608,3 +612,14 @@ def test_a_softmax_head_s_logits_are_read_whatever_the_output_type(softmax_data,
     outputs, logits = tflite_outputs_and_logits(path.read_bytes(), images)
     assert mixed.output_sqnr_db(float_logits, logits) > 20 and mixed.output_sqnr_db(float_outputs, outputs) > 20
     assert np.abs(logits).max() > 1.5  # logits, not probabilities
+
+
+def test_a_recipe_recorded_before_dynamic_parts_keeps_its_float32_parts():
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+
+    older = {key: value for key, value in QuantizationRecipe(min_sqnr=30).to_dict().items()
+             if key != "fallback_precision"}
+    assert QuantizationRecipe.from_dict(older).fallback_precision == "float32"
+    assert QuantizationRecipe.from_dict(QuantizationRecipe(min_sqnr=30).to_dict()).fallback_precision == "auto"
+    no_budget = {key: value for key, value in QuantizationRecipe().to_dict().items() if key != "fallback_precision"}
+    assert QuantizationRecipe.from_dict(no_budget).fallback_precision == "auto"

@@ -91,7 +91,6 @@ FRAGILE_GAIN_IMAGES = 3
 # What the parts a budget needs run in (--fallback-precision; `auto` tries dynamic, then float32)
 PRECISIONS = {"dynamic": "dynamic-range int8 (int8 weights, activations quantized per image at run time)",
               "float32": "float32"}
-FALLBACK_PRECISIONS = ("auto", *PRECISIONS)
 BLOCK = re.compile(r"(conv\d+_block\d+)_")
 JUDGED_BY_LOGITS = ("a softmax head: full int8's output SQNR as measured, plus each step's gain in the mean over "
                     "images of each image's logits (the softmax's input) SQNR")
@@ -358,8 +357,8 @@ def full_int8_verdict(record):
     fragile = [step for step in record["steps"][1:]
                if Step.from_dict(step).fragile and step["sqnr_db"] > first["sqnr_db"]]
     if not fragile:
-        return "NOT met; no float32 part improved on full int8"
-    return (f"NOT met; what float32 parts gained (up to {max(step['sqnr_db'] for step in fragile):.1f} dB) rests on "
+        return f"NOT met; no {precision_of(record)} part improved on full int8"
+    return (f"NOT met; what {precision_of(record)} parts gained (up to {max(step['sqnr_db'] for step in fragile):.1f} dB) rests on "
             f"{FRAGILE_GAIN_IMAGES} images or fewer, so full int8 is kept")
 
 
@@ -630,7 +629,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             stopped = f"{PATIENCE} steps without a better held-out SQNR"
             break
     if stopped is None:
-        stopped = "every part tried is in float32" if budget.shortfalls(steps[-1], steps[0]) else "budget met"
+        stopped = f"every part tried is in {route.precision}" if budget.shortfalls(steps[-1], steps[0]) else "budget met"
     if len(chosen) > 1 and not budget.shortfalls(steps[-1], steps[0]):
         short = {frozenset(earlier.float_parts) for earlier in steps[:-1]}  # the search measured these: none met it
         for part, pruned in spare_parts(chosen, list(parts), lambda rest: step(rest, evaluated(rest), full_int8[2]),

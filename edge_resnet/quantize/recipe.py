@@ -16,6 +16,8 @@ CALIBRATION_METHODS = METHODS  # how activation ranges come from the statistics 
 # onnxruntime static quantization settings
 ACTIVATION_TYPES = ("int8", "uint8")
 ONNX_FORMATS = ("qdq", "qoperator")
+# what the parts an accuracy budget needs run in (mixed.PRECISIONS); auto: dynamic, then float32
+FALLBACK_PRECISIONS = ("auto", "dynamic", "float32")
 ONNX_ROUTES = ("ort", "tflite")  # int8 ONNX by onnxruntime static quantization, or from the int8 TFLite
 MODE_DESCRIPTIONS = {
     "int8": "full integer: weights int8 symmetric per output channel, activations int8 per tensor",
@@ -75,8 +77,6 @@ class QuantizationRecipe:
             check_accuracy_terms(self.max_accuracy_drop, self.min_agreement)
             if self.mode != "int8":
                 raise ConfigError(f"{budget.flags()} keeps parts of an int8 model in float32: it needs --quantize int8")
-        from .mixed import FALLBACK_PRECISIONS
-
         if self.fallback_precision not in FALLBACK_PRECISIONS:
             raise ConfigError(f"--fallback-precision must be one of {', '.join(FALLBACK_PRECISIONS)}. Received: "
                               f"{self.fallback_precision!r}")
@@ -137,6 +137,9 @@ class QuantizationRecipe:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown recipe fields: {', '.join(unknown)}")
+        budgets = ("min_sqnr", "max_accuracy_drop", "min_agreement")
+        if "fallback_precision" not in data and any(data.get(name) is not None for name in budgets):
+            data = {**data, "fallback_precision": "float32"}  # recorded before dynamic-range parts: float32 parts
         return cls(**data)
 
     def to_json(self):

@@ -9,7 +9,8 @@ from ..errors import ConfigError
 from ..model.source import MODEL_HELP, ModelRequest
 from ..options import option
 from .ranges import AUTO, DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
-from .recipe import ACTIVATION_TYPES, IO_TYPES, MODES, ONNX_FORMATS, ONNX_ROUTES, QuantizationRecipe
+from .recipe import (ACTIVATION_TYPES, FALLBACK_PRECISIONS, IO_TYPES, MODES, ONNX_FORMATS, ONNX_ROUTES,
+                     QuantizationRecipe)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,7 +41,7 @@ class QuantizationRequest:
                              help="int8: keep the fewest network parts out of int8 (--fallback-precision) that "
                                   "bring the output SQNR on "
                                   "held-out calibration images to DB (exit 1 if even all of them cannot)")
-    fallback_precision: str = option("--fallback-precision", default=None, choices=("auto", "dynamic", "float32"),
+    fallback_precision: str = option("--fallback-precision", default=None, choices=FALLBACK_PRECISIONS,
                                      help="with a budget: what the parts it needs run in, in the TFLite (default: "
                                           "auto, dynamic first): dynamic (int8 weights, activations quantized per "
                                           "image at run time: a fraction of float32's latency on CPUs with int8 dot "
@@ -72,7 +73,7 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
     onnx_format: str = option("--onnx-format", default="qdq", choices=ONNX_FORMATS, group=ONNX_GROUP,
                               help="QDQ or QOperator graph")
     max_accuracy_drop: float = option("--max-accuracy-drop", default=None, type=float, metavar="POINTS",
-                                      help="int8: keep the fewest network parts in float32 that keep the top-1 "
+                                      help="int8: keep the fewest network parts out of int8 that keep the top-1 "
                                            "accuracy lost on held-out calibration images (they need labels) within "
                                            "POINTS (exit 1 if even all of them cannot)")
     min_agreement: float = option("--min-agreement", default=None, type=float, metavar="FRACTION",
