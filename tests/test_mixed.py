@@ -101,6 +101,30 @@ def test_dynamic_parts_keep_int8_weights_on_xnnpack_and_float32_parts_do_not(dat
         assert f"part(s) in {'dynamic-range int8' if precision == 'dynamic' else 'float32'}" in result.stdout
 
 
+def test_auto_runs_the_float32_convolutions_the_budget_does_not_need_in_dynamic_range_int8(data):
+    folder, float_model, evaluation = data
+    probe = quantize(data, "dynamic_best.tflite", "--min-sqnr", "120", "--fallback-precision", "dynamic")
+    assert probe.returncode == 1, probe.stderr
+    dynamic = read_record(folder / "dynamic_best.tflite")["mixed_precision"]
+    budget = max(step["sqnr_db"] for step in dynamic["steps"]) + 0.3  # out of dynamic-range parts' reach
+    result = quantize(data, "demoted.tflite", "--min-sqnr", f"{budget:.2f}")
+    assert result.returncode == 0, result.stderr
+    record = read_record(folder / "demoted.tflite")["mixed_precision"]
+    assert record["met"] and record["precision"] == "float32" and not record["also_tried"][0]["met"]
+    chosen = mixed.chosen_step(record)
+    assert chosen["sqnr_db"] >= budget and record["dynamic_operators"]
+    float_part_convolutions = {scope for part in record["float_parts"]
+                               for scope in mixed.model_parts(float_model.read_bytes())[part["part"]]
+                               if scope in mixed.weighted_scopes(float_model.read_bytes())}
+    assert set(record["dynamic_operators"]) <= float_part_convolutions
+    # the artifact runs exactly those in dynamic-range int8, the rest of the float parts in float32, on XNNPACK
+    assert len(hybrid_convolutions(folder / "demoted.tflite")) == len(record["dynamic_operators"])
+    assert inspect_tflite(folder / "demoted.tflite").fully_delegated
+    assert output_sqnr_on(folder / "demoted.tflite", float_model, evaluation) >= budget - 1.0
+    assert "in dynamic-range int8 (the budget does not need it in float32)" in result.stdout
+    assert "of their convolutions in dynamic-range int8" in result.stdout
+
+
 def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, monkeypatch):
     monkeypatch.setattr(mixed, "CONFIRMED_PER_STEP", 1)  # the same search, fewer re-measurements
     folder = data[0]
@@ -436,6 +460,28 @@ def test_a_part_the_others_made_redundant_goes_back_to_int8():
     steps = (measure(()), measure(chosen), pruned[0][1])
     search = mixed.MixedSearch(budget, 200, steps, {}, {}, {}, "budget met")
     assert search.chosen == pruned[0][1]  # the fewest float operators that meet the budget
+
+
+def test_a_demoted_convolution_runs_in_dynamic_range_int8_and_the_demoted_step_is_chosen():
+    parts = {"conv5_block1": ("conv5_block1_1_conv", "conv5_block1_1_relu", "conv5_block1_2_conv", "conv5_block1_add")}
+    weighted = frozenset({"conv5_block1_1_conv", "conv5_block1_2_conv"})
+
+    def step(demoted, sqnr):
+        return mixed.Step(("conv5_block1",), sqnr, 1.0, None, 4, 1.0, True, 50, dynamic_operators=tuple(demoted))
+
+    full_int8 = mixed.Step((), 30.0, 1.0, None, 0, 1.0, True)
+    float32 = step((), 34.0)
+    demoted = step(("conv5_block1_2_conv",), 33.6)  # the same operators out of int8, one fewer in float32
+    too_far = step(("conv5_block1_2_conv", "conv5_block1_1_conv"), 33.2)
+    search = mixed.MixedSearch(mixed.Budget(min_sqnr=33.5), 200, (full_int8, float32, demoted, too_far), {}, parts, {},
+                               "budget met", "float32", weighted)
+    assert search.chosen == demoted and demoted.float32_operators == 3
+    assert search.scopes() == (("conv5_block1_1_conv", "conv5_block1_1_relu", "conv5_block1_add"),
+                               ("conv5_block1_2_conv",))
+    record = search.record()
+    assert mixed.Step.from_dict(mixed.chosen_step(record)) == demoted  # not the float32 step with the same parts
+    assert "1 of their convolutions in dynamic-range int8" in mixed.describe_record(record)
+    assert mixed.precision_of(record) == "float32"
 
 
 def test_a_convolution_the_budget_does_not_need_goes_back_to_int8():

@@ -503,6 +503,10 @@ def _step_change(previous, step):
     dropped += [operator_label(back[0])] if back else []
     if dropped:
         return f"{', '.join(dropped)} back to int8"
+    demoted = [operator for operator in step.get("dynamic_operators") or ()
+               if operator not in (previous.get("dynamic_operators") or ())]
+    if demoted:
+        return f"{operator_label(demoted[0])} to dynamic-range int8"
     return ", ".join(step["float_parts"][-1:])
 
 

@@ -27,7 +27,9 @@ without a better score (the int8 output's own grid, for one, no part
 removes). Once the budget is met, each part is tried back in int8 (the
 latest in the graph first), and one the others make redundant stays int8;
 then each convolution of the float parts with the operators after it (its
-activation, the block's addition) likewise. The artifact keeps the step
+activation, the block's addition) likewise; and with `auto`
+(--fallback-precision), each convolution still in float32 is tried in
+dynamic-range int8 and stays there where the budget holds. The artifact keeps the step
 that meets the budget with the fewest float operators, else the best step. Every step records the held-out SQNR, top-1
 agreement (and, for --max-accuracy-drop, the top-1 accuracy drop against the
 labels), the number of float operators, the artifact's latency here, and on
@@ -169,13 +171,15 @@ class Step:
     int8_operators: tuple = ()  # operators of the float parts put back in int8 (weight_units the budget did not need)
     logits_db: float = None  # softmax head: the mean over images of each image's logits SQNR (Scores.logits_db)
     estimated_sqnr_db: float = None  # softmax head: full int8's sqnr_db plus this step's logits_db gain (judged_sqnr)
+    dynamic_operators: tuple = ()  # convolutions of float32 parts run in dynamic-range int8 (demoted: the budget holds)
 
     @classmethod
     def from_dict(cls, step):
         """The Step of a record's step (older records lack the later fields)."""
         fields = {field: step.get(field) for field in cls.__dataclass_fields__}
         return cls(**{**fields, "float_parts": tuple(fields["float_parts"]),
-                      "int8_operators": tuple(step.get("int8_operators") or ())})
+                      "int8_operators": tuple(step.get("int8_operators") or ()),
+                      "dynamic_operators": tuple(step.get("dynamic_operators") or ())})
 
     @property
     def estimated(self):
@@ -185,6 +189,12 @@ class Step:
     def judged_db(self):
         """The output SQNR the search ranks steps by and an --min-sqnr budget judges."""
         return self.estimated_sqnr_db if self.estimated else self.sqnr_db
+
+    @property
+    def float32_operators(self):
+        """Operators out of int8 that compute in float32 (a demoted convolution reads and writes float32 but
+        multiplies in int8)."""
+        return self.float_operators - len(self.dynamic_operators)
 
     @property
     def fragile(self):
@@ -264,10 +274,12 @@ class MixedSearch:
 
     @property
     def chosen(self):
-        """The step that meets the budget with the fewest float32 operators
-        (the first of equals), else the best one."""
+        """The step that meets the budget with the fewest operators out of
+        int8, then the fewest of them in float32 (the first of equals), else
+        the best one."""
         meeting = [step for step in self.steps if not self.budget.shortfalls(step, self.steps[0])]
-        return min(meeting, key=lambda step: step.float_operators) if meeting else self.best
+        return (min(meeting, key=lambda step: (step.float_operators, step.float32_operators)) if meeting
+                else self.best)
 
     @property
     def met(self):
@@ -286,7 +298,9 @@ class MixedSearch:
 
     def scopes(self):
         """(operators in float32, operators in dynamic-range int8) of the TFLite artifact."""
-        return split_by_precision(self.float_scopes(), self.weighted, self.precision)
+        float32, dynamic = split_by_precision(self.float_scopes(), self.weighted, self.precision)
+        demoted = self.chosen.dynamic_operators
+        return tuple(scope for scope in float32 if scope not in demoted), dynamic + demoted
 
     def record(self):
         chosen = self.chosen
@@ -304,6 +318,7 @@ class MixedSearch:
                                                                 for operator in self.parts[part]),
                                  "gain_alone_db": self.alone_gain_db.get(part)} for part in chosen.float_parts],
                 "int8_operators": list(chosen.int8_operators),
+                "dynamic_operators": list(chosen.dynamic_operators),
                 "not_tried": self.excluded, "gain_alone_db": self.alone_gain_db, "stopped": self.stopped,
                 "also_tried": list(self.also_tried),
                 "steps": [step.to_dict() for step in self.steps]}
@@ -314,8 +329,10 @@ def chosen_step(record):
     """The step of a mixed_precision record whose parts the artifact keeps in float32."""
     parts = [entry["part"] for entry in record["float_parts"]]
     back = list(record.get("int8_operators") or [])
+    demoted = list(record.get("dynamic_operators") or [])
     return next(step for step in record["steps"]
-                if list(step["float_parts"]) == parts and list(step.get("int8_operators") or []) == back)
+                if list(step["float_parts"]) == parts and list(step.get("int8_operators") or []) == back
+                and list(step.get("dynamic_operators") or []) == demoted)
 
 
 def describe_artifact(record):
@@ -329,9 +346,11 @@ def describe_artifact(record):
 
 
 def put_back_text(step):
-    """The operators of a step's (dict) float parts that went back to int8, said briefly; else nothing."""
-    back = step.get("int8_operators") or ()
-    return f", less {len(back)} of their operators put back in int8" if back else ""
+    """The operators of a step's (dict) float parts that went back to int8
+    or down to dynamic-range int8, said briefly; else nothing."""
+    back, demoted = step.get("int8_operators") or (), step.get("dynamic_operators") or ()
+    return ((f", less {len(back)} of their operators put back in int8" if back else "")
+            + (f", {len(demoted)} of their convolutions in dynamic-range int8" if demoted else ""))
 
 
 def describe_record(record):
@@ -468,7 +487,8 @@ class Route:
 
     `parts`: {part: operator ids} (TFLite scopes, ONNX node names), in graph
     order; `make(ranges, ids)`: the artifact (bytes) with the operators
-    `ids` in float32; `outputs(artifact, inputs)`: what it computes; `suffix`:
+    `ids` in float32 (the TFLite's `make(ranges, ids, dynamic)` runs the
+    convolutions `dynamic` of them in dynamic-range int8); `outputs(artifact, inputs)`: what it computes; `suffix`:
     its file name suffix, for timing and inspecting it."""
 
     parts: dict
@@ -493,9 +513,12 @@ def tflite_route(float_model, recipe, precision="float32"):
         return len(inspected.float_ops), inspected.fully_delegated
 
     weighted = weighted_scopes(float_model)
-    return Route(model_parts(float_model),
-                 lambda ranges, scopes: int8_tflite(float_model, ranges, recipe,
-                                                    *split_by_precision(scopes, weighted, precision)),
+    def make(ranges, scopes, demoted=()):
+        float32, dynamic = split_by_precision(scopes, weighted, precision)
+        return int8_tflite(float_model, ranges, recipe, tuple(scope for scope in float32 if scope not in demoted),
+                           dynamic + tuple(demoted))
+
+    return Route(model_parts(float_model), make,
                  lambda model, inputs: run_tflite_bytes(model, inputs, "a candidate"), ".tflite", structure,
                  recipe.output_type, weighted, tflite_outputs_and_logits if softmax_head(float_model) else None,
                  precision)
@@ -525,17 +548,22 @@ def search_tflite_parts(float_model, statistics, calibration, recipe, method, bu
         else:
             log(f"      parts in {PRECISIONS[precision]}")
         searches.append(search_float_parts(float_model, statistics, calibration, recipe, method, budget, log,
-                                           tflite_route(float_model, recipe, precision)))
+                                           tflite_route(float_model, recipe, precision),
+                                           demote=len(tiers) > 1 and precision == "float32"))
         if searches[-1].met:
             break
     kept = max(searches, key=lambda search: budget.standing(search.chosen, search.steps[0]))
     return replace(kept, also_tried=tuple(search.summary() for search in searches if search is not kept))
 
 
-def search_float_parts(float_model, statistics, calibration, recipe, method, budget, log=print, route=None):
+def search_float_parts(float_model, statistics, calibration, recipe, method, budget, log=print, route=None,
+                       demote=False):
     """The MixedSearch for `budget` (a Budget, on held-out calibration
     images) of the int8 artifact of `route` (default: the int8 TFLite of
-    `float_model`, bytes) under `recipe`, ranges by `method`."""
+    `float_model`, bytes) under `recipe`, ranges by `method`. `demote`
+    (TFLite): once float32 parts meet the budget, each of their
+    convolutions is tried in dynamic-range int8 and stays there where the
+    budget still holds."""
     from ..device.bench import benchmark
     from .selection import calibration_inputs, float_reference, no_folds_reason
 
@@ -567,15 +595,16 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         if softmax_head(float_model):
             reference_logits = tflite_outputs_and_logits(float_model, inputs)[1]
 
-    def evaluated(float_parts, int8_back=()):
+    def evaluated(float_parts, int8_back=(), demoted=()):
         """(Scores on every calibration image, each run by the candidate
         ranged without its fold, the first fold's candidate, the outputs)
-        with `float_parts` in float32 but their operators `int8_back`."""
+        with `float_parts` in float32 but their operators `int8_back`, and
+        their convolutions `demoted` in dynamic-range int8."""
         operators = [operator for part in float_parts for operator in parts[part] if operator not in int8_back]
         outputs, first = np.empty_like(reference), None
         logits = None if reference_logits is None else np.empty_like(reference_logits)
         for ranges, positions in layout:
-            model = route.make(ranges, operators)
+            model = route.make(ranges, operators, *((demoted,) if demoted else ()))
             if logits is None:
                 outputs[positions] = route.outputs(model, inputs[positions])
             else:
@@ -584,7 +613,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         return scores(reference, outputs, labels, None if logits is None else (reference_logits, logits)), first, \
             outputs
 
-    def step(float_parts, candidate, full_int8_outputs=None, int8_back=()):
+    def step(float_parts, candidate, full_int8_outputs=None, int8_back=(), demoted=()):
         measured, model, outputs = candidate
         with tempfile.TemporaryDirectory(prefix="edge-resnet-mixed-") as folder:
             path = Path(folder) / f"candidate{route.suffix}"
@@ -599,7 +628,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             estimated = judged_sqnr(measured, full_int8[0])
         return Step(tuple(float_parts), **asdict(measured), float_operators=float_operators,
                     p50_ms=timing.latency_ms["p50"], fully_delegated=delegated, gain_images=gain_images,
-                    int8_operators=tuple(int8_back), estimated_sqnr_db=estimated)
+                    int8_operators=tuple(int8_back), estimated_sqnr_db=estimated, dynamic_operators=tuple(demoted))
 
     note = budget.resolution_note(len(inputs))
     if note:
@@ -649,6 +678,17 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             log(f"      {operator_label(operator)} back in int8 (the budget does not need it in {route.precision}): "
                 f"{measured_text(pruned.to_dict(), budget)}, {pruned.p50_ms:.2f} ms")
             stopped = "budget met; operators it did not need put back in int8"
+    if demote and chosen and not budget.shortfalls(steps[-1], steps[0]):
+        kept, back = steps[-1].float_parts, steps[-1].int8_operators
+        convolutions = [(operator,) for part in sorted(kept, key=list(parts).index) for operator in parts[part]
+                        if operator in route.weighted and operator not in back]
+        for operator, demoted in spare_operators(
+                convolutions, lambda dynamic: step(kept, evaluated(kept, back, dynamic), full_int8[2], back, dynamic),
+                lambda trial: not budget.shortfalls(trial, steps[0])):
+            steps.append(demoted)
+            log(f"      {operator_label(operator)} in dynamic-range int8 (the budget does not need it in float32): "
+                f"{measured_text(demoted.to_dict(), budget)}, {demoted.p50_ms:.2f} ms")
+            stopped = "budget met; convolutions it did not need in float32 run in dynamic-range int8"
     return MixedSearch(budget, len(inputs), tuple(steps), alone, parts, excluded, stopped, route.precision,
                        route.weighted)
 
@@ -694,12 +734,14 @@ def weight_units(operators, weighted):
 
 
 def spare_operators(units, measure, meets):
-    """(weight operator, Step with its unit and those before back in int8)
+    """(weight operator, Step with its unit and those before moved down)
     for each unit (weight_units) of the float parts that the budget does not
     need in float32: a block is the search's unit, but a block's float32
-    gain often sits in one of its convolutions. One pass, the latest in the
-    graph first (the most weights for the same work); `measure(int8_back)`
-    gives the Step, `meets(step)` the verdict."""
+    gain often sits in one of its convolutions. Moved down: back in int8,
+    or into dynamic-range int8 (whatever `measure` makes of the units it is
+    given). One pass, the latest in the graph first (the most weights for
+    the same work); `measure(units' operators)` gives the Step,
+    `meets(step)` the verdict."""
     back = ()
     for unit in reversed(units):
         trial = measure((*back, *unit))

@@ -157,14 +157,17 @@ def quantize_artifact(request, log=print):
             path = _from_float_tflite(request, recipe, log)
         else:
             path = _from_keras(request, recipe, log)
-    log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {recipe.describe(request.target[1:])})")
+    from .recipe import read_record
+
+    record = read_record(path) if recipe.needs_calibration else {}
+    mixed = record.get("mixed_precision")
+    # parts out of int8: the record says what the artifact is ("full integer" would not be true)
+    description = record["quantization"] if mixed and mixed["float_parts"] else recipe.describe(request.target[1:])
+    log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {description})")
     if recipe.needs_calibration:
-        from .recipe import read_record
         from .selection import describe_selection
 
-        record = read_record(path)
         log(f"activation ranges: {describe_selection(record['activation_ranges'])}")
-        mixed = record.get("mixed_precision")
         if mixed:
             from .mixed import describe_record
 
