@@ -43,9 +43,11 @@ bar needs one with VNNI, where int8 is three times faster than float32).
 
 The `tflite_dynamic` part searches the same budgets with the parts in
 dynamic-range int8 (--fallback-precision dynamic) and says what `auto`
-keeps of the two.
+keeps of the two. The `tflite_auto` part runs the default search itself
+(int8 output): after a float32 search, the convolutions the budget does
+not need in float32 go to dynamic-range int8.
 
-    python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [onnx]
+    python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx]
         [onnx_latency] [nncf] [part_gains]
 """
 
@@ -114,7 +116,8 @@ def held_mixed(result):
     measured = result["held_out_db"]["mixed"]
     chosen = [Step.from_dict(step) for step in result.get("steps", ())
               if list(step["float_parts"]) == result["float_parts"]
-              and list(step.get("int8_operators") or []) == result.get("int8_operators", [])]
+              and list(step.get("int8_operators") or []) == result.get("int8_operators", [])
+              and list(step.get("dynamic_operators") or []) == result.get("dynamic_operators", [])]
     if not chosen or not chosen[0].estimated:
         return f"{measured:.2f}"
     return f"{chosen[0].estimated_sqnr_db:.2f} estimated ({measured:.2f} measured)"
@@ -126,9 +129,12 @@ def put_back_note(result):
 
     labels = [operator_label(operator) for operator in result.get("int8_operators", [])]
     convolutions = [label for label in labels if "_conv" in label]
+    demoted = len(result.get("dynamic_operators", []))
+    note = f"; {demoted} weight layers of them in dynamic-range int8" if demoted else ""
     if not labels:
-        return ""
-    return f"; back in int8: {', '.join(convolutions) or '-'} (+{len(labels) - len(convolutions)} operators with them)"
+        return note
+    return (f"; back in int8: {', '.join(convolutions) or '-'} (+{len(labels) - len(convolutions)} operators with them)"
+            + note)
 
 
 def put_back_units(parts, weighted, float_parts, int8_operators):
@@ -172,9 +178,10 @@ def network_at_224(depth):
     return float_model, ranges, model_parts(float_model), weighted_scopes(float_model), next(calibration.samples())
 
 
-def latency_at_224(depth, put_back, output_type="int8", precision="float32"):
+def latency_at_224(depth, put_back, output_type="int8", precision="float32", demoted=()):
     """p50 of the float32, full-int8 and mixed ResNet at 224 (random weights), alternating rounds on this
-    machine (named in the result); `put_back`: {float part: positions of its weight units back in int8}."""
+    machine (named in the result); `put_back`: {float part: positions of its weight units back in int8};
+    `demoted`: Keras names of the float parts' convolutions run in dynamic-range int8."""
     from edge_resnet.device.runtime import TfliteRunner
     from edge_resnet.device.tflite_inspect import inspect_tflite
     from edge_resnet.quantize.int8_tflite import int8_tflite
@@ -187,8 +194,10 @@ def latency_at_224(depth, put_back, output_type="int8", precision="float32"):
     paths["float32"].write_bytes(float_model)
     recipe = QuantizationRecipe(output_type=output_type)
     paths["full int8"].write_bytes(int8_tflite(float_model, ranges, recipe))
-    paths["mixed"].write_bytes(int8_tflite(float_model, ranges, recipe, *split_by_precision(
-        float_operators_of(parts, weighted, put_back), weighted, precision)))
+    float32, dynamic = split_by_precision(float_operators_of(parts, weighted, put_back), weighted, precision)
+    moved = tuple(scope for scope in float32 if scope in weighted and convolution_name(scope) in demoted)
+    paths["mixed"].write_bytes(int8_tflite(float_model, ranges, recipe,
+                                           tuple(scope for scope in float32 if scope not in moved), dynamic + moved))
     runners = {name: TfliteRunner(path, threads=2) for name, path in paths.items()}
     for runner in runners.values():
         runner.feed(sample)
@@ -219,7 +228,8 @@ def retimed(result, output_type):
     back = {convolution_name(operator) for operator in result["int8_operators"]}
     put_back = {part: [index for index, unit in enumerate(weight_units(parts[part], weighted))
                        if convolution_name(unit[0]) in back] for part in result["float_parts"]}
-    return latency_at_224(depth, put_back, output_type, result.get("precision", "float32"))
+    return latency_at_224(depth, put_back, output_type, result.get("precision", "float32"),
+                          {convolution_name(operator) for operator in result.get("dynamic_operators", ())})
 
 
 def measure(name, model, size, depth, output_type="int8", precision="float32"):
@@ -251,10 +261,13 @@ def measure(name, model, size, depth, output_type="int8", precision="float32"):
                                 "mixed": output_sqnr(float_model, mixed, evaluation)},
               "float_parts": list(chosen["float_parts"]), "float_operators": chosen["float_operators"],
               "int8_operators": list(chosen.get("int8_operators") or []),
-              "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"]}
+              "dynamic_operators": list(chosen.get("dynamic_operators") or []),
+              "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"],
+              "also_tried": record.get("also_tried", [])}
     put_back = put_back_units(model_parts(float_model), weighted_scopes(float_model), result["float_parts"],
                               result["int8_operators"])
-    result["latency_224"] = latency_at_224(depth, put_back, output_type, record["precision"])
+    result["latency_224"] = latency_at_224(depth, put_back, output_type, record["precision"],
+                                           {convolution_name(operator) for operator in result["dynamic_operators"]})
     print(result, flush=True)
     return result
 
@@ -446,10 +459,11 @@ def main(parts):
 
     path = RESULTS / "mixed_precision.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
-    results, float_output_results, onnx_results, gains, dynamic_results = (
+    results, float_output_results, onnx_results, gains, dynamic_results, auto_results = (
         saved.get(key, []) for key in ("results", "float_output_results", "onnx_results", "part_gains",
-                                       "dynamic_results"))
-    searching = {"tflite", "tflite_float_output", "onnx", "nncf", "part_gains"} & set(parts)
+                                       "dynamic_results", "auto_results"))
+    searching = {"tflite", "tflite_float_output", "tflite_dynamic", "tflite_auto", "onnx", "nncf",
+                 "part_gains"} & set(parts)
     searched_on = machine() if searching or "machine" not in saved else saved["machine"]
     if "tflite" in parts:
         results += [measure(*entry) for entry in missing_from(results)]
@@ -470,6 +484,11 @@ def main(parts):
         for entry in (entry for entry in trained_models() if entry[0] not in done):
             dynamic_results.append(measure(*entry, precision="dynamic"))
             path.write_text(json.dumps({**saved, "dynamic_results": dynamic_results}, indent=2) + "\n")
+    if "tflite_auto" in parts:
+        done = {result["model"] for result in auto_results}
+        for entry in (entry for entry in trained_models() if entry[0] not in done):
+            auto_results.append(measure(*entry, precision="auto"))
+            path.write_text(json.dumps({**saved, "auto_results": auto_results}, indent=2) + "\n")
     if "tflite_latency" in parts:  # every saved TFLite row timed again on this machine
         for result in results:
             result["latency_224"] = retimed(result, "int8")
@@ -480,6 +499,9 @@ def main(parts):
         for result in dynamic_results:
             result["latency_224"] = retimed(result, "int8")
             print(result["model"], "dynamic", result["latency_224"], flush=True)
+        for result in auto_results:
+            result["latency_224"] = retimed(result, "int8")
+            print(result["model"], "auto", result["latency_224"], flush=True)
     if "onnx_latency" in parts:
         for result in (result for result in onnx_results if "latency_224" not in result):
             result["latency_224"] = onnx_latency_at_224(result["depth"], result["float_parts"],
@@ -493,7 +515,7 @@ def main(parts):
              "the search scores every one of them, each run by a candidate ranged on the other three quarters. "
              "Evaluation: the other 397. Latency: the same parts in float32 (or dynamic-range int8) "
              "in the network at 224 (random weights), batch 1, 2 threads, alternating rounds.",
-             *latency_machine_lines(results + float_output_results + dynamic_results)]
+             *latency_machine_lines(results + float_output_results + dynamic_results + auto_results)]
     if retrained:
         lines += ["", f"The first two tables and the dynamic-range one: models trained again and searched on "
                   f"{machine_text(retrained)} (the trained models are cached outside the repository, and training "
@@ -511,13 +533,15 @@ def main(parts):
                   "", *tflite_lines(float_output_results)]
     if dynamic_results:
         lines += dynamic_lines(dynamic_results, results)
+    if auto_results:
+        lines += auto_lines(auto_results, results)
     if onnx_results:
         lines += onnx_lines(onnx_results) + nncf_lines(onnx_results)
     if gains:
         lines += part_gains_lines(gains)
     write_results("mixed_precision", {"machine": searched_on, "results": results, "onnx_results": onnx_results,
                                       "float_output_results": float_output_results, "part_gains": gains,
-                                      "dynamic_results": dynamic_results,
+                                      "dynamic_results": dynamic_results, "auto_results": auto_results,
                                       **{key: saved[key] for key in PREVIOUS if key in saved}},
                   "\n".join(lines) + "\n")
 
@@ -617,7 +641,8 @@ def dynamic_lines(dynamic_results, float_results):
              "`python benchmarks/mixed_precision.py tflite_dynamic`, on the machine named with the latency.", "",
              *tflite_lines(dynamic_results), "", "### What `auto` (the default) keeps", "",
              "Dynamic-range parts where they meet the budget on the held-out calibration images, else the float32 "
-             "search of the first table; latency at 224 on this machine.", "",
+             "search of the first table (before float32 parts' weight layers could go to dynamic-range int8: the "
+             "next table runs `auto` as it is now); latency at 224 on this machine.", "",
              "| model | kept | met on held-out | evaluation full int8 -> kept (budget) | met on evaluation within "
              "1 dB | p50 at 224 vs full int8 | float32 parts' p50 vs full int8 |", "|---|---|---|---|---|---|---|"]
     by_model = {result["model"]: result for result in float_results}
@@ -631,6 +656,34 @@ def dynamic_lines(dynamic_results, float_results):
                      f"{evaluated['mixed']:.2f} ({kept['budget_db']:.2f}) | "
                      f"{'yes' if evaluated['mixed'] >= kept['budget_db'] - 1 else 'NO'} | "
                      f"{kept['latency_224']['mixed_over_int8']:.2f}x | {float_ratio} |")
+    return lines
+
+
+def auto_lines(auto_results, float_results):
+    """What `auto` (the default) makes with an int8 output, its float32 parts' convolutions the budget does not
+    need in float32 run in dynamic-range int8, beside the float32-only search of the first table."""
+    lines = ["", "## `--fallback-precision auto` (the default), int8 output", "",
+             "The whole default search on the same budgets: dynamic-range parts; where those miss the budget, "
+             "float32 parts, then each of their weight layers the budget does not need in float32 in dynamic-range "
+             "int8 (kept where the budget holds on the held-out calibration images). Command: "
+             "`python benchmarks/mixed_precision.py tflite_auto`; latency at 224 on the machine named with it.", "",
+             "| model | kept | weight layers in dynamic-range int8 | held-out (budget) | evaluation full int8 -> kept | "
+             "met on evaluation within 1 dB | p50 at 224 vs full int8 | float32 parts alone (first table) | "
+             "search s |", "|---|---|---|---|---|---|---|---|---|"]
+    by_model = {result["model"]: result for result in float_results}
+    for result in auto_results:
+        float32, evaluated = by_model.get(result["model"]), result["evaluation_db"]
+        alone = (f"{float32['latency_224']['mixed_over_int8']:.2f}x, {float32['evaluation_db']['mixed']:.2f} dB"
+                 if float32 else "-")
+        lines.append(
+            f"| {result['model']} | {result['precision']}: {len(result['float_parts'])} parts "
+            f"({result['float_operators']} operators) | "
+            f"{'all' if result['precision'] == 'dynamic' else len(result.get('dynamic_operators', []))} | "
+            f"{held_mixed(result)} ({result['budget_db']:.2f}){'' if result['met_on_held_out'] else ', NOT met'} | "
+            f"{evaluated['full int8']:.2f} -> {evaluated['mixed']:.2f} | "
+            f"{'yes' if evaluated['mixed'] >= result['budget_db'] - 1 else 'NO'} | "
+            f"{result['latency_224']['mixed_over_int8']:.2f}x | "
+            f"{alone} | {result['search_seconds']:.0f} |")
     return lines
 
 

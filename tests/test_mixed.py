@@ -122,7 +122,9 @@ def test_auto_runs_the_float32_convolutions_the_budget_does_not_need_in_dynamic_
     assert inspect_tflite(folder / "demoted.tflite").fully_delegated
     assert output_sqnr_on(folder / "demoted.tflite", float_model, evaluation) >= budget - 1.0
     assert "in dynamic-range int8 (the budget does not need it in float32)" in result.stdout
-    assert "of their convolutions in dynamic-range int8" in result.stdout
+    assert "of their weight layers in dynamic-range int8" in result.stdout
+    wrote = next(line for line in result.stdout.splitlines() if line.startswith("wrote "))
+    assert "part(s) in float32" in wrote and "full integer" not in wrote
 
 
 def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, monkeypatch):
@@ -480,7 +482,11 @@ def test_a_demoted_convolution_runs_in_dynamic_range_int8_and_the_demoted_step_i
                                ("conv5_block1_2_conv",))
     record = search.record()
     assert mixed.Step.from_dict(mixed.chosen_step(record)) == demoted  # not the float32 step with the same parts
-    assert "1 of their convolutions in dynamic-range int8" in mixed.describe_record(record)
+    assert "with 1 of their weight layers in dynamic-range int8" in mixed.describe_record(record)
+    from edge_resnet.check.report import mixed_precision_lines
+
+    table = "\n".join(mixed_precision_lines(json.loads(json.dumps(record))))
+    assert "| conv5_block1_2_conv to dynamic-range int8 | 1 | 4 (1 dynamic-range) |" in table
     assert mixed.precision_of(record) == "float32"
 
 

@@ -477,7 +477,7 @@ def mixed_precision_lines(record):
 
     steps = record["steps"]
     rows = [(step + 1, _step_change(steps[step - 1] if step else None, entry), len(entry["float_parts"]),
-             entry["float_operators"], _judged_text(entry), _fraction(entry.get("agreement")),
+             _out_of_int8(entry), _judged_text(entry), _fraction(entry.get("agreement")),
              _points(entry.get("accuracy_drop_points")), _count(entry.get("gain_images")),
              f"{entry['p50_ms']:.3g}", {True: "yes", False: "NO", None: "-"}[entry["fully_delegated"]])
             for step, entry in enumerate(steps)]
@@ -486,13 +486,21 @@ def mixed_precision_lines(record):
                     f"{entry['best_held_out_db']:.2f} dB in {entry['steps']} steps)." for entry in record.get("also_tried", ()))
     return [describe_record(record) + ".", "", f"Measured on {record['held_out_images']} {record['scored_on']}"
             f"{judged}; latency: batch 1 on this machine.{tried}", "",
-            *markdown_table(("step", f"part made {precision_of(record)} (or put back)", "parts", "operators out of int8", "held-out SQNR dB",
+            *markdown_table(("step", f"part made {precision_of(record)} (or put back, or demoted)", "parts", "operators out of int8", "held-out SQNR dB",
                              "top-1 agreement", "top-1 drop (points)", "images holding half the gain", "p50 ms",
                              "whole graph on XNNPACK"), rows)]
 
 
+def _out_of_int8(step):
+    """A step's operators out of int8, and how many of them are weight layers demoted to dynamic-range int8."""
+    demoted = len(step.get("dynamic_operators") or ())
+    return f"{step['float_operators']}" + (f" ({demoted} dynamic-range)" if demoted else "")
+
+
 def _step_change(previous, step):
-    """What a search step changed: the part it made float32, or the one it put back in int8."""
+    """What a search step changed: the part it made float32 (or dynamic-range
+    int8), the one it put back in int8, or the weight layer it demoted to
+    dynamic-range int8."""
     if previous is None:
         return "(full int8)"
     from ..quantize.mixed import operator_label

@@ -29,8 +29,10 @@ latest in the graph first), and one the others make redundant stays int8;
 then each convolution of the float parts with the operators after it (its
 activation, the block's addition) likewise; and with `auto`
 (--fallback-precision), each convolution still in float32 is tried in
-dynamic-range int8 and stays there where the budget holds. The artifact keeps the step
-that meets the budget with the fewest float operators, else the best step. Every step records the held-out SQNR, top-1
+dynamic-range int8 and stays there where the budget holds. The artifact
+keeps the step that meets the budget with the fewest operators out of int8
+(then the fewest of them in float32), else the best step. Every step
+records the held-out SQNR, top-1
 agreement (and, for --max-accuracy-drop, the top-1 accuracy drop against the
 labels), the number of float operators, the artifact's latency here, and on
 how few images half its gain over full int8 rests.
@@ -171,7 +173,7 @@ class Step:
     int8_operators: tuple = ()  # operators of the float parts put back in int8 (weight_units the budget did not need)
     logits_db: float = None  # softmax head: the mean over images of each image's logits SQNR (Scores.logits_db)
     estimated_sqnr_db: float = None  # softmax head: full int8's sqnr_db plus this step's logits_db gain (judged_sqnr)
-    dynamic_operators: tuple = ()  # convolutions of float32 parts run in dynamic-range int8 (demoted: the budget holds)
+    dynamic_operators: tuple = ()  # weight layers of float32 parts run in dynamic-range int8 (the budget holds)
 
     @classmethod
     def from_dict(cls, step):
@@ -192,8 +194,9 @@ class Step:
 
     @property
     def float32_operators(self):
-        """Operators out of int8 that compute in float32 (a demoted convolution reads and writes float32 but
-        multiplies in int8)."""
+        """Operators out of int8 less the float32 parts' weight layers demoted
+        to dynamic-range int8 (which read and write float32 but multiply in
+        int8); in a dynamic-range search, every operator out of int8."""
         return self.float_operators - len(self.dynamic_operators)
 
     @property
@@ -286,7 +289,8 @@ class MixedSearch:
         return not self.budget.shortfalls(self.chosen, self.steps[0])
 
     def float_scopes(self):
-        """The operators of the chosen parts (those not put back in int8)."""
+        """The operators of the chosen parts (those not put back in int8),
+        demoted weight layers among them (scopes() splits them off)."""
         chosen = self.chosen
         return tuple(scope for part in chosen.float_parts for scope in self.parts[part]
                      if scope not in chosen.int8_operators)
@@ -350,7 +354,7 @@ def put_back_text(step):
     or down to dynamic-range int8, said briefly; else nothing."""
     back, demoted = step.get("int8_operators") or (), step.get("dynamic_operators") or ()
     return ((f", less {len(back)} of their operators put back in int8" if back else "")
-            + (f", {len(demoted)} of their convolutions in dynamic-range int8" if demoted else ""))
+            + (f", with {len(demoted)} of their weight layers in dynamic-range int8" if demoted else ""))
 
 
 def describe_record(record):
@@ -549,7 +553,7 @@ def search_tflite_parts(float_model, statistics, calibration, recipe, method, bu
             log(f"      parts in {PRECISIONS[precision]}")
         searches.append(search_float_parts(float_model, statistics, calibration, recipe, method, budget, log,
                                            tflite_route(float_model, recipe, precision),
-                                           demote=len(tiers) > 1 and precision == "float32"))
+                                           demote=recipe.fallback_precision == "auto" and precision == "float32"))
         if searches[-1].met:
             break
     kept = max(searches, key=lambda search: budget.standing(search.chosen, search.steps[0]))
@@ -561,9 +565,9 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     """The MixedSearch for `budget` (a Budget, on held-out calibration
     images) of the int8 artifact of `route` (default: the int8 TFLite of
     `float_model`, bytes) under `recipe`, ranges by `method`. `demote`
-    (TFLite): once float32 parts meet the budget, each of their
-    convolutions is tried in dynamic-range int8 and stays there where the
-    budget still holds."""
+    (TFLite only): once float32 parts meet the budget, each of their
+    weight layers (convolutions, a float head's classifier) is tried in
+    dynamic-range int8 and stays there where the budget still holds."""
     from ..device.bench import benchmark
     from .selection import calibration_inputs, float_reference, no_folds_reason
 
@@ -678,6 +682,8 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             log(f"      {operator_label(operator)} back in int8 (the budget does not need it in {route.precision}): "
                 f"{measured_text(pruned.to_dict(), budget)}, {pruned.p50_ms:.2f} ms")
             stopped = "budget met; operators it did not need put back in int8"
+    if demote and route.suffix != ".tflite":
+        raise ValueError("only the TFLite runs parts' weight layers in dynamic-range int8")
     if demote and chosen and not budget.shortfalls(steps[-1], steps[0]):
         kept, back = steps[-1].float_parts, steps[-1].int8_operators
         convolutions = [(operator,) for part in sorted(kept, key=list(parts).index) for operator in parts[part]
@@ -688,7 +694,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             steps.append(demoted)
             log(f"      {operator_label(operator)} in dynamic-range int8 (the budget does not need it in float32): "
                 f"{measured_text(demoted.to_dict(), budget)}, {demoted.p50_ms:.2f} ms")
-            stopped = "budget met; convolutions it did not need in float32 run in dynamic-range int8"
+            stopped = "budget met; weight layers it did not need in float32 run in dynamic-range int8"
     return MixedSearch(budget, len(inputs), tuple(steps), alone, parts, excluded, stopped, route.precision,
                        route.weighted)
 

@@ -161,8 +161,9 @@ def quantize_artifact(request, log=print):
 
     record = read_record(path) if recipe.needs_calibration else {}
     mixed = record.get("mixed_precision")
-    # parts out of int8: the record says what the artifact is ("full integer" would not be true)
-    description = record["quantization"] if mixed and mixed["float_parts"] else recipe.describe(request.target[1:])
+    description = recipe.describe(request.target[1:])
+    if request.target == ".tflite" and mixed and mixed["float_parts"]:
+        description = record["quantization"]  # parts out of int8: not "full integer"
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {description})")
     if recipe.needs_calibration:
         from .selection import describe_selection
