@@ -65,6 +65,10 @@ def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data)
     assert on_evaluation >= budget - 1.0 and on_evaluation > full_on_evaluation, \
         (budget, on_evaluation, full_on_evaluation)
     assert "--min-sqnr" in result.stdout and "met with" in result.stdout
+    # what a float32 output would give, measured on the same held-out images: the head alone out of int8
+    float_output = record["with_float32_output"]
+    assert float_output["output_type"] == "float32" and set(float_output["float_parts"]) <= {"head"}
+    assert f"--output-type float32 {'meets' if float_output['met'] else 'does not meet'} --min-sqnr" in result.stdout
 
 
 def hybrid_convolutions(path):
@@ -145,6 +149,8 @@ def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, 
     assert [entry["precision"] for entry in record["also_tried"]] == [{"float32": "dynamic",
                                                                         "dynamic": "float32"}[record["precision"]]]
     assert not record["also_tried"][0]["met"]
+    assert record["with_float32_output"]["met"] is False
+    assert "--output-type float32 does not meet --min-sqnr 120 with head in float32" in result.stdout
 
 
 @pytest.mark.parametrize("options, problem", [

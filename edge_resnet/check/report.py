@@ -484,6 +484,11 @@ def mixed_precision_lines(record):
     judged = f"; SQNR judged by {record['sqnr_judged_by']}" if "logits" in record.get("sqnr_judged_by", "") else ""
     tried = "".join(f" {entry['precision_text']} parts were also searched and did not meet it (best "
                     f"{entry['best_held_out_db']:.2f} dB in {entry['steps']} steps)." for entry in record.get("also_tried", ()))
+    float_output = record.get("with_float32_output")
+    if float_output:
+        from ..quantize.mixed import Budget, float_output_text
+
+        tried += f" {float_output_text(float_output, Budget.of_record(record))}."
     return [describe_record(record) + ".", "", f"Measured on {record['held_out_images']} {record['scored_on']}"
             f"{judged}; latency: batch 1 on this machine.{tried}", "",
             *markdown_table(("step", f"part made {precision_of(record)} (or put back, or demoted)", "parts", "operators out of int8", "held-out SQNR dB",

@@ -269,6 +269,7 @@ class MixedSearch:
     precision: str = "float32"  # what the chosen parts run in (PRECISIONS)
     weighted: frozenset = frozenset()  # the operators that hold weights (dynamic precision quantizes those)
     also_tried: tuple = ()  # the searches in other precisions that did not meet the budget (their record summaries)
+    float_output: dict = None  # an int8 output's budget tried with a float32 output (with_float_output_summary)
 
     @property
     def best(self):
@@ -324,7 +325,7 @@ class MixedSearch:
                 "int8_operators": list(chosen.int8_operators),
                 "dynamic_operators": list(chosen.dynamic_operators),
                 "not_tried": self.excluded, "gain_alone_db": self.alone_gain_db, "stopped": self.stopped,
-                "also_tried": list(self.also_tried),
+                "also_tried": list(self.also_tried), "with_float32_output": self.float_output,
                 "steps": [step.to_dict() for step in self.steps]}
 
 
@@ -399,9 +400,14 @@ def measured_text(step, budget):
 
 def unmet_line(record, artifact):
     """The one line for a budget the search could not meet."""
+    float_output = record.get("with_float32_output")
+    hint = ""
+    if float_output and float_output["met"]:
+        hint = (f"; --output-type float32 meets it with {' and '.join(float_output['float_parts']) or 'no part'} "
+                "in float32")
     return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images "
             f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): the best found keeps "
-            f"{len(record['float_parts'])} parts in {precision_of(record)}")
+            f"{len(record['float_parts'])} parts in {precision_of(record)}{hint}")
 
 
 def precision_of(record):
@@ -557,7 +563,45 @@ def search_tflite_parts(float_model, statistics, calibration, recipe, method, bu
         if searches[-1].met:
             break
     kept = max(searches, key=lambda search: budget.standing(search.chosen, search.steps[0]))
-    return replace(kept, also_tried=tuple(search.summary() for search in searches if search is not kept))
+    float_output = None
+    if recipe.output_type != "float32" and "head" in kept.excluded and budget.shortfalls(kept.steps[0],
+                                                                                        kept.steps[0]):
+        float_output = with_float_output_summary(
+            head_with_float_output(float_model, statistics, calibration, recipe, method, budget), kept)
+        log(f"      {float_output_text(float_output, budget)}")
+    return replace(kept, also_tried=tuple(search.summary() for search in searches if search is not kept),
+                   float_output=float_output)
+
+
+def head_with_float_output(float_model, statistics, calibration, recipe, method, budget):
+    """The MixedSearch of the head alone in float32 under --output-type
+    float32: with an int8 output the logits' int8 grid is a floor no part
+    removes, and a budget that needs many blocks out of int8 there is often
+    met by the head (pooling, classifier) alone once the output is float32
+    (benchmarks/results/mixed_precision.md)."""
+    float_output = replace(recipe, output_type="float32")
+    route = tflite_route(float_model, float_output)
+    return search_float_parts(float_model, statistics, calibration, float_output, method, budget,
+                              lambda line: None, replace(route, parts={"head": route.parts["head"]}))
+
+
+def with_float_output_summary(search, int8_output):
+    """What a float32 output gives, in brief, beside the int8 output's search `int8_output`."""
+    chosen = search.chosen
+    return {"output_type": "float32", "met": search.met, "float_parts": list(chosen.float_parts),
+            "held_out_db": chosen.judged_db, "p50_ms": chosen.p50_ms,
+            "int8_output_full_int8_p50_ms": int8_output.steps[0].p50_ms,
+            "int8_output_p50_ms": int8_output.chosen.p50_ms}
+
+
+def float_output_text(summary, budget):
+    """The line on what --output-type float32 would give."""
+    parts = " and ".join(summary["float_parts"]) or "no part"
+    verdict = "meets" if summary["met"] else "does not meet"
+    return (f"--output-type float32 {verdict} {budget.flags()} with {parts} in float32: "
+            f"{summary['held_out_db']:.1f} dB on the same held-out images, {summary['p50_ms']:.2f} ms here "
+            f"(int8 output: {summary['int8_output_p50_ms']:.2f} ms with its parts, "
+            f"{summary['int8_output_full_int8_p50_ms']:.2f} ms full int8)")
 
 
 def search_float_parts(float_model, statistics, calibration, recipe, method, budget, log=print, route=None,
