@@ -27,7 +27,9 @@ own environment (benchmarks/nncf_accuracy_control.py says how to make it;
 NNCF_PYTHON names its interpreter, default /tmp/nncf-venv/bin/python).
 
 The `tflite_float_output` part repeats the `tflite` one with a float32
-output (--output-type float32), which lets the head stay float.
+output (--output-type float32), which lets the head stay float;
+`tflite_float_output_demoted` measures again its rows that kept float32
+parts (measured before those parts' weight layers could be demoted).
 
 Each part measures the models its saved results lack (delete
 benchmarks/results/mixed_precision.json to measure everything again): the
@@ -462,8 +464,8 @@ def main(parts):
     results, float_output_results, onnx_results, gains, dynamic_results, auto_results = (
         saved.get(key, []) for key in ("results", "float_output_results", "onnx_results", "part_gains",
                                        "dynamic_results", "auto_results"))
-    searching = {"tflite", "tflite_float_output", "tflite_dynamic", "tflite_auto", "onnx", "nncf",
-                 "part_gains"} & set(parts)
+    searching = {"tflite", "tflite_float_output", "tflite_float_output_demoted", "tflite_dynamic", "tflite_auto",
+                 "onnx", "nncf", "part_gains"} & set(parts)
     searched_on = machine() if searching or "machine" not in saved else saved["machine"]
     if "tflite" in parts:
         results += [measure(*entry) for entry in missing_from(results)]
@@ -489,6 +491,13 @@ def main(parts):
         for entry in (entry for entry in trained_models() if entry[0] not in done):
             auto_results.append(measure(*entry, precision="auto"))
             path.write_text(json.dumps({**saved, "auto_results": auto_results}, indent=2) + "\n")
+    if "tflite_float_output_demoted" in parts:  # the float32-output rows whose float32 parts could now be demoted
+        float32_kept = {result["model"] for result in float_output_results if result["precision"] == "float32"}
+        for entry in trained_models():
+            if entry[0] in float32_kept:
+                result = measure(*entry, output_type="float32", precision="auto")
+                float_output_results[[row["model"] for row in float_output_results].index(entry[0])] = result
+                path.write_text(json.dumps({**saved, "float_output_results": float_output_results}, indent=2) + "\n")
     if "tflite_latency" in parts:  # every saved TFLite row timed again on this machine
         for result in results:
             result["latency_224"] = retimed(result, "int8")
@@ -529,7 +538,8 @@ def main(parts):
                   "The same, with a float32 output: the head (pooling, classifier) may stay float, so the int8 output "
                   "tensor is no longer the floor; `--fallback-precision auto` (the default), so a row's parts are "
                   "dynamic-range int8 where those met the budget. Command: `python benchmarks/mixed_precision.py "
-                  "tflite_float_output`.",
+                  "tflite_float_output`; the rows that kept float32 parts measured again by `tflite_float_output_demoted` "
+                  "once their weight layers could go to dynamic-range int8 where the budget holds.",
                   "", *tflite_lines(float_output_results)]
     if dynamic_results:
         lines += dynamic_lines(dynamic_results, results)
