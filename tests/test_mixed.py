@@ -117,9 +117,10 @@ def test_auto_runs_the_float32_convolutions_the_budget_does_not_need_in_dynamic_
     assert record["met"] and record["precision"] == "float32" and not record["also_tried"][0]["met"]
     chosen = mixed.chosen_step(record)
     assert chosen["sqnr_db"] >= budget and record["dynamic_operators"]
-    float_part_convolutions = {scope for part in record["float_parts"]
-                               for scope in mixed.model_parts(float_model.read_bytes())[part["part"]]
-                               if scope in mixed.weighted_scopes(float_model.read_bytes())}
+    model_parts = mixed.model_parts(float_model.read_bytes())
+    weighted = mixed.weighted_scopes(float_model.read_bytes())
+    float_part_convolutions = {scope for part in record["float_parts"] for scope in model_parts[part["part"]]
+                               if scope in weighted}
     assert set(record["dynamic_operators"]) <= float_part_convolutions
     # the artifact runs exactly those in dynamic-range int8, the rest of the float parts in float32, on XNNPACK
     assert len(hybrid_convolutions(folder / "demoted.tflite")) == len(record["dynamic_operators"])

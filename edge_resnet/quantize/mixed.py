@@ -496,10 +496,11 @@ class Route:
     """How one artifact format makes and runs its candidates.
 
     `parts`: {part: operator ids} (TFLite scopes, ONNX node names), in graph
-    order; `make(ranges, ids)`: the artifact (bytes) with the operators
-    `ids` in float32 (the TFLite's `make(ranges, ids, dynamic)` runs the
-    convolutions `dynamic` of them in dynamic-range int8); `outputs(artifact, inputs)`: what it computes; `suffix`:
-    its file name suffix, for timing and inspecting it."""
+    order; `make(ranges, ids, demoted)`: the artifact (bytes) with the
+    operators `ids` in float32 but the weight layers `demoted` of them in
+    dynamic-range int8 (the TFLite's; the ONNX's refuses any);
+    `outputs(artifact, inputs)`: what it computes; `suffix`: its file name
+    suffix, for timing and inspecting it."""
 
     parts: dict
     make: object
@@ -647,12 +648,12 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         """(Scores on every calibration image, each run by the candidate
         ranged without its fold, the first fold's candidate, the outputs)
         with `float_parts` in float32 but their operators `int8_back`, and
-        their convolutions `demoted` in dynamic-range int8."""
+        their weight layers `demoted` in dynamic-range int8."""
         operators = [operator for part in float_parts for operator in parts[part] if operator not in int8_back]
         outputs, first = np.empty_like(reference), None
         logits = None if reference_logits is None else np.empty_like(reference_logits)
         for ranges, positions in layout:
-            model = route.make(ranges, operators, *((demoted,) if demoted else ()))
+            model = route.make(ranges, operators, demoted)
             if logits is None:
                 outputs[positions] = route.outputs(model, inputs[positions])
             else:
@@ -726,14 +727,12 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             log(f"      {operator_label(operator)} back in int8 (the budget does not need it in {route.precision}): "
                 f"{measured_text(pruned.to_dict(), budget)}, {pruned.p50_ms:.2f} ms")
             stopped = "budget met; operators it did not need put back in int8"
-    if demote and route.suffix != ".tflite":
-        raise ValueError("only the TFLite runs parts' weight layers in dynamic-range int8")
     if demote and chosen and not budget.shortfalls(steps[-1], steps[0]):
         kept, back = steps[-1].float_parts, steps[-1].int8_operators
-        convolutions = [(operator,) for part in sorted(kept, key=list(parts).index) for operator in parts[part]
-                        if operator in route.weighted and operator not in back]
+        weight_layers = [(operator,) for part in sorted(kept, key=list(parts).index) for operator in parts[part]
+                         if operator in route.weighted and operator not in back]
         for operator, demoted in spare_operators(
-                convolutions, lambda dynamic: step(kept, evaluated(kept, back, dynamic), full_int8[2], back, dynamic),
+                weight_layers, lambda dynamic: step(kept, evaluated(kept, back, dynamic), full_int8[2], back, dynamic),
                 lambda trial: not budget.shortfalls(trial, steps[0])):
             steps.append(demoted)
             log(f"      {operator_label(operator)} in dynamic-range int8 (the budget does not need it in float32): "

@@ -377,7 +377,9 @@ def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
 
     candidate = Path(scratch) / "mixed-candidate.onnx"
 
-    def make(ranges, nodes):
+    def make(ranges, nodes, demoted=()):
+        if demoted:  # onnxruntime's float parts are float32 (the TFLite route alone runs dynamic-range ones)
+            raise ValueError("the int8 ONNX has no dynamic-range int8 weight layers")
         return ort_quantized(prepared, candidate, recipe, to_onnx_ranges(ranges), nodes).read_bytes()
 
     def outputs(model, inputs):
