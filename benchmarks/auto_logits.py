@@ -15,6 +15,10 @@ what matters to the user: the probabilities' SQNR on evaluation images.
 The logits were tried first, with a ResNet-101 trained to check them; the
 temperatures after that, with a ResNet-152 (width 0.25, 32x32, seed 29)
 trained to check them and measured only once they were fixed.
+Last, the logits seen through the softmax's mean Jacobian (no parameter):
+the first-order probability error with each image's sensitivity averaged
+apart from each candidate's logit error, so that every image's error
+counts without the logits' common-mode error, which a softmax ignores.
 
     python benchmarks/auto_logits.py [PROTOCOL...]             the design rows: writes
                                                                benchmarks/results/auto_logits.{json,md}
@@ -41,11 +45,30 @@ def softened(temperature):
     return probabilities
 
 
+def jacobian_weighted(float_probabilities):
+    """The logits seen through the softmax's mean Jacobian: A = sqrt(mean_i
+    J_i^T J_i), J_i = diag(p_i) - p_i p_i^T of the float model on the
+    calibration images. Sum_i |A e_i|^2 = N tr(M Cov(e)): the first-order
+    probability error with the images' sensitivity (heavy-tailed, the same
+    for every candidate) averaged apart from each candidate's logit error
+    (every image carries it). Common-mode logit error, which a softmax
+    ignores, weighs nothing. No parameter."""
+    p = np.asarray(float_probabilities, np.float64)
+    jacobians = p[:, :, None] * np.eye(p.shape[1])[None] - p[:, :, None] * p[:, None, :]
+    gram = np.mean(jacobians @ jacobians, axis=0)
+    values, vectors = np.linalg.eigh(gram)
+    root = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    return lambda outputs, logits: (np.asarray(logits, np.float64) @ root).astype(np.float32)
+
+
+JACOBIAN = "the logits through the softmax's mean Jacobian"
+
 # what the candidates are scored on, from (the model's probabilities, the softmax's input)
 SCORINGS = {"the probabilities (shipped)": lambda outputs, logits: outputs,
             "the softmax's input": lambda outputs, logits: logits,
             "softmax(logits / 2)": softened(2.0),
-            "softmax(logits / 4)": softened(4.0)}
+            "softmax(logits / 4)": softened(4.0),
+            JACOBIAN: None}  # made per subset from the float model's probabilities: jacobian_weighted
 
 
 def outputs_and_logits(model_bytes, images):
@@ -76,7 +99,8 @@ def measure_subset(bench, float_model, calibration, evaluation_images, reference
     evaluation = [db(*per_image(reference, bench.int8_tflite_outputs(float_model, activation_ranges(statistics, m),
                                                                      evaluation_images))) for m in CANDIDATES]
     picked, images_run = {}, {}
-    for name, scored_on in SCORINGS.items():
+    scorings = {**SCORINGS, JACOBIAN: jacobian_weighted(float_runs[0])}
+    for name, scored_on in scorings.items():
         def replay(ranges, positions):
             replayed = scored_on(*(values[positions] for values in runs_of[ranges_fingerprint(ranges)]))
             assert not np.isnan(replayed).any()
@@ -104,7 +128,8 @@ def held_back_models():
 
 def markdown(rows, machine_info):
     protocols = " ".join(sorted({row["protocol"] for row in rows}))
-    lines = ["# Scoring a softmax head's candidates on its probabilities, its logits or a softened softmax", "",
+    lines = ["# Scoring a softmax head's candidates on its probabilities, its logits, a softened softmax, or the "
+             "logits through the softmax's mean Jacobian", "",
              f"Commands: `python benchmarks/auto_logits.py {protocols}`, then, once the temperatures were fixed, "
              f"`python benchmarks/auto_logits.py held_back {protocols}` (the ResNet-152's rows)", "",
              f"Machine: {machine_info['cpu']}, {machine_info['cores']} cores. Each cell: the evaluation SQNR of the "

@@ -2,7 +2,7 @@
 speed of the statistics pass, and what the int8 TFLite costs on the device.
 
     .venv/bin/python benchmarks/calibration.py [fidelity] [fidelity_training] [fidelity_validation] [kinds]
-                                               [cost] [floor] [oracle] [speed] [latency]
+                                               [cost] [floor] [oracle] [speed] [latency] [onnx_weights]
 
 Fidelity: trained digits models (the shipped demo ResNet-50 at width 0.25,
 the tests' ResNet-18 at width 0.25, a full-width ResNet-50 at 32x32, and a
@@ -24,6 +24,11 @@ calibrates on the very same images. Anchors:
 the raw TFLite converter (full-integer int8, min/max) and raw onnxruntime
 quantize_static (per-channel, MinMax; S8S8 with 8-bit weights, and U8S8
 with 7-bit weights, the weight range of our ONNX).
+
+ONNX weights: the int8 ONNX with 7-bit (the default) and 8-bit weights
+(`--full-range`) beside raw onnxruntime in the same range, every model and
+the validation ones, unseen protocol (run it on a CPU with VNNI, whose
+int8 kernels do not saturate with 8-bit weights).
 
 Kinds: where the dB go per tensor kind (input, convolution outputs,
 residual adds, pooling, logits, softmax).
@@ -299,6 +304,82 @@ def fidelity(protocol="unseen", models=None):
     return results
 
 
+WEIGHT_RANGES = {"7-bit": True, "8-bit": False}  # label: onnxruntime's reduce_range
+
+
+def onnx_weight_ranges():
+    """The int8 ONNX in both weight ranges, beside raw onnxruntime in the
+    same range, on every model (and the validation ones) under the unseen
+    protocol: what the 7-bit default costs where the int8 kernels do not
+    saturate (this CPU must have VNNI), and the ONNX bar of issue 23 in
+    either range. Every route calibrates on the very same images."""
+    import onnx
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.data.preprocess import preprocess_input
+    from edge_resnet.device.runtime import OnnxRunner
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.onnx_export import float_onnx, to_onnx
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    results = []
+    for model_name, model, head, size in [*models_to_measure(), *validation_models()]:
+        print(f"== {model_name}", flush=True)
+        folded, _ = fold_batchnorm(model)
+        float_model = float_tflite(folded)
+        scratch = Path(tempfile.mkdtemp(prefix="calibration-bench-"))
+        onnx.save(float_onnx(folded), scratch / "float.onnx")
+        rows = {}
+        for pixels, pixel_labels, test_pixels, labels in protocol_splits(size, "unseen"):
+            test_images = preprocess_input(test_pixels)
+            reference = np.asarray(model.predict(test_images, batch_size=50, verbose=0))
+            calibration = images_from_array(pixels, Preprocessing(size, size), size=None,
+                                             labels=pixel_labels).cached()
+            images = list(calibration.samples())
+            statistics = collect_statistics(float_model, calibration)
+            for weights, reduce_range in WEIGHT_RANGES.items():
+                raw_ort_int8(scratch / "float.onnx", images, scratch / "raw_ort.onnx", "uint8", reduce_range)
+                rows.setdefault(f"raw onnxruntime U8S8 {weights}, MinMax", []).append(
+                    scores(reference, labels, OnnxRunner(scratch / "raw_ort.onnx").predict(test_images), head))
+                for method in ("minmax", "auto"):
+                    recipe = QuantizationRecipe(calibration_method=method, onnx_reduce_range=reduce_range)
+                    path = to_onnx(folded, recipe, calibration, output=scratch / "ours.onnx", statistics=statistics,
+                                   float_model=float_model, float_onnx_path=scratch / "float.onnx")
+                    rows.setdefault(f"edge-resnet ONNX U8S8 {weights}, {method}", []).append(
+                        scores(reference, labels, OnnxRunner(path).predict(test_images), head))
+            print("   subset done: " + ", ".join(f"{route} {values[-1]['sqnr_db']:.2f}"
+                                                 for route, values in rows.items()), flush=True)
+        results.append({"model": model_name, "head": head,
+                        "routes": {route: summarize(values) for route, values in rows.items()}})
+        del model, folded
+    return results
+
+
+def weight_range_lines(rows):
+    lines = ["## The int8 ONNX's weight range: 7-bit (the default) or 8-bit (`--full-range`)", "",
+             "Mean output SQNR dB over the 4 subsets of the unseen protocol, the same images for every route; "
+             "onnxruntime's CPU provider on the machine named (its U8S8 kernels do not saturate with VNNI). "
+             "Command: `python benchmarks/calibration.py onnx_weights`.", "",
+             "| model | raw ORT 7-bit | ours 7-bit minmax | ours 7-bit auto | auto - raw, 7-bit | raw ORT 8-bit | "
+             "ours 8-bit minmax | ours 8-bit auto | auto - raw, 8-bit | 8-bit - 7-bit, auto | "
+             "top-1 agreement auto 7-bit / 8-bit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        mean = {route: values["sqnr_db_mean"] for route, values in row["routes"].items()}
+        cells = []
+        for weights in WEIGHT_RANGES:
+            raw, auto = mean[f"raw onnxruntime U8S8 {weights}, MinMax"], mean[f"edge-resnet ONNX U8S8 {weights}, auto"]
+            cells += [f"{raw:.2f}", f"{mean[f'edge-resnet ONNX U8S8 {weights}, minmax']:.2f}", f"{auto:.2f}",
+                      f"{auto - raw:+.2f}"]
+        agreement = " / ".join(f"{row['routes'][f'edge-resnet ONNX U8S8 {weights}, auto']['agreement_mean']:.2%}"
+                               for weights in WEIGHT_RANGES)
+        gain = mean["edge-resnet ONNX U8S8 8-bit, auto"] - mean["edge-resnet ONNX U8S8 7-bit, auto"]
+        lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {gain:+.2f} | {agreement} |")
+    return lines + [""]
+
+
 def tensor_kinds(float_model):
     """{activation tensor name: the kind of operator that writes it}."""
     from ai_edge_litert import schema_py_generated as schema
@@ -540,6 +621,8 @@ def markdown(result):
                  f"{part}: {machine_text(info)}" for part, info in result.get("machines", {}).items()), ""]
     for key in ("fidelity", "fidelity_validation", "fidelity_training"):
         lines += fidelity_sections(result.get(key, []), validation=key == "fidelity_validation")
+    if "onnx_weights" in result:
+        lines += weight_range_lines(result["onnx_weights"]) + [isa_note(part_isa(result, "onnx_weights"))]
     if "kinds" in result:
         kinds = sorted({kind for row in result["kinds"] for kind in row["delta_db"]})
         lines += ["## Where the dB go, per tensor kind", "",
@@ -737,7 +820,8 @@ def main(parts):
     result.update(machine=machine())
     for part, run in (("fidelity", fidelity), ("fidelity_training", lambda: fidelity("training")),
                       ("fidelity_validation", lambda: fidelity("unseen", validation_models())), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
-                      ("oracle", oracle_ranges), ("speed", speed), ("latency", latency)):
+                      ("oracle", oracle_ranges), ("speed", speed), ("latency", latency),
+                      ("onnx_weights", onnx_weight_ranges)):
         if part in parts:
             result.setdefault("commands", {})[part] = f"python benchmarks/calibration.py {part}"
             result.setdefault("machines", {})[part] = machine()

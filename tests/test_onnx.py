@@ -13,7 +13,8 @@ from edge_resnet.errors import ConfigError, ConversionError
 from edge_resnet.model.fold import fold_batchnorm
 from edge_resnet.quantize.onnx_export import to_onnx
 from edge_resnet.quantize.recipe import QuantizationRecipe
-from edge_resnet.device.runtime import OnnxRunner, TfliteRunner
+from edge_resnet.device.runtime import (WEIGHT_BITS_KEY, OnnxRunner, TfliteRunner, cpu_flags, saturation_note,
+                                        u8s8_saturates)
 from edge_resnet.quantize.recipe import record_path
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
@@ -93,6 +94,53 @@ def test_recipe_json_beside_each_onnx_artifact(artifacts, digits_calibration):
     tflite_record = json.loads(record_path(artifacts["tflite"]).read_text())
     assert tflite_record["calibration"] == record["calibration"]  # the same calibration set
     assert json.loads(record_path(artifacts["float"]).read_text())["calibration"] is None
+
+
+def weight_bits(path):
+    return {entry.key: entry.value for entry in onnx.load(path).metadata_props}.get(WEIGHT_BITS_KEY)
+
+
+def test_int8_onnx_files_carry_their_weight_range(artifacts):
+    assert weight_bits(artifacts["ort"]) == "7"  # the default: onnxruntime's reduce_range
+    assert weight_bits(artifacts["via_tflite"]) == "8"  # the TFLite's weights, full range
+    assert weight_bits(artifacts["float"]) is None
+
+
+@pytest.mark.parametrize("machine, flags, saturates", [
+    ("x86_64", {"avx2", "fma"}, True),  # AVX2 without VNNI: u8*s8 pairs added in int16
+    ("x86_64", {"avx2", "avx512f", "avx512bw"}, True),
+    ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, False),
+    ("AMD64", {"avx2", "avx_vnni"}, False),
+    ("aarch64", {"asimd"}, False),
+    ("aarch64", None, False),
+    ("x86_64", None, None),  # flags unknown: not claimed either way
+])
+def test_u8s8_saturation_is_named_only_for_full_weights_on_x86_without_vnni(machine, flags, saturates):
+    assert u8s8_saturates(machine, flags) is saturates
+    note = saturation_note("m.onnx", "8", machine, flags)
+    assert (note is not None) == bool(saturates)
+    if note:
+        assert note.startswith("note: m.onnx") and "session.x64quantprecision=1" in note and "--full-range" in note
+    assert saturation_note("m.onnx", "7", machine, flags) is None
+    assert saturation_note("m.onnx", None, machine, flags) is None
+
+
+def test_the_runner_and_bench_say_what_this_cpu_does_with_full_weights(artifacts, tmp_path):
+    import platform
+
+    from edge_resnet.device.bench import benchmark, runtime_notes
+
+    proto = onnx.load(artifacts["ort"])
+    for entry in proto.metadata_props:
+        if entry.key == WEIGHT_BITS_KEY:
+            entry.value = "8"
+    full = tmp_path / "full.onnx"
+    onnx.save(proto, full)
+    expected = saturation_note("full.onnx", "8", platform.machine(), cpu_flags())
+    assert OnnxRunner(full).note == expected
+    assert OnnxRunner(artifacts["ort"]).note is None
+    results = [benchmark(path, runs=1, warmup=0) for path in (artifacts["ort"], full, full)]
+    assert runtime_notes(results) == ([expected] if expected else [])
 
 
 def test_uint8_qoperator_and_entropy_variants(folded, digits_calibration, held_out, tmp_path):

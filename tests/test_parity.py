@@ -313,3 +313,15 @@ def test_per_layer_error_is_one_metric_for_both_formats(folded, test_split, arti
     assert all(0 < layer["value"] < 80 for layer in tflite + onnx_layers)  # dB of a trained int8 model
     assert [layer["value"] for layer in tflite] == sorted(layer["value"] for layer in tflite)  # worst first
     assert all(layer["rmse_over_scale"] > 0.1 for layer in tflite)  # TFLite's own unit kept beside it
+
+
+def test_a_runner_note_reaches_the_report(folded, test_split, artifacts):
+    from edge_resnet.check.report import parity_details
+    from edge_resnet.device.runtime import OnnxRunner, saturation_note
+
+    runner = OnnxRunner(artifacts["onnx_ort"])
+    runner.note = saturation_note(runner.path.name, "8", "x86_64", {"avx2"})  # as an AVX2 CPU would say
+    few = images_from_array(test_split[1][:16], Preprocessing(32, 32), size=None, labels=test_split[2][:16])
+    result = compare(folded, [artifacts["onnx_ort"]], few, runners=[runner]).to_dict()
+    assert result["candidates"][0]["note"] == runner.note
+    assert runner.note in parity_details(result)

@@ -270,6 +270,7 @@ def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_
             "path": str(path),
             "runtime": runner.runtime,
             **({"device": runner.device} if getattr(runner, "device", None) else {}),
+            **({"note": runner.note} if getattr(runner, "note", None) else {}),
             "metrics": metrics,
             "top1_drop_points": 100 * (reference_metrics["top1"] - metrics["top1"]) if labelled else None,
             "top5_drop_points": 100 * (reference_metrics["top5"] - metrics["top5"]) if labelled else None,

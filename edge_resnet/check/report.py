@@ -76,6 +76,8 @@ def parity_details(report):
         lines += ["", "How each artifact was made (its recipe JSON):", ""]
         lines += [f"- {_code(name)}: {description}" for name, description in made.items()]
     for candidate in report["candidates"]:
+        if candidate.get("note"):
+            lines += ["", candidate["note"]]
         if candidate["changed_classes"]:
             changes = ", ".join(
                 f"{c['class']} {_percent(c['reference'])} -> {_percent(c['candidate'])}"

@@ -47,6 +47,7 @@ class BenchResult:
     peak_rss_mb: float  # peak resident memory of the process while this model ran
     operator_ms: dict = None  # total ms per operator type over the timed runs (onnxruntime, on request)
     device: dict = None  # the board it ran on over SSH (remote.describe_device); None: this machine
+    note: str = None  # what makes this runtime's outputs there doubtful (runtime.saturation_note)
 
     def to_dict(self):
         return asdict(self)
@@ -218,16 +219,18 @@ def benchmark(path, threads=DEFAULT_THREADS, warmup=DEFAULT_WARMUP, runs=DEFAULT
         throughput_per_s=1e3 * batch / stats["mean"],
         peak_rss_mb=peak_rss_mb(),
         operator_ms=runner.operator_profile() if profile and hasattr(runner, "operator_profile") else None,
+        note=getattr(runner, "note", None),
     )
 
 
 def runtime_notes(results):
     """Lines that warn about a runtime which distorts the numbers."""
+    notes = list(dict.fromkeys(result.note for result in results if result.note))
     if any(result.runtime == "tflite-runtime" for result in results):
-        return ["note: tflite-runtime 2.14 runs int8 models on its built-in kernels, not XNNPACK: ResNet-50 int8 "
+        return notes + ["note: tflite-runtime 2.14 runs int8 models on its built-in kernels, not XNNPACK: ResNet-50 int8 "
                 "measured 3x slower than with ai-edge-litert on an AVX2 CPU (~10x where VNNI is available); "
                 "use ai-edge-litert wherever it has a wheel"]
-    return []
+    return notes
 
 
 def comparison_table(results):

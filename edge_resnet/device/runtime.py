@@ -120,6 +120,42 @@ class TfliteRunner:
 
 # metadata_props keys that carry integer I/O quantization in our ONNX files
 ONNX_QUANT_KEYS = ("input_scale", "input_zero_point", "output_scale", "output_zero_point")
+WEIGHT_BITS_KEY = "weight_bits"  # our int8 ONNX files: "7" (onnxruntime's reduce_range) or "8"
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
+
+
+def cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo; None where it cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return None
+
+
+def u8s8_saturates(machine, flags):
+    """Whether onnxruntime's U8S8 kernels on this CPU add u8*s8 products
+    pairwise in int16 (x86 without VNNI), so that full 8-bit weights can
+    overflow them; None where the flags are unknown."""
+    if machine.lower() not in X86_MACHINES:
+        return False
+    if flags is None:
+        return None
+    return not {"avx512_vnni", "avx_vnni"} & set(flags)
+
+
+def saturation_note(name, weight_bits, machine, flags):
+    """One line when an int8 ONNX with full 8-bit weights runs where
+    onnxruntime's default U8S8 kernels can saturate; None otherwise."""
+    if weight_bits != "8" or not u8s8_saturates(machine, flags):
+        return None
+    return (f"note: {name} has full 8-bit weights and this CPU (x86 without VNNI) adds onnxruntime's u8*s8 products "
+            "in int16, which they can overflow: its outputs here may be off. Run onnxruntime with session option "
+            "session.x64quantprecision=1 (exact, slower kernels), or make the model without --full-range (7-bit "
+            "weights)")
 
 
 class OnnxRunner:
@@ -152,6 +188,9 @@ class OnnxRunner:
         self.output_name = self.session.get_outputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map
         self.quantization = {key: float(meta[key]) for key in ONNX_QUANT_KEYS if key in meta}
+        import platform
+
+        self.note = saturation_note(self.path.name, meta.get(WEIGHT_BITS_KEY), platform.machine(), cpu_flags())
 
     @property
     def input_shape(self):

@@ -105,6 +105,16 @@ def float_onnx(model, opset=DEFAULT_OPSET):
 FALLBACK_KEY = "edge_resnet_exporter_fallback"
 
 
+def with_weight_bits(proto, bits):
+    """The int8 ONNX `proto` with its weight range in its metadata, for a
+    runner to tell whether this CPU's int8 kernels can saturate on it."""
+    from ..device.runtime import WEIGHT_BITS_KEY
+
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = WEIGHT_BITS_KEY, str(bits)
+    return proto
+
+
 def exporter_of(proto):
     """Who wrote a float ONNX model, for the recipe JSON."""
     reasons = [entry.value for entry in proto.metadata_props if entry.key == FALLBACK_KEY]
@@ -497,8 +507,8 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                                                 route=onnx_route(prepared, recipe, to_onnx_ranges, scratch))
                 ort_quantized(prepared, scratch / "int8.onnx", recipe, to_onnx_ranges(tflite_ranges),
                               search.float_scopes() if search else ())
-                onnx.save(checked(onnx.load(scratch / "int8.onnx"), f"model {model.name!r}", (ORT_DOMAIN,)),
-                          temporary)
+                int8_proto = with_weight_bits(onnx.load(scratch / "int8.onnx"), 7 if recipe.onnx_reduce_range else 8)
+                onnx.save(checked(int8_proto, f"model {model.name!r}", (ORT_DOMAIN,)), temporary)
                 ranges_used = ranges_record(statistics, method, tflite_ranges, selection)
             else:
                 # tf2onnx writes float32 parts, not dynamic-range ones, as ONNX
@@ -506,7 +516,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                                  else dataclasses.replace(recipe, fallback_precision="float32"))
                 tflite_path = to_tflite(model, tflite_recipe, calibration, output=scratch / "int8.tflite",
                                         statistics=statistics, float_model=float_model, log=log)
-                onnx.save(onnx_from_tflite(tflite_path, opset), temporary)
+                onnx.save(with_weight_bits(onnx_from_tflite(tflite_path, opset), 8), temporary)
                 exporter = "tf2onnx (from the int8 TFLite model)"
                 tflite_record = read_record(tflite_path)
                 ranges_used = tflite_record["activation_ranges"]
