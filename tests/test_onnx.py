@@ -156,6 +156,22 @@ def test_uint8_qoperator_and_entropy_variants(folded, digits_calibration, held_o
     assert "QLinearConv" in ops
 
 
+def test_full_range_weights_are_named_and_kept_where_the_kernels_do_not_saturate(folded, digits_calibration,
+                                                                                  held_out, tmp_path):
+    import platform
+
+    images, _ = held_out
+    path = to_onnx(folded, QuantizationRecipe(onnx_reduce_range=False, calibration_method="minmax"),
+                   digits_calibration, output=tmp_path / "full.onnx")
+    assert weight_bits(path) == "8"
+    runner = OnnxRunner(path)
+    if u8s8_saturates(platform.machine(), cpu_flags()):
+        assert runner.note and "session.x64quantprecision=1" in runner.note  # outputs here may be off: said
+    else:
+        assert runner.note is None
+        assert agreement(runner.predict(images), np.asarray(folded.predict(images, verbose=0))) >= 0.97
+
+
 @pytest.mark.slow
 def test_resnet50_float_onnx_matches_keras(tmp_path):
     model = fold_batchnorm(edge_resnet.resnet50(classifier_activation=None))[0]
