@@ -546,3 +546,17 @@ def test_the_output_rule_keeps_the_graph_outputs_minmax_and_clips_inside(statist
     assert RangeMethod.from_dict(RangeMethod("mse", output="minmax").to_dict()) == RangeMethod("mse", output="minmax")
     with pytest.raises(ConfigError, match="output tensors' range rule"):
         RangeMethod("minmax", output="percentile")
+
+
+def test_consensus_takes_each_tensors_median_of_the_other_candidates(statistics):
+    from edge_resnet.quantize.ranges import CANDIDATES
+
+    others = [activation_ranges(statistics, rule) for rule in CANDIDATES if rule.name != "consensus"]
+    consensus = activation_ranges(statistics, RangeMethod("consensus"))
+    for name, (low, high) in consensus.items():
+        lows, highs = sorted(ranges[name][0] for ranges in others), sorted(ranges[name][1] for ranges in others)
+        assert low == pytest.approx((lows[3] + lows[4]) / 2) and high == pytest.approx((highs[3] + highs[4]) / 2)
+    output = statistics.graph_outputs[0]
+    exact = activation_ranges(statistics, RangeMethod("minmax"))[output]
+    assert consensus[output][1] == pytest.approx(exact[1])  # 4 of the 8 keep (or widen) the output's maximum
+    assert RangeMethod.from_dict(RangeMethod("consensus").to_dict()).describe() == "consensus"

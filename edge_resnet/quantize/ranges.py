@@ -13,6 +13,8 @@ after calibration, so trying another one never runs the model again.
   images it has not seen (a calibration set's largest value is rarely the
   population's): the more the per-sample extremes scatter, the further new
   images reach, and a steady tensor (the input, say) keeps its range;
+- consensus: per tensor, the median over the other candidates of `auto`
+  of their ranges (low and high apart): no rule's extreme;
 - auto (the default): each of CANDIDATES is tried on the user's own model
   and held-out calibration images, and the best is used (selection.py).
 
@@ -30,7 +32,7 @@ import numpy as np
 from ..errors import ConfigError
 
 AUTO = "auto"
-RULES = ("minmax", "percentile", "mse", "extrapolated")  # a range from one tensor's statistics
+RULES = ("minmax", "percentile", "mse", "extrapolated", "consensus")  # a range from one tensor's statistics
 METHODS = (AUTO,) + RULES
 OUTPUT_RULES = (None, "minmax")  # what the graph's output tensors take: the method's own range, or min/max
 DEFAULT_METHOD = AUTO
@@ -95,6 +97,7 @@ CANDIDATES = (
     RangeMethod("percentile", percentile=99.999, output="minmax"),
     RangeMethod("percentile", percentile=99.99, output="minmax"),
     RangeMethod("mse", output="minmax"),
+    RangeMethod("consensus"),
 )
 
 
@@ -160,12 +163,25 @@ def tensor_range(tensor, method):
     return mse_range(tensor)
 
 
+def consensus_range(tensor, is_output):
+    """The median low and median high of the other candidates' ranges."""
+    rules = [rule for rule in CANDIDATES if rule.name != "consensus"]
+    ranges = [(tensor.minimum, tensor.maximum) if rule.output and is_output else tensor_range(tensor, rule)
+              for rule in rules]
+    return float(np.median([low for low, _ in ranges])), float(np.median([high for _, high in ranges]))
+
+
 def activation_ranges(statistics, method):
     """{tensor name: (low, high)} for every tensor in `statistics`."""
     minmax = RangeMethod("minmax")
-    return {tensor.name: tensor_range(tensor, minmax if method.output and tensor.name in statistics.graph_outputs
-                                      else method)
-            for tensor in statistics.tensors}
+
+    def one(tensor):
+        is_output = tensor.name in statistics.graph_outputs
+        if method.output and is_output:
+            return tensor_range(tensor, minmax)
+        return consensus_range(tensor, is_output) if method.name == "consensus" else tensor_range(tensor, method)
+
+    return {tensor.name: one(tensor) for tensor in statistics.tensors}
 
 
 def ranges_fingerprint(ranges):

@@ -27,7 +27,8 @@ class QuantizationRequest:
         help=f"how int8 activation ranges come from the calibration statistics (default: {DEFAULT_METHOD}): auto "
              "(each rule's ranges fitted on a quarter of the calibration images and scored on the rest, the best kept), minmax "
              "(the extremes seen), percentile, mse (least 8-bit error per tensor), extrapolated (min/max pushed out "
-             "by how much the per-image extremes scatter)")
+             "by how much the per-image extremes scatter), consensus (per tensor, the median of the other rules' "
+             "ranges)")
     percentile: float = option("--percentile", default=None, type=float,
                                help=f"for percentile (default: {DEFAULT_PERCENTILE})")
     extrapolation: float = option("--extrapolation", default=None, type=float,
