@@ -1,6 +1,8 @@
 """Running artifacts without TensorFlow: LiteRT for .tflite (tflite-runtime
 or tensorflow.lite only as fallbacks), onnxruntime for .onnx."""
 
+import functools
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -124,16 +126,13 @@ WEIGHT_BITS_KEY = "weight_bits"  # our int8 ONNX files: "7" (onnxruntime's reduc
 X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
 
 
+@functools.cache
 def cpu_flags():
-    """The CPU's feature flags from /proc/cpuinfo; None where it cannot be read."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return None
+    """This x86 CPU's feature flags (agent.cpuinfo_fields); None where /proc/cpuinfo has none."""
+    from .agent import cpuinfo_fields
+
+    flags = cpuinfo_fields().get("flags")
+    return None if flags is None else frozenset(flags.split())
 
 
 def u8s8_saturates(machine, flags):
@@ -188,8 +187,6 @@ class OnnxRunner:
         self.output_name = self.session.get_outputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map
         self.quantization = {key: float(meta[key]) for key in ONNX_QUANT_KEYS if key in meta}
-        import platform
-
         self.note = saturation_note(self.path.name, meta.get(WEIGHT_BITS_KEY), platform.machine(), cpu_flags())
 
     @property
