@@ -27,6 +27,17 @@ def trained_digits_resnet():
     return model
 
 
+def softmax_twin(model):
+    """The same network and weights with a softmax head (keras.applications' default)."""
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["config"].get("name") == "predictions":
+            layer["config"]["activation"] = "softmax"
+    twin = model.__class__.from_config(config)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 if __name__ == "__main__":
     from edge_resnet.model.resnet import build_resnet
 

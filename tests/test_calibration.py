@@ -2,6 +2,7 @@
 range methods, int8 TFLite through litert-quantizer and ONNX through
 onnxruntime from the same ranges, and the TensorFlow-free route."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,6 +15,7 @@ from edge_resnet.quantize.recipe import QuantizationRecipe, record_path
 from edge_resnet.quantize.statistics import ActivationStatistics, collect_statistics, exposed_model
 from edge_resnet.quantize.tflite import float_tflite, to_tflite
 from tests.cli import run_in_process, run_without_tensorflow
+from tests.digits import softmax_twin
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +26,21 @@ def float_model(folded):
 @pytest.fixture(scope="module")
 def statistics(float_model, digits_calibration):
     return collect_statistics(float_model, digits_calibration.cached())
+
+
+@pytest.fixture(scope="module")
+def softmax_keras(folded):
+    return softmax_twin(folded)
+
+
+@pytest.fixture(scope="module")
+def softmax_float_model(softmax_keras):
+    return float_tflite(softmax_keras)
+
+
+@pytest.fixture(scope="module")
+def softmax_statistics(softmax_float_model, digits_calibration):
+    return collect_statistics(softmax_float_model, digits_calibration.cached())
 
 
 def every_activation(float_model, calibration):
@@ -560,3 +577,69 @@ def test_consensus_takes_each_tensors_median_of_the_other_candidates(statistics)
     exact = activation_ranges(statistics, RangeMethod("minmax"))[output]
     assert consensus[output][1] == pytest.approx(exact[1])  # 4 of the 8 keep (or widen) the output's maximum
     assert RangeMethod.from_dict(RangeMethod("consensus").to_dict()).describe() == "consensus"
+
+
+def test_an_output_softmaxs_logits_start_where_the_int8_softmax_writes_zero(statistics, softmax_statistics):
+    """Every rule's range of the logits a softmax head reads starts no lower
+    than ln(2 * 256 * 9) below the lowest top logit of the calibration
+    images; every other tensor keeps the rule's range."""
+    from edge_resnet.quantize.ranges import softmax_input_floor
+
+    assert statistics.softmax_input is None  # a logits head: nothing to floor
+    logits, classes = softmax_statistics.softmax_input
+    assert classes == 10
+    tensor = next(t for t in softmax_statistics.tensors if t.name == logits)
+    floor = softmax_input_floor(tensor, classes, tensor.maximum)
+    assert floor == pytest.approx(float(tensor.sample_maxima.min()) - np.log(2 * 256 * 9))
+    assert tensor.minimum < floor < 0  # the digits' lowest logits lie far below: the floor narrows the grid
+    plain = dataclasses.replace(softmax_statistics, softmax_input=None)
+    for rule in (RangeMethod("minmax"), RangeMethod("percentile", percentile=99.9), RangeMethod("consensus")):
+        floored, unfloored = activation_ranges(softmax_statistics, rule), activation_ranges(plain, rule)
+        assert {name: r for name, r in floored.items() if name != logits} == \
+            {name: r for name, r in unfloored.items() if name != logits}
+        low, high = unfloored[logits]
+        assert floored[logits] == (max(low, min(softmax_input_floor(tensor, classes, high), 0.0)), high)
+    clipped_top = 0.5 * float(tensor.sample_maxima.min())  # a range whose top clips every image's top logit
+    assert softmax_input_floor(tensor, classes, clipped_top) == pytest.approx(clipped_top - np.log(2 * 256 * 9))
+
+
+def test_the_floor_reaches_the_int8_softmax_and_only_the_tflite_records_it(softmax_keras, softmax_float_model,
+                                                                            softmax_statistics, tmp_path):
+    """The int8 TFLite's logits take the floored range (a finer grid) and
+    its probabilities stay as close to the float model's; the ONNX keeps
+    its logits float, so its recipe names no floor."""
+    from edge_resnet.device.runtime import open_runner
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_tflite_bytes
+    from edge_resnet.quantize.onnx_export import to_onnx
+    from edge_resnet.quantize.statistics import read_flatbuffer
+
+    recipe = QuantizationRecipe(calibration_method="minmax")
+    path = to_tflite(softmax_keras, recipe, output=tmp_path / "m.tflite", statistics=softmax_statistics,
+                     float_model=softmax_float_model)
+    logits = softmax_statistics.softmax_input[0]
+    floored = activation_ranges(softmax_statistics, recipe.range_method())
+    recorded = json.loads(record_path(path).read_text())["activation_ranges"]["softmax_input"]
+    assert recorded["tensor"] == logits and recorded["low"] == floored[logits][0]
+    graph = read_flatbuffer(path.read_bytes()).subgraphs[0]
+    scale = next(t.quantization.scale[0] for t in graph.tensors if t.name.decode() == logits)
+    assert scale == pytest.approx((floored[logits][1] - floored[logits][0]) / 255, rel=1e-5)
+    onnx_path = to_onnx(softmax_keras, recipe, output=tmp_path / "m.onnx", statistics=softmax_statistics,
+                        float_model=softmax_float_model)
+    assert "softmax_input" not in json.loads(record_path(onnx_path).read_text())["activation_ranges"]
+
+    images = held_out()
+    reference = np.asarray(softmax_keras.predict(images, verbose=0))
+    unfloored = activation_ranges(dataclasses.replace(softmax_statistics, softmax_input=None), recipe.range_method())
+    without = run_tflite_bytes(quantized_int8_io(softmax_float_model, unfloored), images, "int8")
+    with_floor = open_runner(path).predict(images)
+    assert sqnr_db(reference, with_floor) > sqnr_db(reference, without) - 0.1
+    assert np.mean(with_floor.argmax(1) == reference.argmax(1)) >= np.mean(without.argmax(1) == reference.argmax(1))
+
+
+def test_reused_statistics_find_the_softmax_of_the_model_they_are_used_on(softmax_float_model, softmax_statistics,
+                                                                         tmp_path):
+    from edge_resnet.quantize.int8_tflite import statistics_for
+
+    loaded = ActivationStatistics.load(softmax_statistics.save(tmp_path / "s.npz"))
+    assert loaded.softmax_input is None  # the file does not keep it: the model says it
+    assert statistics_for(softmax_float_model, None, loaded).softmax_input == softmax_statistics.softmax_input

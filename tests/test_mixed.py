@@ -14,7 +14,7 @@ from edge_resnet.device.tflite_inspect import inspect_tflite
 from edge_resnet.quantize import mixed
 from edge_resnet.quantize.recipe import read_record
 from tests.cli import run_in_process
-from tests.digits import TRAIN_SAMPLES, digit_pixels
+from tests.digits import TRAIN_SAMPLES, digit_pixels, softmax_twin
 
 
 @pytest.fixture(scope="module")
@@ -535,17 +535,6 @@ def test_a_convolution_the_budget_does_not_need_goes_back_to_int8():
     assert [entry["operators"] for entry in saved["float_parts"]] == [3, 2]  # only what is still float32
 
 
-def softmax_twin(model):
-    """The same network and weights with a softmax head (keras.applications' default)."""
-    config = model.get_config()
-    for layer in config["layers"]:
-        if layer["config"].get("name") == "predictions":
-            layer["config"]["activation"] = "softmax"
-    twin = model.__class__.from_config(config)
-    twin.set_weights(model.get_weights())
-    return twin
-
-
 @pytest.fixture(scope="module")
 def softmax_data(folded, tmp_path_factory):
     """(folder, the softmax twin's float TFLite, digits the model never
@@ -570,7 +559,11 @@ def evaluation_logits_gain(outputs_and_logits, float_path, full, mixed_path, pix
     float_logits = tflite_outputs_and_logits(float_path.read_bytes(), evaluation)[1]
 
     def logits_db(path):
-        return mixed.per_image_mean_db(float_logits, outputs_and_logits(Path(path).read_bytes(), evaluation)[1])
+        logits = outputs_and_logits(Path(path).read_bytes(), evaluation)[1]
+        # an int8 softmax input starts at a floor below which every logit comes out 0 (ranges.softmax_input_floor)
+        floor = read_record(path)["activation_ranges"].get("softmax_input")
+        low = -np.inf if floor is None else floor["low"]
+        return mixed.per_image_mean_db(np.maximum(float_logits, low), np.maximum(logits, low))
 
     return logits_db(mixed_path) - logits_db(full)
 
@@ -669,7 +662,10 @@ def test_a_softmax_head_s_logits_are_read_whatever_the_output_type(softmax_data,
     images = np.stack(list(calibration.samples()))[:40]
     float_outputs, float_logits = tflite_outputs_and_logits(float_path.read_bytes(), images)
     outputs, logits = tflite_outputs_and_logits(path.read_bytes(), images)
-    assert mixed.output_sqnr_db(float_logits, logits) > 20 and mixed.output_sqnr_db(float_outputs, outputs) > 20
+    low = read_record(path)["activation_ranges"]["softmax_input"]["low"]  # below it every logit comes out 0
+    assert logits.min() == pytest.approx(low, abs=0.1) and low > float_logits.min()
+    assert mixed.output_sqnr_db(np.maximum(float_logits, low), logits) > 20
+    assert mixed.output_sqnr_db(float_outputs, outputs) > 20
     assert np.abs(logits).max() > 1.5  # logits, not probabilities
 
 

@@ -5,6 +5,7 @@ ranges), then the graph's input and output get the types the device wants.
 """
 
 import copy
+import dataclasses
 import hashlib
 import warnings
 from pathlib import Path
@@ -16,7 +17,8 @@ from ..files import atomic_output
 from ..quiet import native_output_silenced
 from .ranges import ranges_record
 from .recipe import QuantizationRecipe, artifact_record, write_record
-from .statistics import activation_tensor_indices, collect_statistics, flatbuffer_bytes, read_flatbuffer
+from .statistics import (activation_tensor_indices, collect_statistics, flatbuffer_bytes, output_softmax,
+                         read_flatbuffer, softmax_input_of)
 
 RUNTIME_PACKAGES = ("ai-edge-litert", "litert-quantizer")
 
@@ -172,14 +174,13 @@ def statistics_for(float_model, calibration, statistics, progress=True, what="th
     (checked to belong to it) or one pass over `calibration`."""
     from ..quiet import sample_progress
 
-    if statistics is None:
-        if calibration is None:
-            raise ConfigError("int8 quantization needs --calibration PATH (an image folder, .npy or .npz) "
-                              "or --statistics FILE")
-        statistics = collect_statistics(float_model, calibration, progress=sample_progress("calibrating")
-                                        if progress else None)
-    statistics.check_model(float_model, what)
-    return statistics
+    if statistics is not None:
+        statistics.check_model(float_model, what)
+        return dataclasses.replace(statistics, softmax_input=softmax_input_of(float_model))  # not kept in the file
+    if calibration is None:
+        raise ConfigError("int8 quantization needs --calibration PATH (an image folder, .npy or .npz) "
+                          "or --statistics FILE")
+    return collect_statistics(float_model, calibration, progress=sample_progress("calibrating") if progress else None)
 
 
 def run_tflite_bytes(model_bytes, inputs, what):
@@ -246,27 +247,6 @@ def variant_groups(artifacts):
         seen[digest] = key, quantization
         groups.setdefault(key, (artifact, []))[1].append((index, quantization))
     return list(groups.values())
-
-
-def output_softmax(model):
-    """The SOFTMAX operator whose output is the graph output of a TFLite
-    model (a flatbuffer object), through the QUANTIZE or DEQUANTIZE an
-    --output-type adds after it; None if there is none."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    graph = model.subgraphs[0]
-    tensor = graph.outputs[0]
-    while True:
-        writers = [op for op in graph.operators if tensor in op.outputs]
-        if len(writers) != 1:
-            return None
-        code = model.operatorCodes[writers[0].opcodeIndex]
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if builtin == schema.BuiltinOperator.SOFTMAX:
-            return writers[0]
-        if builtin not in (schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQUANTIZE):
-            return None
-        tensor = writers[0].inputs[0]
 
 
 def softmax_head(model_bytes):

@@ -652,14 +652,17 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         operators = [operator for part in float_parts for operator in parts[part] if operator not in int8_back]
         outputs, first = np.empty_like(reference), None
         logits = None if reference_logits is None else np.empty_like(reference_logits)
+        judged_reference = None if reference_logits is None else np.empty_like(reference_logits)
         for ranges, positions in layout:
             model = route.make(ranges, operators, demoted)
             if logits is None:
                 outputs[positions] = route.outputs(model, inputs[positions])
             else:
                 outputs[positions], logits[positions] = route.outputs_and_logits(model, inputs[positions])
+                judged_reference[positions], logits[positions] = softmax_relevant(
+                    (reference_logits[positions], logits[positions]), ranges, statistics.softmax_input)
             first = model if first is None else first
-        return scores(reference, outputs, labels, None if logits is None else (reference_logits, logits)), first, \
+        return scores(reference, outputs, labels, None if logits is None else (judged_reference, logits)), first, \
             outputs
 
     def step(float_parts, candidate, full_int8_outputs=None, int8_back=(), demoted=()):
@@ -826,6 +829,17 @@ def support_text(step, images):
         return ""
     return (f"; half its gain over full int8 rests on {step['gain_images']} of {images} images, so other images "
             "may not see it")
+
+
+def softmax_relevant(logits_pairs, ranges, softmax_input):
+    """The (float, candidate) logits with both raised to the low of the
+    int8 softmax input's range in `ranges`: logits below it come out 0
+    either way (ranges.softmax_input_floor), so their error is no error of
+    the model's output. Unchanged when `softmax_input` is None."""
+    if softmax_input is None or softmax_input[0] not in ranges:
+        return logits_pairs
+    low = ranges[softmax_input[0]][0]
+    return tuple(np.maximum(values, low) for values in logits_pairs)
 
 
 def cross_fits(statistics, method):

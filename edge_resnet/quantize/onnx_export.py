@@ -509,7 +509,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                               search.float_scopes() if search else ())
                 int8_proto = with_weight_bits(onnx.load(scratch / "int8.onnx"), 7 if recipe.onnx_reduce_range else 8)
                 onnx.save(checked(int8_proto, f"model {model.name!r}", (ORT_DOMAIN,)), temporary)
-                ranges_used = ranges_record(statistics, method, tflite_ranges, selection)
+                ranges_used = ranges_record(statistics, method, tflite_ranges, selection, int8_logits=False)
             else:
                 # tf2onnx writes float32 parts, not dynamic-range ones, as ONNX
                 tflite_recipe = (recipe if recipe.budget() is None

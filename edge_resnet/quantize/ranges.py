@@ -21,10 +21,15 @@ after calibration, so trying another one never runs the model again.
 Any method may take `output="minmax"`: the graph's output tensors then keep
 their exact min/max. Clipping the tensor that *is* the output (logits) costs
 what clipping inside the network (before a softmax, say) does not.
+
+Whatever the method, the logits an output softmax reads start no lower than
+softmax_input_floor: the int8 softmax writes 0 for every logit far enough
+below its image's top one, so the grid spends no steps down there.
 """
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +44,7 @@ DEFAULT_METHOD = AUTO
 DEFAULT_PERCENTILE = 99.99
 DEFAULT_EXTRAPOLATION = 0.25
 LEVELS = 256  # int8 / uint8
+SOFTMAX_OUTPUT_LEVELS = 256  # an int8 softmax output's steps over [0, 1] (scale 1/256, TFLite's and onnxruntime's)
 MSE_TAILS = np.concatenate([[0.0], np.logspace(-7, -2, 41)])  # fraction clipped from each tail
 
 
@@ -171,15 +177,35 @@ def consensus_range(tensor, is_output):
     return float(np.median([low for low, _ in ranges])), float(np.median([high for _, high in ranges]))
 
 
+def softmax_input_floor(tensor, classes, high):
+    """The lowest value an output softmax's int8 input (the logits) needs.
+
+    A logit more than ln(2 * 256 * (classes - 1)) below its image's top one
+    has a probability under half an output step: the int8 softmax writes 0
+    for it whatever its value, and the classes - 1 of them raised to that
+    floor move the others' outputs by under half a step together. So the
+    floor lies that far below the lowest top logit of the calibration
+    images (or below `high`, the range's top, where that clips the top logits)."""
+    lowest_top = min(float(np.min(tensor.sample_maxima)), high)
+    return lowest_top - math.log(2 * SOFTMAX_OUTPUT_LEVELS * max(classes - 1, 1))
+
+
 def activation_ranges(statistics, method):
     """{tensor name: (low, high)} for every tensor in `statistics`."""
     minmax = RangeMethod("minmax")
+    softmax_logits, classes = statistics.softmax_input or (None, 0)
 
-    def one(tensor):
+    def by_rule(tensor):
         is_output = tensor.name in statistics.graph_outputs
         if method.output and is_output:
             return tensor_range(tensor, minmax)
         return consensus_range(tensor, is_output) if method.name == "consensus" else tensor_range(tensor, method)
+
+    def one(tensor):
+        low, high = by_rule(tensor)
+        if tensor.name == softmax_logits:
+            low = max(low, min(softmax_input_floor(tensor, classes, high), 0.0))  # the int8 grid holds zero
+        return low, high
 
     return {tensor.name: one(tensor) for tensor in statistics.tensors}
 
@@ -190,12 +216,17 @@ def ranges_fingerprint(ranges):
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
 
 
-def ranges_record(statistics, method, ranges, selection=None):
+def ranges_record(statistics, method, ranges, selection=None, int8_logits=True):
     """What an artifact's recipe JSON says about its activation ranges;
     `selection` (auto only) says what was tried, how each scored, and which
-    rule `method` was chosen."""
+    rule `method` was chosen. `int8_logits`: whether the artifact stores an
+    output softmax's input in int8 (the TFLite; the ONNX keeps it float)."""
     rule = method.to_dict() if selection is None else {"method": AUTO, "chosen": method.to_dict(),
                                                        "selection": selection}
+    logits, classes = statistics.softmax_input or (None, 0)
+    floor = {"softmax_input": {"tensor": logits, "classes": classes, "low": ranges[logits][0],
+                               "why": "the int8 softmax writes 0 for logits this far below an image's top one"}} \
+        if int8_logits and logits in ranges else {}
     return {**rule, "ranges_fingerprint": ranges_fingerprint(ranges), "statistics": statistics.describe(),
-            "tensors": len(ranges)}
+            "tensors": len(ranges), **floor}
 

@@ -266,6 +266,9 @@ class ActivationStatistics:
     # the float model's first output on every sample, in pass order (what `auto` and the float-parts search score
     # candidates against), or None (a statistics file saved before they were kept)
     float_outputs: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
+    # (tensor name, classes) of the input of the softmax writing the graph output, or None: derived from the model
+    # (softmax_input_of), never saved
+    softmax_input: tuple = None
 
     def fitting_part(self, fold):
         """The statistics of every sample but those of folds[fold]."""
@@ -420,6 +423,38 @@ def keras_layer_of(tensor_name, layer_names):
     return None
 
 
+def output_softmax(model):
+    """The SOFTMAX operator whose output is the graph output of a TFLite
+    model (a flatbuffer object), through the QUANTIZE or DEQUANTIZE an
+    --output-type adds after it; None if there is none."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    graph = model.subgraphs[0]
+    tensor = graph.outputs[0]
+    while True:
+        writers = [op for op in graph.operators if tensor in op.outputs]
+        if len(writers) != 1:
+            return None
+        code = model.operatorCodes[writers[0].opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if builtin == schema.BuiltinOperator.SOFTMAX:
+            return writers[0]
+        if builtin not in (schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQUANTIZE):
+            return None
+        tensor = writers[0].inputs[0]
+
+
+def softmax_input_of(model_bytes):
+    """(name, classes) of the tensor the output softmax of a TFLite model
+    reads (its logits), or None when the model does not end in a softmax."""
+    model = read_flatbuffer(model_bytes)
+    softmax = output_softmax(model)
+    if softmax is None:
+        return None
+    tensor = model.subgraphs[0].tensors[softmax.inputs[0]]
+    return tensor.name.decode(), int(tensor.shape[-1])
+
+
 def graph_io_names(model_bytes):
     subgraph = read_flatbuffer(model_bytes).subgraphs[0]
     names = [subgraph.tensors[index].name.decode() for index in (*subgraph.inputs, *subgraph.outputs)]
@@ -464,7 +499,8 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
     tensors = tuple(TensorStatistics.merged([fold.tensors[index] for fold in folds], positions)
                     for index in range(len(names)))
     return ActivationStatistics(tensors, model_sha256(float_model_bytes), calibration.describe(), inputs, outputs,
-                                folds if len(folds) > 1 else None, np.stack(float_outputs))
+                                folds if len(folds) > 1 else None, np.stack(float_outputs),
+                                softmax_input_of(float_model_bytes))
 
 
 def check_input_shape(expected, calibration):
