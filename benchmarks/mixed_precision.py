@@ -49,8 +49,12 @@ keeps of the two. The `tflite_auto` part runs the default search itself
 (int8 output): after a float32 search, the convolutions the budget does
 not need in float32 go to dynamic-range int8.
 
+The `softmax_floor` part runs the `tflite_auto` search again on the
+softmax heads once an output softmax's int8 input had its floor
+(ranges.softmax_input_floor), beside the `tflite_auto` rows measured before it.
+
     python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx]
-        [onnx_latency] [nncf] [part_gains]
+        [onnx_latency] [nncf] [part_gains] [softmax_floor]
 """
 
 import functools
@@ -461,11 +465,11 @@ def main(parts):
 
     path = RESULTS / "mixed_precision.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
-    results, float_output_results, onnx_results, gains, dynamic_results, auto_results = (
+    results, float_output_results, onnx_results, gains, dynamic_results, auto_results, floor_results = (
         saved.get(key, []) for key in ("results", "float_output_results", "onnx_results", "part_gains",
-                                       "dynamic_results", "auto_results"))
+                                       "dynamic_results", "auto_results", "softmax_floor_results"))
     searching = {"tflite", "tflite_float_output", "tflite_float_output_demoted", "tflite_dynamic", "tflite_auto",
-                 "onnx", "nncf", "part_gains"} & set(parts)
+                 "onnx", "nncf", "part_gains", "softmax_floor"} & set(parts)
     searched_on = machine() if searching or "machine" not in saved else saved["machine"]
     if "tflite" in parts:
         results += [measure(*entry) for entry in missing_from(results)]
@@ -491,6 +495,11 @@ def main(parts):
         for entry in (entry for entry in trained_models() if entry[0] not in done):
             auto_results.append(measure(*entry, precision="auto"))
             path.write_text(json.dumps({**saved, "auto_results": auto_results}, indent=2) + "\n")
+    if "softmax_floor" in parts:
+        done = {result["model"] for result in floor_results}
+        for entry in (entry for entry in trained_models() if entry[0] not in done and "softmax" in entry[0]):
+            floor_results.append(measure(*entry, precision="auto"))
+            path.write_text(json.dumps({**saved, "softmax_floor_results": floor_results}, indent=2) + "\n")
     if "tflite_float_output_demoted" in parts:  # the float32-output rows whose float32 parts could now be demoted
         float32_kept = {result["model"] for result in float_output_results if result["precision"] == "float32"}
         for entry in trained_models():
@@ -545,6 +554,8 @@ def main(parts):
         lines += dynamic_lines(dynamic_results, results)
     if auto_results:
         lines += auto_lines(auto_results, results)
+    if floor_results:
+        lines += floor_lines(floor_results, auto_results)
     if onnx_results:
         lines += onnx_lines(onnx_results) + nncf_lines(onnx_results)
     if gains:
@@ -552,6 +563,7 @@ def main(parts):
     write_results("mixed_precision", {"machine": searched_on, "results": results, "onnx_results": onnx_results,
                                       "float_output_results": float_output_results, "part_gains": gains,
                                       "dynamic_results": dynamic_results, "auto_results": auto_results,
+                                      "softmax_floor_results": floor_results,
                                       **{key: saved[key] for key in PREVIOUS if key in saved}},
                   "\n".join(lines) + "\n")
 
@@ -694,6 +706,39 @@ def auto_lines(auto_results, float_results):
             f"{'yes' if evaluated['mixed'] >= result['budget_db'] - 1 else 'NO'} | "
             f"{result['latency_224']['mixed_over_int8']:.2f}x | "
             f"{alone} | {result['search_seconds']:.0f} |")
+    return lines
+
+
+def floor_lines(floor_results, auto_results):
+    """The default search on the softmax heads with the floor under the int8 softmax input, beside it before."""
+    lines = ["", "## The softmax heads with the floor under the int8 softmax's input", "",
+             "The `--fallback-precision auto` search of the table above (int8 output, same data, same budget rule) "
+             "run again once every range rule floors an output softmax's int8 input (ranges.softmax_input_floor); "
+             "before -> with the floor. Command: `python benchmarks/mixed_precision.py softmax_floor`.", "",
+             "| model | full int8, held-out | full int8, evaluation | budget | kept | held-out (met?) | "
+             "evaluation kept (met within 1 dB?) | p50 at 224 vs full int8 | search s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    before = {result["model"]: result for result in auto_results}
+
+    def kept(result):
+        return f"{result['precision']}: {len(result['float_parts'])} parts ({result['float_operators']} operators)"
+
+    def met(result):
+        return "yes" if result["evaluation_db"]["mixed"] >= result["budget_db"] - 1 else "NO"
+
+    for after in floor_results:
+        old = before.get(after["model"])
+        if old is None:
+            continue
+        lines.append(
+            f"| {after['model']} | {old['held_out_db']['full int8']:.2f} -> {after['held_out_db']['full int8']:.2f} | "
+            f"{old['evaluation_db']['full int8']:.2f} -> {after['evaluation_db']['full int8']:.2f} | "
+            f"{old['budget_db']:.2f} -> {after['budget_db']:.2f} | {kept(old)} -> {kept(after)} | "
+            f"{held_mixed(old)} ({'yes' if old['met_on_held_out'] else 'NO'}) -> {held_mixed(after)} "
+            f"({'yes' if after['met_on_held_out'] else 'NO'}) | "
+            f"{old['evaluation_db']['mixed']:.2f} ({met(old)}) -> {after['evaluation_db']['mixed']:.2f} ({met(after)}) | "
+            f"{old['latency_224']['mixed_over_int8']:.2f}x -> {after['latency_224']['mixed_over_int8']:.2f}x | "
+            f"{old['search_seconds']:.0f} -> {after['search_seconds']:.0f} |")
     return lines
 
 

@@ -609,6 +609,7 @@ def test_the_floor_reaches_the_int8_softmax_and_only_the_tflite_records_it(softm
     its probabilities stay as close to the float model's; the ONNX keeps
     its logits float, so its recipe names no floor."""
     from edge_resnet.device.runtime import open_runner
+    from edge_resnet.device.tflite_inspect import inspect_tflite
     from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_tflite_bytes
     from edge_resnet.quantize.onnx_export import to_onnx
     from edge_resnet.quantize.statistics import read_flatbuffer
@@ -623,6 +624,7 @@ def test_the_floor_reaches_the_int8_softmax_and_only_the_tflite_records_it(softm
     graph = read_flatbuffer(path.read_bytes()).subgraphs[0]
     scale = next(t.quantization.scale[0] for t in graph.tensors if t.name.decode() == logits)
     assert scale == pytest.approx((floored[logits][1] - floored[logits][0]) / 255, rel=1e-5)
+    assert "XNNPACK runs the whole model but its int8 SOFTMAX" in inspect_tflite(path).describe(True)[1]
     onnx_path = to_onnx(softmax_keras, recipe, output=tmp_path / "m.onnx", statistics=softmax_statistics,
                         float_model=softmax_float_model)
     assert "softmax_input" not in json.loads(record_path(onnx_path).read_text())["activation_ranges"]

@@ -28,13 +28,20 @@ class TfliteStructure:
         int8 model (`integer_expected`), whether it is fully integer."""
         lines = [f"operators: {', '.join(f'{op} x{n}' for op, n in sorted(self.op_counts.items()))}",
                  f"input {self.input_dtype}, output {self.output_dtype}; "
-                 + ("XNNPACK runs the whole model" if self.fully_delegated else
-                    f"XNNPACK runs only part of the model (not: {', '.join(self.undelegated_ops) or 'unknown'})")]
+                 + self.delegation_text()]
         if integer_expected:
             lines.append("fully integer: " + ("yes" if self.fully_integer else
                          f"NO (float ops: {', '.join(self.float_ops) or 'none'}; "
                          f"quantize/dequantize in the body: {len(self.body_quantize_ops)})"))
         return lines
+
+    def delegation_text(self):
+        if self.fully_delegated:
+            return "XNNPACK runs the whole model"
+        if self.undelegated_ops == ("SOFTMAX",) and self.delegate_nodes == 1 and not self.float_ops:
+            # XNNPACK's softmax takes float tensors only
+            return "XNNPACK runs the whole model but its int8 SOFTMAX (XNNPACK has none; LiteRT's int8 kernel runs it)"
+        return f"XNNPACK runs only part of the model (not: {', '.join(self.undelegated_ops) or 'unknown'})"
 
     @property
     def fully_integer(self):
