@@ -39,7 +39,6 @@ class TfliteStructure:
         if self.fully_delegated:
             return "XNNPACK runs the whole model"
         if self.undelegated_ops == ("SOFTMAX",) and self.delegate_nodes == 1 and not self.float_ops:
-            # XNNPACK's softmax takes float tensors only
             return "XNNPACK runs the whole model but its int8 SOFTMAX (XNNPACK has none; LiteRT's int8 kernel runs it)"
         return f"XNNPACK runs only part of the model (not: {', '.join(self.undelegated_ops) or 'unknown'})"
 

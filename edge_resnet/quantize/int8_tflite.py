@@ -17,8 +17,8 @@ from ..files import atomic_output
 from ..quiet import native_output_silenced
 from .ranges import ranges_record
 from .recipe import QuantizationRecipe, artifact_record, write_record
-from .statistics import (activation_tensor_indices, collect_statistics, flatbuffer_bytes, output_softmax,
-                         read_flatbuffer, softmax_input_of)
+from .statistics import (activation_tensor_indices, collect_statistics, flatbuffer_bytes, int8_softmax_input,
+                         output_softmax, read_flatbuffer, softmax_input_of)
 
 RUNTIME_PACKAGES = ("ai-edge-litert", "litert-quantizer")
 
@@ -333,7 +333,8 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
     with atomic_output(output) as temporary:
         temporary.write_bytes(content)
         record = artifact_record(temporary, "tflite", recipe, model_info or tflite_model_info(float_model),
-                                 packages, ranges_record(statistics, method, ranges, selection))
+                                 packages, ranges_record(statistics, method, ranges, selection,
+                                                         int8_softmax_input(content)))
         record["artifact"] = output.name
         if search:
             from .mixed import describe_artifact

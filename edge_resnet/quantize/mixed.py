@@ -512,6 +512,7 @@ class Route:
     # a softmax head's (candidate, inputs) -> (outputs, logits: the softmax's input); else None
     outputs_and_logits: object = None
     precision: str = "float32"  # what `make` runs the operators ids in (PRECISIONS)
+    int8_logits: bool = False  # whether a softmax head's logits are int8 (the TFLite's; the ONNX keeps them float)
 
 
 def tflite_route(float_model, recipe, precision="float32"):
@@ -532,7 +533,7 @@ def tflite_route(float_model, recipe, precision="float32"):
     return Route(model_parts(float_model), make,
                  lambda model, inputs: run_tflite_bytes(model, inputs, "a candidate"), ".tflite", structure,
                  recipe.output_type, weighted, tflite_outputs_and_logits if softmax_head(float_model) else None,
-                 precision)
+                 precision, int8_logits=True)
 
 
 def split_by_precision(scopes, weighted, precision):
@@ -660,7 +661,8 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             else:
                 outputs[positions], logits[positions] = route.outputs_and_logits(model, inputs[positions])
                 judged_reference[positions], logits[positions] = softmax_relevant(
-                    (reference_logits[positions], logits[positions]), ranges, statistics.softmax_input)
+                    (reference_logits[positions], logits[positions]), ranges,
+                    statistics.softmax_input if route.int8_logits else None)
             first = model if first is None else first
         return scores(reference, outputs, labels, None if logits is None else (judged_reference, logits)), first, \
             outputs
@@ -835,10 +837,11 @@ def softmax_relevant(logits_pairs, ranges, softmax_input):
     """The (float, candidate) logits with both raised to the low of the
     int8 softmax input's range in `ranges`: logits below it come out 0
     either way (ranges.softmax_input_floor), so their error is no error of
-    the model's output. Unchanged when `softmax_input` is None."""
-    if softmax_input is None or softmax_input[0] not in ranges:
+    the model's output (nor of a float head's, where they come out under
+    half an int8 step). Unchanged when `softmax_input` is None."""
+    if softmax_input is None or softmax_input.tensor not in ranges:
         return logits_pairs
-    low = ranges[softmax_input[0]][0]
+    low = ranges[softmax_input.tensor][0]
     return tuple(np.maximum(values, low) for values in logits_pairs)
 
 

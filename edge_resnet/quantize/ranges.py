@@ -185,15 +185,18 @@ def softmax_input_floor(tensor, classes, high):
     for it whatever its value, and the classes - 1 of them raised to that
     floor move the others' outputs by under half a step together. So the
     floor lies that far below the lowest top logit of the calibration
-    images (or below `high`, the range's top, where that clips the top logits)."""
+    images (or below `high`, the range's top, where that clips the top
+    logits), and never above zero (the int8 grid holds it). An image whose
+    top logit lies below every calibration image's gets less than that
+    margin: the floor is measured on calibration images, as every range is."""
     lowest_top = min(float(np.min(tensor.sample_maxima)), high)
-    return lowest_top - math.log(2 * SOFTMAX_OUTPUT_LEVELS * max(classes - 1, 1))
+    return min(lowest_top - math.log(2 * SOFTMAX_OUTPUT_LEVELS * max(classes - 1, 1)), 0.0)
 
 
 def activation_ranges(statistics, method):
     """{tensor name: (low, high)} for every tensor in `statistics`."""
     minmax = RangeMethod("minmax")
-    softmax_logits, classes = statistics.softmax_input or (None, 0)
+    softmax_input = statistics.softmax_input
 
     def by_rule(tensor):
         is_output = tensor.name in statistics.graph_outputs
@@ -203,8 +206,8 @@ def activation_ranges(statistics, method):
 
     def one(tensor):
         low, high = by_rule(tensor)
-        if tensor.name == softmax_logits:
-            low = max(low, min(softmax_input_floor(tensor, classes, high), 0.0))  # the int8 grid holds zero
+        if softmax_input and tensor.name == softmax_input.tensor:
+            low = max(low, softmax_input_floor(tensor, softmax_input.classes, high))
         return low, high
 
     return {tensor.name: one(tensor) for tensor in statistics.tensors}
@@ -219,14 +222,22 @@ def ranges_fingerprint(ranges):
 def ranges_record(statistics, method, ranges, selection=None, int8_logits=True):
     """What an artifact's recipe JSON says about its activation ranges;
     `selection` (auto only) says what was tried, how each scored, and which
-    rule `method` was chosen. `int8_logits`: whether the artifact stores an
-    output softmax's input in int8 (the TFLite; the ONNX keeps it float)."""
+    rule `method` was chosen. `int8_logits`: whether the artifact's output
+    softmax reads int8 logits (the TFLite's but a float head's; the ONNX
+    keeps them float)."""
     rule = method.to_dict() if selection is None else {"method": AUTO, "chosen": method.to_dict(),
                                                        "selection": selection}
-    logits, classes = statistics.softmax_input or (None, 0)
-    floor = {"softmax_input": {"tensor": logits, "classes": classes, "low": ranges[logits][0],
-                               "why": "the int8 softmax writes 0 for logits this far below an image's top one"}} \
-        if int8_logits and logits in ranges else {}
+    softmax_input = statistics.softmax_input if int8_logits else None
     return {**rule, "ranges_fingerprint": ranges_fingerprint(ranges), "statistics": statistics.describe(),
-            "tensors": len(ranges), **floor}
+            "tensors": len(ranges), **softmax_floor_record(statistics, softmax_input, ranges)}
 
+
+def softmax_floor_record(statistics, softmax_input, ranges):
+    """{"softmax_input": what the floor under it is and the low its range took}, or {} without one."""
+    if softmax_input is None or softmax_input.tensor not in ranges:
+        return {}
+    low, high = ranges[softmax_input.tensor]
+    tensor = next(tensor for tensor in statistics.tensors if tensor.name == softmax_input.tensor)
+    return {"softmax_input": {"tensor": softmax_input.tensor, "classes": softmax_input.classes,
+                              "floor": softmax_input_floor(tensor, softmax_input.classes, high), "low": low,
+                              "why": "the int8 softmax writes 0 for logits this far below an image's top one"}}

@@ -35,6 +35,7 @@ import sys
 import zipfile
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -266,8 +267,8 @@ class ActivationStatistics:
     # the float model's first output on every sample, in pass order (what `auto` and the float-parts search score
     # candidates against), or None (a statistics file saved before they were kept)
     float_outputs: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
-    # (tensor name, classes) of the input of the softmax writing the graph output, or None: derived from the model
-    # (softmax_input_of), never saved
+    # the input of the softmax writing the graph output (SoftmaxInput), or None: derived from the model
+    # (softmax_input_of), not saved in a statistics file
     softmax_input: tuple = None
 
     def fitting_part(self, fold):
@@ -444,15 +445,32 @@ def output_softmax(model):
         tensor = writers[0].inputs[0]
 
 
+class SoftmaxInput(NamedTuple):
+    """The logits an output softmax reads."""
+
+    tensor: str
+    classes: int
+
+
 def softmax_input_of(model_bytes):
-    """(name, classes) of the tensor the output softmax of a TFLite model
-    reads (its logits), or None when the model does not end in a softmax."""
+    """The SoftmaxInput of a TFLite model's output softmax, or None when the
+    model does not end in a softmax of beta 1 (Keras' only one)."""
     model = read_flatbuffer(model_bytes)
     softmax = output_softmax(model)
-    if softmax is None:
+    if softmax is None or softmax.builtinOptions is None or softmax.builtinOptions.beta != 1.0:
         return None
     tensor = model.subgraphs[0].tensors[softmax.inputs[0]]
-    return tensor.name.decode(), int(tensor.shape[-1])
+    return SoftmaxInput(tensor.name.decode(), int(tensor.shape[-1]))
+
+
+def int8_softmax_input(model_bytes):
+    """Whether a TFLite model's output softmax reads int8 logits (a float
+    head, kept by the float-parts search, reads float32 ones)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = read_flatbuffer(model_bytes)
+    softmax = output_softmax(model)
+    return softmax is not None and model.subgraphs[0].tensors[softmax.inputs[0]].type == schema.TensorType.INT8
 
 
 def graph_io_names(model_bytes):
