@@ -16,12 +16,14 @@ very same statistics (the floor off: the statistics with no softmax input
 named), beside the raw TFLite converter on the same images. Output: the
 probabilities, scored against the float Keras model's.
 
-    .venv/bin/python benchmarks/softmax_floor.py
+    .venv/bin/python benchmarks/softmax_floor.py              the seven softmax heads
+    .venv/bin/python benchmarks/softmax_floor.py held_back    + a ResNet-50 (width 0.5, seed 41) trained after
 
 Writes benchmarks/results/softmax_floor.{json,md}.
 """
 
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -33,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = Path(__file__).resolve().parent
 RAW = "raw TFLite converter (min/max)"
 HELD_BACK = "ResNet-152 w0.25 32x32 seed 29 (held back)"
+TRAINED_AFTER = "ResNet-50 w0.5 32x32 seed 41 (trained after the floor was measured)"
 
 
 def measure(bench, model, size):
@@ -117,13 +120,18 @@ def main():
     use_repo_imports()
     sys.path.insert(0, str(HERE))
     from auto_rules import calibration_benchmark
-    from trained import temperature_scoring_resnet152, with_softmax
+    from common import RESULTS
+    from trained import softmax_floor_resnet50, temperature_scoring_resnet152, with_softmax
 
     bench = calibration_benchmark()
-    models = [*bench.models_to_measure(("softmax",)), *bench.validation_models()]
-    models = [entry for entry in models if entry[2] == "softmax"]
-    models.append((f"{HELD_BACK}, softmax head", with_softmax(temperature_scoring_resnet152()), "softmax", 32))
-    results = []
+    if "held_back" in sys.argv[1:]:
+        results = json.loads((RESULTS / "softmax_floor.json").read_text())["results"]
+        models = [(f"{TRAINED_AFTER}, softmax head", with_softmax(softmax_floor_resnet50()), "softmax", 32)]
+    else:
+        results = []
+        models = [*bench.models_to_measure(("softmax",)), *bench.validation_models()]
+        models = [entry for entry in models if entry[2] == "softmax"]
+        models.append((f"{HELD_BACK}, softmax head", with_softmax(temperature_scoring_resnet152()), "softmax", 32))
     for name, model, _, size in models:
         routes, lows = measure(bench, model, size)
         results.append({"model": name, "routes": routes, "lows": lows})

@@ -25,6 +25,7 @@ UNSEEN_FILE = "resnet34_w05_digits48_seed7.weights.h5"
 VALIDATION_FILE = "resnet18_w05_digits40_seed11.weights.h5"
 LOGIT_SCORING_FILE = "resnet101_w025_digits32_seed23.weights.h5"
 TEMPERATURE_SCORING_FILE = "resnet152_w025_digits32_seed29.weights.h5"
+SOFTMAX_FLOOR_FILE = "resnet50_w05_digits32_seed41.weights.h5"
 
 
 def cache_folder():
@@ -81,6 +82,13 @@ def temperature_scoring_resnet152(log=print):
     softened probabilities was designed (benchmarks/auto_logits.py), to check
     it on a model no scoring was looked at on."""
     return cached_trained(TEMPERATURE_SCORING_FILE, 152, 0.25, 32, 29, "resnet152_digits32", log)
+
+
+def softmax_floor_resnet50(log=print):
+    """ResNet-50 at width 0.5 and 32x32, seed 41: trained after the floor
+    under the int8 softmax's input was measured (benchmarks/softmax_floor.py),
+    to check it on a model it was never measured on."""
+    return cached_trained(SOFTMAX_FLOOR_FILE, 50, 0.5, 32, 41, "resnet50_w05_digits32", log)
 
 
 def with_softmax(model):
