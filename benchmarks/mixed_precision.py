@@ -15,7 +15,9 @@ and with the same parts in float32, timed in alternating rounds here.
 
 The `onnx` part does the same for the int8 ONNX (onnxruntime's CPU
 provider, float parts by nodes_to_exclude); `onnx_latency` times its parts
-at 224 (separately, so it can run on an idle machine).
+at 224 (separately, so it can run on an idle machine); `onnx_again`
+first moves the saved ONNX rows aside (kept in the JSON as
+`previous_onnx_results`), so `onnx` searches every model again.
 
 The `nncf` part runs NNCF's quantize_with_accuracy_control on the same
 float ONNX, for the same budget (dB), on the same 200 calibration images
@@ -49,12 +51,17 @@ keeps of the two. The `tflite_auto` part runs the default search itself
 (int8 output): after a float32 search, the convolutions the budget does
 not need in float32 go to dynamic-range int8.
 
+The `grid_cap` part runs the default search again on every model once
+it stops at a budget above what the int8 output's own grid allows
+(mixed.grid_sqnr) and estimates a softmax head's steps with that grid's
+error apart (mixed.judged_sqnr).
+
 The `softmax_floor` part runs the `tflite_auto` search again on the
 softmax heads once an output softmax's int8 input had its floor
 (ranges.softmax_input_floor), beside the `tflite_auto` rows measured before it.
 
-    python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx]
-        [onnx_latency] [nncf] [part_gains] [softmax_floor]
+    python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx_again] [onnx]
+        [onnx_latency] [nncf] [part_gains] [softmax_floor] [grid_cap]
 """
 
 import functools
@@ -73,7 +80,7 @@ from benchmarks.common import interleaved_medians, machine, write_results  # noq
 BUDGET_OVER_FULL_INT8_DB = 3.0
 # rows kept from models trained earlier on another machine (training is not bit-reproducible across CPUs)
 PREVIOUS = ("previous_models_results", "previous_models_float_output_results", "previous_models_machine",
-            "retrained_machine")
+            "retrained_machine", "previous_onnx_results", "previous_onnx_machine")
 
 
 def trained_models():
@@ -269,7 +276,8 @@ def measure(name, model, size, depth, output_type="int8", precision="float32"):
               "int8_operators": list(chosen.get("int8_operators") or []),
               "dynamic_operators": list(chosen.get("dynamic_operators") or []),
               "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"],
-              "also_tried": record.get("also_tried", [])}
+              "also_tried": record.get("also_tried", []), "stopped": record["stopped"],
+              "grid_db": record["steps"][0].get("grid_db"), "with_float32_output": record.get("with_float32_output")}
     put_back = put_back_units(model_parts(float_model), weighted_scopes(float_model), result["float_parts"],
                               result["int8_operators"])
     result["latency_224"] = latency_at_224(depth, put_back, output_type, record["precision"],
@@ -465,24 +473,32 @@ def main(parts):
 
     path = RESULTS / "mixed_precision.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
-    results, float_output_results, onnx_results, gains, dynamic_results, auto_results, floor_results = (
+    results, float_output_results, onnx_results, gains, dynamic_results, auto_results, floor_results, cap_results = (
         saved.get(key, []) for key in ("results", "float_output_results", "onnx_results", "part_gains",
-                                       "dynamic_results", "auto_results", "softmax_floor_results"))
+                                       "dynamic_results", "auto_results", "softmax_floor_results",
+                                       "grid_cap_results"))
     searching = {"tflite", "tflite_float_output", "tflite_float_output_demoted", "tflite_dynamic", "tflite_auto",
-                 "onnx", "nncf", "part_gains", "softmax_floor"} & set(parts)
+                 "onnx", "onnx_again", "nncf", "part_gains", "softmax_floor", "grid_cap"} & set(parts)
     searched_on = machine() if searching or "machine" not in saved else saved["machine"]
     if "tflite" in parts:
         results += [measure(*entry) for entry in missing_from(results)]
     if "tflite_float_output" in parts:
         float_output_results += [measure(*entry, output_type="float32", precision="auto")
                                  for entry in missing_from(float_output_results)]
+    if "onnx_again" in parts:  # the ONNX rows searched again on this machine; the earlier ones kept in the JSON
+        saved["previous_onnx_results"], saved["previous_onnx_machine"] = onnx_results, saved.get("machine")
+        onnx_results = []
+        path.write_text(json.dumps({**saved, "onnx_results": onnx_results}, indent=2) + "\n")
     if "onnx" in parts:
-        onnx_results += [measure_onnx(*entry) for entry in missing_from(onnx_results)]
+        for entry in missing_from(onnx_results):
+            onnx_results.append(measure_onnx(*entry))
+            path.write_text(json.dumps({**saved, "onnx_results": onnx_results}, indent=2) + "\n")
     if "nncf" in parts:
         models = {name: model for name, model, _, _ in trained_models()}
         for result in (result for result in onnx_results if "nncf" not in result):
             result["nncf"] = compare_with_nncf(result, models[result["model"]])
             print(result["model"], result["nncf"], flush=True)
+            path.write_text(json.dumps({**saved, "onnx_results": onnx_results}, indent=2) + "\n")
     if "part_gains" in parts:
         gains += [part_gains(*entry) for entry in missing_from(gains)]
     if "tflite_dynamic" in parts:
@@ -500,6 +516,11 @@ def main(parts):
         for entry in (entry for entry in trained_models() if entry[0] not in done and "softmax" in entry[0]):
             floor_results.append(measure(*entry, precision="auto"))
             path.write_text(json.dumps({**saved, "softmax_floor_results": floor_results}, indent=2) + "\n")
+    if "grid_cap" in parts:
+        done = {result["model"] for result in cap_results}
+        for entry in (entry for entry in trained_models() if entry[0] not in done):
+            cap_results.append(measure(*entry, precision="auto"))
+            path.write_text(json.dumps({**saved, "grid_cap_results": cap_results}, indent=2) + "\n")
     if "tflite_float_output_demoted" in parts:  # the float32-output rows whose float32 parts could now be demoted
         float32_kept = {result["model"] for result in float_output_results if result["precision"] == "float32"}
         for entry in trained_models():
@@ -556,6 +577,8 @@ def main(parts):
         lines += auto_lines(auto_results, results)
     if floor_results:
         lines += floor_lines(floor_results, auto_results)
+    if cap_results:
+        lines += cap_lines(cap_results, auto_results, floor_results)
     if onnx_results:
         lines += onnx_lines(onnx_results) + nncf_lines(onnx_results)
     if gains:
@@ -563,7 +586,7 @@ def main(parts):
     write_results("mixed_precision", {"machine": searched_on, "results": results, "onnx_results": onnx_results,
                                       "float_output_results": float_output_results, "part_gains": gains,
                                       "dynamic_results": dynamic_results, "auto_results": auto_results,
-                                      "softmax_floor_results": floor_results,
+                                      "softmax_floor_results": floor_results, "grid_cap_results": cap_results,
                                       **{key: saved[key] for key in PREVIOUS if key in saved}},
                   "\n".join(lines) + "\n")
 
@@ -739,6 +762,44 @@ def floor_lines(floor_results, auto_results):
             f"{old['evaluation_db']['mixed']:.2f} ({met(old)}) -> {after['evaluation_db']['mixed']:.2f} ({met(after)}) | "
             f"{old['latency_224']['mixed_over_int8']:.2f}x -> {after['latency_224']['mixed_over_int8']:.2f}x | "
             f"{old['search_seconds']:.0f} -> {after['search_seconds']:.0f} |")
+    return lines
+
+
+def cap_lines(cap_results, auto_results, floor_results):
+    """The default search where the int8 output's own grid caps the output SQNR, beside the search before."""
+    lines = ["", "## The int8 output's own grid: a cap no part lifts", "",
+             "The default search (`--fallback-precision auto`, int8 output, same data, same budget rule) once it "
+             "measures what the int8 head's grids alone leave of the output SQNR on the held-out calibration images "
+             "(the float model's outputs through the int8 output's grid, and a softmax head's logits first through "
+             "its int8 input's; mixed.grid_sqnr), stops at once when the budget is above that cap, and estimates a "
+             "softmax head's steps with the grids' error apart from the network's (mixed.judged_sqnr). Before: the "
+             "search of the tables above (the softmax heads with the floor). Command: `python "
+             "benchmarks/mixed_precision.py grid_cap`.", "",
+             "| model | full int8, held-out | budget | grid cap | before: kept, held-out (met?), evaluation (met within "
+             "1 dB?), p50 vs full int8, s | now: kept or why not, held-out (met?), evaluation, p50 vs full int8, s | "
+             "--output-type float32, head alone (held-out, met?) |", "|---|---|---|---|---|---|---|"]
+    before = {result["model"]: result for result in auto_results}
+    before.update({result["model"]: result for result in floor_results})
+
+    def outcome(result):
+        met_eval = "yes" if result["evaluation_db"]["mixed"] >= result["budget_db"] - 1 else "NO"
+        kept = (f"{result['precision']}: {len(result['float_parts'])} parts" if result["float_parts"]
+                else "full int8")
+        return (f"{kept}, {held_mixed(result)} ({'yes' if result['met_on_held_out'] else 'NO'}), "
+                f"{result['evaluation_db']['mixed']:.2f} ({met_eval}), "
+                f"{result['latency_224']['mixed_over_int8']:.2f}x, {result['search_seconds']:.0f}")
+
+    for now in cap_results:
+        old = before.get(now["model"])
+        grid = now.get("grid_db")
+        capped = grid is not None and grid < now["budget_db"]
+        float_output = now.get("with_float32_output")
+        alternative = (f"{float_output['held_out_db']:.2f} ({'yes' if float_output['met'] else 'NO'})"
+                       if float_output else "-")
+        lines.append(f"| {now['model']} | {now['held_out_db']['full int8']:.2f} | {now['budget_db']:.2f} | "
+                     f"{'-' if grid is None else f'{grid:.2f}'}{' (below the budget)' * capped} | "
+                     f"{outcome(old) if old else '-'} | "
+                     f"{'stopped at once: capped, ' if capped else ''}{outcome(now)} | {alternative} |")
     return lines
 
 

@@ -107,7 +107,9 @@ def test_dynamic_parts_keep_int8_weights_on_xnnpack_and_float32_parts_do_not(dat
 
 def test_auto_runs_the_float32_convolutions_the_budget_does_not_need_in_dynamic_range_int8(data):
     folder, float_model, evaluation = data
-    probe = quantize(data, "dynamic_best.tflite", "--min-sqnr", "120", "--fallback-precision", "dynamic")
+    assert quantize(data, "cap.tflite", "--min-sqnr", "1").returncode == 0
+    cap = read_record(folder / "cap.tflite")["mixed_precision"]["steps"][0]["grid_db"]  # what the int8 output allows
+    probe = quantize(data, "dynamic_best.tflite", "--min-sqnr", f"{cap - 0.01:.2f}", "--fallback-precision", "dynamic")
     assert probe.returncode == 1, probe.stderr
     dynamic = read_record(folder / "dynamic_best.tflite")["mixed_precision"]
     budget = max(step["sqnr_db"] for step in dynamic["steps"]) + 0.3  # out of dynamic-range parts' reach
@@ -128,30 +130,29 @@ def test_auto_runs_the_float32_convolutions_the_budget_does_not_need_in_dynamic_
     assert output_sqnr_on(folder / "demoted.tflite", float_model, evaluation) >= budget - 1.0
     assert "in dynamic-range int8 (the budget does not need it in float32)" in result.stdout
     assert "of their weight layers in dynamic-range int8" in result.stdout
+    assert "parts do not meet it: searching float32 parts" in result.stdout
     wrote = next(line for line in result.stdout.splitlines() if line.startswith("wrote "))
     assert "part(s) in float32" in wrote and "full integer" not in wrote
 
 
-def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, monkeypatch):
-    monkeypatch.setattr(mixed, "CONFIRMED_PER_STEP", 1)  # the same search, fewer re-measurements
+def test_a_budget_above_the_int8_output_s_grid_exits_1_in_one_line_without_a_search(data):
+    """No part in float lifts the output SQNR above what the int8 output's
+    own grid leaves: such a budget is refused at once (exit 1, one line), the
+    full-int8 artifact written, and what a float32 output reaches said."""
     folder = data[0]
     result = quantize(data, "unreachable.tflite", "--min-sqnr", "120")
     assert result.returncode == 1 and "gate failed: --min-sqnr 120 not reached" in result.stderr
     said = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("calibrating")]
     assert len(said) == 1 and "Traceback" not in result.stderr, result.stderr  # the progress bar aside
     record = read_record(folder / "unreachable.tflite")["mixed_precision"]
-    assert not record["met"] and record["stopped"] in (f"every part tried is in {record['precision']}",
-                                                       "3 steps without a better held-out SQNR")
-    best = max(step["sqnr_db"] for step in record["steps"])
-    assert f"(output SQNR {best:.1f} dB < 120)" in result.stderr
-    # auto: dynamic-range parts first, then float32 ones, and the closer of the two is kept
-    assert "dynamic-range int8 (int8 weights, activations quantized per image at run time) parts do not meet it: " \
-           "searching float32 parts" in result.stdout
-    assert [entry["precision"] for entry in record["also_tried"]] == [{"float32": "dynamic",
-                                                                        "dynamic": "float32"}[record["precision"]]]
-    assert not record["also_tried"][0]["met"]
-    assert record["with_float32_output"]["met"] is False
-    assert "--output-type float32 does not meet --min-sqnr 120 with head in float32" in result.stdout
+    first = record["steps"][0]
+    assert not record["met"] and len(record["steps"]) == 1 and record["gain_alone_db"] == {}  # no part was tried
+    assert record["stopped"].startswith(f"the int8 output's own grid caps the output SQNR at {first['grid_db']:.1f} dB")
+    assert first["sqnr_db"] < first["grid_db"] < 120 and not record["also_tried"]  # one precision sufficed to say so
+    float_output = record["with_float32_output"]
+    assert float_output["met"] is False
+    assert f"the head in float32 reaches {float_output['held_out_db']:.1f} dB" in said[0]
+    assert float_output["held_out_db"] > first["sqnr_db"]
 
 
 @pytest.mark.parametrize("options, problem", [
@@ -252,6 +253,9 @@ def test_convert_reports_the_search_step_by_step(tmp_path, monkeypatch):
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "### `resnet50_demo_int8.tflite`" in markdown and "### `resnet50_demo_int8.onnx`" in markdown
     assert "## Higher-precision parts for the accuracy budget" in markdown and "held-out SQNR dB" in markdown
+    cap = record["steps"][0]["grid_db"]  # the TFLite's int8 output; the ONNX's logits are float: no cap
+    assert cap > 29.5 and f"The int8 output's own grid caps the output SQNR at {cap:.2f} dB" in markdown
+    assert onnx_record["steps"][0]["grid_db"] is None
     assert "Higher-precision parts for the accuracy budget" in (tmp_path / "out" / "report.html").read_text()
     onnx_free = json.loads((tmp_path / "out" / "resnet50_demo_int8.tflite.json").read_text())
     assert onnx_free["recipe"]["min_sqnr"] == 29.5
@@ -574,7 +578,10 @@ def check_judged_by_the_logits(record, start, budget):
     assert "logits" in record["sqnr_judged_by"] and record["float_parts"]
     chosen = mixed.chosen_step(record)
     estimated_gain = chosen["logits_db"] - start["logits_db"]
-    assert chosen["estimated_sqnr_db"] == pytest.approx(start["sqnr_db"] + estimated_gain)
+    full_int8 = mixed.Scores(start["sqnr_db"], start["agreement"], None, start["logits_db"], start.get("grid_db"))
+    assert chosen["estimated_sqnr_db"] == pytest.approx(
+        mixed.judged_sqnr(mixed.Scores(chosen["sqnr_db"], chosen["agreement"], None, chosen["logits_db"]), full_int8))
+    assert chosen["estimated_sqnr_db"] < (start.get("grid_db") or float("inf"))  # never past the int8 head's cap
     assert record["met"] and chosen["estimated_sqnr_db"] >= budget
     return estimated_gain
 
@@ -594,7 +601,8 @@ def test_a_softmax_head_is_judged_by_its_logits_and_their_gain_holds_on_images_i
 
     assert quantize_softmax("full.tflite", "1").returncode == 0
     start = read_record(folder / "full.tflite")["mixed_precision"]["steps"][0]
-    budget = start["sqnr_db"] + 3.0
+    assert start["grid_db"] > start["sqnr_db"]  # the int8 softmax's grids leave a cap above full int8
+    budget = (start["sqnr_db"] + start["grid_db"]) / 2  # halfway to it: + 3 dB lies above it on this model
     result = quantize_softmax("mixed.tflite", f"{budget:.2f}")
     assert result.returncode == 0, result.stdout + result.stderr
     estimated_gain = check_judged_by_the_logits(read_record(folder / "mixed.tflite")["mixed_precision"], start, budget)
@@ -667,6 +675,48 @@ def test_a_softmax_head_s_logits_are_read_whatever_the_output_type(softmax_data,
     assert mixed.output_sqnr_db(np.maximum(float_logits, low), logits) > 20
     assert mixed.output_sqnr_db(float_outputs, outputs) > 20
     assert np.abs(logits).max() > 1.5  # logits, not probabilities
+
+
+@pytest.mark.parametrize("output_type", ["int8", "uint8"])
+def test_the_output_grids_are_the_ones_the_int8_kernels_write_on(softmax_data, digits_artifacts, output_type):
+    """grid_sqnr's model of an int8 head: LiteRT's int8 SOFTMAX writes, to
+    within one output step, the float softmax of its int8 logits put on the
+    output's grid; an int8 logits output holds only values of its grid."""
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.quantize.int8_tflite import output_grids, quantize_tflite_file, tflite_outputs_and_logits
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+
+    folder, float_path, pixels = softmax_data
+    calibration = images_from_array(pixels[:200], Preprocessing(32, 32), size=None).cached()
+    images = np.stack(list(calibration.samples()))[:60]
+    recipe = QuantizationRecipe(calibration_method="minmax", output_type=output_type)
+    softmax = quantize_tflite_file(float_path, recipe, folder / f"grid_{output_type}.tflite", calibration).read_bytes()
+    output_grid, logits_grid = output_grids(softmax)
+    outputs, logits = tflite_outputs_and_logits(softmax, images)
+    assert output_grid.scale == pytest.approx(1 / 256) and logits_grid is not None
+    assert np.allclose(logits_grid.through(logits), logits, rtol=0, atol=logits_grid.scale * 1e-3)  # on its grid
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    modelled = output_grid.through(exponentials / exponentials.sum(axis=1, keepdims=True))
+    assert np.abs(modelled - outputs).max() <= output_grid.scale * 1.01
+    assert np.mean(modelled == outputs) > 0.9
+    logits_head = quantize_tflite_file(digits_artifacts["float_tflite"], recipe, folder / f"logits_{output_type}.tflite",
+                                       calibration).read_bytes()
+    output_grid, none = output_grids(logits_head)
+    outputs = TfliteRunner("logits head", content=logits_head).predict(images)
+    assert none is None and np.allclose(output_grid.through(outputs), outputs, rtol=0, atol=output_grid.scale * 1e-3)
+    assert len(np.unique(outputs)) > 50 and output_grid.scale > 0.01  # logits, on a coarser grid
+    assert output_grids(float_path.read_bytes()) == (None, None)
+
+
+def test_a_logits_gain_lowers_the_network_s_error_not_the_int8_grid_s():
+    full = mixed.Scores(30.0, 1.0, None, logits_db=40.0, grid_db=33.0)
+    estimate = mixed.judged_sqnr(mixed.Scores(29.0, 1.0, None, logits_db=43.0), full)
+    network = 10 ** -3.0 - 10 ** -3.3  # what full int8's error holds beyond the grid's
+    assert estimate == pytest.approx(-10 * np.log10(network / 10 ** 0.3 + 10 ** -3.3))
+    assert 30.0 < estimate < 33.0  # not the 33.0 a gain on all of the error would give
+    assert mixed.judged_sqnr(mixed.Scores(29.0, 1.0, None, logits_db=140.0), full) == pytest.approx(33.0, abs=0.01)
+    assert mixed.grid_caps(mixed.Budget(min_sqnr=33.5), 33.0) and not mixed.grid_caps(mixed.Budget(min_sqnr=32.0), 33.0)
+    assert not mixed.grid_caps(mixed.Budget(min_agreement=0.99), 33.0) and not mixed.grid_caps(mixed.Budget(min_sqnr=40), None)
 
 
 def test_a_recipe_recorded_before_dynamic_parts_keeps_its_float32_parts():

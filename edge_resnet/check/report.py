@@ -486,6 +486,9 @@ def mixed_precision_lines(record):
     judged = f"; SQNR judged by {record['sqnr_judged_by']}" if "logits" in record.get("sqnr_judged_by", "") else ""
     tried = "".join(f" {entry['precision_text']} parts were also searched and did not meet it (best "
                     f"{entry['best_held_out_db']:.2f} dB in {entry['steps']} steps)." for entry in record.get("also_tried", ()))
+    cap = steps[0].get("grid_db")
+    if cap is not None:
+        tried += f" The int8 output's own grid caps the output SQNR at {cap:.2f} dB on these images."
     float_output = record.get("with_float32_output")
     if float_output:
         from ..quantize.mixed import Budget, float_output_text
@@ -562,10 +565,13 @@ def mixed_precision_plot(record):
     meeting = [step for step in steps if not budget.shortfalls(Step.from_dict(step), Step.from_dict(steps[0]))]
     axis.plot([step["float_operators"] for step in meeting], [Step.from_dict(step).judged_db for step in meeting], "*",
               color="tab:green", markersize=14, label="meets the budget")
-    if meeting:
-        axis.legend(loc="lower right")
     if record["budget_sqnr_db"] is not None:
         axis.axhline(record["budget_sqnr_db"], color="tab:red", linestyle="--", linewidth=1)
+    if steps[0].get("grid_db") is not None:
+        axis.axhline(steps[0]["grid_db"], color="tab:grey", linestyle=":", linewidth=1,
+                     label="the int8 output's own cap")
+    if meeting or steps[0].get("grid_db") is not None:
+        axis.legend(loc="lower right")
     axis.set_xlabel("operators out of int8")
     estimated = any(step.get("estimated_sqnr_db") is not None for step in steps)
     axis.set_ylabel(f"held-out SQNR (dB){', estimated' * estimated}", color="tab:blue")

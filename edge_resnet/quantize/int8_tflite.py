@@ -254,6 +254,44 @@ def softmax_head(model_bytes):
     return output_softmax(read_flatbuffer(model_bytes)) is not None
 
 
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """The values an int8 (or uint8) tensor can hold: scale * (q - zero_point), q in [lowest, highest]."""
+
+    scale: float
+    zero_point: int
+    lowest: int
+    highest: int
+
+    def through(self, values):
+        """`values` as the tensor holds them: rounded onto the grid, clipped at its ends."""
+        steps = np.clip(np.round(np.asarray(values, np.float64) / self.scale) + self.zero_point, self.lowest,
+                        self.highest)
+        return (steps - self.zero_point) * self.scale
+
+
+def tensor_grid(tensor):
+    """The Grid of a quantized TFLite tensor (flatbuffer object), None for a float one."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    ends = {schema.TensorType.INT8: (-128, 127), schema.TensorType.UINT8: (0, 255)}.get(tensor.type)
+    if ends is None or tensor.quantization is None or tensor.quantization.scale is None:
+        return None
+    return Grid(float(np.ravel(tensor.quantization.scale)[0]), int(np.ravel(tensor.quantization.zeroPoint)[0]), *ends)
+
+
+def output_grids(model_bytes):
+    """(the graph output's Grid, its softmax's int8 input's Grid or None) of
+    a TFLite model; (None, None) where the output is float."""
+    model = read_flatbuffer(model_bytes)
+    graph = model.subgraphs[0]
+    output = tensor_grid(graph.tensors[graph.outputs[0]])
+    softmax = output_softmax(model)
+    if output is None or softmax is None:
+        return output, None
+    return output, tensor_grid(graph.tensors[softmax.inputs[0]])
+
+
 def tflite_outputs_and_logits(model_bytes, inputs):
     """(outputs, logits) on `inputs` of a TFLite model whose output is a
     softmax's (softmax_head): the logits (the softmax's input, dequantized)

@@ -45,6 +45,16 @@ calibration images, half of it on one image, and lost 0.4 dB on 397 others;
 single blocks with such gains averaged +1 dB there, benchmarks/results/
 mixed_precision.md, part_gains).
 
+While the head is int8 (an int8 or uint8 output), its grids stay whatever
+runs in float before it: the output's own, and a softmax head's int8 input.
+Their error alone (the float model's outputs put through them, on the same
+held-out images: grid_sqnr) caps the output SQNR, and a budget above that
+cap stops the search at once, one line saying so and what a float32 output
+(the head alone in float32, no such grid) reaches instead. With 200
+calibration images, full int8 + 3 dB lay above the cap on five of the
+eight trained models of benchmarks/mixed_precision.py, where the search
+used to take 9-17 blocks out of int8 and still miss (grid_cap).
+
 So on a softmax head the output SQNR is judged from the logits (the
 softmax's input, read from the same run): full int8's output SQNR as
 measured, plus what a step gains in the mean over images of each image's
@@ -54,7 +64,8 @@ images, 1.7-3.5 on 397 others), and the probabilities gain as much on
 average (2.56 dB estimated, 2.51 measured, +0.44 at worst), though 397
 images measure a softmax's gain only to a few dB (on one of them, -2.1 to
 +4.7 across evaluation sets drawn from the 397; benchmarks/results/
-mixed_logits.md). It assumes a part's gain on the unsure images is the
+mixed_logits.md). The gain lowers the network's error only, not the int8 grids' (the
+two add), so an estimate never passes the cap. It assumes a part's gain on the unsure images is the
 typical image's: a float head, which takes the logits' int8 grid off every
 image alike, is overstated by it where the network's own error dominates
 the unsure images (mixed_precision.md, --output-type float32).
@@ -174,6 +185,7 @@ class Step:
     logits_db: float = None  # softmax head: the mean over images of each image's logits SQNR (Scores.logits_db)
     estimated_sqnr_db: float = None  # softmax head: full int8's sqnr_db plus this step's logits_db gain (judged_sqnr)
     dynamic_operators: tuple = ()  # weight layers of float32 parts run in dynamic-range int8 (the budget holds)
+    grid_db: float = None  # full int8 with an int8 head: the output SQNR its int8 grids alone leave (grid_sqnr)
 
     @classmethod
     def from_dict(cls, step):
@@ -217,6 +229,7 @@ class Scores:
     agreement: float
     accuracy_drop_points: float  # None without labels
     logits_db: float = None  # softmax head: the mean over images of each image's logits (the softmax's input) SQNR
+    grid_db: float = None  # int8 head: the output SQNR its int8 grids alone leave (grid_sqnr), a ceiling
 
 
 def scores(reference, outputs, labels=None, logits=None):
@@ -254,7 +267,46 @@ def judged_sqnr(measured, full_int8):
     on others), while on the logits it is measured on every image."""
     if measured.logits_db is None:
         return measured.sqnr_db
-    return full_int8.sqnr_db + measured.logits_db - full_int8.logits_db
+    gain_db = measured.logits_db - full_int8.logits_db
+    if full_int8.grid_db is None:
+        return full_int8.sqnr_db + gain_db
+    # the gain lowers the network's error, not the int8 grids' (grid_sqnr): the two add
+    grid, total = noise_of(full_int8.grid_db), noise_of(full_int8.sqnr_db)
+    return -10 * np.log10(max(total - grid, 0.0) * noise_of(gain_db) + grid)
+
+
+def grid_caps(budget, grid_db):
+    """Whether an int8 head's grids alone (grid_db, or None) leave the output below the SQNR budget."""
+    return budget.min_sqnr is not None and grid_db is not None and grid_db < budget.min_sqnr
+
+
+def capped_text(grid_db):
+    return (f"the int8 output's own grid caps the output SQNR at {grid_db:.1f} dB on these images, whatever runs in "
+            "float before it")
+
+
+def noise_of(sqnr_db):
+    """Noise over signal for an SQNR in dB."""
+    return 10 ** (-sqnr_db / 10)
+
+
+def grid_sqnr(reference, reference_logits, grids_by_positions):
+    """The output SQNR (dB) of the float model's own outputs put through an
+    int8 artifact's output grid (int8_tflite.Grid), and on a softmax head
+    first its logits through the int8 softmax input's grid: the error that
+    stays while the head is int8, whatever runs in float before it (the
+    error of the network and of the grids add). `grids_by_positions`:
+    [((output grid, logits grid or None), sample positions), ...], each
+    fold's images through its own candidate's grids."""
+    through = np.empty(np.shape(reference), np.float64)
+    for (output, logits), positions in grids_by_positions:
+        if logits is None:
+            through[positions] = output.through(reference[positions])
+        else:
+            gridded = logits.through(reference_logits[positions])
+            exponentials = np.exp(gridded - gridded.max(axis=1, keepdims=True))
+            through[positions] = output.through(exponentials / exponentials.sum(axis=1, keepdims=True))
+    return output_sqnr_db(reference, through)
 
 
 @dataclass(frozen=True)
@@ -288,6 +340,11 @@ class MixedSearch:
     @property
     def met(self):
         return not self.budget.shortfalls(self.chosen, self.steps[0])
+
+    @property
+    def capped(self):
+        """Whether the int8 head's own grids keep the output below an SQNR budget (no part was tried)."""
+        return grid_caps(self.budget, self.steps[0].grid_db)
 
     def float_scopes(self):
         """The operators of the chosen parts (those not put back in int8),
@@ -378,6 +435,8 @@ def full_int8_verdict(record):
     if record["met"]:
         return "met by full int8"
     first = record["steps"][0]
+    if grid_caps(Budget.of_record(record), first.get("grid_db")):
+        return f"NOT met; {capped_text(first['grid_db'])}"
     fragile = [step for step in record["steps"][1:]
                if Step.from_dict(step).fragile and step["sqnr_db"] > first["sqnr_db"]]
     if not fragile:
@@ -405,9 +464,20 @@ def unmet_line(record, artifact):
     if float_output and float_output["met"]:
         hint = (f"; --output-type float32 meets it with {' and '.join(float_output['float_parts']) or 'no part'} "
                 "in float32")
+    first = record["steps"][0]
+    if grid_caps(Budget.of_record(record), first.get("grid_db")):
+        return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images: "
+                f"{capped_text(first['grid_db'])}{hint or uncapped_text(float_output)}")
     return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images "
             f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): the best found keeps "
             f"{len(record['float_parts'])} parts in {precision_of(record)}{hint}")
+
+
+def uncapped_text(float_output):
+    """What a float32 output, which has no int8 grid, did for a budget it did not meet (or was not tried)."""
+    if not float_output:
+        return "; --output-type float32 has no such cap"
+    return f"; with --output-type float32 (no such cap) the head in float32 reaches {float_output['held_out_db']:.1f} dB"
 
 
 def precision_of(record):
@@ -513,12 +583,13 @@ class Route:
     outputs_and_logits: object = None
     precision: str = "float32"  # what `make` runs the operators ids in (PRECISIONS)
     int8_logits: bool = False  # whether a softmax head's logits are int8 (the TFLite's; the ONNX keeps them float)
+    grids: object = None  # artifact -> its int8 head's grids (int8_tflite.output_grids); None: no int8 output grid
 
 
 def tflite_route(float_model, recipe, precision="float32"):
     """The Route of the int8 TFLite, its parts run in `precision`."""
     from ..device.tflite_inspect import inspect_tflite
-    from .int8_tflite import int8_tflite, run_tflite_bytes, softmax_head, tflite_outputs_and_logits
+    from .int8_tflite import int8_tflite, output_grids, run_tflite_bytes, softmax_head, tflite_outputs_and_logits
 
     def structure(path):
         inspected = inspect_tflite(path)
@@ -533,7 +604,7 @@ def tflite_route(float_model, recipe, precision="float32"):
     return Route(model_parts(float_model), make,
                  lambda model, inputs: run_tflite_bytes(model, inputs, "a candidate"), ".tflite", structure,
                  recipe.output_type, weighted, tflite_outputs_and_logits if softmax_head(float_model) else None,
-                 precision, int8_logits=True)
+                 precision, int8_logits=True, grids=output_grids)
 
 
 def split_by_precision(scopes, weighted, precision):
@@ -562,7 +633,7 @@ def search_tflite_parts(float_model, statistics, calibration, recipe, method, bu
         searches.append(search_float_parts(float_model, statistics, calibration, recipe, method, budget, log,
                                            tflite_route(float_model, recipe, precision),
                                            demote=recipe.fallback_precision == "auto" and precision == "float32"))
-        if searches[-1].met:
+        if searches[-1].met or searches[-1].capped:
             break
     kept = max(searches, key=lambda search: budget.standing(search.chosen, search.steps[0]))
     float_output = None
@@ -633,6 +704,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         labels = calibration_labels(calibration, reference.shape[-1])
     parts = route.parts
     excluded = {}
+    head_stays_int8 = route.grids is not None and route.head_output_type != "float32"
     if route.head_output_type != "float32" and "head" in parts:
         # a float classifier would make the model's output float32, not the --output-type asked for
         excluded["head"] = (f"its output would become float32, not {route.head_output_type}; --output-type float32 "
@@ -651,7 +723,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         with `float_parts` in float32 but their operators `int8_back`, and
         their weight layers `demoted` in dynamic-range int8."""
         operators = [operator for part in float_parts for operator in parts[part] if operator not in int8_back]
-        outputs, first = np.empty_like(reference), None
+        outputs, first, grids = np.empty_like(reference), None, []
         logits = None if reference_logits is None else np.empty_like(reference_logits)
         judged_reference = None if reference_logits is None else np.empty_like(reference_logits)
         for ranges, positions in layout:
@@ -664,8 +736,12 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
                     (reference_logits[positions], logits[positions]), ranges,
                     statistics.softmax_input if route.int8_logits else None)
             first = model if first is None else first
-        return scores(reference, outputs, labels, None if logits is None else (judged_reference, logits)), first, \
-            outputs
+            if head_stays_int8 and not float_parts:
+                grids.append((route.grids(model), positions))
+        measured = scores(reference, outputs, labels, None if logits is None else (judged_reference, logits))
+        if grids and grids[0][0][0] is not None:
+            measured = replace(measured, grid_db=grid_sqnr(reference, reference_logits, grids))
+        return measured, first, outputs
 
     def step(float_parts, candidate, full_int8_outputs=None, int8_back=(), demoted=()):
         measured, model, outputs = candidate
@@ -691,12 +767,15 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     steps = [step((), full_int8)]
     log(f"      {budget.flags()}: full int8 gives {measured_text(steps[0].to_dict(), budget)} on {len(inputs)} "
         "held-out calibration images")
-    alone = {}
-    if budget.shortfalls(steps[0], steps[0]):
+    alone, stopped = {}, None
+    if grid_caps(budget, steps[0].grid_db):
+        stopped = capped_text(steps[0].grid_db)
+        log(f"      {stopped}: no part in {PRECISIONS[route.precision]} can reach {budget.flags()}")
+    elif budget.shortfalls(steps[0], steps[0]):
         alone = {part: judged_sqnr(evaluated((part,))[0], full_int8[0]) - steps[0].judged_db for part in parts
                  if part not in excluded}
     order = sorted(alone, key=lambda part: -alone[part])
-    chosen, stopped = [], None
+    chosen = []
     while alone and budget.shortfalls(steps[-1], steps[0]) and order:
         candidates = {part: evaluated((*chosen, part)) for part in shortlist(order, chosen, list(parts))}
         tried = {part: judged_sqnr(measured, full_int8[0]) for part, (measured, *_) in candidates.items()}
