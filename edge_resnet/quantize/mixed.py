@@ -50,10 +50,7 @@ runs in float before it: the output's own, and a softmax head's int8 input.
 Their error alone (the float model's outputs put through them, on the same
 held-out images: grid_sqnr) caps the output SQNR, and a budget above that
 cap stops the search at once, one line saying so and what a float32 output
-(the head alone in float32, no such grid) reaches instead. With 200
-calibration images, full int8 + 3 dB lay above the cap on five of the
-eight trained models of benchmarks/mixed_precision.py, where the search
-used to take 9-17 blocks out of int8 and still miss (grid_cap).
+(the head alone in float32, no such grid) reaches instead.
 
 So on a softmax head the output SQNR is judged from the logits (the
 softmax's input, read from the same run): full int8's output SQNR as
@@ -64,9 +61,9 @@ images, 1.7-3.5 on 397 others), and the probabilities gain as much on
 average (2.56 dB estimated, 2.51 measured, +0.44 at worst), though 397
 images measure a softmax's gain only to a few dB (on one of them, -2.1 to
 +4.7 across evaluation sets drawn from the 397; benchmarks/results/
-mixed_logits.md). The gain lowers the network's error only, not the int8 grids' (the
-two add), so an estimate never passes the cap. It assumes a part's gain on the unsure images is the
-typical image's: a float head, which takes the logits' int8 grid off every
+mixed_logits.md). The gain lowers the network's error only, not the int8
+grids' (the two add), so an estimate never passes the cap. It assumes a
+part's gain on the unsure images is the typical image's: a float head, which takes the logits' int8 grid off every
 image alike, is overstated by it where the network's own error dominates
 the unsure images (mixed_precision.md, --output-type float32).
 
