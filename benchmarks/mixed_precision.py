@@ -559,9 +559,11 @@ def main(parts):
         lines += ["", f"The first two tables and the dynamic-range one: models trained again and searched on "
                   f"{machine_text(retrained)} (the trained models are cached outside the repository, and training "
                   "is not bit-reproducible across CPUs: their full-int8 scores differ from the earlier models'). The "
-                  "other tables: the models trained and searched earlier on the machine above; the first two tables' "
-                  "rows for those models are kept in the JSON (`previous_models_results`, "
-                  "`previous_models_float_output_results`)."]
+                  "int8 ONNX tables (the search and NNCF beside it): searched again there with those models "
+                  "(`python benchmarks/mixed_precision.py onnx_again onnx onnx_latency nncf`; the earlier rows, AMD, "
+                  "in the JSON's `previous_onnx_results`). The other tables: the models trained and searched earlier "
+                  "on the machine above; the first two tables' rows for those models are kept in the JSON "
+                  "(`previous_models_results`, `previous_models_float_output_results`)."]
     lines += ["", *tflite_lines(results)]
     if float_output_results:
         lines += ["", "## TFLite with `--output-type float32`", "",
