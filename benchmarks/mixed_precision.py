@@ -53,8 +53,9 @@ not need in float32 go to dynamic-range int8.
 
 The `grid_cap` part runs the default search again on every model once
 it stops at a budget above what the int8 output's own grid allows
-(mixed.grid_sqnr) and estimates a softmax head's steps with that grid's
-error apart (mixed.judged_sqnr).
+(mixed.grid_sqnrs) and estimates a softmax head's steps with the int8
+output grid's error kept apart (mixed.judged_sqnr). `grid_cap_again`
+drops its saved rows of the models named after it (substrings) first.
 
 The `softmax_floor` part runs the `tflite_auto` search again on the
 softmax heads once an output softmax's int8 input had its floor
@@ -80,7 +81,7 @@ from benchmarks.common import interleaved_medians, machine, write_results  # noq
 BUDGET_OVER_FULL_INT8_DB = 3.0
 # rows kept from models trained earlier on another machine (training is not bit-reproducible across CPUs)
 PREVIOUS = ("previous_models_results", "previous_models_float_output_results", "previous_models_machine",
-            "retrained_machine", "previous_onnx_results", "previous_onnx_machine")
+            "retrained_machine", "previous_onnx_results", "previous_onnx_machine", "earlier_grid_cap_results")
 
 
 def trained_models():
@@ -478,7 +479,7 @@ def main(parts):
                                        "dynamic_results", "auto_results", "softmax_floor_results",
                                        "grid_cap_results"))
     searching = {"tflite", "tflite_float_output", "tflite_float_output_demoted", "tflite_dynamic", "tflite_auto",
-                 "onnx", "onnx_again", "nncf", "part_gains", "softmax_floor", "grid_cap"} & set(parts)
+                 "onnx", "onnx_again", "nncf", "part_gains", "softmax_floor", "grid_cap", "grid_cap_again"} & set(parts)
     searched_on = machine() if searching or "machine" not in saved else saved["machine"]
     if "tflite" in parts:
         results += [measure(*entry) for entry in missing_from(results)]
@@ -516,6 +517,11 @@ def main(parts):
         for entry in (entry for entry in trained_models() if entry[0] not in done and "softmax" in entry[0]):
             floor_results.append(measure(*entry, precision="auto"))
             path.write_text(json.dumps({**saved, "softmax_floor_results": floor_results}, indent=2) + "\n")
+    if "grid_cap_again" in parts:  # e.g. grid_cap_again "demo ResNet-50 w0.25 32x32, softmax" grid_cap
+        named = parts[parts.index("grid_cap_again") + 1]
+        saved.setdefault("earlier_grid_cap_results", []).extend(
+            result for result in cap_results if named in result["model"])
+        cap_results = [result for result in cap_results if named not in result["model"]]
     if "grid_cap" in parts:
         done = {result["model"] for result in cap_results}
         for entry in (entry for entry in trained_models() if entry[0] not in done):
@@ -773,8 +779,8 @@ def cap_lines(cap_results, auto_results, floor_results):
              "The default search (`--fallback-precision auto`, int8 output, same data, same budget rule) once it "
              "measures what the int8 head's grids alone leave of the output SQNR on the held-out calibration images "
              "(the float model's outputs through the int8 output's grid, and a softmax head's logits first through "
-             "its int8 input's; mixed.grid_sqnr), stops at once when the budget is above that cap, and estimates a "
-             "softmax head's steps with the grids' error apart from the network's (mixed.judged_sqnr). Before: the "
+             "its int8 input's; mixed.grid_sqnrs), stops at once when the budget is above that cap, and estimates a "
+             "softmax head's steps with the int8 output grid's error kept apart (mixed.judged_sqnr). Before: the "
              "search of the tables above (the softmax heads with the floor). Command: `python "
              "benchmarks/mixed_precision.py grid_cap`.", "",
              "| model | full int8, held-out | budget | grid cap | before: kept, held-out (met?), evaluation (met within "

@@ -488,7 +488,7 @@ def mixed_precision_lines(record):
                     f"{entry['best_held_out_db']:.2f} dB in {entry['steps']} steps)." for entry in record.get("also_tried", ()))
     cap = steps[0].get("grid_db")
     if cap is not None:
-        tried += f" The int8 output's own grid caps the output SQNR at {cap:.2f} dB on these images."
+        tried += f" The int8 head's own grids cap the output SQNR at {cap:.2f} dB on these images."
     float_output = record.get("with_float32_output")
     if float_output:
         from ..quantize.mixed import Budget, float_output_text
@@ -569,7 +569,7 @@ def mixed_precision_plot(record):
         axis.axhline(record["budget_sqnr_db"], color="tab:red", linestyle="--", linewidth=1)
     if steps[0].get("grid_db") is not None:
         axis.axhline(steps[0]["grid_db"], color="tab:grey", linestyle=":", linewidth=1,
-                     label="the int8 output's own cap")
+                     label="the int8 head's own cap")
     if meeting or steps[0].get("grid_db") is not None:
         axis.legend(loc="lower right")
     axis.set_xlabel("operators out of int8")

@@ -23,8 +23,8 @@ up to 12 (the same benchmark's models). Each part is first tried alone
 step by step, the few best remaining parts and the neighbours of those already in float (two float neighbours keep the
 tensor between them in float) are tried on top of the float set, and the
 best is kept (re-ranked as it goes); the search gives up after three steps
-without a better score (the int8 output's own grid, for one, no part
-removes). Once the budget is met, each part is tried back in int8 (the
+without a better score (an int8 output's grid, for one, no part removes:
+a budget above what it allows stops the search before any part, below). Once the budget is met, each part is tried back in int8 (the
 latest in the graph first), and one the others make redundant stays int8;
 then each convolution of the float parts with the operators after it (its
 activation, the block's addition) likewise; and with `auto`
@@ -48,7 +48,7 @@ mixed_precision.md, part_gains).
 While the head is int8 (an int8 or uint8 output), its grids stay whatever
 runs in float before it: the output's own, and a softmax head's int8 input.
 Their error alone (the float model's outputs put through them, on the same
-held-out images: grid_sqnr) caps the output SQNR, and a budget above that
+held-out images: grid_sqnrs) caps the output SQNR, and a budget above that
 cap stops the search at once, one line saying so and what a float32 output
 (the head alone in float32, no such grid) reaches instead. Full int8 +
 3 dB lay above that cap on five of the eight trained models of
@@ -64,9 +64,11 @@ images, 1.7-3.5 on 397 others), and the probabilities gain as much on
 average (2.56 dB estimated, 2.51 measured, +0.44 at worst), though 397
 images measure a softmax's gain only to a few dB (on one of them, -2.1 to
 +4.7 across evaluation sets drawn from the 397; benchmarks/results/
-mixed_logits.md). The gain lowers the network's error only, not the int8
-grids' (the two add), so an estimate never passes the cap. It assumes a
-part's gain on the unsure images is the typical image's: a float head, which takes the logits' int8 grid off every
+mixed_logits.md). The gain lowers full int8's error but the int8 output
+grid's share (1/256 steps of probability), which no part changes; the int8
+logits' grid is in the logits' error, so their gain stops there (before
+this version the estimate ignored the output grid and could pass the
+cap). It assumes a part's gain on the unsure images is the typical image's: a float head, which takes the logits' int8 grid off every
 image alike, is overstated by it where the network's own error dominates
 the unsure images (mixed_precision.md, --output-type float32).
 
@@ -107,8 +109,9 @@ FRAGILE_GAIN_IMAGES = 3
 PRECISIONS = {"dynamic": "dynamic-range int8 (int8 weights, activations quantized per image at run time)",
               "float32": "float32"}
 BLOCK = re.compile(r"(conv\d+_block\d+)_")
-JUDGED_BY_LOGITS = ("a softmax head: full int8's output SQNR as measured, plus each step's gain in the mean over "
-                    "images of each image's logits (the softmax's input) SQNR")
+JUDGED_BY_LOGITS = ("a softmax head: full int8's output SQNR as measured, its error apart from the int8 output "
+                    "grid's lowered by each step's gain in the mean over images of each image's logits (the "
+                    "softmax's input) SQNR")
 
 
 @dataclass(frozen=True)
@@ -183,9 +186,10 @@ class Step:
     gain_images: int = None  # how few images hold half the squared error removed from full int8 (None: none removed)
     int8_operators: tuple = ()  # operators of the float parts put back in int8 (weight_units the budget did not need)
     logits_db: float = None  # softmax head: the mean over images of each image's logits SQNR (Scores.logits_db)
-    estimated_sqnr_db: float = None  # softmax head: full int8's sqnr_db plus this step's logits_db gain (judged_sqnr)
+    estimated_sqnr_db: float = None  # softmax head: full int8's sqnr_db moved by this step's logits_db gain (judged_sqnr)
     dynamic_operators: tuple = ()  # weight layers of float32 parts run in dynamic-range int8 (the budget holds)
-    grid_db: float = None  # full int8 with an int8 head: the output SQNR its int8 grids alone leave (grid_sqnr)
+    grid_db: float = None  # full int8 with an int8 head: the output SQNR its int8 grids alone leave (grid_sqnrs)
+    output_grid_db: float = None  # ... and the int8 output's grid alone leaves (a softmax head's: no logits grid)
 
     @classmethod
     def from_dict(cls, step):
@@ -229,7 +233,8 @@ class Scores:
     agreement: float
     accuracy_drop_points: float  # None without labels
     logits_db: float = None  # softmax head: the mean over images of each image's logits (the softmax's input) SQNR
-    grid_db: float = None  # int8 head: the output SQNR its int8 grids alone leave (grid_sqnr), a ceiling
+    grid_db: float = None  # int8 head: the output SQNR its int8 grids alone leave (grid_sqnrs), a ceiling
+    output_grid_db: float = None  # int8 head: the output SQNR the output's own grid alone leaves (grid_sqnrs)
 
 
 def scores(reference, outputs, labels=None, logits=None):
@@ -258,20 +263,22 @@ def per_image_mean_db(reference, outputs):
 
 def judged_sqnr(measured, full_int8):
     """The output SQNR (dB) a candidate is judged by: as measured, or on a
-    softmax head, full int8's as measured plus the candidate's gain in the
-    logits' per-image SQNR. A softmax passes each image's logit error on
-    scaled by how unsure it is of that image, so k dB off the logits of every
-    image is k dB off the probabilities too; but the probabilities' error
-    sits in the few images the model is unsure of, so measured on them a
-    float part's gain rests on those few images (it is overstated or missed
-    on others), while on the logits it is measured on every image."""
+    softmax head, full int8's as measured with its error lowered by the
+    candidate's gain in the logits' per-image SQNR. A softmax passes each
+    image's logit error on scaled by how unsure it is of that image, so k dB
+    off the logits of every image is k dB off the probabilities too; but the
+    probabilities' error sits in the few images the model is unsure of, so
+    measured on them a float part's gain rests on those few images (it is
+    overstated or missed on others), while on the logits it is measured on
+    every image. The int8 output's own grid (1/256 steps of probability)
+    adds an error no logit gain lowers: that share (full_int8.output_grid_db)
+    is kept apart. The int8 logits' grid is in the logits' error already."""
     if measured.logits_db is None:
         return measured.sqnr_db
     gain_db = measured.logits_db - full_int8.logits_db
-    if full_int8.grid_db is None:
+    if full_int8.output_grid_db is None:
         return full_int8.sqnr_db + gain_db
-    # the gain lowers the network's error, not the int8 grids' (grid_sqnr): the two add
-    grid, total = noise_of(full_int8.grid_db), noise_of(full_int8.sqnr_db)
+    grid, total = noise_of(full_int8.output_grid_db), noise_of(full_int8.sqnr_db)
     return -10 * np.log10(max(total - grid, 0.0) * noise_of(gain_db) + grid)
 
 
@@ -281,8 +288,8 @@ def grid_caps(budget, grid_db):
 
 
 def capped_text(grid_db):
-    return (f"the int8 output's own grid caps the output SQNR at {grid_db:.1f} dB on these images, whatever runs in "
-            "float before it")
+    return (f"the int8 head's own grids (its output's, and a softmax's int8 input's) cap the output SQNR at "
+            f"{grid_db:.1f} dB on these images, whatever runs in float before them")
 
 
 def noise_of(sqnr_db):
@@ -290,23 +297,22 @@ def noise_of(sqnr_db):
     return 10 ** (-sqnr_db / 10)
 
 
-def grid_sqnr(reference, reference_logits, grids_by_positions):
-    """The output SQNR (dB) of the float model's own outputs put through an
-    int8 artifact's output grid (int8_tflite.Grid), and on a softmax head
-    first its logits through the int8 softmax input's grid: the error that
-    stays while the head is int8, whatever runs in float before it (the
-    error of the network and of the grids add). `grids_by_positions`:
-    [((output grid, logits grid or None), sample positions), ...], each
-    fold's images through its own candidate's grids."""
-    through = np.empty(np.shape(reference), np.float64)
+def grid_sqnrs(reference, reference_logits, grids_by_positions):
+    """(the output SQNR in dB, the same without the logits' grid) of the
+    float model's own outputs put through an int8 artifact's output grid
+    (int8_tflite.Grid), on a softmax head first its logits through the int8
+    softmax input's grid: the error that stays while the head is int8,
+    whatever runs in float before it (the network's error adds to it).
+    `grids_by_positions`: [((output grid, logits grid or None), sample
+    positions), ...], each fold's images through its own candidate's grids."""
+    through, output_only = (np.empty(np.shape(reference), np.float64) for _ in range(2))
     for (output, logits), positions in grids_by_positions:
-        if logits is None:
-            through[positions] = output.through(reference[positions])
-        else:
+        through[positions] = output_only[positions] = output.through(reference[positions])
+        if logits is not None:
             gridded = logits.through(reference_logits[positions])
             exponentials = np.exp(gridded - gridded.max(axis=1, keepdims=True))
             through[positions] = output.through(exponentials / exponentials.sum(axis=1, keepdims=True))
-    return output_sqnr_db(reference, through)
+    return output_sqnr_db(reference, through), output_sqnr_db(reference, output_only)
 
 
 @dataclass(frozen=True)
@@ -344,7 +350,7 @@ class MixedSearch:
     @property
     def capped(self):
         """Whether the int8 head's own grids keep the output below an SQNR budget (no part was tried)."""
-        return grid_caps(self.budget, self.steps[0].grid_db)
+        return not self.met and grid_caps(self.budget, self.steps[0].grid_db)
 
     def float_scopes(self):
         """The operators of the chosen parts (those not put back in int8),
@@ -436,7 +442,7 @@ def full_int8_verdict(record):
         return "met by full int8"
     first = record["steps"][0]
     if grid_caps(Budget.of_record(record), first.get("grid_db")):
-        return f"NOT met; {capped_text(first['grid_db'])}"
+        return f"NOT met; {capped_text(first['grid_db'])}"  # met by full int8 above the cap returned already
     fragile = [step for step in record["steps"][1:]
                if Step.from_dict(step).fragile and step["sqnr_db"] > first["sqnr_db"]]
     if not fragile:
@@ -466,8 +472,9 @@ def unmet_line(record, artifact):
                 "in float32")
     first = record["steps"][0]
     if grid_caps(Budget.of_record(record), first.get("grid_db")):
-        return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images: "
-                f"{capped_text(first['grid_db'])}{hint or uncapped_text(float_output)}")
+        return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images "
+                f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): {capped_text(first['grid_db'])}"
+                f"{hint or uncapped_text(float_output)}")
     return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images "
             f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): the best found keeps "
             f"{len(record['float_parts'])} parts in {precision_of(record)}{hint}")
@@ -477,7 +484,9 @@ def uncapped_text(float_output):
     """What a float32 output, which has no int8 grid, did for a budget it did not meet (or was not tried)."""
     if not float_output:
         return "; --output-type float32 has no such cap"
-    return f"; with --output-type float32 (no such cap) the head in float32 reaches {float_output['held_out_db']:.1f} dB"
+    parts = " and ".join(float_output["float_parts"]) or "no part"
+    return (f"; --output-type float32 (no such cap) does not meet it either: with {parts} in float32, "
+            f"{float_output['held_out_db']:.1f} dB")
 
 
 def precision_of(record):
@@ -740,7 +749,8 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
                 grids.append((route.grids(model), positions))
         measured = scores(reference, outputs, labels, None if logits is None else (judged_reference, logits))
         if grids and grids[0][0][0] is not None:
-            measured = replace(measured, grid_db=grid_sqnr(reference, reference_logits, grids))
+            cap, output_grid = grid_sqnrs(reference, reference_logits, grids)
+            measured = replace(measured, grid_db=cap, output_grid_db=output_grid)
         return measured, first, outputs
 
     def step(float_parts, candidate, full_int8_outputs=None, int8_back=(), demoted=()):
@@ -768,10 +778,11 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     log(f"      {budget.flags()}: full int8 gives {measured_text(steps[0].to_dict(), budget)} on {len(inputs)} "
         "held-out calibration images")
     alone, stopped = {}, None
-    if grid_caps(budget, steps[0].grid_db):
+    short = budget.shortfalls(steps[0], steps[0])
+    if short and grid_caps(budget, steps[0].grid_db):
         stopped = capped_text(steps[0].grid_db)
-        log(f"      {stopped}: no part in {PRECISIONS[route.precision]} can reach {budget.flags()}")
-    elif budget.shortfalls(steps[0], steps[0]):
+        log(f"      {stopped}: no part, in any precision, can reach {budget.flags()}")
+    elif short:
         alone = {part: judged_sqnr(evaluated((part,))[0], full_int8[0]) - steps[0].judged_db for part in parts
                  if part not in excluded}
     order = sorted(alone, key=lambda part: -alone[part])
