@@ -149,6 +149,7 @@ def test_a_budget_above_the_int8_output_s_grid_exits_1_in_one_line_without_a_sea
     first = record["steps"][0]
     assert not record["met"] and len(record["steps"]) == 1 and record["gain_alone_db"] == {}  # no part was tried
     assert record["stopped"] == mixed.capped_text(first["grid_db"]) and f"{first['grid_db']:.1f} dB" in said[0]
+    assert f"the int8 output's own grid caps the output SQNR at {first['grid_db']:.1f} dB" in said[0]  # a logits head
     assert first["sqnr_db"] < first["grid_db"] < 120 and not record["also_tried"]  # one precision sufficed to say so
     float_output = record["with_float32_output"]
     assert float_output["met"] is False and float_output["float_parts"] == ["head"]
@@ -761,6 +762,7 @@ def test_a_logits_gain_lowers_the_error_but_the_int8_output_grid_s():
     lucky = mixed.MixedSearch(mixed.Budget(min_sqnr=33.5), 200, (mixed.Step((), 34.0, 1.0, None, 0, 1.0, True,
                                                                             grid_db=33.0),), {}, {}, {}, "budget met")
     assert lucky.met and not lucky.capped
+    assert "the int8 softmax's own grids" in mixed.capped_text(40.0, softmax=True)
 
 
 def test_a_recipe_recorded_before_dynamic_parts_keeps_its_float32_parts():

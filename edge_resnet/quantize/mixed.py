@@ -287,9 +287,11 @@ def grid_caps(budget, grid_db):
     return budget.min_sqnr is not None and grid_db is not None and grid_db < budget.min_sqnr
 
 
-def capped_text(grid_db):
-    return (f"the int8 head's own grids (its output's, and a softmax's int8 input's) cap the output SQNR at "
-            f"{grid_db:.1f} dB on these images, whatever runs in float before them")
+def capped_text(grid_db, softmax=False):
+    """Why an int8 head's budget cannot be met (`softmax`: the head ends in an int8 softmax)."""
+    grids = "the int8 softmax's own grids (its input's and its output's) cap" if softmax else \
+        "the int8 output's own grid caps"
+    return f"{grids} the output SQNR at {grid_db:.1f} dB on these images, whatever runs in float before it"
 
 
 def noise_of(sqnr_db):
@@ -442,7 +444,8 @@ def full_int8_verdict(record):
         return "met by full int8"
     first = record["steps"][0]
     if grid_caps(Budget.of_record(record), first.get("grid_db")):
-        return f"NOT met; {capped_text(first['grid_db'])}"  # met by full int8 above the cap returned already
+        # (a full int8 that met a budget above the cap returned above)
+        return f"NOT met; {capped_text(first['grid_db'], first.get('logits_db') is not None)}"
     fragile = [step for step in record["steps"][1:]
                if Step.from_dict(step).fragile and step["sqnr_db"] > first["sqnr_db"]]
     if not fragile:
@@ -473,7 +476,8 @@ def unmet_line(record, artifact):
     first = record["steps"][0]
     if grid_caps(Budget.of_record(record), first.get("grid_db")):
         return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images "
-                f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): {capped_text(first['grid_db'])}"
+                f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): "
+                f"{capped_text(first['grid_db'], first.get('logits_db') is not None)}"
                 f"{hint or uncapped_text(float_output)}")
     return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images "
             f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): the best found keeps "
@@ -780,7 +784,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     alone, stopped = {}, None
     short = budget.shortfalls(steps[0], steps[0])
     if short and grid_caps(budget, steps[0].grid_db):
-        stopped = capped_text(steps[0].grid_db)
+        stopped = capped_text(steps[0].grid_db, reference_logits is not None)
         log(f"      {stopped}: no part, in any precision, can reach {budget.flags()}")
     elif short:
         alone = {part: judged_sqnr(evaluated((part,))[0], full_int8[0]) - steps[0].judged_db for part in parts
