@@ -734,14 +734,14 @@ def test_grid_sqnrs_puts_each_fold_through_its_own_grids():
     from edge_resnet.quantize.int8_tflite import Grid
 
     reference = np.array([[0.3, 1.0], [2.2, -0.6], [0.1, 0.4]])
-    coarse, fine = Grid(0.5, 0, -128, 127), Grid(0.1, 0, -128, 127)
+    coarse, fine = Grid(0.5, 0), Grid(0.1, 0)
     cap, output_only = mixed.grid_sqnrs(reference, None, [((coarse, None), [0, 2]), ((fine, None), [1])])
     through = np.array([[0.5, 1.0], [2.2, -0.6], [0.0, 0.5]])  # rows 0 and 2 on the 0.5 grid, row 1 on the 0.1 one
     assert cap == output_only == pytest.approx(mixed.output_sqnr_db(reference, through))
     logits = np.array([[2.0, 0.0], [0.0, 3.0]])  # a softmax head: its logits through their grid first
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    output = Grid(1 / 256, -128, -128, 127)
-    cap, output_only = mixed.grid_sqnrs(probabilities, logits, [((output, Grid(2.0, 0, -128, 127)), [0, 1])])
+    output = Grid(1 / 256, -128)
+    cap, output_only = mixed.grid_sqnrs(probabilities, logits, [((output, Grid(2.0, 0)), [0, 1])])
     logits_through = np.array([[2.0, 0.0], [0.0, 4.0]])  # 3.0 rounds to 4 on a grid of 2 (half to even)
     expected = output.through(np.exp(logits_through) / np.exp(logits_through).sum(axis=1, keepdims=True))
     assert cap == pytest.approx(mixed.output_sqnr_db(probabilities, expected))

@@ -256,28 +256,28 @@ def softmax_head(model_bytes):
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
-    """The values an int8 (or uint8) tensor can hold: scale * (q - zero_point), q in [lowest, highest]."""
+    """The values an int8 (or uint8) tensor can hold: scale * (q - zero_point), q of `dtype`."""
 
     scale: float
     zero_point: int
-    lowest: int
-    highest: int
+    dtype: type = np.int8
 
     def through(self, values):
         """`values` as the tensor holds them: rounded onto the grid, clipped at its ends."""
-        steps = np.clip(np.round(np.asarray(values, np.float64) / self.scale) + self.zero_point, self.lowest,
-                        self.highest)
-        return (steps - self.zero_point) * self.scale
+        from ..device.runtime import dequantize, quantize
+
+        return dequantize(quantize(np.asarray(values), self.scale, self.zero_point, self.dtype), self.scale,
+                          self.zero_point)
 
 
 def tensor_grid(tensor):
     """The Grid of a quantized TFLite tensor (flatbuffer object), None for a float one."""
     from ai_edge_litert import schema_py_generated as schema
 
-    ends = {schema.TensorType.INT8: (-128, 127), schema.TensorType.UINT8: (0, 255)}.get(tensor.type)
-    if ends is None or tensor.quantization is None or tensor.quantization.scale is None:
+    dtype = {schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8}.get(tensor.type)
+    if dtype is None or tensor.quantization is None or tensor.quantization.scale is None:
         return None
-    return Grid(float(np.ravel(tensor.quantization.scale)[0]), int(np.ravel(tensor.quantization.zeroPoint)[0]), *ends)
+    return Grid(float(np.ravel(tensor.quantization.scale)[0]), int(np.ravel(tensor.quantization.zeroPoint)[0]), dtype)
 
 
 def output_grids(model_bytes):

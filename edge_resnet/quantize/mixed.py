@@ -294,6 +294,14 @@ def capped_text(grid_db, softmax=False):
     return f"{grids} the output SQNR at {grid_db:.1f} dB on these images, whatever runs in float before it"
 
 
+def record_capped_text(record):
+    """capped_text for a mixed_precision record whose budget its int8 head's grids rule out, else None."""
+    first = record["steps"][0]
+    if not grid_caps(Budget.of_record(record), first.get("grid_db")):
+        return None
+    return capped_text(first["grid_db"], softmax=first.get("logits_db") is not None)
+
+
 def noise_of(sqnr_db):
     """Noise over signal for an SQNR in dB."""
     return 10 ** (-sqnr_db / 10)
@@ -443,9 +451,9 @@ def full_int8_verdict(record):
     if record["met"]:
         return "met by full int8"
     first = record["steps"][0]
-    if grid_caps(Budget.of_record(record), first.get("grid_db")):
-        # (a full int8 that met a budget above the cap returned above)
-        return f"NOT met; {capped_text(first['grid_db'], first.get('logits_db') is not None)}"
+    capped = record_capped_text(record)  # (a full int8 that met a budget above the cap returned above)
+    if capped:
+        return f"NOT met; {capped}"
     fragile = [step for step in record["steps"][1:]
                if Step.from_dict(step).fragile and step["sqnr_db"] > first["sqnr_db"]]
     if not fragile:
@@ -473,11 +481,10 @@ def unmet_line(record, artifact):
     if float_output and float_output["met"]:
         hint = (f"; --output-type float32 meets it with {' and '.join(float_output['float_parts']) or 'no part'} "
                 "in float32")
-    first = record["steps"][0]
-    if grid_caps(Budget.of_record(record), first.get("grid_db")):
+    capped = record_capped_text(record)
+    if capped:
         return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images "
-                f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): "
-                f"{capped_text(first['grid_db'], first.get('logits_db') is not None)}"
+                f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): {capped}"
                 f"{hint or uncapped_text(float_output)}")
     return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images "
             f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): the best found keeps "
