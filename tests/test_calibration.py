@@ -423,6 +423,8 @@ def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(sta
     assert [method for method, _ in choice.scores] == list(CANDIDATES)
     assert choice.method == CANDIDATES[best] and choice.held_out == 200 and choice.folds == 4
     assert choice.decided and choice.describe().startswith(f"{CANDIDATES[best].describe()}, chosen on 200 held-out")
+    assert choice.resampled_wins == 1.0 and choice.record()["resamples"] == 1000  # ahead on every image
+    assert choice.describe().endswith("it wins 100% of 1000 resamples of those images")
     tied = choose(statistics, inputs, one_at_a_time(lambda ranges, images: np.ones((len(images), 10))), reference,
                   "test")
     assert tied.method == CANDIDATES[0] and not tied.decided and tied.record()["decided_by_scores"] is False
@@ -434,6 +436,40 @@ def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(sta
     close = choose(statistics, inputs, one_at_a_time(barely), reference, "test")
     assert max(close.scores, key=lambda entry: entry[1])[0] != CANDIDATES[0]
     assert not close.decided and close.method == CANDIDATES[0]
+
+
+def test_a_choice_that_rests_on_a_few_images_says_so():
+    """The share of resamples of the held-out images a winner still wins:
+    where each rule is ahead of min/max on one image of its own, and the
+    winner only by a hair more, it wins a minority of them; the line then
+    names how few images hold half its error and the way to a surer choice."""
+    from edge_resnet.quantize.selection import (ImageErrors, images_with_half_the_error, resampled_wins,
+                                                sureness_text)
+
+    positions, signal = np.arange(100), np.full(100, 50.0)
+    steady = np.ones(100)
+    errors = {0: [ImageErrors(positions, signal, steady)]}
+    for rule in (1, 2, 3, 4):  # rule 1 gains 1.0 on image 0, rule 2 0.99 on image 1, ...
+        lucky = steady.copy()
+        lucky[rule - 1] = 0.01 * (rule - 1)
+        errors[rule] = [ImageErrors(positions, signal, lucky)]
+    share = resampled_wins(errors, 1, [0])
+    assert 0.1 < share < 0.5
+    assert resampled_wins(errors, 1, [0]) == share, "seeded: the same share every time"
+    assert resampled_wins({0: errors[0], 1: [ImageErrors(positions, signal, 0.9 * steady)]}, 1, [0]) == 1.0
+
+    one_image = steady.copy()
+    one_image[7] = 200.0  # over half of 200 + 99 + the 20 images scored twice
+    split = [ImageErrors(positions[:60], signal[:60], one_image[:60]),
+             ImageErrors(positions[40:], signal[40:], one_image[40:])]  # images 40-59 scored twice
+    assert images_with_half_the_error(split) == 1
+    assert images_with_half_the_error([ImageErrors(positions, signal, steady)]) == 50
+
+    unsure = {"resampled_wins": share, "resamples": 1000, "images_with_half_the_error": 1}
+    assert sureness_text(unsure).endswith("half its error lies in 1 of them: a larger --calibration-size makes "
+                                          "the choice surer")
+    assert "--calibration-size" not in sureness_text({**unsure, "resampled_wins": 0.8})
+    assert sureness_text({}) == "", "records written before this say nothing of it"
 
 
 def test_the_race_drops_the_worse_half_but_never_minmax():

@@ -445,6 +445,8 @@ def convert_details(report):
 def range_selection_lines(rows):
     """The `auto` range method's candidates and their held-out scores, one
     column per int8 artifact (each format chooses on its own runtime)."""
+    from ..quantize.selection import sureness_text
+
     chosen = [row for row in rows if row.get("range_selection") and row["range_selection"]["candidates"]]
     if not chosen:
         return []
@@ -456,11 +458,15 @@ def range_selection_lines(rows):
                        + (" (chosen)" if rule == winner else "") for score, winner in zip(scores, winners)]
              for rule in rules]
     selection = chosen[0]["range_selection"]
+    sureness = [f"- {_code(row['artifact'])}: {row['range_selection']['chosen_rule']}"
+                f"{sureness_text(row['range_selection'])}" for row in chosen
+                if "resampled_wins" in row["range_selection"]]
     return ["", "## Activation ranges", "",
             f"`auto` tried each rule on the {selection['held_out_samples']} calibration images in "
             f"{selection.get('folds', 4)} folds: {fit_text(selection)}. The best rule then took its ranges from all "
             "calibration images.", "",
-            *markdown_table(["rule"] + [_code(row["artifact"]) for row in chosen], table)]
+            *markdown_table(["rule"] + [_code(row["artifact"]) for row in chosen], table),
+            *(["", "How sure each choice is:", "", *sureness] if sureness else [])]
 
 
 def fit_text(selection):

@@ -50,6 +50,8 @@ from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges, ranges_fin
 
 INDISTINGUISHABLE_DB = 0.1  # every candidate within this of the others: the images cannot tell them apart
 FITTING_FOLDS = 2  # folds whose ranges alone are scored on the rest
+RESAMPLES = 1000  # resamples of the held-out images that say how sure a choice is
+SURE_SHARE = 0.5  # a winner of fewer resamples than this rests on a few images, and the line says so
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class Choice:
     held_out: int  # samples scored on (each held out from the ranges that scored it)
     folds: int
     scored_on: str  # the artifact and runtime that ran them
+    resampled_wins: float = None  # share of resamples of the held-out images on which `method` still wins
+    error_images: int = None  # fewest held-out images that hold half of `method`'s squared output error
 
     @property
     def decided(self):
@@ -76,6 +80,8 @@ class Choice:
                 "metric": "output SQNR dB against the float model, mean of the fits (ranges from one fold, scored on "
                           "the other folds)", "chosen_rule": self.method.describe(),
                 "scored_on": self.scored_on,
+                **({"resampled_wins": round(self.resampled_wins, 3), "resamples": RESAMPLES,
+                    "images_with_half_the_error": self.error_images} if self.resampled_wins is not None else {}),
                 "candidates": [{**method.to_dict(), "rule": method.describe(), "held_out_sqnr_db": _finite(score)}
                                for method, score in self.scores]}
 
@@ -100,7 +106,19 @@ def describe_selection(record):
         return (f"{chosen}: every rule scored {_text_db(scores[chosen])} within {INDISTINGUISHABLE_DB} dB on "
                 f"{record['selection']['held_out_samples']} held-out calibration images, no evidence for any")
     return (f"{chosen}, chosen on {record['selection']['held_out_samples']} held-out calibration images: "
-            f"{_text_db(scores[chosen])} vs minmax {_text_db(scores['minmax'])}")
+            f"{_text_db(scores[chosen])} vs minmax {_text_db(scores['minmax'])}{sureness_text(record['selection'])}")
+
+
+def sureness_text(selection):
+    """How sure the choice is: the share of resamples of the held-out images
+    it still wins, and where it wins few, how few images decided it."""
+    if "resampled_wins" not in selection:
+        return ""
+    text = f"; it wins {selection['resampled_wins']:.0%} of {selection['resamples']} resamples of those images"
+    if selection["resampled_wins"] >= SURE_SHARE:
+        return text
+    return (f"{text}, half its error lies in {selection['images_with_half_the_error']} of them: a larger "
+            "--calibration-size makes the choice surer")
 
 
 def _text_db(value):
@@ -153,24 +171,78 @@ def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CA
     fit the same ranges are run once."""
     reference = np.asarray(reference, np.float64)
     layout = list(fits(statistics, len(statistics.folds)))  # the schedule says which fits run
-    sums_of = {}
+    per_image_of, ran = {}, {}  # (heat, ranges fingerprint) -> per-image errors; (candidate, heat) -> that key
 
     def heat_sums(racing, heat):
         fitted, _ = layout[heat.fit]
         positions = [position for fold in heat.folds for position in statistics.folds[fold].positions]
         ranges_of = [activation_ranges(fitted, candidates[candidate]) for candidate in racing]
         keys = [(heat, ranges_fingerprint(ranges)) for ranges in ranges_of]
-        new = {key: ranges for key, ranges in zip(keys, ranges_of) if key not in sums_of}
+        ran.update(((candidate, heat), key) for candidate, key in zip(racing, keys))
+        new = {key: ranges for key, ranges in zip(keys, ranges_of) if key not in per_image_of}
         for key, outputs in zip(new, int8_outputs(list(new.values()), inputs[positions]), strict=True):
-            sums_of[key] = signal_and_noise(reference[positions], outputs)
-        return [sums_of[key] for key in keys]
+            per_image_of[key] = ImageErrors(np.asarray(positions), *per_image_errors(reference[positions], outputs))
+        return [per_image_of[key].sums() for key in keys]
 
-    scores, scored = race(len(candidates), race_heats or heats(statistics), heat_sums)
+    schedule = race_heats or heats(statistics)
+    scores, scored = race(len(candidates), schedule, heat_sums)
     finalists = [index for index, count in enumerate(scored) if count == max(scored)]
     best = max(finalists, key=lambda index: (scores[index], -index))
     choice = Choice(candidates[best], tuple(zip(candidates, scores)), len(inputs), len(statistics.folds), scored_on)
-    # no evidence for any rule: the first candidate (min/max), not a winner by noise
-    return choice if choice.decided else dataclasses.replace(choice, method=candidates[0])
+    if not choice.decided:  # no evidence for any rule: the first candidate (min/max), not a winner by noise
+        return dataclasses.replace(choice, method=candidates[0])
+    errors = {candidate: [per_image_of[ran[candidate, heat]] for heat in schedule] for candidate in finalists}
+    return dataclasses.replace(choice, resampled_wins=resampled_wins(errors, best, [heat.fit for heat in schedule]),
+                               error_images=images_with_half_the_error(errors[best]))
+
+
+@dataclass(frozen=True)
+class ImageErrors:
+    """One candidate's artifact on one heat's images: each image's position
+    in the calibration samples, output signal and squared output error."""
+
+    positions: np.ndarray
+    signal: np.ndarray
+    noise: np.ndarray
+
+    def sums(self):
+        return float(np.sum(self.signal)), float(np.sum(self.noise))
+
+
+def per_image_errors(reference, outputs):
+    """(signal, squared error) of each sample's outputs against the float reference."""
+    reference, outputs = np.asarray(reference, np.float64), np.asarray(outputs, np.float64)
+    flat = len(reference), -1
+    return np.sum(reference.reshape(flat) ** 2, axis=1), np.sum((reference - outputs).reshape(flat) ** 2, axis=1)
+
+
+def resampled_wins(errors, chosen, fit_of_heat, resamples=RESAMPLES):
+    """The share of resamples of the held-out images (drawn with replacement,
+    the same draw for every candidate) on which `chosen` still scores best.
+    `errors`: candidate -> [ImageErrors per heat], heats of one fit pooled
+    as race() pools them; ties go to the earlier candidate, as in choose()."""
+    rng = np.random.default_rng(0)
+    candidates = sorted(errors)
+    fits_db = []
+    for fit in sorted(set(fit_of_heat)):
+        heats_of_fit = [heat for heat, of in enumerate(fit_of_heat) if of == fit]
+        signal = np.concatenate([errors[candidates[0]][heat].signal for heat in heats_of_fit])
+        noise = np.stack([np.concatenate([errors[candidate][heat].noise for heat in heats_of_fit])
+                          for candidate in candidates], axis=1)
+        counts = rng.multinomial(len(signal), np.full(len(signal), 1 / len(signal)), size=resamples)
+        with np.errstate(divide="ignore"):
+            fits_db.append(10 * np.log10((counts @ signal)[:, None] / (counts @ noise)))
+    winners = np.argmax(np.mean(fits_db, axis=0), axis=1)
+    return float(np.mean(np.asarray(candidates)[winners] == chosen))
+
+
+def images_with_half_the_error(heat_errors):
+    """How few held-out images (each summed over the heats that scored it)
+    hold half of the squared output error."""
+    positions = np.concatenate([errors.positions for errors in heat_errors])
+    per_image = np.bincount(positions, weights=np.concatenate([errors.noise for errors in heat_errors]))
+    largest_first = np.sort(per_image)[::-1]
+    return int(np.searchsorted(np.cumsum(largest_first), largest_first.sum() / 2) + 1)
 
 
 def one_at_a_time(int8_output):

@@ -1,0 +1,256 @@
+"""How well can *any* choice of range rule do on these evaluation images?
+
+Issue 23's choice bar asks `auto` (a rule picked per calibration subset on
+held-out calibration images) to come within 0.3 dB of the best fixed rule,
+where "best" is read off the very evaluation images it is scored on. On a
+softmax head one to four evaluation images hold half of the output error
+(benchmarks/results/calibration.md), so both sides of that bar move with a
+handful of images. This measures how far that noise alone goes:
+
+For each model and calibration subset (unseen protocol of
+benchmarks/calibration.py) every candidate of ranges.CANDIDATES is made
+with ranges from all 200 calibration images and run on the evaluation
+images, keeping each image's signal and squared error; `auto`'s pick is
+replayed from the held-out scores exactly as selection.choose() makes it.
+Then the evaluation images are split in two halves at random, many times:
+
+- the bar, taken on the second half: best fixed rule's mean over the
+  subsets there, and each route's gap to it;
+- an *oracle* chooser: per subset, the candidate that scores best on the
+  first half (or on K images of it) of the evaluation images themselves,
+  through the final artifacts: a chooser that sees images of the very
+  distribution it is judged on, which `auto` never does;
+- `auto` and every fixed rule on the second half.
+
+If the oracle misses the bar about as often as `auto`, the bar measures
+the evaluation images' noise, not a chooser.
+
+    python benchmarks/choice_noise.py            the eight rows of calibration.py
+    python benchmarks/choice_noise.py validation adds the validation and held-back models' rows
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from common import machine, use_repo_imports, write_results
+
+HERE = Path(__file__).resolve().parent
+SPLITS = 400
+ORACLE_IMAGES = (25, 50, None)  # None: the whole first half
+BAR_DB = -0.3
+
+
+def auto_rules():
+    import importlib
+
+    return importlib.import_module("auto_rules")
+
+
+def auto_pick(held_out_fits):
+    """selection.choose()'s pick from per-image held-out numbers: per fit the
+    pooled SQNR, the mean over the first FITTING_FOLDS fits, ties to the
+    earlier candidate, min/max where no candidate is told apart."""
+    from edge_resnet.quantize.selection import FITTING_FOLDS, INDISTINGUISHABLE_DB
+
+    rules = auto_rules()
+    scores = [float(np.mean([rules.db(signal, noise) for signal, noise in fits[:FITTING_FOLDS]]))
+              for fits in held_out_fits]
+    if max(scores) - min(scores) < INDISTINGUISHABLE_DB:
+        return 0
+    return rules.pick_best(scores)
+
+
+def measure_subset(bench, float_model, calibration, evaluation_images, reference):
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+    from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
+    from edge_resnet.quantize.selection import calibration_inputs, fits
+    from edge_resnet.quantize.statistics import collect_statistics
+
+    rules = auto_rules()
+    statistics = collect_statistics(float_model, calibration)
+    inputs = calibration_inputs(calibration, statistics)
+    float_outputs = run_tflite_bytes(float_model, inputs, "the float model")
+    held_out, evaluation = [], []
+    for method in CANDIDATES:
+        held_out.append([rules.per_image(float_outputs[list(scored)],
+                                         bench.int8_tflite_outputs(float_model, activation_ranges(fitted, method),
+                                                                   inputs[list(scored)]))
+                         for fitted, scored in fits(statistics)])
+        outputs = bench.int8_tflite_outputs(float_model, activation_ranges(statistics, method), evaluation_images)
+        evaluation.append(rules.per_image(reference, outputs))
+    return {"rules": [method.describe() for method in CANDIDATES], "auto": auto_pick(held_out),
+            "signal": evaluation[0][0], "noise": np.array([noise for _, noise in evaluation]),
+            "held_out_signal": np.array([signal for signal, _ in held_out[0]]),
+            "held_out_noise": np.array([[noise for _, noise in fits] for fits in held_out])}
+
+
+def db_on(signal, noise, images):
+    total = np.sum(noise[..., images], axis=-1)
+    return 10 * np.log10(np.sum(signal[images]) / np.maximum(total, 1e-30))
+
+
+def replay(subsets, splits=SPLITS, seed=0):
+    """Per route, the gaps to the best fixed rule on the scored halves of `splits` random splits."""
+    rules = subsets[0]["rules"]
+    fixed = [rules.index(rule) for rule in auto_rules().FIXED]
+    rng = np.random.default_rng(seed)
+    gaps = {"auto": [], **{f"oracle on {k or 'half the'} images": [] for k in ORACLE_IMAGES},
+            **{rules[index]: [] for index in fixed}}
+    for _ in range(splits):
+        per_subset = []
+        for subset in subsets:
+            order = rng.permutation(len(subset["signal"]))
+            choosing, scored = order[: len(order) // 2], order[len(order) // 2:]
+            on_scored = db_on(subset["signal"], subset["noise"], scored)
+            oracle = {k: int(np.argmax(db_on(subset["signal"], subset["noise"], choosing[:k]))) for k in ORACLE_IMAGES}
+            per_subset.append((on_scored, oracle, subset["auto"]))
+        mean_fixed = {index: np.mean([on[index] for on, _, _ in per_subset]) for index in fixed}
+        best = max(mean_fixed.values())
+        gaps["auto"].append(np.mean([on[pick] for on, _, pick in per_subset]) - best)
+        for k in ORACLE_IMAGES:
+            gaps[f"oracle on {k or 'half the'} images"].append(np.mean([on[oracle[k]] for on, oracle, _ in per_subset])
+                                                               - best)
+        for index in fixed:
+            gaps[rules[index]].append(mean_fixed[index] - best)
+    return {route: {"mean_gap_db": float(np.mean(values)), "meets_bar": float(np.mean(np.array(values) >= BAR_DB))}
+            for route, values in gaps.items()}
+
+
+def saved_arrays(model_name):
+    """Where a row's per-image numbers are kept (outside the repository) for replaying other choosers."""
+    from trained import cache_folder
+
+    folder = cache_folder() / "choice_noise"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / ("".join(c if c.isalnum() else "_" for c in model_name)[:120] + ".npz")
+
+
+def summarize(model_name, protocol, subsets):
+    np.savez_compressed(saved_arrays(model_name), **{f"{key}_{index}": np.asarray(subset[key])
+                                                      for index, subset in enumerate(subsets)
+                                                      for key in ("signal", "noise", "held_out_signal",
+                                                                  "held_out_noise", "auto")})
+    rules = subsets[0]["rules"]
+    whole = [db_on(subset["signal"], subset["noise"], np.arange(len(subset["signal"]))) for subset in subsets]
+    fixed = {rule: float(np.mean([on[rules.index(rule)] for on in whole])) for rule in auto_rules().FIXED}
+    best = max(fixed, key=fixed.get)
+    auto_db = float(np.mean([on[subset["auto"]] for on, subset in zip(whole, subsets)]))
+    return {"model": model_name, "protocol": protocol, "evaluation_images": len(subsets[0]["signal"]),
+            "auto_picked": [rules[subset["auto"]] for subset in subsets], "best_fixed": best,
+            "best_fixed_db": fixed[best], "auto_db": auto_db, "fixed_db": fixed, "halves": replay(subsets),
+            "gap_db": {"auto": auto_db - fixed[best]}}
+
+
+def markdown(rows, machine_info):
+    routes = list(rows[0]["halves"])
+    lines = ["# The choice bar against the evaluation images' own noise", "",
+             "Commands: `python benchmarks/choice_noise.py`, then `python benchmarks/choice_noise.py validation`", "",
+             f"Machine: {machine_info['cpu']}, {machine_info['cores']} cores. Unseen protocol of "
+             "benchmarks/calibration.py (4 subsets of 200 calibration images, each evaluated on the other half of "
+             f"the held-out digits). The evaluation images are split in random halves {SPLITS} times; on the second "
+             "half, each route's mean over the subsets is compared with the best fixed rule's there (the bar: within "
+             f"{-BAR_DB} dB). Oracle: per subset, the candidate of `auto` whose final artifact scores best on the "
+             "first half's images (or on 25 or 50 of them): it sees images of the distribution it is judged on.", "",
+             "Each cell: share of the splits on which the route meets the bar (mean gap dB).", "",
+             "| model | best fixed (all images) | auto - best (all images) | " + " | ".join(routes) + " |",
+             "|---|---|---|" + "---|" * len(routes)]
+    for row in rows:
+        cells = [f"{100 * row['halves'][route]['meets_bar']:.0f}% ({row['halves'][route]['mean_gap_db']:+.2f})"
+                 for route in routes]
+        lines.append(f"| {row['model']} | {row['best_fixed']} {row['best_fixed_db']:.2f} | "
+                     f"{row['gap_db']['auto']:+.2f} | " + " | ".join(cells) + " |")
+    for title, chosen in (("logits heads", [row for row in rows if "logits head" in row["model"]]),
+                          ("softmax heads", [row for row in rows if "softmax head" in row["model"]]),
+                          ("every row", rows)):
+        if not chosen:
+            continue
+        lines += ["", f"Over the {title} ({len(chosen)}): mean share of splits meeting the bar, mean gap dB", "",
+                  "| route | meets the bar | mean gap dB |", "|---|---|---|"]
+        for route in routes:
+            lines.append(f"| {route} | {100 * np.mean([row['halves'][route]['meets_bar'] for row in chosen]):.0f}% | "
+                         f"{np.mean([row['halves'][route]['mean_gap_db'] for row in chosen]):+.2f} |")
+    lines += ["", "`auto` picked per subset:", ""]
+    lines += [f"- {row['model']}: {', '.join(row['auto_picked'])}" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def shipped_pick(held_out_signal, held_out_noise):
+    """selection.choose()'s pick: the mean over fits of each fit's pooled SQNR."""
+    from edge_resnet.quantize.selection import INDISTINGUISHABLE_DB
+
+    scores = np.mean(10 * np.log10(held_out_signal.sum(-1) / held_out_noise.sum(-1)), axis=1)
+    return 0 if np.ptp(scores) < INDISTINGUISHABLE_DB else int(np.argmax(scores))
+
+
+def most_resamples_pick(held_out_signal, held_out_noise, resamples=1000):
+    """The candidate that wins the most resamples of the held-out images (each fit's images drawn with
+    replacement, the same draw for every candidate), ties to the earlier."""
+    from edge_resnet.quantize.selection import INDISTINGUISHABLE_DB
+
+    if np.ptp(np.mean(10 * np.log10(held_out_signal.sum(-1) / held_out_noise.sum(-1)), axis=1)) < INDISTINGUISHABLE_DB:
+        return 0
+    rng = np.random.default_rng(0)
+    scores = 0
+    for fit in range(held_out_signal.shape[0]):
+        count = held_out_signal.shape[1]
+        draws = rng.multinomial(count, np.full(count, 1 / count), size=resamples)
+        scores = scores + 10 * np.log10((draws @ held_out_signal[fit])[:, None] / (draws @ held_out_noise[:, fit].T))
+    wins = np.bincount(np.argmax(scores, axis=1), minlength=held_out_noise.shape[0])
+    return int(np.argmax(wins))
+
+
+CHOOSERS = {"shipped (mean of the fits' dB)": shipped_pick, "most resamples won": most_resamples_pick}
+
+
+def replay_choosers(rows):
+    """Per row, per chooser: its evaluation gap to the best fixed rule on all images, and the split bar."""
+    from edge_resnet.quantize.ranges import CANDIDATES
+
+    out = []
+    for row in rows:
+        saved = np.load(saved_arrays(row["model"]))
+        subsets = []
+        for index in range(4):
+            subsets.append({"rules": [method.describe() for method in CANDIDATES], "signal": saved[f"signal_{index}"],
+                            "noise": saved[f"noise_{index}"], "held_out_signal": saved[f"held_out_signal_{index}"],
+                            "held_out_noise": saved[f"held_out_noise_{index}"], "auto": int(saved[f"auto_{index}"])})
+        result = {"model": row["model"]}
+        for name, pick in CHOOSERS.items():
+            picked = [pick(subset["held_out_signal"], subset["held_out_noise"]) for subset in subsets]
+            whole = [db_on(subset["signal"], subset["noise"], np.arange(len(subset["signal"]))) for subset in subsets]
+            gap = float(np.mean([on[p] for on, p in zip(whole, picked)])) - row["best_fixed_db"]
+            halves = replay([{**subset, "auto": p} for subset, p in zip(subsets, picked)])["auto"]
+            result[name] = {"gap_db": gap, "meets_bar": halves["meets_bar"],
+                            "picked": [subsets[0]["rules"][p] for p in picked]}
+        out.append(result)
+    return out
+
+
+def extra_models():
+    from trained import softmax_floor_resnet50, temperature_scoring_resnet152, with_softmax
+
+    yield from auto_rules().calibration_benchmark().validation_models()
+    for name, make in (("ResNet-152 w0.25 32x32 seed 29 (held back)", temperature_scoring_resnet152),
+                       ("ResNet-50 w0.5 32x32 seed 41 (trained after the floor was measured)",
+                        softmax_floor_resnet50)):
+        model = make()
+        for head in ("logits", "softmax"):
+            yield f"{name}, {head} head", model if head == "logits" else with_softmax(model), head, 32
+
+
+if __name__ == "__main__":
+    use_repo_imports()
+    sys.path.insert(0, str(HERE))
+    import json
+
+    from common import RESULTS
+
+    rules = auto_rules()
+    if sys.argv[1:] == ["validation"]:
+        saved = json.loads((RESULTS / "choice_noise.json").read_text())["rows"]
+        rows = saved + rules.measure(extra_models(), ("unseen",), measure_subset, summarize)
+    else:
+        rows = rules.measure(None, ("unseen",), measure_subset, summarize)
+    info = machine()
+    write_results("choice_noise", {"machine": info, "rows": rows}, markdown(rows, info))
