@@ -459,7 +459,7 @@ def range_selection_lines(rows):
              for rule in rules]
     selection = chosen[0]["range_selection"]
     sureness = [f"- {_code(row['artifact'])}: {row['range_selection']['chosen_rule']}"
-                f"{sureness_text(row['range_selection'])}" for row in chosen
+                f"{sureness_text(row['range_selection'], 'the held-out images')}" for row in chosen
                 if "resampled_wins" in row["range_selection"]]
     return ["", "## Activation ranges", "",
             f"`auto` tried each rule on the {selection['held_out_samples']} calibration images in "

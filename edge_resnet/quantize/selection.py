@@ -35,6 +35,14 @@ rows were seen, and on a ResNet-152 held back from them it came 0.72 short
 against 0.03 for what ships (benchmarks/results/auto_race.md). Running the
 candidates is most of what `auto` costs; the int8 TFLite's candidates share
 runs where they can (int8_tflite.run_int8_candidates).
+
+A choice also says how sure it is: the share of resamples of the held-out
+images on which the winner still wins. A softmax head's output error sits
+in the few images it is unsure of, so its choice often rests on two or
+three of them; no chooser that sees ~150 images, not even one that sees the
+evaluation images themselves, meets issue 23's choice bar there reliably
+(benchmarks/choice_noise.py), so the user is told, and told that more
+calibration images help.
 """
 
 import dataclasses
@@ -109,12 +117,12 @@ def describe_selection(record):
             f"{_text_db(scores[chosen])} vs minmax {_text_db(scores['minmax'])}{sureness_text(record['selection'])}")
 
 
-def sureness_text(selection):
+def sureness_text(selection, images="those images"):
     """How sure the choice is: the share of resamples of the held-out images
     it still wins, and where it wins few, how few images decided it."""
     if "resampled_wins" not in selection:
         return ""
-    text = f"; it wins {selection['resampled_wins']:.0%} of {selection['resamples']} resamples of those images"
+    text = f"; it wins {selection['resampled_wins']:.0%} of {selection['resamples']} resamples of {images}"
     if selection["resampled_wins"] >= SURE_SHARE:
         return text
     return (f"{text}, half its error lies in {selection['images_with_half_the_error']} of them: a larger "
