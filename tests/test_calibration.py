@@ -4,6 +4,7 @@ onnxruntime from the same ranges, and the TensorFlow-free route."""
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -423,8 +424,8 @@ def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(sta
     assert [method for method, _ in choice.scores] == list(CANDIDATES)
     assert choice.method == CANDIDATES[best] and choice.held_out == 200 and choice.folds == 4
     assert choice.decided and choice.describe().startswith(f"{CANDIDATES[best].describe()}, chosen on 200 held-out")
-    assert choice.resampled_wins == 1.0 and choice.record()["resamples"] == 1000  # ahead on every image
-    assert choice.describe().endswith("it wins 100% of 1000 resamples of those images")
+    assert choice.stays_best == 1.0 and choice.record()["resamples"] == 1000  # ahead on every image
+    assert choice.describe().endswith("it stays best (within 0.1 dB) on 100% of 1000 resamples of those images")
     tied = choose(statistics, inputs, one_at_a_time(lambda ranges, images: np.ones((len(images), 10))), reference,
                   "test")
     assert tied.method == CANDIDATES[0] and not tied.decided and tied.record()["decided_by_scores"] is False
@@ -439,36 +440,36 @@ def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(sta
 
 
 def test_a_choice_that_rests_on_a_few_images_says_so():
-    """The share of resamples of the held-out images a winner still wins:
-    where each rule is ahead of min/max on one image of its own, and the
-    winner only by a hair more, it wins a minority of them; the line then
-    names how few images hold half its error and the way to a surer choice."""
-    from edge_resnet.quantize.selection import (ImageErrors, images_with_half_the_error, resampled_wins,
+    """How sure a choice is: the share of resamples of the held-out images
+    on which it stays best. A rule ahead of min/max only through image 0
+    (scored by both fits) stays best where a resample draws that image, on
+    about 1 - (1 - 1/100)^100 = 63% of them; the line then says on how few
+    images its lead rests and how to make the choice surer."""
+    from edge_resnet.quantize.selection import (ImageErrors, images_with_half_the_lead, stays_best_share,
                                                 sureness_text)
 
     positions, signal = np.arange(100), np.full(100, 50.0)
-    steady = np.ones(100)
-    errors = {0: [ImageErrors(positions, signal, steady)]}
-    for rule in (1, 2, 3, 4):  # rule 1 gains 1.0 on image 0, rule 2 0.99 on image 1, ...
-        lucky = steady.copy()
-        lucky[rule - 1] = 0.01 * (rule - 1)
-        errors[rule] = [ImageErrors(positions, signal, lucky)]
-    share = resampled_wins(errors, 1, [0])
-    assert 0.1 < share < 0.5
-    assert resampled_wins(errors, 1, [0]) == share, "seeded: the same share every time"
-    assert resampled_wins({0: errors[0], 1: [ImageErrors(positions, signal, 0.9 * steady)]}, 1, [0]) == 1.0
+    minmax, lucky = np.ones(100), np.full(100, 1.2)
+    minmax[0], lucky[0] = 41.0, 1.0  # 0.7 dB ahead with image 0, 0.8 dB behind without it
+    errors = {0: [ImageErrors(positions, signal, minmax)] * 2, 1: [ImageErrors(positions, signal, lucky)] * 2}
+    share = stays_best_share(errors, 1, [0, 1])
+    assert 0.58 < share < 0.69, "each image drawn once for both fits (drawn apart, the share is about 0.87)"
+    assert stays_best_share(errors, 1, [0, 1]) == share, "seeded: the same share every time"
+    twin = {**errors, 2: [ImageErrors(positions, signal, 1.001 * lucky)] * 2}  # e.g. the same rule but the output's
+    assert stays_best_share(twin, 1, [0, 1]) == share, "a twin within 0.1 dB does not split the resamples"
+    assert stays_best_share({**errors, 3: [ImageErrors(positions, signal, 0.5 * lucky)] * 2}, 1, [0, 1]) == 0.0
+    exact = {**errors, 4: [ImageErrors(positions, signal, np.zeros(100))] * 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert stays_best_share(exact, 4, [0, 1]) == 1.0, "no error at all is best, as race() scores it"
 
-    one_image = steady.copy()
-    one_image[7] = 200.0  # over half of 200 + 99 + the 20 images scored twice
-    split = [ImageErrors(positions[:60], signal[:60], one_image[:60]),
-             ImageErrors(positions[40:], signal[40:], one_image[40:])]  # images 40-59 scored twice
-    assert images_with_half_the_error(split) == 1
-    assert images_with_half_the_error([ImageErrors(positions, signal, steady)]) == 50
+    assert images_with_half_the_lead(errors[0], errors[1]) == 1  # 2 x 40 of 2 x (40 + 99 x 0.2)
+    assert images_with_half_the_lead(errors[1], errors[1]) is None
 
-    unsure = {"resampled_wins": share, "resamples": 1000, "images_with_half_the_error": 1}
-    assert sureness_text(unsure).endswith("half its error lies in 1 of them: a larger --calibration-size makes "
-                                          "the choice surer")
-    assert "--calibration-size" not in sureness_text({**unsure, "resampled_wins": 0.8})
+    unsure = {"stays_best_share": 0.3, "resamples": 1000, "images_with_half_the_lead_over_minmax": 1}
+    assert sureness_text(unsure).endswith("of 1000 resamples of those images, half its lead over minmax lies in 1 "
+                                          "held-out image: a larger --calibration-size makes the choice surer")
+    assert "--calibration-size" not in sureness_text({**unsure, "stays_best_share": 0.8})
     assert sureness_text({}) == "", "records written before this say nothing of it"
 
 

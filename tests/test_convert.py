@@ -109,7 +109,8 @@ def test_default_run_converts_the_trained_demo_on_held_out_digits(default_run):
     for name, record in zip(("resnet50_demo_int8.tflite", "resnet50_demo_int8.onnx"), ranges):
         line = next(line for line in result.stdout.splitlines() if line.strip().startswith(f"{name}:"))
         assert record["selection"]["chosen_rule"] in line and "chosen on 200 held-out calibration images" in line
-        assert f"it wins {record['selection']['resampled_wins']:.0%} of 1000 resamples of those images" in line
+        assert (f"it stays best (within 0.1 dB) on {record['selection']['stays_best_share']:.0%} of 1000 resamples "
+                "of those images") in line
     assert "## Activation ranges" in (output / "report.md").read_text()
     assert "How sure each choice is" in (output / "report.md").read_text()
     assert statistics.calibration["fingerprint"] == calibration["fingerprint"]

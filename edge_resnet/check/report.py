@@ -460,7 +460,7 @@ def range_selection_lines(rows):
     selection = chosen[0]["range_selection"]
     sureness = [f"- {_code(row['artifact'])}: {row['range_selection']['chosen_rule']}"
                 f"{sureness_text(row['range_selection'], 'the held-out images')}" for row in chosen
-                if "resampled_wins" in row["range_selection"]]
+                if "stays_best_share" in row["range_selection"]]
     return ["", "## Activation ranges", "",
             f"`auto` tried each rule on the {selection['held_out_samples']} calibration images in "
             f"{selection.get('folds', 4)} folds: {fit_text(selection)}. The best rule then took its ranges from all "

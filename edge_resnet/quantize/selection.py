@@ -37,12 +37,13 @@ candidates is most of what `auto` costs; the int8 TFLite's candidates share
 runs where they can (int8_tflite.run_int8_candidates).
 
 A choice also says how sure it is: the share of resamples of the held-out
-images on which the winner still wins. A softmax head's output error sits
-in the few images it is unsure of, so its choice often rests on two or
-three of them; no chooser that sees ~150 images, not even one that sees the
-evaluation images themselves, meets issue 23's choice bar there reliably
-(benchmarks/choice_noise.py), so the user is told, and told that more
-calibration images help.
+images on which the winner stays best (within INDISTINGUISHABLE_DB, so
+rules that differ only on the output do not split it). A softmax head's
+output error sits in the few images it is unsure of, so its choice often
+rests on two or three of them; no chooser that sees ~150 images, not even
+one that sees the evaluation images themselves, meets issue 23's choice bar
+there reliably (benchmarks/choice_noise.py), so the user is told, and told
+that more calibration images help.
 """
 
 import dataclasses
@@ -59,7 +60,7 @@ from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges, ranges_fin
 INDISTINGUISHABLE_DB = 0.1  # every candidate within this of the others: the images cannot tell them apart
 FITTING_FOLDS = 2  # folds whose ranges alone are scored on the rest
 RESAMPLES = 1000  # resamples of the held-out images that say how sure a choice is
-SURE_SHARE = 0.5  # a winner of fewer resamples than this rests on a few images, and the line says so
+SURE_SHARE = 0.5  # a rule best on fewer resamples than this rests on a few images, and the line says so
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,8 @@ class Choice:
     held_out: int  # samples scored on (each held out from the ranges that scored it)
     folds: int
     scored_on: str  # the artifact and runtime that ran them
-    resampled_wins: float = None  # share of resamples of the held-out images on which `method` still wins
-    error_images: int = None  # fewest held-out images that hold half of `method`'s squared output error
+    stays_best: float = None  # share of resamples of the held-out images on which `method` stays best
+    lead_images: int = None  # fewest held-out images holding half of `method`'s lead over min/max (None: min/max)
 
     @property
     def decided(self):
@@ -88,8 +89,8 @@ class Choice:
                 "metric": "output SQNR dB against the float model, mean of the fits (ranges from one fold, scored on "
                           "the other folds)", "chosen_rule": self.method.describe(),
                 "scored_on": self.scored_on,
-                **({"resampled_wins": round(self.resampled_wins, 3), "resamples": RESAMPLES,
-                    "images_with_half_the_error": self.error_images} if self.resampled_wins is not None else {}),
+                **({"stays_best_share": round(self.stays_best, 3), "resamples": RESAMPLES,
+                    "images_with_half_the_lead_over_minmax": self.lead_images} if self.stays_best is not None else {}),
                 "candidates": [{**method.to_dict(), "rule": method.describe(), "held_out_sqnr_db": _finite(score)}
                                for method, score in self.scores]}
 
@@ -119,14 +120,17 @@ def describe_selection(record):
 
 def sureness_text(selection, images="those images"):
     """How sure the choice is: the share of resamples of the held-out images
-    it still wins, and where it wins few, how few images decided it."""
-    if "resampled_wins" not in selection:
+    on which it stays best, and where that is under half, on how few of
+    them its lead over min/max rests."""
+    if "stays_best_share" not in selection:
         return ""
-    text = f"; it wins {selection['resampled_wins']:.0%} of {selection['resamples']} resamples of {images}"
-    if selection["resampled_wins"] >= SURE_SHARE:
+    text = (f"; it stays best (within {INDISTINGUISHABLE_DB} dB) on {selection['stays_best_share']:.0%} of "
+            f"{selection['resamples']} resamples of {images}")
+    if selection["stays_best_share"] >= SURE_SHARE:
         return text
-    return (f"{text}, half its error lies in {selection['images_with_half_the_error']} of them: a larger "
-            "--calibration-size makes the choice surer")
+    lead = selection.get("images_with_half_the_lead_over_minmax")
+    lead_text = f", half its lead over minmax lies in {lead} held-out image{'s' * (lead != 1)}" if lead else ""
+    return f"{text}{lead_text}: a larger --calibration-size makes the choice surer"
 
 
 def _text_db(value):
@@ -200,8 +204,8 @@ def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CA
     if not choice.decided:  # no evidence for any rule: the first candidate (min/max), not a winner by noise
         return dataclasses.replace(choice, method=candidates[0])
     errors = {candidate: [per_image_of[ran[candidate, heat]] for heat in schedule] for candidate in finalists}
-    return dataclasses.replace(choice, resampled_wins=resampled_wins(errors, best, [heat.fit for heat in schedule]),
-                               error_images=images_with_half_the_error(errors[best]))
+    return dataclasses.replace(choice, stays_best=stays_best_share(errors, best, [heat.fit for heat in schedule]),
+                               lead_images=None if best == 0 else images_with_half_the_lead(errors[0], errors[best]))
 
 
 @dataclass(frozen=True)
@@ -224,31 +228,47 @@ def per_image_errors(reference, outputs):
     return np.sum(reference.reshape(flat) ** 2, axis=1), np.sum((reference - outputs).reshape(flat) ** 2, axis=1)
 
 
-def resampled_wins(errors, chosen, fit_of_heat, resamples=RESAMPLES):
-    """The share of resamples of the held-out images (drawn with replacement,
-    the same draw for every candidate) on which `chosen` still scores best.
-    `errors`: candidate -> [ImageErrors per heat], heats of one fit pooled
-    as race() pools them; ties go to the earlier candidate, as in choose()."""
-    rng = np.random.default_rng(0)
+def stays_best_share(errors, chosen, fit_of_heat, resamples=RESAMPLES):
+    """The share of resamples of the held-out images on which `chosen`
+    scores best, or within INDISTINGUISHABLE_DB of the best (rules that
+    differ only on the output score alike). A resample draws images with
+    replacement, once for every fit and candidate: an image scored by both
+    fits counts as often in each. `errors`: candidate -> [ImageErrors per
+    heat of the schedule], `fit_of_heat` each heat's fit; a fit's heats are
+    pooled as race() pools them. Only the candidates in `errors` compete (a
+    race that dropped others does not replay their heats)."""
     candidates = sorted(errors)
+    heats = errors[candidates[0]]
+    images = 1 + max(int(np.max(heat.positions)) for heat in heats)
+    draws = np.random.default_rng(0).multinomial(images, np.full(images, 1 / images), size=resamples)
     fits_db = []
     for fit in sorted(set(fit_of_heat)):
-        heats_of_fit = [heat for heat, of in enumerate(fit_of_heat) if of == fit]
-        signal = np.concatenate([errors[candidates[0]][heat].signal for heat in heats_of_fit])
-        noise = np.stack([np.concatenate([errors[candidate][heat].noise for heat in heats_of_fit])
-                          for candidate in candidates], axis=1)
-        counts = rng.multinomial(len(signal), np.full(len(signal), 1 / len(signal)), size=resamples)
-        with np.errstate(divide="ignore"):
-            fits_db.append(10 * np.log10((counts @ signal)[:, None] / (counts @ noise)))
-    winners = np.argmax(np.mean(fits_db, axis=0), axis=1)
-    return float(np.mean(np.asarray(candidates)[winners] == chosen))
+        in_fit = [heat for heat, of in enumerate(fit_of_heat) if of == fit]
+        weights = np.concatenate([draws[:, heats[heat].positions] for heat in in_fit], axis=1)
+        signal = weights @ np.concatenate([heats[heat].signal for heat in in_fit])
+        noise = weights @ np.stack([np.concatenate([errors[candidate][heat].noise for heat in in_fit])
+                                    for candidate in candidates], axis=1)
+        fits_db.append(sqnr_db_of_arrays(signal[:, None], noise))
+    scores = np.mean(fits_db, axis=0)
+    chosen_scores = scores[:, candidates.index(chosen)]
+    return float(np.mean(chosen_scores >= np.max(scores, axis=1) - INDISTINGUISHABLE_DB))
 
 
-def images_with_half_the_error(heat_errors):
+def sqnr_db_of_arrays(signal, noise):
+    """sqnr_of_sums elementwise: no noise is +inf."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(noise == 0, np.inf, 10 * np.log10(signal / np.where(noise == 0, 1.0, noise)))
+
+
+def images_with_half_the_lead(minmax_errors, chosen_errors):
     """How few held-out images (each summed over the heats that scored it)
-    hold half of the squared output error."""
-    positions = np.concatenate([errors.positions for errors in heat_errors])
-    per_image = np.bincount(positions, weights=np.concatenate([errors.noise for errors in heat_errors]))
+    hold half of what separates the chosen rule's squared error from
+    min/max's (None where nothing does)."""
+    positions = np.concatenate([errors.positions for errors in minmax_errors])
+    difference = np.concatenate([minmax.noise - chosen.noise for minmax, chosen in zip(minmax_errors, chosen_errors)])
+    per_image = np.abs(np.bincount(positions, weights=difference))
+    if not per_image.sum() > 0:
+        return None
     largest_first = np.sort(per_image)[::-1]
     return int(np.searchsorted(np.cumsum(largest_first), largest_first.sum() / 2) + 1)
 
