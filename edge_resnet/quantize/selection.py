@@ -60,6 +60,7 @@ from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges, ranges_fin
 INDISTINGUISHABLE_DB = 0.1  # every candidate within this of the others: the images cannot tell them apart
 FITTING_FOLDS = 2  # folds whose ranges alone are scored on the rest
 RESAMPLES = 1000  # resamples of the held-out images that say how sure a choice is
+RESAMPLE_BATCH = 100  # resamples drawn at once (a draw holds one count per calibration image)
 SURE_SHARE = 0.5  # a rule best on fewer resamples than this rests on a few images, and the line says so
 
 
@@ -240,18 +241,21 @@ def stays_best_share(errors, chosen, fit_of_heat, resamples=RESAMPLES):
     candidates = sorted(errors)
     heats = errors[candidates[0]]
     images = 1 + max(int(np.max(heat.positions)) for heat in heats)
-    draws = np.random.default_rng(0).multinomial(images, np.full(images, 1 / images), size=resamples)
-    fits_db = []
-    for fit in sorted(set(fit_of_heat)):
-        in_fit = [heat for heat, of in enumerate(fit_of_heat) if of == fit]
-        weights = np.concatenate([draws[:, heats[heat].positions] for heat in in_fit], axis=1)
-        signal = weights @ np.concatenate([heats[heat].signal for heat in in_fit])
-        noise = weights @ np.stack([np.concatenate([errors[candidate][heat].noise for heat in in_fit])
-                                    for candidate in candidates], axis=1)
-        fits_db.append(sqnr_db_of_arrays(signal[:, None], noise))
-    scores = np.mean(fits_db, axis=0)
-    chosen_scores = scores[:, candidates.index(chosen)]
-    return float(np.mean(chosen_scores >= np.max(scores, axis=1) - INDISTINGUISHABLE_DB))
+    rng = np.random.default_rng(0)
+    in_fits = [[heat for heat, of in enumerate(fit_of_heat) if of == fit] for fit in sorted(set(fit_of_heat))]
+    stays = 0
+    for batch in np.array_split(np.arange(resamples), -(-resamples // RESAMPLE_BATCH)):  # bounded memory
+        draws = rng.multinomial(images, np.full(images, 1 / images), size=len(batch))
+        fits_db = []
+        for in_fit in in_fits:
+            weights = np.concatenate([draws[:, heats[heat].positions] for heat in in_fit], axis=1)
+            signal = weights @ np.concatenate([heats[heat].signal for heat in in_fit])
+            noise = weights @ np.stack([np.concatenate([errors[candidate][heat].noise for heat in in_fit])
+                                        for candidate in candidates], axis=1)
+            fits_db.append(sqnr_db_of_arrays(signal[:, None], noise))
+        scores = np.mean(fits_db, axis=0)
+        stays += int(np.sum(scores[:, candidates.index(chosen)] >= np.max(scores, axis=1) - INDISTINGUISHABLE_DB))
+    return stays / resamples
 
 
 def sqnr_db_of_arrays(signal, noise):
