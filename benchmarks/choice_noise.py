@@ -27,8 +27,11 @@ the evaluation images' noise, not a chooser.
 
     python benchmarks/choice_noise.py            the eight rows of calibration.py
     python benchmarks/choice_noise.py validation adds the validation and held-back models' rows
-    python benchmarks/choice_noise.py choosers   replays another chooser on the per-image numbers
-                                                 the two above saved (outside the repository)
+    python benchmarks/choice_noise.py three_fit  saves the other fold layout's held-out numbers
+    python benchmarks/choice_noise.py fresh      adds rows (and both layouts' numbers) of three ResNets
+                                                 trained after the layouts were compared
+    python benchmarks/choice_noise.py choosers   replays other choosers on the per-image numbers
+                                                 the three above saved (outside the repository)
 """
 
 import sys
@@ -191,6 +194,9 @@ def chooser_lines(choosers):
              "the held-out images (each fit drawn on its own), instead of the best mean score. "
              "\"Unsure on a softmax head\": the shipped pick, but where it stays best on under half the resamples "
              "on a softmax head, percentile 99.99 (if no worse than min/max on the held-out images). "
+             "\"Ranges from three folds\": the other fold layout (`python benchmarks/choice_noise.py three_fit` "
+             "saves its numbers): each rule's ranges from three quarters of the calibration images, scored on the "
+             "fourth, every quarter in turn, the SQNR pooled over all 200 images (each scored once). "
              "Each cell: gap to the best fixed rule on all evaluation images, dB (share of the random halves meeting "
              "the bar).", "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for row in choosers:
@@ -250,9 +256,21 @@ def unsure_softmax_takes_percentile(held_out_signal, held_out_noise, softmax):
     return percentile if unsure and scores[percentile] >= scores[0] else pick
 
 
-CHOOSERS = {"shipped (mean of the fits' dB)": lambda signal, noise, softmax: shipped_pick(signal, noise),
-            "most resamples won": lambda signal, noise, softmax: most_resamples_pick(signal, noise),
-            "unsure on a softmax head: percentile 99.99": unsure_softmax_takes_percentile}
+def three_fit_pooled_pick(subset):
+    """The other layout (`three_fit`): ranges from three folds scored on the fourth, every fold in turn, the
+    best SQNR pooled over all 200 images; min/max where none differ by 0.1 dB."""
+    scores = 10 * np.log10(subset["three_fit_signal"].sum() / subset["three_fit_noise"].sum(-1))
+    return 0 if np.ptp(scores) < 0.1 else int(np.argmax(scores))
+
+
+CHOOSERS = {"shipped (mean of the fits' dB)": lambda subset, softmax: shipped_pick(subset["held_out_signal"],
+                                                                                   subset["held_out_noise"]),
+            "most resamples won": lambda subset, softmax: most_resamples_pick(subset["held_out_signal"],
+                                                                              subset["held_out_noise"]),
+            "unsure on a softmax head: percentile 99.99": lambda subset, softmax: unsure_softmax_takes_percentile(
+                subset["held_out_signal"], subset["held_out_noise"], softmax),
+            "ranges from three folds, each scored on the fourth, pooled": lambda subset, softmax:
+                three_fit_pooled_pick(subset)}
 
 
 def replay_choosers(rows):
@@ -262,15 +280,17 @@ def replay_choosers(rows):
     out = []
     for row in rows:
         saved = np.load(saved_arrays(row["model"]))
+        three_fit = np.load(saved_arrays(row["model"]).with_suffix(".three_fit.npz"))
         subsets = []
         for index in range(4):
             subsets.append({"rules": [method.describe() for method in CANDIDATES], "signal": saved[f"signal_{index}"],
                             "noise": saved[f"noise_{index}"], "held_out_signal": saved[f"held_out_signal_{index}"],
-                            "held_out_noise": saved[f"held_out_noise_{index}"], "auto": int(saved[f"auto_{index}"])})
+                            "held_out_noise": saved[f"held_out_noise_{index}"], "auto": int(saved[f"auto_{index}"]),
+                            "three_fit_signal": three_fit[f"signal_{index}"],
+                            "three_fit_noise": three_fit[f"noise_{index}"]})
         result = {"model": row["model"]}
         for name, pick in CHOOSERS.items():
-            picked = [pick(subset["held_out_signal"], subset["held_out_noise"], "softmax head" in row["model"])
-                      for subset in subsets]
+            picked = [pick(subset, "softmax head" in row["model"]) for subset in subsets]
             whole = [db_on(subset["signal"], subset["noise"], np.arange(len(subset["signal"]))) for subset in subsets]
             gap = float(np.mean([on[p] for on, p in zip(whole, picked)])) - row["best_fixed_db"]
             halves = replay([{**subset, "auto": p} for subset, p in zip(subsets, picked)])["auto"]
@@ -278,6 +298,45 @@ def replay_choosers(rows):
                             "picked": [subsets[0]["rules"][p] for p in picked]}
         out.append(result)
     return out
+
+
+def measure_three_fit_layout(bench, float_model, calibration, evaluation_images, reference):
+    """The held-out numbers of the other fold layout: ranges from three folds, scored on the fourth, every
+    fold in turn (each image scored once, by ranges fitted on 150 of the 200 images)."""
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+    from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
+    from edge_resnet.quantize.selection import calibration_inputs
+    from edge_resnet.quantize.statistics import collect_statistics
+
+    rules = auto_rules()
+    statistics = collect_statistics(float_model, calibration)
+    inputs = calibration_inputs(calibration, statistics)
+    float_outputs = run_tflite_bytes(float_model, inputs, "the float model")
+    folds = range(len(statistics.folds))
+    layout = [(rules.part_of(statistics, [other for other in folds if other != fold]),
+               list(statistics.folds[fold].positions)) for fold in folds]
+    noise = [np.concatenate([rules.per_image(float_outputs[scored], bench.int8_tflite_outputs(
+        float_model, activation_ranges(fitted, method), inputs[scored]))[1] for fitted, scored in layout])
+             for method in CANDIDATES]
+    return {"fold_of": np.concatenate([[fold] * len(scored) for fold, (_, scored) in enumerate(layout)]),
+            "signal": np.concatenate([np.sum(float_outputs[scored].reshape(len(scored), -1).astype(np.float64) ** 2, 1)
+                                      for _, scored in layout]), "noise": np.array(noise)}
+
+
+def save_three_fit_layout(model_name, protocol, subsets):
+    path = saved_arrays(model_name).with_suffix(".three_fit.npz")
+    np.savez_compressed(path, **{f"{key}_{index}": subset[key] for index, subset in enumerate(subsets)
+                                 for key in ("fold_of", "signal", "noise")})
+    print(model_name, "three-fit layout saved", flush=True)
+    return {"model": model_name, "gap_db": "saved"}
+
+
+def fresh_models():
+    from trained import layout_check_models, with_softmax
+
+    for name, model, size in layout_check_models():
+        for head in ("logits", "softmax"):
+            yield f"{name}, {head} head", model if head == "logits" else with_softmax(model), head, size
 
 
 def extra_models():
@@ -304,6 +363,15 @@ if __name__ == "__main__":
     choosers = None
     if sys.argv[1:] == ["validation"]:
         rows = saved["rows"] + rules.measure(extra_models(), ("unseen",), measure_subset, summarize)
+    elif sys.argv[1:] == ["three_fit"]:  # saves arrays only; the results files are left as they are
+        rules.measure(None, ("unseen",), measure_three_fit_layout, save_three_fit_layout)
+        rules.measure(extra_models(), ("unseen",), measure_three_fit_layout, save_three_fit_layout)
+        sys.exit(0)
+    elif sys.argv[1:] == ["fresh"]:  # models trained after the layouts were compared: rows, then their other layout
+        models = list(fresh_models())
+        rows = saved["rows"] + rules.measure(models, ("unseen",), measure_subset, summarize)
+        rules.measure(models, ("unseen",), measure_three_fit_layout, save_three_fit_layout)
+        choosers = replay_choosers(rows)
     elif sys.argv[1:] == ["choosers"]:
         rows = saved["rows"]
         choosers = replay_choosers(rows)

@@ -91,6 +91,15 @@ def softmax_floor_resnet50(log=print):
     return cached_trained(SOFTMAX_FLOOR_FILE, 50, 0.5, 32, 41, "resnet50_w05_digits32", log)
 
 
+def layout_check_models(log=print):
+    """(name, model, input size) of three ResNets trained after the fold layouts were compared on the
+    sixteen rows of benchmarks/choice_noise.py, to check that comparison on models it never saw."""
+    for depth, width, size, seed in ((18, 0.5, 32, 61), (34, 0.25, 32, 53), (50, 0.5, 40, 59)):
+        name = f"resnet{depth}_w{str(width).replace('.', '')}_digits{size}_seed{seed}"
+        yield (f"ResNet-{depth} w{width} {size}x{size} seed {seed} (trained after the layouts were compared)",
+               cached_trained(f"{name}.weights.h5", depth, width, size, seed, name, log), size)
+
+
 def with_softmax(model):
     """The same network and weights with a softmax head (keras.applications' default)."""
     twin = model.__class__.from_config(_softmax_config(model.get_config()))
