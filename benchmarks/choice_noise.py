@@ -150,10 +150,11 @@ def summarize(model_name, protocol, subsets):
 def markdown(rows, machine_info, choosers=None):
     routes = list(rows[0]["halves"])
     lines = ["# The choice bar against the evaluation images' own noise", "",
-             "Commands: `python benchmarks/choice_noise.py`, then `python benchmarks/choice_noise.py validation`. "
-             "The validation rows: models trained after `auto`'s layout (ResNet-18 seed 11), its rules (ResNet-101 "
-             "seed 23), its consensus candidate (ResNet-152 seed 29) and the softmax floor (ResNet-50 seed 41) "
-             "were fixed.", "",
+             "Commands: `python benchmarks/choice_noise.py`, then `python benchmarks/choice_noise.py validation`, "
+             "`... three_fit`, `... fresh`. The validation rows: models trained after `auto`'s layout (ResNet-18 "
+             "seed 11), its rules (ResNet-101 seed 23), its consensus candidate (ResNet-152 seed 29) and the softmax "
+             "floor (ResNet-50 seed 41) were fixed; the last six rows: three networks trained after the choosers "
+             "and fold layouts below were compared on the sixteen before them.", "",
              f"Machine: {machine_info['cpu']}, {machine_info['cores']} cores. Unseen protocol of "
              "benchmarks/calibration.py (4 subsets of 200 calibration images, each evaluated on the other half of "
              f"the held-out digits). The evaluation images are split in random halves {SPLITS} times; on the second "
