@@ -189,7 +189,7 @@ def chooser_lines(choosers):
     if not choosers:
         return []
     names = [name for name in choosers[0] if name != "model"]
-    lines = ["", "## Another chooser replayed on the same numbers", "",
+    lines = ["", "## Other choosers replayed on the same numbers", "",
              "Command: `python benchmarks/choice_noise.py choosers` (no model runs: the per-image numbers saved by the "
              "two commands above). \"Most resamples won\": the rule that scores best on the most of 1000 resamples of "
              "the held-out images (each fit drawn on its own), instead of the best mean score. "
