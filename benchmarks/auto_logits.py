@@ -106,7 +106,8 @@ def measure_subset(bench, float_model, calibration, evaluation_images, reference
             assert not np.isnan(replayed).any()
             return replayed
 
-        choice = choose(statistics, np.arange(len(inputs)), one_at_a_time(replay), scored_on(*float_runs), "replay")
+        choice = choose(statistics, np.arange(len(inputs)), one_at_a_time(replay), scored_on(*float_runs), "replay",
+                        candidates=CANDIDATES)
         picked[name], images_run[name] = CANDIDATES.index(choice.method), 1
     return {"rules": [m.describe() for m in CANDIDATES], "evaluation": evaluation, "picked": picked,
             "images_run": images_run}

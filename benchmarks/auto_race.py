@@ -87,7 +87,7 @@ def measure_subset(bench, float_model, calibration, evaluation_images, reference
             return replayed
 
         choice = choose(statistics, np.arange(len(inputs)), one_at_a_time(replay), float_outputs, "replay",
-                        race_heats=race_heats)
+                        candidates=CANDIDATES, race_heats=race_heats)
         picked[name], images_run[name] = CANDIDATES.index(choice.method), sum(runs)
     return {"rules": [m.describe() for m in CANDIDATES], "evaluation": evaluation, "picked": picked,
             "images_run": images_run}

@@ -1,7 +1,7 @@
 """Calibration: fidelity of the int8 models against the raw tools, the
 speed of the statistics pass, and what the int8 TFLite costs on the device.
 
-    .venv/bin/python benchmarks/calibration.py [fidelity] [fidelity_training] [fidelity_validation] [kinds]
+    .venv/bin/python benchmarks/calibration.py [fidelity] [fidelity_training] [fidelity_validation] [fidelity_fresh] [kinds]
                                                [cost] [floor] [oracle] [speed] [latency] [onnx_weights]
 
 Fidelity: trained digits models (the shipped demo ResNet-50 at width 0.25,
@@ -158,6 +158,16 @@ def models_to_measure(heads=("logits", "softmax")):
         model = make()
         for head in heads:
             yield f"{name}, {head} head", (model if head == "logits" else with_softmax(model)), head, size
+
+
+def fresh_models():
+    """Three networks trained after every rule of `auto` was fixed (benchmarks/trained.py
+    layout_check_models), each with a logits head and with a softmax head."""
+    from trained import layout_check_models, with_softmax
+
+    for name, model, size in layout_check_models():
+        for head in ("logits", "softmax"):
+            yield f"{name}, {head} head", model if head == "logits" else with_softmax(model), head, size
 
 
 def validation_models():
@@ -619,8 +629,8 @@ def markdown(result):
              "Commands: " + ", ".join(f"`{command}`" for command in result["commands"].values()), "",
              "Machines, per part (a part keeps the machine it was measured on): " + "; ".join(
                  f"{part}: {machine_text(info)}" for part, info in result.get("machines", {}).items()), ""]
-    for key in ("fidelity", "fidelity_validation", "fidelity_training"):
-        lines += fidelity_sections(result.get(key, []), validation=key == "fidelity_validation")
+    for key in ("fidelity", "fidelity_validation", "fidelity_fresh", "fidelity_training"):
+        lines += fidelity_sections(result.get(key, []), FIDELITY_SUFFIXES.get(key, ""))
     if "onnx_weights" in result:
         lines += weight_range_lines(result["onnx_weights"]) + [isa_note(part_isa(result, "onnx_weights"))]
     if "kinds" in result:
@@ -704,13 +714,18 @@ PROTOCOL_TEXT = {
 }
 
 
-def fidelity_sections(fidelity, validation=False):
+FIDELITY_SUFFIXES = {
+    "fidelity_validation": " (validation model: `python benchmarks/calibration.py fidelity_validation`)",
+    "fidelity_fresh": " (three networks trained after every rule of `auto` was fixed: `python "
+                      "benchmarks/calibration.py fidelity_fresh`)"}
+
+
+def fidelity_sections(fidelity, suffix=""):
     if not fidelity:
         return []
     protocol = fidelity[0].get("protocol", "training")
     heading, setting = PROTOCOL_TEXT[protocol]
-    if validation:
-        heading += " (validation model: `python benchmarks/calibration.py fidelity_validation`)"
+    heading += suffix
     lines = auto_summary(fidelity, heading)
     for entry in fidelity:
         setting_text = setting.format(SUBSET_SIZE=SUBSET_SIZE, evaluation=entry.get("evaluation_images"))
@@ -819,7 +834,8 @@ def main(parts):
     result = json.loads(path.read_text()) if path.exists() else {}
     result.update(machine=machine())
     for part, run in (("fidelity", fidelity), ("fidelity_training", lambda: fidelity("training")),
-                      ("fidelity_validation", lambda: fidelity("unseen", validation_models())), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
+                      ("fidelity_validation", lambda: fidelity("unseen", validation_models())),
+                      ("fidelity_fresh", lambda: fidelity("unseen", fresh_models())), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
                       ("oracle", oracle_ranges), ("speed", speed), ("latency", latency),
                       ("onnx_weights", onnx_weight_ranges)):
         if part in parts:

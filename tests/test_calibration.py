@@ -439,6 +439,32 @@ def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(sta
     assert not close.decided and close.method == CANDIDATES[0]
 
 
+def test_on_a_softmax_head_auto_does_not_try_widening_the_ranges(statistics, softmax_statistics):
+    """A model ending in a softmax: `auto` does not try `extrapolated`, even
+    where it would score best on the held-out images (min/max still first)."""
+    from edge_resnet.quantize.ranges import CANDIDATES, ranges_fingerprint
+    from edge_resnet.quantize.selection import candidates_for, choose, fits, one_at_a_time
+
+    widening = RangeMethod("extrapolated", extrapolation=0.25)
+    assert candidates_for(statistics) == CANDIDATES
+    assert [rule for rule in CANDIDATES if rule not in candidates_for(softmax_statistics)] == [widening]
+    assert candidates_for(softmax_statistics)[0] == RangeMethod("minmax")
+
+    def made_by(rule):
+        return {ranges_fingerprint(activation_ranges(fitted, rule)) for fitted, _ in fits(softmax_statistics)}
+
+    exact, close = made_by(widening), made_by(RangeMethod("mse"))
+
+    def outputs(ranges, images):  # extrapolated exact, mse close, every other rule further off
+        fingerprint = ranges_fingerprint(ranges)
+        return np.ones((len(images), 10)) * (1 if fingerprint in exact else 1.001 if fingerprint in close else 1.01)
+
+    choice = choose(softmax_statistics, np.zeros((200, 1)), one_at_a_time(outputs), np.ones((200, 10)), "test")
+    assert choice.method == RangeMethod("mse") and widening not in [rule for rule, _ in choice.scores]
+    assert [entry["rule"] for entry in choice.record()["candidates"]] == [
+        rule.describe() for rule in candidates_for(softmax_statistics)]
+
+
 def test_a_choice_that_rests_on_a_few_images_says_so():
     """How sure a choice is: the share of resamples of the held-out images
     on which it stays best. A rule ahead of min/max only through image 0
