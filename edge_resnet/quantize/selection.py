@@ -3,7 +3,8 @@
 No fixed rule wins everywhere: clipping outliers (percentile) helps a model
 whose output follows a softmax and hurts one whose output is the logits,
 where the clipped tensor is the output itself. So every candidate rule of
-ranges.CANDIDATES is tried on the calibration images the way deployment
+ranges.CANDIDATES (on a softmax head, all but extrapolated: candidates_for)
+is tried on the calibration images the way deployment
 will try it: its ranges come from one fold of the statistics alone, the real
 int8 artifact is made with them and run by its own runtime on the other
 folds' images, which outnumber the fitted ones as deployed images outnumber
