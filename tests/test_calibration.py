@@ -440,8 +440,9 @@ def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(sta
 
 
 def test_on_a_softmax_head_auto_does_not_try_widening_the_ranges(statistics, softmax_statistics):
-    """A model ending in a softmax: `auto` does not try `extrapolated`, even
-    where it would score best on the held-out images (min/max still first)."""
+    """The int8 TFLite of a model ending in a softmax: `auto` does not try
+    `extrapolated`, even where it would score best on the held-out images
+    (min/max still first); the ONNX (float logits and softmax) tries every rule."""
     from edge_resnet.quantize.ranges import CANDIDATES, ranges_fingerprint
     from edge_resnet.quantize.selection import candidates_for, choose, fits, one_at_a_time
 
@@ -459,10 +460,31 @@ def test_on_a_softmax_head_auto_does_not_try_widening_the_ranges(statistics, sof
         fingerprint = ranges_fingerprint(ranges)
         return np.ones((len(images), 10)) * (1 if fingerprint in exact else 1.001 if fingerprint in close else 1.01)
 
-    choice = choose(softmax_statistics, np.zeros((200, 1)), one_at_a_time(outputs), np.ones((200, 10)), "test")
+    choice = choose(softmax_statistics, np.zeros((200, 1)), one_at_a_time(outputs), np.ones((200, 10)), "test",
+                    candidates=candidates_for(softmax_statistics))
     assert choice.method == RangeMethod("mse") and widening not in [rule for rule, _ in choice.scores]
+    every_rule = choose(softmax_statistics, np.zeros((200, 1)), one_at_a_time(outputs), np.ones((200, 10)), "test")
+    assert every_rule.method == widening, "choose() alone (the ONNX's) tries every rule"
     assert [entry["rule"] for entry in choice.record()["candidates"]] == [
         rule.describe() for rule in candidates_for(softmax_statistics)]
+
+
+def test_the_reports_range_table_marks_a_rule_an_artifact_did_not_try():
+    """The TFLite of a softmax head does not try extrapolated, the ONNX does:
+    the report's table keeps every rule in order and says which went untried."""
+    from edge_resnet.check.report import range_selection_lines
+
+    def row(artifact, scores, chosen):
+        return {"artifact": artifact, "range_selection": {
+            "held_out_samples": 200, "folds": 4, "fits": 2, "chosen_rule": chosen,
+            "candidates": [{"rule": rule, "held_out_sqnr_db": score} for rule, score in scores]}}
+
+    tflite = row("m.tflite", [("minmax", 30.0), ("percentile 99.99", 31.0)], "percentile 99.99")
+    onnx = row("m.onnx", [("minmax", 29.0), ("extrapolated 0.25", 30.5), ("percentile 99.99", None)],
+               "extrapolated 0.25")
+    table = [line for line in range_selection_lines([tflite, onnx]) if line.startswith("| ")][1:]
+    assert table == ["| minmax | 30.00 | 29.00 |", "| extrapolated 0.25 | not tried | 30.50 (chosen) |",
+                     "| percentile 99.99 | 31.00 (chosen) | exact |"]
 
 
 def test_a_choice_that_rests_on_a_few_images_says_so():

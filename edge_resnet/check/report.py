@@ -450,12 +450,13 @@ def range_selection_lines(rows):
     chosen = [row for row in rows if row.get("range_selection") and row["range_selection"]["candidates"]]
     if not chosen:
         return []
-    rules = [entry["rule"] for entry in chosen[0]["range_selection"]["candidates"]]
+    by_candidates = sorted(chosen, key=lambda row: -len(row["range_selection"]["candidates"]))  # the fullest first
+    rules = list(dict.fromkeys(entry["rule"] for row in by_candidates for entry in row["range_selection"]["candidates"]))
     scores = [{entry["rule"]: entry["held_out_sqnr_db"] for entry in row["range_selection"]["candidates"]}
               for row in chosen]
     winners = [row["range_selection"]["chosen_rule"] for row in chosen]
-    table = [[rule] + [("exact" if score.get(rule) is None else f"{score[rule]:.2f}")
-                       + (" (chosen)" if rule == winner else "") for score, winner in zip(scores, winners)]
+    table = [[rule] + [score_cell(score, rule) + (" (chosen)" if rule == winner else "")
+                       for score, winner in zip(scores, winners)]
              for rule in rules]
     selection = chosen[0]["range_selection"]
     sureness = [f"- {_code(row['artifact'])}: {row['range_selection']['chosen_rule']}"
@@ -467,6 +468,14 @@ def range_selection_lines(rows):
             "calibration images.", "",
             *markdown_table(["rule"] + [_code(row["artifact"]) for row in chosen], table),
             *(["", "How sure each choice is:", "", *sureness] if sureness else [])]
+
+
+def score_cell(scores, rule):
+    """A rule's held-out SQNR for the table: "exact" where it matched the float model, "not tried" where the
+    artifact's `auto` did not try it (the TFLite of a softmax head skips extrapolated)."""
+    if rule not in scores:
+        return "not tried"
+    return "exact" if scores[rule] is None else f"{scores[rule]:.2f}"
 
 
 def fit_text(selection):

@@ -334,7 +334,7 @@ def tflite_chooser(float_model, per_channel, calibration):
     samples (`calibration`, the ImageSet the statistics came from)."""
     from ..device.runtime import tflite_interpreter_module
     from .recipe import tool_versions
-    from .selection import calibration_inputs, choose, float_reference
+    from .selection import calibration_inputs, candidates_for, choose, float_reference
 
     def choose_for(statistics):
         inputs = calibration_inputs(calibration, statistics)
@@ -346,7 +346,8 @@ def tflite_chooser(float_model, per_channel, calibration):
 
         runtime, _ = tflite_interpreter_module()
         version = tool_versions(runtime).get(runtime, "")
-        return choose(statistics, inputs, int8_outputs, reference, f"the int8 TFLite on {runtime} {version}".strip())
+        return choose(statistics, inputs, int8_outputs, reference, f"the int8 TFLite on {runtime} {version}".strip(),
+                      candidates=candidates_for(statistics))
 
     return choose_for
 

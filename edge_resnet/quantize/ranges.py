@@ -16,8 +16,8 @@ after calibration, so trying another one never runs the model again.
 - consensus: per tensor, the median over the other candidates of `auto`
   of their ranges (low and high apart): no rule's extreme;
 - auto (the default): each of CANDIDATES is tried on the user's own model
-  and held-out calibration images, and the best is used (selection.py; on
-  a model ending in a softmax, all but extrapolated: candidates_for).
+  and held-out calibration images, and the best is used (selection.py; for
+  the TFLite of a model ending in a softmax, all but extrapolated).
 
 Any method may take `output="minmax"`: the graph's output tensors then keep
 their exact min/max. Clipping the tensor that *is* the output (logits) costs
