@@ -63,13 +63,11 @@ def measure_subset(bench, float_model, calibration, evaluation_images, reference
 
 
 def pick(fits_of_candidates):
-    """selection.choose(): the best mean over fits of each fit's pooled SQNR; min/max where none differ."""
-    from auto_rules import db
+    """selection.choose()'s pick from [(signal, noise) per fit] per candidate (choice_noise.shipped_pick)."""
+    from choice_noise import shipped_pick
 
-    scores = [float(np.mean([db(signal, noise) for signal, noise in fits])) for fits in fits_of_candidates]
-    if max(scores) - min(scores) < 0.1:
-        return 0
-    return int(np.argmax(scores))
+    return shipped_pick(np.array([signal for signal, _ in fits_of_candidates[0]]),
+                        np.array([[noise for _, noise in fits] for fits in fits_of_candidates]))
 
 
 def both(subset):

@@ -351,8 +351,8 @@ def mean_of_fits(per_fit):
 
 
 def signal_and_noise(reference, outputs):
-    reference, outputs = np.asarray(reference, np.float64), np.asarray(outputs, np.float64)
-    return float(np.sum(reference**2)), float(np.sum((reference - outputs) ** 2))
+    signal, noise = per_image_errors(reference, outputs)
+    return float(np.sum(signal)), float(np.sum(noise))
 
 
 def sqnr_of_sums(signal, noise):
