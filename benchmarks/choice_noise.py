@@ -52,20 +52,6 @@ def auto_rules():
     return importlib.import_module("auto_rules")
 
 
-def auto_pick(held_out_fits):
-    """selection.choose()'s pick from per-image held-out numbers: per fit the
-    pooled SQNR, the mean over the first FITTING_FOLDS fits, ties to the
-    earlier candidate, min/max where no candidate is told apart."""
-    from edge_resnet.quantize.selection import FITTING_FOLDS, INDISTINGUISHABLE_DB
-
-    rules = auto_rules()
-    scores = [float(np.mean([rules.db(signal, noise) for signal, noise in fits[:FITTING_FOLDS]]))
-              for fits in held_out_fits]
-    if max(scores) - min(scores) < INDISTINGUISHABLE_DB:
-        return 0
-    return rules.pick_best(scores)
-
-
 def measure_subset(bench, float_model, calibration, evaluation_images, reference):
     from edge_resnet.quantize.int8_tflite import run_tflite_bytes
     from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
@@ -84,10 +70,11 @@ def measure_subset(bench, float_model, calibration, evaluation_images, reference
                          for fitted, scored in fits(statistics)])
         outputs = bench.int8_tflite_outputs(float_model, activation_ranges(statistics, method), evaluation_images)
         evaluation.append(rules.per_image(reference, outputs))
-    return {"rules": [method.describe() for method in CANDIDATES], "auto": auto_pick(held_out),
+    held_out_signal = np.array([signal for signal, _ in held_out[0]])
+    held_out_noise = np.array([[noise for _, noise in fits] for fits in held_out])
+    return {"rules": [method.describe() for method in CANDIDATES], "auto": shipped_pick(held_out_signal, held_out_noise),
             "signal": evaluation[0][0], "noise": np.array([noise for _, noise in evaluation]),
-            "held_out_signal": np.array([signal for signal, _ in held_out[0]]),
-            "held_out_noise": np.array([[noise for _, noise in fits] for fits in held_out])}
+            "held_out_signal": held_out_signal, "held_out_noise": held_out_noise}
 
 
 def db_on(signal, noise, images):
@@ -214,7 +201,9 @@ def chooser_lines(choosers):
 
 
 def shipped_pick(held_out_signal, held_out_noise):
-    """selection.choose()'s pick: the mean over fits of each fit's pooled SQNR."""
+    """selection.choose()'s pick from per-image held-out numbers (signal [fit, image], noise [candidate, fit,
+    image]): the best mean over the fits of each fit's pooled SQNR, ties to the earlier candidate, min/max
+    where no candidate is told apart."""
     from edge_resnet.quantize.selection import INDISTINGUISHABLE_DB
 
     scores = np.mean(10 * np.log10(held_out_signal.sum(-1) / held_out_noise.sum(-1)), axis=1)
@@ -340,6 +329,46 @@ def fresh_models():
             yield f"{name}, {head} head", model if head == "logits" else with_softmax(model), head, size
 
 
+def extrapolation_check(rows_before):
+    """Softmax heads of two ResNets trained after the TFLite's `auto` stopped trying `extrapolated` there:
+    their rows, and per row the gap to the best fixed rule with and without that candidate."""
+    from trained import extrapolation_check_models, with_softmax
+
+    from edge_resnet.quantize.ranges import CANDIDATES
+
+    models = [(f"{name}, softmax head", with_softmax(model), "softmax", size)
+              for name, model, size in extrapolation_check_models()]
+    rows = auto_rules().measure(models, ("unseen",), measure_subset, summarize)
+    auto_rules().measure(models, ("unseen",), measure_three_fit_layout, save_three_fit_layout)
+    widening = [method.describe() for method in CANDIDATES].index("extrapolated 0.25")
+    checks = []
+    for row in rows:
+        saved = np.load(saved_arrays(row["model"]))
+        gaps = {}
+        for label, skip in (("every rule", False), ("without extrapolated (shipped)", True)):
+            kept = [index for index in range(len(CANDIDATES)) if not (skip and index == widening)]
+            picks = [kept[shipped_pick(saved[f"held_out_signal_{index}"], saved[f"held_out_noise_{index}"][kept])]
+                     for index in range(4)]
+            whole = [db_on(saved[f"signal_{index}"], saved[f"noise_{index}"], np.arange(len(saved[f"signal_{index}"])))
+                     for index in range(4)]
+            gaps[label] = float(np.mean([on[pick] for on, pick in zip(whole, picks)])) - row["best_fixed_db"]
+        checks.append({"model": row["model"], "gap_db": gaps})
+        print(row["model"], gaps, flush=True)
+    return rows_before + rows, checks
+
+
+def extrapolation_check_lines(checks):
+    if not checks:
+        return ""
+    lines = ["", "## The TFLite's softmax heads without `extrapolated`, on models trained after that rule", "",
+             "Command: `python benchmarks/choice_noise.py extrapolation_check`. `auto`'s pick replayed with and "
+             "without the candidate; gap to the best fixed rule on all evaluation images, dB.", "",
+             "| model | every rule | without extrapolated (shipped) |", "|---|---|---|"]
+    lines += [f"| {check['model']} | {check['gap_db']['every rule']:+.2f} | "
+              f"{check['gap_db']['without extrapolated (shipped)']:+.2f} |" for check in checks]
+    return "\n".join(lines) + "\n"
+
+
 def extra_models():
     from trained import softmax_floor_resnet50, temperature_scoring_resnet152, with_softmax
 
@@ -373,11 +402,16 @@ if __name__ == "__main__":
         rows = saved["rows"] + rules.measure(models, ("unseen",), measure_subset, summarize)
         rules.measure(models, ("unseen",), measure_three_fit_layout, save_three_fit_layout)
         choosers = replay_choosers(rows)
+    elif sys.argv[1:] == ["extrapolation_check"]:
+        rows, checks = extrapolation_check(saved["rows"])
+        saved["extrapolation_check"] = checks
+        choosers = replay_choosers(rows)
     elif sys.argv[1:] == ["choosers"]:
         rows = saved["rows"]
         choosers = replay_choosers(rows)
     else:
         rows = rules.measure(None, ("unseen",), measure_subset, summarize)
     info = saved.get("machine") or machine()
-    write_results("choice_noise", {"machine": info, "rows": rows, **({"choosers": choosers} if choosers else {})},
-                  markdown(rows, info, choosers))
+    write_results("choice_noise", {"machine": info, "rows": rows, **({"choosers": choosers} if choosers else {}),
+                                   **{key: saved[key] for key in ("extrapolation_check",) if key in saved}},
+                  markdown(rows, info, choosers) + extrapolation_check_lines(saved.get("extrapolation_check")))

@@ -100,6 +100,15 @@ def layout_check_models(log=print):
                cached_trained(f"{name}.weights.h5", depth, width, size, seed, name, log), size)
 
 
+def extrapolation_check_models(log=print):
+    """(name, model, input size) of two ResNets trained after the int8 TFLite's `auto` stopped trying
+    `extrapolated` on softmax heads, to check that rule on models it was not chosen on."""
+    for depth, width, size, seed in ((18, 0.5, 32, 67), (34, 0.25, 32, 71)):
+        name = f"resnet{depth}_w{str(width).replace('.', '')}_digits{size}_seed{seed}"
+        yield (f"ResNet-{depth} w{width} {size}x{size} seed {seed} (trained after the softmax rule was fixed)",
+               cached_trained(f"{name}.weights.h5", depth, width, size, seed, name, log), size)
+
+
 def with_softmax(model):
     """The same network and weights with a softmax head (keras.applications' default)."""
     twin = model.__class__.from_config(_softmax_config(model.get_config()))
