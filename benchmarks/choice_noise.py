@@ -55,7 +55,7 @@ def auto_rules():
 def measure_subset(bench, float_model, calibration, evaluation_images, reference):
     from edge_resnet.quantize.int8_tflite import run_tflite_bytes
     from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
-    from edge_resnet.quantize.selection import calibration_inputs, fits
+    from edge_resnet.quantize.selection import calibration_inputs, candidates_for, fits
     from edge_resnet.quantize.statistics import collect_statistics
 
     rules = auto_rules()
@@ -72,7 +72,9 @@ def measure_subset(bench, float_model, calibration, evaluation_images, reference
         evaluation.append(rules.per_image(reference, outputs))
     held_out_signal = np.array([signal for signal, _ in held_out[0]])
     held_out_noise = np.array([[noise for _, noise in fits] for fits in held_out])
-    return {"rules": [method.describe() for method in CANDIDATES], "auto": shipped_pick(held_out_signal, held_out_noise),
+    kept = [CANDIDATES.index(method) for method in candidates_for(statistics)]
+    return {"rules": [method.describe() for method in CANDIDATES],
+            "auto": shipped_pick(held_out_signal, held_out_noise, kept),
             "signal": evaluation[0][0], "noise": np.array([noise for _, noise in evaluation]),
             "held_out_signal": held_out_signal, "held_out_noise": held_out_noise}
 
@@ -200,67 +202,45 @@ def chooser_lines(choosers):
     return lines
 
 
-def shipped_pick(held_out_signal, held_out_noise):
+def shipped_pick(held_out_signal, held_out_noise, kept=None):
     """selection.choose()'s pick from per-image held-out numbers (signal [fit, image], noise [candidate, fit,
     image]): the best mean over the fits of each fit's pooled SQNR, ties to the earlier candidate, min/max
-    where no candidate is told apart."""
+    where no candidate is told apart; among the candidates `kept` (indices, min/max first) if given."""
     from edge_resnet.quantize.selection import INDISTINGUISHABLE_DB
 
-    scores = np.mean(10 * np.log10(held_out_signal.sum(-1) / held_out_noise.sum(-1)), axis=1)
-    return 0 if np.ptp(scores) < INDISTINGUISHABLE_DB else int(np.argmax(scores))
+    kept = list(range(held_out_noise.shape[0])) if kept is None else kept
+    scores = np.mean(10 * np.log10(held_out_signal.sum(-1) / held_out_noise[kept].sum(-1)), axis=1)
+    return 0 if np.ptp(scores) < INDISTINGUISHABLE_DB else kept[int(np.argmax(scores))]
 
 
-def most_resamples_pick(held_out_signal, held_out_noise, resamples=1000):
-    """The candidate that wins the most resamples of the held-out images (each fit's images drawn with
-    replacement, the same draw for every candidate), ties to the earlier."""
-    from edge_resnet.quantize.selection import INDISTINGUISHABLE_DB
-
-    if np.ptp(np.mean(10 * np.log10(held_out_signal.sum(-1) / held_out_noise.sum(-1)), axis=1)) < INDISTINGUISHABLE_DB:
-        return 0
-    rng = np.random.default_rng(0)
-    scores = 0
-    for fit in range(held_out_signal.shape[0]):
-        count = held_out_signal.shape[1]
-        draws = rng.multinomial(count, np.full(count, 1 / count), size=resamples)
-        scores = scores + 10 * np.log10((draws @ held_out_signal[fit])[:, None] / (draws @ held_out_noise[:, fit].T))
-    wins = np.bincount(np.argmax(scores, axis=1), minlength=held_out_noise.shape[0])
-    return int(np.argmax(wins))
-
-
-def unsure_softmax_takes_percentile(held_out_signal, held_out_noise, softmax):
-    """On a softmax head, where the shipped pick stays best on under half the resamples: percentile 99.99 (the rule
-    issue 23's model favoured) if it scored no worse than min/max on the held-out images; else the shipped pick."""
+def tflite_candidates(softmax):
+    """Indices of the candidates the int8 TFLite's `auto` tries (selection.candidates_for): all but
+    extrapolated on a softmax head."""
     from edge_resnet.quantize.ranges import CANDIDATES
-    from edge_resnet.quantize.selection import SURE_SHARE, ImageErrors, stays_best_share
 
-    pick = shipped_pick(held_out_signal, held_out_noise)
-    scores = np.mean(10 * np.log10(held_out_signal.sum(-1) / held_out_noise.sum(-1)), axis=1)
-    if not softmax or np.ptp(scores) < 0.1:
-        return pick
-    count = held_out_signal.shape[1]  # the saved numbers keep no positions: each fit's images taken as its own
-    errors = {candidate: [ImageErrors(fit * count + np.arange(count), held_out_signal[fit],
-                                      held_out_noise[candidate, fit])
-                          for fit in range(held_out_signal.shape[0])] for candidate in range(len(scores))}
-    percentile = [method.describe() for method in CANDIDATES].index("percentile 99.99")
-    unsure = stays_best_share(errors, pick, list(range(held_out_signal.shape[0]))) < SURE_SHARE
-    return percentile if unsure and scores[percentile] >= scores[0] else pick
+    return [index for index, method in enumerate(CANDIDATES) if not (softmax and method.name == "extrapolated")]
 
 
-def three_fit_pooled_pick(subset):
-    """The other layout (`three_fit`): ranges from three folds scored on the fourth, every fold in turn, the
-    best SQNR pooled over all 200 images; min/max where none differ by 0.1 dB."""
-    scores = 10 * np.log10(subset["three_fit_signal"].sum() / subset["three_fit_noise"].sum(-1))
-    return 0 if np.ptp(scores) < 0.1 else int(np.argmax(scores))
+def layout_pick(subset, layout, kept, pooled=True):
+    """A layout's pick: the best SQNR pooled over every scored image (or the mean of its fits' dB), among
+    `kept`; min/max where none differ by 0.1 dB."""
+    signal, noise, fit_of = subset[f"{layout}_signal"], subset[f"{layout}_noise"][kept], subset[f"{layout}_fold_of"]
+    if pooled:
+        scores = 10 * np.log10(signal.sum() / noise.sum(-1))
+    else:
+        scores = np.mean([10 * np.log10(signal[fit_of == fit].sum() / noise[:, fit_of == fit].sum(-1))
+                          for fit in np.unique(fit_of)], axis=0)
+    return 0 if np.ptp(scores) < 0.1 else kept[int(np.argmax(scores))]
 
 
-CHOOSERS = {"shipped (mean of the fits' dB)": lambda subset, softmax: shipped_pick(subset["held_out_signal"],
-                                                                                   subset["held_out_noise"]),
-            "most resamples won": lambda subset, softmax: most_resamples_pick(subset["held_out_signal"],
-                                                                              subset["held_out_noise"]),
-            "unsure on a softmax head: percentile 99.99": lambda subset, softmax: unsure_softmax_takes_percentile(
-                subset["held_out_signal"], subset["held_out_noise"], softmax),
-            "ranges from three folds, each scored on the fourth, pooled": lambda subset, softmax:
-                three_fit_pooled_pick(subset)}
+CHOOSERS = {"shipped (mean of the fits' dB)": lambda subset, softmax: shipped_pick(
+                subset["held_out_signal"], subset["held_out_noise"], tflite_candidates(softmax)),
+            "ranges from three folds, each scored on the fourth, pooled": lambda subset, softmax: layout_pick(
+                subset, "three_fit", tflite_candidates(softmax)),
+            "ranges from half, scored on the other half, both in turn, pooled": lambda subset, softmax: layout_pick(
+                subset, "halves", tflite_candidates(softmax)),
+            "halves, mean of the two fits' dB": lambda subset, softmax: layout_pick(
+                subset, "halves", tflite_candidates(softmax), pooled=False)}
 
 
 def replay_choosers(rows):
@@ -270,14 +250,14 @@ def replay_choosers(rows):
     out = []
     for row in rows:
         saved = np.load(saved_arrays(row["model"]))
-        three_fit = np.load(saved_arrays(row["model"]).with_suffix(".three_fit.npz"))
+        layouts = {layout: np.load(saved_arrays(row["model"]).with_suffix(f".{layout}.npz")) for layout in LAYOUTS}
         subsets = []
         for index in range(4):
             subsets.append({"rules": [method.describe() for method in CANDIDATES], "signal": saved[f"signal_{index}"],
                             "noise": saved[f"noise_{index}"], "held_out_signal": saved[f"held_out_signal_{index}"],
                             "held_out_noise": saved[f"held_out_noise_{index}"], "auto": int(saved[f"auto_{index}"]),
-                            "three_fit_signal": three_fit[f"signal_{index}"],
-                            "three_fit_noise": three_fit[f"noise_{index}"]})
+                            **{f"{layout}_{key}": arrays[f"{key}_{index}"] for layout, arrays in layouts.items()
+                               for key in ("signal", "noise", "fold_of")}})
         result = {"model": row["model"]}
         for name, pick in CHOOSERS.items():
             picked = [pick(subset, "softmax head" in row["model"]) for subset in subsets]
@@ -290,9 +270,16 @@ def replay_choosers(rows):
     return out
 
 
-def measure_three_fit_layout(bench, float_model, calibration, evaluation_images, reference):
-    """The held-out numbers of the other fold layout: ranges from three folds, scored on the fourth, every
-    fold in turn (each image scored once, by ranges fitted on 150 of the 200 images)."""
+LAYOUTS = {  # name: (folds whose statistics give the ranges, folds scored with them) per fit
+    "three_fit": [([other for other in range(4) if other != fold], [fold]) for fold in range(4)],
+    "halves": [([0, 1], [2, 3]), ([2, 3], [0, 1])],
+}
+
+
+def measure_layout(layout, bench, float_model, calibration, evaluation_images, reference):
+    """The held-out numbers of another fold layout: each fit's ranges from its folds' statistics alone,
+    scored on its other folds' images ("three_fit": three folds fit, the fourth scores, every fold in
+    turn; "halves": two folds fit, the other two score, both halves in turn: each image scored once)."""
     from edge_resnet.quantize.int8_tflite import run_tflite_bytes
     from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
     from edge_resnet.quantize.selection import calibration_inputs
@@ -302,23 +289,33 @@ def measure_three_fit_layout(bench, float_model, calibration, evaluation_images,
     statistics = collect_statistics(float_model, calibration)
     inputs = calibration_inputs(calibration, statistics)
     float_outputs = run_tflite_bytes(float_model, inputs, "the float model")
-    folds = range(len(statistics.folds))
-    layout = [(rules.part_of(statistics, [other for other in folds if other != fold]),
-               list(statistics.folds[fold].positions)) for fold in folds]
+    fits = [(rules.part_of(statistics, fitting), sorted(position for fold in scoring
+                                                        for position in statistics.folds[fold].positions))
+            for fitting, scoring in LAYOUTS[layout]]
     noise = [np.concatenate([rules.per_image(float_outputs[scored], bench.int8_tflite_outputs(
-        float_model, activation_ranges(fitted, method), inputs[scored]))[1] for fitted, scored in layout])
+        float_model, activation_ranges(fitted, method), inputs[scored]))[1] for fitted, scored in fits])
              for method in CANDIDATES]
-    return {"fold_of": np.concatenate([[fold] * len(scored) for fold, (_, scored) in enumerate(layout)]),
+    return {"fold_of": np.concatenate([[fit] * len(scored) for fit, (_, scored) in enumerate(fits)]),
             "signal": np.concatenate([np.sum(float_outputs[scored].reshape(len(scored), -1).astype(np.float64) ** 2, 1)
-                                      for _, scored in layout]), "noise": np.array(noise)}
+                                      for _, scored in fits]), "noise": np.array(noise)}
 
 
-def save_three_fit_layout(model_name, protocol, subsets):
-    path = saved_arrays(model_name).with_suffix(".three_fit.npz")
-    np.savez_compressed(path, **{f"{key}_{index}": subset[key] for index, subset in enumerate(subsets)
-                                 for key in ("fold_of", "signal", "noise")})
-    print(model_name, "three-fit layout saved", flush=True)
-    return {"model": model_name, "gap_db": "saved"}
+def layout_saver(layout):
+    def save(model_name, protocol, subsets):
+        path = saved_arrays(model_name).with_suffix(f".{layout}.npz")
+        np.savez_compressed(path, **{f"{key}_{index}": subset[key] for index, subset in enumerate(subsets)
+                                     for key in ("fold_of", "signal", "noise")})
+        print(model_name, f"{layout} layout saved", flush=True)
+        return {"model": model_name, "gap_db": "saved"}
+
+    return save
+
+
+def measure_layouts(models, layouts=tuple(LAYOUTS)):
+    models = None if models is None else list(models)
+    for layout in layouts:
+        auto_rules().measure(models, ("unseen",), lambda *args, layout=layout: measure_layout(layout, *args),
+                             layout_saver(layout))
 
 
 def fresh_models():
@@ -332,14 +329,9 @@ def fresh_models():
 def extrapolation_check(rows_before):
     """Softmax heads of two ResNets trained after the TFLite's `auto` stopped trying `extrapolated` there:
     their rows, and per row the gap to the best fixed rule with and without that candidate."""
-    from trained import extrapolation_check_models, with_softmax
-
     from edge_resnet.quantize.ranges import CANDIDATES
 
-    models = [(f"{name}, softmax head", with_softmax(model), "softmax", size)
-              for name, model, size in extrapolation_check_models()]
-    rows = auto_rules().measure(models, ("unseen",), measure_subset, summarize)
-    auto_rules().measure(models, ("unseen",), measure_three_fit_layout, save_three_fit_layout)
+    rows = auto_rules().measure(list(extrapolation_check_models()), ("unseen",), measure_subset, summarize)
     widening = [method.describe() for method in CANDIDATES].index("extrapolated 0.25")
     checks = []
     for row in rows:
@@ -355,6 +347,13 @@ def extrapolation_check(rows_before):
         checks.append({"model": row["model"], "gap_db": gaps})
         print(row["model"], gaps, flush=True)
     return rows_before + rows, checks
+
+
+def extrapolation_check_models():
+    import trained
+
+    for name, model, size in trained.extrapolation_check_models():
+        yield f"{name}, softmax head", trained.with_softmax(model), "softmax", size
 
 
 def extrapolation_check_lines(checks):
@@ -393,19 +392,17 @@ if __name__ == "__main__":
     choosers = None
     if sys.argv[1:] == ["validation"]:
         rows = saved["rows"] + rules.measure(extra_models(), ("unseen",), measure_subset, summarize)
-    elif sys.argv[1:] == ["three_fit"]:  # saves arrays only; the results files are left as they are
-        rules.measure(None, ("unseen",), measure_three_fit_layout, save_three_fit_layout)
-        rules.measure(extra_models(), ("unseen",), measure_three_fit_layout, save_three_fit_layout)
+    elif sys.argv[1:] == ["layouts"]:  # saves arrays only; the results files are left as they are
+        measure_layouts(None)
+        measure_layouts(extra_models())
+        measure_layouts(fresh_models())
+        measure_layouts(extrapolation_check_models())
         sys.exit(0)
-    elif sys.argv[1:] == ["fresh"]:  # models trained after the layouts were compared: rows, then their other layout
-        models = list(fresh_models())
-        rows = saved["rows"] + rules.measure(models, ("unseen",), measure_subset, summarize)
-        rules.measure(models, ("unseen",), measure_three_fit_layout, save_three_fit_layout)
-        choosers = replay_choosers(rows)
+    elif sys.argv[1:] == ["fresh"]:  # models trained after the layouts were compared
+        rows = saved["rows"] + rules.measure(list(fresh_models()), ("unseen",), measure_subset, summarize)
     elif sys.argv[1:] == ["extrapolation_check"]:
         rows, checks = extrapolation_check(saved["rows"])
         saved["extrapolation_check"] = checks
-        choosers = replay_choosers(rows)
     elif sys.argv[1:] == ["choosers"]:
         rows = saved["rows"]
         choosers = replay_choosers(rows)
