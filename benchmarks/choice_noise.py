@@ -27,11 +27,15 @@ the evaluation images' noise, not a chooser.
 
     python benchmarks/choice_noise.py            the eight rows of calibration.py
     python benchmarks/choice_noise.py validation adds the validation and held-back models' rows
-    python benchmarks/choice_noise.py three_fit  saves the other fold layout's held-out numbers
-    python benchmarks/choice_noise.py fresh      adds rows (and both layouts' numbers) of three ResNets
-                                                 trained after the layouts were compared
-    python benchmarks/choice_noise.py choosers   replays other choosers on the per-image numbers
-                                                 the three above saved (outside the repository)
+    python benchmarks/choice_noise.py fresh      adds rows of three ResNets trained after the layouts
+                                                 were first compared (session 22)
+    python benchmarks/choice_noise.py extrapolation_check
+                                                 adds two softmax heads trained after the TFLite's auto
+                                                 stopped trying extrapolated there
+    python benchmarks/choice_noise.py layouts [halves|three_fit]
+                                                 saves every row's held-out numbers in other fold layouts
+    python benchmarks/choice_noise.py choosers   replays the choosers on the per-image numbers the
+                                                 commands above saved (outside the repository)
 """
 
 import sys
@@ -140,10 +144,12 @@ def markdown(rows, machine_info, choosers=None):
     routes = list(rows[0]["halves"])
     lines = ["# The choice bar against the evaluation images' own noise", "",
              "Commands: `python benchmarks/choice_noise.py`, then `python benchmarks/choice_noise.py validation`, "
-             "`... three_fit`, `... fresh`. The validation rows: models trained after `auto`'s layout (ResNet-18 "
+             "`... fresh`, `... extrapolation_check`. The validation rows: models trained after `auto`'s layout (ResNet-18 "
              "seed 11), its rules (ResNet-101 seed 23), its consensus candidate (ResNet-152 seed 29) and the softmax "
-             "floor (ResNet-50 seed 41) were fixed; the last six rows: three networks trained after the choosers "
-             "and fold layouts below were compared on the sixteen before them.", "",
+             "floor (ResNet-50 seed 41) were fixed; then six rows: three networks trained after other choosers "
+             "and fold layouts were first compared on the sixteen before them (session 22); the last two: softmax "
+             "heads trained after the TFLite's `auto` stopped trying `extrapolated` there. Every model was trained "
+             "again on this machine for this run.", "",
              f"Machine: {machine_info['cpu']}, {machine_info['cores']} cores. Unseen protocol of "
              "benchmarks/calibration.py (4 subsets of 200 calibration images, each evaluated on the other half of "
              f"the held-out digits). The evaluation images are split in random halves {SPLITS} times; on the second "
@@ -179,15 +185,16 @@ def chooser_lines(choosers):
         return []
     names = [name for name in choosers[0] if name != "model"]
     lines = ["", "## Other choosers replayed on the same numbers", "",
-             "Command: `python benchmarks/choice_noise.py choosers` (no model runs: the per-image numbers saved by the "
-             "two commands above). \"Most resamples won\": the rule that scores best on the most of 1000 resamples of "
-             "the held-out images (each fit drawn on its own), instead of the best mean score. "
-             "\"Unsure on a softmax head\": the shipped pick, but where it stays best on under half the resamples "
-             "on a softmax head, percentile 99.99 (if no worse than min/max on the held-out images). "
-             "\"Ranges from three folds\": the other fold layout (`python benchmarks/choice_noise.py three_fit` "
-             "saves its numbers): each rule's ranges from three quarters of the calibration images, scored on the "
-             "fourth, every quarter in turn, the SQNR pooled over all 200 images (each scored once). "
-             "Each cell: gap to the best fixed rule on all evaluation images, dB (share of the random halves meeting "
+             "Command: `python benchmarks/choice_noise.py layouts halves` (each row's held-out numbers in the "
+             "halves layout), then `python benchmarks/choice_noise.py choosers` (no model runs: the per-image numbers "
+             "saved by the commands above). Every chooser picks among the int8 TFLite's candidates (no extrapolated "
+             "on a softmax head). \"Shipped\": `auto` as it was when measured (ranges from one quarter of the "
+             "calibration images, scored on the other three, two such fits, the mean of their dB). \"Ranges from "
+             "half\": ranges from two quarters (stratified), scored on the other two, then the halves swap, so each "
+             "image is scored once by ranges fitted on 100 images (2/3 of the shipped layout's image runs); pooled "
+             "over all 200 images, or the mean of the two fits' dB. \"Ranges from three folds\" (where `... layouts "
+             "three_fit` saved its numbers): ranges from three quarters, scored on the fourth, every quarter in turn, "
+             "pooled. ",              "Each cell: gap to the best fixed rule on all evaluation images, dB (share of the random halves meeting "
              "the bar).", "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for row in choosers:
         lines.append(f"| {row['model']} | " + " | ".join(
@@ -250,7 +257,8 @@ def replay_choosers(rows):
     out = []
     for row in rows:
         saved = np.load(saved_arrays(row["model"]))
-        layouts = {layout: np.load(saved_arrays(row["model"]).with_suffix(f".{layout}.npz")) for layout in LAYOUTS}
+        layouts = {layout: np.load(path) for layout in LAYOUTS
+                   if (path := saved_arrays(row["model"]).with_suffix(f".{layout}.npz")).is_file()}
         subsets = []
         for index in range(4):
             subsets.append({"rules": [method.describe() for method in CANDIDATES], "signal": saved[f"signal_{index}"],
@@ -260,7 +268,10 @@ def replay_choosers(rows):
                                for key in ("signal", "noise", "fold_of")}})
         result = {"model": row["model"]}
         for name, pick in CHOOSERS.items():
-            picked = [pick(subset, "softmax head" in row["model"]) for subset in subsets]
+            try:
+                picked = [pick(subset, "softmax head" in row["model"]) for subset in subsets]
+            except KeyError:  # a layout not measured for this row
+                continue
             whole = [db_on(subset["signal"], subset["noise"], np.arange(len(subset["signal"]))) for subset in subsets]
             gap = float(np.mean([on[p] for on, p in zip(whole, picked)])) - row["best_fixed_db"]
             halves = replay([{**subset, "auto": p} for subset, p in zip(subsets, picked)])["auto"]
@@ -392,11 +403,12 @@ if __name__ == "__main__":
     choosers = None
     if sys.argv[1:] == ["validation"]:
         rows = saved["rows"] + rules.measure(extra_models(), ("unseen",), measure_subset, summarize)
-    elif sys.argv[1:] == ["layouts"]:  # saves arrays only; the results files are left as they are
-        measure_layouts(None)
-        measure_layouts(extra_models())
-        measure_layouts(fresh_models())
-        measure_layouts(extrapolation_check_models())
+    elif sys.argv[1:2] == ["layouts"]:  # saves arrays only (of the layouts named, or all); results files left as they are
+        layouts = tuple(sys.argv[2:]) or tuple(LAYOUTS)
+        measure_layouts(None, layouts)
+        measure_layouts(extra_models(), layouts)
+        measure_layouts(fresh_models(), layouts)
+        measure_layouts(extrapolation_check_models(), layouts)
         sys.exit(0)
     elif sys.argv[1:] == ["fresh"]:  # models trained after the layouts were compared
         rows = saved["rows"] + rules.measure(list(fresh_models()), ("unseen",), measure_subset, summarize)
