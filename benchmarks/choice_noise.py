@@ -194,7 +194,7 @@ def chooser_lines(choosers):
              "image is scored once by ranges fitted on 100 images (2/3 of the shipped layout's image runs); pooled "
              "over all 200 images, or the mean of the two fits' dB. \"Ranges from three folds\" (where `... layouts "
              "three_fit` saved its numbers): ranges from three quarters, scored on the fourth, every quarter in turn, "
-             "pooled. ",              "Each cell: gap to the best fixed rule on all evaluation images, dB (share of the random halves meeting "
+             "pooled. Each cell: gap to the best fixed rule on all evaluation images, dB (share of the random halves meeting "
              "the bar).", "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for row in choosers:
         lines.append(f"| {row['model']} | " + " | ".join(
@@ -230,24 +230,27 @@ def tflite_candidates(softmax):
 
 def layout_pick(subset, layout, kept, pooled=True):
     """A layout's pick: the best SQNR pooled over every scored image (or the mean of its fits' dB), among
-    `kept`; min/max where none differ by 0.1 dB."""
+    `kept`; min/max where none is told apart."""
+    from edge_resnet.quantize.selection import INDISTINGUISHABLE_DB
+
     signal, noise, fit_of = subset[f"{layout}_signal"], subset[f"{layout}_noise"][kept], subset[f"{layout}_fold_of"]
     if pooled:
         scores = 10 * np.log10(signal.sum() / noise.sum(-1))
     else:
         scores = np.mean([10 * np.log10(signal[fit_of == fit].sum() / noise[:, fit_of == fit].sum(-1))
                           for fit in np.unique(fit_of)], axis=0)
-    return 0 if np.ptp(scores) < 0.1 else kept[int(np.argmax(scores))]
+    return 0 if np.ptp(scores) < INDISTINGUISHABLE_DB else kept[int(np.argmax(scores))]
 
 
-CHOOSERS = {"shipped (mean of the fits' dB)": lambda subset, softmax: shipped_pick(
-                subset["held_out_signal"], subset["held_out_noise"], tflite_candidates(softmax)),
-            "ranges from three folds, each scored on the fourth, pooled": lambda subset, softmax: layout_pick(
-                subset, "three_fit", tflite_candidates(softmax)),
-            "ranges from half, scored on the other half, both in turn, pooled": lambda subset, softmax: layout_pick(
-                subset, "halves", tflite_candidates(softmax)),
-            "halves, mean of the two fits' dB": lambda subset, softmax: layout_pick(
-                subset, "halves", tflite_candidates(softmax), pooled=False)}
+CHOOSERS = {  # name: (the layout whose saved numbers it needs, or None; its pick)
+    "shipped (mean of the fits' dB)": (None, lambda subset, softmax: shipped_pick(
+        subset["held_out_signal"], subset["held_out_noise"], tflite_candidates(softmax))),
+    "ranges from three folds, each scored on the fourth, pooled": ("three_fit", lambda subset, softmax: layout_pick(
+        subset, "three_fit", tflite_candidates(softmax))),
+    "ranges from half, scored on the other half, both in turn, pooled": ("halves", lambda subset, softmax: layout_pick(
+        subset, "halves", tflite_candidates(softmax))),
+    "halves, mean of the two fits' dB": ("halves", lambda subset, softmax: layout_pick(
+        subset, "halves", tflite_candidates(softmax), pooled=False))}
 
 
 def replay_choosers(rows):
@@ -267,11 +270,10 @@ def replay_choosers(rows):
                             **{f"{layout}_{key}": arrays[f"{key}_{index}"] for layout, arrays in layouts.items()
                                for key in ("signal", "noise", "fold_of")}})
         result = {"model": row["model"]}
-        for name, pick in CHOOSERS.items():
-            try:
-                picked = [pick(subset, "softmax head" in row["model"]) for subset in subsets]
-            except KeyError:  # a layout not measured for this row
+        for name, (layout, pick) in CHOOSERS.items():
+            if layout and layout not in layouts:  # not measured for this row
                 continue
+            picked = [pick(subset, "softmax head" in row["model"]) for subset in subsets]
             whole = [db_on(subset["signal"], subset["noise"], np.arange(len(subset["signal"]))) for subset in subsets]
             gap = float(np.mean([on[p] for on, p in zip(whole, picked)])) - row["best_fixed_db"]
             halves = replay([{**subset, "auto": p} for subset, p in zip(subsets, picked)])["auto"]
