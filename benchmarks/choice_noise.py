@@ -250,7 +250,22 @@ CHOOSERS = {  # name: (the layout whose saved numbers it needs, or None; its pic
     "ranges from half, scored on the other half, both in turn, pooled": ("halves", lambda subset, softmax: layout_pick(
         subset, "halves", tflite_candidates(softmax))),
     "halves, mean of the two fits' dB": ("halves", lambda subset, softmax: layout_pick(
-        subset, "halves", tflite_candidates(softmax), pooled=False))}
+        subset, "halves", tflite_candidates(softmax), pooled=False)),
+    "shipped fits scored on blends of unsure images, pooled": ("mixed", lambda subset, softmax: layout_pick(
+        subset, "mixed", tflite_candidates(softmax))),
+    "shipped fits scored on the held-out images and their blends, pooled": ("mixed", lambda subset, softmax:
+                                                                            held_out_and_mixed_pick(
+                                                                                subset, tflite_candidates(softmax)))}
+
+
+def held_out_and_mixed_pick(subset, kept):
+    """The best SQNR pooled over the shipped fits' held-out images and their blends, among `kept`."""
+    from edge_resnet.quantize.selection import INDISTINGUISHABLE_DB
+
+    signal = subset["held_out_signal"].sum() + subset["mixed_signal"].sum()
+    noise = subset["held_out_noise"][kept].sum((1, 2)) + subset["mixed_noise"][kept].sum(-1)
+    scores = 10 * np.log10(signal / noise)
+    return 0 if np.ptp(scores) < INDISTINGUISHABLE_DB else kept[int(np.argmax(scores))]
 
 
 def replay_choosers(rows):
@@ -313,6 +328,49 @@ def measure_layout(layout, bench, float_model, calibration, evaluation_images, r
                                       for _, scored in fits]), "noise": np.array(noise)}
 
 
+MIX_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def unsure_mixes(images, float_outputs, float_model, seed=0):
+    """One blend per scored image: it and a partner the float model puts in another class, mixed at the
+    weight of MIX_WEIGHTS where the float model's top probability is lowest: images the model is unsure of,
+    where a softmax head's int8 error sits, made from the calibration images alone."""
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+
+    rng = np.random.default_rng(seed)
+    classes = np.argmax(float_outputs.reshape(len(images), -1), 1)
+    partners = np.array([rng.choice(np.flatnonzero(classes != label) if np.any(classes != label)
+                                    else np.arange(len(images))) for label in classes])
+    tried = np.stack([weight * images + (1 - weight) * images[partners] for weight in MIX_WEIGHTS])
+    outputs = np.stack([run_tflite_bytes(float_model, blend.astype(np.float32), "the float model")
+                        for blend in tried])
+    top = outputs.reshape(len(MIX_WEIGHTS), len(images), -1).max(-1)
+    unsure = np.argmin(top, 0)
+    return tried[unsure, np.arange(len(images))].astype(np.float32), outputs[unsure, np.arange(len(images))]
+
+
+def measure_mixed(bench, float_model, calibration, evaluation_images, reference):
+    """The shipped fits (selection.fits: each fold's ranges alone) scored on blends of their scored images
+    (unsure_mixes) instead of the images themselves."""
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+    from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
+    from edge_resnet.quantize.selection import calibration_inputs, fits
+    from edge_resnet.quantize.statistics import collect_statistics
+
+    rules = auto_rules()
+    statistics = collect_statistics(float_model, calibration)
+    inputs = calibration_inputs(calibration, statistics)
+    float_outputs = run_tflite_bytes(float_model, inputs, "the float model")
+    blended = [(fitted, *unsure_mixes(inputs[list(scored)], float_outputs[list(scored)], float_model, seed=fit))
+               for fit, (fitted, scored) in enumerate(fits(statistics))]
+    noise = [np.concatenate([rules.per_image(outputs, bench.int8_tflite_outputs(
+        float_model, activation_ranges(fitted, method), images))[1] for fitted, images, outputs in blended])
+             for method in CANDIDATES]
+    return {"fold_of": np.concatenate([[fit] * len(images) for fit, (_, images, _) in enumerate(blended)]),
+            "signal": np.concatenate([rules.per_image(outputs, outputs)[0] for _, _, outputs in blended]),
+            "noise": np.array(noise)}
+
+
 def layout_saver(layout):
     def save(model_name, protocol, subsets):
         path = saved_arrays(model_name).with_suffix(f".{layout}.npz")
@@ -327,8 +385,15 @@ def layout_saver(layout):
 def measure_layouts(models, layouts=tuple(LAYOUTS)):
     models = None if models is None else list(models)
     for layout in layouts:
-        auto_rules().measure(models, ("unseen",), lambda *args, layout=layout: measure_layout(layout, *args),
-                             layout_saver(layout))
+        measure = measure_mixed if layout == "mixed" else lambda *args, layout=layout: measure_layout(layout, *args)
+        auto_rules().measure(models, ("unseen",), measure, layout_saver(layout))
+
+
+def every_softmax_row():
+    """The softmax heads of every row the commands above measure, in their order."""
+    rows = [auto_rules().calibration_benchmark().models_to_measure(), extra_models(), fresh_models(),
+            extrapolation_check_models()]
+    return [row for models in rows for row in models if row[2] == "softmax"]
 
 
 def fresh_models():
@@ -411,6 +476,9 @@ if __name__ == "__main__":
         measure_layouts(extra_models(), layouts)
         measure_layouts(fresh_models(), layouts)
         measure_layouts(extrapolation_check_models(), layouts)
+        sys.exit(0)
+    elif sys.argv[1:] == ["mixed"]:  # saves arrays only, softmax heads only
+        measure_layouts(every_softmax_row(), ("mixed",))
         sys.exit(0)
     elif sys.argv[1:] == ["fresh"]:  # models trained after the layouts were compared
         rows = saved["rows"] + rules.measure(list(fresh_models()), ("unseen",), measure_subset, summarize)
