@@ -34,6 +34,8 @@ the evaluation images' noise, not a chooser.
                                                  stopped trying extrapolated there
     python benchmarks/choice_noise.py layouts [halves|three_fit]
                                                  saves every row's held-out numbers in other fold layouts
+    python benchmarks/choice_noise.py mixed      saves the softmax heads' held-out numbers on blends of
+                                                 unsure images (unsure_mixes)
     python benchmarks/choice_noise.py choosers   replays the choosers on the per-image numbers the
                                                  commands above saved (outside the repository)
 """
@@ -183,7 +185,7 @@ def chooser_lines(choosers):
     """Markdown: each chooser replayed on the saved held-out numbers (`python benchmarks/choice_noise.py choosers`)."""
     if not choosers:
         return []
-    names = [name for name in choosers[0] if name != "model"]
+    names = list(dict.fromkeys(name for row in choosers for name in row if name != "model"))
     lines = ["", "## Other choosers replayed on the same numbers", "",
              "Command: `python benchmarks/choice_noise.py layouts halves` (each row's held-out numbers in the "
              "halves layout), then `python benchmarks/choice_noise.py choosers` (no model runs: the per-image numbers "
@@ -194,18 +196,23 @@ def chooser_lines(choosers):
              "image is scored once by ranges fitted on 100 images (2/3 of the shipped layout's image runs); pooled "
              "over all 200 images, or the mean of the two fits' dB. \"Ranges from three folds\" (where `... layouts "
              "three_fit` saved its numbers): ranges from three quarters, scored on the fourth, every quarter in turn, "
-             "pooled. Each cell: gap to the best fixed rule on all evaluation images, dB (share of the random halves meeting "
-             "the bar).", "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+             "pooled. \"Blends\" (softmax heads only, where `... mixed` saved them): the shipped fits scored on one blend "
+             "per scored image instead of (or beside) the image itself: the image and one of another predicted class, "
+             "mixed at the weight of 0.3-0.7 where the float model's top probability is lowest (images the model is "
+             "unsure of, made from the calibration images alone). Each cell: gap to the best fixed rule on all "
+             "evaluation images, dB (share of the random halves meeting the bar; - not measured).", "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for row in choosers:
         lines.append(f"| {row['model']} | " + " | ".join(
-            f"{row[name]['gap_db']:+.2f} ({100 * row[name]['meets_bar']:.0f}%)" for name in names) + " |")
-    for title, chosen in (("logits heads", [row for row in choosers if "logits head" in row["model"]]),
-                          ("softmax heads", [row for row in choosers if "softmax head" in row["model"]])):
-        lines.append("")
-        lines.append(f"Over the {title}: " + "; ".join(
-            f"{name} {np.mean([row[name]['gap_db'] for row in chosen]):+.2f} dB, "
-            f"{sum(row[name]['gap_db'] < BAR_DB for row in chosen)} of {len(chosen)} rows more than "
-            f"{-BAR_DB} dB short" for name in names))
+            f"{row[name]['gap_db']:+.2f} ({100 * row[name]['meets_bar']:.0f}%)" if name in row else "-"
+            for name in names) + " |")
+    for title, heads in (("logits heads", [row for row in choosers if "logits head" in row["model"]]),
+                         ("softmax heads", [row for row in choosers if "softmax head" in row["model"]])):
+        summaries = []
+        for name in names:
+            if chosen := [row[name]['gap_db'] for row in heads if name in row]:
+                summaries.append(f"{name} {np.mean(chosen):+.2f} dB, {sum(gap < BAR_DB for gap in chosen)} of "
+                                 f"{len(chosen)} rows more than {-BAR_DB} dB short")
+        lines += ["", f"Over the {title}: " + "; ".join(summaries)]
     return lines
 
 
@@ -275,7 +282,7 @@ def replay_choosers(rows):
     out = []
     for row in rows:
         saved = np.load(saved_arrays(row["model"]))
-        layouts = {layout: np.load(path) for layout in LAYOUTS
+        layouts = {layout: np.load(path) for layout in (*LAYOUTS, "mixed")
                    if (path := saved_arrays(row["model"]).with_suffix(f".{layout}.npz")).is_file()}
         subsets = []
         for index in range(4):
