@@ -32,8 +32,9 @@ def cache_folder():
     return Path(os.environ.get("EDGE_RESNET_CACHE", Path.home() / ".cache" / "edge-resnet"))
 
 
-def cached_trained(file_name, depth, width, size, seed, name, log=print):
-    """The ResNet with its trained weights (trained and cached on first use)."""
+def cached_trained(file_name, depth, width, size, seed, name, log=print, training=None):
+    """The ResNet with its trained weights (trained and cached on first use), on the digits or on
+    `training` (uint8 pixels, labels)."""
     from edge_resnet.model import demo
     from edge_resnet.model.resnet import build_resnet
 
@@ -42,7 +43,8 @@ def cached_trained(file_name, depth, width, size, seed, name, log=print):
                          name=name)
     if not path.is_file():
         started = time.perf_counter()
-        trained = demo.train_digits_resnet(size, demo.EPOCHS, seed, depth=depth, width=width, verbose=2)
+        trained = (demo.train_resnet(*training, demo.EPOCHS, seed, depth=depth, width=width, verbose=2) if training
+                   else demo.train_digits_resnet(size, demo.EPOCHS, seed, depth=depth, width=width, verbose=2))
         path.parent.mkdir(parents=True, exist_ok=True)
         model.set_weights(trained.get_weights())
         temporary = path.with_name("partial-" + path.name)
@@ -107,6 +109,18 @@ def extrapolation_check_models(log=print):
         name = f"resnet{depth}_w{str(width).replace('.', '')}_digits{size}_seed{seed}"
         yield (f"ResNet-{depth} w{width} {size}x{size} seed {seed} (trained after the softmax rule was fixed)",
                cached_trained(f"{name}.weights.h5", depth, width, size, seed, name, log), size)
+
+
+def mnist_models(log=print):
+    """(name, model, input size) of two ResNets trained on 2500 of the MNIST sample (benchmarks/mnist.py),
+    after every rule of `auto` was fixed: a data set none of them was chosen on."""
+    from mnist import mnist_split
+
+    for depth, width, size, seed in ((18, 0.5, 32, 83), (50, 0.25, 32, 89)):
+        name = f"resnet{depth}_w{str(width).replace('.', '')}_mnist{size}_seed{seed}"
+        training = mnist_split(size)[:2]
+        yield (f"ResNet-{depth} w{width} {size}x{size} seed {seed} (MNIST: a data set no rule was chosen on)",
+               cached_trained(f"{name}.weights.h5", depth, width, size, seed, name, log, training), size)
 
 
 def with_softmax(model):

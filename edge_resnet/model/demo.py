@@ -84,13 +84,20 @@ def shifted(images, seed, max_shift=3):
 def train_digits_resnet(size=INPUT_SIZE, epochs=8, seed=SEED, depth=18, width=0.25, verbose=0):
     """A ResNet (by default a small ResNet-18) trained on the first 1200
     digits plus two shifted copies, with logits output."""
+    pixels, labels = digit_pixels(size, TRAIN_SAMPLES)
+    return train_resnet(pixels, labels, epochs, seed, depth, width, verbose)
+
+
+def train_resnet(pixels, labels, epochs=8, seed=SEED, depth=18, width=0.25, verbose=0):
+    """A ResNet trained on square uint8 RGB `pixels` [N, size, size, 3] and
+    their `labels` (ten classes) plus two shifted copies, with logits output."""
     import keras
 
     from .resnet import build_resnet
     from ..data.preprocess import preprocess_input
 
     keras.utils.set_random_seed(seed)
-    pixels, labels = digit_pixels(size, TRAIN_SAMPLES)
+    size = pixels.shape[1]
     images = np.concatenate([pixels, shifted(pixels, seed + 1), shifted(pixels, seed + 2)])
     targets = np.concatenate([labels] * 3)
     model = build_resnet(
