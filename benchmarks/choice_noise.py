@@ -36,7 +36,7 @@ the evaluation images' noise, not a chooser.
                                                  saves every row's held-out numbers in other fold layouts
     python benchmarks/choice_noise.py mixed      saves the softmax heads' held-out numbers on blends of
                                                  unsure images (unsure_mixes)
-    python benchmarks/choice_noise.py mnist      two ResNets trained on another data set (benchmarks/mnist.py)
+    python benchmarks/choice_noise.py mnist      three ResNets trained on another data set (benchmarks/mnist.py)
     python benchmarks/choice_noise.py choosers   replays the choosers on the per-image numbers the
                                                  commands above saved (outside the repository)
 """
@@ -162,7 +162,7 @@ def markdown(rows, machine_info, choosers=None, mnist_rows=()):
              *noise_tables(rows)]
     if mnist_rows:
         lines += ["", "## Another data set: MNIST", "",
-                  "Command: `python benchmarks/choice_noise.py mnist`. Two ResNets trained on 2500 images of the MNIST "
+                  "Command: `python benchmarks/choice_noise.py mnist`. Three ResNets trained on 2500 images of the MNIST "
                   "sample of benchmarks/mnist.py (no rule of `auto` was chosen on it); calibration subsets of 200 from "
                   "one half of the other 2500, evaluated on the other half: 1250 evaluation images, so the oracle "
                   "chooses on 625 of them.", "", *noise_tables(mnist_rows)]
