@@ -102,10 +102,23 @@ def trained_models():
 def digits(size):
     """convert's own split of the digits the models never trained on: 200
     to calibrate (class-stratified, seed 0), the other 397 to evaluate."""
-    from edge_resnet.data.images import Preprocessing, holdout_split
     from tests.digits import TRAIN_SAMPLES, digit_pixels
 
-    pixels, labels = digit_pixels(size, None, offset=TRAIN_SAMPLES)
+    return convert_split(*digit_pixels(size, None, offset=TRAIN_SAMPLES))
+
+
+def mnist_images(size):
+    """The same split of the 2500 MNIST images the MNIST models never trained on: 2300 to evaluate."""
+    from mnist import mnist_split
+
+    return convert_split(*mnist_split(size)[2:])
+
+
+def convert_split(pixels, labels):
+    """(200 calibration images as `convert` splits them off: class-stratified, seed 0; the rest's samples)."""
+    from edge_resnet.data.images import Preprocessing, holdout_split
+
+    size = pixels.shape[1]
     source = Path(tempfile.mkdtemp(prefix="mixed-digits-")) / "unseen.npz"
     np.savez(source, x=pixels, y=labels)
     calibration, evaluation = holdout_split(str(source), Preprocessing(size, size), 200, 0)
@@ -246,7 +259,17 @@ def retimed(result, output_type):
                           {convolution_name(operator) for operator in result.get("dynamic_operators", ())})
 
 
-def measure(name, model, size, depth, output_type="int8", precision="float32"):
+def mnist_models():
+    """The ResNet-50s trained on the MNIST sample (benchmarks/trained.py mnist_models), each with both heads."""
+    from trained import mnist_models, with_softmax
+
+    for name, model, size in mnist_models():
+        if name.startswith("ResNet-50"):
+            for head in ("logits", "softmax"):
+                yield f"{name}, {head} head", (model if head == "logits" else with_softmax(model)), size, 50
+
+
+def measure(name, model, size, depth, output_type="int8", precision="float32", data=digits):
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import write_int8_tflite
     from edge_resnet.quantize.mixed import chosen_step, model_parts, weighted_scopes
@@ -255,7 +278,7 @@ def measure(name, model, size, depth, output_type="int8", precision="float32"):
     from edge_resnet.quantize.tflite import float_tflite
 
     float_model = float_tflite(fold_batchnorm(model)[0])
-    calibration, evaluation = digits(size)
+    calibration, evaluation = data(size)
     statistics = collect_statistics(float_model, calibration)
     folder = Path(tempfile.mkdtemp(prefix="mixed-"))
     probe = write_int8_tflite(float_model, QuantizationRecipe(min_sqnr=1.0, output_type=output_type),
@@ -534,6 +557,14 @@ def main(parts):
                 result = measure(*entry, output_type="float32", precision="auto")
                 float_output_results[[row["model"] for row in float_output_results].index(entry[0])] = result
                 path.write_text(json.dumps({**saved, "float_output_results": float_output_results}, indent=2) + "\n")
+    mnist_results = {key: saved.get(key, []) for key in MNIST_TABLES}
+    if "mnist" in parts:  # the ResNet-50s trained on another data set, both output types
+        for key, output_type in MNIST_TABLES.items():
+            done = {result["model"] for result in mnist_results[key]}
+            for entry in (entry for entry in mnist_models() if entry[0] not in done):
+                mnist_results[key].append(measure(*entry, output_type=output_type, precision="auto",
+                                                  data=mnist_images))
+                path.write_text(json.dumps({**saved, **mnist_results}, indent=2) + "\n")
     if "tflite_latency" in parts:  # every saved TFLite row timed again on this machine
         for result in results:
             result["latency_224"] = retimed(result, "int8")
@@ -588,6 +619,8 @@ def main(parts):
     if cap_results:
         lines += cap_lines(cap_results, auto_results, floor_results)
     lines += gain_lines([results, float_output_results, dynamic_results, auto_results, floor_results, cap_results])
+    if any(mnist_results.values()):
+        lines += mnist_lines(mnist_results)
     if onnx_results:
         lines += onnx_lines(onnx_results) + nncf_lines(onnx_results)
     if gains:
@@ -596,6 +629,7 @@ def main(parts):
                                       "float_output_results": float_output_results, "part_gains": gains,
                                       "dynamic_results": dynamic_results, "auto_results": auto_results,
                                       "softmax_floor_results": floor_results, "grid_cap_results": cap_results,
+                                      **mnist_results,
                                       **{key: saved[key] for key in PREVIOUS if key in saved}},
                   "\n".join(lines) + "\n")
 
@@ -849,6 +883,25 @@ def gain_lines(tables):
             + f". Lower by more than 0.5 dB on {len(lower)} of {len(offsets)} models: a set's SQNR level moves with "
             "the few images that carry most of its error, so a level set on 200 images is met on 397 others only as "
             "far as their levels agree. Column \"evaluation gain\": the gain there (within 1 dB of the gain asked)."]
+
+
+MNIST_TABLES = {"mnist_results": "int8", "mnist_float_output_results": "float32"}  # saved key: output type
+
+
+def mnist_lines(mnist_results):
+    lines = ["", "## Another data set: ResNet-50s trained on MNIST", "",
+             "Command: `python benchmarks/mixed_precision.py mnist`. The two ResNet-50s of benchmarks/trained.py "
+             "mnist_models (2500 images of the MNIST sample of benchmarks/mnist.py trained on; no rule of the search "
+             "was chosen on it), the default search (`--fallback-precision auto`) with the same budget rule; "
+             "calibration: 200 of the 2500 MNIST images they never trained on, split off as `convert` does; "
+             "evaluation: the other 2300. Searched, and latency at 224 timed, on " + "; ".join(sorted(
+                 {machine_text(result["latency_224"]["machine"]) for rows in mnist_results.values() for result in rows}))
+             + "."]
+    for key, output_type in MNIST_TABLES.items():
+        if mnist_results[key]:
+            lines += ["", f"{output_type} output (`--output-type {output_type}`):", "",
+                      *tflite_lines(mnist_results[key])]
+    return lines
 
 
 def tflite_lines(results):
