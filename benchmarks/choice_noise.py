@@ -519,7 +519,7 @@ if __name__ == "__main__":
     elif sys.argv[1:] == ["mixed"]:  # saves arrays only, softmax heads only
         measure_layouts(every_softmax_row(), ("mixed",))
         sys.exit(0)
-    elif sys.argv[1:] == ["mnist"]:  # two networks trained on another data set
+    elif sys.argv[1:] == ["mnist"]:  # three networks trained on another data set
         rows = saved["rows"]
         saved["mnist_rows"] = rules.measure(list(auto_rules().calibration_benchmark().mnist_models()), ("mnist",),
                                             measure_subset, summarize)

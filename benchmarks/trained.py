@@ -1,7 +1,8 @@
 """Trained models for the fidelity benchmarks, made once and cached outside
 the repository (~/.cache/edge-resnet, or $EDGE_RESNET_CACHE), each trained
-on scikit-learn's digits 0..1199 with the recipe of the shipped demo model
-(edge_resnet.model.demo):
+on scikit-learn's digits 0..1199 (the MNIST models of `mnist_models` on
+2500 images of the MNIST sample, benchmarks/mnist.py) with the recipe of the
+shipped demo model (edge_resnet.model.demo):
 
 - a full-width ResNet-50 at 32x32 (seed 0, as the demo at width 1);
 - a ResNet-34 at width 0.5 and 48x48 (seed 7): a model no range rule of
@@ -33,8 +34,8 @@ def cache_folder():
 
 
 def cached_trained(file_name, depth, width, size, seed, name, log=print, training=None):
-    """The ResNet with its trained weights (trained and cached on first use), on the digits or on
-    `training` (uint8 pixels, labels)."""
+    """The ResNet with its trained weights (trained and cached on first use), on the digits or on what
+    `training()` returns (uint8 pixels [images, size, size, 3], labels), called only when training."""
     from edge_resnet.model import demo
     from edge_resnet.model.resnet import build_resnet
 
@@ -43,8 +44,9 @@ def cached_trained(file_name, depth, width, size, seed, name, log=print, trainin
                          name=name)
     if not path.is_file():
         started = time.perf_counter()
-        trained = (demo.train_resnet(*training, demo.EPOCHS, seed, depth=depth, width=width, verbose=2) if training
-                   else demo.train_digits_resnet(size, demo.EPOCHS, seed, depth=depth, width=width, verbose=2))
+        pixels, labels = training() if training is not None else demo.digit_pixels(size, demo.TRAIN_SAMPLES)
+        assert pixels.shape[1:3] == (size, size), f"training pixels of {pixels.shape[1:3]} for a {size}x{size} model"
+        trained = demo.train_resnet(pixels, labels, demo.EPOCHS, seed, depth=depth, width=width, verbose=2)
         path.parent.mkdir(parents=True, exist_ok=True)
         model.set_weights(trained.get_weights())
         temporary = path.with_name("partial-" + path.name)
@@ -118,9 +120,9 @@ def mnist_models(log=print):
 
     for depth, width, size, seed in ((18, 0.5, 32, 83), (50, 0.25, 32, 89), (50, 0.5, 32, 97)):
         name = f"resnet{depth}_w{str(width).replace('.', '')}_mnist{size}_seed{seed}"
-        training = mnist_split(size)[:2]
         yield (f"ResNet-{depth} w{width} {size}x{size} seed {seed} (MNIST: a data set no rule was chosen on)",
-               cached_trained(f"{name}.weights.h5", depth, width, size, seed, name, log, training), size)
+               cached_trained(f"{name}.weights.h5", depth, width, size, seed, name, log,
+                              training=lambda: mnist_split(size)[:2]), size)
 
 
 def with_softmax(model):

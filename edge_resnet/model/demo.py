@@ -101,7 +101,7 @@ def train_resnet(pixels, labels, epochs=8, seed=SEED, depth=18, width=0.25, verb
     images = np.concatenate([pixels, shifted(pixels, seed + 1), shifted(pixels, seed + 2)])
     targets = np.concatenate([labels] * 3)
     model = build_resnet(
-        depth, input_shape=(size, size, 3), classes=10, width=width, classifier_activation=None, seed=seed
+        depth, input_shape=(size, size, 3), classes=CLASSES, width=width, classifier_activation=None, seed=seed
     )
     batch_size = 32
     steps = epochs * int(np.ceil(len(images) / batch_size))
