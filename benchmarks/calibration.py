@@ -222,7 +222,7 @@ def unseen_halves(count):
     return order[: count // 2], order[count // 2:]
 
 
-def protocol_splits(size, protocol, data=digits_split):
+def protocol_splits(size, protocol):
     """Per subset: (calibration pixels, their labels, evaluation pixels, their labels).
 
     "training": 200 of the training digits calibrate, the 597 held-out digits evaluate.
@@ -231,10 +231,10 @@ def protocol_splits(size, protocol, data=digits_split):
     and evaluate on the other half, subsets 3-4 the other way round.
     "mnist": the same on benchmarks/mnist.py's never-trained-on half of the MNIST sample."""
     if protocol == "mnist":
-        from mnist import mnist_split
-
-        return protocol_splits(size, "unseen", mnist_split)
-    train_pixels, train_labels, test_pixels, test_labels = data(size)
+        from mnist import mnist_split as split
+    else:
+        split = digits_split
+    train_pixels, train_labels, test_pixels, test_labels = split(size)
     if protocol == "training":
         return [(train_pixels[subset], train_labels[subset], test_pixels, test_labels)
                 for subset in calibration_subsets()]
