@@ -37,6 +37,8 @@ the evaluation images' noise, not a chooser.
     python benchmarks/choice_noise.py mixed      saves the softmax heads' held-out numbers on blends of
                                                  unsure images (unsure_mixes)
     python benchmarks/choice_noise.py mnist      three ResNets trained on another data set (benchmarks/mnist.py)
+    python benchmarks/choice_noise.py mixed_mnist
+                                                 the blends' held-out numbers of the MNIST softmax heads
     python benchmarks/choice_noise.py choosers   replays the choosers on the per-image numbers the
                                                  commands above saved (outside the repository)
 """
@@ -421,11 +423,11 @@ def layout_saver(layout):
     return save
 
 
-def measure_layouts(models, layouts=tuple(LAYOUTS)):
+def measure_layouts(models, layouts=tuple(LAYOUTS), protocol="unseen"):
     models = None if models is None else list(models)
     for layout in layouts:
         measure = measure_mixed if layout == "mixed" else lambda *args, layout=layout: measure_layout(layout, *args)
-        auto_rules().measure(models, ("unseen",), measure, layout_saver(layout))
+        auto_rules().measure(models, (protocol,), measure, layout_saver(layout))
 
 
 def every_softmax_row():
@@ -518,6 +520,10 @@ if __name__ == "__main__":
         sys.exit(0)
     elif sys.argv[1:] == ["mixed"]:  # saves arrays only, softmax heads only
         measure_layouts(every_softmax_row(), ("mixed",))
+        sys.exit(0)
+    elif sys.argv[1:] == ["mixed_mnist"]:  # the same on the MNIST softmax heads, a data set blends were not tried on
+        mnist_softmax = [row for row in rules.calibration_benchmark().mnist_models() if row[2] == "softmax"]
+        measure_layouts(mnist_softmax, ("mixed",), protocol="mnist")
         sys.exit(0)
     elif sys.argv[1:] == ["mnist"]:  # three networks trained on another data set
         rows = saved["rows"]
