@@ -37,8 +37,10 @@ the evaluation images' noise, not a chooser.
     python benchmarks/choice_noise.py mixed      saves the softmax heads' held-out numbers on blends of
                                                  unsure images (unsure_mixes)
     python benchmarks/choice_noise.py mnist      three ResNets trained on another data set (benchmarks/mnist.py)
-    python benchmarks/choice_noise.py mixed_mnist
+    python benchmarks/choice_noise.py mixed_mnist [mixed_half]
                                                  the blends' held-out numbers of the MNIST softmax heads
+    python benchmarks/choice_noise.py mixed_half the blends at the weight 0.5 alone (one float run per image)
+    python benchmarks/choice_noise.py mixed_fold the same, each blend's partner from the image's own fold
     python benchmarks/choice_noise.py choosers   replays the choosers on the per-image numbers the
                                                  commands above saved (outside the repository)
 """
@@ -213,8 +215,12 @@ def chooser_lines(choosers):
              "pooled. \"Blends\" (softmax heads only, where `... mixed` saved them): the shipped fits scored on one blend "
              "per scored image instead of (or beside) the image itself: the image and one of another predicted class, "
              "mixed at the weight of 0.3-0.7 where the float model's top probability is lowest (images the model is "
-             "unsure of, made from the calibration images alone). \"min/max unless a rule's lead holds\": the "
-             "shipped fits' numbers, but a rule other than min/max is taken only where its lead over min/max, at the "
+             "unsure of, made from the calibration images alone); \"at 0.5\" (`... mixed_half`): every blend "
+             "at the weight 0.5, one float run per scored image instead of five; \"own fold\" (`... mixed_fold`): "
+             "one blend at 0.5 per calibration image, its partner from the image's own fold, as `auto` could make "
+             "them (one float run per calibration image). \"min/max unless a rule's lead "
+             "holds\": the shipped fits' numbers, but a rule other than min/max is taken only where its lead over "
+             "min/max, at the "
              "16th percentile of 1000 resamples of the held-out images, is above 0 (the highest such bound wins; "
              "added after every row here was measured). The MNIST rows (`... mnist`) are replayed beside the digits "
              "rows. Each cell: gap to the best fixed rule on all "
@@ -295,16 +301,23 @@ CHOOSERS = {  # name: (the layout whose saved numbers it needs, or None; its pic
     "shipped fits scored on the held-out images and their blends, pooled": ("mixed", lambda subset, softmax:
                                                                             held_out_and_mixed_pick(
                                                                                 subset, tflite_candidates(softmax))),
+    "blends at the weight 0.5 only, pooled": ("mixed_half", lambda subset, softmax: layout_pick(
+        subset, "mixed_half", tflite_candidates(softmax))),
+    "held-out images and their blends at 0.5, pooled": ("mixed_half", lambda subset, softmax: held_out_and_mixed_pick(
+        subset, tflite_candidates(softmax), "mixed_half")),
+    "blends at 0.5 with a partner of the image's own fold, pooled": ("mixed_fold", lambda subset, softmax:
+                                                                     layout_pick(subset, "mixed_fold",
+                                                                                 tflite_candidates(softmax))),
     "min/max unless a rule's lead over it holds on 84% of resamples": (None, lambda subset, softmax: lead_bound_pick(
         subset, tflite_candidates(softmax)))}
 
 
-def held_out_and_mixed_pick(subset, kept):
-    """The best SQNR pooled over the shipped fits' held-out images and their blends, among `kept`."""
+def held_out_and_mixed_pick(subset, kept, layout="mixed"):
+    """The best SQNR pooled over the shipped fits' held-out images and their blends (of `layout`), among `kept`."""
     from edge_resnet.quantize.selection import INDISTINGUISHABLE_DB
 
-    signal = subset["held_out_signal"].sum() + subset["mixed_signal"].sum()
-    noise = subset["held_out_noise"][kept].sum((1, 2)) + subset["mixed_noise"][kept].sum(-1)
+    signal = subset["held_out_signal"].sum() + subset[f"{layout}_signal"].sum()
+    noise = subset["held_out_noise"][kept].sum((1, 2)) + subset[f"{layout}_noise"][kept].sum(-1)
     scores = 10 * np.log10(signal / noise)
     return 0 if np.ptp(scores) < INDISTINGUISHABLE_DB else kept[int(np.argmax(scores))]
 
@@ -316,7 +329,7 @@ def replay_choosers(rows):
     out = []
     for row in rows:
         saved = np.load(saved_arrays(row["model"]))
-        layouts = {layout: np.load(path) for layout in (*LAYOUTS, "mixed")
+        layouts = {layout: np.load(path) for layout in (*LAYOUTS, *BLEND_WEIGHTS, "mixed_fold")
                    if (path := saved_arrays(row["model"]).with_suffix(f".{layout}.npz")).is_file()}
         subsets = []
         for index in range(4):
@@ -369,12 +382,15 @@ def measure_layout(layout, bench, float_model, calibration, evaluation_images, r
                                       for _, scored in fits]), "noise": np.array(noise)}
 
 
-MIX_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)
+BLEND_WEIGHTS = {  # blend layout: the weights each blend is tried at (one float run per weight and image)
+    "mixed": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "mixed_half": (0.5,),
+}
 
 
-def unsure_mixes(images, float_outputs, float_model, seed=0):
+def unsure_mixes(images, float_outputs, float_model, seed=0, weights=BLEND_WEIGHTS["mixed"]):
     """One blend per scored image: it and a partner the float model puts in another class, mixed at the
-    weight of MIX_WEIGHTS where the float model's top probability is lowest: images the model is unsure of,
+    one of `weights` where the float model's top probability is lowest: images the model is unsure of,
     where a softmax head's int8 error sits, made from the calibration images alone."""
     from edge_resnet.quantize.int8_tflite import run_tflite_bytes
 
@@ -382,15 +398,15 @@ def unsure_mixes(images, float_outputs, float_model, seed=0):
     classes = np.argmax(float_outputs.reshape(len(images), -1), 1)
     partners = np.array([rng.choice(np.flatnonzero(classes != label) if np.any(classes != label)
                                     else np.arange(len(images))) for label in classes])
-    tried = np.stack([weight * images + (1 - weight) * images[partners] for weight in MIX_WEIGHTS])
+    tried = np.stack([weight * images + (1 - weight) * images[partners] for weight in weights])
     outputs = np.stack([run_tflite_bytes(float_model, blend.astype(np.float32), "the float model")
                         for blend in tried])
-    top = outputs.reshape(len(MIX_WEIGHTS), len(images), -1).max(-1)
+    top = outputs.reshape(len(weights), len(images), -1).max(-1)
     unsure = np.argmin(top, 0)
     return tried[unsure, np.arange(len(images))].astype(np.float32), outputs[unsure, np.arange(len(images))]
 
 
-def measure_mixed(bench, float_model, calibration, evaluation_images, reference):
+def measure_mixed(bench, float_model, calibration, evaluation_images, reference, weights=BLEND_WEIGHTS["mixed"]):
     """The shipped fits (selection.fits: each fold's ranges alone) scored on blends of their scored images
     (unsure_mixes) instead of the images themselves."""
     from edge_resnet.quantize.int8_tflite import run_tflite_bytes
@@ -402,7 +418,7 @@ def measure_mixed(bench, float_model, calibration, evaluation_images, reference)
     statistics = collect_statistics(float_model, calibration)
     inputs = calibration_inputs(calibration, statistics)
     float_outputs = run_tflite_bytes(float_model, inputs, "the float model")
-    blended = [(fitted, *unsure_mixes(inputs[list(scored)], float_outputs[list(scored)], float_model, seed=fit))
+    blended = [(fitted, *unsure_mixes(inputs[list(scored)], float_outputs[list(scored)], float_model, fit, weights))
                for fit, (fitted, scored) in enumerate(fits(statistics))]
     noise = [np.concatenate([rules.per_image(outputs, bench.int8_tflite_outputs(
         float_model, activation_ranges(fitted, method), images))[1] for fitted, images, outputs in blended])
@@ -410,6 +426,45 @@ def measure_mixed(bench, float_model, calibration, evaluation_images, reference)
     return {"fold_of": np.concatenate([[fit] * len(images) for fit, (_, images, _) in enumerate(blended)]),
             "signal": np.concatenate([rules.per_image(outputs, outputs)[0] for _, _, outputs in blended]),
             "noise": np.array(noise)}
+
+
+def fold_blends(inputs, float_outputs, float_model, folds, weight=0.5, seed=0):
+    """(blends, their float outputs): one per calibration image, half it and half a partner of its own fold
+    that the float model puts in another class, so no blend holds an image its fit's ranges came from."""
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+
+    rng = np.random.default_rng(seed)
+    classes = np.argmax(float_outputs.reshape(len(inputs), -1), 1)
+    partners = np.arange(len(inputs))
+    for fold in folds:
+        positions = np.asarray(fold.positions)
+        for position in positions:
+            others = positions[classes[positions] != classes[position]]
+            partners[position] = rng.choice(others if len(others) else positions)
+    blends = (weight * inputs + (1 - weight) * inputs[partners]).astype(np.float32)
+    return blends, run_tflite_bytes(float_model, blends, "the float model")
+
+
+def measure_fold_blends(bench, float_model, calibration, evaluation_images, reference):
+    """The shipped fits scored on fold_blends of their scored images: what `auto` would run (one float run
+    per calibration image)."""
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+    from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
+    from edge_resnet.quantize.selection import calibration_inputs, fits
+    from edge_resnet.quantize.statistics import collect_statistics
+
+    rules = auto_rules()
+    statistics = collect_statistics(float_model, calibration)
+    inputs = calibration_inputs(calibration, statistics)
+    blends, blend_outputs = fold_blends(inputs, run_tflite_bytes(float_model, inputs, "the float model"),
+                                        float_model, statistics.folds)
+    scored_fits = [(fitted, list(scored)) for fitted, scored in fits(statistics)]
+    noise = [np.concatenate([rules.per_image(blend_outputs[scored], bench.int8_tflite_outputs(
+        float_model, activation_ranges(fitted, method), blends[scored]))[1] for fitted, scored in scored_fits])
+             for method in CANDIDATES]
+    return {"fold_of": np.concatenate([[fit] * len(scored) for fit, (_, scored) in enumerate(scored_fits)]),
+            "signal": np.concatenate([rules.per_image(blend_outputs[scored], blend_outputs[scored])[0]
+                                      for _, scored in scored_fits]), "noise": np.array(noise)}
 
 
 def layout_saver(layout):
@@ -426,7 +481,9 @@ def layout_saver(layout):
 def measure_layouts(models, layouts=tuple(LAYOUTS), protocol="unseen"):
     models = None if models is None else list(models)
     for layout in layouts:
-        measure = measure_mixed if layout == "mixed" else lambda *args, layout=layout: measure_layout(layout, *args)
+        measure = (measure_fold_blends if layout == "mixed_fold" else
+                   (lambda *args, layout=layout: measure_mixed(*args, weights=BLEND_WEIGHTS[layout]))
+                   if layout in BLEND_WEIGHTS else (lambda *args, layout=layout: measure_layout(layout, *args)))
         auto_rules().measure(models, (protocol,), measure, layout_saver(layout))
 
 
@@ -518,12 +575,12 @@ if __name__ == "__main__":
         measure_layouts(fresh_models(), layouts)
         measure_layouts(extrapolation_check_models(), layouts)
         sys.exit(0)
-    elif sys.argv[1:] == ["mixed"]:  # saves arrays only, softmax heads only
-        measure_layouts(every_softmax_row(), ("mixed",))
+    elif sys.argv[1:2] in (["mixed"], ["mixed_half"], ["mixed_fold"]):  # saves arrays only, softmax heads only
+        measure_layouts(every_softmax_row(), (sys.argv[1],))
         sys.exit(0)
-    elif sys.argv[1:] == ["mixed_mnist"]:  # the same on the MNIST softmax heads, a data set blends were not tried on
+    elif sys.argv[1:2] == ["mixed_mnist"]:  # the same on the MNIST softmax heads, a data set blends were not tried on
         mnist_softmax = [row for row in rules.calibration_benchmark().mnist_models() if row[2] == "softmax"]
-        measure_layouts(mnist_softmax, ("mixed",), protocol="mnist")
+        measure_layouts(mnist_softmax, (sys.argv[2] if sys.argv[2:] else "mixed",), protocol="mnist")
         sys.exit(0)
     elif sys.argv[1:] == ["mnist"]:  # three networks trained on another data set
         rows = saved["rows"]
