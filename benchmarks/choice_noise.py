@@ -220,11 +220,9 @@ def chooser_lines(choosers):
              "one blend at 0.5 per calibration image, its partner from the image's own fold, as `auto` could make "
              "them (one float run per calibration image). \"min/max unless a rule's lead "
              "holds\": the shipped fits' numbers, but a rule other than min/max is taken only where its lead over "
-             "min/max, at the "
-             "16th percentile of 1000 resamples of the held-out images, is above 0 (the highest such bound wins; "
-             "added after every row here was measured). The MNIST rows (`... mnist`) are replayed beside the digits "
-             "rows. Each cell: gap to the best fixed rule on all "
-             "evaluation images, dB (share of the random halves meeting the bar; - not measured).", "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+             "min/max, at the 16th percentile of 1000 resamples of the held-out images, is above 0 (the highest "
+             "such bound wins; added after every row here was measured). The MNIST rows (`... mnist`) are replayed "
+             "beside the digits rows. Each cell: gap to the best fixed rule on all evaluation images, dB (share of the random halves meeting the bar; - not measured).", "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for row in choosers:
         lines.append(f"| {row['model']} | " + " | ".join(
             f"{row[name]['gap_db']:+.2f} ({100 * row[name]['meets_bar']:.0f}%)" if name in row else "-"
@@ -329,7 +327,7 @@ def replay_choosers(rows):
     out = []
     for row in rows:
         saved = np.load(saved_arrays(row["model"]))
-        layouts = {layout: np.load(path) for layout in (*LAYOUTS, *BLEND_WEIGHTS, "mixed_fold")
+        layouts = {layout: np.load(path) for layout in SAVED_LAYOUTS
                    if (path := saved_arrays(row["model"]).with_suffix(f".{layout}.npz")).is_file()}
         subsets = []
         for index in range(4):
@@ -410,16 +408,23 @@ def measure_mixed(bench, float_model, calibration, evaluation_images, reference,
     """The shipped fits (selection.fits: each fold's ranges alone) scored on blends of their scored images
     (unsure_mixes) instead of the images themselves."""
     from edge_resnet.quantize.int8_tflite import run_tflite_bytes
-    from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
     from edge_resnet.quantize.selection import calibration_inputs, fits
     from edge_resnet.quantize.statistics import collect_statistics
 
-    rules = auto_rules()
     statistics = collect_statistics(float_model, calibration)
     inputs = calibration_inputs(calibration, statistics)
     float_outputs = run_tflite_bytes(float_model, inputs, "the float model")
     blended = [(fitted, *unsure_mixes(inputs[list(scored)], float_outputs[list(scored)], float_model, fit, weights))
                for fit, (fitted, scored) in enumerate(fits(statistics))]
+    return blend_numbers(bench, float_model, blended)
+
+
+def blend_numbers(bench, float_model, blended):
+    """The saved numbers of fits scored on blends: `blended` holds (a fit's statistics, its blends, their
+    float outputs) per fit."""
+    from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
+
+    rules = auto_rules()
     noise = [np.concatenate([rules.per_image(outputs, bench.int8_tflite_outputs(
         float_model, activation_ranges(fitted, method), images))[1] for fitted, images, outputs in blended])
              for method in CANDIDATES]
@@ -449,22 +454,18 @@ def measure_fold_blends(bench, float_model, calibration, evaluation_images, refe
     """The shipped fits scored on fold_blends of their scored images: what `auto` would run (one float run
     per calibration image)."""
     from edge_resnet.quantize.int8_tflite import run_tflite_bytes
-    from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
     from edge_resnet.quantize.selection import calibration_inputs, fits
     from edge_resnet.quantize.statistics import collect_statistics
 
-    rules = auto_rules()
     statistics = collect_statistics(float_model, calibration)
     inputs = calibration_inputs(calibration, statistics)
     blends, blend_outputs = fold_blends(inputs, run_tflite_bytes(float_model, inputs, "the float model"),
                                         float_model, statistics.folds)
-    scored_fits = [(fitted, list(scored)) for fitted, scored in fits(statistics)]
-    noise = [np.concatenate([rules.per_image(blend_outputs[scored], bench.int8_tflite_outputs(
-        float_model, activation_ranges(fitted, method), blends[scored]))[1] for fitted, scored in scored_fits])
-             for method in CANDIDATES]
-    return {"fold_of": np.concatenate([[fit] * len(scored) for fit, (_, scored) in enumerate(scored_fits)]),
-            "signal": np.concatenate([rules.per_image(blend_outputs[scored], blend_outputs[scored])[0]
-                                      for _, scored in scored_fits]), "noise": np.array(noise)}
+    return blend_numbers(bench, float_model, [(fitted, blends[list(scored)], blend_outputs[list(scored)])
+                                              for fitted, scored in fits(statistics)])
+
+
+SAVED_LAYOUTS = (*LAYOUTS, *BLEND_WEIGHTS, "mixed_fold")  # every layout whose numbers a row may have saved
 
 
 def layout_saver(layout):
@@ -481,10 +482,16 @@ def layout_saver(layout):
 def measure_layouts(models, layouts=tuple(LAYOUTS), protocol="unseen"):
     models = None if models is None else list(models)
     for layout in layouts:
-        measure = (measure_fold_blends if layout == "mixed_fold" else
-                   (lambda *args, layout=layout: measure_mixed(*args, weights=BLEND_WEIGHTS[layout]))
-                   if layout in BLEND_WEIGHTS else (lambda *args, layout=layout: measure_layout(layout, *args)))
-        auto_rules().measure(models, (protocol,), measure, layout_saver(layout))
+        auto_rules().measure(models, (protocol,), layout_measure(layout), layout_saver(layout))
+
+
+def layout_measure(layout):
+    """What measures one subset's numbers in `layout` (a fold layout, or blends)."""
+    if layout == "mixed_fold":
+        return measure_fold_blends
+    if layout in BLEND_WEIGHTS:
+        return lambda *args: measure_mixed(*args, weights=BLEND_WEIGHTS[layout])
+    return lambda *args: measure_layout(layout, *args)
 
 
 def every_softmax_row():
