@@ -581,6 +581,11 @@ if __name__ == "__main__":
         measure_layouts(extra_models(), layouts)
         measure_layouts(fresh_models(), layouts)
         measure_layouts(extrapolation_check_models(), layouts)
+        measure_layouts(rules.calibration_benchmark().mnist_models(), layouts, protocol="mnist")
+        sys.exit(0)
+    elif sys.argv[1:2] == ["layouts_mnist"]:  # the same on the MNIST rows alone
+        measure_layouts(rules.calibration_benchmark().mnist_models(), tuple(sys.argv[2:]) or tuple(LAYOUTS),
+                        protocol="mnist")
         sys.exit(0)
     elif sys.argv[1:2] in (["mixed"], ["mixed_half"], ["mixed_fold"]):  # saves arrays only, softmax heads only
         measure_layouts(every_softmax_row(), (sys.argv[1],))

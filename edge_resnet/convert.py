@@ -163,11 +163,12 @@ def check_config(config):
         raise ConfigError("--accuracy-control meets --max-accuracy-drop or --min-agreement with float32 parts: give "
                           "one of them")
     budget = " and ".join(flag for flag, asked in (("--min-sqnr", config.min_sqnr is not None),
+                                                   ("--min-sqnr-gain", config.min_sqnr_gain is not None),
                                                    ("--accuracy-control", config.accuracy_control)) if asked)
-    if config.min_sqnr is not None:
+    if config.min_sqnr is not None or config.min_sqnr_gain is not None:
         from .quantize.mixed import check_budget
 
-        check_budget(config.min_sqnr)
+        check_budget(config.min_sqnr, config.min_sqnr_gain)
     if budget and config.target:
         raise ConfigError(f"--target compiles a fully integer model for the NPU and {budget} may keep parts in "
                           "float32 (they would fall back to the CPU there): give one or the other")
@@ -318,7 +319,7 @@ def recipe_for(mode, config):
     from .quantize.recipe import QuantizationRecipe
 
     int8_options = ("input_type", "output_type", "calibration_method", "percentile", "extrapolation", "min_sqnr",
-                    "fallback_precision")
+                    "min_sqnr_gain", "fallback_precision")
     if config.accuracy_control:
         int8_options += ("max_accuracy_drop", "min_agreement")
     overrides = {key: getattr(config, key) for key in int8_options

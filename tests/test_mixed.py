@@ -86,16 +86,17 @@ def hybrid_convolutions(path):
 
 
 def test_dynamic_parts_keep_int8_weights_on_xnnpack_and_float32_parts_do_not(data):
+    """Each asked as a gain over full int8 (--min-sqnr-gain): one call, the level made of it recorded."""
     folder, float_model, evaluation = data
-    assert quantize(data, "dynamic_probe.tflite", "--min-sqnr", "1").returncode == 0  # the full-int8 held-out score
-    start = read_record(folder / "dynamic_probe.tflite")["mixed_precision"]
-    budget = start["steps"][0]["sqnr_db"] + 1.0
     for precision in ("dynamic", "float32"):
-        result = quantize(data, f"{precision}.tflite", "--min-sqnr", f"{budget:.2f}", "--fallback-precision",
-                          precision)
+        result = quantize(data, f"{precision}.tflite", "--min-sqnr-gain", "1", "--fallback-precision", precision)
         assert result.returncode == 0, result.stderr
         record = read_record(folder / f"{precision}.tflite")["mixed_precision"]
+        budget = record["steps"][0]["sqnr_db"] + 1.0  # full int8 on the held-out images, plus the gain
+        assert record["budget"]["min_sqnr_gain"] == 1.0 and record["budget_sqnr_db"] == pytest.approx(budget)
+        assert f"--min-sqnr-gain 1 ({budget:.2f} dB)" in result.stdout
         assert record["met"] and record["precision"] == precision and record["float_parts"]
+        assert mixed.chosen_step(record)["sqnr_db"] >= budget
         assert all(step["fully_delegated"] for step in record["steps"])
         structure = inspect_tflite(folder / f"{precision}.tflite")
         assert structure.fully_delegated and structure.input_dtype == "int8" and structure.output_dtype == "int8"
@@ -181,8 +182,11 @@ def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, 
     (["--min-sqnr", "0"], "--min-sqnr is the output SQNR"),
     (["--min-sqnr", "nan"], "--min-sqnr is the output SQNR"),
     (["--min-sqnr", "30", "--quantize", "float16"], "needs --quantize int8"),
-    (["--fallback-precision", "dynamic"], "give --min-sqnr, --max-accuracy-drop or --min-agreement"),
+    (["--fallback-precision", "dynamic"], "give --min-sqnr, --min-sqnr-gain, --max-accuracy-drop or --min-agreement"),
     (["--fallback-precision", "half"], "invalid choice"),
+    (["--min-sqnr-gain", "0"], "--min-sqnr-gain is the output SQNR to gain over full int8"),
+    (["--min-sqnr-gain", "inf"], "--min-sqnr-gain is the output SQNR to gain over full int8"),
+    (["--min-sqnr-gain", "3", "--min-sqnr", "30"], "give --min-sqnr DB (a level) or --min-sqnr-gain DB"),
 ])
 def test_bad_budgets_are_one_line(data, options, problem):
     folder, float_model, _ = data
@@ -284,8 +288,25 @@ def test_convert_reports_the_search_step_by_step(tmp_path, monkeypatch):
 
 
 def test_convert_min_sqnr_needs_int8(tmp_path):
-    result = run_in_process("convert", "--quantize", "float16", "--min-sqnr", "30", "--output", tmp_path / "out")
-    assert result.returncode == 2 and "--min-sqnr: float32 parts are kept in the int8 artifacts only" in result.stderr
+    for flag, value in (("--min-sqnr", "30"), ("--min-sqnr-gain", "3")):
+        result = run_in_process("convert", "--quantize", "float16", flag, value, "--output", tmp_path / "out")
+        assert result.returncode == 2 and f"{flag}: float32 parts are kept in the int8 artifacts only" in result.stderr
+    result = run_in_process("convert", "--min-sqnr", "30", "--min-sqnr-gain", "3", "--output", tmp_path / "out")
+    assert result.returncode == 2 and "not both" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_gain_over_full_int8_becomes_a_level_once_full_int8_is_measured():
+    gain = mixed.Budget(min_sqnr_gain=3.0)
+    assert gain.flags() == "--min-sqnr-gain 3"
+    full_int8 = mixed.Step((), 27.5, 1.0, None, 0, 1.0, True)
+    level = gain.over(full_int8)
+    assert level.min_sqnr == 30.5 and level.flags() == "--min-sqnr-gain 3 (30.50 dB)"
+    assert level.over(mixed.Step((), 40.0, 1.0, None, 0, 1.0, True)) == level  # made once, for every search after
+    assert level.shortfalls(mixed.Step(("stem",), 30.4, 1.0, None, 2, 1.0, True), full_int8)
+    assert not level.shortfalls(mixed.Step(("stem",), 30.6, 1.0, None, 2, 1.0, True), full_int8)
+    assert mixed.Budget(min_sqnr=30.0).over(full_int8).min_sqnr == 30.0
+    assert mixed.Budget.of_record({"budget": level.to_dict()}) == level
 
 
 def test_an_unmet_budget_is_never_described_as_met():
@@ -314,7 +335,8 @@ def test_accuracy_budgets_are_met_on_labelled_held_out_images_and_help_on_unseen
     assert full.returncode == 0 and result.returncode == 0, result.stderr
     record = read_record(folder / "clipped_budget.tflite")["mixed_precision"]
     first, chosen = record["steps"][0], mixed.chosen_step(record)
-    assert record["budget"] == {"min_sqnr": None, "max_accuracy_drop": 0.0, "min_agreement": 1.0}
+    assert record["budget"] == {"min_sqnr": None, "max_accuracy_drop": 0.0, "min_agreement": 1.0,
+                                "min_sqnr_gain": None}
     assert first["agreement"] < 1 and first["accuracy_drop_points"] > 0  # full int8 misses it
     assert record["met"] and chosen["agreement"] == 1.0 and chosen["accuracy_drop_points"] <= 0
     assert record["float_parts"] and record["shortfalls"] == []
@@ -340,7 +362,7 @@ def test_an_accuracy_drop_budget_needs_labelled_calibration_images(data):
     (["--accuracy-control", "--min-agreement", "0.9", "--target", "ethos-u55-128"], "give one or the other"),
     (["--min-sqnr", "30", "--fallback-precision", "dynamic"], "the int8 ONNX keeps the parts a budget needs in float32"),
     (["--quantize", "float16", "--fallback-precision", "float32"], "apply to --quantize int8 only"),
-    (["--fallback-precision", "float32"], "give --min-sqnr, --max-accuracy-drop or --min-agreement"),
+    (["--fallback-precision", "float32"], "give --min-sqnr, --min-sqnr-gain, --max-accuracy-drop or --min-agreement"),
 ])
 def test_convert_accuracy_control_refuses_what_it_cannot_do(tmp_path, options, problem):
     result = run_in_process("convert", *options, "--output", tmp_path / "out")
@@ -363,7 +385,8 @@ def test_convert_accuracy_control_meets_the_drop_gate_on_held_out_images_first(d
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     (name, record), = report["mixed_precision"].items()
     first, chosen = record["steps"][0], mixed.chosen_step(record)
-    assert record["budget"] == {"min_sqnr": None, "max_accuracy_drop": 0.0, "min_agreement": None}
+    assert record["budget"] == {"min_sqnr": None, "max_accuracy_drop": 0.0, "min_agreement": None,
+                                "min_sqnr_gain": None}
     assert first["accuracy_drop_points"] > 0 and record["met"] and chosen["accuracy_drop_points"] <= 0
     drop = next(candidate["top1_drop_points"] for candidate in report["parity"]["candidates"]
                 if candidate["name"] == name)

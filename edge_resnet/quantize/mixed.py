@@ -1,5 +1,8 @@
 """An accuracy budget met with few float32 operators (`--min-sqnr DB`,
-`--max-accuracy-drop POINTS`, `--min-agreement FRACTION`).
+`--min-sqnr-gain DB`, `--max-accuracy-drop POINTS`, `--min-agreement
+FRACTION`). A gain is made a level once full int8 is measured (Budget.over):
+full int8's held-out SQNR plus the gain, the same level for every search of
+the artifact after it.
 
 When the full-int8 artifact falls short of what a user needs,
 parts of the network are kept in float32 until the budget is met: in the
@@ -121,6 +124,15 @@ class Budget:
     min_sqnr: float = None  # output SQNR against the float model, dB
     max_accuracy_drop: float = None  # top-1 points lost against the float model (needs labels)
     min_agreement: float = None  # fraction of images whose top-1 is the float model's
+    # output SQNR over full int8's on the same held-out images, dB: the search sets min_sqnr from it (over())
+    min_sqnr_gain: float = None
+
+    def over(self, full_int8):
+        """This budget with a gain over full int8 made a level: `full_int8`
+        (the search's first Step) plus the gain; unchanged without a gain."""
+        if self.min_sqnr_gain is None or self.min_sqnr is not None:  # no gain, or made a level already
+            return self
+        return replace(self, min_sqnr=full_int8.judged_db + self.min_sqnr_gain)
 
     def shortfalls(self, step, full_int8=None):
         """What `step` misses of the budget, a phrase each; none: met.
@@ -161,9 +173,13 @@ class Budget:
 
     def flags(self):
         """The budget as the options that ask for it."""
-        given = (("--min-sqnr", self.min_sqnr), ("--max-accuracy-drop", self.max_accuracy_drop),
-                 ("--min-agreement", self.min_agreement))
-        return " ".join(f"{flag} {value:g}" for flag, value in given if value is not None)
+        sqnr = ("--min-sqnr", self.min_sqnr)
+        if self.min_sqnr_gain is not None:
+            level = "" if self.min_sqnr is None else f" ({self.min_sqnr:.2f} dB)"
+            sqnr = ("--min-sqnr-gain", f"{self.min_sqnr_gain:g}{level}")
+        given = (sqnr, ("--max-accuracy-drop", self.max_accuracy_drop), ("--min-agreement", self.min_agreement))
+        return " ".join(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+                        for flag, value in given if value is not None)
 
     def to_dict(self):
         return asdict(self)
@@ -550,9 +566,15 @@ def parts_in_order(operator_names):
     return {part: tuple(names) for part, names in parts.items()}
 
 
-def check_budget(min_sqnr):
+def check_budget(min_sqnr, min_sqnr_gain=None):
     if min_sqnr is not None and not (np.isfinite(min_sqnr) and 0 < min_sqnr < 200):
         raise ConfigError(f"--min-sqnr is the output SQNR to reach, in dB (e.g. 30). Received: {min_sqnr}")
+    if min_sqnr_gain is not None and not (np.isfinite(min_sqnr_gain) and 0 < min_sqnr_gain < 100):
+        raise ConfigError(f"--min-sqnr-gain is the output SQNR to gain over full int8, in dB (e.g. 3). Received: "
+                          f"{min_sqnr_gain}")
+    if min_sqnr is not None and min_sqnr_gain is not None:
+        raise ConfigError("give --min-sqnr DB (a level) or --min-sqnr-gain DB (over full int8 on the same held-out "
+                          "images), not both")
 
 
 def check_accuracy_terms(max_accuracy_drop=None, min_agreement=None):
@@ -653,6 +675,7 @@ def search_tflite_parts(float_model, statistics, calibration, recipe, method, bu
         searches.append(search_float_parts(float_model, statistics, calibration, recipe, method, budget, log,
                                            tflite_route(float_model, recipe, precision),
                                            demote=recipe.fallback_precision == "auto" and precision == "float32"))
+        budget = searches[-1].budget  # a gain over full int8 made a level: the same level for what follows
         if searches[-1].met or searches[-1].capped:
             break
     kept = max(searches, key=lambda search: budget.standing(search.chosen, search.steps[0]))
@@ -708,7 +731,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     from ..device.bench import benchmark
     from .selection import calibration_inputs, float_reference, no_folds_reason
 
-    check_budget(budget.min_sqnr)
+    check_budget(budget.min_sqnr if budget.min_sqnr_gain is None else None, budget.min_sqnr_gain)
     if calibration is None:
         raise ConfigError(f"{budget.flags()} runs candidates on held-out calibration images: give --calibration PATH "
                           "(the images the statistics came from)")
@@ -786,6 +809,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         log(f"      {note}")
     full_int8 = evaluated(())  # step() reads it
     steps = [step((), full_int8)]
+    budget = budget.over(steps[0])
     log(f"      {budget.flags()}: full int8 gives {measured_text(steps[0].to_dict(), budget)} on {len(inputs)} "
         "held-out calibration images")
     alone, stopped = {}, None

@@ -52,6 +52,7 @@ class QuantizationRecipe:
     min_sqnr: float = None
     max_accuracy_drop: float = None
     min_agreement: float = None
+    min_sqnr_gain: float = None  # output SQNR over full int8's on the same held-out images (a level made of it)
     # what the parts a budget needs run in, in the TFLite (mixed.PRECISIONS; the ONNX keeps them in float32):
     # auto tries dynamic-range int8 first, float32 when that cannot meet the budget
     fallback_precision: str = "auto"
@@ -73,7 +74,7 @@ class QuantizationRecipe:
         if budget is not None:
             from .mixed import check_accuracy_terms, check_budget
 
-            check_budget(self.min_sqnr)
+            check_budget(self.min_sqnr, self.min_sqnr_gain)
             check_accuracy_terms(self.max_accuracy_drop, self.min_agreement)
             if self.mode != "int8":
                 raise ConfigError(f"{budget.flags()} keeps parts of an int8 model in float32: it needs --quantize int8")
@@ -82,7 +83,8 @@ class QuantizationRecipe:
                               f"{self.fallback_precision!r}")
         if self.fallback_precision != "auto" and budget is None:
             raise ConfigError("--fallback-precision says what the parts an accuracy budget needs run in: give "
-                              "--min-sqnr, --max-accuracy-drop or --min-agreement (on convert, with --accuracy-control)")
+                              "--min-sqnr, --min-sqnr-gain, --max-accuracy-drop or --min-agreement (on convert, "
+                              "with --accuracy-control)")
         for field, allowed in (
             ("onnx_activation_type", ACTIVATION_TYPES),
             ("onnx_format", ONNX_FORMATS),
@@ -108,7 +110,7 @@ class QuantizationRecipe:
         """The mixed-precision Budget asked for, or None (full int8)."""
         from .mixed import Budget
 
-        terms = (self.min_sqnr, self.max_accuracy_drop, self.min_agreement)
+        terms = (self.min_sqnr, self.max_accuracy_drop, self.min_agreement, self.min_sqnr_gain)
         return None if all(term is None for term in terms) else Budget(*terms)
 
     def describe(self, artifact_format="tflite", activation_ranges=None):
@@ -137,7 +139,7 @@ class QuantizationRecipe:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown recipe fields: {', '.join(unknown)}")
-        budgets = ("min_sqnr", "max_accuracy_drop", "min_agreement")
+        budgets = ("min_sqnr", "max_accuracy_drop", "min_agreement", "min_sqnr_gain")
         if "fallback_precision" not in data and any(data.get(name) is not None for name in budgets):
             data = {**data, "fallback_precision": "float32"}  # recorded before dynamic-range parts: float32 parts
         return cls(**data)

@@ -42,6 +42,10 @@ class QuantizationRequest:
                              help="int8: keep the fewest network parts out of int8 (--fallback-precision) that "
                                   "bring the output SQNR on "
                                   "held-out calibration images to DB (exit 1 if even all of them cannot)")
+    min_sqnr_gain: float = option("--min-sqnr-gain", default=None, type=float, metavar="DB",
+                                  help="int8: as --min-sqnr, with the level full int8's output SQNR on the same "
+                                       "held-out images plus DB (what carries over to other images better than a "
+                                       "level)")
     fallback_precision: str = option("--fallback-precision", default=None, choices=FALLBACK_PRECISIONS,
                                      help="with a budget: what the parts it needs run in, in the TFLite (default: "
                                           "auto, dynamic first): dynamic (int8 weights, activations quantized per "
@@ -98,7 +102,7 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
             raise ConfigError("--calibration-method, --percentile and --extrapolation apply to --quantize int8 only")
         io_types = {key: value for key, value in (("input_type", self.input_type), ("output_type", self.output_type))
                     if value}
-        for budget in ("min_sqnr", "max_accuracy_drop", "min_agreement", "fallback_precision"):
+        for budget in ("min_sqnr", "min_sqnr_gain", "max_accuracy_drop", "min_agreement", "fallback_precision"):
             if getattr(self, budget) is not None:
                 io_types[budget] = getattr(self, budget)
         return QuantizationRecipe.for_mode(self.quantize, per_channel=self.per_channel,
