@@ -294,6 +294,11 @@ def test_convert_min_sqnr_needs_int8(tmp_path):
     result = run_in_process("convert", "--min-sqnr", "30", "--min-sqnr-gain", "3", "--output", tmp_path / "out")
     assert result.returncode == 2 and "not both" in result.stderr
     assert not (tmp_path / "out").exists()
+    from edge_resnet.convert import ConvertConfig, recipe_for
+
+    config = ConvertConfig(min_sqnr_gain=3.0)  # each int8 artifact's search gets it (over its own full int8)
+    assert recipe_for("int8", config).budget() == mixed.Budget(min_sqnr_gain=3.0)
+    assert recipe_for("float16", config).budget() is None
 
 
 def test_a_gain_over_full_int8_becomes_a_level_once_full_int8_is_measured():
