@@ -203,8 +203,8 @@ def chooser_lines(choosers):
         return []
     names = list(dict.fromkeys(name for row in choosers for name in row if name != "model"))
     lines = ["", "## Other choosers replayed on the same numbers", "",
-             "Command: `python benchmarks/choice_noise.py layouts halves` (each row's held-out numbers in the "
-             "halves layout), then `python benchmarks/choice_noise.py choosers` (no model runs: the per-image numbers "
+             "Command: `python benchmarks/choice_noise.py layouts halves` and `... layouts three_fit` (each row's "
+             "held-out numbers in those layouts; `... layouts_mnist halves` for the MNIST rows alone), then `python benchmarks/choice_noise.py choosers` (no model runs: the per-image numbers "
              "saved by the commands above). Every chooser picks among the int8 TFLite's candidates (no extrapolated "
              "on a softmax head). \"Shipped\": `auto` as it was when measured (ranges from one quarter of the "
              "calibration images, scored on the other three, two such fits, the mean of their dB). \"Ranges from "
