@@ -11,7 +11,8 @@ digits and MNIST), the rule `auto` chose for the subset: its held-out level
 in each layout against what its ranges from all 200 images score on the
 subset's evaluation images (the artifact a user ships). Replayed from the
 per-image numbers choice_noise.py saved (`python benchmarks/choice_noise.py
-layouts three_fit`, `... layouts_mnist halves`): nothing is run here.
+layouts halves`, `... layouts three_fit`, `... layouts_mnist halves`):
+nothing is run here.
 
 Beside it, how far the evaluation level itself moves: the same artifact's
 SQNR on random halves of the evaluation images against all of them.
@@ -99,8 +100,8 @@ LAYOUT_TEXT = {"three_fit": "three folds fit, one scores (the `--min-sqnr` searc
 def markdown(result):
     lines = ["# The budget's level: held-out calibration images against the evaluation images", "",
              "Command: `python benchmarks/budget_level.py` (replays the per-image numbers saved by "
-             "`python benchmarks/choice_noise.py layouts three_fit` and `... layouts_mnist halves`, on top of the "
-             "rows of benchmarks/results/choice_noise.md). Per calibration subset, the rule `auto` chose: its "
+             "`python benchmarks/choice_noise.py layouts halves`, `... layouts three_fit` and `... layouts_mnist "
+             "halves`, on top of the rows of benchmarks/results/choice_noise.md). Per calibration subset, the rule `auto` chose: its "
              "held-out SQNR in each fold layout against what its ranges from all 200 images score on the "
              "subset's evaluation images (298 digits, 1250 MNIST). Gap = held-out - evaluation; "
              f"\"evaluation below\" = the evaluation level more than {BELOW_DB:g} dB under the held-out one "
@@ -113,6 +114,8 @@ def markdown(result):
                 lines.append(f"| {group} | {LAYOUT_TEXT[layout]} | {numbers['subsets']} | "
                              f"{numbers['mean_gap_db']:+.2f} | {numbers['mean_abs_gap_db']:.2f} | "
                              f"{numbers['evaluation_below_share']:.0%} | {numbers['evaluation_above_share']:.0%} |")
+    if result["missing"]:
+        lines += ["", f"Rows without saved numbers for full int8 or three_fit (left out): {', '.join(result['missing'])}."]
     every = {layout: numbers for layout, numbers in result["summary"]["every row"].items() if numbers}
     closest = min(every, key=lambda layout: every[layout]["mean_abs_gap_db"])
     lines += ["", f"Closest on every row: {LAYOUT_TEXT[closest]} ({every[closest]['mean_abs_gap_db']:.2f} dB off on "

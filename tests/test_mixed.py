@@ -802,3 +802,36 @@ def test_a_recipe_recorded_before_dynamic_parts_keeps_its_float32_parts():
     assert QuantizationRecipe.from_dict(QuantizationRecipe(min_sqnr=30).to_dict()).fallback_precision == "auto"
     no_budget = {key: value for key, value in QuantizationRecipe().to_dict().items() if key != "fallback_precision"}
     assert QuantizationRecipe.from_dict(no_budget).fallback_precision == "auto"
+
+
+def test_a_gain_is_made_a_level_once_for_every_search_of_the_artifact(monkeypatch):
+    """`auto` searches dynamic-range parts, then float32 ones, then the head
+    under a float32 output: all at the level made of the first search's full
+    int8, and the float32-output line names that level."""
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+
+    asked, full_int8_db = [], iter([27.5, 28.0])  # each search's own full int8 (a later one's is ignored)
+
+    def search(float_model, statistics, calibration, recipe, method, budget, log, route=None, demote=False):
+        asked.append(budget)
+        full_int8 = mixed.Step((), next(full_int8_db), 1.0, None, 0, 1.0, True)
+        return mixed.MixedSearch(budget.over(full_int8), 200, (full_int8,), {}, {}, {"head": "int8 output"},
+                                 "every part tried is in float32", precision=route)
+
+    def head_alone(float_model, statistics, calibration, recipe, method, budget):
+        asked.append(budget)
+        head = mixed.Step(("head",), 31.0, 1.0, None, 2, 1.0, True)
+        return mixed.MixedSearch(budget, 200, (mixed.Step((), 29.0, 1.0, None, 0, 1.0, True), head), {}, {}, {},
+                                 "budget met", precision="float32")
+
+    monkeypatch.setattr(mixed, "search_float_parts", search)
+    monkeypatch.setattr(mixed, "head_with_float_output", head_alone)
+    monkeypatch.setattr(mixed, "tflite_route", lambda float_model, recipe, precision: precision)
+    lines = []
+    kept = mixed.search_tflite_parts(b"", None, None, QuantizationRecipe(min_sqnr_gain=3.0), None,
+                                     mixed.Budget(min_sqnr_gain=3.0), lines.append)
+    assert [budget.min_sqnr for budget in asked] == [None, 30.5, 30.5]
+    assert kept.budget.min_sqnr == 30.5 and not kept.met and kept.float_output["met"]
+    assert "--output-type float32 meets --min-sqnr 30.50 with head in float32" in lines[-1]
+    assert "--output-type float32 --min-sqnr 30.50 meets it with head in float32" in mixed.unmet_line(kept.record(),
+                                                                                                   "x.tflite")

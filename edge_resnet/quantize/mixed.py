@@ -140,7 +140,8 @@ class Budget:
         budget needs a gain at all (if it does, a fragile one does not count)."""
         missed = []
         if self.min_sqnr is not None and step.judged_db < self.min_sqnr:
-            missed.append(f"output SQNR {step.judged_db:.1f} dB{' (estimated)' * step.estimated} < {self.min_sqnr:g}")
+            missed.append(f"output SQNR {step.judged_db:.1f} dB{' (estimated)' * step.estimated} < "
+                          f"{self.level_text()}")
         if self.max_accuracy_drop is not None and step.accuracy_drop_points > self.max_accuracy_drop:
             missed.append(f"top-1 drop {step.accuracy_drop_points:.1f} points > {self.max_accuracy_drop:g}")
         if self.min_agreement is not None and step.agreement < self.min_agreement:
@@ -171,15 +172,30 @@ class Budget:
                     "budget")
         return None
 
+    def level_text(self):
+        """The SQNR level: as asked, or as made of a gain (to two decimals, as the lines show it)."""
+        return f"{self.min_sqnr:g}" if self.min_sqnr_gain is None else f"{self.min_sqnr:.2f}"
+
     def flags(self):
-        """The budget as the options that ask for it."""
-        sqnr = ("--min-sqnr", self.min_sqnr)
+        """The budget as the options that ask for it (a gain with the level made of it)."""
+        given = []
         if self.min_sqnr_gain is not None:
-            level = "" if self.min_sqnr is None else f" ({self.min_sqnr:.2f} dB)"
-            sqnr = ("--min-sqnr-gain", f"{self.min_sqnr_gain:g}{level}")
-        given = (sqnr, ("--max-accuracy-drop", self.max_accuracy_drop), ("--min-agreement", self.min_agreement))
-        return " ".join(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
-                        for flag, value in given if value is not None)
+            level = "" if self.min_sqnr is None else f" ({self.level_text()} dB)"
+            given.append(f"--min-sqnr-gain {self.min_sqnr_gain:g}{level}")
+        elif self.min_sqnr is not None:
+            given.append(f"--min-sqnr {self.min_sqnr:g}")
+        given += [f"{flag} {value:g}" for flag, value in (("--max-accuracy-drop", self.max_accuracy_drop),
+                                                           ("--min-agreement", self.min_agreement))
+                  if value is not None]
+        return " ".join(given)
+
+    def as_level(self):
+        """The options that ask for the same SQNR as a level (a gain's level is another artifact's too)."""
+        return f"--min-sqnr {self.level_text()}" if self.min_sqnr_gain is not None else self.flags()
+
+    def check(self):
+        """Refuse what was asked (a level made of a gain is the search's, not asked)."""
+        check_budget(self.min_sqnr if self.min_sqnr_gain is None else None, self.min_sqnr_gain)
 
     def to_dict(self):
         return asdict(self)
@@ -493,16 +509,19 @@ def measured_text(step, budget):
 def unmet_line(record, artifact):
     """The one line for a budget the search could not meet."""
     float_output = record.get("with_float32_output")
+    budget = Budget.of_record(record)
     hint = ""
     if float_output and float_output["met"]:
-        hint = (f"; --output-type float32 meets it with {' and '.join(float_output['float_parts']) or 'no part'} "
-                "in float32")
+        # a gain's level: a float32 output's own full int8 is higher, so the same gain would ask more of it
+        level = f" {budget.as_level()}" if budget.min_sqnr_gain is not None else ""
+        hint = (f"; --output-type float32{level} meets it with "
+                f"{' and '.join(float_output['float_parts']) or 'no part'} in float32")
     capped = record_capped_text(record)
     if capped:
-        return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images "
+        return (f"{budget.flags()} not reached by {artifact} on held-out calibration images "
                 f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): {capped}"
                 f"{hint or uncapped_text(float_output)}")
-    return (f"{Budget.of_record(record).flags()} not reached by {artifact} on held-out calibration images "
+    return (f"{budget.flags()} not reached by {artifact} on held-out calibration images "
             f"({'; '.join(record.get('shortfalls') or ['below the budget'])}): the best found keeps "
             f"{len(record['float_parts'])} parts in {precision_of(record)}{hint}")
 
@@ -570,8 +589,8 @@ def check_budget(min_sqnr, min_sqnr_gain=None):
     if min_sqnr is not None and not (np.isfinite(min_sqnr) and 0 < min_sqnr < 200):
         raise ConfigError(f"--min-sqnr is the output SQNR to reach, in dB (e.g. 30). Received: {min_sqnr}")
     if min_sqnr_gain is not None and not (np.isfinite(min_sqnr_gain) and 0 < min_sqnr_gain < 100):
-        raise ConfigError(f"--min-sqnr-gain is the output SQNR to gain over full int8, in dB (e.g. 3). Received: "
-                          f"{min_sqnr_gain}")
+        raise ConfigError(f"--min-sqnr-gain is the output SQNR to gain over full int8, in dB, above 0 and below 100 "
+                          f"(e.g. 3). Received: {min_sqnr_gain}")
     if min_sqnr is not None and min_sqnr_gain is not None:
         raise ConfigError("give --min-sqnr DB (a level) or --min-sqnr-gain DB (over full int8 on the same held-out "
                           "images), not both")
@@ -714,7 +733,7 @@ def float_output_text(summary, budget):
     """The line on what --output-type float32 would give."""
     parts = " and ".join(summary["float_parts"]) or "no part"
     verdict = "meets" if summary["met"] else "does not meet"
-    return (f"--output-type float32 {verdict} {budget.flags()} with {parts} in float32: "
+    return (f"--output-type float32 {verdict} {budget.as_level()} with {parts} in float32: "
             f"{summary['held_out_db']:.1f} dB on the same held-out images, {summary['p50_ms']:.2f} ms here "
             f"(int8 output: {summary['int8_output_p50_ms']:.2f} ms with its parts, "
             f"{summary['int8_output_full_int8_p50_ms']:.2f} ms full int8)")
@@ -731,7 +750,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     from ..device.bench import benchmark
     from .selection import calibration_inputs, float_reference, no_folds_reason
 
-    check_budget(budget.min_sqnr if budget.min_sqnr_gain is None else None, budget.min_sqnr_gain)
+    budget.check()
     if calibration is None:
         raise ConfigError(f"{budget.flags()} runs candidates on held-out calibration images: give --calibration PATH "
                           "(the images the statistics came from)")

@@ -18,6 +18,7 @@ ACTIVATION_TYPES = ("int8", "uint8")
 ONNX_FORMATS = ("qdq", "qoperator")
 # what the parts an accuracy budget needs run in (mixed.PRECISIONS); auto: dynamic, then float32
 FALLBACK_PRECISIONS = ("auto", "dynamic", "float32")
+BUDGET_TERMS = ("min_sqnr", "min_sqnr_gain", "max_accuracy_drop", "min_agreement")  # fields of mixed.Budget
 ONNX_ROUTES = ("ort", "tflite")  # int8 ONNX by onnxruntime static quantization, or from the int8 TFLite
 MODE_DESCRIPTIONS = {
     "int8": "full integer: weights int8 symmetric per output channel, activations int8 per tensor",
@@ -110,8 +111,8 @@ class QuantizationRecipe:
         """The mixed-precision Budget asked for, or None (full int8)."""
         from .mixed import Budget
 
-        terms = (self.min_sqnr, self.max_accuracy_drop, self.min_agreement, self.min_sqnr_gain)
-        return None if all(term is None for term in terms) else Budget(*terms)
+        terms = {name: getattr(self, name) for name in BUDGET_TERMS}
+        return None if all(term is None for term in terms.values()) else Budget(**terms)
 
     def describe(self, artifact_format="tflite", activation_ranges=None):
         """One line saying what the quantization is, for this format;
@@ -139,8 +140,7 @@ class QuantizationRecipe:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown recipe fields: {', '.join(unknown)}")
-        budgets = ("min_sqnr", "max_accuracy_drop", "min_agreement", "min_sqnr_gain")
-        if "fallback_precision" not in data and any(data.get(name) is not None for name in budgets):
+        if "fallback_precision" not in data and any(data.get(name) is not None for name in BUDGET_TERMS):
             data = {**data, "fallback_precision": "float32"}  # recorded before dynamic-range parts: float32 parts
         return cls(**data)
 

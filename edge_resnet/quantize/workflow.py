@@ -9,8 +9,8 @@ from ..errors import ConfigError
 from ..model.source import MODEL_HELP, ModelRequest
 from ..options import option
 from .ranges import AUTO, DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
-from .recipe import (ACTIVATION_TYPES, FALLBACK_PRECISIONS, IO_TYPES, MODES, ONNX_FORMATS, ONNX_ROUTES,
-                     QuantizationRecipe)
+from .recipe import (ACTIVATION_TYPES, BUDGET_TERMS, FALLBACK_PRECISIONS, IO_TYPES, MODES, ONNX_FORMATS,
+                     ONNX_ROUTES, QuantizationRecipe)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,8 +44,8 @@ class QuantizationRequest:
                                   "held-out calibration images to DB (exit 1 if even all of them cannot)")
     min_sqnr_gain: float = option("--min-sqnr-gain", default=None, type=float, metavar="DB",
                                   help="int8: as --min-sqnr, with the level full int8's output SQNR on the same "
-                                       "held-out images plus DB (what carries over to other images better than a "
-                                       "level)")
+                                       "held-out images plus DB, above 0 and below 100 (a gain carries over to "
+                                       "other images more often than a level); not with --min-sqnr")
     fallback_precision: str = option("--fallback-precision", default=None, choices=FALLBACK_PRECISIONS,
                                      help="with a budget: what the parts it needs run in, in the TFLite (default: "
                                           "auto, dynamic first): dynamic (int8 weights, activations quantized per "
@@ -102,7 +102,7 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
             raise ConfigError("--calibration-method, --percentile and --extrapolation apply to --quantize int8 only")
         io_types = {key: value for key, value in (("input_type", self.input_type), ("output_type", self.output_type))
                     if value}
-        for budget in ("min_sqnr", "min_sqnr_gain", "max_accuracy_drop", "min_agreement", "fallback_precision"):
+        for budget in (*BUDGET_TERMS, "fallback_precision"):
             if getattr(self, budget) is not None:
                 io_types[budget] = getattr(self, budget)
         return QuantizationRecipe.for_mode(self.quantize, per_channel=self.per_channel,
