@@ -27,12 +27,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from auto_rules import db  # noqa: E402 (pooled output SQNR, as every calibration benchmark scores it)
 BELOW_DB = 1.0  # the level bar's slack: evaluation more than this below the held-out level misses it
 HALVES = 200  # random halves of the evaluation images per subset
-
-
-def db(signal, noise):
-    return float(10 * np.log10(np.sum(signal) / max(float(np.sum(noise)), 1e-30)))
 
 
 def saved(path):
@@ -137,7 +135,6 @@ def markdown(result):
 
 
 def main():
-    sys.path.insert(0, str(HERE))
     from common import RESULTS, use_repo_imports, write_results
 
     use_repo_imports()
