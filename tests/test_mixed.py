@@ -65,6 +65,9 @@ def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data)
     assert on_evaluation >= budget - 1.0 and on_evaluation > full_on_evaluation, \
         (budget, on_evaluation, full_on_evaluation)
     assert "--min-sqnr" in result.stdout and "met with" in result.stdout
+    # the level's standard error over the held-out images: a logits head's error is spread over the images
+    assert record["level_standard_error_db"] == chosen["sqnr_se_db"] > 0
+    assert ("not pinned" in result.stdout) == (chosen["sqnr_se_db"] >= mixed.PINNED_LEVEL_SE_DB)
     # what a float32 output would give, measured on the same held-out images: the head alone out of int8
     float_output = record["with_float32_output"]
     assert float_output["output_type"] == "float32" and set(float_output["float_parts"]) <= {"head"}
@@ -657,6 +660,10 @@ def test_a_softmax_head_is_judged_by_its_logits_and_their_gain_holds_on_images_i
     assert result.returncode == 0, result.stdout + result.stderr
     estimated_gain = check_judged_by_the_logits(read_record(folder / "mixed.tflite")["mixed_precision"], start, budget)
     assert "estimated from the logits" in result.stdout
+    # the estimate moves with full int8's measured level, which a few unsure images decide: not pinned by 200
+    record = read_record(folder / "mixed.tflite")["mixed_precision"]
+    assert record["level_standard_error_db"] == start["sqnr_se_db"] >= mixed.PINNED_LEVEL_SE_DB
+    assert "the held-out level is not pinned by these 200 images" in result.stdout
     gain = evaluation_logits_gain(tflite_outputs_and_logits, float_path, folder / "full.tflite",
                                   folder / "mixed.tflite", pixels)
     assert gain >= estimated_gain - 1.0, (estimated_gain, gain)
@@ -835,3 +842,40 @@ def test_a_gain_is_made_a_level_once_for_every_search_of_the_artifact(monkeypatc
     assert "--output-type float32 meets --min-sqnr 30.50 with head in float32" in lines[-1]
     assert "--output-type float32 --min-sqnr 30.50 meets it with head in float32" in mixed.unmet_line(kept.record(),
                                                                                                    "x.tflite")
+
+
+def test_the_level_s_standard_error_is_the_spread_of_the_sqnr_over_resamples_of_the_images():
+    from edge_resnet.quantize.selection import sqnr_of_sums
+
+    generator = np.random.default_rng(3)
+    signal = generator.uniform(50, 150, 400)
+    spread_noise = generator.uniform(0.5, 1.5, 400)
+    few_images_noise = spread_noise.copy()
+    few_images_noise[:4] = 60.0  # four images hold most of the error, as on a softmax head
+
+    def bootstrap_sd(noise):
+        draws = [generator.integers(0, 400, 400) for _ in range(500)]
+        return np.std([sqnr_of_sums(signal[draw].sum(), noise[draw].sum()) for draw in draws])
+
+    for noise in (spread_noise, few_images_noise):
+        assert mixed.sqnr_standard_error_of(signal, noise) == pytest.approx(bootstrap_sd(noise), rel=0.2)
+    assert mixed.sqnr_standard_error_of(signal, few_images_noise) > 5 * mixed.sqnr_standard_error_of(signal,
+                                                                                                       spread_noise)
+    assert mixed.sqnr_standard_error_of(signal[:1], spread_noise[:1]) is None
+    assert mixed.sqnr_standard_error_of(signal, np.zeros(400)) is None
+
+
+@pytest.mark.parametrize("budget, met, level_se, warned", [
+    ({"min_sqnr": 30.0}, True, 1.2, True),
+    ({"min_sqnr": 30.0}, True, 0.3, False),
+    ({"min_sqnr": 30.0}, False, 1.2, False),  # not met: the unmet line says what matters
+    ({"min_sqnr": 31.2, "min_sqnr_gain": 3.0}, True, 1.2, False),  # a gain is judged against full int8 alike
+    ({"min_agreement": 0.98}, True, 1.2, False),
+    ({"min_sqnr": 30.0}, True, None, False),  # recorded before the standard error was
+])
+def test_a_met_level_is_noted_when_its_standard_error_is_half_the_bar_s_slack(budget, met, level_se, warned):
+    record = {"budget": budget, "met": met, "held_out_images": 200, "level_standard_error_db": level_se}
+    text = mixed.unpinned_level_text(record)
+    assert (text is not None) == warned
+    if warned:
+        assert "200 images" in text and f"{level_se:.1f} dB" in text and "under 30;" in text

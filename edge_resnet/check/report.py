@@ -490,11 +490,12 @@ def fit_text(selection):
 
 def mixed_precision_lines(record):
     """The parts search as Markdown: what was kept out of int8 (float32 or dynamic-range int8), and each step's cost."""
-    from ..quantize.mixed import describe_record, precision_of
+    from ..quantize.mixed import describe_record, precision_of, unpinned_level_text
 
     steps = record["steps"]
     rows = [(step + 1, _step_change(steps[step - 1] if step else None, entry), len(entry["float_parts"]),
-             _out_of_int8(entry), _judged_text(entry), _fraction(entry.get("agreement")),
+             _out_of_int8(entry), _judged_text(entry), _standard_error(entry.get("sqnr_se_db")),
+             _fraction(entry.get("agreement")),
              _points(entry.get("accuracy_drop_points")), _count(entry.get("gain_images")),
              f"{entry['p50_ms']:.3g}", {True: "yes", False: "NO", None: "-"}[entry["fully_delegated"]])
             for step, entry in enumerate(steps)]
@@ -505,6 +506,9 @@ def mixed_precision_lines(record):
     if cap is not None:
         tried += f" The int8 head's own grids cap the output SQNR at {cap:.2f} dB on these images."
     float_output = record.get("with_float32_output")
+    unpinned = unpinned_level_text(record)
+    if unpinned:
+        tried += f" Note: {unpinned}."
     if float_output:
         from ..quantize.mixed import Budget, float_output_text
 
@@ -512,6 +516,7 @@ def mixed_precision_lines(record):
     return [describe_record(record) + ".", "", f"Measured on {record['held_out_images']} {record['scored_on']}"
             f"{judged}; latency: batch 1 on this machine.{tried}", "",
             *markdown_table(("step", f"part made {precision_of(record)} (or put back, or demoted)", "parts", "operators out of int8", "held-out SQNR dB",
+                             "its standard error dB (measured)",
                              "top-1 agreement", "top-1 drop (points)", "images holding half the gain", "p50 ms",
                              "whole graph on XNNPACK"), rows)]
 
@@ -548,6 +553,10 @@ def _judged_text(step):
     if step.get("estimated_sqnr_db") is None:
         return f"{step['sqnr_db']:.2f}"
     return f"{step['estimated_sqnr_db']:.2f} estimated ({step['sqnr_db']:.2f} measured)"
+
+
+def _standard_error(value):
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _fraction(value):

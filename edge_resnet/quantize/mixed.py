@@ -108,6 +108,10 @@ LATENCY_RUNS = 20
 # A gain whose half rests on this few images is overstated: a softmax's error sits in the few images it is unsure
 # of, and other images see a fraction of what a float part did there (benchmarks/results/mixed_precision.md)
 FRAGILE_GAIN_IMAGES = 3
+# A level budget (--min-sqnr) is pinned by the held-out images when their SQNR's standard error is under half the
+# evaluation bar's 1 dB slack (two standard errors): on the 120 calibration subsets of benchmarks/budget_level.py,
+# other images scored more than 1 dB under the held-out level on none of those below it and a third of the others
+PINNED_LEVEL_SE_DB = 0.5
 # What the parts a budget needs run in (--fallback-precision; `auto` tries dynamic, then float32)
 PRECISIONS = {"dynamic": "dynamic-range int8 (int8 weights, activations quantized per image at run time)",
               "float32": "float32"}
@@ -222,6 +226,7 @@ class Step:
     dynamic_operators: tuple = ()  # weight layers of float32 parts run in dynamic-range int8 (the budget holds)
     grid_db: float = None  # full int8 with an int8 head: the output SQNR its int8 grids alone leave (grid_sqnrs)
     output_grid_db: float = None  # ... and the int8 output's grid alone leaves (a softmax head's: no logits grid)
+    sqnr_se_db: float = None  # the standard error of sqnr_db over the held-out images (sqnr_standard_error_db)
 
     @classmethod
     def from_dict(cls, step):
@@ -239,6 +244,12 @@ class Step:
     def judged_db(self):
         """The output SQNR the search ranks steps by and an --min-sqnr budget judges."""
         return self.estimated_sqnr_db if self.estimated else self.sqnr_db
+
+    def judged_se_db(self, full_int8):
+        """The standard error of judged_db over the held-out images: a
+        softmax head's estimate moves with full int8's measured SQNR (its
+        logits gain is measured on every image), else its own."""
+        return full_int8.sqnr_se_db if self.estimated else self.sqnr_se_db
 
     @property
     def float32_operators(self):
@@ -267,6 +278,7 @@ class Scores:
     logits_db: float = None  # softmax head: the mean over images of each image's logits (the softmax's input) SQNR
     grid_db: float = None  # int8 head: the output SQNR its int8 grids alone leave (grid_sqnrs), a ceiling
     output_grid_db: float = None  # int8 head: the output SQNR the output's own grid alone leaves (grid_sqnrs)
+    sqnr_se_db: float = None  # the standard error of sqnr_db over these images (sqnr_standard_error_db)
 
 
 def scores(reference, outputs, labels=None, logits=None):
@@ -279,7 +291,30 @@ def scores(reference, outputs, labels=None, logits=None):
     if labels is not None:  # from whole counts, so a drop of 3 images in 50 is 6.0 points, not 6.000000000000005
         drop = 100.0 * int(np.sum(expected == labels) - np.sum(predicted == labels)) / len(labels)
     return Scores(output_sqnr_db(reference, outputs), int(np.sum(predicted == expected)) / len(expected), drop,
-                  per_image_mean_db(*logits) if logits is not None else None)
+                  per_image_mean_db(*logits) if logits is not None else None,
+                  sqnr_se_db=sqnr_standard_error_db(reference, outputs))
+
+
+def sqnr_standard_error_db(reference, outputs):
+    """The standard error (dB) of the output SQNR over these images as a
+    sample of the images the model will see: the pooled SQNR is
+    10 log10(total signal / total error), and to first order its spread
+    over resamples of the images is that of the mean of each image's signal
+    and error, each over its own mean (their difference). Where a few images
+    hold most of the error it is large: those few decide the level. None
+    for fewer than two images or no error at all."""
+    from .selection import per_image_errors
+
+    return sqnr_standard_error_of(*per_image_errors(reference, outputs))
+
+
+def sqnr_standard_error_of(signal, noise):
+    """sqnr_standard_error_db from each image's signal and squared error."""
+    signal, noise = np.asarray(signal, np.float64), np.asarray(noise, np.float64)
+    if len(signal) < 2 or not noise.sum() > 0 or not signal.sum() > 0:
+        return None
+    relative = signal / signal.mean() - noise / noise.mean()
+    return float(10 / np.log(10) * np.sqrt(np.var(relative, ddof=1) / len(signal)))
 
 
 def per_image_mean_db(reference, outputs):
@@ -431,6 +466,7 @@ class MixedSearch:
                 "dynamic_operators": list(chosen.dynamic_operators),
                 "not_tried": self.excluded, "gain_alone_db": self.alone_gain_db, "stopped": self.stopped,
                 "also_tried": list(self.also_tried), "with_float32_output": self.float_output,
+                "level_standard_error_db": chosen.judged_se_db(self.steps[0]),
                 "steps": [step.to_dict() for step in self.steps]}
 
 
@@ -476,6 +512,20 @@ def describe_record(record):
             f"{measured_text(chosen, budget)} vs {measured_text(first, budget)} full int8 on {images} held-out "
             f"calibration images; {chosen['p50_ms']:.2f} ms vs {first['p50_ms']:.2f} ms here"
             f"{support_text(chosen, images)}")
+
+
+def unpinned_level_text(record):
+    """A line when a met --min-sqnr level rests on too few images to hold
+    on others (its standard error is PINNED_LEVEL_SE_DB or more), else None.
+    A gain is judged against full int8 on the same images, so is not warned of."""
+    budget, se_db = Budget.of_record(record), record.get("level_standard_error_db")
+    if not record["met"] or budget.min_sqnr is None or budget.min_sqnr_gain is not None or se_db is None \
+            or se_db < PINNED_LEVEL_SE_DB:
+        return None
+    return (f"the held-out level is not pinned by these {record['held_out_images']} images: its standard error is "
+            f"{se_db:.1f} dB (a few images hold most of the error), so other images may score more than 1 dB under "
+            f"{budget.level_text()}; calibrate on more images, or ask a gain over full int8 (--min-sqnr-gain), "
+            "which is measured against full int8 on the same images")
 
 
 def full_int8_verdict(record):

@@ -175,9 +175,11 @@ def quantize_artifact(request, log=print):
 
         log(f"activation ranges: {describe_selection(record['activation_ranges'])}")
         if mixed:
-            from .mixed import describe_record
+            from .mixed import describe_record, unpinned_level_text
 
             log(describe_record(mixed))
+            if unpinned_level_text(mixed):
+                log(f"note: {unpinned_level_text(mixed)}")
     if request.target == ".tflite":
         from ..device.tflite_inspect import inspect_tflite
 
