@@ -920,8 +920,8 @@ def level_se_lines(results, searched_on):
              f"estimate, full int8's); pinned: under {PINNED_LEVEL_SE_DB:g} dB, where `quantize` and `convert` print "
              f"no note. Searched on {machine_text(searched_on)}; no latency is claimed here.", "",
              "| model | calibration images | budget dB | held-out full int8 -> kept (standard error) | pinned | "
-             "evaluation full int8 -> kept | met on evaluation within 1 dB | evaluation gain | parts out of int8 | "
-             "search s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "evaluation full int8 -> kept | met on evaluation within 1 dB | evaluation gain | parts out of int8 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for result in sorted(results, key=lambda result: (result["model"], result["calibration_images"])):
         level_se = result.get("level_standard_error_db")
         pinned = "-" if level_se is None or not result["met_on_held_out"] else \
@@ -933,7 +933,7 @@ def level_se_lines(results, searched_on):
         kept = f"{result['precision']}: {len(result['float_parts'])} parts" if result["float_parts"] else "none"
         lines.append(f"| {result['model']} | {result['calibration_images']} | {budget:.2f} | {held} ({se_text}) | "
                      f"{pinned} | {evaluation['full int8']:.2f} -> {evaluation['mixed']:.2f} | {met} | "
-                     f"{evaluation_gain_text(result)} | {kept} | {result['search_seconds']:.0f} |")
+                     f"{evaluation_gain_text(result)} | {kept} |")
     return lines
 
 

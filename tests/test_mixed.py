@@ -879,3 +879,4 @@ def test_a_met_level_is_noted_when_its_standard_error_is_half_the_bar_s_slack(bu
     assert (text is not None) == warned
     if warned:
         assert "200 images" in text and f"{level_se:.1f} dB" in text and "under 30;" in text
+        assert "at least 1200 images" in text  # 200 x (1.2 / 0.5)^2 = 1152

@@ -90,6 +90,7 @@ calibration images top-1 agreement moves in steps of one image and ties most
 parts, while the SQNR orders them; the budget decides when to stop.
 """
 
+import math
 import re
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -522,10 +523,18 @@ def unpinned_level_text(record):
     if not record["met"] or budget.min_sqnr is None or budget.min_sqnr_gain is not None or se_db is None \
             or se_db < PINNED_LEVEL_SE_DB:
         return None
-    return (f"the held-out level is not pinned by these {record['held_out_images']} images: its standard error is "
-            f"{se_db:.1f} dB (a few images hold most of the error), so other images may score more than 1 dB under "
-            f"{budget.level_text()}; calibrate on more images, or ask a gain over full int8 (--min-sqnr-gain), "
-            "which is measured against full int8 on the same images")
+    images = record["held_out_images"]
+    return (f"the held-out level is not pinned by these {images} images: its standard error is {se_db:.1f} dB (a few "
+            f"images hold most of the error), so other images may score more than 1 dB under {budget.level_text()}; "
+            f"calibrate on at least {images_to_pin(images, se_db)} images (the standard error falls no faster than "
+            "one over the square root of their number), or ask a gain over full int8 (--min-sqnr-gain), which is "
+            "measured against full int8 on the same images")
+
+
+def images_to_pin(images, se_db):
+    """How many images would bring a standard error of `se_db` on `images` under PINNED_LEVEL_SE_DB at best,
+    rounded up to a hundred."""
+    return int(math.ceil(images * (se_db / PINNED_LEVEL_SE_DB) ** 2 / 100) * 100)
 
 
 def full_int8_verdict(record):
