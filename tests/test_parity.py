@@ -39,6 +39,12 @@ def test_tally_metrics_on_known_values():
     assert summary["max_abs_error"] == 3.0
     assert summary["sqnr_db"] == pytest.approx(10 * np.log10(5 / 9))
     assert summary["cosine"] == pytest.approx((1 + 4 / (2 * np.sqrt(13))) / 2)
+    # per image: signal 1 and 4, error 0 and 9; each over its mean, their difference is +-0.4
+    assert summary["sqnr_standard_error_db"] == pytest.approx(10 / np.log(10) * np.sqrt(0.32 / 2))
+    in_two_batches = Tally(6)
+    for image in range(2):
+        in_two_batches.add(candidate[image:image + 1], reference[image:image + 1], np.array([image]))
+    assert in_two_batches.summary(labelled=True) == summary
 
 
 def test_int8_artifacts_keep_accuracy_on_held_out_digits(folded, test_split, artifacts):

@@ -46,6 +46,8 @@ class Tally:
     max_abs_error: float = 0.0
     per_class_total: np.ndarray = field(default=None)
     per_class_correct: np.ndarray = field(default=None)
+    image_signal: list = field(default_factory=list)  # each batch's per-image sums, for the SQNR's standard error
+    image_noise: list = field(default_factory=list)
 
     def __post_init__(self):
         self.per_class_total = np.zeros(self.classes, np.int64)
@@ -59,8 +61,10 @@ class Tally:
         self.top5_overlap += float(sum(len(set(a) & set(b)) for a, b in zip(top, top_ref)) / top.shape[1])
         norms = np.linalg.norm(logits, axis=1) * np.linalg.norm(reference, axis=1)
         self.cosine_sum += float(np.sum(np.sum(logits * reference, axis=1) / np.maximum(norms, 1e-30)))
-        self.signal_power += float(np.sum(reference**2))
-        self.noise_power += float(np.sum((logits - reference) ** 2))
+        self.image_signal.append(np.sum(reference**2, axis=1))
+        self.image_noise.append(np.sum((logits - reference) ** 2, axis=1))
+        self.signal_power += float(np.sum(self.image_signal[-1]))
+        self.noise_power += float(np.sum(self.image_noise[-1]))
         self.max_abs_error = max(self.max_abs_error, float(np.abs(logits - reference).max()))
         if labels is not None:
             correct = top[:, 0] == labels
@@ -81,8 +85,17 @@ class Tally:
             "top5_overlap": self.top5_overlap / n,
             "cosine": self.cosine_sum / n,
             "sqnr_db": sqnr,
+            "sqnr_standard_error_db": self.sqnr_standard_error_db(),
             "max_abs_error": self.max_abs_error,
         }
+
+    def sqnr_standard_error_db(self):
+        """How far the SQNR would move on other images like these (None without images or error)."""
+        from ..quantize.mixed import sqnr_standard_error_of
+
+        if not self.image_signal:
+            return None
+        return sqnr_standard_error_of(np.concatenate(self.image_signal), np.concatenate(self.image_noise))
 
     def class_accuracy(self):
         with np.errstate(invalid="ignore", divide="ignore"):

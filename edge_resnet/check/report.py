@@ -25,14 +25,21 @@ def _decibels(value):
 
 
 PARITY_COLUMNS = ("artifact", "runtime", "top-1", "drop (points)", "top-5", "top-1 agreement", "top-5 overlap",
-                  "cosine", "SQNR (dB)", "max abs error")
+                  "cosine", "SQNR (dB, ± its standard error over the images)", "max abs error")
 
 
 def parity_cells(candidate):
     m = candidate["metrics"]
     return (candidate["name"], candidate["runtime"], _percent(m["top1"]), _points(candidate["top1_drop_points"]),
             _percent(m["top5"]), _percent(m["top1_agreement"]), _percent(m["top5_overlap"]), f"{m['cosine']:.4f}",
-            _decibels(m["sqnr_db"]), f"{m['max_abs_error']:.3g}")
+            _decibels_with_error(m["sqnr_db"], m.get("sqnr_standard_error_db")), f"{m['max_abs_error']:.3g}")
+
+
+def _decibels_with_error(value, standard_error):
+    """An SQNR and how far it would move on other images like these (absent in older reports)."""
+    if value is None or standard_error is None:
+        return _decibels(value)
+    return f"{value:.1f} ±{standard_error:.1f}"
 
 
 def markdown_table(columns, rows):
