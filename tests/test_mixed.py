@@ -288,6 +288,11 @@ def test_convert_reports_the_search_step_by_step(tmp_path, monkeypatch):
     assert "Higher-precision parts for the accuracy budget" in (tmp_path / "out" / "report.html").read_text()
     onnx_free = json.loads((tmp_path / "out" / "resnet50_demo_int8.tflite.json").read_text())
     assert onnx_free["recipe"]["min_sqnr"] == 29.5
+    unpinned = {name: searched["met"] and searched["level_standard_error_db"] >= mixed.PINNED_LEVEL_SE_DB
+                for name, searched in report["mixed_precision"].items()}  # a level its images do not pin is noted
+    for name, noted in unpinned.items():
+        assert (f"note on {name}'s budget: the held-out level is not pinned" in result.stdout) == noted
+    assert markdown.count("Note: the held-out level is not pinned") == sum(unpinned.values())
 
 
 def test_convert_min_sqnr_needs_int8(tmp_path):
