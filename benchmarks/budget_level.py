@@ -38,7 +38,7 @@ from auto_rules import db  # noqa: E402 (pooled output SQNR, as every calibratio
 from common import use_repo_imports  # noqa: E402
 
 use_repo_imports()
-from edge_resnet.quantize.mixed import sqnr_standard_error_of  # noqa: E402
+from edge_resnet.quantize.selection import sqnr_standard_error_of  # noqa: E402
 BELOW_DB = 1.0  # the level bar's slack: evaluation more than this below the held-out level misses it
 HALVES = 200  # random halves of the evaluation images per subset
 BOOTSTRAP = 400  # resamples of the held-out images per subset, to check the standard error's formula

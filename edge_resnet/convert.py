@@ -679,8 +679,8 @@ def convert(config, log=print):
         from .quantize.mixed import unpinned_level_text
 
         for name, record in report["mixed_precision"].items():
-            if record and unpinned_level_text(record):
-                log(f"note on {name}'s budget: {unpinned_level_text(record)}")
+            if record and (note := unpinned_level_text(record)):
+                log(f"note on {name}'s budget: {note}")
     output = str(config.output).rstrip("/")
     log(f"wrote {len(report['files'])} files to {output}/ in {report['total_seconds']:.0f} s "
         f"(peak memory {report['peak_rss_mb']:.0f} MB): report.md, report.html, report.json")

@@ -850,7 +850,7 @@ def test_a_gain_is_made_a_level_once_for_every_search_of_the_artifact(monkeypatc
 
 
 def test_the_level_s_standard_error_is_the_spread_of_the_sqnr_over_resamples_of_the_images():
-    from edge_resnet.quantize.selection import sqnr_of_sums
+    from edge_resnet.quantize.selection import sqnr_of_sums, sqnr_standard_error_of
 
     generator = np.random.default_rng(3)
     signal = generator.uniform(50, 150, 400)
@@ -863,11 +863,12 @@ def test_the_level_s_standard_error_is_the_spread_of_the_sqnr_over_resamples_of_
         return np.std([sqnr_of_sums(signal[draw].sum(), noise[draw].sum()) for draw in draws])
 
     for noise in (spread_noise, few_images_noise):
-        assert mixed.sqnr_standard_error_of(signal, noise) == pytest.approx(bootstrap_sd(noise), rel=0.2)
-    assert mixed.sqnr_standard_error_of(signal, few_images_noise) > 5 * mixed.sqnr_standard_error_of(signal,
+        assert sqnr_standard_error_of(signal, noise) == pytest.approx(bootstrap_sd(noise), rel=0.2)
+    assert sqnr_standard_error_of(signal, few_images_noise) > 5 * sqnr_standard_error_of(signal,
                                                                                                        spread_noise)
-    assert mixed.sqnr_standard_error_of(signal[:1], spread_noise[:1]) is None
-    assert mixed.sqnr_standard_error_of(signal, np.zeros(400)) is None
+    assert sqnr_standard_error_of(signal[:1], spread_noise[:1]) is None
+    assert sqnr_standard_error_of(signal, np.zeros(400)) is None
+    assert sqnr_standard_error_of(signal, np.full(400, np.inf)) is None  # a diverging artifact: no number
 
 
 @pytest.mark.parametrize("budget, met, level_se, warned", [
@@ -885,3 +886,4 @@ def test_a_met_level_is_noted_when_its_standard_error_is_half_the_bar_s_slack(bu
     if warned:
         assert "200 images" in text and f"{level_se:.1f} dB" in text and "under 30;" in text
         assert "at least 1200 images" in text  # 200 x (1.2 / 0.5)^2 = 1152
+        assert "at least 300 images" in mixed.unpinned_level_text({**record, "level_standard_error_db": 0.5})

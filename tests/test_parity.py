@@ -331,3 +331,16 @@ def test_a_runner_note_reaches_the_report(folded, test_split, artifacts):
     result = compare(folded, [artifacts["onnx_ort"]], few, runners=[runner]).to_dict()
     assert result["candidates"][0]["note"] == runner.note
     assert runner.note in parity_details(result)
+
+
+def test_the_parity_table_shows_the_sqnr_with_its_standard_error_when_the_report_has_one():
+    from edge_resnet.check.report import parity_cells
+
+    metrics = {"top1": 0.9, "top5": 1.0, "top1_agreement": 0.99, "top5_overlap": 1.0, "cosine": 0.999,
+               "sqnr_db": 29.24, "sqnr_standard_error_db": 1.06, "max_abs_error": 0.5}
+    candidate = {"name": "a.tflite", "runtime": "LiteRT", "top1_drop_points": 0.5, "metrics": metrics}
+    assert "29.2 ±1.1" in parity_cells(candidate)
+    older = {**candidate, "metrics": {key: value for key, value in metrics.items() if key != "sqnr_standard_error_db"}}
+    assert "29.2" in parity_cells(older)  # a report written before the standard error was
+    exact = {**candidate, "metrics": {**metrics, "sqnr_db": None, "sqnr_standard_error_db": None}}
+    assert "exact" in parity_cells(exact)

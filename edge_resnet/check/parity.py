@@ -61,8 +61,11 @@ class Tally:
         self.top5_overlap += float(sum(len(set(a) & set(b)) for a, b in zip(top, top_ref)) / top.shape[1])
         norms = np.linalg.norm(logits, axis=1) * np.linalg.norm(reference, axis=1)
         self.cosine_sum += float(np.sum(np.sum(logits * reference, axis=1) / np.maximum(norms, 1e-30)))
-        self.image_signal.append(np.sum(reference**2, axis=1))
-        self.image_noise.append(np.sum((logits - reference) ** 2, axis=1))
+        from ..quantize.selection import per_image_errors  # numpy only, imported where used like the rest
+
+        signal, noise = per_image_errors(reference, logits)
+        self.image_signal.append(signal)
+        self.image_noise.append(noise)
         self.signal_power += float(np.sum(self.image_signal[-1]))
         self.noise_power += float(np.sum(self.image_noise[-1]))
         self.max_abs_error = max(self.max_abs_error, float(np.abs(logits - reference).max()))
@@ -91,7 +94,7 @@ class Tally:
 
     def sqnr_standard_error_db(self):
         """How far the SQNR would move on other images like these (None without images or error)."""
-        from ..quantize.mixed import sqnr_standard_error_of
+        from ..quantize.selection import sqnr_standard_error_of
 
         if not self.image_signal:
             return None

@@ -25,7 +25,7 @@ def _decibels(value):
 
 
 PARITY_COLUMNS = ("artifact", "runtime", "top-1", "drop (points)", "top-5", "top-1 agreement", "top-5 overlap",
-                  "cosine", "SQNR (dB, ± its standard error over the images)", "max abs error")
+                  "cosine", "SQNR dB (± standard error)", "max abs error")
 
 
 def parity_cells(candidate):

@@ -247,9 +247,10 @@ class Step:
         return self.estimated_sqnr_db if self.estimated else self.sqnr_db
 
     def judged_se_db(self, full_int8):
-        """The standard error of judged_db over the held-out images: a
-        softmax head's estimate moves with full int8's measured SQNR (its
-        logits gain is measured on every image), else its own."""
+        """The standard error of judged_db over the held-out images: its
+        own, or for a softmax head's estimate full int8's measured SQNR's,
+        which the estimate moves with (a lower bound: the logits gain,
+        measured on the same images, has a spread of its own, left out)."""
         return full_int8.sqnr_se_db if self.estimated else self.sqnr_se_db
 
     @property
@@ -297,25 +298,11 @@ def scores(reference, outputs, labels=None, logits=None):
 
 
 def sqnr_standard_error_db(reference, outputs):
-    """The standard error (dB) of the output SQNR over these images as a
-    sample of the images the model will see: the pooled SQNR is
-    10 log10(total signal / total error), and to first order its spread
-    over resamples of the images is that of the mean of each image's signal
-    and error, each over its own mean (their difference). Where a few images
-    hold most of the error it is large: those few decide the level. None
-    for fewer than two images or no error at all."""
-    from .selection import per_image_errors
+    """The standard error (dB) of the output SQNR of `outputs` against
+    `reference` over these images (selection.sqnr_standard_error_of)."""
+    from .selection import per_image_errors, sqnr_standard_error_of
 
     return sqnr_standard_error_of(*per_image_errors(reference, outputs))
-
-
-def sqnr_standard_error_of(signal, noise):
-    """sqnr_standard_error_db from each image's signal and squared error."""
-    signal, noise = np.asarray(signal, np.float64), np.asarray(noise, np.float64)
-    if len(signal) < 2 or not noise.sum() > 0 or not signal.sum() > 0:
-        return None
-    relative = signal / signal.mean() - noise / noise.mean()
-    return float(10 / np.log(10) * np.sqrt(np.var(relative, ddof=1) / len(signal)))
 
 
 def per_image_mean_db(reference, outputs):
@@ -521,7 +508,7 @@ def unpinned_level_text(record):
     A gain is judged against full int8 on the same images, so is not warned of."""
     budget, se_db = Budget.of_record(record), record.get("level_standard_error_db")
     if not record["met"] or budget.min_sqnr is None or budget.min_sqnr_gain is not None or se_db is None \
-            or se_db < PINNED_LEVEL_SE_DB:
+            or not se_db >= PINNED_LEVEL_SE_DB:
         return None
     images = record["held_out_images"]
     return (f"the held-out level is not pinned by these {images} images: its standard error is {se_db:.1f} dB (a few "
@@ -533,8 +520,8 @@ def unpinned_level_text(record):
 
 def images_to_pin(images, se_db):
     """How many images would bring a standard error of `se_db` on `images` under PINNED_LEVEL_SE_DB at best,
-    rounded up to a hundred."""
-    return int(math.ceil(images * (se_db / PINNED_LEVEL_SE_DB) ** 2 / 100) * 100)
+    rounded up to a hundred, and more than `images`."""
+    return max(int(math.ceil(images * (se_db / PINNED_LEVEL_SE_DB) ** 2 / 100) * 100), images + 100)
 
 
 def full_int8_verdict(record):

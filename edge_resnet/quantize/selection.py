@@ -286,6 +286,25 @@ def sqnr_db_of_arrays(signal, noise):
         return np.where(noise == 0, np.inf, 10 * np.log10(signal / np.where(noise == 0, 1.0, noise)))
 
 
+def sqnr_standard_error_of(signal, noise):
+    """The standard error (dB) of the pooled SQNR, 10 log10(total signal /
+    total error), of images with these per-image `signal` and squared
+    `noise`, as a sample of the images the model will see: to first order
+    its spread over resamples of the images is that of the mean of each
+    image's signal and error, each over its own mean (their difference).
+    Where a few images hold most of the error it is large: those few decide
+    the level. It counts the images' sampling only (not what chose the
+    ranges or the parts on them). None for fewer than two images, no
+    signal or error, or a non-finite one."""
+    signal, noise = np.asarray(signal, np.float64), np.asarray(noise, np.float64)
+    if len(signal) < 2 or not noise.sum() > 0 or not signal.sum() > 0:
+        return None
+    with np.errstate(invalid="ignore", over="ignore"):  # an infinite error: no number, below
+        relative = signal / signal.mean() - noise / noise.mean()
+        standard_error = float(10 / np.log(10) * np.sqrt(np.var(relative, ddof=1) / len(signal)))
+    return standard_error if np.isfinite(standard_error) else None
+
+
 def images_with_half_the_lead(minmax_errors, chosen_errors):
     """How few held-out images (each summed over the heats that scored it)
     hold half of what separates the chosen rule's squared error from

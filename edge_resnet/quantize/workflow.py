@@ -178,8 +178,8 @@ def quantize_artifact(request, log=print):
             from .mixed import describe_record, unpinned_level_text
 
             log(describe_record(mixed))
-            if unpinned_level_text(mixed):
-                log(f"note: {unpinned_level_text(mixed)}")
+            if note := unpinned_level_text(mixed):
+                log(f"note: {note}")
     if request.target == ".tflite":
         from ..device.tflite_inspect import inspect_tflite
 
