@@ -915,7 +915,7 @@ def level_se_lines(results, searched_on):
              "Command: `python benchmarks/mixed_precision.py level_se`. The MNIST ResNet-50s of the section above, "
              "int8 output, the default search (`--fallback-precision auto`), the same budget rule (full int8 + 3 dB "
              f"on the held-out calibration images), calibrated on {' and on '.join(map(str, LEVEL_SE_IMAGES))} of the "
-             "2500 MNIST images they never trained on (split off as `convert` does; the rest evaluate). Standard "
+             "2500 MNIST images they never trained on (split off as `convert` does; the rest evaluate: 2300 and 1700). Standard "
              "error: of the held-out SQNR over those images, as the search records it (for a softmax head's "
              f"estimate, full int8's); pinned: under {PINNED_LEVEL_SE_DB:g} dB, where `quantize` and `convert` print "
              f"no note. Searched on {machine_text(searched_on)}; no latency is claimed here.", "",
