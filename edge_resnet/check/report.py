@@ -591,7 +591,12 @@ def mixed_precision_plot(record):
     steps = record["steps"]
     figure, axis = pyplot.subplots(figsize=(7, 3.6))
     operators = [step["float_operators"] for step in steps]
-    axis.plot(operators, [Step.from_dict(step).judged_db for step in steps], "o-", color="tab:blue")
+    judged = [Step.from_dict(step) for step in steps]
+    axis.plot(operators, [step.judged_db for step in judged], "o-", color="tab:blue")
+    spread = [step.judged_se_db(judged[0]) for step in judged]
+    if any(value is not None for value in spread):  # how far each level would move on other images like these
+        axis.errorbar(operators, [step.judged_db for step in judged], yerr=[value or 0.0 for value in spread],
+                      fmt="none", ecolor="tab:blue", alpha=0.4, capsize=3)
     budget = Budget.of_record(record)
     meeting = [step for step in steps if not budget.shortfalls(Step.from_dict(step), Step.from_dict(steps[0]))]
     axis.plot([step["float_operators"] for step in meeting], [Step.from_dict(step).judged_db for step in meeting], "*",
@@ -605,7 +610,7 @@ def mixed_precision_plot(record):
         axis.legend(loc="lower right")
     axis.set_xlabel("operators out of int8")
     estimated = any(step.get("estimated_sqnr_db") is not None for step in steps)
-    axis.set_ylabel(f"held-out SQNR (dB){', estimated' * estimated}", color="tab:blue")
+    axis.set_ylabel(f"held-out SQNR (dB){', estimated' * estimated}, ± standard error", color="tab:blue")
     latency = axis.twinx()
     latency.plot(operators, [step["p50_ms"] for step in steps], "s:", color="tab:grey")
     latency.set_ylabel("p50 ms, batch 1", color="tab:grey")
