@@ -302,6 +302,7 @@ def measure(name, model, size, depth, output_type="int8", precision="float32", d
               "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"],
               "also_tried": record.get("also_tried", []), "stopped": record["stopped"],
               "grid_db": record["steps"][0].get("grid_db"), "with_float32_output": record.get("with_float32_output")}
+    result["output_type"] = output_type
     result["level_standard_error_db"] = record.get("level_standard_error_db")
     result["full_int8_standard_error_db"] = record["steps"][0].get("sqnr_se_db")
     result["calibration_images"] = record["held_out_images"]
@@ -580,6 +581,13 @@ def main(parts):
                                              data=lambda size: mnist_images(size, count), timed=False))
                 saved["level_se_results"], saved["level_se_machine"] = level_results, machine()
                 path.write_text(json.dumps({**saved, **mnist_results}, indent=2) + "\n")
+    if "level_se_digits" in parts:  # the digits models' float32-output searches (which all met), with it too
+        level_results = saved.get("level_se_results", [])
+        done = {result["model"] for result in level_results}
+        for entry in (entry for entry in trained_models() if entry[0] not in done):
+            level_results.append(measure(*entry, output_type="float32", precision="auto", timed=False))
+            saved["level_se_results"], saved["level_se_machine"] = level_results, machine()
+            path.write_text(json.dumps({**saved, **mnist_results}, indent=2) + "\n")
     if "tflite_latency" in parts:  # every saved TFLite row timed again on this machine
         for result in results:
             result["latency_224"] = retimed(result, "int8")
@@ -918,11 +926,14 @@ def level_se_lines(results, searched_on):
              "2500 MNIST images they never trained on (split off as `convert` does; the rest evaluate: 2300 and 1700). Standard "
              "error: of the held-out SQNR over those images, as the search records it (for a softmax head's "
              f"estimate, full int8's); pinned: under {PINNED_LEVEL_SE_DB:g} dB, where `quantize` and `convert` print "
-             f"no note. Searched on {machine_text(searched_on)}; no latency is claimed here.", "",
-             "| model | calibration images | budget dB | held-out full int8 -> kept (standard error) | pinned | "
+             f"no note. Then `... level_se_digits`: the digits models of the first tables with a float32 output (whose "
+             "searches all met their budget there), 200 calibration and 397 evaluation images as there. "
+             f"Searched on {machine_text(searched_on)}; no latency is claimed here.", "",
+             "| model | output | calibration images | budget dB | held-out full int8 -> kept (standard error) | pinned | "
              "evaluation full int8 -> kept | met on evaluation within 1 dB | evaluation gain | parts out of int8 |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for result in sorted(results, key=lambda result: (result["model"], result["calibration_images"])):
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for result in sorted(results, key=lambda result: ("MNIST" not in result["model"], result["model"],
+                                                      result["calibration_images"])):
         level_se = result.get("level_standard_error_db")
         pinned = "-" if level_se is None or not result["met_on_held_out"] else \
             ("yes" if level_se < PINNED_LEVEL_SE_DB else "NO")
@@ -931,9 +942,19 @@ def level_se_lines(results, searched_on):
         se_text = "-" if level_se is None else f"{level_se:.2f}"
         met = "yes" if evaluation["mixed"] >= budget - 1 else "NO"
         kept = f"{result['precision']}: {len(result['float_parts'])} parts" if result["float_parts"] else "none"
-        lines.append(f"| {result['model']} | {result['calibration_images']} | {budget:.2f} | {held} ({se_text}) | "
+        lines.append(f"| {result['model']} | {result.get('output_type', 'int8')} | {result['calibration_images']} | "
+                     f"{budget:.2f} | {held} ({se_text}) | "
                      f"{pinned} | {evaluation['full int8']:.2f} -> {evaluation['mixed']:.2f} | {met} | "
                      f"{evaluation_gain_text(result)} | {kept} |")
+    met = [result for result in results if result["met_on_held_out"] and result.get("level_standard_error_db")]
+    held = {}
+    for result in met:
+        pinned = result["level_standard_error_db"] < PINNED_LEVEL_SE_DB
+        held.setdefault(pinned, []).append(result["evaluation_db"]["mixed"] >= result["budget_db"] - 1)
+    lines += ["", "Of the searches that met their budget on the held-out images: "
+              + "; ".join(f"{'pinned' if pinned else 'with the note'}, the evaluation images reached the level "
+                          f"within 1 dB on {sum(outcomes)} of {len(outcomes)}"
+                          for pinned, outcomes in sorted(held.items(), reverse=True)) + "."]
     return lines
 
 
