@@ -926,8 +926,9 @@ def level_se_lines(results, searched_on):
              "2500 MNIST images they never trained on (split off as `convert` does; the rest evaluate: 2300 and 1700). Standard "
              "error: of the held-out SQNR over those images, as the search records it (for a softmax head's "
              f"estimate, full int8's); pinned: under {PINNED_LEVEL_SE_DB:g} dB, where `quantize` and `convert` print "
-             f"no note. Then `... level_se_digits`: the digits models of the first tables with a float32 output (whose "
-             "searches all met their budget there), 200 calibration and 397 evaluation images as there. "
+             f"no note. Then `... level_se_digits`: the digits models of the first tables with a float32 output, "
+             "searched again with the code of now (their full int8 and levels as in the sections since the softmax "
+             "floor, not the first tables'), 200 calibration and 397 evaluation images as there. "
              f"Searched on {machine_text(searched_on)}; no latency is claimed here.", "",
              "| model | output | calibration images | budget dB | held-out full int8 -> kept (standard error) | pinned | "
              "evaluation full int8 -> kept | met on evaluation within 1 dB | evaluation gain | parts out of int8 |",
@@ -946,7 +947,8 @@ def level_se_lines(results, searched_on):
                      f"{budget:.2f} | {held} ({se_text}) | "
                      f"{pinned} | {evaluation['full int8']:.2f} -> {evaluation['mixed']:.2f} | {met} | "
                      f"{evaluation_gain_text(result)} | {kept} |")
-    met = [result for result in results if result["met_on_held_out"] and result.get("level_standard_error_db")]
+    met = [result for result in results
+           if result["met_on_held_out"] and result.get("level_standard_error_db") is not None]
     held = {}
     for result in met:
         pinned = result["level_standard_error_db"] < PINNED_LEVEL_SE_DB

@@ -594,8 +594,10 @@ def mixed_precision_plot(record):
     judged = [Step.from_dict(step) for step in steps]
     axis.plot(operators, [step.judged_db for step in judged], "o-", color="tab:blue")
     spread = [step.judged_se_db(judged[0]) for step in judged]
-    if any(value is not None for value in spread):  # how far each level would move on other images like these
-        axis.errorbar(operators, [step.judged_db for step in judged], yerr=[value or 0.0 for value in spread],
+    with_spread = any(value is not None for value in spread)
+    if with_spread:  # how far each level would move on other images like these (none drawn where unknown)
+        axis.errorbar(operators, [step.judged_db for step in judged],
+                      yerr=[float("nan") if value is None else value for value in spread],
                       fmt="none", ecolor="tab:blue", alpha=0.4, capsize=3)
     budget = Budget.of_record(record)
     meeting = [step for step in steps if not budget.shortfalls(Step.from_dict(step), Step.from_dict(steps[0]))]
@@ -610,7 +612,8 @@ def mixed_precision_plot(record):
         axis.legend(loc="lower right")
     axis.set_xlabel("operators out of int8")
     estimated = any(step.get("estimated_sqnr_db") is not None for step in steps)
-    axis.set_ylabel(f"held-out SQNR (dB){', estimated' * estimated}, ± standard error", color="tab:blue")
+    axis.set_ylabel(f"held-out SQNR (dB){', estimated' * estimated}{', ± standard error' * with_spread}",
+                    color="tab:blue")
     latency = axis.twinx()
     latency.plot(operators, [step["p50_ms"] for step in steps], "s:", color="tab:grey")
     latency.set_ylabel("p50 ms, batch 1", color="tab:grey")
