@@ -18,7 +18,7 @@ Beside it, how far the evaluation level itself moves: the same artifact's
 SQNR on random halves of the evaluation images against all of them.
 
 And whether the held-out level's own standard error (the search records
-it: mixed.sqnr_standard_error_db) tells where the level will hold: the
+it: selection.sqnr_standard_error_of) tells where the level will hold: the
 subsets split at mixed.PINNED_LEVEL_SE_DB, half the level bar's 1 dB
 slack (set from that bar, not fitted here), with a bootstrap over the
 held-out images beside the formula.
@@ -178,7 +178,7 @@ def pinned_lines(result):
     check = result["standard_error_check"]
     lines = ["", "## The held-out level's standard error as the warning", "",
              f"Per subset, the standard error of full int8's held-out (three_fit) level over its 200 images, as the "
-             f"search records it (mixed.sqnr_standard_error_db); \"pinned\": under {PINNED_LEVEL_SE_DB:g} dB, half "
+             f"search records it (selection.sqnr_standard_error_of); \"pinned\": under {PINNED_LEVEL_SE_DB:g} dB, half "
              f"the bar's {BELOW_DB:g} dB slack (`quantize` and `convert` print a note on a met --min-sqnr level that "
              f"is not). The formula against a bootstrap of the same images ({BOOTSTRAP} resamples): median ratio "
              f"{check['median_ratio']:.2f}, correlation {check['correlation']:.2f} over {check['subsets']} subsets.",

@@ -41,13 +41,11 @@ class Tally:
     top1_agree: int = 0
     top5_overlap: float = 0.0
     cosine_sum: float = 0.0
-    signal_power: float = 0.0
-    noise_power: float = 0.0
     max_abs_error: float = 0.0
     per_class_total: np.ndarray = field(default=None)
     per_class_correct: np.ndarray = field(default=None)
-    image_signal: list = field(default_factory=list)  # each batch's per-image sums, for the SQNR's standard error
-    image_noise: list = field(default_factory=list)
+    image_signal: list = field(default_factory=list)  # each batch's per-image sums of squares: the SQNR and its
+    image_noise: list = field(default_factory=list)  # standard error
 
     def __post_init__(self):
         self.per_class_total = np.zeros(self.classes, np.int64)
@@ -66,8 +64,6 @@ class Tally:
         signal, noise = per_image_errors(reference, logits)
         self.image_signal.append(signal)
         self.image_noise.append(noise)
-        self.signal_power += float(np.sum(self.image_signal[-1]))
-        self.noise_power += float(np.sum(self.image_noise[-1]))
         self.max_abs_error = max(self.max_abs_error, float(np.abs(logits - reference).max()))
         if labels is not None:
             correct = top[:, 0] == labels
@@ -79,7 +75,9 @@ class Tally:
     def summary(self, labelled):
         n = max(self.samples, 1)
         # None: no noise at all (identical outputs), which JSON cannot write as infinity.
-        sqnr = None if self.noise_power == 0 else float(10 * np.log10(self.signal_power / self.noise_power))
+        signal_power, noise_power = (float(np.sum(np.concatenate(parts))) if parts else 0.0
+                                     for parts in (self.image_signal, self.image_noise))
+        sqnr = None if noise_power == 0 else float(10 * np.log10(signal_power / noise_power))
         return {
             "samples": self.samples,
             "top1": self.top1_correct / n if labelled else None,

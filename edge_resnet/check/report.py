@@ -600,8 +600,8 @@ def mixed_precision_plot(record):
                       yerr=[float("nan") if value is None else value for value in spread],
                       fmt="none", ecolor="tab:blue", alpha=0.4, capsize=3)
     budget = Budget.of_record(record)
-    meeting = [step for step in steps if not budget.shortfalls(Step.from_dict(step), Step.from_dict(steps[0]))]
-    axis.plot([step["float_operators"] for step in meeting], [Step.from_dict(step).judged_db for step in meeting], "*",
+    meeting = [step for step in judged if not budget.shortfalls(step, judged[0])]
+    axis.plot([step.float_operators for step in meeting], [step.judged_db for step in meeting], "*",
               color="tab:green", markersize=14, label="meets the budget")
     if record["budget_sqnr_db"] is not None:
         axis.axhline(record["budget_sqnr_db"], color="tab:red", linestyle="--", linewidth=1)

@@ -101,6 +101,7 @@ import numpy as np
 from ..errors import ConfigError
 from .ranges import activation_ranges
 from .selection import output_sqnr_db  # noqa: F401 (the tests and benchmarks score with it too)
+from .selection import per_image_errors, sqnr_of_sums, sqnr_standard_error_of
 from .statistics import read_flatbuffer
 
 CONFIRMED_PER_STEP = 4  # parts re-measured on top of the current float set at each step
@@ -227,7 +228,7 @@ class Step:
     dynamic_operators: tuple = ()  # weight layers of float32 parts run in dynamic-range int8 (the budget holds)
     grid_db: float = None  # full int8 with an int8 head: the output SQNR its int8 grids alone leave (grid_sqnrs)
     output_grid_db: float = None  # ... and the int8 output's grid alone leaves (a softmax head's: no logits grid)
-    sqnr_se_db: float = None  # the standard error of sqnr_db over the held-out images (sqnr_standard_error_db)
+    sqnr_se_db: float = None  # the standard error of sqnr_db over the held-out images (selection.sqnr_standard_error_of)
 
     @classmethod
     def from_dict(cls, step):
@@ -280,7 +281,7 @@ class Scores:
     logits_db: float = None  # softmax head: the mean over images of each image's logits (the softmax's input) SQNR
     grid_db: float = None  # int8 head: the output SQNR its int8 grids alone leave (grid_sqnrs), a ceiling
     output_grid_db: float = None  # int8 head: the output SQNR the output's own grid alone leaves (grid_sqnrs)
-    sqnr_se_db: float = None  # the standard error of sqnr_db over these images (sqnr_standard_error_db)
+    sqnr_se_db: float = None  # the standard error of sqnr_db over these images (selection.sqnr_standard_error_of)
 
 
 def scores(reference, outputs, labels=None, logits=None):
@@ -292,17 +293,11 @@ def scores(reference, outputs, labels=None, logits=None):
     drop = None
     if labels is not None:  # from whole counts, so a drop of 3 images in 50 is 6.0 points, not 6.000000000000005
         drop = 100.0 * int(np.sum(expected == labels) - np.sum(predicted == labels)) / len(labels)
-    return Scores(output_sqnr_db(reference, outputs), int(np.sum(predicted == expected)) / len(expected), drop,
+    signal, noise = per_image_errors(reference, outputs)
+    return Scores(sqnr_of_sums(float(np.sum(signal)), float(np.sum(noise))),
+                  int(np.sum(predicted == expected)) / len(expected), drop,
                   per_image_mean_db(*logits) if logits is not None else None,
-                  sqnr_se_db=sqnr_standard_error_db(reference, outputs))
-
-
-def sqnr_standard_error_db(reference, outputs):
-    """The standard error (dB) of the output SQNR of `outputs` against
-    `reference` over these images (selection.sqnr_standard_error_of)."""
-    from .selection import per_image_errors, sqnr_standard_error_of
-
-    return sqnr_standard_error_of(*per_image_errors(reference, outputs))
+                  sqnr_se_db=sqnr_standard_error_of(signal, noise))
 
 
 def per_image_mean_db(reference, outputs):
