@@ -174,6 +174,15 @@ def fresh_models():
             yield f"{name}, {head} head", model if head == "logits" else with_softmax(model), head, size
 
 
+def fashion_models():
+    """Two ResNets trained on Fashion-MNIST (benchmarks/trained.py fashion_models), each with both heads."""
+    from trained import fashion_models, with_softmax
+
+    for name, model, size in fashion_models():
+        for head in ("logits", "softmax"):
+            yield f"{name}, {head} head", model if head == "logits" else with_softmax(model), head, size
+
+
 def mnist_models():
     """Three ResNets trained on the MNIST sample (benchmarks/trained.py mnist_models), each with both heads."""
     from trained import mnist_models, with_softmax
@@ -229,7 +238,13 @@ def protocol_splits(size, protocol):
     "unseen": images no model trained on calibrate, as a user's deployment
     images would be: subsets 1-2 draw 200 from one half of the held-out digits
     and evaluate on the other half, subsets 3-4 the other way round.
-    "mnist": the same on benchmarks/mnist.py's never-trained-on half of the MNIST sample."""
+    "mnist": the same on benchmarks/mnist.py's never-trained-on half of the MNIST sample.
+    "fashion": disjoint draws from Fashion-MNIST's never-trained-on pool, each evaluated on its 10,000 test
+    images (benchmarks/fashion.py)."""
+    if protocol == "fashion":
+        from fashion import fashion_splits
+
+        return fashion_splits(size, SUBSETS, SUBSET_SIZE)
     if protocol == "mnist":
         from mnist import mnist_split as split
     else:
@@ -271,7 +286,7 @@ def fidelity(protocol="unseen", models=None):
     from edge_resnet.quantize.onnx_export import float_onnx, to_onnx
     from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
     from edge_resnet.quantize.recipe import QuantizationRecipe, read_record
-    from edge_resnet.quantize.selection import resolved_ranges
+    from edge_resnet.quantize.selection import per_image_errors, resolved_ranges
     from edge_resnet.quantize.statistics import collect_statistics
     from edge_resnet.quantize.tflite import float_tflite
 
@@ -284,7 +299,7 @@ def fidelity(protocol="unseen", models=None):
         import onnx
 
         onnx.save(float_onnx(folded), scratch / "float.onnx")
-        rows, chosen, concentration = {}, {}, []
+        rows, chosen, concentration, noise = {}, {}, [], {}
         for index, (pixels, pixel_labels, test_pixels, labels) in enumerate(protocol_splits(size, protocol)):
             test_images = preprocess_input(test_pixels)
             reference = np.asarray(model.predict(test_images, batch_size=50, verbose=0))
@@ -294,6 +309,7 @@ def fidelity(protocol="unseen", models=None):
 
             def record(route, outputs):
                 rows.setdefault(route, []).append(scores(reference, labels, outputs, head))
+                noise.setdefault(route, []).append(per_image_errors(reference, outputs)[1])
                 if route == "edge-resnet TFLite, minmax":
                     concentration.append(images_carrying_half_the_error(reference, outputs))
 
@@ -324,12 +340,34 @@ def fidelity(protocol="unseen", models=None):
                         RangeMethod.from_dict(read_record(path)["activation_ranges"]["chosen"]).describe())
             print(f"   subset {index + 1}/{SUBSETS} done: auto chose {chosen['TFLite'][-1]} (TFLite), "
                   f"{chosen['ONNX'][-1]} (ONNX)", flush=True)
+        routes = {route: summarize(values) for route, values in rows.items()}
         results.append({"model": model_name, "head": head, "protocol": protocol,
                         "evaluation_images": len(test_pixels), "images_carrying_half_the_error": concentration,
-                        "routes": {route: summarize(values) for route, values in rows.items()},
-                        "auto_chose": chosen})
+                        "routes": routes, "auto_chose": chosen,
+                        "auto_minus_best_fixed_se_db": auto_minus_best_standard_error(routes, noise)})
         del model, folded
     return results
+
+
+def best_fixed_route(routes):
+    """The fixed TFLite rule with the best mean SQNR over the subsets (read off the evaluation images)."""
+    fixed = [route for route in routes if route.startswith("edge-resnet TFLite") and "auto" not in route]
+    return max(fixed, key=lambda route: routes[route]["sqnr_db_mean"])
+
+
+def auto_minus_best_standard_error(routes, noise):
+    """The standard error (dB) of auto's mean SQNR minus the best fixed rule's over the subsets, from the
+    evaluation images' sampling: per subset the paired difference 10 log10(best's error / auto's) on the
+    same images, whose delta-method error is the pooled SQNR's with the best rule's per-image error as the
+    signal; the subsets' evaluation images are independent draws or, where shared, this understates it."""
+    from edge_resnet.quantize.selection import sqnr_standard_error_of
+
+    best = best_fixed_route(routes)
+    per_subset = [sqnr_standard_error_of(best_noise, auto_noise)
+                  for best_noise, auto_noise in zip(noise[best], noise["edge-resnet TFLite, auto (default)"])]
+    if any(error is None for error in per_subset):
+        return None
+    return float(np.sqrt(np.sum(np.square(per_subset))) / len(per_subset))
 
 
 WEIGHT_RANGES = {"7-bit": True, "8-bit": False}  # label: onnxruntime's reduce_range
@@ -647,7 +685,8 @@ def markdown(result):
              "Commands: " + ", ".join(f"`{command}`" for command in result["commands"].values()), "",
              "Machines, per part (a part keeps the machine it was measured on): " + "; ".join(
                  f"{part}: {machine_text(info)}" for part, info in result.get("machines", {}).items()), ""]
-    for key in ("fidelity", "fidelity_validation", "fidelity_fresh", "fidelity_mnist", "fidelity_training"):
+    for key in ("fidelity", "fidelity_validation", "fidelity_fresh", "fidelity_mnist", "fidelity_fashion",
+                "fidelity_training"):
         lines += fidelity_sections(result.get(key, []), FIDELITY_SUFFIXES.get(key, ""))
     if "onnx_weights" in result:
         lines += weight_range_lines(result["onnx_weights"]) + [isa_note(part_isa(result, "onnx_weights"))]
@@ -729,6 +768,9 @@ PROTOCOL_TEXT = {
     "mnist": ("calibrated on MNIST images the models never trained on",
               "{SUBSET_SIZE}-image calibration subsets drawn from one half of the 2500 MNIST images no model trained "
               "on, evaluated on the other half ({evaluation} images)"),
+    "fashion": ("calibrated on Fashion-MNIST images the models never trained on",
+                "{SUBSET_SIZE}-image disjoint calibration subsets of the 4000 Fashion-MNIST training images no model "
+                "trained on, each evaluated on the {evaluation} test images"),
     "training": ("calibrated on the models' training images",
                  "{SUBSET_SIZE}-image disjoint calibration subsets of the training digits, evaluated on the 597 "
                  "held-out digits"),
@@ -739,7 +781,9 @@ FIDELITY_SUFFIXES = {
     "fidelity_validation": " (validation model: `python benchmarks/calibration.py fidelity_validation`)",
     "fidelity_fresh": " (three networks trained after every rule of `auto` was fixed: `python "
                       "benchmarks/calibration.py fidelity_fresh`)",
-    "fidelity_mnist": " (another data set: `python benchmarks/calibration.py fidelity_mnist`)"}
+    "fidelity_mnist": " (another data set: `python benchmarks/calibration.py fidelity_mnist`)",
+    "fidelity_fashion": " (models unsure of many images: `apt-get install dataset-fashion-mnist`, then `python "
+                        "benchmarks/calibration.py fidelity_fashion`)"}
 
 
 def fidelity_sections(fidelity, suffix=""):
@@ -772,7 +816,9 @@ def auto_summary(fidelity, heading):
     """The issue-23 bars, per model: auto against the best fixed rule, the raw tools, and min/max's spread."""
     lines = [f"## `auto` against the best fixed rule and the raw tools, {heading}", "",
              "Mean output SQNR dB over the subsets, the same images for every route. Last column: how many "
-             "evaluation images hold half of the min/max route's squared output error (per subset).", "",
+             "evaluation images hold half of the min/max route's squared output error (per subset). auto - best: "
+             "± its standard error from the evaluation images' sampling alone, paired on the same images (where "
+             "measured; it leaves out that the best rule is picked on those images, which favours it).", "",
              "| model | auto TFLite | best fixed TFLite | auto - best | raw converter | auto - raw | spread auto / minmax | "
              "auto ONNX | raw ORT U8S8 7-bit | ONNX auto - raw | images with half the error |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -782,7 +828,8 @@ def auto_summary(fidelity, heading):
         auto = routes["edge-resnet TFLite, auto (default)"]
         fixed = {route: row for route, row in routes.items()
                  if route.startswith("edge-resnet TFLite") and "auto" not in route}
-        best_route = max(fixed, key=lambda route: fixed[route]["sqnr_db_mean"])
+        best_route = best_fixed_route(routes)
+        se = entry.get("auto_minus_best_fixed_se_db")
         raw = routes["raw TFLite converter (min/max)"]["sqnr_db_mean"]
         minmax = routes["edge-resnet TFLite, minmax"]
         onnx_auto = routes["edge-resnet ONNX U8S8 7-bit weights, auto (default)"]["sqnr_db_mean"]
@@ -791,7 +838,8 @@ def auto_summary(fidelity, heading):
         lines.append(
             f"| {entry['model']} | {auto['sqnr_db_mean']:.2f} | {fixed[best_route]['sqnr_db_mean']:.2f} "
             f"({best_route.removeprefix('edge-resnet TFLite, ')}) | "
-            f"{auto['sqnr_db_mean'] - fixed[best_route]['sqnr_db_mean']:+.2f} | {raw:.2f} | "
+            f"{auto['sqnr_db_mean'] - fixed[best_route]['sqnr_db_mean']:+.2f}{'' if se is None else f' ±{se:.2f}'} | "
+            f"{raw:.2f} | "
             f"{auto['sqnr_db_mean'] - raw:+.2f} | {auto['sqnr_db_max'] - auto['sqnr_db_min']:.2f} / "
             f"{minmax['sqnr_db_max'] - minmax['sqnr_db_min']:.2f} | {onnx_auto:.2f} | {raw_ort:.2f} | "
             f"{onnx_auto - raw_ort:+.2f} | {', '.join(map(str, entry.get('images_carrying_half_the_error', []))) or '-'} |")
@@ -858,7 +906,8 @@ def main(parts):
     for part, run in (("fidelity", fidelity), ("fidelity_training", lambda: fidelity("training")),
                       ("fidelity_validation", lambda: fidelity("unseen", validation_models())),
                       ("fidelity_fresh", lambda: fidelity("unseen", fresh_models())),
-                      ("fidelity_mnist", lambda: fidelity("mnist", mnist_models())), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
+                      ("fidelity_mnist", lambda: fidelity("mnist", mnist_models())),
+                      ("fidelity_fashion", lambda: fidelity("fashion", fashion_models())), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
                       ("oracle", oracle_ranges), ("speed", speed), ("latency", latency),
                       ("onnx_weights", onnx_weight_ranges)):
         if part in parts:
