@@ -37,6 +37,8 @@ the evaluation images' noise, not a chooser.
     python benchmarks/choice_noise.py mixed      saves the softmax heads' held-out numbers on blends of
                                                  unsure images (unsure_mixes)
     python benchmarks/choice_noise.py mnist      three ResNets trained on another data set (benchmarks/mnist.py)
+    python benchmarks/choice_noise.py fashion    two ResNets unsure of many images, 10,000 evaluation images
+                                                 (benchmarks/fashion.py)
     python benchmarks/choice_noise.py mixed_mnist [mixed_half]
                                                  the blends' held-out numbers of the MNIST softmax heads
     python benchmarks/choice_noise.py mixed_half the blends at the weight 0.5 alone (one float run per image)
@@ -147,7 +149,7 @@ def summarize(model_name, protocol, subsets):
             "gap_db": {"auto": auto_db - fixed[best]}}
 
 
-def markdown(rows, machine_info, choosers=None, mnist_rows=()):
+def markdown(rows, machine_info, choosers=None, mnist_rows=(), fashion_rows=()):
     lines = ["# The choice bar against the evaluation images' own noise", "",
              "Commands: `python benchmarks/choice_noise.py`, then `python benchmarks/choice_noise.py validation`, "
              "`... fresh`, `... extrapolation_check`. The validation rows: models trained after `auto`'s layout (ResNet-18 "
@@ -170,6 +172,13 @@ def markdown(rows, machine_info, choosers=None, mnist_rows=()):
                   "sample of benchmarks/mnist.py (no rule of `auto` was chosen on it); calibration subsets of 200 from "
                   "one half of the other 2500, evaluated on the other half: 1250 evaluation images, so the oracle "
                   "chooses on 625 of them.", "", *noise_tables(mnist_rows)]
+    if fashion_rows:
+        lines += ["", "## Models unsure of many images: Fashion-MNIST", "",
+                  "Command: `apt-get install dataset-fashion-mnist`, then `python benchmarks/choice_noise.py fashion`. "
+                  "The two ResNets of benchmarks/trained.py fashion_models (4000 Fashion-MNIST images trained on, "
+                  "after every rule of `auto` was fixed; right on 83-86% of the test images); calibration subsets of "
+                  "200 drawn from the 4000 training images no model trained on, each evaluated on the 10,000 test "
+                  "images, so the oracle chooses on 5000 of them.", "", *noise_tables(fashion_rows)]
     return "\n".join(lines + chooser_lines(choosers)) + "\n"
 
 
@@ -228,8 +237,8 @@ def chooser_lines(choosers):
             f"{row[name]['gap_db']:+.2f} ({100 * row[name]['meets_bar']:.0f}%)" if name in row else "-"
             for name in names) + " |")
     for title, heads in ((f"{data} {head}s", [row for row in choosers if head in row["model"]
-                                              and ("MNIST" in row["model"]) == (data == "MNIST")])
-                         for data in ("digits", "MNIST") for head in ("logits head", "softmax head")):
+                                              and data_set_of(row["model"]) == data])
+                         for data in ("digits", "MNIST", "Fashion-MNIST") for head in ("logits head", "softmax head")):
         if not heads:
             continue
         summaries = []
@@ -241,6 +250,10 @@ def chooser_lines(choosers):
     return lines
 
 
+def data_set_of(model_name):
+    return next((name for name in ("Fashion-MNIST", "MNIST") if f"({name}" in model_name), "digits")
+
+
 def shipped_pick(held_out_signal, held_out_noise, kept=None):
     """selection.choose()'s pick from per-image held-out numbers (signal [fit, image], noise [candidate, fit,
     image]): the best mean over the fits of each fit's pooled SQNR, ties to the earlier candidate, min/max
@@ -249,6 +262,15 @@ def shipped_pick(held_out_signal, held_out_noise, kept=None):
 
     kept = list(range(held_out_noise.shape[0])) if kept is None else kept
     scores = np.mean(10 * np.log10(held_out_signal.sum(-1) / held_out_noise[kept].sum(-1)), axis=1)
+    return 0 if np.ptp(scores) < INDISTINGUISHABLE_DB else kept[int(np.argmax(scores))]
+
+
+def pooled_fits_pick(subset, kept):
+    """The shipped fits' numbers pooled: one SQNR over every scored image of both fits (an image scored by both
+    counts twice), not the mean of the fits' dB; among `kept`, min/max where none is told apart."""
+    from edge_resnet.quantize.selection import INDISTINGUISHABLE_DB
+
+    scores = 10 * np.log10(subset["held_out_signal"].sum() / subset["held_out_noise"][kept].sum((1, 2)))
     return 0 if np.ptp(scores) < INDISTINGUISHABLE_DB else kept[int(np.argmax(scores))]
 
 
@@ -288,6 +310,8 @@ def lead_bound_pick(subset, kept, quantile=0.16, resamples=1000):
 CHOOSERS = {  # name: (the layout whose saved numbers it needs, or None; its pick)
     "shipped (mean of the fits' dB)": (None, lambda subset, softmax: shipped_pick(
         subset["held_out_signal"], subset["held_out_noise"], tflite_candidates(softmax))),
+    "shipped fits, pooled over both": (None, lambda subset, softmax: pooled_fits_pick(
+        subset, tflite_candidates(softmax))),
     "ranges from three folds, each scored on the fourth, pooled": ("three_fit", lambda subset, softmax: layout_pick(
         subset, "three_fit", tflite_candidates(softmax))),
     "ranges from half, scored on the other half, both in turn, pooled": ("halves", lambda subset, softmax: layout_pick(
@@ -598,6 +622,10 @@ if __name__ == "__main__":
         rows = saved["rows"]
         saved["mnist_rows"] = rules.measure(list(auto_rules().calibration_benchmark().mnist_models()), ("mnist",),
                                             measure_subset, summarize)
+    elif sys.argv[1:] == ["fashion"]:  # two networks unsure of many images, judged on 10,000 images
+        rows = saved["rows"]
+        saved["fashion_rows"] = rules.measure(list(auto_rules().calibration_benchmark().fashion_models()),
+                                              ("fashion",), measure_subset, summarize)
     elif sys.argv[1:] == ["fresh"]:  # models trained after the layouts were compared
         rows = saved["rows"] + rules.measure(list(fresh_models()), ("unseen",), measure_subset, summarize)
     elif sys.argv[1:] == ["extrapolation_check"]:
@@ -605,12 +633,13 @@ if __name__ == "__main__":
         saved["extrapolation_check"] = checks
     elif sys.argv[1:] == ["choosers"]:
         rows = saved["rows"]
-        choosers = replay_choosers(rows + saved.get("mnist_rows", []))
+        choosers = replay_choosers(rows + saved.get("mnist_rows", []) + saved.get("fashion_rows", []))
     else:
         rows = rules.measure(None, ("unseen",), measure_subset, summarize)
     info = saved.get("machine") or machine()
     choosers = choosers or saved.get("choosers")
     write_results("choice_noise", {"machine": info, "rows": rows, **({"choosers": choosers} if choosers else {}),
-                                   **{key: saved[key] for key in ("extrapolation_check", "mnist_rows") if key in saved}},
-                  markdown(rows, info, choosers, saved.get("mnist_rows", ()))
+                                   **{key: saved[key] for key in ("extrapolation_check", "mnist_rows", "fashion_rows")
+                                      if key in saved}},
+                  markdown(rows, info, choosers, saved.get("mnist_rows", ()), saved.get("fashion_rows", ()))
                   + extrapolation_check_lines(saved.get("extrapolation_check")))
