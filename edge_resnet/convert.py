@@ -427,6 +427,7 @@ def artifact_rows(paths, parity, timings):
             "top1_drop_points": candidate["top1_drop_points"],
             "top1_agreement": candidate["metrics"]["top1_agreement"],
             "sqnr_db": candidate["metrics"]["sqnr_db"],
+            "sqnr_standard_error_db": candidate["metrics"].get("sqnr_standard_error_db"),
             "p50_ms": timing["latency_ms"]["p50"] if timing else None,
             "runtime": f"{timing['runtime']} {timing['runtime_version']}, {timing['accelerator']}" if timing else None,
             "ranges": describe_selection(record["activation_ranges"]) if record.get("activation_ranges") else None,

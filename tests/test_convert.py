@@ -84,6 +84,10 @@ def test_default_run_converts_the_trained_demo_on_held_out_digits(default_run):
     assert "embedded digits" in result.stdout
     table = result.stdout[result.stdout.index("artifact "):]
     assert all(name in table for name in DEMO_FILES if name.endswith((".tflite", ".onnx")))
+    # an int8 artifact's SQNR with its standard error over the evaluation images, as the report records it
+    int8_row = next(row for row in report["artifacts"] if row["artifact"] == "resnet50_demo_int8.tflite")
+    int8_line = next(line for line in table.splitlines() if line.startswith("resnet50_demo_int8.tflite"))
+    assert f"{int8_row['sqnr_db']:.1f} ±{int8_row['sqnr_standard_error_db']:.1f}" in int8_line
     # calibration and evaluation: disjoint parts of the 597 embedded digits
     calibration, evaluation = report["data"]["calibration"], report["data"]["evaluation"]
     assert calibration["size"] == 200 and evaluation["size"] == 397

@@ -337,7 +337,7 @@ def _optional(value, template):
     return "n/a" if value is None else template.format(value)
 
 
-SUMMARY_COLUMNS = ("artifact", "size MB", "top-1", "drop pt", "agreement", "SQNR dB", "p50 ms", "speed-up")
+SUMMARY_COLUMNS = ("artifact", "size MB", "top-1", "drop pt", "agreement", "SQNR dB (± s.e.)", "p50 ms", "speed-up")
 
 
 def summary_cells(row):
@@ -348,7 +348,7 @@ def summary_cells(row):
         _percent(row["top1"]),
         _points(row["top1_drop_points"]),
         _percent(row["top1_agreement"]),
-        _decibels(row["sqnr_db"]),
+        _decibels_with_error(row["sqnr_db"], row.get("sqnr_standard_error_db")),
         _optional(row["p50_ms"], "{:.2f}"),
         _optional(row["speedup_vs_float32"], "{:.2f}x"),
     )
