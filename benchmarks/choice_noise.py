@@ -251,6 +251,7 @@ def chooser_lines(choosers):
 
 
 def data_set_of(model_name):
+    """Which data set a row's model was trained on, read off its name."""
     return next((name for name in ("Fashion-MNIST", "MNIST") if f"({name}" in model_name), "digits")
 
 

@@ -37,6 +37,7 @@ def idx_array(path):
         raise SystemExit(f"no Fashion-MNIST file at {path}: apt-get install dataset-fashion-mnist")
     with gzip.open(path, "rb") as file:
         content = file.read()
+    assert content[:3] == b"\0\0\x08", f"{path}: not an IDX file of unsigned bytes"
     rank = content[3]
     shape = np.frombuffer(content[4:4 + 4 * rank], dtype=">u4").astype(int)
     values = np.frombuffer(content[4 + 4 * rank:], dtype=np.uint8)
@@ -74,6 +75,7 @@ def fashion_test(size):
 def fashion_splits(size, subsets, subset_size):
     """Per subset: (calibration pixels, labels, evaluation pixels, labels); the subsets are disjoint draws from
     the never-trained-on pool, and all of them are evaluated on the whole test set."""
+    assert subsets * subset_size <= POOL_IMAGES, f"{subsets} disjoint subsets of {subset_size} need more images"
     pool_pixels, pool_labels = fashion_pool(size)
     test_pixels, test_labels = fashion_test(size)
     order = np.random.default_rng(SUBSET_SEED).permutation(POOL_IMAGES)
@@ -84,5 +86,6 @@ def fashion_splits(size, subsets, subset_size):
 def _ordered_train():
     grey = idx_array(FOLDER / "train-images-idx3-ubyte.gz")
     labels = idx_array(FOLDER / "train-labels-idx1-ubyte.gz")
+    assert len(grey) == len(labels) >= TRAIN_IMAGES + POOL_IMAGES, f"{len(grey)} images, {len(labels)} labels"
     order = np.random.default_rng(ORDER_SEED).permutation(len(grey))
     return grey[order], labels[order]

@@ -283,10 +283,9 @@ def mnist_models():
 
 def fashion_models():
     """The ResNets trained on Fashion-MNIST (benchmarks/trained.py fashion_models), each with both heads."""
-    from trained import fashion_models, with_softmax
+    from trained import FASHION_MODELS, fashion_models, with_softmax
 
-    for name, model, size in fashion_models():
-        depth = int(name.split()[0].removeprefix("ResNet-"))
+    for (depth, *_), (name, model, size) in zip(FASHION_MODELS, fashion_models()):
         for head in ("logits", "softmax"):
             yield f"{name}, {head} head", (model if head == "logits" else with_softmax(model)), size, depth
 
@@ -613,7 +612,8 @@ def main(parts):
     if "fashion" in parts:  # models unsure of many images, judged on 10,000 evaluation images; both output types
         fashion_results = saved.get("fashion_results", [])
         for output_type in ("int8", "float32"):
-            done = {result["model"] for result in fashion_results if result["output_type"] == output_type}
+            done = {result["model"] for result in fashion_results
+                    if result["output_type"] == output_type and result["calibration_images"] == 200}
             for entry in (entry for entry in fashion_models() if entry[0] not in done):
                 fashion_results.append(measure(*entry, output_type=output_type, precision="auto",
                                                data=fashion_images, timed=False))
@@ -696,7 +696,7 @@ def main(parts):
                                       "dynamic_results": dynamic_results, "auto_results": auto_results,
                                       "softmax_floor_results": floor_results, "grid_cap_results": cap_results,
                                       **mnist_results,
-                                      **{key: saved[key] for key in (*PREVIOUS, *LEVEL_SE_KEYS) if key in saved}},
+                                      **{key: saved[key] for key in (*PREVIOUS, *KEPT_KEYS) if key in saved}},
                   "\n".join(lines) + "\n")
 
 
@@ -952,9 +952,9 @@ def gain_lines(tables):
 
 
 MNIST_TABLES = {"mnist_results": "int8", "mnist_float_output_results": "float32"}  # saved key: output type
-FASHION_PINNED_IMAGES = 1600  # the note's minimum for the ResNet-18's full int8 (SE 1.1-1.2 dB on 200): 200 x (1.2 / 0.5)^2
+FASHION_PINNED_IMAGES = 1600  # above the note's minimum for the ResNet-18's full int8 (1.1-1.2 dB on 200): 1200 images
 LEVEL_SE_IMAGES = (200, 800)  # calibration images of the level_se searches (MNIST has 2500 never trained on)
-LEVEL_SE_KEYS = ("level_se_results", "level_se_machine", "fashion_results", "fashion_machine")
+KEPT_KEYS = ("level_se_results", "level_se_machine", "fashion_results", "fashion_machine")
 
 
 def level_se_lines(results, searched_on):

@@ -125,7 +125,6 @@ def mnist_models(log=print):
                               training=lambda: mnist_split(size)[:2]), size)
 
 
-
 FASHION_MODELS = ((18, 0.5, 32, 101), (50, 0.25, 32, 103))
 
 
@@ -140,6 +139,7 @@ def fashion_models(log=print):
         yield (f"ResNet-{depth} w{width} {size}x{size} seed {seed} (Fashion-MNIST: unsure of many images)",
                cached_trained(f"{name}.weights.h5", depth, width, size, seed, name, log,
                               training=lambda: fashion_training(size)), size)
+
 
 def with_softmax(model):
     """The same network and weights with a softmax head (keras.applications' default)."""
