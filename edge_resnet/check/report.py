@@ -16,10 +16,6 @@ def _percent(value):
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def _points(value):
-    return "n/a" if value is None else f"{value:+.2f}"
-
-
 def _decibels(value):
     return "exact" if value is None else f"{value:.1f}"
 
