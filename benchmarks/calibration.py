@@ -308,14 +308,14 @@ def fidelity(protocol="unseen", models=None):
 
         onnx.save(float_onnx(folded), scratch / "float.onnx")
         rows, chosen, concentration, noise, selections, evaluation_sets = {}, {}, [], {}, [], []
-        predicted = {}  # evaluation pixels' id -> (preprocessed images, float outputs): subsets may share them
+        predicted = {}  # evaluation set -> (preprocessed images, float outputs): subsets may share one
         for index, (pixels, pixel_labels, test_pixels, labels) in enumerate(protocol_splits(size, protocol)):
-            if id(test_pixels) not in predicted:
-                test_images = preprocess_input(test_pixels)
-                predicted[id(test_pixels)] = (test_images,
-                                              np.asarray(model.predict(test_images, batch_size=50, verbose=0)))
-            test_images, reference = predicted[id(test_pixels)]
             evaluation_sets.append(hash(test_pixels.tobytes()))
+            if evaluation_sets[-1] not in predicted:
+                test_images = preprocess_input(test_pixels)
+                predicted[evaluation_sets[-1]] = (test_images,
+                                                  np.asarray(model.predict(test_images, batch_size=50, verbose=0)))
+            test_images, reference = predicted[evaluation_sets[-1]]
             calibration = images_from_array(pixels, Preprocessing(size, size), size=None,
                                              labels=pixel_labels).cached()
             images = list(calibration.samples())
@@ -848,11 +848,10 @@ def auto_summary(fidelity, heading):
     for entry in fidelity:
         routes = entry["routes"]
         auto = routes["edge-resnet TFLite, auto (default)"]
-        fixed = {route: row for route, row in routes.items()
-                 if route.startswith("edge-resnet TFLite") and "auto" not in route}
         best_route = best_fixed_route(routes)
+        best = routes[best_route]
         se = entry.get("auto_minus_best_fixed_se_db")
-        differences = np.subtract(auto["sqnr_db_per_subset"], fixed[best_route]["sqnr_db_per_subset"])
+        differences = np.subtract(auto["sqnr_db_per_subset"], best["sqnr_db_per_subset"])
         spread_text = (f" (subsets ±{np.std(differences, ddof=1) / np.sqrt(len(differences)):.2f})"
                        if se is not None else "")
         raw = routes["raw TFLite converter (min/max)"]["sqnr_db_mean"]
@@ -861,9 +860,9 @@ def auto_summary(fidelity, heading):
         raw_ort = routes["raw onnxruntime quantize_static (U8S8, 7-bit weights, MinMax)"]["sqnr_db_mean"]
         gains.append(auto["sqnr_db_mean"] - raw)
         lines.append(
-            f"| {entry['model']} | {auto['sqnr_db_mean']:.2f} | {fixed[best_route]['sqnr_db_mean']:.2f} "
+            f"| {entry['model']} | {auto['sqnr_db_mean']:.2f} | {best['sqnr_db_mean']:.2f} "
             f"({best_route.removeprefix('edge-resnet TFLite, ')}) | "
-            f"{auto['sqnr_db_mean'] - fixed[best_route]['sqnr_db_mean']:+.2f}{'' if se is None else f' ±{se:.2f}'}"
+            f"{auto['sqnr_db_mean'] - best['sqnr_db_mean']:+.2f}{'' if se is None else f' ±{se:.2f}'}"
             f"{spread_text} | "
             f"{raw:.2f} | "
             f"{auto['sqnr_db_mean'] - raw:+.2f} | {auto['sqnr_db_max'] - auto['sqnr_db_min']:.2f} / "
