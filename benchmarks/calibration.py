@@ -308,6 +308,7 @@ def fidelity(protocol="unseen", models=None):
 
         onnx.save(float_onnx(folded), scratch / "float.onnx")
         rows, chosen, concentration, noise, selections, evaluation_sets = {}, {}, [], {}, [], []
+        predictions, subset_references, subset_labels = {}, [], []  # per-image top-1, for the paired top-1 bar
         predicted = {}  # evaluation set -> (preprocessed images, float outputs): subsets may share one
         for index, (pixels, pixel_labels, test_pixels, labels) in enumerate(protocol_splits(size, protocol)):
             evaluation_sets.append(hash(test_pixels.tobytes()))
@@ -316,6 +317,8 @@ def fidelity(protocol="unseen", models=None):
                 predicted[evaluation_sets[-1]] = (test_images,
                                                   np.asarray(model.predict(test_images, batch_size=50, verbose=0)))
             test_images, reference = predicted[evaluation_sets[-1]]
+            subset_references.append(reference.argmax(1))
+            subset_labels.append(labels)
             calibration = images_from_array(pixels, Preprocessing(size, size), size=None,
                                              labels=pixel_labels).cached()
             images = list(calibration.samples())
@@ -323,6 +326,8 @@ def fidelity(protocol="unseen", models=None):
             def record(route, outputs):
                 rows.setdefault(route, []).append(scores(reference, labels, outputs, head))
                 noise.setdefault(route, []).append(per_image_errors(reference, outputs)[1])
+                if route in TOP1_PAIRS or route in TOP1_PAIRS.values():
+                    predictions.setdefault(route, []).append(outputs.argmax(1))
                 if route == "edge-resnet TFLite, minmax":
                     concentration.append(images_carrying_half_the_error(reference, outputs))
 
@@ -362,7 +367,9 @@ def fidelity(protocol="unseen", models=None):
                         "float_top1": float(np.mean(reference.argmax(1) == labels)),
                         "float_top_probability_under_0_9": float(np.mean(float_probabilities.max(1) < 0.9)),
                         "auto_minus_best_fixed_se_db": auto_minus_best_standard_error(routes, noise,
-                                                                                      evaluation_sets)})
+                                                                                      evaluation_sets),
+                        "top1_against_raw": top1_against_raw(predictions, subset_references, subset_labels,
+                                                             evaluation_sets)})
         del model, folded
     return results
 
@@ -377,17 +384,53 @@ def auto_minus_best_standard_error(routes, noise, evaluation_sets):
     """The standard error (dB) of auto's mean SQNR minus the best fixed rule's over the subsets, from the
     evaluation images' sampling alone (not from which calibration images were drawn). Per subset the
     difference is 10 log10(best's total error / auto's), whose first-order term per image is
-    10/ln10 (best's error / its mean - auto's / its mean); subsets evaluated on the same images
-    (`evaluation_sets`: one key per subset) add those terms image by image before the variance, so
-    shared images count once."""
+    10/ln10 (best's error / its mean - auto's / its mean)."""
     best = best_fixed_route(routes)
     auto = "edge-resnet TFLite, auto (default)"
-    terms = {}
-    for key, best_noise, auto_noise in zip(evaluation_sets, noise[best], noise[auto]):
-        term = best_noise / best_noise.mean() - auto_noise / auto_noise.mean()
-        terms[key] = terms.get(key, 0) + term
-    variance = sum(np.var(term, ddof=1) / len(term) for term in terms.values())
-    return float(10 / np.log(10) * np.sqrt(variance) / len(evaluation_sets)) if np.isfinite(variance) else None
+    terms = [best_noise / best_noise.mean() - auto_noise / auto_noise.mean()
+             for best_noise, auto_noise in zip(noise[best], noise[auto])]
+    standard_error = standard_error_of_subset_mean(terms, evaluation_sets)
+    return float(10 / np.log(10) * standard_error) if np.isfinite(standard_error) else None
+
+
+def standard_error_of_subset_mean(terms, evaluation_sets):
+    """The standard error, from the evaluation images' sampling, of the mean over the subsets of each
+    subset's mean of its per-image `terms`. Subsets evaluated on the same images (`evaluation_sets`: one
+    key per subset) add their terms image by image before the variance, so a shared image counts once."""
+    summed = {}
+    for key, term in zip(evaluation_sets, terms):
+        summed[key] = summed.get(key, 0) + np.asarray(term, np.float64)
+    variance = sum(np.var(term, ddof=1) / len(term) for term in summed.values())
+    return float(np.sqrt(variance) / len(evaluation_sets))
+
+
+# The issue-23 top-1 bar: each format's auto against its raw tool, on the same images
+TOP1_PAIRS = {"edge-resnet TFLite, auto (default)": "raw TFLite converter (min/max)",
+              "edge-resnet ONNX U8S8 7-bit weights, auto (default)":
+                  "raw onnxruntime quantize_static (U8S8, 7-bit weights, MinMax)"}
+
+
+def top1_against_raw(predictions, references, labels, evaluation_sets):
+    """Per format, auto's top-1 against its raw tool's, mean over the subsets in points with the paired
+    standard error from the evaluation images' sampling: the extra accuracy drop (against the labels;
+    positive: auto loses more) and the agreement gain (with the float model's top-1). Only the images
+    where the two differ move either, so the error is that of those few."""
+    result = {}
+    for auto, raw in TOP1_PAIRS.items():
+        if auto not in predictions:
+            continue
+        pairs = list(zip(predictions[auto], predictions[raw]))
+        extra_drop = [(raw_top1 == label).astype(float) - (auto_top1 == label)
+                      for (auto_top1, raw_top1), label in zip(pairs, labels)]
+        agreement_gain = [(auto_top1 == reference).astype(float) - (raw_top1 == reference)
+                          for (auto_top1, raw_top1), reference in zip(pairs, references)]
+        result[auto] = {"raw": raw,
+                        "extra_drop_points": float(100 * np.mean([np.mean(term) for term in extra_drop])),
+                        "extra_drop_se_points": 100 * standard_error_of_subset_mean(extra_drop, evaluation_sets),
+                        "agreement_gain_points": float(100 * np.mean([np.mean(term) for term in agreement_gain])),
+                        "agreement_gain_se_points": 100 * standard_error_of_subset_mean(agreement_gain,
+                                                                                         evaluation_sets)}
+    return result
 
 
 WEIGHT_RANGES = {"7-bit": True, "8-bit": False}  # label: onnxruntime's reduce_range
@@ -869,7 +912,30 @@ def auto_summary(fidelity, heading):
             f"{minmax['sqnr_db_max'] - minmax['sqnr_db_min']:.2f} | {onnx_auto:.2f} | {raw_ort:.2f} | "
             f"{onnx_auto - raw_ort:+.2f} | {', '.join(map(str, entry.get('images_carrying_half_the_error', []))) or '-'} |")
     lines += ["", f"Mean gain of auto TFLite over the raw converter across the models: {np.mean(gains):+.2f} dB.", ""]
-    return lines
+    return lines + top1_lines(fidelity)
+
+
+def top1_lines(fidelity):
+    """The top-1 bar (no top-1 drop beyond the raw tools'), per model and format, where measured."""
+    measured = [entry for entry in fidelity if entry.get("top1_against_raw")]
+    if not measured:
+        return []
+    lines = ["Top-1 against the raw tool of each format, mean over the subsets, in points of the evaluation images, "
+             "± the paired standard error from their sampling (only images where the two artifacts' top-1 differ "
+             "move it). Extra drop: auto's accuracy drop against the labels minus the raw tool's (positive: auto "
+             "loses more; the bar asks for at most 0). Agreement gain: auto's top-1 agreement with the float model "
+             "minus the raw tool's.", "",
+             "| model | TFLite extra drop | TFLite agreement gain | ONNX extra drop | ONNX agreement gain |",
+             "|---|---|---|---|---|"]
+    for entry in measured:
+        cells = []
+        for auto in TOP1_PAIRS:
+            pair = entry["top1_against_raw"].get(auto)
+            cells += (["-", "-"] if pair is None else
+                      [f"{pair['extra_drop_points']:+.2f} ±{pair['extra_drop_se_points']:.2f}",
+                       f"{pair['agreement_gain_points']:+.2f} ±{pair['agreement_gain_se_points']:.2f}"])
+        lines.append(f"| {entry['model']} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 RACED = "auto raced: the best quarter of the rules and minmax on the second fit (not shipped)"
