@@ -1,0 +1,173 @@
+"""Where a logits head's top-1 goes in int8, and what keeps it.
+
+On the ResNet-50 logits head of the Fashion-MNIST benchmark (a model unsure
+of many images) `auto` takes `extrapolated 0.25`, the best rule by output
+SQNR, and keeps fewer top-1 predictions than min/max (issue 23's top-1 bar).
+This splits a logits head's top-1 loss in two on the very same calibration
+images and evaluation images:
+
+- the int8 output grid alone: the float model's logits rounded onto the
+  output tensor's int8 grid (its range from each rule), nothing else
+  quantized. Two logits closer than a step round to one value or swap, so
+  the grid alone changes the top-1 of close calls, whatever the network
+  before it does;
+- the whole artifact: every rule's full-int8 TFLite (int8 output), and the
+  same ranges with the head (pooling, classifier) in float32 and a float32
+  output, which has no such grid (mixed.py's head part, what the budget
+  search keeps first under --output-type float32);
+- rules that mix: extrapolated inside with min/max on the output, and the
+  reverse;
+- the raw TFLite converter on the same calibration images.
+
+Each is scored by output SQNR (of the logits) and top-1 agreement with the
+float Keras model; each agreement also minus the raw converter's, with the
+paired standard error from the evaluation images' sampling
+(calibration.py's top1_against_raw arithmetic).
+
+    python benchmarks/logits_top1.py fashion     the Fashion-MNIST logits heads (10,000 evaluation images)
+    python benchmarks/logits_top1.py mnist       the MNIST sample's logits heads (a second data set)
+
+Writes benchmarks/results/logits_top1.{json,md}.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from common import RESULTS, machine, use_repo_imports
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+RAW = "raw TFLite converter (min/max)"
+FLOAT_HEAD = "head float32, float32 output"
+
+
+def on_grid(values, low, high):
+    """`values` rounded onto the int8 grid of [low, high], as an int8 tensor stores them."""
+    scale = (high - low) / 255
+    return np.clip(np.round((values - low) / scale), 0, 255) * scale + low
+
+
+def variants(statistics):
+    """{label: ranges} of the full-int8 routes measured, from one calibration subset's statistics."""
+    from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
+
+    minmax = activation_ranges(statistics, RangeMethod("minmax"))
+    extrapolated = activation_ranges(statistics, RangeMethod("extrapolated"))
+    outputs = set(statistics.graph_outputs)
+    return {"minmax": minmax, "extrapolated 0.25": extrapolated,
+            "extrapolated 0.25 inside, minmax on the output": {
+                name: minmax[name] if name in outputs else extrapolated[name] for name in minmax},
+            "minmax inside, extrapolated 0.25 on the output": {
+                name: extrapolated[name] if name in outputs else minmax[name] for name in minmax}}
+
+
+def measure(protocol, models):
+    from calibration import int8_tflite_outputs, protocol_splits, raw_converter_int8, sqnr_db, \
+        standard_error_of_subset_mean
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.data.preprocess import preprocess_input
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.int8_tflite import int8_tflite, run_tflite_bytes
+    from edge_resnet.quantize.mixed import model_parts
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    rows = []
+    for name, model, head, size in models:
+        if head != "logits":
+            continue
+        print(f"== {name}", flush=True)
+        float_model = float_tflite(fold_batchnorm(model)[0])
+        head_scopes = tuple(model_parts(float_model)["head"])
+        float_output = QuantizationRecipe(output_type="float32")
+        splits = protocol_splits(size, protocol)
+        evaluation_sets, sqnrs, agrees, predicted = [], {}, {}, {}
+
+        def record(route, outputs, reference):
+            sqnrs.setdefault(route, []).append(sqnr_db(reference, outputs))
+            agrees.setdefault(route, []).append((outputs.argmax(1) == reference.argmax(1)).astype(float))
+
+        for index, (pixels, pixel_labels, test_pixels, _) in enumerate(splits):
+            evaluation_sets.append(hash(test_pixels.tobytes()))
+            if evaluation_sets[-1] not in predicted:
+                test_images = preprocess_input(test_pixels)
+                predicted[evaluation_sets[-1]] = (test_images,
+                                                  np.asarray(model.predict(test_images, batch_size=100, verbose=0)))
+            test_images, reference = predicted[evaluation_sets[-1]]
+            calibration = images_from_array(pixels, Preprocessing(size, size), size=None,
+                                             labels=pixel_labels).cached()
+            statistics = collect_statistics(float_model, calibration)
+            record(RAW, run_tflite_bytes(raw_converter_int8(model, list(calibration.samples())), test_images, "raw"),
+                   reference)
+            (output_name,) = statistics.graph_outputs
+            for label, ranges in variants(statistics).items():
+                record(label, int8_tflite_outputs(float_model, ranges, test_images), reference)
+                record(f"{label}: int8 output grid alone", on_grid(reference, *ranges[output_name]), reference)
+                if "inside" not in label:
+                    record(f"{label}, {FLOAT_HEAD}",
+                           run_tflite_bytes(int8_tflite(float_model, ranges, float_output, head_scopes), test_images,
+                                            "a float head"), reference)
+            print(f"   subset {index + 1}/{len(splits)} done", flush=True)
+        routes = {}
+        for route in sqnrs:
+            gain = [agree - raw for agree, raw in zip(agrees[route], agrees[RAW])]
+            routes[route] = {"sqnr_db_mean": float(np.mean(sqnrs[route])), "sqnr_db_per_subset": sqnrs[route],
+                             "agreement_mean": float(np.mean([np.mean(agree) for agree in agrees[route]])),
+                             "agreement_minus_raw_points": float(100 * np.mean([np.mean(term) for term in gain])),
+                             "agreement_minus_raw_se_points": 100 * standard_error_of_subset_mean(gain,
+                                                                                                  evaluation_sets)}
+        rows.append({"model": name, "protocol": protocol, "evaluation_images": len(reference),
+                     "subsets": len(splits), "routes": routes})
+    return rows
+
+
+def markdown(result):
+    lines = ["# A logits head's top-1 in int8: the output grid and the rest", "",
+             f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores "
+             f"({', '.join(result['machine']['isa'])}). No latency is measured here.", "",
+             "Every route calibrated on the very same 200-image subsets (4 per model), evaluated on the same images "
+             "against the float Keras model. Output SQNR of the logits, mean over the subsets; top-1 agreement "
+             "with the float model; its difference from the raw TFLite converter's, ± the paired standard error "
+             "from the evaluation images' sampling. \"int8 output grid alone\": the float model's logits rounded "
+             "onto the output tensor's int8 grid, nothing else quantized. \"head float32\": the same ranges, "
+             "the head (pooling, classifier) in float32 and a float32 output.", ""]
+    for part, rows in result["parts"].items():
+        lines += [f"## `{result['commands'][part]}`", ""]
+        for row in rows:
+            lines += [f"### {row['model']}, {row['evaluation_images']} evaluation images", "",
+                      "| route | SQNR dB | top-1 agreement | agreement - raw converter, points |",
+                      "|---|---|---|---|"]
+            for route, scores in row["routes"].items():
+                lines.append(f"| {route} | {scores['sqnr_db_mean']:.2f} | {scores['agreement_mean']:.2%} | "
+                             f"{scores['agreement_minus_raw_points']:+.2f} "
+                             f"±{scores['agreement_minus_raw_se_points']:.2f} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(parts):
+    use_repo_imports()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from calibration import fashion_models, mnist_models
+
+    path = RESULTS / "logits_top1.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result["machine"] = machine()
+    for part, models in (("fashion", fashion_models), ("mnist", mnist_models)):
+        if part in parts:
+            started = time.perf_counter()
+            result.setdefault("parts", {})[part] = measure(part, models())
+            result.setdefault("commands", {})[part] = f"python benchmarks/logits_top1.py {part}"
+            result.setdefault("seconds", {})[part] = round(time.perf_counter() - started, 1)
+            path.write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "logits_top1.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["fashion"])
