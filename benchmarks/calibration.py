@@ -287,7 +287,6 @@ def fidelity(protocol="unseen", models=None):
     """Every route calibrated on the very same 200 images of each subset,
     for `models` (default: models_to_measure())."""
     from edge_resnet.data.images import Preprocessing, images_from_array
-    from edge_resnet.data.preprocess import preprocess_input
     from edge_resnet.device.runtime import OnnxRunner, TfliteRunner
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import tflite_chooser
@@ -309,14 +308,10 @@ def fidelity(protocol="unseen", models=None):
         onnx.save(float_onnx(folded), scratch / "float.onnx")
         rows, chosen, concentration, noise, selections, evaluation_sets = {}, {}, [], {}, [], []
         predictions, subset_references, subset_labels = {}, [], []  # per-image top-1, for the paired top-1 bar
-        predicted = {}  # evaluation set -> (preprocessed images, float outputs): subsets may share one
+        predicted = {}
         for index, (pixels, pixel_labels, test_pixels, labels) in enumerate(protocol_splits(size, protocol)):
-            evaluation_sets.append(hash(test_pixels.tobytes()))
-            if evaluation_sets[-1] not in predicted:
-                test_images = preprocess_input(test_pixels)
-                predicted[evaluation_sets[-1]] = (test_images,
-                                                  np.asarray(model.predict(test_images, batch_size=50, verbose=0)))
-            test_images, reference = predicted[evaluation_sets[-1]]
+            key, test_images, reference = float_predictions(model, test_pixels, predicted)
+            evaluation_sets.append(key)
             subset_references.append(reference.argmax(1))
             subset_labels.append(labels)
             calibration = images_from_array(pixels, Preprocessing(size, size), size=None,
@@ -372,6 +367,18 @@ def fidelity(protocol="unseen", models=None):
                                                              evaluation_sets)})
         del model, folded
     return results
+
+
+def float_predictions(model, test_pixels, predicted, batch_size=50):
+    """(key of the evaluation set, its preprocessed images, the float Keras model's outputs on them); `predicted`
+    keeps them by key, as subsets may share one evaluation set."""
+    from edge_resnet.data.preprocess import preprocess_input
+
+    key = hash(test_pixels.tobytes())
+    if key not in predicted:
+        test_images = preprocess_input(test_pixels)
+        predicted[key] = test_images, np.asarray(model.predict(test_images, batch_size=batch_size, verbose=0))
+    return (key, *predicted[key])
 
 
 def best_fixed_route(routes):

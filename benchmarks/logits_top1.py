@@ -65,11 +65,10 @@ def variants(statistics):
 
 
 def measure(protocol, models):
-    from calibration import int8_tflite_outputs, protocol_splits, raw_converter_int8, sqnr_db, \
+    from calibration import float_predictions, int8_tflite_outputs, protocol_splits, raw_converter_int8, sqnr_db, \
         standard_error_of_subset_mean
 
     from edge_resnet.data.images import Preprocessing, images_from_array
-    from edge_resnet.data.preprocess import preprocess_input
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import int8_tflite, run_tflite_bytes
     from edge_resnet.quantize.mixed import model_parts
@@ -93,12 +92,8 @@ def measure(protocol, models):
             agrees.setdefault(route, []).append((outputs.argmax(1) == reference.argmax(1)).astype(float))
 
         for index, (pixels, pixel_labels, test_pixels, _) in enumerate(splits):
-            evaluation_sets.append(hash(test_pixels.tobytes()))
-            if evaluation_sets[-1] not in predicted:
-                test_images = preprocess_input(test_pixels)
-                predicted[evaluation_sets[-1]] = (test_images,
-                                                  np.asarray(model.predict(test_images, batch_size=100, verbose=0)))
-            test_images, reference = predicted[evaluation_sets[-1]]
+            key, test_images, reference = float_predictions(model, test_pixels, predicted, batch_size=100)
+            evaluation_sets.append(key)
             calibration = images_from_array(pixels, Preprocessing(size, size), size=None,
                                              labels=pixel_labels).cached()
             statistics = collect_statistics(float_model, calibration)
