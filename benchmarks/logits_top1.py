@@ -45,7 +45,8 @@ FLOAT_HEAD = "head float32, float32 output"
 
 
 def on_grid(values, low, high):
-    """`values` rounded onto the int8 grid of [low, high], as an int8 tensor stores them."""
+    """`values` rounded onto 256 even steps of [low, high]: an int8 tensor's grid, but for the small shift
+    of the range that puts zero on a step (which the converter makes and this leaves out)."""
     scale = (high - low) / 255
     return np.clip(np.round((values - low) / scale), 0, 255) * scale + low
 
@@ -58,15 +59,15 @@ def variants(statistics):
     extrapolated = activation_ranges(statistics, RangeMethod("extrapolated"))
     outputs = set(statistics.graph_outputs)
     return {"minmax": minmax, "extrapolated 0.25": extrapolated,
-            "extrapolated 0.25 inside, minmax on the output": {
-                name: minmax[name] if name in outputs else extrapolated[name] for name in minmax},
+            "extrapolated 0.25 inside, minmax on the output": activation_ranges(
+                statistics, RangeMethod("extrapolated", output="minmax")),
             "minmax inside, extrapolated 0.25 on the output": {
                 name: extrapolated[name] if name in outputs else minmax[name] for name in minmax}}
 
 
 def measure(protocol, models):
     from calibration import float_predictions, int8_tflite_outputs, protocol_splits, raw_converter_int8, sqnr_db, \
-        standard_error_of_subset_mean
+        standard_error_of_subset_mean, subset_mean
 
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.model.fold import fold_batchnorm
@@ -85,14 +86,14 @@ def measure(protocol, models):
         head_scopes = tuple(model_parts(float_model)["head"])
         float_output = QuantizationRecipe(output_type="float32")
         splits = protocol_splits(size, protocol)
-        evaluation_sets, sqnrs, agrees, predicted = [], {}, {}, {}
+        evaluation_sets, sqnrs, agrees, float_cache = [], {}, {}, {}
 
         def record(route, outputs, reference):
             sqnrs.setdefault(route, []).append(sqnr_db(reference, outputs))
             agrees.setdefault(route, []).append((outputs.argmax(1) == reference.argmax(1)).astype(float))
 
         for index, (pixels, pixel_labels, test_pixels, _) in enumerate(splits):
-            key, test_images, reference = float_predictions(model, test_pixels, predicted, batch_size=100)
+            key, test_images, reference = float_predictions(model, test_pixels, float_cache, batch_size=100)
             evaluation_sets.append(key)
             calibration = images_from_array(pixels, Preprocessing(size, size), size=None,
                                              labels=pixel_labels).cached()
@@ -102,8 +103,8 @@ def measure(protocol, models):
             (output_name,) = statistics.graph_outputs
             for label, ranges in variants(statistics).items():
                 record(label, int8_tflite_outputs(float_model, ranges, test_images), reference)
-                record(f"{label}: int8 output grid alone", on_grid(reference, *ranges[output_name]), reference)
-                if "inside" not in label:
+                if "inside" not in label:  # a mix's output grid is one of the pure rules'
+                    record(f"{label}: int8 output grid alone", on_grid(reference, *ranges[output_name]), reference)
                     record(f"{label}, {FLOAT_HEAD}",
                            run_tflite_bytes(int8_tflite(float_model, ranges, float_output, head_scopes), test_images,
                                             "a float head"), reference)
@@ -112,11 +113,13 @@ def measure(protocol, models):
         for route in sqnrs:
             gain = [agree - raw for agree, raw in zip(agrees[route], agrees[RAW])]
             routes[route] = {"sqnr_db_mean": float(np.mean(sqnrs[route])), "sqnr_db_per_subset": sqnrs[route],
-                             "agreement_mean": float(np.mean([np.mean(agree) for agree in agrees[route]])),
-                             "agreement_minus_raw_points": float(100 * np.mean([np.mean(term) for term in gain])),
+                             "agreement_mean": subset_mean(agrees[route]),
+                             "agreement_minus_raw_points": 100 * subset_mean(gain),
                              "agreement_minus_raw_se_points": 100 * standard_error_of_subset_mean(gain,
                                                                                                   evaluation_sets)}
-        rows.append({"model": name, "protocol": protocol, "evaluation_images": len(reference),
+        rows.append({"model": name, "protocol": protocol,
+                     "evaluation_images": sum(len(test_pixels) for test_pixels in
+                                              {key: split[2] for key, split in zip(evaluation_sets, splits)}.values()),
                      "subsets": len(splits), "routes": routes})
     return rows
 
@@ -134,7 +137,7 @@ def markdown(result):
     for part, rows in result["parts"].items():
         lines += [f"## `{result['commands'][part]}`", ""]
         for row in rows:
-            lines += [f"### {row['model']}, {row['evaluation_images']} evaluation images", "",
+            lines += [f"### {row['model']}, {row['evaluation_images']} distinct evaluation images", "",
                       "| route | SQNR dB | top-1 agreement | agreement - raw converter, points |",
                       "|---|---|---|---|"]
             for route, scores in row["routes"].items():
