@@ -432,6 +432,7 @@ def artifact_rows(paths, parity, timings):
             "runtime": f"{timing['runtime']} {timing['runtime_version']}, {timing['accelerator']}" if timing else None,
             "ranges": describe_selection(record["activation_ranges"]) if record.get("activation_ranges") else None,
             "range_selection": (record.get("activation_ranges") or {}).get("selection"),
+            "output_grid": record.get("output_grid"),
         })
     for row in rows:  # speed-up against the float32 artifact of the same format
         baseline = next((r for r in rows if r["format"] == row["format"] and r["mode"] == "none"), None)
@@ -671,11 +672,15 @@ def convert(config, log=print):
     log("")
     log(format_summary_table(report))
     if made.statistics is not None:
+        from .quantize.int8_tflite import output_grid_text
+
         log(f"int8 activation ranges, from one statistics pass over {made.statistics.samples} calibration images "
             f"({STATISTICS_FILE}):")
         for row in report["artifacts"]:
             if row.get("ranges"):
                 log(f"  {row['artifact']}: {row['ranges']}")
+            if note := output_grid_text(row.get("output_grid")):
+                log(f"  {row['artifact']}: {note}")
     if report.get("mixed_precision"):
         from .quantize.mixed import unpinned_level_text
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_resnet.quantize.int8_tflite import value_grid
 from edge_resnet.quantize.ranges import DEFAULT_METHOD
 from edge_resnet.quantize.recipe import record_path
 from edge_resnet.quantize.statistics import ActivationStatistics
@@ -108,6 +109,12 @@ def test_default_run_converts_the_trained_demo_on_held_out_digits(default_run):
     assert ranges[0]["method"] == ranges[1]["method"] == DEFAULT_METHOD
     assert ranges[0]["statistics"] == ranges[1]["statistics"]
     assert ranges[0]["statistics"]["fingerprint"] == statistics.fingerprint()
+    # what the int8 TFLite's output grid alone does to the calibration images' top-1 (the ONNX's logits are float)
+    grid = value_grid((output / "resnet50_demo_int8.tflite").read_bytes())
+    changed = np.argmax(grid.through(statistics.float_outputs), 1) != np.argmax(statistics.float_outputs, 1)
+    assert int8_row["output_grid"]["calibration_images"] == 200
+    assert int8_row["output_grid"]["top1_changed"] == np.sum(changed)
+    assert next(row for row in report["artifacts"] if row["artifact"] == "resnet50_demo_int8.onnx")["output_grid"] is None
     # auto chose each artifact's rule on its own runtime, and the terminal and the report say what and why
     assert "ai-edge-litert" in ranges[0]["selection"]["scored_on"] and "onnxruntime" in ranges[1]["selection"]["scored_on"]
     for name, record in zip(("resnet50_demo_int8.tflite", "resnet50_demo_int8.onnx"), ranges):

@@ -109,3 +109,35 @@ def test_int8_needs_fitting_calibration(folded, tmp_path):
     with pytest.raises(ConfigError, match=r"model takes \(32, 32, 3\)"):
         to_tflite(folded, QuantizationRecipe(), wrong_size, output=tmp_path / "x.tflite")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_output_grid_note_counts_the_top1_the_int8_output_grid_alone_changes(int8_path, digits_artifacts,
+                                                                                  digits_calibration, tmp_path):
+    """Scores closer than one step of the int8 output's grid round to one value, and the first index wins;
+    a float32 output dequantized from that grid keeps it, a float model has none."""
+    from edge_resnet.quantize.int8_tflite import output_grid_record, output_grid_text, quantize_tflite_file, value_grid
+
+    int8 = int8_path.read_bytes()
+    grid = value_grid(int8)
+    step = grid.scale
+    close = [[0.3 * step, 0.4 * step, -5 * step]] * 3  # float top-1 is class 1; on the grid both are 0: a tie
+    apart = [[0.3 * step, 3 * step, -5 * step]] * 7
+    record = output_grid_record(int8, np.array(close + apart))
+    assert (record["calibration_images"], record["top1_changed"]) == (10, 3)
+    assert "3 of 10 calibration images" in output_grid_text(record)
+    assert output_grid_text(output_grid_record(int8, np.array(apart))) is None  # nothing to say
+    float_output = quantize_tflite_file(
+        digits_artifacts["float_tflite"], QuantizationRecipe(calibration_method="minmax", output_type="float32"),
+        tmp_path / "float_output.tflite", digits_calibration, progress=False)
+    assert inspect_tflite(float_output).output_dtype == "float32"
+    assert value_grid(float_output.read_bytes()).scale > 0.01  # the logits' grid, behind the DEQUANTIZE
+    assert output_grid_record(digits_artifacts["float_tflite"].read_bytes(), np.array(apart)) is None
+    # the artifact's own record: the float model's outputs on its 200 calibration images
+    assert json.loads(record_path(int8_path).read_text())["output_grid"]["calibration_images"] == 200
+    # the report says it for the artifacts where it changes some top-1, and only those
+    from edge_resnet.check.report import output_grid_lines
+
+    lines = output_grid_lines([{"artifact": "a.tflite", "output_grid": record},
+                               {"artifact": "b.tflite", "output_grid": output_grid_record(int8, np.array(apart))},
+                               {"artifact": "c.onnx", "output_grid": None}])
+    assert len(lines) == 1 and "a.tflite" in lines[0] and "3 of 10 calibration images" in lines[0]

@@ -429,6 +429,7 @@ def convert_details(report):
     ]
     lines += [f"- {_code(row['artifact'])}: {row['quantization']}; {row['runtime'] or 'not timed'}."
               for row in report["artifacts"]]
+    lines += output_grid_lines(report["artifacts"])
     lines += range_selection_lines(report["artifacts"])
     stages = ", ".join(f"{stage['stage']} {stage['seconds']:.1f} s" for stage in report["stages"])
     lines += ["", f"Run: {report['total_seconds']:.0f} s, peak memory {report['peak_rss_mb']:.0f} MB. "
@@ -443,6 +444,14 @@ def convert_details(report):
                   "against the same golden outputs; the summary's latencies are the first board's.", "",
                   *parity_summary(report["on_device"]), "", *parity_details(report["on_device"])]
     return lines
+
+
+def output_grid_lines(rows):
+    """One line per artifact whose int8 output grid alone changes some calibration images' top-1."""
+    from ..quantize.int8_tflite import output_grid_text
+
+    return [f"- {_code(row['artifact'])}: {note}" for row in rows
+            if (note := output_grid_text(row.get("output_grid")))]
 
 
 def range_selection_lines(rows):

@@ -280,6 +280,52 @@ def tensor_grid(tensor):
     return Grid(float(np.ravel(tensor.quantization.scale)[0]), int(np.ravel(tensor.quantization.zeroPoint)[0]), dtype)
 
 
+def value_grid(model_bytes):
+    """The Grid the graph output's values lie on: its own, or where a
+    DEQUANTIZE writes a float32 output (--output-type float32), its input's;
+    None where the head computes the output in float."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = read_flatbuffer(model_bytes)
+    graph = model.subgraphs[0]
+    output = graph.outputs[0]
+    writers = [operator for operator in graph.operators if output in operator.outputs]
+    if tensor_grid(graph.tensors[output]) is None and len(writers) == 1:
+        code = model.operatorCodes[writers[0].opcodeIndex]
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.DEQUANTIZE:
+            return tensor_grid(graph.tensors[writers[0].inputs[0]])
+    return tensor_grid(graph.tensors[output])
+
+
+def output_grid_record(model_bytes, reference):
+    """What the int8 output's own grid does to top-1: the float model's
+    outputs on the calibration images (`reference`, one score per class and
+    image) rounded onto it, nothing else quantized. Two scores closer than a
+    step tie or swap there, whatever runs before it: on an unsure model's
+    logits head that grid alone changed 3.3% of top-1 predictions
+    (benchmarks/results/logits_top1.md). None where the output is float or
+    not one score per class."""
+    grid = value_grid(model_bytes)
+    reference = None if reference is None else np.asarray(reference, np.float32)
+    if grid is None or reference is None or reference.ndim != 2 or reference.shape[1] < 2:
+        return None
+    changed = np.argmax(grid.through(reference), axis=1) != np.argmax(reference, axis=1)
+    return {"calibration_images": len(reference), "top1_changed": int(np.sum(changed)),
+            "what": "the float model's outputs on the calibration images rounded onto the int8 output's grid, "
+                    "nothing else quantized: images whose top-1 changes"}
+
+
+def output_grid_text(record):
+    """The note on an artifact whose int8 output grid alone changes some
+    calibration images' top-1 (`record`: output_grid_record's), else None."""
+    if not record or not record["top1_changed"]:
+        return None
+    changed, images = record["top1_changed"], record["calibration_images"]
+    return (f"its int8 output's own grid changes the top-1 of {changed} of {images} calibration images (the float "
+            "model's outputs rounded onto it: close calls tie or swap), whatever runs before it; a float32 head has "
+            "no such grid: --output-type float32 with a --min-agreement budget tries one")
+
+
 def output_grids(model_bytes):
     """(the graph output's Grid, its softmax's int8 input's Grid or None) of
     a TFLite model; (None, None) where the output is float."""
@@ -375,6 +421,8 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
                                  packages, ranges_record(statistics, method, ranges, selection,
                                                          int8_softmax_input(content)))
         record["artifact"] = output.name
+        if grid := output_grid_record(content, statistics.float_outputs):
+            record["output_grid"] = grid
         if search:
             from .mixed import describe_artifact
 

@@ -174,6 +174,10 @@ def quantize_artifact(request, log=print):
         from .selection import describe_selection
 
         log(f"activation ranges: {describe_selection(record['activation_ranges'])}")
+        from .int8_tflite import output_grid_text
+
+        if note := output_grid_text(record.get("output_grid")):
+            log(f"note: {note}")
         if mixed:
             from .mixed import describe_record, unpinned_level_text
 
