@@ -404,6 +404,20 @@ def board_timings(device_runs):
             for name, ms in board["p50_ms"].items()]
 
 
+def range_lines(rows):
+    """Per int8 artifact row: the line on its activation ranges, and the
+    note on what its int8 output's own grid does to top-1 where it changes any."""
+    from .quantize.int8_tflite import output_grid_text
+
+    lines = []
+    for row in rows:
+        if row.get("ranges"):
+            lines.append(f"  {row['artifact']}: {row['ranges']}")
+        if note := output_grid_text(row.get("output_grid")):
+            lines.append(f"  {row['artifact']}: {note}")
+    return lines
+
+
 def artifact_rows(paths, parity, timings):
     """One summary row per artifact: what it is, size, accuracy, speed."""
     import json
@@ -672,15 +686,10 @@ def convert(config, log=print):
     log("")
     log(format_summary_table(report))
     if made.statistics is not None:
-        from .quantize.int8_tflite import output_grid_text
-
         log(f"int8 activation ranges, from one statistics pass over {made.statistics.samples} calibration images "
             f"({STATISTICS_FILE}):")
-        for row in report["artifacts"]:
-            if row.get("ranges"):
-                log(f"  {row['artifact']}: {row['ranges']}")
-            if note := output_grid_text(row.get("output_grid")):
-                log(f"  {row['artifact']}: {note}")
+        for line in range_lines(report["artifacts"]):
+            log(line)
     if report.get("mixed_precision"):
         from .quantize.mixed import unpinned_level_text
 

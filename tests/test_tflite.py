@@ -111,33 +111,57 @@ def test_int8_needs_fitting_calibration(folded, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_output_grid_note_counts_the_top1_the_int8_output_grid_alone_changes(int8_path, digits_artifacts,
-                                                                                  digits_calibration, tmp_path):
-    """Scores closer than one step of the int8 output's grid round to one value, and the first index wins;
-    a float32 output dequantized from that grid keeps it, a float model has none."""
-    from edge_resnet.quantize.int8_tflite import output_grid_record, output_grid_text, quantize_tflite_file, value_grid
+def close_calls(grid, close, apart):
+    """Class scores on which `close` images' top-1 changes on `grid` (the top two within a step: a tie, and the
+    first index wins) and `apart` images' does not."""
+    step = grid.scale
+    return np.array([[0.3 * step, 0.4 * step, -5 * step]] * close + [[0.3 * step, 3 * step, -5 * step]] * apart)
+
+
+def test_the_output_grid_record_counts_the_top1_the_int8_output_grid_alone_changes(int8_path, digits_artifacts):
+    from edge_resnet.check.report import output_grid_lines
+    from edge_resnet.quantize.int8_tflite import output_grid_record, output_grid_text, value_grid
 
     int8 = int8_path.read_bytes()
-    grid = value_grid(int8)
-    step = grid.scale
-    close = [[0.3 * step, 0.4 * step, -5 * step]] * 3  # float top-1 is class 1; on the grid both are 0: a tie
-    apart = [[0.3 * step, 3 * step, -5 * step]] * 7
-    record = output_grid_record(int8, np.array(close + apart))
+    record = output_grid_record(int8, close_calls(value_grid(int8), 3, 7))
     assert (record["calibration_images"], record["top1_changed"]) == (10, 3)
     assert "3 of 10 calibration images" in output_grid_text(record)
-    assert output_grid_text(output_grid_record(int8, np.array(apart))) is None  # nothing to say
-    float_output = quantize_tflite_file(
-        digits_artifacts["float_tflite"], QuantizationRecipe(calibration_method="minmax", output_type="float32"),
-        tmp_path / "float_output.tflite", digits_calibration, progress=False)
-    assert inspect_tflite(float_output).output_dtype == "float32"
-    assert value_grid(float_output.read_bytes()).scale > 0.01  # the logits' grid, behind the DEQUANTIZE
-    assert output_grid_record(digits_artifacts["float_tflite"].read_bytes(), np.array(apart)) is None
-    # the artifact's own record: the float model's outputs on its 200 calibration images
-    assert json.loads(record_path(int8_path).read_text())["output_grid"]["calibration_images"] == 200
+    unchanged = output_grid_record(int8, close_calls(value_grid(int8), 0, 7))
+    assert unchanged["top1_changed"] == 0 and output_grid_text(unchanged) is None  # nothing to say
+    assert output_grid_record(digits_artifacts["float_tflite"].read_bytes(), close_calls(value_grid(int8), 3, 7)) is None
     # the report says it for the artifacts where it changes some top-1, and only those
-    from edge_resnet.check.report import output_grid_lines
-
     lines = output_grid_lines([{"artifact": "a.tflite", "output_grid": record},
-                               {"artifact": "b.tflite", "output_grid": output_grid_record(int8, np.array(apart))},
+                               {"artifact": "b.tflite", "output_grid": unchanged},
                                {"artifact": "c.onnx", "output_grid": None}])
     assert len(lines) == 1 and "a.tflite" in lines[0] and "3 of 10 calibration images" in lines[0]
+
+
+def test_quantize_says_what_the_output_grid_does_to_the_calibration_images_top1(digits_artifacts,
+                                                                                digits_calibration, tmp_path):
+    """From the statistics pass's float outputs; a float32 output keeps the grid behind its DEQUANTIZE."""
+    import dataclasses
+
+    from edge_resnet.quantize.int8_tflite import value_grid
+    from edge_resnet.quantize.statistics import collect_statistics
+    from tests.cli import run_in_process
+
+    float_path = digits_artifacts["float_tflite"]
+    statistics = collect_statistics(float_path.read_bytes(), digits_calibration)
+    statistics.save(tmp_path / "statistics.npz")
+    int8_output = tmp_path / "int8_output.tflite"
+    result = run_in_process("quantize", float_path, "--statistics", tmp_path / "statistics.npz",
+                            "--calibration-method", "minmax", "--output", int8_output)
+    assert result.returncode == 0, result.stderr
+    grid = value_grid(int8_output.read_bytes())
+    samples = len(statistics.float_outputs)
+    planted = dataclasses.replace(statistics, float_outputs=close_calls(grid, 4, samples - 4))
+    planted.save(tmp_path / "planted.npz")
+    float_output = tmp_path / "float_output.tflite"
+    result = run_in_process("quantize", float_path, "--statistics", tmp_path / "planted.npz",
+                            "--calibration-method", "minmax", "--output-type", "float32", "--output", float_output)
+    assert result.returncode == 0, result.stderr
+    assert inspect_tflite(float_output).output_dtype == "float32"
+    assert value_grid(float_output.read_bytes()) == grid  # the same ranges, behind the DEQUANTIZE
+    assert f"note: its int8 output's own grid changes the top-1 of 4 of {samples} calibration images" in result.stdout
+    record = json.loads(record_path(float_output).read_text())["output_grid"]
+    assert (record["calibration_images"], record["top1_changed"]) == (samples, 4)

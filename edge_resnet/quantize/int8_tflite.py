@@ -18,7 +18,7 @@ from ..quiet import native_output_silenced
 from .ranges import ranges_record
 from .recipe import QuantizationRecipe, artifact_record, write_record
 from .statistics import (activation_tensor_indices, collect_statistics, flatbuffer_bytes, int8_softmax_input,
-                         output_softmax, read_flatbuffer, softmax_input_of)
+                         output_softmax, read_flatbuffer, softmax_input_of, writer_of)
 
 RUNTIME_PACKAGES = ("ai-edge-litert", "litert-quantizer")
 
@@ -283,17 +283,17 @@ def tensor_grid(tensor):
 def value_grid(model_bytes):
     """The Grid the graph output's values lie on: its own, or where a
     DEQUANTIZE writes a float32 output (--output-type float32), its input's;
-    None where the head computes the output in float."""
+    None where the head computes the output in float. (output_grids, which
+    bounds what a budget search can reach, leaves a float32 output out:
+    there the search may take the head out of int8.)"""
     from ai_edge_litert import schema_py_generated as schema
 
     model = read_flatbuffer(model_bytes)
     graph = model.subgraphs[0]
     output = graph.outputs[0]
-    writers = [operator for operator in graph.operators if output in operator.outputs]
-    if tensor_grid(graph.tensors[output]) is None and len(writers) == 1:
-        code = model.operatorCodes[writers[0].opcodeIndex]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.DEQUANTIZE:
-            return tensor_grid(graph.tensors[writers[0].inputs[0]])
+    writer, builtin = writer_of(model, output)
+    if tensor_grid(graph.tensors[output]) is None and builtin == schema.BuiltinOperator.DEQUANTIZE:
+        return tensor_grid(graph.tensors[writer.inputs[0]])
     return tensor_grid(graph.tensors[output])
 
 
@@ -322,8 +322,9 @@ def output_grid_text(record):
         return None
     changed, images = record["top1_changed"], record["calibration_images"]
     return (f"its int8 output's own grid changes the top-1 of {changed} of {images} calibration images (the float "
-            "model's outputs rounded onto it: close calls tie or swap), whatever runs before it; a float32 head has "
-            "no such grid: --output-type float32 with a --min-agreement budget tries one")
+            "model's outputs rounded onto it: close calls tie or swap), whatever runs before it; a float head has "
+            "none: with --output-type float32 and a --min-agreement budget full int8 misses (convert: with "
+            "--accuracy-control) the search can keep the head in float32")
 
 
 def output_grids(model_bytes):

@@ -424,25 +424,31 @@ def keras_layer_of(tensor_name, layer_names):
     return None
 
 
+def writer_of(model, tensor):
+    """(the one operator writing tensor index `tensor` of a TFLite model's
+    graph, its builtin code), or (None, None) where not exactly one does."""
+    graph = model.subgraphs[0]
+    writers = [op for op in graph.operators if tensor in op.outputs]
+    if len(writers) != 1:
+        return None, None
+    code = model.operatorCodes[writers[0].opcodeIndex]
+    return writers[0], max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
 def output_softmax(model):
     """The SOFTMAX operator whose output is the graph output of a TFLite
     model (a flatbuffer object), through the QUANTIZE or DEQUANTIZE an
     --output-type adds after it; None if there is none."""
     from ai_edge_litert import schema_py_generated as schema
 
-    graph = model.subgraphs[0]
-    tensor = graph.outputs[0]
+    tensor = model.subgraphs[0].outputs[0]
     while True:
-        writers = [op for op in graph.operators if tensor in op.outputs]
-        if len(writers) != 1:
-            return None
-        code = model.operatorCodes[writers[0].opcodeIndex]
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        writer, builtin = writer_of(model, tensor)
         if builtin == schema.BuiltinOperator.SOFTMAX:
-            return writers[0]
+            return writer
         if builtin not in (schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQUANTIZE):
             return None
-        tensor = writers[0].inputs[0]
+        tensor = writer.inputs[0]
 
 
 class SoftmaxInput(NamedTuple):
