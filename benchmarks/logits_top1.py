@@ -26,6 +26,9 @@ paired standard error from the evaluation images' sampling
 
     python benchmarks/logits_top1.py fashion     the Fashion-MNIST logits heads (10,000 evaluation images)
     python benchmarks/logits_top1.py mnist       the MNIST sample's logits heads (a second data set)
+    python benchmarks/logits_top1.py note        what `quantize`'s output-grid note counts on each subset's 200
+                                                 calibration images against the same grid on the evaluation
+                                                 images, both data sets' logits heads (the default recipe)
 
 Writes benchmarks/results/logits_top1.{json,md}.
 """
@@ -33,6 +36,7 @@ Writes benchmarks/results/logits_top1.{json,md}.
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,6 +128,55 @@ def measure(protocol, models):
     return rows
 
 
+def note_against_evaluation(protocol, models):
+    """Per model and subset: the int8 TFLite `quantize` writes by default (its record's output_grid: the
+    top-1 its output grid alone changes on the calibration images) against that grid's share on the
+    evaluation images."""
+    from calibration import float_predictions, protocol_splits
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.int8_tflite import output_grid_record, value_grid, write_int8_tflite
+    from edge_resnet.quantize.recipe import QuantizationRecipe, read_record
+    from edge_resnet.quantize.tflite import float_tflite
+
+    rows, scratch = [], Path(tempfile.mkdtemp(prefix="logits-top1-note-"))
+    for name, model, head, size in models:
+        if head != "logits":
+            continue
+        print(f"== {name}", flush=True)
+        float_model = float_tflite(fold_batchnorm(model)[0])
+        float_cache, subsets = {}, []
+        for pixels, pixel_labels, test_pixels, _ in protocol_splits(size, protocol):
+            _, _, reference = float_predictions(model, test_pixels, float_cache, batch_size=100)
+            calibration = images_from_array(pixels, Preprocessing(size, size), size=None,
+                                             labels=pixel_labels).cached()
+            path = write_int8_tflite(float_model, QuantizationRecipe(), scratch / "int8.tflite", calibration,
+                                     progress=False)
+            noted = read_record(path)["output_grid"]
+            evaluated = output_grid_record(path.read_bytes(), reference)
+            subsets.append({"chosen_rule": read_record(path)["activation_ranges"]["chosen"],
+                            "calibration_images": noted["calibration_images"], "noted": noted["top1_changed"],
+                            "evaluation_images": evaluated["calibration_images"],
+                            "evaluation_changed": evaluated["top1_changed"],
+                            "grid_scale": value_grid(path.read_bytes()).scale})
+            print(f"   {subsets[-1]}", flush=True)
+        rows.append({"model": name, "protocol": protocol, "subsets": subsets})
+    return rows
+
+
+def note_lines(rows):
+    lines = ["| model | per subset: noted of calibration images (share) | same grid on the evaluation images (share) |",
+             "|---|---|---|"]
+    for row in rows:
+        noted = ", ".join(f"{entry['noted']} of {entry['calibration_images']} "
+                          f"({entry['noted'] / entry['calibration_images']:.1%})" for entry in row["subsets"])
+        evaluated = ", ".join(f"{entry['evaluation_changed'] / entry['evaluation_images']:.1%} of "
+                              f"{entry['evaluation_images']}" for entry in row["subsets"])
+        lines.append(f"| {row['model']} | {noted} | {evaluated} |")
+    return lines
+
+
 def markdown(result):
     lines = ["# A logits head's top-1 in int8: the output grid and the rest", "",
              f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores "
@@ -136,6 +189,12 @@ def markdown(result):
              "the head (pooling, classifier) in float32 and a float32 output.", ""]
     for part, rows in result["parts"].items():
         lines += [f"## `{result['commands'][part]}`", ""]
+        if part == "note":
+            lines += ["What `quantize`'s note counts (the default recipe, each subset's 200 calibration images: the "
+                      "float model's outputs rounded onto the artifact's int8 output grid alone, images whose top-1 "
+                      "changes) against the share that grid changes on the evaluation images.", "",
+                      *note_lines(rows), ""]
+            continue
         for row in rows:
             lines += [f"### {row['model']}, {row['evaluation_images']} distinct evaluation images", "",
                       "| route | SQNR dB | top-1 agreement | agreement - raw converter, points |",
@@ -156,10 +215,13 @@ def main(parts):
     path = RESULTS / "logits_top1.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     result["machine"] = machine()
-    for part, models in (("fashion", fashion_models), ("mnist", mnist_models)):
+    runs = {"fashion": lambda: measure("fashion", fashion_models()), "mnist": lambda: measure("mnist", mnist_models()),
+            "note": lambda: [*note_against_evaluation("fashion", fashion_models()),
+                             *note_against_evaluation("mnist", mnist_models())]}
+    for part, run in runs.items():
         if part in parts:
             started = time.perf_counter()
-            result.setdefault("parts", {})[part] = measure(part, models())
+            result.setdefault("parts", {})[part] = run()
             result.setdefault("commands", {})[part] = f"python benchmarks/logits_top1.py {part}"
             result.setdefault("seconds", {})[part] = round(time.perf_counter() - started, 1)
             path.write_text(json.dumps(result, indent=2) + "\n")
