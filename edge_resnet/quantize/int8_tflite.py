@@ -302,7 +302,7 @@ def output_grid_record(model_bytes, reference):
     outputs on the calibration images (`reference`, one score per class and
     image) rounded onto it, nothing else quantized. Two scores closer than a
     step tie or swap there, whatever runs before it: on an unsure model's
-    logits head that grid alone changed 3.3% of top-1 predictions
+    logits head that grid alone changed 3.3-3.9% of top-1 predictions
     (benchmarks/results/logits_top1.md). None where the output is float or
     not one score per class."""
     grid = value_grid(model_bytes)
