@@ -153,13 +153,14 @@ def note_against_evaluation(protocol, models):
                                              labels=pixel_labels).cached()
             path = write_int8_tflite(float_model, QuantizationRecipe(), scratch / "int8.tflite", calibration,
                                      progress=False)
-            noted = read_record(path)["output_grid"]
-            evaluated = output_grid_record(path.read_bytes(), reference)
-            subsets.append({"chosen_rule": read_record(path)["activation_ranges"]["chosen"],
+            record, artifact = read_record(path), path.read_bytes()
+            noted = record["output_grid"]
+            evaluated = output_grid_record(artifact, reference)  # its "calibration_images": the evaluation images
+            subsets.append({"chosen_rule": record["activation_ranges"]["chosen"],
                             "calibration_images": noted["calibration_images"], "noted": noted["top1_changed"],
                             "evaluation_images": evaluated["calibration_images"],
                             "evaluation_changed": evaluated["top1_changed"],
-                            "grid_scale": value_grid(path.read_bytes()).scale})
+                            "grid_scale": value_grid(artifact).scale})
             print(f"   {subsets[-1]}", flush=True)
         rows.append({"model": name, "protocol": protocol, "subsets": subsets})
     return rows
