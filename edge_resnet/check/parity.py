@@ -46,6 +46,8 @@ class Tally:
     per_class_correct: np.ndarray = field(default=None)
     image_signal: list = field(default_factory=list)  # each batch's per-image sums of squares: the SQNR and its
     image_noise: list = field(default_factory=list)  # standard error
+    grid: object = None  # the artifact's int8 output grid (int8_tflite.Grid), None where its output is float
+    grid_top1_changed: int = 0  # images whose top-1 the reference's outputs rounded onto that grid change
 
     def __post_init__(self):
         self.per_class_total = np.zeros(self.classes, np.int64)
@@ -65,6 +67,8 @@ class Tally:
         self.image_signal.append(signal)
         self.image_noise.append(noise)
         self.max_abs_error = max(self.max_abs_error, float(np.abs(logits - reference).max()))
+        if self.grid is not None:
+            self.grid_top1_changed += top1_changes_on_grid(reference, self.grid)
         if labels is not None:
             correct = top[:, 0] == labels
             self.top1_correct += int(np.sum(correct))
@@ -88,6 +92,7 @@ class Tally:
             "sqnr_db": sqnr,
             "sqnr_standard_error_db": self.sqnr_standard_error_db(),
             "max_abs_error": self.max_abs_error,
+            "output_grid_top1_changes": None if self.grid is None else self.grid_top1_changed / n,
         }
 
     def sqnr_standard_error_db(self):
@@ -101,6 +106,25 @@ class Tally:
     def class_accuracy(self):
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.per_class_total > 0, self.per_class_correct / self.per_class_total, np.nan)
+
+
+def top1_changes_on_grid(reference, grid):
+    """How many rows of `reference` change their top-1 when rounded onto
+    `grid`, nothing else quantized: the share of an artifact's
+    disagreements that its int8 output's own grid makes, whatever runs before
+    it (a float head has no such grid). argmax, as an application reads a
+    tie: its first class."""
+    return int(np.sum(np.argmax(grid.through(reference), axis=1) != np.argmax(reference, axis=1)))
+
+
+def output_value_grid(path):
+    """The grid an artifact's output values lie on (int8_tflite.value_grid),
+    None for an ONNX file or a float output."""
+    if Path(path).suffix != ".tflite":
+        return None
+    from ..quantize.int8_tflite import value_grid
+
+    return value_grid(Path(path).read_bytes())
 
 
 def changed_classes(reference_tally, candidate_tally, class_names):
@@ -263,7 +287,7 @@ def compare(reference, candidates, data, class_names=None, batch_size=REFERENCE_
     check_runners_fit(runners, reference, next(data.samples()))
 
     reference_tally = Tally(classes)
-    tallies = [Tally(classes) for _ in runners]
+    tallies = [Tally(classes, grid=output_value_grid(path)) for path in candidates]
     start = 0
     batches = data.with_batch_size(batch_size)
     for batch in (progress(batches, len(data)) if progress else batches):

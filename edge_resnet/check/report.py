@@ -81,6 +81,8 @@ def parity_details(report):
     for candidate in report["candidates"]:
         if candidate.get("note"):
             lines += ["", candidate["note"]]
+        if note := output_grid_parity_text(candidate):
+            lines += ["", note]
         if candidate["changed_classes"]:
             changes = ", ".join(
                 f"{c['class']} {_percent(c['reference'])} -> {_percent(c['candidate'])}"
@@ -93,6 +95,22 @@ def parity_details(report):
             lines += markdown_table(("layer", layers[0]["metric"]),
                                     [(_code(layer["layer"]), f"{layer['value']:.4g}") for layer in layers])
     return lines
+
+
+def output_grid_parity_text(candidate):
+    """The line on how much of a candidate's top-1 disagreement its int8
+    output's own grid makes on these images, where it makes any (parity's
+    output_grid_top1_changes), else None."""
+    metrics = candidate["metrics"]
+    share = metrics.get("output_grid_top1_changes")
+    if not share:
+        return None
+    changed = round(share * metrics["samples"])
+    return (f"{_code(candidate['name'])}: its int8 output's own grid alone changes the top-1 of {_percent(share)} of "
+            f"these images ({changed} of {metrics['samples']}: the reference's outputs rounded onto it, close calls "
+            f"tie or swap), beside its top-1 disagreement of {_percent(1 - metrics['top1_agreement'])}. A float head "
+            "has no such grid: with --output-type float32 and a --min-agreement budget full int8 misses (convert: "
+            "with --accuracy-control) the search can keep the head in float32.")
 
 
 def verdict(gates):
