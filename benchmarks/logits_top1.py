@@ -29,6 +29,10 @@ paired standard error from the evaluation images' sampling
     python benchmarks/logits_top1.py note        what `quantize`'s output-grid note counts on each subset's 200
                                                  calibration images against the same grid on the evaluation
                                                  images, both data sets' logits heads (the default recipe)
+    python benchmarks/logits_top1.py fashion_fresh note_fresh
+                                                 both again on two Fashion-MNIST ResNets fixed in session 30
+                                                 (calibration.py fidelity_fashion_fresh), models no session had
+                                                 seen when this was written
 
 Writes benchmarks/results/logits_top1.{json,md}.
 """
@@ -190,7 +194,7 @@ def markdown(result):
              "the head (pooling, classifier) in float32 and a float32 output.", ""]
     for part, rows in result["parts"].items():
         lines += [f"## `{result['commands'][part]}`", ""]
-        if part == "note":
+        if part.startswith("note"):
             lines += ["What `quantize`'s note counts (the default recipe, each subset's 200 calibration images: the "
                       "float model's outputs rounded onto the artifact's int8 output grid alone, images whose top-1 "
                       "changes) against the share that grid changes on the evaluation images.", "",
@@ -211,14 +215,16 @@ def markdown(result):
 def main(parts):
     use_repo_imports()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from calibration import fashion_models, mnist_models
+    from calibration import fashion_fresh_models, fashion_models, mnist_models
 
     path = RESULTS / "logits_top1.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     result["machine"] = machine()
     runs = {"fashion": lambda: measure("fashion", fashion_models()), "mnist": lambda: measure("mnist", mnist_models()),
             "note": lambda: [*note_against_evaluation("fashion", fashion_models()),
-                             *note_against_evaluation("mnist", mnist_models())]}
+                             *note_against_evaluation("mnist", mnist_models())],
+            "fashion_fresh": lambda: measure("fashion", fashion_fresh_models()),
+            "note_fresh": lambda: note_against_evaluation("fashion", fashion_fresh_models())}
     for part, run in runs.items():
         if part in parts:
             started = time.perf_counter()
