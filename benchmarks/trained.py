@@ -116,10 +116,10 @@ def extrapolation_check_models(log=print):
 def mnist_models(log=print):
     """(name, model, input size) of three ResNets trained on 2500 of the MNIST sample (benchmarks/mnist.py),
     after every rule of `auto` was fixed: a data set none of them was chosen on."""
-    from mnist import mnist_split
+    from mnist import ORDER_SEED, TRAIN_IMAGES, mnist_split
 
     for depth, width, size, seed in ((18, 0.5, 32, 83), (50, 0.25, 32, 89), (50, 0.5, 32, 97)):
-        name = f"resnet{depth}_w{str(width).replace('.', '')}_mnist{size}_seed{seed}"
+        name = f"resnet{depth}_w{str(width).replace('.', '')}_mnist{size}_order{ORDER_SEED}_train{TRAIN_IMAGES}_seed{seed}"
         yield (f"ResNet-{depth} w{width} {size}x{size} seed {seed} (MNIST: a data set no rule was chosen on)",
                cached_trained(f"{name}.weights.h5", depth, width, size, seed, name, log,
                               training=lambda: mnist_split(size)[:2]), size)
