@@ -118,13 +118,37 @@ def top1_changes_on_grid(reference, grid):
 
 
 def output_value_grid(path):
-    """The grid an artifact's output values lie on (int8_tflite.value_grid),
-    None for an ONNX file or a float output."""
-    if Path(path).suffix != ".tflite":
+    """The grid an artifact's output values lie on: a TFLite's
+    (int8_tflite.value_grid), an ONNX's integer output's (from the
+    quantization our ONNX files carry in their metadata); None for a float
+    output, or where no reader is installed (a board with tflite-runtime
+    alone cannot read the flatbuffer: nothing is said then)."""
+    suffix = Path(path).suffix
+    if suffix == ".onnx":
+        return onnx_output_grid(path)
+    if suffix != ".tflite":
         return None
     from ..quantize.int8_tflite import value_grid
 
-    return value_grid(Path(path).read_bytes())
+    try:
+        return value_grid(Path(path).read_bytes())
+    except ImportError:
+        return None
+
+
+def onnx_output_grid(path):
+    """The Grid of an ONNX file's integer first output (the --onnx-route
+    tflite artifact's), None for a float one."""
+    import onnxruntime
+
+    from ..quantize.int8_tflite import Grid
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    dtype = {"tensor(int8)": np.int8, "tensor(uint8)": np.uint8}.get(session.get_outputs()[0].type)
+    metadata = session.get_modelmeta().custom_metadata_map
+    if dtype is None or not {"output_scale", "output_zero_point"} <= set(metadata):
+        return None
+    return Grid(float(metadata["output_scale"]), int(float(metadata["output_zero_point"])), dtype)
 
 
 def changed_classes(reference_tally, candidate_tally, class_names):

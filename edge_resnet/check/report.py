@@ -78,10 +78,12 @@ def parity_details(report):
     if made:
         lines += ["", "How each artifact was made (its recipe JSON):", ""]
         lines += [f"- {_code(name)}: {description}" for name, description in made.items()]
+    grid_notes = []  # once per artifact: the same on every board
     for candidate in report["candidates"]:
         if candidate.get("note"):
             lines += ["", candidate["note"]]
-        if note := output_grid_parity_text(candidate):
+        if (note := output_grid_parity_text(candidate)) and note not in grid_notes:
+            grid_notes.append(note)
             lines += ["", note]
         if candidate["changed_classes"]:
             changes = ", ".join(
@@ -109,8 +111,8 @@ def output_grid_parity_text(candidate):
     return (f"{_code(candidate['name'])}: its int8 output's own grid alone changes the top-1 of {_percent(share)} of "
             f"these images ({changed} of {metrics['samples']}: the reference's outputs rounded onto it, close calls "
             f"tie or swap), beside its top-1 disagreement of {_percent(1 - metrics['top1_agreement'])}. A float head "
-            "has no such grid: with --output-type float32 and a --min-agreement budget full int8 misses (convert: "
-            "with --accuracy-control) the search can keep the head in float32.")
+            "has no such grid: a --min-agreement budget that full int8 misses, with --output-type float32 (convert: "
+            "and --accuracy-control), lets the search keep the head in float32.")
 
 
 def verdict(gates):

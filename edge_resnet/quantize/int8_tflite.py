@@ -275,9 +275,12 @@ def tensor_grid(tensor):
     from ai_edge_litert import schema_py_generated as schema
 
     dtype = {schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8}.get(tensor.type)
-    if dtype is None or tensor.quantization is None or tensor.quantization.scale is None:
+    scale = None if tensor.quantization is None else tensor.quantization.scale
+    if dtype is None or scale is None or np.size(scale) == 0:
         return None
-    return Grid(float(np.ravel(tensor.quantization.scale)[0]), int(np.ravel(tensor.quantization.zeroPoint)[0]), dtype)
+    zero_points = tensor.quantization.zeroPoint  # absent: zero, as the runtime reads it
+    zero_point = int(np.ravel(zero_points)[0]) if zero_points is not None and np.size(zero_points) else 0
+    return Grid(float(np.ravel(scale)[0]), zero_point, dtype)
 
 
 def value_grid(model_bytes):
