@@ -138,9 +138,12 @@ def output_value_grid(path):
 
 def onnx_output_grid(path):
     """The Grid of an ONNX file's integer first output (the --onnx-route
-    tflite artifact's), None for a float one."""
-    import onnxruntime
-
+    tflite artifact's), None for a float one or where onnxruntime is not
+    installed here (the file ran on a board)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
     from ..quantize.int8_tflite import Grid
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
