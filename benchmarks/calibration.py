@@ -935,8 +935,9 @@ def calibration_size_lines(fewer, more):
     if not pairs:
         return []
     lines = ["## `auto` on more calibration images: the same heads on 200 and on 800 per subset", "",
-             "Four disjoint subsets of each size from the same never-trained-on Fashion pool (the 800-image ones "
-             "hold the 200-image ones' images and more), every route evaluated on the 10,000 test images. "
+             "Four disjoint subsets of each size from the same never-trained-on Fashion pool, in the same seeded "
+             "order (the first 800-image subset holds the four 200-image ones, the other three images none of "
+             "them held), every route evaluated on the 10,000 test images. "
              "\"says it stays best\": the share of resamples of its held-out images on which `auto`'s pick stayed "
              "best, per subset, as its line tells the user.", "",
              "| model | images per subset | best fixed TFLite | auto TFLite | auto - best | auto picked | says it stays best "
