@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from common import machine, use_repo_imports, write_results
+from common import RESULTS, machine, use_repo_imports, write_results
 
 HERE = Path(__file__).resolve().parent
 ALL, FOLD_MEAN = "from all images", "mean of the folds' ranges"
@@ -87,13 +87,22 @@ def measure(models, protocol):
     return rows
 
 
-def summary(row):
-    """Per scheme: each fixed rule's mean over the subsets, auto's, and auto's gap to the best fixed rule
-    from all images (the bar's reference: a forced method takes its ranges from all images)."""
+def fixed_rule_names():
     from calibration import FIXED_RULES
     from edge_resnet.quantize.ranges import RangeMethod
 
-    fixed = [RangeMethod(method, **parameters).describe() for method, parameters in FIXED_RULES]
+    return [RangeMethod(method, **parameters).describe() for method, parameters in FIXED_RULES]
+
+
+def rows_of(result):
+    """Every part's rows, parts in name order."""
+    return [row for part in sorted(result["rows_of_part"]) for row in result["rows_of_part"][part]]
+
+
+def summary(row):
+    """Per scheme: each fixed rule's mean over the subsets, auto's, and the best fixed rule from all images
+    (the bar's reference: a forced method takes its ranges from all images)."""
+    fixed = fixed_rule_names()
     means = {scheme: {rule: float(np.mean([subset["scores"][rule][scheme] for subset in row["subsets"]]))
                       for rule in fixed} for scheme in (ALL, FOLD_MEAN)}
     auto = {scheme: float(np.mean([subset["scores"][subset["auto_picked"]][scheme] for subset in row["subsets"]]))
@@ -103,12 +112,9 @@ def summary(row):
 
 
 def markdown(result):
-    from calibration import FIXED_RULES
-    from edge_resnet.quantize.ranges import RangeMethod
-
-    fixed = [RangeMethod(method, **parameters).describe() for method, parameters in FIXED_RULES]
+    fixed = fixed_rule_names()
     lines = ["# Final ranges at the sample size `auto` scored them at", "",
-             f"Command: `python benchmarks/fold_ranges.py {' '.join(result['parts'])}`. Machine: "
+             f"Command: `python benchmarks/fold_ranges.py {' '.join(sorted(result['rows_of_part']))}`. Machine: "
              f"{result['machine']['cpu']}, {result['machine']['cores']} cores, {', '.join(result['machine']['isa'])}.",
              "", "Mean output SQNR dB over the calibration subsets (protocols of benchmarks/calibration.py), int8 "
              f"TFLite on XNNPACK, the same images for every route. Each cell: ranges {ALL} -> {FOLD_MEAN} (each "
@@ -116,7 +122,7 @@ def markdown(result):
              "each, and its gap to the best fixed rule from all images (what a forced method gives).", "",
              "| model | " + " | ".join(fixed) + " | auto | auto - best fixed |", "|---|" + "---|" * (len(fixed) + 2)]
     gaps = {ALL: [], FOLD_MEAN: []}
-    for row in result["rows"]:
+    for row in rows_of(result):
         means, auto, best_rule = summary(row)
         cells = [f"{means[ALL][rule]:.2f} -> {means[FOLD_MEAN][rule]:.2f}" for rule in fixed]
         for scheme in gaps:
@@ -127,7 +133,7 @@ def markdown(result):
         f"auto with ranges {scheme}: mean gap {np.mean(values):+.2f} dB, {sum(value < -0.3 for value in values)} of "
         f"{len(values)} rows more than 0.3 dB short" for scheme, values in gaps.items()), ""]
     lines += ["`auto` picked per subset:", ""] + [
-        f"- {row['model']}: " + "; ".join(subset["auto_picked"] for subset in row["subsets"]) for row in result["rows"]]
+        f"- {row['model']}: " + "; ".join(subset["auto_picked"] for subset in row["subsets"]) for row in rows_of(result)]
     return "\n".join(lines) + "\n"
 
 
@@ -150,12 +156,11 @@ def main(parts):
 
     sources = {"fashion_fresh": lambda: measure(calibration.fashion_fresh_models(), "fashion"),
                "digits": lambda: measure(shipped_digits_models(), "unseen")}
-    path = HERE / "results" / "fold_ranges.json"
+    path = RESULTS / "fold_ranges.json"
     result = json.loads(path.read_text()) if path.exists() else {"rows_of_part": {}}
     for part in parts:
         result["rows_of_part"][part] = sources[part]()
-    result.update(machine=machine(), parts=sorted(result["rows_of_part"]),
-                  rows=[row for part in sorted(result["rows_of_part"]) for row in result["rows_of_part"][part]])
+    result["machine"] = machine()
     write_results("fold_ranges", result, markdown(result))
 
 
