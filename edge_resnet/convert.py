@@ -406,7 +406,9 @@ def board_timings(device_runs):
 
 def range_lines(rows):
     """Per int8 artifact row: the line on its activation ranges, and the
-    note on what its int8 output's own grid does to top-1 where it changes any."""
+    notes on what its int8 output's own grid does to top-1 where it changes
+    any, on the calibration images and on the evaluation images."""
+    from .check.report import evaluation_grid_text
     from .quantize.int8_tflite import output_grid_text
 
     lines = []
@@ -415,6 +417,9 @@ def range_lines(rows):
             lines.append(f"  {row['artifact']}: {row['ranges']}")
         if note := output_grid_text(row.get("output_grid")):
             lines.append(f"  {row['artifact']}: {note}")
+        if note := evaluation_grid_text(row.get("output_grid_top1_changes"), row.get("evaluation_images"),
+                                        row["top1_agreement"]):
+            lines.append(f"  {row['artifact']}: on the evaluation images, {note}")
     return lines
 
 
@@ -447,6 +452,8 @@ def artifact_rows(paths, parity, timings):
             "ranges": describe_selection(record["activation_ranges"]) if record.get("activation_ranges") else None,
             "range_selection": (record.get("activation_ranges") or {}).get("selection"),
             "output_grid": record.get("output_grid"),
+            "output_grid_top1_changes": candidate["metrics"].get("output_grid_top1_changes"),
+            "evaluation_images": candidate["metrics"]["samples"],
         })
     for row in rows:  # speed-up against the float32 artifact of the same format
         baseline = next((r for r in rows if r["format"] == row["format"] and r["mode"] == "none"), None)

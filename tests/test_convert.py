@@ -137,17 +137,22 @@ def test_default_run_converts_the_trained_demo_on_held_out_digits(default_run):
     assert "| resnet50_demo_int8.tflite |" in (output / "report.md").read_text()
 
 
-def test_the_ranges_section_adds_the_output_grid_note_where_a_top1_changes():
+def test_the_ranges_section_adds_the_output_grid_notes_where_a_top1_changes():
     from edge_resnet.convert import range_lines
 
     rows = [{"artifact": "m_int8.tflite", "ranges": "minmax", "output_grid": {"calibration_images": 200,
-                                                                             "top1_changed": 5}},
-            {"artifact": "m_int8.onnx", "ranges": "minmax", "output_grid": None},
-            {"artifact": "m_float32.tflite", "ranges": None, "output_grid": None}]
+                                                                             "top1_changed": 5},
+             "output_grid_top1_changes": 0.02, "evaluation_images": 400, "top1_agreement": 0.95},
+            {"artifact": "m_int8.onnx", "ranges": "minmax", "output_grid": None, "output_grid_top1_changes": None,
+             "evaluation_images": 400, "top1_agreement": 0.97},
+            {"artifact": "m_float32.tflite", "ranges": None, "output_grid": None, "output_grid_top1_changes": None,
+             "evaluation_images": 400, "top1_agreement": 1.0}]
     lines = range_lines(rows)
-    assert lines[0] == "  m_int8.tflite: minmax" and lines[2:] == ["  m_int8.onnx: minmax"]
+    assert lines[0] == "  m_int8.tflite: minmax" and lines[3:] == ["  m_int8.onnx: minmax"]
     assert lines[1].startswith("  m_int8.tflite: its int8 output's own grid changes the top-1 of 5 of 200 "
                                "calibration images") and "--accuracy-control" in lines[1]
+    assert lines[2].startswith("  m_int8.tflite: on the evaluation images, its int8 output's own grid alone changes "
+                               "the top-1 of 2.00% of these images (8 of 400") and "disagreement of 5.00%" in lines[2]
 
 
 @pytest.mark.slow

@@ -104,15 +104,22 @@ def output_grid_parity_text(candidate):
     output's own grid makes on these images, where it makes any (parity's
     output_grid_top1_changes), else None."""
     metrics = candidate["metrics"]
-    share = metrics.get("output_grid_top1_changes")
+    note = evaluation_grid_text(metrics.get("output_grid_top1_changes"), metrics["samples"], metrics["top1_agreement"])
+    return f"{_code(candidate['name'])}: {note}" if note else None
+
+
+def evaluation_grid_text(share, samples, top1_agreement):
+    """What an artifact's int8 output grid alone does to the top-1 of the
+    evaluation images (`share` of `samples`), beside its whole top-1
+    disagreement; None where it changes none or the output is float."""
     if not share:
         return None
-    changed = round(share * metrics["samples"])
-    return (f"{_code(candidate['name'])}: its int8 output's own grid alone changes the top-1 of {_percent(share)} of "
-            f"these images ({changed} of {metrics['samples']}: the reference's outputs rounded onto it, close calls "
-            f"tie or swap), beside its top-1 disagreement of {_percent(1 - metrics['top1_agreement'])}. A float head "
-            "has no such grid: a --min-agreement budget that full int8 misses, with --output-type float32 (convert: "
-            "and --accuracy-control), lets the search keep the head in float32.")
+    changed = round(share * samples)
+    return (f"its int8 output's own grid alone changes the top-1 of {_percent(share)} of these images ({changed} of "
+            f"{samples}: the reference's outputs rounded onto it, close calls tie or swap), beside its top-1 "
+            f"disagreement of {_percent(1 - top1_agreement)}. A float head has no such grid: a --min-agreement "
+            "budget that full int8 misses, with --output-type float32 (convert: and --accuracy-control), lets the "
+            "search keep the head in float32.")
 
 
 def verdict(gates):
