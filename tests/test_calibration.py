@@ -485,6 +485,11 @@ def test_the_reports_range_table_marks_a_rule_an_artifact_did_not_try():
     table = [line for line in range_selection_lines([tflite, onnx]) if line.startswith("| ")][1:]
     assert table == ["| minmax | 30.00 | 29.00 |", "| extrapolated 0.25 | not tried | 30.50 (chosen) |",
                      "| percentile 99.99 | 31.00 (chosen) | exact |"]
+    assert "The best rule then took its ranges from all calibration images." in "\n".join(
+        range_selection_lines([tflite, onnx]))
+    tflite["range_selection"]["final_ranges"] = "the mean of the folds' ranges"  # a softmax head's TFLite
+    assert ("The best rule then took its ranges, `m.tflite`: the mean of the folds' ranges (a softmax head); "
+            "`m.onnx`: from all calibration images.") in "\n".join(range_selection_lines([tflite, onnx]))
 
 
 def test_a_choice_that_rests_on_a_few_images_says_so():
@@ -591,6 +596,32 @@ def test_auto_tries_every_candidate_on_the_real_artifact_and_keeps_the_best(fold
         assert record["ranges_fingerprint"] == ranges_fingerprint(activation_ranges(statistics, chosen))
         assert record["selection"]["held_out_samples"] == 200 and record["selection"]["folds"] == 4
         assert f"({chosen.describe()})" in json.loads(record_path(path).read_text())["quantization"]
+
+
+def test_on_a_softmax_head_the_int8_tflite_takes_the_mean_of_the_folds_ranges(
+        softmax_keras, softmax_float_model, softmax_statistics, statistics, digits_calibration, tmp_path):
+    """`auto`'s winner, on the int8 TFLite of a model ending in a softmax,
+    takes per tensor the mean of its ranges from each fold alone (as many
+    images as it was scored with), and says so; a logits head (the test
+    above) and the ONNX keep the winner's ranges from all images."""
+    from edge_resnet.quantize.ranges import folds_mean_ranges, ranges_fingerprint
+    from edge_resnet.quantize.selection import ALL_SAMPLES, FOLDS_MEAN, describe_selection, final_ranges_of
+
+    tflite = to_tflite(softmax_keras, QuantizationRecipe(), digits_calibration.cached(), output=tmp_path / "s.tflite",
+                       statistics=softmax_statistics, float_model=softmax_float_model)
+    record = json.loads(record_path(tflite).read_text())["activation_ranges"]
+    chosen = RangeMethod.from_dict(record["chosen"])
+    assert record["selection"]["final_ranges"] == FOLDS_MEAN
+    assert record["ranges_fingerprint"] == ranges_fingerprint(folds_mean_ranges(softmax_statistics, chosen))
+    assert record["ranges_fingerprint"] != ranges_fingerprint(activation_ranges(softmax_statistics, chosen))
+    assert f"{chosen.describe()} ({FOLDS_MEAN}), chosen on 200 held-out" in describe_selection(record)
+    # no fold reaches past the extremes of all images: the folds' mean min/max ranges lie inside, some strictly
+    from_all = activation_ranges(softmax_statistics, RangeMethod("minmax"))
+    folds_mean = folds_mean_ranges(softmax_statistics, RangeMethod("minmax"))
+    assert all(from_all[name][0] <= low <= high <= from_all[name][1] for name, (low, high) in folds_mean.items())
+    assert sum(folds_mean[name][1] < from_all[name][1] for name in folds_mean) > len(folds_mean) // 2
+    assert final_ranges_of(softmax_statistics, folds_mean_on_softmax_head=False) == ALL_SAMPLES  # the ONNX
+    assert final_ranges_of(statistics, folds_mean_on_softmax_head=True) == ALL_SAMPLES  # a logits head
 
 
 def test_auto_refuses_other_images_than_the_statistics_came_from(folded, float_model, statistics,

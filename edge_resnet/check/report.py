@@ -503,10 +503,22 @@ def range_selection_lines(rows):
                 if "stays_best_share" in row["range_selection"]]
     return ["", "## Activation ranges", "",
             f"`auto` tried each rule on the {selection['held_out_samples']} calibration images in "
-            f"{selection.get('folds', 4)} folds: {fit_text(selection)}. The best rule then took its ranges from all "
-            "calibration images.", "",
+            f"{selection.get('folds', 4)} folds: {fit_text(selection)}. The best rule then "
+            f"{final_ranges_text(chosen)}.", "",
             *markdown_table(["rule"] + [_code(row["artifact"]) for row in chosen], table),
             *(["", "How sure each choice is:", "", *sureness] if sureness else [])]
+
+
+def final_ranges_text(rows):
+    """Where each artifact's winning rule took its ranges from (selection.final_ranges_of)."""
+    from ..quantize.selection import ALL_SAMPLES, FOLDS_MEAN
+
+    final = {row["artifact"]: row["range_selection"].get("final_ranges", ALL_SAMPLES) for row in rows}
+    if set(final.values()) == {ALL_SAMPLES}:
+        return f"took its ranges {ALL_SAMPLES}"
+    return "took its ranges, " + "; ".join(
+        f"{_code(artifact)}: {where + ' (a softmax head)' if where == FOLDS_MEAN else where}"
+        for artifact, where in final.items())
 
 
 def score_cell(scores, rule):

@@ -411,7 +411,8 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
     output = Path(output)
     statistics = statistics_for(float_model, calibration, statistics, progress)
     method, ranges, selection = resolved_ranges(statistics, recipe.range_method(),
-                                                tflite_chooser(float_model, recipe.per_channel, calibration))
+                                                tflite_chooser(float_model, recipe.per_channel, calibration),
+                                                folds_mean_on_softmax_head=True)
     search = None
     if recipe.budget() is not None:
         from .mixed import search_tflite_parts
