@@ -42,30 +42,20 @@ FOLD_MEAN_INSIDE = "mean of the folds' ranges inside, from all images on the out
 SCHEMES = (ALL, FOLD_MEAN, FOLD_MEAN_INSIDE)
 
 
-def fold_mean_ranges(statistics, rule):
-    """{tensor: (low, high)}: per tensor, the mean over the folds of `rule`'s range from that fold alone."""
-    from edge_resnet.quantize.ranges import activation_ranges
-
-    per_fold = [activation_ranges(statistics.fold_part(fold), rule) for fold in range(len(statistics.folds))]
-    return {name: (float(np.mean([ranges[name][0] for ranges in per_fold])),
-                   float(np.mean([ranges[name][1] for ranges in per_fold])))
-            for name in per_fold[0]}
-
-
 def fold_mean_inside_ranges(statistics, rule):
     """The folds' mean ranges on every tensor but the graph's outputs, which keep the rule's range from all
     images: on a logits head the output is the logits, where clipping costs the most."""
-    from edge_resnet.quantize.ranges import activation_ranges
+    from edge_resnet.quantize.ranges import activation_ranges, folds_mean_ranges
 
-    inside, from_all = fold_mean_ranges(statistics, rule), activation_ranges(statistics, rule)
+    inside, from_all = folds_mean_ranges(statistics, rule), activation_ranges(statistics, rule)
     return {name: from_all[name] if name in statistics.graph_outputs else inside[name] for name in inside}
 
 
 def scheme_ranges(statistics, rule, schemes):
     """{scheme: the rule's {tensor: (low, high)} under it} for each of `schemes`."""
-    from edge_resnet.quantize.ranges import activation_ranges
+    from edge_resnet.quantize.ranges import activation_ranges, folds_mean_ranges
 
-    make = {ALL: activation_ranges, FOLD_MEAN: fold_mean_ranges, FOLD_MEAN_INSIDE: fold_mean_inside_ranges}
+    make = {ALL: activation_ranges, FOLD_MEAN: folds_mean_ranges, FOLD_MEAN_INSIDE: fold_mean_inside_ranges}
     return {scheme: make[scheme](statistics, rule) for scheme in schemes}
 
 
@@ -79,7 +69,8 @@ def measure_subset(float_model, calibration, test_images, reference, schemes):
     from edge_resnet.quantize.statistics import collect_statistics
 
     statistics = collect_statistics(float_model, calibration)
-    picked, _, _ = resolved_ranges(statistics, RangeMethod("auto"), tflite_chooser(float_model, True, calibration))
+    picked, _, _ = resolved_ranges(statistics, RangeMethod("auto"), tflite_chooser(float_model, True, calibration),
+                                   folds_mean_on_softmax_head=False)  # the pick alone: each scheme's ranges follow
     rules = [RangeMethod(method, **parameters) for method, parameters in FIXED_RULES]
     rules += [picked] if picked not in rules else []
     scores = {}

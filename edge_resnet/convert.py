@@ -418,7 +418,7 @@ def range_lines(rows):
         if note := output_grid_text(row.get("output_grid")):
             lines.append(f"  {row['artifact']}: {note}")
         if note := evaluation_grid_text(row.get("output_grid_top1_changes"), row.get("evaluation_images"),
-                                        row["top1_agreement"]):
+                                        row["top1_agreement"], advice=False):
             lines.append(f"  {row['artifact']}: on the evaluation images, {note}")
     return lines
 

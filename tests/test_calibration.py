@@ -487,9 +487,9 @@ def test_the_reports_range_table_marks_a_rule_an_artifact_did_not_try():
                      "| percentile 99.99 | 31.00 (chosen) | exact |"]
     assert "The best rule then took its ranges from all calibration images." in "\n".join(
         range_selection_lines([tflite, onnx]))
-    tflite["range_selection"]["final_ranges"] = "the mean of the folds' ranges"  # a softmax head's TFLite
-    assert ("The best rule then took its ranges, `m.tflite`: the mean of the folds' ranges (a softmax head); "
-            "`m.onnx`: from all calibration images.") in "\n".join(range_selection_lines([tflite, onnx]))
+    tflite["range_selection"]["final_ranges"] = "folds_mean"  # a softmax head's TFLite
+    assert ("The best rule then took its ranges as follows: `m.tflite` the mean of the folds' ranges (a softmax "
+            "head); `m.onnx` from all calibration images.") in "\n".join(range_selection_lines([tflite, onnx]))
 
 
 def test_a_choice_that_rests_on_a_few_images_says_so():
@@ -614,7 +614,7 @@ def test_on_a_softmax_head_the_int8_tflite_takes_the_mean_of_the_folds_ranges(
     assert record["selection"]["final_ranges"] == FOLDS_MEAN
     assert record["ranges_fingerprint"] == ranges_fingerprint(folds_mean_ranges(softmax_statistics, chosen))
     assert record["ranges_fingerprint"] != ranges_fingerprint(activation_ranges(softmax_statistics, chosen))
-    assert f"{chosen.describe()} ({FOLDS_MEAN}), chosen on 200 held-out" in describe_selection(record)
+    assert f"{chosen.describe()} (the mean of the folds' ranges), chosen on 200 held-out" in describe_selection(record)
     # no fold reaches past the extremes of all images: the folds' mean min/max ranges lie inside, some strictly
     from_all = activation_ranges(softmax_statistics, RangeMethod("minmax"))
     folds_mean = folds_mean_ranges(softmax_statistics, RangeMethod("minmax"))
@@ -622,6 +622,26 @@ def test_on_a_softmax_head_the_int8_tflite_takes_the_mean_of_the_folds_ranges(
     assert sum(folds_mean[name][1] < from_all[name][1] for name in folds_mean) > len(folds_mean) // 2
     assert final_ranges_of(softmax_statistics, folds_mean_on_softmax_head=False) == ALL_SAMPLES  # the ONNX
     assert final_ranges_of(statistics, folds_mean_on_softmax_head=True) == ALL_SAMPLES  # a logits head
+
+
+def test_auto_keeps_the_ranges_from_all_images_where_its_scores_decided_nothing(softmax_statistics):
+    """Scores that cannot tell the rules apart take min/max from all images,
+    as the warning says, even on a softmax head's TFLite; a decided choice
+    there takes the mean of the folds' ranges."""
+    from edge_resnet.data.images import DataWarning
+    from edge_resnet.quantize.ranges import folds_mean_ranges
+    from edge_resnet.quantize.selection import ALL_SAMPLES, FOLDS_MEAN, Choice, resolved_ranges
+
+    minmax, percentile = RangeMethod("minmax"), RangeMethod("percentile", percentile=99.99)
+    tied = Choice(minmax, ((minmax, 30.0), (percentile, 30.0)), 200, 4, "test")
+    ahead = Choice(percentile, ((minmax, 30.0), (percentile, 31.0)), 200, 4, "test")
+    with pytest.warns(DataWarning, match="took minmax"):
+        method, ranges, record = resolved_ranges(softmax_statistics, RangeMethod("auto"), lambda _: tied,
+                                                 folds_mean_on_softmax_head=True)
+    assert record["final_ranges"] == ALL_SAMPLES and ranges == activation_ranges(softmax_statistics, minmax)
+    method, ranges, record = resolved_ranges(softmax_statistics, RangeMethod("auto"), lambda _: ahead,
+                                             folds_mean_on_softmax_head=True)
+    assert record["final_ranges"] == FOLDS_MEAN and ranges == folds_mean_ranges(softmax_statistics, percentile)
 
 
 def test_auto_refuses_other_images_than_the_statistics_came_from(folded, float_model, statistics,
@@ -663,7 +683,8 @@ def test_auto_says_when_the_images_cannot_tell_the_rules_apart(statistics, tmp_p
 
     tied = Choice(CANDIDATES[0], tuple((method, 48.4) for method in CANDIDATES), 200, 4, "test")
     with pytest.warns(DataWarning, match="same output SQNR within 0.1 dB .* took minmax.*calibrate on images it has not"):
-        method, _, record = resolved_ranges(statistics, RangeMethod("auto"), lambda statistics: tied)
+        method, _, record = resolved_ranges(statistics, RangeMethod("auto"), lambda statistics: tied,
+                                            folds_mean_on_softmax_head=True)
     assert method == RangeMethod("minmax") and record["decided_by_scores"] is False
 
 

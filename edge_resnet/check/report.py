@@ -104,22 +104,25 @@ def output_grid_parity_text(candidate):
     output's own grid makes on these images, where it makes any (parity's
     output_grid_top1_changes), else None."""
     metrics = candidate["metrics"]
-    note = evaluation_grid_text(metrics.get("output_grid_top1_changes"), metrics["samples"], metrics["top1_agreement"])
+    note = evaluation_grid_text(metrics.get("output_grid_top1_changes"), metrics["samples"], metrics["top1_agreement"],
+                                advice=True)
     return f"{_code(candidate['name'])}: {note}" if note else None
 
 
-def evaluation_grid_text(share, samples, top1_agreement):
+def evaluation_grid_text(share, samples, top1_agreement, advice):
     """What an artifact's int8 output grid alone does to the top-1 of the
     evaluation images (`share` of `samples`), beside its whole top-1
-    disagreement; None where it changes none or the output is float."""
+    disagreement, and with `advice` what to do about it; None where it
+    changes none or the output is float."""
     if not share:
         return None
     changed = round(share * samples)
-    return (f"its int8 output's own grid alone changes the top-1 of {_percent(share)} of these images ({changed} of "
+    said = (f"its int8 output's own grid alone changes the top-1 of {_percent(share)} of these images ({changed} of "
             f"{samples}: the reference's outputs rounded onto it, close calls tie or swap), beside its top-1 "
-            f"disagreement of {_percent(1 - top1_agreement)}. A float head has no such grid: a --min-agreement "
-            "budget that full int8 misses, with --output-type float32 (convert: and --accuracy-control), lets the "
-            "search keep the head in float32.")
+            f"disagreement of {_percent(1 - top1_agreement)}.")
+    return said + (" A float head has no such grid: a --min-agreement budget that full int8 misses, with "
+                   "--output-type float32 (convert: and --accuracy-control), lets the search keep the head in "
+                   "float32." if advice else "")
 
 
 def verdict(gates):
@@ -511,13 +514,13 @@ def range_selection_lines(rows):
 
 def final_ranges_text(rows):
     """Where each artifact's winning rule took its ranges from (selection.final_ranges_of)."""
-    from ..quantize.selection import ALL_SAMPLES, FOLDS_MEAN
+    from ..quantize.selection import ALL_SAMPLES, FINAL_RANGES_TEXT, FOLDS_MEAN
 
     final = {row["artifact"]: row["range_selection"].get("final_ranges", ALL_SAMPLES) for row in rows}
     if set(final.values()) == {ALL_SAMPLES}:
-        return f"took its ranges {ALL_SAMPLES}"
-    return "took its ranges, " + "; ".join(
-        f"{_code(artifact)}: {where + ' (a softmax head)' if where == FOLDS_MEAN else where}"
+        return f"took its ranges {FINAL_RANGES_TEXT[ALL_SAMPLES]}"
+    return "took its ranges as follows: " + "; ".join(
+        f"{_code(artifact)} {FINAL_RANGES_TEXT[where]}{' (a softmax head)' if where == FOLDS_MEAN else ''}"
         for artifact, where in final.items())
 
 

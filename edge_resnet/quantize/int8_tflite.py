@@ -412,7 +412,7 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
     statistics = statistics_for(float_model, calibration, statistics, progress)
     method, ranges, selection = resolved_ranges(statistics, recipe.range_method(),
                                                 tflite_chooser(float_model, recipe.per_channel, calibration),
-                                                folds_mean_on_softmax_head=True)
+                                                folds_mean_on_softmax_head=recipe.budget() is None)
     search = None
     if recipe.budget() is not None:
         from .mixed import search_tflite_parts

@@ -190,7 +190,7 @@ def layer_ranges(tflite_ranges, statistics, layer_names, output_layer):
 
 def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output_layer):
     """{ONNX tensor name: (low, high)} for every float activation tensor of
-    the float ONNX graph, from the same ranges as the TFLite model. A tensor
+    the float ONNX graph, from ranges keyed by the TFLite model's tensors. A tensor
     maps to the Keras layer its name comes from; a layout op's output has its
     input's range; a tensor read only by a ReLU has the ReLU output's range
     (quantizing it there loses nothing: ReLU would clip the rest; the same
@@ -498,7 +498,8 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
 
                 method, tflite_ranges, selection = resolved_ranges(
                     statistics, recipe.range_method(),
-                    onnx_chooser(prepared, float_onnx_path, recipe, to_onnx_ranges, calibration, scratch))
+                    onnx_chooser(prepared, float_onnx_path, recipe, to_onnx_ranges, calibration, scratch),
+                    folds_mean_on_softmax_head=False)
                 if recipe.budget() is not None:
                     from .mixed import search_float_parts
 

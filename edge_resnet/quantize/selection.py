@@ -65,8 +65,8 @@ FITTING_FOLDS = 2  # folds whose ranges alone are scored on the rest
 RESAMPLES = 1000  # resamples of the held-out images that say how sure a choice is
 RESAMPLE_BATCH = 100  # resamples drawn at once (a draw holds one count per calibration image)
 SURE_SHARE = 0.5  # a rule best on fewer resamples than this rests on a few images, and the line says so
-FOLDS_MEAN = "the mean of the folds' ranges"  # a softmax head's final ranges (final_ranges_of)
-ALL_SAMPLES = "from all calibration images"
+FOLDS_MEAN, ALL_SAMPLES = "folds_mean", "all_images"  # where auto's winner takes its ranges (final_ranges_of)
+FINAL_RANGES_TEXT = {FOLDS_MEAN: "the mean of the folds' ranges", ALL_SAMPLES: "from all calibration images"}
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ def describe_selection(record):
     chosen = RangeMethod.from_dict(record["chosen"]).describe()
     if not scores:
         return f"{chosen}: nothing held out to choose on ({record['selection']['reason']})"
-    named = chosen + (f" ({FOLDS_MEAN})" if record["selection"].get("final_ranges") == FOLDS_MEAN else "")
+    folds_mean = record["selection"].get("final_ranges") == FOLDS_MEAN
+    named = chosen + (f" ({FINAL_RANGES_TEXT[FOLDS_MEAN]})" if folds_mean else "")
     if not record["selection"].get("decided_by_scores", True):
         return (f"{named}: every rule scored {_text_db(scores[chosen])} within {INDISTINGUISHABLE_DB} dB on "
                 f"{record['selection']['held_out_samples']} held-out calibration images, no evidence for any")
@@ -399,10 +400,11 @@ def output_sqnr_db(reference, outputs):
     return sqnr_of_sums(*signal_and_noise(reference, outputs))
 
 
-def resolved_ranges(statistics, method, choose_for_artifact, folds_mean_on_softmax_head=False):
+def resolved_ranges(statistics, method, choose_for_artifact, *, folds_mean_on_softmax_head):
     """(range rule, its ranges, selection record or None).
     `choose_for_artifact(statistics)` gives the Choice for `auto`, whose
-    winner takes its ranges as final_ranges_of says."""
+    winner takes its ranges as final_ranges_of says
+    (`folds_mean_on_softmax_head`: the int8 TFLite without a budget)."""
     if method.name != AUTO:
         return method, activation_ranges(statistics, method), None
     if statistics.folds is None:
@@ -415,7 +417,7 @@ def resolved_ranges(statistics, method, choose_for_artifact, folds_mean_on_softm
     choice = choose_for_artifact(statistics)
     if not choice.decided:
         warnings.warn(f"auto: {undecided_reason(choice)}", DataWarning, stacklevel=2)
-    final = final_ranges_of(statistics, folds_mean_on_softmax_head)
+    final = final_ranges_of(statistics, folds_mean_on_softmax_head and choice.decided)
     ranges = (folds_mean_ranges if final == FOLDS_MEAN else activation_ranges)(statistics, choice.method)
     return choice.method, ranges, {**choice.record(), "final_ranges": final}
 
@@ -431,7 +433,11 @@ def final_ranges_of(statistics, folds_mean_on_softmax_head):
     softmax heads, and the folds' mean gained `auto` 0.4 dB on the softmax
     heads it was measured on, checked on models held back from it
     (benchmarks/results/fold_ranges.md). On a logits head the output is the
-    logits, which clipping costs (there the folds' mean lost up to 2.6 dB)."""
+    logits, which clipping costs (there the folds' mean lost up to 2.6 dB).
+    The caller leaves it out where the scores told the rules apart nowhere
+    (min/max from all images, as the warning says) and under a budget, whose
+    search scores its parts with ranges from three folds (not measured with
+    the mean)."""
     return FOLDS_MEAN if folds_mean_on_softmax_head and statistics.softmax_input is not None else ALL_SAMPLES
 
 
