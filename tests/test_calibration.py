@@ -604,7 +604,7 @@ def test_on_a_softmax_head_the_int8_tflite_takes_the_mean_of_the_folds_ranges(
     takes per tensor the mean of its ranges from each fold alone (as many
     images as it was scored with), and says so; a logits head (the test
     above) and the ONNX keep the winner's ranges from all images."""
-    from edge_resnet.quantize.ranges import folds_mean_ranges, ranges_fingerprint
+    from edge_resnet.quantize.ranges import folds_mean_ranges, ranges_fingerprint, softmax_floor
     from edge_resnet.quantize.selection import ALL_SAMPLES, FOLDS_MEAN, describe_selection, final_ranges_of
 
     tflite = to_tflite(softmax_keras, QuantizationRecipe(), digits_calibration.cached(), output=tmp_path / "s.tflite",
@@ -615,6 +615,12 @@ def test_on_a_softmax_head_the_int8_tflite_takes_the_mean_of_the_folds_ranges(
     assert record["ranges_fingerprint"] == ranges_fingerprint(folds_mean_ranges(softmax_statistics, chosen))
     assert record["ranges_fingerprint"] != ranges_fingerprint(activation_ranges(softmax_statistics, chosen))
     assert f"{chosen.describe()} (the mean of the folds' ranges), chosen on 200 held-out" in describe_selection(record)
+    # the floor under the softmax's input is recorded as the ranges took it: the mean of each fold's
+    folds_floor = np.mean([softmax_floor(softmax_statistics.fold_part(fold), chosen)
+                           for fold in range(len(softmax_statistics.folds))])
+    floor = record["softmax_input"]
+    assert floor["floor"] == pytest.approx(folds_floor) and floor["floor"] <= floor["low"]
+    assert floor["floor"] > softmax_floor(softmax_statistics, chosen)  # each fold's lowest top logit lies higher
     # no fold reaches past the extremes of all images: the folds' mean min/max ranges lie inside, some strictly
     from_all = activation_ranges(softmax_statistics, RangeMethod("minmax"))
     folds_mean = folds_mean_ranges(softmax_statistics, RangeMethod("minmax"))

@@ -58,14 +58,14 @@ import numpy as np
 from ..data.images import DataWarning
 from ..errors import ConfigError
 from .statistics import FOLDS, MIN_FOLD_SAMPLES
-from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges, folds_mean_ranges, ranges_fingerprint
+from .ranges import (ALL_SAMPLES, AUTO, CANDIDATES, FOLDS_MEAN, RangeMethod, activation_ranges, folds_mean_ranges,
+                     ranges_fingerprint)
 
 INDISTINGUISHABLE_DB = 0.1  # every candidate within this of the others: the images cannot tell them apart
 FITTING_FOLDS = 2  # folds whose ranges alone are scored on the rest
 RESAMPLES = 1000  # resamples of the held-out images that say how sure a choice is
 RESAMPLE_BATCH = 100  # resamples drawn at once (a draw holds one count per calibration image)
 SURE_SHARE = 0.5  # a rule best on fewer resamples than this rests on a few images, and the line says so
-FOLDS_MEAN, ALL_SAMPLES = "folds_mean", "all_images"  # where auto's winner takes its ranges (final_ranges_of)
 FINAL_RANGES_TEXT = {FOLDS_MEAN: "the mean of the folds' ranges", ALL_SAMPLES: "from all calibration images"}
 
 
