@@ -418,7 +418,7 @@ def range_lines(rows):
         if note := output_grid_text(row.get("output_grid")):
             lines.append(f"  {row['artifact']}: {note}")
         if note := evaluation_grid_text(row.get("output_grid_top1_changes"), row.get("evaluation_images"),
-                                        row["top1_agreement"], advice=False):
+                                        row["top1_agreement"], advice=False, output_type=row.get("output_grid_type")):
             lines.append(f"  {row['artifact']}: on the evaluation images, {note}")
     return lines
 
@@ -453,6 +453,7 @@ def artifact_rows(paths, parity, timings):
             "range_selection": (record.get("activation_ranges") or {}).get("selection"),
             "output_grid": record.get("output_grid"),
             "output_grid_top1_changes": candidate["metrics"].get("output_grid_top1_changes"),
+            "output_grid_type": candidate["metrics"].get("output_grid_type"),
             "evaluation_images": candidate["metrics"]["samples"],
         })
     for row in rows:  # speed-up against the float32 artifact of the same format

@@ -376,6 +376,7 @@ def test_parity_says_how_much_of_the_disagreement_the_int8_output_grid_makes(fol
     reference = np.concatenate([folded.predict_on_batch(batch) for batch in data.with_batch_size(REFERENCE_BATCH)])
     expected = top1_changes_on_grid(reference, output_value_grid(artifacts["tflite"]))
     assert tflite["metrics"]["output_grid_top1_changes"] == expected / len(reference)
+    assert tflite["metrics"]["output_grid_type"] == "int8" and onnx["metrics"]["output_grid_type"] is None
     assert onnx["metrics"]["output_grid_top1_changes"] is None
     # the report says it only where the grid changes some top-1, once per artifact however many boards ran it
     assert (output_grid_parity_text(tflite) is None) == (expected == 0)

@@ -57,11 +57,18 @@ def test_inspection_sees_float_computation_in_other_modes(folded, tmp_path):
 
 
 def test_io_types_uint8_and_float32(folded, digits_calibration, tmp_path):
+    from edge_resnet.check.report import evaluation_grid_text
+    from edge_resnet.quantize.int8_tflite import output_grid_text
+
     uint8 = to_tflite(folded, QuantizationRecipe(input_type="uint8", output_type="uint8"),
                       digits_calibration, output=tmp_path / "u8.tflite", progress=False)
     structure = inspect_tflite(uint8)
     assert (structure.input_dtype, structure.output_dtype) == ("uint8", "uint8")
     assert structure.fully_integer and structure.op_counts["QUANTIZE"] == 2  # uint8 <-> int8 at the ends
+    grid = json.loads(record_path(uint8).read_text())["output_grid"]  # its notes name the output's type
+    assert grid["output_type"] == "uint8" and "uint8 output's grid" in grid["what"]
+    assert output_grid_text({**grid, "top1_changed": 1}).startswith("its uint8 output's own grid changes")
+    assert evaluation_grid_text(0.1, 10, 0.9, advice=False, output_type="uint8").startswith("its uint8 output's")
     float_io = to_tflite(folded, QuantizationRecipe(input_type="float32", output_type="float32"),
                          digits_calibration, output=tmp_path / "f32io.tflite", progress=False)
     structure = inspect_tflite(float_io)

@@ -93,6 +93,7 @@ class Tally:
             "sqnr_standard_error_db": self.sqnr_standard_error_db(),
             "max_abs_error": self.max_abs_error,
             "output_grid_top1_changes": None if self.grid is None else self.grid_top1_changed / n,
+            "output_grid_type": None if self.grid is None else self.grid.type_name,
         }
 
     def sqnr_standard_error_db(self):

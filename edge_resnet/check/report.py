@@ -105,21 +105,21 @@ def output_grid_parity_text(candidate):
     output_grid_top1_changes), else None."""
     metrics = candidate["metrics"]
     note = evaluation_grid_text(metrics.get("output_grid_top1_changes"), metrics["samples"], metrics["top1_agreement"],
-                                advice=True)
+                                advice=True, output_type=metrics.get("output_grid_type"))
     return f"{_code(candidate['name'])}: {note}" if note else None
 
 
-def evaluation_grid_text(share, samples, top1_agreement, advice):
-    """What an artifact's int8 output grid alone does to the top-1 of the
-    evaluation images (`share` of `samples`), beside its whole top-1
-    disagreement, and with `advice` what to do about it; None where it
-    changes none or the output is float."""
+def evaluation_grid_text(share, samples, top1_agreement, advice, output_type=None):
+    """What an artifact's int8 (`output_type`: or uint8) output grid alone
+    does to the top-1 of the evaluation images (`share` of `samples`),
+    beside its whole top-1 disagreement, and with `advice` what to do about
+    it; None where it changes none or the output is float."""
     if not share:
         return None
     changed = round(share * samples)
-    said = (f"its int8 output's own grid alone changes the top-1 of {_percent(share)} of these images ({changed} of "
-            f"{samples}: the reference's outputs rounded onto it, close calls tie or swap), beside its top-1 "
-            f"disagreement of {_percent(1 - top1_agreement)}.")
+    said = (f"its {output_type or 'int8'} output's own grid alone changes the top-1 of {_percent(share)} of these "
+            f"images ({changed} of {samples}: the reference's outputs rounded onto it, close calls tie or swap), "
+            f"beside its top-1 disagreement of {_percent(1 - top1_agreement)}.")
     return said + (" A float head has no such grid: a --min-agreement budget that full int8 misses, with "
                    "--output-type float32 (convert: and --accuracy-control), lets the search keep the head in "
                    "float32." if advice else "")

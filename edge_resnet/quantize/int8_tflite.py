@@ -262,6 +262,11 @@ class Grid:
     zero_point: int
     dtype: type = np.int8
 
+    @property
+    def type_name(self):
+        """"int8" or "uint8": what the notes call the output."""
+        return np.dtype(self.dtype).name
+
     def through(self, values):
         """`values` as the tensor holds them: rounded onto the grid, clipped at its ends."""
         from ..device.runtime import dequantize, quantize
@@ -314,8 +319,9 @@ def output_grid_record(model_bytes, reference):
         return None
     changed = np.argmax(grid.through(reference), axis=1) != np.argmax(reference, axis=1)
     return {"calibration_images": len(reference), "top1_changed": int(np.sum(changed)),
-            "what": "the float model's outputs on the calibration images rounded onto the int8 output's grid, "
-                    "nothing else quantized: images whose top-1 changes"}
+            "output_type": grid.type_name,
+            "what": f"the float model's outputs on the calibration images rounded onto the {grid.type_name} "
+                    "output's grid, nothing else quantized: images whose top-1 changes"}
 
 
 def output_grid_text(record):
@@ -324,7 +330,7 @@ def output_grid_text(record):
     if not record or not record["top1_changed"]:
         return None
     changed, images = record["top1_changed"], record["calibration_images"]
-    return (f"its int8 output's own grid changes the top-1 of {changed} of {images} calibration images (the float "
+    return (f"its {record.get('output_type', 'int8')} output's own grid changes the top-1 of {changed} of {images} calibration images (the float "
             "model's outputs rounded onto it: close calls tie or swap), whatever runs before it; a float head has "
             "none: with --output-type float32 and a --min-agreement budget full int8 misses (convert: with "
             "--accuracy-control) the search can keep the head in float32")
