@@ -366,8 +366,7 @@ def fidelity(protocol="unseen", models=None, subset_size=SUBSET_SIZE):
                 record(f"edge-resnet TFLite, {rule.describe()}",
                        int8_tflite_outputs(float_model, activation_ranges(statistics, rule), test_images))
             rule, ranges, selection = resolved_ranges(statistics, RangeMethod("auto"),
-                                                      tflite_chooser(float_model, True, calibration),
-                                                      folds_mean_on_softmax_head=True)
+                                                      tflite_chooser(float_model, True, calibration))
             selections.append({key: selection.get(key) for key in ("chosen_rule", "stays_best_share", "candidates")})
             record("edge-resnet TFLite, auto (default)", int8_tflite_outputs(float_model, ranges, test_images))
             chosen.setdefault("TFLite", []).append(rule.describe())

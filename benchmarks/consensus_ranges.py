@@ -66,8 +66,7 @@ def measure(bench, model, size):
         by_rule[CONSENSUS[0]] = median_ranges([by_rule[rule.describe()] for rule in fixed])
         by_rule[CONSENSUS[1]] = median_ranges([activation_ranges(statistics, rule) for rule in CANDIDATES])
         by_rule[AUTO_ROUTE] = resolved_ranges(statistics, RangeMethod("auto"),
-                                              tflite_chooser(float_model, True, calibration),
-                                              folds_mean_on_softmax_head=True)[1]
+                                              tflite_chooser(float_model, True, calibration))[1]
         for route, ranges in by_rule.items():
             outputs = bench.int8_tflite_outputs(float_model, ranges, test_images)
             rows.setdefault(route, []).append(bench.sqnr_db(reference, outputs))

@@ -717,8 +717,7 @@ def part_gains(name, model, size, depth):
     float_model = float_tflite(fold_batchnorm(model)[0])
     calibration, evaluation = digits(size)
     statistics = collect_statistics(float_model, calibration)
-    method, ranges, _ = resolved_ranges(statistics, RangeMethod("auto"), tflite_chooser(float_model, True, calibration),
-                                        folds_mean_on_softmax_head=False)  # a budget's search, as the toolkit
+    method, ranges, _ = resolved_ranges(statistics, RangeMethod("auto"), tflite_chooser(float_model, True, calibration))
     inputs, reference = calibration_inputs(calibration, statistics), statistics.float_outputs
     evaluation_reference = run_tflite_bytes(float_model, evaluation, "float")
     parts, layout, recipe = model_parts(float_model), cross_fits(statistics, method), QuantizationRecipe()

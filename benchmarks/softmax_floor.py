@@ -65,8 +65,7 @@ def measure(bench, model, size):
         for statistics, suffix in ((with_floor, ""), (dataclasses.replace(with_floor, softmax_input=None), ", no floor")):
             by_rule = {rule.describe(): activation_ranges(statistics, rule) for rule in fixed}
             by_rule["auto"] = resolved_ranges(statistics, RangeMethod("auto"),
-                                              tflite_chooser(float_model, True, calibration),
-                                              folds_mean_on_softmax_head=True)[1]
+                                              tflite_chooser(float_model, True, calibration))[1]
             for route, ranges in by_rule.items():
                 outputs = bench.int8_tflite_outputs(float_model, ranges, test_images)
                 rows.setdefault(route + suffix, []).append(bench.scores(reference, labels, outputs, "softmax"))

@@ -406,7 +406,7 @@ def board_timings(device_runs):
 
 def range_lines(rows):
     """Per int8 artifact row: the line on its activation ranges, and the
-    notes on what its int8 output's own grid does to top-1 where it changes
+    notes on what its output's own int8 grid does to top-1 where it changes
     any, on the calibration images and on the evaluation images."""
     from .check.report import evaluation_grid_text
     from .quantize.int8_tflite import output_grid_text
@@ -418,7 +418,7 @@ def range_lines(rows):
         if note := output_grid_text(row.get("output_grid")):
             lines.append(f"  {row['artifact']}: {note}")
         if note := evaluation_grid_text(row.get("output_grid_top1_changes"), row.get("evaluation_images"),
-                                        row["top1_agreement"], advice=False, output_type=row.get("output_grid_type")):
+                                        row["top1_agreement"], advice=False, grid_type=row.get("output_grid_type")):
             lines.append(f"  {row['artifact']}: on the evaluation images, {note}")
     return lines
 

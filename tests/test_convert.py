@@ -149,9 +149,9 @@ def test_the_ranges_section_adds_the_output_grid_notes_where_a_top1_changes():
              "evaluation_images": 400, "top1_agreement": 1.0}]
     lines = range_lines(rows)
     assert lines[0] == "  m_int8.tflite: minmax" and lines[3:] == ["  m_int8.onnx: minmax"]
-    assert lines[1].startswith("  m_int8.tflite: its int8 output's own grid changes the top-1 of 5 of 200 "
+    assert lines[1].startswith("  m_int8.tflite: its output's own int8 grid changes the top-1 of 5 of 200 "
                                "calibration images") and "--accuracy-control" in lines[1]
-    assert lines[2].startswith("  m_int8.tflite: on the evaluation images, its int8 output's own grid alone changes "
+    assert lines[2].startswith("  m_int8.tflite: on the evaluation images, its output's own int8 grid alone changes "
                                "the top-1 of 2.00% of these images (8 of 400") and "disagreement of 5.00%" in lines[2]
 
 

@@ -386,3 +386,10 @@ def test_parity_says_how_much_of_the_disagreement_the_int8_output_grid_makes(fol
     details = parity_details({**result, "candidates": [{**changed, "device": "board-a"},
                                                        {**changed, "device": "board-b"}, onnx]})
     assert details.count(note) == 1
+    # a uint8 output (--output-type uint8): its grid is named so, from the tally to the line
+    from dataclasses import replace
+
+    uint8_grid = replace(output_value_grid(artifacts["tflite"]), dtype=np.uint8)
+    assert Tally(3, grid=uint8_grid).summary(labelled=False)["output_grid_type"] == "uint8"
+    uint8 = {**changed, "metrics": {**changed["metrics"], "output_grid_type": "uint8"}}
+    assert "its output's own uint8 grid alone changes" in output_grid_parity_text(uint8)

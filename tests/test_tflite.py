@@ -66,14 +66,16 @@ def test_io_types_uint8_and_float32(folded, digits_calibration, tmp_path):
     assert (structure.input_dtype, structure.output_dtype) == ("uint8", "uint8")
     assert structure.fully_integer and structure.op_counts["QUANTIZE"] == 2  # uint8 <-> int8 at the ends
     grid = json.loads(record_path(uint8).read_text())["output_grid"]  # its notes name the output's type
-    assert grid["output_type"] == "uint8" and "uint8 output's grid" in grid["what"]
-    assert output_grid_text({**grid, "top1_changed": 1}).startswith("its uint8 output's own grid changes")
-    assert evaluation_grid_text(0.1, 10, 0.9, advice=False, output_type="uint8").startswith("its uint8 output's")
+    assert grid["grid_type"] == "uint8" and "output's uint8 grid" in grid["what"]
+    assert output_grid_text({**grid, "top1_changed": 1}).startswith("its output's own uint8 grid changes")
+    assert evaluation_grid_text(0.1, 10, 0.9, advice=False, grid_type="uint8").startswith("its output's own uint8")
     float_io = to_tflite(folded, QuantizationRecipe(input_type="float32", output_type="float32"),
                          digits_calibration, output=tmp_path / "f32io.tflite", progress=False)
     structure = inspect_tflite(float_io)
     assert structure.input_dtype == "float32" and structure.fully_integer
     assert structure.op_counts["QUANTIZE"] == 1 and structure.op_counts["DEQUANTIZE"] == 1
+    # a float32 output dequantizes the int8 head's values: they lie on its int8 grid
+    assert json.loads(record_path(float_io).read_text())["output_grid"]["grid_type"] == "int8"
 
 
 def test_conversion_is_deterministic(folded, digits_calibration, int8_path, tmp_path):
@@ -169,6 +171,6 @@ def test_quantize_says_what_the_output_grid_does_to_the_calibration_images_top1(
     assert result.returncode == 0, result.stderr
     assert inspect_tflite(float_output).output_dtype == "float32"
     assert value_grid(float_output.read_bytes()) == grid  # the same ranges, behind the DEQUANTIZE
-    assert f"note: its int8 output's own grid changes the top-1 of 4 of {samples} calibration images" in result.stdout
+    assert f"note: its output's own int8 grid changes the top-1 of 4 of {samples} calibration images" in result.stdout
     record = json.loads(record_path(float_output).read_text())["output_grid"]
     assert (record["calibration_images"], record["top1_changed"]) == (samples, 4)

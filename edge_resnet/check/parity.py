@@ -112,7 +112,7 @@ class Tally:
 def top1_changes_on_grid(reference, grid):
     """How many rows of `reference` change their top-1 when rounded onto
     `grid`, nothing else quantized: the share of an artifact's
-    disagreements that its int8 output's own grid makes, whatever runs before
+    disagreements that its output's own int8 grid makes, whatever runs before
     it (a float head has no such grid). argmax, as an application reads a
     tie: its first class."""
     return int(np.sum(np.argmax(grid.through(reference), axis=1) != np.argmax(reference, axis=1)))

@@ -100,24 +100,24 @@ def parity_details(report):
 
 
 def output_grid_parity_text(candidate):
-    """The line on how much of a candidate's top-1 disagreement its int8
-    output's own grid makes on these images, where it makes any (parity's
+    """The line on how much of a candidate's top-1 disagreement its output's
+    own int8 (or uint8) grid makes on these images, where it makes any (parity's
     output_grid_top1_changes), else None."""
     metrics = candidate["metrics"]
     note = evaluation_grid_text(metrics.get("output_grid_top1_changes"), metrics["samples"], metrics["top1_agreement"],
-                                advice=True, output_type=metrics.get("output_grid_type"))
+                                advice=True, grid_type=metrics.get("output_grid_type"))
     return f"{_code(candidate['name'])}: {note}" if note else None
 
 
-def evaluation_grid_text(share, samples, top1_agreement, advice, output_type=None):
-    """What an artifact's int8 (`output_type`: or uint8) output grid alone
-    does to the top-1 of the evaluation images (`share` of `samples`),
-    beside its whole top-1 disagreement, and with `advice` what to do about
-    it; None where it changes none or the output is float."""
+def evaluation_grid_text(share, samples, top1_agreement, advice, grid_type="int8"):
+    """What an artifact's output grid (of `grid_type`) alone does to the
+    top-1 of the evaluation images (`share` of `samples`), beside its whole
+    top-1 disagreement, and with `advice` what to do about it; None where it
+    changes none or the output is float."""
     if not share:
         return None
     changed = round(share * samples)
-    said = (f"its {output_type or 'int8'} output's own grid alone changes the top-1 of {_percent(share)} of these "
+    said = (f"its output's own {grid_type or 'int8'} grid alone changes the top-1 of {_percent(share)} of these "
             f"images ({changed} of {samples}: the reference's outputs rounded onto it, close calls tie or swap), "
             f"beside its top-1 disagreement of {_percent(1 - top1_agreement)}.")
     return said + (" A float head has no such grid: a --min-agreement budget that full int8 misses, with "
@@ -506,22 +506,10 @@ def range_selection_lines(rows):
                 if "stays_best_share" in row["range_selection"]]
     return ["", "## Activation ranges", "",
             f"`auto` tried each rule on the {selection['held_out_samples']} calibration images in "
-            f"{selection.get('folds', 4)} folds: {fit_text(selection)}. The best rule then "
-            f"{final_ranges_text(chosen)}.", "",
+            f"{selection.get('folds', 4)} folds: {fit_text(selection)}. The best rule then took its ranges from all "
+            "calibration images.", "",
             *markdown_table(["rule"] + [_code(row["artifact"]) for row in chosen], table),
             *(["", "How sure each choice is:", "", *sureness] if sureness else [])]
-
-
-def final_ranges_text(rows):
-    """Where each artifact's winning rule took its ranges from (selection.final_ranges_of)."""
-    from ..quantize.selection import ALL_SAMPLES, FINAL_RANGES_TEXT, FOLDS_MEAN
-
-    final = {row["artifact"]: row["range_selection"].get("final_ranges", ALL_SAMPLES) for row in rows}
-    if set(final.values()) == {ALL_SAMPLES}:
-        return f"took its ranges {FINAL_RANGES_TEXT[ALL_SAMPLES]}"
-    return "took its ranges as follows: " + "; ".join(
-        f"{_code(artifact)} {FINAL_RANGES_TEXT[where]}{' (a softmax head)' if where == FOLDS_MEAN else ''}"
-        for artifact, where in final.items())
 
 
 def score_cell(scores, rule):

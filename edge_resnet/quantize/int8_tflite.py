@@ -264,7 +264,7 @@ class Grid:
 
     @property
     def type_name(self):
-        """"int8" or "uint8": what the notes call the output."""
+        """"int8" or "uint8": what the notes call the grid."""
         return np.dtype(self.dtype).name
 
     def through(self, values):
@@ -306,7 +306,7 @@ def value_grid(model_bytes):
 
 
 def output_grid_record(model_bytes, reference):
-    """What the int8 output's own grid does to top-1: the float model's
+    """What the output's own int8 (or uint8) grid does to top-1: the float model's
     outputs on the calibration images (`reference`, one score per class and
     image) rounded onto it, nothing else quantized. Two scores closer than a
     step tie or swap there, whatever runs before it: on an unsure model's
@@ -319,19 +319,21 @@ def output_grid_record(model_bytes, reference):
         return None
     changed = np.argmax(grid.through(reference), axis=1) != np.argmax(reference, axis=1)
     return {"calibration_images": len(reference), "top1_changed": int(np.sum(changed)),
-            "output_type": grid.type_name,
-            "what": f"the float model's outputs on the calibration images rounded onto the {grid.type_name} "
-                    "output's grid, nothing else quantized: images whose top-1 changes"}
+            "grid_type": grid.type_name,
+            "what": f"the float model's outputs on the calibration images rounded onto the output's {grid.type_name} "
+                    "grid, nothing else quantized: images whose top-1 changes"}
 
 
 def output_grid_text(record):
-    """The note on an artifact whose int8 output grid alone changes some
-    calibration images' top-1 (`record`: output_grid_record's), else None."""
+    """The note on an artifact whose output's int8 (or uint8) grid alone
+    changes some calibration images' top-1 (`record`: output_grid_record's),
+    else None."""
     if not record or not record["top1_changed"]:
         return None
     changed, images = record["top1_changed"], record["calibration_images"]
-    return (f"its {record.get('output_type', 'int8')} output's own grid changes the top-1 of {changed} of {images} calibration images (the float "
-            "model's outputs rounded onto it: close calls tie or swap), whatever runs before it; a float head has "
+    return (f"its output's own {record.get('grid_type', 'int8')} grid changes the top-1 of {changed} of {images} "
+            "calibration images (the float model's outputs rounded onto it: close calls tie or swap), whatever runs "
+            "before it; a float head has "
             "none: with --output-type float32 and a --min-agreement budget full int8 misses (convert: with "
             "--accuracy-control) the search can keep the head in float32")
 
@@ -417,8 +419,7 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
     output = Path(output)
     statistics = statistics_for(float_model, calibration, statistics, progress)
     method, ranges, selection = resolved_ranges(statistics, recipe.range_method(),
-                                                tflite_chooser(float_model, recipe.per_channel, calibration),
-                                                folds_mean_on_softmax_head=recipe.budget() is None)
+                                                tflite_chooser(float_model, recipe.per_channel, calibration))
     search = None
     if recipe.budget() is not None:
         from .mixed import search_tflite_parts

@@ -498,8 +498,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
 
                 method, tflite_ranges, selection = resolved_ranges(
                     statistics, recipe.range_method(),
-                    onnx_chooser(prepared, float_onnx_path, recipe, to_onnx_ranges, calibration, scratch),
-                    folds_mean_on_softmax_head=False)
+                    onnx_chooser(prepared, float_onnx_path, recipe, to_onnx_ranges, calibration, scratch))
                 if recipe.budget() is not None:
                     from .mixed import search_float_parts
 

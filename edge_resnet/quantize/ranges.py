@@ -42,8 +42,6 @@ RULES = ("minmax", "percentile", "mse", "extrapolated", "consensus")  # a range 
 METHODS = (AUTO,) + RULES
 OUTPUT_RULES = (None, "minmax")  # what the graph's output tensors take: the method's own range, or min/max
 DEFAULT_METHOD = AUTO
-# where auto's winner takes its ranges from (selection.final_ranges_of)
-FOLDS_MEAN, ALL_SAMPLES = "folds_mean", "all_images"
 DEFAULT_PERCENTILE = 99.99
 DEFAULT_EXTRAPOLATION = 0.25
 LEVELS = 256  # int8 / uint8
@@ -196,46 +194,24 @@ def softmax_input_floor(tensor, classes, high):
     return min(lowest_top - math.log(2 * SOFTMAX_OUTPUT_LEVELS * max(classes - 1, 1)), 0.0)
 
 
-def rule_range(statistics, method, tensor):
-    """(low, high) of `tensor` by `method` alone, before any floor under a softmax's input."""
-    is_output = tensor.name in statistics.graph_outputs
-    if method.output and is_output:
-        return tensor_range(tensor, RangeMethod("minmax"))
-    return consensus_range(tensor, is_output) if method.name == "consensus" else tensor_range(tensor, method)
-
-
 def activation_ranges(statistics, method):
     """{tensor name: (low, high)} for every tensor in `statistics`."""
+    minmax = RangeMethod("minmax")
     softmax_input = statistics.softmax_input
 
+    def by_rule(tensor):
+        is_output = tensor.name in statistics.graph_outputs
+        if method.output and is_output:
+            return tensor_range(tensor, minmax)
+        return consensus_range(tensor, is_output) if method.name == "consensus" else tensor_range(tensor, method)
+
     def one(tensor):
-        low, high = rule_range(statistics, method, tensor)
+        low, high = by_rule(tensor)
         if softmax_input and tensor.name == softmax_input.tensor:
             low = max(low, softmax_input_floor(tensor, softmax_input.classes, high))
         return low, high
 
     return {tensor.name: one(tensor) for tensor in statistics.tensors}
-
-
-def softmax_floor(statistics, method):
-    """The floor activation_ranges puts under the output softmax's input with `method`."""
-    tensor = next(tensor for tensor in statistics.tensors if tensor.name == statistics.softmax_input.tensor)
-    return softmax_input_floor(tensor, statistics.softmax_input.classes, rule_range(statistics, method, tensor)[1])
-
-
-def fold_parts(statistics):
-    return [statistics.fold_part(fold) for fold in range(len(statistics.folds))]
-
-
-def folds_mean_ranges(statistics, method):
-    """{tensor name: (low, high)}: per tensor, the mean over the calibration
-    folds of `method`'s range from each fold alone: ranges from as many
-    images as `auto` scored each rule's on (a quarter of them), where ranges
-    from all images reach rarer extremes than any scored artifact had."""
-    per_fold = [activation_ranges(part, method) for part in fold_parts(statistics)]
-    return {name: (float(np.mean([ranges[name][0] for ranges in per_fold])),
-                   float(np.mean([ranges[name][1] for ranges in per_fold])))
-            for name in per_fold[0]}
 
 
 def ranges_fingerprint(ranges):
@@ -246,26 +222,23 @@ def ranges_fingerprint(ranges):
 
 def ranges_record(statistics, method, ranges, selection=None, int8_logits=True):
     """What an artifact's recipe JSON says about its activation ranges;
-    `selection` (auto only) says what was tried, how each scored, which
-    rule `method` was chosen and where its ranges came from. `int8_logits`:
-    whether the artifact's output softmax reads int8 logits (the TFLite's
-    but a float head's; the ONNX keeps them float)."""
+    `selection` (auto only) says what was tried, how each scored, and which
+    rule `method` was chosen. `int8_logits`: whether the artifact's output
+    softmax reads int8 logits (the TFLite's but a float head's; the ONNX
+    keeps them float)."""
     rule = method.to_dict() if selection is None else {"method": AUTO, "chosen": method.to_dict(),
                                                        "selection": selection}
-    folds_mean = selection is not None and selection.get("final_ranges") == FOLDS_MEAN
-    softmax_record = softmax_floor_record(statistics, method, ranges, folds_mean) if int8_logits else {}
+    softmax_input = statistics.softmax_input if int8_logits else None
     return {**rule, "ranges_fingerprint": ranges_fingerprint(ranges), "statistics": statistics.describe(),
-            "tensors": len(ranges), **softmax_record}
+            "tensors": len(ranges), **softmax_floor_record(statistics, softmax_input, ranges)}
 
 
-def softmax_floor_record(statistics, method, ranges, folds_mean=False):
-    """{"softmax_input": what the floor under it is and the low its range took}, or {} without one. The floor
-    is taken as the ranges were: from all images, or the mean of each fold's (folds_mean_ranges)."""
-    softmax_input = statistics.softmax_input
+def softmax_floor_record(statistics, softmax_input, ranges):
+    """{"softmax_input": what the floor under it is and the low its range took}, or {} without one."""
     if softmax_input is None or softmax_input.tensor not in ranges:
         return {}
-    parts = fold_parts(statistics) if folds_mean else [statistics]
-    floor = float(np.mean([softmax_floor(part, method) for part in parts]))
+    low, high = ranges[softmax_input.tensor]
+    tensor = next(tensor for tensor in statistics.tensors if tensor.name == softmax_input.tensor)
     return {"softmax_input": {"tensor": softmax_input.tensor, "classes": softmax_input.classes,
-                              "floor": floor, "low": ranges[softmax_input.tensor][0],
+                              "floor": softmax_input_floor(tensor, softmax_input.classes, high), "low": low,
                               "why": "the int8 softmax writes 0 for logits this far below an image's top one"}}

@@ -12,9 +12,7 @@ calibration images, and its outputs are compared with the float model's.
 A rule that clips what unseen images then exceed is caught here. A rule's
 score is the mean output SQNR (dB) of FITTING_FOLDS such fits; the best rule
 (min/max is one, and runs every fit, so the choice is never worse than
-min/max on these images) then takes its ranges from all images, or, for the
-int8 TFLite of a model ending in a softmax, the mean of its ranges from each
-fold alone: the size it was scored at (final_ranges_of).
+min/max on these images) then takes its ranges from all images.
 
 Why this layout and not the mirror one (ranges from three folds, scored on
 the fourth, which `auto` used before): over 16 model/protocol rows of
@@ -58,15 +56,13 @@ import numpy as np
 from ..data.images import DataWarning
 from ..errors import ConfigError
 from .statistics import FOLDS, MIN_FOLD_SAMPLES
-from .ranges import (ALL_SAMPLES, AUTO, CANDIDATES, FOLDS_MEAN, RangeMethod, activation_ranges, folds_mean_ranges,
-                     ranges_fingerprint)
+from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges, ranges_fingerprint
 
 INDISTINGUISHABLE_DB = 0.1  # every candidate within this of the others: the images cannot tell them apart
 FITTING_FOLDS = 2  # folds whose ranges alone are scored on the rest
 RESAMPLES = 1000  # resamples of the held-out images that say how sure a choice is
 RESAMPLE_BATCH = 100  # resamples drawn at once (a draw holds one count per calibration image)
 SURE_SHARE = 0.5  # a rule best on fewer resamples than this rests on a few images, and the line says so
-FINAL_RANGES_TEXT = {FOLDS_MEAN: "the mean of the folds' ranges", ALL_SAMPLES: "from all calibration images"}
 
 
 @dataclass(frozen=True)
@@ -117,12 +113,10 @@ def describe_selection(record):
     chosen = RangeMethod.from_dict(record["chosen"]).describe()
     if not scores:
         return f"{chosen}: nothing held out to choose on ({record['selection']['reason']})"
-    folds_mean = record["selection"].get("final_ranges") == FOLDS_MEAN
-    named = chosen + (f" ({FINAL_RANGES_TEXT[FOLDS_MEAN]})" if folds_mean else "")
     if not record["selection"].get("decided_by_scores", True):
-        return (f"{named}: every rule scored {_text_db(scores[chosen])} within {INDISTINGUISHABLE_DB} dB on "
+        return (f"{chosen}: every rule scored {_text_db(scores[chosen])} within {INDISTINGUISHABLE_DB} dB on "
                 f"{record['selection']['held_out_samples']} held-out calibration images, no evidence for any")
-    return (f"{named}, chosen on {record['selection']['held_out_samples']} held-out calibration images: "
+    return (f"{chosen}, chosen on {record['selection']['held_out_samples']} held-out calibration images: "
             f"{_text_db(scores[chosen])} vs minmax {_text_db(scores['minmax'])}{sureness_text(record['selection'])}")
 
 
@@ -400,11 +394,9 @@ def output_sqnr_db(reference, outputs):
     return sqnr_of_sums(*signal_and_noise(reference, outputs))
 
 
-def resolved_ranges(statistics, method, choose_for_artifact, *, folds_mean_on_softmax_head):
-    """(range rule, its ranges, selection record or None).
-    `choose_for_artifact(statistics)` gives the Choice for `auto`, whose
-    winner takes its ranges as final_ranges_of says
-    (`folds_mean_on_softmax_head`: the int8 TFLite without a budget)."""
+def resolved_ranges(statistics, method, choose_for_artifact):
+    """(range rule, ranges from all samples, selection record or None).
+    `choose_for_artifact(statistics)` gives the Choice for `auto`."""
     if method.name != AUTO:
         return method, activation_ranges(statistics, method), None
     if statistics.folds is None:
@@ -417,28 +409,7 @@ def resolved_ranges(statistics, method, choose_for_artifact, *, folds_mean_on_so
     choice = choose_for_artifact(statistics)
     if not choice.decided:
         warnings.warn(f"auto: {undecided_reason(choice)}", DataWarning, stacklevel=2)
-    final = final_ranges_of(statistics, folds_mean_on_softmax_head and choice.decided)
-    ranges = (folds_mean_ranges if final == FOLDS_MEAN else activation_ranges)(statistics, choice.method)
-    return choice.method, ranges, {**choice.record(), "final_ranges": final}
-
-
-def final_ranges_of(statistics, folds_mean_on_softmax_head):
-    """Where `auto`'s winner takes its ranges from. From all calibration
-    images, but for the int8 TFLite of a model ending in a softmax
-    (`folds_mean_on_softmax_head`): there the mean of the folds' ranges, each
-    from as many images as the winner was scored with. Rarer extremes from
-    more images stretch the grid for every other value, and behind a softmax
-    that costs more than the clipping it saves: from 200 to 800 calibration
-    images every fixed rule lost 0.1-1.3 dB on two unsure Fashion-MNIST
-    softmax heads, and the folds' mean gained `auto` 0.4 dB on the softmax
-    heads it was measured on, checked on models held back from it
-    (benchmarks/results/fold_ranges.md). On a logits head the output is the
-    logits, which clipping costs (there the folds' mean lost up to 2.6 dB).
-    The caller leaves it out where the scores told the rules apart nowhere
-    (min/max from all images, as the warning says) and under a budget, whose
-    search scores its parts with ranges from three folds (not measured with
-    the mean)."""
-    return FOLDS_MEAN if folds_mean_on_softmax_head and statistics.softmax_input is not None else ALL_SAMPLES
+    return choice.method, activation_ranges(statistics, choice.method), choice.record()
 
 
 def undecided_reason(choice):
