@@ -46,7 +46,7 @@ class Tally:
     per_class_correct: np.ndarray = field(default=None)
     image_signal: list = field(default_factory=list)  # each batch's per-image sums of squares: the SQNR and its
     image_noise: list = field(default_factory=list)  # standard error
-    grid: object = None  # the artifact's int8 output grid (int8_tflite.Grid), None where its output is float
+    grid: object = None  # its output's int8 or uint8 grid (int8_tflite.Grid), None where its output is float
     grid_top1_changed: int = 0  # images whose top-1 the reference's outputs rounded onto that grid change
 
     def __post_init__(self):

@@ -477,7 +477,7 @@ def convert_details(report):
 
 
 def output_grid_lines(rows):
-    """One line per artifact whose int8 output grid alone changes some calibration images' top-1."""
+    """One line per artifact whose output's int8 (or uint8) grid alone changes some calibration images' top-1."""
     from ..quantize.int8_tflite import output_grid_text
 
     return [f"- {_code(row['artifact'])}: {note}" for row in rows

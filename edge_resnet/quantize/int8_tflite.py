@@ -331,9 +331,9 @@ def output_grid_text(record):
     if not record or not record["top1_changed"]:
         return None
     changed, images = record["top1_changed"], record["calibration_images"]
-    return (f"its output's own {record.get('grid_type', 'int8')} grid changes the top-1 of {changed} of {images} "
-            "calibration images (the float model's outputs rounded onto it: close calls tie or swap), whatever runs "
-            "before it; a float head has "
+    grid_type = record.get("grid_type", record.get("output_type", "int8"))  # output_type: a recipe of 2026-12-04
+    return (f"its output's own {grid_type} grid changes the top-1 of {changed} of {images} calibration images (the "
+            "float model's outputs rounded onto it: close calls tie or swap), whatever runs before it; a float head has "
             "none: with --output-type float32 and a --min-agreement budget full int8 misses (convert: with "
             "--accuracy-control) the search can keep the head in float32")
 
