@@ -14,6 +14,7 @@ moved into place only when the run is complete.
 """
 
 import dataclasses
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -335,6 +336,7 @@ class Made:
     float_model: bytes = None  # the float32 .tflite of the folded model
     statistics: object = None  # ActivationStatistics, for every int8 artifact
     float_onnx_path: Path = None
+    full_int8: dict = field(default_factory=dict)  # artifact name -> full int8 with its ranges (an SQNR budget's)
 
 
 def activation_statistics(float_model, config, calibration, staging, log):
@@ -356,14 +358,17 @@ def activation_statistics(float_model, config, calibration, staging, log):
     return statistics
 
 
-def write_artifacts(folded, config, calibration, staging, clock, base):
-    """Write every artifact into `staging`; return what later stages reuse."""
+def write_artifacts(folded, config, calibration, staging, clock, base, beside):
+    """Write every artifact into `staging`; return what later stages reuse.
+    An artifact searched for an SQNR budget gets full int8 with the same
+    ranges in `beside` (a folder never published), for the evaluation images."""
     from .quantize.onnx_export import to_onnx
     from .quantize.tflite import check_calibration_fits, float_tflite, to_tflite
 
     made = Made(paths=[])
     for name, artifact_format, mode in artifact_plan(base, config):
         recipe = recipe_for(mode, config)
+        full_int8 = Path(beside) / name if has_sqnr_budget(recipe) else None
         if mode == "int8" and made.statistics is None:
             with clock("activation statistics (once, for every int8 artifact)"):
                 if made.float_model is None:
@@ -374,16 +379,40 @@ def write_artifacts(folded, config, calibration, staging, clock, base):
         with clock(f"write {name}"):
             if artifact_format == "tflite":
                 path = to_tflite(folded, recipe, calibration, output=staging / name, statistics=made.statistics,
-                                 float_model=made.float_model, log=clock.log)
+                                 float_model=made.float_model, log=clock.log, full_int8_output=full_int8)
                 if mode == "none":
                     made.float_model = path.read_bytes()
             else:
                 path = to_onnx(folded, recipe, calibration, output=staging / name, statistics=made.statistics,
-                               float_model=made.float_model, float_onnx_path=made.float_onnx_path, log=clock.log)
+                               float_model=made.float_model, float_onnx_path=made.float_onnx_path, log=clock.log,
+                               full_int8_output=full_int8)
                 if mode == "none":
                     made.float_onnx_path = path
         made.paths.append(path)
+        if full_int8 is not None and full_int8.is_file():
+            made.full_int8[name] = full_int8
     return made
+
+
+def has_sqnr_budget(recipe):
+    budget = recipe.budget()
+    return budget is not None and (budget.min_sqnr is not None or budget.min_sqnr_gain is not None)
+
+
+def budgets_on_evaluation(mixed, parity, full_int8, reference, evaluation, class_names):
+    """{artifact name: what its SQNR budget came to on the evaluation images}
+    (mixed.evaluation_record): `full_int8` (name -> full int8 with the
+    artifact's ranges) run against the same golden outputs as the artifact's
+    parity row."""
+    from .check.parity import compare
+    from .quantize.mixed import evaluation_record
+    from .quiet import native_output_silenced
+
+    with native_output_silenced():
+        twins = compare(reference, list(full_int8.values()), evaluation, class_names).to_dict()["candidates"]
+    searched = {candidate["name"]: candidate["metrics"] for candidate in parity["candidates"]}
+    return {name: evaluation_record(mixed[name], twin["metrics"], searched[name])
+            for name, twin in zip(full_int8, twins)}
 
 
 def latencies(paths, sample, config):
@@ -533,8 +562,9 @@ def on_boards(boards, reference, paths, quantized, evaluation, class_names, conf
 def stage_count(config):
     statistics = config.quantize == "int8"
     writes = len(artifact_plan("m", config))
+    sqnr_budget = statistics and (config.min_sqnr is not None or config.min_sqnr_gain is not None)
     return (6 + statistics + writes + (config.bench_runs > 0 and not config.device) + bool(config.device)
-            + len(set(config.target or ())))
+            + len(set(config.target or ())) + sqnr_budget)
 
 
 def read_data(config, model, log):
@@ -621,7 +651,8 @@ def convert(config, log=print):
     from .check.report import format_summary_table, write_convert_reports
 
     started = time.perf_counter()
-    with staged_output(config.output, config.force) as staging:
+    with staged_output(config.output, config.force) as staging, \
+            tempfile.TemporaryDirectory(prefix="edge-resnet-full-int8-") as beside:
         clock = StageClock(stage_count(config), log)
         with clock("load model"):
             model, source = load_source(config)
@@ -637,7 +668,7 @@ def convert(config, log=print):
                 check_publishable(Path(config.output).resolve(), published_names(config, base, folded_path.name))
             folded, fold_report = fold_and_save(model, calibration if calibration is not None else evaluation,
                                                 folded_path, log)
-        made = write_artifacts(folded, config, calibration, staging, clock, base)
+        made = write_artifacts(folded, config, calibration, staging, clock, base, beside)
         paths = made.paths
         quantized_names = {name for name, _, mode in artifact_plan(base, config) if mode != "none"}
         quantized = [path for path in paths if path.name in quantized_names]
@@ -666,6 +697,10 @@ def convert(config, log=print):
                 from .quantize.mixed import unmet_line
 
                 parity["gates"]["failures"].append(unmet_line(record, name))
+        budgets = {}
+        if made.full_int8:
+            with clock("the budgets on the evaluation images (full int8 beside)"):
+                budgets = budgets_on_evaluation(mixed, parity, made.full_int8, reference, evaluation, class_names)
         npu = compile_for_targets(staging, base, config, clock, timings) if config.target else []
         with clock("report"):
             report = {
@@ -682,6 +717,7 @@ def convert(config, log=print):
                 **({"on_device": on_device} if on_device else {}),
                 **({"npu": npu} if npu else {}),
                 **({"mixed_precision": mixed} if mixed else {}),
+                **({"budgets_on_evaluation": budgets} if budgets else {}),
                 "latency": timings,
                 "stages": clock.done,
                 "files": published_names(config, base, folded_path.name),
@@ -704,6 +740,10 @@ def convert(config, log=print):
         for name, record in report["mixed_precision"].items():
             if record and (note := unpinned_level_text(record)):
                 log(f"note on {name}'s budget: {note}")
+    for name, row in report.get("budgets_on_evaluation", {}).items():
+        from .quantize.mixed import evaluation_text
+
+        log(f"{name}'s budget {evaluation_text(row)}")
     output = str(config.output).rstrip("/")
     log(f"wrote {len(report['files'])} files to {output}/ in {report['total_seconds']:.0f} s "
         f"(peak memory {report['peak_rss_mb']:.0f} MB): report.md, report.html, report.json")

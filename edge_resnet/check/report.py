@@ -468,7 +468,8 @@ def convert_details(report):
     if report.get("mixed_precision"):
         lines += ["", "## Higher-precision parts for the accuracy budget"]
         for name, record in report["mixed_precision"].items():
-            lines += ["", f"### {_code(name)}", "", *mixed_precision_lines(record)]
+            lines += ["", f"### {_code(name)}", "", *mixed_precision_lines(record),
+                      *budget_evaluation_lines(report.get("budgets_on_evaluation", {}).get(name))]
     if report.get("on_device"):
         lines += ["", "## On the device (over SSH)", "", "Every artifact again, run and timed on the board(s) "
                   "against the same golden outputs; the summary's latencies are the first board's.", "",
@@ -561,6 +562,16 @@ def mixed_precision_lines(record):
                              "its standard error dB (measured)",
                              "top-1 agreement", "top-1 drop (points)", "images holding half the gain", "p50 ms",
                              "whole graph on XNNPACK"), rows)]
+
+
+def budget_evaluation_lines(row):
+    """What the budget came to on the evaluation images (convert's budgets_on_evaluation row), if measured."""
+    if row is None:
+        return []
+    from ..quantize.mixed import evaluation_text
+
+    text = evaluation_text(row)
+    return ["", f"{text[0].upper()}{text[1:]}."]
 
 
 def _out_of_int8(step):

@@ -411,9 +411,11 @@ def tflite_chooser(float_model, per_channel, calibration):
 
 
 def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=None, model_info=None,
-                      packages=RUNTIME_PACKAGES, progress=True, log=None):
+                      packages=RUNTIME_PACKAGES, progress=True, log=None, full_int8_output=None):
     """Write the int8 `output` (.tflite) of the float32 .tflite bytes
-    `float_model`, and its recipe JSON; return the path."""
+    `float_model`, and its recipe JSON; return the path. Under a budget,
+    `full_int8_output` (a path) also gets full int8 with the same ranges:
+    what the budget's parts are measured against on other images."""
     from .selection import resolved_ranges
 
     output = Path(output)
@@ -427,6 +429,8 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
         search = search_tflite_parts(float_model, statistics, calibration, recipe, method, recipe.budget(),
                                      log=log or (lambda line: None))
     content = int8_tflite(float_model, ranges, recipe, *(search.scopes() if search else ((), ())))
+    if search and full_int8_output is not None:
+        Path(full_int8_output).write_bytes(int8_tflite(float_model, ranges, recipe))
     with atomic_output(output) as temporary:
         temporary.write_bytes(content)
         record = artifact_record(temporary, "tflite", recipe, model_info or tflite_model_info(float_model),

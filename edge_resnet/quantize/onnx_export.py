@@ -295,6 +295,14 @@ def ort_prepared(float_path, prepared_path):
                         tuple(output_softmax_nodes(proto)))
 
 
+def ort_int8_proto(prepared, path, recipe, onnx_ranges, float_nodes=()):
+    """The int8 ONNX proto ort_quantized writes to `path`, with the recipe's weight bits."""
+    import onnx
+
+    ort_quantized(prepared, path, recipe, onnx_ranges, float_nodes)
+    return with_weight_bits(onnx.load(path), 7 if recipe.onnx_reduce_range else 8)
+
+
 def ort_quantized(prepared, output_path, recipe, onnx_ranges, float_nodes=()):
     """onnxruntime static quantization of the pre-processed float ONNX with
     our ranges ({ONNX tensor name: (low, high)}), handed over as its
@@ -442,7 +450,7 @@ def check_onnx_request(recipe, opset, route):
 
 
 def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEFAULT_OPSET, route="ort",
-            float_onnx_path=None, statistics=None, float_model=None, log=None):
+            float_onnx_path=None, statistics=None, float_model=None, log=None, full_int8_output=None):
     """Write `output` (.onnx) and its recipe JSON; return the path.
 
     recipe.mode "none" exports float32; "int8" quantizes by `route`, with
@@ -450,7 +458,9 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
     .tflite of `model`, the bytes of which `float_model` may give) or from
     one statistics pass over `calibration`: both formats share them. For
     route "ort", `float_onnx_path` (the float ONNX of `model`, same opset)
-    reuses an export a pipeline has already made.
+    reuses an export a pipeline has already made, and under a budget
+    `full_int8_output` (a path) also gets full int8 with the same ranges:
+    what the budget's parts are measured against on other images.
     """
     import onnx
 
@@ -505,10 +515,12 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                     search = search_float_parts(float_model, statistics, calibration, recipe, method,
                                                 recipe.budget(), log=log or (lambda line: None),
                                                 route=onnx_route(prepared, recipe, to_onnx_ranges, scratch))
-                ort_quantized(prepared, scratch / "int8.onnx", recipe, to_onnx_ranges(tflite_ranges),
-                              search.float_scopes() if search else ())
-                int8_proto = with_weight_bits(onnx.load(scratch / "int8.onnx"), 7 if recipe.onnx_reduce_range else 8)
+                int8_proto = ort_int8_proto(prepared, scratch / "int8.onnx", recipe, to_onnx_ranges(tflite_ranges),
+                                            search.float_scopes() if search else ())
                 onnx.save(checked(int8_proto, f"model {model.name!r}", (ORT_DOMAIN,)), temporary)
+                if search and full_int8_output is not None:
+                    onnx.save(ort_int8_proto(prepared, scratch / "full_int8.onnx", recipe,
+                                             to_onnx_ranges(tflite_ranges)), full_int8_output)
                 ranges_used = ranges_record(statistics, method, tflite_ranges, selection, int8_logits=False)
             else:
                 # tf2onnx writes float32 parts, not dynamic-range ones, as ONNX

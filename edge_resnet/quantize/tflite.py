@@ -39,13 +39,13 @@ def float_tflite(model):
 
 
 def to_tflite(model, recipe=None, calibration=None, output="model.tflite", progress=True, statistics=None,
-              float_model=None, log=None):
+              float_model=None, log=None, full_int8_output=None):
     """Write `output` (.tflite) and its recipe JSON beside it; return the path.
 
     int8 needs `calibration` (an ImageSet for the model's input) or
     `statistics` (collect_statistics() on this model's float32 .tflite);
     `float_model` (the float32 .tflite bytes of `model`) skips converting
-    it again.
+    it again. `full_int8_output`: write_int8_tflite's.
     """
     from .int8_tflite import write_int8_tflite
 
@@ -67,4 +67,4 @@ def to_tflite(model, recipe=None, calibration=None, output="model.tflite", progr
         check_calibration_fits(model, calibration)
     float_model = float_model if float_model is not None else float_tflite(model)
     return write_int8_tflite(float_model, recipe, output, calibration, statistics, keras_model_info(model),
-                             KERAS_PACKAGES, progress, log)
+                             KERAS_PACKAGES, progress, log, full_int8_output)
