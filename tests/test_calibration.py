@@ -284,6 +284,51 @@ def test_unreadable_statistics_file_is_refused(tmp_path):
         ActivationStatistics.load(tmp_path / "missing.npz")
 
 
+def test_a_model_that_computes_nan_is_refused_by_the_statistics_pass(digits_calibration):
+    import keras
+
+    from edge_resnet.data.images import subset
+
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(4, 3, name="conv"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, name="logits")])
+    kernel, bias = model.get_layer("conv").get_weights()
+    kernel[0, 0, 0, 1] = np.nan  # a damaged weight
+    model.get_layer("conv").set_weights([kernel, bias])
+    with pytest.raises(ModelError, match="not finite numbers .* on the calibration images, first at .*conv") as error:
+        collect_statistics(float_tflite(model), subset(digits_calibration, 0, 16))
+    assert "check the weights" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_damaged_or_edited_statistics_file_is_refused_before_it_makes_ranges(statistics, tmp_path):
+    """NaN or infinite extremes once went into an artifact and aborted the process reading it back."""
+    with np.load(statistics.save(tmp_path / "statistics.npz"), allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    header = json.loads(str(arrays["header"]))
+
+    def edited(name, older=False, **changes):
+        saved = {**arrays, **changes}
+        if older:  # a file saved before the header kept a fingerprint: the arrays' own checks still hold
+            saved["header"] = np.asarray(json.dumps({key: value for key, value in header.items()
+                                                     if key != "fingerprint"}))
+        np.savez(tmp_path / name, **saved)
+        return tmp_path / name
+
+    maxima, minima = arrays["sample_maxima"].copy(), arrays["sample_minima"].copy()
+    maxima[3, 5], minima[2, 1] = np.nan, 1e30
+    for path, problem in ((edited("nan.npz", older=True, sample_maxima=maxima), "not a finite number"),
+                          (edited("upside_down.npz", older=True, sample_minima=minima), "minimum lies above"),
+                          (edited("short.npz", codes=arrays["codes"][:-100], counts=arrays["counts"][:-100]),
+                           "histogram bins do not add up"),
+                          (edited("header.npz", header=np.asarray("{not json")), "its header is not JSON")):
+        with pytest.raises(DataError, match=problem) as error:
+            ActivationStatistics.load(path)
+        assert "collect them again" in str(error.value) and "\n" not in str(error.value)
+    scaled = edited("scaled.npz", sample_maxima=arrays["sample_maxima"] * 2)  # plausible, but not what was saved
+    with pytest.raises(DataError, match="content fingerprint differs"):
+        ActivationStatistics.load(scaled)
+    assert ActivationStatistics.load(edited("older.npz", older=True)).fingerprint() == statistics.fingerprint()
+
+
 def test_only_a_float_tflite_can_be_quantized(folded, digits_calibration, tmp_path):
     int8 = to_tflite(folded, QuantizationRecipe(), digits_calibration, output=tmp_path / "int8.tflite", progress=False)
     with pytest.raises(ModelError, match="not a float32 model"):

@@ -101,6 +101,7 @@ def test_fold_command_json_report_on_a_saved_model(tmp_path):
         (["fold", "model.onnx", "--output", "out.keras"], "builder name"),
         (["fold", "resnet18", "--output", "out.h5"], "must end in .keras"),
         (["fold", "resnet18", "--input-size", "32", "--weights", "none.h5", "--output", "out.keras"], "weights file not found"),
+        (["fold", "resnet50", "--weights", "demo", "--output", "out.keras"], "--weights demo is convert's offline demo"),
     ],
 )
 def test_fold_bad_input_writes_nothing(tmp_path, args, fragment):

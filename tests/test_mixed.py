@@ -204,6 +204,8 @@ def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, 
     (["--fallback-precision", "half"], "invalid choice"),
     (["--min-sqnr-gain", "0"], "--min-sqnr-gain is the output SQNR to gain over full int8"),
     (["--min-sqnr-gain", "inf"], "--min-sqnr-gain is the output SQNR to gain over full int8"),
+    (["--min-sqnr", "20", "--calibration-method", "minmax", "--calibration-size", "7"],
+     "--min-sqnr 20 measures on held-out calibration images and these statistics have none (7 samples"),
     (["--min-sqnr-gain", "3", "--min-sqnr", "30"], "give --min-sqnr DB (a level) or --min-sqnr-gain DB"),
 ])
 def test_bad_budgets_are_one_line(data, options, problem):

@@ -33,8 +33,8 @@ class SizeRequest:
 class ModelRequest(SizeRequest):
     weights: str = option("--weights", default=None, metavar="imagenet|random|demo|PATH",
                           help="weights of a builder name: imagenet (Keras cache or download), random, a "
-                               ".keras/.weights.h5/.h5 file, or demo (convert's resnet50 default: trained on digits, "
-                               "shipped); default: random")
+                               ".keras/.weights.h5/.h5 file, or demo (convert only, its resnet50 default: trained "
+                               "on digits, shipped); default: random")
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,11 @@ def load_named_model(spec, input_size=None, classes=None, weights=None):
 
     if spec.endswith(".keras"):
         return load_model(spec)
+    if weights == "demo":
+        from ..errors import ConfigError
+
+        raise ConfigError("--weights demo is convert's offline demo model; for this command, run edge-resnet "
+                          "convert --quantize none and give it the resnet50_demo_folded.keras it writes")
     return load_model(spec, input_shape=_input_shape(input_size), classes=_classes(classes), weights=weights)
 
 

@@ -830,15 +830,15 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     weight layers (convolutions, a float head's classifier) is tried in
     dynamic-range int8 and stays there where the budget still holds."""
     from ..device.bench import benchmark
-    from .selection import calibration_inputs, float_reference, no_folds_reason
+    from .selection import calibration_inputs, float_reference, folds_need
 
     budget.check()
     if calibration is None:
         raise ConfigError(f"{budget.flags()} runs candidates on held-out calibration images: give --calibration PATH "
                           "(the images the statistics came from)")
     if statistics.folds is None:
-        raise ConfigError(f"{budget.flags()} measures on held-out calibration images: {no_folds_reason(statistics)}; "
-                          "calibrate on more images")
+        raise ConfigError(f"{budget.flags()} measures on held-out calibration images and these statistics have none "
+                          f"({folds_need(statistics)}); calibrate on more images")
     route = route or tflite_route(float_model, recipe)
     layout = cross_fits(statistics, method)
     inputs = calibration_inputs(calibration, statistics)

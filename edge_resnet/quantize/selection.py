@@ -140,9 +140,13 @@ def _text_db(value):
 
 
 def no_folds_reason(statistics):
-    return (f"auto scores rules on held-out calibration images and these statistics have none "
-            f"({statistics.samples} samples: it takes at least {FOLDS * MIN_FOLD_SAMPLES}, and statistics saved by "
-            "this version)")
+    return f"auto scores rules on held-out calibration images and these statistics have none ({folds_need(statistics)})"
+
+
+def folds_need(statistics):
+    """Why statistics have no held-out folds: too few samples, or a file saved before folds were kept."""
+    return (f"{statistics.samples} samples: it takes at least {FOLDS * MIN_FOLD_SAMPLES}, and statistics saved by "
+            "this version")
 
 
 def calibration_inputs(calibration, statistics):

@@ -321,7 +321,7 @@ class ActivationStatistics:
             raise ConfigError(f"the statistics file must end in .npz. Received: {path}")
         header = {"format_version": FORMAT_VERSION, "model_sha256": self.model_sha256,
                   "calibration": self.calibration, "graph_inputs": list(self.graph_inputs),
-                  "graph_outputs": list(self.graph_outputs)}
+                  "graph_outputs": list(self.graph_outputs), "fingerprint": self.fingerprint()}
         arrays = {
             "header": np.asarray(json.dumps(header, sort_keys=True)),
             "names": np.asarray([t.name for t in self.tensors]),
@@ -351,6 +351,8 @@ class ActivationStatistics:
             if header.get("format_version") not in READ_VERSIONS:
                 raise DataError(f"{path} has statistics format {header.get('format_version')}; "
                                 f"this edge-resnet reads {', '.join(map(str, READ_VERSIONS))}: collect them again")
+            if problem := arrays_problem(arrays):
+                raise DataError(f"{path} is not usable edge-resnet statistics: {problem}; collect them again")
             tensors = tuple(
                 TensorStatistics(str(name), int(count), codes, counts, minima, maxima)
                 for name, count, (codes, counts), minima, maxima in zip(
@@ -358,8 +360,12 @@ class ActivationStatistics:
                     arrays["sample_maxima"], strict=True)
             )
             folds = folds_from(arrays, tensors) if "fold_of_sample" in arrays else None
-            return cls(tensors, header["model_sha256"], header["calibration"], tuple(header["graph_inputs"]),
-                       tuple(header["graph_outputs"]), folds, arrays.get("float_outputs"))
+            loaded = cls(tensors, header["model_sha256"], header["calibration"], tuple(header["graph_inputs"]),
+                         tuple(header["graph_outputs"]), folds, arrays.get("float_outputs"))
+            if header.get("fingerprint", loaded.fingerprint()) != loaded.fingerprint():  # older files have none
+                raise DataError(f"{path} does not hold what it was saved with (its content fingerprint differs: "
+                                "damaged or edited); collect the statistics again")
+            return loaded
         except DataError:
             raise
         except (OSError, ValueError, KeyError, TypeError, EOFError, IndexError, zipfile.BadZipFile,
@@ -375,7 +381,29 @@ def statistics_problem(error):
         return "not a complete .npz archive (truncated, damaged, or another kind of file)"
     if isinstance(error, KeyError):
         return f"it lacks the array {error}"
+    if isinstance(error, json.JSONDecodeError):
+        return "its header is not JSON"
     return " ".join(str(error).split())[:160]
+
+
+def arrays_problem(arrays):
+    """What makes a statistics file's arrays unusable for ranges (in words), or None: a damaged or edited
+    file could otherwise put a NaN, an infinity or an upside-down range into an artifact."""
+    minima, maxima = arrays["sample_minima"], arrays["sample_maxima"]
+    tensors = {len(arrays["names"]), len(arrays["count"]), len(arrays["bins"]), len(minima), len(maxima)}
+    if len(tensors) != 1 or minima.ndim != 2 or minima.shape != maxima.shape:
+        return "its arrays disagree on how many tensors and samples there are"
+    if int(np.sum(arrays["bins"])) != len(arrays["codes"]) or len(arrays["codes"]) != len(arrays["counts"]):
+        return "its histogram bins do not add up"
+    if not (np.all(np.isfinite(minima)) and np.all(np.isfinite(maxima))):
+        return "a per-sample minimum or maximum is not a finite number"
+    if np.any(minima > maxima):
+        return "a per-sample minimum lies above its maximum"
+    if np.any(arrays["counts"] <= 0):
+        return "a histogram bin holds no values"
+    if "float_outputs" in arrays and not np.all(np.isfinite(arrays["float_outputs"])):
+        return "the float model's outputs hold a value that is not a finite number"
+    return None
 
 
 def fold_arrays(folds):
@@ -522,6 +550,12 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
                   for where, group in zip(positions, accumulators))
     tensors = tuple(TensorStatistics.merged([fold.tensors[index] for fold in folds], positions)
                     for index in range(len(names)))
+    broken = [tensor.name for tensor in tensors
+              if not (np.all(np.isfinite(tensor.sample_minima)) and np.all(np.isfinite(tensor.sample_maxima)))]
+    if broken:
+        raise ModelError(f"the float model computes values that are not finite numbers (NaN or infinity) on the "
+                         f"calibration images, first at {broken[0]!r} ({len(broken)} tensors): no int8 range holds "
+                         "them; check the weights and the preprocessing")
     return ActivationStatistics(tensors, model_sha256(float_model_bytes), calibration.describe(), inputs, outputs,
                                 folds if len(folds) > 1 else None, np.stack(float_outputs),
                                 softmax_input_of(float_model_bytes))
