@@ -366,7 +366,7 @@ def test_a_budget_on_the_evaluation_images_is_judged_as_it_was_asked():
     level = row(level=31.0)
     assert level["gain_db"] == 2.5 and level["held_out_db"] - level["held_out_full_int8_db"] == pytest.approx(3.2)
     assert mixed.evaluation_text(level) == (
-        "on the 397 evaluation images full int8 28.00 dB -> 30.50 dB (standard error 0.40), a gain of +2.50 dB (on "
+        "on the 397 evaluation images: full int8 28.00 dB -> 30.50 dB (standard error 0.40), a gain of +2.50 dB (on "
         "the held-out calibration images +3.20): 0.50 dB short of the level 31 dB, within the 1 dB a budget may miss "
         "by on other images")
     assert mixed.evaluation_text(row(level=32.0)).endswith("1.50 dB short of the level 32 dB, more than the 1 dB a "

@@ -538,7 +538,7 @@ def evaluation_text(row):
         return f"on the {row['images']} evaluation images the artifact matches the float model exactly"
     se_db = row["sqnr_standard_error_db"]
     held_out_gain = row["held_out_db"] - row["held_out_full_int8_db"]
-    said = (f"on the {row['images']} evaluation images full int8 {row['full_int8_sqnr_db']:.2f} dB -> "
+    said = (f"on the {row['images']} evaluation images: full int8 {row['full_int8_sqnr_db']:.2f} dB -> "
             f"{row['sqnr_db']:.2f} dB{f' (standard error {se_db:.2f})' if se_db is not None else ''}, a gain of "
             f"{row['gain_db']:+.2f} dB (on the held-out calibration images {held_out_gain:+.2f})")
     if row["asked_gain_db"] is not None:
