@@ -368,7 +368,7 @@ def write_artifacts(folded, config, calibration, staging, clock, base, beside):
     made = Made(paths=[])
     for name, artifact_format, mode in artifact_plan(base, config):
         recipe = recipe_for(mode, config)
-        full_int8 = Path(beside) / name if has_sqnr_budget(recipe) else None
+        full_int8 = Path(beside) / name if beside is not None and has_sqnr_budget(recipe) else None
         if mode == "int8" and made.statistics is None:
             with clock("activation statistics (once, for every int8 artifact)"):
                 if made.float_model is None:
@@ -392,6 +392,15 @@ def write_artifacts(folded, config, calibration, staging, clock, base, beside):
         if full_int8 is not None and full_int8.is_file():
             made.full_int8[name] = full_int8
     return made
+
+
+def full_int8_folder(config):
+    """A temporary folder for the full-int8 twins of SQNR-budget artifacts, made only when a budget asks for one."""
+    from contextlib import nullcontext
+
+    if config.quantize == "int8" and (config.min_sqnr is not None or config.min_sqnr_gain is not None):
+        return tempfile.TemporaryDirectory(prefix="edge-resnet-full-int8-")
+    return nullcontext(None)
 
 
 def has_sqnr_budget(recipe):
@@ -652,7 +661,7 @@ def convert(config, log=print):
 
     started = time.perf_counter()
     with staged_output(config.output, config.force) as staging, \
-            tempfile.TemporaryDirectory(prefix="edge-resnet-full-int8-") as beside:
+            full_int8_folder(config) as beside:
         clock = StageClock(stage_count(config), log)
         with clock("load model"):
             model, source = load_source(config)
