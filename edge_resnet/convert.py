@@ -368,7 +368,7 @@ def write_artifacts(folded, config, calibration, staging, clock, base, beside):
     made = Made(paths=[])
     for name, artifact_format, mode in artifact_plan(base, config):
         recipe = recipe_for(mode, config)
-        full_int8 = Path(beside) / name if beside is not None and has_sqnr_budget(recipe) else None
+        full_int8 = Path(beside) / name if beside is not None and mode == "int8" else None
         if mode == "int8" and made.statistics is None:
             with clock("activation statistics (once, for every int8 artifact)"):
                 if made.float_model is None:
@@ -394,18 +394,16 @@ def write_artifacts(folded, config, calibration, staging, clock, base, beside):
     return made
 
 
+def asks_sqnr_budget(config):
+    """Whether the int8 artifacts are searched for an SQNR budget (--min-sqnr, --min-sqnr-gain)."""
+    return config.quantize == "int8" and (config.min_sqnr is not None or config.min_sqnr_gain is not None)
+
+
 def full_int8_folder(config):
     """A temporary folder for the full-int8 twins of SQNR-budget artifacts, made only when a budget asks for one."""
     from contextlib import nullcontext
 
-    if config.quantize == "int8" and (config.min_sqnr is not None or config.min_sqnr_gain is not None):
-        return tempfile.TemporaryDirectory(prefix="edge-resnet-full-int8-")
-    return nullcontext(None)
-
-
-def has_sqnr_budget(recipe):
-    budget = recipe.budget()
-    return budget is not None and (budget.min_sqnr is not None or budget.min_sqnr_gain is not None)
+    return tempfile.TemporaryDirectory(prefix="edge-resnet-full-int8-") if asks_sqnr_budget(config) else nullcontext()
 
 
 def budgets_on_evaluation(mixed, parity, full_int8, reference, evaluation, class_names):
@@ -571,9 +569,8 @@ def on_boards(boards, reference, paths, quantized, evaluation, class_names, conf
 def stage_count(config):
     statistics = config.quantize == "int8"
     writes = len(artifact_plan("m", config))
-    sqnr_budget = statistics and (config.min_sqnr is not None or config.min_sqnr_gain is not None)
     return (6 + statistics + writes + (config.bench_runs > 0 and not config.device) + bool(config.device)
-            + len(set(config.target or ())) + sqnr_budget)
+            + len(set(config.target or ())) + asks_sqnr_budget(config))
 
 
 def read_data(config, model, log):
@@ -749,9 +746,9 @@ def convert(config, log=print):
         for name, record in report["mixed_precision"].items():
             if record and (note := unpinned_level_text(record)):
                 log(f"note on {name}'s budget: {note}")
-    for name, row in report.get("budgets_on_evaluation", {}).items():
-        from .quantize.mixed import evaluation_text
+    from .quantize.mixed import evaluation_text
 
+    for name, row in report.get("budgets_on_evaluation", {}).items():
         log(f"{name}'s budget {evaluation_text(row)}")
     output = str(config.output).rstrip("/")
     log(f"wrote {len(report['files'])} files to {output}/ in {report['total_seconds']:.0f} s "

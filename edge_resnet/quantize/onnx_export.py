@@ -515,12 +515,13 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                     search = search_float_parts(float_model, statistics, calibration, recipe, method,
                                                 recipe.budget(), log=log or (lambda line: None),
                                                 route=onnx_route(prepared, recipe, to_onnx_ranges, scratch))
-                int8_proto = ort_int8_proto(prepared, scratch / "int8.onnx", recipe, to_onnx_ranges(tflite_ranges),
+                onnx_ranges = to_onnx_ranges(tflite_ranges)
+                int8_proto = ort_int8_proto(prepared, scratch / "int8.onnx", recipe, onnx_ranges,
                                             search.float_scopes() if search else ())
                 onnx.save(checked(int8_proto, f"model {model.name!r}", (ORT_DOMAIN,)), temporary)
                 if search and full_int8_output is not None:
-                    onnx.save(ort_int8_proto(prepared, scratch / "full_int8.onnx", recipe,
-                                             to_onnx_ranges(tflite_ranges)), full_int8_output)
+                    onnx.save(ort_int8_proto(prepared, scratch / "full_int8.onnx", recipe, onnx_ranges),
+                              full_int8_output)
                 ranges_used = ranges_record(statistics, method, tflite_ranges, selection, int8_logits=False)
             else:
                 # tf2onnx writes float32 parts, not dynamic-range ones, as ONNX

@@ -362,7 +362,8 @@ class ActivationStatistics:
             folds = folds_from(arrays, tensors) if "fold_of_sample" in arrays else None
             loaded = cls(tensors, header["model_sha256"], header["calibration"], tuple(header["graph_inputs"]),
                          tuple(header["graph_outputs"]), folds, arrays.get("float_outputs"))
-            if header.get("fingerprint", loaded.fingerprint()) != loaded.fingerprint():  # older files have none
+            saved = header.get("fingerprint")  # older files have none
+            if saved is not None and saved != loaded.fingerprint():
                 raise DataError(f"{path} does not hold what it was saved with (its content fingerprint differs: "
                                 "damaged or edited); collect the statistics again")
             return loaded
