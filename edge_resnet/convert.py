@@ -260,7 +260,7 @@ def load_source(config):
 
 def data_sets(config, model):
     """(calibration set or None, evaluation set, description of where they came from)."""
-    from .data.images import calibration_set, check_disjoint, holdout_split, image_set
+    from .data.images import calibration_set, check_disjoint, check_image_headers, holdout_split, image_set
 
     height, width = model.input_shape[1:3]
     preprocessing = config.preprocessing_at(height, width)
@@ -288,6 +288,7 @@ def data_sets(config, model):
         if calibration is not None:
             check_disjoint(calibration, evaluation)
         split = "--eval"
+    check_image_headers(evaluation, "evaluation")
     return calibration, evaluation, {"origin": origin, "evaluation_from": split}
 
 
@@ -500,10 +501,13 @@ def artifact_rows(paths, parity, timings):
 
 
 def previous_run_files(output):
-    """The files an earlier run wrote into `output`, from its report."""
+    """The files an earlier run wrote into `output`, from its report (a
+    regular file: a link there is no report of a run into this folder)."""
     import json
 
     report = Path(output) / f"{REPORT_STEM}.json"
+    if report.is_symlink():
+        return []
     try:
         files = json.loads(report.read_text()).get("files", [])
     except (OSError, ValueError, AttributeError):

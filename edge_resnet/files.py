@@ -24,21 +24,28 @@ def atomic_output(final_path):
     from .errors import ConfigError
 
     final_path = Path(final_path)
+    refuse_dangling_link(final_path, itself=False)
+    made = []
     try:
-        final_path.parent.mkdir(parents=True, exist_ok=True)
+        made = make_folders(final_path.parent)
         descriptor, name = tempfile.mkstemp(prefix=f".{final_path.stem}{STAGING_MARK}", suffix=final_path.suffix,
                                             dir=final_path.parent)
     except OSError as error:
+        remove_empty_folders(made)
         raise ConfigError(f"cannot write {final_path}: {error.strerror or error}; choose another output") from error
     temporary = Path(name)
     created = os.fstat(descriptor).st_ino
+    with contextlib.suppress(OSError):  # mkstemp's 0600 would make every artifact private (no modes: FAT)
+        os.fchmod(descriptor, 0o666 & ~current_umask())
     os.close(descriptor)
+    published = False
     try:
         yield temporary
         check_still_ours(temporary, created)
         if final_path.is_dir() and not final_path.is_symlink():
             raise ConfigError(f"cannot write {final_path}: a folder is in the way; move it or choose another output")
         os.replace(temporary, final_path)
+        published = True
     except OSError as error:
         if error.errno not in STORAGE_ERRNOS:  # not the output's fault: keep what it says
             raise
@@ -47,6 +54,62 @@ def atomic_output(final_path):
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink()
+        if not published:
+            remove_empty_folders(made)
+
+
+def current_umask():
+    """The process's umask: from Linux's /proc without touching it, else by setting it back at once."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def make_folders(folder):
+    """Make `folder` with its missing parents; the folders made, deepest first (for remove_empty_folders)."""
+    folder, missing = Path(folder).absolute(), []
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        if folder.name not in (".", ".."):  # a step of the path, not a folder of its own
+            missing.append(folder)
+        folder = folder.parent
+    if missing:
+        try:
+            missing[0].mkdir(parents=True, exist_ok=True)
+        except OSError:
+            remove_empty_folders([path for path in missing if path.is_dir()])
+            raise
+    return missing
+
+
+def remove_empty_folders(folders):
+    """Undo make_folders after a failed run, deepest first, as far as the folders are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def dangling_link(path, itself=True):
+    """The first symbolic link to nothing on the way to `path` (`path` too when `itself`), or None."""
+    path = Path(path).absolute()  # not abspath: "link/.." goes through the link
+    way = [*reversed(path.parents), *([path] if itself else [])]
+    return next((step for step in way if step.is_symlink() and not step.exists()), None)
+
+
+def refuse_dangling_link(path, itself=True):
+    """One line instead of writing through a symbolic link to nothing: making the folders it names would put
+    the output (and a failed run's empty folders) wherever the link points."""
+    from .errors import ConfigError
+
+    link = dangling_link(path, itself)
+    if link is not None:
+        raise ConfigError(f"cannot write {path}: {link} is a symbolic link to {os.readlink(link)}, which does not "
+                          "exist; remove the link, or make what it points to")
 
 
 # Where an output cannot be written: full, read-only, over quota, not allowed.
@@ -151,9 +214,11 @@ def open_staging(output, force=False):
     return staging
 
 
-def lock_path(output):
-    """Beside `output`, like the staging folder, so a killed run leaves no output folder behind."""
-    output = Path(output).resolve()
+def lock_path(output, folder=False):
+    """Beside `output`, like the staging folder, so a killed run leaves no output folder behind. A file
+    output's own name is not followed: a link there is replaced when the file is published."""
+    output = Path(output).absolute()
+    output = output.resolve() if folder or output.name in ("", ".", "..") else output.parent.resolve() / output.name
     return output.parent / f".{output.name}.lock"
 
 
@@ -198,21 +263,28 @@ def _locked_descriptor(path):
 
 
 @contextlib.contextmanager
-def output_lock(output):
-    """Hold `output` for this process while the block runs: a second run into
-    the same directory gets one line instead of replacing this run's files.
-    The lock is the kernel's (flock) on a file beside the output that holds
-    the PID, so it ends with the process, however the process ends; the file
-    a killed run leaves is simply locked again."""
+def output_lock(output, folder=False):
+    """Hold `output` (a file, or a `folder`) for this process while the block
+    runs: a second run into the same output gets one line instead of
+    replacing this run's files. The lock is the kernel's (flock) on a file
+    beside the output that holds the PID, so it ends with the process,
+    however the process ends; the file a killed run leaves is simply locked
+    again. The folders made for it go again if they are still empty at the
+    end (a failed run)."""
     from .errors import ConfigError
 
-    path = lock_path(output)
+    refuse_dangling_link(output, itself=folder)  # a file output replaces a link at its own name
+    path, made = lock_path(output, folder), []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        made = make_folders(path.parent)
         descriptor = _locked_descriptor(path)
     except OSError as error:
+        remove_empty_folders(made)
         raise ConfigError(f"cannot write the output directory {Path(output).resolve()} (its lock {path.name}: "
                           f"{error.strerror or error}); choose another --output") from error
+    except ConfigError:
+        remove_empty_folders(made)
+        raise
     if descriptor is None:
         try:
             holder = path.read_text().strip()
@@ -227,6 +299,7 @@ def output_lock(output):
     finally:
         path.unlink(missing_ok=True)  # before releasing, so no one locks a file that is gone
         os.close(descriptor)
+        remove_empty_folders(made)
 
 
 @contextlib.contextmanager
@@ -235,7 +308,7 @@ def staged_output(output, force=False):
     removed if the block fails; publish() it to finish."""
     import shutil
 
-    with output_lock(output):
+    with output_lock(output, folder=True):
         staging = open_staging(output, force)
         try:
             yield staging
@@ -266,6 +339,8 @@ def publish(staging, output, replaced=(), last=()):
     output = Path(output).resolve()
     (Path(staging) / STAGING_MARKER).unlink(missing_ok=True)
     if not output.exists():
+        with contextlib.suppress(OSError):  # mkdtemp's 0700 would make the output folder private
+            os.chmod(staging, 0o777 & ~current_umask())
         os.replace(staging, output)
         return
     names = sorted(path.name for path in Path(staging).iterdir())
@@ -273,9 +348,10 @@ def publish(staging, output, replaced=(), last=()):
     refused = []
     for name in replaced:
         path = output / name if is_plain_name(name) else None
+        if path is not None and name in names:  # this run writes it: replaced (a link there too), never followed
+            continue
         if path is not None and path.is_file() and not path.is_symlink():
-            if name not in names:
-                path.unlink()
+            path.unlink()
         elif path is None or path.exists() or path.is_symlink():
             refused.append(repr(name))
     if refused:
@@ -317,6 +393,7 @@ def check_writable(path, kind="file"):
     from .errors import ConfigError
 
     path = Path(path)
+    refuse_dangling_link(path, itself=kind == "directory")
     if kind == "file" and path.is_dir():
         raise ConfigError(f"the output {path} is a directory; give a file name")
     if kind == "directory" and path.exists() and not path.is_dir():

@@ -163,7 +163,8 @@ def test_the_statistics_pass_keeps_the_float_models_outputs(float_model, statist
     older = dataclasses.replace(statistics, float_outputs=None)
     np.testing.assert_array_equal(float_reference(float_model, older, inputs), again)
     loaded = ActivationStatistics.load(older.save(tmp_path / "older.npz"))
-    assert loaded.float_outputs is None and loaded.fingerprint() == statistics.fingerprint()
+    assert loaded.float_outputs is None and loaded.fingerprint() == older.fingerprint() != statistics.fingerprint()
+    assert activation_ranges(loaded, RangeMethod("mse")) == activation_ranges(statistics, RangeMethod("mse"))
 
 
 def test_the_float_parts_search_scores_every_sample_by_ranges_without_it(statistics):
@@ -297,6 +298,13 @@ def test_a_model_that_computes_nan_is_refused_by_the_statistics_pass(digits_cali
     with pytest.raises(ModelError, match="not finite numbers .* on the calibration images, first at .*conv") as error:
         collect_statistics(float_tflite(model), subset(digits_calibration, 0, 16))
     assert "check the weights" in str(error.value) and "\n" not in str(error.value)
+    # non-finite samples (which the image readers refuse) are the samples' fault, not the model's
+    model.get_layer("conv").set_weights([np.nan_to_num(kernel), bias])
+    samples = subset(digits_calibration, 0, 16).cached()
+    broken = samples.decoded.copy()
+    broken[3, 0, 0, 0] = np.inf
+    with pytest.raises(DataError, match="calibration samples reach the model's input .* not finite .* preprocessing"):
+        collect_statistics(float_tflite(model), dataclasses.replace(samples, decoded=broken))
 
 
 def test_a_damaged_or_edited_statistics_file_is_refused_before_it_makes_ranges(statistics, tmp_path):
@@ -305,11 +313,13 @@ def test_a_damaged_or_edited_statistics_file_is_refused_before_it_makes_ranges(s
         arrays = {key: data[key] for key in data.files}
     header = json.loads(str(arrays["header"]))
 
-    def edited(name, older=False, **changes):
+    def edited(name, older=False, header_changes=None, **changes):
         saved = {**arrays, **changes}
-        if older:  # a file saved before the header kept a fingerprint: the arrays' own checks still hold
-            saved["header"] = np.asarray(json.dumps({key: value for key, value in header.items()
-                                                     if key != "fingerprint"}))
+        if older:  # a format-2 file, whose fingerprint (if any) is not checked: the arrays' own checks still hold
+            saved["header"] = np.asarray(json.dumps({**header, "format_version": 2}))
+        if header_changes is not None:
+            saved["header"] = np.asarray(json.dumps({key: value for key, value in {**header, **header_changes}.items()
+                                                     if value is not None}))
         np.savez(tmp_path / name, **saved)
         return tmp_path / name
 
@@ -323,9 +333,23 @@ def test_a_damaged_or_edited_statistics_file_is_refused_before_it_makes_ranges(s
         with pytest.raises(DataError, match=problem) as error:
             ActivationStatistics.load(path)
         assert "collect them again" in str(error.value) and "\n" not in str(error.value)
-    scaled = edited("scaled.npz", sample_maxima=arrays["sample_maxima"] * 2)  # plausible, but not what was saved
-    with pytest.raises(DataError, match="content fingerprint differs"):
-        ActivationStatistics.load(scaled)
+    fold_of_sample = arrays["fold_of_sample"].copy()
+    fold_of_sample[fold_of_sample == 3] = 0  # one fold fewer than the fold arrays hold
+    for path, problem in ((edited("folds.npz", older=True, fold_of_sample=fold_of_sample), "folds disagree"),
+                          (edited("fold_bins.npz", older=True, fold_counts=arrays["fold_counts"][:-1]),
+                           "folds' histogram bins do not add up")):
+        with pytest.raises(DataError, match=problem):
+            ActivationStatistics.load(path)
+    # plausible edits, each of a part the ranges or the scoring read: refused by the fingerprint of all a file holds
+    raised = np.where(arrays["sample_maxima"] > 0, arrays["sample_maxima"] * 2, arrays["sample_maxima"])
+    for path in (edited("raised.npz", sample_maxima=raised),
+                 edited("outputs.npz", float_outputs=arrays["float_outputs"] + 1e-3),
+                 edited("inputs.npz", header_changes={"graph_inputs": ["another"]}),
+                 edited("calibration.npz", header_changes={"calibration": {**header["calibration"], "seed": 7}})):
+        with pytest.raises(DataError, match="content fingerprint differs"):
+            ActivationStatistics.load(path)
+    with pytest.raises(DataError, match="header lacks the content fingerprint"):  # deleting it is no way around it
+        ActivationStatistics.load(edited("unsigned.npz", header_changes={"fingerprint": None}))
     assert ActivationStatistics.load(edited("older.npz", older=True)).fingerprint() == statistics.fingerprint()
 
 

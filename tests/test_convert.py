@@ -270,6 +270,7 @@ def _bad_inputs(folder):
     for name in ("x.png", "y.png"):
         (folder / "corrupt" / "a" / name).write_bytes(b"not an image")
     (folder / "a_file").write_text("")
+    (folder / "dangling").symlink_to(folder / "elsewhere" / "made_through_a_link")
     from edge_resnet.model.resnet import build_resnet
 
     build_resnet(18, input_shape=(32, 32, 3), classes=10, width=0.25).save_weights(folder / "resnet18.weights.h5")
@@ -286,6 +287,10 @@ BAD_INPUTS = [
     (["--weights", "random", "--calibration", "empty"], "no images"),
     (["--weights", "random", "--calibration", "corrupt"], "could be read"),
     (["--output", "a_file/out"], "cannot write the output directory"),
+    (["--output", "dangling/out"], "dangling is a symbolic link to"),
+    (["--output", "dangling"], "dangling is a symbolic link to"),
+    (["--weights", "random", "--calibration", "empty", "--output", "new/deeper/out"], "no images"),
+    (["--weights", "random", "--calibration", DIGITS, "--eval", "corrupt"], "cannot read evaluation image"),
     (["--model", "resnet20"], "unknown model 'resnet20'"),
     (["--quantize", "none", "--min-agreement", "0.99"], "--quantize none"),
     (["--quantize", "float16", "--formats", "tflite,onnx"], "ONNX export offers int8 and none"),
@@ -320,6 +325,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragmen
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert fragment in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.name for p in folder.iterdir()) == before  # no output folder, no staging left
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_staging_publishes_whole_runs_and_cleans_what_killed_runs_left(tmp_path):

@@ -318,3 +318,50 @@ def test_a_calibration_size_beyond_the_data_warns_with_both_numbers(tmp_path):
     root = class_folder(tmp_path, classes=2, per_class=8)
     with pytest.warns(DataWarning, match="asked for 50 calibration samples, but .* holds only 16"):
         assert len(calibration_set(root, Preprocessing(32, 32), size=50)) == 16
+
+
+def test_linked_class_folders_count_and_hidden_folders_do_not(tmp_path):
+    """A data set split with symbolic links is read whole (loops once); .ipynb_checkpoints is no class."""
+    root = class_folder(tmp_path / "data", classes=2, per_class=3)
+    class_folder(tmp_path / "elsewhere", classes=3, per_class=3)
+    (root / "class_2").symlink_to(tmp_path / "elsewhere" / "class_2")
+    (root / "class_1" / "loop").symlink_to(root)
+    write_image(root / ".ipynb_checkpoints" / "x.png", rgb_noise(40, 40))
+    write_image(root / "class_0" / "._00.png", rgb_noise(40, 40))  # macOS's metadata file, hidden
+    paths, classes = scan_image_folder(root)
+    assert sorted(set(classes)) == ["class_0", "class_1", "class_2"] and len(paths) == 9
+    (root / "a_copy").symlink_to(root / "class_0")  # a link to a folder walked anyway is read as a copy would be
+    paths, classes = scan_image_folder(root)
+    assert classes.count("class_0") == classes.count("a_copy") == 3 and len(paths) == 12
+    assert not any(part.startswith(".") for path in paths for part in path.relative_to(root).parts)
+
+
+def test_images_beside_class_folders_say_the_set_is_read_unlabelled(tmp_path):
+    root = class_folder(tmp_path, classes=2, per_class=3)
+    write_image(root / "stray.png", rgb_noise(40, 40))
+    with pytest.warns(DataWarning, match=r"2 sub-folders but also 1 image\(s\) of its own \(stray.png\), so it is read "
+                                         "unlabelled"):
+        images = image_set(root, Preprocessing(32, 32), size=None)
+    assert images.labels is None and len(images) == 7
+
+
+def test_one_image_as_an_array_is_refused_not_read_as_a_batch_of_rows(tmp_path):
+    np.savez(tmp_path / "one.npz", x=np.full((32, 32, 3), 128, np.uint8))
+    np.savez(tmp_path / "tall.npz", x=np.full((40, 32, 3), 128, np.uint8))
+    with pytest.raises(DataError, match=r"one 40x32 image of 3 channels, not 40 grayscale images 3 pixels wide; give "
+                                        r"a batch: x\[None\] for one image .* or x\[..., None\] for grayscale"):
+        image_set(tmp_path / "tall.npz", Preprocessing(32, 32))
+    np.savez(tmp_path / "gray.npz", x=np.full((4, 32, 32), 128, np.uint8))  # a batch of grayscale images
+    assert len(image_set(tmp_path / "gray.npz", Preprocessing(32, 32), size=None)) == 4
+
+
+def test_an_evaluation_image_that_cannot_be_opened_is_refused_before_the_work(tmp_path):
+    from edge_resnet.data.images import check_image_headers
+
+    root = class_folder(tmp_path, classes=2, per_class=3)
+    evaluation = image_set(root, Preprocessing(32, 32), size=None, check_readable=False)
+    check_image_headers(evaluation, "evaluation")
+    (root / "class_1" / "zero.png").write_bytes(b"")
+    evaluation = image_set(root, Preprocessing(32, 32), size=None, check_readable=False)
+    with pytest.raises(DataError, match=r"cannot read evaluation image .*zero.png: .*; remove or replace the file"):
+        check_image_headers(evaluation, "evaluation")

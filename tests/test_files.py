@@ -40,6 +40,11 @@ def test_a_report_without_a_file_list_removes_nothing(tmp_path):
     output.mkdir()
     (output / "report.json").write_text(json.dumps({"files": "everything"}))
     assert previous_run_files(output) == []
+    planted = tmp_path / "planted.json"  # a link at the report's name is no earlier run's report
+    planted.write_text(json.dumps({"files": ["users_file.txt"]}))
+    (output / "report.json").unlink()
+    (output / "report.json").symlink_to(planted)
+    assert previous_run_files(output) == []
 
 
 HOLD_LOCK = """
@@ -221,3 +226,95 @@ def test_quantize_into_a_folder_that_cannot_be_written_is_one_line(tmp_path, out
         read_only.chmod(0o755)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr and "cannot write" in result.stderr
+
+
+def test_a_link_to_nothing_on_the_way_to_an_output_is_refused_and_nothing_is_made_where_it_points(tmp_path):
+    """Making the folders a dangling link names would put the output (or a failed run's empty folders)
+    wherever it points; a link to an existing folder is a user's choice and is written through."""
+    from edge_resnet.files import atomic_output, check_writable, staged_output
+
+    elsewhere = tmp_path / "elsewhere"
+    (tmp_path / "dangling").symlink_to(elsewhere / "made")
+    attempts = (lambda: check_writable(tmp_path / "dangling" / "deep" / "m.tflite"),
+                lambda: check_writable(tmp_path / "dangling", "directory"),
+                lambda: atomic_output(tmp_path / "dangling" / "deep" / "m.tflite").__enter__(),
+                lambda: output_lock(tmp_path / "dangling" / "m.tflite").__enter__(),
+                lambda: staged_output(tmp_path / "dangling").__enter__())
+    for attempt in attempts:
+        with pytest.raises(ConfigError, match=r"dangling is a symbolic link to .*made, which does not exist"):
+            attempt()
+    assert not elsewhere.exists()
+    (tmp_path / "dangling_file.tflite").symlink_to(elsewhere / "deep" / "m.tflite")
+    with output_lock(tmp_path / "dangling_file.tflite"):  # a link at a file output's own name is replaced later:
+        pass  # its lock sits beside the link, not where the link points
+    for attempt in (lambda: output_lock(tmp_path / "dangling" / "..").__enter__(),  # ".." after the link, too
+                    lambda: check_writable(tmp_path / "dangling" / ".." / "m.tflite")):
+        with pytest.raises(ConfigError, match="dangling is a symbolic link"):
+            attempt()
+    elsewhere.mkdir()
+    (tmp_path / "linked").symlink_to(elsewhere)
+    with staged_output(tmp_path / "linked" / "out") as staging:
+        (staging / "report.json").write_text("{}")
+        publish(staging, tmp_path / "linked" / "out")
+    assert (elsewhere / "out" / "report.json").is_file()
+
+
+def test_a_failed_run_leaves_none_of_the_folders_it_made(tmp_path):
+    from edge_resnet.files import atomic_output, staged_output
+
+    with pytest.raises(RuntimeError):
+        with staged_output(tmp_path / "new" / "deeper" / "out"):
+            raise RuntimeError("the run failed")
+    with pytest.raises(RuntimeError):
+        with output_lock(tmp_path / "new" / "deeper" / "m.tflite"), \
+                atomic_output(tmp_path / "new" / "deeper" / "m.tflite") as temporary:
+            temporary.write_bytes(b"half")
+            raise RuntimeError("the run failed")
+    with pytest.raises(RuntimeError):
+        with staged_output(tmp_path / "new" / ".." / "other" / "out"):  # ".." is a step, not a folder made
+            raise RuntimeError("the run failed")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()  # a folder that was there before is never removed
+    with pytest.raises(RuntimeError):
+        with staged_output(tmp_path / "kept" / "out"):
+            raise RuntimeError("the run failed")
+    assert [path.name for path in tmp_path.iterdir()] == ["kept"] and list((tmp_path / "kept").iterdir()) == []
+    with output_lock(tmp_path / "new" / "deeper" / "m.tflite"), \
+            atomic_output(tmp_path / "new" / "deeper" / "m.tflite") as temporary:
+        temporary.write_bytes(b"artifact")
+    assert (tmp_path / "new" / "deeper" / "m.tflite").read_bytes() == b"artifact"
+
+
+def test_links_at_the_names_a_forced_run_writes_are_replaced_without_a_false_warning(tmp_path):
+    import warnings
+
+    output, staging, victim = tmp_path / "out", tmp_path / "staging", tmp_path / "precious.txt"
+    output.mkdir()
+    staging.mkdir()
+    victim.write_text("precious")
+    (output / "report.json").symlink_to(victim)
+    (output / "old_link.md").symlink_to(victim)
+    (staging / "report.json").write_text("{}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        publish(staging, output, replaced=["report.json", "old_link.md"])
+    said = [str(warning.message) for warning in caught if warning.category is UnsafeNameWarning]
+    assert len(said) == 1 and "'old_link.md'" in said[0] and "report.json" not in said[0]  # only what stays
+    assert victim.read_text() == "precious" and not (output / "report.json").is_symlink()
+
+
+def test_outputs_get_the_permissions_of_any_file_the_user_makes(tmp_path):
+    """Temporary names are made private (0600, 0700); what is published is not."""
+    from edge_resnet.files import atomic_output, staged_output
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "m.tflite") as temporary:
+            temporary.write_bytes(b"artifact")
+        with staged_output(tmp_path / "out") as staging:
+            (staging / "report.json").write_text("{}")
+            publish(staging, tmp_path / "out")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "m.tflite").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755

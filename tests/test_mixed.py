@@ -55,20 +55,22 @@ def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data)
     assert (folder / "probe.tflite").read_bytes() == (folder / "full.tflite").read_bytes()
     start = read_record(folder / "probe.tflite")["mixed_precision"]
     assert start["met"] and start["float_parts"] == [] and len(start["steps"]) == 1
-    # beside a searched artifact, full int8 with its ranges: what convert runs on the evaluation images
-    from edge_resnet.quantize.int8_tflite import write_int8_tflite
-    from edge_resnet.quantize.recipe import QuantizationRecipe
-
-    write_int8_tflite(Path(float_model).read_bytes(), QuantizationRecipe(calibration_method="extrapolated",
-                                                                         min_sqnr=1.0),
-                      folder / "again.tflite", calibration_of(folder), full_int8_output=folder / "beside.tflite")
-    assert (folder / "beside.tflite").read_bytes() == (folder / "full.tflite").read_bytes()
-    budget = start["steps"][0]["sqnr_db"] + 1.0
+    budget = float(f"{start['steps'][0]['sqnr_db'] + 1.0:.2f}")
     result = quantize(data, "mixed.tflite", "--min-sqnr", f"{budget:.2f}")
     assert result.returncode == 0, result.stderr
     record = read_record(folder / "mixed.tflite")["mixed_precision"]
     chosen = mixed.chosen_step(record)
     assert record["met"] and chosen["sqnr_db"] >= budget and record["float_parts"]
+    # beside the searched artifact, full int8 with its ranges (what convert runs on the evaluation images): none
+    # of the parts the search kept out of int8
+    from edge_resnet.quantize.int8_tflite import write_int8_tflite
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+
+    write_int8_tflite(Path(float_model).read_bytes(), QuantizationRecipe(calibration_method="extrapolated",
+                                                                         min_sqnr=budget),
+                      folder / "again.tflite", calibration_of(folder), full_int8_output=folder / "beside.tflite")
+    assert (folder / "again.tflite").read_bytes() == (folder / "mixed.tflite").read_bytes()
+    assert (folder / "beside.tflite").read_bytes() == (folder / "full.tflite").read_bytes()
     assert all(step["fully_delegated"] for step in record["steps"])
     assert "head" in record["not_tried"]  # it would turn the int8 output into float32
     structure = inspect_tflite(folder / "mixed.tflite")
@@ -340,6 +342,27 @@ def test_convert_min_sqnr_needs_int8(tmp_path):
     assert recipe_for("float16", config).budget() is None
 
 
+def test_a_budgeted_convert_that_fails_leaves_no_temporary_folder(tmp_path):
+    """The full-int8 twins' folder is made before the model is read; a run failing after that removes it (only a
+    killed process cannot: SIGKILL runs no cleanup)."""
+    import tempfile
+
+    from PIL import Image
+
+    (tmp_path / "calibration" / "a").mkdir(parents=True)
+    for index in range(3):
+        Image.new("RGB", (32, 32), (index, 0, 0)).save(tmp_path / "calibration" / "a" / f"{index}.png")
+    (tmp_path / "damaged.keras").write_text("not a model")
+    before = set(Path(tempfile.gettempdir()).glob("edge-resnet-full-int8-*"))
+    result = run_in_process("convert", "--quantize", "int8", "--min-sqnr-gain", "3", "--model",
+                            tmp_path / "damaged.keras", "--calibration", tmp_path / "calibration",
+                            "--output", tmp_path / "out")
+    assert result.returncode == 2 and "damaged.keras is not a Keras model file" in result.stderr
+    assert "load model" in result.stdout  # it failed in the run, after the folder was made
+    assert set(Path(tempfile.gettempdir()).glob("edge-resnet-full-int8-*")) == before
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_gain_over_full_int8_becomes_a_level_once_full_int8_is_measured():
     gain = mixed.Budget(min_sqnr_gain=3.0)
     assert gain.flags() == "--min-sqnr-gain 3"
@@ -356,25 +379,41 @@ def test_a_gain_over_full_int8_becomes_a_level_once_full_int8_is_measured():
 def test_a_budget_on_the_evaluation_images_is_judged_as_it_was_asked():
     """A level against the artifact's SQNR there, a gain against full int8's with the same ranges there; either
     may fall short by up to EVALUATION_SLACK_DB (issue 27's bar) and still be within it."""
-    def row(level=None, gain=None, full=28.0, searched=30.5):
-        record = {"budget": mixed.Budget(min_sqnr=level if level else 28.4 + gain, min_sqnr_gain=gain).to_dict(),
-                  "float_parts": [{"part": "conv2_block1"}],
+    def row(level=None, gain=None, full=28.0, searched=30.5, agreement=None, standard_error=0.4):
+        budget = mixed.Budget(min_sqnr=level if level else 28.4 + gain, min_sqnr_gain=gain, min_agreement=agreement)
+        record = {"budget": budget.to_dict(), "met": True, "float_parts": [{"part": "conv2_block1"}],
                   "steps": [{"float_parts": [], "sqnr_db": 28.4}, {"float_parts": ["conv2_block1"], "sqnr_db": 31.6}]}
         return mixed.evaluation_record(record, {"sqnr_db": full}, {"sqnr_db": searched, "samples": 397,
-                                                                 "sqnr_standard_error_db": 0.4})
+                                                                 "sqnr_standard_error_db": standard_error})
 
     level = row(level=31.0)
     assert level["gain_db"] == 2.5 and level["held_out_db"] - level["held_out_full_int8_db"] == pytest.approx(3.2)
     assert mixed.evaluation_text(level) == (
         "on the 397 evaluation images: full int8 28.00 dB -> 30.50 dB (standard error 0.40), a gain of +2.50 dB (on "
-        "the held-out calibration images +3.20): 0.50 dB short of the level 31 dB, within the 1 dB a budget may miss "
-        "by on other images")
-    assert mixed.evaluation_text(row(level=32.0)).endswith("1.50 dB short of the level 32 dB, more than the 1 dB a "
+        "the held-out calibration images +3.20 dB): 0.50 dB short of the level 31 dB, within the 1 dB a budget may "
+        "miss by on other images")
+    assert mixed.evaluation_text(row(level=32.0)).endswith("1.50 dB short of the level 32 dB (not reached on the "
+                                                           "held-out calibration images), more than the 1 dB a "
                                                            "budget may miss by on other images")
     assert mixed.evaluation_text(row(level=30.0)).endswith(": the level 30 dB holds there")
     assert mixed.evaluation_text(row(gain=3.0)).endswith("0.50 dB short of the 3 dB gain asked, within the 1 dB a "
                                                          "budget may miss by on other images")
     assert mixed.evaluation_text(row(gain=3.0, searched=31.5)).endswith(": the 3 dB gain asked holds there")
+    # what the held-out images said of the level, and a budget's top-1 terms, beside the verdict there
+    assert mixed.evaluation_text(row(level=32.0, searched=32.5)).endswith(
+        ": the level 32 dB (not reached on the held-out calibration images) holds there")
+    assert mixed.evaluation_text(row(level=31.0, agreement=0.99)).endswith(
+        "0.50 dB short of the level 31 dB, within the 1 dB a budget may miss by on other images; its --min-agreement "
+        "term is judged by convert's gates on these images")
+    # an SQNR of None is no error at all: exact on either side is said as such, never as the other side's
+    exact_artifact = mixed.evaluation_text(row(gain=3.0, searched=None, standard_error=None))
+    assert exact_artifact == ("on the 397 evaluation images: full int8 28.00 dB -> no error (a gain on the held-out "
+                              "calibration images +3.20 dB): the 3 dB gain asked holds there")
+    exact_full_int8 = mixed.evaluation_text(row(gain=3.0, full=None))
+    assert "full int8 no error -> 30.50 dB" in exact_full_int8 and "does not hold there" in exact_full_int8
+    assert mixed.evaluation_text(row(level=31.0, full=None)).endswith("0.50 dB short of the level 31 dB, within the "
+                                                                      "1 dB a budget may miss by on other images")
+    assert mixed.evaluation_text(row(gain=3.0, full=None, searched=None)).endswith("holds there")
 
 
 def test_an_unmet_budget_is_never_described_as_met():

@@ -176,15 +176,15 @@ def write_golden(model, data, output, model_record, class_names=None, batch_size
 def write_golden_files(model, data, folder, model_record, class_names=None, batch_size=None, progress=None,
                        shard=None):
     """golden.npy and golden.json of `model` on all of `data`, into `folder`."""
-    from ..data.labels import default_class_names
+    from ..data.labels import check_label_range, default_class_names
     from .parity import KerasReference, check_fits, reference_device
 
     check_fits(KerasReference(model), data)
     classes = int(model.output_shape[-1])
     class_names = class_names or default_class_names(data, classes)
     labels = label_indices(data, class_names)  # refuses labels that do not fit, before the run
-    if labels is not None and labels and max(labels) >= classes:
-        raise DataError(f"labels go up to {max(labels)} but the model has {classes} outputs")
+    if labels is not None and labels:
+        check_label_range(max(labels), classes)
     backend, accelerator, device = reference_device()
     batch_size = check_batch_size(batch_size, accelerator)
     folder = Path(folder)

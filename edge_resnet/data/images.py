@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import hashlib
 import numbers
+import os
 import warnings
 import zipfile
 import zlib
@@ -218,13 +219,38 @@ def scan_image_folder(root):
         raise DataError(f"{root} is not an image ({', '.join(IMAGE_SUFFIXES)}), an image folder, .npy or .npz")
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(image_files_under(root))
     if not paths:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
     relative = [p.relative_to(root).parts for p in paths]
-    if all(len(parts) > 1 for parts in relative) and len({parts[0] for parts in relative}) > 1:
+    folders = {parts[0] for parts in relative if len(parts) > 1}
+    if all(len(parts) > 1 for parts in relative) and len(folders) > 1:
         return paths, [parts[0] for parts in relative]
+    if len(folders) > 1:  # class folders, but images beside them: labels would be a guess
+        loose = [path.name for path, parts in zip(paths, relative) if len(parts) == 1]
+        warnings.warn(f"{root} has {len(folders)} sub-folders but also {len(loose)} image(s) of its own "
+                      f"({', '.join(loose[:3])}{' ...' if len(loose) > 3 else ''}), so it is read unlabelled "
+                      "(no class folders): move those images into a class folder for labels", DataWarning,
+                      stacklevel=3)
     return paths, [None] * len(paths)
+
+
+def image_files_under(root):
+    """The image files under `root`, through symbolic links to folders as if the folders were there (a data
+    set split with links) but never round a loop, and not in hidden files or folders (.ipynb_checkpoints,
+    macOS's ._ files)."""
+    real_of = {}  # folder walked -> its real path
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        here, real = Path(folder), os.path.realpath(folder)
+        if real in {real_of[above] for above in here.parents if above in real_of}:  # a link to a folder it is in
+            subfolders[:] = []
+            continue
+        real_of[here] = real
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in files:
+            path = Path(folder) / name
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                yield path
 
 
 def stratified_order(strata, seed):
@@ -275,7 +301,7 @@ class ImageSet:
             try:
                 return self.preprocessing(read_rgb(item))
             except (OSError, ValueError, SyntaxError) as error:
-                raise DataError(f"cannot read image {item}: {error}") from error
+                raise DataError(f"cannot read image {item}: {error}; remove or replace the file") from error
         value = self.array[item]
         return np.asarray(value, dtype=np.float32) if self.preprocessed else self.preprocessing(_to_rgb(value))
 
@@ -362,6 +388,26 @@ def images_from_folder(root, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=
     return _folder_set(root, paths, classes, chosen, preprocessing, seed)
 
 
+def check_image_headers(images, what):
+    """Refuse, before the work, an image of `images` (an ImageSet) that cannot even be opened: an evaluation
+    image is never skipped (golden outputs and parity rows name each one), and decoding every one up front
+    costs what running them does. A file that opens but fails to decode still stops the run when it is read."""
+    if images.array is not None:
+        return
+    from PIL import Image
+
+    for path in images.items:
+        try:
+            with Image.open(path):
+                pass
+        except Image.DecompressionBombError as error:
+            raise DataError(f"{what} image {path} is too large to decode safely ({error}); downscale it or leave "
+                            "it out") from None
+        except (OSError, ValueError, SyntaxError) as error:
+            raise DataError(f"cannot read {what} image {path}: {' '.join(str(error).split())}; remove or replace "
+                            "the file") from error
+
+
 def fingerprint(items, array=None):
     """SHA-256 over the content of the chosen items, in order: image files'
     bytes, or the rows of `array` they index."""
@@ -442,6 +488,11 @@ def check_array(images, preprocessing, preprocessed, name):
         )
     if not preprocessed and not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3))):
         raise DataError(f"{name} has shape {images.shape}; raw images must be (N, H, W, 3), (N, H, W, 1) or (N, H, W)")
+    if not preprocessed and images.ndim == 3 and images.shape[-1] in (1, 3, 4):
+        count, height, width = images.shape
+        raise DataError(f"{name} has shape {images.shape}: one {count}x{height} image of {width} channels, not "
+                        f"{count} grayscale images {width} pixels wide; give a batch: x[None] for one image "
+                        f"(x[None, ..., :3] for RGBA), or x[..., None] for grayscale images {width} pixels wide")
     if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
         raise DataError(f"{name} has dtype {images.dtype}; expected integer or floating-point pixels")
     if np.issubdtype(images.dtype, np.floating):

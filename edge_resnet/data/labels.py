@@ -27,9 +27,16 @@ def output_indices(data, classes, class_names=None):
     """The model output each of `data`'s labels names (None without labels),
     by `class_names` or the data's own; labels past the outputs are refused."""
     labels = class_index(data.labels, class_names or default_class_names(data, classes))
-    if labels is not None and labels.size and labels.max() >= classes:
-        raise DataError(f"labels go up to {labels.max()} but the model has {classes} outputs")
+    if labels is not None and labels.size:
+        check_label_range(int(labels.max()), classes)
     return labels
+
+
+def check_label_range(largest, classes):
+    """Refuse a label past the model's outputs, which no top-1 could ever match."""
+    if largest >= classes:
+        raise DataError(f"labels go up to {largest} but the model has {classes} outputs; give each image the index "
+                        f"of its model output, 0 to {classes - 1} (class folders: --labels maps them)")
 
 
 def read_labels_file(path, classes):

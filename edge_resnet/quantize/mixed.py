@@ -518,7 +518,8 @@ def evaluation_record(record, full_int8, searched):
     """What an SQNR budget's search (`record`) came to on other images:
     the artifact's output SQNR there against full int8's with the same
     ranges, both parity metrics of the same images (`searched`,
-    `full_int8`), beside what the held-out calibration images said."""
+    `full_int8`; an SQNR of None is no error at all), beside what the
+    held-out calibration images said."""
     budget, first = Budget.of_record(record), Step.from_dict(record["steps"][0])
     chosen = Step.from_dict(chosen_step(record))
     full_db, db = full_int8["sqnr_db"], searched["sqnr_db"]
@@ -527,31 +528,65 @@ def evaluation_record(record, full_int8, searched):
             "gain_db": None if full_db is None or db is None else db - full_db,
             "level_db": budget.min_sqnr, "asked_gain_db": budget.min_sqnr_gain,
             "held_out_full_int8_db": first.judged_db, "held_out_db": chosen.judged_db,
+            "level_reached_on_held_out": bool(chosen.judged_db >= budget.min_sqnr),
+            "top1_terms": top1_flags(budget),
             "what": "output SQNR against the float model's golden outputs on the evaluation images: the artifact, "
-                    "and full int8 with the same ranges (made beside it, not kept)"}
+                    "and full int8 with the same ranges (made beside it, not kept); an SQNR of null is no error"}
+
+
+def top1_flags(budget):
+    """The top-1 terms of a budget, as the options that ask for them (convert's gates judge them)."""
+    return [flag for flag, value in (("--max-accuracy-drop", budget.max_accuracy_drop),
+                                     ("--min-agreement", budget.min_agreement)) if value is not None]
 
 
 def evaluation_text(row):
     """The line on what a budget came to on the evaluation images (evaluation_record's `row`): the gain
-    over full int8 there, and whether it is within EVALUATION_SLACK_DB of what was asked (a gain, or a level)."""
-    if row["gain_db"] is None:
-        return f"on the {row['images']} evaluation images the artifact matches the float model exactly"
-    se_db = row["sqnr_standard_error_db"]
+    over full int8 there, and whether it is within EVALUATION_SLACK_DB of what was asked (a gain, or a level),
+    beside what the held-out calibration images said."""
+    return f"{_evaluation_figures(row)}: {_evaluation_verdict(row)}" + (
+        f"; its {' and '.join(row['top1_terms'])} {'terms are' if len(row['top1_terms']) > 1 else 'term is'} "
+        "judged by convert's gates on these images" if row.get("top1_terms") else "")
+
+
+def _evaluation_figures(row):
+    """The SQNRs on the evaluation images (None: no error), and the gains there and on the held-out images."""
+    full_db, db, se_db = row["full_int8_sqnr_db"], row["sqnr_db"], row["sqnr_standard_error_db"]
+    said = f"on the {row['images']} evaluation images: full int8 {_sqnr_text(full_db)} -> {_sqnr_text(db)}"
+    if db is not None and se_db is not None:
+        said += f" (standard error {se_db:.2f})"
     held_out_gain = row["held_out_db"] - row["held_out_full_int8_db"]
-    said = (f"on the {row['images']} evaluation images: full int8 {row['full_int8_sqnr_db']:.2f} dB -> "
-            f"{row['sqnr_db']:.2f} dB{f' (standard error {se_db:.2f})' if se_db is not None else ''}, a gain of "
-            f"{row['gain_db']:+.2f} dB (on the held-out calibration images {held_out_gain:+.2f})")
+    held_out = f"on the held-out calibration images {held_out_gain:+.2f} dB" if math.isfinite(held_out_gain) else None
+    if row["gain_db"] is not None:
+        return f"{said}, a gain of {row['gain_db']:+.2f} dB" + (f" ({held_out})" if held_out else "")
+    return said + (f" (a gain {held_out})" if held_out else "")
+
+
+def _evaluation_verdict(row):
+    """Whether the gain or level asked holds on the evaluation images, or by how much it falls short."""
     if row["asked_gain_db"] is not None:
-        short = row["asked_gain_db"] - row["gain_db"]
         asked = f"the {row['asked_gain_db']:g} dB gain asked"
+        short = row["asked_gain_db"] - _db_or_exact(row["sqnr_db"]) + _db_or_exact(row["full_int8_sqnr_db"])
     else:
-        short = row["level_db"] - row["sqnr_db"]
         asked = f"the level {row['level_db']:g} dB"
-    if short <= 0:
-        return f"{said}: {asked} holds there"
+        short = row["level_db"] - _db_or_exact(row["sqnr_db"])
+    if not row.get("level_reached_on_held_out", True):
+        asked += " (not reached on the held-out calibration images)"
+    if math.isnan(short) or short <= 0:  # nan: both exact
+        return f"{asked} holds there"
+    if math.isinf(short):
+        return f"{asked} does not hold there (full int8 has no error there)"
     verdict = "within" if short <= EVALUATION_SLACK_DB else "more than"
-    return (f"{said}: {short:.2f} dB short of {asked}, {verdict} the {EVALUATION_SLACK_DB:g} dB a budget may miss by "
-            "on other images")
+    return f"{short:.2f} dB short of {asked}, {verdict} the {EVALUATION_SLACK_DB:g} dB a budget may miss by on other images"
+
+
+def _db_or_exact(sqnr_db):
+    """An SQNR as a number, None (no error at all) as infinity."""
+    return math.inf if sqnr_db is None else sqnr_db
+
+
+def _sqnr_text(sqnr_db):
+    return "no error" if sqnr_db is None else f"{sqnr_db:.2f} dB"
 
 
 def images_to_pin(images, se_db):

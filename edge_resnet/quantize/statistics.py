@@ -49,8 +49,10 @@ CODES = 1 << 16  # histogram bins: every top-16-bit pattern of a float32
 # ~50 of the largest tensors, 3.2 million values per tensor over 200 images).
 HISTOGRAM_VALUES = 1 << 14
 PENDING_VALUES = 1 << 20  # sampled values held per tensor before they are counted
-FORMAT_VERSION = 2  # 2: with folds; 1 is still read (`auto` then has nothing to score on)
-READ_VERSIONS = (1, 2)
+# 3: the header's content fingerprint covers every array and header field, and must be there; 2: with folds
+# (its fingerprint, where present, covered part of the file: not checked); 1: `auto` has nothing to score on
+FORMAT_VERSION = 3
+READ_VERSIONS = (1, 2, 3)
 FOLDS = 4  # class-stratified quarters of the calibration samples: auto fits ranges on one, scores on the rest
 MIN_FOLD_SAMPLES = 2  # fewer calibration samples than FOLDS * this: no folds
 
@@ -287,17 +289,28 @@ class ActivationStatistics:
         return len(self.tensors[0].sample_maxima)
 
     def fingerprint(self):
-        digest = hashlib.sha256(self.model_sha256.encode())
-        for tensor in self.tensors:
-            digest.update(tensor.name.encode())
-            for values in (tensor.codes, tensor.counts, tensor.sample_minima, tensor.sample_maxima):
-                digest.update(values.tobytes())
-        for fold in self.folds or ():
-            digest.update(np.asarray(fold.positions, np.int64).tobytes())
-            for tensor in fold.tensors:
-                digest.update(tensor.codes.tobytes())
-                digest.update(tensor.counts.tobytes())
-        return digest.hexdigest()
+        """The content fingerprint of the file these statistics save as."""
+        return content_fingerprint(self.header_fields(), self.file_arrays())
+
+    def header_fields(self):
+        """The statistics file's header but its fingerprint."""
+        return {"format_version": FORMAT_VERSION, "model_sha256": self.model_sha256,
+                "calibration": self.calibration, "graph_inputs": list(self.graph_inputs),
+                "graph_outputs": list(self.graph_outputs)}
+
+    def file_arrays(self):
+        """The statistics file's arrays but its header."""
+        return {
+            "names": np.asarray([t.name for t in self.tensors]),
+            "count": np.asarray([t.count for t in self.tensors], np.int64),
+            "bins": np.asarray([len(t.codes) for t in self.tensors], np.int64),
+            "codes": np.concatenate([t.codes for t in self.tensors]),
+            "counts": np.concatenate([t.counts for t in self.tensors]),
+            "sample_minima": np.stack([t.sample_minima for t in self.tensors]),
+            "sample_maxima": np.stack([t.sample_maxima for t in self.tensors]),
+            **(fold_arrays(self.folds) if self.folds else {}),
+            **({"float_outputs": self.float_outputs} if self.float_outputs is not None else {}),
+        }
 
     def describe(self):
         return {"model_sha256": self.model_sha256, "calibration": self.calibration, "samples": self.samples,
@@ -319,21 +332,9 @@ class ActivationStatistics:
         path = Path(path)
         if path.suffix != ".npz":
             raise ConfigError(f"the statistics file must end in .npz. Received: {path}")
-        header = {"format_version": FORMAT_VERSION, "model_sha256": self.model_sha256,
-                  "calibration": self.calibration, "graph_inputs": list(self.graph_inputs),
-                  "graph_outputs": list(self.graph_outputs), "fingerprint": self.fingerprint()}
-        arrays = {
-            "header": np.asarray(json.dumps(header, sort_keys=True)),
-            "names": np.asarray([t.name for t in self.tensors]),
-            "count": np.asarray([t.count for t in self.tensors], np.int64),
-            "bins": np.asarray([len(t.codes) for t in self.tensors], np.int64),
-            "codes": np.concatenate([t.codes for t in self.tensors]),
-            "counts": np.concatenate([t.counts for t in self.tensors]),
-            "sample_minima": np.stack([t.sample_minima for t in self.tensors]),
-            "sample_maxima": np.stack([t.sample_maxima for t in self.tensors]),
-            **(fold_arrays(self.folds) if self.folds else {}),
-            **({"float_outputs": self.float_outputs} if self.float_outputs is not None else {}),
-        }
+        header, arrays = self.header_fields(), self.file_arrays()
+        header["fingerprint"] = content_fingerprint(header, arrays)
+        arrays["header"] = np.asarray(json.dumps(header, sort_keys=True))
         with atomic_output(path) as temporary:
             with open(temporary, "wb") as handle:
                 np.savez_compressed(handle, **arrays)
@@ -351,7 +352,7 @@ class ActivationStatistics:
             if header.get("format_version") not in READ_VERSIONS:
                 raise DataError(f"{path} has statistics format {header.get('format_version')}; "
                                 f"this edge-resnet reads {', '.join(map(str, READ_VERSIONS))}: collect them again")
-            if problem := arrays_problem(arrays):
+            if problem := arrays_problem(arrays) or fingerprint_problem(header, arrays):
                 raise DataError(f"{path} is not usable edge-resnet statistics: {problem}; collect them again")
             tensors = tuple(
                 TensorStatistics(str(name), int(count), codes, counts, minima, maxima)
@@ -360,13 +361,8 @@ class ActivationStatistics:
                     arrays["sample_maxima"], strict=True)
             )
             folds = folds_from(arrays, tensors) if "fold_of_sample" in arrays else None
-            loaded = cls(tensors, header["model_sha256"], header["calibration"], tuple(header["graph_inputs"]),
-                         tuple(header["graph_outputs"]), folds, arrays.get("float_outputs"))
-            saved = header.get("fingerprint")  # older files have none
-            if saved is not None and saved != loaded.fingerprint():
-                raise DataError(f"{path} does not hold what it was saved with (its content fingerprint differs: "
-                                "damaged or edited); collect the statistics again")
-            return loaded
+            return cls(tensors, header["model_sha256"], header["calibration"], tuple(header["graph_inputs"]),
+                       tuple(header["graph_outputs"]), folds, arrays.get("float_outputs"))
         except DataError:
             raise
         except (OSError, ValueError, KeyError, TypeError, EOFError, IndexError, zipfile.BadZipFile,
@@ -387,6 +383,30 @@ def statistics_problem(error):
     return " ".join(str(error).split())[:160]
 
 
+def content_fingerprint(header, arrays):
+    """SHA-256 of a statistics file's header fields (but the fingerprint) and every array, names, types and
+    shapes included."""
+    fields = {key: value for key, value in header.items() if key != "fingerprint"}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
+    for key in sorted(set(arrays) - {"header"}):
+        values = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key} {values.dtype.str} {values.shape}".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def fingerprint_problem(header, arrays):
+    """Why a statistics file does not hold what it was saved with (in words), or None. Files of format 3 on
+    carry a fingerprint of all they hold; older ones are checked by their arrays alone."""
+    if header["format_version"] < 3:
+        return None
+    if "fingerprint" not in header:
+        return "its header lacks the content fingerprint every such file is saved with"
+    if header["fingerprint"] != content_fingerprint(header, arrays):
+        return "it does not hold what it was saved with (its content fingerprint differs: damaged or edited)"
+    return None
+
+
 def arrays_problem(arrays):
     """What makes a statistics file's arrays unusable for ranges (in words), or None: a damaged or edited
     file could otherwise put a NaN, an infinity or an upside-down range into an artifact."""
@@ -404,6 +424,23 @@ def arrays_problem(arrays):
         return "a histogram bin holds no values"
     if "float_outputs" in arrays and not np.all(np.isfinite(arrays["float_outputs"])):
         return "the float model's outputs hold a value that is not a finite number"
+    return fold_arrays_problem(arrays, len(arrays["names"]), len(minima[0]) if len(minima) else 0)
+
+
+def fold_arrays_problem(arrays, tensors, samples):
+    """What makes a statistics file's fold arrays unusable (in words), or None (also without folds)."""
+    if "fold_of_sample" not in arrays:
+        return None
+    fold_of_sample = arrays["fold_of_sample"]
+    folds = int(fold_of_sample.max()) + 1 if len(fold_of_sample) else 0
+    if fold_of_sample.shape != (samples,) or fold_of_sample.min(initial=0) < 0 \
+            or len(np.unique(fold_of_sample)) != folds:
+        return "its folds do not give each sample one fold"
+    if len(arrays["fold_count"]) != folds * tensors or len(arrays["fold_bins"]) != folds * tensors:
+        return "its folds disagree on how many tensors there are"
+    if int(np.sum(arrays["fold_bins"])) != len(arrays["fold_codes"]) or \
+            len(arrays["fold_codes"]) != len(arrays["fold_counts"]) or np.any(arrays["fold_counts"] <= 0):
+        return "its folds' histogram bins do not add up"
     return None
 
 
@@ -553,6 +590,9 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
                     for index in range(len(names)))
     broken = [tensor.name for tensor in tensors
               if not (np.all(np.isfinite(tensor.sample_minima)) and np.all(np.isfinite(tensor.sample_maxima)))]
+    if broken and broken[0] in inputs:  # preprocessing checks images; a model's own input layers could still do it
+        raise DataError(f"the calibration samples reach the model's input {broken[0]!r} with values that are not "
+                        "finite numbers (NaN or infinity): no int8 range holds them; check the data and the preprocessing")
     if broken:
         raise ModelError(f"the float model computes values that are not finite numbers (NaN or infinity) on the "
                          f"calibration images, first at {broken[0]!r} ({len(broken)} tensors): no int8 range holds "
