@@ -68,9 +68,29 @@ def test_bench_feeds_a_real_image(models, tmp_path):
     assert "int8.tflite" in result.stdout and "speed-up" in result.stdout
 
 
+def onnx_model(folder, name, inputs):
+    """An ONNX model adding its inputs (name -> shape), or passing its one input on."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    names = list(inputs)
+    node = helper.make_node("Add", names, ["out"]) if len(names) == 2 else helper.make_node("Relu", names, ["out"])
+    graph = helper.make_graph([node], name, [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, shape)
+                                             for input_name, shape in inputs.items()],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, folder / name)
+    return folder / name
+
+
 @pytest.mark.parametrize(
     "make, fragment",
     [
+        (lambda p: onnx_model(p, "two.onnx", {"a": [1, 32, 32, 3], "b": [1, 32, 32, 3]}),
+         "two.onnx cannot be run on images: it has 2 inputs, where an image classifier has one"),
+        (lambda p: onnx_model(p, "any_size.onnx", {"a": ["n", "h", "w", 3]}),
+         "any_size.onnx cannot be run on images: its input has the shape ['n', 'h', 'w', 3]"),
         (lambda p: p / "missing.tflite", "model file not found"),
         (lambda p: (p / "text.tflite").write_text("no model") and p / "text.tflite", "is not a TFLite model"),
         (lambda p: (p / "junk.onnx").write_bytes(b"\x08\x01junk") and p / "junk.onnx", "cannot load"),

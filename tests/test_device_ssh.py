@@ -238,6 +238,9 @@ def test_ctrl_c_stops_the_remote_process_too(board, pythons, digits_artifacts):
     (["--device", "ssh://-oProxyCommand=touch"], "--device takes ssh://"),
     (["--device", "ssh://a$(id)b"], "--device takes ssh://"),
     (["--device", "ssh://board:0"], "--device takes ssh://"),
+    (["--device", "ssh://@board"], "--device takes ssh://"),
+    (["--device", "ssh://pi:secret123@board"], "without a password"),
+    (["--device", "ssh://board", "--threads", "100000"], "--threads is a whole number from 1 to 256"),
     (["--device", "ssh://board", "--device-timeout", "0"], "--device-timeout"),
     (["--device", "ssh://board", "--device", "ssh://board"], "the same board twice"),
     (["--device", "ssh://board", "--ssh-config", "/no/such/config"], "--ssh-config file not found"),
@@ -245,6 +248,7 @@ def test_ctrl_c_stops_the_remote_process_too(board, pythons, digits_artifacts):
 def test_device_options_are_checked_before_any_connection(digits_artifacts, flags, problem):
     result = run_in_process("bench", digits_artifacts["float_tflite"], *flags)
     assert problem in one_line_error(result)
+    assert "secret123" not in result.stderr + result.stdout  # a password given is never echoed into logs
 
 
 def test_convert_runs_its_parity_and_latency_stages_on_the_board(board, pythons, tmp_path):

@@ -58,6 +58,15 @@ def test_what_vela_refuses_is_one_line_and_nothing_is_written(digits_artifacts, 
     assert not (tmp_path / "npu").exists()
 
 
+def test_a_system_configuration_of_another_npu_family_is_refused(digits_artifacts, tmp_path):
+    """Vela takes it and estimates with the other NPU's clocks and memories."""
+    result = run_in_process("compile", digits_artifacts["int8_tflite"], "--target", "ethos-u55-256",
+                            "--system-config", "Ethos_U85_SYS_DRAM_High", "--output", tmp_path / "npu")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Ethos_U85_SYS_DRAM_High is for the Ethos-U85, not the ethos-u55-256" in result.stderr
+    assert not (tmp_path / "npu").exists()
+
+
 def test_an_unknown_target_is_a_usage_error(digits_artifacts, tmp_path):
     result = run_in_process("compile", digits_artifacts["int8_tflite"], "--target", "ethos-u99",
                             "--output", tmp_path / "npu")

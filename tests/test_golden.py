@@ -296,6 +296,9 @@ def preprocessed_flag(inputs, tmp_path):
     (replaced_outputs(lambda path: np.save(path, np.array([{"code": 1}], dtype=object), allow_pickle=True)),
      "holds object (1,), the manifest says float32"),
     (other_preprocessing, "differs from the golden outputs' caffe"),
+    (replaced_outputs(lambda path: np.save(path, np.where(np.arange(2400).reshape(240, 10) == 57, np.nan,
+                                                          np.load(path)).astype(np.float32))),
+     "golden.npy holds values that are not finite numbers (NaN or infinity), first in row 5"),
     (unrelated_float_model(32, 5), "gives outputs of shape (5,), the reference (10,)"),
     (replaced_outputs(lambda path: path.write_bytes(path.read_bytes()[:3000])),
      "not the 240 x 10 float32 its header promises"),
@@ -399,3 +402,16 @@ def test_merging_large_shards_streams_in_bounded_memory(tmp_path):
     merged = GoldenReference(tmp_path / "merged")
     assert len(merged.stored) == 2 * rows and merged.manifest["data"]["ids"][-1] == 2 * rows - 1
     np.testing.assert_array_equal(merged.stored.rows(rows, 3), block[:3])
+
+
+def test_a_float_model_computing_nan_writes_no_golden_outputs(tmp_path):
+    from edge_resnet.check.golden import OutputsWriter
+    from edge_resnet.errors import ModelError
+
+    rows = np.ones((4, 10), np.float32)
+    rows[2, 7] = np.inf
+    with OutputsWriter(tmp_path / OUTPUTS, 8, 10) as writer:
+        writer.append(np.ones((4, 10), np.float32))
+        with pytest.raises(ModelError, match="not finite numbers .* on image 6 of the data: no parity"):
+            writer.append(rows)
+        writer.append(np.ones((4, 10), np.float32))

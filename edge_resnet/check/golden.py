@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..files import file_sha256
-from .parity import REFERENCE_BATCH
+from .parity import REFERENCE_BATCH, refuse_non_finite_outputs
 
 FORMAT = "edge-resnet golden outputs"
 VERSION = 1
@@ -332,6 +332,7 @@ class OutputsWriter:
         rows = np.ascontiguousarray(rows, dtype="<f4")
         if rows.ndim != 2 or rows.shape[1] != self.shape[1] or self.written + len(rows) > self.shape[0]:
             raise DataError(f"outputs of shape {rows.shape} do not fit golden outputs of shape {self.shape}")
+        refuse_non_finite_outputs(rows, self.written)
         self._write(rows.tobytes())
         self.written += len(rows)
 
@@ -386,7 +387,11 @@ class OutputsReader:
         count = max(0, min(count, self.shape[0] - start))
         with open(self.path, "rb") as handle:
             handle.seek(self.offset + start * self.shape[1] * 4)
-            return np.fromfile(handle, dtype="<f4", count=count * self.shape[1]).reshape(count, self.shape[1])
+            rows = np.fromfile(handle, dtype="<f4", count=count * self.shape[1]).reshape(count, self.shape[1])
+        if not np.all(np.isfinite(rows)):
+            raise DataError(f"{self.path} holds values that are not finite numbers (NaN or infinity), first in row "
+                            f"{start + int(np.argwhere(~np.isfinite(rows))[0][0])}; {REMADE}")
+        return rows
 
     def chunks(self):
         for start in range(0, self.shape[0], CHUNK_ROWS):

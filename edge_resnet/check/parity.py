@@ -263,6 +263,7 @@ class KerasReference:
         logits = np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
         self.seconds += time.perf_counter() - began
         self.images += len(batch)
+        refuse_non_finite_outputs(logits, start)
         return logits
 
     def describe(self, batch_size):
@@ -270,6 +271,16 @@ class KerasReference:
         speed = {"batch_size": batch_size, "ms_per_image": 1e3 * self.seconds / self.images} if self.images else None
         return {"name": self.name, "kind": "keras", "backend": backend, "device": device, "accelerator": kind,
                 "speed": speed}
+
+
+def refuse_non_finite_outputs(rows, start):
+    """The float model's outputs on images start.. are what parity measures against: NaN or infinity there
+    would make every metric NaN."""
+    if not np.all(np.isfinite(rows)):
+        first = start + int(np.argwhere(~np.isfinite(rows))[0][0])
+        raise ModelError(f"the float model computes values that are not finite numbers (NaN or infinity) on image "
+                         f"{first} of the data: no parity can be measured against them; check the weights and the "
+                         "preprocessing")
 
 
 def as_reference(reference):

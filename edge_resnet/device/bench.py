@@ -22,11 +22,26 @@ PERCENTILES = (50, 90, 95, 99)
 
 
 DEFAULT_THREADS, DEFAULT_WARMUP, DEFAULT_RUNS, DEFAULT_BATCH = 2, 10, 50, 1
+MAX_THREADS = 256  # above any CPU this runs on; a mistyped 100000 would start that many threads and exhaust memory
+
+
+def thread_count(text):
+    """--threads: a whole number from 1 to MAX_THREADS."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"--threads is a whole number from 1 to {MAX_THREADS}. Received: {text}")
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)
 class ThreadsRequest:
-    threads: int = option("--threads", default=DEFAULT_THREADS, type=int, help="inference threads")
+    threads: int = option("--threads", default=DEFAULT_THREADS, type=thread_count,
+                          help=f"inference threads (1 to {MAX_THREADS})")
 
 
 @dataclass(frozen=True)
@@ -169,6 +184,8 @@ def check_bench_settings(threads=DEFAULT_THREADS, warmup=DEFAULT_WARMUP, runs=DE
                          batch=DEFAULT_BATCH):
     if batch < 1 or threads < 1 or warmup < 0 or (runs is not None and runs < 1):
         raise DataError("--batch, --threads and --runs must be at least 1 and --warmup at least 0")
+    if threads > MAX_THREADS:
+        raise DataError(f"--threads is at most {MAX_THREADS}. Received: {threads}")
     if duration is not None and not (math.isfinite(duration) and duration > 0):
         raise DataError(f"--duration is in seconds, more than 0. Received: {duration}")
 

@@ -168,6 +168,11 @@ def parse_device(url, request):
         raise DeviceError(usage) from None
     if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
         raise DeviceError(usage)
+    if parts.password is not None:  # not echoed: it would land in logs
+        raise DeviceError("--device takes ssh://[USER@]HOST[:PORT] without a password, and the one given holds one: "
+                          "ssh logs in with a key or an agent here, never a password")
+    if parts.username == "":
+        raise DeviceError(usage)
     host, user = parts.hostname, parts.username
     if host.startswith("-") or (user or "").startswith("-") or not set(host + (user or "")) <= HOST_CHARACTERS \
             or port == 0:

@@ -62,6 +62,28 @@ def dequantize(values, scale, zero_point):
     return (values.astype(np.float32) - zero_point) * np.float32(scale)
 
 
+IMAGE_INPUT_TYPES = ("float32", "int8", "uint8")
+
+
+def image_input_problem(inputs, shape, dtype):
+    """Why a model is not one this toolkit can feed images to (in words), or None: it takes one input of
+    (batch, height, width, channels), every size but the batch fixed (`shape`: None or a name where dynamic),
+    of `dtype` float32, int8 or uint8."""
+    if inputs != 1:
+        return f"it has {inputs} inputs, where an image classifier has one"
+    if len(shape) != 4 or not all(isinstance(size, int) and size > 0 for size in shape[1:]):
+        return (f"its input has the shape {list(shape)}, where edge-resnet feeds (batch, height, width, channels) "
+                "with every size but the batch fixed; export it with a fixed input size")
+    if dtype not in IMAGE_INPUT_TYPES:
+        return f"its input is {dtype}, where edge-resnet feeds {', '.join(IMAGE_INPUT_TYPES)} images"
+    return None
+
+
+def check_image_input(path, inputs, shape, dtype):
+    if problem := image_input_problem(inputs, shape, dtype):
+        raise ModelError(f"{path} cannot be run on images: {problem}")
+
+
 class TfliteRunner:
     """Float images in, float outputs out, whatever the model's I/O types
     (int8/uint8 tensors are quantized and dequantized with their own
@@ -71,7 +93,11 @@ class TfliteRunner:
         self.path = Path(path)
         self.runtime, _ = tflite_interpreter_module()
         self.interpreter = tflite_interpreter(path, threads=threads, content=content)
-        self.input = self.interpreter.get_input_details()[0]
+        inputs = self.interpreter.get_input_details()
+        signature = [int(size) for size in inputs[0].get("shape_signature", inputs[0]["shape"])] if inputs else []
+        check_image_input(path, len(inputs), [size if size > 0 else None for size in signature],
+                          np.dtype(inputs[0]["dtype"]).name if inputs else None)
+        self.input = inputs[0]
         self.output = self.interpreter.get_output_details()[0]
 
     @property
@@ -157,6 +183,9 @@ def saturation_note(name, weight_bits, machine, flags):
             "weights)")
 
 
+ONNX_INPUT_TYPES = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
+
+
 class OnnxRunner:
     """onnxruntime on the CPU provider by default; batches of any size."""
 
@@ -183,7 +212,10 @@ class OnnxRunner:
             self.session = onnxruntime.InferenceSession(str(self.path), options, providers=list(providers))
         except Exception as error:  # onnxruntime raises its own untyped errors; one line, then stop
             raise ModelError(f"cannot load {self.path} as an ONNX model: {' '.join(str(error).split())[:200]}") from error
-        self.input = self.session.get_inputs()[0]
+        inputs = self.session.get_inputs()
+        check_image_input(self.path, len(inputs), list(inputs[0].shape) if inputs else [],
+                          ONNX_INPUT_TYPES.get(inputs[0].type) if inputs else None)
+        self.input = inputs[0]
         self.output_name = self.session.get_outputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map
         self.quantization = {key: float(meta[key]) for key in ONNX_QUANT_KEYS if key in meta}
@@ -195,8 +227,7 @@ class OnnxRunner:
 
     @property
     def input_dtype(self):
-        return {"tensor(float)": np.dtype(np.float32), "tensor(int8)": np.dtype(np.int8),
-                "tensor(uint8)": np.dtype(np.uint8)}[self.input.type]
+        return np.dtype(ONNX_INPUT_TYPES[self.input.type])
 
     def operator_profile(self):
         """Total milliseconds per operator type over the profiled runs,

@@ -179,9 +179,24 @@ def compile_for_npu(request):
     if existing and not request.force:
         raise ConfigError(f"{output / existing[0]} exists; add --force to replace it")
     check_integer_model(request.model)
+    for target in request.target:
+        check_config_family(request.system_config, target)
     runs = {target: run_vela(request.model, target, request.system_config, request.memory_mode)
             for target in dict.fromkeys(request.target)}  # every target compiles before anything is written
     return [write_compiled(request.model, target, run, output) for target, run in runs.items()]
+
+
+def check_config_family(system_config, target):
+    """Refuse a Vela system configuration named for another Ethos-U family than `target`: Vela takes it and
+    estimates with another NPU's clocks and memories (an Ethos-U85 config made a U55's estimate 13x faster)."""
+    import re
+
+    named = re.search(r"U(55|65|85)", system_config or "", re.IGNORECASE)
+    family = re.search(r"u(55|65|85)", target).group(1)
+    if named and named.group(1) != family:
+        raise ConfigError(f"--system-config {system_config} is for the Ethos-U{named.group(1)}, not the {target}; "
+                          f"give one of Vela's Ethos_U{family} system configurations, or leave it out for Vela's "
+                          "default")
 
 
 def compile_into(model, target, folder, system_config=None, memory_mode=None):
