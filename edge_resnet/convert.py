@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .check.workflows import EvaluationRequest, GateRequest
 from .data.images import PreprocessingRequest, SeedRequest
-from .device.bench import ThreadsRequest, peak_rss_mb
+from .device.bench import ThreadsRequest, peak_rss_mb, threads_problem
 from .device.remote import DeviceRequest
 from .quantize.ethos_u import NpuTargetRequest, output_names
 from .errors import ConfigError
@@ -154,9 +154,10 @@ def check_config(config):
         recipe_for("int8", config)  # refuses an unknown method or an out-of-range parameter
     if config.statistics is not None and not Path(config.statistics).is_file():
         raise ConfigError(f"statistics file not found: {config.statistics}")
-    for name in ("calibration_size", "threads"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1. Received: {getattr(config, name)}")
+    if config.calibration_size < 1:
+        raise ConfigError(f"--calibration-size must be at least 1. Received: {config.calibration_size}")
+    if problem := threads_problem(config.threads):
+        raise ConfigError(problem)
     if config.bench_runs < 0 or (config.eval_size is not None and config.eval_size < 1):
         raise ConfigError("--bench-runs must be 0 or more and --eval-size at least 1")
     config.device_targets()  # a bad --device is refused before any work

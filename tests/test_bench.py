@@ -116,3 +116,24 @@ def test_a_duration_that_is_not_a_positive_time_is_refused(models, duration):
     code, stdout, stderr = main_in_process("bench", models["int8_tflite"], "--duration", duration)
     assert code == 2 and f"--duration is in seconds, more than 0. Received: {float(duration)}" in stderr, stderr
     assert stdout == ""
+
+
+def test_a_tflite_model_must_take_one_image_input_of_fixed_size(tmp_path):
+    """A dynamic height was timed at 1x1 and a second input went unfed; a dynamic batch is fine."""
+    import tensorflow as tf
+
+    from edge_resnet.device.runtime import TfliteRunner
+    from edge_resnet.errors import ModelError
+
+    def tflite(name, *shapes):
+        signature = [tf.TensorSpec(shape, tf.float32) for shape in shapes]
+        function = tf.function(lambda *images: tf.nn.relu(sum(images)), input_signature=signature)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
+        (tmp_path / name).write_bytes(converter.convert())
+        return tmp_path / name
+
+    assert TfliteRunner(tflite("any_batch.tflite", [None, 32, 32, 3])).input_shape == (32, 32, 3)
+    with pytest.raises(ModelError, match=r"cannot be run on images: its input has the shape \[None, None, None, 3\]"):
+        TfliteRunner(tflite("any_size.tflite", [None, None, None, 3]))
+    with pytest.raises(ModelError, match="cannot be run on images: it has 2 inputs, .*; export it with one image"):
+        TfliteRunner(tflite("two.tflite", [1, 32, 32, 3], [1, 32, 32, 3]))

@@ -147,7 +147,11 @@ def test_requests_take_text_as_typed_and_refuse_bad_settings_before_any_work():
     with pytest.raises(DataError, match="mean: give one number or three"):
         PreprocessingRequest(mean="a,b")
     assert ConvertConfig(formats="onnx,tflite,onnx").formats == ("onnx", "tflite")
-    with pytest.raises(DataError, match="--batch, --threads and --runs must be at least 1"):
+    with pytest.raises(DataError, match="--batch and --runs must be at least 1"):
         BenchRequest(("m.tflite",), batch=0, input="photo.jpg")
+    for threads in (0, 257, 2.5, True):  # one rule for --threads, from the command line or from Python
+        with pytest.raises(DataError, match="--threads is a whole number from 1 to 256"):
+            BenchRequest(("m.tflite",), threads=threads)
+    BenchRequest(("m.tflite",), threads=256)
     with pytest.raises(TypeError):  # only the model and output are positional
         QuantizeRequest("m.keras", "m.tflite", "imagenet")

@@ -240,6 +240,8 @@ def test_ctrl_c_stops_the_remote_process_too(board, pythons, digits_artifacts):
     (["--device", "ssh://board:0"], "--device takes ssh://"),
     (["--device", "ssh://@board"], "--device takes ssh://"),
     (["--device", "ssh://pi:secret123@board"], "without a password"),
+    (["--device", "ssh://pi:secret123@board/x"], "--device takes ssh://"),
+    (["--device", "scp://pi:s3c#secret123@board"], "--device takes ssh://"),
     (["--device", "ssh://board", "--threads", "100000"], "--threads is a whole number from 1 to 256"),
     (["--device", "ssh://board", "--device-timeout", "0"], "--device-timeout"),
     (["--device", "ssh://board", "--device", "ssh://board"], "the same board twice"),

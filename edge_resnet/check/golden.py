@@ -188,7 +188,8 @@ def write_golden_files(model, data, folder, model_record, class_names=None, batc
     backend, accelerator, device = reference_device()
     batch_size = check_batch_size(batch_size, accelerator)
     folder = Path(folder)
-    with float32_matmuls(backend), OutputsWriter(folder / OUTPUTS, len(data), classes) as outputs:
+    first_image = shard["start"] if shard else 0
+    with float32_matmuls(backend), OutputsWriter(folder / OUTPUTS, len(data), classes, first_image) as outputs:
         ms_per_image = run_into(model, data, outputs, batch_size, progress)
         batch1_ms = batch1_latency_ms(model, next(data.samples()))
     manifest = {
@@ -313,11 +314,11 @@ class OutputsWriter:
     """A float32 .npy of known shape written row block by row block (never
     held whole), hashed as it is written."""
 
-    def __init__(self, path, rows, classes):
+    def __init__(self, path, rows, classes, first_image=0):
         import hashlib
         import io
 
-        self.shape, self.written = (rows, classes), 0
+        self.shape, self.written, self.first_image = (rows, classes), 0, first_image  # first: the shard's start
         header = io.BytesIO()
         np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": self.shape})
         self.file = open(path, "wb")
@@ -332,7 +333,7 @@ class OutputsWriter:
         rows = np.ascontiguousarray(rows, dtype="<f4")
         if rows.ndim != 2 or rows.shape[1] != self.shape[1] or self.written + len(rows) > self.shape[0]:
             raise DataError(f"outputs of shape {rows.shape} do not fit golden outputs of shape {self.shape}")
-        refuse_non_finite_outputs(rows, self.written)
+        refuse_non_finite_outputs(rows, self.first_image + self.written)
         self._write(rows.tobytes())
         self.written += len(rows)
 
@@ -379,6 +380,10 @@ class OutputsReader:
             raise DataError(f"{path} is {path.stat().st_size} bytes, not the {shape[0]} x {shape[1]} float32 its "
                             f"header promises; {REMADE}")
         self.path, self.shape = path, tuple(shape)
+        for start, rows in zip(range(0, self.shape[0], CHUNK_ROWS), self.chunks()):
+            if not np.all(np.isfinite(rows)):  # before any candidate runs: every metric against it would be NaN
+                raise DataError(f"{path} holds values that are not finite numbers (NaN or infinity), first in row "
+                                f"{start + int(np.argwhere(~np.isfinite(rows))[0][0])}; {REMADE}")
 
     def __len__(self):
         return self.shape[0]
@@ -387,11 +392,7 @@ class OutputsReader:
         count = max(0, min(count, self.shape[0] - start))
         with open(self.path, "rb") as handle:
             handle.seek(self.offset + start * self.shape[1] * 4)
-            rows = np.fromfile(handle, dtype="<f4", count=count * self.shape[1]).reshape(count, self.shape[1])
-        if not np.all(np.isfinite(rows)):
-            raise DataError(f"{self.path} holds values that are not finite numbers (NaN or infinity), first in row "
-                            f"{start + int(np.argwhere(~np.isfinite(rows))[0][0])}; {REMADE}")
-        return rows
+            return np.fromfile(handle, dtype="<f4", count=count * self.shape[1]).reshape(count, self.shape[1])
 
     def chunks(self):
         for start in range(0, self.shape[0], CHUNK_ROWS):

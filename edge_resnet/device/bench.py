@@ -25,16 +25,23 @@ DEFAULT_THREADS, DEFAULT_WARMUP, DEFAULT_RUNS, DEFAULT_BATCH = 2, 10, 50, 1
 MAX_THREADS = 256  # above any CPU this runs on; a mistyped 100000 would start that many threads and exhaust memory
 
 
+def threads_problem(threads):
+    """What is wrong with a number of inference threads (in words), or None."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        return f"--threads is a whole number from 1 to {MAX_THREADS}. Received: {threads}"
+    return None
+
+
 def thread_count(text):
-    """--threads: a whole number from 1 to MAX_THREADS."""
+    """--threads, as the command line gives it."""
     import argparse
 
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"--threads is a whole number from 1 to {MAX_THREADS}. Received: {text}")
+        value = text
+    if problem := threads_problem(value):
+        raise argparse.ArgumentTypeError(problem)
     return value
 
 
@@ -182,10 +189,10 @@ def _tflite_accelerator(path):
 
 def check_bench_settings(threads=DEFAULT_THREADS, warmup=DEFAULT_WARMUP, runs=DEFAULT_RUNS, duration=None,
                          batch=DEFAULT_BATCH):
-    if batch < 1 or threads < 1 or warmup < 0 or (runs is not None and runs < 1):
-        raise DataError("--batch, --threads and --runs must be at least 1 and --warmup at least 0")
-    if threads > MAX_THREADS:
-        raise DataError(f"--threads is at most {MAX_THREADS}. Received: {threads}")
+    if problem := threads_problem(threads):
+        raise DataError(problem)
+    if batch < 1 or warmup < 0 or (runs is not None and runs < 1):
+        raise DataError("--batch and --runs must be at least 1 and --warmup at least 0")
     if duration is not None and not (math.isfinite(duration) and duration > 0):
         raise DataError(f"--duration is in seconds, more than 0. Received: {duration}")
 

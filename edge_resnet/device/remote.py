@@ -12,6 +12,7 @@ pasted into a command.
 import base64
 import hashlib
 import io
+import re
 import shlex
 import subprocess
 import threading
@@ -160,7 +161,8 @@ class SshTarget:
 
 def parse_device(url, request):
     """An SshTarget from ssh://[USER@]HOST[:PORT]."""
-    usage = f"--device takes ssh://[USER@]HOST[:PORT] (a host from your ssh config works). Received: {url!r}"
+    shown = re.sub(r"^([^/]*//[^:@/]*):.*@", r"\1:***@", url)  # a password given is never echoed into logs
+    usage = f"--device takes ssh://[USER@]HOST[:PORT] (a host from your ssh config works). Received: {shown!r}"
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -69,19 +69,26 @@ def image_input_problem(inputs, shape, dtype):
     """Why a model is not one this toolkit can feed images to (in words), or None: it takes one input of
     (batch, height, width, channels), every size but the batch fixed (`shape`: None or a name where dynamic),
     of `dtype` float32, int8 or uint8."""
+    fix = "export it with one image input (batch, height, width, channels) of float32, int8 or uint8"
     if inputs != 1:
-        return f"it has {inputs} inputs, where an image classifier has one"
+        return f"it has {inputs} inputs, where an image classifier has one; {fix}"
     if len(shape) != 4 or not all(isinstance(size, int) and size > 0 for size in shape[1:]):
         return (f"its input has the shape {list(shape)}, where edge-resnet feeds (batch, height, width, channels) "
                 "with every size but the batch fixed; export it with a fixed input size")
     if dtype not in IMAGE_INPUT_TYPES:
-        return f"its input is {dtype}, where edge-resnet feeds {', '.join(IMAGE_INPUT_TYPES)} images"
+        return f"its input is {dtype}, where edge-resnet feeds {', '.join(IMAGE_INPUT_TYPES)} images; {fix}"
     return None
 
 
 def check_image_input(path, inputs, shape, dtype):
     if problem := image_input_problem(inputs, shape, dtype):
         raise ModelError(f"{path} cannot be run on images: {problem}")
+
+
+def tflite_shape_signature(detail):
+    """A TFLite tensor's shape with -1 where it is dynamic; its shape where the runtime gives no signature."""
+    signature = detail.get("shape_signature")
+    return detail["shape"] if signature is None or len(signature) != len(detail["shape"]) else signature
 
 
 class TfliteRunner:
@@ -94,7 +101,7 @@ class TfliteRunner:
         self.runtime, _ = tflite_interpreter_module()
         self.interpreter = tflite_interpreter(path, threads=threads, content=content)
         inputs = self.interpreter.get_input_details()
-        signature = [int(size) for size in inputs[0].get("shape_signature", inputs[0]["shape"])] if inputs else []
+        signature = [int(size) for size in tflite_shape_signature(inputs[0])] if inputs else []
         check_image_input(path, len(inputs), [size if size > 0 else None for size in signature],
                           np.dtype(inputs[0]["dtype"]).name if inputs else None)
         self.input = inputs[0]
@@ -214,7 +221,7 @@ class OnnxRunner:
             raise ModelError(f"cannot load {self.path} as an ONNX model: {' '.join(str(error).split())[:200]}") from error
         inputs = self.session.get_inputs()
         check_image_input(self.path, len(inputs), list(inputs[0].shape) if inputs else [],
-                          ONNX_INPUT_TYPES.get(inputs[0].type) if inputs else None)
+                          ONNX_INPUT_TYPES.get(inputs[0].type, inputs[0].type) if inputs else None)
         self.input = inputs[0]
         self.output_name = self.session.get_outputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map

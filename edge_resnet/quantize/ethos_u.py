@@ -192,10 +192,10 @@ def check_config_family(system_config, target):
     import re
 
     named = re.search(r"U(55|65|85)", system_config or "", re.IGNORECASE)
-    family = re.search(r"u(55|65|85)", target).group(1)
-    if named and named.group(1) != family:
+    family = re.search(r"u(55|65|85)", target)
+    if named and family and named.group(1) != family.group(1):
         raise ConfigError(f"--system-config {system_config} is for the Ethos-U{named.group(1)}, not the {target}; "
-                          f"give one of Vela's Ethos_U{family} system configurations, or leave it out for Vela's "
+                          f"give one of Vela's Ethos_U{family.group(1)} system configurations, or leave it out for Vela's "
                           "default")
 
 
