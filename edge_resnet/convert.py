@@ -143,6 +143,9 @@ def check_config(config):
     check_gates(config.max_accuracy_drop, config.min_agreement)
     if (config.input_type or config.output_type) and config.quantize != "int8":
         raise ConfigError("--input-type and --output-type apply to --quantize int8 only")
+    if "tflite" not in formats and {config.input_type, config.output_type} - {None, "float32"}:
+        raise ConfigError("--input-type and --output-type set the int8 TFLite's I/O, and convert's int8 ONNX takes "
+                          "and gives float32: add tflite to --formats, or leave them out")
     int8_only = ("calibration_method", "percentile", "extrapolation", "statistics", "fallback_precision")
     if config.quantize != "int8" and any(getattr(config, name) is not None for name in int8_only):
         raise ConfigError("--calibration-method, --percentile, --extrapolation, --statistics and "
@@ -485,6 +488,8 @@ def artifact_rows(paths, parity, timings):
             "top1_agreement": candidate["metrics"]["top1_agreement"],
             "sqnr_db": candidate["metrics"]["sqnr_db"],
             "sqnr_standard_error_db": candidate["metrics"].get("sqnr_standard_error_db"),
+            "non_finite_images": candidate["metrics"]["non_finite_images"],
+            "samples": candidate["metrics"]["samples"],
             "p50_ms": timing["latency_ms"]["p50"] if timing else None,
             "runtime": f"{timing['runtime']} {timing['runtime_version']}, {timing['accelerator']}" if timing else None,
             "ranges": describe_selection(record["activation_ranges"]) if record.get("activation_ranges") else None,

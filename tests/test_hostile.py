@@ -45,6 +45,10 @@ CASES = [
     (["bench", "{float}", "--input", "{float}"], "--input takes an image, an image folder, .npy or .npz"),
     (["bench", "{folder}"], "is a folder; bench takes .tflite and .onnx model files"),
     (["compare", "--reference", "{float}", "{float}"], "--reference takes the float Keras model"),
+    (["quantize", "resnet18", "--weights", "random", "--input-type", "uint8", "--calibration", "{folder}",
+      "--output", "{folder}/o.onnx"], "the int8 ONNX of --onnx-route ort (the default) takes and gives float32"),
+    (["convert", "--formats", "onnx", "--output-type", "int8", "--output", "{folder}/never"],
+     "convert's int8 ONNX takes and gives float32: add tflite to --formats"),
 ]
 
 
@@ -52,7 +56,7 @@ CASES = [
 def test_bad_input_is_one_clear_line(files, arguments, fragment):
     line = one_line_error(run_in_process(*[a.format(**files) for a in arguments]), fragment)
     assert "allow_pickle" not in line and "unpack_from" not in line
-    assert not (files["folder"] / "o.tflite").exists() and not (files["folder"] / "never").exists()
+    assert not any((files["folder"] / name).exists() for name in ("o.tflite", "o.onnx", "never"))
 
 
 def test_a_labels_file_saved_with_a_byte_order_mark_reads_as_its_names(tmp_path):

@@ -82,9 +82,51 @@ def test_tflite_route_carries_the_tflite_quantization(artifacts, held_out):
     assert agreement(runner.predict(images), tflite.predict(images)) >= 0.99
 
 
+def with_fixed_batch(path, size, output):
+    proto = onnx.load(path)
+    for value in (*proto.graph.input, *proto.graph.output):
+        batch = value.type.tensor_type.shape.dim[0]
+        batch.ClearField("dim_param")
+        batch.dim_value = size
+    onnx.save(proto, output)
+    return output
+
+
+def test_a_model_made_for_a_fixed_batch_runs_on_any_number_of_images(artifacts, held_out, tmp_path):
+    from edge_resnet.device.bench import benchmark
+    from edge_resnet.errors import DataError
+
+    images = held_out[0][:7]
+    expected = OnnxRunner(artifacts["float"]).predict(images)
+    for size in (1, 3):
+        runner = OnnxRunner(with_fixed_batch(artifacts["float"], size, tmp_path / f"batch{size}.onnx"))
+        assert runner.fixed_batch == size
+        np.testing.assert_allclose(runner.predict(images), expected, rtol=1e-5, atol=1e-5)
+    assert benchmark(tmp_path / "batch3.onnx", runs=1, warmup=0, batch=3).batch == 3
+    with pytest.raises(DataError, match="takes batches of 3 only .* give --batch 3"):
+        benchmark(tmp_path / "batch3.onnx", runs=1, warmup=0, batch=1)
+
+
+def test_integer_io_without_its_scale_is_refused_for_images_but_timed(artifacts, held_out, tmp_path):
+    from edge_resnet.device.bench import benchmark
+    from edge_resnet.errors import ModelError
+
+    proto = onnx.load(artifacts["via_tflite"])
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, bare)
+    with pytest.raises(ModelError, match="its input is int8 without the input_scale and input_zero_point metadata"):
+        OnnxRunner(bare)
+    assert benchmark(bare, runs=1, warmup=0).input_dtype == "int8"
+    with pytest.raises(ModelError, match="without the input_scale"):
+        benchmark(bare, runs=1, warmup=0, sample=held_out[0][:1])
+
+
 def test_recipe_json_beside_each_onnx_artifact(artifacts, digits_calibration):
     record = json.loads(record_path(artifacts["ort"]).read_text())
     assert record["format"] == "onnx" and record["route"] == "ort" and record["opset"] == 17
+    assert record["recipe"]["input_type"] == record["recipe"]["output_type"] == "float32"  # QDQ: float I/O
+    assert json.loads(record_path(artifacts["via_tflite"]).read_text())["recipe"]["input_type"] == "int8"
     assert record["calibration"]["fingerprint"] == digits_calibration.fingerprint
     assert "7-bit" in record["quantization"] and "activations uint8" in record["quantization"]
     assert "logits scaled to float" in record["quantization"]

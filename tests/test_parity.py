@@ -49,6 +49,30 @@ def test_tally_metrics_on_known_values():
     assert in_two_batches.summary(labelled=True) == summary
 
 
+def test_outputs_that_are_not_numbers_count_as_wrong_and_fail_every_gate():
+    from edge_resnet.check.parity import ParityResult
+    from edge_resnet.check.report import parity_cells
+
+    reference = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    candidate = np.array([[np.nan, 0.0, 0.0], [0.0, 2.0, 0.5], [0.0, np.inf, 3.0]])
+    tally = Tally(3)
+    tally.add(candidate, reference, np.array([0, 1, 2]))
+    summary = tally.summary(labelled=True)
+    assert summary["non_finite_images"] == 2 and summary["samples"] == 3
+    assert summary["top1"] == summary["top1_agreement"] == pytest.approx(1 / 3)
+    assert summary["max_abs_error"] == 0.5 and summary["sqnr_db"] == pytest.approx(10 * np.log10(4 / 0.25))
+    assert summary["cosine"] == pytest.approx(2 / np.sqrt(4.25) / 3)
+    row = {"name": "f16.tflite", "runtime": "LiteRT", "top1_drop_points": 66.7, "metrics": summary}
+    assert "NaN or inf on 2 of 3 images" in parity_cells(row) and "not finite" in parity_cells(row)
+    result = ParityResult({}, {}, (row,))
+    assert any("not finite numbers (NaN or infinity) on 2 of 3" in line
+               for line in result.gate_failures(max_accuracy_drop=100))
+    assert result.gate_failures() == []
+    nothing_finite = Tally(3)
+    nothing_finite.add(np.full((2, 3), np.nan), reference[:2])
+    assert nothing_finite.summary(labelled=False)["non_finite_images"] == 2
+
+
 def test_int8_artifacts_keep_accuracy_on_held_out_digits(folded, test_split, artifacts):
     data, _, _ = test_split
     names = [artifacts[k] for k in ("tflite", "onnx_ort", "onnx_tflite")]

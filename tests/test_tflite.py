@@ -78,6 +78,21 @@ def test_io_types_uint8_and_float32(folded, digits_calibration, tmp_path):
     assert json.loads(record_path(float_io).read_text())["output_grid"]["grid_type"] == "int8"
 
 
+def test_a_model_made_for_a_fixed_batch_is_run_one_image_at_a_time(folded, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input(folded.input_shape[1:], batch_size=4)
+    fixed = keras.Model(inputs, folded(inputs))
+    path = tmp_path / "batch4.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(fixed).convert())
+    images, _ = digit_pixels(32, 3, offset=TRAIN_SAMPLES)
+    images = edge_resnet.preprocess_input(images)
+    runner = TfliteRunner(path)
+    assert runner.input_shape == (32, 32, 3)
+    np.testing.assert_allclose(runner.predict(images), folded.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
+
+
 def test_conversion_is_deterministic(folded, digits_calibration, int8_path, tmp_path):
     again = to_tflite(folded, QuantizationRecipe(), digits_calibration,
                       output=tmp_path / "again.tflite", progress=False)

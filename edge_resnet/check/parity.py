@@ -48,17 +48,26 @@ class Tally:
     image_noise: list = field(default_factory=list)  # standard error
     grid: object = None  # its output's int8 or uint8 grid (int8_tflite.Grid), None where its output is float
     grid_top1_changed: int = 0  # images whose top-1 the reference's outputs rounded onto that grid change
+    non_finite_images: int = 0  # images on which an output is NaN or infinite
 
     def __post_init__(self):
         self.per_class_total = np.zeros(self.classes, np.int64)
         self.per_class_correct = np.zeros(self.classes, np.int64)
 
     def add(self, logits, reference, labels=None):
+        """A row of `logits` with NaN or infinity in it counts as wrong in every top-1/top-5 figure and as
+        orthogonal to the reference; the errors (SQNR, max error) are those of the finite rows, and
+        `non_finite_images` says how many were not."""
         logits, reference = logits.astype(np.float64), reference.astype(np.float64)
-        top, top_ref = topk(logits), topk(reference)
+        finite = np.all(np.isfinite(logits), axis=1)
+        self.non_finite_images += int(np.sum(~finite))
+        top, top_ref = np.where(finite[:, None], topk(np.where(finite[:, None], logits, 0.0)), -1), topk(reference)
         self.samples += len(logits)
         self.top1_agree += int(np.sum(top[:, 0] == top_ref[:, 0]))
         self.top5_overlap += float(sum(len(set(a) & set(b)) for a, b in zip(top, top_ref)) / top.shape[1])
+        if self.grid is not None:
+            self.grid_top1_changed += top1_changes_on_grid(reference, self.grid)
+        logits, reference = logits[finite], reference[finite]
         norms = np.linalg.norm(logits, axis=1) * np.linalg.norm(reference, axis=1)
         self.cosine_sum += float(np.sum(np.sum(logits * reference, axis=1) / np.maximum(norms, 1e-30)))
         from ..quantize.selection import per_image_errors  # numpy only, imported where used like the rest
@@ -66,9 +75,7 @@ class Tally:
         signal, noise = per_image_errors(reference, logits)
         self.image_signal.append(signal)
         self.image_noise.append(noise)
-        self.max_abs_error = max(self.max_abs_error, float(np.abs(logits - reference).max()))
-        if self.grid is not None:
-            self.grid_top1_changed += top1_changes_on_grid(reference, self.grid)
+        self.max_abs_error = max(self.max_abs_error, float(np.abs(logits - reference).max(initial=0.0)))
         if labels is not None:
             correct = top[:, 0] == labels
             self.top1_correct += int(np.sum(correct))
@@ -94,6 +101,7 @@ class Tally:
             "max_abs_error": self.max_abs_error,
             "output_grid_top1_changes": None if self.grid is None else self.grid_top1_changed / n,
             "output_grid_type": None if self.grid is None else self.grid.type_name,
+            "non_finite_images": self.non_finite_images,
         }
 
     def sqnr_standard_error_db(self):
@@ -187,6 +195,10 @@ class ParityResult:
                     f"{candidate['name']}{where}: top-1 accuracy dropped {drop:.2f} points "
                     f"(gate: at most {max_accuracy_drop:g})"
                 )
+            non_finite = candidate["metrics"].get("non_finite_images")
+            if non_finite and (max_accuracy_drop is not None or min_agreement is not None):
+                failures.append(f"{candidate['name']}{where}: outputs that are not finite numbers (NaN or "
+                                f"infinity) on {non_finite} of {candidate['metrics']['samples']} images")
             agreement = candidate["metrics"]["top1_agreement"]
             if min_agreement is not None and agreement < min_agreement:
                 failures.append(

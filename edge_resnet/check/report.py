@@ -28,7 +28,24 @@ def parity_cells(candidate):
     m = candidate["metrics"]
     return (candidate["name"], candidate["runtime"], _percent(m["top1"]), _points(candidate["top1_drop_points"]),
             _percent(m["top5"]), _percent(m["top1_agreement"]), _percent(m["top5_overlap"]), f"{m['cosine']:.4f}",
-            _decibels_with_error(m["sqnr_db"], m.get("sqnr_standard_error_db")), f"{m['max_abs_error']:.3g}")
+            sqnr_cell(m), "not finite" if m.get("non_finite_images") else f"{m['max_abs_error']:.3g}")
+
+
+def sqnr_cell(metrics):
+    """An SQNR with its standard error; where outputs were NaN or infinite on some images, that instead."""
+    if count := metrics.get("non_finite_images"):
+        return f"NaN or inf on {count} of {metrics['samples']} images"
+    return _decibels_with_error(metrics["sqnr_db"], metrics.get("sqnr_standard_error_db"))
+
+
+def non_finite_text(candidate):
+    """One line on an artifact whose outputs were NaN or infinite on some images, else None."""
+    metrics = candidate["metrics"]
+    if not metrics.get("non_finite_images"):
+        return None
+    return (f"{_code(candidate['name'])} gives outputs that are not finite numbers (NaN or infinity) on "
+            f"{metrics['non_finite_images']} of {metrics['samples']} images: they count as wrong in every top-1 "
+            "and top-5 figure and fail any gate; its cosine is of all images, those counting as 0.")
 
 
 def _decibels_with_error(value, standard_error):
@@ -82,6 +99,8 @@ def parity_details(report):
     for candidate in report["candidates"]:
         if candidate.get("note"):
             lines += ["", candidate["note"]]
+        if note := non_finite_text(candidate):
+            lines += ["", note]
         if (note := output_grid_parity_text(candidate)) and note not in grid_notes:
             grid_notes.append(note)
             lines += ["", note]
@@ -374,7 +393,7 @@ def summary_cells(row):
         _percent(row["top1"]),
         _points(row["top1_drop_points"]),
         _percent(row["top1_agreement"]),
-        _decibels_with_error(row["sqnr_db"], row.get("sqnr_standard_error_db")),
+        sqnr_cell(row),
         _optional(row["p50_ms"], "{:.2f}"),
         _optional(row["speedup_vs_float32"], "{:.2f}x"),
     )

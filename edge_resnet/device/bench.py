@@ -152,6 +152,9 @@ class _Timed:
             self.invoke = interpreter.invoke
             self.accelerator = _tflite_accelerator(runner.path)
         else:
+            if runner.fixed_batch not in (None, batch):
+                raise DataError(f"{runner.path.name} takes batches of {runner.fixed_batch} only (its input's first "
+                                f"size is fixed): give --batch {runner.fixed_batch}")
             shape = (batch, *runner.input_shape)
             data = sample if sample is not None else random_input(shape, runner.input_dtype)
             feed = {runner.input.name: _to_input(runner, data)}
@@ -208,7 +211,7 @@ def benchmark(path, threads=DEFAULT_THREADS, warmup=DEFAULT_WARMUP, runs=DEFAULT
     if reset_peak:
         reset_peak_rss()
     start = time.perf_counter()
-    runner = open_runner(path, threads=threads, profile=profile)
+    runner = open_runner(path, threads=threads, profile=profile, float_io=sample is not None)
     load_ms = (time.perf_counter() - start) * 1e3
     try:
         timed = _Timed(runner, batch, sample)

@@ -104,8 +104,19 @@ class TfliteRunner:
         signature = [int(size) for size in tflite_shape_signature(inputs[0])] if inputs else []
         check_image_input(path, len(inputs), [size if size > 0 else None for size in signature],
                           np.dtype(inputs[0]["dtype"]).name if inputs else None)
+        if signature[0] > 1:  # made for a fixed batch: this runner feeds one image at a time
+            self.resize_batch(inputs[0], signature[0])
+            inputs = self.interpreter.get_input_details()
         self.input = inputs[0]
         self.output = self.interpreter.get_output_details()[0]
+
+    def resize_batch(self, detail, size):
+        try:
+            self.interpreter.resize_tensor_input(detail["index"], [1, *detail["shape"][1:]], strict=False)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise ModelError(f"{self.path} takes batches of {size} images only and cannot be resized to one image: "
+                             f"export it with a batch of 1 or a dynamic batch") from error
 
     @property
     def input_dtype(self):
@@ -196,7 +207,9 @@ ONNX_INPUT_TYPES = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(
 class OnnxRunner:
     """onnxruntime on the CPU provider by default; batches of any size."""
 
-    def __init__(self, path, threads=2, providers=("CPUExecutionProvider",), profile=False):
+    def __init__(self, path, threads=2, providers=("CPUExecutionProvider",), profile=False, float_io=True):
+        """`float_io`: float images will be fed and float outputs read (refused at once where the model's
+        integer I/O cannot be mapped); False for a caller that feeds the model's own input type."""
         try:
             import onnxruntime
         except ImportError as error:
@@ -226,6 +239,11 @@ class OnnxRunner:
         self.output_name = self.session.get_outputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map
         self.quantization = {key: float(meta[key]) for key in ONNX_QUANT_KEYS if key in meta}
+        output_type = self.session.get_outputs()[0].type
+        if float_io and (problem := integer_io_problem(inputs[0].type, output_type, self.quantization)):
+            raise ModelError(f"{self.path} cannot be run on images: {problem}")
+        batch = inputs[0].shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         self.note = saturation_note(self.path.name, meta.get(WEIGHT_BITS_KEY), platform.machine(), cpu_flags())
 
     @property
@@ -268,17 +286,41 @@ class OnnxRunner:
             images = quantize(images, self.quantization["input_scale"], self.quantization["input_zero_point"],
                               self.input_dtype)
         names = names or [output.name for output in self.session.get_outputs()]
-        raws = self.session.run(names, {self.input.name: images})
+        raws = self.run_in_batches(names, images)
         if np.issubdtype(raws[0].dtype, np.integer):
             raws[0] = dequantize(raws[0], self.quantization["output_scale"], self.quantization["output_zero_point"])
         return [raw.astype(np.float32) for raw in raws]
 
 
-def open_runner(path, threads=2, profile=False):
-    """A runner for a .tflite or .onnx file (`profile`: onnxruntime only)."""
+    def run_in_batches(self, names, images):
+        """The session's outputs `names` on `images`; a model made for a fixed batch is run on batches of that
+        size, the last one filled up with copies of its last image, whose outputs are dropped."""
+        if self.fixed_batch is None or len(images) == self.fixed_batch:
+            return self.session.run(names, {self.input.name: images})
+        parts = []
+        for start in range(0, len(images), self.fixed_batch):
+            chunk = images[start:start + self.fixed_batch]
+            filled = np.concatenate([chunk, np.repeat(chunk[-1:], self.fixed_batch - len(chunk), axis=0)])
+            parts.append([raw[:len(chunk)] for raw in self.session.run(names, {self.input.name: filled})])
+        return [np.concatenate(raws) for raws in zip(*parts)]
+
+
+def integer_io_problem(input_type, output_type, quantization):
+    """Why an ONNX model's integer input or first output cannot be mapped to and from float values (its scale
+    and zero point are not in the metadata edge-resnet writes), or None."""
+    for side, onnx_type in (("input", input_type), ("output", output_type)):
+        if onnx_type in ("tensor(int8)", "tensor(uint8)") and not {f"{side}_scale", f"{side}_zero_point"} <= set(
+                quantization):
+            return (f"its {side} is {ONNX_INPUT_TYPES[onnx_type]} without the {side}_scale and {side}_zero_point "
+                    f"metadata that map it to float values; make it with edge-resnet, or give it a float32 {side}")
+    return None
+
+
+def open_runner(path, threads=2, profile=False, float_io=True):
+    """A runner for a .tflite or .onnx file (`profile`, `float_io`: onnxruntime only, see OnnxRunner)."""
     suffix = Path(path).suffix
     if suffix == ".tflite":
         return TfliteRunner(path, threads)
     if suffix == ".onnx":
-        return OnnxRunner(path, threads, profile=profile)
+        return OnnxRunner(path, threads, profile=profile, float_io=float_io)
     raise ModelError(f"cannot tell the runtime for {path}: expected a .tflite or .onnx file")

@@ -449,6 +449,14 @@ def check_onnx_request(recipe, opset, route):
     check_opset(opset)
 
 
+def check_onnx_io_types(input_type, output_type, route):
+    """Refuse integer I/O asked of the ort route's int8 ONNX, which takes and gives float32."""
+    if route == "ort" and {input_type, output_type} - {None, "float32"}:
+        raise ConfigError("--input-type and --output-type set the int8 TFLite's I/O; the int8 ONNX of --onnx-route "
+                          "ort (the default) takes and gives float32: add --onnx-route tflite for integer I/O in the "
+                          "ONNX, or leave them out")
+
+
 def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEFAULT_OPSET, route="ort",
             float_onnx_path=None, statistics=None, float_model=None, log=None, full_int8_output=None):
     """Write `output` (.onnx) and its recipe JSON; return the path.
@@ -537,6 +545,8 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                 if tflite_search:
                     tflite_search = {**tflite_search, "searched_on": "the int8 TFLite on XNNPACK, which this ONNX is "
                                                                      "converted from: its steps were measured there"}
+        if recipe.mode == "int8" and route == "ort":  # onnxruntime's QDQ model takes and gives float32
+            recipe = dataclasses.replace(recipe, input_type="float32", output_type="float32")
         record = artifact_record(temporary, "onnx", recipe, keras_model_info(model), ONNX_PACKAGES, ranges_used)
         record.update(artifact=output.name, opset=opset, route=route if recipe.mode == "int8" else None,
                       exporter=exporter)

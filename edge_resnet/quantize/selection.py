@@ -251,7 +251,7 @@ class ImageErrors:
 def per_image_errors(reference, outputs):
     """(signal, squared error) of each sample's outputs against the float reference."""
     reference, outputs = np.asarray(reference, np.float64), np.asarray(outputs, np.float64)
-    flat = len(reference), -1
+    flat = len(reference), int(np.prod(reference.shape[1:]))
     return np.sum(reference.reshape(flat) ** 2, axis=1), np.sum((reference - outputs).reshape(flat) ** 2, axis=1)
 
 

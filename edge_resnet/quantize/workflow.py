@@ -254,12 +254,13 @@ def _from_float_tflite(request, recipe, log):
 
 def _from_keras(request, recipe, log):
     from ..model.source import load_folded, model_source
-    from .onnx_export import check_onnx_request, to_onnx
+    from .onnx_export import check_onnx_io_types, check_onnx_request, to_onnx
     from .recipe import record_source
     from .tflite import float_tflite, to_tflite
 
     if request.target == ".onnx":
         check_onnx_request(recipe, request.opset, request.onnx_route)
+        check_onnx_io_types(request.input_type, request.output_type, request.onnx_route)
     model, fold_report = load_folded(request.model, request.input_size, request.classes, request.weights,
                                      fold=request.fold)
     if fold_report is not None:
