@@ -144,6 +144,7 @@ def test_a_changed_host_key_is_refused_without_advice_to_trust_it(board, pythons
     ("bare", "float_tflite", "numpy is not installed"),
     ("tflite-runtime", "int8_onnx", "onnxruntime is not installed"),
     ("/no/such/python3", "float_tflite", "is not on the device"),
+    ("/bin/false", "float_tflite", "/bin/false on the device exited with code 1 before edge-resnet's agent started"),
 ])
 def test_a_device_without_what_the_run_needs_is_one_line(board, pythons, digits_artifacts, python, model, missing):
     result = run_in_process("bench", digits_artifacts[model], "--runs", "2",

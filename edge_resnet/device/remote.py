@@ -404,6 +404,9 @@ def ssh_problem(stderr_lines, returncode, target, connected):
         return f"{target.python} is not on the device: --device-python names its Python 3 interpreter"
     if returncode == 255 and not connected:
         return f"cannot reach the device: {last}"
+    if not connected and returncode not in (None, 0, 255):  # it ran, and exited without a word of the bootstrap
+        return (f"{target.python} on the device exited with code {returncode} before edge-resnet's agent started "
+                f"({last}): --device-python names its Python 3 interpreter")
     return f"the connection dropped during the run ({last})"
 
 
