@@ -184,3 +184,34 @@ def test_sequential_models_fold_and_subclassed_models_are_refused():
 
     with pytest.raises(edge_resnet.ConfigError, match="functional or Sequential"):
         fold_batchnorm(Custom())
+
+
+def small_model_reading_an_adapted_normalization():
+    pixels = np.random.default_rng(1).uniform(0, 255, (32, 8, 8, 3)).astype("float32")
+    normalization = keras.layers.Normalization()
+    normalization.adapt(pixels)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, use_bias=False)(normalization(inputs))
+    x = keras.layers.BatchNormalization(moving_variance_initializer="ones", moving_mean_initializer="ones")(x)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x)))
+    return keras.Model(inputs, outputs), pixels
+
+
+def test_an_adapted_normalization_keeps_its_statistics_through_the_fold():
+    model, pixels = small_model_reading_an_adapted_normalization()
+    folded, report = fold_batchnorm(model, probe=pixels[:8])
+    assert len(report.folded) == 1
+    np.testing.assert_allclose(folded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), rtol=1e-4,
+                               atol=1e-4 * np.abs(model.predict(pixels, verbose=0)).max())
+
+
+def test_a_fold_that_changes_the_outputs_is_refused(monkeypatch):
+    from edge_resnet.errors import ConversionError
+
+    import edge_resnet.model.fold as fold
+
+    model, pixels = small_model_reading_an_adapted_normalization()
+    exact = fold.folded_weights
+    monkeypatch.setattr(fold, "folded_weights", lambda layer, bn: (exact(layer, bn)[0] * 1.01, exact(layer, bn)[1]))
+    with pytest.raises(ConversionError, match="folding BatchNorm changed .* give --no-fold"):
+        fold_batchnorm(model, probe=pixels[:8])
