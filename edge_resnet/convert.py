@@ -27,7 +27,7 @@ from .device.remote import DeviceRequest
 from .quantize.ethos_u import NpuTargetRequest, output_names
 from .errors import ConfigError
 from .files import ForceRequest, file_sha256
-from .model.source import ModelRequest
+from .model.source import ModelRequest, check_image_model
 from .options import option
 from .quantize.workflow import QuantizationRequest
 
@@ -672,6 +672,7 @@ def convert(config, log=print):
         clock = StageClock(stage_count(config), log)
         with clock("load model"):
             model, source = load_source(config)
+            check_image_model(model)
             log(f"      model: {source['description']}")
             log(f"      weights: {source['weights']}"
                 + (f" (sha256 {source['weights_sha256'][:16]})" if source["weights_sha256"] else ""))

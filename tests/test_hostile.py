@@ -74,3 +74,86 @@ def test_no_runtime_start_up_line_reaches_the_terminal_without_the_tests_setting
     assert result.returncode == 0, result.stderr
     assert "XNNPACK delegate" not in result.stdout + result.stderr
     assert "p50" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def foreign_models(tmp_path_factory):
+    """Small Keras models of shapes users bring that this toolkit does not convert or check, saved as .keras,
+    beside 3-channel digit images to feed them."""
+    import keras
+
+    from tests.digits import digit_pixels
+
+    folder = tmp_path_factory.mktemp("foreign")
+
+    def head(inputs, x, name):
+        outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
+        keras.Model(inputs, outputs).save(folder / f"{name}.keras")
+
+    def trunk(inputs):
+        return keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(inputs)))
+
+    for name, shape in (("dynamic", (None, None, 3)), ("gray", (32, 32, 1))):
+        inputs = keras.Input(shape)
+        head(inputs, trunk(inputs), name)
+    inputs = keras.Input((32, 32, 3))
+    x = trunk(inputs)
+    keras.Model(inputs, [keras.layers.Dense(2)(keras.layers.Flatten()(x)), keras.layers.Dense(3)(keras.layers.Flatten()(x))]
+                ).save(folder / "two_outputs.keras")
+    keras.Model(inputs, keras.layers.Conv2D(5, 1)(x)).save(folder / "feature_map.keras")
+    channels_first = keras.layers.Conv2D(4, 3, data_format="channels_first")(keras.layers.Permute((3, 1, 2))(inputs))
+    head(inputs, keras.layers.Permute((2, 3, 1))(channels_first), "channels_first")
+    inner = keras.Model(inputs, trunk(inputs), name="inner")
+    keras.Sequential([keras.Input((32, 32, 3)), inner, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)]
+                     ).save(folder / "nested.keras")
+    pixels, labels = digit_pixels(32, 40)
+    np.savez(folder / "digits.npz", x=pixels, y=labels)
+    (folder / "any.tflite").write_bytes(b"never opened")
+    return folder
+
+
+FOREIGN_CASES = [
+    (["quantize", "{folder}/dynamic.keras", "--quantize", "none", "--output", "{folder}/o.tflite"],
+     "dynamic.keras cannot be converted: its input size is not fixed ((None, None, 3))"),
+    (["quantize", "{folder}/two_outputs.keras", "--quantize", "none", "--output", "{folder}/o.tflite"],
+     "two_outputs.keras cannot be converted: it has 1 input(s) and 2 output(s)"),
+    (["quantize", "{folder}/gray.keras", "--calibration", "{folder}/digits.npz", "--calibration-method", "minmax",
+      "--output", "{folder}/o.tflite"], "it takes 1-channel images, and edge-resnet feeds RGB images"),
+    (["compare", "--reference", "{folder}/feature_map.keras", "--data", "{folder}/digits.npz", "{folder}/any.tflite"],
+     "its output is (30, 30, 5) per image, and parity is measured on one vector per image"),
+    (["quantize", "{folder}/channels_first.keras", "--quantize", "none", "--output", "{folder}/o.tflite"],
+     "on this machine ("),
+]
+
+
+@pytest.mark.parametrize("arguments, fragment", FOREIGN_CASES, ids=[fragment[:30] for _, fragment in FOREIGN_CASES])
+def test_a_model_of_a_shape_this_toolkit_does_not_take_is_one_clear_line(foreign_models, arguments, fragment):
+    one_line_error(run_in_process(*[a.format(folder=foreign_models) for a in arguments]), fragment)
+    assert not any((foreign_models / name).exists() for name in ("o.tflite", "o.onnx"))
+
+
+def test_a_custom_layer_whose_code_is_not_here_is_named_with_the_way_round_it(tmp_path):
+    script = """
+import keras
+@keras.saving.register_keras_serializable(package="probe")
+class Halve(keras.layers.Layer):
+    def call(self, x):
+        return x * 0.5
+inputs = keras.Input((8, 8, 3))
+keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(Halve()(inputs)))).save("custom.keras")
+"""
+    subprocess.run([COMMAND[0], "-c", script], cwd=tmp_path, check=True, capture_output=True)
+    result = subprocess.run([*COMMAND, "quantize", "custom.keras", "--quantize", "none", "--output", "o.tflite"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    line = one_line_error(result, "custom.keras: it uses a layer class whose code is not in the file")
+    assert "float32 .tflite yourself and quantize that" in line
+
+
+def test_an_int8_onnx_of_a_nested_model_is_refused_rather_than_ranged_by_the_nested_model_s_output(foreign_models):
+    """Every tensor inside a nested model is named after it: taking that layer's range for them all made an int8
+    ONNX of -1 dB on a nested ResNet-50 before."""
+    result = run_in_process("quantize", foreign_models / "nested.keras", "--calibration", foreign_models / "digits.npz",
+                            "--calibration-method", "minmax", "--output", foreign_models / "o.onnx")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "error: no activation range for ONNX tensor 'sequential" in result.stderr
+    assert not (foreign_models / "o.onnx").exists()

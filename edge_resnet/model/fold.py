@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from ..errors import ConfigError, ConversionError
+from ..errors import ConfigError, ConversionError, ModelError
 
 FOLDABLE_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 MODEL_OUTPUT = "<model output>"
@@ -263,7 +263,13 @@ def fold_batchnorm(model, probe=None):
             layer.finalize_state()
 
     probe = default_probe(source) if probe is None else np.asarray(probe, dtype=np.float32)
-    reference, candidate = _outputs(source, probe), _outputs(folded, probe)
+    try:
+        reference = _outputs(source, probe)
+    except Exception as error:  # the backend's own error types: TensorFlow's, JAX's
+        reason = " ".join(str(error).split("\n\n")[-1].split())[:200]
+        raise ModelError(f"Keras cannot run {source.name!r} on this machine ({reason}); save it with layers this "
+                         "backend runs (e.g. channels_last convolutions on a CPU)") from error
+    candidate = _outputs(folded, probe)
     report = FoldReport(
         folded=tuple(folds),
         skipped=tuple(skipped),

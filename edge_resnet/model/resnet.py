@@ -338,7 +338,7 @@ def load_model(spec, **build_options):
         raise ModelError(f"{path} is not a Keras model file: a .keras model is a zip archive, and this one is "
                          "truncated, damaged or another kind of file; save the model again with model.save()")
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        model = keras.saving.load_model(path, safe_mode=True)
     except (ValueError, TypeError, KeyError, OSError) as error:
         reason = " ".join(str(error).split())
         if "safe_mode" in reason:
@@ -346,4 +346,26 @@ def load_model(spec, **build_options):
                 f"{path} holds Python code (a Lambda layer); edge-resnet loads .keras files in Keras safe mode "
                 "and never runs code from them: replace the Lambda with standard layers and save the model again"
             ) from error
+        if "could not be deserialized" in reason:
+            raise ModelError(
+                f"cannot load {path}: it uses a layer class whose code is not in the file (a custom layer); rebuild "
+                "it from standard Keras layers, or convert it to a float32 .tflite yourself and quantize that"
+            ) from error
         raise ModelError(f"cannot load {path} as a Keras model: {reason[:300]}") from error
+    if problem := model_structure_problem(model):
+        raise ModelError(f"{path} cannot be converted: {problem}")
+    return model
+
+
+def model_structure_problem(model):
+    """Why a loaded model is not one this toolkit converts (one image input of fixed size, one output), or None."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        return (f"it has {len(model.inputs)} input(s) and {len(model.outputs)} output(s), where an image classifier "
+                "has one of each; save a model with one input and one output")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4:
+        return f"its input is {shape}, where edge-resnet feeds images (batch, height, width, channels)"
+    if any(size is None for size in shape[1:]):
+        return (f"its input size is not fixed ({shape[1:]}); save it with a fixed size, e.g. with "
+                "keras.Input((224, 224, 3)) as its input")
+    return None

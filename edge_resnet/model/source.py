@@ -95,6 +95,25 @@ def load_named_model(spec, input_size=None, classes=None, weights=None):
     return load_model(spec, input_shape=_input_shape(input_size), classes=_classes(classes), weights=weights)
 
 
+def image_model_problem(model, parity=True):
+    """Why images cannot be fed to `model` (and, with `parity`, its outputs not compared per image), or None."""
+    channels = model.input_shape[-1]
+    if channels != 3:
+        return (f"it takes {channels}-channel images, and edge-resnet feeds RGB images (3 channels) to calibrate and "
+                "check a model; give it a model with an RGB input")
+    if parity and len(model.output_shape) != 2:
+        return (f"its output is {tuple(model.output_shape[1:])} per image, and parity is measured on one vector per "
+                "image (class scores); end the model with GlobalAveragePooling2D or Flatten")
+    return None
+
+
+def check_image_model(model, parity=True):
+    from ..errors import ModelError
+
+    if problem := image_model_problem(model, parity):
+        raise ModelError(f"model {model.name!r} cannot be calibrated or checked here: {problem}")
+
+
 def _input_shape(input_size):
     size = DEFAULT_INPUT_SIZE if input_size is None else input_size  # 0 stays 0, for the builder to refuse
     return (size, size, 3)

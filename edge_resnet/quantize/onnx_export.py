@@ -230,8 +230,8 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
     if missing:
         raise ConversionError(
             f"no activation range for ONNX tensor {missing[0]!r} ({len(missing)} in all): the float ONNX graph "
-            "has a tensor the float TFLite model does not; quantize with --formats tflite, or use "
-            "--onnx-route tflite"
+            "has a tensor the float TFLite model does not; make the int8 TFLite alone (quantize --output X.tflite, "
+            "convert --formats tflite), or an int8 ONNX from it with --onnx-route tflite"
         )
     return ranges
 
@@ -470,6 +470,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
     `full_int8_output` (a path) also gets full int8 with the same ranges:
     what the budget's parts are measured against on other images.
     """
+    import keras
     import onnx
 
     from .int8_tflite import statistics_for
@@ -508,8 +509,9 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                 else:
                     exporter = recorded_exporter(float_onnx_path)
                 prepared = ort_prepared(float_onnx_path, scratch / "prepared.onnx")
-                layer_names = {layer.name for layer in model.layers}
-                output_layer = model.output._keras_history[0].name
+                # a nested model is one layer whose name would cover every tensor inside it
+                layer_names = {layer.name for layer in model.layers if not isinstance(layer, keras.Model)}
+                output_layer = model.outputs[0]._keras_history[0].name
 
                 def to_onnx_ranges(tflite_ranges):
                     return onnx_activation_ranges(prepared.proto, tflite_ranges, statistics, layer_names, output_layer)

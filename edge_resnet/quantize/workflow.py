@@ -253,7 +253,7 @@ def _from_float_tflite(request, recipe, log):
 
 
 def _from_keras(request, recipe, log):
-    from ..model.source import load_folded, model_source
+    from ..model.source import check_image_model, load_folded, model_source
     from .onnx_export import check_onnx_io_types, check_onnx_request, to_onnx
     from .recipe import record_source
     from .tflite import float_tflite, to_tflite
@@ -267,6 +267,7 @@ def _from_keras(request, recipe, log):
         log(f"folded {len(fold_report.folded)} BatchNormalization layers, left {len(fold_report.skipped)}")
     statistics = float_model = calibration = None
     if recipe.needs_calibration:
+        check_image_model(model, parity=False)
         calibration = _calibration(request, model.input_shape[1:], log) if request.calibration else None
         _check_labels(request, calibration, int(model.output_shape[-1]))
         float_model = float_tflite(model)
