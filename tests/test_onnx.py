@@ -126,7 +126,9 @@ def test_recipe_json_beside_each_onnx_artifact(artifacts, digits_calibration):
     record = json.loads(record_path(artifacts["ort"]).read_text())
     assert record["format"] == "onnx" and record["route"] == "ort" and record["opset"] == 17
     assert record["recipe"]["input_type"] == record["recipe"]["output_type"] == "float32"  # QDQ: float I/O
-    assert json.loads(record_path(artifacts["via_tflite"]).read_text())["recipe"]["input_type"] == "int8"
+    via_tflite_recipe = json.loads(record_path(artifacts["via_tflite"]).read_text())["recipe"]
+    assert via_tflite_recipe["input_type"] == via_tflite_recipe["onnx_activation_type"] == "int8"
+    assert via_tflite_recipe["onnx_reduce_range"] is False
     assert record["calibration"]["fingerprint"] == digits_calibration.fingerprint
     assert "7-bit" in record["quantization"] and "activations uint8" in record["quantization"]
     assert "logits scaled to float" in record["quantization"]

@@ -189,3 +189,12 @@ def test_quantize_says_what_the_output_grid_does_to_the_calibration_images_top1(
     assert f"note: its output's own int8 grid changes the top-1 of 4 of {samples} calibration images" in result.stdout
     record = json.loads(record_path(float_output).read_text())["output_grid"]
     assert (record["calibration_images"], record["top1_changed"]) == (samples, 4)
+
+
+def test_operators_xnnpack_leaves_are_named_once_with_their_count():
+    from edge_resnet.device.tflite_inspect import TfliteStructure
+
+    structure = TfliteStructure(op_counts={}, input_dtype="int8", output_dtype="int8", float_ops=(),
+                                body_quantize_ops=(), delegate_nodes=4, fully_delegated=False,
+                                undelegated_ops=("MAX_POOL_2D", "MUL", "MAX_POOL_2D", "MUL", "SOFTMAX"))
+    assert structure.delegation_text() == "XNNPACK runs only part of the model (not: MAX_POOL_2D x2, MUL x2, SOFTMAX)"

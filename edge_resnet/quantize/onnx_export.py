@@ -549,6 +549,8 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                                                                      "converted from: its steps were measured there"}
         if recipe.mode == "int8" and route == "ort":  # onnxruntime's QDQ model takes and gives float32
             recipe = dataclasses.replace(recipe, input_type="float32", output_type="float32")
+        elif recipe.mode == "int8":  # the TFLite's quantization, written as QDQ: int8 activations, 8-bit weights
+            recipe = dataclasses.replace(recipe, onnx_activation_type="int8", onnx_reduce_range=False)
         record = artifact_record(temporary, "onnx", recipe, keras_model_info(model), ONNX_PACKAGES, ranges_used)
         record.update(artifact=output.name, opset=opset, route=route if recipe.mode == "int8" else None,
                       exporter=exporter)

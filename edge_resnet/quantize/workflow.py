@@ -167,8 +167,8 @@ def quantize_artifact(request, log=print):
     record = read_record(path) if recipe.needs_calibration else {}
     mixed = record.get("mixed_precision")
     description = recipe.describe(request.target[1:])
-    if request.target == ".tflite" and mixed and mixed["float_parts"]:
-        description = record["quantization"]  # parts out of int8: not "full integer"
+    if request.target == ".tflite" and mixed and mixed["float_parts"] or record.get("route") == "tflite":
+        description = record["quantization"]  # parts out of int8, or the int8 TFLite written as ONNX
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {description})")
     if recipe.needs_calibration:
         from .selection import describe_selection
@@ -231,8 +231,10 @@ def _statistics(request, recipe, float_model, calibration, log):
     if request.save_statistics:
         statistics.save(request.save_statistics)
         log(f"wrote {request.save_statistics} ({len(statistics.tensors)} tensors, {statistics.samples} samples)")
+    held_out_for = ("--calibration-method auto" if recipe.calibration_method == AUTO
+                    else recipe.budget().flags() if recipe.budget() is not None else None)
     log(f"activation statistics: {statistics.samples} calibration samples"
-        + (f" in {len(statistics.folds)} folds, for --calibration-method auto" if statistics.folds else ""))
+        + (f" in {len(statistics.folds)} folds, for {held_out_for}" if statistics.folds and held_out_for else ""))
     return statistics
 
 
