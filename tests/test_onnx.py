@@ -16,6 +16,7 @@ from edge_resnet.quantize.recipe import QuantizationRecipe
 from edge_resnet.device.runtime import (WEIGHT_BITS_KEY, OnnxRunner, TfliteRunner, cpu_flags, saturation_note,
                                         u8s8_saturates)
 from edge_resnet.quantize.recipe import record_path
+from edge_resnet.quantize.tflite import to_tflite
 from tests.digits import TRAIN_SAMPLES, digit_pixels
 
 
@@ -247,3 +248,25 @@ def test_onnx_export_refuses_float16_and_unknown_routes(folded, tmp_path):
         to_onnx(folded, QuantizationRecipe.for_mode("float16"), output=tmp_path / "x.onnx")
     with pytest.raises(ConfigError, match="route must be one of"):
         to_onnx(folded, QuantizationRecipe(), output=tmp_path / "x.onnx", route="magic")
+
+
+def test_layers_named_like_another_layer_s_call_scope_take_their_own_ranges(digits_calibration, held_out, tmp_path):
+    """TensorFlow names layer "pool"'s call "pool_1": the int8 ONNX of a model with layers "pool" and "pool_1"
+    (keras.applications' ResNet50V2 has max_pooling2d, max_pooling2d_1, ...) takes each one's own range."""
+    from edge_resnet.quantize.selection import output_sqnr_db
+    from edge_resnet.quantize.statistics import keras_layer_of
+
+    assert keras_layer_of("model_1/pool_1/MaxPool2d", {"pool", "pool_1"}, scoped=True) == "pool"
+    assert keras_layer_of("model_1/pool_1_1/MaxPool2d", {"pool", "pool_1"}, scoped=True) == "pool_1"
+    assert keras_layer_of("pool_1", {"pool", "pool_1"}) == "pool_1"  # our ONNX names are the layers' own
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.MaxPooling2D(name="pool")(keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs))
+    x = keras.layers.MaxPooling2D(name="pool_1")(keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
+    recipe = QuantizationRecipe(calibration_method="minmax")
+    onnx_path = to_onnx(model, recipe, digits_calibration, output=tmp_path / "pools.onnx")
+    tflite_path = to_tflite(model, recipe, digits_calibration, output=tmp_path / "pools.tflite", progress=False)
+    images = held_out[0][:64]
+    reference = np.asarray(model.predict(images, verbose=0))
+    tflite_db = output_sqnr_db(reference, TfliteRunner(tflite_path).predict(images))
+    assert output_sqnr_db(reference, OnnxRunner(onnx_path).predict(images)) > tflite_db - 6

@@ -182,7 +182,8 @@ def layer_ranges(tflite_ranges, statistics, layer_names, output_layer):
 
     by_layer = {}
     for name, value in tflite_ranges.items():
-        layer = output_layer if name in statistics.graph_outputs else keras_layer_of(name, layer_names)
+        layer = output_layer if name in statistics.graph_outputs else keras_layer_of(name, layer_names,
+                                                                                      scoped=True)
         if layer is not None:
             by_layer.setdefault(layer, value)
     return by_layer

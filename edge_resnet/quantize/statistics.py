@@ -480,11 +480,15 @@ def folds_from(arrays, tensors):
     return tuple(folds)
 
 
-def keras_layer_of(tensor_name, layer_names):
+def keras_layer_of(tensor_name, layer_names, scoped=False):
     """The Keras layer a converter's tensor name comes from: the first path
-    component that, less a trailing "_<n>" copy suffix, is a layer name."""
+    component that, less a trailing "_<n>" copy suffix, is a layer name.
+    `scoped`: the name is TensorFlow's, whose scope for a layer's call is the
+    layer's name with such a suffix always added, so the suffix is tried off
+    first (scope "pool_1" is layer "pool", where a layer "pool_1" exists too)."""
     for component in re.split(r"[/;:]", tensor_name):
-        for candidate in (component, re.sub(r"_\d+$", "", component)):
+        unsuffixed = re.sub(r"_\d+$", "", component)
+        for candidate in ((unsuffixed, component) if scoped else (component, unsuffixed)):
             if candidate in layer_names:
                 return candidate
     return None
