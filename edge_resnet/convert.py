@@ -673,6 +673,10 @@ def convert(config, log=print):
         with clock("load model"):
             model, source = load_source(config)
             check_image_model(model)
+            if config.quantize == "int8" and "onnx" in config.resolved_formats():
+                from .quantize.onnx_export import check_no_nested_model
+
+                check_no_nested_model(model, "give --formats tflite")
             log(f"      model: {source['description']}")
             log(f"      weights: {source['weights']}"
                 + (f" (sha256 {source['weights_sha256'][:16]})" if source["weights_sha256"] else ""))

@@ -213,5 +213,17 @@ def test_a_fold_that_changes_the_outputs_is_refused(monkeypatch):
     model, pixels = small_model_reading_an_adapted_normalization()
     exact = fold.folded_weights
     monkeypatch.setattr(fold, "folded_weights", lambda layer, bn: (exact(layer, bn)[0] * 1.01, exact(layer, bn)[1]))
-    with pytest.raises(ConversionError, match="folding BatchNorm changed .* give --no-fold"):
+    with pytest.raises(ConversionError, match=r"folding BatchNorm changed .* \(quantize --no-fold\)"):
+        fold_batchnorm(model, probe=pixels[:8])
+
+
+def test_a_model_computing_nan_is_blamed_on_its_weights_not_on_the_fold():
+    from edge_resnet.errors import ModelError
+
+    model, pixels = small_model_reading_an_adapted_normalization()
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    kernel = conv.get_weights()[0]
+    kernel[0, 0, 0, 0] = np.nan
+    conv.set_weights([kernel])
+    with pytest.raises(ModelError, match="not finite numbers .* on the probe images: check the weights"):
         fold_batchnorm(model, probe=pixels[:8])

@@ -104,6 +104,7 @@ def test_a_model_made_for_a_fixed_batch_runs_on_any_number_of_images(artifacts, 
         assert runner.fixed_batch == size
         np.testing.assert_allclose(runner.predict(images), expected, rtol=1e-5, atol=1e-5)
     assert benchmark(tmp_path / "batch3.onnx", runs=1, warmup=0, batch=3).batch == 3
+    assert benchmark(tmp_path / "batch3.onnx", runs=1, warmup=0, sample=images[:1]).batch == 3  # compare's timing
     with pytest.raises(DataError, match="takes batches of 3 only .* give --batch 3"):
         benchmark(tmp_path / "batch3.onnx", runs=1, warmup=0, batch=1)
 

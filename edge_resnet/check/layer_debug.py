@@ -86,10 +86,10 @@ def tensor_scales(model_bytes):
 
 
 def by_layer(names, layer_names):
-    """{Keras layer: tensor name}, the first tensor named after each layer."""
+    """{Keras layer: tensor name}, the first TFLite tensor named after each layer."""
     layers = {}
     for name in names:
-        layer = keras_layer_of(name, layer_names)
+        layer = keras_layer_of(name, layer_names, scoped=True)
         if layer is not None:
             layers.setdefault(layer, name)
     return layers

@@ -423,4 +423,5 @@ def device_latencies(artifacts, sample, runs):
     timings = [benchmark(path, warmup=min(5, runs), runs=runs, sample=sample[None], reset_peak=False)
                for path in artifacts]
     return {"device": cpu_name(), "runs": runs,
-            "p50_ms": {Path(path).name: timing.latency_ms["p50"] for path, timing in zip(artifacts, timings)}}
+            "p50_ms": {Path(path).name: timing.latency_ms["p50"] for path, timing in zip(artifacts, timings)},
+            "batch": {Path(path).name: timing.batch for path, timing in zip(artifacts, timings) if timing.batch != 1}}

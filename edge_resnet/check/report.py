@@ -187,7 +187,8 @@ def speed_lines(reference, device, boards=()):
         lines.append(f"- float on {reference['device']} ({reference['backend']}): {speed['ms_per_image']:.3g} ms/img "
                      f"at batch {speed['batch_size']}{batch1}")
     if device:
-        lines += [f"- {name} on this CPU ({device['device']}): {ms:.3g} ms at batch 1 (median of {device['runs']})"
+        lines += [f"- {name} on this CPU ({device['device']}): {ms:.3g} ms at batch "
+                  f"{device.get('batch', {}).get(name, 1)} (median of {device['runs']})"
                   for name, ms in device["p50_ms"].items()]
     for board in boards:
         lines += [f"- {name} on {board['label']}: {ms:.3g} ms at batch 1 (median of {board['runs']})"

@@ -152,6 +152,9 @@ class _Timed:
             self.invoke = interpreter.invoke
             self.accelerator = _tflite_accelerator(runner.path)
         else:
+            if sample is not None and len(sample) == 1 and runner.fixed_batch not in (None, batch):
+                sample = np.repeat(sample, runner.fixed_batch, axis=0)  # one image, timed as the batch it must be in
+                self.batch = batch = runner.fixed_batch
             if runner.fixed_batch not in (None, batch):
                 raise DataError(f"{runner.path.name} takes batches of {runner.fixed_batch} only (its input's first "
                                 f"size is fixed): give --batch {runner.fixed_batch}")
@@ -186,7 +189,7 @@ def _tflite_accelerator(path):
     if structure.fully_delegated:
         return "XNNPACK (whole model)"
     if structure.delegate_nodes:
-        return f"XNNPACK (partial; not: {', '.join(structure.undelegated_ops)})"
+        return f"XNNPACK (partial; not: {structure.undelegated_names()})"
     return "built-in kernels"
 
 
@@ -237,7 +240,7 @@ def benchmark(path, threads=DEFAULT_THREADS, warmup=DEFAULT_WARMUP, runs=DEFAULT
         accelerator=timed.accelerator,
         input_shape=tuple(runner.input_shape),
         input_dtype=runner.input_dtype.name,
-        batch=batch,
+        batch=timed.batch,
         threads=threads,
         load_ms=load_ms,
         first_inference_ms=first_ms,

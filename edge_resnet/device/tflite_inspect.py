@@ -40,9 +40,12 @@ class TfliteStructure:
             return "XNNPACK runs the whole model"
         if self.undelegated_ops == ("SOFTMAX",) and self.delegate_nodes == 1 and not self.float_ops:
             return "XNNPACK runs the whole model but its int8 SOFTMAX (XNNPACK has none; LiteRT's int8 kernel runs it)"
-        counts = Counter(self.undelegated_ops)  # in order of first appearance
-        named = ", ".join(op if count == 1 else f"{op} x{count}" for op, count in counts.items())
-        return f"XNNPACK runs only part of the model (not: {named or 'unknown'})"
+        return f"XNNPACK runs only part of the model (not: {self.undelegated_names() or 'unknown'})"
+
+    def undelegated_names(self):
+        """The operators XNNPACK leaves, each named once with its count, in order of first appearance."""
+        counts = Counter(self.undelegated_ops)
+        return ", ".join(op if count == 1 else f"{op} x{count}" for op, count in counts.items())
 
     @property
     def fully_integer(self):

@@ -40,7 +40,9 @@ class FoldReport:
 
     @property
     def probe_relative_diff(self):
-        return self.probe_max_abs_diff / self.probe_output_scale if self.probe_output_scale else 0.0
+        if not self.probe_output_scale:  # all-zero outputs: any difference at all is a changed model
+            return 0.0 if self.probe_max_abs_diff == 0 else float("inf")
+        return self.probe_max_abs_diff / self.probe_output_scale
 
     def to_dict(self):
         return {
@@ -263,12 +265,20 @@ def fold_batchnorm(model, probe=None):
             layer.finalize_state()
 
     probe = default_probe(source) if probe is None else np.asarray(probe, dtype=np.float32)
+    if probe.shape[1:] != tuple(source.input_shape[1:]):
+        raise ConfigError(f"the probe batch is {probe.shape}, where {source.name!r} takes "
+                          f"(N, {', '.join(map(str, source.input_shape[1:]))})")
     try:
         reference = _outputs(source, probe)
+    except MemoryError:
+        raise
     except Exception as error:  # the backend's own error types: TensorFlow's, JAX's
         reason = " ".join(str(error).split("\n\n")[-1].split())[:200]
         raise ModelError(f"Keras cannot run {source.name!r} on this machine ({reason}); save it with layers this "
                          "backend runs (e.g. channels_last convolutions on a CPU)") from error
+    if not np.all(np.isfinite(reference)):
+        raise ModelError(f"{source.name!r} computes values that are not finite numbers (NaN or infinity) on the "
+                         "probe images: check the weights")
     candidate = _outputs(folded, probe)
     report = FoldReport(
         folded=tuple(folds),
@@ -283,7 +293,7 @@ def fold_batchnorm(model, probe=None):
         raise ConversionError(
             f"folding BatchNorm changed {source.name!r}'s outputs on the probe images (max |diff| "
             f"{report.probe_max_abs_diff:.3g}, {report.probe_relative_diff:.2g} of the output scale): a layer did not "
-            "survive the rebuild; give --no-fold to convert it as it is")
+            "survive the rebuild; convert it unfolded (quantize --no-fold)")
     if skipped:
         names = ", ".join(f"{bn} ({reason})" for bn, reason in skipped[:3])
         more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""

@@ -346,7 +346,7 @@ def load_model(spec, **build_options):
                 f"{path} holds Python code (a Lambda layer); edge-resnet loads .keras files in Keras safe mode "
                 "and never runs code from them: replace the Lambda with standard layers and save the model again"
             ) from error
-        if "could not be deserialized" in reason:
+        if "Could not locate class" in reason:
             raise ModelError(
                 f"cannot load {path}: it uses a layer class whose code is not in the file (a custom layer); rebuild "
                 "it from standard Keras layers, or convert it to a float32 .tflite yourself and quantize that"
@@ -359,10 +359,14 @@ def load_model(spec, **build_options):
 
 def model_structure_problem(model):
     """Why a loaded model is not one this toolkit converts (one image input of fixed size, one output), or None."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        return (f"it has {len(model.inputs)} input(s) and {len(model.outputs)} output(s), where an image classifier "
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except AttributeError:  # a Sequential model saved before it was built
+        return "it was saved before it was built; build it on an input (keras.Input) and save it again"
+    if len(inputs) != 1 or len(outputs) != 1:
+        return (f"it has {len(inputs)} input(s) and {len(outputs)} output(s), where an image classifier "
                 "has one of each; save a model with one input and one output")
-    shape = tuple(model.inputs[0].shape)
+    shape = tuple(inputs[0].shape)
     if len(shape) != 4:
         return f"its input is {shape}, where edge-resnet feeds images (batch, height, width, channels)"
     if any(size is None for size in shape[1:]):

@@ -450,6 +450,17 @@ def check_onnx_request(recipe, opset, route):
     check_opset(opset)
 
 
+def check_no_nested_model(model, fix):
+    """Refuse, for onnxruntime's int8 ONNX, a model with a whole model nested in it: its tensors are named after
+    the nested model, so none could be told apart to take its own range."""
+    import keras
+
+    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    if nested:
+        raise ConfigError(f"the int8 ONNX of {model.name!r} cannot take its ranges: layer {nested[0]!r} is a whole "
+                          f"model nested in it, whose tensors cannot be told apart; {fix}")
+
+
 def check_onnx_io_types(input_type, output_type, route):
     """Refuse integer I/O asked of the ort route's int8 ONNX, which takes and gives float32."""
     if route == "ort" and {input_type, output_type} - {None, "float32"}:

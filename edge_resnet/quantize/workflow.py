@@ -256,7 +256,7 @@ def _from_float_tflite(request, recipe, log):
 
 def _from_keras(request, recipe, log):
     from ..model.source import check_image_model, load_folded, model_source
-    from .onnx_export import check_onnx_io_types, check_onnx_request, to_onnx
+    from .onnx_export import check_no_nested_model, check_onnx_io_types, check_onnx_request, to_onnx
     from .recipe import record_source
     from .tflite import float_tflite, to_tflite
 
@@ -270,6 +270,9 @@ def _from_keras(request, recipe, log):
     statistics = float_model = calibration = None
     if recipe.needs_calibration:
         check_image_model(model, parity=False)
+        if request.target == ".onnx" and request.onnx_route == "ort":
+            check_no_nested_model(model, "make the int8 TFLite (--output X.tflite), or the ONNX from it "
+                                         "(--onnx-route tflite)")
         calibration = _calibration(request, model.input_shape[1:], log) if request.calibration else None
         _check_labels(request, calibration, int(model.output_shape[-1]))
         float_model = float_tflite(model)
