@@ -227,3 +227,15 @@ def test_a_model_computing_nan_is_blamed_on_its_weights_not_on_the_fold():
     conv.set_weights([kernel])
     with pytest.raises(ModelError, match="not finite numbers .* on the probe images: check the weights"):
         fold_batchnorm(model, probe=pixels[:8])
+
+
+def test_a_merge_of_three_branches_folds():
+    """A three-input Add's serialized inputs are a list of three tensors, which the rewiring once took for one
+    [layer, node, tensor] reference (TypeError: unhashable type: 'dict')."""
+    inputs = keras.Input((16, 16, 3))
+    branches = [BN(name=f"bn_{index}")(keras.layers.Conv2D(4, 3, padding="same")(inputs)) for index in range(3)]
+    model = randomize_batchnorm(keras.Model(inputs, keras.layers.Flatten()(keras.layers.Add()(branches))))
+    probe = images(16)
+    folded, report = fold_batchnorm(model, probe=probe)
+    assert len(report.folded) == 3 and not any(isinstance(layer, BN) for layer in folded.layers)
+    assert_same_predictions(model, folded, probe)

@@ -123,6 +123,10 @@ FOREIGN_CASES = [
      "its output is (30, 30, 5) per image, and parity is measured on one vector per image"),
     (["quantize", "{folder}/channels_first.keras", "--quantize", "none", "--output", "{folder}/o.tflite"],
      "on this machine ("),
+    (["compare", "--reference", "{folder}/channels_first.keras", "--data", "{folder}/digits.npz", "{folder}/any.tflite"],
+     "Keras cannot run 'functional"),
+    (["reference", "{folder}/channels_first.keras", "--data", "{folder}/digits.npz", "--output", "{folder}/o.onnx"],
+     "Keras cannot run 'functional"),
 ]
 
 

@@ -179,7 +179,7 @@ def _rewire(value, renames):
             for item in value.values():
                 _rewire(item, renames)
     elif isinstance(value, (list, tuple)):
-        if isinstance(value, list) and len(value) == 3 and value[0] in renames:
+        if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str) and value[0] in renames:
             value[0] = renames[value[0]]  # a [name, node, tensor] output reference
         for item in value:
             _rewire(item, renames)
@@ -243,6 +243,18 @@ def _outputs(model, probe):
     return np.asarray(model.predict_on_batch(probe), dtype=np.float64)
 
 
+def runnable_outputs(model, probe):
+    """_outputs, with a model the Keras backend cannot run here refused in one line."""
+    try:
+        return _outputs(model, probe)
+    except MemoryError:
+        raise
+    except Exception as error:  # the backend's own error types: TensorFlow's, JAX's
+        reason = " ".join(str(error).split("\n\n")[-1].split())[:200]
+        raise ModelError(f"Keras cannot run {model.name!r} on this machine ({reason}); save it with layers this "
+                         "backend runs (e.g. channels_last convolutions on a CPU)") from error
+
+
 def fold_batchnorm(model, probe=None):
     """Return (folded_model, FoldReport).
 
@@ -268,14 +280,7 @@ def fold_batchnorm(model, probe=None):
     if probe.shape[1:] != tuple(source.input_shape[1:]):
         raise ConfigError(f"the probe batch is {probe.shape}, where {source.name!r} takes "
                           f"(N, {', '.join(map(str, source.input_shape[1:]))})")
-    try:
-        reference = _outputs(source, probe)
-    except MemoryError:
-        raise
-    except Exception as error:  # the backend's own error types: TensorFlow's, JAX's
-        reason = " ".join(str(error).split("\n\n")[-1].split())[:200]
-        raise ModelError(f"Keras cannot run {source.name!r} on this machine ({reason}); save it with layers this "
-                         "backend runs (e.g. channels_last convolutions on a CPU)") from error
+    reference = runnable_outputs(source, probe)
     if not np.all(np.isfinite(reference)):
         raise ModelError(f"{source.name!r} computes values that are not finite numbers (NaN or infinity) on the "
                          "probe images: check the weights")

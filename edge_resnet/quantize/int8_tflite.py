@@ -29,7 +29,7 @@ def check_ranges_cover(model_bytes, ranges):
     """Every activation tensor needs a range; a missing one would make the
     quantizer guess."""
     subgraph = read_flatbuffer(model_bytes).subgraphs[0]
-    names = [subgraph.tensors[index].name.decode() for index in activation_tensor_indices(subgraph)]
+    names = [subgraph.tensors[index].name.decode() for index in activation_tensor_indices(subgraph, float_only=True)]
     missing = [name for name in names if name not in ranges]
     if missing:
         raise ConfigError(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
+PRE_ACTIVATION = "pre_activation"  # "<layer>/pre_activation": a layer's main op's output, before its activation
 EXPORTER = "edge-resnet"
 TO_NCHW, TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
 
@@ -131,7 +132,7 @@ def with_activation(graph, layer, op_output_value):
 
 def op_output_name(layer):
     """Where a layer's main op writes: the layer's name, unless an activation follows."""
-    return layer.name if activation_name(layer) == "linear" else f"{layer.name}/pre_activation"
+    return layer.name if activation_name(layer) == "linear" else f"{layer.name}/{PRE_ACTIVATION}"
 
 
 def explicit_pads(layer, input_shape, kernel_size, strides, dilation=(1, 1)):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, ConversionError
 from ..files import atomic_output
-from .keras_onnx import INPUT_NAME, OUTPUT_NAME
+from .keras_onnx import EXPORTER, INPUT_NAME, OUTPUT_NAME, PRE_ACTIVATION
 from ..quiet import native_output_silenced
 from .recipe import ONNX_ROUTES, QuantizationRecipe, artifact_record, keras_model_info, write_record
 from .tflite import check_calibration_fits, float_tflite, to_tflite
@@ -172,31 +172,93 @@ def onnx_from_tflite(tflite_path, opset=DEFAULT_OPSET):
 
 VALUE_PRESERVING_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
 CLIPPING_OPS = ("Relu", "Clip")  # a tensor read only by one of these may take its reader's range
+BOUNDED_OPS = {"Sigmoid": (0.0, 1.0), "Softmax": (0.0, 1.0), "Tanh": (-1.0, 1.0)}  # no output leaves these
+
+
+@dataclass(frozen=True)
+class LayerRanges:
+    """Ranges of the float TFLite tensors a Keras layer writes: `outputs`,
+    what each layer passes on; `main_outputs`, its main op's output (a
+    convolution's before the activation the layer applies)."""
+
+    outputs: dict
+    main_outputs: dict
 
 
 def layer_ranges(tflite_ranges, statistics, layer_names, output_layer):
-    """{Keras layer name: range} from ranges keyed by float .tflite tensor
-    name. A fused tensor (conv + ReLU) is the output of the first layer its
-    name lists; the graph output is the model's output layer."""
+    """LayerRanges from ranges keyed by float .tflite tensor name. A layer's
+    tensors come in execution order (the statistics' order): the first is
+    its main op's output, the last what it passes on. A fused tensor (conv +
+    ReLU) belongs to the first layer its name lists; the graph output is the
+    model's output layer's."""
     from .statistics import keras_layer_of
 
-    by_layer = {}
-    for name, value in tflite_ranges.items():
-        layer = output_layer if name in statistics.graph_outputs else keras_layer_of(name, layer_names,
-                                                                                      scoped=True)
+    outputs, main_outputs, graph_output = {}, {}, None
+    for tensor in statistics.tensors:
+        value = tflite_ranges.get(tensor.name)
+        if value is None:
+            continue
+        if tensor.name in statistics.graph_outputs:
+            layer, graph_output = output_layer, value
+        else:
+            layer = keras_layer_of(tensor.name, layer_names, scoped=True)
         if layer is not None:
-            by_layer.setdefault(layer, value)
-    return by_layer
+            main_outputs.setdefault(layer, value)
+            outputs[layer] = value
+    if graph_output is not None:
+        outputs[output_layer] = graph_output
+    return LayerRanges(outputs, main_outputs)
 
 
-def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output_layer):
+def interval(op_type, first, second, second_is_constant):
+    """The range of `op_type`'s output over inputs in ranges `first` and
+    `second`, or None: a product or quotient only by a constant (the bound
+    of two activations' product is too loose to quantize with)."""
+    (a_low, a_high), (b_low, b_high) = first, second
+    if op_type == "Add":
+        return a_low + b_low, a_high + b_high
+    if op_type == "Sub":
+        return a_low - b_high, a_high - b_low
+    if op_type in ("Mul", "Div") and second_is_constant:
+        if op_type == "Div":
+            if b_low <= 0 <= b_high:
+                return None
+            b_low, b_high = 1 / b_high, 1 / b_low
+        products = [a * b for a in (a_low, a_high) for b in (b_low, b_high)]
+        return min(products), max(products)
+    return None
+
+
+def clipped(source, low, high):
+    """Range `source` (None: unknown) clipped to [low, high] (None: no bound
+    on that side)."""
+    if source is None:
+        return None if low is None or high is None else (low, high)
+    new_low, new_high = source
+    if low is not None:
+        new_low, new_high = max(new_low, low), max(new_high, low)
+    if high is not None:
+        new_low, new_high = min(new_low, high), min(new_high, high)
+    return new_low, new_high
+
+
+def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output_layer, scoped_names=False):
     """{ONNX tensor name: (low, high)} for every float activation tensor of
-    the float ONNX graph, from ranges keyed by the TFLite model's tensors. A tensor
-    maps to the Keras layer its name comes from; a layout op's output has its
-    input's range; a tensor read only by a ReLU has the ReLU output's range
-    (quantizing it there loses nothing: ReLU would clip the rest; the same
-    for Clip, as ReLU6 is written). Refuses
-    a graph with a tensor it cannot place."""
+    the float ONNX graph, from ranges keyed by the TFLite model's tensors.
+    A tensor that a Keras layer passes on (read outside the layer, or a graph
+    output) has the range of what that layer passes on in the TFLite model,
+    and a layer's "<layer>/pre_activation" its main op's; a layout op's
+    output has its input's range; a tensor read only by a ReLU has the ReLU
+    output's range (quantizing it there loses nothing: ReLU would clip the
+    rest; the same for Clip, as ReLU6 is written). Any other tensor, such as
+    one inside a layer, or one the TFLite converter folded away, has the range
+    its op cannot leave: a sigmoid's, a sum of ranges, a range scaled by a
+    constant (a Rescaling or Normalization layer). Refuses a graph with a
+    tensor it cannot place. `scoped_names`: the graph's names are
+    TensorFlow's (tf2onnx), which scope a layer's call as the TFLite's are."""
+    import numpy as np
+    from onnx import numpy_helper
+
     from .statistics import keras_layer_of
 
     graph = proto.graph
@@ -206,22 +268,72 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
+    constants = {}
+    for tensor in graph.initializer:
+        values = numpy_helper.to_array(tensor)
+        if values.size and np.issubdtype(values.dtype, np.floating):
+            constants[tensor.name] = (float(values.min()), float(values.max()))
+    graph_outputs = {value.name for value in graph.output}
     fixed = {value.name: tflite_ranges[statistics.graph_inputs[0]] for value in graph.input}
-    fixed.update({value.name: by_layer.get(output_layer) for value in graph.output})
+    fixed.update({name: by_layer.outputs.get(output_layer) for name in graph_outputs})
     resolved = {}
+
+    def passed_on(name, layer):
+        """Whether `layer` passes tensor `name` on: a graph output, or read by
+        another layer (through layout ops)."""
+        if name in graph_outputs:
+            return True
+        for reader in readers.get(name, []):
+            if reader.op_type in VALUE_PRESERVING_OPS:
+                if passed_on(reader.output[0], layer):
+                    return True
+            elif keras_layer_of(reader.output[0], layer_names, scoped_names) != layer:
+                return True
+        return False
+
+    def from_layer(name):
+        layer = keras_layer_of(name, layer_names, scoped_names)
+        if layer is None:
+            return None
+        if name == f"{layer}/{PRE_ACTIVATION}":
+            return by_layer.main_outputs.get(layer)
+        return by_layer.outputs.get(layer) if passed_on(name, layer) else None
+
+    def from_op(node):
+        if node is None:
+            return None
+        if node.op_type in BOUNDED_OPS:
+            return BOUNDED_OPS[node.op_type]
+        if node.op_type == "Relu":
+            return clipped(resolve(node.input[0]), 0.0, None)
+        if node.op_type == "Clip":
+            low, high = ([constants.get(name, (None, None))[0] for name in node.input[1:3]] + [None, None])[:2]
+            return clipped(resolve(node.input[0]), low, high)
+        if len(node.input) != 2:
+            return None
+        first, second = node.input
+        if first in constants and second not in constants and node.op_type in ("Add", "Mul"):
+            first, second = second, first
+        first_range = constants.get(first) or resolve(first)
+        second_range = constants.get(second) or resolve(second)
+        if first_range is None or second_range is None:
+            return None
+        return interval(node.op_type, first_range, second_range, second in constants)
 
     def resolve(name):
         if name not in resolved:
             node, read_by = producer.get(name), readers.get(name, [])
-            if name in fixed:
-                resolved[name] = fixed[name]
-            elif node is not None and node.op_type in VALUE_PRESERVING_OPS:
+            if name not in fixed and node is not None and node.op_type in VALUE_PRESERVING_OPS:
                 resolved[name] = resolve(node.input[0])
-            elif len(read_by) == 1 and read_by[0].op_type in CLIPPING_OPS:
-                resolved[name] = resolve(read_by[0].output[0])
             else:
-                resolved[name] = by_layer.get(keras_layer_of(name, layer_names))
+                clipped_by = read_by[0] if len(read_by) == 1 and read_by[0].op_type in CLIPPING_OPS else None
+                resolved[name] = (fixed.get(name) or (clipped_by and placed(clipped_by.output[0]))
+                                  or from_layer(name) or from_op(node))
         return resolved[name]
+
+    def placed(name):
+        """The range of a tensor by what it is, not by the op writing it."""
+        return fixed.get(name) or from_layer(name)
 
     initializers = {tensor.name for tensor in graph.initializer}
     names = [value.name for value in graph.input] + [
@@ -230,9 +342,10 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
     missing = [name for name, value in ranges.items() if value is None]
     if missing:
         raise ConversionError(
-            f"no activation range for ONNX tensor {missing[0]!r} ({len(missing)} in all): the float ONNX graph "
-            "has a tensor the float TFLite model does not; make the int8 TFLite alone (quantize --output X.tflite, "
-            "convert --formats tflite), or an int8 ONNX from it with --onnx-route tflite"
+            f"no activation range for ONNX tensor {missing[0]!r} ({len(missing)} in all): the float TFLite model "
+            "has no tensor of that value (it lies inside a layer, or the converter folded it away) and its op "
+            "does not bound it; make the int8 TFLite alone (quantize --output X.tflite, convert --formats tflite), "
+            "or an int8 ONNX from it with --onnx-route tflite"
         )
     return ranges
 
@@ -525,8 +638,11 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                 layer_names = {layer.name for layer in model.layers if not isinstance(layer, keras.Model)}
                 output_layer = model.outputs[0]._keras_history[0].name
 
+                scoped_names = not exporter.startswith(EXPORTER)  # tf2onnx names
+
                 def to_onnx_ranges(tflite_ranges):
-                    return onnx_activation_ranges(prepared.proto, tflite_ranges, statistics, layer_names, output_layer)
+                    return onnx_activation_ranges(prepared.proto, tflite_ranges, statistics, layer_names, output_layer,
+                                                  scoped_names)
 
                 method, tflite_ranges, selection = resolved_ranges(
                     statistics, recipe.range_method(),

@@ -84,19 +84,29 @@ def flatbuffer_bytes(model):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def activation_tensor_indices(subgraph):
-    """The tensors an int8 model quantizes from calibration: the graph inputs
-    and every operator output, in execution order, without repeats."""
+def activation_tensor_indices(subgraph, float_only=False):
+    """The graph inputs and every operator output, in execution order,
+    without repeats; `float_only`: the float32 ones, which an int8 model
+    quantizes from calibration (not the integer sizes a Flatten or Reshape
+    computes from a tensor's shape)."""
+    from ai_edge_litert import schema_py_generated as schema
+
     indices = list(subgraph.inputs) + [index for op in subgraph.operators for index in op.outputs]
-    return list(dict.fromkeys(index for index in indices if index >= 0))
+    indices = list(dict.fromkeys(index for index in indices if index >= 0))
+    if float_only:
+        return [index for index in indices if subgraph.tensors[index].type == schema.TensorType.FLOAT32]
+    return indices
 
 
 def check_float_model(model, what):
+    """Refuse a model with a quantized or float16 tensor; integer sizes and indices are part of float models."""
     from ai_edge_litert import schema_py_generated as schema
 
     subgraph = model.subgraphs[0]
+    shape_types = (schema.TensorType.INT32, schema.TensorType.INT64, schema.TensorType.BOOL)
     for index in activation_tensor_indices(subgraph):
-        if subgraph.tensors[index].type != schema.TensorType.FLOAT32:
+        kind = subgraph.tensors[index].type
+        if kind != schema.TensorType.FLOAT32 and (kind not in shape_types or index in subgraph.inputs):
             name = subgraph.tensors[index].name.decode()
             raise ModelError(
                 f"{what} is not a float32 model (tensor {name!r} is not float32); "
@@ -112,7 +122,7 @@ def exposed_model(model_bytes, what="the model", require_float=True):
     if require_float:
         check_float_model(model, what)
     subgraph = model.subgraphs[0]
-    activations = activation_tensor_indices(subgraph)
+    activations = activation_tensor_indices(subgraph, float_only=require_float)
     subgraph.outputs = list(dict.fromkeys(list(subgraph.outputs) + activations))
     names = [subgraph.tensors[index].name.decode() for index in activations]
     return flatbuffer_bytes(model), names
