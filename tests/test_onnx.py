@@ -346,3 +346,18 @@ def test_tf2onnx_names_map_to_their_own_layers(digits_calibration, held_out, tmp
     onnx_db, tflite_db = int8_onnx_and_tflite_sqnr(model, digits_calibration, held_out, tmp_path)
     assert json.loads(record_path(tmp_path / "model.onnx").read_text())["exporter"].startswith("tf2onnx")
     assert tflite_db > 25 and onnx_db > tflite_db - 6
+
+
+def test_an_op_s_range_is_derived_from_its_inputs_ranges():
+    from edge_resnet.quantize.onnx_export import clipped, interval
+
+    assert interval("Add", (-1.0, 2.0), (3.0, 4.0), True) == (2.0, 6.0)
+    assert interval("Sub", (-1.0, 2.0), (3.0, 4.0), False) == (-5.0, -1.0)
+    assert interval("Mul", (-1.0, 2.0), (-3.0, -3.0), True) == (-6.0, 3.0)
+    assert interval("Div", (-1.0, 2.0), (-4.0, -2.0), True) == (-1.0, 0.5)
+    assert interval("Div", (-1.0, 2.0), (-1.0, 2.0), True) is None  # a divisor that may be 0
+    assert interval("Mul", (-1.0, 2.0), (0.0, 1.0), False) is None  # two activations: too loose
+    assert clipped((-3.0, 9.0), 0.0, 6.0) == (0.0, 6.0)
+    assert clipped((7.0, 9.0), 0.0, 6.0) == (6.0, 6.0)  # wholly above the clip
+    assert clipped((-3.0, 9.0), 0.0, None) == (0.0, 9.0)
+    assert clipped(None, 0.0, 6.0) == (0.0, 6.0) and clipped(None, 0.0, None) is None

@@ -139,7 +139,7 @@ def artifact_descriptions(artifacts):
 
 def _keras_inputs(request):
     from ..data.images import image_set
-    from ..model.source import check_image_model, load_named_model
+    from ..model.source import check_image_model, check_runs_here, load_named_model
     from ..data.labels import read_labels_file
 
     if request.data is None:
@@ -147,6 +147,7 @@ def _keras_inputs(request):
                           "or give golden outputs as --reference")
     reference = load_named_model(request.reference, request.input_size, request.classes, request.weights)
     check_image_model(reference)
+    check_runs_here(reference)
     data = image_set(request.data, request.preprocessing_at(*reference.input_shape[1:3]),
                      size=request.eval_size, seed=request.seed or 0, preprocessed=request.preprocessed,
                      check_readable=False)
@@ -203,7 +204,7 @@ def write_reference(request, progress=None):
     """
     from ..data.images import image_set
     from ..files import refuse_writing_over_inputs
-    from ..model.source import check_image_model, load_named_model, model_source
+    from ..model.source import check_image_model, check_runs_here, load_named_model, model_source
     from .golden import parse_shard, write_golden
     from ..data.labels import read_labels_file
 
@@ -213,6 +214,7 @@ def write_reference(request, progress=None):
     refuse_writing_over_inputs([request.output], [request.model, request.weights, request.data], kind="directory")
     model = load_named_model(request.model, request.input_size, request.classes, request.weights)
     check_image_model(model)
+    check_runs_here(model)
     data = image_set(request.data, request.preprocessing_at(*model.input_shape[1:3]), size=request.eval_size,
                      seed=request.seed, preprocessed=request.preprocessed, check_readable=False)
     class_names = read_labels_file(request.labels, int(model.output_shape[-1])) if request.labels else None

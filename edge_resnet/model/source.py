@@ -108,17 +108,20 @@ def image_model_problem(model, parity=True):
 
 
 def check_image_model(model, parity=True):
-    """Refuse a model images cannot be fed to (with `parity`: or that this
-    machine's Keras backend cannot run, before any artifact runs)."""
-    import numpy as np
-
     from ..errors import ModelError
-    from .fold import runnable_outputs
 
     if problem := image_model_problem(model, parity):
         raise ModelError(f"model {model.name!r} cannot be calibrated or checked here: {problem}")
-    if parity:
-        runnable_outputs(model, np.zeros((1, *model.input_shape[1:]), np.float32))
+
+
+def check_runs_here(model):
+    """Refuse, in one line, a model this machine's Keras backend cannot run
+    (the fold does the same for the commands that fold)."""
+    import numpy as np
+
+    from .fold import runnable_outputs
+
+    runnable_outputs(model, np.zeros((1, *model.input_shape[1:]), np.float32))
 
 
 def _input_shape(input_size):

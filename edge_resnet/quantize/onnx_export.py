@@ -173,13 +173,14 @@ def onnx_from_tflite(tflite_path, opset=DEFAULT_OPSET):
 VALUE_PRESERVING_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
 CLIPPING_OPS = ("Relu", "Clip")  # a tensor read only by one of these may take its reader's range
 BOUNDED_OPS = {"Sigmoid": (0.0, 1.0), "Softmax": (0.0, 1.0), "Tanh": (-1.0, 1.0)}  # no output leaves these
+DERIVING_OPS = ("Add", "Sub", "Mul", "Div", "Clip")  # ops whose constant operands bound their output
 
 
 @dataclass(frozen=True)
 class LayerRanges:
     """Ranges of the float TFLite tensors a Keras layer writes: `outputs`,
-    what each layer passes on; `main_outputs`, its main op's output (a
-    convolution's before the activation the layer applies)."""
+    its last tensor (what it passes on); `main_outputs`, its first (its main
+    op's output: a convolution's before the activation the layer applies)."""
 
     outputs: dict
     main_outputs: dict
@@ -212,8 +213,9 @@ def layer_ranges(tflite_ranges, statistics, layer_names, output_layer):
 
 def interval(op_type, first, second, second_is_constant):
     """The range of `op_type`'s output over inputs in ranges `first` and
-    `second`, or None: a product or quotient only by a constant (the bound
-    of two activations' product is too loose to quantize with)."""
+    `second`; None unless Add or Sub, or Mul or Div by a constant (not one
+    spanning 0): the bound of two activations' product is too loose to
+    quantize with."""
     (a_low, a_high), (b_low, b_high) = first, second
     if op_type == "Add":
         return a_low + b_low, a_high + b_high
@@ -257,6 +259,7 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
     tensor it cannot place. `scoped_names`: the graph's names are
     TensorFlow's (tf2onnx), which scope a layer's call as the TFLite's are."""
     import numpy as np
+    import onnx
     from onnx import numpy_helper
 
     from .statistics import keras_layer_of
@@ -268,11 +271,13 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
-    constants = {}
+    operands = {name for node in graph.node if node.op_type in DERIVING_OPS for name in node.input}
+    constants = {}  # the finite float constants an op's range may be derived with (not every weight)
     for tensor in graph.initializer:
-        values = numpy_helper.to_array(tensor)
-        if values.size and np.issubdtype(values.dtype, np.floating):
-            constants[tensor.name] = (float(values.min()), float(values.max()))
+        if tensor.name in operands:
+            values = numpy_helper.to_array(tensor)
+            if values.size and np.issubdtype(values.dtype, np.floating) and np.all(np.isfinite(values)):
+                constants[tensor.name] = (float(values.min()), float(values.max()))
     graph_outputs = {value.name for value in graph.output}
     fixed = {value.name: tflite_ranges[statistics.graph_inputs[0]] for value in graph.input}
     fixed.update({name: by_layer.outputs.get(output_layer) for name in graph_outputs})
@@ -287,17 +292,23 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
             if reader.op_type in VALUE_PRESERVING_OPS:
                 if passed_on(reader.output[0], layer):
                     return True
-            elif keras_layer_of(reader.output[0], layer_names, scoped_names) != layer:
-                return True
+            elif layer_of(reader.output[0]) not in (layer, None):
+                return True  # a reader of no layer (a converter's helper op) says nothing
         return False
 
+    def layer_of(name):
+        return output_layer if name in graph_outputs else keras_layer_of(name, layer_names, scoped_names)
+
     def from_layer(name):
-        layer = keras_layer_of(name, layer_names, scoped_names)
+        layer = layer_of(name)
         if layer is None:
             return None
-        if name == f"{layer}/{PRE_ACTIVATION}":
-            return by_layer.main_outputs.get(layer)
-        return by_layer.outputs.get(layer) if passed_on(name, layer) else None
+        if passed_on(name, layer):
+            return by_layer.outputs.get(layer)
+        node = producer.get(name)
+        main_op = name == f"{layer}/{PRE_ACTIVATION}" or (scoped_names and node is not None
+                                                          and node.op_type in COMPUTE_OPS)
+        return by_layer.main_outputs.get(layer) if main_op else None
 
     def from_op(node):
         if node is None:
@@ -307,7 +318,10 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
         if node.op_type == "Relu":
             return clipped(resolve(node.input[0]), 0.0, None)
         if node.op_type == "Clip":
-            low, high = ([constants.get(name, (None, None))[0] for name in node.input[1:3]] + [None, None])[:2]
+            bounds = list(node.input[1:3]) + ["", ""]
+            if any(bound and bound not in constants for bound in bounds[:2]):
+                return None  # a bound computed at run time
+            low, high = (constants[bound][0] if bound else None for bound in bounds[:2])
             return clipped(resolve(node.input[0]), low, high)
         if len(node.input) != 2:
             return None
@@ -327,17 +341,19 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
                 resolved[name] = resolve(node.input[0])
             else:
                 clipped_by = read_by[0] if len(read_by) == 1 and read_by[0].op_type in CLIPPING_OPS else None
-                resolved[name] = (fixed.get(name) or (clipped_by and placed(clipped_by.output[0]))
+                resolved[name] = (fixed.get(name) or (clipped_by and range_by_name(clipped_by.output[0]))
                                   or from_layer(name) or from_op(node))
         return resolved[name]
 
-    def placed(name):
-        """The range of a tensor by what it is, not by the op writing it."""
+    def range_by_name(name):
+        """A tensor's range from what its name says it is (not from the op writing it)."""
         return fixed.get(name) or from_layer(name)
 
     initializers = {tensor.name for tensor in graph.initializer}
+    not_float = {value.name for value in (*graph.value_info, *graph.output)
+                 if value.type.tensor_type.elem_type not in (0, onnx.TensorProto.FLOAT)}  # 0: type unknown
     names = [value.name for value in graph.input] + [
-        output for node in graph.node for output in node.output if output not in initializers]
+        output for node in graph.node for output in node.output if output not in initializers | not_float]
     ranges = {name: resolve(name) for name in names}
     missing = [name for name, value in ranges.items() if value is None]
     if missing:

@@ -99,14 +99,16 @@ def activation_tensor_indices(subgraph, float_only=False):
 
 
 def check_float_model(model, what):
-    """Refuse a model with a quantized or float16 tensor; integer sizes and indices are part of float models."""
+    """Refuse a model with a quantized or float16 tensor, or a non-float32 input or output; integer sizes and
+    indices inside the graph are part of float models."""
     from ai_edge_litert import schema_py_generated as schema
 
     subgraph = model.subgraphs[0]
     shape_types = (schema.TensorType.INT32, schema.TensorType.INT64, schema.TensorType.BOOL)
     for index in activation_tensor_indices(subgraph):
         kind = subgraph.tensors[index].type
-        if kind != schema.TensorType.FLOAT32 and (kind not in shape_types or index in subgraph.inputs):
+        inside = index not in subgraph.inputs and index not in subgraph.outputs
+        if kind != schema.TensorType.FLOAT32 and not (kind in shape_types and inside):
             name = subgraph.tensors[index].name.decode()
             raise ModelError(
                 f"{what} is not a float32 model (tensor {name!r} is not float32); "
