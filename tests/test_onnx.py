@@ -328,6 +328,11 @@ def test_an_onnx_tensor_inside_a_layer_the_tflite_cannot_range_is_refused(digits
                                               "--onnx-route tflite"):
         to_onnx(model, QuantizationRecipe(calibration_method="minmax"), digits_calibration,
                 output=tmp_path / "model.onnx")
+    # the way round it the line names fails in tf2onnx on this model: said as an error, not a traceback
+    with pytest.raises(ConversionError, match="tf2onnx cannot convert the int8 TFLite model to ONNX .*Graph has "
+                                              "cycles.*use the int8 TFLite itself"):
+        to_onnx(model, QuantizationRecipe(calibration_method="minmax"), digits_calibration,
+                output=tmp_path / "model.onnx", route="tflite")
     assert not (tmp_path / "model.onnx").exists()
 
 

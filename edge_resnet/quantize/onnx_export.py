@@ -158,7 +158,14 @@ def onnx_from_tflite(tflite_path, opset=DEFAULT_OPSET):
 
     check_opset(opset)
     with native_output_silenced():
-        proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=opset)
+        try:
+            proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=opset)
+        except MemoryError:
+            raise
+        except Exception as error:  # tf2onnx raises anything on a graph it cannot rewrite
+            reason = " ".join(str(error).split())[:200]
+            raise ConversionError(f"tf2onnx cannot convert the int8 TFLite model to ONNX ({type(error).__name__}: "
+                                  f"{reason}); use the int8 TFLite itself (quantize --output X.tflite)") from error
         interpreter = tflite_interpreter(tflite_path)
     stable_io_names(proto)
     for prefix, detail in (("input", interpreter.get_input_details()[0]), ("output", interpreter.get_output_details()[0])):
