@@ -259,6 +259,7 @@ def test_layers_named_like_another_layer_s_call_scope_take_their_own_ranges(digi
     assert keras_layer_of("model_1/pool_1/MaxPool2d", {"pool", "pool_1"}, scoped=True) == "pool"
     assert keras_layer_of("model_1/pool_1_1/MaxPool2d", {"pool", "pool_1"}, scoped=True) == "pool_1"
     assert keras_layer_of("pool_1", {"pool", "pool_1"}) == "pool_1"  # our ONNX names are the layers' own
+    keras.utils.set_random_seed(0)  # unseeded, the weights came from whatever tests ran before: 7 dB apart on some
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.MaxPooling2D(name="pool")(keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs))
     x = keras.layers.MaxPooling2D(name="pool_1")(keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x))
