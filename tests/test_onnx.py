@@ -265,7 +265,12 @@ def test_layers_named_like_another_layer_s_call_scope_take_their_own_ranges(digi
     x = keras.layers.MaxPooling2D(name="pool_1")(keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x))
     model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
     onnx_db, tflite_db = int8_onnx_and_tflite_sqnr(model, digits_calibration, held_out, tmp_path)
-    assert onnx_db > tflite_db - 6
+    assert onnx_db > tflite_db - ONNX_SLACK_DB
+
+
+# On random weights the int8 ONNX (7-bit weights, uint8 activations) scores up to 10 dB under the int8 TFLite on
+# some draws (seeds 0-5 of the models below); a wrong range costs 20 dB or more, or a refusal.
+ONNX_SLACK_DB = 12
 
 
 def int8_onnx_and_tflite_sqnr(model, calibration, held_out, folder):
@@ -315,7 +320,7 @@ def test_a_layer_of_several_onnx_tensors_gives_each_its_own_range(kind, digits_c
     keras.utils.set_random_seed(3)
     onnx_db, tflite_db = int8_onnx_and_tflite_sqnr(several_tensor_layers(kind), digits_calibration, held_out,
                                                    tmp_path)
-    assert tflite_db > 25 and onnx_db > tflite_db - 6
+    assert tflite_db > 25 and onnx_db > tflite_db - ONNX_SLACK_DB
 
 
 def test_an_onnx_tensor_inside_a_layer_the_tflite_cannot_range_is_refused(digits_calibration, tmp_path):
@@ -341,17 +346,17 @@ def test_tf2onnx_names_map_to_their_own_layers(digits_calibration, held_out, tmp
     """A graph tf2onnx writes (here for a Cropping2D) names a layer's tensors by its call scope, "conv_1" for
     layer "conv": read unscoped, each layer took the range of the next one's."""
     layers = keras.layers
+    keras.utils.set_random_seed(4)
     inputs = keras.Input((32, 32, 3))
     x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(layers.Cropping2D(2)(inputs))
     x = layers.Conv2D(8, 3, padding="same", name="conv_1")(x)
     x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_2")(x)
-    keras.utils.set_random_seed(4)
     model = keras.Model(inputs, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)))
     wide = model.get_layer("conv_1")
     wide.kernel.assign(wide.kernel * 30.0)  # a range far from conv's
     onnx_db, tflite_db = int8_onnx_and_tflite_sqnr(model, digits_calibration, held_out, tmp_path)
     assert json.loads(record_path(tmp_path / "model.onnx").read_text())["exporter"].startswith("tf2onnx")
-    assert tflite_db > 25 and onnx_db > tflite_db - 6
+    assert tflite_db > 25 and onnx_db > tflite_db - ONNX_SLACK_DB
 
 
 def test_an_op_s_range_is_derived_from_its_inputs_ranges():
