@@ -356,11 +356,11 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
         """A tensor's range from what its name says it is (not from the op writing it)."""
         return fixed.get(name) or from_layer(name)
 
-    initializers = {tensor.name for tensor in graph.initializer}
-    not_float = {value.name for value in (*graph.value_info, *graph.output)
-                 if value.type.tensor_type.elem_type not in (0, onnx.TensorProto.FLOAT)}  # 0: type unknown
+    not_ranged = {tensor.name for tensor in graph.initializer} | {
+        value.name for value in (*graph.value_info, *graph.output)
+        if value.type.tensor_type.elem_type not in (0, onnx.TensorProto.FLOAT)}  # 0: type unknown
     names = [value.name for value in graph.input] + [
-        output for node in graph.node for output in node.output if output not in initializers | not_float]
+        output for node in graph.node for output in node.output if output not in not_ranged]
     ranges = {name: resolve(name) for name in names}
     missing = [name for name, value in ranges.items() if value is None]
     if missing:
