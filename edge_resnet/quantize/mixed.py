@@ -9,9 +9,13 @@ parts of the network are kept in float32 until the budget is met: in the
 TFLite, their operators run between a DEQUANTIZE and a QUANTIZE (XNNPACK
 runs int8 and float operators in one graph); in the ONNX, onnxruntime leaves
 their nodes out of quantization (a Route says how each format does it). The
-parts are the network's own: the stem (conv1, pool1), each residual block
-(convN_blockM, its convolutions and its addition), the head (pooling and
-classifier).
+parts are the network's own: in a ResNet (layers named convN_blockM_...)
+the stem (conv1, pool1), each residual block (its convolutions and its
+addition), the head (pooling and classifier); in any other network the
+spans between the points where one tensor carries everything on (a
+residual block's output, or one layer's in a chain: graph_parts), each
+with at least one weight layer, the last of them (the one writing the
+output) the head.
 
 Everything is measured on held-out calibration images, never on the
 evaluation images: every calibration image is scored, each by a candidate
@@ -119,6 +123,7 @@ EVALUATION_SLACK_DB = 1.0  # how far other images may fall short of a budget and
 PRECISIONS = {"dynamic": "dynamic-range int8 (int8 weights, activations quantized per image at run time)",
               "float32": "float32"}
 BLOCK = re.compile(r"(conv\d+_block\d+)_")
+WEIGHT_OP = re.compile(r"/(convolution|depthwise|Conv2D|DepthwiseConv2dNative|MatMul|BiasAdd)")  # TF op names
 JUDGED_BY_LOGITS = ("a softmax head: full int8's output SQNR as measured, its error apart from the int8 output "
                     "grid's lowered by each step's gain in the mean over images of each image's logits (the "
                     "softmax's input) SQNR")
@@ -386,7 +391,7 @@ class MixedSearch:
     excluded: dict  # part -> why it was not tried
     stopped: str  # why the search ended
     precision: str = "float32"  # what the chosen parts run in (PRECISIONS)
-    weighted: frozenset = frozenset()  # the operators that hold weights (dynamic precision quantizes those)
+    dynamic_capable: frozenset = frozenset()  # the weight operators dynamic precision quantizes
     also_tried: tuple = ()  # the searches in other precisions that did not meet the budget (their record summaries)
     float_output: dict = None  # an int8 output's budget tried with a float32 output (with_float_output_summary)
 
@@ -427,7 +432,7 @@ class MixedSearch:
 
     def scopes(self):
         """(operators in float32, operators in dynamic-range int8) of the TFLite artifact."""
-        float32, dynamic = split_by_precision(self.float_scopes(), self.weighted, self.precision)
+        float32, dynamic = split_by_precision(self.float_scopes(), self.dynamic_capable, self.precision)
         demoted = self.chosen.dynamic_operators
         return tuple(scope for scope in float32 if scope not in demoted), dynamic + demoted
 
@@ -666,9 +671,12 @@ def part_of(scope, seen_block):
 
 
 def model_parts(float_model_bytes):
-    """{part: (operator scopes, in graph order)} of a float TFLite ResNet."""
+    """{part: (operator scopes, in graph order)} of a float TFLite network."""
     subgraph = read_flatbuffer(float_model_bytes).subgraphs[0]
-    return parts_in_order(operator_scope(subgraph, operator) for operator in subgraph.operators)
+    operators = [(operator_scope(subgraph, operator), tuple(operator.inputs), tuple(operator.outputs))
+                 for operator in subgraph.operators]
+    return network_parts(operators, tuple(subgraph.inputs), tuple(subgraph.outputs),
+                         weighted_scopes(float_model_bytes))
 
 
 def operator_scope(subgraph, operator):
@@ -676,30 +684,127 @@ def operator_scope(subgraph, operator):
     return ";".join(subgraph.tensors[index].name.decode() for index in operator.outputs)
 
 
-def weighted_scopes(float_model_bytes):
-    """The scopes of a float TFLite's operators that hold weights (convolutions, fully connected)."""
+def weighted_scopes(float_model_bytes, dynamic_only=False):
+    """The scopes of a float TFLite's operators that hold weights
+    (convolutions, fully connected); `dynamic_only`: those XNNPACK runs in
+    dynamic-range int8 (it has no such depthwise convolution: one would
+    leave the graph to the reference kernels)."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = read_flatbuffer(float_model_bytes)
     subgraph = model.subgraphs[0]
-    holding = {schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D,
-               schema.BuiltinOperator.FULLY_CONNECTED}
+    holding = {schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.FULLY_CONNECTED}
+    if not dynamic_only:
+        holding.add(schema.BuiltinOperator.DEPTHWISE_CONV_2D)
     codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
     return frozenset(operator_scope(subgraph, operator) for operator in subgraph.operators
                      if codes[operator.opcodeIndex] in holding)
 
 
+def network_parts(operators, graph_inputs, graph_outputs, weighted):
+    """{part: (operator ids, in graph order)} of a network given as its
+    operators in graph order, (id, input tensors, output tensors) each: a
+    ResNet's by its layer names, any other's by its graph (graph_parts)."""
+    names = [name for name, _, _ in operators]
+    if any(BLOCK.search(name) for name in names):
+        return parts_in_order(names)
+    return graph_parts(operators, graph_inputs, graph_outputs, weighted)
+
+
 def parts_in_order(operator_names):
-    """{part: (operator names, in graph order)} of the operators named in graph order."""
+    """{part: (operator names, in graph order)} of a ResNet's operators named in graph order."""
     parts, seen_block = {}, False
     for name in operator_names:
         part = part_of(name, seen_block)
         seen_block = seen_block or part not in ("stem", "head")
         parts.setdefault(part, []).append(name)
-    if not seen_block:
-        raise ConfigError("the float32-parts search finds the parts of a ResNet by its layer names (convN_blockM_...); this model "
-                          "has none: build it with edge-resnet's or keras.applications' layer names")
     return {part: tuple(names) for part, names in parts.items()}
+
+
+def single_tensor_cuts(operators, graph_inputs, graph_outputs):
+    """The positions i (0-based) after which one tensor alone is still to be
+    read (by an operator after i, or as a graph output): everything the
+    rest of the network needs passes through it. Constants are never
+    written by an operator nor graph inputs, so they are never counted."""
+    end = len(operators)
+    last_read = {tensor: end for tensor in graph_outputs}
+    for position, (_, inputs, _) in enumerate(operators):
+        for tensor in inputs:
+            last_read[tensor] = max(last_read.get(tensor, position), position)
+    live = {tensor for tensor in graph_inputs if last_read.get(tensor, -1) >= 0}
+    cuts = []
+    for position, (_, _, outputs) in enumerate(operators[:-1]):
+        live = {tensor for tensor in live | set(outputs) if last_read.get(tensor, -1) > position}
+        if len(live) == 1:
+            cuts.append(position)
+    return cuts
+
+
+def graph_parts(operators, graph_inputs, graph_outputs, weighted):
+    """{part: (operator ids, in graph order)} of a network with no ResNet
+    names: the spans between single-tensor cuts (a block with a skip
+    connection is one span, a chain of layers one span per layer), those
+    without a weight layer joined to the span before (an activation goes
+    with its convolution), leading ones to the first with one; the last
+    part, which writes the output, is the head. Parts are named after what
+    their operators' layers share (block_3 for block_3_expand ...
+    block_3_add), else their first weight layer."""
+    spans, start = [], 0
+    for cut in [*single_tensor_cuts(operators, graph_inputs, graph_outputs), len(operators) - 1]:
+        spans.append([name for name, _, _ in operators[start:cut + 1]])
+        start = cut + 1
+    merged, leading = [], []
+    for span in spans:
+        holds_weights = any(name in weighted for name in span)
+        if merged and not holds_weights:
+            merged[-1].extend(span)
+        elif holds_weights:
+            merged.append(leading + span)
+            leading = []
+        else:
+            leading.extend(span)
+    if leading:  # no weight layer anywhere
+        merged.append(leading)
+    parts = {}
+    for position, span in enumerate(merged):
+        name = "head" if position == len(merged) - 1 else span_name(span, weighted)
+        unique = name
+        while unique in parts:
+            unique = f"{name}.{sum(key.split('.')[0] == name for key in parts) + 1}"
+        parts[unique] = tuple(span)
+    return parts
+
+
+def span_name(operators, weighted):
+    """A part's name: the layer-name prefix its weight layers share, ending
+    at a "_" (block_3 for block_3_expand ... block_3_project), else (or
+    where the layers differ only by Keras' numbering, conv2d_3 and
+    conv2d_4) the first and last of them."""
+    labels = [layer_label(operator) for operator in operators if operator in weighted]
+    labels = labels or [layer_label(operator) for operator in operators]
+    shared = labels[0]
+    for label in labels[1:]:
+        while shared and not (label == shared or label.startswith(shared + "_")):
+            shared = shared.rsplit("_", 1)[0] if "_" in shared else ""
+    numbered = all(re.fullmatch(re.escape(shared) + r"_\d+", label) for label in labels if label != shared)
+    if shared and not numbered:
+        return shared
+    return labels[0] if labels[0] == labels[-1] else f"{labels[0]}..{labels[-1]}"
+
+
+def layer_label(operator):
+    """The Keras layer an operator id (a TFLite scope: its output tensors'
+    names joined by ";", or an ONNX node name) most likely comes from, read
+    from the id alone: in a TensorFlow name (model/layer/op; of a fused
+    operator's names, the weight op's) the component after the model's,
+    less the "_<n>" TensorFlow adds to a layer's call scope; else the
+    name's first component."""
+    names = operator.split(";")
+    scoped = [name for name in names if name.count("/") >= 2]
+    if not scoped:
+        return names[0].split("/")[0]
+    main = next((name for name in scoped if WEIGHT_OP.search(name)), scoped[0])
+    return re.sub(r"_\d+$", "", main.split("/")[1])
 
 
 def check_budget(min_sqnr, min_sqnr_gain=None):
@@ -762,6 +867,7 @@ class Route:
     precision: str = "float32"  # what `make` runs the operators ids in (PRECISIONS)
     int8_logits: bool = False  # whether a softmax head's logits are int8 (the TFLite's; the ONNX keeps them float)
     grids: object = None  # artifact -> its int8 head's grids (int8_tflite.output_grids); None: no int8 output grid
+    dynamic_capable: frozenset = frozenset()  # the weight operators `make` can run in dynamic-range int8
 
 
 def tflite_route(float_model, recipe, precision="float32"):
@@ -773,25 +879,27 @@ def tflite_route(float_model, recipe, precision="float32"):
         inspected = inspect_tflite(path)
         return len(inspected.float_ops), inspected.fully_delegated
 
-    weighted = weighted_scopes(float_model)
+    dynamic_capable = weighted_scopes(float_model, dynamic_only=True)
+
     def make(ranges, scopes, demoted=()):
-        float32, dynamic = split_by_precision(scopes, weighted, precision)
+        float32, dynamic = split_by_precision(scopes, dynamic_capable, precision)
         return int8_tflite(float_model, ranges, recipe, tuple(scope for scope in float32 if scope not in demoted),
                            dynamic + tuple(demoted))
 
     return Route(model_parts(float_model), make,
                  lambda model, inputs: run_tflite_bytes(model, inputs, "a candidate"), ".tflite", structure,
-                 recipe.output_type, weighted, tflite_outputs_and_logits if softmax_head(float_model) else None,
-                 precision, int8_logits=True, grids=output_grids)
+                 recipe.output_type, weighted_scopes(float_model),
+                 tflite_outputs_and_logits if softmax_head(float_model) else None, precision, int8_logits=True,
+                 grids=output_grids, dynamic_capable=dynamic_capable)
 
 
-def split_by_precision(scopes, weighted, precision):
+def split_by_precision(scopes, dynamic_capable, precision):
     """(operators to run in float32, operators to run in dynamic-range int8) of `scopes` in `precision`:
-    dynamic keeps the convolutions' weights int8 and runs the operators between them in float32."""
+    dynamic keeps the weights of the operators that can (`dynamic_capable`) int8 and runs the rest in float32."""
     if precision == "float32":
         return tuple(scopes), ()
-    return tuple(scope for scope in scopes if scope not in weighted), tuple(scope for scope in scopes
-                                                                               if scope in weighted)
+    return (tuple(scope for scope in scopes if scope not in dynamic_capable),
+            tuple(scope for scope in scopes if scope in dynamic_capable))
 
 
 def search_tflite_parts(float_model, statistics, calibration, recipe, method, budget, log=print):
@@ -996,7 +1104,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     if demote and chosen and not budget.shortfalls(steps[-1], steps[0]):
         kept, back = steps[-1].float_parts, steps[-1].int8_operators
         weight_layers = [(operator,) for part in sorted(kept, key=list(parts).index) for operator in parts[part]
-                         if operator in route.weighted and operator not in back]
+                         if operator in route.dynamic_capable and operator not in back]
         for operator, demoted in spare_operators(
                 weight_layers, lambda dynamic: step(kept, evaluated(kept, back, dynamic), full_int8[2], back, dynamic),
                 lambda trial: not budget.shortfalls(trial, steps[0])):
@@ -1005,7 +1113,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
                 f"{measured_text(demoted.to_dict(), budget)}, {demoted.p50_ms:.2f} ms")
             stopped = "budget met; weight layers it did not need in float32 run in dynamic-range int8"
     return MixedSearch(budget, len(inputs), tuple(steps), alone, parts, excluded, stopped, route.precision,
-                       route.weighted)
+                       route.dynamic_capable)
 
 
 def spare_parts(chosen, graph_order, measure, meets, short=()):

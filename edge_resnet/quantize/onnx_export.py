@@ -528,7 +528,7 @@ def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
     import onnx
 
     from ..device.runtime import OnnxRunner
-    from .mixed import Route, parts_in_order
+    from .mixed import Route, network_parts
 
     candidate = Path(scratch) / "mixed-candidate.onnx"
 
@@ -554,9 +554,13 @@ def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
         return len(float_weight_ops(onnx.load(path))), None
 
     # the logits are float in every int8 ONNX (ort_quantized): a float head changes no output type
-    weighted = frozenset(node.name for node in prepared.proto.graph.node if node.op_type in COMPUTE_OPS)
-    return Route(parts_in_order(node.name for node in prepared.proto.graph.node), make, outputs, ".onnx", structure,
-                 "float32", weighted, outputs_and_logits if softmax_writer(prepared.proto) else None)
+    graph = prepared.proto.graph
+    weighted = frozenset(node.name for node in graph.node if node.op_type in COMPUTE_OPS)
+    operators = [(node.name, tuple(node.input), tuple(node.output)) for node in graph.node]
+    parts = network_parts(operators, tuple(value.name for value in graph.input),
+                          tuple(value.name for value in graph.output), weighted)
+    return Route(parts, make, outputs, ".onnx", structure, "float32", weighted,
+                 outputs_and_logits if softmax_writer(prepared.proto) else None)
 
 
 def softmax_writer(proto):
