@@ -9,6 +9,7 @@ from ..errors import ConfigError
 from ..files import atomic_output
 from ..quiet import native_output_silenced
 from .recipe import QuantizationRecipe, artifact_record, keras_model_info, write_record
+from .static_shapes import with_static_reshapes
 from .statistics import check_input_shape
 
 KERAS_PACKAGES = ("tensorflow", "keras", "litert-quantizer")
@@ -19,8 +20,9 @@ def check_calibration_fits(model, calibration):
 
 
 def converted(model, recipe):
-    """The TFLite converter's output for float32, float16 and dynamic range;
-    its own logs are silenced."""
+    """The TFLite converter's output for float32, float16 and dynamic range,
+    its reshapes given constant targets (static_shapes); its own logs are
+    silenced."""
     import tensorflow as tf
 
     if recipe.mode == "int8":
@@ -31,7 +33,7 @@ def converted(model, recipe):
     if recipe.mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     with native_output_silenced():
-        return converter.convert()
+        return with_static_reshapes(converter.convert())
 
 
 def float_tflite(model):
