@@ -304,19 +304,26 @@ def several_tensor_layers(kind):
         x = layers.Dense(8, activation="sigmoid")(layers.GlobalAveragePooling2D()(x))
     elif kind == "flatten of a pooled map":  # TFLite computes the flat size in int32 tensors (Shape, Pack)
         x = layers.Flatten()(layers.GlobalAveragePooling2D(keepdims=True)(x))
+    elif kind == "hard sigmoid squeeze-excite":  # MobileNetV3's: relu6(conv + 3) / 6, "+ 3" and "/ 6" of no layer
+        gate = layers.Conv2D(8, 1)(layers.GlobalAveragePooling2D(keepdims=True)(x))
+        gate = layers.ReLU(6.0)(gate + 3.0) * (1.0 / 6.0)
+        x = layers.GlobalAveragePooling2D()(layers.Multiply()([x, gate]))
     else:
         x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, layers.Dense(10)(x))
 
 
 @pytest.mark.parametrize("kind", ["rescaling with an offset", "rescaling", "normalization", "swish",
-                                  "three-input add", "sigmoid", "flatten of a pooled map"])
+                                  "three-input add", "sigmoid", "flatten of a pooled map",
+                                  "hard sigmoid squeeze-excite"])
 def test_a_layer_of_several_onnx_tensors_gives_each_its_own_range(kind, digits_calibration, held_out, tmp_path):
     """Each of these layers' first TFLite tensor was taken as what the layer passes on: the int8 ONNX of a
     Rescaling with an offset kept its input's range for its output and scored 2.5 dB against its TFLite's 45
     (every negative value clipped); one that the TFLite converter folds away was refused. A tensor inside a
     layer takes the range its op bounds it to, and the layer's output the range of the TFLite's last tensor.
-    A Flatten's int32 size tensors were taken for int8 ones: "not a float32 model", for both formats."""
+    A Flatten's int32 size tensors were taken for int8 ones: "not a float32 model", for both formats.
+    MobileNetV3's hard sigmoid was refused: the TFLite folds its "+ 3" into the convolution before it (so has
+    no tensor of the convolution's output), and its "/ 6", of no layer, hid that its ReLU6 passes a tensor on."""
     keras.utils.set_random_seed(3)
     onnx_db, tflite_db = int8_onnx_and_tflite_sqnr(several_tensor_layers(kind), digits_calibration, held_out,
                                                    tmp_path)

@@ -292,15 +292,18 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
 
     def passed_on(name, layer):
         """Whether `layer` passes tensor `name` on: a graph output, or read by
-        another layer (through layout ops)."""
+        another layer (through layout ops, and through ops of no layer: a
+        converter's helper op, or an op TensorFlow scoped to the model, such
+        as MobileNetV3's hard sigmoid's division, says nothing itself)."""
         if name in graph_outputs:
             return True
         for reader in readers.get(name, []):
-            if reader.op_type in VALUE_PRESERVING_OPS:
-                if passed_on(reader.output[0], layer):
+            reader_layer = layer_of(reader.output[0])
+            if reader.op_type in VALUE_PRESERVING_OPS or reader_layer is None:
+                if any(passed_on(output, layer) for output in reader.output):
                     return True
-            elif layer_of(reader.output[0]) not in (layer, None):
-                return True  # a reader of no layer (a converter's helper op) says nothing
+            elif reader_layer != layer:
+                return True
         return False
 
     def layer_of(name):
@@ -341,15 +344,41 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
             return None
         return interval(node.op_type, first_range, second_range, second in constants)
 
+    def shifted_back(name):
+        """The range of a tensor read only by an Add or Sub of a constant
+        whose output's range its name gives: that range less the constant
+        (MobileNetV3's hard sigmoid, relu6(x + 3) / 6, whose + 3 the TFLite
+        converter folds into the convolution writing x: the TFLite has no x),
+        through layout ops between them."""
+        read_by = readers.get(name, [])
+        while len(read_by) == 1 and read_by[0].op_type in VALUE_PRESERVING_OPS:
+            name = read_by[0].output[0]
+            read_by = readers.get(name, [])
+        if len(read_by) != 1 or read_by[0].op_type not in ("Add", "Sub") or len(read_by[0].input) != 2:
+            return None
+        node = read_by[0]
+        first, second = node.input if node.input[0] == name else node.input[::-1]
+        if first != name or second not in constants or (node.op_type == "Sub" and node.input[0] != name):
+            return None
+        after = named_range(node.output[0])
+        if after is None:
+            return None
+        low, high = constants[second]
+        return (after[0] - high, after[1] - low) if node.op_type == "Add" else (after[0] + low, after[1] + high)
+
+    def named_range(name):
+        """A tensor's range from what it is or what alone reads it, no arithmetic of its op's."""
+        read_by = readers.get(name, [])
+        clipped_by = read_by[0] if len(read_by) == 1 and read_by[0].op_type in CLIPPING_OPS else None
+        return fixed.get(name) or (clipped_by and range_by_name(clipped_by.output[0])) or from_layer(name)
+
     def resolve(name):
         if name not in resolved:
-            node, read_by = producer.get(name), readers.get(name, [])
+            node = producer.get(name)
             if name not in fixed and node is not None and node.op_type in VALUE_PRESERVING_OPS:
                 resolved[name] = resolve(node.input[0])
             else:
-                clipped_by = read_by[0] if len(read_by) == 1 and read_by[0].op_type in CLIPPING_OPS else None
-                resolved[name] = (fixed.get(name) or (clipped_by and range_by_name(clipped_by.output[0]))
-                                  or from_layer(name) or from_op(node))
+                resolved[name] = named_range(name) or from_op(node) or shifted_back(name)
         return resolved[name]
 
     def range_by_name(name):
