@@ -2,7 +2,7 @@
 speed of the statistics pass, and what the int8 TFLite costs on the device.
 
     .venv/bin/python benchmarks/calibration.py [fidelity] [fidelity_training] [fidelity_validation] [fidelity_fresh]
-                                               [fidelity_mnist] [fidelity_fashion] [fidelity_fashion_fresh]
+                                               [fidelity_mobilenet] [fidelity_mnist] [fidelity_fashion] [fidelity_fashion_fresh]
                                                [fidelity_fashion_fresh_800]
                                                [fidelity_fashion_fresh_800_logits] [kinds]
                                                [cost] [floor] [oracle] [speed] [latency] [onnx_weights]
@@ -223,6 +223,15 @@ def mnist_models():
     from trained import mnist_models
 
     yield from with_both_heads(mnist_models())
+
+
+def mobilenet_models():
+    """The tests' MobileNetV2-style network (tests/digits.py, trained on the digits after every rule of `auto`
+    was fixed; no rule was chosen on any network but a ResNet), with both heads."""
+    from tests.digits import trained_digits_mobilenet
+
+    yield from with_both_heads([("MobileNetV2-style 32x32 (tests' model, not a ResNet)", trained_digits_mobilenet(),
+                                 32)])
 
 
 def validation_models():
@@ -787,7 +796,8 @@ def markdown(result):
              "Commands: " + ", ".join(f"`{command}`" for command in result["commands"].values()), "",
              "Machines, per part (a part keeps the machine it was measured on): " + "; ".join(
                  f"{part}: {machine_text(info)}" for part, info in result.get("machines", {}).items()), ""]
-    for key in ("fidelity", "fidelity_validation", "fidelity_fresh", "fidelity_mnist", "fidelity_fashion",
+    for key in ("fidelity", "fidelity_validation", "fidelity_fresh", "fidelity_mobilenet", "fidelity_mnist",
+                "fidelity_fashion",
                 "fidelity_fashion_fresh", "fidelity_fashion_fresh_800", "fidelity_fashion_fresh_800_logits",
                 "fidelity_training"):
         lines += fidelity_sections(result.get(key, []), FIDELITY_SUFFIXES.get(key, ""))
@@ -888,6 +898,7 @@ FIDELITY_SUFFIXES = {
     "fidelity_fresh": " (three networks trained after every rule of `auto` was fixed: `python "
                       "benchmarks/calibration.py fidelity_fresh`)",
     "fidelity_mnist": " (another data set: `python benchmarks/calibration.py fidelity_mnist`)",
+    "fidelity_mobilenet": " (a network that is not a ResNet: `python benchmarks/calibration.py fidelity_mobilenet`)",
     "fidelity_fashion": " (models unsure of many images: `apt-get install dataset-fashion-mnist`, then `python "
                         "benchmarks/calibration.py fidelity_fashion`)",
     "fidelity_fashion_fresh": " (two more networks, fixed in session 30 before any result of theirs: `python "
@@ -1082,6 +1093,7 @@ def main(parts):
     for part, run in (("fidelity", fidelity), ("fidelity_training", lambda: fidelity("training")),
                       ("fidelity_validation", lambda: fidelity("unseen", validation_models())),
                       ("fidelity_fresh", lambda: fidelity("unseen", fresh_models())),
+                      ("fidelity_mobilenet", lambda: fidelity("unseen", mobilenet_models())),
                       ("fidelity_mnist", lambda: fidelity("mnist", mnist_models())),
                       ("fidelity_fashion", lambda: fidelity("fashion", fashion_models())),
                       ("fidelity_fashion_fresh", lambda: fidelity("fashion", fashion_fresh_models())),

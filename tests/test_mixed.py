@@ -681,7 +681,7 @@ def test_a_convolution_the_budget_does_not_need_goes_back_to_int8():
     assert list(mixed.chosen_step(record)["int8_operators"]) == list(back)
     assert mixed.Step.from_dict(mixed.chosen_step(record)) == step
     assert mixed.operator_label("model/conv5_block1_2_conv_1/BiasAdd;model/conv5_block1_2_conv_1/convolution") == \
-        "conv5_block1_2_conv_1"
+        "conv5_block1_2_conv"  # the layer's name, not TensorFlow's call scope for it
     import json
 
     saved = json.loads(json.dumps(record))  # as the recipe JSON holds it

@@ -1175,10 +1175,8 @@ def spare_operators(units, measure, meets):
 
 def operator_label(operator):
     """A short name of an operator id (an ONNX node name, or a TFLite scope:
-    its output tensors' names joined by ";")."""
-    names = operator.split(";")
-    convolution = next((name for name in names if "_conv" in name), names[0])
-    return convolution.split("/")[-2] if convolution.count("/") >= 1 else convolution
+    its output tensors' names joined by ";"): its Keras layer's."""
+    return layer_label(operator)
 
 
 def images_carrying_half_the_gain(reference, before, after):
