@@ -417,3 +417,23 @@ def test_parity_says_how_much_of_the_disagreement_the_int8_output_grid_makes(fol
     assert Tally(3, grid=uint8_grid).summary(labelled=False)["output_grid_type"] == "uint8"
     uint8 = {**changed, "metrics": {**changed["metrics"], "output_grid_type": "uint8"}}
     assert "its output's own uint8 grid alone changes" in output_grid_parity_text(uint8)
+
+
+def test_a_layer_of_two_tflite_tensors_is_compared_at_what_it_passes_on():
+    """A Rescaling with an offset is a MUL then an ADD in the TFLite: the per-layer error compared the MUL's
+    output (before the offset) until the layer's last tensor was taken."""
+    import keras
+
+    from edge_resnet.check.layer_debug import by_layer
+    from edge_resnet.quantize.statistics import exposed_model
+    from edge_resnet.quantize.tflite import float_tflite
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 128, offset=-1.0, name="rescale")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(x)  # "same": no folding it in
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(x)))
+    _, names = exposed_model(float_tflite(model))
+    rescale = [name for name in names if "/rescale" in name]
+    assert len(rescale) == 2  # the MUL's output, then the ADD's
+    assert by_layer(names, {layer.name for layer in model.layers})["rescale"] == rescale[-1]

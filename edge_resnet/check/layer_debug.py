@@ -86,12 +86,15 @@ def tensor_scales(model_bytes):
 
 
 def by_layer(names, layer_names):
-    """{Keras layer: tensor name}, the first TFLite tensor named after each layer."""
+    """{Keras layer: tensor name} from TFLite tensor names in execution
+    order: the last tensor named after each layer, what the layer passes on
+    (a Rescaling with an offset is a MUL then an ADD: the layer's output is
+    the ADD's)."""
     layers = {}
     for name in names:
         layer = keras_layer_of(name, layer_names, scoped=True)
         if layer is not None:
-            layers.setdefault(layer, name)
+            layers[layer] = name
     return layers
 
 
