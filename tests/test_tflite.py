@@ -198,3 +198,22 @@ def test_operators_xnnpack_leaves_are_named_once_with_their_count():
                                 body_quantize_ops=(), delegate_nodes=4, fully_delegated=False,
                                 undelegated_ops=("MAX_POOL_2D", "MUL", "MAX_POOL_2D", "MUL", "SOFTMAX"))
     assert structure.delegation_text() == "XNNPACK runs only part of the model (not: MAX_POOL_2D x2, MUL x2, SOFTMAX)"
+
+
+def test_a_model_of_vanishing_activations_quantizes_to_a_model_that_loads(digits_calibration, tmp_path):
+    """Random weights can shrink activations to ~1e-9 (keras.applications' MobileNetV2 does): LiteRT refused the
+    int8 model, as the int32 that a fused ReLU6's bound becomes at that scale overflows."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu6", name="conv")(inputs)
+    x = keras.layers.Conv2D(4, 1, activation="relu6", name="tiny")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    kernel, bias = model.get_layer("tiny").get_weights()
+    model.get_layer("tiny").set_weights([kernel * 1e-10, bias])
+    path = to_tflite(model, QuantizationRecipe(calibration_method="minmax"), digits_calibration,
+                     output=tmp_path / "tiny.tflite", progress=False)
+    assert inspect_tflite(path).fully_delegated  # LiteRT's own kernels, which check the bounds, load it too
+    images = np.stack(list(digits_calibration.samples())[:4])
+    assert np.isfinite(TfliteRunner(path).predict(images)).all()

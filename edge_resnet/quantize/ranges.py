@@ -45,6 +45,9 @@ DEFAULT_METHOD = AUTO
 DEFAULT_PERCENTILE = 99.99
 DEFAULT_EXTRAPOLATION = 0.25
 LEVELS = 256  # int8 / uint8
+# A range no narrower than this: LiteRT quantizes a fused ReLU6's bound with the tensor's scale into an int32 and
+# refuses to load a model where 6 / scale overflows it (a tensor of ~1e-9 values, as random weights can make)
+MINIMUM_SPAN = 1e-8 * (LEVELS - 1)
 SOFTMAX_OUTPUT_LEVELS = 256  # an int8 softmax output's steps over [0, 1] (scale 1/256, TFLite's and onnxruntime's)
 MSE_TAILS = np.concatenate([[0.0], np.logspace(-7, -2, 41)])  # fraction clipped from each tail
 
@@ -209,7 +212,7 @@ def activation_ranges(statistics, method):
         low, high = by_rule(tensor)
         if softmax_input and tensor.name == softmax_input.tensor:
             low = max(low, softmax_input_floor(tensor, softmax_input.classes, high))
-        return low, high
+        return low, max(high, low + MINIMUM_SPAN)
 
     return {tensor.name: one(tensor) for tensor in statistics.tensors}
 
