@@ -288,23 +288,20 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
     graph_outputs = {value.name for value in graph.output}
     fixed = {value.name: tflite_ranges[statistics.graph_inputs[0]] for value in graph.input}
     fixed.update({name: by_layer.outputs.get(output_layer) for name in graph_outputs})
-    resolved = {}
+    resolved, passing = {}, {}  # the answers so far of resolve(), passed_on() (a graph's paths can be many)
 
     def passed_on(name, layer):
         """Whether `layer` passes tensor `name` on: a graph output, or read by
         another layer (through layout ops, and through ops of no layer: a
         converter's helper op, or an op TensorFlow scoped to the model, such
         as MobileNetV3's hard sigmoid's division, says nothing itself)."""
-        if name in graph_outputs:
-            return True
-        for reader in readers.get(name, []):
-            reader_layer = layer_of(reader.output[0])
-            if reader.op_type in VALUE_PRESERVING_OPS or reader_layer is None:
-                if any(passed_on(output, layer) for output in reader.output):
-                    return True
-            elif reader_layer != layer:
-                return True
-        return False
+        if (name, layer) not in passing:
+            passing[name, layer] = name in graph_outputs or any(
+                any(passed_on(output, layer) for output in reader.output)
+                if reader.op_type in VALUE_PRESERVING_OPS or layer_of(reader.output[0]) is None
+                else layer_of(reader.output[0]) != layer
+                for reader in readers.get(name, []))
+        return passing[name, layer]
 
     def layer_of(name):
         return output_layer if name in graph_outputs else keras_layer_of(name, layer_names, scoped_names)
