@@ -49,6 +49,28 @@ def test_a_network_s_parts_end_where_one_tensor_carries_everything_on():
     assert "conv2_block1" in mixed.network_parts(renamed, ("image",), ("softmax",), weighted)
 
 
+def test_part_names_stay_unique_and_the_head_is_the_last_part():
+    # one layer with a dot in its name called three times: TensorFlow scopes its calls refine.conv_1, _2, _3
+    calls = [f"net_1/refine.conv_{call}/convolution" for call in (1, 2, 3)]
+    chain = [operator(calls[0], "image"), operator(calls[1], calls[0]), operator(calls[2], calls[1]),
+             operator("predictions", calls[2])]
+    parts = mixed.graph_parts(chain, ("image",), ("predictions",), {name for name, _, _ in chain})
+    assert list(parts) == ["refine.conv", "refine.conv.2", "refine.conv.3", "head"]
+    block = [operator("head_a", "image"), operator("head_b", "head_a"), operator("head_add", "image", "head_b"),
+             operator("predictions", "head_add")]
+    parts = mixed.graph_parts(block, ("image",), ("predictions",), {"head_a", "head_b", "predictions"})
+    assert parts == {"head.2": ("head_a", "head_b", "head_add"), "head": ("predictions",)}
+
+
+def test_an_operator_between_resnet_blocks_goes_with_the_block_before_it():
+    """A DenseNet's transition (pool2_...) or a ResNet50V2's shortcut pooling between blocks made a "head" in
+    the middle of the network, out of graph order."""
+    names = ["conv1_conv", "conv2_block1_1_conv", "pool2_conv", "conv3_block1_1_conv", "avg_pool", "predictions"]
+    assert mixed.parts_in_order(names) == {"stem": ("conv1_conv",), "conv2_block1": ("conv2_block1_1_conv", "pool2_conv"),
+                                           "conv3_block1": ("conv3_block1_1_conv",),
+                                           "head": ("avg_pool", "predictions")}
+
+
 def test_an_operator_s_layer_is_read_from_its_name():
     assert mixed.layer_label("net_1/block_1_expand_relu_1/Relu6;net_1/block_1_expand_1/BiasAdd;"
                              "net_1/block_1_expand_1/convolution") == "block_1_expand"

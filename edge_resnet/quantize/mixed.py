@@ -94,6 +94,7 @@ calibration images top-1 agreement moves in steps of one image and ties most
 parts, while the SQNR orders them; the budget decides when to stop.
 """
 
+import itertools
 import math
 import re
 import tempfile
@@ -662,14 +663,6 @@ def precision_of(record):
     return "dynamic-range int8" if record.get("precision") == "dynamic" else "float32"
 
 
-def part_of(scope, seen_block):
-    """The part an operator belongs to, from its output tensor names."""
-    found = BLOCK.search(scope)
-    if found:
-        return found.group(1)
-    return "head" if seen_block else "stem"
-
-
 def model_parts(float_model_bytes):
     """{part: (operator scopes, in graph order)} of a float TFLite network."""
     subgraph = read_flatbuffer(float_model_bytes).subgraphs[0]
@@ -712,11 +705,16 @@ def network_parts(operators, graph_inputs, graph_outputs, weighted):
 
 
 def parts_in_order(operator_names):
-    """{part: (operator names, in graph order)} of a ResNet's operators named in graph order."""
-    parts, seen_block = {}, False
-    for name in operator_names:
-        part = part_of(name, seen_block)
-        seen_block = seen_block or part not in ("stem", "head")
+    """{part: (operator names, in graph order)} of a ResNet's operators
+    named in graph order: those before the first block the stem, after the
+    last the head, and one between blocks (a DenseNet's transition) with
+    the block before it."""
+    names = list(operator_names)
+    last_in_block = max((position for position, name in enumerate(names) if BLOCK.search(name)), default=-1)
+    parts, part = {}, "stem"
+    for position, name in enumerate(names):
+        found = BLOCK.search(name)
+        part = found.group(1) if found else "head" if position > last_in_block else part
         parts.setdefault(part, []).append(name)
     return {part: tuple(names) for part, names in parts.items()}
 
@@ -724,8 +722,9 @@ def parts_in_order(operator_names):
 def single_tensor_cuts(operators, graph_inputs, graph_outputs):
     """The positions i (0-based) after which one tensor alone is still to be
     read (by an operator after i, or as a graph output): everything the
-    rest of the network needs passes through it. Constants are never
-    written by an operator nor graph inputs, so they are never counted."""
+    rest of the network needs passes through it. Only graph inputs and
+    operator outputs are counted: weights (not written by an operator) are
+    not."""
     end = len(operators)
     last_read = {tensor: end for tensor in graph_outputs}
     for position, (_, inputs, _) in enumerate(operators):
@@ -746,9 +745,10 @@ def graph_parts(operators, graph_inputs, graph_outputs, weighted):
     connection is one span, a chain of layers one span per layer), those
     without a weight layer joined to the span before (an activation goes
     with its convolution), leading ones to the first with one; the last
-    part, which writes the output, is the head. Parts are named after what
-    their operators' layers share (block_3 for block_3_expand ...
-    block_3_add), else their first weight layer."""
+    part, which writes the output, is the head (a graph output written
+    early, or the input read again late, keeps everything after it in the
+    head: no single tensor carries everything on there). Parts are named
+    as span_name says."""
     spans, start = [], 0
     for cut in [*single_tensor_cuts(operators, graph_inputs, graph_outputs), len(operators) - 1]:
         spans.append([name for name, _, _ in operators[start:cut + 1]])
@@ -769,8 +769,10 @@ def graph_parts(operators, graph_inputs, graph_outputs, weighted):
     for position, span in enumerate(merged):
         name = "head" if position == len(merged) - 1 else span_name(span, weighted)
         unique = name
-        while unique in parts:
-            unique = f"{name}.{sum(key.split('.')[0] == name for key in parts) + 1}"
+        for count in itertools.count(2):
+            if unique not in parts and (unique != "head" or position == len(merged) - 1):
+                break
+            unique = f"{name}.{count}"
         parts[unique] = tuple(span)
     return parts
 

@@ -296,11 +296,18 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
         converter's helper op, or an op TensorFlow scoped to the model, such
         as MobileNetV3's hard sigmoid's division, says nothing itself)."""
         if (name, layer) not in passing:
-            passing[name, layer] = name in graph_outputs or any(
-                any(passed_on(output, layer) for output in reader.output)
-                if reader.op_type in VALUE_PRESERVING_OPS or layer_of(reader.output[0]) is None
-                else layer_of(reader.output[0]) != layer
-                for reader in readers.get(name, []))
+            found, waiting, seen = False, [name], {name}
+            while waiting and not found:
+                current = waiting.pop()
+                found = current in graph_outputs
+                for reader in readers.get(current, []) if not found else []:
+                    reader_layer = layer_of(reader.output[0])
+                    if reader.op_type in VALUE_PRESERVING_OPS or reader_layer is None:
+                        waiting += [output for output in reader.output if output not in seen]
+                        seen.update(reader.output)
+                    elif reader_layer != layer:
+                        found = True
+            passing[name, layer] = found
         return passing[name, layer]
 
     def layer_of(name):

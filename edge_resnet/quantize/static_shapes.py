@@ -23,7 +23,7 @@ def target_shape(tensor):
     """A RESHAPE output's shape as a constant target (the batch as -1), or
     None where more than one size is unknown (no constant can say it)."""
     shape = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
-    if shape is None:
+    if shape is None or len(shape) == 0:  # no shape recorded: not a scalar target
         return None
     shape = [int(size) for size in shape]
     if sum(size < 0 for size in shape) > 1 or 0 in shape:
