@@ -62,7 +62,7 @@ def test_reshape_targets_become_constants_and_the_model_computes_the_same(conver
     assert np.array_equal(TfliteRunner(folder / "rewritten.tflite").predict(images),
                           TfliteRunner(folder / "as_converted.tflite").predict(images))
     assert np.allclose(TfliteRunner(folder / "rewritten.tflite").predict(images), model.predict(images, verbose=0),
-                       atol=1e-4)
+                       rtol=1e-4, atol=1e-3)  # float32 sums in another order (outputs up to ~20)
 
 
 @pytest.mark.parametrize("source", ["se.keras", "as_converted.tflite"])
