@@ -663,13 +663,14 @@ def precision_of(record):
     return "dynamic-range int8" if record.get("precision") == "dynamic" else "float32"
 
 
-def model_parts(float_model_bytes):
-    """{part: (operator scopes, in graph order)} of a float TFLite network."""
+def model_parts(float_model_bytes, weighted=None):
+    """{part: (operator scopes, in graph order)} of a float TFLite network
+    (`weighted`: its weighted_scopes, where the caller has them already)."""
     subgraph = read_flatbuffer(float_model_bytes).subgraphs[0]
     operators = [(operator_scope(subgraph, operator), tuple(operator.inputs), tuple(operator.outputs))
                  for operator in subgraph.operators]
-    return network_parts(operators, tuple(subgraph.inputs), tuple(subgraph.outputs),
-                         weighted_scopes(float_model_bytes))
+    weighted = weighted_scopes(float_model_bytes) if weighted is None else weighted
+    return network_parts(operators, tuple(subgraph.inputs), tuple(subgraph.outputs), weighted)
 
 
 def operator_scope(subgraph, operator):
@@ -881,16 +882,16 @@ def tflite_route(float_model, recipe, precision="float32"):
         inspected = inspect_tflite(path)
         return len(inspected.float_ops), inspected.fully_delegated
 
-    dynamic_capable = weighted_scopes(float_model, dynamic_only=True)
+    weighted, dynamic_capable = weighted_scopes(float_model), weighted_scopes(float_model, dynamic_only=True)
 
     def make(ranges, scopes, demoted=()):
         float32, dynamic = split_by_precision(scopes, dynamic_capable, precision)
         return int8_tflite(float_model, ranges, recipe, tuple(scope for scope in float32 if scope not in demoted),
                            dynamic + tuple(demoted))
 
-    return Route(model_parts(float_model), make,
+    return Route(model_parts(float_model, weighted), make,
                  lambda model, inputs: run_tflite_bytes(model, inputs, "a candidate"), ".tflite", structure,
-                 recipe.output_type, weighted_scopes(float_model),
+                 recipe.output_type, weighted,
                  tflite_outputs_and_logits if softmax_head(float_model) else None, precision, int8_logits=True,
                  grids=output_grids, dynamic_capable=dynamic_capable)
 
