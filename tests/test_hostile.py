@@ -103,6 +103,11 @@ def foreign_models(tmp_path_factory):
     keras.Model(inputs, keras.layers.Conv2D(5, 1)(x)).save(folder / "feature_map.keras")
     channels_first = keras.layers.Conv2D(4, 3, data_format="channels_first")(keras.layers.Permute((3, 1, 2))(inputs))
     head(inputs, keras.layers.Permute((2, 3, 1))(channels_first), "channels_first")
+    try:  # TensorFlow runs it on a CPU where oneDNN is on by default (one with AVX-512 VNNI), elsewhere not
+        keras.models.load_model(folder / "channels_first.keras")(np.zeros((1, 32, 32, 3), np.float32))
+        (folder / "channels_first_runs_here").touch()
+    except Exception:  # noqa: BLE001 (whatever TensorFlow raises for it)
+        pass
     inner = keras.Model(inputs, trunk(inputs), name="inner")
     keras.Sequential([keras.Input((32, 32, 3)), inner, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)]
                      ).save(folder / "nested.keras")
@@ -132,8 +137,30 @@ FOREIGN_CASES = [
 
 @pytest.mark.parametrize("arguments, fragment", FOREIGN_CASES, ids=[fragment[:30] for _, fragment in FOREIGN_CASES])
 def test_a_model_of_a_shape_this_toolkit_does_not_take_is_one_clear_line(foreign_models, arguments, fragment):
+    if "channels_first" in arguments[1] + arguments[2] and (foreign_models / "channels_first_runs_here").exists():
+        pytest.skip("TensorFlow runs a channels_first convolution on this CPU: nothing to refuse here")
     one_line_error(run_in_process(*[a.format(folder=foreign_models) for a in arguments]), fragment)
     assert not any((foreign_models / name).exists() for name in ("o.tflite", "o.onnx"))
+
+
+def test_a_channels_first_model_tensorflow_runs_here_converts_to_the_same_function(foreign_models, tmp_path):
+    """Where TensorFlow runs a channels_first convolution (oneDNN, on by
+    default on a CPU with AVX-512 VNNI) there is nothing to refuse: the
+    float32 .tflite computes what Keras does."""
+    import keras
+
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+    from edge_resnet.quantize.mixed import output_sqnr_db
+
+    if not (foreign_models / "channels_first_runs_here").exists():
+        pytest.skip("TensorFlow cannot run a channels_first convolution on this CPU: the refusal is tested instead")
+    result = run_in_process("quantize", foreign_models / "channels_first.keras", "--quantize", "none",
+                            "--output", tmp_path / "float.tflite")
+    assert result.returncode == 0, result.stderr
+    images = np.load(foreign_models / "digits.npz")["x"][:8].astype(np.float32) / 255.0
+    expected = keras.models.load_model(foreign_models / "channels_first.keras").predict(images, verbose=0)
+    converted = run_tflite_bytes((tmp_path / "float.tflite").read_bytes(), images, "float")
+    assert output_sqnr_db(expected, converted) > 80
 
 
 def test_a_custom_layer_whose_code_is_not_here_is_named_with_the_way_round_it(tmp_path):
