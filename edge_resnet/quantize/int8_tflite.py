@@ -464,8 +464,10 @@ def tflite_model_info(model_bytes):
 
 def read_float_tflite(path):
     """The bytes of a float32 .tflite file, its reshapes given constant
-    targets (static_shapes: so its int8 model is fully integer); refuses
-    anything else."""
+    targets (static_shapes: so its int8 model is fully integer) and its
+    hard-swish written as operators XNNPACK runs in int8 (hard_swish);
+    refuses anything else."""
+    from .hard_swish import with_hard_swish_decomposed
     from .static_shapes import with_static_reshapes
     from .statistics import check_float_model
 
@@ -474,7 +476,7 @@ def read_float_tflite(path):
         raise ModelError(f"model file not found: {path}")
     content = path.read_bytes()
     check_float_model(read_flatbuffer(content, str(path)), str(path))
-    return with_static_reshapes(content)
+    return with_hard_swish_decomposed(with_static_reshapes(content))
 
 
 def quantize_tflite_file(float_path, recipe=None, output="model_int8.tflite", calibration=None, statistics=None,

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..files import atomic_output
 from ..quiet import native_output_silenced
+from .hard_swish import with_hard_swish_decomposed
 from .recipe import QuantizationRecipe, artifact_record, keras_model_info, write_record
 from .static_shapes import with_static_reshapes
 from .statistics import check_input_shape
@@ -21,8 +22,9 @@ def check_calibration_fits(model, calibration):
 
 def converted(model, recipe):
     """The TFLite converter's output for float32, float16 and dynamic range,
-    its reshapes given constant targets (static_shapes); its own logs are
-    silenced."""
+    its reshapes given constant targets (static_shapes), a float32 model's
+    hard-swish as operators XNNPACK runs in int8 (hard_swish: the int8 model
+    is made from it); its own logs are silenced."""
     import tensorflow as tf
 
     if recipe.mode == "int8":
@@ -33,7 +35,8 @@ def converted(model, recipe):
     if recipe.mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     with native_output_silenced():
-        return with_static_reshapes(converter.convert())
+        content = with_static_reshapes(converter.convert())
+    return with_hard_swish_decomposed(content) if recipe.mode == "none" else content
 
 
 def float_tflite(model):

@@ -1,0 +1,108 @@
+"""Hard-swish (MobileNetV3's activation) written as ADD, MUL, MUL: the
+TFLite converter's fused HARD_SWISH has no int8 XNNPACK kernel, so the int8
+model fell apart into pieces; rewritten, it runs whole on XNNPACK and every
+model computes what it did."""
+
+import numpy as np
+import pytest
+
+from edge_resnet.device.runtime import TfliteRunner
+from edge_resnet.device.tflite_inspect import inspect_tflite
+from edge_resnet.quantize.hard_swish import with_hard_swish_decomposed
+from edge_resnet.quantize.mixed import output_sqnr_db
+from tests.cli import run_in_process
+from tests.digits import TRAIN_SAMPLES, digit_pixels
+
+
+def hard_swish_model():
+    """A small network with hard-swish after convolutions, a depthwise one among them (random weights)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Rescaling(1 / 127.5, offset=-1, name="scale")(inputs)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="hard_swish", name="stem")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", name="depthwise")(x)
+    x = layers.Activation("hard_swish", name="depthwise_hard_swish")(x)
+    x = layers.Conv2D(24, 1, activation="hard_swish", name="expand")(x)
+    return keras.Model(inputs, layers.Dense(10, name="predictions")(layers.GlobalAveragePooling2D(name="pool")(x)))
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """(folder, the model): beside it the TFLite converter's own float32 model of it and calibration images."""
+    import tensorflow as tf
+
+    folder = tmp_path_factory.mktemp("hard_swish")
+    model = hard_swish_model()
+    model.save(folder / "hs.keras")
+    (folder / "as_converted.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    pixels, _ = digit_pixels(32, 160, offset=TRAIN_SAMPLES)
+    np.save(folder / "calibration.npy", pixels[:120])
+    np.save(folder / "evaluation.npy", pixels[120:].astype(np.float32))
+    return folder, model
+
+
+def test_hard_swish_becomes_add_mul_mul_and_the_model_computes_the_same(converted):
+    folder, model = converted
+    raw = (folder / "as_converted.tflite").read_bytes()
+    counts = inspect_tflite(folder / "as_converted.tflite").op_counts
+    assert counts["HARD_SWISH"] == 3  # the converter fuses each of them
+    rewritten = with_hard_swish_decomposed(raw)
+    (folder / "rewritten.tflite").write_bytes(rewritten)
+    after = inspect_tflite(folder / "rewritten.tflite").op_counts
+    assert "HARD_SWISH" not in after
+    assert after["ADD"] == counts.get("ADD", 0) + 3 and after["MUL"] == counts.get("MUL", 0) + 6
+    assert with_hard_swish_decomposed(rewritten) == rewritten  # nothing left to rewrite
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    assert np.allclose(TfliteRunner(folder / "rewritten.tflite").predict(images),
+                       TfliteRunner(folder / "as_converted.tflite").predict(images), rtol=1e-5, atol=1e-5)
+    assert np.allclose(TfliteRunner(folder / "rewritten.tflite").predict(images), model.predict(images, verbose=0),
+                       rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("source", ["hs.keras", "as_converted.tflite"])
+def test_the_int8_model_of_a_hard_swish_network_is_whole_on_xnnpack(converted, source):
+    folder, model = converted
+    output = folder / f"int8_from_{source.split('.')[-1]}.tflite"
+    result = run_in_process("quantize", folder / source, "--calibration", folder / "calibration.npy",
+                            "--preprocessing", "raw", "--output", output)
+    assert result.returncode == 0, result.stderr
+    inspected = inspect_tflite(output)
+    assert "HARD_SWISH" not in inspected.op_counts
+    assert not inspected.float_ops and not inspected.body_quantize_ops, inspected.float_ops
+    assert inspected.fully_delegated, inspected.undelegated_ops
+    evaluation = np.load(folder / "evaluation.npy")
+    assert output_sqnr_db(model.predict(evaluation, verbose=0), TfliteRunner(output).predict(evaluation)) > 25
+
+
+def test_the_converter_s_own_hard_swish_is_not_whole_on_xnnpack_in_int8(converted):
+    """Why the rewrite: the int8 model of the converter's own graph (HARD_SWISH kept) is cut into pieces."""
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.quantize.int8_tflite import write_int8_tflite
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.static_shapes import with_static_reshapes
+
+    folder, _ = converted
+    calibration = images_from_array(np.load(folder / "calibration.npy"), Preprocessing(32, 32, mode="raw"), size=None)
+    kept = write_int8_tflite(with_static_reshapes((folder / "as_converted.tflite").read_bytes()),
+                             QuantizationRecipe(calibration_method="minmax"), folder / "kept.tflite", calibration,
+                             progress=False)
+    inspected = inspect_tflite(kept)
+    assert inspected.op_counts["HARD_SWISH"] == 3 and not inspected.fully_delegated
+    assert "HARD_SWISH" in inspected.undelegated_ops
+
+
+def test_the_int8_onnx_of_a_hard_swish_network_takes_its_ranges_from_the_rewritten_tflite(converted):
+    """The int8 ONNX's ranges come from the float TFLite's tensors by layer: the rewrite keeps each activation's
+    output tensor (its name and its place as its layer's last), so they map as before."""
+    from edge_resnet.device.runtime import OnnxRunner
+
+    folder, model = converted
+    output = folder / "int8.onnx"
+    result = run_in_process("quantize", folder / "hs.keras", "--calibration", folder / "calibration.npy",
+                            "--preprocessing", "raw", "--output", output)
+    assert result.returncode == 0, result.stderr
+    evaluation = np.load(folder / "evaluation.npy")
+    assert output_sqnr_db(model.predict(evaluation, verbose=0), OnnxRunner(output).predict(evaluation)) > 20
