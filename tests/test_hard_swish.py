@@ -3,6 +3,8 @@ TFLite converter's fused HARD_SWISH has no int8 XNNPACK kernel, so the int8
 model fell apart into pieces; rewritten, it runs whole on XNNPACK and every
 model computes what it did."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -77,6 +79,14 @@ def test_the_int8_model_of_a_hard_swish_network_is_whole_on_xnnpack(converted, s
     assert output_sqnr_db(model.predict(evaluation, verbose=0), TfliteRunner(output).predict(evaluation)) > 25
 
 
+def test_the_float32_artifact_keeps_the_fused_hard_swish(converted):
+    """XNNPACK runs HARD_SWISH itself in float32, faster than three operators (benchmarks/results/hard_swish.md)."""
+    folder, model = converted
+    result = run_in_process("quantize", folder / "hs.keras", "--quantize", "none", "--output", folder / "f.tflite")
+    assert result.returncode == 0, result.stderr
+    assert inspect_tflite(folder / "f.tflite").op_counts["HARD_SWISH"] == 3
+
+
 def test_the_converter_s_own_hard_swish_is_not_whole_on_xnnpack_in_int8(converted):
     """Why the rewrite: the int8 model of the converter's own graph (HARD_SWISH kept) is cut into pieces."""
     from edge_resnet.data.images import Preprocessing, images_from_array
@@ -94,15 +104,32 @@ def test_the_converter_s_own_hard_swish_is_not_whole_on_xnnpack_in_int8(converte
     assert "HARD_SWISH" in inspected.undelegated_ops
 
 
-def test_the_int8_onnx_of_a_hard_swish_network_takes_its_ranges_from_the_rewritten_tflite(converted):
+@pytest.mark.parametrize("route", ["ort", "tflite"])
+def test_the_int8_onnx_of_a_hard_swish_network_takes_its_ranges_from_the_rewritten_tflite(converted, route):
     """The int8 ONNX's ranges come from the float TFLite's tensors by layer: the rewrite keeps each activation's
-    output tensor (its name and its place as its layer's last), so they map as before."""
+    output tensor (its name and its place as its layer's last), so they map as before; --onnx-route tflite writes
+    the rewritten int8 TFLite itself as ONNX."""
     from edge_resnet.device.runtime import OnnxRunner
 
     folder, model = converted
-    output = folder / "int8.onnx"
+    output = folder / f"int8_{route}.onnx"
     result = run_in_process("quantize", folder / "hs.keras", "--calibration", folder / "calibration.npy",
-                            "--preprocessing", "raw", "--output", output)
+                            "--preprocessing", "raw", "--onnx-route", route, "--output", output)
     assert result.returncode == 0, result.stderr
     evaluation = np.load(folder / "evaluation.npy")
     assert output_sqnr_db(model.predict(evaluation, verbose=0), OnnxRunner(output).predict(evaluation)) > 20
+
+
+def test_the_rewritten_int8_model_runs_whole_on_an_ethos_u_npu(converted, tmp_path):
+    """Vela takes every operator of the rewrite (ADD with RELU6, MUL) onto the NPU."""
+    from tests.cli import run_without_tensorflow
+
+    folder, _ = converted
+    model = folder / "int8_from_keras.tflite"
+    if not model.exists():
+        assert run_in_process("quantize", folder / "hs.keras", "--calibration", folder / "calibration.npy",
+                              "--preprocessing", "raw", "--output", model).returncode == 0
+    result = run_without_tensorflow(tmp_path, "compile", model, "--target", "ethos-u55-128", "--output", tmp_path)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / f"{model.stem}_ethos-u55-128.json").read_text())
+    assert record["cpu_operators"] == 0 and record["npu_operators"] > 10

@@ -22,9 +22,8 @@ def check_calibration_fits(model, calibration):
 
 def converted(model, recipe):
     """The TFLite converter's output for float32, float16 and dynamic range,
-    its reshapes given constant targets (static_shapes), a float32 model's
-    hard-swish as operators XNNPACK runs in int8 (hard_swish: the int8 model
-    is made from it); its own logs are silenced."""
+    its reshapes given constant targets (static_shapes); its own logs are
+    silenced."""
     import tensorflow as tf
 
     if recipe.mode == "int8":
@@ -35,12 +34,15 @@ def converted(model, recipe):
     if recipe.mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     with native_output_silenced():
-        content = with_static_reshapes(converter.convert())
-    return with_hard_swish_decomposed(content) if recipe.mode == "none" else content
+        return with_static_reshapes(converter.convert())
 
 
 def float_tflite(model):
-    return converted(model, QuantizationRecipe.for_mode("none"))
+    """The float32 model the int8 models are made from: the float32
+    artifact's graph with its hard-swish as operators XNNPACK runs in int8
+    (hard_swish; the float32 artifact keeps the fused HARD_SWISH, which
+    XNNPACK runs faster in float32)."""
+    return with_hard_swish_decomposed(converted(model, QuantizationRecipe.for_mode("none")))
 
 
 def to_tflite(model, recipe=None, calibration=None, output="model.tflite", progress=True, statistics=None,
