@@ -367,9 +367,9 @@ def write_artifacts(folded, config, calibration, staging, clock, base, beside):
     """Write every artifact into `staging`; return what later stages reuse.
     An artifact searched for an SQNR budget gets full int8 with the same
     ranges in `beside` (a folder never published), for the evaluation images."""
-    from .quantize.hard_swish import with_hard_swish_decomposed
     from .quantize.onnx_export import to_onnx
     from .quantize.tflite import check_calibration_fits, float_tflite, to_tflite
+    from .quantize.xnnpack_rewrites import for_int8_xnnpack
 
     made = Made(paths=[])
     for name, artifact_format, mode in artifact_plan(base, config):
@@ -387,7 +387,7 @@ def write_artifacts(folded, config, calibration, staging, clock, base, beside):
                 path = to_tflite(folded, recipe, calibration, output=staging / name, statistics=made.statistics,
                                  float_model=made.float_model, log=clock.log, full_int8_output=full_int8)
                 if mode == "none":
-                    made.float_model = with_hard_swish_decomposed(path.read_bytes())  # float_tflite(folded)
+                    made.float_model = for_int8_xnnpack(path.read_bytes())  # float_tflite(folded)
             else:
                 path = to_onnx(folded, recipe, calibration, output=staging / name, statistics=made.statistics,
                                float_model=made.float_model, float_onnx_path=made.float_onnx_path, log=clock.log,

@@ -831,3 +831,49 @@ def test_reused_statistics_find_the_softmax_of_the_model_they_are_used_on(softma
     loaded = ActivationStatistics.load(softmax_statistics.save(tmp_path / "s.npz"))
     assert loaded.softmax_input is None  # the file does not keep it: the model says it
     assert statistics_for(softmax_float_model, None, loaded).softmax_input == softmax_statistics.softmax_input
+
+
+def test_a_concatenation_s_range_holds_its_inputs_ranges_whatever_the_rule(tmp_path):
+    """A chain of concatenations (DenseNet's dense blocks): a clipping rule ranged each output of its own, which
+    clipped what its inputs had kept; every rule now ranges it over its inputs' ranges, and what minmax gives is
+    unchanged (it held them already)."""
+    import keras
+    from keras import layers
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.quantize.int8_tflite import int8_tflite, run_tflite_bytes
+    from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.selection import output_sqnr_db
+    from edge_resnet.quantize.statistics import collect_statistics, concatenations_of
+    from edge_resnet.quantize.tflite import float_tflite
+    from tests.digits import TRAIN_SAMPLES, digit_pixels
+
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3, strides=2, activation="relu", name="stem")(layers.Rescaling(1 / 255, name="scale")(inputs))
+    for index in range(4):
+        grown = layers.Conv2D(4, 3, padding="same", activation="relu", name=f"grow{index}")(x)
+        x = layers.Concatenate(name=f"concat{index}")([x, grown])
+    model = keras.Model(inputs, layers.Dense(10, name="predictions")(layers.GlobalAveragePooling2D(name="gap")(x)))
+    float_model = float_tflite(model)
+    concatenations = concatenations_of(float_model)
+    assert len(concatenations) == 4 and concatenations[1][1][0] == concatenations[0][0]  # a chain
+    pixels, _ = digit_pixels(32, 160, offset=TRAIN_SAMPLES)
+    statistics = collect_statistics(float_model, images_from_array(pixels[:120], Preprocessing(32, 32, mode="raw"),
+                                                                   size=None))
+    own = {tensor.name: (tensor.minimum, tensor.maximum) for tensor in statistics.tensors}
+    for method in (RangeMethod("percentile", percentile=99.9), RangeMethod("mse"), RangeMethod("minmax")):
+        ranges = activation_ranges(statistics, method)
+        for output, names in concatenations:
+            assert ranges[output] == (min(ranges[name][0] for name in names), max(ranges[name][1] for name in names))
+        if method.name == "minmax":
+            assert all(ranges[output] == own[output] for output, _ in concatenations)
+    clipped = activation_ranges(statistics, RangeMethod("percentile", percentile=99.9))
+    assert any(clipped[output][1] > activation_ranges(
+        dataclasses.replace(statistics, concatenations=()), RangeMethod("percentile", percentile=99.9))[output][1]
+        for output, _ in concatenations)  # the rule alone clipped a concatenation below its inputs
+    images = pixels[120:].astype(np.float32)
+    reference = run_tflite_bytes(float_model, images, "float")
+    assert output_sqnr_db(reference, run_tflite_bytes(int8_tflite(float_model, clipped, QuantizationRecipe()), images,
+                                                      "int8")) > 25

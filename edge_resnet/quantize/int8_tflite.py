@@ -17,8 +17,8 @@ from ..files import atomic_output
 from ..quiet import native_output_silenced
 from .ranges import ranges_record
 from .recipe import QuantizationRecipe, artifact_record, write_record
-from .statistics import (activation_tensor_indices, collect_statistics, flatbuffer_bytes, int8_softmax_input,
-                         output_softmax, read_flatbuffer, softmax_input_of, writer_of)
+from .statistics import (activation_tensor_indices, collect_statistics, concatenations_of, flatbuffer_bytes,
+                         int8_softmax_input, output_softmax, read_flatbuffer, softmax_input_of, writer_of)
 
 RUNTIME_PACKAGES = ("ai-edge-litert", "litert-quantizer")
 
@@ -176,7 +176,8 @@ def statistics_for(float_model, calibration, statistics, progress=True, what="th
 
     if statistics is not None:
         statistics.check_model(float_model, what)
-        return dataclasses.replace(statistics, softmax_input=softmax_input_of(float_model))  # not kept in the file
+        return dataclasses.replace(statistics, softmax_input=softmax_input_of(float_model),  # not kept in the file
+                                   concatenations=concatenations_of(float_model))
     if calibration is None:
         raise ConfigError("int8 quantization needs --calibration PATH (an image folder, .npy or .npz) "
                           "or --statistics FILE")
@@ -464,19 +465,19 @@ def tflite_model_info(model_bytes):
 
 def read_float_tflite(path):
     """The bytes of a float32 .tflite file, its reshapes given constant
-    targets (static_shapes: so its int8 model is fully integer) and its
-    hard-swish written as operators XNNPACK runs in int8 (hard_swish);
-    refuses anything else."""
-    from .hard_swish import with_hard_swish_decomposed
+    targets (static_shapes: so its int8 model is fully integer) and the
+    operators XNNPACK has no int8 kernel for written as ones it has
+    (xnnpack_rewrites); refuses anything else."""
     from .static_shapes import with_static_reshapes
     from .statistics import check_float_model
+    from .xnnpack_rewrites import for_int8_xnnpack
 
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     content = path.read_bytes()
     check_float_model(read_flatbuffer(content, str(path)), str(path))
-    return with_hard_swish_decomposed(with_static_reshapes(content))
+    return for_int8_xnnpack(with_static_reshapes(content))
 
 
 def quantize_tflite_file(float_path, recipe=None, output="model_int8.tflite", calibration=None, statistics=None,

@@ -214,7 +214,26 @@ def activation_ranges(statistics, method):
             low = max(low, softmax_input_floor(tensor, softmax_input.classes, high))
         return low, max(high, low + MINIMUM_SPAN)
 
-    return {tensor.name: one(tensor) for tensor in statistics.tensors}
+    return holding_their_inputs({tensor.name: one(tensor) for tensor in statistics.tensors},
+                                statistics.concatenations)
+
+
+def holding_their_inputs(ranges, concatenations):
+    """`ranges` with each concatenation's output ranged over all of its
+    inputs' ranges, in graph order (a chain of them holds what the first
+    held). A concatenation computes nothing: its values are its inputs',
+    and a range a rule gave it of its own clipped what they had kept, then
+    the int8 model requantized them into it, once per concatenation of a
+    chain (DenseNet121's dense blocks chain up to 24). On a DenseNet121
+    trained on digits, percentile 99.999 from 200 calibration images scored
+    23.0 dB on 397 others and 30.8 with this; minmax, which already holds
+    them, 31.7 either way (session 39). `concatenations`: (output name,
+    input names) pairs (ActivationStatistics.concatenations)."""
+    ranges = dict(ranges)
+    for output, inputs in concatenations:
+        if output in ranges and all(name in ranges for name in inputs):
+            ranges[output] = (min(ranges[name][0] for name in inputs), max(ranges[name][1] for name in inputs))
+    return ranges
 
 
 def ranges_fingerprint(ranges):

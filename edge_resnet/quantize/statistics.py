@@ -284,6 +284,9 @@ class ActivationStatistics:
     # the input of the softmax writing the graph output (SoftmaxInput), or None: derived from the model
     # (softmax_input_of), not saved in a statistics file
     softmax_input: tuple = None
+    # (output name, input names) of each CONCATENATION, in graph order: derived from the model (concatenations_of),
+    # not saved in a statistics file
+    concatenations: tuple = ()
 
     def fitting_part(self, fold):
         """The statistics of every sample but those of folds[fold]."""
@@ -551,6 +554,19 @@ def softmax_input_of(model_bytes):
     return SoftmaxInput(tensor.name.decode(), int(tensor.shape[-1]))
 
 
+def concatenations_of(model_bytes):
+    """(output name, (input names, ...)) of each CONCATENATION of a TFLite
+    model, in graph order."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = read_flatbuffer(model_bytes)
+    subgraph = model.subgraphs[0]
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    return tuple((subgraph.tensors[op.outputs[0]].name.decode(),
+                  tuple(subgraph.tensors[index].name.decode() for index in op.inputs))
+                 for op in subgraph.operators if codes[op.opcodeIndex] == schema.BuiltinOperator.CONCATENATION)
+
+
 def int8_softmax_input(model_bytes):
     """Whether a TFLite model's output softmax reads int8 logits (a float
     head, kept by the float-parts search, reads float32 ones)."""
@@ -615,7 +631,7 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
                          "them; check the weights and the preprocessing")
     return ActivationStatistics(tensors, model_sha256(float_model_bytes), calibration.describe(), inputs, outputs,
                                 folds if len(folds) > 1 else None, np.stack(float_outputs),
-                                softmax_input_of(float_model_bytes))
+                                softmax_input_of(float_model_bytes), concatenations_of(float_model_bytes))
 
 
 def check_input_shape(expected, calibration):

@@ -8,10 +8,10 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..files import atomic_output
 from ..quiet import native_output_silenced
-from .hard_swish import with_hard_swish_decomposed
 from .recipe import QuantizationRecipe, artifact_record, keras_model_info, write_record
 from .static_shapes import with_static_reshapes
 from .statistics import check_input_shape
+from .xnnpack_rewrites import for_int8_xnnpack
 
 KERAS_PACKAGES = ("tensorflow", "keras", "litert-quantizer")
 
@@ -39,10 +39,10 @@ def converted(model, recipe):
 
 def float_tflite(model):
     """The float32 model the int8 models are made from: the float32
-    artifact's graph with its hard-swish as operators XNNPACK runs in int8
-    (hard_swish; the float32 artifact keeps the fused HARD_SWISH, which
-    XNNPACK runs faster in float32)."""
-    return with_hard_swish_decomposed(converted(model, QuantizationRecipe.for_mode("none")))
+    artifact's graph with the operators XNNPACK has no int8 kernel for
+    written as ones it has (xnnpack_rewrites; the float32 artifact keeps the
+    converter's, which XNNPACK runs in float32: a fused HARD_SWISH faster)."""
+    return for_int8_xnnpack(converted(model, QuantizationRecipe.for_mode("none")))
 
 
 def to_tflite(model, recipe=None, calibration=None, output="model.tflite", progress=True, statistics=None,

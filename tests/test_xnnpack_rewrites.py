@@ -1,7 +1,9 @@
-"""Hard-swish (MobileNetV3's activation) written as ADD, MUL, MUL: the
-TFLite converter's fused HARD_SWISH has no int8 XNNPACK kernel, so the int8
-model fell apart into pieces; rewritten, it runs whole on XNNPACK and every
-model computes what it did."""
+"""Operators XNNPACK has no int8 kernel for, written as ones it has:
+hard-swish (MobileNetV3's activation, fused by the TFLite converter into
+HARD_SWISH) as ADD, MUL, MUL, and an unpadded average pooling (DenseNet's
+transitions) as a depthwise convolution. Before, the int8 model fell apart
+into pieces; rewritten, it runs whole on XNNPACK and every model computes
+what it did."""
 
 import json
 
@@ -10,7 +12,7 @@ import pytest
 
 from edge_resnet.device.runtime import TfliteRunner
 from edge_resnet.device.tflite_inspect import inspect_tflite
-from edge_resnet.quantize.hard_swish import with_hard_swish_decomposed
+from edge_resnet.quantize.xnnpack_rewrites import for_int8_xnnpack
 from edge_resnet.quantize.mixed import output_sqnr_db
 from tests.cli import run_in_process
 from tests.digits import TRAIN_SAMPLES, digit_pixels
@@ -51,12 +53,12 @@ def test_hard_swish_becomes_add_mul_mul_and_the_model_computes_the_same(converte
     raw = (folder / "as_converted.tflite").read_bytes()
     counts = inspect_tflite(folder / "as_converted.tflite").op_counts
     assert counts["HARD_SWISH"] == 3  # the converter fuses each of them
-    rewritten = with_hard_swish_decomposed(raw)
+    rewritten = for_int8_xnnpack(raw)
     (folder / "rewritten.tflite").write_bytes(rewritten)
     after = inspect_tflite(folder / "rewritten.tflite").op_counts
     assert "HARD_SWISH" not in after
     assert after["ADD"] == counts.get("ADD", 0) + 3 and after["MUL"] == counts.get("MUL", 0) + 6
-    assert with_hard_swish_decomposed(rewritten) == rewritten  # nothing left to rewrite
+    assert for_int8_xnnpack(rewritten) == rewritten  # nothing left to rewrite
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     assert np.allclose(TfliteRunner(folder / "rewritten.tflite").predict(images),
                        TfliteRunner(folder / "as_converted.tflite").predict(images), rtol=1e-5, atol=1e-5)
@@ -133,3 +135,44 @@ def test_the_rewritten_int8_model_runs_whole_on_an_ethos_u_npu(converted, tmp_pa
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / f"{model.stem}_ethos-u55-128.json").read_text())
     assert record["cpu_operators"] == 0 and record["npu_operators"] > 10
+
+
+def average_pool_model(padding):
+    """Convolutions around an AveragePooling2D (DenseNet's transitions; random weights)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(6)
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3, activation="relu", name="conv")(layers.Rescaling(1 / 255, name="scale")(inputs))
+    x = layers.AveragePooling2D(3 if padding == "same" else 2, strides=2, padding=padding, name="pool")(x)
+    x = layers.Conv2D(8, 3, activation="relu", name="after")(x)
+    return keras.Model(inputs, layers.Dense(10, name="predictions")(layers.GlobalAveragePooling2D(name="gap")(x)))
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_an_unpadded_average_pool_becomes_a_depthwise_convolution_and_runs_whole_on_xnnpack(tmp_path, padding):
+    """XNNPACK has no int8 average pooling: an unpadded one is computed as a depthwise convolution of weights
+    1 / area instead (exactly, in float); one that pads (TFLite averages only the inputs inside the image) stays."""
+    import tensorflow as tf
+
+    model = average_pool_model(padding)
+    model.save(tmp_path / "pool.keras")
+    (tmp_path / "as_converted.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    (tmp_path / "rewritten.tflite").write_bytes(
+        for_int8_xnnpack((tmp_path / "as_converted.tflite").read_bytes()))
+    counts = inspect_tflite(tmp_path / "rewritten.tflite").op_counts
+    assert ("AVERAGE_POOL_2D" in counts) == (padding == "same")
+    images = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    assert np.allclose(TfliteRunner(tmp_path / "rewritten.tflite").predict(images),
+                       TfliteRunner(tmp_path / "as_converted.tflite").predict(images), rtol=1e-5, atol=1e-5)
+    pixels, _ = digit_pixels(32, 160, offset=TRAIN_SAMPLES)
+    np.save(tmp_path / "calibration.npy", pixels[:120])
+    result = run_in_process("quantize", tmp_path / "pool.keras", "--calibration", tmp_path / "calibration.npy",
+                            "--preprocessing", "raw", "--output", tmp_path / "int8.tflite")
+    assert result.returncode == 0, result.stderr
+    inspected = inspect_tflite(tmp_path / "int8.tflite")
+    assert not inspected.float_ops and inspected.fully_delegated == (padding == "valid"), inspected.undelegated_ops
+    evaluation = pixels[120:].astype(np.float32)
+    assert output_sqnr_db(model.predict(evaluation, verbose=0), TfliteRunner(tmp_path / "int8.tflite").predict(
+        evaluation)) > 25

@@ -1,0 +1,141 @@
+"""Operators XNNPACK has no int8 kernel for, written as ones it has.
+
+The int8 models are made from a float32 TFLite whose every operator XNNPACK
+should run in int8: one it cannot cuts the int8 graph into delegated pieces
+with TFLite's own kernels between them (slower than the float32 model, on
+a trained MobileNetV3Small: benchmarks/results/hard_swish.md). Each rewrite
+computes the same function in float32 (to float32 rounding), and the
+statistics pass ranges any new tensor like any other; the float32 artifact
+keeps the converter's graph.
+
+- HARD_SWISH (MobileNetV3's activation, x * relu6(x + 3) / 6, fused by the
+  TFLite converter): an ADD of 3 with a fused RELU6, a MUL by 1/6 and a
+  MUL by x.
+- AVERAGE_POOL_2D with no padding (DenseNet's transitions, a ResNet-D
+  shortcut, AveragePooling2D's default): a depthwise convolution whose
+  weights are all 1 / (window area). With padding, TFLite averages only
+  the inputs inside the image, which a convolution cannot, so it is left.
+"""
+
+import numpy as np
+
+from .statistics import flatbuffer_bytes, read_flatbuffer
+
+
+def float_tensor_like(subgraph, like, name):
+    """The index of a new float32 activation tensor of `like`'s shape."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    tensor = schema.TensorT()
+    tensor.name, tensor.type, tensor.buffer = name, schema.TensorType.FLOAT32, 0
+    tensor.shape = None if like.shape is None else list(like.shape)
+    tensor.shapeSignature = None if like.shapeSignature is None else list(like.shapeSignature)
+    subgraph.tensors.append(tensor)
+    return len(subgraph.tensors) - 1
+
+
+def elementwise(model, builtin, inputs, output, activation=0):
+    """An ADD or MUL operator (version 1) of `inputs` into `output` with a fused `activation`."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from .int8_tflite import operator_code_index
+
+    operator = schema.OperatorT()
+    operator.opcodeIndex = operator_code_index(model, builtin, 1)
+    operator.inputs, operator.outputs = list(inputs), [output]
+    if builtin == schema.BuiltinOperator.ADD:
+        operator.builtinOptionsType, operator.builtinOptions = schema.BuiltinOptions.AddOptions, schema.AddOptionsT()
+    else:
+        operator.builtinOptionsType, operator.builtinOptions = schema.BuiltinOptions.MulOptions, schema.MulOptionsT()
+    operator.builtinOptions.fusedActivationFunction = activation
+    return operator
+
+
+def decomposed(model, subgraph, operator):
+    """The three operators that compute `operator`'s (a HARD_SWISH) output from its input."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    x, output = operator.inputs[0], operator.outputs[0]
+    name = subgraph.tensors[output].name
+    gate = float_tensor_like(subgraph, subgraph.tensors[output], name + b"/relu6_x_plus_3")
+    scaled = float_tensor_like(subgraph, subgraph.tensors[output], name + b"/relu6_x_plus_3_over_6")
+    three = float_array(model, subgraph, name + b"/three", 3.0)
+    sixth = float_array(model, subgraph, name + b"/one_sixth", 1.0 / 6.0)
+    return [elementwise(model, schema.BuiltinOperator.ADD, (x, three), gate, schema.ActivationFunctionType.RELU6),
+            elementwise(model, schema.BuiltinOperator.MUL, (gate, sixth), scaled),
+            elementwise(model, schema.BuiltinOperator.MUL, (x, scaled), output)]
+
+
+def float_array(model, subgraph, name, values):
+    """The index of a new float32 constant tensor holding `values` (its shape theirs)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    values = np.asarray(values, np.float32)
+    buffer = schema.BufferT()
+    buffer.data = values.reshape(-1).view(np.uint8)
+    model.buffers.append(buffer)
+    tensor = schema.TensorT()
+    tensor.name, tensor.type, tensor.shape = name, schema.TensorType.FLOAT32, list(values.shape)
+    tensor.buffer = len(model.buffers) - 1
+    subgraph.tensors.append(tensor)
+    return len(subgraph.tensors) - 1
+
+
+def unpadded_average_pool(operator):
+    """Whether an AVERAGE_POOL_2D averages whole windows only (no padding
+    reaches into it): VALID, or SAME with a 1x1 window."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    options = operator.builtinOptions
+    return options.padding == schema.Padding.VALID or (options.filterHeight, options.filterWidth) == (1, 1)
+
+
+def average_pool_as_depthwise(model, subgraph, operator):
+    """The DEPTHWISE_CONV_2D that computes `operator`'s (an unpadded AVERAGE_POOL_2D) output from its input."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from .int8_tflite import operator_code_index
+
+    pool, output = operator.builtinOptions, operator.outputs[0]
+    name, channels = subgraph.tensors[output].name, int(subgraph.tensors[output].shape[-1])
+    area = pool.filterHeight * pool.filterWidth
+    weights = float_array(model, subgraph, name + b"/average_weights",
+                          np.full((1, pool.filterHeight, pool.filterWidth, channels), 1.0 / area))
+    bias = float_array(model, subgraph, name + b"/average_bias", np.zeros(channels))
+    depthwise = schema.OperatorT()
+    depthwise.opcodeIndex = operator_code_index(model, schema.BuiltinOperator.DEPTHWISE_CONV_2D, 1)
+    depthwise.inputs, depthwise.outputs = [operator.inputs[0], weights, bias], [output]
+    options = schema.DepthwiseConv2DOptionsT()
+    options.padding, options.strideH, options.strideW = schema.Padding.VALID, pool.strideH, pool.strideW
+    options.depthMultiplier, options.dilationHFactor, options.dilationWFactor = 1, 1, 1
+    options.fusedActivationFunction = pool.fusedActivationFunction
+    depthwise.builtinOptionsType, depthwise.builtinOptions = schema.BuiltinOptions.DepthwiseConv2DOptions, options
+    return [depthwise]
+
+
+def rewrites():
+    """{builtin operator: (whether to rewrite one, the operators that replace it)}."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {schema.BuiltinOperator.HARD_SWISH: (lambda operator: True, decomposed),
+            schema.BuiltinOperator.AVERAGE_POOL_2D: (unpadded_average_pool, average_pool_as_depthwise)}
+
+
+def for_int8_xnnpack(model_bytes):
+    """`model_bytes` (a float32 TFLite model) with every operator XNNPACK
+    has no int8 kernel for written as ones it has, where one computes the
+    same; the same bytes where there is none."""
+    model = read_flatbuffer(model_bytes)
+    subgraph = model.subgraphs[0]
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    rewrite = rewrites()
+    chosen = [op for op in subgraph.operators if codes[op.opcodeIndex] in rewrite
+              and rewrite[codes[op.opcodeIndex]][0](op)]
+    if not chosen:
+        return model_bytes
+    operators = []
+    for op in subgraph.operators:
+        operators += rewrite[codes[op.opcodeIndex]][1](model, subgraph, op) if any(op is one for one in chosen) \
+            else [op]
+    subgraph.operators = operators
+    return flatbuffer_bytes(model)
