@@ -841,6 +841,7 @@ def test_a_concatenation_s_range_holds_its_inputs_ranges_whatever_the_rule(tmp_p
     from keras import layers
 
     from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.device.tflite_inspect import inspect_tflite
     from edge_resnet.quantize.int8_tflite import int8_tflite, run_tflite_bytes
     from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
     from edge_resnet.quantize.recipe import QuantizationRecipe
@@ -852,9 +853,9 @@ def test_a_concatenation_s_range_holds_its_inputs_ranges_whatever_the_rule(tmp_p
     keras.utils.set_random_seed(4)
     inputs = keras.Input((32, 32, 3))
     x = layers.Conv2D(8, 3, strides=2, activation="relu", name="stem")(layers.Rescaling(1 / 255, name="scale")(inputs))
-    for index in range(4):
-        grown = layers.Conv2D(4, 3, padding="same", activation="relu", name=f"grow{index}")(x)
-        x = layers.Concatenate(name=f"concat{index}")([x, grown])
+    for index in range(4):  # DenseNet's layer: normalization, ReLU, convolution, its output concatenated
+        pre = layers.ReLU(name=f"relu{index}")(layers.BatchNormalization(name=f"norm{index}")(x))
+        x = layers.Concatenate(name=f"concat{index}")([x, layers.Conv2D(4, 3, padding="same", name=f"grow{index}")(pre)])
     model = keras.Model(inputs, layers.Dense(10, name="predictions")(layers.GlobalAveragePooling2D(name="gap")(x)))
     float_model = float_tflite(model)
     concatenations = concatenations_of(float_model)
@@ -875,5 +876,9 @@ def test_a_concatenation_s_range_holds_its_inputs_ranges_whatever_the_rule(tmp_p
         for output, _ in concatenations)  # the rule alone clipped a concatenation below its inputs
     images = pixels[120:].astype(np.float32)
     reference = run_tflite_bytes(float_model, images, "float")
-    assert output_sqnr_db(reference, run_tflite_bytes(int8_tflite(float_model, clipped, QuantizationRecipe()), images,
-                                                      "int8")) > 25
+    int8_model = int8_tflite(float_model, clipped, QuantizationRecipe())
+    assert output_sqnr_db(reference, run_tflite_bytes(int8_model, images, "int8")) > 25
+    # each input is requantized into its concatenation's range: an int8 -> int8 QUANTIZE, integer all the same
+    (tmp_path / "int8.tflite").write_bytes(int8_model)
+    inspected = inspect_tflite(tmp_path / "int8.tflite")
+    assert inspected.op_counts["QUANTIZE"] > 2 and inspected.fully_integer and inspected.fully_delegated

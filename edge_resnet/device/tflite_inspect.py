@@ -18,7 +18,7 @@ class TfliteStructure:
     input_dtype: str
     output_dtype: str
     float_ops: tuple  # operators that compute in floating point
-    body_quantize_ops: tuple  # QUANTIZE/DEQUANTIZE away from the model's inputs/outputs
+    body_quantize_ops: tuple  # QUANTIZE/DEQUANTIZE to or from float away from the model's inputs/outputs
     delegate_nodes: int
     fully_delegated: bool  # one XNNPACK node spanning inputs to outputs
     undelegated_ops: tuple  # operators seen running next to the delegate, outside it
@@ -80,11 +80,13 @@ def inspect_tflite(path):
     for op in ops:
         # Converting the model's own input or output type (float32/uint8 <-> int8) is fine.
         at_boundary = set(op["inputs"]) <= model_inputs or set(op["outputs"]) <= model_outputs
-        if op["op_name"] in QUANTIZE_OPS and not at_boundary:
-            body_quantize_ops.append(op["op_name"])
-        elif op["op_name"] not in QUANTIZE_OPS and any(
-            _is_float(dtypes[index]) for index in list(op["inputs"]) + list(op["outputs"]) if index in dtypes
-        ):
+        reads_or_writes_float = any(
+            _is_float(dtypes[index]) for index in list(op["inputs"]) + list(op["outputs"]) if index in dtypes)
+        if op["op_name"] in QUANTIZE_OPS:
+            # an int8 -> int8 QUANTIZE is a requantization (into a concatenation's scale): integer arithmetic
+            if reads_or_writes_float and not at_boundary:
+                body_quantize_ops.append(op["op_name"])
+        elif reads_or_writes_float:
             float_ops.append(op["op_name"])
 
     with native_output_silenced():  # LiteRT announces its delegate on stderr
