@@ -82,7 +82,7 @@ def test_the_int8_model_of_a_hard_swish_network_is_whole_on_xnnpack(converted, s
 
 
 def test_the_float32_artifact_keeps_the_fused_hard_swish(converted):
-    """XNNPACK runs HARD_SWISH itself in float32, faster than three operators (benchmarks/results/hard_swish.md)."""
+    """XNNPACK runs HARD_SWISH itself in float32, faster than three operators (benchmarks/results/xnnpack_rewrites.md)."""
     folder, model = converted
     result = run_in_process("quantize", folder / "hs.keras", "--quantize", "none", "--output", folder / "f.tflite")
     assert result.returncode == 0, result.stderr
@@ -137,32 +137,34 @@ def test_the_rewritten_int8_model_runs_whole_on_an_ethos_u_npu(converted, tmp_pa
     assert record["cpu_operators"] == 0 and record["npu_operators"] > 10
 
 
-def average_pool_model(padding):
-    """Convolutions around an AveragePooling2D (DenseNet's transitions; random weights)."""
+def average_pool_model(padding, window):
+    """Convolutions around an AveragePooling2D of stride 2 on a 30x30 map (DenseNet's transitions; random weights)."""
     import keras
     from keras import layers
 
     keras.utils.set_random_seed(6)
     inputs = keras.Input((32, 32, 3))
     x = layers.Conv2D(8, 3, activation="relu", name="conv")(layers.Rescaling(1 / 255, name="scale")(inputs))
-    x = layers.AveragePooling2D(3 if padding == "same" else 2, strides=2, padding=padding, name="pool")(x)
+    x = layers.AveragePooling2D(window, strides=2, padding=padding, name="pool")(x)
     x = layers.Conv2D(8, 3, activation="relu", name="after")(x)
     return keras.Model(inputs, layers.Dense(10, name="predictions")(layers.GlobalAveragePooling2D(name="gap")(x)))
 
 
-@pytest.mark.parametrize("padding", ["valid", "same"])
-def test_an_unpadded_average_pool_becomes_a_depthwise_convolution_and_runs_whole_on_xnnpack(tmp_path, padding):
-    """XNNPACK has no int8 average pooling: an unpadded one is computed as a depthwise convolution of weights
-    1 / area instead (exactly, in float); one that pads (TFLite averages only the inputs inside the image) stays."""
+@pytest.mark.parametrize("padding, window, pads", [("valid", 2, False), ("same", 2, False), ("same", 3, True)])
+def test_an_unpadded_average_pool_becomes_a_depthwise_convolution_and_runs_whole_on_xnnpack(tmp_path, padding, window,
+                                                                                          pads):
+    """XNNPACK has no int8 average pooling: one that pads nothing (VALID, or SAME whose windows fit: 2x2 stride 2
+    on an even size) is computed as a depthwise convolution of weights 1 / area instead (exactly, in float); one
+    that pads (TFLite averages only the inputs inside the image) stays."""
     import tensorflow as tf
 
-    model = average_pool_model(padding)
+    model = average_pool_model(padding, window)
     model.save(tmp_path / "pool.keras")
     (tmp_path / "as_converted.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     (tmp_path / "rewritten.tflite").write_bytes(
         for_int8_xnnpack((tmp_path / "as_converted.tflite").read_bytes()))
     counts = inspect_tflite(tmp_path / "rewritten.tflite").op_counts
-    assert ("AVERAGE_POOL_2D" in counts) == (padding == "same")
+    assert ("AVERAGE_POOL_2D" in counts) == pads
     images = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     assert np.allclose(TfliteRunner(tmp_path / "rewritten.tflite").predict(images),
                        TfliteRunner(tmp_path / "as_converted.tflite").predict(images), rtol=1e-5, atol=1e-5)
@@ -172,7 +174,7 @@ def test_an_unpadded_average_pool_becomes_a_depthwise_convolution_and_runs_whole
                             "--preprocessing", "raw", "--output", tmp_path / "int8.tflite")
     assert result.returncode == 0, result.stderr
     inspected = inspect_tflite(tmp_path / "int8.tflite")
-    assert not inspected.float_ops and inspected.fully_delegated == (padding == "valid"), inspected.undelegated_ops
+    assert not inspected.float_ops and inspected.fully_delegated == (not pads), inspected.undelegated_ops
     evaluation = pixels[120:].astype(np.float32)
     assert output_sqnr_db(model.predict(evaluation, verbose=0), TfliteRunner(tmp_path / "int8.tflite").predict(
         evaluation)) > 25

@@ -3,7 +3,7 @@
 The int8 models are made from a float32 TFLite whose every operator XNNPACK
 should run in int8: one it cannot cuts the int8 graph into delegated pieces
 with TFLite's own kernels between them (slower than the float32 model, on
-a trained MobileNetV3Small: benchmarks/results/hard_swish.md). Each rewrite
+a trained MobileNetV3Small: benchmarks/results/xnnpack_rewrites.md). Each rewrite
 computes the same function in float32 (to float32 rounding), and the
 statistics pass ranges any new tensor like any other; the float32 artifact
 keeps the converter's graph.
@@ -11,10 +11,11 @@ keeps the converter's graph.
 - HARD_SWISH (MobileNetV3's activation, x * relu6(x + 3) / 6, fused by the
   TFLite converter): an ADD of 3 with a fused RELU6, a MUL by 1/6 and a
   MUL by x.
-- AVERAGE_POOL_2D with no padding (DenseNet's transitions, a ResNet-D
-  shortcut, AveragePooling2D's default): a depthwise convolution whose
-  weights are all 1 / (window area). With padding, TFLite averages only
-  the inputs inside the image, which a convolution cannot, so it is left.
+- AVERAGE_POOL_2D that pads nothing (DenseNet's transitions, a ResNet-D
+  shortcut's 2x2 pooling on an even size, AveragePooling2D's default): a
+  depthwise convolution whose weights are all 1 / (window area). One that
+  pads averages only the inputs inside the image, which a convolution
+  cannot, so it is left.
 """
 
 import numpy as np
@@ -81,13 +82,20 @@ def float_array(model, subgraph, name, values):
     return len(subgraph.tensors) - 1
 
 
-def unpadded_average_pool(operator):
-    """Whether an AVERAGE_POOL_2D averages whole windows only (no padding
-    reaches into it): VALID, or SAME with a 1x1 window."""
+def unpadded_average_pool(subgraph, operator):
+    """Whether an AVERAGE_POOL_2D averages whole windows only: VALID, or
+    SAME where the windows fit the input exactly (no padding added)."""
     from ai_edge_litert import schema_py_generated as schema
 
     options = operator.builtinOptions
-    return options.padding == schema.Padding.VALID or (options.filterHeight, options.filterWidth) == (1, 1)
+    if options.padding == schema.Padding.VALID:
+        return True
+    shape = subgraph.tensors[operator.inputs[0]].shape
+    if shape is None or len(shape) != 4:
+        return False
+    return all(-(-size // stride) * stride - stride + window - size <= 0 or window == 1
+               for size, stride, window in ((int(shape[1]), options.strideH, options.filterHeight),
+                                            (int(shape[2]), options.strideW, options.filterWidth)))
 
 
 def average_pool_as_depthwise(model, subgraph, operator):
@@ -117,7 +125,7 @@ def rewrites():
     """{builtin operator: (whether to rewrite one, the operators that replace it)}."""
     from ai_edge_litert import schema_py_generated as schema
 
-    return {schema.BuiltinOperator.HARD_SWISH: (lambda operator: True, decomposed),
+    return {schema.BuiltinOperator.HARD_SWISH: (lambda subgraph, operator: True, decomposed),
             schema.BuiltinOperator.AVERAGE_POOL_2D: (unpadded_average_pool, average_pool_as_depthwise)}
 
 
@@ -130,7 +138,7 @@ def for_int8_xnnpack(model_bytes):
     codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
     rewrite = rewrites()
     chosen = [op for op in subgraph.operators if codes[op.opcodeIndex] in rewrite
-              and rewrite[codes[op.opcodeIndex]][0](op)]
+              and rewrite[codes[op.opcodeIndex]][0](subgraph, op)]
     if not chosen:
         return model_bytes
     operators = []
