@@ -137,13 +137,12 @@ def for_int8_xnnpack(model_bytes):
     subgraph = model.subgraphs[0]
     codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
     rewrite = rewrites()
-    chosen = [op for op in subgraph.operators if codes[op.opcodeIndex] in rewrite
-              and rewrite[codes[op.opcodeIndex]][0](subgraph, op)]
+    chosen = {id(op) for op in subgraph.operators if codes[op.opcodeIndex] in rewrite
+              and rewrite[codes[op.opcodeIndex]][0](subgraph, op)}
     if not chosen:
         return model_bytes
     operators = []
     for op in subgraph.operators:
-        operators += rewrite[codes[op.opcodeIndex]][1](model, subgraph, op) if any(op is one for one in chosen) \
-            else [op]
+        operators += rewrite[codes[op.opcodeIndex]][1](model, subgraph, op) if id(op) in chosen else [op]
     subgraph.operators = operators
     return flatbuffer_bytes(model)
