@@ -835,8 +835,9 @@ def test_reused_statistics_find_the_softmax_of_the_model_they_are_used_on(softma
 
 def test_a_concatenation_s_range_holds_its_inputs_ranges_whatever_the_rule(tmp_path):
     """A chain of concatenations (DenseNet's dense blocks): a clipping rule ranged each output of its own, which
-    clipped what its inputs had kept; every rule now ranges it over its inputs' ranges, and what minmax gives is
-    unchanged (it held them already)."""
+    clipped what its inputs had kept, and inputs of other ranges were requantized at each link; every rule now
+    ranges it over its inputs' ranges and gives that range back to them, so a chain shares its last range (for
+    minmax: the last concatenation's own)."""
     import keras
     from keras import layers
 
@@ -868,17 +869,19 @@ def test_a_concatenation_s_range_holds_its_inputs_ranges_whatever_the_rule(tmp_p
         ranges = activation_ranges(statistics, method)
         for output, names in concatenations:
             assert ranges[output] == (min(ranges[name][0] for name in names), max(ranges[name][1] for name in names))
+            assert all(ranges[name] == ranges[concatenations[-1][0]] for name in names)  # one range along the chain
         if method.name == "minmax":
-            assert all(ranges[output] == own[output] for output, _ in concatenations)
+            assert ranges[concatenations[-1][0]] == own[concatenations[-1][0]]
     clipped = activation_ranges(statistics, RangeMethod("percentile", percentile=99.9))
     assert any(clipped[output][1] > activation_ranges(
         dataclasses.replace(statistics, concatenations=()), RangeMethod("percentile", percentile=99.9))[output][1]
         for output, _ in concatenations)  # the rule alone clipped a concatenation below its inputs
     images = pixels[120:].astype(np.float32)
     reference = run_tflite_bytes(float_model, images, "float")
-    int8_model = int8_tflite(float_model, clipped, QuantizationRecipe())
-    assert output_sqnr_db(reference, run_tflite_bytes(int8_model, images, "int8")) > 25
-    # each input is requantized into its concatenation's range: an int8 -> int8 QUANTIZE, integer all the same
-    (tmp_path / "int8.tflite").write_bytes(int8_model)
+    assert output_sqnr_db(reference, run_tflite_bytes(int8_tflite(float_model, clipped, QuantizationRecipe()), images,
+                                                      "int8")) > 25
+    # ranged alone, each input is requantized into its concatenation's range: an int8 -> int8 QUANTIZE, integer
+    alone = activation_ranges(dataclasses.replace(statistics, concatenations=()), RangeMethod("minmax"))
+    (tmp_path / "int8.tflite").write_bytes(int8_tflite(float_model, alone, QuantizationRecipe()))
     inspected = inspect_tflite(tmp_path / "int8.tflite")
     assert inspected.op_counts["QUANTIZE"] > 2 and inspected.fully_integer and inspected.fully_delegated
