@@ -131,6 +131,31 @@ def raw_converter_int8(model, images):
         return converter.convert()
 
 
+def split_with_raw_converter(model, calibration_pixels, labels, evaluation, folder, scale=1 / 255):
+    """(the float model's outputs on `evaluation`, the calibration images, {route: output SQNR dB}) of one split,
+    the raw TFLite converter's int8 scored: what a route calibrated on the very same images is set beside."""
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.device.runtime import TfliteRunner
+    from edge_resnet.quantize.mixed import output_sqnr_db
+
+    reference = model.predict(evaluation, verbose=0)
+    size = int(calibration_pixels.shape[1])
+    calibration = images_from_array(calibration_pixels, Preprocessing(size, size, scale=scale), size=None,
+                                    labels=labels)
+    (folder / "raw.tflite").write_bytes(raw_converter_int8(model, list(calibration.samples())))
+    raw = TfliteRunner(folder / "raw.tflite").predict(evaluation)
+    return reference, calibration, {"raw TFLite converter (min/max)": output_sqnr_db(reference, raw)}
+
+
+def per_head_cells(rows, name):
+    """The markdown cells of route `name` over split rows: its mean SQNR per head, each split's in brackets."""
+    cells = []
+    for head in ("logits", "softmax"):
+        values = [row["sqnr_db"][name] for row in rows if row["head"] == head]
+        cells.append(f"{np.mean(values):.2f} ({', '.join(f'{value:.1f}' for value in values)})")
+    return cells
+
+
 def raw_ort_int8(float_onnx, images, output, activation_type="int8", reduce_range=False):
     """What a user gets from onnxruntime's quantize_static alone (per-channel,
     MinMax): S8S8 with 8-bit weights as the issue measured it, or U8S8 with

@@ -30,9 +30,8 @@ METHODS = ("minmax", "percentile", "extrapolated", "auto")
 
 def routes(model, calibration_pixels, labels, evaluation, folder):
     """{route: output SQNR dB on `evaluation`} for one split of one head."""
-    from calibration import raw_converter_int8
+    from calibration import split_with_raw_converter
 
-    from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.device.runtime import TfliteRunner
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize import ranges
@@ -42,12 +41,7 @@ def routes(model, calibration_pixels, labels, evaluation, folder):
     from edge_resnet.quantize.statistics import collect_statistics
     from edge_resnet.quantize.tflite import float_tflite
 
-    reference = model.predict(evaluation, verbose=0)
-    calibration = images_from_array(calibration_pixels, Preprocessing(32, 32, scale=1 / 255), size=None,
-                                    labels=labels)
-    (folder / "raw.tflite").write_bytes(raw_converter_int8(model, list(calibration.samples())))
-    scored = {"raw TFLite converter (min/max)": output_sqnr_db(reference,
-                                                               TfliteRunner(folder / "raw.tflite").predict(evaluation))}
+    reference, calibration, scored = split_with_raw_converter(model, calibration_pixels, labels, evaluation, folder)
     float_model = float_tflite(fold_batchnorm(model)[0])
     statistics = collect_statistics(float_model, calibration)
     holding = ranges.holding_their_inputs
@@ -88,6 +82,8 @@ def main():
 
 
 def markdown(result):
+    from calibration import per_head_cells
+
     described = result["machine"]
     names = list(result["rows"][0]["sqnr_db"])
     lines = ["# A concatenation's range over its inputs' ranges: DenseNet121", "",
@@ -96,12 +92,7 @@ def markdown(result):
              "on 397 never-trained-on digits, mean of 3 splits (per split in brackets), every route of a split "
              "calibrated on the same 200 images.", "",
              "| route | logits head | softmax head |", "|---|---|---|"]
-    for name in names:
-        cells = []
-        for head in ("logits", "softmax"):
-            values = [row["sqnr_db"][name] for row in result["rows"] if row["head"] == head]
-            cells.append(f"{np.mean(values):.2f} ({', '.join(f'{value:.1f}' for value in values)})")
-        lines.append(f"| {name} | {' | '.join(cells)} |")
+    lines += [f"| {name} | {' | '.join(per_head_cells(result['rows'], name))} |" for name in names]
     return "\n".join(lines) + "\n" + isa_note(described["isa"])
 
 

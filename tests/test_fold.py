@@ -125,10 +125,13 @@ def handmade_model():
     return randomize_batchnorm(keras.Model(inputs, x), seed=4)
 
 
-def test_unfoldable_patterns_are_left_in_place_and_reported():
+def test_batchnorm_with_no_convolution_to_fold_into_becomes_a_1x1_depthwise_convolution():
+    """One after an addition, after an activation or reading a tensor something else reads computes x * s + t per
+    channel: a 1x1 DepthwiseConv2D of its name does (one TFLite operator with a weight scale per channel, not a MUL
+    and an ADD). One in training mode uses batch statistics and is left in place, reported."""
     model = handmade_model()
     probe = np.random.default_rng(0).normal(size=(6, 16, 16, 3)).astype("float32")
-    with pytest.warns(FoldWarning, match="4 BatchNormalization layers left unfolded"):
+    with pytest.warns(FoldWarning, match="1 BatchNormalization layers left unfolded: bn_training"):
         folded, report = fold_batchnorm(model, probe=probe)
     assert dict(report.folded) == {
         "conv_no_bias": "bn_no_center",
@@ -136,17 +139,43 @@ def test_unfoldable_patterns_are_left_in_place_and_reported():
         "depthwise": "bn_after_depthwise",
         "dense": "bn_after_dense",
     }
-    reasons = dict(report.skipped)
-    assert "also feeds 'add'" in reasons["bn_shared_input"]
-    assert "follows Add" in reasons["bn_after_add"]
-    assert "applies relu" in reasons["bn_after_relu"]
-    assert "training=True" in reasons["bn_training"]
-    assert set(reasons) == {"bn_shared_input", "bn_after_add", "bn_after_relu", "bn_training"}
-    left = {layer.name for layer in folded.layers if isinstance(layer, BN)}
-    assert left == set(reasons)
+    replaced = dict(report.as_depthwise)
+    assert "also feeds 'add'" in replaced["bn_shared_input"]
+    assert "follows Add" in replaced["bn_after_add"]
+    assert "applies relu" in replaced["bn_after_relu"]
+    assert set(replaced) == {"bn_shared_input", "bn_after_add", "bn_after_relu"}
+    assert all(isinstance(folded.get_layer(name), keras.layers.DepthwiseConv2D) for name in replaced)
+    assert "training=True" in dict(report.skipped)["bn_training"] and len(report.skipped) == 1
+    assert {layer.name for layer in folded.layers if isinstance(layer, BN)} == {"bn_training"}
+    assert "made 3 a 1x1 depthwise convolution, left 1" in report.format()
     # bn_training uses batch statistics, so compare everything before it.
     cut = lambda m: keras.Model(m.input, m.get_layer("conv_training").output)
     np.testing.assert_allclose(np.asarray(cut(folded)(probe)), np.asarray(cut(model)(probe)), rtol=1e-4, atol=1e-4)
+
+
+def test_batchnorm_after_a_separable_convolution_folds_into_its_pointwise_half():
+    """Xception: every SeparableConv2D (no bias) is followed by a BatchNormalization; it folds exactly (the pointwise
+    kernel scaled, a bias added), no operator of its own."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.SeparableConv2D(8, 3, depth_multiplier=2, strides=2, padding="same", use_bias=False,
+                                     name="sep")(inputs)
+    x = keras.layers.ReLU(name="relu")(BN(name="sep_bn")(x))
+    model = randomize_batchnorm(keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pool")(x)), seed=2)
+    probe = np.random.default_rng(3).normal(size=(4, 16, 16, 3)).astype("float32")
+    folded, report = fold_batchnorm(model, probe=probe)
+    assert report.folded == (("sep", "sep_bn"),) and not report.as_depthwise and not report.skipped
+    assert folded.get_layer("sep").use_bias
+    np.testing.assert_allclose(np.asarray(folded(probe)), np.asarray(model(probe)), rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_of_a_flat_tensor_with_nothing_to_fold_into_is_left_in_place():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    model = randomize_batchnorm(keras.Model(inputs, keras.layers.Dense(3, name="dense")(BN(name="bn_flat")(x))))
+    with pytest.warns(FoldWarning, match="1 BatchNormalization layers left unfolded"):
+        folded, report = fold_batchnorm(model)
+    assert "not the channels of an image" in dict(report.skipped)["bn_flat"] and not report.as_depthwise
+    assert isinstance(folded.get_layer("bn_flat"), BN)
 
 
 def test_original_model_is_not_modified():

@@ -35,6 +35,21 @@ def resnet(depth, size=32, **options):
                         **options)
 
 
+def separable_model():
+    """Xception's separable convolutions: unbiased before a BatchNormalization, strided, with a depth multiplier,
+    relu and relu6 fused, and a residual addition; NASNet's cropping after padding."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="stem")(inputs)
+    x = keras.layers.SeparableConv2D(16, 3, padding="same", use_bias=False, name="sep1")(x)
+    x = keras.layers.ReLU(name="sep1_relu")(keras.layers.BatchNormalization(name="sep1_bn")(x))
+    y = keras.layers.SeparableConv2D(16, 3, padding="same", depth_multiplier=2, activation="relu", name="sep2")(x)
+    y = keras.layers.SeparableConv2D(16, 3, strides=2, padding="same", activation="relu6", name="sep3")(y)
+    x = keras.layers.Add(name="add")([y, keras.layers.Conv2D(16, 1, strides=2, name="shortcut")(x)])
+    x = keras.layers.Cropping2D(((1, 0), (0, 1)), name="crop")(keras.layers.ZeroPadding2D(((1, 0), (0, 1)))(x))
+    return keras.Model(inputs, keras.layers.Dense(10, name="predictions")(
+        keras.layers.GlobalAveragePooling2D(name="pool")(x)))
+
+
 MODELS = {
     "resnet18 shortcut A": lambda: resnet(18, shortcut="A"),
     "resnet18 shortcut C": lambda: resnet(18, shortcut="C"),
@@ -43,6 +58,7 @@ MODELS = {
     "resnet34 plain": lambda: resnet(34, plain=True),
     "MobileNetV2": lambda: keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, weights=None,
                                                           classes=10, classifier_activation=None),
+    "separable convolutions, cropping": separable_model,
 }
 
 
@@ -81,12 +97,12 @@ def test_tensors_are_named_after_keras_layers_in_nchw_with_one_transpose():
 def test_a_layer_it_does_not_write_goes_to_tf2onnx_and_the_record_says_why(tmp_path):
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
-    x = keras.layers.Cropping2D(2, name="crop")(x)
+    x = keras.layers.Permute((2, 1, 3), name="permute")(x)
     outputs = keras.layers.Dense(4, name="head")(keras.layers.Flatten(name="flat")(x))
     model = keras.Model(inputs, outputs)
-    path = to_onnx(model, output=tmp_path / "cropped.onnx")
+    path = to_onnx(model, output=tmp_path / "permuted.onnx")
     record = json.loads(record_path(path).read_text())
-    assert record["exporter"] == "tf2onnx (edge-resnet's exporter does not write layer 'crop' (Cropping2D))"
+    assert record["exporter"] == "tf2onnx (edge-resnet's exporter does not write layer 'permute' (Permute))"
     images = np.random.default_rng(0).normal(0, 1, (2, 32, 32, 3)).astype(np.float32)
     expected = np.asarray(model.predict_on_batch(images))
     np.testing.assert_allclose(onnx_outputs(onnx.load(path), images), expected, rtol=1e-4, atol=1e-4)
@@ -151,3 +167,24 @@ def test_what_it_would_get_wrong_goes_to_tf2onnx_instead(case):
 def test_an_input_layer_named_input_is_exported_directly():
     model = small_model(lambda x: keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x))
     assert exporter_of(float_onnx(model)) == "edge-resnet"
+
+
+def test_separable_convolutions_quantize_on_the_default_route_with_every_range_mapped(digits_calibration, tmp_path):
+    """Xception's SeparableConv2D (and NASNet's Cropping2D) went to tf2onnx, whose tensors inside it no TFLite tensor
+    names: the int8 ONNX was refused. Written here, its depthwise half takes the range of the TFLite's
+    DEPTHWISE_CONV_2D output."""
+    from edge_resnet.device.runtime import OnnxRunner
+    from edge_resnet.quantize.mixed import output_sqnr_db
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from tests.digits import TRAIN_SAMPLES, digit_pixels
+
+    keras.utils.set_random_seed(2)
+    model = fold_batchnorm(with_random_batchnorm_statistics(separable_model()))[0]
+    path = to_onnx(model, QuantizationRecipe(calibration_method="minmax"), digits_calibration,
+                   output=tmp_path / "separable.onnx")
+    assert json.loads(record_path(path).read_text())["exporter"] == "edge-resnet"
+    quantized = {node.input[0] for node in onnx.load(path).graph.node if node.op_type == "QuantizeLinear"}
+    assert {"sep1/depthwise", "sep2/depthwise", "sep3/depthwise"} <= quantized
+    pixels, _ = digit_pixels(32, 100, offset=TRAIN_SAMPLES)
+    images = (pixels[..., ::-1] - np.array([103.939, 116.779, 123.68])).astype(np.float32)  # caffe, as calibrated
+    assert output_sqnr_db(np.asarray(model.predict_on_batch(images)), OnnxRunner(path).predict(images)) > 25

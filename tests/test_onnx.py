@@ -350,12 +350,12 @@ def test_an_onnx_tensor_inside_a_layer_the_tflite_cannot_range_is_refused(digits
 
 
 def test_tf2onnx_names_map_to_their_own_layers(digits_calibration, held_out, tmp_path):
-    """A graph tf2onnx writes (here for a Cropping2D) names a layer's tensors by its call scope, "conv_1" for
+    """A graph tf2onnx writes (here for a Permute) names a layer's tensors by its call scope, "conv_1" for
     layer "conv": read unscoped, each layer took the range of the next one's."""
     layers = keras.layers
     keras.utils.set_random_seed(4)
     inputs = keras.Input((32, 32, 3))
-    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(layers.Cropping2D(2)(inputs))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(layers.Permute((2, 1, 3))(inputs))
     x = layers.Conv2D(8, 3, padding="same", name="conv_1")(x)
     x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_2")(x)
     model = keras.Model(inputs, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)))

@@ -217,3 +217,18 @@ def test_a_model_of_vanishing_activations_quantizes_to_a_model_that_loads(digits
     assert inspect_tflite(path).fully_delegated  # LiteRT's own kernels, which check the bounds, load it too
     images = np.stack(list(digits_calibration.samples())[:4])
     assert np.isfinite(TfliteRunner(path).predict(images)).all()
+
+
+def test_operators_of_another_delegated_piece_are_not_named_as_left_out():
+    """ResNetV2: a tensor feeds a pooling XNNPACK leaves out and, past it, a convolution of the next delegated piece;
+    only the pooling runs outside (the convolution was named too)."""
+    from edge_resnet.device.tflite_inspect import _outside_delegates
+
+    def op(index, name, inputs, outputs):
+        return {"index": index, "op_name": name, "inputs": inputs, "outputs": outputs}
+
+    # input 0 -> conv(1) -> [piece A: relu 2] -> pool(3); piece B: conv(4) of 2, add(5) of 3 and 4 -> output 5
+    ops = [op(0, "CONV_2D", [0, 10], [1]), op(1, "RELU", [1], [2]), op(2, "MAX_POOL_2D", [2], [3]),
+           op(3, "CONV_2D", [2, 11], [4]), op(4, "ADD", [3, 4], [5])]
+    pieces = [op(5, "DELEGATE", [0], [2]), op(6, "DELEGATE", [2, 3], [5])]
+    assert _outside_delegates(ops, pieces) == ("MAX_POOL_2D",)

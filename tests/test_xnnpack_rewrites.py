@@ -137,34 +137,38 @@ def test_the_rewritten_int8_model_runs_whole_on_an_ethos_u_npu(converted, tmp_pa
     assert record["cpu_operators"] == 0 and record["npu_operators"] > 10
 
 
-def average_pool_model(padding, window):
-    """Convolutions around an AveragePooling2D of stride 2 on a 30x30 map (DenseNet's transitions; random weights)."""
+def pool_model(padding, window, pooling="AveragePooling2D"):
+    """Convolutions around a pooling of stride 2 on a 30x30 map (DenseNet's transitions; with a 1x1 MaxPooling2D,
+    ResNetV2's shortcut; random weights)."""
     import keras
     from keras import layers
 
     keras.utils.set_random_seed(6)
     inputs = keras.Input((32, 32, 3))
     x = layers.Conv2D(8, 3, activation="relu", name="conv")(layers.Rescaling(1 / 255, name="scale")(inputs))
-    x = layers.AveragePooling2D(window, strides=2, padding=padding, name="pool")(x)
+    x = getattr(layers, pooling)(window, strides=2, padding=padding, name="pool")(x)
     x = layers.Conv2D(8, 3, activation="relu", name="after")(x)
     return keras.Model(inputs, layers.Dense(10, name="predictions")(layers.GlobalAveragePooling2D(name="gap")(x)))
 
 
-@pytest.mark.parametrize("padding, window, pads", [("valid", 2, False), ("same", 2, False), ("same", 3, True)])
-def test_an_unpadded_average_pool_becomes_a_depthwise_convolution_and_runs_whole_on_xnnpack(tmp_path, padding, window,
-                                                                                          pads):
+@pytest.mark.parametrize("pooling, padding, window, pads", [
+    ("AveragePooling2D", "valid", 2, False), ("AveragePooling2D", "same", 2, False),
+    ("AveragePooling2D", "same", 3, True), ("MaxPooling2D", "valid", 1, False), ("MaxPooling2D", "same", 1, False)])
+def test_an_unpadded_pool_xnnpack_has_no_int8_kernel_for_becomes_a_depthwise_convolution(tmp_path, pooling, padding,
+                                                                                        window, pads):
     """XNNPACK has no int8 average pooling: one that pads nothing (VALID, or SAME whose windows fit: 2x2 stride 2
     on an even size) is computed as a depthwise convolution of weights 1 / area instead (exactly, in float); one
-    that pads (TFLite averages only the inputs inside the image) stays."""
+    that pads (TFLite averages only the inputs inside the image) stays. XNNPACK takes no pooling of 1x1 windows
+    that strides (ResNetV2's shortcut): the same convolution, of weight 1, picks the same pixels."""
     import tensorflow as tf
 
-    model = average_pool_model(padding, window)
+    model = pool_model(padding, window, pooling)
     model.save(tmp_path / "pool.keras")
     (tmp_path / "as_converted.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     (tmp_path / "rewritten.tflite").write_bytes(
         for_int8_xnnpack((tmp_path / "as_converted.tflite").read_bytes()))
     counts = inspect_tflite(tmp_path / "rewritten.tflite").op_counts
-    assert ("AVERAGE_POOL_2D" in counts) == pads
+    assert ({"AveragePooling2D": "AVERAGE_POOL_2D", "MaxPooling2D": "MAX_POOL_2D"}[pooling] in counts) == pads
     images = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     assert np.allclose(TfliteRunner(tmp_path / "rewritten.tflite").predict(images),
                        TfliteRunner(tmp_path / "as_converted.tflite").predict(images), rtol=1e-5, atol=1e-5)
@@ -178,3 +182,47 @@ def test_an_unpadded_average_pool_becomes_a_depthwise_convolution_and_runs_whole
     evaluation = pixels[120:].astype(np.float32)
     assert output_sqnr_db(model.predict(evaluation, verbose=0), TfliteRunner(tmp_path / "int8.tflite").predict(
         evaluation)) > 25
+
+
+def preactivation_model():
+    """ResNetV2's stage end in small: a 1x1 max pooling that strides as the shortcut, pre-activation
+    BatchNormalizations after a pooling and after the addition (random weights and statistics)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(8)
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(16, 3, strides=2, padding="same", name="stem")(layers.Rescaling(1 / 255, name="scale")(inputs))
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool")(x)
+    branch = layers.ReLU(name="preact_relu")(layers.BatchNormalization(name="preact_bn")(x))
+    branch = layers.Conv2D(16, 3, strides=2, padding="same", name="conv")(branch)
+    x = layers.Add(name="out")([layers.MaxPooling2D(1, strides=2, name="shortcut")(x), branch])
+    x = layers.ReLU(name="post_relu")(layers.BatchNormalization(name="post_bn")(x))
+    model = keras.Model(inputs, layers.Dense(10, name="predictions")(layers.GlobalAveragePooling2D(name="gap")(x)))
+    rng = np.random.default_rng(8)
+    for name in ("preact_bn", "post_bn"):
+        bn = model.get_layer(name)
+        bn.gamma.assign(rng.uniform(0.05, 2.0, 16).astype("float32"))  # scales far apart, as trained ones are
+        bn.moving_mean.assign(rng.normal(0, 0.3, 16).astype("float32"))
+    return model
+
+
+def test_a_preactivation_network_quantizes_whole_on_xnnpack_with_no_elementwise_batchnorm(tmp_path):
+    """keras.applications' ResNet50V2: its 1x1 strided pooling cut the int8 model into pieces, and each
+    pre-activation BatchNormalization was a MUL and an ADD (its scale vector on one int8 scale); now the pooling is
+    a depthwise convolution and each BatchNormalization a 1x1 depthwise convolution of per-channel weights."""
+    model = preactivation_model()
+    model.save(tmp_path / "v2.keras")
+    pixels, _ = digit_pixels(32, 200, offset=TRAIN_SAMPLES)
+    np.save(tmp_path / "calibration.npy", pixels[:120])
+    result = run_in_process("quantize", tmp_path / "v2.keras", "--calibration", tmp_path / "calibration.npy",
+                            "--preprocessing", "raw", "--calibration-method", "minmax", "--output",
+                            tmp_path / "int8.tflite")
+    assert result.returncode == 0, result.stderr
+    inspected = inspect_tflite(tmp_path / "int8.tflite")
+    assert "MUL" not in inspected.op_counts and "MAX_POOL_2D" in inspected.op_counts  # the 3x3 pooling stays
+    assert inspected.op_counts["DEPTHWISE_CONV_2D"] == 3
+    assert not inspected.float_ops and inspected.fully_delegated, inspected.undelegated_ops
+    evaluation = pixels[120:].astype(np.float32)
+    assert output_sqnr_db(model.predict(evaluation, verbose=0),
+                          TfliteRunner(tmp_path / "int8.tflite").predict(evaluation)) > 25

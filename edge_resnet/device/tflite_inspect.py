@@ -21,7 +21,7 @@ class TfliteStructure:
     body_quantize_ops: tuple  # QUANTIZE/DEQUANTIZE to or from float away from the model's inputs/outputs
     delegate_nodes: int
     fully_delegated: bool  # one XNNPACK node spanning inputs to outputs
-    undelegated_ops: tuple  # operators seen running next to the delegate, outside it
+    undelegated_ops: tuple  # operators no delegate runs
 
     def describe(self, integer_expected):
         """Lines on the operators, the I/O types, the delegation and, for an
@@ -105,19 +105,23 @@ def inspect_tflite(path):
         body_quantize_ops=tuple(body_quantize_ops),
         delegate_nodes=len(delegate_nodes),
         fully_delegated=fully_delegated,
-        undelegated_ops=() if fully_delegated else _neighbours_outside(ops, delegate_nodes, model_inputs, model_outputs),
+        undelegated_ops=() if fully_delegated else _outside_delegates(ops, delegate_nodes),
     )
 
 
-def _neighbours_outside(ops, delegate_nodes, model_inputs, model_outputs):
-    """Operators that read a delegate's output or produce a delegate's input:
-    they run on the built-in kernels. (The interpreter does not expose its
-    execution plan, so this names the operators at the delegate's edges.)"""
-    delegate_in = {t for node in delegate_nodes for t in node["inputs"]} - model_inputs
-    delegate_out = {t for node in delegate_nodes for t in node["outputs"]} - model_outputs
-    outside = [
-        op["op_name"]
-        for op in ops
-        if set(op["inputs"]) & delegate_out or set(op["outputs"]) & delegate_in
-    ]
-    return tuple(outside) if delegate_nodes else tuple(op["op_name"] for op in ops)
+def _outside_delegates(ops, delegate_nodes):
+    """Operators no delegate runs: they run on the built-in kernels. (The
+    interpreter does not expose its execution plan, so each delegate's
+    operators are found from the graph: those that compute its outputs from
+    its inputs.)"""
+    producer = {tensor: op["index"] for op in ops for tensor in op["outputs"]}
+    by_index = {op["index"]: op for op in ops}
+    delegated = set()
+    for node in delegate_nodes:
+        boundary, pending = set(node["inputs"]), [t for t in node["outputs"] if t in producer]
+        while pending:
+            index = producer[pending.pop()]
+            if index not in delegated:
+                delegated.add(index)
+                pending += [t for t in by_index[index]["inputs"] if t in producer and t not in boundary]
+    return tuple(op["op_name"] for op in ops if op["index"] not in delegated)

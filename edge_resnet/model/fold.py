@@ -4,8 +4,16 @@ that feeds it, on any Keras functional model.
 The folded model is rebuilt from the original's config with the BN layers
 removed and their consumers rewired to the convolution (which keeps its
 name), then given W' = W * s and b' = beta + (b - mean) * s per output
-channel, s = gamma / sqrt(var + eps). Patterns that cannot be folded exactly
-stay in place and are reported; the original model is not touched.
+channel, s = gamma / sqrt(var + eps). A BatchNormalization with no
+convolution of its own to fold into (one after an addition or a pooling, as
+ResNetV2's pre-activations, or after an activation) becomes the 1x1
+DepthwiseConv2D computing the same x * s + (beta - mean * s), under its own
+name: TFLite would make it a MUL and an ADD, two int8 roundings, and give
+the scale vector s one int8 scale for every channel (a channel of a small
+s then gets a few levels), where a depthwise convolution is one operator
+with a weight scale per channel. Patterns that cannot be computed exactly
+either way stay in place and are reported; the original model is not
+touched.
 """
 
 import copy
@@ -17,7 +25,7 @@ import numpy as np
 
 from ..errors import ConfigError, ConversionError, ModelError
 
-FOLDABLE_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+FOLDABLE_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D, keras.layers.Dense)
 MODEL_OUTPUT = "<model output>"
 # Folding is exact up to float32 rounding (about 1e-6 of the output scale on the ResNets measured): a difference
 # this large means the rebuilt model is another function.
@@ -37,6 +45,7 @@ class FoldReport:
     probe_max_abs_diff: float  # folded vs original outputs on the probe batch
     probe_output_scale: float  # max |original output| on the probe batch
     probe_top1_agreement: object  # fraction with the same argmax; None if not a classifier
+    as_depthwise: tuple = ()  # ((bn name, why it did not fold), ...): each now a 1x1 DepthwiseConv2D of its name
 
     @property
     def probe_relative_diff(self):
@@ -48,6 +57,7 @@ class FoldReport:
         return {
             "folded": [{"layer": layer, "batchnorm": bn} for layer, bn in self.folded],
             "skipped": [{"batchnorm": bn, "reason": reason} for bn, reason in self.skipped],
+            "as_depthwise": [{"batchnorm": bn, "why_not_folded": reason} for bn, reason in self.as_depthwise],
             "params_before": self.params_before,
             "params_after": self.params_after,
             "probe_max_abs_diff": self.probe_max_abs_diff,
@@ -58,7 +68,9 @@ class FoldReport:
 
     def format(self):
         lines = [
-            f"folded {len(self.folded)} BatchNormalization layers, left {len(self.skipped)}",
+            f"folded {len(self.folded)} BatchNormalization layers"
+            + (f", made {len(self.as_depthwise)} a 1x1 depthwise convolution" if self.as_depthwise else "")
+            + f", left {len(self.skipped)}",
             f"parameters {self.params_before:,} -> {self.params_after:,} "
             f"({self.params_before - self.params_after:,} fewer)",
             f"probe: max |diff| {self.probe_max_abs_diff:.3g} "
@@ -69,6 +81,7 @@ class FoldReport:
                 else f", top-1 agreement {self.probe_top1_agreement:.1%}"
             ),
         ]
+        lines += [f"1x1 depthwise convolution: {bn}: {reason}" for bn, reason in self.as_depthwise]
         lines += [f"left in place: {bn}: {reason}" for bn, reason in self.skipped]
         return "\n".join(lines)
 
@@ -117,8 +130,8 @@ def _channel_axis(layer):
     return len(layer.output.shape) - 1
 
 
-def _why_not_foldable(bn, producer, layer_config, consumers):
-    """None when `bn` can be folded into `producer`, else the reason."""
+def _why_not_replaceable(bn, layer_config):
+    """None when `bn` computes a fixed per-channel x * s + t (a 1x1 depthwise convolution can), else the reason."""
     nodes = layer_config["inbound_nodes"]
     if len(nodes) != 1:
         return f"called {len(nodes)} times (shared layer)"
@@ -126,10 +139,26 @@ def _why_not_foldable(bn, producer, layer_config, consumers):
         return "called with training=True: it uses batch statistics, not its moving averages"
     if bn.renorm:
         return "batch renormalization is not folded"
+    return None
+
+
+def _why_not_depthwise(bn):
+    """None when a 1x1 DepthwiseConv2D can take `bn`'s place, else the reason."""
+    rank = len(bn.input.shape)
+    if rank != 4 or bn.axis % rank != 3:
+        return f"normalizes axis {bn.axis} of a rank-{rank} tensor, not the channels of an image (NHWC)"
+    return None
+
+
+def _why_not_foldable(bn, producer, layer_config, consumers):
+    """None when `bn` can be folded into `producer`, else the reason."""
+    replaceable = _why_not_replaceable(bn, layer_config)
+    if replaceable:
+        return replaceable
     if producer is None:
         return "its input is not a single layer output"
     if type(producer) not in FOLDABLE_LAYERS:
-        return f"follows {type(producer).__name__} {producer.name!r}, not Conv2D/DepthwiseConv2D/Dense"
+        return f"follows {type(producer).__name__} {producer.name!r}, not Conv2D/DepthwiseConv2D/SeparableConv2D/Dense"
     if len(producer._inbound_nodes) != 1:
         return f"{producer.name!r} is called more than once (shared layer)"
     if producer.get_config().get("activation", "linear") != "linear":
@@ -147,10 +176,12 @@ def _why_not_foldable(bn, producer, layer_config, consumers):
 
 def plan_folds(model, config):
     """Split the model's BatchNormalization layers into foldable
-    (producer name, bn name) pairs and (bn name, reason) leftovers."""
+    (producer name, bn name) pairs, (bn name, why not folded) ones a 1x1
+    depthwise convolution takes the place of, and (bn name, reason)
+    leftovers."""
     consumers = _consumers(config)
     by_name = {layer_config["name"]: layer_config for layer_config in config["layers"]}
-    folds, skipped = [], []
+    folds, as_depthwise, skipped = [], [], []
     for layer in model.layers:
         if isinstance(layer, keras.Model) and any(
             isinstance(inner, keras.layers.BatchNormalization) for inner in layer._flatten_layers()
@@ -162,11 +193,14 @@ def plan_folds(model, config):
         producers = [name for node in layer_config["inbound_nodes"] for name in _producers(node)]
         producer = model.get_layer(producers[0]) if len(producers) == 1 else None
         reason = _why_not_foldable(layer, producer, layer_config, consumers)
-        if reason:
-            skipped.append((layer.name, reason))
-        else:
+        if not reason:
             folds.append((producer.name, layer.name))
-    return folds, skipped
+        elif _why_not_replaceable(layer, layer_config) or _why_not_depthwise(layer):
+            skipped.append((layer.name, reason if _why_not_replaceable(layer, layer_config) else
+                            f"{reason}; and it {_why_not_depthwise(layer)}"))
+        else:
+            as_depthwise.append((layer.name, reason))
+    return folds, as_depthwise, skipped
 
 
 def _rewire(value, renames):
@@ -185,10 +219,17 @@ def _rewire(value, renames):
             _rewire(item, renames)
 
 
-def folded_config(config, folds):
+def folded_config(config, folds, as_depthwise=()):
     """The model config without the folded BN layers, their consumers reading
-    the convolution instead, and every folded convolution given a bias."""
+    the convolution instead, every folded convolution given a bias, and the
+    BN layers named in `as_depthwise` 1x1 depthwise convolutions."""
     config = copy.deepcopy(config)
+    for layer_config in config["layers"]:
+        if layer_config["name"] in as_depthwise:
+            layer_config.update(_depthwise_config(layer_config))
+            for node in layer_config["inbound_nodes"]:  # BatchNormalization's mask and training: a convolution
+                for keyword in ("mask", "training"):  # takes neither
+                    node.get("kwargs", {}).pop(keyword, None)
     renames = {bn: producer for producer, bn in folds}
     producers = set(renames.values())
     config["layers"] = [layer for layer in config["layers"] if layer["name"] not in renames]
@@ -201,23 +242,51 @@ def folded_config(config, folds):
     return config
 
 
-def folded_weights(layer, bn):
-    """(kernel, bias) of `layer` with the inference-mode `bn` after it merged
-    in, computed in float64."""
-    kernel = np.asarray(layer.kernel, dtype=np.float64)
+def _depthwise_config(bn_config):
+    """The serialized 1x1 DepthwiseConv2D (with bias) to stand where `bn_config`'s layer stood, under its name."""
+    depthwise = keras.layers.DepthwiseConv2D(1, use_bias=True, name=bn_config["name"], data_format="channels_last",
+                                             dtype=bn_config["config"].get("dtype"),
+                                             trainable=bn_config["config"].get("trainable", True))
+    serialized = keras.layers.serialize(depthwise)
+    return {key: serialized[key] for key in ("module", "class_name", "config", "registered_name") if key in serialized}
+
+
+def batchnorm_scale_shift(bn):
+    """(s, t) in float64: the inference-mode `bn` computes x * s + t per channel."""
     channels = int(np.asarray(bn.moving_mean).shape[0])
-    bias = np.asarray(layer.bias, np.float64) if layer.use_bias else np.zeros(channels)
     gamma = np.asarray(bn.gamma, np.float64) if bn.scale else np.ones(channels)
     beta = np.asarray(bn.beta, np.float64) if bn.center else np.zeros(channels)
-    mean = np.asarray(bn.moving_mean, np.float64)
-    variance = np.asarray(bn.moving_variance, np.float64)
-    scale = gamma / np.sqrt(variance + bn.epsilon)
+    scale = gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+    return scale, beta - np.asarray(bn.moving_mean, np.float64) * scale
+
+
+def depthwise_weights(bn):
+    """(kernel, bias) of the 1x1 DepthwiseConv2D computing `bn`."""
+    scale, shift = batchnorm_scale_shift(bn)
+    return scale.reshape(1, 1, -1, 1).astype(np.float32), shift.astype(np.float32)
+
+
+def folded_weights(layer, bn):
+    """The weights of `layer` with the inference-mode `bn` after it merged
+    in, computed in float64: (kernel, bias), or for a SeparableConv2D
+    (depthwise kernel, pointwise kernel, bias), the pointwise half scaled."""
+    scale, shift = batchnorm_scale_shift(bn)
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        pointwise, bias = _scaled(layer, layer.pointwise_kernel, scale, shift)
+        return np.asarray(layer.depthwise_kernel, np.float32), pointwise, bias
+    return _scaled(layer, layer.kernel, scale, shift)
+
+
+def _scaled(layer, kernel, scale, shift):
+    """(kernel, bias) as float32 with output channel c scaled by scale[c] and shift[c] added."""
+    kernel = np.asarray(kernel, dtype=np.float64)
+    bias = np.asarray(layer.bias, np.float64) if layer.use_bias else np.zeros(len(scale))
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         # Output channel c * multiplier + m comes from input channel c.
         kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
     else:
         kernel = kernel * scale  # output channels are the kernel's last axis
-    new_bias = beta + (bias - mean) * scale
+    new_bias = shift + bias * scale
     return kernel.astype(np.float32), new_bias.astype(np.float32)
 
 
@@ -264,12 +333,15 @@ def fold_batchnorm(model, probe=None):
     """
     source = _as_functional(model)
     config = source.get_config()
-    folds, skipped = plan_folds(source, config)
-    folded = keras.Model.from_config(folded_config(config, folds))
+    folds, as_depthwise, skipped = plan_folds(source, config)
+    replaced = {bn for bn, _ in as_depthwise}
+    folded = keras.Model.from_config(folded_config(config, folds, replaced))
     merged = {producer: bn for producer, bn in folds}
     for layer in folded.layers:
         if layer.name in merged:
             layer.set_weights(list(folded_weights(source.get_layer(layer.name), source.get_layer(merged[layer.name]))))
+        elif layer.name in replaced:
+            layer.set_weights(list(depthwise_weights(source.get_layer(layer.name))))
         elif layer.weights:
             layer.set_weights(source.get_layer(layer.name).get_weights())
     for layer in folded._flatten_layers(include_self=False):
@@ -293,6 +365,7 @@ def fold_batchnorm(model, probe=None):
         probe_max_abs_diff=float(np.abs(candidate - reference).max()),
         probe_output_scale=float(np.abs(reference).max()),
         probe_top1_agreement=_top1_agreement(reference, candidate),
+        as_depthwise=tuple(as_depthwise),
     )
     if not report.probe_relative_diff <= FOLD_TOLERANCE:
         raise ConversionError(

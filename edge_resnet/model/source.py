@@ -145,11 +145,13 @@ def load_folded(spec, input_size=None, classes=None, weights=None, fold=True):
 def save_folded(request):
     """Fold BatchNorm into the preceding convolutions and save the model.
 
-    Every BatchNormalization that directly follows a Conv2D, DepthwiseConv2D
-    or Dense layer is folded into it, and the folded model is checked against
-    the original on a probe batch before it is saved (.keras). Patterns that
-    cannot be folded exactly are left in place and listed in the report,
-    which is returned.
+    Every BatchNormalization that directly follows a Conv2D, DepthwiseConv2D,
+    SeparableConv2D or Dense layer is folded into it; one of an image with
+    nothing to fold into (after an addition, a pooling, an activation)
+    becomes a 1x1 DepthwiseConv2D computing the same; the folded model is
+    checked against the original on a probe batch before it is saved
+    (.keras). Patterns that cannot be computed exactly either way are left in
+    place and listed in the report, which is returned.
     """
     from ..errors import ConfigError
     from ..files import atomic_output, refuse_writing_over_inputs

@@ -19,6 +19,7 @@ import numpy as np
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 PRE_ACTIVATION = "pre_activation"  # "<layer>/pre_activation": a layer's main op's output, before its activation
+DEPTHWISE = "depthwise"  # "<layer>/depthwise": a SeparableConv2D's depthwise half, its first op (as in TFLite)
 EXPORTER = "edge-resnet"
 TO_NCHW, TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
 
@@ -168,10 +169,16 @@ def convolution(graph, layer, inputs, onnx_kernel, group):
     names = [x.name, graph.constant(f"{layer.name}/kernel", onnx_kernel)]
     if layer.use_bias:
         names.append(graph.constant(f"{layer.name}/bias", weight(layer.bias)))
-    graph.node("Conv", names, op_output_name(layer), kernel_shape=list(layer.kernel_size), strides=list(layer.strides),
-               dilations=list(layer.dilation_rate), group=group,
-               pads=explicit_pads(layer, layer.input.shape, layer.kernel_size, layer.strides, layer.dilation_rate))
+    spatial_conv(graph, layer, names, op_output_name(layer), group)
     return with_activation(graph, layer, Value(op_output_name(layer), 4, True))
+
+
+def spatial_conv(graph, layer, names, output, group):
+    """The ONNX Conv of `layer`'s window, strides, dilation and padding."""
+    return graph.node("Conv", names, output, kernel_shape=list(layer.kernel_size), strides=list(layer.strides),
+                      dilations=list(layer.dilation_rate), group=group,
+                      pads=explicit_pads(layer, layer.input.shape, layer.kernel_size, layer.strides,
+                                         layer.dilation_rate))
 
 
 def conv2d(graph, layer, inputs):
@@ -184,6 +191,28 @@ def depthwise_conv2d(graph, layer, inputs):
     height, width, channels, multiplier = kernel.shape
     onnx_kernel = kernel.reshape(height, width, 1, channels * multiplier).transpose(3, 2, 0, 1)
     return convolution(graph, layer, inputs, onnx_kernel, channels)
+
+
+def separable_conv2d(graph, layer, inputs):
+    """A depthwise Conv into "<layer>/depthwise", then the pointwise 1x1 Conv with the bias and the activation."""
+    check_channels_last(layer)
+    check_float_weights(layer)
+    if activation_name(layer) not in ("linear", "relu", "relu6"):  # their pre-activation takes the output's range
+        raise UnsupportedLayer(f"SeparableConv2D {layer.name!r} with activation {activation_name(layer)!r}")
+    if max(layer.dilation_rate) > 1:  # TFLite may compute it through SPACE_TO_BATCH_ND: its first tensor is another
+        raise UnsupportedLayer(f"SeparableConv2D {layer.name!r} with dilation {layer.dilation_rate}")
+    depthwise = weight(layer.depthwise_kernel)  # (kh, kw, in, multiplier)
+    height, width, channels, multiplier = depthwise.shape
+    x = graph.channels_first(inputs[0])
+    kernel = graph.constant(f"{layer.name}/depthwise_kernel",
+                            depthwise.reshape(height, width, 1, channels * multiplier).transpose(3, 2, 0, 1))
+    middle = spatial_conv(graph, layer, [x.name, kernel], f"{layer.name}/{DEPTHWISE}", channels)
+    names = [middle, graph.constant(f"{layer.name}/pointwise_kernel",
+                                    weight(layer.pointwise_kernel).transpose(3, 2, 0, 1))]
+    if layer.use_bias:
+        names.append(graph.constant(f"{layer.name}/bias", weight(layer.bias)))
+    graph.node("Conv", names, op_output_name(layer), kernel_shape=[1, 1])
+    return with_activation(graph, layer, Value(op_output_name(layer), 4, True))
 
 
 def dense(graph, layer, inputs):
@@ -284,6 +313,20 @@ def zero_padding2d(graph, layer, inputs):
     return Value(layer.name, 4, True)
 
 
+def cropping2d(graph, layer, inputs):
+    check_channels_last(layer)
+    x = graph.channels_first(inputs[0])
+    (top, bottom), (left, right) = layer.cropping
+    height, width = layer.input.shape[1:3]
+    if height is None or width is None:
+        raise UnsupportedLayer(f"Cropping2D {layer.name!r} of an input of unknown size")
+    starts = graph.constant(f"{layer.name}/starts", np.array([top, left], np.int64))
+    ends = graph.constant(f"{layer.name}/ends", np.array([height - bottom, width - right], np.int64))
+    axes = graph.constant(f"{layer.name}/axes", np.array([2, 3], np.int64))
+    graph.node("Slice", [x.name, starts, ends, axes], layer.name)
+    return Value(layer.name, 4, True)
+
+
 def zero_padding3d(graph, layer, inputs):
     check_channels_last(layer)
     x = graph.keras_layout(inputs[0])  # (N, D1, D2, D3, C)
@@ -364,6 +407,7 @@ def normalization(graph, layer, inputs):
 LAYERS = {
     "Conv2D": conv2d,
     "DepthwiseConv2D": depthwise_conv2d,
+    "SeparableConv2D": separable_conv2d,
     "Dense": dense,
     "BatchNormalization": batch_normalization,
     "Activation": activation,
@@ -374,6 +418,7 @@ LAYERS = {
     "Multiply": elementwise("Mul"),
     "Concatenate": concatenate,
     "ZeroPadding2D": zero_padding2d,
+    "Cropping2D": cropping2d,
     "ZeroPadding3D": zero_padding3d,
     "MaxPooling2D": pooling2d("MaxPool"),
     "AveragePooling2D": pooling2d("AveragePool"),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, ConversionError
 from ..files import atomic_output
-from .keras_onnx import EXPORTER, INPUT_NAME, OUTPUT_NAME, PRE_ACTIVATION
+from .keras_onnx import DEPTHWISE, EXPORTER, INPUT_NAME, OUTPUT_NAME, PRE_ACTIVATION
 from ..quiet import native_output_silenced
 from .recipe import ONNX_ROUTES, QuantizationRecipe, artifact_record, keras_model_info, write_record
 from .tflite import check_calibration_fits, float_tflite, to_tflite
@@ -320,7 +320,7 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
         if passed_on(name, layer):
             return by_layer.outputs.get(layer)
         node = producer.get(name)
-        main_op = name == f"{layer}/{PRE_ACTIVATION}" or (scoped_names and node is not None
+        main_op = name in (f"{layer}/{PRE_ACTIVATION}", f"{layer}/{DEPTHWISE}") or (scoped_names and node is not None
                                                           and node.op_type in COMPUTE_OPS)
         return by_layer.main_outputs.get(layer) if main_op else None
 

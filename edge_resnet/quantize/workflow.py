@@ -266,7 +266,7 @@ def _from_keras(request, recipe, log):
     model, fold_report = load_folded(request.model, request.input_size, request.classes, request.weights,
                                      fold=request.fold)
     if fold_report is not None:
-        log(f"folded {len(fold_report.folded)} BatchNormalization layers, left {len(fold_report.skipped)}")
+        log(fold_report.format().splitlines()[0])
     statistics = float_model = calibration = None
     if recipe.needs_calibration:
         check_image_model(model, parity=False)

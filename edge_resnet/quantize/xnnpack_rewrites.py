@@ -16,6 +16,10 @@ keeps the converter's graph.
   depthwise convolution whose weights are all 1 / (window area). One that
   pads averages only the inputs inside the image, which a convolution
   cannot, so it is left.
+- MAX_POOL_2D of a 1x1 window with a stride (ResNetV2's shortcut in a
+  stage's last block: XNNPACK takes no 1x1 pooling that strides): the same
+  depthwise convolution, its one weight 1, which picks every stride-th
+  pixel as the pooling does.
 """
 
 import numpy as np
@@ -98,8 +102,16 @@ def unpadded_average_pool(subgraph, operator):
                                             (int(shape[2]), options.strideW, options.filterWidth)))
 
 
+def strided_one_pixel_pool(subgraph, operator):
+    """Whether a pooling reads one pixel per output (a 1x1 window, which pads nothing whatever its padding) and
+    strides (XNNPACK copies a 1x1 pooling that does not itself)."""
+    options = operator.builtinOptions
+    return options.filterHeight == 1 and options.filterWidth == 1 and max(options.strideH, options.strideW) > 1
+
+
 def average_pool_as_depthwise(model, subgraph, operator):
-    """The DEPTHWISE_CONV_2D that computes `operator`'s (an unpadded AVERAGE_POOL_2D) output from its input."""
+    """The DEPTHWISE_CONV_2D that computes `operator`'s (an unpadded AVERAGE_POOL_2D, or a pooling of 1x1
+    windows) output from its input."""
     from ai_edge_litert import schema_py_generated as schema
 
     from .int8_tflite import operator_code_index
@@ -126,7 +138,8 @@ def rewrites():
     from ai_edge_litert import schema_py_generated as schema
 
     return {schema.BuiltinOperator.HARD_SWISH: (lambda subgraph, operator: True, decomposed),
-            schema.BuiltinOperator.AVERAGE_POOL_2D: (unpadded_average_pool, average_pool_as_depthwise)}
+            schema.BuiltinOperator.AVERAGE_POOL_2D: (unpadded_average_pool, average_pool_as_depthwise),
+            schema.BuiltinOperator.MAX_POOL_2D: (strided_one_pixel_pool, average_pool_as_depthwise)}
 
 
 def for_int8_xnnpack(model_bytes):
