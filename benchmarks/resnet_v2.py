@@ -50,19 +50,16 @@ def resnet50v2(size=32):
 @contextmanager
 def as_before():
     """edge-resnet as it was: no BatchNormalization becomes a depthwise convolution, MAX_POOL_2D is not rewritten."""
-    from ai_edge_litert import schema_py_generated as schema
-
     from edge_resnet.model import fold
     from edge_resnet.quantize import xnnpack_rewrites
 
-    why_not, rewrites = fold._why_not_depthwise, xnnpack_rewrites.rewrites
+    why_not, every_precision = fold._why_not_depthwise, xnnpack_rewrites.rewrites_for_every_precision
     fold._why_not_depthwise = lambda bn: "kept as it was (benchmark)"
-    xnnpack_rewrites.rewrites = lambda: {code: rewrite for code, rewrite in rewrites().items()
-                                         if code != schema.BuiltinOperator.MAX_POOL_2D}
+    xnnpack_rewrites.rewrites_for_every_precision = dict  # MAX_POOL_2D's rewrite, the only one there
     try:
         yield
     finally:
-        fold._why_not_depthwise, xnnpack_rewrites.rewrites = why_not, rewrites
+        fold._why_not_depthwise, xnnpack_rewrites.rewrites_for_every_precision = why_not, every_precision
 
 
 def ours(model, calibration, folder, name):

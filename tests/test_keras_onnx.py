@@ -188,3 +188,22 @@ def test_separable_convolutions_quantize_on_the_default_route_with_every_range_m
     pixels, _ = digit_pixels(32, 100, offset=TRAIN_SAMPLES)
     images = (pixels[..., ::-1] - np.array([103.939, 116.779, 123.68])).astype(np.float32)  # caffe, as calibrated
     assert output_sqnr_db(np.asarray(model.predict_on_batch(images)), OnnxRunner(path).predict(images)) > 25
+
+
+def test_a_pooling_the_converter_merged_into_its_twin_takes_its_input_s_range(digits_calibration, tmp_path):
+    """NASNet max-pools one padded tensor twice alike; the TFLite converter computes it once, so one of the two
+    has no TFLite tensor: a pooling's output lies within its input's range, which it now takes."""
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.ZeroPadding2D(1, name="pad")(keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs))
+    left = keras.layers.MaxPooling2D(3, strides=2, name="left_pool")(x)
+    right = keras.layers.MaxPooling2D(3, strides=2, name="right_pool")(x)
+    x = keras.layers.Add(name="add")([left, keras.layers.Conv2D(8, 1, name="right_conv")(right)])
+    model = keras.Model(inputs, keras.layers.Dense(10, name="predictions")(
+        keras.layers.GlobalAveragePooling2D(name="gap")(x)))
+    path = to_onnx(model, QuantizationRecipe(calibration_method="minmax"), digits_calibration,
+                   output=tmp_path / "twins.onnx")
+    quantized = {node.input[0] for node in onnx.load(path).graph.node if node.op_type == "QuantizeLinear"}
+    assert {"left_pool", "right_pool"} & quantized

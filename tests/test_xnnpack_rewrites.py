@@ -226,3 +226,50 @@ def test_a_preactivation_network_quantizes_whole_on_xnnpack_with_no_elementwise_
     evaluation = pixels[120:].astype(np.float32)
     assert output_sqnr_db(model.predict(evaluation, verbose=0),
                           TfliteRunner(tmp_path / "int8.tflite").predict(evaluation)) > 25
+
+
+def test_the_float32_artifact_of_a_strided_one_pixel_pooling_is_whole_on_xnnpack(tmp_path):
+    """XNNPACK takes no 1x1 pooling that strides in float32 either: ResNet50V2's float32 artifact ran in four pieces."""
+    model = pool_model("valid", 1, "MaxPooling2D")
+    model.save(tmp_path / "pool.keras")
+    result = run_in_process("quantize", tmp_path / "pool.keras", "--quantize", "none", "--output",
+                            tmp_path / "f.tflite")
+    assert result.returncode == 0, result.stderr
+    inspected = inspect_tflite(tmp_path / "f.tflite")
+    assert "MAX_POOL_2D" not in inspected.op_counts and inspected.fully_delegated, inspected.undelegated_ops
+    images = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    assert np.allclose(TfliteRunner(tmp_path / "f.tflite").predict(images), model.predict(images, verbose=0),
+                       rtol=1e-4, atol=1e-4)
+
+
+def standalone_relu_model():
+    """Xception's residual blocks: a ReLU of a sum the next addition also reads, so the converter cannot fuse it."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(9)
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(layers.Rescaling(1 / 255, name="scale")(inputs))
+    x = layers.Add(name="add1")([x, layers.Conv2D(8, 3, padding="same", name="conv1")(x)])
+    branch = layers.Conv2D(8, 3, padding="same", name="conv2")(layers.ReLU(name="relu")(x))
+    other = layers.Conv2D(8, 1, name="conv3")(layers.ReLU(max_value=6.0, name="relu6")(x))
+    x = layers.Add(name="add2")([x, branch, other])
+    return keras.Model(inputs, layers.Dense(10, name="predictions")(layers.GlobalAveragePooling2D(name="gap")(x)))
+
+
+def test_a_standalone_relu_becomes_a_depthwise_convolution_and_the_int8_model_runs_whole(tmp_path):
+    """XNNPACK runs RELU and RELU6 in float32 only: Xception's int8 model ran in pieces around eleven of them."""
+    model = standalone_relu_model()
+    model.save(tmp_path / "relu.keras")
+    pixels, _ = digit_pixels(32, 200, offset=TRAIN_SAMPLES)
+    np.save(tmp_path / "calibration.npy", pixels[:120])
+    result = run_in_process("quantize", tmp_path / "relu.keras", "--calibration", tmp_path / "calibration.npy",
+                            "--preprocessing", "raw", "--calibration-method", "minmax", "--output",
+                            tmp_path / "int8.tflite")
+    assert result.returncode == 0, result.stderr
+    inspected = inspect_tflite(tmp_path / "int8.tflite")
+    assert not {"RELU", "RELU6"} & set(inspected.op_counts) and inspected.op_counts["DEPTHWISE_CONV_2D"] == 2
+    assert not inspected.float_ops and inspected.fully_delegated, inspected.undelegated_ops
+    evaluation = pixels[120:].astype(np.float32)
+    assert output_sqnr_db(model.predict(evaluation, verbose=0),
+                          TfliteRunner(tmp_path / "int8.tflite").predict(evaluation)) > 25

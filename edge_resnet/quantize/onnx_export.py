@@ -180,6 +180,10 @@ def onnx_from_tflite(tflite_path, opset=DEFAULT_OPSET):
 VALUE_PRESERVING_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
 CLIPPING_OPS = ("Relu", "Clip")  # a tensor read only by one of these may take its reader's range
 BOUNDED_OPS = {"Sigmoid": (0.0, 1.0), "Softmax": (0.0, 1.0), "Tanh": (-1.0, 1.0)}  # no output leaves these
+# ops whose output lies within their input's range (ONNX pads a max pooling with -inf, and an average pooling's
+# padding counts for nothing by default): the TFLite converter may merge one into its twin (NASNet pools one padded
+# tensor twice alike), leaving no tensor of its own
+POOLING_OPS = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
 DERIVING_OPS = ("Add", "Sub", "Mul", "Div", "Clip")  # ops whose constant operands bound their output
 
 
@@ -261,7 +265,7 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
     output's range (quantizing it there loses nothing: ReLU would clip the
     rest; the same for Clip, as ReLU6 is written). Any other tensor, such as
     one inside a layer, or one the TFLite converter folded away, has the range
-    its op cannot leave: a sigmoid's, a sum of ranges, a range scaled by a
+    its op cannot leave: a sigmoid's, a pooling's input's, a sum of ranges, a range scaled by a
     constant (a Rescaling or Normalization layer). Refuses a graph with a
     tensor it cannot place. `scoped_names`: the graph's names are
     TensorFlow's (tf2onnx), which scope a layer's call as the TFLite's are."""
@@ -329,6 +333,9 @@ def onnx_activation_ranges(proto, tflite_ranges, statistics, layer_names, output
             return None
         if node.op_type in BOUNDED_OPS:
             return BOUNDED_OPS[node.op_type]
+        if node.op_type in POOLING_OPS and not any(attribute.name == "count_include_pad" and attribute.i
+                                                   for attribute in node.attribute):
+            return resolve(node.input[0])
         if node.op_type == "Relu":
             return clipped(resolve(node.input[0]), 0.0, None)
         if node.op_type == "Clip":

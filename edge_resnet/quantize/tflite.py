@@ -11,7 +11,7 @@ from ..quiet import native_output_silenced
 from .recipe import QuantizationRecipe, artifact_record, keras_model_info, write_record
 from .static_shapes import with_static_reshapes
 from .statistics import check_input_shape
-from .xnnpack_rewrites import for_int8_xnnpack
+from .xnnpack_rewrites import for_int8_xnnpack, for_xnnpack
 
 KERAS_PACKAGES = ("tensorflow", "keras", "litert-quantizer")
 
@@ -22,8 +22,9 @@ def check_calibration_fits(model, calibration):
 
 def converted(model, recipe):
     """The TFLite converter's output for float32, float16 and dynamic range,
-    its reshapes given constant targets (static_shapes); its own logs are
-    silenced."""
+    its reshapes given constant targets (static_shapes) and what XNNPACK runs
+    in no precision written as what it runs (xnnpack_rewrites); its own logs
+    are silenced."""
     import tensorflow as tf
 
     if recipe.mode == "int8":
@@ -34,7 +35,7 @@ def converted(model, recipe):
     if recipe.mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     with native_output_silenced():
-        return with_static_reshapes(converter.convert())
+        return for_xnnpack(with_static_reshapes(converter.convert()))
 
 
 def float_tflite(model):

@@ -17,9 +17,14 @@ keeps the converter's graph.
   pads averages only the inputs inside the image, which a convolution
   cannot, so it is left.
 - MAX_POOL_2D of a 1x1 window with a stride (ResNetV2's shortcut in a
-  stage's last block: XNNPACK takes no 1x1 pooling that strides): the same
+  stage's last block: XNNPACK takes no 1x1 pooling that strides, in any
+  precision, so the float32 artifact gets this one too): the same
   depthwise convolution, its one weight 1, which picks every stride-th
   pixel as the pooling does.
+- A RELU or RELU6 of its own, not fused into the operator before it
+  (Xception's, after an addition whose sum the next block also reads):
+  XNNPACK runs it in float32 only; a depthwise convolution of weight 1 with
+  it fused.
 """
 
 import numpy as np
@@ -109,47 +114,94 @@ def strided_one_pixel_pool(subgraph, operator):
     return options.filterHeight == 1 and options.filterWidth == 1 and max(options.strideH, options.strideW) > 1
 
 
-def average_pool_as_depthwise(model, subgraph, operator):
-    """The DEPTHWISE_CONV_2D that computes `operator`'s (an unpadded AVERAGE_POOL_2D, or a pooling of 1x1
-    windows) output from its input."""
+def depthwise(model, subgraph, operator, weights, strides=(1, 1), activation=0):
+    """The DEPTHWISE_CONV_2D (VALID, no bias) of `weights` (1, height, width, channels) from `operator`'s first
+    input into its output."""
     from ai_edge_litert import schema_py_generated as schema
 
     from .int8_tflite import operator_code_index
 
-    pool, output = operator.builtinOptions, operator.outputs[0]
-    name, channels = subgraph.tensors[output].name, int(subgraph.tensors[output].shape[-1])
-    area = pool.filterHeight * pool.filterWidth
-    weights = float_array(model, subgraph, name + b"/average_weights",
-                          np.full((1, pool.filterHeight, pool.filterWidth, channels), 1.0 / area))
-    bias = float_array(model, subgraph, name + b"/average_bias", np.zeros(channels))
-    depthwise = schema.OperatorT()
-    depthwise.opcodeIndex = operator_code_index(model, schema.BuiltinOperator.DEPTHWISE_CONV_2D, 1)
-    depthwise.inputs, depthwise.outputs = [operator.inputs[0], weights, bias], [output]
+    output = operator.outputs[0]
+    name, channels = subgraph.tensors[output].name, weights.shape[-1]
+    kernel = float_array(model, subgraph, name + b"/depthwise_weights", weights)
+    bias = float_array(model, subgraph, name + b"/depthwise_bias", np.zeros(channels))
+    convolution = schema.OperatorT()
+    convolution.opcodeIndex = operator_code_index(model, schema.BuiltinOperator.DEPTHWISE_CONV_2D, 1)
+    convolution.inputs, convolution.outputs = [operator.inputs[0], kernel, bias], [output]
     options = schema.DepthwiseConv2DOptionsT()
-    options.padding, options.strideH, options.strideW = schema.Padding.VALID, pool.strideH, pool.strideW
+    options.padding, (options.strideH, options.strideW) = schema.Padding.VALID, strides
     options.depthMultiplier, options.dilationHFactor, options.dilationWFactor = 1, 1, 1
-    options.fusedActivationFunction = pool.fusedActivationFunction
-    depthwise.builtinOptionsType, depthwise.builtinOptions = schema.BuiltinOptions.DepthwiseConv2DOptions, options
-    return [depthwise]
+    options.fusedActivationFunction = activation
+    convolution.builtinOptionsType = schema.BuiltinOptions.DepthwiseConv2DOptions
+    convolution.builtinOptions = options
+    return convolution
+
+
+def channels(subgraph, operator):
+    return int(subgraph.tensors[operator.outputs[0]].shape[-1])
+
+
+def average_pool_as_depthwise(model, subgraph, operator):
+    """The DEPTHWISE_CONV_2D that computes `operator`'s (an unpadded AVERAGE_POOL_2D, or a pooling of 1x1
+    windows) output from its input."""
+    pool = operator.builtinOptions
+    window = (1, pool.filterHeight, pool.filterWidth, channels(subgraph, operator))
+    return [depthwise(model, subgraph, operator, np.full(window, 1.0 / (pool.filterHeight * pool.filterWidth)),
+                      (pool.strideH, pool.strideW), pool.fusedActivationFunction)]
+
+
+def of_an_image(subgraph, operator):
+    """Whether an operator's input is an image tensor (N, H, W, C), as a depthwise convolution reads."""
+    shape = subgraph.tensors[operator.inputs[0]].shape
+    return shape is not None and len(shape) == 4
+
+
+def activation_as_depthwise(activation):
+    """What writes a standalone RELU or RELU6 as the depthwise convolution of weight 1 with it fused."""
+    def rewrite(model, subgraph, operator):
+        return [depthwise(model, subgraph, operator, np.ones((1, 1, 1, channels(subgraph, operator))),
+                          activation=activation)]
+
+    return rewrite
+
+
+def rewrites_for_every_precision():
+    """{builtin operator: (whether to rewrite one, the operators that replace it)} of what XNNPACK runs in no
+    precision."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {schema.BuiltinOperator.MAX_POOL_2D: (strided_one_pixel_pool, average_pool_as_depthwise)}
 
 
 def rewrites():
-    """{builtin operator: (whether to rewrite one, the operators that replace it)}."""
+    """rewrites_for_every_precision() and what XNNPACK runs in float32 but not in int8."""
     from ai_edge_litert import schema_py_generated as schema
 
-    return {schema.BuiltinOperator.HARD_SWISH: (lambda subgraph, operator: True, decomposed),
+    activation = schema.ActivationFunctionType
+    return {**rewrites_for_every_precision(),
+            schema.BuiltinOperator.HARD_SWISH: (lambda subgraph, operator: True, decomposed),
             schema.BuiltinOperator.AVERAGE_POOL_2D: (unpadded_average_pool, average_pool_as_depthwise),
-            schema.BuiltinOperator.MAX_POOL_2D: (strided_one_pixel_pool, average_pool_as_depthwise)}
+            schema.BuiltinOperator.RELU: (of_an_image, activation_as_depthwise(activation.RELU)),
+            schema.BuiltinOperator.RELU6: (of_an_image, activation_as_depthwise(activation.RELU6))}
 
 
 def for_int8_xnnpack(model_bytes):
     """`model_bytes` (a float32 TFLite model) with every operator XNNPACK
     has no int8 kernel for written as ones it has, where one computes the
     same; the same bytes where there is none."""
+    return with_rewrites(model_bytes, rewrites())
+
+
+def for_xnnpack(model_bytes):
+    """`model_bytes` (a TFLite model of any precision) with every operator XNNPACK runs in no precision written as
+    ones it runs, where one computes the same; the same bytes where there is none."""
+    return with_rewrites(model_bytes, rewrites_for_every_precision())
+
+
+def with_rewrites(model_bytes, rewrite):
     model = read_flatbuffer(model_bytes)
     subgraph = model.subgraphs[0]
     codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
-    rewrite = rewrites()
     chosen = {id(op) for op in subgraph.operators if codes[op.opcodeIndex] in rewrite
               and rewrite[codes[op.opcodeIndex]][0](subgraph, op)}
     if not chosen:
