@@ -211,21 +211,26 @@ def test_a_preactivation_network_quantizes_whole_on_xnnpack_with_no_elementwise_
     """keras.applications' ResNet50V2: its 1x1 strided pooling cut the int8 model into pieces, and each
     pre-activation BatchNormalization was a MUL and an ADD (its scale vector on one int8 scale); now the pooling is
     a depthwise convolution and each BatchNormalization a 1x1 depthwise convolution of per-channel weights."""
-    model = preactivation_model()
-    model.save(tmp_path / "v2.keras")
-    pixels, _ = digit_pixels(32, 200, offset=TRAIN_SAMPLES)
-    np.save(tmp_path / "calibration.npy", pixels[:120])
-    result = run_in_process("quantize", tmp_path / "v2.keras", "--calibration", tmp_path / "calibration.npy",
-                            "--preprocessing", "raw", "--calibration-method", "minmax", "--output",
-                            tmp_path / "int8.tflite")
-    assert result.returncode == 0, result.stderr
-    inspected = inspect_tflite(tmp_path / "int8.tflite")
+    inspected, sqnr_db = int8_of(preactivation_model(), tmp_path)
     assert "MUL" not in inspected.op_counts and "MAX_POOL_2D" in inspected.op_counts  # the 3x3 pooling stays
     assert inspected.op_counts["DEPTHWISE_CONV_2D"] == 3
     assert not inspected.float_ops and inspected.fully_delegated, inspected.undelegated_ops
+    assert sqnr_db > 25
+
+
+def int8_of(model, tmp_path):
+    """(inspect_tflite of the int8 model `quantize` makes of `model` on 120 digits, its output SQNR dB on 80
+    others)."""
+    model.save(tmp_path / "model.keras")
+    pixels, _ = digit_pixels(32, 200, offset=TRAIN_SAMPLES)
+    np.save(tmp_path / "calibration.npy", pixels[:120])
+    result = run_in_process("quantize", tmp_path / "model.keras", "--calibration", tmp_path / "calibration.npy",
+                            "--preprocessing", "raw", "--calibration-method", "minmax", "--output",
+                            tmp_path / "int8.tflite")
+    assert result.returncode == 0, result.stderr
     evaluation = pixels[120:].astype(np.float32)
-    assert output_sqnr_db(model.predict(evaluation, verbose=0),
-                          TfliteRunner(tmp_path / "int8.tflite").predict(evaluation)) > 25
+    return inspect_tflite(tmp_path / "int8.tflite"), output_sqnr_db(
+        model.predict(evaluation, verbose=0), TfliteRunner(tmp_path / "int8.tflite").predict(evaluation))
 
 
 def test_the_float32_artifact_of_a_strided_one_pixel_pooling_is_whole_on_xnnpack(tmp_path):
@@ -259,17 +264,7 @@ def standalone_relu_model():
 
 def test_a_standalone_relu_becomes_a_depthwise_convolution_and_the_int8_model_runs_whole(tmp_path):
     """XNNPACK runs RELU and RELU6 in float32 only: Xception's int8 model ran in pieces around eleven of them."""
-    model = standalone_relu_model()
-    model.save(tmp_path / "relu.keras")
-    pixels, _ = digit_pixels(32, 200, offset=TRAIN_SAMPLES)
-    np.save(tmp_path / "calibration.npy", pixels[:120])
-    result = run_in_process("quantize", tmp_path / "relu.keras", "--calibration", tmp_path / "calibration.npy",
-                            "--preprocessing", "raw", "--calibration-method", "minmax", "--output",
-                            tmp_path / "int8.tflite")
-    assert result.returncode == 0, result.stderr
-    inspected = inspect_tflite(tmp_path / "int8.tflite")
+    inspected, sqnr_db = int8_of(standalone_relu_model(), tmp_path)
     assert not {"RELU", "RELU6"} & set(inspected.op_counts) and inspected.op_counts["DEPTHWISE_CONV_2D"] == 2
     assert not inspected.float_ops and inspected.fully_delegated, inspected.undelegated_ops
-    evaluation = pixels[120:].astype(np.float32)
-    assert output_sqnr_db(model.predict(evaluation, verbose=0),
-                          TfliteRunner(tmp_path / "int8.tflite").predict(evaluation)) > 25
+    assert sqnr_db > 25
