@@ -148,6 +148,9 @@ def test_batchnorm_with_no_convolution_to_fold_into_becomes_a_1x1_depthwise_conv
     assert "training=True" in dict(report.skipped)["bn_training"] and len(report.skipped) == 1
     assert {layer.name for layer in folded.layers if isinstance(layer, BN)} == {"bn_training"}
     assert "made 3 a 1x1 depthwise convolution, left 1" in report.format()
+    from edge_resnet.check.report import depthwise_text  # the convert report's BatchNorm line says it too
+
+    assert depthwise_text(report.to_dict()["as_depthwise"]).startswith("made 3 a 1x1 depthwise convolution")
     # bn_training uses batch statistics, so compare everything before it.
     cut = lambda m: keras.Model(m.input, m.get_layer("conv_training").output)
     np.testing.assert_allclose(np.asarray(cut(folded)(probe)), np.asarray(cut(model)(probe)), rtol=1e-4, atol=1e-4)

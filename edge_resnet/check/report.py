@@ -474,7 +474,8 @@ def convert_details(report):
     lines += [
         f"- Evaluation: {evaluation['size']} images from {evaluation['source']}, {data['evaluation_from']} "
         f"(fingerprint `{evaluation['fingerprint'][:12]}`).",
-        f"- BatchNorm: folded {len(report['fold']['folded'])}, left {len(report['fold']['skipped'])}; "
+        f"- BatchNorm: folded {len(report['fold']['folded'])}, "
+        f"{depthwise_text(report['fold'].get('as_depthwise', []))}left {len(report['fold']['skipped'])}; "
         f"folded vs original max |diff| {report['fold']['probe_max_abs_diff']:.2g} on real images.",
     ]
     lines += [f"- {_code(row['artifact'])}: {row['quantization']}; {row['runtime'] or 'not timed'}."
@@ -495,6 +496,11 @@ def convert_details(report):
                   "against the same golden outputs; the summary's latencies are the first board's.", "",
                   *parity_summary(report["on_device"]), "", *parity_details(report["on_device"])]
     return lines
+
+
+def depthwise_text(as_depthwise):
+    """The report's words on BatchNormalizations made 1x1 depthwise convolutions (none: nothing)."""
+    return f"made {len(as_depthwise)} a 1x1 depthwise convolution (nothing to fold into), " if as_depthwise else ""
 
 
 def output_grid_lines(rows):
