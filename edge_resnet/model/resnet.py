@@ -354,7 +354,9 @@ def load_model(spec, **build_options):
         raise ModelError(f"cannot load {path} as a Keras model: {reason[:300]}") from error
     if problem := model_structure_problem(model):
         raise ModelError(f"{path} cannot be converted: {problem}")
-    return model
+    from .flatten import without_nested_models
+
+    return without_nested_models(model)
 
 
 def model_structure_problem(model):
