@@ -49,7 +49,9 @@ def resnet50v2(size=32):
 
 @contextmanager
 def as_before():
-    """edge-resnet as it was: no BatchNormalization becomes a depthwise convolution, MAX_POOL_2D is not rewritten."""
+    """edge-resnet as it was: no BatchNormalization becomes a depthwise convolution, MAX_POOL_2D is not rewritten.
+    (The later RELU rewrite stays on: ResNet50V2 has no RELU the converter leaves unfused, 114 operators either
+    way.)"""
     from edge_resnet.model import fold
     from edge_resnet.quantize import xnnpack_rewrites
 
@@ -88,8 +90,9 @@ def ours(model, calibration, folder, name):
     return paths, report
 
 
-def fidelity_routes(model, calibration_pixels, labels, evaluation, folder):
-    """{route: output SQNR dB on `evaluation`} for one split of one head."""
+def fidelity_routes(model, calibration_pixels, labels, evaluation, folder, before=None, before_label=BEFORE):
+    """{route: output SQNR dB on `evaluation`} for one split of one head; `before` (default as_before): the context
+    in which edge-resnet is as it was, its routes labelled `before_label`."""
     from calibration import split_with_raw_converter
 
     from edge_resnet.device.runtime import OnnxRunner, TfliteRunner
@@ -98,9 +101,9 @@ def fidelity_routes(model, calibration_pixels, labels, evaluation, folder):
 
     reference, calibration, scored = split_with_raw_converter(model, calibration_pixels, labels, evaluation, folder)
     pieces = {"raw TFLite converter (min/max)": inspect_tflite(folder / "raw.tflite").delegate_nodes}
-    for label in (BEFORE, NOW):
-        if label == BEFORE:
-            with as_before():
+    for label in (before_label, NOW):
+        if label == before_label:
+            with (before or as_before)():
                 paths, _ = ours(model, calibration, folder, "before")
         else:
             paths, _ = ours(model, calibration, folder, "now")
@@ -113,15 +116,17 @@ def fidelity_routes(model, calibration_pixels, labels, evaluation, folder):
     return scored, pieces
 
 
-def fidelity():
+def fidelity(make=resnet50v2, size=32, epochs=EPOCHS, before=None, before_label=BEFORE):
+    """The trained network's rows (`make`, at `size`, trained `epochs`), each split's routes with edge-resnet
+    before (the `before` context, default as_before) and now."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from trained import with_softmax
     from xnnpack_rewrites import trained
 
     from edge_resnet.model.demo import TRAIN_SAMPLES, digit_pixels
 
-    logits = trained(resnet50v2, EPOCHS, 1 / 255)
-    pixels, labels = digit_pixels(32, None, offset=TRAIN_SAMPLES)
+    logits = trained(make, epochs, 1 / 255, size)
+    pixels, labels = digit_pixels(size, None, offset=TRAIN_SAMPLES)
     top1 = float(np.mean(logits.predict(pixels.astype(np.float32) / 255, verbose=0).argmax(1) == labels))
     rows = []
     for head, model in (("logits", logits), ("softmax", with_softmax(logits))):
@@ -130,10 +135,11 @@ def fidelity():
             calibration, evaluation = order[:200], order[200:]
             scored, pieces = fidelity_routes(model, pixels[calibration], labels[calibration],
                                              pixels[evaluation].astype(np.float32) / 255,
-                                             Path(tempfile.mkdtemp(prefix="resnet-v2-")))
+                                             Path(tempfile.mkdtemp(prefix="keras-applications-")), before,
+                                             before_label)
             rows.append({"head": head, "seed": seed, "sqnr_db": scored, "xnnpack_pieces": pieces})
             print(head, seed, scored, pieces, flush=True)
-    return {"float_top1_on_597": top1, "epochs": EPOCHS, "rows": rows}
+    return {"float_top1_on_597": top1, "epochs": epochs, "size": size, "rows": rows}
 
 
 def latency():
@@ -188,26 +194,29 @@ def main():
     write_results("resnet_v2", result, markdown(result))
 
 
-def markdown(result):
+def markdown(result, title="ResNetV2: BatchNormalization with nothing to fold into, 1x1 max pooling that strides",
+             command="python benchmarks/resnet_v2.py", network="ResNet50V2"):
     from calibration import per_head_cells
 
     described = result["machine"]
     rows = result["fidelity"]["rows"]
     names = list(rows[0]["sqnr_db"])
-    lines = ["# ResNetV2: BatchNormalization with nothing to fold into, 1x1 max pooling that strides", "",
-             "Command: `python benchmarks/resnet_v2.py` (the module's docstring says what it runs).", "",
+    size = result["fidelity"].get("size", 32)
+    lines = [f"# {title}", "",
+             f"Command: `{command}` (the module's docstring says what it runs).", "",
              f"Machine: {described['cpu']}, {described['cores']} cores, {' '.join(described['isa'])}.", "",
-             f"ResNet50V2 32x32 trained {result['fidelity']['epochs']} epochs on digits (top-1 "
+             f"{network} {size}x{size} trained {result['fidelity']['epochs']} epochs on digits (top-1 "
              f"{100 * result['fidelity']['float_top1_on_597']:.1f}% on the 597 it never trained on). Output SQNR dB "
              "on 397 of them, mean of 3 splits (per split in brackets), every route of a split calibrated on the "
              "same 200 others; XNNPACK pieces of the TFLite (1: whole).", "",
              "| route | logits head | softmax head | XNNPACK pieces |", "|---|---|---|---|"]
     lines += [f"| {name} | {' | '.join(per_head_cells(rows, name))} | {rows[0]['xnnpack_pieces'].get(name, '')} |"
               for name in names]
-    lines += ["", "ResNet50V2 at 224, batch 1, 2 threads, interleaved rounds (medians); int8 ranges minmax from 16 "
-              "images:", "", "| model | p50 ms | XNNPACK pieces | operators |", "|---|---|---|---|"]
-    lines += [f"| {entry['model']} | {entry['p50_ms']:.2f} | {entry['xnnpack_pieces']} | {entry['operators']} |"
-              for entry in result["latency_224"]]
+    if "latency_224" in result:
+        lines += ["", f"{network} at 224, batch 1, 2 threads, interleaved rounds (medians); int8 ranges minmax from "
+                  "16 images:", "", "| model | p50 ms | XNNPACK pieces | operators |", "|---|---|---|---|"]
+        lines += [f"| {entry['model']} | {entry['p50_ms']:.2f} | {entry['xnnpack_pieces']} | {entry['operators']} |"
+                  for entry in result["latency_224"]]
     return "\n".join(lines) + "\n" + isa_note(described["isa"])
 
 

@@ -58,3 +58,22 @@ def test_a_base_called_twice_or_sharing_a_layer_name_stays_nested():
     assert without_nested_models(twice) is twice
     clash = keras.Model(inputs, keras.layers.Dense(4, name="base_pool")(base()(inputs)))
     assert without_nested_models(clash) is clash
+
+
+def test_a_nested_model_that_is_the_output_is_inlined():
+    """A config numbers the nested model's node 1 in its output_layers and 0 where a layer reads it: a wrapper whose
+    output is the nested model's (preprocessing before a keras.applications classifier) crashed the load."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    wrapped = with_statistics(keras.Model(inputs, base()(keras.layers.Rescaling(1 / 255, name="scale")(inputs))))
+    flat = without_nested_models(wrapped)
+    assert [layer.name for layer in flat.layers][-1] == "base_pool"
+    np.testing.assert_array_equal(flat.predict_on_batch(PROBE), wrapped.predict_on_batch(PROBE))
+    sequential = with_statistics(keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(0.5), base()]))
+    assert [layer.name for layer in without_nested_models(sequential).layers][-1] == "base_pool"
+
+
+def test_a_model_with_outputs_by_name_is_left_as_it_is():
+    inputs = keras.Input((16, 16, 3))
+    named = keras.Model(inputs, {"pooled": base()(inputs)})
+    assert without_nested_models(named) is named

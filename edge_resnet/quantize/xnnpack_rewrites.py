@@ -138,7 +138,7 @@ def depthwise(model, subgraph, operator, weights, strides=(1, 1), activation=0):
 
 
 def channels(subgraph, operator):
-    return int(subgraph.tensors[operator.outputs[0]].shape[-1])
+    return int(subgraph.tensors[operator.inputs[0]].shape[-1])
 
 
 def average_pool_as_depthwise(model, subgraph, operator):
@@ -151,9 +151,12 @@ def average_pool_as_depthwise(model, subgraph, operator):
 
 
 def of_an_image(subgraph, operator):
-    """Whether an operator's input is an image tensor (N, H, W, C), as a depthwise convolution reads."""
-    shape = subgraph.tensors[operator.inputs[0]].shape
-    return shape is not None and len(shape) == 4
+    """Whether an operator's input is an image tensor (N, H, W, C) of known channels, as a depthwise convolution
+    reads."""
+    tensor = subgraph.tensors[operator.inputs[0]]
+    signature = tensor.shapeSignature
+    return (tensor.shape is not None and len(tensor.shape) == 4
+            and (signature is None or len(signature) == 0 or int(signature[-1]) > 0))
 
 
 def activation_as_depthwise(activation):
