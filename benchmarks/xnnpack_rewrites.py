@@ -50,14 +50,14 @@ NETWORKS = (("MobileNetV3Small alpha 0.75", mobilenet_v3, 12, 1.0, "HARD_SWISH")
             ("DenseNet121", densenet, 4, 1 / 255, "AVERAGE_POOL_2D"))
 
 
-def trained(make, epochs, scale):
+def trained(make, epochs, scale, size=SIZE):
     import keras
 
     from edge_resnet.model.demo import TRAIN_SAMPLES, digit_pixels
 
     keras.utils.set_random_seed(3)
     model = make()
-    pixels, labels = digit_pixels(SIZE, TRAIN_SAMPLES)
+    pixels, labels = digit_pixels(size, TRAIN_SAMPLES)
     inputs = pixels.astype(np.float32) * scale
     model.compile(optimizer=keras.optimizers.Adam(2e-3), metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
