@@ -195,9 +195,11 @@ def plan_folds(model, config):
         reason = _why_not_foldable(layer, producer, layer_config, consumers)
         if not reason:
             folds.append((producer.name, layer.name))
-        elif _why_not_replaceable(layer, layer_config) or _why_not_depthwise(layer):
-            skipped.append((layer.name, reason if _why_not_replaceable(layer, layer_config) else
-                            f"{reason}; and it {_why_not_depthwise(layer)}"))
+            continue
+        if _why_not_replaceable(layer, layer_config):  # training mode, shared, renorm: the reason given
+            skipped.append((layer.name, reason))
+        elif no_depthwise := _why_not_depthwise(layer):
+            skipped.append((layer.name, f"{reason}; and it {no_depthwise}"))
         else:
             as_depthwise.append((layer.name, reason))
     return folds, as_depthwise, skipped
