@@ -2,14 +2,20 @@
 TFLite converter's graph against the one edge-resnet makes its int8 models
 from (edge_resnet/quantize/xnnpack_rewrites.py).
 
-    .venv/bin/python benchmarks/xnnpack_rewrites.py
+    .venv/bin/python benchmarks/xnnpack_rewrites.py [NETWORK ...]
+
+(NETWORK: the start of a network's name; the others keep their rows from
+the last run's JSON.)
 
 Networks (keras.applications, 32x32, logits heads, trained here on digits
 0..1199, seeded, their BatchNormalization statistics then taken from those
 images in one pass; a few minutes in all):
 - MobileNetV3Small (alpha 0.75, its preprocessing inside, 12 epochs):
   hard-swish, which the converter fuses into HARD_SWISH;
-- DenseNet121 (pixels / 255, 4 epochs): average pooling in its transitions.
+- DenseNet121 (pixels / 255, 4 epochs): average pooling in its transitions;
+- InceptionV3 (75x75, its smallest, pixels / 255, 4 epochs): 3x3 average
+  poolings that pad (SAME, stride 1), which TFLite averages over the inputs
+  inside the image only.
 The 597 digits they never trained on: the first 200 calibrate, the other
 397 evaluate (output SQNR against the Keras model). For each graph: the
 int8 TFLite made by edge-resnet from it (minmax and auto ranges), how many
@@ -18,13 +24,15 @@ and int8 models in interleaved rounds. Writes
 benchmarks/results/xnnpack_rewrites.{json,md}.
 """
 
+import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from common import interleaved_medians, isa_note, machine, use_repo_imports, write_results
+from common import RESULTS, interleaved_medians, isa_note, machine, use_repo_imports, write_results
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 SIZE = 32
@@ -45,9 +53,17 @@ def densenet():
                                           classifier_activation=None)
 
 
-# name, network, epochs, pixel scale the network takes (1: its preprocessing is inside), what it shows
-NETWORKS = (("MobileNetV3Small alpha 0.75", mobilenet_v3, 12, 1.0, "HARD_SWISH"),
-            ("DenseNet121", densenet, 4, 1 / 255, "AVERAGE_POOL_2D"))
+def inception_v3(size):
+    import keras
+
+    return keras.applications.InceptionV3(input_shape=(size, size, 3), weights=None, classes=10,
+                                          classifier_activation=None)
+
+
+# name, network, epochs, pixel scale the network takes (1: its preprocessing is inside), what it shows, input size
+NETWORKS = (("MobileNetV3Small alpha 0.75", mobilenet_v3, 12, 1.0, "HARD_SWISH", SIZE),
+            ("DenseNet121", densenet, 4, 1 / 255, "AVERAGE_POOL_2D", SIZE),
+            ("InceptionV3 75x75", lambda: inception_v3(75), 4, 1 / 255, "AVERAGE_POOL_2D", 75))
 
 
 def trained(make, epochs, scale, size=SIZE):
@@ -71,7 +87,7 @@ def trained(make, epochs, scale, size=SIZE):
     return model
 
 
-def measure(name, make, epochs, scale, operator):
+def measure(name, make, epochs, scale, operator, size=SIZE):
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.device.runtime import TfliteRunner
     from edge_resnet.device.tflite_inspect import inspect_tflite
@@ -83,9 +99,9 @@ def measure(name, make, epochs, scale, operator):
     from edge_resnet.quantize.statistics import collect_statistics
     from edge_resnet.quantize.tflite import converted, float_tflite
 
-    model = trained(make, epochs, scale)
-    pixels, labels = digit_pixels(SIZE, None, offset=TRAIN_SAMPLES)
-    preprocessing = Preprocessing(SIZE, SIZE, mode="raw") if scale == 1.0 else Preprocessing(SIZE, SIZE, scale=scale)
+    model = trained(make, epochs, scale, size)
+    pixels, labels = digit_pixels(size, None, offset=TRAIN_SAMPLES)
+    preprocessing = Preprocessing(size, size, mode="raw") if scale == 1.0 else Preprocessing(size, size, scale=scale)
     calibration = images_from_array(pixels[:200], preprocessing, size=None)
     evaluation = pixels[200:].astype(np.float32) * scale  # in order, beside their labels
     reference = model.predict(evaluation, verbose=0)
@@ -124,19 +140,34 @@ def measure(name, make, epochs, scale, operator):
     return result
 
 
-def main():
+def main(names):
     use_repo_imports()
-    results = [measure(*network) for network in NETWORKS]
-    result = {"machine": machine(), "networks": results}
+    picked = [network for network in NETWORKS if not names or any(network[0].startswith(name) for name in names)]
+    measured = {network[0]: measure(*network) for network in picked}
+    earlier = {}
+    if names and (RESULTS / "xnnpack_rewrites.json").is_file():
+        earlier = json.loads((RESULTS / "xnnpack_rewrites.json").read_text())
+        earlier = {row["network"]: {**row, "machine": row.get("machine", earlier["machine"])}
+                   for row in earlier["networks"]}
+    current = machine()
+    rows = [measured[name] if name in measured else earlier[name]
+            for name, *_ in NETWORKS if name in measured or name in earlier]
+    result = {"machine": current, "networks": [{**row, "machine": row.get("machine", current)} for row in rows]}
     write_results("xnnpack_rewrites", result, markdown(result))
+
+
+def machine_note(network, described):
+    """Where a network's row was measured on another machine than the result's: which."""
+    other = network["machine"]
+    return "" if other == described else f" ({other['cpu']}, {' '.join(other['isa'])})"
 
 
 def markdown(result):
     described = result["machine"]
     lines = ["# Operators XNNPACK has no int8 kernel for, rewritten", "",
              "Command: `python benchmarks/xnnpack_rewrites.py` (the module's docstring says what it runs).", "",
-             f"Machine: {described['cpu']}, {described['cores']} cores, {' '.join(described['isa'])}. keras.applications "
-             "networks, 32x32, trained on digits 0..1199; output SQNR (logits) against the Keras model on 397 "
+             f"Machine: {described['cpu']}, {described['cores']} cores, {' '.join(described['isa'])} (a network "
+             "measured on another names it). keras.applications networks, 32x32 unless named, trained on digits 0..1199; output SQNR (logits) against the Keras model on 397 "
              "never-trained-on digits, ranges from 200 others. The converter's graph is what edge-resnet writes as "
              "the float32 artifact; the rewritten one is what it makes the int8 models from.", "",
              "| network (top-1 on the 397) | graph | operators of the kind | float32 SQNR dB | int8 minmax: SQNR dB, "
@@ -151,10 +182,10 @@ def markdown(result):
                          f"{'yes' if auto['fully_integer'] else 'NO'} | {', '.join(auto['undelegated_ops']) or 'none'} |")
     lines += ["", "Batch-1 latency, 2 threads, interleaved rounds per network (medians):", "",
               "| network | model | graph | p50 ms |", "|---|---|---|---|"]
-    lines += [f"| {network['network']} | {entry['model']} | {entry['graph']} | {entry['p50_ms']:.3f} |"
-              for network in result["networks"] for entry in network["latency"]]
+    lines += [f"| {network['network']}{machine_note(network, described)} | {entry['model']} | {entry['graph']} | "
+              f"{entry['p50_ms']:.3f} |" for network in result["networks"] for entry in network["latency"]]
     return "\n".join(lines) + "\n" + isa_note(described["isa"])
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,7 +1,8 @@
 """Operators XNNPACK has no int8 kernel for, written as ones it has:
 hard-swish (MobileNetV3's activation, fused by the TFLite converter into
-HARD_SWISH) as ADD, MUL, MUL, and an unpadded average pooling (DenseNet's
-transitions) as a depthwise convolution. Before, the int8 model fell apart
+HARD_SWISH) as ADD, MUL, MUL, and an average pooling (DenseNet's
+transitions; InceptionV3's, which pad) as a depthwise convolution (times a
+map of area / inputs inside the image where it pads). Before, the int8 model fell apart
 into pieces; rewritten, it runs whole on XNNPACK and every model computes
 what it did."""
 
@@ -151,15 +152,18 @@ def pool_model(padding, window, pooling="AveragePooling2D"):
     return keras.Model(inputs, layers.Dense(10, name="predictions")(layers.GlobalAveragePooling2D(name="gap")(x)))
 
 
-@pytest.mark.parametrize("pooling, padding, window, pads", [
+@pytest.mark.parametrize("pooling, padding, window, kept", [
     ("AveragePooling2D", "valid", 2, False), ("AveragePooling2D", "same", 2, False),
-    ("AveragePooling2D", "same", 3, True), ("MaxPooling2D", "valid", 1, False), ("MaxPooling2D", "same", 1, False)])
-def test_an_unpadded_pool_xnnpack_has_no_int8_kernel_for_becomes_a_depthwise_convolution(tmp_path, pooling, padding,
-                                                                                        window, pads):
+    ("AveragePooling2D", "same", 3, False), ("AveragePooling2D", "same", 5, True), ("MaxPooling2D", "valid", 1, False),
+    ("MaxPooling2D", "same", 1, False)])
+def test_a_pool_xnnpack_has_no_int8_kernel_for_becomes_a_depthwise_convolution(tmp_path, pooling, padding, window,
+                                                                              kept):
     """XNNPACK has no int8 average pooling: one that pads nothing (VALID, or SAME whose windows fit: 2x2 stride 2
     on an even size) is computed as a depthwise convolution of weights 1 / area instead (exactly, in float); one
-    that pads (TFLite averages only the inputs inside the image) stays. XNNPACK takes no pooling of 1x1 windows
-    that strides (ResNetV2's shortcut): the same convolution, of weight 1, picks the same pixels."""
+    that pads (TFLite averages only the inputs inside the image) as that convolution times area / (inputs inside)
+    where those ratios have an exact int8 grid (a 3x3 window's), else it stays (a 5x5 window's). XNNPACK takes no
+    pooling of 1x1 windows that strides (ResNetV2's shortcut): the same convolution, of weight 1, picks the same
+    pixels."""
     import tensorflow as tf
 
     model = pool_model(padding, window, pooling)
@@ -168,7 +172,7 @@ def test_an_unpadded_pool_xnnpack_has_no_int8_kernel_for_becomes_a_depthwise_con
     (tmp_path / "rewritten.tflite").write_bytes(
         for_int8_xnnpack((tmp_path / "as_converted.tflite").read_bytes()))
     counts = inspect_tflite(tmp_path / "rewritten.tflite").op_counts
-    assert ({"AveragePooling2D": "AVERAGE_POOL_2D", "MaxPooling2D": "MAX_POOL_2D"}[pooling] in counts) == pads
+    assert ({"AveragePooling2D": "AVERAGE_POOL_2D", "MaxPooling2D": "MAX_POOL_2D"}[pooling] in counts) == kept
     images = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     assert np.allclose(TfliteRunner(tmp_path / "rewritten.tflite").predict(images),
                        TfliteRunner(tmp_path / "as_converted.tflite").predict(images), rtol=1e-5, atol=1e-5)
@@ -178,10 +182,34 @@ def test_an_unpadded_pool_xnnpack_has_no_int8_kernel_for_becomes_a_depthwise_con
                             "--preprocessing", "raw", "--output", tmp_path / "int8.tflite")
     assert result.returncode == 0, result.stderr
     inspected = inspect_tflite(tmp_path / "int8.tflite")
-    assert not inspected.float_ops and inspected.fully_delegated == (not pads), inspected.undelegated_ops
+    assert not inspected.float_ops and inspected.fully_delegated == (not kept), inspected.undelegated_ops
     evaluation = pixels[120:].astype(np.float32)
     assert output_sqnr_db(model.predict(evaluation, verbose=0), TfliteRunner(tmp_path / "int8.tflite").predict(
         evaluation)) > 25
+
+
+def test_a_padded_pool_s_map_of_area_over_inputs_inside_is_exact_in_int8(tmp_path):
+    """The int8 map of a 3x3 SAME average pooling holds 9/4, 9/6 and 1 exactly (on a grid of 1/4), not scaled by
+    its largest value as the quantizer scales a constant (which makes the interior's 1 0.992)."""
+    from edge_resnet.quantize.statistics import read_flatbuffer
+
+    model = pool_model("same", 3)
+    model.save(tmp_path / "pool.keras")
+    pixels, _ = digit_pixels(32, 120, offset=TRAIN_SAMPLES)
+    np.save(tmp_path / "calibration.npy", pixels)
+    result = run_in_process("quantize", tmp_path / "pool.keras", "--calibration", tmp_path / "calibration.npy",
+                            "--preprocessing", "raw", "--output", tmp_path / "int8.tflite")
+    assert result.returncode == 0, result.stderr
+    flatbuffer = read_flatbuffer((tmp_path / "int8.tflite").read_bytes())
+    maps = [tensor for tensor in flatbuffer.subgraphs[0].tensors if tensor.name.endswith(b"/area_over_inputs_inside")]
+    assert len(maps) == 1
+    values = (np.asarray(flatbuffer.buffers[maps[0].buffer].data, np.uint8).view(np.int8).reshape(15, 15)
+              * maps[0].quantization.scale[0])
+    # 3x3 windows of stride 2 on 30 pixels: the last row and column of outputs see 2 of 3 inputs per axis
+    expected = np.ones((15, 15))
+    expected[-1, :] *= 1.5
+    expected[:, -1] *= 1.5
+    assert np.array_equal(values, expected)
 
 
 def preactivation_model():

@@ -66,6 +66,8 @@ def quantized_int8_io(float_model_bytes, ranges, per_channel=True, float_scopes=
     stay float32, those of `dynamic_scopes` dynamic-range int8 (litert_recipe)."""
     from litert_quantizer import quantizer
 
+    from .xnnpack_rewrites import exact_count_maps
+
     check_ranges_cover(float_model_bytes, ranges)
     calibration_result = {name: {"min": np.asarray([low], np.float32), "max": np.asarray([high], np.float32)}
                           for name, (low, high) in ranges.items()}
@@ -75,7 +77,7 @@ def quantized_int8_io(float_model_bytes, ranges, per_channel=True, float_scopes=
         warnings.simplefilter("ignore", UserWarning)
         result = tool.quantize(calibration_result=calibration_result, enable_progress_report=False,
                                enable_progress_bar=False)
-    return bytes(result.quantized_model)
+    return exact_count_maps(bytes(result.quantized_model))
 
 
 def operator_code_index(model, builtin, version):

@@ -13,9 +13,18 @@ keeps the converter's graph.
   MUL by x.
 - AVERAGE_POOL_2D that pads nothing (DenseNet's transitions, a ResNet-D
   shortcut's 2x2 pooling on an even size, AveragePooling2D's default): a
-  depthwise convolution whose weights are all 1 / (window area). One that
-  pads averages only the inputs inside the image, which a convolution
-  cannot, so it is left.
+  depthwise convolution whose weights are all 1 / (window area).
+- AVERAGE_POOL_2D that pads (InceptionV3's and NASNet's 3x3 SAME poolings):
+  TFLite averages only the inputs inside the image, so at the border it
+  divides by fewer than the window's area. The same depthwise convolution
+  (SAME, so the outside reads zero) times a constant map of area / (inputs
+  inside the image) per output position. In int8 the map is exact only on
+  a grid that holds every one of its values: scale area / M (M the least
+  common multiple of the counts), integers M / count up to 127 (9, 6 and 4
+  for a 3x3 window); litert-quantizer would scale it by its largest value
+  and round the rest (the interior's 1 to 0.992), so the int8 model gets
+  that grid afterwards (exact_count_maps). A window whose counts have no
+  such grid (5x5: M / 9 = 400) keeps its pooling.
 - MAX_POOL_2D of a 1x1 window with a stride (ResNetV2's shortcut in a
   stage's last block: XNNPACK takes no 1x1 pooling that strides, in any
   precision, so the float32 artifact gets this one too): the same
@@ -114,14 +123,14 @@ def strided_one_pixel_pool(subgraph, operator):
     return options.filterHeight == 1 and options.filterWidth == 1 and max(options.strideH, options.strideW) > 1
 
 
-def depthwise(model, subgraph, operator, weights, strides=(1, 1), activation=0):
-    """The DEPTHWISE_CONV_2D (VALID, no bias) of `weights` (1, height, width, channels) from `operator`'s first
-    input into its output."""
+def depthwise(model, subgraph, operator, weights, strides=(1, 1), activation=0, output=None, padding=None):
+    """The DEPTHWISE_CONV_2D (VALID unless `padding`, no bias) of `weights` (1, height, width, channels) from
+    `operator`'s first input into its output (or the tensor `output`)."""
     from ai_edge_litert import schema_py_generated as schema
 
     from .int8_tflite import operator_code_index
 
-    output = operator.outputs[0]
+    output = operator.outputs[0] if output is None else output
     name, channels = subgraph.tensors[output].name, weights.shape[-1]
     kernel = float_array(model, subgraph, name + b"/depthwise_weights", weights)
     bias = float_array(model, subgraph, name + b"/depthwise_bias", np.zeros(channels))
@@ -129,7 +138,8 @@ def depthwise(model, subgraph, operator, weights, strides=(1, 1), activation=0):
     convolution.opcodeIndex = operator_code_index(model, schema.BuiltinOperator.DEPTHWISE_CONV_2D, 1)
     convolution.inputs, convolution.outputs = [operator.inputs[0], kernel, bias], [output]
     options = schema.DepthwiseConv2DOptionsT()
-    options.padding, (options.strideH, options.strideW) = schema.Padding.VALID, strides
+    options.padding = schema.Padding.VALID if padding is None else padding
+    options.strideH, options.strideW = strides
     options.depthMultiplier, options.dilationHFactor, options.dilationWFactor = 1, 1, 1
     options.fusedActivationFunction = activation
     convolution.builtinOptionsType = schema.BuiltinOptions.DepthwiseConv2DOptions
@@ -150,6 +160,93 @@ def average_pool_as_depthwise(model, subgraph, operator):
                       (pool.strideH, pool.strideW), pool.fusedActivationFunction)]
 
 
+COUNT_MAP_SUFFIX = b"/area_over_inputs_inside"
+INT8_LIMIT = 127
+
+
+def inside_counts(size, window, stride):
+    """Per output position along one axis of a SAME pooling: how many of its window's inputs lie inside."""
+    outputs = -(-size // stride)
+    before = max((outputs - 1) * stride + window - size, 0) // 2
+    starts = np.arange(outputs) * stride - before
+    return np.minimum(starts + window, size) - np.maximum(starts, 0)
+
+
+def count_map(input_shape, window, strides):
+    """(area / inputs inside the window, per output position as (1, height, width, 1); the int8 grid's scale
+    area / M; the integers M / count on it) of a SAME pooling on `input_shape` (N, H, W, C); the grid's None
+    where some integer would pass INT8_LIMIT."""
+    counts = np.outer(*(inside_counts(int(size), size_window, stride)
+                        for size, size_window, stride in zip(input_shape[1:3], window, strides)))
+    area = window[0] * window[1]
+    multiple = int(np.lcm.reduce(np.unique(counts)))
+    integers = multiple // counts
+    ratios = (area / counts)[None, :, :, None].astype(np.float32)
+    if integers.max() > INT8_LIMIT:
+        return ratios, None, None
+    return ratios, area / multiple, integers[None, :, :, None]
+
+
+def pool_geometry(operator):
+    pool = operator.builtinOptions
+    return (pool.filterHeight, pool.filterWidth), (pool.strideH, pool.strideW)
+
+
+def padded_average_pool_on_grid(subgraph, operator):
+    """Whether an AVERAGE_POOL_2D pads, on an image of known size and channels, and its map of area / count
+    has an exact int8 grid (count_map)."""
+    tensor = subgraph.tensors[operator.inputs[0]]
+    if unpadded_average_pool(subgraph, operator) or not of_an_image(subgraph, operator):
+        return False
+    signature = tensor.shapeSignature
+    if signature is not None and len(signature) and min(int(size) for size in signature[1:]) <= 0:
+        return False
+    return count_map(tensor.shape, *pool_geometry(operator))[1] is not None
+
+
+def padded_average_pool_as_depthwise(model, subgraph, operator):
+    """The DEPTHWISE_CONV_2D (SAME, weights 1 / area) and MUL by area / count that compute `operator`'s (an
+    AVERAGE_POOL_2D that pads) output from its input: TFLite averages the inputs inside the image only."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    window, strides = pool_geometry(operator)
+    output = subgraph.tensors[operator.outputs[0]]
+    window_mean = float_tensor_like(subgraph, output, output.name + b"/window_sum_over_area")
+    ratios = float_array(model, subgraph, output.name + COUNT_MAP_SUFFIX,
+                         count_map(subgraph.tensors[operator.inputs[0]].shape, window, strides)[0])
+    weights = np.full((1, *window, channels(subgraph, operator)), 1.0 / (window[0] * window[1]))
+    return [depthwise(model, subgraph, operator, weights, strides, output=window_mean, padding=schema.Padding.SAME),
+            elementwise(model, schema.BuiltinOperator.MUL, (window_mean, ratios), operator.outputs[0],
+                        operator.builtinOptions.fusedActivationFunction)]
+
+
+def exact_count_maps(int8_model_bytes):
+    """`int8_model_bytes` with each int8 count map of padded_average_pool_as_depthwise on its exact grid
+    (count_map); the same bytes where it has none."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = read_flatbuffer(int8_model_bytes)
+    subgraph = model.subgraphs[0]
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    writers = {output: operator for operator in subgraph.operators for output in operator.outputs}
+    changed = False
+    for operator in subgraph.operators:
+        for position, index in enumerate(operator.inputs[:2]):
+            tensor = subgraph.tensors[index]
+            if not tensor.name.endswith(COUNT_MAP_SUFFIX) or tensor.type != schema.TensorType.INT8:
+                continue
+            pooling = writers[operator.inputs[1 - position]]
+            while codes[pooling.opcodeIndex] in (schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQUANTIZE):
+                pooling = writers[pooling.inputs[0]]  # a mixed-precision model's boundary
+            options, weights = pooling.builtinOptions, subgraph.tensors[pooling.inputs[1]]
+            _, scale, integers = count_map(subgraph.tensors[pooling.inputs[0]].shape, tuple(weights.shape[1:3]),
+                                           (options.strideH, options.strideW))
+            model.buffers[tensor.buffer].data = integers.astype(np.int8).reshape(-1).view(np.uint8)
+            tensor.quantization.scale, tensor.quantization.zeroPoint = [float(scale)], [0]
+            changed = True
+    return flatbuffer_bytes(model) if changed else int8_model_bytes
+
+
 def of_an_image(subgraph, operator):
     """Whether an operator's input is an image tensor (N, H, W, C) of known channels, as a depthwise convolution
     reads."""
@@ -168,6 +265,18 @@ def activation_as_depthwise(activation):
     return rewrite
 
 
+def rewritable_average_pool(subgraph, operator):
+    return unpadded_average_pool(subgraph, operator) or padded_average_pool_on_grid(subgraph, operator)
+
+
+def average_pool_by_padding(model, subgraph, operator):
+    """What computes a rewritable AVERAGE_POOL_2D: a depthwise convolution where it pads nothing, that and a MUL
+    by its count map where it pads."""
+    if unpadded_average_pool(subgraph, operator):
+        return average_pool_as_depthwise(model, subgraph, operator)
+    return padded_average_pool_as_depthwise(model, subgraph, operator)
+
+
 def rewrites_for_every_precision():
     """{builtin operator: (whether to rewrite one, the operators that replace it)} of what XNNPACK runs in no
     precision."""
@@ -183,7 +292,7 @@ def rewrites():
     activation = schema.ActivationFunctionType
     return {**rewrites_for_every_precision(),
             schema.BuiltinOperator.HARD_SWISH: (lambda subgraph, operator: True, decomposed),
-            schema.BuiltinOperator.AVERAGE_POOL_2D: (unpadded_average_pool, average_pool_as_depthwise),
+            schema.BuiltinOperator.AVERAGE_POOL_2D: (rewritable_average_pool, average_pool_by_padding),
             schema.BuiltinOperator.RELU: (of_an_image, activation_as_depthwise(activation.RELU)),
             schema.BuiltinOperator.RELU6: (of_an_image, activation_as_depthwise(activation.RELU6))}
 
