@@ -261,15 +261,18 @@ def int8_of(model, tmp_path):
         model.predict(evaluation, verbose=0), TfliteRunner(tmp_path / "int8.tflite").predict(evaluation))
 
 
-def test_the_float32_artifact_of_a_strided_one_pixel_pooling_is_whole_on_xnnpack(tmp_path):
-    """XNNPACK takes no 1x1 pooling that strides in float32 either: ResNet50V2's float32 artifact ran in four pieces."""
-    model = pool_model("valid", 1, "MaxPooling2D")
+@pytest.mark.parametrize("pooling", ["MaxPooling2D", "AveragePooling2D"])
+def test_the_float32_artifact_of_a_strided_one_pixel_pooling_is_whole_on_xnnpack(tmp_path, pooling):
+    """XNNPACK takes no 1x1 pooling that strides in float32 either: ResNet50V2's (max) float32 artifact ran in four
+    pieces, NASNetMobile's (average) in more."""
+    model = pool_model("valid", 1, pooling)
     model.save(tmp_path / "pool.keras")
     result = run_in_process("quantize", tmp_path / "pool.keras", "--quantize", "none", "--output",
                             tmp_path / "f.tflite")
     assert result.returncode == 0, result.stderr
     inspected = inspect_tflite(tmp_path / "f.tflite")
-    assert "MAX_POOL_2D" not in inspected.op_counts and inspected.fully_delegated, inspected.undelegated_ops
+    assert not {"MAX_POOL_2D", "AVERAGE_POOL_2D"} & set(inspected.op_counts) and inspected.fully_delegated, \
+        inspected.undelegated_ops
     images = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     assert np.allclose(TfliteRunner(tmp_path / "f.tflite").predict(images), model.predict(images, verbose=0),
                        rtol=1e-4, atol=1e-4)
@@ -296,3 +299,44 @@ def test_a_standalone_relu_becomes_a_depthwise_convolution_and_the_int8_model_ru
     assert not {"RELU", "RELU6"} & set(inspected.op_counts) and inspected.op_counts["DEPTHWISE_CONV_2D"] == 2
     assert not inspected.float_ops and inspected.fully_delegated, inspected.undelegated_ops
     assert sqnr_db > 25
+
+
+def wide_concatenation_model(branches):
+    """`branches` 1x1 convolutions of one image joined in one Concatenate (NASNet's cells join six; random
+    weights)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(9)
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Rescaling(1 / 255, name="scale")(inputs)
+    joined = layers.Concatenate(name="joined")([layers.Conv2D(4, 1, activation="relu", name=f"branch_{index}")(x)
+                                                for index in range(branches)])
+    x = layers.Conv2D(8, 3, activation="relu", name="after")(joined)
+    return keras.Model(inputs, layers.Dense(10, name="predictions")(layers.GlobalAveragePooling2D(name="gap")(x)))
+
+
+@pytest.mark.parametrize("branches", [6, 11])
+def test_a_concatenation_of_more_than_five_inputs_becomes_a_chain_xnnpack_runs_whole(tmp_path, branches):
+    """XNNPACK joins at most five inputs in one CONCATENATION, in any precision: a wider one becomes a chain of
+    them, computing the same, so the float32 and the int8 model each run in one XNNPACK piece (the converter's
+    graph ran in two)."""
+    import tensorflow as tf
+
+    model = wide_concatenation_model(branches)
+    model.save(tmp_path / "wide.keras")
+    (tmp_path / "as_converted.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    assert not inspect_tflite(tmp_path / "as_converted.tflite").fully_delegated
+    pixels, _ = digit_pixels(16, 160, offset=TRAIN_SAMPLES)
+    np.save(tmp_path / "calibration.npy", pixels[:120])
+    np.save(tmp_path / "evaluation.npy", pixels[120:])
+    result = run_in_process("convert", "--model", tmp_path / "wide.keras", "--calibration",
+                            tmp_path / "calibration.npy", "--eval", tmp_path / "evaluation.npy", "--preprocessing",
+                            "raw", "--formats", "tflite", "--output", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    evaluation = pixels[120:].astype(np.float32)
+    reference = model.predict(evaluation, verbose=0)
+    for artifact, fidelity in (("wide_float32.tflite", 90), ("wide_int8.tflite", 25)):
+        inspected = inspect_tflite(tmp_path / "out" / artifact)
+        assert inspected.fully_delegated and inspected.op_counts["CONCATENATION"] == 1 + (branches - 2) // 4
+        assert output_sqnr_db(reference, TfliteRunner(tmp_path / "out" / artifact).predict(evaluation)) > fidelity

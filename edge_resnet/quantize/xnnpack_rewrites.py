@@ -25,11 +25,18 @@ keeps the converter's graph.
   and round the rest (the interior's 1 to 0.992), so the int8 model gets
   that grid afterwards (exact_count_maps). A window whose counts have no
   such grid (5x5: M / 9 = 400) keeps its pooling.
-- MAX_POOL_2D of a 1x1 window with a stride (ResNetV2's shortcut in a
-  stage's last block: XNNPACK takes no 1x1 pooling that strides, in any
-  precision, so the float32 artifact gets this one too): the same
+- MAX_POOL_2D or AVERAGE_POOL_2D of a 1x1 window with a stride (ResNetV2's
+  shortcut in a stage's last block, NASNet's reductions: XNNPACK takes no
+  1x1 pooling that strides, in any precision, so the float32 artifact gets
+  this one too): the same
   depthwise convolution, its one weight 1, which picks every stride-th
   pixel as the pooling does.
+- CONCATENATION of more than five inputs (NASNet's cells join six): XNNPACK
+  joins at most five in one operator, in any precision, so the float32
+  artifact gets this one too: a chain of CONCATENATIONs, the first joining
+  the first five inputs, each next one the one before's output and up to
+  four more. In int8 the chain shares one range, as every concatenation's
+  inputs and output do (ranges.holding_their_inputs).
 - A RELU or RELU6 of its own, not fused into the operator before it
   (Xception's, after an addition whose sum the next block also reads):
   XNNPACK runs it in float32 only; a depthwise convolution of weight 1 with
@@ -41,14 +48,21 @@ import numpy as np
 from .statistics import flatbuffer_bytes, read_flatbuffer
 
 
-def float_tensor_like(subgraph, like, name):
-    """The index of a new float32 activation tensor of `like`'s shape."""
+def float_tensor_like(subgraph, like, name, axis=None, size=None):
+    """The index of a new float32 activation tensor of `like`'s shape (but `size` along `axis`, where given)."""
     from ai_edge_litert import schema_py_generated as schema
+
+    def resized(shape):
+        shape = list(shape)
+        if axis is not None:
+            shape[axis] = size
+        return shape
 
     tensor = schema.TensorT()
     tensor.name, tensor.type, tensor.buffer = name, schema.TensorType.FLOAT32, 0
-    tensor.shape = None if like.shape is None else list(like.shape)
-    tensor.shapeSignature = None if like.shapeSignature is None else list(like.shapeSignature)
+    tensor.shape = None if like.shape is None else resized(like.shape)
+    tensor.shapeSignature = None if like.shapeSignature is None or not len(like.shapeSignature) else resized(
+        like.shapeSignature)
     subgraph.tensors.append(tensor)
     return len(subgraph.tensors) - 1
 
@@ -247,6 +261,41 @@ def exact_count_maps(int8_model_bytes):
     return flatbuffer_bytes(model) if changed else int8_model_bytes
 
 
+MOST_JOINED = 5  # inputs XNNPACK's delegate takes in one CONCATENATION
+
+
+def wide_concatenation(subgraph, operator):
+    """Whether a CONCATENATION joins more inputs than XNNPACK takes in one, all of known shape."""
+    return len(operator.inputs) > MOST_JOINED and all(subgraph.tensors[index].shape is not None
+                                                       and len(subgraph.tensors[index].shape)
+                                                       for index in operator.inputs)
+
+
+def concatenation_in_steps(model, subgraph, operator):
+    """CONCATENATIONs of at most MOST_JOINED inputs each that compute `operator`'s output: the first joins the
+    first inputs, each next one the one before's output and the next inputs; the last applies the fused
+    activation (it acts on each value alone)."""
+    import copy
+
+    options = operator.builtinOptions
+    output = subgraph.tensors[operator.outputs[0]]
+    axis = options.axis % len(output.shape)
+    steps, joined = [], [operator.inputs[0]]
+    rest = list(operator.inputs[1:])
+    while rest:
+        taken, rest = rest[:MOST_JOINED - len(joined)], rest[MOST_JOINED - len(joined):]
+        step = copy.copy(operator)
+        step.inputs, step.builtinOptions = joined + taken, copy.copy(options)
+        if rest:
+            size = sum(int(subgraph.tensors[index].shape[axis]) for index in step.inputs)
+            step.outputs = [float_tensor_like(subgraph, output, output.name + b"/joined_%d" % len(steps), axis,
+                                              size)]
+            step.builtinOptions.fusedActivationFunction = 0
+        steps.append(step)
+        joined = [step.outputs[0]]
+    return steps
+
+
 def of_an_image(subgraph, operator):
     """Whether an operator's input is an image tensor (N, H, W, C) of known channels, as a depthwise convolution
     reads."""
@@ -282,7 +331,9 @@ def rewrites_for_every_precision():
     precision."""
     from ai_edge_litert import schema_py_generated as schema
 
-    return {schema.BuiltinOperator.MAX_POOL_2D: (strided_one_pixel_pool, average_pool_as_depthwise)}
+    return {schema.BuiltinOperator.MAX_POOL_2D: (strided_one_pixel_pool, average_pool_as_depthwise),
+            schema.BuiltinOperator.AVERAGE_POOL_2D: (strided_one_pixel_pool, average_pool_as_depthwise),
+            schema.BuiltinOperator.CONCATENATION: (wide_concatenation, concatenation_in_steps)}
 
 
 def rewrites():
