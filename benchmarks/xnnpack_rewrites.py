@@ -15,7 +15,10 @@ images in one pass; a few minutes in all):
 - DenseNet121 (pixels / 255, 4 epochs): average pooling in its transitions;
 - InceptionV3 (75x75, its smallest, pixels / 255, 4 epochs): 3x3 average
   poolings that pad (SAME, stride 1), which TFLite averages over the inputs
-  inside the image only.
+  inside the image only;
+- NASNetMobile (pixels / 255, 4 epochs): such poolings, strided 1x1 ones,
+  and cells that join six tensors in one CONCATENATION (XNNPACK joins at
+  most five).
 The 597 digits they never trained on: the first 200 calibrate, the other
 397 evaluate (output SQNR against the Keras model). For each graph: the
 int8 TFLite made by edge-resnet from it (minmax and auto ranges), how many
@@ -60,10 +63,18 @@ def inception_v3(size):
                                           classifier_activation=None)
 
 
+def nasnet_mobile():
+    import keras
+
+    return keras.applications.NASNetMobile(input_shape=(SIZE, SIZE, 3), weights=None, classes=10,
+                                           classifier_activation=None)
+
+
 # name, network, epochs, pixel scale the network takes (1: its preprocessing is inside), what it shows, input size
 NETWORKS = (("MobileNetV3Small alpha 0.75", mobilenet_v3, 12, 1.0, "HARD_SWISH", SIZE),
             ("DenseNet121", densenet, 4, 1 / 255, "AVERAGE_POOL_2D", SIZE),
-            ("InceptionV3 75x75", lambda: inception_v3(75), 4, 1 / 255, "AVERAGE_POOL_2D", 75))
+            ("InceptionV3 75x75", lambda: inception_v3(75), 4, 1 / 255, "AVERAGE_POOL_2D", 75),
+            ("NASNetMobile", nasnet_mobile, 4, 1 / 255, "AVERAGE_POOL_2D", SIZE))
 
 
 def trained(make, epochs, scale, size=SIZE):
