@@ -271,3 +271,52 @@ def test_a_merge_of_three_branches_folds():
     folded, report = fold_batchnorm(model, probe=probe)
     assert len(report.folded) == 3 and not any(isinstance(layer, BN) for layer in folded.layers)
     assert_same_predictions(model, folded, probe)
+
+
+def cancelling_model(relative_gap=1e-5):
+    """Two convolutions of one image, the first followed by a BatchNormalization, the second its fold but for
+    `relative_gap` of its weights, subtracted: outputs a small fraction of the values they are made from, so float32
+    rounding alone (the fold's, or any) moves them far more than FOLD_TOLERANCE of their scale, as it moves a deep
+    untrained network's (an untrained keras.applications ResNet152 at 32x32)."""
+    inputs = keras.Input((8, 8, 3))
+    large = keras.layers.Conv2D(16, 3, name="large")(inputs)
+    shifted = BN(name="large_bn")(large)
+    twin = keras.layers.Conv2D(16, 3, name="twin")(inputs)
+    model = keras.Model(inputs, keras.layers.Flatten()(keras.layers.Subtract()([shifted, twin])))
+    rng = np.random.default_rng(4)
+    kernel, bias = rng.normal(0, 10, (3, 3, 3, 16)), rng.normal(0, 1, 16)
+    gamma, beta, mean, variance = rng.uniform(1, 3, 16), rng.normal(0, 1, 16), rng.normal(0, 1, 16), rng.uniform(1, 4, 16)
+    model.get_layer("large").set_weights([kernel.astype("float32"), bias.astype("float32")])
+    model.get_layer("large_bn").set_weights([array.astype("float32") for array in (gamma, beta, mean, variance)])
+    scale = gamma / np.sqrt(variance + model.get_layer("large_bn").epsilon)
+    model.get_layer("twin").set_weights([(kernel * scale * (1 + relative_gap * rng.normal(size=kernel.shape)))
+                                         .astype("float32"), ((bias - mean) * scale + beta).astype("float32")])
+    return model
+
+
+def test_a_network_float32_rounding_moves_far_folds_within_its_own_rounding_floor():
+    """Folding rounds each product of a weight and its BatchNormalization's scale once: where that alone moves
+    the outputs past FOLD_TOLERANCE, the fold is judged against what moving every weight by one float32 step does
+    to them (an untrained ResNet152 was refused here, 4.3e-3 of its output scale against 1e-3)."""
+    from edge_resnet.model.fold import FOLD_TOLERANCE
+
+    model = cancelling_model()
+    probe = np.random.default_rng(5).normal(size=(4, 8, 8, 3)).astype("float32")
+    folded, report = fold_batchnorm(model, probe=probe)
+    assert report.folded == (("large", "large_bn"),)
+    assert report.probe_relative_diff > FOLD_TOLERANCE and report.probe_rounding_floor is not None
+    assert report.probe_relative_diff <= report.tolerance
+    assert "float32 rounding alone moves them" in report.format()
+
+
+def test_a_fold_that_changes_the_function_is_refused_whatever_the_rounding_floor(monkeypatch):
+    """A rebuild that dropped a BatchNormalization's scale moves the outputs by many times their scale, far past
+    what rounding does: refused in one line, naming both."""
+    from edge_resnet.errors import ConversionError
+    from edge_resnet.model import fold
+
+    monkeypatch.setattr(fold, "folded_weights", lambda layer, bn: layer.get_weights())
+    probe = np.random.default_rng(5).normal(size=(4, 8, 8, 3)).astype("float32")
+    with pytest.raises(ConversionError, match="did not survive the rebuild") as refused:
+        fold_batchnorm(cancelling_model(), probe=probe)
+    assert "float32 rounding alone moves them" in str(refused.value)
