@@ -43,6 +43,8 @@ keeps the converter's graph.
   it fused.
 """
 
+import copy
+
 import numpy as np
 
 from .statistics import flatbuffer_bytes, read_flatbuffer
@@ -61,8 +63,8 @@ def float_tensor_like(subgraph, like, name, axis=None, size=None):
     tensor = schema.TensorT()
     tensor.name, tensor.type, tensor.buffer = name, schema.TensorType.FLOAT32, 0
     tensor.shape = None if like.shape is None else resized(like.shape)
-    tensor.shapeSignature = None if like.shapeSignature is None or not len(like.shapeSignature) else resized(
-        like.shapeSignature)
+    signature = like.shapeSignature
+    tensor.shapeSignature = None if signature is None else resized(signature) if len(signature) else []
     subgraph.tensors.append(tensor)
     return len(subgraph.tensors) - 1
 
@@ -275,8 +277,6 @@ def concatenation_in_steps(model, subgraph, operator):
     """CONCATENATIONs of at most MOST_JOINED inputs each that compute `operator`'s output: the first joins the
     first inputs, each next one the one before's output and the next inputs; the last applies the fused
     activation (it acts on each value alone)."""
-    import copy
-
     options = operator.builtinOptions
     output = subgraph.tensors[operator.outputs[0]]
     axis = options.axis % len(output.shape)
