@@ -7,7 +7,7 @@ from (edge_resnet/quantize/xnnpack_rewrites.py).
 (NETWORK: the start of a network's name; the others keep their rows from
 the last run's JSON.)
 
-Networks (keras.applications, 32x32, logits heads, trained here on digits
+Networks (keras.applications, 32x32 unless named, logits heads, trained on digits
 0..1199, seeded, their BatchNormalization statistics then taken from those
 images in one pass; a few minutes in all):
 - MobileNetV3Small (alpha 0.75, its preprocessing inside, 12 epochs):
