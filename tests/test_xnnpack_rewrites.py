@@ -188,10 +188,36 @@ def test_a_pool_xnnpack_has_no_int8_kernel_for_becomes_a_depthwise_convolution(t
         evaluation)) > 25
 
 
+def count_map_values(model_bytes):
+    """The dequantized values of the one count map of a padded pooling in an int8 model, (height, width)."""
+    from edge_resnet.quantize.statistics import read_flatbuffer
+
+    flatbuffer = read_flatbuffer(model_bytes)
+    maps = [tensor for tensor in flatbuffer.subgraphs[0].tensors if tensor.name.endswith(b"/area_over_inputs_inside")]
+    assert len(maps) == 1
+    integers = np.asarray(flatbuffer.buffers[maps[0].buffer].data, np.uint8).view(np.int8)
+    return integers.reshape(maps[0].shape[1:3]) * maps[0].quantization.scale[0]
+
+
+def border_map(size):
+    """area / inputs inside of a 3x3 window of stride 2 on 2 * size pixels: the last row and column of outputs
+    see 2 of 3 inputs per axis."""
+    expected = np.ones((size, size))
+    expected[-1, :] *= 1.5
+    expected[:, -1] *= 1.5
+    return expected
+
+
 def test_a_padded_pool_s_map_of_area_over_inputs_inside_is_exact_in_int8(tmp_path):
     """The int8 map of a 3x3 SAME average pooling holds 9/4, 9/6 and 1 exactly (on a grid of 1/4), not scaled by
-    its largest value as the quantizer scales a constant (which makes the interior's 1 0.992)."""
-    from edge_resnet.quantize.statistics import read_flatbuffer
+    its largest value as the quantizer scales a constant (which makes the interior's 1 0.992); also where the
+    depthwise convolution before it stays float32 (a mixed-precision model: a DEQUANTIZE and a QUANTIZE between)."""
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io
+    from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
 
     model = pool_model("same", 3)
     model.save(tmp_path / "pool.keras")
@@ -200,16 +226,17 @@ def test_a_padded_pool_s_map_of_area_over_inputs_inside_is_exact_in_int8(tmp_pat
     result = run_in_process("quantize", tmp_path / "pool.keras", "--calibration", tmp_path / "calibration.npy",
                             "--preprocessing", "raw", "--output", tmp_path / "int8.tflite")
     assert result.returncode == 0, result.stderr
-    flatbuffer = read_flatbuffer((tmp_path / "int8.tflite").read_bytes())
-    maps = [tensor for tensor in flatbuffer.subgraphs[0].tensors if tensor.name.endswith(b"/area_over_inputs_inside")]
-    assert len(maps) == 1
-    values = (np.asarray(flatbuffer.buffers[maps[0].buffer].data, np.uint8).view(np.int8).reshape(15, 15)
-              * maps[0].quantization.scale[0])
-    # 3x3 windows of stride 2 on 30 pixels: the last row and column of outputs see 2 of 3 inputs per axis
-    expected = np.ones((15, 15))
-    expected[-1, :] *= 1.5
-    expected[:, -1] *= 1.5
-    assert np.array_equal(values, expected)
+    assert np.array_equal(count_map_values((tmp_path / "int8.tflite").read_bytes()), border_map(15))
+
+    float_model = float_tflite(fold_batchnorm(model)[0])
+    ranges = activation_ranges(collect_statistics(float_model, images_from_array(pixels, Preprocessing(
+        32, 32, mode="raw"), size=None)), RangeMethod("minmax"))
+    window_sum = next(name for name in ranges if name.endswith("/window_sum_over_area"))
+    mixed = quantized_int8_io(float_model, ranges, float_scopes=(window_sum,))
+    assert np.array_equal(count_map_values(mixed), border_map(15))
+    evaluation = pixels[:20].astype(np.float32)
+    assert output_sqnr_db(model.predict(evaluation, verbose=0), TfliteRunner("mixed", content=mixed).predict(
+        evaluation)) > 25
 
 
 def preactivation_model():
