@@ -367,3 +367,18 @@ def test_a_concatenation_of_more_than_five_inputs_becomes_a_chain_xnnpack_runs_w
         inspected = inspect_tflite(tmp_path / "out" / artifact)
         assert inspected.fully_delegated and inspected.op_counts["CONCATENATION"] == 1 + (branches - 2) // 4
         assert output_sqnr_db(reference, TfliteRunner(tmp_path / "out" / artifact).predict(evaluation)) > fidelity
+
+
+def test_a_wide_concatenation_along_a_dynamic_batch_stays_one_operator():
+    """Joined along the batch axis, whose size is known only at run time, the chain's tensors would need a size
+    no one knows: such a CONCATENATION is left as it is."""
+    import keras
+    import tensorflow as tf
+
+    from edge_resnet.quantize.xnnpack_rewrites import for_xnnpack
+
+    inputs = keras.Input((8, 8, 3))
+    joined = keras.layers.Concatenate(axis=0)([keras.layers.Conv2D(4, 1, name=f"branch_{index}")(inputs)
+                                               for index in range(6)])
+    converted = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, joined)).convert()
+    assert for_xnnpack(converted) == converted

@@ -267,9 +267,15 @@ MOST_JOINED = 5  # inputs XNNPACK's delegate takes in one CONCATENATION
 
 
 def wide_concatenation(subgraph, operator):
-    """Whether a CONCATENATION joins more inputs than XNNPACK takes in one, all of known shape."""
-    return len(operator.inputs) > MOST_JOINED and all(subgraph.tensors[index].shape is not None
-                                                       and len(subgraph.tensors[index].shape)
+    """Whether a CONCATENATION joins more inputs than XNNPACK takes in one, all of known size along its axis."""
+    def known_along_axis(tensor):
+        if tensor.shape is None or not len(tensor.shape):
+            return False
+        axis = operator.builtinOptions.axis % len(tensor.shape)
+        signature = tensor.shapeSignature
+        return signature is None or not len(signature) or int(signature[axis]) >= 0
+
+    return len(operator.inputs) > MOST_JOINED and all(known_along_axis(subgraph.tensors[index])
                                                        for index in operator.inputs)
 
 
