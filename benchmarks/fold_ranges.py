@@ -52,10 +52,13 @@ SCHEMES = (ALL, FOLD_MEAN, FOLD_MEAN_INSIDE)
 
 def folds_mean_ranges(statistics, rule):
     """{tensor name: (low, high)}: per tensor, the mean over the calibration folds of `rule`'s range from each
-    fold alone, each from as many images as `auto` scored the rule with (a quarter of them)."""
+    fold alone, each from as many images as `auto` scored the rule with when this was measured (a quarter of them)."""
+    import dataclasses
+
     from edge_resnet.quantize.ranges import activation_ranges
 
-    per_fold = [activation_ranges(statistics.fold_part(fold), rule) for fold in range(len(statistics.folds))]
+    per_fold = [activation_ranges(dataclasses.replace(statistics, tensors=fold.tensors, folds=None, float_outputs=None),
+                                  rule) for fold in statistics.folds]
     return {name: (float(np.mean([ranges[name][0] for ranges in per_fold])),
                    float(np.mean([ranges[name][1] for ranges in per_fold])))
             for name in per_fold[0]}

@@ -4,22 +4,35 @@ TFLite averages over the pixels inside the image only and XNNPACK had no
 int8 kernel for (now a depthwise convolution times a map of area / pixels
 inside, held exactly in int8: edge_resnet/quantize/xnnpack_rewrites.py).
 
-    .venv/bin/python benchmarks/inception_v3.py
+    .venv/bin/python benchmarks/inception_v3.py        the TFLite and ONNX routes, before and now
+    .venv/bin/python benchmarks/inception_v3.py onnx   the int8 ONNX beside raw onnxruntime in each weight range
+    .venv/bin/python benchmarks/inception_v3.py layouts what auto's fold layouts pick for the int8 TFLite
 
 keras.applications InceptionV3 (75x75, its smallest, pixels / 255, logits
 head) trained on digits 0..1199 as benchmarks/xnnpack_rewrites.py trains
 its networks, and its softmax twin; the protocol of
 benchmarks/resnet_v2.py (3 splits of the 597 digits it never trained on,
 200 calibrate, 397 evaluate, every route of a split on the same images).
-"Before": the padded pooling left as converted. Writes
+"Before": the padded pooling left as converted. `onnx`: on the same splits,
+edge-resnet's int8 ONNX (`auto`, 7-bit weights as by default and 8-bit as
+with --full-range) beside onnxruntime's quantize_static alone (MinMax,
+per-channel) with the same weights and activations, and S8S8 with 8-bit
+weights as issue 23 measured it. `layouts`: on the same splits, every
+candidate rule of the int8 TFLite's `auto` scored on the held-out
+calibration images in three fold layouts (LAYOUTS) and, with ranges from
+all 200, on the evaluation images; what each layout picks, and what that
+pick scores. Each mode writes its part of
 benchmarks/results/inception_v3.{json,md}.
 """
 
+import json
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import machine, use_repo_imports, write_results
+import numpy as np
+from common import RESULTS, machine, use_repo_imports, write_results
 
 EPOCHS = 4
 SIZE = 75
@@ -38,17 +51,186 @@ def padded_pooling_as_converted():
         xnnpack_rewrites.padded_average_pool_on_grid = on_grid
 
 
-def main():
+ONNX_ROUTES = (  # (route, raw onnxruntime's activation type and reduce_range, or edge-resnet's recipe changes)
+    ("raw onnxruntime quantize_static U8S8, 7-bit weights", ("uint8", True)),
+    ("edge-resnet ONNX auto (U8S8, 7-bit weights: the default)", {}),
+    ("raw onnxruntime quantize_static U8S8, 8-bit weights", ("uint8", False)),
+    ("edge-resnet ONNX auto --full-range (U8S8, 8-bit weights)", {"onnx_reduce_range": False}),
+    ("raw onnxruntime quantize_static S8S8, 8-bit weights", ("int8", False)),
+)
+
+
+def onnx_routes(model, calibration_pixels, labels, evaluation, folder):
+    """{route: output SQNR dB on `evaluation`} of ONNX_ROUTES for one split of one head, all calibrated on the same
+    images, and the raw TFLite converter's."""
+    import onnx
+    from calibration import raw_ort_int8, split_with_raw_converter
+
+    from edge_resnet.device.runtime import OnnxRunner
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.mixed import output_sqnr_db
+    from edge_resnet.quantize.onnx_export import float_onnx, to_onnx
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    reference, calibration, scored = split_with_raw_converter(model, calibration_pixels, labels, evaluation, folder)
+    folded, _ = fold_batchnorm(model)
+    float_model = float_tflite(folded)
+    statistics = collect_statistics(float_model, calibration)
+    float_path = folder / "float.onnx"
+    onnx.save(float_onnx(folded), float_path)
+    for number, (route, how) in enumerate(ONNX_ROUTES):
+        path = folder / f"route{number}.onnx"
+        if isinstance(how, tuple):
+            raw_ort_int8(float_path, list(calibration.samples()), path, *how)
+        else:
+            to_onnx(folded, QuantizationRecipe(calibration_method="auto", **how), calibration, output=path,
+                    statistics=statistics, float_model=float_model, float_onnx_path=float_path)
+        scored[route] = output_sqnr_db(reference, OnnxRunner(path).predict(evaluation))
+    return scored
+
+
+def trained_splits():
+    """(head, model, seed, calibration pixels, their labels, evaluation inputs) of every split of both heads, as
+    resnet_v2.fidelity makes them."""
+    from resnet_v2 import SEEDS
+    from trained import with_softmax
+    from xnnpack_rewrites import inception_v3, trained
+
+    from edge_resnet.model.demo import TRAIN_SAMPLES, digit_pixels
+
+    logits = trained(lambda: inception_v3(SIZE), EPOCHS, 1 / 255, SIZE)
+    pixels, labels = digit_pixels(SIZE, None, offset=TRAIN_SAMPLES)
+    for head, model in (("logits", logits), ("softmax", with_softmax(logits))):
+        for seed in SEEDS:
+            order = np.random.default_rng(seed).permutation(len(pixels))
+            calibration, evaluation = order[:200], order[200:]
+            yield head, model, seed, pixels[calibration], labels[calibration], pixels[evaluation].astype(np.float32) / 255
+
+
+def onnx_fidelity():
+    """The rows of `onnx`: the ONNX routes of every split of both heads."""
+    rows = []
+    for head, model, seed, calibration, labels, evaluation in trained_splits():
+        scored = onnx_routes(model, calibration, labels, evaluation, Path(tempfile.mkdtemp(prefix="inception-onnx-")))
+        rows.append({"head": head, "seed": seed, "sqnr_db": scored})
+        print(head, seed, scored, flush=True)
+    return {"rows": rows}
+
+
+def onnx_markdown(result):
+    from calibration import per_head_cells
+
+    rows = result["onnx_weight_range"]["rows"]
+    lines = ["", "## The int8 ONNX beside raw onnxruntime (`inception_v3.py onnx`)", "",
+             f"Machine: {result['onnx_weight_range']['machine']['cpu']}. Same splits, images and scoring as above; "
+             "raw onnxruntime: quantize_static (QDQ, per-channel, MinMax) of the same float ONNX.", "",
+             "| route | logits head | softmax head |", "|---|---|---|"]
+    lines += [f"| {name} | {' | '.join(per_head_cells(rows, name))} |" for name in rows[0]["sqnr_db"]]
+    return "\n".join(lines) + "\n"
+
+
+LAYOUTS = {  # name: ([(folds fitted, folds scored), ...], pooled over the fits or the mean of the fits' dB)
+    "one fold fits, three score (auto to session 41)": ([([0], [1, 2, 3]), ([1], [0, 2, 3])], False),
+    "three folds fit, one scores (auto now)": ([([f for f in range(4) if f != k], [k]) for k in range(4)], True),
+    "two fit, two score": ([([0, 1], [2, 3]), ([2, 3], [0, 1])], True),
+}
+
+
+def layout_scores(statistics, float_model, inputs, float_outputs, rules, layout, pooled):
+    """{rule index: held-out output SQNR dB} of `rules` in one fold layout."""
+    from auto_rules import db, part_of, per_image
+    from calibration import int8_tflite_outputs
+
+    from edge_resnet.quantize.ranges import activation_ranges
+
+    parts = [(part_of(statistics, fitted), sorted(position for fold in scored
+                                                  for position in statistics.folds[fold].positions))
+             for fitted, scored in layout]
+    scores = {}
+    for index, rule in rules.items():
+        per_fit = [per_image(float_outputs[positions], int8_tflite_outputs(
+            float_model, activation_ranges(fitted, rule), inputs[positions])) for fitted, positions in parts]
+        scores[index] = (db(np.concatenate([s for s, _ in per_fit]), np.concatenate([n for _, n in per_fit]))
+                         if pooled else float(np.mean([db(s, n) for s, n in per_fit])))
+    return scores
+
+
+def layout_rows():
+    """Per head and split: each candidate's evaluation SQNR (ranges from all 200) and each layout's pick."""
+    from auto_rules import db, per_image
+    from calibration import int8_tflite_outputs
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+    from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
+    from edge_resnet.quantize.selection import calibration_inputs, candidates_for
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    rows = []
+    for head, model, seed, calibration_pixels, labels, evaluation in trained_splits():
+        float_model = float_tflite(fold_batchnorm(model)[0])
+        reference = model.predict(evaluation, verbose=0)
+        calibration = images_from_array(calibration_pixels, Preprocessing(SIZE, SIZE, scale=1 / 255), size=None,
+                                        labels=labels)
+        statistics = collect_statistics(float_model, calibration)
+        inputs = calibration_inputs(calibration, statistics)
+        float_outputs = run_tflite_bytes(float_model, inputs, "the float model")
+        rules = {CANDIDATES.index(rule): rule for rule in candidates_for(statistics)}
+        evaluated = {index: db(*per_image(reference, int8_tflite_outputs(
+            float_model, activation_ranges(statistics, rule), evaluation))) for index, rule in rules.items()}
+        picks = {}
+        for name, (layout, pooled) in LAYOUTS.items():
+            scores = layout_scores(statistics, float_model, inputs, float_outputs, rules, layout, pooled)
+            picks[name] = rules[max(scores, key=lambda index: (scores[index], -index))].describe()
+        rows.append({"head": head, "seed": seed, "picks": picks,
+                     "evaluation_db": {rules[index].describe(): value for index, value in evaluated.items()}})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def layouts_markdown(result):
+    rows = result["fold_layouts"]["rows"]
+    lines = ["", "## What auto's fold layouts pick (`inception_v3.py layouts`)", "",
+             f"Machine: {result['fold_layouts']['machine']['cpu']}. Same splits and scoring; each layout's pick "
+             "among the int8 TFLite's candidates, scored on the evaluation images with ranges from all 200 "
+             "calibration images; gap to the best fixed rule's mean over the splits (dB).", "",
+             "| head | best fixed rule | " + " | ".join(LAYOUTS) + " |", "|---|---|" + "---|" * len(LAYOUTS)]
+    for head in ("logits", "softmax"):
+        mine = [row for row in rows if row["head"] == head]
+        means = {rule: np.mean([row["evaluation_db"][rule] for row in mine]) for rule in mine[0]["evaluation_db"]}
+        best = max(means, key=means.get)
+        cells = []
+        for name in LAYOUTS:
+            picked = np.mean([row["evaluation_db"][row["picks"][name]] for row in mine])
+            cells.append(f"{picked - means[best]:+.2f} ({', '.join(row['picks'][name] for row in mine)})")
+        lines.append(f"| {head} | {best} {means[best]:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(mode=None):
     use_repo_imports()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from resnet_v2 import fidelity, markdown
     from xnnpack_rewrites import inception_v3
 
-    result = {"machine": machine(), "fidelity": fidelity(lambda: inception_v3(SIZE), SIZE, EPOCHS,
-                                                         padded_pooling_as_converted, BEFORE)}
-    write_results("inception_v3", result, markdown(result, "InceptionV3: average poolings that pad",
-                                                   "python benchmarks/inception_v3.py", "InceptionV3"))
+    saved = RESULTS / "inception_v3.json"
+    result = json.loads(saved.read_text()) if saved.exists() else {}
+    if mode == "onnx":
+        result["onnx_weight_range"] = {"machine": machine(), **onnx_fidelity()}
+    elif mode == "layouts":
+        result["fold_layouts"] = {"machine": machine(), "rows": layout_rows()}
+    else:
+        result.update({"machine": machine(), "fidelity": fidelity(lambda: inception_v3(SIZE), SIZE, EPOCHS,
+                                                                   padded_pooling_as_converted, BEFORE)})
+    text = markdown(result, "InceptionV3: average poolings that pad", "python benchmarks/inception_v3.py",
+                    "InceptionV3") if "fidelity" in result else ""
+    text += onnx_markdown(result) if "onnx_weight_range" in result else ""
+    write_results("inception_v3", result, text + (layouts_markdown(result) if "fold_layouts" in result else ""))
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:])

@@ -136,11 +136,9 @@ def test_statistics_round_trip_through_a_file(statistics, tmp_path):
     for method in RULES:
         assert activation_ranges(loaded, RangeMethod(method)) == activation_ranges(statistics, RangeMethod(method))
     assert [fold.positions for fold in loaded.folds] == [fold.positions for fold in statistics.folds]
-    fitting, loaded_fitting = statistics.fitting_part(2), loaded.fitting_part(2)
-    assert activation_ranges(loaded_fitting, RangeMethod("mse")) == activation_ranges(fitting, RangeMethod("mse"))
-    for method in RULES:  # what auto fits each rule on: one fold alone
-        assert activation_ranges(loaded.fold_part(1), RangeMethod(method)) == \
-            activation_ranges(statistics.fold_part(1), RangeMethod(method))
+    for method in RULES:  # what auto fits each rule on: every fold but one
+        assert activation_ranges(loaded.fitting_part(1), RangeMethod(method)) == \
+            activation_ranges(statistics.fitting_part(1), RangeMethod(method))
     with np.load(path, allow_pickle=False) as data:
         assert "header" in data.files  # readable without pickle
     assert np.array_equal(loaded.float_outputs, statistics.float_outputs)
@@ -450,27 +448,23 @@ def test_a_fitting_part_is_the_statistics_of_the_other_folds_samples(float_model
         assert tensor.sample_maxima[0] == values[tensor.name][: values[tensor.name].size // len(calibration)].max()
 
 
-def test_each_fit_is_one_folds_statistics_scored_on_every_other_sample(float_model, statistics, digits_calibration):
-    """auto's ranges come from one fold alone and are scored on the other
-    folds' samples; together the fits score every sample."""
-    import dataclasses
+def test_each_fold_is_scored_by_the_statistics_of_every_other_fold(statistics):
+    """auto holds out each fold in turn: its ranges come from the other
+    folds' samples alone (a fitting part, checked against a pass over those
+    samples above) and score that fold's; together the fits score every
+    sample once."""
+    from edge_resnet.quantize.selection import fits
 
-    from edge_resnet.quantize.selection import FITTING_FOLDS, fits
-
-    calibration = digits_calibration.cached()
     layout = list(fits(statistics))
-    assert len(layout) == FITTING_FOLDS >= 2
+    assert len(layout) == len(statistics.folds) == 4
     for fold, (fitted, scored) in enumerate(layout):
-        own = list(statistics.folds[fold].positions)
-        assert sorted(set(scored) | set(own)) == list(range(len(calibration))) and not set(scored) & set(own)
-        alone = collect_statistics(float_model, dataclasses.replace(calibration, decoded=calibration.decoded[own],
-                                                                    items=tuple(np.asarray(calibration.items)[own]),
-                                                                    labels=None))
-        for ours, theirs in zip(fitted.tensors, alone.tensors, strict=True):
-            assert ours.count == theirs.count and np.array_equal(ours.counts, theirs.counts)
-            assert np.array_equal(ours.sample_maxima, theirs.sample_maxima)
+        assert scored == tuple(statistics.folds[fold].positions)
+        for ours, theirs in zip(fitted.tensors, statistics.fitting_part(fold).tensors, strict=True):
+            assert ours.count == theirs.count and len(ours.sample_maxima) == statistics.samples - len(scored)
+            assert np.array_equal(ours.counts, theirs.counts) and np.array_equal(ours.sample_maxima,
+                                                                                  theirs.sample_maxima)
         assert fitted.folds is None
-    assert set().union(*(scored for _, scored in layout)) == set(range(len(calibration)))
+    assert sorted(position for _, scored in layout for position in scored) == list(range(statistics.samples))
 
 
 def test_choose_takes_the_best_cross_validated_score_and_the_first_of_equals(statistics, digits_calibration):
@@ -542,10 +536,11 @@ def test_the_reports_range_table_marks_a_rule_an_artifact_did_not_try():
     """The TFLite of a softmax head does not try extrapolated, the ONNX does:
     the report's table keeps every rule in order and says which went untried."""
     from edge_resnet.check.report import range_selection_lines
+    from edge_resnet.quantize.selection import HELD_OUT_LAYOUT
 
     def row(artifact, scores, chosen):
         return {"artifact": artifact, "range_selection": {
-            "held_out_samples": 200, "folds": 4, "fits": 2, "chosen_rule": chosen,
+            "held_out_samples": 200, "folds": 4, "layout": HELD_OUT_LAYOUT, "chosen_rule": chosen,
             "candidates": [{"rule": rule, "held_out_sqnr_db": score} for rule, score in scores]}}
 
     tflite = row("m.tflite", [("minmax", 30.0), ("percentile 99.99", 31.0)], "percentile 99.99")
@@ -554,8 +549,13 @@ def test_the_reports_range_table_marks_a_rule_an_artifact_did_not_try():
     table = [line for line in range_selection_lines([tflite, onnx]) if line.startswith("| ")][1:]
     assert table == ["| minmax | 30.00 | 29.00 |", "| extrapolated 0.25 | not tried | 30.50 (chosen) |",
                      "| percentile 99.99 | 31.00 (chosen) | exact |"]
-    assert "The best rule then took its ranges from all calibration images." in "\n".join(
-        range_selection_lines([tflite, onnx]))
+    text = "\n".join(range_selection_lines([tflite, onnx]))
+    assert "each fold held out in turn: ranges fitted on the other folds" in text
+    assert "The best rule then took its ranges from all calibration images." in text
+    one_fold = {**tflite["range_selection"], "fits": 2}
+    del one_fold["layout"]  # a record of the versions that fitted on one fold alone says so
+    assert "ranges fitted on one fold alone (2 such fits)" in "\n".join(
+        range_selection_lines([{"artifact": "old.tflite", "range_selection": one_fold}]))
 
 
 def test_a_choice_that_rests_on_a_few_images_says_so():

@@ -549,7 +549,13 @@ def score_cell(scores, rule):
 
 def fit_text(selection):
     """How the selection record's ranges were fitted and scored (records
-    without "fits" come from the version that fitted on all folds but one)."""
+    with "fits" and no "layout" come from the versions that fitted on one
+    fold alone; those with neither, from the first, which fitted on all
+    folds but one and averaged the folds' dB)."""
+    if "layout" in selection:
+        return ("each fold held out in turn: ranges fitted on the other folds, the real artifact quantized with "
+                "them and run on the held-out fold's images, its output SQNR (dB) against the float model pooled "
+                "over every calibration image")
     if "fits" not in selection:
         return ("ranges fitted on all folds but one, the real artifact quantized with them and run on that fold's "
                 "images, its output SQNR (dB) against the float model averaged over the folds")

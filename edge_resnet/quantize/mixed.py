@@ -118,7 +118,7 @@ import numpy as np
 from ..errors import ConfigError
 from .ranges import activation_ranges
 from .selection import output_sqnr_db  # noqa: F401 (the tests and benchmarks score with it too)
-from .selection import per_image_errors, sqnr_of_sums, sqnr_standard_error_of
+from .selection import fits, per_image_errors, sqnr_of_sums, sqnr_standard_error_of
 from .statistics import read_flatbuffer
 
 CONFIRMED_PER_STEP = 4  # parts re-measured on top of the current float set at each step
@@ -1230,9 +1230,8 @@ def softmax_relevant(logits_pairs, ranges, softmax_input):
 def cross_fits(statistics, method):
     """(ranges by `method` from every fold but one, that fold's sample
     positions) for each fold: every calibration image is scored, each by
-    ranges that never saw it."""
-    return [(activation_ranges(statistics.fitting_part(fold), method), list(part.positions))
-            for fold, part in enumerate(statistics.folds)]
+    ranges that never saw it, as `auto` scores its rules (selection.fits)."""
+    return [(activation_ranges(fitted, method), list(positions)) for fitted, positions in fits(statistics)]
 
 
 def calibration_labels(calibration, classes):

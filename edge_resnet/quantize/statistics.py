@@ -22,9 +22,8 @@ the float model again.
 
 The samples fall into FOLDS class-stratified, seeded folds, each counted
 by its own accumulator in the same pass (the whole is their sum): the
-`auto` range method fits candidate ranges on one fold alone and scores
-them on the other folds' images (selection.py). The mixed-precision search
-scores each fold with ranges from all the others (fitting_part).
+`auto` range method and the mixed-precision search score each fold with
+candidate ranges from all the others (fitting_part; selection.py).
 """
 
 import dataclasses
@@ -294,10 +293,6 @@ class ActivationStatistics:
         positions = list(held_out.positions)
         tensors = tuple(total.without(part, positions) for total, part in zip(self.tensors, held_out.tensors))
         return dataclasses.replace(self, tensors=tensors, folds=None, float_outputs=None)
-
-    def fold_part(self, fold):
-        """The statistics of folds[fold]'s samples alone."""
-        return dataclasses.replace(self, tensors=self.folds[fold].tensors, folds=None, float_outputs=None)
 
     @property
     def samples(self):
