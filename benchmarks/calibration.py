@@ -1059,39 +1059,23 @@ def top1_lines(fidelity):
     return lines + [""]
 
 
-RACED = "auto raced: the best quarter of the rules and minmax on the second fit (not shipped)"
-
-
 def auto_cost():
     """Statistics pass + int8 TFLite at ResNet-50 224 on 200 seeded images:
-    one fixed method (the previous default), auto, and auto racing its
-    candidates (the best quarter and minmax on the second fit: measured in
-    benchmarks/auto_race.py, not shipped), alternating in one run."""
+    one fixed method (the previous default) and auto, alternating in one
+    run. (Racing the candidates, timed here while auto fitted on one fold,
+    is not measured in the layout that ships: benchmarks/auto_race.py.)"""
     import contextlib
     import resource
 
-    from edge_resnet.quantize import selection
     from edge_resnet.quantize.recipe import QuantizationRecipe
     from edge_resnet.quantize.statistics import collect_statistics
     from edge_resnet.quantize.tflite import float_tflite, to_tflite
-
-    from auto_race import best_quarter_on_the_second_fit
-
-    @contextlib.contextmanager
-    def raced():
-        every_rule = selection.heats
-        selection.heats = lambda statistics: best_quarter_on_the_second_fit(every_rule(statistics))
-        try:
-            yield
-        finally:
-            selection.heats = every_rule
 
     model = resnet50_224()
     float_model = float_tflite(model)
     calibration = seeded_images(200)
     scratch = Path(tempfile.mkdtemp(prefix="calibration-cost-"))
-    routes = {"extrapolated": ("extrapolated", contextlib.nullcontext), "auto": ("auto", contextlib.nullcontext),
-              RACED: ("auto", raced)}
+    routes = {"extrapolated": ("extrapolated", contextlib.nullcontext), "auto": ("auto", contextlib.nullcontext)}
     repeats = 2
     seconds = {name: [] for name in routes}
     for _ in range(repeats):
@@ -1105,7 +1089,6 @@ def auto_cost():
             print(name, seconds[name][-1], flush=True)
     medians = {name: float(np.median(values)) for name, values in seconds.items()}
     return {"images": 200, "repeats": repeats, "seconds": medians, "ratio": medians["auto"] / medians["extrapolated"],
-            "ratio_raced": medians[RACED] / medians["extrapolated"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

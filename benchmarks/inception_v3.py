@@ -91,28 +91,14 @@ def onnx_routes(model, calibration_pixels, labels, evaluation, folder):
     return scored
 
 
-def trained_splits():
-    """(head, model, seed, calibration pixels, their labels, evaluation inputs) of every split of both heads, as
-    resnet_v2.fidelity makes them."""
-    from resnet_v2 import SEEDS
-    from trained import with_softmax
-    from xnnpack_rewrites import inception_v3, trained
-
-    from edge_resnet.model.demo import TRAIN_SAMPLES, digit_pixels
-
-    logits = trained(lambda: inception_v3(SIZE), EPOCHS, 1 / 255, SIZE)
-    pixels, labels = digit_pixels(SIZE, None, offset=TRAIN_SAMPLES)
-    for head, model in (("logits", logits), ("softmax", with_softmax(logits))):
-        for seed in SEEDS:
-            order = np.random.default_rng(seed).permutation(len(pixels))
-            calibration, evaluation = order[:200], order[200:]
-            yield head, model, seed, pixels[calibration], labels[calibration], pixels[evaluation].astype(np.float32) / 255
-
-
 def onnx_fidelity():
     """The rows of `onnx`: the ONNX routes of every split of both heads."""
+    from fold_layouts import trained_splits
+    from xnnpack_rewrites import inception_v3
+
     rows = []
-    for head, model, seed, calibration, labels, evaluation in trained_splits():
+    for head, model, seed, calibration, labels, evaluation in trained_splits(lambda: inception_v3(SIZE), EPOCHS,
+                                                                               1 / 255, SIZE):
         scored = onnx_routes(model, calibration, labels, evaluation, Path(tempfile.mkdtemp(prefix="inception-onnx-")))
         rows.append({"head": head, "seed": seed, "sqnr_db": scored})
         print(head, seed, scored, flush=True)
@@ -131,84 +117,15 @@ def onnx_markdown(result):
     return "\n".join(lines) + "\n"
 
 
-LAYOUTS = {  # name: ([(folds fitted, folds scored), ...], pooled over the fits or the mean of the fits' dB)
-    "one fold fits, three score (auto to session 41)": ([([0], [1, 2, 3]), ([1], [0, 2, 3])], False),
-    "three folds fit, one scores (auto now)": ([([f for f in range(4) if f != k], [k]) for k in range(4)], True),
-    "two fit, two score": ([([0, 1], [2, 3]), ([2, 3], [0, 1])], True),
-}
-
-
-def layout_scores(statistics, float_model, inputs, float_outputs, rules, layout, pooled):
-    """{rule index: held-out output SQNR dB} of `rules` in one fold layout."""
-    from auto_rules import db, part_of, per_image
-    from calibration import int8_tflite_outputs
-
-    from edge_resnet.quantize.ranges import activation_ranges
-
-    parts = [(part_of(statistics, fitted), sorted(position for fold in scored
-                                                  for position in statistics.folds[fold].positions))
-             for fitted, scored in layout]
-    scores = {}
-    for index, rule in rules.items():
-        per_fit = [per_image(float_outputs[positions], int8_tflite_outputs(
-            float_model, activation_ranges(fitted, rule), inputs[positions])) for fitted, positions in parts]
-        scores[index] = (db(np.concatenate([s for s, _ in per_fit]), np.concatenate([n for _, n in per_fit]))
-                         if pooled else float(np.mean([db(s, n) for s, n in per_fit])))
-    return scores
-
-
-def layout_rows():
-    """Per head and split: each candidate's evaluation SQNR (ranges from all 200) and each layout's pick."""
-    from auto_rules import db, per_image
-    from calibration import int8_tflite_outputs
-
-    from edge_resnet.data.images import Preprocessing, images_from_array
-    from edge_resnet.model.fold import fold_batchnorm
-    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
-    from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
-    from edge_resnet.quantize.selection import calibration_inputs, candidates_for
-    from edge_resnet.quantize.statistics import collect_statistics
-    from edge_resnet.quantize.tflite import float_tflite
-
-    rows = []
-    for head, model, seed, calibration_pixels, labels, evaluation in trained_splits():
-        float_model = float_tflite(fold_batchnorm(model)[0])
-        reference = model.predict(evaluation, verbose=0)
-        calibration = images_from_array(calibration_pixels, Preprocessing(SIZE, SIZE, scale=1 / 255), size=None,
-                                        labels=labels)
-        statistics = collect_statistics(float_model, calibration)
-        inputs = calibration_inputs(calibration, statistics)
-        float_outputs = run_tflite_bytes(float_model, inputs, "the float model")
-        rules = {CANDIDATES.index(rule): rule for rule in candidates_for(statistics)}
-        evaluated = {index: db(*per_image(reference, int8_tflite_outputs(
-            float_model, activation_ranges(statistics, rule), evaluation))) for index, rule in rules.items()}
-        picks = {}
-        for name, (layout, pooled) in LAYOUTS.items():
-            scores = layout_scores(statistics, float_model, inputs, float_outputs, rules, layout, pooled)
-            picks[name] = rules[max(scores, key=lambda index: (scores[index], -index))].describe()
-        rows.append({"head": head, "seed": seed, "picks": picks,
-                     "evaluation_db": {rules[index].describe(): value for index, value in evaluated.items()}})
-        print(rows[-1], flush=True)
-    return rows
-
-
 def layouts_markdown(result):
-    rows = result["fold_layouts"]["rows"]
-    lines = ["", "## What auto's fold layouts pick (`inception_v3.py layouts`)", "",
-             f"Machine: {result['fold_layouts']['machine']['cpu']}. Same splits and scoring; each layout's pick "
-             "among the int8 TFLite's candidates, scored on the evaluation images with ranges from all 200 "
-             "calibration images; gap to the best fixed rule's mean over the splits (dB).", "",
-             "| head | best fixed rule | " + " | ".join(LAYOUTS) + " |", "|---|---|" + "---|" * len(LAYOUTS)]
-    for head in ("logits", "softmax"):
-        mine = [row for row in rows if row["head"] == head]
-        means = {rule: np.mean([row["evaluation_db"][rule] for row in mine]) for rule in mine[0]["evaluation_db"]}
-        best = max(means, key=means.get)
-        cells = []
-        for name in LAYOUTS:
-            picked = np.mean([row["evaluation_db"][row["picks"][name]] for row in mine])
-            cells.append(f"{picked - means[best]:+.2f} ({', '.join(row['picks'][name] for row in mine)})")
-        lines.append(f"| {head} | {best} {means[best]:.2f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    from fold_layouts import table
+
+    return "\n".join(["", "## What auto's fold layouts pick (`inception_v3.py layouts`)", "",
+                      f"Machine: {result['fold_layouts']['machine']['cpu']}. Same splits and scoring; each "
+                      "layout's pick among the int8 TFLite's candidates, scored on the evaluation images with ranges "
+                      "from all 200 calibration images: its mean over the splits minus the best fixed rule's, dB "
+                      "(the picks per split; benchmarks/fold_layouts.py says what each layout is).", "",
+                      *table({"InceptionV3 75x75": result["fold_layouts"]["rows"]})]) + "\n"
 
 
 def main(mode=None):
@@ -222,7 +139,10 @@ def main(mode=None):
     if mode == "onnx":
         result["onnx_weight_range"] = {"machine": machine(), **onnx_fidelity()}
     elif mode == "layouts":
-        result["fold_layouts"] = {"machine": machine(), "rows": layout_rows()}
+        from fold_layouts import layout_rows, trained_splits
+
+        splits = trained_splits(lambda: inception_v3(SIZE), EPOCHS, 1 / 255, SIZE)
+        result["fold_layouts"] = {"machine": machine(), "rows": layout_rows(splits, 1 / 255, SIZE)}
     else:
         result.update({"machine": machine(), "fidelity": fidelity(lambda: inception_v3(SIZE), SIZE, EPOCHS,
                                                                    padded_pooling_as_converted, BEFORE)})
