@@ -17,8 +17,9 @@ fourth: what `auto` did when this comparison was run, labelled "shipped"
 in the results) and "1 fits, 3 score" (ranges from one fold, scored on the
 other three: the scored images outnumber the fitted ones, as deployed
 images do, so a rule that clips unseen extremes is caught more often).
-`auto` now uses the second, with the fits of two folds
-(selection.FITTING_FOLDS); benchmarks/calibration.py fidelity measures it.
+`auto` then took the second, with the fits of two folds (one_fold_fits),
+until session 42, when it went back to three folds fitting, each fold
+scored in turn and pooled (edge_resnet/quantize/selection.py says why).
 
     python benchmarks/auto_rules.py               writes benchmarks/results/auto_rules.{json,md}
     python benchmarks/auto_rules.py validation    adds the rows of a ResNet-18 (width 0.5, 40x40,
@@ -64,6 +65,17 @@ def part_of(statistics, folds):
     return dataclasses.replace(statistics, folds=None, tensors=tuple(
         TensorStatistics.merged([statistics.folds[fold].tensors[index] for fold in folds], positions)
         for index in range(len(statistics.tensors))))
+
+
+def one_fold_fits(statistics, count=2):
+    """The fits `auto` scored its rules with until session 42 (what the
+    benchmarks replaying it then used selection.fits for): (statistics of
+    one fold alone, the other folds' sample positions in pass order) for the
+    first `count` folds."""
+    for fold in range(min(count, len(statistics.folds))):
+        scored = tuple(sorted(position for other, part in enumerate(statistics.folds) if other != fold
+                              for position in part.positions))
+        yield part_of(statistics, [fold]), scored
 
 
 LAYOUTS = {"3 fit, 1 scores": [([j for j in range(4) if j != k], [k]) for k in range(4)],

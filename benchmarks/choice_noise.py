@@ -68,7 +68,9 @@ def auto_rules():
 def measure_subset(bench, float_model, calibration, evaluation_images, reference):
     from edge_resnet.quantize.int8_tflite import run_tflite_bytes
     from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
-    from edge_resnet.quantize.selection import calibration_inputs, candidates_for, fits
+    from auto_rules import one_fold_fits as fits  # the layout `auto` shipped when these rows were measured
+
+    from edge_resnet.quantize.selection import calibration_inputs, candidates_for
     from edge_resnet.quantize.statistics import collect_statistics
 
     rules = auto_rules()
@@ -430,10 +432,12 @@ def unsure_mixes(images, float_outputs, float_model, seed=0, weights=BLEND_WEIGH
 
 
 def measure_mixed(bench, float_model, calibration, evaluation_images, reference, weights=BLEND_WEIGHTS["mixed"]):
-    """The shipped fits (selection.fits: each fold's ranges alone) scored on blends of their scored images
-    (unsure_mixes) instead of the images themselves."""
+    """The fits shipped then (auto_rules.one_fold_fits: each fold's ranges alone) scored on blends of their scored
+    images (unsure_mixes) instead of the images themselves."""
+    from auto_rules import one_fold_fits as fits
+
     from edge_resnet.quantize.int8_tflite import run_tflite_bytes
-    from edge_resnet.quantize.selection import calibration_inputs, fits
+    from edge_resnet.quantize.selection import calibration_inputs
     from edge_resnet.quantize.statistics import collect_statistics
 
     statistics = collect_statistics(float_model, calibration)
@@ -479,7 +483,9 @@ def measure_fold_blends(bench, float_model, calibration, evaluation_images, refe
     """The shipped fits scored on fold_blends of their scored images: what `auto` would run (one float run
     per calibration image)."""
     from edge_resnet.quantize.int8_tflite import run_tflite_bytes
-    from edge_resnet.quantize.selection import calibration_inputs, fits
+    from auto_rules import one_fold_fits as fits
+
+    from edge_resnet.quantize.selection import calibration_inputs
     from edge_resnet.quantize.statistics import collect_statistics
 
     statistics = collect_statistics(float_model, calibration)
