@@ -6,6 +6,7 @@ ranges), then the graph's input and output get the types the device wants.
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import warnings
 from pathlib import Path
@@ -28,14 +29,19 @@ INTERNAL_INPUT_NAME = "tfl.quantize"  # the name the TFLite converter gives the 
 def check_ranges_cover(model_bytes, ranges):
     """Every activation tensor needs a range; a missing one would make the
     quantizer guess."""
-    subgraph = read_flatbuffer(model_bytes).subgraphs[0]
-    names = [subgraph.tensors[index].name.decode() for index in activation_tensor_indices(subgraph, float_only=True)]
-    missing = [name for name in names if name not in ranges]
+    missing = [name for name in float_activation_names(bytes(model_bytes)) if name not in ranges]
     if missing:
         raise ConfigError(
             f"no activation range for {len(missing)} tensors of the float model (e.g. {missing[0]!r}); "
             "the statistics do not belong to this model: collect them again"
         )
+
+
+@functools.lru_cache(maxsize=1)  # `auto` quantizes one float model with every candidate's ranges
+def float_activation_names(model_bytes):
+    subgraph = read_flatbuffer(model_bytes).subgraphs[0]
+    return tuple(subgraph.tensors[index].name.decode()
+                 for index in activation_tensor_indices(subgraph, float_only=True))
 
 
 def litert_recipe(per_channel, float_scopes=(), dynamic_scopes=()):

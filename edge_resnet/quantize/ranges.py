@@ -114,7 +114,7 @@ CANDIDATES = (
 def quantile(tensor, fraction):
     """The value below which `fraction` of the histogrammed values lie,
     interpolated within its bin and kept inside the exact min/max."""
-    lower, upper, counts = tensor.histogram()
+    lower, upper, counts = tensor.histogram
     cumulative = np.cumsum(counts)
     target = fraction * cumulative[-1]
     position = int(np.searchsorted(cumulative, target, side="left"))
@@ -141,7 +141,7 @@ def quantization_error(tensor, low, high):
     Bin midpoints stand for the values of a bin."""
     low, high = min(low, 0.0), max(high, 0.0)
     step = (high - low) / (LEVELS - 1)
-    lower, upper, counts = tensor.histogram()
+    lower, upper, counts = tensor.histogram
     values = (lower + upper) / 2
     clipped = np.clip(values, low, high)
     per_value = (values - clipped) ** 2 + np.where(values == clipped, step * step / 12, 0.0)

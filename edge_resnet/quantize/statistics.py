@@ -27,6 +27,7 @@ candidate ranges from all the others (fitting_part; selection.py).
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -222,8 +223,10 @@ class TensorStatistics:
         maxima = np.concatenate([part.sample_maxima for part in parts])[order]
         return cls(parts[0].name, sum(part.count for part in parts), codes, counts, minima, maxima)
 
+    @functools.cached_property
     def histogram(self):
-        """(bin lower bounds, upper bounds, counts), in ascending value order."""
+        """(bin lower bounds, upper bounds, counts), in ascending value order
+        (kept: every range rule of `auto`'s candidates reads it)."""
         lower, upper = bin_bounds(self.codes)
         order = np.argsort(lower, kind="stable")
         return lower[order], upper[order], self.counts[order]
