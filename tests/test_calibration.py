@@ -593,7 +593,7 @@ def test_a_choice_that_rests_on_a_few_images_says_so():
 
 
 def test_the_race_drops_the_worse_half_but_never_minmax():
-    """A race (benchmarks/auto_race.py replays auto under some): each heat's
+    """A race (benchmarks/auto_race.py replayed auto's earlier layout under some): each heat's
     worse half stops running; min/max runs every heat, so the winner beat it
     on the same images; a candidate's score covers only the heats it ran."""
     from edge_resnet.quantize.selection import Heat, race
@@ -612,7 +612,7 @@ def test_the_race_drops_the_worse_half_but_never_minmax():
     scores, heats_run = race(6, heats, heat_sums)
     assert heats_run == [3, 3, 2, 1, 1, 3]  # 3 of 6 (1, 2, 5) and minmax; then 1, 5 and minmax
     assert [candidate for candidate, heat in runs if heat == heats[2]] == [0, 1, 5]
-    assert scores[1] > scores[5] > scores[0]  # 5 led on the first fit, 1 on the mean of both
+    assert scores[1] > scores[5] > scores[0]  # 5 led on the first fit, 1 pooled over every heat it ran
     assert scores[3] == pytest.approx(10 * np.log10(100 / 8))  # scored on its one heat
     assert len(runs) == 6 + 4 + 3 < 2 * 6 * 2, "fewer runs than every candidate on every heat of both fits"
 

@@ -267,31 +267,33 @@ def per_image_errors(reference, outputs):
     return np.sum(reference.reshape(flat) ** 2, axis=1), np.sum((reference - outputs).reshape(flat) ** 2, axis=1)
 
 
-def stays_best_share(errors, chosen, fit_of_heat, resamples=RESAMPLES):
+def stays_best_share(errors, chosen, group_of_heat, resamples=RESAMPLES):
     """The share of resamples of the held-out images on which `chosen`
     scores best, or within INDISTINGUISHABLE_DB of the best (rules that
     differ only on the output score alike). A resample draws images with
-    replacement, once for every fit and candidate: an image scored by both
-    fits counts as often in each. `errors`: candidate -> [ImageErrors per
-    heat of the schedule], `fit_of_heat` each heat's fit; a fit's heats are
-    pooled as race() pools them. Only the candidates in `errors` compete (a
+    replacement, the same draw for every candidate. `errors`: candidate ->
+    [ImageErrors per heat of the schedule]; `group_of_heat` puts each heat
+    in a group whose images are pooled into one SQNR, and a candidate's
+    score is the mean over the groups (choose() passes one group for all
+    heats, as race() pools them). Only the candidates in `errors` compete (a
     race that dropped others does not replay their heats)."""
     candidates = sorted(errors)
     heats = errors[candidates[0]]
     images = 1 + max(int(np.max(heat.positions)) for heat in heats)
     rng = np.random.default_rng(0)
-    in_fits = [[heat for heat, of in enumerate(fit_of_heat) if of == fit] for fit in sorted(set(fit_of_heat))]
+    in_groups = [[heat for heat, of in enumerate(group_of_heat) if of == group]
+                 for group in sorted(set(group_of_heat))]
     stays = 0
     for batch in np.array_split(np.arange(resamples), -(-resamples // RESAMPLE_BATCH)):  # bounded memory
         draws = rng.multinomial(images, np.full(images, 1 / images), size=len(batch))
-        fits_db = []
-        for in_fit in in_fits:
-            weights = np.concatenate([draws[:, heats[heat].positions] for heat in in_fit], axis=1)
-            signal = weights @ np.concatenate([heats[heat].signal for heat in in_fit])
-            noise = weights @ np.stack([np.concatenate([errors[candidate][heat].noise for heat in in_fit])
+        groups_db = []
+        for in_group in in_groups:
+            weights = np.concatenate([draws[:, heats[heat].positions] for heat in in_group], axis=1)
+            signal = weights @ np.concatenate([heats[heat].signal for heat in in_group])
+            noise = weights @ np.stack([np.concatenate([errors[candidate][heat].noise for heat in in_group])
                                         for candidate in candidates], axis=1)
-            fits_db.append(sqnr_db_of_arrays(signal[:, None], noise))
-        scores = np.mean(fits_db, axis=0)
+            groups_db.append(sqnr_db_of_arrays(signal[:, None], noise))
+        scores = np.mean(groups_db, axis=0)
         stays += int(np.sum(scores[:, candidates.index(chosen)] >= np.max(scores, axis=1) - INDISTINGUISHABLE_DB))
     return stays / resamples
 
@@ -360,9 +362,10 @@ def race(count, schedule, heat_sums):
     """([score dB], [heats run]) per candidate 0..count-1 after running the
     heats of `schedule` in turn. `heat_sums([candidate, ...], heat)` is the
     (signal, noise) of each candidate's artifact on the heat's images. A
-    candidate's score is its SQNR pooled over every heat it ran; after each heat the best `keep` share goes on
-    (ties to the earlier), and candidate 0 (min/max) always does, so a
-    winner among those that ran every heat beat min/max on the same images."""
+    candidate's score is its SQNR pooled over every heat it ran; after each
+    heat the best `keep` share goes on (ties to the earlier), and candidate
+    0 (min/max) always does, so a winner among those that ran every heat
+    beat min/max on the same images."""
     sums = [(0.0, 0.0)] * count
     heats_run = [0] * count
     alive = list(range(count))

@@ -53,7 +53,7 @@ PENDING_VALUES = 1 << 20  # sampled values held per tensor before they are count
 # (its fingerprint, where present, covered part of the file: not checked); 1: `auto` has nothing to score on
 FORMAT_VERSION = 3
 READ_VERSIONS = (1, 2, 3)
-FOLDS = 4  # class-stratified quarters of the calibration samples: auto fits ranges on one, scores on the rest
+FOLDS = 4  # class-stratified quarters of the calibration samples: auto scores each with ranges from the rest
 MIN_FOLD_SAMPLES = 2  # fewer calibration samples than FOLDS * this: no folds
 
 
