@@ -138,7 +138,7 @@ def main(names):
             result["networks"][name] = {"machine": machine(),
                                         "rows": layout_rows(trained_splits(make, epochs, scale, size), scale, size)}
     lines = ["# What `auto`'s fold layouts pick, on networks no layout was chosen on", "",
-             "Command: `python benchmarks/fold_layouts.py` (the module's docstring says what it runs).", "",
+             "Commands: `python benchmarks/fold_layouts.py`, then `python benchmarks/fold_layouts.py NASNetMobile` (the module's docstring says what they run).", "",
              "Machines: " + "; ".join(sorted({f"{entry['machine']['cpu']}, {entry['machine']['cores']} cores"
                                               for entry in result["networks"].values()})) + ".", "",
              "Each cell: the mean evaluation SQNR of the layout's picks over the 3 splits minus the best fixed "
