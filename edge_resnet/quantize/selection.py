@@ -225,8 +225,8 @@ def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CA
     per_image_of, ran = {}, {}  # (heat, ranges fingerprint) -> per-image errors; (candidate, heat) -> that key
 
     def heat_sums(racing, heat):
-        fitted, _ = layout[heat.fit]
-        positions = [position for fold in heat.folds for position in statistics.folds[fold].positions]
+        fitted, positions = layout[heat.fit]  # a fit scores only the images its ranges never saw
+        positions = list(positions)
         ranges_of = [activation_ranges(fitted, candidates[candidate]) for candidate in racing]
         keys = [(heat, ranges_fingerprint(ranges)) for ranges in ranges_of]
         ran.update(((candidate, heat), key) for candidate, key in zip(racing, keys))
@@ -344,7 +344,9 @@ def one_at_a_time(int8_output):
 @dataclass(frozen=True)
 class Heat:
     """One round of the race: the ranges of fits()[fit] scored on `folds`'
-    images; `keep` is the share of the field that runs the next heat."""
+    images (choose() scores a fit on the images it yields, the fold its
+    ranges never saw); `keep` is the share of the field that runs the next
+    heat."""
 
     fit: int
     folds: tuple
