@@ -114,25 +114,34 @@ CANDIDATES = (
 def quantile(tensor, fraction):
     """The value below which `fraction` of the histogrammed values lie,
     interpolated within its bin and kept inside the exact min/max."""
+    return float(quantiles(tensor, [fraction])[0])
+
+
+def quantiles(tensor, fractions):
+    """quantile() of each of `fractions`, in one pass over the histogram."""
     lower, upper, counts = tensor.histogram
     cumulative = np.cumsum(counts)
-    target = fraction * cumulative[-1]
-    position = int(np.searchsorted(cumulative, target, side="left"))
-    position = min(position, len(counts) - 1)
-    before = cumulative[position - 1] if position else 0
-    within = (target - before) / counts[position]
-    value = lower[position] + within * (upper[position] - lower[position])
-    return float(np.clip(value, tensor.minimum, tensor.maximum))
+    targets = np.asarray(fractions, np.float64) * cumulative[-1]
+    positions = np.minimum(np.searchsorted(cumulative, targets, side="left"), len(counts) - 1)
+    before = np.where(positions > 0, cumulative[positions - 1], 0)
+    within = (targets - before) / counts[positions]
+    values = lower[positions] + within * (upper[positions] - lower[positions])
+    return np.clip(values, tensor.minimum, tensor.maximum)
 
 
 def tail_range(tensor, tail):
     """Clip `tail` of the values at the top and, where the tensor goes
     negative, the same fraction at the bottom."""
-    if tail <= 0:
-        return tensor.minimum, tensor.maximum
-    high = quantile(tensor, 1 - tail)
-    low = quantile(tensor, tail) if tensor.minimum < 0 else tensor.minimum
-    return low, high
+    return tail_ranges(tensor, [tail])[0]
+
+
+def tail_ranges(tensor, tails):
+    """tail_range() of each of `tails`."""
+    tails = np.asarray(tails, np.float64)
+    highs = quantiles(tensor, 1 - tails)
+    lows = quantiles(tensor, tails) if tensor.minimum < 0 else np.full(len(tails), tensor.minimum)
+    return [(tensor.minimum, tensor.maximum) if tail <= 0 else (float(low), float(high))
+            for tail, low, high in zip(tails, lows, highs)]
 
 
 def quantization_error(tensor, low, high):
@@ -149,7 +158,7 @@ def quantization_error(tensor, low, high):
 
 
 def mse_range(tensor):
-    candidates = [tail_range(tensor, tail) for tail in MSE_TAILS]
+    candidates = tail_ranges(tensor, MSE_TAILS)
     errors = [quantization_error(tensor, low, high) for low, high in candidates]
     return candidates[int(np.argmin(errors))]
 

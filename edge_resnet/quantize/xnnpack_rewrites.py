@@ -241,6 +241,8 @@ def exact_count_maps(int8_model_bytes):
     (count_map); the same bytes where it has none."""
     from ai_edge_litert import schema_py_generated as schema
 
+    if COUNT_MAP_SUFFIX not in int8_model_bytes:  # no count map: spare reading the whole model (60 ms at 224)
+        return int8_model_bytes
     model = read_flatbuffer(int8_model_bytes)
     subgraph = model.subgraphs[0]
     codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
