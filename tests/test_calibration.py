@@ -623,7 +623,8 @@ def test_rules_that_differ_only_on_the_output_run_as_one_model_with_the_same_out
     one merged model runs them, and each output is bit-identical to its own
     artifact's; a rule that differs inside runs alone, and a byte-identical
     artifact runs once."""
-    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_int8_candidates, variant_groups
+    from edge_resnet.quantize.int8_tflite import (quantization_key, quantized_int8_io, run_int8_candidates,
+                                                  variant_groups)
 
     rules = [RangeMethod("percentile", percentile=99.0), RangeMethod("minmax"),
              RangeMethod("percentile", percentile=99.0, output="minmax"), RangeMethod("mse", output="minmax")]
@@ -637,6 +638,9 @@ def test_rules_that_differ_only_on_the_output_run_as_one_model_with_the_same_out
     for merged, own in zip(together, alone, strict=True):
         assert np.array_equal(merged, own)
     assert not np.array_equal(together[0], together[2]), "the output's own range changes the outputs"
+    (_, members), = variant_groups([float_model, float_model])  # a float32 output has no scale to mask
+    assert [index for index, _ in members] == [0, 1]
+    assert {quantization_key(quantization) for _, quantization in members} in ({None}, {((), ())})
 
 
 def test_auto_tries_every_candidate_on_the_real_artifact_and_keeps_the_best(folded, float_model, statistics,

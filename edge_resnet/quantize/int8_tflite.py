@@ -254,12 +254,13 @@ def variant_groups(artifacts):
     groups = {}
     for index, artifact in enumerate(artifacts):
         graph = schema.Model.GetRootAs(artifact, 0).Subgraphs(0)  # read lazily: a whole read costs 60 ms at 224
-        quantization, masked = None, artifact
+        quantization = None
         if graph.OutputsLength() == 1 and single_writer(graph, graph.Outputs(0)):
             quantization = graph.Tensors(graph.Outputs(0)).Quantization()
-            masked = without_scale_and_zero_point(artifact, quantization)
+        masked = artifact if quantization is None else without_scale_and_zero_point(artifact, quantization)
         key = hashlib.sha256(masked).digest()
-        groups.setdefault(key, (artifact, []))[1].append((index, quantization and quantization_object(quantization)))
+        groups.setdefault(key, (artifact, []))[1].append(
+            (index, None if quantization is None else quantization_object(quantization)))
     return list(groups.values())
 
 
@@ -273,15 +274,16 @@ def single_writer(graph, tensor):
 
 
 def without_scale_and_zero_point(artifact, quantization):
-    """`artifact`'s bytes with the values of `quantization`'s (a lazily read
-    QuantizationParameters of it) scale and zero point set to zero."""
-    masked = np.frombuffer(artifact, np.uint8).copy()
-    start_of_artifact = np.frombuffer(artifact, np.uint8).ctypes.data
+    """A copy of `artifact`'s bytes (a uint8 array) with the values of
+    `quantization`'s (a lazily read QuantizationParameters of it) scale and
+    zero point set to zero."""
+    original = np.frombuffer(artifact, np.uint8)
+    masked = original.copy()
     for values in (quantization.ScaleAsNumpy(), quantization.ZeroPointAsNumpy()):
         if isinstance(values, np.ndarray):  # a view into the artifact's bytes; an absent vector reads as 0
-            start = values.ctypes.data - start_of_artifact
+            start = values.ctypes.data - original.ctypes.data
             masked[start:start + values.nbytes] = 0
-    return masked.tobytes()
+    return masked
 
 
 def quantization_object(quantization):
