@@ -12,7 +12,10 @@ the stem, each residual block, the head) to another candidate rule of
 `auto` that raises the output SQNR on the calibration images the most
 (each image scored by ranges from the other three quarters, as the budget
 search scores its steps), while that is 0.1 dB or more. Each kept switch is
-also scored on the evaluation images (ranges from all 200). Writes
+also scored on the evaluation images (ranges from all 200). With
+`--by-logits`, the softmax heads of the models named have their switches
+chosen on the softmax's input (the logits) instead of the probabilities,
+as the budget search judges a softmax head. Writes
 benchmarks/results/part_ranges.{json,md} (rows of other models kept).
 """
 
@@ -28,12 +31,13 @@ WORTH_DB = 0.1  # a switch that gains less on the calibration images is not kept
 MOST_SWITCHES = 4
 
 
-def measure(name, model, size):
+def measure(name, model, size, by_logits=False):
     from mixed_precision import digits
 
     from edge_resnet.model.fold import fold_batchnorm
-    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_tflite_bytes, tflite_chooser
-    from edge_resnet.quantize.mixed import model_parts
+    from edge_resnet.quantize.int8_tflite import (quantized_int8_io, run_tflite_bytes, tflite_chooser,
+                                                  tflite_outputs_and_logits)
+    from edge_resnet.quantize.mixed import model_parts, per_image_mean_db, softmax_relevant
     from edge_resnet.quantize.ranges import CANDIDATES, activation_ranges
     from edge_resnet.quantize.selection import calibration_inputs, fits, float_reference, output_sqnr_db
     from edge_resnet.quantize.statistics import collect_statistics
@@ -58,12 +62,26 @@ def measure(name, model, size):
             ranges.update({tensor: by_rule[rule][tensor] for tensor in tensors_of[part]})
         return ranges
 
+    judged = reference
+    if by_logits:  # the softmax's input, as the budget search judges a softmax head
+        judged = tflite_outputs_and_logits(float_model, inputs)[1]
+
     def held_out_db(switches):
-        outputs = np.empty_like(reference)
+        """Pooled output SQNR; by logits: the budget search's judge of a softmax head (the mean over images of
+        each image's SQNR of the logits that reach the output, mixed.softmax_relevant)."""
+        outputs, against = np.empty_like(judged), np.empty_like(judged)
         for by_rule, (_, positions) in zip(fitted_ranges, layout):
-            artifact = quantized_int8_io(float_model, ranges_with(switches, by_rule))
-            outputs[list(positions)] = run_tflite_bytes(artifact, inputs[list(positions)], "a candidate")
-        return output_sqnr_db(reference, outputs)
+            positions = list(positions)
+            ranges = ranges_with(switches, by_rule)
+            artifact = quantized_int8_io(float_model, ranges)
+            if by_logits:
+                logits = tflite_outputs_and_logits(artifact, inputs[positions])[1]
+                against[positions], outputs[positions] = softmax_relevant((judged[positions], logits), ranges,
+                                                                          statistics.softmax_input)
+            else:
+                against[positions] = judged[positions]
+                outputs[positions] = run_tflite_bytes(artifact, inputs[positions], "a candidate")
+        return per_image_mean_db(against, outputs) if by_logits else output_sqnr_db(against, outputs)
 
     def evaluation_db(switches):
         artifact = quantized_int8_io(float_model, ranges_with(switches, final_ranges))
@@ -83,7 +101,8 @@ def measure(name, model, size):
         steps.append({"switch": f"{part} -> {rule.describe()}", "held_out_db": best,
                       "evaluation_db": evaluation_db(switches)})
         print(f"   {steps[-1]}", flush=True)
-    return {"model": name, "rule": base.describe(), "parts": len(tensors_of), "steps": steps,
+    return {"model": name, "judged_by": "logits" if by_logits else "output", "rule": base.describe(),
+            "parts": len(tensors_of), "steps": steps,
             "seconds": time.perf_counter() - started}
 
 
@@ -106,14 +125,16 @@ def markdown(result):
              "chose for the model, greedily the switch of one part's tensors to another candidate rule that "
              f"raises the output SQNR on the 200 calibration images most (each scored by ranges from the other "
              f"three quarters), while it gains {WORTH_DB} dB or more; evaluation: the other 397 digits, ranges "
-             "from all 200.", "",
-             "| model | auto's rule | parts | calibration (held-out) dB | evaluation dB | switches kept | best switch not kept (held-out dB) |",
-             "|---|---|---|---|---|---|---|"]
+             "from all 200. Judged by logits (a softmax head, `--by-logits`): the switches are chosen on the "
+             "logits that reach the output (the mean over images of each image's SQNR), as the budget search "
+             "judges a softmax head, and the held-out column is that; the evaluation column is always the output's.", "",
+             "| model | switches judged by | auto's rule | parts | calibration (held-out) dB | evaluation dB | switches kept | best switch not kept (held-out dB) |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         first, kept = row["steps"][0], [step for step in row["steps"] if step["switch"]]
         last = kept[-1] if kept else first
         declined = next((step for step in row["steps"][1:] if step["switch"] is None), None)
-        lines.append(f"| {row['model']} | {row['rule']} | {row['parts']} | {first['held_out_db']:.2f} -> "
+        lines.append(f"| {row['model']} | {row.get('judged_by', 'output')} | {row['rule']} | {row['parts']} | {first['held_out_db']:.2f} -> "
                      f"{last['held_out_db']:.2f} | {first['evaluation_db']:.2f} -> {last['evaluation_db']:.2f} | "
                      f"{', '.join(step['switch'] for step in kept) or 'none'} | "
                      + (f"{declined['best_trial']} ({declined['held_out_db']:.2f})" if declined else "-") + " |")
@@ -127,12 +148,15 @@ def main(wanted):
     path = RESULTS / "part_ranges.json"
     saved = json.loads(path.read_text()) if path.exists() else {"rows": []}
     rows = [row for row in saved["rows"]]
+    by_logits = "--by-logits" in wanted
     for name, model, size, _ in trained_models():
-        if any(part in name for part in wanted):
-            rows = [row for row in rows if row["model"] != name] + [measure(name, model, size)]
+        if any(part in name for part in wanted) and (not by_logits or "softmax" in name):
+            judged_by = "logits" if by_logits else "output"
+            rows = [row for row in rows if (row["model"], row.get("judged_by", "output")) != (name, judged_by)]
+            rows.append(measure(name, model, size, by_logits))
     result = {"machine": machine(), "rows": rows}
     write_results("part_ranges", result, markdown(result))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or DEFAULT_MODELS)
+    main([*(sys.argv[1:] or DEFAULT_MODELS), *(DEFAULT_MODELS if sys.argv[1:] == ["--by-logits"] else ())])
