@@ -147,11 +147,11 @@ def main(wanted):
 
     path = RESULTS / "part_ranges.json"
     saved = json.loads(path.read_text()) if path.exists() else {"rows": []}
-    rows = [row for row in saved["rows"]]
+    rows = list(saved["rows"])
     by_logits = "--by-logits" in wanted
+    judged_by = "logits" if by_logits else "output"
     for name, model, size, _ in trained_models():
         if any(part in name for part in wanted) and (not by_logits or "softmax" in name):
-            judged_by = "logits" if by_logits else "output"
             rows = [row for row in rows if (row["model"], row.get("judged_by", "output")) != (name, judged_by)]
             rows.append(measure(name, model, size, by_logits))
     result = {"machine": machine(), "rows": rows}
