@@ -1,0 +1,183 @@
+"""Does empirical bias correction of the activations' int8 error help? A
+lever that would cost no latency, measured before deciding whether to ship
+it (issues 23 and 27).
+
+    python benchmarks/activation_bias.py [MODEL SUBSTRING...]
+
+(with substrings: those models measured again, the saved rows of the others kept;
+`mnist` first: the ResNet-50s trained on the MNIST sample, calibrated on 200
+of the images they never trained on and evaluated on the other 2300, as in
+mixed_precision.py)
+
+bias_correction.py corrected the bias for weight rounding alone. Here the
+whole int8 network runs upstream: part by part in graph order (stem, each
+residual block, head), every convolution and the classifier of the part get
+their bias shifted by the mean per channel of (float output - int8 output)
+over the 200 calibration images, measured on the int8 TFLite whose earlier
+parts are already corrected, then the next part is measured (on a softmax
+head, not the classifier: the floor of its int8 range clips logits the
+softmax ignores, and the first run, which corrected it, lost 6 to 15 dB
+there). "plain" shifts
+by that mean; "by active share" divides it by the share of the channel's
+float outputs above zero where a ReLU is fused (the mean after a ReLU sees
+only the active outputs' shift). The ranges stay those `auto` chose on the
+uncorrected model. Scored as mixed_precision.py scores: the calibration
+images (the correction saw them) and the 397 evaluation digits (it did not).
+Writes benchmarks/results/activation_bias.{json,md}.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
+
+VARIANTS = ("plain", "by active share")
+LEAST_ACTIVE_SHARE = 0.25  # a channel rarely active would have its shift multiplied without bound
+
+
+def weighted_outputs(float_model):
+    """{operator scope: its output tensor's name} of the float TFLite's convolutions and classifier."""
+    from edge_resnet.quantize.mixed import operator_scope, weighted_scopes
+    from edge_resnet.quantize.statistics import read_flatbuffer
+
+    graph = read_flatbuffer(float_model).subgraphs[0]
+    weighted = weighted_scopes(float_model)
+    return {operator_scope(graph, op): graph.tensors[op.outputs[0]].name.decode() for op in graph.operators
+            if operator_scope(graph, op) in weighted}
+
+
+def with_bias_shift(float_model, shifts):
+    """The float TFLite with {output tensor name: per-channel shift} added to those operators' biases."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from edge_resnet.quantize.statistics import read_flatbuffer
+
+    model = read_flatbuffer(float_model)
+    graph = model.subgraphs[0]
+    for op in graph.operators:
+        shift = shifts.get(graph.tensors[op.outputs[0]].name.decode())
+        if shift is not None:
+            bias = graph.tensors[op.inputs[2]]
+            values = np.frombuffer(bytes(model.buffers[bias.buffer].data), np.float32) + shift
+            model.buffers[bias.buffer].data = np.frombuffer(values.astype(np.float32).tobytes(), np.uint8)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def channel_shifts(float_model, int8_model, images, names, variant):
+    """{tensor name: the per-channel bias shift} for the tensors `names`, from both models run on `images`."""
+    from edge_resnet.check.layer_debug import tensor_values
+
+    error, active, signed, rows = {}, {}, {}, 0
+    for float_values, int8_values in zip(tensor_values(float_model, images, set(names)),
+                                         tensor_values(int8_model, images, set(names))):
+        for name in names:
+            reference = float_values[name].reshape(-1, float_values[name].shape[-1]).astype(np.float64)
+            error[name] = error.get(name, 0) + (reference - int8_values[name].reshape(reference.shape)).sum(axis=0)
+            active[name] = active.get(name, 0) + (reference > 0).sum(axis=0)
+            signed[name] = signed.get(name, False) or bool((reference < 0).any())
+        rows += reference.shape[0]
+    shifts = {}
+    for name in names:
+        mean = error[name] / rows
+        if variant == "by active share" and not signed[name]:
+            mean = mean / np.maximum(active[name] / rows, LEAST_ACTIVE_SHARE)
+        shifts[name] = mean
+    return shifts
+
+
+def corrected(float_model, ranges, recipe, images, variant):
+    """The float TFLite with its biases corrected part by part, in graph
+    order; an output softmax's input is left alone (its int8 range floors
+    the logits far below the top ones, and that clipping, which the softmax
+    does not see, would dominate the mean)."""
+    from edge_resnet.quantize.int8_tflite import int8_tflite
+    from edge_resnet.quantize.mixed import model_parts
+    from edge_resnet.quantize.statistics import softmax_input_of
+
+    softmax_input = softmax_input_of(float_model)
+    outputs = {scope: name for scope, name in weighted_outputs(float_model).items()
+               if softmax_input is None or name != softmax_input.tensor}
+    shifts = {}
+    for scopes in model_parts(float_model).values():
+        names = [outputs[scope] for scope in scopes if scope in outputs]
+        if names:
+            current = int8_tflite(with_bias_shift(float_model, shifts), ranges, recipe)
+            shifts.update(channel_shifts(float_model, current, images, names, variant))
+    return with_bias_shift(float_model, shifts)
+
+
+def measure(name, model, size, data):
+
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.int8_tflite import int8_tflite, run_tflite_bytes, tflite_chooser
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.selection import output_sqnr_db, resolved_ranges
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    float_model = float_tflite(fold_batchnorm(model)[0])
+    calibration, evaluation = data(size)
+    images = np.stack(list(calibration.samples()))
+    recipe = QuantizationRecipe()
+    method, ranges, _ = resolved_ranges(collect_statistics(float_model, calibration), recipe.range_method(),
+                                        tflite_chooser(float_model, recipe.per_channel, calibration))
+    references = {"calibration": run_tflite_bytes(float_model, images, "float"),
+                  "evaluation": run_tflite_bytes(float_model, evaluation, "float")}
+    inputs = {"calibration": images, "evaluation": evaluation}
+
+    def scores(content):
+        return {split: output_sqnr_db(references[split], run_tflite_bytes(content, inputs[split], "int8"))
+                for split in inputs}
+
+    row = {"model": name, "ranges": method.describe(), "full int8": scores(int8_tflite(float_model, ranges, recipe))}
+    for variant in VARIANTS:
+        row[variant] = scores(int8_tflite(corrected(float_model, ranges, recipe, images, variant), ranges, recipe))
+    print(row, flush=True)
+    return row
+
+
+def markdown(result):
+    lines = ["# Empirical bias correction of the int8 activations' error", "",
+             "Commands, in this order (a later one measures its rows again): "
+             + ", ".join(f"`{command}`" for command in result["commands"]), "",
+             f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores. Output SQNR (dB) of the int8 "
+             "TFLite against the float model, `auto` ranges; calibration: the 200 digits the correction was measured "
+             "on; evaluation: the 397 others (mixed_precision.py's split; MNIST rows: the 2300 others). Cells: "
+             "calibration / evaluation.", "",
+             "| model | ranges | full int8 | " + " | ".join(VARIANTS) + " | evaluation change, best variant |",
+             "|---|---|---|" + "---|" * len(VARIANTS) + "---|"]
+    for row in result["rows"]:
+        cells = [f"{row[key]['calibration']:.2f} / {row[key]['evaluation']:.2f}" for key in ("full int8", *VARIANTS)]
+        change = max(row[variant]["evaluation"] for variant in VARIANTS) - row["full int8"]["evaluation"]
+        lines.append(f"| {row['model']} | {row['ranges']} | " + " | ".join(cells) + f" | {change:+.2f} |")
+    for variant in VARIANTS:
+        changes = [row[variant]["evaluation"] - row["full int8"]["evaluation"] for row in result["rows"]]
+        lines += ["", f"{variant}: evaluation change {np.mean(changes):+.2f} dB on average "
+                      f"({min(changes):+.2f} to {max(changes):+.2f}), better on {sum(c > 0 for c in changes)} "
+                      f"of {len(changes)} rows."]
+    return "\n".join(lines) + "\n"
+
+
+def main(only):
+    from mixed_precision import digits, mnist_images, mnist_models, trained_models
+
+    models, data = (mnist_models, mnist_images) if only[:1] == ["mnist"] else (trained_models, digits)
+    names = only[1:] if only[:1] == ["mnist"] else only
+    measured = {name: measure(name, model, size, data) for name, model, size, _ in models()
+                if not names or any(part in name for part in names)}
+    saved = RESULTS / "activation_bias.json"
+    earlier = json.loads(saved.read_text()) if only and saved.exists() else {"rows": [], "commands": []}
+    rows = [measured.pop(row["model"], row) for row in earlier["rows"]] + list(measured.values())
+    command = "python benchmarks/activation_bias.py" + "".join(f" {part!r}" for part in only)
+    result = {"commands": [*earlier["commands"], command], "machine": machine(), "rows": rows}
+    write_results("activation_bias", result, markdown(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
