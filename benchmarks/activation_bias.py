@@ -7,7 +7,8 @@ it (issues 23 and 27).
 (with substrings: those models measured again, the saved rows of the others kept;
 `mnist` first: the ResNet-50s trained on the MNIST sample, calibrated on 200
 of the images they never trained on and evaluated on the other 2300, as in
-mixed_precision.py)
+mixed_precision.py; `passes` first: the cheaper forms below on every model of
+both data sets, added to the saved rows)
 
 bias_correction.py corrected the bias for weight rounding alone. Here the
 whole int8 network runs upstream: part by part in graph order (stem, each
@@ -38,6 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
 
 VARIANTS = ("plain", "by active share")
+# cheaper forms (`passes`): every part corrected at once from one run of the int8 model, twice over
+# (the second pass corrects what the first left or overshot), on all calibration images or the first 50
+PASS_VARIANTS = {"whole network, 1 pass": (1, None), "whole network, 2 passes": (2, None),
+                 "whole network, 2 passes, 50 images": (2, 50)}
 LEAST_ACTIVE_SHARE = 0.25  # a channel rarely active would have its shift multiplied without bound
 
 
@@ -62,7 +67,7 @@ def with_bias_shift(float_model, shifts):
     graph = model.subgraphs[0]
     for op in graph.operators:
         shift = shifts.get(graph.tensors[op.outputs[0]].name.decode())
-        if shift is not None:
+        if shift is not None and len(op.inputs) > 2 and op.inputs[2] >= 0:  # a layer without a bias keeps none
             bias = graph.tensors[op.inputs[2]]
             values = np.frombuffer(bytes(model.buffers[bias.buffer].data), np.float32) + shift
             model.buffers[bias.buffer].data = np.frombuffer(values.astype(np.float32).tobytes(), np.uint8)
@@ -103,17 +108,21 @@ def corrected(float_model, ranges, recipe, images, variant):
     softmax_input = softmax_input_of(float_model)
     outputs = {scope: name for scope, name in weighted_outputs(float_model).items()
                if softmax_input is None or name != softmax_input.tensor}
+    if variant in PASS_VARIANTS:
+        passes, count = PASS_VARIANTS[variant]
+        groups, images = [list(outputs.values())] * passes, images[:count]
+    else:
+        groups = [[outputs[scope] for scope in scopes if scope in outputs]
+                  for scopes in model_parts(float_model).values()]
     shifts = {}
-    for scopes in model_parts(float_model).values():
-        names = [outputs[scope] for scope in scopes if scope in outputs]
-        if names:
-            current = int8_tflite(with_bias_shift(float_model, shifts), ranges, recipe)
-            shifts.update(channel_shifts(float_model, current, images, names, variant))
+    for names in filter(None, groups):
+        current = int8_tflite(with_bias_shift(float_model, shifts), ranges, recipe)
+        for name, shift in channel_shifts(float_model, current, images, names, variant).items():
+            shifts[name] = shifts.get(name, 0) + shift
     return with_bias_shift(float_model, shifts)
 
 
-def measure(name, model, size, data):
-
+def measure(name, model, size, data, variants):
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import int8_tflite, run_tflite_bytes, tflite_chooser
     from edge_resnet.quantize.recipe import QuantizationRecipe
@@ -136,13 +145,14 @@ def measure(name, model, size, data):
                 for split in inputs}
 
     row = {"model": name, "ranges": method.describe(), "full int8": scores(int8_tflite(float_model, ranges, recipe))}
-    for variant in VARIANTS:
+    for variant in variants:
         row[variant] = scores(int8_tflite(corrected(float_model, ranges, recipe, images, variant), ranges, recipe))
     print(row, flush=True)
     return row
 
 
 def markdown(result):
+    variants = [variant for variant in (*VARIANTS, *PASS_VARIANTS) if any(variant in row for row in result["rows"])]
     lines = ["# Empirical bias correction of the int8 activations' error", "",
              "Commands, in this order (a later one measures its rows again): "
              + ", ".join(f"`{command}`" for command in result["commands"]), "",
@@ -150,14 +160,14 @@ def markdown(result):
              "TFLite against the float model, `auto` ranges; calibration: the 200 digits the correction was measured "
              "on; evaluation: the 397 others (mixed_precision.py's split; MNIST rows: the 2300 others). Cells: "
              "calibration / evaluation.", "",
-             "| model | ranges | full int8 | " + " | ".join(VARIANTS) + " | evaluation change, best variant |",
-             "|---|---|---|" + "---|" * len(VARIANTS) + "---|"]
+             "| model | ranges | full int8 | " + " | ".join(variants) + " |", "|---|---|---|" + "---|" * len(variants)]
     for row in result["rows"]:
-        cells = [f"{row[key]['calibration']:.2f} / {row[key]['evaluation']:.2f}" for key in ("full int8", *VARIANTS)]
-        change = max(row[variant]["evaluation"] for variant in VARIANTS) - row["full int8"]["evaluation"]
-        lines.append(f"| {row['model']} | {row['ranges']} | " + " | ".join(cells) + f" | {change:+.2f} |")
-    for variant in VARIANTS:
-        changes = [row[variant]["evaluation"] - row["full int8"]["evaluation"] for row in result["rows"]]
+        cells = [f"{row[key]['calibration']:.2f} / {row[key]['evaluation']:.2f}" if key in row else "-"
+                 for key in ("full int8", *variants)]
+        lines.append(f"| {row['model']} | {row['ranges']} | " + " | ".join(cells) + " |")
+    for variant in variants:
+        changes = [row[variant]["evaluation"] - row["full int8"]["evaluation"] for row in result["rows"]
+                   if variant in row]
         lines += ["", f"{variant}: evaluation change {np.mean(changes):+.2f} dB on average "
                       f"({min(changes):+.2f} to {max(changes):+.2f}), better on {sum(c > 0 for c in changes)} "
                       f"of {len(changes)} rows."]
@@ -167,13 +177,18 @@ def markdown(result):
 def main(only):
     from mixed_precision import digits, mnist_images, mnist_models, trained_models
 
-    models, data = (mnist_models, mnist_images) if only[:1] == ["mnist"] else (trained_models, digits)
-    names = only[1:] if only[:1] == ["mnist"] else only
-    measured = {name: measure(name, model, size, data) for name, model, size, _ in models()
-                if not names or any(part in name for part in names)}
+    digits_models, mnist = (trained_models, digits), (mnist_models, mnist_images)
+    if only[:1] == ["passes"]:
+        variants, sources, names = tuple(PASS_VARIANTS), [digits_models, mnist], only[1:]
+    elif only[:1] == ["mnist"]:
+        variants, sources, names = VARIANTS, [mnist], only[1:]
+    else:
+        variants, sources, names = VARIANTS, [digits_models], only
+    measured = {name: measure(name, model, size, data, variants) for models, data in sources
+                for name, model, size, _ in models() if not names or any(part in name for part in names)}
     saved = RESULTS / "activation_bias.json"
     earlier = json.loads(saved.read_text()) if only and saved.exists() else {"rows": [], "commands": []}
-    rows = [measured.pop(row["model"], row) for row in earlier["rows"]] + list(measured.values())
+    rows = [{**row, **measured.pop(row["model"], {})} for row in earlier["rows"]] + list(measured.values())
     command = "python benchmarks/activation_bias.py" + "".join(f" {part!r}" for part in only)
     result = {"commands": [*earlier["commands"], command], "machine": machine(), "rows": rows}
     write_results("activation_bias", result, markdown(result))
