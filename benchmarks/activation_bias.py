@@ -5,6 +5,8 @@ it (issues 23 and 27).
     python benchmarks/activation_bias.py [MODEL SUBSTRING...]
 
 (with substrings: those models measured again, the saved rows of the others kept;
+`cost`: the correction's seconds at ResNet-50 224;
+`fifty` first: part by part on the first 50 calibration images, every model of both data sets;
 `mnist` first: the ResNet-50s trained on the MNIST sample, calibrated on 200
 of the images they never trained on and evaluated on the other 2300, as in
 mixed_precision.py; `passes` first: the cheaper forms below on every model of
@@ -39,10 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
 
 VARIANTS = ("plain", "by active share")
-# cheaper forms (`passes`): every part corrected at once from one run of the int8 model, twice over
-# (the second pass corrects what the first left or overshot), on all calibration images or the first 50
-PASS_VARIANTS = {"whole network, 1 pass": (1, None), "whole network, 2 passes": (2, None),
-                 "whole network, 2 passes, 50 images": (2, 50)}
+# (passes over the whole network, None: part by part; images used, None: all): the cheaper forms (`passes`):
+# every part corrected at once from one run of the int8 model, twice over (the second pass corrects what the
+# first left or overshot); part by part on the first 50 calibration images
+SCHEDULES = {"plain": (None, None), "by active share": (None, None), "whole network, 1 pass": (1, None),
+             "whole network, 2 passes": (2, None), "whole network, 2 passes, 50 images": (2, 50),
+             "plain, first 50 images": (None, 50)}
+# the variants each later part of the command line measures on both data sets
+LATER_VARIANTS = {"passes": ("whole network, 1 pass", "whole network, 2 passes", "whole network, 2 passes, 50 images"),
+                  "fifty": ("plain, first 50 images",)}
 LEAST_ACTIVE_SHARE = 0.25  # a channel rarely active would have its shift multiplied without bound
 
 
@@ -74,33 +81,40 @@ def with_bias_shift(float_model, shifts):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def channel_shifts(float_model, int8_model, images, names, variant):
-    """{tensor name: the per-channel bias shift} for the tensors `names`, from both models run on `images`."""
+def channel_means(model_bytes, images, names):
+    """{tensor name: (mean of each channel, share of each channel's values above zero, any value below zero)}
+    of the tensors `names` of the model (float or int8, dequantized) run on `images`."""
     from edge_resnet.check.layer_debug import tensor_values
 
-    error, active, signed, rows = {}, {}, {}, 0
-    for float_values, int8_values in zip(tensor_values(float_model, images, set(names)),
-                                         tensor_values(int8_model, images, set(names))):
+    sums, active, signed, rows = {}, {}, {}, {}
+    for values in tensor_values(model_bytes, images, set(names)):
         for name in names:
-            reference = float_values[name].reshape(-1, float_values[name].shape[-1]).astype(np.float64)
-            error[name] = error.get(name, 0) + (reference - int8_values[name].reshape(reference.shape)).sum(axis=0)
-            active[name] = active.get(name, 0) + (reference > 0).sum(axis=0)
-            signed[name] = signed.get(name, False) or bool((reference < 0).any())
-        rows += reference.shape[0]
+            flat = values[name].reshape(-1, values[name].shape[-1]).astype(np.float64)
+            sums[name] = sums.get(name, 0) + flat.sum(axis=0)
+            active[name] = active.get(name, 0) + (flat > 0).sum(axis=0)
+            signed[name] = signed.get(name, False) or bool((flat < 0).any())
+            rows[name] = rows.get(name, 0) + flat.shape[0]  # tensors differ in positions per image
+    return {name: (sums[name] / rows[name], active[name] / rows[name], signed[name]) for name in names}
+
+
+def channel_shifts(float_means, int8_means, variant):
+    """{tensor name: the per-channel bias shift}: float mean - int8 mean, per `variant`."""
     shifts = {}
-    for name in names:
-        mean = error[name] / rows
-        if variant == "by active share" and not signed[name]:
-            mean = mean / np.maximum(active[name] / rows, LEAST_ACTIVE_SHARE)
-        shifts[name] = mean
+    for name, (int8_mean, _, _) in int8_means.items():
+        float_mean, active, signed = float_means[name]
+        shift = float_mean - int8_mean
+        if variant == "by active share" and not signed:
+            shift = shift / np.maximum(active, LEAST_ACTIVE_SHARE)
+        shifts[name] = shift
     return shifts
 
 
 def corrected(float_model, ranges, recipe, images, variant):
     """The float TFLite with its biases corrected part by part, in graph
-    order; an output softmax's input is left alone (its int8 range floors
-    the logits far below the top ones, and that clipping, which the softmax
-    does not see, would dominate the mean)."""
+    order (or as `variant`'s schedule says); an output softmax's input is
+    left alone (its int8 range floors the logits far below the top ones,
+    and that clipping, which the softmax does not see, would dominate the
+    mean)."""
     from edge_resnet.quantize.int8_tflite import int8_tflite
     from edge_resnet.quantize.mixed import model_parts
     from edge_resnet.quantize.statistics import softmax_input_of
@@ -108,18 +122,41 @@ def corrected(float_model, ranges, recipe, images, variant):
     softmax_input = softmax_input_of(float_model)
     outputs = {scope: name for scope, name in weighted_outputs(float_model).items()
                if softmax_input is None or name != softmax_input.tensor}
-    if variant in PASS_VARIANTS:
-        passes, count = PASS_VARIANTS[variant]
-        groups, images = [list(outputs.values())] * passes, images[:count]
+    passes, count = SCHEDULES[variant]
+    images = images[:count]
+    if passes:
+        groups = [list(outputs.values())] * passes
     else:
         groups = [[outputs[scope] for scope in scopes if scope in outputs]
                   for scopes in model_parts(float_model).values()]
+    float_means = channel_means(float_model, images, list(outputs.values()))
     shifts = {}
     for names in filter(None, groups):
         current = int8_tflite(with_bias_shift(float_model, shifts), ranges, recipe)
-        for name, shift in channel_shifts(float_model, current, images, names, variant).items():
+        for name, shift in channel_shifts(float_means, channel_means(current, images, names), variant).items():
             shifts[name] = shifts.get(name, 0) + shift
     return with_bias_shift(float_model, shifts)
+
+
+def correction_cost():
+    """Seconds at ResNet-50 224 (random weights, as mixed_precision.py times): one int8 build, and the
+    part-by-part correction on 50 images."""
+    import time
+
+    from mixed_precision import network_at_224
+
+    from edge_resnet.quantize.int8_tflite import int8_tflite
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+
+    float_model, ranges, _, _, _ = network_at_224(50)
+    recipe = QuantizationRecipe()
+    images = np.random.default_rng(1).normal(size=(50, 224, 224, 3)).astype(np.float32)
+    started = time.perf_counter()
+    int8_tflite(float_model, ranges, recipe)
+    build = time.perf_counter() - started
+    started = time.perf_counter()
+    corrected(float_model, ranges, recipe, images, "plain")
+    return {"int8_build_s": build, "correction_50_images_s": time.perf_counter() - started, "machine": machine()}
 
 
 def measure(name, model, size, data, variants):
@@ -152,7 +189,7 @@ def measure(name, model, size, data, variants):
 
 
 def markdown(result):
-    variants = [variant for variant in (*VARIANTS, *PASS_VARIANTS) if any(variant in row for row in result["rows"])]
+    variants = [variant for variant in SCHEDULES if any(variant in row for row in result["rows"])]
     lines = ["# Empirical bias correction of the int8 activations' error", "",
              "Commands, in this order (a later one measures its rows again): "
              + ", ".join(f"`{command}`" for command in result["commands"]), "",
@@ -171,26 +208,35 @@ def markdown(result):
         lines += ["", f"{variant}: evaluation change {np.mean(changes):+.2f} dB on average "
                       f"({min(changes):+.2f} to {max(changes):+.2f}), better on {sum(c > 0 for c in changes)} "
                       f"of {len(changes)} rows."]
+    if "cost" in result:
+        cost = result["cost"]
+        lines += ["", f"Cost (`{result['cost_command']}`; {cost['machine']['cpu']}): at ResNet-50 224 the part-by-part "
+                      f"correction on 50 images took {cost['correction_50_images_s']:.1f} s (the float model run once, "
+                      f"one int8 build and run per part); one int8 build {cost['int8_build_s']:.1f} s."]
     return "\n".join(lines) + "\n"
 
 
 def main(only):
     from mixed_precision import digits, mnist_images, mnist_models, trained_models
 
+    saved = RESULTS / "activation_bias.json"
+    earlier = json.loads(saved.read_text()) if only and saved.exists() else {"rows": [], "commands": []}
+    command = "python benchmarks/activation_bias.py" + "".join(f" {part!r}" for part in only)
+    if only == ["cost"]:
+        result = {**earlier, "cost": correction_cost(), "cost_command": command}
+        write_results("activation_bias", result, markdown(result))
+        return
     digits_models, mnist = (trained_models, digits), (mnist_models, mnist_images)
-    if only[:1] == ["passes"]:
-        variants, sources, names = tuple(PASS_VARIANTS), [digits_models, mnist], only[1:]
+    if only[:1] and only[0] in LATER_VARIANTS:
+        variants, sources, names = LATER_VARIANTS[only[0]], [digits_models, mnist], only[1:]
     elif only[:1] == ["mnist"]:
         variants, sources, names = VARIANTS, [mnist], only[1:]
     else:
         variants, sources, names = VARIANTS, [digits_models], only
     measured = {name: measure(name, model, size, data, variants) for models, data in sources
                 for name, model, size, _ in models() if not names or any(part in name for part in names)}
-    saved = RESULTS / "activation_bias.json"
-    earlier = json.loads(saved.read_text()) if only and saved.exists() else {"rows": [], "commands": []}
     rows = [{**row, **measured.pop(row["model"], {})} for row in earlier["rows"]] + list(measured.values())
-    command = "python benchmarks/activation_bias.py" + "".join(f" {part!r}" for part in only)
-    result = {"commands": [*earlier["commands"], command], "machine": machine(), "rows": rows}
+    result = {**earlier, "commands": [*earlier["commands"], command], "machine": machine(), "rows": rows}
     write_results("activation_bias", result, markdown(result))
 
 
