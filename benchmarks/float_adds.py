@@ -10,7 +10,8 @@ SQNR (dB) against the float model on the 397 evaluation digits
 (mixed_precision.py's split), `auto` ranges from the 200 calibration
 images. `latency`: p50 of a ResNet-50 at 224 (random weights, as
 mixed_precision.py times), full int8 against additions in float32,
-alternating rounds. Writes benchmarks/results/float_adds.{json,md}.
+alternating rounds. Writes benchmarks/results/float_adds.{json,md} (the
+rows replaced whole, the latency kept until measured again).
 
     python benchmarks/float_adds.py latency
 """
@@ -58,7 +59,7 @@ def measure(name, model, size):
     method, ranges, _ = resolved_ranges(collect_statistics(float_model, calibration), recipe.range_method(),
                                         tflite_chooser(float_model, recipe.per_channel, calibration))
     additions = addition_scopes(float_model)
-    head = tuple(scope for scope in model_parts(float_model)["head"] if scope not in additions)
+    head = model_parts(float_model)["head"]
     reference = run_tflite_bytes(float_model, evaluation, "float")
     row = {"model": name, "ranges": method.describe(), "additions": len(additions), "evaluation_db": {}}
     for route, scopes in zip(ROUTES, ((), additions, head, additions + head)):
@@ -126,8 +127,10 @@ def main(only):
         return
     rows = [measure(name, model, size) for name, model, size, _ in trained_models()
             if not only or any(part in name for part in only)]
+    kept = json.loads(saved.read_text()) if saved.exists() else {}
     result = {"command": "python benchmarks/float_adds.py" + "".join(f" {part!r}" for part in only),
-              "machine": machine(), "rows": rows}
+              "machine": machine(), "rows": rows,
+              **{key: kept[key] for key in ("latency_224", "latency_command") if key in kept}}
     write_results("float_adds", result, markdown(result))
 
 

@@ -13,7 +13,13 @@ images and models as `python benchmarks/calibration.py fidelity`
 (digits) and `... fidelity_mnist` (MNIST); each cell the mean over the 4
 subsets of the output SQNR (dB) on the evaluation images, for `auto`'s
 choice and for two fixed rules, each deployed both ways. Writes
-benchmarks/results/fold_mean_ranges.{json,md}.
+benchmarks/results/fold_mean_ranges.{json,md} (replaced whole: run both
+parts together).
+
+benchmarks/fold_ranges.py measured the same idea under the earlier layout
+(ranges scored from one fold of 50 images; shipped for softmax heads in
+session 32, withdrawn in session 33); this is it again under the layout
+`auto` ships since session 42.
 """
 
 import sys
@@ -32,10 +38,9 @@ FIXED = ("minmax", "extrapolated")
 
 def fold_mean_ranges(statistics, rule):
     """{tensor: (low, high)}: the mean of `rule`'s ranges fitted on each cross-fit's images."""
-    from edge_resnet.quantize.ranges import activation_ranges
-    from edge_resnet.quantize.selection import fits
+    from edge_resnet.quantize.mixed import cross_fits
 
-    fitted = [activation_ranges(fitting, rule) for fitting, _ in fits(statistics)]
+    fitted = [ranges for ranges, _ in cross_fits(statistics, rule)]
     return {name: tuple(float(np.mean([ranges[name][end] for ranges in fitted])) for end in (0, 1))
             for name in fitted[0]}
 
@@ -57,11 +62,12 @@ def measure(model_name, model, size, protocol):
         _, test_images, reference = float_predictions(model, test_pixels, cache)
         calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=labels).cached()
         statistics = collect_statistics(float_model, calibration)
-        rule, _, _ = resolved_ranges(statistics, RangeMethod("auto"), tflite_chooser(float_model, True, calibration))
+        rule, auto_ranges, _ = resolved_ranges(statistics, RangeMethod("auto"),
+                                               tflite_chooser(float_model, True, calibration))
         chosen.append(rule.describe())
         for label, method in (("auto", rule), *((name, RangeMethod(name)) for name in FIXED)):
-            for deployed, ranges in zip(DEPLOYED, (activation_ranges(statistics, method),
-                                                   fold_mean_ranges(statistics, method))):
+            from_all = auto_ranges if label == "auto" else activation_ranges(statistics, method)
+            for deployed, ranges in zip(DEPLOYED, (from_all, fold_mean_ranges(statistics, method))):
                 outputs = int8_tflite_outputs(float_model, ranges, test_images)
                 cells.setdefault(f"{label}, {deployed}", []).append(output_sqnr_db(reference, outputs))
     row = {"model": model_name, "protocol": protocol, "auto chose": chosen, "sqnr_db": cells}
