@@ -60,12 +60,9 @@ def with_bias_shift(float_model, shifts):
     from edge_resnet.quantize.statistics import flatbuffer_bytes, read_flatbuffer
 
     model = read_flatbuffer(float_model)
-    graph = model.subgraphs[0]
-    for op in graph.operators:
-        shift = shifts.get(graph.tensors[op.outputs[0]].name.decode())
-        if shift is not None and len(op.inputs) > 2 and op.inputs[2] >= 0:  # a layer without a bias keeps none
-            bias = graph.tensors[op.inputs[2]]
-            values = np.frombuffer(bytes(model.buffers[bias.buffer].data), np.float32) + shift
+    for name, bias in biases_by_output(model):  # a layer without a bias keeps none
+        if name in shifts:
+            values = np.frombuffer(bytes(model.buffers[bias.buffer].data), np.float32) + shifts[name]
             model.buffers[bias.buffer].data = np.frombuffer(values.astype(np.float32).tobytes(), np.uint8)
     return flatbuffer_bytes(model)
 
@@ -98,31 +95,46 @@ def channel_shifts(float_means, int8_means, variant):
     return shifts
 
 
-def corrected(float_model, ranges, recipe, images, variant):
-    """The float TFLite with its biases corrected part by part, in graph
-    order (or as `variant`'s schedule says); an output softmax's input is
-    left alone (its int8 range floors the logits far below the top ones,
-    and that clipping, which the softmax does not see, would dominate the
-    mean)."""
-    from edge_resnet.quantize.int8_tflite import int8_tflite
+def part_groups(float_model):
+    """Per part of the network, in graph order, the output tensors whose
+    operators' biases are corrected: every convolution and the classifier
+    (a weight layer's scope is its one output tensor's name), but an output
+    softmax's input (its int8 range floors the logits far below the top
+    ones, and that clipping, which the softmax does not see, would dominate
+    the mean)."""
     from edge_resnet.quantize.mixed import model_parts, weighted_scopes
     from edge_resnet.quantize.statistics import softmax_input_of
 
     softmax_input = softmax_input_of(float_model)
-    # a convolution's or classifier's scope is its one output tensor's name
     corrected_tensors = {scope for scope in weighted_scopes(float_model)
                          if softmax_input is None or scope != softmax_input.tensor}
+    groups = [[scope for scope in scopes if scope in corrected_tensors]
+              for scopes in model_parts(float_model).values()]
+    return [names for names in groups if names]
+
+
+def biases_by_output(model):
+    """(output tensor name, bias tensor) of each operator of the model object `model` that has a bias."""
+    graph = model.subgraphs[0]
+    for op in graph.operators:
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            yield graph.tensors[op.outputs[0]].name.decode(), graph.tensors[op.inputs[2]]
+
+
+def corrected(float_model, ranges, recipe, images, variant):
+    """The float TFLite with its biases corrected part by part, in graph
+    order (or as `variant`'s schedule says; part_groups says which)."""
+    from edge_resnet.quantize.int8_tflite import int8_tflite
+
     passes, count = SCHEDULES[variant]
     images = images[:count]
-    parts = model_parts(float_model).values()
-    in_graph_order = [scope for scopes in parts for scope in scopes if scope in corrected_tensors]
+    groups = part_groups(float_model)
+    in_graph_order = [name for names in groups for name in names]
     if passes:
         groups = [in_graph_order] * passes
-    else:
-        groups = [[scope for scope in scopes if scope in corrected_tensors] for scopes in parts]
     float_means = channel_means(float_model, images, in_graph_order)
     shifts = {}
-    for names in filter(None, groups):
+    for names in groups:
         current = int8_tflite(with_bias_shift(float_model, shifts), ranges, recipe)
         for name, shift in channel_shifts(float_means, channel_means(current, images, names), variant).items():
             shifts[name] = shifts.get(name, 0) + shift
@@ -149,13 +161,10 @@ def cut_after(model, names):
 def shift_int8_biases(model, shifts):
     """Add {output tensor name: per-channel float shift} to those operators' int32 biases in the int8 model
     object `model`, in place: the shift over the bias's scale (input scale x weight scale), rounded."""
-    graph = model.subgraphs[0]
-    for op in graph.operators:
-        shift = shifts.get(graph.tensors[op.outputs[0]].name.decode())
-        if shift is not None and len(op.inputs) > 2 and op.inputs[2] >= 0:
-            bias = graph.tensors[op.inputs[2]]
+    for name, bias in biases_by_output(model):
+        if name in shifts:
             values = np.frombuffer(bytes(model.buffers[bias.buffer].data), np.int32).astype(np.int64)
-            values = values + np.rint(shift / np.asarray(bias.quantization.scale, np.float64)).astype(np.int64)
+            values = values + np.rint(shifts[name] / np.asarray(bias.quantization.scale, np.float64)).astype(np.int64)
             clipped = np.clip(values, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
             model.buffers[bias.buffer].data = np.frombuffer(clipped.tobytes(), np.uint8)
 
@@ -164,17 +173,12 @@ def corrected_int8(float_model, ranges, recipe, images):
     """The int8 TFLite corrected part by part as "plain" does, at less cost: the float model run once, the
     int8 model built once and its int32 biases shifted in place, each part measured on the model cut after it."""
     from edge_resnet.quantize.int8_tflite import int8_tflite
-    from edge_resnet.quantize.mixed import model_parts, weighted_scopes
-    from edge_resnet.quantize.statistics import flatbuffer_bytes, read_flatbuffer, softmax_input_of
+    from edge_resnet.quantize.statistics import flatbuffer_bytes, read_flatbuffer
 
-    softmax_input = softmax_input_of(float_model)
-    corrected_tensors = {scope for scope in weighted_scopes(float_model)
-                         if softmax_input is None or scope != softmax_input.tensor}
-    groups = [[scope for scope in scopes if scope in corrected_tensors]
-              for scopes in model_parts(float_model).values()]
+    groups = part_groups(float_model)
     float_means = channel_means(float_model, images, [name for names in groups for name in names])
     model = read_flatbuffer(int8_tflite(float_model, ranges, recipe))
-    for names in filter(None, groups):
+    for names in groups:
         shift_int8_biases(model, channel_shifts(float_means, channel_means(cut_after(model, set(names)), images,
                                                                             names), "plain"))
     return flatbuffer_bytes(model)
