@@ -150,6 +150,8 @@ def check_config(config):
     if config.quantize != "int8" and any(getattr(config, name) is not None for name in int8_only):
         raise ConfigError("--calibration-method, --percentile, --extrapolation, --statistics and "
                           "--fallback-precision apply to --quantize int8 only")
+    if config.quantize != "int8" and not config.bias_correction:
+        raise ConfigError("--no-bias-correction applies to --quantize int8 only")
     if config.fallback_precision == "dynamic" and "onnx" in formats:
         raise ConfigError("--fallback-precision dynamic is for the TFLite: the int8 ONNX keeps the parts a budget "
                           "needs in float32 (give --formats tflite, or --fallback-precision auto or float32)")
@@ -325,7 +327,7 @@ def recipe_for(mode, config):
     from .quantize.recipe import QuantizationRecipe
 
     int8_options = ("input_type", "output_type", "calibration_method", "percentile", "extrapolation", "min_sqnr",
-                    "min_sqnr_gain", "fallback_precision")
+                    "min_sqnr_gain", "fallback_precision", "bias_correction")
     if config.accuracy_control:
         int8_options += ("max_accuracy_drop", "min_agreement")
     overrides = {key: getattr(config, key) for key in int8_options
@@ -465,11 +467,20 @@ def range_lines(rows):
     return lines
 
 
+def ranges_text(record):
+    """What an int8 artifact's record says of its activation ranges and biases, or None."""
+    from .quantize.bias_correction import describe_correction
+    from .quantize.selection import describe_selection
+
+    if not record.get("activation_ranges"):
+        return None
+    text = describe_selection(record["activation_ranges"])
+    return f"{text}; {describe_correction(record['bias_correction'])}" if "bias_correction" in record else text
+
+
 def artifact_rows(paths, parity, timings):
     """One summary row per artifact: what it is, size, accuracy, speed."""
     import json
-
-    from .quantize.selection import describe_selection
 
     by_name = {candidate["name"]: candidate for candidate in parity["candidates"]}
     latency_by_name = {Path(timing["model"]).name: timing for timing in timings}
@@ -493,7 +504,7 @@ def artifact_rows(paths, parity, timings):
             "samples": candidate["metrics"]["samples"],
             "p50_ms": timing["latency_ms"]["p50"] if timing else None,
             "runtime": f"{timing['runtime']} {timing['runtime_version']}, {timing['accelerator']}" if timing else None,
-            "ranges": describe_selection(record["activation_ranges"]) if record.get("activation_ranges") else None,
+            "ranges": ranges_text(record),
             "range_selection": (record.get("activation_ranges") or {}).get("selection"),
             "output_grid": record.get("output_grid"),
             "output_grid_top1_changes": candidate["metrics"].get("output_grid_top1_changes"),

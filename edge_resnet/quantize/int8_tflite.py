@@ -465,6 +465,7 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
     `float_model`, and its recipe JSON; return the path. Under a budget,
     `full_int8_output` (a path) also gets full int8 with the same ranges:
     what the budget's parts are measured against on other images."""
+    from .bias_correction import corrected_artifact
     from .selection import resolved_ranges
 
     output = Path(output)
@@ -478,6 +479,8 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
         search = search_tflite_parts(float_model, statistics, calibration, recipe, method, recipe.budget(),
                                      log=log or (lambda line: None))
     content = int8_tflite(float_model, ranges, recipe, *(search.scopes() if search else ((), ())))
+    content, correction = corrected_artifact(content, float_model, recipe, calibration, statistics,
+                                             budgeted=search is not None)
     if search and full_int8_output is not None:
         Path(full_int8_output).write_bytes(int8_tflite(float_model, ranges, recipe))
     with atomic_output(output) as temporary:
@@ -486,6 +489,7 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
                                  packages, ranges_record(statistics, method, ranges, selection,
                                                          int8_softmax_input(content)))
         record["artifact"] = output.name
+        record["bias_correction"] = correction
         if grid := output_grid_record(content, statistics.float_outputs):
             record["output_grid"] = grid
         if search:

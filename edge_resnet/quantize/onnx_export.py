@@ -649,6 +649,9 @@ def check_onnx_io_types(input_type, output_type, route):
                           "ONNX, or leave them out")
 
 
+ORT_BIASES = "onnxruntime's route quantizes them itself; --onnx-route tflite carries the TFLite's corrected ones"
+
+
 def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEFAULT_OPSET, route="ort",
             float_onnx_path=None, statistics=None, float_model=None, log=None, full_int8_output=None):
     """Write `output` (.onnx) and its recipe JSON; return the path.
@@ -728,6 +731,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                     onnx.save(ort_int8_proto(prepared, scratch / "full_int8.onnx", recipe, onnx_ranges),
                               full_int8_output)
                 ranges_used = ranges_record(statistics, method, tflite_ranges, selection, int8_logits=False)
+                correction = {"corrected": False, "reason": ORT_BIASES}
             else:
                 # tf2onnx writes float32 parts, not dynamic-range ones, as ONNX
                 tflite_recipe = (recipe if recipe.budget() is None
@@ -738,6 +742,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                 exporter = "tf2onnx (from the int8 TFLite model)"
                 tflite_record = read_record(tflite_path)
                 ranges_used = tflite_record["activation_ranges"]
+                correction = tflite_record["bias_correction"]
                 tflite_search = tflite_record.get("mixed_precision")
                 if tflite_search:
                     tflite_search = {**tflite_search, "searched_on": "the int8 TFLite on XNNPACK, which this ONNX is "
@@ -749,6 +754,8 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
         record = artifact_record(temporary, "onnx", recipe, keras_model_info(model), ONNX_PACKAGES, ranges_used)
         record.update(artifact=output.name, opset=opset, route=route if recipe.mode == "int8" else None,
                       exporter=exporter)
+        if recipe.mode == "int8":
+            record["bias_correction"] = correction
         if recipe.mode == "int8" and route == "tflite":
             record["quantization"] = f"{recipe.describe('tflite')}, the int8 TFLite model written as ONNX"
         if search or tflite_search:

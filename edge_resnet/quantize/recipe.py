@@ -57,6 +57,9 @@ class QuantizationRecipe:
     # what the parts a budget needs run in, in the TFLite (mixed.PRECISIONS; the ONNX keeps them in float32):
     # auto tries dynamic-range int8 first, float32 when that cannot meet the budget
     fallback_precision: str = "auto"
+    # int8 TFLite: each layer's int32 bias shifted by the mean error of its outputs on the calibration images,
+    # part by part (bias_correction.py); not where a budget keeps parts out of int8
+    bias_correction: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -142,6 +145,8 @@ class QuantizationRecipe:
             raise ConfigError(f"unknown recipe fields: {', '.join(unknown)}")
         if "fallback_precision" not in data and any(data.get(name) is not None for name in BUDGET_TERMS):
             data = {**data, "fallback_precision": "float32"}  # recorded before dynamic-range parts: float32 parts
+        if "bias_correction" not in data:
+            data = {**data, "bias_correction": False}  # recorded before biases were corrected
         return cls(**data)
 
     def to_json(self):

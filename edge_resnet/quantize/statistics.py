@@ -283,6 +283,10 @@ class ActivationStatistics:
     # the float model's first output on every sample, in pass order (what `auto` and the float-parts search score
     # candidates against), or None (a statistics file saved before they were kept)
     float_outputs: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
+    # the float model's mean of each tensor per channel (its last axis) over every sample, one float64 array per
+    # tensor in `tensors` order (what bias_correction corrects the int8 biases toward), or None (a statistics file
+    # saved before they were kept)
+    channel_means: tuple = dataclasses.field(default=None, repr=False, compare=False)
     # the input of the softmax writing the graph output (SoftmaxInput), or None: derived from the model
     # (softmax_input_of), not saved in a statistics file
     softmax_input: tuple = None
@@ -295,7 +299,7 @@ class ActivationStatistics:
         held_out = self.folds[fold]
         positions = list(held_out.positions)
         tensors = tuple(total.without(part, positions) for total, part in zip(self.tensors, held_out.tensors))
-        return dataclasses.replace(self, tensors=tensors, folds=None, float_outputs=None)
+        return dataclasses.replace(self, tensors=tensors, folds=None, float_outputs=None, channel_means=None)
 
     @property
     def samples(self):
@@ -323,7 +327,14 @@ class ActivationStatistics:
             "sample_maxima": np.stack([t.sample_maxima for t in self.tensors]),
             **(fold_arrays(self.folds) if self.folds else {}),
             **({"float_outputs": self.float_outputs} if self.float_outputs is not None else {}),
+            **(channel_mean_arrays(self.channel_means) if self.channel_means is not None else {}),
         }
+
+    def channel_means_by_name(self):
+        """{tensor name: the float model's mean per channel}, or None (not kept)."""
+        if self.channel_means is None:
+            return None
+        return {tensor.name: means for tensor, means in zip(self.tensors, self.channel_means)}
 
     def describe(self):
         return {"model_sha256": self.model_sha256, "calibration": self.calibration, "samples": self.samples,
@@ -375,7 +386,8 @@ class ActivationStatistics:
             )
             folds = folds_from(arrays, tensors) if "fold_of_sample" in arrays else None
             return cls(tensors, header["model_sha256"], header["calibration"], tuple(header["graph_inputs"]),
-                       tuple(header["graph_outputs"]), folds, arrays.get("float_outputs"))
+                       tuple(header["graph_outputs"]), folds, arrays.get("float_outputs"),
+                       channel_means_from(arrays) if "channel_means" in arrays else None)
         except DataError:
             raise
         except (OSError, ValueError, KeyError, TypeError, EOFError, IndexError, zipfile.BadZipFile,
@@ -437,6 +449,10 @@ def arrays_problem(arrays):
         return "a histogram bin holds no values"
     if "float_outputs" in arrays and not np.all(np.isfinite(arrays["float_outputs"])):
         return "the float model's outputs hold a value that is not a finite number"
+    if "channel_means" in arrays and (len(arrays["channel_sizes"]) != len(arrays["names"])
+                                      or int(np.sum(arrays["channel_sizes"])) != len(arrays["channel_means"])
+                                      or not np.all(np.isfinite(arrays["channel_means"]))):
+        return "its per-channel means disagree with its tensors or are not finite numbers"
     return fold_arrays_problem(arrays, len(arrays["names"]), len(minima[0]) if len(minima) else 0)
 
 
@@ -470,6 +486,22 @@ def fold_arrays(folds):
         "fold_codes": np.concatenate([t.codes for t in tensors]),
         "fold_counts": np.concatenate([t.counts for t in tensors]),
     }
+
+
+def channel_mean_arrays(channel_means):
+    """The per-channel means as arrays of the statistics file."""
+    return {"channel_sizes": np.asarray([len(means) for means in channel_means], np.int64),
+            "channel_means": np.concatenate(channel_means).astype(np.float64)}
+
+
+def channel_means_from(arrays):
+    return tuple(np.split(arrays["channel_means"], np.cumsum(arrays["channel_sizes"])[:-1]))
+
+
+def added_channel_sums(total, values):
+    """`total` (None at first) plus one sample's sum of a float32 tensor per channel (its last axis)."""
+    sums = values.reshape(-1, values.shape[-1] if values.ndim else 1).sum(axis=0, dtype=np.float64)
+    return sums if total is None else total + sums
 
 
 def split_bins(arrays, prefix):
@@ -602,14 +634,16 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
     float_outputs = []
     fold_of = sample_folds(calibration.labels, len(calibration), calibration.seed) or [0] * len(calibration)
     accumulators = [[TensorAccumulator() for _ in names] for _ in range(max(fold_of, default=0) + 1)]
+    channel_sums = [None] * len(names)
     samples = calibration.samples()
     if progress is not None:
         samples = progress(samples, len(calibration))
     for position, sample in enumerate(samples):
         interpreter.set_tensor(input_detail["index"], np.asarray(sample, np.float32)[None])
         interpreter.invoke()
-        for view, accumulator in zip(views, accumulators[fold_of[position]]):
+        for index, (view, accumulator) in enumerate(zip(views, accumulators[fold_of[position]])):
             accumulator.update(view())  # no name kept: the next invoke refuses while one holds its memory
+            channel_sums[index] = added_channel_sums(channel_sums[index], view())
         float_outputs.append(output_view()[0].copy())
     if not any(group[0].count for group in accumulators):
         raise DataError("the calibration set yielded no samples")
@@ -627,8 +661,9 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
         raise ModelError(f"the float model computes values that are not finite numbers (NaN or infinity) on the "
                          f"calibration images, first at {broken[0]!r} ({len(broken)} tensors): no int8 range holds "
                          "them; check the weights and the preprocessing")
+    channel_means = tuple(sums / (tensor.count / len(sums)) for sums, tensor in zip(channel_sums, tensors))
     return ActivationStatistics(tensors, model_sha256(float_model_bytes), calibration.describe(), inputs, outputs,
-                                folds if len(folds) > 1 else None, np.stack(float_outputs),
+                                folds if len(folds) > 1 else None, np.stack(float_outputs), channel_means,
                                 softmax_input_of(float_model_bytes), concatenations_of(float_model_bytes))
 
 

@@ -46,6 +46,10 @@ class QuantizationRequest:
                                   help="int8: as --min-sqnr, with the level full int8's output SQNR on the same "
                                        "held-out images plus DB, above 0 and below 100 (a gain carries over to "
                                        "other images more often than a level); not with --min-sqnr")
+    bias_correction: bool = option("--no-bias-correction", default=True, action="store_false",
+                                   help="int8 TFLite: keep the biases as quantized (by default each layer's bias is "
+                                        "shifted, part by part, by the mean error of its int8 outputs against the "
+                                        "float model's on the calibration images)")
     fallback_precision: str = option("--fallback-precision", default=None, choices=FALLBACK_PRECISIONS,
                                      help="with a budget: what the parts it needs run in, in the TFLite (default: "
                                           "auto, dynamic first): dynamic (int8 weights, activations quantized per "
@@ -100,6 +104,8 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
     def recipe(self):
         if self.quantize != "int8" and self.range_method_options():
             raise ConfigError("--calibration-method, --percentile and --extrapolation apply to --quantize int8 only")
+        if self.quantize != "int8" and not self.bias_correction:
+            raise ConfigError("--no-bias-correction applies to --quantize int8 only")
         io_types = {key: value for key, value in (("input_type", self.input_type), ("output_type", self.output_type))
                     if value}
         for budget in (*BUDGET_TERMS, "fallback_precision"):
@@ -107,7 +113,8 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
                 io_types[budget] = getattr(self, budget)
         return QuantizationRecipe.for_mode(self.quantize, per_channel=self.per_channel,
                                            onnx_activation_type=self.activation_type, onnx_format=self.onnx_format,
-                                           onnx_reduce_range=not self.full_range, **io_types,
+                                           onnx_reduce_range=not self.full_range,
+                                           bias_correction=self.bias_correction, **io_types,
                                            **self.range_method_options())
 
 
@@ -125,6 +132,10 @@ def check_request(request, recipe):
         raise ConfigError("--calibration-method auto (the default) runs each rule on the calibration images the "
                           "statistics came from: give --calibration PATH with --statistics, or name a method "
                           "(e.g. --calibration-method extrapolated)")
+    if recipe.needs_calibration and request.statistics and not request.calibration and recipe.bias_correction \
+            and recipe.budget() is None and (request.target == ".tflite" or request.onnx_route == "tflite"):
+        raise ConfigError("the int8 biases are corrected on the calibration images the statistics came from: give "
+                          "--calibration PATH with --statistics, or --no-bias-correction")
     if not recipe.needs_calibration and (request.statistics or request.save_statistics):
         raise ConfigError("--statistics and --save-statistics apply to --quantize int8 only")
     if recipe.fallback_precision == "dynamic" and request.target == ".onnx":
@@ -174,6 +185,10 @@ def quantize_artifact(request, log=print):
         from .selection import describe_selection
 
         log(f"activation ranges: {describe_selection(record['activation_ranges'])}")
+        if "bias_correction" in record:
+            from .bias_correction import describe_correction
+
+            log(f"biases: {describe_correction(record['bias_correction'])}")
         from .int8_tflite import output_grid_text
 
         if note := output_grid_text(record.get("output_grid")):

@@ -1,0 +1,207 @@
+"""Does correcting the int8 biases (edge_resnet/quantize/bias_correction.py)
+help on models and data it was not written on, under issue 23's protocol?
+
+    python benchmarks/corrected_biases.py [mnist] [fashion] [fashion_fresh] [digits] [validation] [cost]
+
+Per model and head, four calibration subsets of 200 images (calibration.py's
+protocol_splits: the very same images for every route): the raw TFLite
+converter (min/max), every fixed range rule of calibration.py, `auto`'s
+choice, and `auto` and min/max with the biases corrected on the same 200
+images; scored on the evaluation images (never calibrated on) as
+calibration.py scores. The correction was written on the eight digits
+models of benchmarks/activation_bias.py; MNIST and Fashion-MNIST were not
+looked at then.
+
+`cost`: at ResNet-50 224 on 200 images (seeded weights and images), one
+fixed method, `auto`, and `auto` with the correction, each the statistics
+pass plus the int8 TFLite, alternating in one run.
+
+Writes benchmarks/results/corrected_biases.{json,md}; each part measures
+its models again and keeps the others' rows.
+"""
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
+
+RAW = "raw TFLite converter (min/max)"
+AUTO = "auto"
+AUTO_CORRECTED = "auto, biases corrected"
+MINMAX_CORRECTED = "minmax, biases corrected"
+
+
+def model_sets():
+    import calibration
+
+    return {"mnist": ("mnist", calibration.mnist_models), "fashion": ("fashion", calibration.fashion_models),
+            "fashion_fresh": ("fashion", calibration.fashion_fresh_models),
+            "digits": ("unseen", calibration.models_to_measure),
+            "validation": ("unseen", calibration.validation_models)}
+
+
+def measure(model_name, model, head, size, protocol):
+    from calibration import FIXED_RULES, float_predictions, protocol_splits, raw_converter_int8, scores, summarize
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.device.runtime import TfliteRunner
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.bias_correction import with_corrected_biases
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_tflite_bytes, tflite_chooser
+    from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
+    from edge_resnet.quantize.selection import resolved_ranges
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    print(f"== {model_name}", flush=True)
+    float_model = float_tflite(fold_batchnorm(model)[0])
+    scratch = Path(tempfile.mkdtemp(prefix="corrected-biases-"))
+    rows, chosen, float_cache = {}, [], {}
+    for pixels, pixel_labels, test_pixels, labels in protocol_splits(size, protocol):
+        _, test_images, reference = float_predictions(model, test_pixels, float_cache)
+        calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=pixel_labels).cached()
+        images = np.stack(list(calibration.samples()))
+
+        def record(route, outputs):
+            rows.setdefault(route, []).append(scores(reference, labels, outputs, head))
+
+        (scratch / "raw.tflite").write_bytes(raw_converter_int8(model, list(images)))
+        record(RAW, TfliteRunner(scratch / "raw.tflite").predict(test_images))
+        statistics = collect_statistics(float_model, calibration)
+        means = statistics.channel_means_by_name()
+        for method, parameters in FIXED_RULES:
+            rule = RangeMethod(method, **parameters)
+            int8 = quantized_int8_io(float_model, activation_ranges(statistics, rule))
+            record(rule.describe(), run_tflite_bytes(int8, test_images, "int8"))
+            if method == "minmax":
+                record(MINMAX_CORRECTED, run_tflite_bytes(with_corrected_biases(int8, float_model, images, means),
+                                                          test_images, "int8"))
+        rule, ranges, _ = resolved_ranges(statistics, RangeMethod("auto"), tflite_chooser(float_model, True,
+                                                                                          calibration))
+        chosen.append(rule.describe())
+        int8 = quantized_int8_io(float_model, ranges)
+        record(AUTO, run_tflite_bytes(int8, test_images, "int8"))
+        record(AUTO_CORRECTED, run_tflite_bytes(with_corrected_biases(int8, float_model, images, means),
+                                                test_images, "int8"))
+        print(f"   auto {rows[AUTO][-1]['sqnr_db']:.2f}, corrected {rows[AUTO_CORRECTED][-1]['sqnr_db']:.2f}, "
+              f"raw {rows[RAW][-1]['sqnr_db']:.2f}", flush=True)
+    return {"model": model_name, "head": head, "protocol": protocol, "auto_chose": chosen,
+            "routes": {route: summarize(values) for route, values in rows.items()}}
+
+
+def cost():
+    """Seconds of one fixed method, auto, and auto with corrected biases at ResNet-50 224, 200 images."""
+    import resource
+
+    from calibration import resnet50_224, seeded_images
+
+    from edge_resnet.quantize.bias_correction import with_corrected_biases
+    from edge_resnet.quantize.int8_tflite import int8_tflite, tflite_chooser
+    from edge_resnet.quantize.ranges import RangeMethod
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.selection import resolved_ranges
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    float_model = float_tflite(resnet50_224())
+    calibration = seeded_images(200)
+    images = np.stack(list(calibration.samples()))
+    recipe = QuantizationRecipe()
+
+    def route(method, correct):
+        statistics = collect_statistics(float_model, calibration)
+        _, ranges, _ = resolved_ranges(statistics, RangeMethod(method), tflite_chooser(float_model, True, calibration))
+        content = int8_tflite(float_model, ranges, recipe)
+        if correct:
+            content = with_corrected_biases(content, float_model, images, statistics.channel_means_by_name())
+        return content
+
+    routes = {"extrapolated": ("extrapolated", False), AUTO: ("auto", False), AUTO_CORRECTED: ("auto", True)}
+    seconds = {name: [] for name in routes}
+    for _ in range(2):
+        for name, (method, correct) in routes.items():
+            started = time.perf_counter()
+            route(method, correct)
+            seconds[name].append(time.perf_counter() - started)
+            print(name, round(seconds[name][-1], 1), flush=True)
+    medians = {name: float(np.median(values)) for name, values in seconds.items()}
+    return {"images": 200, "repeats": 2, "seconds": medians,
+            "ratios_to_one_method": {name: medians[name] / medians["extrapolated"] for name in medians},
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "machine": machine()}
+
+
+def best_fixed(routes):
+    return max((route for route in routes if route not in (RAW, AUTO, AUTO_CORRECTED, MINMAX_CORRECTED)),
+               key=lambda route: routes[route]["sqnr_db_mean"])
+
+
+def markdown(result):
+    lines = ["# Corrected int8 biases under issue 23's protocol", "",
+             "Commands: " + ", ".join(f"`{command}`" for command in result["commands"]), "",
+             f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores. Output SQNR (dB) on the "
+             "evaluation images, mean of 4 calibration subsets of 200 images (the same images for every route); "
+             "the model's own output (probabilities for a softmax head). best fixed: the best of calibration.py's "
+             "fixed rules, read off the evaluation images.", "",
+             "| model | raw converter | best fixed | auto | auto, corrected | gain | corrected - raw | "
+             "corrected - best fixed | minmax | minmax, corrected | top-1 agreement auto / corrected | "
+             "top-1 drop raw / auto / corrected (points) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    gains, minmax_gains = [], []
+    for row in result["rows"]:
+        routes = row["routes"]
+        mean = {route: values["sqnr_db_mean"] for route, values in routes.items()}
+        best = best_fixed(routes)
+        gains.append(mean[AUTO_CORRECTED] - mean[AUTO])
+        minmax_gains.append(mean[MINMAX_CORRECTED] - mean["minmax"])
+        lines.append(
+            f"| {row['model']} | {mean[RAW]:.2f} | {mean[best]:.2f} ({best}) | {mean[AUTO]:.2f} | "
+            f"{mean[AUTO_CORRECTED]:.2f} | {gains[-1]:+.2f} | {mean[AUTO_CORRECTED] - mean[RAW]:+.2f} | "
+            f"{mean[AUTO_CORRECTED] - mean[best]:+.2f} | {mean['minmax']:.2f} | {mean[MINMAX_CORRECTED]:.2f} | "
+            f"{100 * routes[AUTO]['agreement_mean']:.2f} / {100 * routes[AUTO_CORRECTED]['agreement_mean']:.2f} | "
+            + " / ".join(f"{routes[route]['top1_drop_points_mean']:+.2f}" for route in (RAW, AUTO, AUTO_CORRECTED))
+            + " |")
+    if gains:
+        lines += ["", f"auto, corrected - auto: {np.mean(gains):+.2f} dB on average ({min(gains):+.2f} to "
+                      f"{max(gains):+.2f}), better on {sum(gain > 0 for gain in gains)} of {len(gains)} rows; "
+                      f"minmax: {np.mean(minmax_gains):+.2f} dB on average, better on "
+                      f"{sum(gain > 0 for gain in minmax_gains)} of {len(minmax_gains)}."]
+    if "cost" in result:
+        cost = result["cost"]
+        lines += ["", f"Cost (`{result['cost_command']}`; {cost['machine']['cpu']}), ResNet-50 at 224, 200 images, "
+                      "statistics pass + int8 TFLite, median of 2 alternating runs: "
+                      + ", ".join(f"{name} {seconds:.1f} s ({cost['ratios_to_one_method'][name]:.2f}x)"
+                                  for name, seconds in cost["seconds"].items())
+                      + f"; peak RSS {cost['peak_rss_mb']:.0f} MB."]
+    return "\n".join(lines) + "\n"
+
+
+def main(parts):
+    saved = RESULTS / "corrected_biases.json"
+    result = json.loads(saved.read_text()) if saved.exists() else {"rows": [], "commands": []}
+    command = "python benchmarks/corrected_biases.py" + "".join(f" {part}" for part in parts)
+    if "cost" in parts:
+        result.update(cost=cost(), cost_command=command)
+    sets = model_sets()
+    for part in parts:
+        if part not in sets:
+            continue
+        protocol, models = sets[part]
+        for name, model, head, size in models():
+            row = measure(name, model, head, size, protocol)
+            result["rows"] = [kept for kept in result["rows"] if kept["model"] != name] + [row]
+            result.update(commands=list(dict.fromkeys([*result["commands"], command])), machine=machine())
+            write_results("corrected_biases", result, markdown(result))
+    result.update(commands=list(dict.fromkeys([*result["commands"], command])), machine=machine())
+    write_results("corrected_biases", result, markdown(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
