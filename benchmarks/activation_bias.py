@@ -59,8 +59,10 @@ def with_bias_shift(float_model, shifts):
     """The float TFLite with {output tensor name: per-channel shift} added to those operators' biases."""
     from edge_resnet.quantize.statistics import flatbuffer_bytes, read_flatbuffer
 
+    from edge_resnet.quantize.bias_correction import biases_by_output
+
     model = read_flatbuffer(float_model)
-    for name, bias in biases_by_output(model):  # a layer without a bias keeps none
+    for name, bias in biases_by_output(model.subgraphs[0]).items():  # a layer without a bias keeps none
         if name in shifts:
             values = np.frombuffer(bytes(model.buffers[bias.buffer].data), np.float32) + shifts[name]
             model.buffers[bias.buffer].data = np.frombuffer(values.astype(np.float32).tobytes(), np.uint8)
@@ -97,28 +99,11 @@ def channel_shifts(float_means, int8_means, variant):
 
 def part_groups(float_model):
     """Per part of the network, in graph order, the output tensors whose
-    operators' biases are corrected: every convolution and the classifier
-    (a weight layer's scope is its one output tensor's name), but an output
-    softmax's input (its int8 range floors the logits far below the top
-    ones, and that clipping, which the softmax does not see, would dominate
-    the mean)."""
-    from edge_resnet.quantize.mixed import model_parts, weighted_scopes
-    from edge_resnet.quantize.statistics import softmax_input_of
+    operators' biases are corrected: the library's correction_parts (every
+    convolution and the classifier, but an output softmax's input)."""
+    from edge_resnet.quantize.bias_correction import correction_parts
 
-    softmax_input = softmax_input_of(float_model)
-    corrected_tensors = {scope for scope in weighted_scopes(float_model)
-                         if softmax_input is None or scope != softmax_input.tensor}
-    groups = [[scope for scope in scopes if scope in corrected_tensors]
-              for scopes in model_parts(float_model).values()]
-    return [names for names in groups if names]
-
-
-def biases_by_output(model):
-    """(output tensor name, bias tensor) of each operator of the model object `model` that has a bias."""
-    graph = model.subgraphs[0]
-    for op in graph.operators:
-        if len(op.inputs) > 2 and op.inputs[2] >= 0:
-            yield graph.tensors[op.outputs[0]].name.decode(), graph.tensors[op.inputs[2]]
+    return [list(names) for names, _ in correction_parts(float_model)]
 
 
 def corrected(float_model, ranges, recipe, images, variant):
@@ -158,20 +143,10 @@ def cut_after(model, names):
     return flatbuffer_bytes(cut)
 
 
-def shift_int8_biases(model, shifts):
-    """Add {output tensor name: per-channel float shift} to those operators' int32 biases in the int8 model
-    object `model`, in place: the shift over the bias's scale (input scale x weight scale), rounded."""
-    for name, bias in biases_by_output(model):
-        if name in shifts:
-            values = np.frombuffer(bytes(model.buffers[bias.buffer].data), np.int32).astype(np.int64)
-            values = values + np.rint(shifts[name] / np.asarray(bias.quantization.scale, np.float64)).astype(np.int64)
-            clipped = np.clip(values, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
-            model.buffers[bias.buffer].data = np.frombuffer(clipped.tobytes(), np.uint8)
-
-
 def corrected_int8(float_model, ranges, recipe, images):
     """The int8 TFLite corrected part by part as "plain" does, at less cost: the float model run once, the
     int8 model built once and its int32 biases shifted in place, each part measured on the model cut after it."""
+    from edge_resnet.quantize.bias_correction import shift_biases
     from edge_resnet.quantize.int8_tflite import int8_tflite
     from edge_resnet.quantize.statistics import flatbuffer_bytes, read_flatbuffer
 
@@ -179,7 +154,7 @@ def corrected_int8(float_model, ranges, recipe, images):
     float_means = channel_means(float_model, images, [name for names in groups for name in names])
     model = read_flatbuffer(int8_tflite(float_model, ranges, recipe))
     for names in groups:
-        shift_int8_biases(model, channel_shifts(float_means, channel_means(cut_after(model, set(names)), images,
+        shift_biases(model, channel_shifts(float_means, channel_means(cut_after(model, set(names)), images,
                                                                             names), "plain"))
     return flatbuffer_bytes(model)
 

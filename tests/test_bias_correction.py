@@ -1,20 +1,23 @@
 """The int8 biases corrected part by part toward the float model's mean
 outputs on the calibration images (edge_resnet/quantize/bias_correction.py)."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from edge_resnet.quantize.bias_correction import (correction_parts, float_channel_means, shift_biases,
-                                                  with_corrected_biases)
-from edge_resnet.quantize.int8_tflite import int8_tflite, run_tflite_bytes
+from edge_resnet.quantize.bias_correction import (ORT_REASON, biases_by_output, corrected_artifact, correction_parts,
+                                                  float_channel_means, shift_biases, with_corrected_biases)
+from edge_resnet.quantize.int8_tflite import int8_tflite, run_tflite_bytes, write_int8_tflite
 from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
 from edge_resnet.quantize.recipe import QuantizationRecipe, record_path
 from edge_resnet.quantize.statistics import ActivationStatistics, collect_statistics, flatbuffer_bytes, read_flatbuffer
 from edge_resnet.quantize.tflite import float_tflite
 from tests.cli import run_in_process
 from tests.digits import softmax_twin
+
+MINMAX = QuantizationRecipe(calibration_method="minmax")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def images(calibration):
 
 @pytest.fixture(scope="module")
 def int8_model(float_model, statistics):
-    return int8_tflite(float_model, activation_ranges(statistics, RangeMethod("minmax")), QuantizationRecipe())
+    return int8_tflite(float_model, activation_ranges(statistics, RangeMethod("minmax")), MINMAX)
 
 
 def held_out_digits(count=300):
@@ -50,28 +53,39 @@ def held_out_digits(count=300):
     return preprocess_input(pixels)
 
 
-def whole_model_means(model_bytes, images, names):
-    """{tensor name: its dequantized mean per channel}, the whole int8 model run with every tensor exposed."""
+def plain_means(model_bytes, images, names):
+    """{tensor name: its dequantized mean per channel}, the whole model run with every tensor exposed, by numpy."""
     from edge_resnet.check.layer_debug import tensor_values
 
-    sums = dict.fromkeys(names, 0)
-    for values in tensor_values(model_bytes, images, set(names)):
+    values = {name: [] for name in names}
+    for image_values in tensor_values(model_bytes, images, set(names)):
         for name in names:
-            sums[name] = sums[name] + values[name].reshape(-1, values[name].shape[-1]).astype(np.float64).sum(0)
-    return {name: sums[name] / (len(images) * np.prod(values[name].shape[:-1])) for name in names}
+            values[name].append(image_values[name].reshape(-1, image_values[name].shape[-1]))
+    return {name: np.concatenate(values[name]).astype(np.float64).mean(axis=0) for name in names}
 
 
-def test_the_statistics_pass_keeps_each_channels_mean(float_model, statistics, calibration, images, tmp_path):
+def corrected(int8_model, float_model, images, means):
+    content, shifted = with_corrected_biases(int8_model, float_model, iter(images), len(images), means)
+    assert shifted is not None
+    return content
+
+
+def bias_bytes(content):
+    """{output tensor name: its int32 bias's bytes} of a TFLite model."""
+    model = read_flatbuffer(content)
+    return {name: bytes(model.buffers[tensor.buffer].data)
+            for name, tensor in biases_by_output(model.subgraphs[0]).items()}
+
+
+def test_the_statistics_pass_keeps_each_channels_mean(float_model, statistics, images, tmp_path):
     """The float means the correction aims at come from the one statistics
     pass; a file keeps them, and one saved before they were kept still loads
     (the correction then runs the float model for them)."""
-    import dataclasses
-
     means = statistics.channel_means_by_name()
     names = [tensor.name for tensor in statistics.tensors]
-    seen = float_channel_means(float_model, images, names)
+    seen = plain_means(float_model, images, names)
     for name in names:
-        np.testing.assert_allclose(means[name], seen[name], rtol=1e-6, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(means[name], seen[name], rtol=1e-5, atol=1e-6, err_msg=name)
     loaded = ActivationStatistics.load(statistics.save(tmp_path / "statistics.npz"))
     assert all(np.array_equal(loaded.channel_means_by_name()[name], means[name]) for name in names)
     older = ActivationStatistics.load(dataclasses.replace(statistics, channel_means=None).save(tmp_path / "old.npz"))
@@ -79,62 +93,84 @@ def test_the_statistics_pass_keeps_each_channels_mean(float_model, statistics, c
 
 
 def test_each_part_runs_alone_on_what_the_part_before_wrote_as_the_whole_model_would(float_model, int8_model,
-                                                                                     statistics, images):
+                                                                                     images):
     """The correction's parts, each run as a model of its own on the cached
     int8 tensors, shift every bias exactly as running the whole int8 model
     again after each part's correction does (the slow way, here)."""
     images = images[:40]
     parts = correction_parts(float_model)
-    names = [name for measured, _ in parts for name in measured]
-    float_means = float_channel_means(float_model, images, names)
+    float_means = plain_means(float_model, images, [name for measured, _ in parts for name in measured])
     model = read_flatbuffer(int8_model)
     for measured, _ in parts:
-        int8_means = whole_model_means(flatbuffer_bytes(model), images, measured)
+        int8_means = plain_means(flatbuffer_bytes(model), images, measured)
         shift_biases(model, {name: float_means[name] - int8_means[name] for name in measured})
     slow = flatbuffer_bytes(model)
     assert slow != int8_model
-    assert with_corrected_biases(int8_model, float_model, images, float_means) == slow
+    assert corrected(int8_model, float_model, images, float_means) == slow
 
 
 def test_the_correction_takes_the_mean_error_out_and_holds_on_images_it_never_saw(folded, float_model, int8_model,
                                                                                   statistics, images):
-    corrected = with_corrected_biases(int8_model, float_model, images, statistics.channel_means_by_name())
+    better = corrected(int8_model, float_model, images, statistics.channel_means_by_name())
     reference = run_tflite_bytes(float_model, images, "float")
     before = run_tflite_bytes(int8_model, images, "int8")
-    after = run_tflite_bytes(corrected, images, "int8")
+    after = run_tflite_bytes(better, images, "int8")
     # the logits' mean error per class on the calibration images: what the last part's correction takes out
     assert np.abs((reference - after).mean(0)).mean() < 0.5 * np.abs((reference - before).mean(0)).mean()
     evaluation = held_out_digits()
     float_outputs = np.asarray(folded.predict(evaluation, verbose=0))
 
-    def sqnr(outputs):
+    def sqnr(content):
+        outputs = run_tflite_bytes(content, evaluation, "int8")
         return 10 * np.log10(np.sum(float_outputs**2) / np.sum((float_outputs - outputs) ** 2))
 
-    assert sqnr(run_tflite_bytes(corrected, evaluation, "int8")) > sqnr(run_tflite_bytes(int8_model, evaluation,
-                                                                                         "int8"))
+    assert sqnr(better) > sqnr(int8_model)
 
 
-def test_a_softmax_heads_logits_keep_their_bias(folded, float_model, calibration):
+def test_a_softmax_heads_logits_keep_their_bias(folded, float_model, calibration, images):
     """The floor of the logits' int8 range clips logits the softmax ignores;
     their mean error is that clipping, not something to correct."""
     softmax_model = float_tflite(softmax_twin(folded))
     statistics = collect_statistics(softmax_model, calibration)
     logits = statistics.softmax_input.tensor
-    parts = correction_parts(softmax_model)
-    corrected = [name for measured, _ in parts for name in measured]
-    assert logits not in corrected
-    assert len(corrected) == sum(len(measured) for measured, _ in correction_parts(float_model)) - 1
-    int8 = int8_tflite(softmax_model, activation_ranges(statistics, RangeMethod("minmax")), QuantizationRecipe())
-    images = np.stack(list(calibration.samples()))[:40]
-    after = with_corrected_biases(int8, softmax_model, images, statistics.channel_means_by_name())
+    corrected_names = [name for measured, _ in correction_parts(softmax_model) for name in measured]
+    assert logits not in corrected_names
+    assert len(corrected_names) == sum(len(measured) for measured, _ in correction_parts(float_model)) - 1
+    int8 = int8_tflite(softmax_model, activation_ranges(statistics, RangeMethod("minmax")), MINMAX)
+    after = corrected(int8, softmax_model, images[:40], statistics.channel_means_by_name())
+    assert bias_bytes(after)[logits] == bias_bytes(int8)[logits] and after != int8
 
-    def logits_bias(content):
-        from edge_resnet.quantize.bias_correction import biases_by_output
 
-        model = read_flatbuffer(content)
-        return bytes(model.buffers[biases_by_output(model.subgraphs[0])[logits].buffer].data)
+@pytest.mark.parametrize("input_type, output_type", [("float32", "float32"), ("uint8", "uint8")])
+def test_every_input_and_output_type_gets_the_same_corrected_biases(float_model, statistics, calibration, tmp_path,
+                                                                    input_type, output_type):
+    """The correction runs on the int8-I/O model; the boundary types are added after it."""
+    plain = write_int8_tflite(float_model, MINMAX, tmp_path / "int8.tflite", calibration, statistics)
+    other = write_int8_tflite(float_model, dataclasses.replace(MINMAX, input_type=input_type, output_type=output_type),
+                              tmp_path / "other.tflite", calibration, statistics)
+    layers = sum(len(measured) for measured, _ in correction_parts(float_model))
+    for path in (plain, other):
+        assert json.loads(record_path(path).read_text())["bias_correction"]["layers"] == layers
+    # in operator order (a float or uint8 output renames the classifier's int8 output "..._int8")
+    assert list(bias_bytes(other.read_bytes()).values()) == list(bias_bytes(plain.read_bytes()).values())
 
-    assert logits_bias(after) == logits_bias(int8) and after != int8
+
+def test_statistics_without_means_or_from_other_images_are_corrected_by_a_float_run(float_model, int8_model,
+                                                                                    statistics, calibration):
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from tests.digits import TRAIN_SAMPLES, digit_pixels
+
+    quantized = int8_model  # int8 input and output: what the correction takes
+    expected, record = corrected_artifact(quantized, float_model, MINMAX, calibration, statistics)
+    assert record["corrected"] and record["images"] == len(calibration)
+    older = dataclasses.replace(statistics, channel_means=None)
+    assert corrected_artifact(quantized, float_model, MINMAX, calibration, older)[0] == expected
+    pixels, _ = digit_pixels(32, 60, offset=TRAIN_SAMPLES)
+    others = images_from_array(pixels, Preprocessing(32, 32), size=None).cached()
+    from_others, _ = corrected_artifact(quantized, float_model, MINMAX, others, statistics)
+    names = [name for measured, _ in correction_parts(float_model) for name in measured]
+    assert from_others == corrected(quantized, float_model, list(others.samples()),
+                                    float_channel_means(float_model, others.samples(), names)) != expected
 
 
 def test_quantize_corrects_the_biases_says_so_and_can_be_told_not_to(float_model, tmp_path):
@@ -146,33 +182,45 @@ def test_quantize_corrects_the_biases_says_so_and_can_be_told_not_to(float_model
     result = run_in_process(*common, "--output", tmp_path / "corrected.tflite", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     layers = sum(len(measured) for measured, _ in correction_parts(float_model))
-    assert f"biases: biases of {layers} layers corrected toward the float model's mean outputs on 200 " \
-           "calibration images" in result.stdout
+    assert f"biases of {layers} layers corrected toward the float model's mean outputs on 200 calibration images" \
+        in result.stdout
     record = json.loads(record_path(tmp_path / "corrected.tflite").read_text())
     assert record["bias_correction"] == {"corrected": True, "images": 200, "layers": layers}
     assert record["recipe"]["bias_correction"] is True
     plain = run_in_process(*common, "--no-bias-correction", "--output", tmp_path / "plain.tflite", cwd=tmp_path)
     assert plain.returncode == 0, plain.stderr
-    assert "biases: biases as quantized (--no-bias-correction)" in plain.stdout
-    assert differing_buffers(tmp_path / "plain.tflite", tmp_path / "corrected.tflite") == corrected_biases(
-        tmp_path / "plain.tflite", float_model)
+    assert "biases as quantized (--no-bias-correction)" in plain.stdout
+    before, after = (bias_bytes((tmp_path / name).read_bytes()) for name in ("plain.tflite", "corrected.tflite"))
+    assert {name for name in before if before[name] != after[name]} == \
+        {name for measured, _ in correction_parts(float_model) for name in measured}
+    assert differing_buffers(tmp_path / "plain.tflite", tmp_path / "corrected.tflite") == \
+        {bias_buffer(tmp_path / "plain.tflite", name) for name in before if before[name] != after[name]}
 
 
 def differing_buffers(first, second):
     buffers = [read_flatbuffer(path.read_bytes()).buffers for path in (first, second)]
     return {at for at, (one, other) in enumerate(zip(*buffers, strict=True))
-            if (one.data is None) != (other.data is None) or one.data is not None and bytes(one.data) != bytes(other.data)}
+            if (one.data is None) != (other.data is None)
+            or one.data is not None and bytes(one.data) != bytes(other.data)}
 
 
-def corrected_biases(path, float_model):
-    """The buffers of the biases the correction shifts."""
-    from edge_resnet.quantize.bias_correction import biases_by_output
+def bias_buffer(path, name):
+    return biases_by_output(read_flatbuffer(path.read_bytes()).subgraphs[0])[name].buffer
 
-    biases = biases_by_output(read_flatbuffer(path.read_bytes()).subgraphs[0])
-    return {biases[name].buffer for measured, _ in correction_parts(float_model) for name in measured}
+
+def test_the_onnx_records_say_whose_biases_it_holds(folded, float_model, statistics, calibration, tmp_path):
+    from edge_resnet.quantize.onnx_export import to_onnx
+
+    for route, expected in (("ort", {"corrected": False, "reason": ORT_REASON}),
+                            ("tflite", {"corrected": True, "images": len(calibration),
+                                        "layers": sum(len(m) for m, _ in correction_parts(float_model))})):
+        path = to_onnx(folded, MINMAX, calibration, output=tmp_path / f"{route}.onnx", route=route,
+                       statistics=statistics, float_model=float_model)
+        assert json.loads(record_path(path).read_text())["bias_correction"] == expected
 
 
 def test_an_older_recipe_records_biases_as_quantized():
     recipe = QuantizationRecipe().to_dict()
     del recipe["bias_correction"]
     assert QuantizationRecipe.from_dict(recipe).bias_correction is False
+    assert QuantizationRecipe.for_mode("float16").bias_correction is False

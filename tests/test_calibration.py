@@ -327,7 +327,12 @@ def test_a_damaged_or_edited_statistics_file_is_refused_before_it_makes_ranges(s
                           (edited("upside_down.npz", older=True, sample_minima=minima), "minimum lies above"),
                           (edited("short.npz", codes=arrays["codes"][:-100], counts=arrays["counts"][:-100]),
                            "histogram bins do not add up"),
-                          (edited("header.npz", header=np.asarray("{not json")), "its header is not JSON")):
+                          (edited("header.npz", header=np.asarray("{not json")), "its header is not JSON"),
+                          (edited("means.npz", older=True, channel_means=arrays["channel_means"][:-1]),
+                           "per-channel means disagree"),
+                          (edited("infinite_means.npz", older=True,
+                                  channel_means=np.full_like(arrays["channel_means"], np.inf)),
+                           "per-channel means disagree")):
         with pytest.raises(DataError, match=problem) as error:
             ActivationStatistics.load(path)
         assert "collect them again" in str(error.value) and "\n" not in str(error.value)
@@ -342,6 +347,7 @@ def test_a_damaged_or_edited_statistics_file_is_refused_before_it_makes_ranges(s
     raised = np.where(arrays["sample_maxima"] > 0, arrays["sample_maxima"] * 2, arrays["sample_maxima"])
     for path in (edited("raised.npz", sample_maxima=raised),
                  edited("outputs.npz", float_outputs=arrays["float_outputs"] + 1e-3),
+                 edited("means_moved.npz", channel_means=arrays["channel_means"] + 1e-3),
                  edited("inputs.npz", header_changes={"graph_inputs": ["another"]}),
                  edited("calibration.npz", header_changes={"calibration": {**header["calibration"], "seed": 7}})):
         with pytest.raises(DataError, match="content fingerprint differs"):
@@ -390,7 +396,9 @@ def test_quantize_a_float_tflite_without_tensorflow(float_model, statistics, dig
     (["--quantize", "float16", "--calibration-method", "mse"], "apply to --quantize int8 only"),
     (["--calibration", "x", "--save-statistics", "stats.json"], "must end in .npz"),
     (["--statistics", "model.tflite", "--calibration-method", "minmax"],
-     "the int8 biases are corrected on the calibration images the statistics came from"),
+     "the int8 biases are corrected on calibration images: give --calibration PATH with --statistics"),
+    (["--calibration", "x", "--output", "out.onnx", "--no-bias-correction"],
+     "--no-bias-correction applies to the int8 TFLite and the ONNX made from it"),
     (["--quantize", "float16", "--no-bias-correction"], "--no-bias-correction applies to --quantize int8 only"),
 ])
 def test_cli_refuses_bad_range_options_in_one_line(arguments, message, tmp_path, float_model):

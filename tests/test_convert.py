@@ -299,6 +299,8 @@ BAD_INPUTS = [
     (["--input-size", "64"], "the demo model takes 32x32"),
     (["--model", "lambda.keras", "--calibration", DIGITS], "never runs code from them"),
     (["--calibration", DIGITS, "--eval", DIGITS], "also calibration images"),
+    (["--formats", "onnx", "--no-bias-correction"], "--no-bias-correction applies to the int8 TFLite"),
+    (["--quantize", "float16", "--formats", "tflite", "--no-bias-correction"], "applies to --quantize int8 only"),
 ]
 
 

@@ -12,6 +12,7 @@ import pytest
 from edge_resnet.device.runtime import TfliteRunner
 from edge_resnet.device.tflite_inspect import inspect_tflite
 from edge_resnet.quantize import mixed
+from edge_resnet.quantize.bias_correction import NO_BUDGET_REASON
 from edge_resnet.quantize.recipe import read_record
 from tests.cli import run_in_process
 from tests.digits import TRAIN_SAMPLES, digit_pixels, softmax_twin
@@ -53,6 +54,8 @@ def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data)
     first = quantize(data, "probe.tflite", "--min-sqnr", "1")  # met at once: the full-int8 held-out score
     assert first.returncode == 0, first.stderr
     assert (folder / "probe.tflite").read_bytes() == (folder / "full.tflite").read_bytes()
+    assert read_record(folder / "probe.tflite")["bias_correction"] == {"corrected": False,
+                                                                        "reason": NO_BUDGET_REASON}
     start = read_record(folder / "probe.tflite")["mixed_precision"]
     assert start["met"] and start["float_parts"] == [] and len(start["steps"]) == 1
     budget = float(f"{start['steps'][0]['sqnr_db'] + 1.0:.2f}")

@@ -44,39 +44,39 @@ def part_windows(graph, parts):
     """[(start, stop)]: the operator positions of the int8 graph each part
     runs, from where the part before it stopped to the part's last operator
     (an operator the int8 model adds, such as the input's QUANTIZE, runs
-    with the part after it)."""
-    position = {}
-    for at, operator in enumerate(graph.operators):
-        position[";".join(graph.tensors[index].name.decode() for index in operator.outputs)] = at
-    stops = [max(position[scope] for scope in scopes if scope in position) + 1 for _, scopes in parts]
-    return list(zip([0, *stops[:-1]], stops))
+    with the part after it); None where the parts are not one after another
+    in the graph's order."""
+    from .mixed import operator_scope
 
-
-def is_constant(model, tensor):
-    return model.buffers[tensor.buffer].data is not None
+    position = {operator_scope(graph, operator): at for at, operator in enumerate(graph.operators)}
+    stops = [max((position[scope] for scope in scopes if scope in position), default=-1) + 1 for _, scopes in parts]
+    starts = [0, *stops[:-1]]
+    if any(stop <= start for start, stop in zip(starts, stops)):
+        return None
+    return list(zip(starts, stops))
 
 
 def window_model(model, start, stop, outputs):
     """(bytes, input tensor indices) of the model object `model`'s operators
-    start..stop-1 alone, reading what the operators before them wrote and
-    writing the tensors `outputs`. Only their own weights come along."""
+    start..stop-1 alone, reading what the graph's input and the operators
+    before them wrote and writing the tensors `outputs`. Only their own
+    weights come along."""
     graph = copy.copy(model.subgraphs[0])
     operators = graph.operators[start:stop]
-    written = {index for operator in operators for index in operator.outputs}
+    written_before = set(graph.inputs) | {index for operator in graph.operators[:start] for index in operator.outputs}
     read = [index for operator in operators for index in operator.inputs if index >= 0]
-    inputs = list(dict.fromkeys(index for index in read
-                                if index not in written and not is_constant(model, graph.tensors[index])))
-    graph.operators, graph.inputs, graph.outputs = operators, inputs, list(outputs)
+    graph.inputs = list(dict.fromkeys(index for index in read if index in written_before))
+    graph.operators, graph.outputs = operators, list(outputs)
     used = {graph.tensors[index].buffer for index in read}
     window = copy.copy(model)
     empty = copy.copy(model.buffers[0])  # buffer 0 is the empty one every model has
     window.buffers = [buffer if at in used else empty for at, buffer in enumerate(model.buffers)]
     window.subgraphs = [graph]
-    window.signatureDefs = None  # they name the whole model's inputs and outputs
-    return flatbuffer_bytes(window), inputs
+    window.signatureDefs = window.metadata = None  # they name the whole model's tensors and buffers
+    return flatbuffer_bytes(window), graph.inputs
 
 
-def window_interpreter(content):
+def quiet_interpreter(content):
     from ..device.runtime import tflite_interpreter_module
 
     _, module = tflite_interpreter_module()
@@ -91,7 +91,7 @@ def run_window(content, inputs, values, count, carried=(), measured=()):
     tensor name, its value on each image. Returns ({carried tensor name: its
     values, one row per image}, {measured tensor name: the mean of its
     dequantized values per channel})."""
-    interpreter = window_interpreter(content)
+    interpreter = quiet_interpreter(content)
     input_index = {detail["name"]: detail["index"] for detail in interpreter.get_input_details()}
     output = {detail["name"]: detail for detail in interpreter.get_output_details()}
     views = {name: interpreter.tensor(output[name]["index"]) for name in {*carried, *measured}}
@@ -127,107 +127,121 @@ def biases_by_output(graph):
 def shift_biases(model, shifts):
     """Add {output tensor name: float shift per channel} to those operators'
     int32 biases in the model object `model`: the shift over the bias's
-    scale (input scale x weight scale, per channel), rounded."""
+    scale (input scale x weight scale, per channel), rounded. Returns the
+    names of those shifted (a layer without a bias keeps none)."""
     biases = biases_by_output(model.subgraphs[0])
-    for name, shift in shifts.items():
-        if name not in biases:  # a layer without a bias keeps none
-            continue
+    shifted = [name for name in shifts if name in biases]
+    for name in shifted:
         bias = biases[name]
         values = np.frombuffer(bytes(model.buffers[bias.buffer].data), np.int32).astype(np.int64)
-        values = values + np.rint(shift / np.asarray(bias.quantization.scale, np.float64)).astype(np.int64)
+        values = values + np.rint(shifts[name] / np.asarray(bias.quantization.scale, np.float64)).astype(np.int64)
         values = np.clip(values, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
         model.buffers[bias.buffer].data = np.frombuffer(values.tobytes(), np.uint8)
+    return shifted
 
 
-def model_inputs(graph, images):
-    """{graph input name: the images as the int8 model takes them} (quantized where its input is)."""
+def model_inputs(graph, samples, count):
+    """{graph input name: the `count` images of `samples` (an iterable) as
+    the int8 model takes them, quantized, one row per image}."""
     from ..device.runtime import quantize
 
-    from ai_edge_litert import schema_py_generated as schema
-
     tensor = graph.tensors[graph.inputs[0]]
-    values = np.asarray(images, np.float32)[:, None]
-    quantization = tensor.quantization
-    if quantization is not None and quantization.scale is not None and len(quantization.scale):
-        dtype = np.uint8 if tensor.type == schema.TensorType.UINT8 else np.int8
-        values = quantize(values, float(quantization.scale[0]), int(quantization.zeroPoint[0]), dtype)
+    scale, zero_point = float(tensor.quantization.scale[0]), int(tensor.quantization.zeroPoint[0])
+    values = np.empty((count, 1, *tensor.shape[1:]), np.int8)
+    for image, sample in enumerate(samples):
+        values[image] = quantize(np.asarray(sample, np.float32)[None], scale, zero_point, np.int8)
     return {tensor.name.decode(): values}
 
 
-def with_corrected_biases(int8_model_bytes, float_model_bytes, images, float_means):
-    """The int8 TFLite (bytes) with its biases corrected part by part;
-    `images`: the calibration images; `float_means`: {tensor name: the
-    float model's mean per channel over them} (ActivationStatistics.channel_means)."""
+def int8_tensors(graph, indices):
+    from ai_edge_litert import schema_py_generated as schema
+
+    return [index for index in indices if graph.tensors[index].type == schema.TensorType.INT8]
+
+
+def with_corrected_biases(int8_model_bytes, float_model_bytes, samples, count, float_means):
+    """(the int8 TFLite, int8 input and output as litert-quantizer writes it,
+    with its biases corrected part by part; the names of the layers
+    shifted), or (the model unchanged, None) where its parts do not run one
+    after another. `samples`: the `count` calibration images (an iterable);
+    `float_means`: {tensor name: the float model's mean per channel over
+    them} (ActivationStatistics.channel_means_by_name)."""
     parts = correction_parts(float_model_bytes)
     model = read_flatbuffer(int8_model_bytes)
     graph = model.subgraphs[0]
     windows = part_windows(graph, parts)
+    if windows is None:
+        return int8_model_bytes, None
     last_stop = windows[-1][1] if windows else 0
-    values = model_inputs(graph, images)
-    name = {index: graph.tensors[index].name.decode() for index in range(len(graph.tensors))}
+    values = model_inputs(graph, samples, count)
+    tensor_name = {index: tensor.name.decode() for index, tensor in enumerate(graph.tensors)}
+    shifted = []
     for (measured, _), (start, stop) in zip(parts, windows):
-        read_later = {index for operator in graph.operators[stop:last_stop] for index in operator.inputs}
-        carried = [index for operator in graph.operators[start:stop] for index in operator.outputs
-                   if index in read_later]
-        measured_indices = [index for operator in graph.operators[start:stop] for index in operator.outputs
-                            if name[index] in measured]
-        content, inputs = window_model(model, start, stop, dict.fromkeys(measured_indices + carried))
-        _, int8_means = run_window(content, [name[index] for index in inputs], values, len(images),
-                                   measured=[name[index] for index in measured_indices])
-        shift_biases(model, {tensor: float_means[tensor] - mean for tensor, mean in int8_means.items()})
-        if carried:
+        written = [index for operator in graph.operators[start:stop] for index in operator.outputs]
+        read_later = {index for operator in graph.operators[stop:last_stop] for index in operator.inputs if index >= 0}
+        carried = [index for index in written if index in read_later]
+        measured_indices = int8_tensors(graph, [index for index in written if tensor_name[index] in measured])
+        content, inputs = window_model(model, start, stop, measured_indices)
+        _, int8_means = run_window(content, [tensor_name[index] for index in inputs], values, count,
+                                   measured=[tensor_name[index] for index in measured_indices])
+        shifted += shift_biases(model, {name: float_means[name] - mean for name, mean in int8_means.items()})
+        if carried:  # the corrected part's outputs, which the parts after it read
             content, inputs = window_model(model, start, stop, carried)
-            kept, _ = run_window(content, [name[index] for index in inputs], values, len(images),
-                                 carried=[name[index] for index in carried])
-            still_read = {name[index] for index in read_later if index >= 0}
-            values = {tensor: array for tensor, array in values.items() if tensor in still_read} | kept
-    return flatbuffer_bytes(model)
+            kept, _ = run_window(content, [tensor_name[index] for index in inputs], values, count,
+                                 carried=[tensor_name[index] for index in carried])
+            still_read = {tensor_name[index] for index in read_later}
+            values = {name: array for name, array in values.items() if name in still_read} | kept
+    return flatbuffer_bytes(model), shifted
 
 
-def float_channel_means(float_model_bytes, images, names):
-    """{tensor name: the float model's mean per channel on `images`} for the
-    tensors `names`: for statistics that did not keep them (a file saved
-    before they were, or collected on other images)."""
-    from .statistics import added_channel_sums, exposed_model
+def float_channel_means(float_model_bytes, samples, names):
+    """{tensor name: the float model's mean per channel on `samples` (an
+    iterable of images)} for the tensors `names`: for statistics that did
+    not keep them (a file saved before they were, or collected on other
+    images)."""
+    from ..check.layer_debug import tensor_values
+    from .statistics import added_channel_sums
 
-    exposed, _ = exposed_model(float_model_bytes)
-    interpreter = window_interpreter(exposed)
-    input_index = interpreter.get_input_details()[0]["index"]
-    output = {detail["name"]: detail["index"] for detail in interpreter.get_output_details()}
-    views = {name: interpreter.tensor(output[name]) for name in names}
-    sums = dict.fromkeys(names)
-    for image in images:
-        interpreter.set_tensor(input_index, np.asarray(image, np.float32)[None])
-        interpreter.invoke()
+    sums, rows = dict.fromkeys(names), dict.fromkeys(names, 0)
+    for values in tensor_values(float_model_bytes, samples, set(names)):
         for name in names:
-            sums[name] = added_channel_sums(sums[name], views[name]())
-    return {name: total / (len(images) * np.prod(views[name]().shape[:-1])) for name, total in sums.items()}
+            sums[name] = added_channel_sums(sums[name], values[name])
+            rows[name] += values[name].size // values[name].shape[-1]
+    return {name: sums[name] / rows[name] for name in names}
 
 
+NEEDS_IMAGES = ("the int8 biases are corrected on calibration images: give --calibration PATH with --statistics, or "
+                "--no-bias-correction")
+ORT_REASON = "onnxruntime's static quantization does not correct them"
+ORT_ROUTE_BIASES = ("--no-bias-correction applies to the int8 TFLite and the ONNX made from it (--onnx-route tflite): "
+                    "onnxruntime's route does not correct biases; leave it out")
 NO_BUDGET_REASON = "an accuracy budget's parts are chosen on the int8 model as quantized"
+OUT_OF_ORDER_REASON = "the network's parts do not run one after another in the int8 graph"
 
 
-def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration, statistics, budgeted=False):
-    """(the int8 TFLite bytes, the record of what was done): its biases
-    corrected on the calibration images (`calibration`, the ImageSet the
-    `statistics` came from) unless the recipe says not to or a budget's
-    search chose its parts (`budgeted`)."""
-    from ..errors import ConfigError
+def corrects_biases(recipe):
+    """Whether the int8 TFLite of `recipe` gets its biases corrected (and so needs the calibration images)."""
+    return recipe.mode == "int8" and recipe.bias_correction and recipe.budget() is None
 
+
+def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration, statistics):
+    """(the int8 TFLite, int8 input and output as litert-quantizer writes it,
+    the record of what was done): its biases corrected on the calibration
+    images (`calibration`, an ImageSet) unless the recipe says not to or
+    keeps parts out of int8 for a budget."""
     if not recipe.bias_correction:
         return int8_model_bytes, {"corrected": False, "reason": "--no-bias-correction"}
-    if budgeted:
+    if recipe.budget() is not None:
         return int8_model_bytes, {"corrected": False, "reason": NO_BUDGET_REASON}
-    if calibration is None:
-        raise ConfigError("the int8 biases are corrected on the calibration images: give --calibration PATH (with "
-                          "--statistics, the images they came from), or --no-bias-correction")
-    images = np.stack(list(calibration.samples())).astype(np.float32, copy=False)
-    corrected = [name for names, _ in correction_parts(float_model_bytes) for name in names]
     means = statistics.channel_means_by_name()
     if means is None or calibration.fingerprint != statistics.calibration.get("fingerprint"):
-        means = float_channel_means(float_model_bytes, images, corrected)
-    return (with_corrected_biases(int8_model_bytes, float_model_bytes, images, means),
-            {"corrected": True, "images": len(images), "layers": len(corrected)})
+        names = [name for measured, _ in correction_parts(float_model_bytes) for name in measured]
+        means = float_channel_means(float_model_bytes, calibration.samples(), names)
+    corrected, shifted = with_corrected_biases(int8_model_bytes, float_model_bytes, calibration.samples(),
+                                               len(calibration), means)
+    if shifted is None:
+        return int8_model_bytes, {"corrected": False, "reason": OUT_OF_ORDER_REASON}
+    return corrected, {"corrected": True, "images": len(calibration), "layers": len(shifted)}
 
 
 def describe_correction(record):

@@ -181,6 +181,11 @@ def int8_tflite(float_model_bytes, ranges, recipe, float_scopes=(), dynamic_scop
     if recipe.mode != "int8":
         raise ConfigError(f"int8_tflite makes int8 models. Received: mode={recipe.mode!r}")
     quantized = quantized_int8_io(float_model_bytes, ranges, recipe.per_channel, float_scopes, dynamic_scopes)
+    return with_recipe_io(quantized, recipe)
+
+
+def with_recipe_io(quantized, recipe):
+    """The int8-I/O model `quantized` with the input and output types of `recipe`."""
     return rewritten(with_io_types(quantized, recipe.input_type, recipe.output_type))
 
 
@@ -465,11 +470,13 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
     `float_model`, and its recipe JSON; return the path. Under a budget,
     `full_int8_output` (a path) also gets full int8 with the same ranges:
     what the budget's parts are measured against on other images."""
-    from .bias_correction import corrected_artifact
+    from .bias_correction import NEEDS_IMAGES, corrected_artifact, corrects_biases
     from .selection import resolved_ranges
 
     output = Path(output)
     statistics = statistics_for(float_model, calibration, statistics, progress)
+    if corrects_biases(recipe) and calibration is None:  # statistics given: nothing costly has run yet
+        raise ConfigError(NEEDS_IMAGES)
     method, ranges, selection = resolved_ranges(statistics, recipe.range_method(),
                                                 tflite_chooser(float_model, recipe.per_channel, calibration))
     search = None
@@ -478,9 +485,9 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
 
         search = search_tflite_parts(float_model, statistics, calibration, recipe, method, recipe.budget(),
                                      log=log or (lambda line: None))
-    content = int8_tflite(float_model, ranges, recipe, *(search.scopes() if search else ((), ())))
-    content, correction = corrected_artifact(content, float_model, recipe, calibration, statistics,
-                                             budgeted=search is not None)
+    quantized = quantized_int8_io(float_model, ranges, recipe.per_channel, *(search.scopes() if search else ((), ())))
+    quantized, correction = corrected_artifact(quantized, float_model, recipe, calibration, statistics)
+    content = with_recipe_io(quantized, recipe)
     if search and full_int8_output is not None:
         Path(full_int8_output).write_bytes(int8_tflite(float_model, ranges, recipe))
     with atomic_output(output) as temporary:

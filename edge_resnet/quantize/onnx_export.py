@@ -649,9 +649,6 @@ def check_onnx_io_types(input_type, output_type, route):
                           "ONNX, or leave them out")
 
 
-ORT_BIASES = "onnxruntime's route quantizes them itself; --onnx-route tflite carries the TFLite's corrected ones"
-
-
 def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEFAULT_OPSET, route="ort",
             float_onnx_path=None, statistics=None, float_model=None, log=None, full_int8_output=None):
     """Write `output` (.onnx) and its recipe JSON; return the path.
@@ -668,6 +665,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
     import keras
     import onnx
 
+    from .bias_correction import ORT_REASON
     from .int8_tflite import statistics_for
     from .ranges import ranges_record
     from .recipe import read_record
@@ -731,7 +729,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                     onnx.save(ort_int8_proto(prepared, scratch / "full_int8.onnx", recipe, onnx_ranges),
                               full_int8_output)
                 ranges_used = ranges_record(statistics, method, tflite_ranges, selection, int8_logits=False)
-                correction = {"corrected": False, "reason": ORT_BIASES}
+                correction = {"corrected": False, "reason": ORT_REASON}
             else:
                 # tf2onnx writes float32 parts, not dynamic-range ones, as ONNX
                 tflite_recipe = (recipe if recipe.budget() is None

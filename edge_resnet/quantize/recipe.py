@@ -100,7 +100,7 @@ class QuantizationRecipe:
     def for_mode(cls, mode, **overrides):
         """Defaults that fit the mode: int8 I/O for int8, float32 otherwise."""
         io_type = "int8" if mode == "int8" else "float32"
-        settings = {"input_type": io_type, "output_type": io_type, **overrides}
+        settings = {"input_type": io_type, "output_type": io_type, "bias_correction": mode == "int8", **overrides}
         return cls(mode=mode, **settings)
 
     @property

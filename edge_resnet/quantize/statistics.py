@@ -449,9 +449,7 @@ def arrays_problem(arrays):
         return "a histogram bin holds no values"
     if "float_outputs" in arrays and not np.all(np.isfinite(arrays["float_outputs"])):
         return "the float model's outputs hold a value that is not a finite number"
-    if "channel_means" in arrays and (len(arrays["channel_sizes"]) != len(arrays["names"])
-                                      or int(np.sum(arrays["channel_sizes"])) != len(arrays["channel_means"])
-                                      or not np.all(np.isfinite(arrays["channel_means"]))):
+    if "channel_means" in arrays and channel_means_problem(arrays):
         return "its per-channel means disagree with its tensors or are not finite numbers"
     return fold_arrays_problem(arrays, len(arrays["names"]), len(minima[0]) if len(minima) else 0)
 
@@ -486,6 +484,13 @@ def fold_arrays(folds):
         "fold_codes": np.concatenate([t.codes for t in tensors]),
         "fold_counts": np.concatenate([t.counts for t in tensors]),
     }
+
+
+def channel_means_problem(arrays):
+    """Whether a statistics file's per-channel means cannot belong to its tensors."""
+    sizes = arrays["channel_sizes"]
+    return (len(sizes) != len(arrays["names"]) or np.any(sizes <= 0) or np.any(arrays["count"] % np.maximum(sizes, 1))
+            or int(np.sum(sizes)) != len(arrays["channel_means"]) or not np.all(np.isfinite(arrays["channel_means"])))
 
 
 def channel_mean_arrays(channel_means):

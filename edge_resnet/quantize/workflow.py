@@ -47,9 +47,9 @@ class QuantizationRequest:
                                        "held-out images plus DB, above 0 and below 100 (a gain carries over to "
                                        "other images more often than a level); not with --min-sqnr")
     bias_correction: bool = option("--no-bias-correction", default=True, action="store_false",
-                                   help="int8 TFLite: keep the biases as quantized (by default each layer's bias is "
-                                        "shifted, part by part, by the mean error of its int8 outputs against the "
-                                        "float model's on the calibration images)")
+                                   help="int8 TFLite (and the ONNX made from it): keep the biases as quantized "
+                                        "(by default each layer's bias is shifted, part by part, by the mean error "
+                                        "of its int8 outputs against the float model's on the calibration images)")
     fallback_precision: str = option("--fallback-precision", default=None, choices=FALLBACK_PRECISIONS,
                                      help="with a budget: what the parts it needs run in, in the TFLite (default: "
                                           "auto, dynamic first): dynamic (int8 weights, activations quantized per "
@@ -114,13 +114,15 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
         return QuantizationRecipe.for_mode(self.quantize, per_channel=self.per_channel,
                                            onnx_activation_type=self.activation_type, onnx_format=self.onnx_format,
                                            onnx_reduce_range=not self.full_range,
-                                           bias_correction=self.bias_correction, **io_types,
+                                           bias_correction=self.bias_correction and self.quantize == "int8",
+                                           **io_types,
                                            **self.range_method_options())
 
 
 def check_request(request, recipe):
     """Refuse, before any work, what cannot be done."""
     from ..files import refuse_writing_over_inputs
+    from .bias_correction import NEEDS_IMAGES, ORT_ROUTE_BIASES, corrects_biases
 
     if recipe.needs_calibration and not (request.calibration or request.statistics):
         raise ConfigError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz) "
@@ -132,10 +134,11 @@ def check_request(request, recipe):
         raise ConfigError("--calibration-method auto (the default) runs each rule on the calibration images the "
                           "statistics came from: give --calibration PATH with --statistics, or name a method "
                           "(e.g. --calibration-method extrapolated)")
-    if recipe.needs_calibration and request.statistics and not request.calibration and recipe.bias_correction \
-            and recipe.budget() is None and (request.target == ".tflite" or request.onnx_route == "tflite"):
-        raise ConfigError("the int8 biases are corrected on the calibration images the statistics came from: give "
-                          "--calibration PATH with --statistics, or --no-bias-correction")
+    makes_tflite = request.target == ".tflite" or request.onnx_route == "tflite"
+    if request.statistics and not request.calibration and corrects_biases(recipe) and makes_tflite:
+        raise ConfigError(NEEDS_IMAGES)
+    if not recipe.bias_correction and not makes_tflite:
+        raise ConfigError(ORT_ROUTE_BIASES)
     if not recipe.needs_calibration and (request.statistics or request.save_statistics):
         raise ConfigError("--statistics and --save-statistics apply to --quantize int8 only")
     if recipe.fallback_precision == "dynamic" and request.target == ".onnx":
@@ -188,7 +191,7 @@ def quantize_artifact(request, log=print):
         if "bias_correction" in record:
             from .bias_correction import describe_correction
 
-            log(f"biases: {describe_correction(record['bias_correction'])}")
+            log(describe_correction(record["bias_correction"]))
         from .int8_tflite import output_grid_text
 
         if note := output_grid_text(record.get("output_grid")):
