@@ -6,8 +6,8 @@ help on models and data it was not written on, under issue 23's protocol?
 Per model and head, four calibration subsets of 200 images (calibration.py's
 protocol_splits: the very same images for every route): the raw TFLite
 converter (min/max), every fixed range rule of calibration.py, `auto`'s
-choice, and each of them with the biases corrected on the same 200
-images; scored on the evaluation images (never calibrated on) as
+choice, and each rule and `auto` with the biases corrected on the same
+200 images; scored on the evaluation images (never calibrated on) as
 calibration.py scores. The correction was written on the eight digits
 models of benchmarks/activation_bias.py; MNIST and Fashion-MNIST were not
 looked at then.
@@ -54,7 +54,6 @@ def measure(model_name, model, head, size, protocol):
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.device.runtime import TfliteRunner
     from edge_resnet.model.fold import fold_batchnorm
-    from edge_resnet.quantize.bias_correction import with_corrected_biases
     from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_tflite_bytes, tflite_chooser
     from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
     from edge_resnet.quantize.selection import resolved_ranges
@@ -81,47 +80,47 @@ def measure(model_name, model, head, size, protocol):
             rule = RangeMethod(method, **parameters)
             int8 = quantized_int8_io(float_model, activation_ranges(statistics, rule))
             record(rule.describe(), run_tflite_bytes(int8, test_images, "int8"))
-            record(rule.describe() + CORRECTED, run_tflite_bytes(with_corrected_biases(int8, float_model, images,
-                                                                                       means), test_images, "int8"))
+            record(rule.describe() + CORRECTED, run_tflite_bytes(corrected(int8, float_model, images, means),
+                                                                 test_images, "int8"))
         rule, ranges, _ = resolved_ranges(statistics, RangeMethod("auto"), tflite_chooser(float_model, True,
                                                                                           calibration))
         chosen.append(rule.describe())
         int8 = quantized_int8_io(float_model, ranges)
         record(AUTO, run_tflite_bytes(int8, test_images, "int8"))
-        record(AUTO_CORRECTED, run_tflite_bytes(with_corrected_biases(int8, float_model, images, means),
-                                                test_images, "int8"))
+        record(AUTO_CORRECTED, run_tflite_bytes(corrected(int8, float_model, images, means), test_images, "int8"))
         print(f"   auto {rows[AUTO][-1]['sqnr_db']:.2f}, corrected {rows[AUTO_CORRECTED][-1]['sqnr_db']:.2f}, "
               f"raw {rows[RAW][-1]['sqnr_db']:.2f}", flush=True)
     return {"model": model_name, "head": head, "protocol": protocol, "auto_chose": chosen,
             "routes": {route: summarize(values) for route, values in rows.items()}}
 
 
+def corrected(int8_model, float_model, images, means):
+    """The int8 model (int8 I/O) with its biases corrected on `images` (an array)."""
+    from edge_resnet.quantize.bias_correction import with_corrected_biases
+
+    return with_corrected_biases(int8_model, float_model, iter(images), len(images), means)[0]
+
+
 def cost():
-    """Seconds of one fixed method, auto, and auto with corrected biases at ResNet-50 224, 200 images."""
+    """Seconds of one fixed method and of auto (biases as quantized), and of auto with its biases corrected (the
+    default), each the statistics pass and write_int8_tflite, at ResNet-50 224 on 200 images."""
     import resource
 
     from calibration import resnet50_224, seeded_images
 
-    from edge_resnet.quantize.bias_correction import with_corrected_biases
-    from edge_resnet.quantize.int8_tflite import int8_tflite, tflite_chooser
-    from edge_resnet.quantize.ranges import RangeMethod
+    from edge_resnet.quantize.int8_tflite import write_int8_tflite
     from edge_resnet.quantize.recipe import QuantizationRecipe
-    from edge_resnet.quantize.selection import resolved_ranges
     from edge_resnet.quantize.statistics import collect_statistics
     from edge_resnet.quantize.tflite import float_tflite
 
     float_model = float_tflite(resnet50_224())
     calibration = seeded_images(200)
-    images = np.stack(list(calibration.samples()))
-    recipe = QuantizationRecipe()
+    scratch = Path(tempfile.mkdtemp(prefix="corrected-biases-cost-"))
 
-    def route(method, correct):
-        statistics = collect_statistics(float_model, calibration)
-        _, ranges, _ = resolved_ranges(statistics, RangeMethod(method), tflite_chooser(float_model, True, calibration))
-        content = int8_tflite(float_model, ranges, recipe)
-        if correct:
-            content = with_corrected_biases(content, float_model, images, statistics.channel_means_by_name())
-        return content
+    def route(method, correct):  # what `quantize` runs once the float model is made: no file of the float model read
+        recipe = QuantizationRecipe(calibration_method=method, bias_correction=correct)
+        write_int8_tflite(float_model, recipe, scratch / "int8.tflite", calibration,
+                          collect_statistics(float_model, calibration), progress=False)
 
     routes = {"extrapolated": ("extrapolated", False), AUTO: ("auto", False), AUTO_CORRECTED: ("auto", True)}
     seconds = {name: [] for name in routes}
@@ -150,7 +149,7 @@ def markdown(result):
              "evaluation images, mean of 4 calibration subsets of 200 images (the same images for every route); "
              "the model's own output (probabilities for a softmax head). best fixed: the best of calibration.py's "
              "fixed rules, read off the evaluation images (each with its biases as quantized, and corrected: what "
-             "`--calibration-method NAME` now makes).", "",
+             "`--calibration-method NAME --bias-correction` makes).", "",
              "| model | raw converter | best fixed | auto | auto, corrected | gain | corrected - raw | "
              "best fixed, corrected | auto, corrected - best fixed, corrected | minmax | minmax, corrected | "
              "top-1 agreement auto / corrected | top-1 drop raw / auto / corrected (points) |",

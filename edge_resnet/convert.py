@@ -150,10 +150,10 @@ def check_config(config):
     if config.quantize != "int8" and any(getattr(config, name) is not None for name in int8_only):
         raise ConfigError("--calibration-method, --percentile, --extrapolation, --statistics and "
                           "--fallback-precision apply to --quantize int8 only")
-    if config.quantize != "int8" and not config.bias_correction:
-        raise ConfigError("--no-bias-correction applies to --quantize int8 only")
-    if not config.bias_correction and "tflite" not in formats:
-        raise ConfigError("--no-bias-correction applies to the int8 TFLite (convert's int8 ONNX is onnxruntime's, "
+    if config.quantize != "int8" and config.bias_correction:
+        raise ConfigError("--bias-correction applies to --quantize int8 only")
+    if config.bias_correction and "tflite" not in formats:
+        raise ConfigError("--bias-correction applies to the int8 TFLite (convert's int8 ONNX is onnxruntime's, "
                           "which does not correct biases): add tflite to --formats, or leave it out")
     if config.fallback_precision == "dynamic" and "onnx" in formats:
         raise ConfigError("--fallback-precision dynamic is for the TFLite: the int8 ONNX keeps the parts a budget "
@@ -478,7 +478,8 @@ def ranges_text(record):
     if not record.get("activation_ranges"):
         return None
     text = describe_selection(record["activation_ranges"])
-    return f"{text}; {describe_correction(record['bias_correction'])}" if "bias_correction" in record else text
+    biases = describe_correction(record.get("bias_correction"))
+    return f"{text}; {biases}" if biases else text
 
 
 def artifact_rows(paths, parity, timings):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edge_resnet.quantize.bias_correction import (ORT_REASON, biases_by_output, corrected_artifact, correction_parts,
+from edge_resnet.quantize.bias_correction import (NOT_ASKED, ORT_REASON, biases_by_output, corrected_artifact, correction_parts,
                                                   float_channel_means, shift_biases, with_corrected_biases)
 from edge_resnet.quantize.int8_tflite import int8_tflite, run_tflite_bytes, write_int8_tflite
 from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
@@ -17,7 +17,7 @@ from edge_resnet.quantize.tflite import float_tflite
 from tests.cli import run_in_process
 from tests.digits import softmax_twin
 
-MINMAX = QuantizationRecipe(calibration_method="minmax")
+MINMAX = QuantizationRecipe(calibration_method="minmax", bias_correction=True)
 
 
 @pytest.fixture(scope="module")
@@ -173,13 +173,13 @@ def test_statistics_without_means_or_from_other_images_are_corrected_by_a_float_
                                     float_channel_means(float_model, others.samples(), names)) != expected
 
 
-def test_quantize_corrects_the_biases_says_so_and_can_be_told_not_to(float_model, tmp_path):
+def test_quantize_corrects_the_biases_when_asked_and_says_so(float_model, tmp_path):
     from edge_resnet.calibration import digits_folder
 
     source = tmp_path / "model_float32.tflite"
     source.write_bytes(float_model)
     common = ("quantize", source, "--calibration", digits_folder(), "--calibration-method", "minmax")
-    result = run_in_process(*common, "--output", tmp_path / "corrected.tflite", cwd=tmp_path)
+    result = run_in_process(*common, "--bias-correction", "--output", tmp_path / "corrected.tflite", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     layers = sum(len(measured) for measured, _ in correction_parts(float_model))
     assert f"biases of {layers} layers corrected toward the float model's mean outputs on 200 calibration images" \
@@ -187,9 +187,12 @@ def test_quantize_corrects_the_biases_says_so_and_can_be_told_not_to(float_model
     record = json.loads(record_path(tmp_path / "corrected.tflite").read_text())
     assert record["bias_correction"] == {"corrected": True, "images": 200, "layers": layers}
     assert record["recipe"]["bias_correction"] is True
-    plain = run_in_process(*common, "--no-bias-correction", "--output", tmp_path / "plain.tflite", cwd=tmp_path)
+    plain = run_in_process(*common, "--output", tmp_path / "plain.tflite", cwd=tmp_path)
     assert plain.returncode == 0, plain.stderr
-    assert "biases as quantized (--no-bias-correction)" in plain.stdout
+    assert "biases" not in plain.stdout  # not asked for: nothing said
+    record = json.loads(record_path(tmp_path / "plain.tflite").read_text())
+    assert record["bias_correction"] == {"corrected": False, "reason": NOT_ASKED}
+    assert record["recipe"]["bias_correction"] is False
     before, after = (bias_bytes((tmp_path / name).read_bytes()) for name in ("plain.tflite", "corrected.tflite"))
     assert {name for name in before if before[name] != after[name]} == \
         {name for measured, _ in correction_parts(float_model) for name in measured}
@@ -220,7 +223,6 @@ def test_the_onnx_records_say_whose_biases_it_holds(folded, float_model, statist
 
 
 def test_an_older_recipe_records_biases_as_quantized():
-    recipe = QuantizationRecipe().to_dict()
+    recipe = QuantizationRecipe(bias_correction=True).to_dict()
     del recipe["bias_correction"]
     assert QuantizationRecipe.from_dict(recipe).bias_correction is False
-    assert QuantizationRecipe.for_mode("float16").bias_correction is False

@@ -236,7 +236,7 @@ def test_both_formats_share_one_set_of_ranges(folded, float_model, statistics, t
     from edge_resnet.quantize.onnx_export import to_onnx
     from edge_resnet.device.runtime import open_runner
 
-    recipe = QuantizationRecipe(calibration_method="extrapolated", bias_correction=False)  # ranges alone
+    recipe = QuantizationRecipe(calibration_method="extrapolated")
     tflite = to_tflite(folded, recipe, output=tmp_path / "m.tflite", statistics=statistics, float_model=float_model)
     onnx_path = to_onnx(folded, recipe, output=tmp_path / "m.onnx", statistics=statistics, float_model=float_model)
     records = [json.loads(record_path(path).read_text())["activation_ranges"] for path in (tflite, onnx_path)]
@@ -380,8 +380,7 @@ def test_quantize_a_float_tflite_without_tensorflow(float_model, statistics, dig
     assert result.returncode == 0, result.stderr
     assert "fully integer: yes" in result.stdout
     again = run_without_tensorflow(tmp_path, "quantize", source, "--statistics", tmp_path / "statistics.npz",
-                                   "--calibration", digits_folder(), "--calibration-method", "minmax",
-                                   "--output", tmp_path / "minmax.tflite")
+                                   "--calibration-method", "minmax", "--output", tmp_path / "minmax.tflite")
     assert again.returncode == 0, again.stderr
     assert "calibrating" not in again.stderr
     record = json.loads(record_path(tmp_path / "minmax.tflite").read_text())
@@ -395,11 +394,11 @@ def test_quantize_a_float_tflite_without_tensorflow(float_model, statistics, dig
     (["--statistics", "model.tflite"], "auto (the default) runs each rule on the calibration images"),
     (["--quantize", "float16", "--calibration-method", "mse"], "apply to --quantize int8 only"),
     (["--calibration", "x", "--save-statistics", "stats.json"], "must end in .npz"),
-    (["--statistics", "model.tflite", "--calibration-method", "minmax"],
-     "the int8 biases are corrected on calibration images: give --calibration PATH with --statistics"),
-    (["--calibration", "x", "--output", "out.onnx", "--no-bias-correction"],
-     "--no-bias-correction applies to the int8 TFLite and the ONNX made from it"),
-    (["--quantize", "float16", "--no-bias-correction"], "--no-bias-correction applies to --quantize int8 only"),
+    (["--statistics", "model.tflite", "--calibration-method", "minmax", "--bias-correction"],
+     "--bias-correction corrects the int8 biases on calibration images: give --calibration PATH with --statistics"),
+    (["--calibration", "x", "--output", "out.onnx", "--bias-correction"],
+     "--bias-correction applies to the int8 TFLite and the ONNX made from it"),
+    (["--quantize", "float16", "--bias-correction"], "--bias-correction applies to --quantize int8 only"),
 ])
 def test_cli_refuses_bad_range_options_in_one_line(arguments, message, tmp_path, float_model):
     source = tmp_path / "model.tflite"
@@ -420,7 +419,7 @@ def test_cli_refuses_another_models_statistics_and_an_int8_model(folded, statist
                      statistics=statistics)
     for model, message in ((other, "collected on another model"), (int8, "not a float32 model")):
         result = run_in_process("quantize", model, "--statistics", saved, "--calibration-method", "minmax",
-                                "--no-bias-correction", "--output", tmp_path / "out.tflite")
+                                "--output", tmp_path / "out.tflite")
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out.tflite").exists()
@@ -723,10 +722,10 @@ def test_auto_without_folds_takes_minmax_and_says_so(folded, float_model, statis
 
     without = dataclasses.replace(statistics, folds=None)
     with pytest.warns(DataWarning, match="held-out calibration images .* took minmax"):
-        path = to_tflite(folded, QuantizationRecipe(bias_correction=False), output=tmp_path / "auto.tflite",
-                         statistics=without, float_model=float_model)
-    minmax = to_tflite(folded, QuantizationRecipe(calibration_method="minmax", bias_correction=False),
-                       output=tmp_path / "minmax.tflite", statistics=without, float_model=float_model)
+        path = to_tflite(folded, QuantizationRecipe(), output=tmp_path / "auto.tflite", statistics=without,
+                         float_model=float_model)
+    minmax = to_tflite(folded, QuantizationRecipe(calibration_method="minmax"), output=tmp_path / "minmax.tflite",
+                       statistics=without, float_model=float_model)
     assert path.read_bytes() == minmax.read_bytes()
     record = json.loads(record_path(path).read_text())["activation_ranges"]
     assert record["method"] == "auto" and record["chosen"] == {"method": "minmax"}
@@ -814,7 +813,7 @@ def test_the_floor_reaches_the_int8_softmax_and_only_the_tflite_records_it(softm
     from edge_resnet.quantize.onnx_export import to_onnx
     from edge_resnet.quantize.statistics import read_flatbuffer
 
-    recipe = QuantizationRecipe(calibration_method="minmax", bias_correction=False)  # the floor's own grid
+    recipe = QuantizationRecipe(calibration_method="minmax")
     path = to_tflite(softmax_keras, recipe, output=tmp_path / "m.tflite", statistics=softmax_statistics,
                      float_model=softmax_float_model)
     logits = softmax_statistics.softmax_input[0]

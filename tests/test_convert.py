@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_resnet.quantize.bias_correction import NOT_ASKED
 from edge_resnet.quantize.ranges import DEFAULT_METHOD
 from edge_resnet.quantize.recipe import record_path
 from edge_resnet.quantize.statistics import ActivationStatistics
@@ -120,6 +121,8 @@ def test_default_run_converts_the_trained_demo_on_held_out_digits(default_run):
         assert record["selection"]["chosen_rule"] in line and "chosen on 200 held-out calibration images" in line
         assert (f"it stays best (within 0.1 dB) on {record['selection']['stays_best_share']:.0%} of 1000 resamples "
                 "of those images") in line
+        biases = json.loads(record_path(output / name).read_text())["bias_correction"]
+        assert biases == {"corrected": False, "reason": NOT_ASKED} and "biases" not in line  # not asked for
     assert "## Activation ranges" in (output / "report.md").read_text()
     assert "How sure each choice is" in (output / "report.md").read_text()
     assert statistics.calibration["fingerprint"] == calibration["fingerprint"]
@@ -299,8 +302,8 @@ BAD_INPUTS = [
     (["--input-size", "64"], "the demo model takes 32x32"),
     (["--model", "lambda.keras", "--calibration", DIGITS], "never runs code from them"),
     (["--calibration", DIGITS, "--eval", DIGITS], "also calibration images"),
-    (["--formats", "onnx", "--no-bias-correction"], "--no-bias-correction applies to the int8 TFLite"),
-    (["--quantize", "float16", "--formats", "tflite", "--no-bias-correction"], "applies to --quantize int8 only"),
+    (["--formats", "onnx", "--bias-correction"], "--bias-correction applies to the int8 TFLite"),
+    (["--quantize", "float16", "--formats", "tflite", "--bias-correction"], "applies to --quantize int8 only"),
 ]
 
 

@@ -30,8 +30,8 @@ def one_line_error(result, fragment):
 
 
 CASES = [
-    (["quantize", "{float}", "--calibration-method", "minmax", "--no-bias-correction", "--statistics",
-      "{folder}/bad.npz", "--output", "{folder}/o.tflite"], "not a complete .npz archive"),
+    (["quantize", "{float}", "--calibration-method", "minmax", "--statistics", "{folder}/bad.npz",
+      "--output", "{folder}/o.tflite"], "not a complete .npz archive"),
     (["quantize", "{folder}/text.tflite", "--calibration", "{folder}", "--output", "{folder}/o.tflite"],
      "text.tflite is not a TFLite model (truncated, damaged"),
     (["quantize", "{folder}/truncated.tflite", "--calibration", "{folder}", "--output", "{folder}/o.tflite"],

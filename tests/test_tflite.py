@@ -174,7 +174,7 @@ def test_quantize_says_what_the_output_grid_does_to_the_calibration_images_top1(
     statistics.save(tmp_path / "statistics.npz")
     int8_output = tmp_path / "int8_output.tflite"
     result = run_in_process("quantize", float_path, "--statistics", tmp_path / "statistics.npz",
-                            "--calibration-method", "minmax", "--no-bias-correction", "--output", int8_output)
+                            "--calibration-method", "minmax", "--output", int8_output)
     assert result.returncode == 0, result.stderr
     grid = value_grid(int8_output.read_bytes())
     samples = len(statistics.float_outputs)
@@ -182,8 +182,7 @@ def test_quantize_says_what_the_output_grid_does_to_the_calibration_images_top1(
     planted.save(tmp_path / "planted.npz")
     float_output = tmp_path / "float_output.tflite"
     result = run_in_process("quantize", float_path, "--statistics", tmp_path / "planted.npz",
-                            "--calibration-method", "minmax", "--no-bias-correction", "--output-type", "float32",
-                            "--output", float_output)
+                            "--calibration-method", "minmax", "--output-type", "float32", "--output", float_output)
     assert result.returncode == 0, result.stderr
     assert inspect_tflite(float_output).output_dtype == "float32"
     assert value_grid(float_output.read_bytes()) == grid  # the same ranges, behind the DEQUANTIZE

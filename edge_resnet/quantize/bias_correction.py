@@ -210,10 +210,11 @@ def float_channel_means(float_model_bytes, samples, names):
     return {name: sums[name] / rows[name] for name in names}
 
 
-NEEDS_IMAGES = ("the int8 biases are corrected on calibration images: give --calibration PATH with --statistics, or "
-                "--no-bias-correction")
+NEEDS_IMAGES = ("--bias-correction corrects the int8 biases on calibration images: give --calibration PATH with "
+                "--statistics, or leave it out")
+NOT_ASKED = "not asked for (--bias-correction)"
 ORT_REASON = "onnxruntime's static quantization does not correct them"
-ORT_ROUTE_BIASES = ("--no-bias-correction applies to the int8 TFLite and the ONNX made from it (--onnx-route tflite): "
+ORT_ROUTE_BIASES = ("--bias-correction applies to the int8 TFLite and the ONNX made from it (--onnx-route tflite): "
                     "onnxruntime's route does not correct biases; leave it out")
 NO_BUDGET_REASON = "an accuracy budget's parts are chosen on the int8 model as quantized"
 OUT_OF_ORDER_REASON = "the network's parts do not run one after another in the int8 graph"
@@ -230,7 +231,7 @@ def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration,
     images (`calibration`, an ImageSet) unless the recipe says not to or
     keeps parts out of int8 for a budget."""
     if not recipe.bias_correction:
-        return int8_model_bytes, {"corrected": False, "reason": "--no-bias-correction"}
+        return int8_model_bytes, {"corrected": False, "reason": NOT_ASKED}
     if recipe.budget() is not None:
         return int8_model_bytes, {"corrected": False, "reason": NO_BUDGET_REASON}
     means = statistics.channel_means_by_name()
@@ -245,7 +246,9 @@ def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration,
 
 
 def describe_correction(record):
-    """One line on an artifact's bias_correction record."""
+    """One line on an artifact's bias_correction record, or None where it was not asked for (or not recorded)."""
+    if record is None or record.get("reason") == NOT_ASKED:
+        return None
     if record["corrected"]:
         return (f"biases of {record['layers']} layers corrected toward the float model's mean outputs on "
                 f"{record['images']} calibration images")

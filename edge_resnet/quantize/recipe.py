@@ -59,7 +59,7 @@ class QuantizationRecipe:
     fallback_precision: str = "auto"
     # int8 TFLite: each layer's int32 bias shifted by the mean error of its outputs on the calibration images,
     # part by part (bias_correction.py); not where a budget keeps parts out of int8
-    bias_correction: bool = True
+    bias_correction: bool = False
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -100,7 +100,7 @@ class QuantizationRecipe:
     def for_mode(cls, mode, **overrides):
         """Defaults that fit the mode: int8 I/O for int8, float32 otherwise."""
         io_type = "int8" if mode == "int8" else "float32"
-        settings = {"input_type": io_type, "output_type": io_type, "bias_correction": mode == "int8", **overrides}
+        settings = {"input_type": io_type, "output_type": io_type, **overrides}
         return cls(mode=mode, **settings)
 
     @property
@@ -145,8 +145,6 @@ class QuantizationRecipe:
             raise ConfigError(f"unknown recipe fields: {', '.join(unknown)}")
         if "fallback_precision" not in data and any(data.get(name) is not None for name in BUDGET_TERMS):
             data = {**data, "fallback_precision": "float32"}  # recorded before dynamic-range parts: float32 parts
-        if "bias_correction" not in data:
-            data = {**data, "bias_correction": False}  # recorded before biases were corrected
         return cls(**data)
 
     def to_json(self):
