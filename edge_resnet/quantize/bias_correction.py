@@ -199,15 +199,21 @@ def float_channel_means(float_model_bytes, samples, names):
     iterable of images)} for the tensors `names`: for statistics that did
     not keep them (a file saved before they were, or collected on other
     images)."""
-    from ..check.layer_debug import tensor_values
-    from .statistics import added_channel_sums
+    from .statistics import added_channel_sums, exposed_model
 
-    sums, rows = dict.fromkeys(names), dict.fromkeys(names, 0)
-    for values in tensor_values(float_model_bytes, samples, set(names)):
-        for name in names:
-            sums[name] = added_channel_sums(sums[name], values[name])
-            rows[name] += values[name].size // values[name].shape[-1]
-    return {name: sums[name] / rows[name] for name in names}
+    exposed, _ = exposed_model(float_model_bytes)
+    interpreter = quiet_interpreter(exposed)
+    input_index = interpreter.get_input_details()[0]["index"]
+    output = {detail["name"]: detail for detail in interpreter.get_output_details()}
+    views = {name: interpreter.tensor(output[name]["index"]) for name in names}
+    sums, images = dict.fromkeys(names), 0
+    for sample in samples:
+        interpreter.set_tensor(input_index, np.asarray(sample, np.float32)[None])
+        interpreter.invoke()
+        for name in names:  # no view held past this line: the next invoke would refuse
+            sums[name] = added_channel_sums(sums[name], views[name]())
+        images += 1
+    return {name: sums[name] / (images * int(np.prod(output[name]["shape"][:-1]))) for name in names}
 
 
 NEEDS_IMAGES = ("--bias-correction corrects the int8 biases on calibration images: give --calibration PATH with "
