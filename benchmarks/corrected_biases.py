@@ -2,6 +2,7 @@
 help on models and data it was not written on, under issue 23's protocol?
 
     python benchmarks/corrected_biases.py [mnist] [fashion] [fashion_fresh] [digits] [validation] [cost]
+    python benchmarks/corrected_biases.py guard SET SUBSTRING...
 
 Per model and head, four calibration subsets of 200 images (calibration.py's
 protocol_splits: the very same images for every route): the raw TFLite
@@ -16,11 +17,16 @@ looked at then.
 fixed method, `auto`, and `auto` with the correction, each the statistics
 pass plus the int8 TFLite, alternating in one run.
 
+`guard SET SUBSTRING...`: for the rows of SET (mnist, digits, ...) whose
+names hold a SUBSTRING, whether a held-out guard would have seen the
+correction's loss coming (guard_row).
+
 Writes benchmarks/results/corrected_biases.{json,md}; each part measures
 its models again and keeps the others' rows.
 """
 
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -92,6 +98,66 @@ def measure(model_name, model, head, size, protocol):
               f"raw {rows[RAW][-1]['sqnr_db']:.2f}", flush=True)
     return {"model": model_name, "head": head, "protocol": protocol, "auto_chose": chosen,
             "routes": {route: summarize(values) for route, values in rows.items()}}
+
+
+def guard_row(model_name, model, head, size, protocol):
+    """Would a held-out guard have seen the correction's loss coming? Per subset: each of `auto`'s four folds of
+    the 200 calibration images held out in turn, the biases corrected on the other three folds' images (`auto`'s
+    ranges from all 200 kept) and the held-out images scored; the gain pooled over all 200 images (each scored by a
+    correction that never saw it) beside the correction's gain on the evaluation images."""
+    from calibration import float_predictions, protocol_splits, sqnr_db
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.bias_correction import correction_parts, float_channel_means
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_tflite_bytes, tflite_chooser
+    from edge_resnet.quantize.ranges import RangeMethod
+    from edge_resnet.quantize.selection import resolved_ranges
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    print(f"== guard: {model_name}", flush=True)
+    float_model = float_tflite(fold_batchnorm(model)[0])
+    names = [name for measured, _ in correction_parts(float_model) for name in measured]
+    subsets, float_cache = [], {}
+    for pixels, pixel_labels, test_pixels, _ in protocol_splits(size, protocol):
+        _, test_images, reference = float_predictions(model, test_pixels, float_cache)
+        calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=pixel_labels).cached()
+        images = np.stack(list(calibration.samples()))
+        statistics = collect_statistics(float_model, calibration)
+        _, ranges, _ = resolved_ranges(statistics, RangeMethod("auto"), tflite_chooser(float_model, True, calibration))
+        int8 = quantized_int8_io(float_model, ranges)
+        plain = run_tflite_bytes(int8, images, "int8")
+        cross_fitted = np.empty_like(plain)
+        for fold in statistics.folds:
+            held = list(fold.positions)
+            fit = [position for position in range(len(images)) if position not in set(held)]
+            fold_model = corrected(int8, float_model, images[fit], float_channel_means(float_model, images[fit], names))
+            cross_fitted[held] = run_tflite_bytes(fold_model, images[held], "int8")
+        whole = corrected(int8, float_model, images, statistics.channel_means_by_name())
+        held_out_gain = sqnr_db(statistics.float_outputs, cross_fitted) - sqnr_db(statistics.float_outputs, plain)
+        evaluation_gain = (sqnr_db(reference, run_tflite_bytes(whole, test_images, "int8"))
+                           - sqnr_db(reference, run_tflite_bytes(int8, test_images, "int8")))
+        subsets.append({"held_out_gain_db": held_out_gain, "evaluation_gain_db": evaluation_gain})
+        print(f"   held out {held_out_gain:+.2f}, evaluation {evaluation_gain:+.2f}", flush=True)
+    return {"model": model_name, "head": head, "subsets": subsets}
+
+
+def guard_lines(result):
+    rows = result["guard_rows"]
+    lines = ["", "## Would a held-out guard see it coming? (`guard`: rows picked after the results above, three that "
+                 "lost and three that gained: a diagnostic, not a validation)", "",
+             "Commands: " + ", ".join(f"`{command}`" for command in result.get("guard_commands", [])), "",
+             "| model | held-out gain per subset (dB) | evaluation gain per subset (dB) | evaluation gain, mean: always "
+             "/ guarded (kept where the held-out gain > 0) |", "|---|---|---|---|"]
+    for row in rows:
+        held = [subset["held_out_gain_db"] for subset in row["subsets"]]
+        gains = [subset["evaluation_gain_db"] for subset in row["subsets"]]
+        guarded = [gain if kept > 0 else 0.0 for gain, kept in zip(gains, held)]
+        lines.append(f"| {row['model']} | " + ", ".join(f"{value:+.2f}" for value in held) + " | "
+                     + ", ".join(f"{value:+.2f}" for value in gains)
+                     + f" | {np.mean(gains):+.2f} / {np.mean(guarded):+.2f} |")
+    return lines
 
 
 def corrected(int8_model, float_model, images, means):
@@ -176,6 +242,8 @@ def markdown(result):
                       f"{max(gains):+.2f}), better on {sum(gain > 0 for gain in gains)} of {len(gains)} rows; "
                       f"each fixed rule, corrected - as quantized: {np.mean(fixed_gains):+.2f} dB on average, "
                       f"better in {sum(gain > 0 for gain in fixed_gains)} of {len(fixed_gains)} rule-and-row cells."]
+    if result.get("guard_rows"):
+        lines += guard_lines(result)
     if "cost" in result:
         cost = result["cost"]
         lines += ["", f"Cost (`{result['cost_command']}`; {cost['machine']['cpu']}), ResNet-50 at 224, 200 images, "
@@ -189,10 +257,19 @@ def markdown(result):
 def main(parts):
     saved = RESULTS / "corrected_biases.json"
     result = json.loads(saved.read_text()) if saved.exists() else {"rows": [], "commands": []}
-    command = "python benchmarks/corrected_biases.py" + "".join(f" {part}" for part in parts)
+    command = "python benchmarks/corrected_biases.py" + "".join(f" {shlex.quote(part)}" for part in parts)
     if "cost" in parts:
         result.update(cost=cost(), cost_command=command)
     sets = model_sets()
+    if parts[:1] == ["guard"]:  # guard SET SUBSTRING...: the rows of SET whose names hold a SUBSTRING
+        protocol, models = sets[parts[1]]
+        for name, model, head, size in models():
+            if any(part in name for part in parts[2:]):
+                row = guard_row(name, model, head, size, protocol)
+                result["guard_rows"] = [kept for kept in result.get("guard_rows", []) if kept["model"] != name] + [row]
+                result["guard_commands"] = list(dict.fromkeys([*result.get("guard_commands", []), command]))
+                write_results("corrected_biases", result, markdown(result))
+        return
     for part in parts:
         if part not in sets:
             continue
