@@ -15,7 +15,6 @@ import copy
 
 import numpy as np
 
-from ..quiet import native_output_silenced
 from .statistics import flatbuffer_bytes, read_flatbuffer
 
 
@@ -76,22 +75,14 @@ def window_model(model, start, stop, outputs):
     return flatbuffer_bytes(window), graph.inputs
 
 
-def quiet_interpreter(content):
-    from ..device.runtime import tflite_interpreter_module
-
-    _, module = tflite_interpreter_module()
-    with native_output_silenced():
-        interpreter = module.Interpreter(model_content=content, num_threads=2)
-        interpreter.allocate_tensors()
-    return interpreter
-
-
 def run_window(content, inputs, values, count, carried=(), measured=()):
     """Run a window_model on `count` images: `values` holds, per input
     tensor name, its value on each image. Returns ({carried tensor name: its
     values, one row per image}, {measured tensor name: the mean of its
     dequantized values per channel})."""
-    interpreter = quiet_interpreter(content)
+    from ..device.runtime import tflite_interpreter
+
+    interpreter = tflite_interpreter("a part of the int8 model", threads=2, content=content)
     input_index = {detail["name"]: detail["index"] for detail in interpreter.get_input_details()}
     output = {detail["name"]: detail for detail in interpreter.get_output_details()}
     views = {name: interpreter.tensor(output[name]["index"]) for name in {*carried, *measured}}
@@ -199,10 +190,11 @@ def float_channel_means(float_model_bytes, samples, names):
     iterable of images)} for the tensors `names`: for statistics that did
     not keep them (a file saved before they were, or collected on other
     images)."""
+    from ..device.runtime import tflite_interpreter
     from .statistics import added_channel_sums, exposed_model
 
     exposed, _ = exposed_model(float_model_bytes)
-    interpreter = quiet_interpreter(exposed)
+    interpreter = tflite_interpreter("the float model", threads=2, content=exposed)
     input_index = interpreter.get_input_details()[0]["index"]
     output = {detail["name"]: detail for detail in interpreter.get_output_details()}
     views = {name: interpreter.tensor(output[name]["index"]) for name in names}
