@@ -104,49 +104,119 @@ def guard_row(model_name, model, head, size, protocol):
     """Would a held-out guard have seen the correction's loss coming? Per subset: each of `auto`'s four folds of
     the 200 calibration images held out in turn, the biases corrected on the other three folds' images (`auto`'s
     ranges from all 200 kept) and the held-out images scored; the gain pooled over all 200 images (each scored by a
-    correction that never saw it) beside the correction's gain on the evaluation images."""
-    from calibration import float_predictions, protocol_splits, sqnr_db
+    correction that never saw it) beside the correction's gain on the evaluation images. Each gain also as the mean
+    over images of each image's SQNR of the logits (a softmax head's input, read from the same run; a logits head's
+    output), the measure the budget search judges a softmax head by (mixed.per_image_mean_db)."""
+    from calibration import sqnr_db
 
-    from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.bias_correction import correction_parts, float_channel_means
-    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_tflite_bytes, tflite_chooser
-    from edge_resnet.quantize.ranges import RangeMethod
-    from edge_resnet.quantize.selection import resolved_ranges
-    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.mixed import per_image_mean_db
     from edge_resnet.quantize.tflite import float_tflite
 
     print(f"== guard: {model_name}", flush=True)
     float_model = float_tflite(fold_batchnorm(model)[0])
     names = [name for measured, _ in correction_parts(float_model) for name in measured]
-    subsets, float_cache = [], {}
-    for pixels, pixel_labels, test_pixels, _ in protocol_splits(size, protocol):
-        _, test_images, reference = float_predictions(model, test_pixels, float_cache)
-        calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=pixel_labels).cached()
-        images = np.stack(list(calibration.samples()))
-        statistics = collect_statistics(float_model, calibration)
-        _, ranges, _ = resolved_ranges(statistics, RangeMethod("auto"), tflite_chooser(float_model, True, calibration))
-        int8 = quantized_int8_io(float_model, ranges)
-        plain = run_tflite_bytes(int8, images, "int8")
-        cross_fitted = np.empty_like(plain)
+    subsets = []
+    for test_images, reference, images, statistics, _, int8 in auto_subsets(model, float_model, size, protocol):
+        float_outputs, float_logits = outputs_and_logits(float_model, images, head)
+        plain, plain_logits = outputs_and_logits(int8, images, head)
+        cross_fitted, cross_logits = np.empty_like(plain), np.empty_like(plain_logits)
         for fold in statistics.folds:
             held = list(fold.positions)
             fit = [position for position in range(len(images)) if position not in set(held)]
             fold_model = corrected(int8, float_model, images[fit], float_channel_means(float_model, images[fit], names))
-            cross_fitted[held] = run_tflite_bytes(fold_model, images[held], "int8")
+            cross_fitted[held], cross_logits[held] = outputs_and_logits(fold_model, images[held], head)
         whole = corrected(int8, float_model, images, statistics.channel_means_by_name())
-        held_out_gain = sqnr_db(statistics.float_outputs, cross_fitted) - sqnr_db(statistics.float_outputs, plain)
-        evaluation_gain = (sqnr_db(reference, run_tflite_bytes(whole, test_images, "int8"))
-                           - sqnr_db(reference, run_tflite_bytes(int8, test_images, "int8")))
-        subsets.append({"held_out_gain_db": held_out_gain, "evaluation_gain_db": evaluation_gain})
-        print(f"   held out {held_out_gain:+.2f}, evaluation {evaluation_gain:+.2f}", flush=True)
+        _, test_logits = outputs_and_logits(float_model, test_images, head)
+        evaluated, evaluated_logits = outputs_and_logits(int8, test_images, head)
+        fixed, fixed_logits = outputs_and_logits(whole, test_images, head)
+        subset = {"held_out_gain_db": sqnr_db(float_outputs, cross_fitted) - sqnr_db(float_outputs, plain),
+                  "held_out_logits_gain_db": sqnr_db(float_logits, cross_logits) - sqnr_db(float_logits, plain_logits),
+                  "held_out_image_mean_gain_db": (per_image_mean_db(float_logits, cross_logits)
+                                                  - per_image_mean_db(float_logits, plain_logits)),
+                  "evaluation_gain_db": sqnr_db(reference, fixed) - sqnr_db(reference, evaluated),
+                  "evaluation_logits_gain_db": sqnr_db(test_logits, fixed_logits) - sqnr_db(test_logits, evaluated_logits),
+                  "evaluation_image_mean_gain_db": (per_image_mean_db(test_logits, fixed_logits)
+                                                    - per_image_mean_db(test_logits, evaluated_logits))}
+        subsets.append(subset)
+        print("   " + ", ".join(f"{key.removesuffix('_db')} {value:+.2f}" for key, value in subset.items()), flush=True)
     return {"model": model_name, "head": head, "subsets": subsets}
+
+
+def in_sample_row(model_name, model, head, size, protocol):
+    """What a cheap guard would see: per subset, the correction (fitted on all 200 calibration images, as shipped)
+    scored on those same images against `auto`'s int8 model as quantized, beside its gain on the evaluation
+    images; each as the output's pooled SQNR and as the mean over images of each image's logits SQNR (a softmax
+    head's logits raised to its int8 input's floor, as the budget search reads them: mixed.softmax_relevant)."""
+    from calibration import sqnr_db
+
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.mixed import per_image_mean_db, softmax_relevant
+    from edge_resnet.quantize.statistics import softmax_input_of
+    from edge_resnet.quantize.tflite import float_tflite
+
+    print(f"== in sample: {model_name}", flush=True)
+    float_model = float_tflite(fold_batchnorm(model)[0])
+    softmax_input = softmax_input_of(float_model)
+    subsets = []
+    for test_images, reference, images, statistics, (rule, ranges), int8 in auto_subsets(model, float_model, size,
+                                                                                          protocol):
+        whole = corrected(int8, float_model, images, statistics.channel_means_by_name())
+        subset = {"rule": rule.describe()}
+        for where, inputs, float_outputs in (("in_sample", images, None), ("evaluation", test_images, reference)):
+            expected, expected_logits = outputs_and_logits(float_model, inputs, head)
+            expected = expected if float_outputs is None else float_outputs
+            plain, plain_logits = outputs_and_logits(int8, inputs, head)
+            fixed, fixed_logits = outputs_and_logits(whole, inputs, head)
+            pairs = [softmax_relevant((expected_logits, logits), ranges, softmax_input)
+                     for logits in (plain_logits, fixed_logits)]
+            subset[f"{where}_gain_db"] = sqnr_db(expected, fixed) - sqnr_db(expected, plain)
+            subset[f"{where}_image_mean_gain_db"] = per_image_mean_db(*pairs[1]) - per_image_mean_db(*pairs[0])
+        subsets.append(subset)
+        print("   " + ", ".join(f"{key.removesuffix('_db')} {value:+.2f}" for key, value in subset.items()
+                                if key != "rule"), flush=True)
+    return {"model": model_name, "head": head, "subsets": subsets}
+
+
+def auto_subsets(model, float_model, size, protocol):
+    """Per calibration subset: (evaluation images, the float Keras model's outputs on them, the calibration images,
+    their statistics, (`auto`'s rule, its ranges), `auto`'s int8 model (int8 I/O))."""
+    from calibration import float_predictions, protocol_splits
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io, tflite_chooser
+    from edge_resnet.quantize.ranges import RangeMethod
+    from edge_resnet.quantize.selection import resolved_ranges
+    from edge_resnet.quantize.statistics import collect_statistics
+
+    float_cache = {}
+    for pixels, pixel_labels, test_pixels, _ in protocol_splits(size, protocol):
+        _, test_images, reference = float_predictions(model, test_pixels, float_cache)
+        calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=pixel_labels).cached()
+        statistics = collect_statistics(float_model, calibration)
+        rule, ranges, _ = resolved_ranges(statistics, RangeMethod("auto"), tflite_chooser(float_model, True,
+                                                                                          calibration))
+        yield (test_images, reference, np.stack(list(calibration.samples())), statistics, (rule, ranges),
+               quantized_int8_io(float_model, ranges))
+
+
+def outputs_and_logits(model_bytes, images, head):
+    """(outputs, logits) of a TFLite model (int8 or float) on `images`: a softmax head's logits are its softmax's
+    input, read from the same run; a logits head's are its outputs."""
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes, tflite_outputs_and_logits
+
+    if head == "softmax":
+        return tflite_outputs_and_logits(model_bytes, images)
+    outputs = run_tflite_bytes(model_bytes, images, "int8")
+    return outputs, outputs
 
 
 def guard_lines(result):
     rows = result["guard_rows"]
-    lines = ["", "## Would a held-out guard see it coming? (`guard`: rows picked after the results above, three that "
-                 "lost and three that gained: a diagnostic, not a validation)", "",
+    lines = ["", "## Would a held-out guard see it coming? (`guard`: first six rows picked after the results above, "
+                 "three that lost and three that gained, then the rest of the digits, validation and MNIST rows; a "
+                 "diagnostic: the guard that ships is the next section's)", "",
              "Commands: " + ", ".join(f"`{command}`" for command in result.get("guard_commands", [])), "",
              "| model | held-out gain per subset (dB) | evaluation gain per subset (dB) | evaluation gain, mean: always "
              "/ guarded (kept where the held-out gain > 0) |", "|---|---|---|---|"]
@@ -160,6 +230,44 @@ def guard_lines(result):
     return lines
 
 
+def in_sample_lines(result):
+    """The shipped guard (`--bias-correction auto`: kept where the logits' mean per-image SQNR on the calibration
+    images rises) replayed per subset on the in_sample rows, beside `auto` and the raw converter of the main table."""
+    means = {row["model"]: {route: values["sqnr_db_mean"] for route, values in row["routes"].items()}
+             for row in result["rows"]}
+    lines = ["", "## The guard that ships: kept where the calibration images' logits gain (`in_sample`)", "",
+             "Commands: " + ", ".join(f"`{command}`" for command in result.get("in_sample_commands", [])), "",
+             "Per subset, the correction (fitted on the 200 calibration images) scored on those same images by the "
+             "mean over images of each image's logits SQNR (a softmax head's input, floored at its int8 range's "
+             "low), against `auto`'s model as quantized: what `--bias-correction auto` (the default) judges. The "
+             "guard was chosen on the digits and validation rows (four rules compared there: the output's pooled "
+             "SQNR, the logits' mean per-image SQNR, both, either; four of the MNIST rows were in view when it was "
+             "chosen); the MNIST and Fashion-MNIST rows validate it.", "",
+             "| model | logits gain on the calibration images, per subset (dB) | evaluation gain per subset (dB) | "
+             "evaluation gain, mean: always / guarded | auto guarded - raw converter |", "|---|---|---|---|---|"]
+    groups = {"digits and validation": [], "MNIST and Fashion-MNIST": []}
+    for row in result["in_sample_rows"]:
+        judged = [subset["in_sample_image_mean_gain_db"] for subset in row["subsets"]]
+        gains = [subset["evaluation_gain_db"] for subset in row["subsets"]]
+        guarded = float(np.mean([gain if kept > 0 else 0.0 for gain, kept in zip(gains, judged)]))
+        over_raw = means[row["model"]][AUTO] + guarded - means[row["model"]][RAW] if row["model"] in means else None
+        unseen = "MNIST" in row["model"] or "Fashion" in row["model"]
+        groups["MNIST and Fashion-MNIST" if unseen else "digits and validation"].append(
+            (float(np.mean(gains)), guarded, over_raw))
+        lines.append(f"| {row['model']} | " + ", ".join(f"{value:+.2f}" for value in judged) + " | "
+                     + ", ".join(f"{value:+.2f}" for value in gains) + f" | {np.mean(gains):+.2f} / {guarded:+.2f} | "
+                     + (f"{over_raw:+.2f}" if over_raw is not None else "") + " |")
+    lines.append("")
+    for name, rows in groups.items():
+        if rows:
+            always, guarded, over_raw = (np.array(values, dtype=float) for values in zip(*rows))
+            lines.append(f"- {name} ({len(rows)} rows): gain always {always.mean():+.2f} dB (lowest "
+                         f"{always.min():+.2f}, {int(np.sum(always < 0))} rows lower), guarded {guarded.mean():+.2f} "
+                         f"(lowest {guarded.min():+.2f}, {int(np.sum(guarded < 0))} rows lower); auto guarded over "
+                         f"the raw converter {np.nanmean(over_raw):+.2f} on average, lowest {np.nanmin(over_raw):+.2f}.")
+    return lines
+
+
 def corrected(int8_model, float_model, images, means):
     """The int8 model (int8 I/O) with its biases corrected on `images` (an array)."""
     from edge_resnet.quantize.bias_correction import with_corrected_biases
@@ -168,8 +276,9 @@ def corrected(int8_model, float_model, images, means):
 
 
 def cost():
-    """Seconds of one fixed method and of auto (biases as quantized), and of auto with its biases corrected (the
-    default), each the statistics pass and write_int8_tflite, at ResNet-50 224 on 200 images."""
+    """Seconds of one fixed method and of auto (biases as quantized), of auto with its biases corrected, and of auto
+    with the guarded correction (the default), each the statistics pass and write_int8_tflite, at ResNet-50 224 on
+    200 images."""
     import resource
 
     from calibration import resnet50_224, seeded_images
@@ -188,7 +297,8 @@ def cost():
         write_int8_tflite(float_model, recipe, scratch / "int8.tflite", calibration,
                           collect_statistics(float_model, calibration), progress=False)
 
-    routes = {"extrapolated": ("extrapolated", False), AUTO: ("auto", False), AUTO_CORRECTED: ("auto", True)}
+    routes = {"extrapolated": ("extrapolated", "off"), AUTO: ("auto", "off"), AUTO_CORRECTED: ("auto", "on"),
+              AUTO + ", biases corrected where the calibration images' logits gain (the default)": ("auto", "auto")}
     seconds = {name: [] for name in routes}
     for _ in range(2):
         for name, (method, correct) in routes.items():
@@ -244,6 +354,8 @@ def markdown(result):
                       f"better in {sum(gain > 0 for gain in fixed_gains)} of {len(fixed_gains)} rule-and-row cells."]
     if result.get("guard_rows"):
         lines += guard_lines(result)
+    if result.get("in_sample_rows"):
+        lines += in_sample_lines(result)
     if "cost" in result:
         cost = result["cost"]
         lines += ["", f"Cost (`{result['cost_command']}`; {cost['machine']['cpu']}), ResNet-50 at 224, 200 images, "
@@ -261,13 +373,14 @@ def main(parts):
     if "cost" in parts:
         result.update(cost=cost(), cost_command=command)
     sets = model_sets()
-    if parts[:1] == ["guard"]:  # guard SET SUBSTRING...: the rows of SET whose names hold a SUBSTRING
+    if parts[:1] in (["guard"], ["in_sample"]):  # guard SET SUBSTRING...: the rows of SET whose names hold one
+        measured, key = (guard_row, "guard") if parts[0] == "guard" else (in_sample_row, "in_sample")
         protocol, models = sets[parts[1]]
         for name, model, head, size in models():
             if any(part in name for part in parts[2:]):
-                row = guard_row(name, model, head, size, protocol)
-                result["guard_rows"] = [kept for kept in result.get("guard_rows", []) if kept["model"] != name] + [row]
-                result["guard_commands"] = list(dict.fromkeys([*result.get("guard_commands", []), command]))
+                row = measured(name, model, head, size, protocol)
+                result[f"{key}_rows"] = [kept for kept in result.get(f"{key}_rows", []) if kept["model"] != name] + [row]
+                result[f"{key}_commands"] = list(dict.fromkeys([*result.get(f"{key}_commands", []), command]))
                 write_results("corrected_biases", result, markdown(result))
         return
     for part in parts:

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from edge_resnet.quantize.bias_correction import (NOT_ASKED, ORT_REASON, biases_by_output, corrected_artifact, correction_parts,
-                                                  float_channel_means, shift_biases, with_corrected_biases)
+from edge_resnet.quantize.bias_correction import (NOT_ASKED, ORT_REASON, biases_by_output, corrected_artifact,
+                                                  correction_parts, describe_correction, float_channel_means,
+                                                  shift_biases, with_corrected_biases)
 from edge_resnet.quantize.int8_tflite import int8_tflite, run_tflite_bytes, write_int8_tflite
 from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
 from edge_resnet.quantize.recipe import QuantizationRecipe, record_path
@@ -17,7 +18,7 @@ from edge_resnet.quantize.tflite import float_tflite
 from tests.cli import run_in_process
 from tests.digits import softmax_twin
 
-MINMAX = QuantizationRecipe(calibration_method="minmax", bias_correction=True)
+MINMAX = QuantizationRecipe(calibration_method="minmax", bias_correction="on")
 
 
 @pytest.fixture(scope="module")
@@ -185,14 +186,14 @@ def test_quantize_corrects_the_biases_when_asked_and_says_so(float_model, tmp_pa
     assert f"biases of {layers} layers corrected toward the float model's mean outputs on 200 calibration images" \
         in result.stdout
     record = json.loads(record_path(tmp_path / "corrected.tflite").read_text())
-    assert record["bias_correction"] == {"corrected": True, "images": 200, "layers": layers}
-    assert record["recipe"]["bias_correction"] is True
-    plain = run_in_process(*common, "--output", tmp_path / "plain.tflite", cwd=tmp_path)
+    assert record["bias_correction"] == {"corrected": True, "images": 200, "layers": layers, "mode": "on"}
+    assert record["recipe"]["bias_correction"] == "on"
+    plain = run_in_process(*common, "--bias-correction", "off", "--output", tmp_path / "plain.tflite", cwd=tmp_path)
     assert plain.returncode == 0, plain.stderr
     assert "biases" not in plain.stdout  # not asked for: nothing said
     record = json.loads(record_path(tmp_path / "plain.tflite").read_text())
     assert record["bias_correction"] == {"corrected": False, "reason": NOT_ASKED}
-    assert record["recipe"]["bias_correction"] is False
+    assert record["recipe"]["bias_correction"] == "off"
     before, after = (bias_bytes((tmp_path / name).read_bytes()) for name in ("plain.tflite", "corrected.tflite"))
     assert {name for name in before if before[name] != after[name]} == \
         {name for measured, _ in correction_parts(float_model) for name in measured}
@@ -215,14 +216,95 @@ def test_the_onnx_records_say_whose_biases_it_holds(folded, float_model, statist
     from edge_resnet.quantize.onnx_export import to_onnx
 
     for route, expected in (("ort", {"corrected": False, "reason": ORT_REASON}),
-                            ("tflite", {"corrected": True, "images": len(calibration),
+                            ("tflite", {"corrected": True, "images": len(calibration), "mode": "on",
                                         "layers": sum(len(m) for m, _ in correction_parts(float_model))})):
         path = to_onnx(folded, MINMAX, calibration, output=tmp_path / f"{route}.onnx", route=route,
                        statistics=statistics, float_model=float_model)
         assert json.loads(record_path(path).read_text())["bias_correction"] == expected
 
 
-def test_an_older_recipe_records_biases_as_quantized():
-    recipe = QuantizationRecipe(bias_correction=True).to_dict()
+def test_an_older_recipe_records_biases_as_quantized_and_a_boolean_one_reads_as_on_or_off():
+    recipe = QuantizationRecipe(bias_correction="on").to_dict()
     del recipe["bias_correction"]
-    assert QuantizationRecipe.from_dict(recipe).bias_correction is False
+    assert QuantizationRecipe.from_dict(recipe).bias_correction == "off"
+    assert QuantizationRecipe.from_dict({**recipe, "bias_correction": True}).bias_correction == "on"
+    assert QuantizationRecipe.from_dict({**recipe, "bias_correction": False}).bias_correction == "off"
+    assert QuantizationRecipe().bias_correction == "auto"
+
+
+@pytest.mark.parametrize("head", ["logits", "softmax"])
+def test_auto_keeps_the_correction_only_where_it_raises_the_logits_mean_image_sqnr(folded, calibration, head):
+    """`auto` (the default) judges the corrected model against the model as
+    quantized on the calibration images, by the logits (a softmax head's
+    input, floored at its int8 range's low) as numpy scores them on the
+    whole models' own runs, and keeps whichever scores higher."""
+    from edge_resnet.quantize.int8_tflite import tflite_outputs_and_logits
+
+    keras_model = folded if head == "logits" else softmax_twin(folded)
+    float_bytes = float_tflite(keras_model)
+    statistics = collect_statistics(float_bytes, calibration)
+    images = np.stack(list(calibration.samples()))
+    int8 = int8_tflite(float_bytes, activation_ranges(statistics, RangeMethod("minmax")), MINMAX)
+    always, _ = corrected_artifact(int8, float_bytes, MINMAX, calibration, statistics)
+    chosen, record = corrected_artifact(int8, float_bytes, dataclasses.replace(MINMAX, bias_correction="auto"),
+                                        calibration, statistics)
+
+    def logits(content):
+        if head == "logits":
+            return run_tflite_bytes(content, images, "int8")
+        return tflite_outputs_and_logits(content, images)[1]
+
+    reference, before, after = logits(float_bytes), logits(int8), logits(always)
+    if head == "softmax":
+        model = read_flatbuffer(int8)
+        from edge_resnet.quantize.statistics import output_softmax
+
+        tensor = model.subgraphs[0].tensors[output_softmax(model).inputs[0]]
+        floor = tensor.quantization.scale[0] * (-128 - tensor.quantization.zeroPoint[0])
+        reference, before, after = (np.maximum(values, floor) for values in (reference, before, after))
+
+    def mean_image_db(values):
+        signal = np.sum(reference**2, axis=1)
+        return np.mean(10 * np.log10(signal / np.sum((reference - values) ** 2, axis=1)))
+
+    scores = record["calibration_sqnr_db"]
+    assert scores["as_quantized"] == pytest.approx(mean_image_db(before), abs=2e-3)
+    assert scores["corrected"] == pytest.approx(mean_image_db(after), abs=2e-3)
+    assert record["corrected"] == (scores["corrected"] > scores["as_quantized"])
+    assert chosen == (always if record["corrected"] else int8)
+    assert describe_correction(record).startswith("biases of" if record["corrected"] else "biases as quantized")
+
+
+def test_auto_leaves_the_biases_as_quantized_where_the_correction_lowers_the_score(float_model, calibration,
+                                                                                   statistics, int8_model):
+    """A correction toward another model's means makes the int8 model worse:
+    `auto` sees it on the calibration images and keeps the biases as they were."""
+    wrong = dataclasses.replace(statistics, channel_means=tuple(means + 3.0 * (np.abs(means) + 1)
+                                                                 for means in statistics.channel_means))
+    content, record = corrected_artifact(int8_model, float_model, dataclasses.replace(MINMAX, bias_correction="auto"),
+                                         calibration, wrong)
+    assert content == int8_model
+    assert not record["corrected"] and record["calibration_sqnr_db"]["corrected"] < \
+        record["calibration_sqnr_db"]["as_quantized"]
+    assert describe_correction(record).startswith("biases as quantized: correcting them lowered")
+
+
+def test_the_statistics_pass_keeps_a_softmax_heads_logits(folded, calibration, images, tmp_path):
+    """What `auto` judges a softmax head's correction by comes from the one
+    statistics pass: the float logits per image, kept in the file and
+    refused there when damaged."""
+    from edge_resnet.errors import DataError
+    from edge_resnet.quantize.int8_tflite import tflite_outputs_and_logits
+
+    softmax_model = float_tflite(softmax_twin(folded))
+    statistics = collect_statistics(softmax_model, calibration)
+    np.testing.assert_allclose(statistics.float_logits, tflite_outputs_and_logits(softmax_model, images)[1],
+                               rtol=1e-5, atol=1e-5)
+    loaded = ActivationStatistics.load(statistics.save(tmp_path / "softmax.npz"))
+    assert np.array_equal(loaded.float_logits, statistics.float_logits)
+    assert collect_statistics(float_tflite(folded), calibration).float_logits is None  # a logits head: its outputs
+    damaged = statistics.float_logits.copy()
+    damaged[3, 1] = np.nan
+    path = dataclasses.replace(statistics, float_logits=damaged).save(tmp_path / "damaged.npz")
+    with pytest.raises(DataError, match="logits hold a value that is not a finite number"):
+        ActivationStatistics.load(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_resnet.quantize.bias_correction import NOT_ASKED
+from edge_resnet.quantize.bias_correction import ORT_REASON, describe_correction
 from edge_resnet.quantize.ranges import DEFAULT_METHOD
 from edge_resnet.quantize.recipe import record_path
 from edge_resnet.quantize.statistics import ActivationStatistics
@@ -122,7 +122,12 @@ def test_default_run_converts_the_trained_demo_on_held_out_digits(default_run):
         assert (f"it stays best (within 0.1 dB) on {record['selection']['stays_best_share']:.0%} of 1000 resamples "
                 "of those images") in line
         biases = json.loads(record_path(output / name).read_text())["bias_correction"]
-        assert biases == {"corrected": False, "reason": NOT_ASKED} and "biases" not in line  # not asked for
+        if name.endswith(".onnx"):  # onnxruntime's own biases: nothing to say on the line
+            assert biases == {"corrected": False, "reason": ORT_REASON} and "biases" not in line
+        else:  # the default: corrected where it raises the logits' mean per-image SQNR on the calibration images
+            scores = biases["calibration_sqnr_db"]
+            assert biases["mode"] == "auto" and biases["corrected"] == (scores["corrected"] > scores["as_quantized"])
+            assert line.endswith(describe_correction(biases))
     assert "## Activation ranges" in (output / "report.md").read_text()
     assert "How sure each choice is" in (output / "report.md").read_text()
     assert statistics.calibration["fingerprint"] == calibration["fingerprint"]

@@ -12,6 +12,7 @@ one per part. The integer arithmetic is the same as the whole model's.
 """
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -157,15 +158,39 @@ def with_corrected_biases(int8_model_bytes, float_model_bytes, samples, count, f
     after another. `samples`: the `count` calibration images (an iterable);
     `float_means`: {tensor name: the float model's mean per channel over
     them} (ActivationStatistics.channel_means_by_name)."""
+    correction = corrected_and_read(int8_model_bytes, float_model_bytes, samples, count, float_means)
+    return correction.model, correction.shifted
+
+
+@dataclass(frozen=True)
+class Correction:
+    model: bytes  # the int8 TFLite with its biases corrected (unchanged where shifted is None)
+    shifted: list  # the names of the layers shifted, or None: the parts do not run one after another
+    read: dict  # {tensor name: its int8 values on every image} of the tensors asked for, in the corrected model
+    read_as_quantized: dict  # ... and in the model as quantized
+
+
+def corrected_and_read(int8_model_bytes, float_model_bytes, samples, count, float_means, read=()):
+    """with_corrected_biases as a Correction, with the int8 values on every
+    image of the tensors `read` (indices in the int8 graph) in the model as
+    quantized and as corrected: the one from a run of the whole model on the
+    images the correction reads anyway, the other from the last part run on
+    to the graph's end once more."""
     parts = correction_parts(float_model_bytes)
     model = read_flatbuffer(int8_model_bytes)
     graph = model.subgraphs[0]
     windows = part_windows(graph, parts)
     if windows is None:
-        return int8_model_bytes, None
+        return Correction(int8_model_bytes, None, {}, {})
     last_stop = windows[-1][1] if windows else 0
     values = model_inputs(graph, samples, count)
     tensor_name = {index: tensor.name.decode() for index, tensor in enumerate(graph.tensors)}
+    read_names = [tensor_name[index] for index in read]
+    as_quantized = {}
+    if read:
+        content, inputs = window_model(model, 0, len(graph.operators), read)
+        as_quantized, _ = run_window(content, [tensor_name[index] for index in inputs], values, count,
+                                     carried=read_names)
     shifted = []
     for (measured, _), (start, stop) in zip(parts, windows):
         written = [index for operator in graph.operators[start:stop] for index in operator.outputs]
@@ -182,7 +207,12 @@ def with_corrected_biases(int8_model_bytes, float_model_bytes, samples, count, f
                                  carried=[tensor_name[index] for index in carried])
             still_read = {tensor_name[index] for index in read_later}
             values = {name: array for name, array in values.items() if name in still_read} | kept
-    return flatbuffer_bytes(model), shifted
+    corrected = as_quantized
+    if read and windows:
+        content, inputs = window_model(model, windows[-1][0], len(graph.operators), read)
+        corrected, _ = run_window(content, [tensor_name[index] for index in inputs], values, count,
+                                  carried=read_names)
+    return Correction(flatbuffer_bytes(model), shifted, corrected, as_quantized)
 
 
 def float_channel_means(float_model_bytes, samples, names):
@@ -209,45 +239,119 @@ def float_channel_means(float_model_bytes, samples, names):
 
 
 NEEDS_IMAGES = ("--bias-correction corrects the int8 biases on calibration images: give --calibration PATH with "
-                "--statistics, or leave it out")
-NOT_ASKED = "not asked for (--bias-correction)"
+                "--statistics, or leave it out (or give --bias-correction off)")
+NOT_ASKED = "not asked for (--bias-correction off)"
+NO_IMAGES_REASON = "no calibration images to correct them on (--statistics without --calibration)"
 ORT_REASON = "onnxruntime's static quantization does not correct them"
 ORT_ROUTE_BIASES = ("--bias-correction applies to the int8 TFLite and the ONNX made from it (--onnx-route tflite): "
                     "onnxruntime's route does not correct biases; leave it out")
 NO_BUDGET_REASON = "an accuracy budget's parts are chosen on the int8 model as quantized"
 OUT_OF_ORDER_REASON = "the network's parts do not run one after another in the int8 graph"
+JUDGED_BY = ("the mean over the calibration images of each image's logits SQNR (a softmax head: its input, "
+             "with logits under the int8 input's floor raised to it)")
 
 
 def corrects_biases(recipe):
-    """Whether the int8 TFLite of `recipe` gets its biases corrected (and so needs the calibration images)."""
-    return recipe.mode == "int8" and recipe.bias_correction and recipe.budget() is None
+    """Whether the int8 TFLite of `recipe` may get its biases corrected (and so reads the calibration images)."""
+    return recipe.mode == "int8" and recipe.bias_correction != "off" and recipe.budget() is None
+
+
+def judged_tensor(int8_model_bytes):
+    """(index in the int8 graph, floor or None) of what a correction is
+    judged by: a softmax head's input (logits under the floor of its int8
+    range come out 0 either way), else the graph output."""
+    from .statistics import output_softmax
+
+    model = read_flatbuffer(int8_model_bytes)
+    graph = model.subgraphs[0]
+    softmax = output_softmax(model)
+    if softmax is None:
+        return graph.outputs[0], None
+    tensor = graph.tensors[softmax.inputs[0]]
+    return softmax.inputs[0], float(tensor.quantization.scale[0]) * (-128 - int(tensor.quantization.zeroPoint[0]))
+
+
+def judged_reference(float_model_bytes, statistics, calibration, softmax):
+    """The float model's logits (a softmax head's input) or outputs on the
+    calibration images: those the statistics pass kept when it ran on these
+    images, else the float model run again."""
+    from .int8_tflite import run_tflite_bytes, tflite_outputs_and_logits
+
+    same_images = calibration.fingerprint == statistics.calibration.get("fingerprint")
+    kept = statistics.float_logits if softmax else statistics.float_outputs
+    if same_images and kept is not None and len(kept) == len(calibration):
+        return kept
+    images = np.stack(list(calibration.samples())).astype(np.float32, copy=False)
+    if softmax:
+        return tflite_outputs_and_logits(float_model_bytes, images)[1]
+    return run_tflite_bytes(float_model_bytes, images, "the float model")
+
+
+def judged_db(reference, int8_values, tensor, floor):
+    """The mean over images of each image's SQNR of `int8_values` (an int8
+    tensor's, dequantized by `tensor`'s quantization) against `reference`,
+    both raised to `floor` where there is one."""
+    from .mixed import per_image_mean_db
+
+    scale, zero_point = float(tensor.quantization.scale[0]), int(tensor.quantization.zeroPoint[0])
+    values = scale * (np.asarray(int8_values, np.float64).reshape(len(reference), -1) - zero_point)
+    reference = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    if floor is not None:
+        values, reference = np.maximum(values, floor), np.maximum(reference, floor)
+    return per_image_mean_db(reference, values)
 
 
 def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration, statistics):
     """(the int8 TFLite, int8 input and output as litert-quantizer writes it,
     the record of what was done): its biases corrected on the calibration
-    images (`calibration`, an ImageSet) unless the recipe says not to or
-    keeps parts out of int8 for a budget."""
-    if not recipe.bias_correction:
+    images (`calibration`, an ImageSet) unless the recipe says not to, keeps
+    parts out of int8 for a budget, or (`auto`) the correction does not
+    raise the logits' mean per-image SQNR on those images (JUDGED_BY)."""
+    if recipe.bias_correction == "off":
         return int8_model_bytes, {"corrected": False, "reason": NOT_ASKED}
     if recipe.budget() is not None:
         return int8_model_bytes, {"corrected": False, "reason": NO_BUDGET_REASON}
+    if calibration is None:
+        return int8_model_bytes, {"corrected": False, "reason": NO_IMAGES_REASON}
     means = statistics.channel_means_by_name()
     if means is None or calibration.fingerprint != statistics.calibration.get("fingerprint"):
         names = [name for measured, _ in correction_parts(float_model_bytes) for name in measured]
         means = float_channel_means(float_model_bytes, calibration.samples(), names)
-    corrected, shifted = with_corrected_biases(int8_model_bytes, float_model_bytes, calibration.samples(),
-                                               len(calibration), means)
-    if shifted is None:
+    judged, floor = judged_tensor(int8_model_bytes)
+    guarded = recipe.bias_correction == "auto"
+    correction = corrected_and_read(int8_model_bytes, float_model_bytes, calibration.samples(), len(calibration),
+                                    means, read=[judged] if guarded else [])
+    if correction.shifted is None:
         return int8_model_bytes, {"corrected": False, "reason": OUT_OF_ORDER_REASON}
-    return corrected, {"corrected": True, "images": len(calibration), "layers": len(shifted)}
+    record = {"corrected": True, "images": len(calibration), "layers": len(correction.shifted),
+              "mode": recipe.bias_correction}
+    if guarded:
+        tensor = read_flatbuffer(int8_model_bytes).subgraphs[0].tensors[judged]
+        reference = judged_reference(float_model_bytes, statistics, calibration, floor is not None)
+        name = tensor.name.decode()
+        scores = {"as_quantized": judged_db(reference, correction.read_as_quantized[name], tensor, floor),
+                  "corrected": judged_db(reference, correction.read[name], tensor, floor)}
+        record["calibration_sqnr_db"] = {key: round(value, 3) for key, value in scores.items()}
+        record["judged_by"] = JUDGED_BY
+        if not scores["corrected"] > scores["as_quantized"]:
+            return int8_model_bytes, {**record, "corrected": False, "layers": 0,
+                                      "reason": "correcting them lowered their logits' mean per-image SQNR on the "
+                                                f"{len(calibration)} calibration images"}
+    return correction.model, record
 
 
 def describe_correction(record):
-    """One line on an artifact's bias_correction record, or None where it was not asked for (or not recorded)."""
-    if record is None or record.get("reason") == NOT_ASKED:
+    """One line on an artifact's bias_correction record, or None where it was not asked for, the biases are
+    onnxruntime's own, or nothing was recorded."""
+    if record is None or record.get("reason") in (NOT_ASKED, ORT_REASON):
         return None
+    scores = record.get("calibration_sqnr_db")
+    judged = (f"the logits' mean per-image SQNR on them {scores['as_quantized']:.2f} -> {scores['corrected']:.2f} dB"
+              if scores else None)
     if record["corrected"]:
         return (f"biases of {record['layers']} layers corrected toward the float model's mean outputs on "
-                f"{record['images']} calibration images")
+                f"{record['images']} calibration images" + (f" ({judged})" if judged else ""))
+    if scores:
+        return (f"biases as quantized: correcting them lowered the logits' mean per-image SQNR on the "
+                f"{record['images']} calibration images ({scores['as_quantized']:.2f} -> {scores['corrected']:.2f} dB)")
     return f"biases as quantized ({record['reason']})"

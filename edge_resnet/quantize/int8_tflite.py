@@ -475,7 +475,7 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
 
     output = Path(output)
     statistics = statistics_for(float_model, calibration, statistics, progress)
-    if corrects_biases(recipe) and calibration is None:  # statistics given: nothing costly has run yet
+    if corrects_biases(recipe) and recipe.bias_correction == "on" and calibration is None:  # nothing costly yet
         raise ConfigError(NEEDS_IMAGES)
     method, ranges, selection = resolved_ranges(statistics, recipe.range_method(),
                                                 tflite_chooser(float_model, recipe.per_channel, calibration))

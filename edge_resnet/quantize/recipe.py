@@ -19,6 +19,7 @@ ONNX_FORMATS = ("qdq", "qoperator")
 # what the parts an accuracy budget needs run in (mixed.PRECISIONS); auto: dynamic, then float32
 FALLBACK_PRECISIONS = ("auto", "dynamic", "float32")
 BUDGET_TERMS = ("min_sqnr", "min_sqnr_gain", "max_accuracy_drop", "min_agreement")  # fields of mixed.Budget
+BIAS_CORRECTIONS = ("auto", "on", "off")  # bias_correction.corrected_artifact
 ONNX_ROUTES = ("ort", "tflite")  # int8 ONNX by onnxruntime static quantization, or from the int8 TFLite
 MODE_DESCRIPTIONS = {
     "int8": "full integer: weights int8 symmetric per output channel, activations int8 per tensor",
@@ -58,8 +59,9 @@ class QuantizationRecipe:
     # auto tries dynamic-range int8 first, float32 when that cannot meet the budget
     fallback_precision: str = "auto"
     # int8 TFLite: each layer's int32 bias shifted by the mean error of its outputs on the calibration images,
-    # part by part (bias_correction.py); not where a budget keeps parts out of int8
-    bias_correction: bool = False
+    # part by part (bias_correction.py); not where a budget keeps parts out of int8. auto: kept where it raises
+    # the logits' mean per-image SQNR on those images; on: always; off: never (recipes before auto: true / false)
+    bias_correction: str = "auto"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -82,6 +84,11 @@ class QuantizationRecipe:
             check_accuracy_terms(self.max_accuracy_drop, self.min_agreement)
             if self.mode != "int8":
                 raise ConfigError(f"{budget.flags()} keeps parts of an int8 model in float32: it needs --quantize int8")
+        if isinstance(self.bias_correction, bool):  # a recipe written when it was on or off
+            object.__setattr__(self, "bias_correction", "on" if self.bias_correction else "off")
+        if self.bias_correction not in BIAS_CORRECTIONS:
+            raise ConfigError(f"--bias-correction must be one of {', '.join(BIAS_CORRECTIONS)}. Received: "
+                              f"{self.bias_correction!r}")
         if self.fallback_precision not in FALLBACK_PRECISIONS:
             raise ConfigError(f"--fallback-precision must be one of {', '.join(FALLBACK_PRECISIONS)}. Received: "
                               f"{self.fallback_precision!r}")
@@ -145,6 +152,8 @@ class QuantizationRecipe:
             raise ConfigError(f"unknown recipe fields: {', '.join(unknown)}")
         if "fallback_precision" not in data and any(data.get(name) is not None for name in BUDGET_TERMS):
             data = {**data, "fallback_precision": "float32"}  # recorded before dynamic-range parts: float32 parts
+        if "bias_correction" not in data:
+            data = {**data, "bias_correction": "off"}  # recorded before biases were corrected
         return cls(**data)
 
     def to_json(self):

@@ -287,6 +287,9 @@ class ActivationStatistics:
     # tensor in `tensors` order (what bias_correction corrects the int8 biases toward), or None (a statistics file
     # saved before they were kept)
     channel_means: tuple = dataclasses.field(default=None, repr=False, compare=False)
+    # a softmax head's logits (the output softmax's input) on every sample, in pass order (what bias_correction
+    # judges a correction by), or None (no output softmax, or a statistics file saved before they were kept)
+    float_logits: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
     # the input of the softmax writing the graph output (SoftmaxInput), or None: derived from the model
     # (softmax_input_of), not saved in a statistics file
     softmax_input: tuple = None
@@ -299,7 +302,8 @@ class ActivationStatistics:
         held_out = self.folds[fold]
         positions = list(held_out.positions)
         tensors = tuple(total.without(part, positions) for total, part in zip(self.tensors, held_out.tensors))
-        return dataclasses.replace(self, tensors=tensors, folds=None, float_outputs=None, channel_means=None)
+        return dataclasses.replace(self, tensors=tensors, folds=None, float_outputs=None, channel_means=None,
+                                   float_logits=None)
 
     @property
     def samples(self):
@@ -328,6 +332,7 @@ class ActivationStatistics:
             **(fold_arrays(self.folds) if self.folds else {}),
             **({"float_outputs": self.float_outputs} if self.float_outputs is not None else {}),
             **(channel_mean_arrays(self.channel_means) if self.channel_means is not None else {}),
+            **({"float_logits": self.float_logits} if self.float_logits is not None else {}),
         }
 
     def channel_means_by_name(self):
@@ -387,7 +392,7 @@ class ActivationStatistics:
             folds = folds_from(arrays, tensors) if "fold_of_sample" in arrays else None
             return cls(tensors, header["model_sha256"], header["calibration"], tuple(header["graph_inputs"]),
                        tuple(header["graph_outputs"]), folds, arrays.get("float_outputs"),
-                       channel_means_from(arrays) if "channel_means" in arrays else None)
+                       channel_means_from(arrays) if "channel_means" in arrays else None, arrays.get("float_logits"))
         except DataError:
             raise
         except (OSError, ValueError, KeyError, TypeError, EOFError, IndexError, zipfile.BadZipFile,
@@ -449,6 +454,9 @@ def arrays_problem(arrays):
         return "a histogram bin holds no values"
     if "float_outputs" in arrays and not np.all(np.isfinite(arrays["float_outputs"])):
         return "the float model's outputs hold a value that is not a finite number"
+    if "float_logits" in arrays and not (np.all(np.isfinite(arrays["float_logits"]))
+                                         and len(arrays["float_logits"]) == len(minima[0] if len(minima) else ())):
+        return "the float model's logits hold a value that is not a finite number, or not one row per sample"
     if "channel_means" in arrays and channel_means_problem(arrays):
         return "its per-channel means disagree with its tensors or are not finite numbers"
     return fold_arrays_problem(arrays, len(arrays["names"]), len(minima[0]) if len(minima) else 0)
@@ -636,7 +644,9 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
     views = [interpreter.tensor(output_index[name]) for name in names]  # no copies
     inputs, outputs = graph_io_names(float_model_bytes)
     output_view = views[names.index(outputs[0])]
-    float_outputs = []
+    softmax_input = softmax_input_of(float_model_bytes)
+    logits_view = views[names.index(softmax_input.tensor)] if softmax_input and softmax_input.tensor in names else None
+    float_outputs, float_logits = [], []
     fold_of = sample_folds(calibration.labels, len(calibration), calibration.seed) or [0] * len(calibration)
     accumulators = [[TensorAccumulator() for _ in names] for _ in range(max(fold_of, default=0) + 1)]
     channel_sums = [None] * len(names)
@@ -650,6 +660,8 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
             accumulator.update(view())  # no name kept: the next invoke refuses while one holds its memory
             channel_sums[index] = added_channel_sums(channel_sums[index], view())
         float_outputs.append(output_view()[0].copy())
+        if logits_view is not None:
+            float_logits.append(logits_view()[0].copy())
     if not any(group[0].count for group in accumulators):
         raise DataError("the calibration set yielded no samples")
     positions = [tuple(p for p, fold in enumerate(fold_of) if fold == index) for index in range(len(accumulators))]
@@ -669,7 +681,8 @@ def collect_statistics(float_model_bytes, calibration, threads=2, progress=None)
     channel_means = tuple(sums / (tensor.count / len(sums)) for sums, tensor in zip(channel_sums, tensors))
     return ActivationStatistics(tensors, model_sha256(float_model_bytes), calibration.describe(), inputs, outputs,
                                 folds if len(folds) > 1 else None, np.stack(float_outputs), channel_means,
-                                softmax_input_of(float_model_bytes), concatenations_of(float_model_bytes))
+                                np.stack(float_logits) if float_logits else None, softmax_input,
+                                concatenations_of(float_model_bytes))
 
 
 def check_input_shape(expected, calibration):

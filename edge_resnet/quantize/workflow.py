@@ -9,8 +9,8 @@ from ..errors import ConfigError
 from ..model.source import MODEL_HELP, ModelRequest
 from ..options import option
 from .ranges import AUTO, DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
-from .recipe import (ACTIVATION_TYPES, BUDGET_TERMS, FALLBACK_PRECISIONS, IO_TYPES, MODES, ONNX_FORMATS,
-                     ONNX_ROUTES, QuantizationRecipe)
+from .recipe import (ACTIVATION_TYPES, BIAS_CORRECTIONS, BUDGET_TERMS, FALLBACK_PRECISIONS, IO_TYPES, MODES,
+                     ONNX_FORMATS, ONNX_ROUTES, QuantizationRecipe)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,11 +46,12 @@ class QuantizationRequest:
                                   help="int8: as --min-sqnr, with the level full int8's output SQNR on the same "
                                        "held-out images plus DB, above 0 and below 100 (a gain carries over to "
                                        "other images more often than a level); not with --min-sqnr")
-    bias_correction: bool = option("--bias-correction", default=False, action="store_true",
-                                   help="int8 TFLite (and the ONNX made from it): shift each layer's bias, part by "
-                                        "part, by the mean error of its int8 outputs against the float model's on "
-                                        "the calibration images (+0.3 dB on average over 22 models, but -1 to -2 dB "
-                                        "on two: try it against your evaluation images)")
+    bias_correction: str = option("--bias-correction", default=None, nargs="?", const="on", choices=BIAS_CORRECTIONS,
+                                  help="int8 TFLite (and the ONNX made from it): shift each layer's bias, part by "
+                                       "part, by the mean error of its int8 outputs against the float model's on "
+                                       "the calibration images. auto (default): kept only where it raises the "
+                                       "logits' mean per-image SQNR on those images; on (the bare flag): always; "
+                                       "off: never")
     fallback_precision: str = option("--fallback-precision", default=None, choices=FALLBACK_PRECISIONS,
                                      help="with a budget: what the parts it needs run in, in the TFLite (default: "
                                           "auto, dynamic first): dynamic (int8 weights, activations quantized per "
@@ -105,7 +106,7 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
     def recipe(self):
         if self.quantize != "int8" and self.range_method_options():
             raise ConfigError("--calibration-method, --percentile and --extrapolation apply to --quantize int8 only")
-        if self.quantize != "int8" and self.bias_correction:
+        if self.quantize != "int8" and self.bias_correction not in (None, "off"):
             raise ConfigError("--bias-correction applies to --quantize int8 only")
         io_types = {key: value for key, value in (("input_type", self.input_type), ("output_type", self.output_type))
                     if value}
@@ -115,7 +116,8 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
         return QuantizationRecipe.for_mode(self.quantize, per_channel=self.per_channel,
                                            onnx_activation_type=self.activation_type, onnx_format=self.onnx_format,
                                            onnx_reduce_range=not self.full_range,
-                                           bias_correction=self.bias_correction, **io_types,
+                                           **({"bias_correction": self.bias_correction}
+                                              if self.bias_correction else {}), **io_types,
                                            **self.range_method_options())
 
 
@@ -135,9 +137,10 @@ def check_request(request, recipe):
                           "statistics came from: give --calibration PATH with --statistics, or name a method "
                           "(e.g. --calibration-method extrapolated)")
     makes_tflite = request.target == ".tflite" or request.onnx_route == "tflite"
-    if request.statistics and not request.calibration and corrects_biases(recipe) and makes_tflite:
+    asked = request.bias_correction not in (None, "off")  # the default leaves them as quantized where it cannot
+    if asked and request.statistics and not request.calibration and corrects_biases(recipe) and makes_tflite:
         raise ConfigError(NEEDS_IMAGES)
-    if recipe.bias_correction and not makes_tflite:
+    if asked and not makes_tflite:
         raise ConfigError(ORT_ROUTE_BIASES)
     if not recipe.needs_calibration and (request.statistics or request.save_statistics):
         raise ConfigError("--statistics and --save-statistics apply to --quantize int8 only")
