@@ -231,17 +231,18 @@ def guard_lines(result):
 
 
 def in_sample_lines(result):
-    """The shipped guard (`--bias-correction auto`: kept where the logits' mean per-image SQNR on the calibration
-    images rises) replayed per subset on the in_sample rows, beside `auto` and the raw converter of the main table."""
+    """The shipped guard (the default, recipe `bias_correction: "auto"`: kept where the logits' mean per-image SQNR
+    on the calibration images rises) replayed per subset on the in_sample rows, beside `auto` and the raw converter
+    of the main table."""
     means = {row["model"]: {route: values["sqnr_db_mean"] for route, values in row["routes"].items()}
              for row in result["rows"]}
     lines = ["", "## The guard that ships: kept where the calibration images' logits gain (`in_sample`)", "",
              "Commands: " + ", ".join(f"`{command}`" for command in result.get("in_sample_commands", [])), "",
              "Per subset, the correction (fitted on the 200 calibration images) scored on those same images by the "
              "mean over images of each image's logits SQNR (a softmax head's input, floored at its int8 range's "
-             "low), against `auto`'s model as quantized: what `--bias-correction auto` (the default) judges. The "
-             "guard was chosen on the digits and validation rows (four rules compared there: the output's pooled "
-             "SQNR, the logits' mean per-image SQNR, both, either; four of the MNIST rows were in view when it was "
+             "low), against `auto`'s model as quantized: what the default (recipe `bias_correction: \"auto\"`) "
+             "judges. The guard was chosen on the digits and validation rows (four rules compared there: the "
+             "output's pooled SQNR, the logits' mean per-image SQNR, both, either; four of the MNIST rows were in view when it was "
              "chosen); the MNIST and Fashion-MNIST rows validate it.", "",
              "| model | logits gain on the calibration images, per subset (dB) | evaluation gain per subset (dB) | "
              "evaluation gain, mean: always / guarded | auto guarded - raw converter |", "|---|---|---|---|---|"]

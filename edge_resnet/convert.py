@@ -150,9 +150,9 @@ def check_config(config):
     if config.quantize != "int8" and any(getattr(config, name) is not None for name in int8_only):
         raise ConfigError("--calibration-method, --percentile, --extrapolation, --statistics and "
                           "--fallback-precision apply to --quantize int8 only")
-    if config.quantize != "int8" and config.bias_correction not in (None, "off"):
+    if config.quantize != "int8" and config.bias_correction:
         raise ConfigError("--bias-correction applies to --quantize int8 only")
-    if config.bias_correction not in (None, "off") and "tflite" not in formats:
+    if config.bias_correction and "tflite" not in formats:
         raise ConfigError("--bias-correction applies to the int8 TFLite (convert's int8 ONNX is onnxruntime's, "
                           "which does not correct biases): add tflite to --formats, or leave it out")
     if config.fallback_precision == "dynamic" and "onnx" in formats:

@@ -123,7 +123,7 @@ def test_default_run_converts_the_trained_demo_on_held_out_digits(default_run):
                 "of those images") in line
         biases = json.loads(record_path(output / name).read_text())["bias_correction"]
         if name.endswith(".onnx"):  # onnxruntime's own biases: nothing to say on the line
-            assert biases == {"corrected": False, "reason": ORT_REASON} and "biases" not in line
+            assert biases == {"corrected": False, "mode": "auto", "reason": ORT_REASON} and "biases" not in line
         else:  # the default: corrected where it raises the logits' mean per-image SQNR on the calibration images
             scores = biases["calibration_sqnr_db"]
             assert biases["mode"] == "auto" and biases["corrected"] == (scores["corrected"] > scores["as_quantized"])

@@ -49,13 +49,13 @@ def output_sqnr_on(model, float_model, images):
 
 def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data):
     folder, float_model, evaluation = data
-    full = quantize(data, "full.tflite", "--bias-correction", "off")  # what a budget searches on
+    full = quantize(data, "full.tflite", "--no-bias-correction")  # what a budget searches on
     assert full.returncode == 0, full.stderr
     # met at once: the full-int8 held-out score; the biases asked for are not corrected under a budget
     first = quantize(data, "probe.tflite", "--min-sqnr", "1", "--bias-correction")
     assert first.returncode == 0, first.stderr
     assert (folder / "probe.tflite").read_bytes() == (folder / "full.tflite").read_bytes()
-    assert read_record(folder / "probe.tflite")["bias_correction"] == {"corrected": False,
+    assert read_record(folder / "probe.tflite")["bias_correction"] == {"corrected": False, "mode": "on",
                                                                         "reason": NO_BUDGET_REASON}
     start = read_record(folder / "probe.tflite")["mixed_precision"]
     assert start["met"] and start["float_parts"] == [] and len(start["steps"]) == 1

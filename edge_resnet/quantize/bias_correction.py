@@ -174,15 +174,14 @@ def corrected_and_read(int8_model_bytes, float_model_bytes, samples, count, floa
     """with_corrected_biases as a Correction, with the int8 values on every
     image of the tensors `read` (indices in the int8 graph) in the model as
     quantized and as corrected: the one from a run of the whole model on the
-    images the correction reads anyway, the other from the last part run on
-    to the graph's end once more."""
+    images the correction reads anyway, the other from the corrected parts'
+    own runs and the operators after the last part."""
     parts = correction_parts(float_model_bytes)
     model = read_flatbuffer(int8_model_bytes)
     graph = model.subgraphs[0]
     windows = part_windows(graph, parts)
     if windows is None:
         return Correction(int8_model_bytes, None, {}, {})
-    last_stop = windows[-1][1] if windows else 0
     values = model_inputs(graph, samples, count)
     tensor_name = {index: tensor.name.decode() for index, tensor in enumerate(graph.tensors)}
     read_names = [tensor_name[index] for index in read]
@@ -191,10 +190,16 @@ def corrected_and_read(int8_model_bytes, float_model_bytes, samples, count, floa
         content, inputs = window_model(model, 0, len(graph.operators), read)
         as_quantized, _ = run_window(content, [tensor_name[index] for index in inputs], values, count,
                                      carried=read_names)
+    last_stop = windows[-1][1] if windows else 0
+    # what is read after the last part (a softmax head's classifier, with no bias corrected, is in no part), kept
+    # for the tensors `read` only
+    read_after_parts = {index for operator in graph.operators[last_stop:] for index in operator.inputs
+                        if index >= 0} | set(read) if read else set()
     shifted = []
     for (measured, _), (start, stop) in zip(parts, windows):
         written = [index for operator in graph.operators[start:stop] for index in operator.outputs]
-        read_later = {index for operator in graph.operators[stop:last_stop] for index in operator.inputs if index >= 0}
+        read_later = {index for operator in graph.operators[stop:last_stop] for index in operator.inputs
+                      if index >= 0} | read_after_parts
         carried = [index for index in written if index in read_later]
         measured_indices = int8_tensors(graph, [index for index in written if tensor_name[index] in measured])
         content, inputs = window_model(model, start, stop, measured_indices)
@@ -207,12 +212,13 @@ def corrected_and_read(int8_model_bytes, float_model_bytes, samples, count, floa
                                  carried=[tensor_name[index] for index in carried])
             still_read = {tensor_name[index] for index in read_later}
             values = {name: array for name, array in values.items() if name in still_read} | kept
-    corrected = as_quantized
-    if read and windows:
-        content, inputs = window_model(model, windows[-1][0], len(graph.operators), read)
-        corrected, _ = run_window(content, [tensor_name[index] for index in inputs], values, count,
-                                  carried=read_names)
-    return Correction(flatbuffer_bytes(model), shifted, corrected, as_quantized)
+    missing = [index for index in read if tensor_name[index] not in values]  # written after the last part
+    if missing:
+        content, inputs = window_model(model, last_stop, len(graph.operators), missing)
+        kept, _ = run_window(content, [tensor_name[index] for index in inputs], values, count,
+                             carried=[tensor_name[index] for index in missing])
+        values = values | kept
+    return Correction(flatbuffer_bytes(model), shifted, {name: values[name] for name in read_names}, as_quantized)
 
 
 def float_channel_means(float_model_bytes, samples, names):
@@ -239,7 +245,7 @@ def float_channel_means(float_model_bytes, samples, names):
 
 
 NEEDS_IMAGES = ("--bias-correction corrects the int8 biases on calibration images: give --calibration PATH with "
-                "--statistics, or leave it out (or give --bias-correction off)")
+                "--statistics, or leave it out")
 NOT_ASKED = "not asked for (--bias-correction off)"
 NO_IMAGES_REASON = "no calibration images to correct them on (--statistics without --calibration)"
 ORT_REASON = "onnxruntime's static quantization does not correct them"
@@ -307,24 +313,24 @@ def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration,
     images (`calibration`, an ImageSet) unless the recipe says not to, keeps
     parts out of int8 for a budget, or (`auto`) the correction does not
     raise the logits' mean per-image SQNR on those images (JUDGED_BY)."""
-    if recipe.bias_correction == "off":
-        return int8_model_bytes, {"corrected": False, "reason": NOT_ASKED}
+    mode = recipe.bias_correction
+    if mode == "off":
+        return int8_model_bytes, {"corrected": False, "mode": mode, "reason": NOT_ASKED}
     if recipe.budget() is not None:
-        return int8_model_bytes, {"corrected": False, "reason": NO_BUDGET_REASON}
+        return int8_model_bytes, {"corrected": False, "mode": mode, "reason": NO_BUDGET_REASON}
     if calibration is None:
-        return int8_model_bytes, {"corrected": False, "reason": NO_IMAGES_REASON}
+        return int8_model_bytes, {"corrected": False, "mode": mode, "reason": NO_IMAGES_REASON}
     means = statistics.channel_means_by_name()
     if means is None or calibration.fingerprint != statistics.calibration.get("fingerprint"):
         names = [name for measured, _ in correction_parts(float_model_bytes) for name in measured]
         means = float_channel_means(float_model_bytes, calibration.samples(), names)
     judged, floor = judged_tensor(int8_model_bytes)
-    guarded = recipe.bias_correction == "auto"
+    guarded = mode == "auto"
     correction = corrected_and_read(int8_model_bytes, float_model_bytes, calibration.samples(), len(calibration),
                                     means, read=[judged] if guarded else [])
     if correction.shifted is None:
-        return int8_model_bytes, {"corrected": False, "reason": OUT_OF_ORDER_REASON}
-    record = {"corrected": True, "images": len(calibration), "layers": len(correction.shifted),
-              "mode": recipe.bias_correction}
+        return int8_model_bytes, {"corrected": False, "mode": mode, "reason": OUT_OF_ORDER_REASON}
+    record = {"corrected": True, "images": len(calibration), "layers": len(correction.shifted), "mode": mode}
     if guarded:
         tensor = read_flatbuffer(int8_model_bytes).subgraphs[0].tensors[judged]
         reference = judged_reference(float_model_bytes, statistics, calibration, floor is not None)
@@ -335,15 +341,17 @@ def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration,
         record["judged_by"] = JUDGED_BY
         if not scores["corrected"] > scores["as_quantized"]:
             return int8_model_bytes, {**record, "corrected": False, "layers": 0,
-                                      "reason": "correcting them lowered their logits' mean per-image SQNR on the "
-                                                f"{len(calibration)} calibration images"}
+                                      "reason": "correcting them did not raise their logits' mean per-image SQNR "
+                                                f"on the {len(calibration)} calibration images"}
     return correction.model, record
 
 
 def describe_correction(record):
-    """One line on an artifact's bias_correction record, or None where it was not asked for, the biases are
-    onnxruntime's own, or nothing was recorded."""
-    if record is None or record.get("reason") in (NOT_ASKED, ORT_REASON):
+    """One line on an artifact's bias_correction record, or None where nothing was recorded, it was not asked
+    for, or the default had nothing to correct (onnxruntime's own biases, a budget's parts)."""
+    if record is None or record.get("reason") == NOT_ASKED:
+        return None
+    if record.get("mode") == "auto" and record.get("reason") in (ORT_REASON, NO_BUDGET_REASON):
         return None
     scores = record.get("calibration_sqnr_db")
     judged = (f"the logits' mean per-image SQNR on them {scores['as_quantized']:.2f} -> {scores['corrected']:.2f} dB"
@@ -352,6 +360,6 @@ def describe_correction(record):
         return (f"biases of {record['layers']} layers corrected toward the float model's mean outputs on "
                 f"{record['images']} calibration images" + (f" ({judged})" if judged else ""))
     if scores:
-        return (f"biases as quantized: correcting them lowered the logits' mean per-image SQNR on the "
+        return (f"biases as quantized: correcting them did not raise the logits' mean per-image SQNR on the "
                 f"{record['images']} calibration images ({scores['as_quantized']:.2f} -> {scores['corrected']:.2f} dB)")
     return f"biases as quantized ({record['reason']})"

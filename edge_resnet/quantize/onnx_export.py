@@ -729,7 +729,8 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                     onnx.save(ort_int8_proto(prepared, scratch / "full_int8.onnx", recipe, onnx_ranges),
                               full_int8_output)
                 ranges_used = ranges_record(statistics, method, tflite_ranges, selection, int8_logits=False)
-                correction = {"corrected": False, "reason": ORT_REASON if recipe.bias_correction != "off" else NOT_ASKED}
+                correction = {"corrected": False, "mode": recipe.bias_correction,
+                              "reason": ORT_REASON if recipe.bias_correction != "off" else NOT_ASKED}
             else:
                 # tf2onnx writes float32 parts, not dynamic-range ones, as ONNX
                 tflite_recipe = (recipe if recipe.budget() is None

@@ -107,7 +107,8 @@ class QuantizationRecipe:
     def for_mode(cls, mode, **overrides):
         """Defaults that fit the mode: int8 I/O for int8, float32 otherwise."""
         io_type = "int8" if mode == "int8" else "float32"
-        settings = {"input_type": io_type, "output_type": io_type, **overrides}
+        settings = {"input_type": io_type, "output_type": io_type,
+                    **({} if mode == "int8" else {"bias_correction": "off"}), **overrides}
         return cls(mode=mode, **settings)
 
     @property

@@ -1,6 +1,7 @@
 """`edge-resnet quantize` as one call: a .keras model, a builder name or a
 float32 .tflite in, one .tflite or .onnx artifact out, with its recipe JSON."""
 
+import argparse
 import os
 from dataclasses import KW_ONLY, dataclass
 
@@ -9,7 +10,7 @@ from ..errors import ConfigError
 from ..model.source import MODEL_HELP, ModelRequest
 from ..options import option
 from .ranges import AUTO, DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
-from .recipe import (ACTIVATION_TYPES, BIAS_CORRECTIONS, BUDGET_TERMS, FALLBACK_PRECISIONS, IO_TYPES, MODES,
+from .recipe import (ACTIVATION_TYPES, BUDGET_TERMS, FALLBACK_PRECISIONS, IO_TYPES, MODES,
                      ONNX_FORMATS, ONNX_ROUTES, QuantizationRecipe)
 
 
@@ -46,12 +47,12 @@ class QuantizationRequest:
                                   help="int8: as --min-sqnr, with the level full int8's output SQNR on the same "
                                        "held-out images plus DB, above 0 and below 100 (a gain carries over to "
                                        "other images more often than a level); not with --min-sqnr")
-    bias_correction: str = option("--bias-correction", default=None, nargs="?", const="on", choices=BIAS_CORRECTIONS,
-                                  help="int8 TFLite (and the ONNX made from it): shift each layer's bias, part by "
-                                       "part, by the mean error of its int8 outputs against the float model's on "
-                                       "the calibration images. auto (default): kept only where it raises the "
-                                       "logits' mean per-image SQNR on those images; on (the bare flag): always; "
-                                       "off: never")
+    bias_correction: bool = option("--bias-correction", default=None, action=argparse.BooleanOptionalAction,
+                                   help="int8 TFLite (and the ONNX made from it): shift each layer's bias, part by "
+                                        "part, by the mean error of its int8 outputs against the float model's on "
+                                        "the calibration images. Neither flag (the default): kept only where it "
+                                        "raises the logits' mean per-image SQNR on those images; --bias-correction: "
+                                        "always; --no-bias-correction: never")
     fallback_precision: str = option("--fallback-precision", default=None, choices=FALLBACK_PRECISIONS,
                                      help="with a budget: what the parts it needs run in, in the TFLite (default: "
                                           "auto, dynamic first): dynamic (int8 weights, activations quantized per "
@@ -106,7 +107,7 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
     def recipe(self):
         if self.quantize != "int8" and self.range_method_options():
             raise ConfigError("--calibration-method, --percentile and --extrapolation apply to --quantize int8 only")
-        if self.quantize != "int8" and self.bias_correction not in (None, "off"):
+        if self.quantize != "int8" and self.bias_correction:
             raise ConfigError("--bias-correction applies to --quantize int8 only")
         io_types = {key: value for key, value in (("input_type", self.input_type), ("output_type", self.output_type))
                     if value}
@@ -117,7 +118,7 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
                                            onnx_activation_type=self.activation_type, onnx_format=self.onnx_format,
                                            onnx_reduce_range=not self.full_range,
                                            **({"bias_correction": self.bias_correction}
-                                              if self.bias_correction else {}), **io_types,
+                                              if self.bias_correction is not None else {}), **io_types,
                                            **self.range_method_options())
 
 
@@ -137,7 +138,7 @@ def check_request(request, recipe):
                           "statistics came from: give --calibration PATH with --statistics, or name a method "
                           "(e.g. --calibration-method extrapolated)")
     makes_tflite = request.target == ".tflite" or request.onnx_route == "tflite"
-    asked = request.bias_correction not in (None, "off")  # the default leaves them as quantized where it cannot
+    asked = bool(request.bias_correction)  # the default leaves them as quantized where it cannot, and says why
     if asked and request.statistics and not request.calibration and corrects_biases(recipe) and makes_tflite:
         raise ConfigError(NEEDS_IMAGES)
     if asked and not makes_tflite:
