@@ -234,6 +234,8 @@ def test_an_older_recipe_records_biases_as_quantized_and_a_boolean_one_reads_as_
     assert QuantizationRecipe().bias_correction == "auto"
     assert QuantizationRecipe.for_mode("float16").bias_correction == "off"  # nothing to correct: said so
     assert QuantizationRecipe.for_mode("int8").bias_correction == "auto"
+    # what an artifact of session 45 made without the correction says: nothing
+    assert describe_correction({"corrected": False, "reason": "not asked for (--bias-correction)"}) is None
 
 
 @pytest.mark.parametrize("head", ["logits", "softmax"])
