@@ -234,6 +234,10 @@ def test_an_older_recipe_records_biases_as_quantized_and_a_boolean_one_reads_as_
     assert QuantizationRecipe().bias_correction == "auto"
     assert QuantizationRecipe.for_mode("float16").bias_correction == "off"  # nothing to correct: said so
     assert QuantizationRecipe.for_mode("int8").bias_correction == "auto"
+    from edge_resnet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bias_correction must be one of auto, on, off"):
+        QuantizationRecipe.from_dict({**recipe, "bias_correction": "sometimes"})
     # what an artifact of session 45 made without the correction says: nothing
     assert describe_correction({"corrected": False, "reason": "not asked for (--bias-correction)"}) is None
 

@@ -3,6 +3,7 @@ of its request, shared options are declared once (on a base request),
 choices come from the API's constants, and requests are built from the
 parsed arguments by field names. All in-process: no interpreter start-up."""
 
+import argparse
 import dataclasses
 import inspect
 import re
@@ -91,7 +92,15 @@ def declarations_of(flag):
     """The request classes (bases included) whose own fields declare `flag`."""
     classes = {base for request_class in REQUESTS.values() for base in request_class.__mro__
                if dataclasses.is_dataclass(base)}
-    return {base for base in classes for field in own_options(base) if flag in field.metadata["flags"]}
+    return {base for base in classes for field in own_options(base) if flag in offered_flags(field)}
+
+
+def offered_flags(field):
+    """A field's flags, with the --no- twin of each that argparse's BooleanOptionalAction adds."""
+    flags = field.metadata["flags"]
+    if field.metadata["argparse"].get("action") is argparse.BooleanOptionalAction:
+        flags = (*flags, *("--no-" + flag[2:] for flag in flags if flag.startswith("--")))
+    return flags
 
 
 def test_each_shared_option_is_declared_once():

@@ -87,8 +87,8 @@ class QuantizationRecipe:
         if isinstance(self.bias_correction, bool):  # a recipe written when it was on or off
             object.__setattr__(self, "bias_correction", "on" if self.bias_correction else "off")
         if self.bias_correction not in BIAS_CORRECTIONS:
-            raise ConfigError(f"--bias-correction must be one of {', '.join(BIAS_CORRECTIONS)}. Received: "
-                              f"{self.bias_correction!r}")
+            raise ConfigError(f"bias_correction must be one of {', '.join(BIAS_CORRECTIONS)} (or true / false). "
+                              f"Received: {self.bias_correction!r}")
         if self.fallback_precision not in FALLBACK_PRECISIONS:
             raise ConfigError(f"--fallback-precision must be one of {', '.join(FALLBACK_PRECISIONS)}. Received: "
                               f"{self.fallback_precision!r}")

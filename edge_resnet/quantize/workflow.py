@@ -10,8 +10,8 @@ from ..errors import ConfigError
 from ..model.source import MODEL_HELP, ModelRequest
 from ..options import option
 from .ranges import AUTO, DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
-from .recipe import (ACTIVATION_TYPES, BUDGET_TERMS, FALLBACK_PRECISIONS, IO_TYPES, MODES,
-                     ONNX_FORMATS, ONNX_ROUTES, QuantizationRecipe)
+from .recipe import (ACTIVATION_TYPES, BUDGET_TERMS, FALLBACK_PRECISIONS, IO_TYPES, MODES, ONNX_FORMATS,
+                     ONNX_ROUTES, QuantizationRecipe)
 
 
 @dataclass(frozen=True, kw_only=True)
