@@ -263,18 +263,19 @@ def corrects_biases(recipe):
 
 
 def judged_tensor(int8_model_bytes):
-    """(index in the int8 graph, floor or None) of what a correction is
-    judged by: a softmax head's input (logits under the floor of its int8
-    range come out 0 either way), else the graph output."""
+    """(index in the int8 graph, the tensor, floor or None) of what a
+    correction is judged by: a softmax head's input (logits under the floor
+    of its int8 range come out 0 either way), else the graph output."""
     from .statistics import output_softmax
 
     model = read_flatbuffer(int8_model_bytes)
     graph = model.subgraphs[0]
     softmax = output_softmax(model)
     if softmax is None:
-        return graph.outputs[0], None
+        return graph.outputs[0], graph.tensors[graph.outputs[0]], None
     tensor = graph.tensors[softmax.inputs[0]]
-    return softmax.inputs[0], float(tensor.quantization.scale[0]) * (-128 - int(tensor.quantization.zeroPoint[0]))
+    floor = float(tensor.quantization.scale[0]) * (-128 - int(tensor.quantization.zeroPoint[0]))
+    return softmax.inputs[0], tensor, floor
 
 
 def judged_reference(float_model_bytes, statistics, calibration, softmax):
@@ -324,7 +325,7 @@ def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration,
     if means is None or calibration.fingerprint != statistics.calibration.get("fingerprint"):
         names = [name for measured, _ in correction_parts(float_model_bytes) for name in measured]
         means = float_channel_means(float_model_bytes, calibration.samples(), names)
-    judged, floor = judged_tensor(int8_model_bytes)
+    judged, tensor, floor = judged_tensor(int8_model_bytes)
     guarded = mode == "auto"
     correction = corrected_and_read(int8_model_bytes, float_model_bytes, calibration.samples(), len(calibration),
                                     means, read=[judged] if guarded else [])
@@ -332,7 +333,6 @@ def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration,
         return int8_model_bytes, {"corrected": False, "mode": mode, "reason": OUT_OF_ORDER_REASON}
     record = {"corrected": True, "images": len(calibration), "layers": len(correction.shifted), "mode": mode}
     if guarded:
-        tensor = read_flatbuffer(int8_model_bytes).subgraphs[0].tensors[judged]
         reference = judged_reference(float_model_bytes, statistics, calibration, floor is not None)
         name = tensor.name.decode()
         scores = {"as_quantized": judged_db(reference, correction.read_as_quantized[name], tensor, floor),
