@@ -3,6 +3,8 @@ help on models and data it was not written on, under issue 23's protocol?
 
     python benchmarks/corrected_biases.py [mnist] [fashion] [fashion_fresh] [digits] [validation] [cost]
     python benchmarks/corrected_biases.py guard SET SUBSTRING...
+    python benchmarks/corrected_biases.py in_sample SET SUBSTRING...
+    python benchmarks/corrected_biases.py onnx SET SUBSTRING...
 
 Per model and head, four calibration subsets of 200 images (calibration.py's
 protocol_splits: the very same images for every route): the raw TFLite
@@ -19,7 +21,9 @@ pass plus the int8 TFLite, alternating in one run.
 
 `guard SET SUBSTRING...`: for the rows of SET (mnist, digits, ...) whose
 names hold a SUBSTRING, whether a held-out guard would have seen the
-correction's loss coming (guard_row).
+correction's loss coming (guard_row). `in_sample`: the guard that ships,
+replayed per subset (in_sample_row). `onnx`: the int8 ONNX of onnxruntime's
+route, corrected always and guarded, beside raw onnxruntime (onnx_row).
 
 Writes benchmarks/results/corrected_biases.{json,md}; each part measures
 its models again and keeps the others' rows.
@@ -177,6 +181,92 @@ def in_sample_row(model_name, model, head, size, protocol):
         print("   " + ", ".join(f"{key.removesuffix('_db')} {value:+.2f}" for key, value in subset.items()
                                 if key != "rule"), flush=True)
     return {"model": model_name, "head": head, "subsets": subsets}
+
+
+ONNX_RAW = "raw onnxruntime quantize_static (U8S8, 7-bit weights, MinMax)"
+ONNX_AUTO = "ONNX auto, biases as quantized"
+ONNX_ALWAYS = "ONNX auto, biases corrected"
+ONNX_GUARDED = "ONNX auto, guarded correction (the default)"
+
+
+def onnx_row(model_name, model, head, size, protocol):
+    """The int8 ONNX of onnxruntime's route (the default ONNX) per calibration subset: raw onnxruntime on the same
+    200 images (the weight range of ours), ours with `auto`'s ranges as quantized, with its biases corrected always,
+    and with the guard of the default (onnx_bias_correction.corrected_onnx_artifact, recipe "auto")."""
+    import onnx
+    from calibration import float_predictions, protocol_splits, raw_ort_int8, scores, summarize
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.device.runtime import OnnxRunner
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.onnx_bias_correction import corrected_onnx_artifact
+    from edge_resnet.quantize.onnx_export import float_onnx, ort_prepared, to_onnx
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    print(f"== onnx: {model_name}", flush=True)
+    folded = fold_batchnorm(model)[0]
+    float_model = float_tflite(folded)
+    scratch = Path(tempfile.mkdtemp(prefix="corrected-onnx-"))
+    onnx.save(float_onnx(folded), scratch / "float.onnx")
+    prepared = ort_prepared(scratch / "float.onnx", scratch / "prepared.onnx")
+    rows, guard, float_cache = {}, [], {}
+    for pixels, pixel_labels, test_pixels, labels in protocol_splits(size, protocol):
+        _, test_images, reference = float_predictions(model, test_pixels, float_cache)
+        calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=pixel_labels).cached()
+
+        def record(route, path):
+            rows.setdefault(route, []).append(scores(reference, labels, OnnxRunner(path).predict(test_images), head))
+
+        record(ONNX_RAW, raw_ort_int8(scratch / "float.onnx", list(calibration.samples()), scratch / "raw.onnx",
+                                      "uint8", True))
+        statistics = collect_statistics(float_model, calibration)
+        plain = to_onnx(folded, QuantizationRecipe(bias_correction="off"), calibration, output=scratch / "ours.onnx",
+                        statistics=statistics, float_model=float_model, float_onnx_path=scratch / "float.onnx")
+        record(ONNX_AUTO, plain)
+        for route, mode in ((ONNX_ALWAYS, "on"), (ONNX_GUARDED, "auto")):
+            proto, kept = corrected_onnx_artifact(onnx.load(plain), prepared.proto,
+                                                  QuantizationRecipe(bias_correction=mode), calibration)
+            onnx.save(proto, scratch / "corrected.onnx")
+            record(route, scratch / "corrected.onnx")
+            if mode == "auto":
+                guard.append(kept)
+        print("   " + ", ".join(f"{route} {values[-1]['sqnr_db']:.2f}" for route, values in rows.items()), flush=True)
+    return {"model": model_name, "head": head, "protocol": protocol, "guard": guard,
+            "routes": {route: summarize(values) for route, values in rows.items()}}
+
+
+def onnx_lines(result):
+    lines = ["", "## The int8 ONNX (onnxruntime's route) with its biases corrected (`onnx`)", "",
+             "Commands: " + ", ".join(f"`{command}`" for command in result.get("onnx_commands", [])), "",
+             "Output SQNR (dB) on the evaluation images, mean of the same 4 subsets of 200 calibration images as "
+             "above, every route calibrated on the very same images; raw onnxruntime with the weight range of ours "
+             "(U8S8, 7-bit weights). The correction and its guard are the TFLite's, written for it and chosen on "
+             "the TFLite rows: none of it was tuned on these ONNX rows.", "",
+             "| model | raw onnxruntime | ONNX auto, as quantized | corrected always | guarded (default) | "
+             "guarded - as quantized | guarded - raw | kept on subsets |", "|---|---|---|---|---|---|---|---|"]
+    groups = {"digits and validation": [], "MNIST and Fashion-MNIST": []}
+    for row in result["onnx_rows"]:
+        mean = {route: values["sqnr_db_mean"] for route, values in row["routes"].items()}
+        kept = sum(entry["corrected"] for entry in row["guard"])
+        unseen = "MNIST" in row["model"] or "Fashion" in row["model"]
+        groups["MNIST and Fashion-MNIST" if unseen else "digits and validation"].append(
+            (mean[ONNX_ALWAYS] - mean[ONNX_AUTO], mean[ONNX_GUARDED] - mean[ONNX_AUTO],
+             mean[ONNX_AUTO] - mean[ONNX_RAW], mean[ONNX_GUARDED] - mean[ONNX_RAW]))
+        lines.append(f"| {row['model']} | {mean[ONNX_RAW]:.2f} | {mean[ONNX_AUTO]:.2f} | {mean[ONNX_ALWAYS]:.2f} | "
+                     f"{mean[ONNX_GUARDED]:.2f} | {mean[ONNX_GUARDED] - mean[ONNX_AUTO]:+.2f} | "
+                     f"{mean[ONNX_GUARDED] - mean[ONNX_RAW]:+.2f} | {kept} of {len(row['guard'])} |")
+    lines.append("")
+    for name, rows in groups.items():
+        if rows:
+            always, guarded, plain_over_raw, over_raw = (np.array(values) for values in zip(*rows))
+            lines.append(f"- {name} ({len(rows)} rows): gain always {always.mean():+.2f} dB (lowest "
+                         f"{always.min():+.2f}), guarded {guarded.mean():+.2f} (lowest {guarded.min():+.2f}); over raw "
+                         f"onnxruntime as quantized {plain_over_raw.mean():+.2f} (lowest {plain_over_raw.min():+.2f}, "
+                         f"{int(np.sum(plain_over_raw < 0.5))} rows under +0.5), guarded {over_raw.mean():+.2f} "
+                         f"(lowest {over_raw.min():+.2f}, {int(np.sum(over_raw < 0.5))} rows under +0.5).")
+    return lines
 
 
 def auto_subsets(model, float_model, size, protocol):
@@ -357,6 +447,8 @@ def markdown(result):
         lines += guard_lines(result)
     if result.get("in_sample_rows"):
         lines += in_sample_lines(result)
+    if result.get("onnx_rows"):
+        lines += onnx_lines(result)
     if "cost" in result:
         cost = result["cost"]
         lines += ["", f"Cost (`{result['cost_command']}`; {cost['machine']['cpu']}), ResNet-50 at 224, 200 images, "
@@ -374,8 +466,9 @@ def main(parts):
     if "cost" in parts:
         result.update(cost=cost(), cost_command=command)
     sets = model_sets()
-    if parts[:1] in (["guard"], ["in_sample"]):  # guard SET SUBSTRING...: the rows of SET whose names hold one
-        measured, key = (guard_row, "guard") if parts[0] == "guard" else (in_sample_row, "in_sample")
+    if parts[:1] in (["guard"], ["in_sample"], ["onnx"]):  # guard SET SUBSTRING...: the rows of SET whose names hold one
+        measured, key = {"guard": (guard_row, "guard"), "in_sample": (in_sample_row, "in_sample"),
+                         "onnx": (onnx_row, "onnx")}[parts[0]]
         protocol, models = sets[parts[1]]
         for name, model, head, size in models():
             if any(part in name for part in parts[2:]):

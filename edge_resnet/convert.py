@@ -152,9 +152,6 @@ def check_config(config):
                           "--fallback-precision apply to --quantize int8 only")
     if config.quantize != "int8" and config.bias_correction:
         raise ConfigError("--bias-correction applies to --quantize int8 only")
-    if config.bias_correction and "tflite" not in formats:
-        raise ConfigError("--bias-correction applies to the int8 TFLite (convert's int8 ONNX is onnxruntime's, "
-                          "which does not correct biases): add tflite to --formats, or leave it out")
     if config.fallback_precision == "dynamic" and "onnx" in formats:
         raise ConfigError("--fallback-precision dynamic is for the TFLite: the int8 ONNX keeps the parts a budget "
                           "needs in float32 (give --formats tflite, or --fallback-precision auto or float32)")

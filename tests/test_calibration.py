@@ -400,8 +400,6 @@ def test_quantize_a_float_tflite_without_tensorflow(float_model, statistics, dig
     (["--calibration", "x", "--save-statistics", "stats.json"], "must end in .npz"),
     (["--statistics", "model.tflite", "--calibration-method", "minmax", "--bias-correction"],
      "--bias-correction corrects the int8 biases on calibration images: give --calibration PATH with --statistics"),
-    (["--calibration", "x", "--output", "out.onnx", "--bias-correction"],
-     "--bias-correction applies to the int8 TFLite and the ONNX made from it"),
     (["--quantize", "float16", "--bias-correction"], "--bias-correction applies to --quantize int8 only"),
 ])
 def test_cli_refuses_bad_range_options_in_one_line(arguments, message, tmp_path, float_model):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_resnet.quantize.bias_correction import ORT_REASON, describe_correction
+from edge_resnet.quantize.bias_correction import describe_correction
 from edge_resnet.quantize.ranges import DEFAULT_METHOD
 from edge_resnet.quantize.recipe import record_path
 from edge_resnet.quantize.statistics import ActivationStatistics
@@ -121,13 +121,11 @@ def test_default_run_converts_the_trained_demo_on_held_out_digits(default_run):
         assert record["selection"]["chosen_rule"] in line and "chosen on 200 held-out calibration images" in line
         assert (f"it stays best (within 0.1 dB) on {record['selection']['stays_best_share']:.0%} of 1000 resamples "
                 "of those images") in line
+        # the default, both formats: corrected where it raises the logits' mean per-image SQNR on the calibration images
         biases = json.loads(record_path(output / name).read_text())["bias_correction"]
-        if name.endswith(".onnx"):  # onnxruntime's own biases: nothing to say on the line
-            assert biases == {"corrected": False, "mode": "auto", "reason": ORT_REASON} and "biases" not in line
-        else:  # the default: corrected where it raises the logits' mean per-image SQNR on the calibration images
-            scores = biases["calibration_sqnr_db"]
-            assert biases["mode"] == "auto" and biases["corrected"] == (scores["corrected"] > scores["as_quantized"])
-            assert line.endswith(describe_correction(biases))
+        scores = biases["calibration_sqnr_db"]
+        assert biases["mode"] == "auto" and biases["corrected"] == (scores["corrected"] > scores["as_quantized"])
+        assert line.endswith(describe_correction(biases))
     assert "## Activation ranges" in (output / "report.md").read_text()
     assert "How sure each choice is" in (output / "report.md").read_text()
     assert statistics.calibration["fingerprint"] == calibration["fingerprint"]
@@ -307,7 +305,6 @@ BAD_INPUTS = [
     (["--input-size", "64"], "the demo model takes 32x32"),
     (["--model", "lambda.keras", "--calibration", DIGITS], "never runs code from them"),
     (["--calibration", DIGITS, "--eval", DIGITS], "also calibration images"),
-    (["--formats", "onnx", "--bias-correction"], "--bias-correction applies to the int8 TFLite"),
     (["--quantize", "float16", "--formats", "tflite", "--bias-correction"], "applies to --quantize int8 only"),
 ]
 

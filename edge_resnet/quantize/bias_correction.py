@@ -248,9 +248,6 @@ NEEDS_IMAGES = ("--bias-correction corrects the int8 biases on calibration image
                 "--statistics, or leave it out")
 NOT_ASKED = "not asked for (--no-bias-correction)"
 NO_IMAGES_REASON = "no calibration images to correct them on (--statistics without --calibration)"
-ORT_REASON = "onnxruntime's static quantization does not correct them"
-ORT_ROUTE_BIASES = ("--bias-correction applies to the int8 TFLite and the ONNX made from it (--onnx-route tflite): "
-                    "onnxruntime's route does not correct biases; leave it out")
 NO_BUDGET_REASON = "an accuracy budget's parts are chosen on the int8 model as quantized"
 OUT_OF_ORDER_REASON = "the network's parts do not run one after another in the int8 graph"
 JUDGED_BY = ("the mean over the calibration images of each image's logits SQNR (a softmax head: its input, "
@@ -308,19 +305,45 @@ def judged_db(reference, int8_values, tensor, floor):
     return per_image_mean_db(reference, values)
 
 
+def skipped_record(recipe, calibration):
+    """The record of an int8 artifact whose biases are not corrected before
+    any work (not asked for, a budget's parts, no images to correct them
+    on), or None where the correction runs."""
+    mode = recipe.bias_correction
+    if mode == "off":
+        return {"corrected": False, "mode": mode, "reason": NOT_ASKED}
+    if recipe.budget() is not None:
+        return {"corrected": False, "mode": mode, "reason": NO_BUDGET_REASON}
+    if calibration is None:
+        return {"corrected": False, "mode": mode, "reason": NO_IMAGES_REASON}
+    return None
+
+
+def guarded_record(mode, images, layers, scores=None, judged_by=JUDGED_BY):
+    """(keep the correction?, the record): `scores` ({"as_quantized": dB,
+    "corrected": dB} on the calibration images) decide in mode auto."""
+    record = {"corrected": True, "images": images, "layers": layers, "mode": mode}
+    if mode != "auto":
+        return True, record
+    record["calibration_sqnr_db"] = {key: round(value, 3) for key, value in scores.items()}
+    record["judged_by"] = judged_by
+    if scores["corrected"] > scores["as_quantized"]:
+        return True, record
+    return False, {**record, "corrected": False, "layers": 0,
+                   "reason": f"correcting them did not raise their logits' mean per-image SQNR on the {images} "
+                             "calibration images"}
+
+
 def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration, statistics):
     """(the int8 TFLite, int8 input and output as litert-quantizer writes it,
     the record of what was done): its biases corrected on the calibration
     images (`calibration`, an ImageSet) unless the recipe says not to, keeps
     parts out of int8 for a budget, or (`auto`) the correction does not
     raise the logits' mean per-image SQNR on those images (JUDGED_BY)."""
+    skipped = skipped_record(recipe, calibration)
+    if skipped:
+        return int8_model_bytes, skipped
     mode = recipe.bias_correction
-    if mode == "off":
-        return int8_model_bytes, {"corrected": False, "mode": mode, "reason": NOT_ASKED}
-    if recipe.budget() is not None:
-        return int8_model_bytes, {"corrected": False, "mode": mode, "reason": NO_BUDGET_REASON}
-    if calibration is None:
-        return int8_model_bytes, {"corrected": False, "mode": mode, "reason": NO_IMAGES_REASON}
     means = statistics.channel_means_by_name()
     if means is None or calibration.fingerprint != statistics.calibration.get("fingerprint"):
         names = [name for measured, _ in correction_parts(float_model_bytes) for name in measured]
@@ -331,27 +354,22 @@ def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration,
                                     means, read=[judged] if guarded else [])
     if correction.shifted is None:
         return int8_model_bytes, {"corrected": False, "mode": mode, "reason": OUT_OF_ORDER_REASON}
-    record = {"corrected": True, "images": len(calibration), "layers": len(correction.shifted), "mode": mode}
+    scores = None
     if guarded:
         reference = judged_reference(float_model_bytes, statistics, calibration, floor is not None)
         name = tensor.name.decode()
         scores = {"as_quantized": judged_db(reference, correction.read_as_quantized[name], tensor, floor),
                   "corrected": judged_db(reference, correction.read[name], tensor, floor)}
-        record["calibration_sqnr_db"] = {key: round(value, 3) for key, value in scores.items()}
-        record["judged_by"] = JUDGED_BY
-        if not scores["corrected"] > scores["as_quantized"]:
-            return int8_model_bytes, {**record, "corrected": False, "layers": 0,
-                                      "reason": "correcting them did not raise their logits' mean per-image SQNR "
-                                                f"on the {len(calibration)} calibration images"}
-    return correction.model, record
+    keep, record = guarded_record(mode, len(calibration), len(correction.shifted), scores if guarded else None)
+    return (correction.model if keep else int8_model_bytes), record
 
 
 def describe_correction(record):
     """One line on an artifact's bias_correction record, or None where nothing was recorded, it was not asked
-    for, or the default had nothing to correct (onnxruntime's own biases, a budget's parts)."""
+    for, or the default had nothing to correct (a budget's parts)."""
     if record is None or str(record.get("reason", "")).startswith("not asked for"):  # also session 45's records
         return None
-    if record.get("mode") == "auto" and record.get("reason") in (ORT_REASON, NO_BUDGET_REASON):
+    if record.get("mode") == "auto" and record.get("reason") == NO_BUDGET_REASON:
         return None
     scores = record.get("calibration_sqnr_db")
     judged = (f"the logits' mean per-image SQNR on them {scores['as_quantized']:.2f} -> {scores['corrected']:.2f} dB"

@@ -568,7 +568,7 @@ def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
     import onnx
 
     from ..device.runtime import OnnxRunner
-    from .mixed import Route, network_parts
+    from .mixed import Route
 
     candidate = Path(scratch) / "mixed-candidate.onnx"
 
@@ -594,13 +594,20 @@ def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
         return len(float_weight_ops(onnx.load(path))), None
 
     # the logits are float in every int8 ONNX (ort_quantized): a float head changes no output type
-    graph = prepared.proto.graph
+    weighted = frozenset(node.name for node in prepared.proto.graph.node if node.op_type in COMPUTE_OPS)
+    return Route(onnx_parts(prepared.proto), make, outputs, ".onnx", structure, "float32", weighted,
+                 outputs_and_logits if softmax_writer(prepared.proto) else None)
+
+
+def onnx_parts(proto):
+    """mixed.network_parts of a float ONNX: {part: (node names, in graph order)}."""
+    from .mixed import network_parts
+
+    graph = proto.graph
     weighted = frozenset(node.name for node in graph.node if node.op_type in COMPUTE_OPS)
     operators = [(node.name, tuple(node.input), tuple(node.output)) for node in graph.node]
-    parts = network_parts(operators, tuple(value.name for value in graph.input),
-                          tuple(value.name for value in graph.output), weighted)
-    return Route(parts, make, outputs, ".onnx", structure, "float32", weighted,
-                 outputs_and_logits if softmax_writer(prepared.proto) else None)
+    return network_parts(operators, tuple(value.name for value in graph.input),
+                         tuple(value.name for value in graph.output), weighted)
 
 
 def softmax_writer(proto):
@@ -665,8 +672,9 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
     import keras
     import onnx
 
-    from .bias_correction import NOT_ASKED, ORT_REASON
+    from .bias_correction import NEEDS_IMAGES, corrects_biases
     from .int8_tflite import statistics_for
+    from .onnx_bias_correction import corrected_onnx_artifact
     from .ranges import ranges_record
     from .recipe import read_record
     from .selection import resolved_ranges
@@ -676,6 +684,8 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
     if output.suffix != ".onnx":
         raise ConfigError(f"the ONNX output must end in .onnx. Received: {output}")
     check_onnx_request(recipe, opset, route)
+    if corrects_biases(recipe) and recipe.bias_correction == "on" and calibration is None:  # nothing costly yet
+        raise ConfigError(NEEDS_IMAGES)
     if recipe.needs_calibration and statistics is None:
         if calibration is None:
             raise ConfigError("int8 quantization needs calibration data (an image folder, .npy or .npz)")
@@ -724,13 +734,12 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                 onnx_ranges = to_onnx_ranges(tflite_ranges)
                 int8_proto = ort_int8_proto(prepared, scratch / "int8.onnx", recipe, onnx_ranges,
                                             search.float_scopes() if search else ())
+                int8_proto, correction = corrected_onnx_artifact(int8_proto, prepared.proto, recipe, calibration)
                 onnx.save(checked(int8_proto, f"model {model.name!r}", (ORT_DOMAIN,)), temporary)
                 if search and full_int8_output is not None:
                     onnx.save(ort_int8_proto(prepared, scratch / "full_int8.onnx", recipe, onnx_ranges),
                               full_int8_output)
                 ranges_used = ranges_record(statistics, method, tflite_ranges, selection, int8_logits=False)
-                correction = {"corrected": False, "mode": recipe.bias_correction,
-                              "reason": ORT_REASON if recipe.bias_correction != "off" else NOT_ASKED}
             else:
                 # tf2onnx writes float32 parts, not dynamic-range ones, as ONNX
                 tflite_recipe = (recipe if recipe.budget() is None

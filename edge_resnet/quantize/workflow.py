@@ -48,9 +48,9 @@ class QuantizationRequest:
                                        "held-out images plus DB, above 0 and below 100 (a gain carries over to "
                                        "other images more often than a level); not with --min-sqnr")
     bias_correction: bool = option("--bias-correction", default=None, action=argparse.BooleanOptionalAction,
-                                   help="int8 TFLite (and the ONNX made from it): shift each layer's bias, part by "
-                                        "part, by the mean error of its int8 outputs against the float model's on "
-                                        "the calibration images. Neither flag (the default): kept only where it "
+                                   help="int8 TFLite and ONNX: shift each layer's bias, part by part, by the mean "
+                                        "error of its int8 outputs against the float model's on the calibration "
+                                        "images. Neither flag (the default): kept only where it "
                                         "raises the logits' mean per-image SQNR on those images; --bias-correction: "
                                         "always; --no-bias-correction: never")
     fallback_precision: str = option("--fallback-precision", default=None, choices=FALLBACK_PRECISIONS,
@@ -125,7 +125,7 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
 def check_request(request, recipe):
     """Refuse, before any work, what cannot be done."""
     from ..files import refuse_writing_over_inputs
-    from .bias_correction import NEEDS_IMAGES, ORT_ROUTE_BIASES, corrects_biases
+    from .bias_correction import NEEDS_IMAGES, corrects_biases
 
     if recipe.needs_calibration and not (request.calibration or request.statistics):
         raise ConfigError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz) "
@@ -137,12 +137,9 @@ def check_request(request, recipe):
         raise ConfigError("--calibration-method auto (the default) runs each rule on the calibration images the "
                           "statistics came from: give --calibration PATH with --statistics, or name a method "
                           "(e.g. --calibration-method extrapolated)")
-    makes_tflite = request.target == ".tflite" or request.onnx_route == "tflite"
     asked = bool(request.bias_correction)  # the default leaves them as quantized where it cannot, and says why
-    if asked and request.statistics and not request.calibration and corrects_biases(recipe) and makes_tflite:
+    if asked and request.statistics and not request.calibration and corrects_biases(recipe):
         raise ConfigError(NEEDS_IMAGES)
-    if asked and not makes_tflite:
-        raise ConfigError(ORT_ROUTE_BIASES)
     if not recipe.needs_calibration and (request.statistics or request.save_statistics):
         raise ConfigError("--statistics and --save-statistics apply to --quantize int8 only")
     if recipe.fallback_precision == "dynamic" and request.target == ".onnx":

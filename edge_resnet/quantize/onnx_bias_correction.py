@@ -1,0 +1,222 @@
+"""Empirical bias correction of onnxruntime's int8 ONNX (QDQ), as
+bias_correction.py does for the int8 TFLite: part by part in graph order,
+every Conv and Gemm gets its int32 bias shifted by the mean, per output
+channel, of (float output - int8 output) over the calibration images,
+measured on the int8 model whose earlier parts are already corrected.
+
+The int8 output is read where onnxruntime's fused kernel writes it, the
+QuantizeLinear after the layer (the layer's own output where none follows:
+the logits, which the int8 ONNX keeps float). Each measurement runs only the
+nodes the read tensors need.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BATCH = 8  # images per onnxruntime run: all 200 at once would hold gigabytes of activations at 224
+WEIGHT_LAYERS = ("Conv", "Gemm")
+
+
+@dataclass(frozen=True)
+class BiasedLayer:
+    node: str  # the Conv or Gemm node
+    output: str  # the tensor it writes (the float model's tensor of the same name)
+    read: str  # the tensor its int8 output is read from: its QuantizeLinear's output, or `output` where none
+    scale: str  # that QuantizeLinear's scale and zero point initializers (None where `read` is float)
+    zero_point: str
+    bias: str  # the int32 bias initializer
+    bias_scale: str  # the bias's scale initializer (input scale x weight scale, per channel)
+
+
+def initializers(proto):
+    return {tensor.name: tensor for tensor in proto.graph.initializer}
+
+
+def biased_layers(proto):
+    """{node name: BiasedLayer} of the int8 QDQ graph's Conv and Gemm nodes
+    whose bias is an int32 initializer behind a DequantizeLinear, in graph
+    order. A layer whose output goes on in float to anything but one
+    QuantizeLinear or the graph's outputs and a softmax is left out: its
+    int8 output is not one tensor to read."""
+    from onnx import TensorProto
+
+    weights = initializers(proto)
+    writer = {output: node for node in proto.graph.node for output in node.output}
+    readers = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    graph_outputs = {value.name for value in proto.graph.output}
+    layers = {}
+    for node in proto.graph.node:
+        if node.op_type not in WEIGHT_LAYERS or len(node.input) < 3 or node.input[2] not in writer:
+            continue
+        dequantize = writer[node.input[2]]
+        if dequantize.op_type != "DequantizeLinear" or dequantize.input[0] not in weights:
+            continue
+        if weights[dequantize.input[0]].data_type != TensorProto.INT32:
+            continue
+        output, following = node.output[0], readers.get(node.output[0], [])
+        if len(following) == 1 and following[0].op_type == "QuantizeLinear" and output not in graph_outputs:
+            quantize = following[0]
+            layers[node.name] = BiasedLayer(node.name, output, quantize.output[0], quantize.input[1],
+                                            quantize.input[2], dequantize.input[0], dequantize.input[1])
+        elif all(reader.op_type == "Softmax" for reader in following) and (following or output in graph_outputs):
+            layers[node.name] = BiasedLayer(node.name, output, output, None, None, dequantize.input[0],
+                                            dequantize.input[1])
+    return layers
+
+
+def needed_nodes(proto, outputs):
+    """The nodes of `proto`'s graph that the tensors `outputs` depend on, in graph order."""
+    writer = {output: at for at, node in enumerate(proto.graph.node) for output in node.output}
+    needed, pending = set(), [name for name in outputs if name in writer]
+    while pending:
+        at = writer[pending.pop()]
+        if at not in needed:
+            needed.add(at)
+            pending += [name for name in proto.graph.node[at].input if name in writer]
+    return [node for at, node in enumerate(proto.graph.node) if at in needed]
+
+
+def reading_session(proto, outputs):
+    """An onnxruntime CPU session of `proto` cut down to the nodes the
+    tensors `outputs` need, with those tensors as its outputs."""
+    import onnx
+    import onnxruntime
+
+    graph = proto.graph
+    nodes = needed_nodes(proto, outputs)
+    used = {name for node in nodes for name in node.input}
+    cut = onnx.helper.make_graph(
+        nodes, graph.name, list(graph.input),
+        [onnx.helper.make_empty_tensor_value_info(name) for name in outputs],
+        [tensor for tensor in graph.initializer if tensor.name in used])
+    model = onnx.helper.make_model(cut, opset_imports=proto.opset_import, ir_version=proto.ir_version)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def read_tensors(proto, images, means=(), kept=()):
+    """({tensor: its mean per channel (axis 1) over `images`} for `means`,
+    {tensor: its values on every image} for `kept`), from one run of the
+    nodes they need."""
+    names = list(dict.fromkeys([*means, *kept]))
+    session = reading_session(proto, names)
+    input_name = session.get_inputs()[0].name
+    sums, rows, values = dict.fromkeys(means, 0.0), dict.fromkeys(means, 0), {name: [] for name in kept}
+    for start in range(0, len(images), BATCH):
+        outputs = dict(zip(names, session.run(names, {input_name: images[start:start + BATCH]})))
+        for name in means:
+            value = np.moveaxis(np.asarray(outputs[name], np.float64), 1, -1)
+            sums[name] = sums[name] + value.reshape(-1, value.shape[-1]).sum(axis=0)
+            rows[name] += int(np.prod(value.shape[:-1]))
+        for name in kept:
+            values[name].append(outputs[name])
+    return ({name: sums[name] / rows[name] for name in means},
+            {name: np.concatenate(values[name]) for name in kept})
+
+
+def dequantized_mean(proto_weights, layer, mean):
+    """A layer's int8 output mean per channel (as read) in float."""
+    from onnx import numpy_helper
+
+    if layer.scale is None:
+        return mean
+    scale = float(numpy_helper.to_array(proto_weights[layer.scale]))
+    zero_point = float(numpy_helper.to_array(proto_weights[layer.zero_point]))
+    return scale * (mean - zero_point)
+
+
+def shift_bias(proto_weights, layer, shift):
+    """Add a float shift per channel to the layer's int32 bias (over its scale, rounded)."""
+    from onnx import numpy_helper
+
+    bias = proto_weights[layer.bias]
+    scale = np.asarray(numpy_helper.to_array(proto_weights[layer.bias_scale]), np.float64)
+    values = numpy_helper.to_array(bias).astype(np.int64) + np.rint(shift / scale).astype(np.int64)
+    values = np.clip(values, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+
+
+def part_layers(proto, parts):
+    """Per part (node names, in graph order), the BiasedLayers it holds; parts without any left out."""
+    layers = biased_layers(proto)
+    grouped = [[layers[name] for name in names if name in layers] for names in parts]
+    return [group for group in grouped if group]
+
+
+@dataclass(frozen=True)
+class OnnxCorrection:
+    proto: object  # the int8 ONNX with its biases corrected
+    shifted: list  # the names of the layers shifted
+    judged_as_quantized: np.ndarray  # the judged tensor's values on every image, as quantized
+    judged_corrected: np.ndarray  # ... and as corrected
+    judged_float: np.ndarray  # ... and in the float model
+
+
+def corrected_onnx(int8_proto, float_proto, images, parts, judged):
+    """An OnnxCorrection of `int8_proto` (a copy is corrected) on `images`
+    (float, as the model takes them): `parts` are the network's parts (node
+    names each) in graph order, `judged` the tensor both models are scored
+    on afterwards (the logits)."""
+    import copy
+
+    proto = copy.deepcopy(int8_proto)
+    groups = part_layers(proto, parts)
+    float_means, float_kept = read_tensors(float_proto, images, means=[layer.output for group in groups
+                                                                       for layer in group], kept=[judged])
+    weights = initializers(proto)
+    shifted, as_quantized = [], None
+    for group in groups:
+        int8_means, kept = read_tensors(proto, images, means=[layer.read for layer in group],
+                                        kept=[judged] if as_quantized is None else [])
+        as_quantized = kept.get(judged, as_quantized)
+        for layer in group:
+            shift_bias(weights, layer, float_means[layer.output] - dequantized_mean(weights, layer,
+                                                                                    int8_means[layer.read]))
+            shifted.append(layer.node)
+    corrected = read_tensors(proto, images, kept=[judged])[1][judged]
+    return OnnxCorrection(proto, shifted, corrected if as_quantized is None else as_quantized, corrected,
+                          float_kept[judged])
+
+
+ONNX_JUDGED_BY = ("the mean over the calibration images of each image's logits SQNR (a softmax head: its input; "
+                  "the int8 ONNX's logits are float)")
+NO_LAYERS_REASON = "the int8 ONNX has no Conv or Gemm with an int32 bias behind a DequantizeLinear (QDQ) to correct"
+
+
+def judged_output(proto):
+    """The tensor a correction is judged by: a softmax head's input, else the graph's first output."""
+    from .onnx_export import softmax_writer
+
+    softmax = softmax_writer(proto)
+    return softmax.input[0] if softmax is not None else proto.graph.output[0].name
+
+
+def corrected_onnx_artifact(int8_proto, float_proto, recipe, calibration):
+    """(onnxruntime's int8 ONNX, the record of what was done): its biases
+    corrected on the calibration images (`calibration`, an ImageSet) as
+    bias_correction.corrected_artifact corrects the TFLite's, with the same
+    rules (the recipe's mode, no budget, the guard of `auto`). `float_proto`:
+    the float ONNX it was quantized from (the same tensor names)."""
+    from .bias_correction import guarded_record, skipped_record
+    from .mixed import per_image_mean_db
+    from .onnx_export import onnx_parts
+
+    skipped = skipped_record(recipe, calibration)
+    if skipped:
+        return int8_proto, skipped
+    images = np.stack(list(calibration.samples())).astype(np.float32, copy=False)
+    correction = corrected_onnx(int8_proto, float_proto, images, list(onnx_parts(float_proto).values()),
+                                judged_output(float_proto))
+    if not correction.shifted:
+        return int8_proto, {"corrected": False, "mode": recipe.bias_correction, "reason": NO_LAYERS_REASON}
+    scores = {"as_quantized": per_image_mean_db(correction.judged_float, correction.judged_as_quantized),
+              "corrected": per_image_mean_db(correction.judged_float, correction.judged_corrected)}
+    keep, record = guarded_record(recipe.bias_correction, len(images), len(correction.shifted), scores,
+                                  ONNX_JUDGED_BY)
+    return (correction.proto if keep else int8_proto), record
