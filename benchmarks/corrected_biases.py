@@ -1,7 +1,7 @@
 """Does correcting the int8 biases (edge_resnet/quantize/bias_correction.py)
 help on models and data it was not written on, under issue 23's protocol?
 
-    python benchmarks/corrected_biases.py [mnist] [fashion] [fashion_fresh] [digits] [validation] [cost]
+    python benchmarks/corrected_biases.py [mnist] [fashion] [fashion_fresh] [digits] [validation] [cost] [onnx_cost]
     python benchmarks/corrected_biases.py guard SET SUBSTRING...
     python benchmarks/corrected_biases.py in_sample SET SUBSTRING...
     python benchmarks/corrected_biases.py onnx SET SUBSTRING...
@@ -403,6 +403,49 @@ def cost():
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "machine": machine()}
 
 
+def onnx_cost():
+    """Seconds of onnxruntime's int8 ONNX (to_onnx, route ort, from statistics already collected: what `convert`
+    runs once the float ONNX and the statistics are made) with one fixed method, with `auto` as quantized, `auto`
+    corrected always and `auto` guarded (the default), at ResNet-50 224 on 200 images, alternating in one run; and
+    the statistics pass and the float ONNX export once, for scale."""
+    import resource
+
+    import onnx
+    from calibration import resnet50_224, seeded_images
+
+    from edge_resnet.quantize.onnx_export import float_onnx, to_onnx
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    model = resnet50_224()
+    float_model = float_tflite(model)
+    calibration = seeded_images(200)
+    scratch = Path(tempfile.mkdtemp(prefix="corrected-onnx-cost-"))
+    started = time.perf_counter()
+    statistics = collect_statistics(float_model, calibration)
+    statistics_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    onnx.save(float_onnx(model), scratch / "float.onnx")
+    export_seconds = time.perf_counter() - started
+    routes = {"extrapolated": ("extrapolated", "off"), AUTO: ("auto", "off"), AUTO_CORRECTED: ("auto", "on"),
+              AUTO + ", guarded correction (the default)": ("auto", "auto")}
+    seconds = {name: [] for name in routes}
+    for _ in range(2):
+        for name, (method, correct) in routes.items():
+            started = time.perf_counter()
+            to_onnx(model, QuantizationRecipe(calibration_method=method, bias_correction=correct), calibration,
+                    output=scratch / "int8.onnx", statistics=statistics, float_model=float_model,
+                    float_onnx_path=scratch / "float.onnx")
+            seconds[name].append(time.perf_counter() - started)
+            print(name, round(seconds[name][-1], 1), flush=True)
+    medians = {name: float(np.median(values)) for name, values in seconds.items()}
+    return {"images": 200, "repeats": 2, "seconds": medians, "statistics_seconds": statistics_seconds,
+            "float_onnx_export_seconds": export_seconds,
+            "ratios_to_one_method": {name: medians[name] / medians["extrapolated"] for name in medians},
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "machine": machine()}
+
+
 def best_fixed(routes, corrected):
     """The fixed rule (with its biases corrected, or not) of the best mean SQNR, read off the evaluation images."""
     return max((route for route in routes if route not in (RAW, AUTO, AUTO_CORRECTED)
@@ -456,6 +499,14 @@ def markdown(result):
                       + ", ".join(f"{name} {seconds:.1f} s ({cost['ratios_to_one_method'][name]:.2f}x)"
                                   for name, seconds in cost["seconds"].items())
                       + f"; peak RSS {cost['peak_rss_mb']:.0f} MB."]
+    if "onnx_cost" in result:
+        cost = result["onnx_cost"]
+        lines += ["", f"Cost of the int8 ONNX (`{result['onnx_cost_command']}`; {cost['machine']['cpu']}), ResNet-50 "
+                      "at 224, 200 images, to_onnx from the statistics and the float ONNX already made, median of 2 "
+                      "alternating runs: " + ", ".join(f"{name} {seconds:.1f} s ({cost['ratios_to_one_method'][name]:.2f}x)"
+                                                       for name, seconds in cost["seconds"].items())
+                      + f"; for scale, the statistics pass {cost['statistics_seconds']:.1f} s and the float ONNX export "
+                        f"{cost['float_onnx_export_seconds']:.1f} s; peak RSS {cost['peak_rss_mb']:.0f} MB."]
     return "\n".join(lines) + "\n"
 
 
@@ -465,6 +516,8 @@ def main(parts):
     command = "python benchmarks/corrected_biases.py" + "".join(f" {shlex.quote(part)}" for part in parts)
     if "cost" in parts:
         result.update(cost=cost(), cost_command=command)
+    if "onnx_cost" in parts:
+        result.update(onnx_cost=onnx_cost(), onnx_cost_command=command)
     sets = model_sets()
     if parts[:1] in (["guard"], ["in_sample"], ["onnx"]):  # guard SET SUBSTRING...: the rows of SET whose names hold one
         measured, key = {"guard": (guard_row, "guard"), "in_sample": (in_sample_row, "in_sample"),

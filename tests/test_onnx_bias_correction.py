@@ -97,6 +97,31 @@ def test_the_correction_takes_each_layers_mean_error_out(onnx_models, calibratio
     assert changed and changed <= {layer.bias for layer in layers.values()}
 
 
+def test_each_part_runs_alone_on_what_the_parts_before_it_wrote_as_the_whole_model_would(onnx_models, images):
+    """The correction's windows (each part's nodes on the int8 tensors kept
+    from the parts before it) shift every bias exactly as running the whole
+    int8 model again after each part's correction does (the slow way, here)."""
+    from edge_resnet.quantize.onnx_bias_correction import (corrected_onnx, dequantized_mean, initializers,
+                                                           judged_output, part_layers, shift_bias)
+    from edge_resnet.quantize.onnx_export import onnx_parts
+
+    float_proto, plain = onnx_models
+    images = images[:40]
+    parts = list(onnx_parts(float_proto).values())
+    slow = onnx.ModelProto()
+    slow.CopyFrom(plain)
+    weights, groups = initializers(slow), part_layers(slow, parts)
+    float_means = {name: channel_means(values) for name, values in tensor_values(
+        float_proto, images, [layer.output for group in groups for layer in group]).items()}
+    for group in groups:
+        values = tensor_values(slow, images, [layer.read for layer in group])
+        for layer in group:
+            shift_bias(weights, layer, float_means[layer.output]
+                       - dequantized_mean(weights, layer, channel_means(values[layer.read])))
+    fast = corrected_onnx(plain, float_proto, images, parts, judged_output(float_proto)).proto
+    assert fast.SerializeToString() == slow.SerializeToString() != plain.SerializeToString()
+
+
 def test_auto_keeps_the_correction_only_where_it_raises_the_logits_mean_image_sqnr(onnx_models, calibration, images,
                                                                                    head, tmp_path):
     """The guard's scores are what numpy makes of the saved artifacts' own

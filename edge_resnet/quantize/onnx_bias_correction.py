@@ -68,29 +68,33 @@ def biased_layers(proto):
     return layers
 
 
-def needed_nodes(proto, outputs):
-    """The nodes of `proto`'s graph that the tensors `outputs` depend on, in graph order."""
+def needed_nodes(proto, outputs, known=()):
+    """The positions in `proto`'s graph, in graph order, of the nodes the
+    tensors `outputs` depend on, from the tensors `known` on."""
     writer = {output: at for at, node in enumerate(proto.graph.node) for output in node.output}
-    needed, pending = set(), [name for name in outputs if name in writer]
+    needed, pending = set(), [name for name in outputs if name in writer and name not in known]
     while pending:
         at = writer[pending.pop()]
         if at not in needed:
             needed.add(at)
-            pending += [name for name in proto.graph.node[at].input if name in writer]
-    return [node for at, node in enumerate(proto.graph.node) if at in needed]
+            pending += [name for name in proto.graph.node[at].input if name in writer and name not in known]
+    return sorted(needed)
 
 
-def reading_session(proto, outputs):
-    """An onnxruntime CPU session of `proto` cut down to the nodes the
-    tensors `outputs` need, with those tensors as its outputs."""
+def window_session(proto, positions, inputs, outputs):
+    """An onnxruntime CPU session of the nodes at `positions` of `proto`'s
+    graph alone, reading the tensors `inputs` ({name: an array of their
+    values, one row per image}) and writing `outputs`."""
     import onnx
     import onnxruntime
 
     graph = proto.graph
-    nodes = needed_nodes(proto, outputs)
+    nodes = [graph.node[at] for at in positions]
     used = {name for node in nodes for name in node.input}
     cut = onnx.helper.make_graph(
-        nodes, graph.name, list(graph.input),
+        nodes, graph.name,
+        [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(values.dtype),
+                                            [None, *values.shape[1:]]) for name, values in inputs.items()],
         [onnx.helper.make_empty_tensor_value_info(name) for name in outputs],
         [tensor for tensor in graph.initializer if tensor.name in used])
     model = onnx.helper.make_model(cut, opset_imports=proto.opset_import, ir_version=proto.ir_version)
@@ -100,24 +104,54 @@ def reading_session(proto, outputs):
     return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def read_tensors(proto, images, means=(), kept=()):
-    """({tensor: its mean per channel (axis 1) over `images`} for `means`,
-    {tensor: its values on every image} for `kept`), from one run of the
-    nodes they need."""
+def read_tensors(proto, values, means=(), kept=()):
+    """({tensor: its mean per channel (axis 1) over the images} for `means`,
+    {tensor: its values on every image} for `kept`, the positions of the
+    nodes run): one run of the nodes they need from the tensors `values`
+    ({name: its values on every image}: the graph's input, or what earlier
+    runs kept)."""
     names = list(dict.fromkeys([*means, *kept]))
-    session = reading_session(proto, names)
-    input_name = session.get_inputs()[0].name
-    sums, rows, values = dict.fromkeys(means, 0.0), dict.fromkeys(means, 0), {name: [] for name in kept}
-    for start in range(0, len(images), BATCH):
-        outputs = dict(zip(names, session.run(names, {input_name: images[start:start + BATCH]})))
+    positions = needed_nodes(proto, names, set(values))
+    read = {name for at in positions for name in proto.graph.node[at].input}
+    inputs = {name: array for name, array in values.items() if name in read}
+    session = window_session(proto, positions, inputs, names)
+    count = len(next(iter(values.values())))
+    sums, rows, kept_values = dict.fromkeys(means, 0.0), dict.fromkeys(means, 0), {}
+    for start in range(0, count, BATCH):
+        outputs = dict(zip(names, session.run(names, {name: array[start:start + BATCH]
+                                                      for name, array in inputs.items()})))
         for name in means:
-            value = np.moveaxis(np.asarray(outputs[name], np.float64), 1, -1)
-            sums[name] = sums[name] + value.reshape(-1, value.shape[-1]).sum(axis=0)
-            rows[name] += int(np.prod(value.shape[:-1]))
+            sums[name] = sums[name] + channel_sums(outputs[name])
+            rows[name] += outputs[name].size // outputs[name].shape[1]
         for name in kept:
-            values[name].append(outputs[name])
-    return ({name: sums[name] / rows[name] for name in means},
-            {name: np.concatenate(values[name]) for name in kept})
+            if name not in kept_values:
+                kept_values[name] = np.empty((count, *outputs[name].shape[1:]), outputs[name].dtype)
+            kept_values[name][start:start + len(outputs[name])] = outputs[name]
+    return {name: sums[name] / rows[name] for name in means}, kept_values, positions
+
+
+def channel_sums(values):
+    """Per channel (axis 1), the sum of a batch's values: exact for integer tensors."""
+    integer = np.issubdtype(values.dtype, np.integer)
+    return np.sum(values, axis=(0, *range(2, values.ndim)), dtype=np.int64 if integer else np.float64)
+
+
+def real_readers(proto):
+    """{tensor: the positions of the nodes that read it, through DequantizeLinear nodes (which are re-run where
+    their output is read later: a window keeps the int8 tensor, not its float copy)}."""
+    direct = {}
+    for at, node in enumerate(proto.graph.node):
+        for name in node.input:
+            direct.setdefault(name, set()).add(at)
+
+    def through(name):
+        found = set()
+        for at in direct.get(name, ()):
+            node = proto.graph.node[at]
+            found |= through(node.output[0]) if node.op_type == "DequantizeLinear" else {at}
+        return found
+
+    return {name: through(name) for name in direct}
 
 
 def dequantized_mean(proto_weights, layer, mean):
@@ -162,26 +196,38 @@ def corrected_onnx(int8_proto, float_proto, images, parts, judged):
     """An OnnxCorrection of `int8_proto` (a copy is corrected) on `images`
     (float, as the model takes them): `parts` are the network's parts (node
     names each) in graph order, `judged` the tensor both models are scored
-    on afterwards (the logits)."""
+    on afterwards (the logits).
+
+    Each part's nodes run as a model of their own on the tensors the parts
+    before it wrote (kept where a later node reads them: the int8 ones, not
+    their DequantizeLinear copies), once to measure and once more, corrected,
+    to pass on: about two int8 passes over the images, one float pass, and
+    one int8 pass of the model as quantized for the guard."""
     import copy
 
     proto = copy.deepcopy(int8_proto)
+    graph_input = {proto.graph.input[0].name: images}
     groups = part_layers(proto, parts)
-    float_means, float_kept = read_tensors(float_proto, images, means=[layer.output for group in groups
-                                                                       for layer in group], kept=[judged])
-    weights = initializers(proto)
-    shifted, as_quantized = [], None
+    float_means, float_kept, _ = read_tensors(float_proto, graph_input, means=[layer.output for group in groups
+                                                                                for layer in group], kept=[judged])
+    as_quantized = read_tensors(proto, graph_input, kept=[judged])[1][judged]
+    weights, readers = initializers(proto), real_readers(proto)
+    writers = {output: node.op_type for node in proto.graph.node for output in node.output}
+    cached, done, shifted = dict(graph_input), set(), []
     for group in groups:
-        int8_means, kept = read_tensors(proto, images, means=[layer.read for layer in group],
-                                        kept=[judged] if as_quantized is None else [])
-        as_quantized = kept.get(judged, as_quantized)
+        int8_means, _, window = read_tensors(proto, cached, means=[layer.read for layer in group])
         for layer in group:
             shift_bias(weights, layer, float_means[layer.output] - dequantized_mean(weights, layer,
                                                                                     int8_means[layer.read]))
             shifted.append(layer.node)
-    corrected = read_tensors(proto, images, kept=[judged])[1][judged]
-    return OnnxCorrection(proto, shifted, corrected if as_quantized is None else as_quantized, corrected,
-                          float_kept[judged])
+        done |= set(window)
+        still_read = {name for name, at in readers.items() if at - done} | {judged}
+        passed_on = [name for at in window for name in proto.graph.node[at].output
+                     if name in still_read and writers[name] != "DequantizeLinear"]
+        kept = read_tensors(proto, cached, kept=passed_on)[1] if passed_on else {}
+        cached = {name: values for name, values in cached.items() if name in still_read} | kept
+    corrected = cached[judged] if judged in cached else read_tensors(proto, cached, kept=[judged])[1][judged]
+    return OnnxCorrection(proto, shifted, as_quantized, corrected, float_kept[judged])
 
 
 ONNX_JUDGED_BY = ("the mean over the calibration images of each image's logits SQNR (a softmax head: its input; "
