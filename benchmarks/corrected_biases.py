@@ -245,7 +245,8 @@ def onnx_lines(result):
              "(U8S8, 7-bit weights). The correction and its guard are the TFLite's, written for it and chosen on "
              "the TFLite rows: none of it was tuned on these ONNX rows.", "",
              "| model | raw onnxruntime | ONNX auto, as quantized | corrected always | guarded (default) | "
-             "guarded - as quantized | guarded - raw | kept on subsets |", "|---|---|---|---|---|---|---|---|"]
+             "guarded - as quantized | guarded - raw | kept on subsets | top-1 drop raw / as quantized / guarded "
+             "(points) |", "|---|---|---|---|---|---|---|---|---|"]
     groups = {"digits and validation": [], "MNIST and Fashion-MNIST": []}
     for row in result["onnx_rows"]:
         mean = {route: values["sqnr_db_mean"] for route, values in row["routes"].items()}
@@ -256,7 +257,9 @@ def onnx_lines(result):
              mean[ONNX_AUTO] - mean[ONNX_RAW], mean[ONNX_GUARDED] - mean[ONNX_RAW]))
         lines.append(f"| {row['model']} | {mean[ONNX_RAW]:.2f} | {mean[ONNX_AUTO]:.2f} | {mean[ONNX_ALWAYS]:.2f} | "
                      f"{mean[ONNX_GUARDED]:.2f} | {mean[ONNX_GUARDED] - mean[ONNX_AUTO]:+.2f} | "
-                     f"{mean[ONNX_GUARDED] - mean[ONNX_RAW]:+.2f} | {kept} of {len(row['guard'])} |")
+                     f"{mean[ONNX_GUARDED] - mean[ONNX_RAW]:+.2f} | {kept} of {len(row['guard'])} | "
+                     + " / ".join(f"{row['routes'][route]['top1_drop_points_mean']:+.2f}"
+                                  for route in (ONNX_RAW, ONNX_AUTO, ONNX_GUARDED)) + " |")
     lines.append("")
     for name, rows in groups.items():
         if rows:

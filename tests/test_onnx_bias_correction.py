@@ -11,7 +11,8 @@ import pytest
 
 from edge_resnet.device.runtime import OnnxRunner
 from edge_resnet.quantize.bias_correction import describe_correction, guarded_record
-from edge_resnet.quantize.onnx_bias_correction import biased_layers, corrected_onnx_artifact
+from edge_resnet.quantize.onnx_bias_correction import (QOPERATOR_REASON, QOPERATOR_REFUSAL, biased_layers,
+                                                       corrected_onnx_artifact)
 from edge_resnet.quantize.onnx_export import float_onnx, ort_prepared, to_onnx, with_softmax_input_output
 from edge_resnet.quantize.recipe import QuantizationRecipe, record_path
 from tests.digits import softmax_twin
@@ -200,3 +201,13 @@ def test_quantize_corrects_the_onnx_by_default_and_says_so(tmp_path):
                 if tensor.name in biases}
 
     assert (bias_values(tmp_path / "default.onnx") != bias_values(tmp_path / "plain.onnx")) == record["corrected"]
+    # onnxruntime's QOperator format fuses each layer: the default says so, an explicit request is refused
+    fused = run_in_process(*common, "--onnx-format", "qoperator", "--output", tmp_path / "fused.onnx", cwd=tmp_path)
+    assert fused.returncode == 0, fused.stderr
+    assert json.loads(record_path(tmp_path / "fused.onnx").read_text())["bias_correction"] == {
+        "corrected": False, "mode": "auto", "reason": QOPERATOR_REASON}
+    assert f"biases as quantized ({QOPERATOR_REASON})" in fused.stdout
+    refused = run_in_process(*common, "--onnx-format", "qoperator", "--bias-correction", "--output",
+                             tmp_path / "refused.onnx", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.strip() == f"edge-resnet: error: {QOPERATOR_REFUSAL}", refused.stderr
+    assert not (tmp_path / "refused.onnx").exists()

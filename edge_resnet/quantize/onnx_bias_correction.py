@@ -232,6 +232,10 @@ def corrected_onnx(int8_proto, float_proto, images, parts, judged):
 
 ONNX_JUDGED_BY = ("the mean over the calibration images of each image's logits SQNR (a softmax head: its input; "
                   "the int8 ONNX's logits are float)")
+QOPERATOR_REASON = ("onnxruntime's QOperator format fuses each layer into an int8 operator whose bias the correction "
+                    "does not reach (the default QDQ format is corrected)")
+QOPERATOR_REFUSAL = ("--bias-correction corrects the QDQ int8 ONNX; --onnx-format qoperator fuses each layer into an "
+                     "int8 operator whose bias it does not reach: leave one of them out")
 NO_LAYERS_REASON = "the int8 ONNX has no Conv or Gemm with an int32 bias behind a DequantizeLinear (QDQ) to correct"
 
 
@@ -256,6 +260,8 @@ def corrected_onnx_artifact(int8_proto, float_proto, recipe, calibration):
     skipped = skipped_record(recipe, calibration)
     if skipped:
         return int8_proto, skipped
+    if recipe.onnx_format != "qdq":
+        return int8_proto, {"corrected": False, "mode": recipe.bias_correction, "reason": QOPERATOR_REASON}
     images = np.stack(list(calibration.samples())).astype(np.float32, copy=False)
     correction = corrected_onnx(int8_proto, float_proto, images, list(onnx_parts(float_proto).values()),
                                 judged_output(float_proto))
