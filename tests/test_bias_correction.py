@@ -325,3 +325,42 @@ def test_the_statistics_pass_keeps_a_softmax_heads_logits(folded, calibration, i
     path = dataclasses.replace(statistics, float_logits=damaged).save(tmp_path / "damaged.npz")
     with pytest.raises(DataError, match="logits hold a value that is not a finite number"):
         ActivationStatistics.load(path)
+
+
+@pytest.mark.parametrize("head", ["logits", "softmax"])
+def test_a_budgets_int8_parts_are_corrected_around_the_parts_it_keeps_float(folded, calibration, head):
+    """A budget's artifact gets the default's correction too: its float32
+    parts (here a block and the head, as `--output-type float32` lets the
+    search keep them) keep their biases, the int8 parts around them are
+    corrected, and the guard reads a float head's logits as they are."""
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io
+    from edge_resnet.quantize.mixed import model_parts
+
+    keras_model = folded if head == "logits" else softmax_twin(folded)
+    float_bytes = float_tflite(keras_model)
+    statistics = collect_statistics(float_bytes, calibration)
+    parts = model_parts(float_bytes)
+    kept = (*parts["conv3_block1"], *parts["head"])
+    plain = quantized_int8_io(float_bytes, activation_ranges(statistics, RangeMethod("minmax")), True, kept, ())
+    corrected, record = corrected_artifact(plain, float_bytes, dataclasses.replace(MINMAX, bias_correction="auto"),
+                                           calibration, statistics)
+    in_float = {name for measured, scopes in correction_parts(float_bytes) for name in measured if name in kept}
+    assert in_float and record["layers"] + len(in_float) == sum(len(m) for m, _ in correction_parts(float_bytes)) \
+        or not record["corrected"]
+    from edge_resnet.quantize.int8_tflite import tflite_outputs_and_logits
+    from edge_resnet.quantize.mixed import per_image_mean_db
+
+    def logits(content):
+        images = np.stack(list(calibration.samples()))
+        return tflite_outputs_and_logits(content, images)[1] if head == "softmax" else \
+            run_tflite_bytes(content, images, "int8")
+
+    always, _ = corrected_artifact(plain, float_bytes, MINMAX, calibration, statistics)
+    scores = record["calibration_sqnr_db"]
+    assert scores["as_quantized"] == pytest.approx(per_image_mean_db(logits(float_bytes), logits(plain)), abs=2e-3)
+    assert scores["corrected"] == pytest.approx(per_image_mean_db(logits(float_bytes), logits(always)), abs=2e-3)
+    assert record["corrected"] == (scores["corrected"] > scores["as_quantized"])
+    before, after = bias_bytes(plain), bias_bytes(always)
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed and not changed & in_float
+    assert corrected == (always if record["corrected"] else plain)

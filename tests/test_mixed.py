@@ -12,7 +12,6 @@ import pytest
 from edge_resnet.device.runtime import TfliteRunner
 from edge_resnet.device.tflite_inspect import inspect_tflite
 from edge_resnet.quantize import mixed
-from edge_resnet.quantize.bias_correction import NO_BUDGET_REASON
 from edge_resnet.quantize.recipe import read_record
 from tests.cli import run_in_process
 from tests.digits import TRAIN_SAMPLES, digit_pixels, softmax_twin
@@ -49,14 +48,15 @@ def output_sqnr_on(model, float_model, images):
 
 def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data):
     folder, float_model, evaluation = data
-    full = quantize(data, "full.tflite", "--no-bias-correction")  # what a budget searches on
+    full = quantize(data, "full.tflite")  # the default: biases corrected where it helps
     assert full.returncode == 0, full.stderr
-    # met at once: the full-int8 held-out score; the biases asked for are not corrected under a budget
-    first = quantize(data, "probe.tflite", "--min-sqnr", "1", "--bias-correction")
+    # met at once: the full-int8 held-out score (searched with the biases as quantized); the artifact then gets the
+    # default's guarded correction, so it is the default full int8
+    first = quantize(data, "probe.tflite", "--min-sqnr", "1")
     assert first.returncode == 0, first.stderr
     assert (folder / "probe.tflite").read_bytes() == (folder / "full.tflite").read_bytes()
-    assert read_record(folder / "probe.tflite")["bias_correction"] == {"corrected": False, "mode": "on",
-                                                                        "reason": NO_BUDGET_REASON}
+    assert read_record(folder / "probe.tflite")["bias_correction"] == read_record(folder / "full.tflite")[
+        "bias_correction"]
     start = read_record(folder / "probe.tflite")["mixed_precision"]
     assert start["met"] and start["float_parts"] == [] and len(start["steps"]) == 1
     budget = float(f"{start['steps'][0]['sqnr_db'] + 1.0:.2f}")

@@ -4,6 +4,7 @@ everything on), on a small MobileNetV2-style network trained on the digits
 (real data), for the int8 TFLite (XNNPACK) and the int8 ONNX (onnxruntime)."""
 
 import numpy as np
+import onnx
 import pytest
 
 from edge_resnet.device.runtime import OnnxRunner, TfliteRunner
@@ -102,7 +103,7 @@ def quantize(folder, name, *options):
 def test_a_budget_is_met_on_a_network_that_is_not_a_resnet(mobilenet, suffix):
     folder, evaluation, reference = mobilenet
     runner = TfliteRunner if suffix == ".tflite" else OnnxRunner
-    full = quantize(folder, f"full{suffix}", "--no-bias-correction")  # full int8 as the search measures it
+    full = quantize(folder, f"full{suffix}")  # the default full int8 (biases corrected where it helps)
     assert full.returncode == 0, full.stderr
     result = quantize(folder, f"mixed{suffix}", "--min-sqnr-gain", "2")
     assert result.returncode == 0, result.stderr
@@ -112,6 +113,16 @@ def test_a_budget_is_met_on_a_network_that_is_not_a_resnet(mobilenet, suffix):
     assert set(record["gain_alone_db"]) | set(record["not_tried"]) == set(MOBILENET_PARTS)
     if suffix == ".tflite":
         assert inspect_tflite(folder / "mixed.tflite").fully_delegated
+    # the budget's artifact gets the default's correction too, on its int8 layers only
+    correction = read_record(folder / f"mixed{suffix}")["bias_correction"]
+    assert correction["mode"] == "auto" and "calibration_sqnr_db" in correction
+    if suffix == ".onnx" and correction["corrected"]:
+        from edge_resnet.quantize.onnx_bias_correction import biased_layers
+
+        proto = onnx.load(folder / "mixed.onnx")
+        weight_layers = [node for node in proto.graph.node if node.op_type in ("Conv", "Gemm")]
+        # shifted: every int8 layer; the float32 parts' layers (float weights and biases) are not among them
+        assert correction["layers"] == len(biased_layers(proto)) < len(weight_layers)
     full_db = mixed.output_sqnr_db(reference, runner(folder / f"full{suffix}").predict(evaluation))
     mixed_db = mixed.output_sqnr_db(reference, runner(folder / f"mixed{suffix}").predict(evaluation))
     assert mixed_db > full_db and mixed_db >= record["budget_sqnr_db"] - mixed.EVALUATION_SLACK_DB, (full_db, mixed_db)

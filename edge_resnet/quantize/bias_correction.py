@@ -248,31 +248,39 @@ NEEDS_IMAGES = ("--bias-correction corrects the int8 biases on calibration image
                 "--statistics, or leave it out")
 NOT_ASKED = "not asked for (--no-bias-correction)"
 NO_IMAGES_REASON = "no calibration images to correct them on (--statistics without --calibration)"
-NO_BUDGET_REASON = "an accuracy budget's parts are chosen on the int8 model as quantized"
 OUT_OF_ORDER_REASON = "the network's parts do not run one after another in the int8 graph"
 JUDGED_BY = ("the mean over the calibration images of each image's logits SQNR (a softmax head: its input, "
              "with logits under the int8 input's floor raised to it)")
 
 
 def corrects_biases(recipe):
-    """Whether the int8 TFLite of `recipe` may get its biases corrected (and so reads the calibration images)."""
-    return recipe.mode == "int8" and recipe.bias_correction != "off" and recipe.budget() is None
+    """Whether the int8 artifact of `recipe` may get its biases corrected (and so reads the calibration images)."""
+    return recipe.mode == "int8" and recipe.bias_correction != "off"
 
 
 def judged_tensor(int8_model_bytes):
-    """(index in the int8 graph, the tensor, floor or None) of what a
-    correction is judged by: a softmax head's input (logits under the floor
-    of its int8 range come out 0 either way), else the graph output."""
+    """(index in the int8 graph, the tensor, floor or None, whether it is a
+    softmax head's input) of what a correction is judged by: a softmax
+    head's input (logits under the floor of its int8 range come out 0 either
+    way), else the graph output."""
     from .statistics import output_softmax
 
     model = read_flatbuffer(int8_model_bytes)
     graph = model.subgraphs[0]
     softmax = output_softmax(model)
     if softmax is None:
-        return graph.outputs[0], graph.tensors[graph.outputs[0]], None
+        return graph.outputs[0], graph.tensors[graph.outputs[0]], None, False
     tensor = graph.tensors[softmax.inputs[0]]
+    if not is_int8(tensor):  # a float head (a budget's part): no int8 range, no floor
+        return softmax.inputs[0], tensor, None, True
     floor = float(tensor.quantization.scale[0]) * (-128 - int(tensor.quantization.zeroPoint[0]))
-    return softmax.inputs[0], tensor, floor
+    return softmax.inputs[0], tensor, floor, True
+
+
+def is_int8(tensor):
+    from ai_edge_litert import schema_py_generated as schema
+
+    return tensor.type == schema.TensorType.INT8
 
 
 def judged_reference(float_model_bytes, statistics, calibration, softmax):
@@ -293,12 +301,14 @@ def judged_reference(float_model_bytes, statistics, calibration, softmax):
 
 def judged_db(reference, int8_values, tensor, floor):
     """The mean over images of each image's SQNR of `int8_values` (an int8
-    tensor's, dequantized by `tensor`'s quantization) against `reference`,
+    tensor's, dequantized by `tensor`'s quantization; a float one's as they
+    are) against `reference`,
     both raised to `floor` where there is one."""
     from .mixed import per_image_mean_db
 
-    scale, zero_point = float(tensor.quantization.scale[0]), int(tensor.quantization.zeroPoint[0])
-    values = scale * (np.asarray(int8_values, np.float64).reshape(len(reference), -1) - zero_point)
+    values = np.asarray(int8_values, np.float64).reshape(len(reference), -1)
+    if is_int8(tensor):
+        values = float(tensor.quantization.scale[0]) * (values - int(tensor.quantization.zeroPoint[0]))
     reference = np.asarray(reference, np.float64).reshape(len(reference), -1)
     if floor is not None:
         values, reference = np.maximum(values, floor), np.maximum(reference, floor)
@@ -307,13 +317,11 @@ def judged_db(reference, int8_values, tensor, floor):
 
 def skipped_record(recipe, calibration):
     """The record of an int8 artifact whose biases are not corrected before
-    any work (not asked for, a budget's parts, no images to correct them
-    on), or None where the correction runs."""
+    any work (not asked for, no images to correct them on), or None where
+    the correction runs."""
     mode = recipe.bias_correction
     if mode == "off":
         return {"corrected": False, "mode": mode, "reason": NOT_ASKED}
-    if recipe.budget() is not None:
-        return {"corrected": False, "mode": mode, "reason": NO_BUDGET_REASON}
     if calibration is None:
         return {"corrected": False, "mode": mode, "reason": NO_IMAGES_REASON}
     return None
@@ -337,9 +345,10 @@ def guarded_record(mode, images, layers, scores=None, judged_by=JUDGED_BY):
 def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration, statistics):
     """(the int8 TFLite, int8 input and output as litert-quantizer writes it,
     the record of what was done): its biases corrected on the calibration
-    images (`calibration`, an ImageSet) unless the recipe says not to, keeps
-    parts out of int8 for a budget, or (`auto`) the correction does not
-    raise the logits' mean per-image SQNR on those images (JUDGED_BY)."""
+    images (`calibration`, an ImageSet) unless the recipe says not to or
+    (`auto`) the correction does not raise the logits' mean per-image SQNR
+    on those images (JUDGED_BY). Parts a budget keeps out of int8 keep
+    their biases; the int8 parts around them are corrected."""
     skipped = skipped_record(recipe, calibration)
     if skipped:
         return int8_model_bytes, skipped
@@ -348,7 +357,7 @@ def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration,
     if means is None or calibration.fingerprint != statistics.calibration.get("fingerprint"):
         names = [name for measured, _ in correction_parts(float_model_bytes) for name in measured]
         means = float_channel_means(float_model_bytes, calibration.samples(), names)
-    judged, tensor, floor = judged_tensor(int8_model_bytes)
+    judged, tensor, floor, softmax = judged_tensor(int8_model_bytes)
     guarded = mode == "auto"
     correction = corrected_and_read(int8_model_bytes, float_model_bytes, calibration.samples(), len(calibration),
                                     means, read=[judged] if guarded else [])
@@ -356,7 +365,7 @@ def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration,
         return int8_model_bytes, {"corrected": False, "mode": mode, "reason": OUT_OF_ORDER_REASON}
     scores = None
     if guarded:
-        reference = judged_reference(float_model_bytes, statistics, calibration, floor is not None)
+        reference = judged_reference(float_model_bytes, statistics, calibration, softmax)
         name = tensor.name.decode()
         scores = {"as_quantized": judged_db(reference, correction.read_as_quantized[name], tensor, floor),
                   "corrected": judged_db(reference, correction.read[name], tensor, floor)}
@@ -365,11 +374,9 @@ def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration,
 
 
 def describe_correction(record):
-    """One line on an artifact's bias_correction record, or None where nothing was recorded, it was not asked
-    for, or the default had nothing to correct (a budget's parts)."""
+    """One line on an artifact's bias_correction record, or None where nothing was recorded or it was not asked
+    for."""
     if record is None or str(record.get("reason", "")).startswith("not asked for"):  # also session 45's records
-        return None
-    if record.get("mode") == "auto" and record.get("reason") == NO_BUDGET_REASON:
         return None
     scores = record.get("calibration_sqnr_db")
     judged = (f"the logits' mean per-image SQNR on them {scores['as_quantized']:.2f} -> {scores['corrected']:.2f} dB"

@@ -488,8 +488,10 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
     quantized = quantized_int8_io(float_model, ranges, recipe.per_channel, *(search.scopes() if search else ((), ())))
     quantized, correction = corrected_artifact(quantized, float_model, recipe, calibration, statistics)
     content = with_recipe_io(quantized, recipe)
-    if search and full_int8_output is not None:
-        Path(full_int8_output).write_bytes(int8_tflite(float_model, ranges, recipe))
+    if search and full_int8_output is not None:  # as the default would make it with these ranges, corrected alike
+        full, _ = corrected_artifact(quantized_int8_io(float_model, ranges, recipe.per_channel), float_model, recipe,
+                                     calibration, statistics)
+        Path(full_int8_output).write_bytes(with_recipe_io(full, recipe))
     with atomic_output(output) as temporary:
         temporary.write_bytes(content)
         record = artifact_record(temporary, "tflite", recipe, model_info or tflite_model_info(float_model),

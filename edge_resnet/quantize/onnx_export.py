@@ -736,9 +736,9 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
                                             search.float_scopes() if search else ())
                 int8_proto, correction = corrected_onnx_artifact(int8_proto, prepared.proto, recipe, calibration)
                 onnx.save(checked(int8_proto, f"model {model.name!r}", (ORT_DOMAIN,)), temporary)
-                if search and full_int8_output is not None:
-                    onnx.save(ort_int8_proto(prepared, scratch / "full_int8.onnx", recipe, onnx_ranges),
-                              full_int8_output)
+                if search and full_int8_output is not None:  # as the default would make it, corrected alike
+                    full = ort_int8_proto(prepared, scratch / "full_int8.onnx", recipe, onnx_ranges)
+                    onnx.save(corrected_onnx_artifact(full, prepared.proto, recipe, calibration)[0], full_int8_output)
                 ranges_used = ranges_record(statistics, method, tflite_ranges, selection, int8_logits=False)
             else:
                 # tf2onnx writes float32 parts, not dynamic-range ones, as ONNX
