@@ -111,7 +111,8 @@ def test_each_part_runs_alone_on_what_the_parts_before_it_wrote_as_the_whole_mod
     parts = list(onnx_parts(float_proto).values())
     slow = onnx.ModelProto()
     slow.CopyFrom(plain)
-    weights, groups = initializers(slow), part_layers(slow, parts)
+    weights = initializers(slow)
+    groups = part_layers(slow, parts, {name for node in float_proto.graph.node for name in node.output})
     float_means = {name: channel_means(values) for name, values in tensor_values(
         float_proto, images, [layer.output for group in groups for layer in group]).items()}
     for group in groups:
@@ -170,9 +171,14 @@ def test_the_corrected_onnx_holds_on_images_it_never_saw(folded, onnx_models, ca
     assert sqnr(corrected, "corrected.onnx") > sqnr(plain, "plain.onnx") + 0.3
 
 
-def test_a_tie_leaves_the_biases_as_quantized():
+def test_a_tie_or_a_lost_agreement_leaves_the_biases_as_quantized():
     keep, record = guarded_record("auto", 200, 21, {"as_quantized": 30.0, "corrected": 30.0})
     assert not keep and not record["corrected"] and record["layers"] == 0
+    # under a budget counting top-1: a higher SQNR does not make up for images whose top-1 it changed
+    higher = {"as_quantized": 30.0, "corrected": 31.0}
+    keep, record = guarded_record("auto", 200, 21, higher, agreement={"as_quantized": 0.995, "corrected": 0.99})
+    assert not keep and "lowered the top-1 agreement" in record["reason"]
+    assert guarded_record("auto", 200, 21, higher, agreement={"as_quantized": 0.99, "corrected": 0.99})[0]
     assert guarded_record("on", 200, 21) == (True, {"corrected": True, "images": 200, "layers": 21, "mode": "on"})
 
 
@@ -211,3 +217,30 @@ def test_quantize_corrects_the_onnx_by_default_and_says_so(tmp_path):
                              tmp_path / "refused.onnx", cwd=tmp_path)
     assert refused.returncode == 2 and refused.stderr.strip() == f"edge-resnet: error: {QOPERATOR_REFUSAL}", refused.stderr
     assert not (tmp_path / "refused.onnx").exists()
+
+
+def test_what_cannot_be_corrected_is_refused_or_said(folded, onnx_models, calibration, head, tmp_path):
+    """Asked for without images or on the QOperator format: refused before
+    any work; a graph with no int8 layer to correct: said in the record."""
+    from edge_resnet.errors import ConfigError
+    from edge_resnet.quantize.bias_correction import NEEDS_IMAGES, NO_LAYERS_REASON
+    from edge_resnet.quantize.onnx_bias_correction import QOPERATOR_REFUSAL
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    if head != "logits":
+        pytest.skip("one head is enough")
+    asked = dataclasses.replace(AS_QUANTIZED, bias_correction="on")
+    statistics = collect_statistics(float_tflite(folded), calibration)
+    with pytest.raises(ConfigError, match=NEEDS_IMAGES):
+        to_onnx(folded, asked, output=tmp_path / "no_images.onnx", statistics=statistics)
+    with pytest.raises(ConfigError, match=QOPERATOR_REFUSAL):
+        to_onnx(folded, dataclasses.replace(asked, onnx_format="qoperator"), calibration,
+                output=tmp_path / "fused.onnx", statistics=statistics)
+    assert not list(tmp_path.iterdir())
+    fused = to_onnx(folded, dataclasses.replace(AS_QUANTIZED, onnx_format="qoperator"), calibration,
+                    output=tmp_path / "fused.onnx", statistics=statistics)
+    float_proto, _ = onnx_models
+    unchanged, record = corrected_onnx_artifact(onnx.load(fused), float_proto, asked, calibration)
+    assert record == {"corrected": False, "mode": "on", "reason": NO_LAYERS_REASON}
+    assert unchanged.SerializeToString() == onnx.load(fused).SerializeToString()

@@ -1,5 +1,6 @@
-"""Empirical bias correction of a full-integer int8 TFLite: part by part in
-graph order (the stem, each residual block, the head), every convolution and
+"""Empirical bias correction of an int8 TFLite (full int8, or a budget's
+with parts kept out of int8, whose own biases stay): part by part in graph
+order (the stem, each residual block, the head), every convolution and
 the classifier of the part get their int32 bias shifted by the mean, per
 output channel, of (float output - int8 output) over the calibration images,
 measured on the int8 model whose earlier parts are already corrected. The
@@ -15,6 +16,8 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..errors import ConfigError
 
 from .statistics import flatbuffer_bytes, read_flatbuffer
 
@@ -250,7 +253,16 @@ NOT_ASKED = "not asked for (--no-bias-correction)"
 NO_IMAGES_REASON = "no calibration images to correct them on (--statistics without --calibration)"
 OUT_OF_ORDER_REASON = "the network's parts do not run one after another in the int8 graph"
 JUDGED_BY = ("the mean over the calibration images of each image's logits SQNR (a softmax head: its input, "
-             "with logits under the int8 input's floor raised to it)")
+             "with logits under the floor of its int8 range, where it has one, raised to it)")
+NO_LAYERS_REASON = "no int8 layer with an int32 bias to correct"
+AGREEMENT_REASON = ("correcting them lowered the top-1 agreement with the float model on the {images} calibration "
+                    "images, which the budget counts")
+
+
+def check_images_for(recipe, calibration):
+    """Refuse an explicit --bias-correction with no calibration images to correct on (nothing costly done yet)."""
+    if corrects_biases(recipe) and recipe.bias_correction == "on" and calibration is None:
+        raise ConfigError(NEEDS_IMAGES)
 
 
 def corrects_biases(recipe):
@@ -327,19 +339,40 @@ def skipped_record(recipe, calibration):
     return None
 
 
-def guarded_record(mode, images, layers, scores=None, judged_by=JUDGED_BY):
+def guarded_record(mode, images, layers, scores=None, judged_by=JUDGED_BY, agreement=None):
     """(keep the correction?, the record): `scores` ({"as_quantized": dB,
-    "corrected": dB} on the calibration images) decide in mode auto."""
+    "corrected": dB} on the calibration images) decide in mode auto; under
+    a budget that counts top-1 agreement or accuracy, `agreement` (the same
+    keys: the share of those images whose top-1 is the float model's) must
+    not fall either."""
     record = {"corrected": True, "images": images, "layers": layers, "mode": mode}
     if mode != "auto":
         return True, record
     record["calibration_sqnr_db"] = {key: round(value, 3) for key, value in scores.items()}
     record["judged_by"] = judged_by
-    if scores["corrected"] > scores["as_quantized"]:
-        return True, record
-    return False, {**record, "corrected": False, "layers": 0,
-                   "reason": f"correcting them did not raise their logits' mean per-image SQNR on the {images} "
-                             "calibration images"}
+    dropped = {**record, "corrected": False, "layers": 0}
+    if not scores["corrected"] > scores["as_quantized"]:
+        return False, {**dropped, "reason": f"correcting them did not raise their logits' mean per-image SQNR on "
+                                            f"the {images} calibration images"}
+    if agreement is not None:
+        record["calibration_agreement"] = {key: round(value, 4) for key, value in agreement.items()}
+        if agreement["corrected"] < agreement["as_quantized"]:
+            return False, {**dropped, "calibration_agreement": record["calibration_agreement"],
+                           "reason": AGREEMENT_REASON.format(images=images)}
+    return True, record
+
+
+def counts_top1(recipe):
+    """Whether the recipe's budget counts top-1 (--min-agreement, --max-accuracy-drop)."""
+    budget = recipe.budget()
+    return budget is not None and (budget.min_agreement is not None or budget.max_accuracy_drop is not None)
+
+
+def top1_agreement(reference, values):
+    """The share of images whose top-1 in `values` is the one in `reference` (one row per image)."""
+    count = len(reference)
+    return float(np.mean(np.asarray(reference).reshape(count, -1).argmax(1)
+                         == np.asarray(values).reshape(count, -1).argmax(1)))
 
 
 def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration, statistics):
@@ -363,13 +396,18 @@ def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration,
                                     means, read=[judged] if guarded else [])
     if correction.shifted is None:
         return int8_model_bytes, {"corrected": False, "mode": mode, "reason": OUT_OF_ORDER_REASON}
-    scores = None
+    if not correction.shifted:  # every layer with a bias kept out of int8
+        return int8_model_bytes, {"corrected": False, "mode": mode, "reason": NO_LAYERS_REASON}
+    scores, agreement = None, None
     if guarded:
         reference = judged_reference(float_model_bytes, statistics, calibration, softmax)
         name = tensor.name.decode()
-        scores = {"as_quantized": judged_db(reference, correction.read_as_quantized[name], tensor, floor),
-                  "corrected": judged_db(reference, correction.read[name], tensor, floor)}
-    keep, record = guarded_record(mode, len(calibration), len(correction.shifted), scores if guarded else None)
+        values = {key: read[name] for key, read in (("as_quantized", correction.read_as_quantized),
+                                                    ("corrected", correction.read))}
+        scores = {key: judged_db(reference, value, tensor, floor) for key, value in values.items()}
+        if counts_top1(recipe):
+            agreement = {key: top1_agreement(reference, value) for key, value in values.items()}
+    keep, record = guarded_record(mode, len(calibration), len(correction.shifted), scores, agreement=agreement)
     return (correction.model if keep else int8_model_bytes), record
 
 

@@ -468,15 +468,15 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
                       packages=RUNTIME_PACKAGES, progress=True, log=None, full_int8_output=None):
     """Write the int8 `output` (.tflite) of the float32 .tflite bytes
     `float_model`, and its recipe JSON; return the path. Under a budget,
-    `full_int8_output` (a path) also gets full int8 with the same ranges:
-    what the budget's parts are measured against on other images."""
-    from .bias_correction import NEEDS_IMAGES, corrected_artifact, corrects_biases
+    `full_int8_output` (a path) also gets full int8 with the same ranges,
+    its biases corrected as the recipe asks: what the budget's parts are
+    measured against on other images."""
+    from .bias_correction import check_images_for, corrected_artifact
     from .selection import resolved_ranges
 
     output = Path(output)
     statistics = statistics_for(float_model, calibration, statistics, progress)
-    if corrects_biases(recipe) and recipe.bias_correction == "on" and calibration is None:  # nothing costly yet
-        raise ConfigError(NEEDS_IMAGES)
+    check_images_for(recipe, calibration)
     method, ranges, selection = resolved_ranges(statistics, recipe.range_method(),
                                                 tflite_chooser(float_model, recipe.per_channel, calibration))
     search = None

@@ -459,6 +459,8 @@ class MixedSearch:
                 "precision": self.precision,
                 "artifact": f"the chosen parts in {PRECISIONS[self.precision]}, with ranges from all calibration "
                             "images",
+                "steps_biases": "as quantized: the steps are measured so; the artifact's int8 parts are then "
+                                "corrected where that helps (bias_correction)",
                 "sqnr_judged_by": (JUDGED_BY_LOGITS if self.steps[0].logits_db is not None
                                    else "the output SQNR as measured"),
                 "float_parts": [{"part": part, "operators": sum(operator not in chosen.int8_operators

@@ -630,10 +630,14 @@ def with_softmax_input_output(model_bytes):
 
 def check_onnx_request(recipe, opset, route):
     """Refuse what ONNX export cannot do before any work starts."""
+    from .onnx_bias_correction import QOPERATOR_REFUSAL
+
     if recipe.mode not in ("none", "int8"):
         raise ConfigError(f"ONNX export offers float32 (none) and int8. Received: mode={recipe.mode!r}")
     if route not in ONNX_ROUTES:
         raise ConfigError(f"route must be one of {', '.join(ONNX_ROUTES)}. Received: {route!r}")
+    if recipe.mode == "int8" and route == "ort" and recipe.bias_correction == "on" and recipe.onnx_format != "qdq":
+        raise ConfigError(QOPERATOR_REFUSAL)
     check_opset(opset)
 
 
@@ -666,13 +670,14 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
     one statistics pass over `calibration`: both formats share them. For
     route "ort", `float_onnx_path` (the float ONNX of `model`, same opset)
     reuses an export a pipeline has already made, and under a budget
-    `full_int8_output` (a path) also gets full int8 with the same ranges:
-    what the budget's parts are measured against on other images.
+    `full_int8_output` (a path) also gets full int8 with the same ranges,
+    its biases corrected as the recipe asks: what the budget's parts are
+    measured against on other images.
     """
     import keras
     import onnx
 
-    from .bias_correction import NEEDS_IMAGES, corrects_biases
+    from .bias_correction import check_images_for
     from .int8_tflite import statistics_for
     from .onnx_bias_correction import corrected_onnx_artifact
     from .ranges import ranges_record
@@ -684,8 +689,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
     if output.suffix != ".onnx":
         raise ConfigError(f"the ONNX output must end in .onnx. Received: {output}")
     check_onnx_request(recipe, opset, route)
-    if corrects_biases(recipe) and recipe.bias_correction == "on" and calibration is None:  # nothing costly yet
-        raise ConfigError(NEEDS_IMAGES)
+    check_images_for(recipe, calibration)
     if recipe.needs_calibration and statistics is None:
         if calibration is None:
             raise ConfigError("int8 quantization needs calibration data (an image folder, .npy or .npz)")

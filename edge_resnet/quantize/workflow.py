@@ -126,7 +126,6 @@ def check_request(request, recipe):
     """Refuse, before any work, what cannot be done."""
     from ..files import refuse_writing_over_inputs
     from .bias_correction import NEEDS_IMAGES, corrects_biases
-    from .onnx_bias_correction import QOPERATOR_REFUSAL
 
     if recipe.needs_calibration and not (request.calibration or request.statistics):
         raise ConfigError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz) "
@@ -141,8 +140,6 @@ def check_request(request, recipe):
     asked = bool(request.bias_correction)  # the default leaves them as quantized where it cannot, and says why
     if asked and request.statistics and not request.calibration and corrects_biases(recipe):
         raise ConfigError(NEEDS_IMAGES)
-    if asked and request.target == ".onnx" and request.onnx_route == "ort" and recipe.onnx_format != "qdq":
-        raise ConfigError(QOPERATOR_REFUSAL)
     if not recipe.needs_calibration and (request.statistics or request.save_statistics):
         raise ConfigError("--statistics and --save-statistics apply to --quantize int8 only")
     if recipe.fallback_precision == "dynamic" and request.target == ".onnx":
