@@ -178,6 +178,10 @@ def test_a_tie_or_a_lost_agreement_leaves_the_biases_as_quantized():
     higher = {"as_quantized": 30.0, "corrected": 31.0}
     keep, record = guarded_record("auto", 200, 21, higher, agreement={"as_quantized": 0.995, "corrected": 0.99})
     assert not keep and "lowered the top-1 agreement" in record["reason"]
+    assert describe_correction(record) == ("biases as quantized: correcting them lowered the top-1 agreement with "
+                                           "the float model on the 200 calibration images, which the budget counts "
+                                           "(99.5% -> 99.0%, though the logits' mean per-image SQNR on them 30.00 "
+                                           "-> 31.00 dB)")
     assert guarded_record("auto", 200, 21, higher, agreement={"as_quantized": 0.99, "corrected": 0.99})[0]
     assert guarded_record("on", 200, 21) == (True, {"corrected": True, "images": 200, "layers": 21, "mode": "on"})
 

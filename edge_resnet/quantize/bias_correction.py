@@ -422,6 +422,10 @@ def describe_correction(record):
     if record["corrected"]:
         return (f"biases of {record['layers']} layers corrected toward the float model's mean outputs on "
                 f"{record['images']} calibration images" + (f" ({judged})" if judged else ""))
+    agreement = record.get("calibration_agreement")
+    if scores and agreement and agreement["corrected"] < agreement["as_quantized"]:
+        return (f"biases as quantized: {record['reason']} ({agreement['as_quantized']:.1%} -> "
+                f"{agreement['corrected']:.1%}, though {judged})")
     if scores:
         return (f"biases as quantized: correcting them did not raise the logits' mean per-image SQNR on the "
                 f"{record['images']} calibration images ({scores['as_quantized']:.2f} -> {scores['corrected']:.2f} dB)")
