@@ -5,6 +5,7 @@ help on models and data it was not written on, under issue 23's protocol?
     python benchmarks/corrected_biases.py guard SET SUBSTRING...
     python benchmarks/corrected_biases.py in_sample SET SUBSTRING...
     python benchmarks/corrected_biases.py onnx SET SUBSTRING...
+    python benchmarks/corrected_biases.py onnx_logits SET SUBSTRING...
 
 Per model and head, four calibration subsets of 200 images (calibration.py's
 protocol_splits: the very same images for every route): the raw TFLite
@@ -23,7 +24,9 @@ pass plus the int8 TFLite, alternating in one run.
 names hold a SUBSTRING, whether a held-out guard would have seen the
 correction's loss coming (guard_row). `in_sample`: the guard that ships,
 replayed per subset (in_sample_row). `onnx`: the int8 ONNX of onnxruntime's
-route, corrected always and guarded, beside raw onnxruntime (onnx_row).
+route, corrected always and guarded, beside raw onnxruntime (onnx_row);
+`onnx_logits`: a softmax head's ONNX correction read three ways on the
+evaluation images (onnx_logits_row).
 
 Writes benchmarks/results/corrected_biases.{json,md}; each part measures
 its models again and keeps the others' rows.
@@ -237,6 +240,55 @@ def onnx_row(model_name, model, head, size, protocol):
             "routes": {route: summarize(values) for route, values in rows.items()}}
 
 
+def onnx_logits_row(model_name, model, head, size, protocol):
+    """A diagnostic for a softmax head's ONNX row: per subset, the correction (always on) against `auto` as
+    quantized on the evaluation images, read three ways: the probabilities' pooled SQNR (the table's), the logits'
+    mean per-image SQNR (what the guard reads on the calibration images) and the logits' pooled SQNR."""
+    import onnx
+    from calibration import float_predictions, protocol_splits, sqnr_db
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.device.runtime import OnnxRunner
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.mixed import per_image_mean_db
+    from edge_resnet.quantize.onnx_bias_correction import corrected_onnx_artifact
+    from edge_resnet.quantize.onnx_export import float_onnx, ort_prepared, to_onnx, with_softmax_input_output
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    print(f"== onnx logits: {model_name}", flush=True)
+    folded = fold_batchnorm(model)[0]
+    float_model = float_tflite(folded)
+    scratch = Path(tempfile.mkdtemp(prefix="corrected-onnx-logits-"))
+    onnx.save(float_onnx(folded), scratch / "float.onnx")
+    prepared = ort_prepared(scratch / "float.onnx", scratch / "prepared.onnx")
+
+    def outputs_and_logits(path, images):
+        (scratch / "exposed.onnx").write_bytes(with_softmax_input_output(Path(path).read_bytes()))
+        return OnnxRunner(scratch / "exposed.onnx").predict_every_output(images)
+
+    subsets, float_cache = [], {}
+    for pixels, pixel_labels, test_pixels, _ in protocol_splits(size, protocol):
+        _, test_images, _ = float_predictions(model, test_pixels, float_cache)
+        calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=pixel_labels).cached()
+        plain = to_onnx(folded, QuantizationRecipe(bias_correction="off"), calibration, output=scratch / "ours.onnx",
+                        statistics=collect_statistics(float_model, calibration), float_model=float_model,
+                        float_onnx_path=scratch / "float.onnx")
+        proto, _ = corrected_onnx_artifact(onnx.load(plain), prepared.proto, QuantizationRecipe(bias_correction="on"),
+                                           calibration)
+        onnx.save(proto, scratch / "corrected.onnx")
+        (expected, expected_logits), (before, before_logits), (after, after_logits) = (
+            outputs_and_logits(path, test_images) for path in (prepared.path, plain, scratch / "corrected.onnx"))
+        subsets.append({"probabilities_gain_db": sqnr_db(expected, after) - sqnr_db(expected, before),
+                        "logits_image_mean_gain_db": (per_image_mean_db(expected_logits, after_logits)
+                                                      - per_image_mean_db(expected_logits, before_logits)),
+                        "logits_pooled_gain_db": sqnr_db(expected_logits, after_logits) - sqnr_db(expected_logits,
+                                                                                                   before_logits)})
+        print("   " + ", ".join(f"{key} {value:+.2f}" for key, value in subsets[-1].items()), flush=True)
+    return {"model": model_name, "head": head, "subsets": subsets}
+
+
 def onnx_lines(result):
     lines = ["", "## The int8 ONNX (onnxruntime's route) with its biases corrected (`onnx`)", "",
              "Commands: " + ", ".join(f"`{command}`" for command in result.get("onnx_commands", [])), "",
@@ -260,6 +312,14 @@ def onnx_lines(result):
                      f"{mean[ONNX_GUARDED] - mean[ONNX_RAW]:+.2f} | {kept} of {len(row['guard'])} | "
                      + " / ".join(f"{row['routes'][route]['top1_drop_points_mean']:+.2f}"
                                   for route in (ONNX_RAW, ONNX_AUTO, ONNX_GUARDED)) + " |")
+    for row in result.get("onnx_logits_rows", []):
+        lines += ["", f"Diagnostic (`{'`, `'.join(result['onnx_logits_commands'])}`): {row['model']}, the correction "
+                      "always on against as quantized, per subset on the evaluation images: probabilities pooled "
+                  + ", ".join(f"{subset['probabilities_gain_db']:+.2f}" for subset in row["subsets"])
+                  + "; logits' mean per-image SQNR (what the guard reads on the calibration images) "
+                  + ", ".join(f"{subset['logits_image_mean_gain_db']:+.2f}" for subset in row["subsets"])
+                  + "; logits pooled " + ", ".join(f"{subset['logits_pooled_gain_db']:+.2f}"
+                                                    for subset in row["subsets"]) + " dB."]
     lines.append("")
     for name, rows in groups.items():
         if rows:
@@ -522,9 +582,9 @@ def main(parts):
     if "onnx_cost" in parts:
         result.update(onnx_cost=onnx_cost(), onnx_cost_command=command)
     sets = model_sets()
-    if parts[:1] in (["guard"], ["in_sample"], ["onnx"]):  # guard SET SUBSTRING...: the rows of SET whose names hold one
-        measured, key = {"guard": (guard_row, "guard"), "in_sample": (in_sample_row, "in_sample"),
-                         "onnx": (onnx_row, "onnx")}[parts[0]]
+    rows_of = {"guard": guard_row, "in_sample": in_sample_row, "onnx": onnx_row, "onnx_logits": onnx_logits_row}
+    if parts[:1] and parts[0] in rows_of:  # guard SET SUBSTRING...: the rows of SET whose names hold one
+        measured, key = rows_of[parts[0]], parts[0]
         protocol, models = sets[parts[1]]
         for name, model, head, size in models():
             if any(part in name for part in parts[2:]):
