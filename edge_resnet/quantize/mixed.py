@@ -1016,10 +1016,11 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
 
     reference_logits = None
     if route.outputs_and_logits is not None:
-        from .int8_tflite import softmax_head, tflite_outputs_and_logits
+        from .int8_tflite import softmax_head
+        from .selection import float_logits_reference
 
         if softmax_head(float_model):
-            reference_logits = tflite_outputs_and_logits(float_model, inputs)[1]
+            reference_logits = float_logits_reference(float_model, statistics, inputs)
 
     def evaluated(float_parts, int8_back=(), demoted=()):
         """(Scores on every calibration image, each run by the candidate

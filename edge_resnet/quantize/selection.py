@@ -178,6 +178,17 @@ def float_reference(float_model, statistics, inputs):
     return run_tflite_bytes(float_model, inputs, "the float model")
 
 
+def float_logits_reference(float_model, statistics, inputs):
+    """A softmax head's float logits (the softmax's input) on `inputs`, the
+    calibration samples in pass order: those the statistics pass kept, else
+    the float model run again."""
+    from .int8_tflite import tflite_outputs_and_logits
+
+    if statistics.float_logits is not None and len(statistics.float_logits) == len(inputs):
+        return statistics.float_logits
+    return tflite_outputs_and_logits(float_model, inputs)[1]
+
+
 def check_same_calibration(calibration, statistics):
     """Refuse to score rules on other images than the statistics came from."""
     if calibration is None:
