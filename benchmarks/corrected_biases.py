@@ -192,41 +192,54 @@ ONNX_ALWAYS = "ONNX auto, biases corrected"
 ONNX_GUARDED = "ONNX auto, guarded correction (the default)"
 
 
-def onnx_row(model_name, model, head, size, protocol):
-    """The int8 ONNX of onnxruntime's route (the default ONNX) per calibration subset: raw onnxruntime on the same
-    200 images (the weight range of ours), ours with `auto`'s ranges as quantized, with its biases corrected always,
-    and with the guard of the default (onnx_bias_correction.corrected_onnx_artifact, recipe "auto")."""
+def onnx_subsets(model, size, protocol):
+    """Per calibration subset of `protocol`: (the scratch folder, the float ONNX as onnxruntime prepared it, the
+    evaluation images, the float Keras model's outputs on them, their labels, the calibration images, `auto`'s int8
+    ONNX with its biases as quantized: a path). The float ONNX is at scratch / "float.onnx"."""
     import onnx
-    from calibration import float_predictions, protocol_splits, raw_ort_int8, scores, summarize
+    from calibration import float_predictions, protocol_splits
 
     from edge_resnet.data.images import Preprocessing, images_from_array
-    from edge_resnet.device.runtime import OnnxRunner
     from edge_resnet.model.fold import fold_batchnorm
-    from edge_resnet.quantize.onnx_bias_correction import corrected_onnx_artifact
     from edge_resnet.quantize.onnx_export import float_onnx, ort_prepared, to_onnx
     from edge_resnet.quantize.recipe import QuantizationRecipe
     from edge_resnet.quantize.statistics import collect_statistics
     from edge_resnet.quantize.tflite import float_tflite
 
-    print(f"== onnx: {model_name}", flush=True)
     folded = fold_batchnorm(model)[0]
     float_model = float_tflite(folded)
     scratch = Path(tempfile.mkdtemp(prefix="corrected-onnx-"))
     onnx.save(float_onnx(folded), scratch / "float.onnx")
     prepared = ort_prepared(scratch / "float.onnx", scratch / "prepared.onnx")
-    rows, guard, float_cache = {}, [], {}
+    float_cache = {}
     for pixels, pixel_labels, test_pixels, labels in protocol_splits(size, protocol):
         _, test_images, reference = float_predictions(model, test_pixels, float_cache)
         calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=pixel_labels).cached()
+        plain = to_onnx(folded, QuantizationRecipe(bias_correction="off"), calibration, output=scratch / "ours.onnx",
+                        statistics=collect_statistics(float_model, calibration), float_model=float_model,
+                        float_onnx_path=scratch / "float.onnx")
+        yield scratch, prepared, test_images, reference, labels, calibration, plain
 
+
+def onnx_row(model_name, model, head, size, protocol):
+    """The int8 ONNX of onnxruntime's route (the default ONNX) per calibration subset: raw onnxruntime on the same
+    200 images (the weight range of ours), ours with `auto`'s ranges as quantized, with its biases corrected always,
+    and with the guard of the default (onnx_bias_correction.corrected_onnx_artifact, recipe "auto")."""
+    import onnx
+    from calibration import raw_ort_int8, scores, summarize
+
+    from edge_resnet.device.runtime import OnnxRunner
+    from edge_resnet.quantize.onnx_bias_correction import corrected_onnx_artifact
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+
+    print(f"== onnx: {model_name}", flush=True)
+    rows, guard = {}, []
+    for scratch, prepared, test_images, reference, labels, calibration, plain in onnx_subsets(model, size, protocol):
         def record(route, path):
             rows.setdefault(route, []).append(scores(reference, labels, OnnxRunner(path).predict(test_images), head))
 
         record(ONNX_RAW, raw_ort_int8(scratch / "float.onnx", list(calibration.samples()), scratch / "raw.onnx",
                                       "uint8", True))
-        statistics = collect_statistics(float_model, calibration)
-        plain = to_onnx(folded, QuantizationRecipe(bias_correction="off"), calibration, output=scratch / "ours.onnx",
-                        statistics=statistics, float_model=float_model, float_onnx_path=scratch / "float.onnx")
         record(ONNX_AUTO, plain)
         for route, mode in ((ONNX_ALWAYS, "on"), (ONNX_GUARDED, "auto")):
             proto, kept = corrected_onnx_artifact(onnx.load(plain), prepared.proto,
@@ -245,41 +258,26 @@ def onnx_logits_row(model_name, model, head, size, protocol):
     quantized on the evaluation images, read three ways: the probabilities' pooled SQNR (the table's), the logits'
     mean per-image SQNR (what the guard reads on the calibration images) and the logits' pooled SQNR."""
     import onnx
-    from calibration import float_predictions, protocol_splits, sqnr_db
+    from calibration import sqnr_db
 
-    from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.device.runtime import OnnxRunner
-    from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.mixed import per_image_mean_db
     from edge_resnet.quantize.onnx_bias_correction import corrected_onnx_artifact
-    from edge_resnet.quantize.onnx_export import float_onnx, ort_prepared, to_onnx, with_softmax_input_output
+    from edge_resnet.quantize.onnx_export import with_softmax_input_output
     from edge_resnet.quantize.recipe import QuantizationRecipe
-    from edge_resnet.quantize.statistics import collect_statistics
-    from edge_resnet.quantize.tflite import float_tflite
 
     print(f"== onnx logits: {model_name}", flush=True)
-    folded = fold_batchnorm(model)[0]
-    float_model = float_tflite(folded)
-    scratch = Path(tempfile.mkdtemp(prefix="corrected-onnx-logits-"))
-    onnx.save(float_onnx(folded), scratch / "float.onnx")
-    prepared = ort_prepared(scratch / "float.onnx", scratch / "prepared.onnx")
+    subsets = []
+    for scratch, prepared, test_images, _, _, calibration, plain in onnx_subsets(model, size, protocol):
+        def outputs_and_logits(path):
+            (scratch / "exposed.onnx").write_bytes(with_softmax_input_output(Path(path).read_bytes()))
+            return OnnxRunner(scratch / "exposed.onnx").predict_every_output(test_images)
 
-    def outputs_and_logits(path, images):
-        (scratch / "exposed.onnx").write_bytes(with_softmax_input_output(Path(path).read_bytes()))
-        return OnnxRunner(scratch / "exposed.onnx").predict_every_output(images)
-
-    subsets, float_cache = [], {}
-    for pixels, pixel_labels, test_pixels, _ in protocol_splits(size, protocol):
-        _, test_images, _ = float_predictions(model, test_pixels, float_cache)
-        calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=pixel_labels).cached()
-        plain = to_onnx(folded, QuantizationRecipe(bias_correction="off"), calibration, output=scratch / "ours.onnx",
-                        statistics=collect_statistics(float_model, calibration), float_model=float_model,
-                        float_onnx_path=scratch / "float.onnx")
         proto, _ = corrected_onnx_artifact(onnx.load(plain), prepared.proto, QuantizationRecipe(bias_correction="on"),
                                            calibration)
         onnx.save(proto, scratch / "corrected.onnx")
         (expected, expected_logits), (before, before_logits), (after, after_logits) = (
-            outputs_and_logits(path, test_images) for path in (prepared.path, plain, scratch / "corrected.onnx"))
+            outputs_and_logits(path) for path in (prepared.path, plain, scratch / "corrected.onnx"))
         subsets.append({"probabilities_gain_db": sqnr_db(expected, after) - sqnr_db(expected, before),
                         "logits_image_mean_gain_db": (per_image_mean_db(expected_logits, after_logits)
                                                       - per_image_mean_db(expected_logits, before_logits)),
