@@ -364,3 +364,40 @@ def test_a_budgets_int8_parts_are_corrected_around_the_parts_it_keeps_float(fold
     changed = {name for name in before if before[name] != after[name]}
     assert changed and not changed & in_float
     assert corrected == (always if record["corrected"] else plain)
+
+
+def reshaping_tflite(batch_in_target):
+    """A float TFLite (bytes) of one image that convolves, then reshapes to
+    a constant target: [1, 64] (one image only) or [-1, 64]."""
+    import tensorflow as tf
+
+    kernel = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 3, 4)), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 6, 6, 3], tf.float32)])
+    def network(images):
+        features = tf.nn.relu(tf.nn.conv2d(images, kernel, 1, "VALID"))
+        return tf.reshape(features, [1, 64] if batch_in_target else [-1, 64]) * 2.0
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([network.get_concrete_function()], network)
+    return converter.convert()
+
+
+@pytest.mark.parametrize("batch_in_target", [True, False])
+def test_a_part_runs_in_batches_where_it_can_and_one_image_at_a_time_where_it_cannot(batch_in_target):
+    from edge_resnet.device.runtime import tflite_interpreter
+    from edge_resnet.quantize.bias_correction import WINDOW_BATCH, resized, run_window, window_model
+
+    content = reshaping_tflite(batch_in_target)
+    model = read_flatbuffer(content)
+    graph = model.subgraphs[0]
+    window, inputs = window_model(model, 0, len(graph.operators), list(graph.outputs))
+    interpreter = tflite_interpreter("window", content=window)
+    shapes = {detail["index"]: detail["shape"] for detail in interpreter.get_input_details()}
+    assert resized(interpreter, shapes, WINDOW_BATCH) == (not batch_in_target)
+    count = WINDOW_BATCH + 5  # a last batch smaller than the others
+    images = np.random.default_rng(1).normal(size=(count, 1, 6, 6, 3)).astype(np.float32)
+    name = graph.tensors[inputs[0]].name.decode()
+    output = graph.tensors[graph.outputs[0]].name.decode()
+    kept, _ = run_window(window, [name], {name: images}, count, carried=[output])
+    alone = [run_tflite_bytes(content, image, "one image") for image in images]
+    assert np.array_equal(kept[output].reshape(count, -1), np.concatenate(alone).reshape(count, -1))

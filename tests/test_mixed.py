@@ -95,6 +95,51 @@ def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data)
     assert f"--output-type float32 {'meets' if float_output['met'] else 'does not meet'} --min-sqnr" in result.stdout
 
 
+def test_the_search_scores_full_int8_as_the_default_makes_it_and_stops_where_that_meets_the_budget(data):
+    """Every step is scored on its candidates corrected as the artifact's
+    biases are (each quarter's on the images its ranges came from): full
+    int8 as the default makes it, so a level between full int8 as quantized
+    and as corrected is met with nothing out of int8, where a search of the
+    models as quantized keeps parts in float for it."""
+    folder, _, _ = data
+    assert quantize(data, "default.tflite").returncode == 0  # the default full int8
+    probes = {mode: quantize(data, f"probe_{mode}.tflite", "--min-sqnr", "1", *options)
+              for mode, options in (("auto", ()), ("off", ("--no-bias-correction",)))}
+    assert all(result.returncode == 0 for result in probes.values())
+    records = {mode: read_record(folder / f"probe_{mode}.tflite")["mixed_precision"] for mode in probes}
+    assert records["auto"]["steps_biases"] == mixed.STEPS_CORRECTED
+    assert records["off"]["steps_biases"] == mixed.STEPS_AS_QUANTIZED
+    as_quantized, corrected = (records[mode]["steps"][0]["sqnr_db"] for mode in ("off", "auto"))
+    assert corrected > as_quantized + 0.2, (as_quantized, corrected)
+    level = f"{(as_quantized + corrected) / 2:.2f}"
+    met_at_once = quantize(data, "level.tflite", "--min-sqnr", level)
+    assert met_at_once.returncode == 0, met_at_once.stderr
+    assert read_record(folder / "level.tflite")["mixed_precision"]["float_parts"] == []
+    assert (folder / "level.tflite").read_bytes() == (folder / "default.tflite").read_bytes()
+    searched = quantize(data, "level_off.tflite", "--min-sqnr", level, "--no-bias-correction")
+    assert read_record(folder / "level_off.tflite")["mixed_precision"]["float_parts"], searched.stdout
+
+
+def test_each_quarter_is_corrected_on_the_images_its_ranges_came_from():
+    """The correction a held-out quarter's candidate gets never saw that
+    quarter's images, nor their float outputs."""
+    inputs = np.arange(12, dtype=np.float32)[:, None] * np.ones((12, 3), np.float32)
+    reference, logits = inputs * 10, inputs * 100
+    layout = [(None, [0, 4, 8]), (None, [1, 5, 9]), (None, [2, 6, 10]), (None, [3, 7, 11])]
+    seen = []
+
+    def corrector(images, reference_for):
+        seen.append((images[:, 0].tolist(), reference_for(False)[:, 0].tolist(), reference_for(True)[:, 0].tolist()))
+        return lambda model: model
+
+    assert mixed.fold_correctors(None, inputs, layout, reference, logits) is None
+    assert len(mixed.fold_correctors(corrector, inputs, layout, reference, logits)) == 4
+    for (images, outputs, softmax_inputs), (_, held_out) in zip(seen, layout):
+        expected = [float(position) for position in range(12) if position not in held_out]
+        assert images == expected
+        assert outputs == [10 * value for value in expected] and softmax_inputs == [100 * value for value in expected]
+
+
 def hybrid_convolutions(path):
     """The CONV_2D operators of a .tflite that read float32 with int8 weights (dynamic-range int8)."""
     from ai_edge_litert import schema_py_generated as schema
@@ -246,6 +291,7 @@ def test_the_onnx_artifact_meets_a_budget_with_nodes_left_in_float(data, folded,
     start = read_record(full)["mixed_precision"]
     assert start["met"] and start["float_parts"] == [] and not float_weight_ops(onnx.load(full))
     assert not float_compute_ops(onnx.load(full))
+    assert start["steps_biases"] == mixed.STEPS_CORRECTED  # scored as onnxruntime's int8 ONNX is written
     budget = start["steps"][0]["sqnr_db"] + 1.0
     path = to_onnx(folded, QuantizationRecipe(calibration_method="extrapolated", min_sqnr=budget), calibration,
                    output=tmp_path / "mixed.onnx", full_int8_output=tmp_path / "beside.onnx")
@@ -293,7 +339,7 @@ def test_parts_are_the_network_s_own(digits_artifacts):
 def test_convert_reports_the_search_step_by_step(tmp_path, monkeypatch):
     monkeypatch.setattr(mixed, "CONFIRMED_PER_STEP", 2)
     result = run_in_process("convert", "--quantize", "int8", "--formats", "tflite,onnx", "--no-per-layer",
-                            "--bench-runs", "3", "--calibration-method", "extrapolated", "--min-sqnr", "29.5",
+                            "--bench-runs", "3", "--calibration-method", "extrapolated", "--min-sqnr-gain", "0.5",
                             "--output", tmp_path / "out", cwd=tmp_path)
     assert result.returncode in (0, 1), result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -308,11 +354,12 @@ def test_convert_reports_the_search_step_by_step(tmp_path, monkeypatch):
     assert "### `resnet50_demo_int8.tflite`" in markdown and "### `resnet50_demo_int8.onnx`" in markdown
     assert "## Higher-precision parts for the accuracy budget" in markdown and "held-out SQNR dB" in markdown
     cap = record["steps"][0]["grid_db"]  # the TFLite's int8 output; the ONNX's logits are float: no cap
-    assert cap > 29.5 and f"The int8 head's own grids cap the output SQNR at {cap:.2f} dB" in markdown
+    assert cap > record["budget_sqnr_db"]
+    assert f"The int8 head's own grids cap the output SQNR at {cap:.2f} dB" in markdown
     assert onnx_record["steps"][0]["grid_db"] is None
     assert "Higher-precision parts for the accuracy budget" in (tmp_path / "out" / "report.html").read_text()
     onnx_free = json.loads((tmp_path / "out" / "resnet50_demo_int8.tflite.json").read_text())
-    assert onnx_free["recipe"]["min_sqnr"] == 29.5
+    assert onnx_free["recipe"]["min_sqnr_gain"] == 0.5
     unpinned = {name: searched["met"] and searched["level_standard_error_db"] >= mixed.PINNED_LEVEL_SE_DB
                 for name, searched in report["mixed_precision"].items()}  # a level its images do not pin is noted
     for name, noted in unpinned.items():
@@ -324,12 +371,13 @@ def test_convert_reports_the_search_step_by_step(tmp_path, monkeypatch):
     for name, row in budgets.items():
         parity = next(candidate for candidate in report["parity"]["candidates"] if candidate["name"] == name)
         assert row["sqnr_db"] == parity["metrics"]["sqnr_db"] and row["images"] == parity["metrics"]["samples"]
-        assert row["level_db"] == 29.5 and row["gain_db"] == pytest.approx(row["sqnr_db"] - row["full_int8_sqnr_db"])
+        level = report["mixed_precision"][name]["budget_sqnr_db"]  # full int8's held-out SQNR + 0.5 dB
+        assert row["level_db"] == level and row["gain_db"] == pytest.approx(row["sqnr_db"] - row["full_int8_sqnr_db"])
         searched = report["mixed_precision"][name]
         assert (row["gain_db"] == 0) == (not searched["float_parts"])  # no part out of int8: full int8 itself
         said = mixed.evaluation_text(row)
         assert f"{name}'s budget {said}" in result.stdout and f"{said[0].upper()}{said[1:]}." in markdown
-        assert ("holds there" in said) == (row["sqnr_db"] >= 29.5)
+        assert ("holds there" in said) == (row["sqnr_db"] >= level)
 
 
 def test_convert_min_sqnr_needs_int8(tmp_path):
@@ -751,7 +799,7 @@ def test_a_softmax_head_is_judged_by_its_logits_and_their_gain_holds_on_images_i
 
     folder, float_path, pixels = softmax_data
 
-    def quantize_softmax(name, budget):  # the search's own estimate is of the artifacts with biases as quantized
+    def quantize_softmax(name, budget):  # the search and artifacts as quantized (the default's: the ONNX test below)
         return run_in_process("quantize", float_path, "--calibration", folder / "calibration.npz",
                               "--calibration-method", "extrapolated", "--min-sqnr", budget, "--no-bias-correction",
                               "--output", folder / name)
@@ -783,9 +831,9 @@ def test_the_onnx_artifact_of_a_softmax_head_is_judged_by_its_logits_too(softmax
     calibration = images_from_array(pixels[:200], Preprocessing(32, 32), size=None).cached()
     model = softmax_twin(folded)
 
-    def quantize_softmax(name, budget):  # the search's own estimate is of the artifacts with biases as quantized
-        return to_onnx(model, QuantizationRecipe(calibration_method="extrapolated", min_sqnr=budget,
-                                                 bias_correction="off"), calibration, output=folder / name)
+    def quantize_softmax(name, budget):  # the default: steps and artifacts with their biases corrected alike
+        return to_onnx(model, QuantizationRecipe(calibration_method="extrapolated", min_sqnr=budget), calibration,
+                       output=folder / name)
 
     start = read_record(quantize_softmax("full.onnx", 1.0))["mixed_precision"]["steps"][0]
     budget = start["sqnr_db"] + 3.0

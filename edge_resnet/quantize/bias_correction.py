@@ -60,23 +60,43 @@ def part_windows(graph, parts):
 
 
 def window_model(model, start, stop, outputs):
-    """(bytes, input tensor indices) of the model object `model`'s operators
-    start..stop-1 alone, reading what the graph's input and the operators
-    before them wrote and writing the tensors `outputs`. Only their own
-    weights come along."""
-    graph = copy.copy(model.subgraphs[0])
+    """(bytes, input tensor indices in `model`) of the model object `model`'s
+    operators start..stop-1 alone, reading what the graph's input and the
+    operators before them wrote and writing the tensors `outputs`. Only
+    their own tensors and weights come along (packing the whole model's
+    tensor table for every part cost most of a correction)."""
+    graph = model.subgraphs[0]
     operators = graph.operators[start:stop]
     written_before = set(graph.inputs) | {index for operator in graph.operators[:start] for index in operator.outputs}
     read = [index for operator in operators for index in operator.inputs if index >= 0]
-    graph.inputs = list(dict.fromkeys(index for index in read if index in written_before))
-    graph.operators, graph.outputs = operators, list(outputs)
-    used = {graph.tensors[index].buffer for index in read}
+    inputs = list(dict.fromkeys(index for index in read if index in written_before))
+    kept = list(dict.fromkeys([*inputs, *read, *(index for operator in operators for index in operator.outputs),
+                               *outputs]))
+    new_index = {index: at for at, index in enumerate(kept)}
+    buffers = list(dict.fromkeys([0, *(graph.tensors[index].buffer for index in kept)]))  # 0: the empty buffer
+    new_buffer = {buffer: at for at, buffer in enumerate(buffers)}
+    window_graph = copy.copy(graph)
+    window_graph.tensors = []
+    for index in kept:
+        tensor = copy.copy(graph.tensors[index])
+        tensor.buffer = new_buffer[tensor.buffer]
+        window_graph.tensors.append(tensor)
+    window_graph.operators = []
+    for operator in operators:
+        operator = copy.copy(operator)
+        operator.inputs = [new_index[index] if index >= 0 else index for index in operator.inputs]
+        operator.outputs = [new_index[index] for index in operator.outputs]
+        window_graph.operators.append(operator)
+    window_graph.inputs = [new_index[index] for index in inputs]
+    window_graph.outputs = [new_index[index] for index in outputs]
     window = copy.copy(model)
-    empty = copy.copy(model.buffers[0])  # buffer 0 is the empty one every model has
-    window.buffers = [buffer if at in used else empty for at, buffer in enumerate(model.buffers)]
-    window.subgraphs = [graph]
+    window.buffers = [model.buffers[buffer] for buffer in buffers]
+    window.subgraphs = [window_graph]
     window.signatureDefs = window.metadata = None  # they name the whole model's tensors and buffers
-    return flatbuffer_bytes(window), graph.inputs
+    return flatbuffer_bytes(window), inputs
+
+
+WINDOW_BATCH = 16  # images per run of a part: batches spare the per-run overhead that dominates small models
 
 
 def run_window(content, inputs, values, count, carried=(), measured=()):
@@ -87,19 +107,29 @@ def run_window(content, inputs, values, count, carried=(), measured=()):
     from ..device.runtime import tflite_interpreter
 
     interpreter = tflite_interpreter("a part of the int8 model", threads=2, content=content)
-    input_index = {detail["name"]: detail["index"] for detail in interpreter.get_input_details()}
-    output = {detail["name"]: detail for detail in interpreter.get_output_details()}
-    views = {name: interpreter.tensor(output[name]["index"]) for name in {*carried, *measured}}
+    input_details, output = interpreter.get_input_details(), {
+        detail["name"]: detail for detail in interpreter.get_output_details()}  # shapes of one image
+    shapes = {detail["index"]: detail["shape"] for detail in input_details}
+    batch = 1
+    if all(len(shape) and shape[0] == 1 for shape in shapes.values()):
+        batch = WINDOW_BATCH if resized(interpreter, shapes, WINDOW_BATCH) else 1
+        if batch == 1 and not resized(interpreter, shapes, 1):
+            raise RuntimeError("a part of the int8 model could not run one image after a batch failed")
+    input_index = {detail["name"]: detail["index"] for detail in input_details}
     kept = {name: np.empty((count, *output[name]["shape"]), output[name]["dtype"]) for name in carried}
     sums = {name: 0 for name in measured}
-    for image in range(count):
+    for start in range(0, count, batch):
+        size = min(batch, count - start)
+        if size != batch:
+            resized(interpreter, shapes, size)
         for name in inputs:
-            interpreter.set_tensor(input_index[name], values[name][image])
+            interpreter.set_tensor(input_index[name], stacked(values[name][start:start + size]))
         interpreter.invoke()
         for name in carried:
-            kept[name][image] = views[name]()
-        for name in measured:  # no view held past this line: the next invoke would refuse
-            sums[name] = sums[name] + channel_sums(views[name]())
+            kept[name][start:start + size] = interpreter.get_tensor(output[name]["index"]).reshape(
+                size, *output[name]["shape"])
+        for name in measured:
+            sums[name] = sums[name] + channel_sums(interpreter.get_tensor(output[name]["index"]))
     means = {}
     for name in measured:
         scale, zero_point = output[name]["quantization"]
@@ -108,9 +138,28 @@ def run_window(content, inputs, values, count, carried=(), measured=()):
     return kept, means
 
 
+def stacked(rows):
+    """Rows of one image each (a batch axis of 1 each) as one batch."""
+    return rows.reshape(len(rows) * rows.shape[1], *rows.shape[2:])
+
+
+def resized(interpreter, shapes, size):
+    """Resize a window's inputs ({index: shape of one image}) to `size`
+    images; whether every output then has `size` images too (a reshape to
+    a fixed shape inside would not: the window then runs one at a time)."""
+    try:
+        for index, shape in shapes.items():
+            interpreter.resize_tensor_input(index, [size, *shape[1:]])
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError):
+        return False
+    return all(interpreter.get_tensor(detail["index"]).shape[:1] == (size,)
+               for detail in interpreter.get_output_details())
+
+
 def channel_sums(values):
-    """Per channel (the last axis), the sum of an int8 tensor's values (int32 holds one image's)."""
-    return values.reshape(-1, values.shape[-1]).sum(axis=0, dtype=np.int32).astype(np.int64)
+    """Per channel (the last axis), the sum of an int8 tensor's values."""
+    return values.reshape(-1, values.shape[-1]).sum(axis=0, dtype=np.int64)
 
 
 def biases_by_output(graph):
@@ -173,14 +222,17 @@ class Correction:
     read_as_quantized: dict  # ... and in the model as quantized
 
 
-def corrected_and_read(int8_model_bytes, float_model_bytes, samples, count, float_means, read=()):
+def corrected_and_read(int8_model_bytes, float_model_bytes, samples, count, float_means, read=(), parts=None,
+                       model=None):
     """with_corrected_biases as a Correction, with the int8 values on every
     image of the tensors `read` (indices in the int8 graph) in the model as
     quantized and as corrected: the one from a run of the whole model on the
     images the correction reads anyway, the other from the corrected parts'
-    own runs and the operators after the last part."""
-    parts = correction_parts(float_model_bytes)
-    model = read_flatbuffer(int8_model_bytes)
+    own runs and the operators after the last part. `parts`: the float
+    model's correction_parts, `model`: the int8 model's object (changed in
+    place), where the caller has them."""
+    parts = parts or correction_parts(float_model_bytes)
+    model = model or read_flatbuffer(int8_model_bytes)
     graph = model.subgraphs[0]
     windows = part_windows(graph, parts)
     if windows is None:
@@ -270,14 +322,13 @@ def corrects_biases(recipe):
     return recipe.mode == "int8" and recipe.bias_correction != "off"
 
 
-def judged_tensor(int8_model_bytes):
+def judged_tensor(model):
     """(index in the int8 graph, the tensor, floor or None, whether it is a
     softmax head's input) of what a correction is judged by: a softmax
     head's input (logits under the floor of its int8 range come out 0 either
-    way), else the graph output."""
+    way), else the graph output. `model`: the int8 model's object."""
     from .statistics import output_softmax
 
-    model = read_flatbuffer(int8_model_bytes)
     graph = model.subgraphs[0]
     softmax = output_softmax(model)
     if softmax is None:
@@ -385,30 +436,63 @@ def corrected_artifact(int8_model_bytes, float_model_bytes, recipe, calibration,
     skipped = skipped_record(recipe, calibration)
     if skipped:
         return int8_model_bytes, skipped
-    mode = recipe.bias_correction
     means = statistics.channel_means_by_name()
     if means is None or calibration.fingerprint != statistics.calibration.get("fingerprint"):
-        names = [name for measured, _ in correction_parts(float_model_bytes) for name in measured]
-        means = float_channel_means(float_model_bytes, calibration.samples(), names)
-    judged, tensor, floor, softmax = judged_tensor(int8_model_bytes)
+        means = float_channel_means(float_model_bytes, calibration.samples(),
+                                    measured_names(correction_parts(float_model_bytes)))
+    return guarded_correction(int8_model_bytes, float_model_bytes, calibration.samples(), len(calibration), means,
+                              lambda softmax: judged_reference(float_model_bytes, statistics, calibration, softmax),
+                              recipe.bias_correction, counts_top1(recipe))
+
+
+def measured_names(parts):
+    """The tensors whose float means per channel a correction of these correction_parts reads."""
+    return [name for measured, _ in parts for name in measured]
+
+
+def guarded_correction(int8_model_bytes, float_model_bytes, samples, count, float_means, reference_for, mode,
+                       count_top1=False, parts=None):
+    """(the int8 TFLite, its record): its biases corrected on the `count`
+    images `samples` toward `float_means` (the float model's on them), kept
+    in mode `auto` only where that raises the judged tensor's mean per-image
+    SQNR against `reference_for(softmax head?)` (the float logits or outputs
+    on those images), and where `count_top1` the top-1 agreement too.
+    `parts`: the float model's correction_parts where the caller has them."""
+    model = read_flatbuffer(int8_model_bytes)
+    judged, tensor, floor, softmax = judged_tensor(model)
     guarded = mode == "auto"
-    correction = corrected_and_read(int8_model_bytes, float_model_bytes, calibration.samples(), len(calibration),
-                                    means, read=[judged] if guarded else [])
+    correction = corrected_and_read(int8_model_bytes, float_model_bytes, samples, count, float_means,
+                                    read=[judged] if guarded else [], parts=parts, model=model)
     if correction.shifted is None:
         return int8_model_bytes, {"corrected": False, "mode": mode, "reason": OUT_OF_ORDER_REASON}
     if not correction.shifted:  # every layer with a bias kept out of int8
         return int8_model_bytes, {"corrected": False, "mode": mode, "reason": NO_LAYERS_REASON}
     scores, agreement = None, None
     if guarded:
-        reference = judged_reference(float_model_bytes, statistics, calibration, softmax)
+        reference = reference_for(softmax)
         name = tensor.name.decode()
         values = {key: read[name] for key, read in (("as_quantized", correction.read_as_quantized),
                                                     ("corrected", correction.read))}
         scores = {key: judged_db(reference, value, tensor, floor) for key, value in values.items()}
-        if counts_top1(recipe):
+        if count_top1:
             agreement = {key: top1_agreement(reference, value) for key, value in values.items()}
-    keep, record = guarded_record(mode, len(calibration), len(correction.shifted), scores, agreement=agreement)
+    keep, record = guarded_record(mode, count, len(correction.shifted), scores, agreement=agreement)
     return (correction.model if keep else int8_model_bytes), record
+
+
+def fold_corrector(float_model_bytes, mode, count_top1=False):
+    """For a budget's search: `for_images(images, reference_for)` -> a
+    function that corrects a candidate (int8 TFLite bytes) on `images` (the
+    images its ranges came from) as the artifact is corrected on all of
+    them (guarded_correction), the float means on them read once."""
+    parts = correction_parts(float_model_bytes)
+
+    def for_images(images, reference_for):
+        means = float_channel_means(float_model_bytes, images, measured_names(parts))
+        return lambda model: guarded_correction(model, float_model_bytes, images, len(images), means, reference_for,
+                                                mode, count_top1, parts)[0]
+
+    return for_images
 
 
 def describe_correction(record):

@@ -142,6 +142,12 @@ JUDGED_BY_LOGITS = ("a softmax head: full int8's output SQNR as measured, its er
                     "softmax's input) SQNR")
 
 
+STEPS_CORRECTED = ("corrected as the artifact's are: each quarter's candidate on the images its ranges came from, kept "
+                   "where the recipe's bias_correction keeps it there; the parts are first ranked by their effect alone "
+                   "on the candidates as quantized")
+STEPS_AS_QUANTIZED = "as quantized, as the artifact's are (bias_correction off)"
+
+
 @dataclass(frozen=True)
 class Budget:
     """What the artifact must reach on the held-out calibration images."""
@@ -407,6 +413,7 @@ class MixedSearch:
     dynamic_capable: frozenset = frozenset()  # the weight operators dynamic precision quantizes
     also_tried: tuple = ()  # the searches in other precisions that did not meet the budget (their record summaries)
     float_output: dict = None  # an int8 output's budget tried with a float32 output (with_float_output_summary)
+    biases_corrected: bool = False  # whether each step's candidates had their biases corrected (fold_correctors)
 
     @property
     def best(self):
@@ -459,8 +466,7 @@ class MixedSearch:
                 "precision": self.precision,
                 "artifact": f"the chosen parts in {PRECISIONS[self.precision]}, with ranges from all calibration "
                             "images",
-                "steps_biases": "as quantized: the steps are measured so; the artifact's int8 parts are then "
-                                "corrected where that helps (bias_correction)",
+                "steps_biases": STEPS_CORRECTED if self.biases_corrected else STEPS_AS_QUANTIZED,
                 "sqnr_judged_by": (JUDGED_BY_LOGITS if self.steps[0].logits_db is not None
                                    else "the output SQNR as measured"),
                 "float_parts": [{"part": part, "operators": sum(operator not in chosen.int8_operators
@@ -885,11 +891,15 @@ class Route:
     int8_logits: bool = False  # whether a softmax head's logits are int8 (the TFLite's; the ONNX keeps them float)
     grids: object = None  # artifact -> its int8 head's grids (int8_tflite.output_grids); None: no int8 output grid
     dynamic_capable: frozenset = frozenset()  # the weight operators `make` can run in dynamic-range int8
+    # (images, reference_for) -> (candidate -> candidate with its biases corrected on those images as the artifact's
+    # are on all of them; reference_for(softmax head?): the float logits or outputs on them); None: not corrected
+    corrector: object = None
 
 
 def tflite_route(float_model, recipe, precision="float32"):
     """The Route of the int8 TFLite, its parts run in `precision`."""
     from ..device.tflite_inspect import inspect_tflite
+    from .bias_correction import corrects_biases, counts_top1, fold_corrector
     from .int8_tflite import int8_tflite, output_grids, run_tflite_bytes, softmax_head, tflite_outputs_and_logits
 
     def structure(path):
@@ -907,7 +917,9 @@ def tflite_route(float_model, recipe, precision="float32"):
                  lambda model, inputs: run_tflite_bytes(model, inputs, "a candidate"), ".tflite", structure,
                  recipe.output_type, weighted,
                  tflite_outputs_and_logits if softmax_head(float_model) else None, precision, int8_logits=True,
-                 grids=output_grids, dynamic_capable=dynamic_capable)
+                 grids=output_grids, dynamic_capable=dynamic_capable,
+                 corrector=fold_corrector(float_model, recipe.bias_correction, counts_top1(recipe))
+                 if corrects_biases(recipe) else None)
 
 
 def split_by_precision(scopes, dynamic_capable, precision):
@@ -1022,17 +1034,23 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         if softmax_head(float_model):
             reference_logits = float_logits_reference(float_model, statistics, inputs)
 
-    def evaluated(float_parts, int8_back=(), demoted=()):
+    correctors = fold_correctors(route.corrector, inputs, layout, reference, reference_logits)
+
+    def evaluated(float_parts, int8_back=(), demoted=(), corrected=True):
         """(Scores on every calibration image, each run by the candidate
         ranged without its fold, the first fold's candidate, the outputs)
         with `float_parts` in float32 but their operators `int8_back`, and
-        their weight layers `demoted` in dynamic-range int8."""
+        their weight layers `demoted` in dynamic-range int8; its biases
+        corrected as the artifact's would be unless not `corrected` (the
+        cheaper ranking of parts)."""
         operators = [operator for part in float_parts for operator in parts[part] if operator not in int8_back]
         outputs, first, grids = np.empty_like(reference), None, []
         logits = None if reference_logits is None else np.empty_like(reference_logits)
         judged_reference = None if reference_logits is None else np.empty_like(reference_logits)
-        for ranges, positions in layout:
+        for fold, (ranges, positions) in enumerate(layout):
             model = route.make(ranges, operators, demoted)
+            if correctors and corrected:
+                model = correctors[fold](model)
             if logits is None:
                 outputs[positions] = route.outputs(model, inputs[positions])
             else:
@@ -1080,8 +1098,11 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         stopped = capped_text(steps[0].grid_db, reference_logits is not None)
         log(f"      {stopped}: no part, in any precision, can reach {budget.flags()}")
     elif short:
-        alone = {part: judged_sqnr(evaluated((part,))[0], full_int8[0]) - steps[0].judged_db for part in parts
-                 if part not in excluded}
+        # the first ranking of the parts is by their effect alone on the candidates as quantized (a correction costs
+        # more than a candidate); the parts shortlisted at each step are measured as the artifact would be
+        ranked = evaluated((), corrected=False)[0] if correctors else full_int8[0]
+        alone = {part: judged_sqnr(evaluated((part,), corrected=False)[0], ranked) - judged_sqnr(ranked, ranked)
+                 for part in parts if part not in excluded}
     order = sorted(alone, key=lambda part: -alone[part])
     chosen = []
     while alone and budget.shortfalls(steps[-1], steps[0]) and order:
@@ -1131,7 +1152,22 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
                 f"{measured_text(demoted.to_dict(), budget)}, {demoted.p50_ms:.2f} ms")
             stopped = "budget met; weight layers it did not need in float32 run in dynamic-range int8"
     return MixedSearch(budget, len(inputs), tuple(steps), alone, parts, excluded, stopped, route.precision,
-                       route.dynamic_capable)
+                       route.dynamic_capable, biases_corrected=bool(correctors))
+
+
+def fold_correctors(corrector, inputs, layout, reference, reference_logits):
+    """Per fold of `layout`, the function that corrects its candidates on
+    the images its ranges came from (the other folds'), as the artifact is
+    corrected on all of them: so every step scores what the artifact would
+    be. None where the route corrects nothing."""
+    if corrector is None:
+        return None
+    correctors = []
+    for _, positions in layout:
+        fitting = np.setdiff1d(np.arange(len(inputs)), positions)
+        correctors.append(corrector(inputs[fitting], lambda softmax, fitting=fitting: (
+            reference_logits if softmax else reference)[fitting]))
+    return correctors
 
 
 def spare_parts(chosen, graph_order, measure, meets, short=()):

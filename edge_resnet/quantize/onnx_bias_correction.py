@@ -284,19 +284,27 @@ def corrected_onnx_artifact(int8_proto, float_proto, recipe, calibration):
     it was quantized from (the same tensor names). A correction onnxruntime
     cannot run is refused in one line where asked for (`on`), and said in
     the record by default."""
-    from ..errors import ConversionError
-    from .bias_correction import (NO_LAYERS_REASON, OUT_OF_ORDER_REASON, counts_top1, guarded_record,
-                                  skipped_record, top1_agreement)
-    from .mixed import per_image_mean_db
-    from .onnx_export import onnx_parts
+    from .bias_correction import counts_top1, skipped_record
 
     skipped = skipped_record(recipe, calibration)
     if skipped:
         return int8_proto, skipped
-    mode = recipe.bias_correction
     if recipe.onnx_format != "qdq":
-        return int8_proto, {"corrected": False, "mode": mode, "reason": QOPERATOR_REASON}
+        return int8_proto, {"corrected": False, "mode": recipe.bias_correction, "reason": QOPERATOR_REASON}
     images = np.stack(list(calibration.samples())).astype(np.float32, copy=False)
+    return guarded_onnx_correction(int8_proto, float_proto, images, recipe.bias_correction, counts_top1(recipe))
+
+
+def guarded_onnx_correction(int8_proto, float_proto, images, mode, count_top1=False):
+    """(the QDQ int8 ONNX, its record): its biases corrected on `images`,
+    kept in mode `auto` only where that raises the logits' mean per-image
+    SQNR on them, and where `count_top1` the top-1 agreement does not fall
+    (corrected_onnx_artifact's rules)."""
+    from ..errors import ConversionError
+    from .bias_correction import NO_LAYERS_REASON, OUT_OF_ORDER_REASON, guarded_record, top1_agreement
+    from .mixed import per_image_mean_db
+    from .onnx_export import onnx_parts
+
     try:
         correction = corrected_onnx(int8_proto, float_proto, images, list(onnx_parts(float_proto).values()),
                                     judged_output(float_proto) if mode == "auto" else None)
@@ -314,7 +322,24 @@ def corrected_onnx_artifact(int8_proto, float_proto, recipe, calibration):
     if mode == "auto":
         values = {"as_quantized": correction.judged_as_quantized, "corrected": correction.judged_corrected}
         scores = {key: per_image_mean_db(correction.judged_float, value) for key, value in values.items()}
-        if counts_top1(recipe):
+        if count_top1:
             agreement = {key: top1_agreement(correction.judged_float, value) for key, value in values.items()}
     keep, record = guarded_record(mode, len(images), len(correction.shifted), scores, ONNX_JUDGED_BY, agreement)
     return (correction.proto if keep else int8_proto), record
+
+
+def onnx_fold_corrector(float_proto, mode, count_top1=False):
+    """For a budget's search (mixed.Route.corrector): `for_images(images,
+    reference_for)` -> a function that corrects a candidate (int8 ONNX
+    bytes) on `images` as the artifact is corrected on all of them (the
+    float run it needs is its own: `reference_for` is not read)."""
+    import onnx
+
+    def for_images(images, reference_for):
+        def corrected(model_bytes):
+            proto, _ = guarded_onnx_correction(onnx.load_from_string(model_bytes), float_proto, images, mode,
+                                               count_top1)
+            return proto.SerializeToString()
+        return corrected
+
+    return for_images

@@ -568,7 +568,9 @@ def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
     import onnx
 
     from ..device.runtime import OnnxRunner
+    from .bias_correction import corrects_biases, counts_top1
     from .mixed import Route
+    from .onnx_bias_correction import onnx_fold_corrector
 
     candidate = Path(scratch) / "mixed-candidate.onnx"
 
@@ -595,8 +597,11 @@ def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
 
     # the logits are float in every int8 ONNX (ort_quantized): a float head changes no output type
     weighted = frozenset(node.name for node in prepared.proto.graph.node if node.op_type in COMPUTE_OPS)
+    corrector = None
+    if corrects_biases(recipe) and recipe.onnx_format == "qdq":
+        corrector = onnx_fold_corrector(prepared.proto, recipe.bias_correction, counts_top1(recipe))
     return Route(onnx_parts(prepared.proto), make, outputs, ".onnx", structure, "float32", weighted,
-                 outputs_and_logits if softmax_writer(prepared.proto) else None)
+                 outputs_and_logits if softmax_writer(prepared.proto) else None, corrector=corrector)
 
 
 def onnx_parts(proto):
