@@ -104,10 +104,11 @@ def main():
     result = {"machine": machine(), "gain_db": GAIN_DB, "calibration_images": CALIBRATION_IMAGES,
               "evaluation_images": len(evaluation_index), "rows": rows}
     saved = REPO / "benchmarks" / "results" / "mixed_graph.json"
-    if saved.exists():  # the measurement before budget artifacts were corrected, kept for comparison
+    if saved.exists():  # the measurements before budget artifacts (47) and steps (48) were corrected, kept
         earlier = json.loads(saved.read_text())
-        result.update({key: earlier[key] for key in ("evaluation_before_session_47", "before_session_47_commit")
-                       if key in earlier})
+        result.update({key: earlier[key] for key in ("evaluation_before_session_47", "before_session_47_commit",
+                                                     "rows_before_session_48") if key in earlier})
+        result.setdefault("rows_before_session_48", earlier["rows"])
     write_results("mixed_graph", result, markdown(result))
 
 
@@ -122,7 +123,7 @@ def markdown(result):
              f"{result['evaluation_images']} evaluate. Latency: batch 1, 2 threads, interleaved rounds, at 32x32. "
              "Full int8 is the default artifact (its biases corrected where that helps on the calibration images), "
              "and the budgeted one gets the same guarded correction on its int8 parts (since session 47); the "
-             "held-out columns are the search's, on the artifacts as quantized.", "",
+             "held-out columns are the search's, each step's candidates corrected alike (since session 48).", "",
              "| artifact | budget dB (held-out) | held-out full int8 -> budgeted | evaluation full int8 -> budgeted | "
              "met on evaluation within 1 dB | parts out of int8 (of the network's) | operators out of int8 | "
              "whole on XNNPACK | p50 ms full int8 -> budgeted |", "|---|---|---|---|---|---|---|---|---|"]
@@ -139,6 +140,14 @@ def markdown(result):
             f"{'yes' if measured['met_on_evaluation_within_1_db'] else 'NO'} | {measured['precision']}: {parts} "
             f"({len(measured['float_parts'])} of {measured['parts_in_network']}) | {measured['float_operators']} | "
             f"{delegated} | {measured['p50_ms']['full int8']:.3f} -> {measured['p50_ms']['budgeted']:.3f} |")
+    if "rows_before_session_48" in result:
+        lines += ["", "Before session 48 (the search's steps and its level on the models as quantized, only the "
+                      "artifacts corrected): "
+                  + "; ".join(f"{name}: level {row['budget_db']:.2f}, {len(row['float_parts'])} parts "
+                              f"({row['float_operators']} operators), evaluation {row['evaluation_full_db']:.2f} -> "
+                              f"{row['evaluation_mixed_db']:.2f}, p50 {row['p50_ms']['full int8']:.3f} -> "
+                              f"{row['p50_ms']['budgeted']:.3f} ms"
+                              for name, row in result["rows_before_session_48"].items()) + "."]
     if "evaluation_before_session_47" in result:
         lines += ["", "Evaluation full int8 -> budgeted before session 47, when the budgeted artifact kept its biases "
                       f"as quantized ({result['before_session_47_commit']}, the same machine and images): "
