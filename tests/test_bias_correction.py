@@ -385,7 +385,7 @@ def reshaping_tflite(batch_in_target):
 @pytest.mark.parametrize("batch_in_target", [True, False])
 def test_a_part_runs_in_batches_where_it_can_and_one_image_at_a_time_where_it_cannot(batch_in_target):
     from edge_resnet.device.runtime import tflite_interpreter
-    from edge_resnet.quantize.bias_correction import WINDOW_BATCH, resized, run_window, window_model
+    from edge_resnet.quantize.bias_correction import WINDOW_BATCH, batches, run_window, window_model
 
     content = reshaping_tflite(batch_in_target)
     model = read_flatbuffer(content)
@@ -393,7 +393,8 @@ def test_a_part_runs_in_batches_where_it_can_and_one_image_at_a_time_where_it_ca
     window, inputs = window_model(model, 0, len(graph.operators), list(graph.outputs))
     interpreter = tflite_interpreter("window", content=window)
     shapes = {detail["index"]: detail["shape"] for detail in interpreter.get_input_details()}
-    assert resized(interpreter, shapes, WINDOW_BATCH) == (not batch_in_target)
+    output_shapes = {detail["index"]: detail["shape"] for detail in interpreter.get_output_details()}
+    assert batches(interpreter, shapes, output_shapes, WINDOW_BATCH) == (not batch_in_target)
     count = WINDOW_BATCH + 5  # a last batch smaller than the others
     images = np.random.default_rng(1).normal(size=(count, 1, 6, 6, 3)).astype(np.float32)
     name = graph.tensors[inputs[0]].name.decode()

@@ -70,8 +70,10 @@ def window_model(model, start, stop, outputs):
     written_before = set(graph.inputs) | {index for operator in graph.operators[:start] for index in operator.outputs}
     read = [index for operator in operators for index in operator.inputs if index >= 0]
     inputs = list(dict.fromkeys(index for index in read if index in written_before))
-    kept = list(dict.fromkeys([*inputs, *read, *(index for operator in operators for index in operator.outputs),
-                               *outputs]))
+    written = [index for operator in operators for index in operator.outputs if index >= 0]
+    intermediates = [index for operator in operators for index in (operator.intermediates
+                                                                   if operator.intermediates is not None else ())]
+    kept = list(dict.fromkeys([*inputs, *read, *written, *intermediates, *outputs]))
     new_index = {index: at for at, index in enumerate(kept)}
     buffers = list(dict.fromkeys([0, *(graph.tensors[index].buffer for index in kept)]))  # 0: the empty buffer
     new_buffer = {buffer: at for at, buffer in enumerate(buffers)}
@@ -85,14 +87,16 @@ def window_model(model, start, stop, outputs):
     for operator in operators:
         operator = copy.copy(operator)
         operator.inputs = [new_index[index] if index >= 0 else index for index in operator.inputs]
-        operator.outputs = [new_index[index] for index in operator.outputs]
+        operator.outputs = [new_index[index] if index >= 0 else index for index in operator.outputs]
+        if operator.intermediates is not None:
+            operator.intermediates = [new_index[index] for index in operator.intermediates]
         window_graph.operators.append(operator)
     window_graph.inputs = [new_index[index] for index in inputs]
     window_graph.outputs = [new_index[index] for index in outputs]
     window = copy.copy(model)
     window.buffers = [model.buffers[buffer] for buffer in buffers]
     window.subgraphs = [window_graph]
-    window.signatureDefs = window.metadata = None  # they name the whole model's tensors and buffers
+    window.signatureDefs = window.metadata = window.metadataBuffer = None  # they name the whole model's indices
     return flatbuffer_bytes(window), inputs
 
 
@@ -110,9 +114,10 @@ def run_window(content, inputs, values, count, carried=(), measured=()):
     input_details, output = interpreter.get_input_details(), {
         detail["name"]: detail for detail in interpreter.get_output_details()}  # shapes of one image
     shapes = {detail["index"]: detail["shape"] for detail in input_details}
+    output_shapes = {detail["index"]: detail["shape"] for detail in output.values()}
     batch = 1
-    if all(len(shape) and shape[0] == 1 for shape in shapes.values()):
-        batch = WINDOW_BATCH if resized(interpreter, shapes, WINDOW_BATCH) else 1
+    if all(len(shape) and shape[0] == 1 for shape in [*shapes.values(), *output_shapes.values()]):
+        batch = WINDOW_BATCH if batches(interpreter, shapes, output_shapes, WINDOW_BATCH) else 1
         if batch == 1 and not resized(interpreter, shapes, 1):
             raise RuntimeError("a part of the int8 model could not run one image after a batch failed")
     input_index = {detail["name"]: detail["index"] for detail in input_details}
@@ -123,7 +128,8 @@ def run_window(content, inputs, values, count, carried=(), measured=()):
         if size != batch:
             resized(interpreter, shapes, size)
         for name in inputs:
-            interpreter.set_tensor(input_index[name], stacked(values[name][start:start + size]))
+            rows = values[name][start:start + size]
+            interpreter.set_tensor(input_index[name], rows[0] if batch == 1 else stacked(rows))
         interpreter.invoke()
         for name in carried:
             kept[name][start:start + size] = interpreter.get_tensor(output[name]["index"]).reshape(
@@ -144,17 +150,29 @@ def stacked(rows):
 
 
 def resized(interpreter, shapes, size):
-    """Resize a window's inputs ({index: shape of one image}) to `size`
-    images; whether every output then has `size` images too (a reshape to
-    a fixed shape inside would not: the window then runs one at a time)."""
+    """Resize a window's inputs ({index: shape of one image}) to `size` images; False where the runtime refuses."""
     try:
         for index, shape in shapes.items():
             interpreter.resize_tensor_input(index, [size, *shape[1:]])
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError):
         return False
-    return all(interpreter.get_tensor(detail["index"]).shape[:1] == (size,)
-               for detail in interpreter.get_output_details())
+    return True
+
+
+def batches(interpreter, shapes, output_shapes, size):
+    """Whether a window resized to `size` images computes them as it does
+    one: every output ({index: shape of one image}) then holds `size` of
+    them (a reshape to a fixed shape inside would not: the window then runs
+    one image at a time). Only the outputs are looked at: a reshape that
+    mixed images and was undone before them would pass (none in a ResNet)."""
+    if not resized(interpreter, shapes, size):
+        return False
+    try:
+        return all(tuple(interpreter.get_tensor(index).shape) == (size, *shape[1:])
+                   for index, shape in output_shapes.items())
+    except ValueError:  # an output whose shape is only known once the window runs
+        return False
 
 
 def channel_sums(values):

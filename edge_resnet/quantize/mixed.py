@@ -148,7 +148,7 @@ JUDGED_BY_LOGITS = ("a softmax head: full int8's output SQNR as measured, its er
 STEPS_CORRECTED = ("corrected as the artifact's are: each quarter's candidate on the images its ranges came from, kept "
                    "where the recipe's bias_correction keeps it there; the parts are first ranked by their effect alone "
                    "on the candidates as quantized")
-STEPS_AS_QUANTIZED = "as quantized, as the artifact's are (bias_correction off)"
+STEPS_AS_QUANTIZED = "as quantized, as the artifact's are (bias_correction off, or a QOperator ONNX)"
 
 
 @dataclass(frozen=True)
@@ -408,7 +408,7 @@ class MixedSearch:
     budget: Budget
     held_out_images: int
     steps: tuple  # Step, the all-int8 artifact first
-    alone_gain_db: dict  # part -> SQNR gain when it alone is float
+    alone_gain_db: dict  # part -> SQNR gain when it alone is float (over full int8, both as quantized)
     parts: dict  # part -> the operator scopes it holds
     excluded: dict  # part -> why it was not tried
     stopped: str  # why the search ended
@@ -1104,7 +1104,8 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         # the first ranking of the parts is by their effect alone on the candidates as quantized (a correction costs
         # more than a candidate); the parts shortlisted at each step are measured as the artifact would be
         ranked = evaluated((), corrected=False)[0] if correctors else full_int8[0]
-        alone = {part: judged_sqnr(evaluated((part,), corrected=False)[0], ranked) - judged_sqnr(ranked, ranked)
+        base_db = judged_sqnr(ranked, ranked) if correctors else steps[0].judged_db
+        alone = {part: judged_sqnr(evaluated((part,), corrected=False)[0], ranked) - base_db
                  for part in parts if part not in excluded}
     order = sorted(alone, key=lambda part: -alone[part])
     chosen = []
