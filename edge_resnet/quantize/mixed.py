@@ -23,13 +23,14 @@ whose ranges came from the other three quarters of them (the statistics'
 folds), quantized into the real artifact and run by its runtime (XNNPACK,
 onnxruntime's CPU provider), its biases corrected on the three quarters
 its ranges came from as the artifact's are on all of them (where the
-recipe corrects them: so full int8 is the default's own). All images, not one quarter: a softmax's error
-sits in the few images it is unsure of (five images carry three quarters of
-it on the trained ResNets of benchmarks/mixed_precision.py), so a quarter
-of 200 images misjudged the evaluation SQNR by up to 25 dB, all of them by
-up to 12 (the same benchmark's models). Each part is first tried alone
-(its effect as quantized: four quantizations per candidate, one per fold, not corrected, as a correction costs
-more than a candidate); then,
+recipe corrects them: so full int8 is the default's own). All images, not
+one quarter: a softmax's error sits in the few images it is unsure of
+(five images carry three quarters of it on the trained ResNets of
+benchmarks/mixed_precision.py), so a quarter of 200 images misjudged the
+evaluation SQNR by up to 25 dB, all of them by up to 12 (the same
+benchmark's models). Each part is first tried alone (its effect on the
+candidates as quantized, four quantizations per candidate, one per fold:
+a correction costs more than a candidate); then,
 step by step, the few best remaining parts and the neighbours of those already in float (two float neighbours keep the
 tensor between them in float) are tried on top of the float set, and the
 best is kept (re-ranked as it goes); the search gives up after three steps
