@@ -526,6 +526,42 @@ def ort_quantized(prepared, output_path, recipe, onnx_ranges, float_nodes=()):
     return Path(output_path)
 
 
+def ranged_quantizer(prepared, recipe, output_path):
+    """ort_quantized(prepared, output_path, recipe, ranges, float_nodes) for
+    the many ranges of one search: onnxruntime quantizes the first model of
+    each set of float nodes, and the others are that one with the
+    initializers their ranges decide written again
+    (onnx_requantize.requantized) where it reproduces onnxruntime's own model
+    from the first's ranges; else onnxruntime quantizes each."""
+    import onnx
+
+    from .onnx_requantize import requantized
+
+    template = {}  # the last float nodes' model as onnxruntime wrote it, or None where it cannot be rewritten
+
+    def rewritten(proto, onnx_ranges):
+        return requantized(proto, prepared.proto, onnx_ranges, recipe.onnx_activation_type)
+
+    def reproduces(proto, onnx_ranges):
+        again = rewritten(proto, onnx_ranges)
+        return again is not None and again.SerializeToString() == proto.SerializeToString()
+
+    def quantize(onnx_ranges, float_nodes=()):
+        key = frozenset(float_nodes)
+        model = rewritten(template[key], onnx_ranges) if template.get(key) is not None else None
+        if model is not None:
+            onnx.save(model, output_path)
+            return Path(output_path)
+        ort_quantized(prepared, output_path, recipe, onnx_ranges, float_nodes)
+        if key not in template and recipe.onnx_format == "qdq":
+            proto = onnx.load(output_path)
+            template.clear()
+            template[key] = proto if reproduces(proto, onnx_ranges) else None
+        return Path(output_path)
+
+    return quantize
+
+
 SCORING_BATCH = 8  # images per onnxruntime run: all 200 at once would hold gigabytes of activations at 224
 
 
@@ -544,13 +580,15 @@ def onnx_chooser(prepared, float_path, recipe, to_onnx_ranges, calibration, scra
     from .recipe import tool_versions
     from .selection import calibration_inputs, choose, one_at_a_time
 
+    quantize = ranged_quantizer(prepared, recipe, scratch / "candidate.onnx")
+
     def choose_for(statistics):
         inputs = calibration_inputs(calibration, statistics)
         with native_output_silenced():
             reference = predicted_in_batches(OnnxRunner(float_path), inputs)
 
         def int8_outputs(ranges, images):
-            candidate = ort_quantized(prepared, scratch / "candidate.onnx", recipe, to_onnx_ranges(ranges))
+            candidate = quantize(to_onnx_ranges(ranges))
             with native_output_silenced():
                 return predicted_in_batches(OnnxRunner(candidate), images)
 
@@ -573,11 +611,12 @@ def onnx_route(prepared, recipe, to_onnx_ranges, scratch):
     from .onnx_bias_correction import onnx_fold_corrector
 
     candidate = Path(scratch) / "mixed-candidate.onnx"
+    quantize = ranged_quantizer(prepared, recipe, candidate)
 
     def make(ranges, nodes, demoted=()):
         if demoted:  # onnxruntime's float parts are float32 (the TFLite route alone runs dynamic-range ones)
             raise ValueError("the int8 ONNX has no dynamic-range int8 weight layers")
-        return ort_quantized(prepared, candidate, recipe, to_onnx_ranges(ranges), nodes).read_bytes()
+        return quantize(to_onnx_ranges(ranges), nodes).read_bytes()
 
     def outputs(model, inputs):
         candidate.write_bytes(model)
