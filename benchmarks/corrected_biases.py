@@ -568,6 +568,11 @@ def markdown(result):
                                                        for name, seconds in cost["seconds"].items())
                       + f"; for scale, the statistics pass {cost['statistics_seconds']:.1f} s and the float ONNX export "
                         f"{cost['float_onnx_export_seconds']:.1f} s; peak RSS {cost['peak_rss_mb']:.0f} MB."]
+    if "onnx_cost_before_session_49" in result:  # each candidate quantized by onnxruntime, before ranged_quantizer
+        before = result["onnx_cost_before_session_49"]
+        lines += ["", "Before the candidates were written from one onnxruntime quantization (session 49), same "
+                      "command and machine: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds
+                                                          in before["seconds"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 
