@@ -537,14 +537,15 @@ def ranged_quantizer(prepared, recipe, output_path):
 
     from .onnx_requantize import requantized
 
-    template = {}  # the last float nodes' model as onnxruntime wrote it, or None where it cannot be rewritten
+    template = {}  # the last float nodes' (model as onnxruntime wrote it, its ranges), or None where not rewritable
 
-    def rewritten(proto, onnx_ranges):
-        return requantized(proto, prepared.proto, onnx_ranges, recipe.onnx_activation_type)
+    def rewritten(made, onnx_ranges):
+        proto, its_ranges = made
+        return requantized(proto, its_ranges, prepared.proto, onnx_ranges, recipe.onnx_activation_type)
 
-    def reproduces(proto, onnx_ranges):
-        again = rewritten(proto, onnx_ranges)
-        return again is not None and again.SerializeToString() == proto.SerializeToString()
+    def reproduces(made):
+        again = rewritten(made, made[1])
+        return again is not None and again.SerializeToString() == made[0].SerializeToString()
 
     def quantize(onnx_ranges, float_nodes=()):
         key = frozenset(float_nodes)
@@ -554,9 +555,9 @@ def ranged_quantizer(prepared, recipe, output_path):
             return Path(output_path)
         ort_quantized(prepared, output_path, recipe, onnx_ranges, float_nodes)
         if key not in template and recipe.onnx_format == "qdq":
-            proto = onnx.load(output_path)
+            made = (onnx.load(output_path), dict(onnx_ranges))
             template.clear()
-            template[key] = proto if reproduces(proto, onnx_ranges) else None
+            template[key] = made if reproduces(made) else None
         return Path(output_path)
 
     return quantize

@@ -14,14 +14,18 @@ that one with the initializers the ranges decide written again:
   by its own compute_scale_zp from the range as its calibration cache
   hands it over;
 - each int32 bias and its scale: the input's scale times the weight's (times
-  a Gemm's beta), the bias rounded on it.
+  a Gemm's beta, read off the float ONNX), the bias rounded on it.
 
 A model this does not read (a scale not named after a ranged tensor, a
-quantized softmax output, whose range onnxruntime fixes) or a bias within
-reach of onnxruntime's int32 guard, which would raise a weight's scale, gets
-None: the caller quantizes it with onnxruntime. tests/test_onnx_requantize.py
+quantized softmax output, whose range onnxruntime fixes, a Gemm with beta
+0) or a bias within reach of onnxruntime's int32 guard, which would raise a
+weight's scale (judged on the input's own range and on the scale it is
+dequantized with, under the template's ranges and the new ones), gets None:
+the caller quantizes it with onnxruntime. tests/test_onnx_requantize.py
 checks the models equal onnxruntime's byte for byte.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -75,14 +79,30 @@ def activation_initializers(proto, ranged):
     return found
 
 
-def bias_links(proto):
-    """[(int32 bias, its scale, float bias name, input scale, weight scale,
-    beta)] of every bias the int8 ONNX `proto` dequantizes from int32; None
-    where one's consumer does not read both its inputs through DequantizeLinear."""
+@dataclass(frozen=True)
+class BiasLink:
+    """An int32 bias of the int8 ONNX and what its values come from."""
+
+    quantized: str  # the int32 initializer
+    scale: str  # its scale initializer
+    bias: str  # the float bias, in the float ONNX
+    input_tensor: str  # the tensor the consumer reads, whose own range onnxruntime's int32 guard reads
+    input_scale: str  # the scale the consumer's input is dequantized with (perhaps another tensor's)
+    weight_scale: str
+    beta: float  # a Gemm's, from the float ONNX (onnxruntime writes 1.0 into the int8 one)
+
+
+def bias_links(proto, float_proto):
+    """[BiasLink] of every bias the int8 ONNX `proto` dequantizes from
+    int32; None where one's consumer does not read both its inputs
+    through DequantizeLinear after a QuantizeLinear of its input, or is a
+    Gemm whose beta is 0 (onnxruntime then zeroes the bias)."""
     from onnx import TensorProto, helper
 
     initializers = {tensor.name: tensor for tensor in proto.graph.initializer}
     dequantized_by = {node.output[0]: node for node in proto.graph.node if node.op_type == DEQUANTIZE}
+    quantized_by = {node.output[0]: node for node in proto.graph.node if node.op_type == QUANTIZE}
+    float_nodes = {node.name: node for node in float_proto.graph.node}
     consumers = {}
     for node in proto.graph.node:
         for position, name in enumerate(node.input):
@@ -97,11 +117,20 @@ def bias_links(proto):
             return None
         user = users[0][0]
         readers = [dequantized_by.get(name) for name in user.input[:2]]
-        if None in readers:
+        if None in readers or readers[0].input[0] not in quantized_by:
             return None
-        beta = next((helper.get_attribute_value(attribute) for attribute in user.attribute
-                     if attribute.name == "beta"), 1.0) if user.op_type == "Gemm" else 1.0
-        links.append((node.input[0], node.input[1], node.output[0], readers[0].input[1], readers[1].input[1], beta))
+        beta = 1.0
+        if user.op_type == "Gemm":
+            original = float_nodes.get(user.name)
+            if original is None:
+                return None
+            beta = next((float(helper.get_attribute_value(attribute)) for attribute in original.attribute
+                         if attribute.name == "beta"), 1.0)
+            if beta == 0:
+                return None
+        links.append(BiasLink(node.input[0], node.input[1], node.output[0],
+                              quantized_by[readers[0].input[0]].input[0], readers[0].input[1],
+                              readers[1].input[1], beta))
     return links
 
 
@@ -125,16 +154,16 @@ def softmax_outputs(proto):
     return {node.output[0] for node in proto.graph.node if node.op_type == "Softmax"}
 
 
-def requantized(template, float_proto, ranges, activation_type):
+def requantized(template, template_ranges, float_proto, ranges, activation_type):
     """The int8 ONNX onnxruntime would write from the float ONNX `float_proto`
     with activation ranges `ranges` ({tensor: (low, high)}), given
-    `template`, the one it wrote with other ranges and otherwise the same
-    settings; None where that cannot be read off the template (module
+    `template`, the one it wrote with `template_ranges` and otherwise the
+    same settings; None where that cannot be read off the template (module
     docstring)."""
     from onnx import numpy_helper
 
     activations = activation_initializers(template, ranges)
-    links = bias_links(template)
+    links = bias_links(template, float_proto)
     if activations is None or links is None or set(activations) & softmax_outputs(float_proto):
         return None
     float_biases = {tensor.name: tensor for tensor in float_proto.graph.initializer}
@@ -146,19 +175,21 @@ def requantized(template, float_proto, ranges, activation_type):
         replaced[scale_name] = refilled(initializers[scale_name], scale)
         replaced[zero_point_name] = refilled(initializers[zero_point_name], zero_point)
         scales[scale_name] = scale
-    for quantized_name, scale_name, bias_name, input_scale_name, weight_scale_name, beta in links:
-        if bias_name not in float_biases or input_scale_name not in scales:
+    for link in links:
+        if link.bias not in float_biases or link.input_scale not in scales or not all(
+                link.input_tensor in known for known in (ranges, template_ranges)):
             return None
-        bias = numpy_helper.to_array(float_biases[bias_name])
-        input_scale = np.asarray(scales[input_scale_name], np.float32)
-        template_input_scale = numpy_helper.to_array(initializers[input_scale_name])
-        weight_scale = numpy_helper.to_array(initializers[weight_scale_name])
-        if near_int32_guard(bias, input_scale, weight_scale) or near_int32_guard(bias, template_input_scale,
-                                                                                 weight_scale):
+        bias = numpy_helper.to_array(float_biases[link.bias])
+        weight_scale = numpy_helper.to_array(initializers[link.weight_scale])
+        input_scale = np.asarray(scales[link.input_scale], np.float32)
+        guarded_scales = (input_scale, numpy_helper.to_array(initializers[link.input_scale]),
+                          *(activation_parameters(*known[link.input_tensor], activation_type)[1]
+                            for known in (ranges, template_ranges)))
+        if any(near_int32_guard(bias, scale, weight_scale) for scale in guarded_scales):
             return None
-        bias_scale = input_scale * weight_scale * beta
-        replaced[quantized_name] = refilled(initializers[quantized_name], quantized_bias(bias, bias_scale))
-        replaced[scale_name] = refilled(initializers[scale_name], np.asarray(bias_scale, bias.dtype).reshape(-1))
+        bias_scale = input_scale * weight_scale * link.beta
+        replaced[link.quantized] = refilled(initializers[link.quantized], quantized_bias(bias, bias_scale))
+        replaced[link.scale] = refilled(initializers[link.scale], np.asarray(bias_scale, bias.dtype).reshape(-1))
     model = type(template)()
     model.CopyFrom(template)
     for position, tensor in enumerate(model.graph.initializer):
