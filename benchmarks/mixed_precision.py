@@ -935,6 +935,14 @@ def cap_lines(cap_results, auto_results, floor_results):
     return lines
 
 
+def before_cell(old, kept):
+    """A table cell on a row searched before: what it kept, held-out (met?), evaluation (met within 1 dB?), p50."""
+    old_met = old["evaluation_db"]["mixed"] >= old["budget_db"] - 1
+    return (f"{kept(old)}, {held_mixed(old)} ({'yes' if old['met_on_held_out'] else 'NO'}), "
+            f"{old['evaluation_db']['mixed']:.2f} ({'yes' if old_met else 'NO'}), "
+            f"{old['latency_224']['mixed_over_int8']:.2f}x")
+
+
 def corrected_steps_lines(corrected_results, cap_results, searched_on):
     """The default search once every step is scored with its biases corrected as the artifact's are, beside the
     search of the models as quantized (the grid-cap table's rows)."""
@@ -961,12 +969,7 @@ def corrected_steps_lines(corrected_results, cap_results, searched_on):
     for now in corrected_results:
         old = before.get(now["model"])
         met_eval = now["evaluation_db"]["mixed"] >= now["budget_db"] - 1
-        old_cell = "-"
-        if old:
-            old_met = old["evaluation_db"]["mixed"] >= old["budget_db"] - 1
-            old_cell = (f"{kept(old)}, {held_mixed(old)} ({'yes' if old['met_on_held_out'] else 'NO'}), "
-                        f"{old['evaluation_db']['mixed']:.2f} ({'yes' if old_met else 'NO'}), "
-                        f"{old['latency_224']['mixed_over_int8']:.2f}x, {old['search_seconds']:.0f}")
+        old_cell = f"{before_cell(old, kept)}, {old['search_seconds']:.0f}" if old else "-"
         lines.append(
             f"| {now['model']} | {old['held_out_db']['full int8'] if old else float('nan'):.2f} -> "
             f"{now['held_out_db']['full int8']:.2f} | {old['budget_db'] if old else float('nan'):.2f} -> "
@@ -1002,12 +1005,7 @@ def corrected_float_output_lines(corrected_results, float_output_results, search
     for now in corrected_results:
         old = before.get(now["model"])
         met_eval = now["evaluation_db"]["mixed"] >= now["budget_db"] - 1
-        old_cell = "-"
-        if old:
-            old_met = old["evaluation_db"]["mixed"] >= old["budget_db"] - 1
-            old_cell = (f"{kept(old)}, {held_mixed(old)} ({'yes' if old['met_on_held_out'] else 'NO'}), "
-                        f"{old['evaluation_db']['mixed']:.2f} ({'yes' if old_met else 'NO'}), "
-                        f"{old['latency_224']['mixed_over_int8']:.2f}x")
+        old_cell = before_cell(old, kept) if old else "-"
         lines.append(
             f"| {now['model']} | {old['budget_db'] if old else float('nan'):.2f} -> {now['budget_db']:.2f} | "
             f"{old_cell} | {kept(now)}, {held_mixed(now)} ({'yes' if now['met_on_held_out'] else 'NO'}), "
