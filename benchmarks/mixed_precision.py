@@ -498,23 +498,31 @@ def nncf_lines(results):
     return lines
 
 
-def onnx_lines(results):
+def onnx_lines(results, previous=()):
     lines = ["", "## The int8 ONNX (onnxruntime CPU provider)", "",
              "The same models, images and budget rule; float parts by onnxruntime's nodes_to_exclude. The int8 "
-             "ONNX's logits are float (no int8 output grid), so its head may be tried too.", "",
+             "ONNX's logits are float (no int8 output grid), so its head may be tried too. Every step scored with "
+             "its biases corrected as the artifact's are (the default), so full int8 is the default's corrected "
+             "one and the budget 3 dB over it. Last column: the same search before (steps and level on the models "
+             "as quantized; its evaluation column the artifact as then written, not corrected).", "",
              "| model | budget dB (held-out) | held-out full int8 -> mixed | evaluation full int8 -> mixed | "
-             "met on evaluation within 1 dB | float parts (float convolutions) | p50 at 224: int8 -> mixed (ratio) | "
-             "float32 p50 | search s |", "|---|---|---|---|---|---|---|---|---|"]
+             "met on evaluation within 1 dB | evaluation gain | float parts (float convolutions) | p50 at 224: int8 "
+             "-> mixed (ratio) | float32 p50 | search s | before: budget, evaluation full int8 -> mixed, float "
+             "convolutions |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    before = {result["model"]: result for result in previous}
     for r in results:
+        old = before.get(r["model"])
+        old_cell = (f"{old['budget_db']:.2f}, {old['evaluation_db']['full int8']:.2f} -> "
+                    f"{old['evaluation_db']['mixed']:.2f}, {old['float_operators']}" if old else "-")
         held, evaluated, speed = r["held_out_db"], r["evaluation_db"], r.get("latency_224")
         timing = (f"{speed['p50_ms']['full int8']:.2f} -> {speed['p50_ms']['mixed']:.2f} "
                   f"({speed['mixed_over_int8']:.2f}x) | {speed['p50_ms']['float32']:.2f}") if speed else "- | -"
         lines.append(
             f"| {r['model']} | {r['budget_db']:.2f} | {held['full int8']:.2f} -> {held_mixed(r)} | "
             f"{evaluated['full int8']:.2f} -> {evaluated['mixed']:.2f} | "
-            f"{'yes' if evaluated['mixed'] >= r['budget_db'] - 1 else 'NO'} | "
+            f"{'yes' if evaluated['mixed'] >= r['budget_db'] - 1 else 'NO'} | {evaluation_gain_text(r)} | "
             f"{len(r['float_parts'])} ({r['float_operators']}): {', '.join(r['float_parts'])}{put_back_note(r)} | {timing} | "
-            f"{r['search_seconds']:.0f} |")
+            f"{r['search_seconds']:.0f} | {old_cell} |")
     return lines
 
 
@@ -677,8 +685,9 @@ def main(parts):
                   f"{machine_text(retrained)} (the trained models are cached outside the repository, and training "
                   "is not bit-reproducible across CPUs: their full-int8 scores differ from the earlier models'). The "
                   "int8 ONNX tables (the search and NNCF beside it): searched again there with those models "
-                  "(`python benchmarks/mixed_precision.py onnx_again onnx onnx_latency nncf`; the earlier rows, AMD, "
-                  "in the JSON's `previous_onnx_results`). The other tables: the models trained and searched earlier "
+                  "(`python benchmarks/mixed_precision.py onnx_again onnx onnx_latency nncf`; searched again in "
+                  "session 49 with every step scored corrected, the rows before that in the JSON's "
+                  "`previous_onnx_results`). The other tables: the models trained and searched earlier "
                   "on the machine above; the first two tables' rows for those models are kept in the JSON "
                   "(`previous_models_results`, `previous_models_float_output_results`)."]
     lines += ["", *tflite_lines(results)]
@@ -711,7 +720,7 @@ def main(parts):
     if saved.get("fashion_results"):
         lines += fashion_lines(saved["fashion_results"], saved["fashion_machine"])
     if onnx_results:
-        lines += onnx_lines(onnx_results) + nncf_lines(onnx_results)
+        lines += onnx_lines(onnx_results, saved.get("previous_onnx_results", ())) + nncf_lines(onnx_results)
     if gains:
         lines += part_gains_lines(gains)
     write_results("mixed_precision", {"machine": searched_on, "results": results, "onnx_results": onnx_results,
