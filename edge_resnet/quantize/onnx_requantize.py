@@ -4,7 +4,7 @@ from one onnxruntime quantization instead of one each.
 `auto` scores every candidate range rule on each quarter of the calibration
 images, and a budget's search scores each set of float parts on each
 quarter: tens of int8 ONNX models of one graph that differ only in their
-activation ranges. onnxruntime's quantize_static spends about 2.8 s on each
+activation ranges. onnxruntime's quantize_static spends about 2 s on each
 at ResNet-50 224, most of it quantizing the per-channel weights, which no
 activation range moves. Here it quantizes once; another ranges' model is
 that one with the initializers the ranges decide written again:
