@@ -3,7 +3,12 @@ bias_correction.py does for the int8 TFLite: part by part in graph order,
 each int8 Conv and Gemm (biased_layers) gets its int32 bias shifted by the
 mean, per output channel, of (float output - int8 output) over the
 calibration images, measured on the int8 model whose earlier parts are
-already corrected. Layers a budget keeps in float32 keep their biases.
+already corrected. Layers a budget keeps in float32 get their float bias
+shifted the same way: the int8 layers before them leave a mean error in what
+they read, which the layer's correction would take out were it int8. The
+classifier's correction matters most (the int8 ONNX's logits are float, no
+grid clips them): left out of a float head, it lowered the probabilities of
+two softmax ResNets below full int8's (benchmarks/results/mixed_precision.md).
 
 The int8 output is read where onnxruntime's fused kernel writes it, the
 QuantizeLinear after the layer (the layer's own output where none follows:
@@ -35,10 +40,11 @@ def initializers(proto):
 
 def biased_layers(proto):
     """{node name: BiasedLayer} of the int8 QDQ graph's Conv and Gemm nodes
-    whose bias is an int32 initializer behind a DequantizeLinear, in graph
-    order. A layer whose output goes on in float to anything but one
-    QuantizeLinear or the graph's outputs and a softmax is left out: its
-    int8 output is not one tensor to read."""
+    whose bias is an int32 initializer behind a DequantizeLinear, or a
+    float32 initializer of their own (a layer a budget keeps in float32,
+    read where it writes), in graph order. An int8 layer whose output goes
+    on in float to anything but one QuantizeLinear or the graph's outputs
+    and a softmax is left out: its int8 output is not one tensor to read."""
     from onnx import TensorProto
 
     weights = initializers(proto)
@@ -50,7 +56,12 @@ def biased_layers(proto):
     graph_outputs = {value.name for value in proto.graph.output}
     layers = {}
     for node in proto.graph.node:
-        if node.op_type not in WEIGHT_LAYERS or len(node.input) < 3 or node.input[2] not in writer:
+        if node.op_type not in WEIGHT_LAYERS or len(node.input) < 3:
+            continue
+        if float_bias(weights, readers, node.input[2]):
+            layers[node.name] = BiasedLayer(node.name, node.output[0], node.output[0], None, None, node.input[2], None)
+            continue
+        if node.input[2] not in writer:
             continue
         dequantize = writer[node.input[2]]
         if dequantize.op_type != "DequantizeLinear" or dequantize.input[0] not in weights:
@@ -66,6 +77,13 @@ def biased_layers(proto):
             layers[node.name] = BiasedLayer(node.name, output, output, None, None, dequantize.input[0],
                                             dequantize.input[1])
     return layers
+
+
+def float_bias(weights, readers, name):
+    """Whether `name` is a float32 bias initializer that one node reads (a layer kept in float32)."""
+    from onnx import TensorProto
+
+    return name in weights and weights[name].data_type == TensorProto.FLOAT and len(readers.get(name, ())) == 1
 
 
 def needed_nodes(proto, outputs, known=()):
@@ -170,10 +188,14 @@ def dequantized_mean(proto_weights, layer, mean):
 
 
 def shift_bias(proto_weights, layer, shift):
-    """Add a float shift per channel to the layer's int32 bias (over its scale, rounded)."""
+    """Add a float shift per channel to the layer's bias: an int32 one over its scale, rounded; a float32 one as it is."""
     from onnx import numpy_helper
 
     bias = proto_weights[layer.bias]
+    if layer.bias_scale is None:  # a float32 layer's
+        values = numpy_helper.to_array(bias).astype(np.float64) + shift
+        bias.CopyFrom(numpy_helper.from_array(values.astype(np.float32), bias.name))
+        return
     scale = np.asarray(numpy_helper.to_array(proto_weights[layer.bias_scale]), np.float64)
     values = numpy_helper.to_array(bias).astype(np.int64) + np.rint(shift / scale).astype(np.int64)
     values = np.clip(values, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
