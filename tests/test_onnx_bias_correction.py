@@ -255,18 +255,8 @@ def test_layers_kept_in_float32_have_their_mean_error_taken_out_too(onnx_models,
     float biases are shifted as the int8 layers' are (the int8 layers
     before them leave a mean error in what they read), measured
     independently on the whole corrected model."""
-    from edge_resnet.quantize.onnx_export import onnx_parts, ort_quantized
-
     float_proto, _ = onnx_models
-    parts = onnx_parts(float_proto)
-    float_nodes = [*parts["conv3_block1"], *parts["head"]]
-    names = [value.name for value in float_proto.graph.input] + [name for node in float_proto.graph.node
-                                                                 for name in node.output]
-    values = tensor_values(float_proto, images, names)
-    ranges = {name: (float(np.min(value)), float(np.max(value))) for name, value in values.items()}
-    onnx.save(float_proto, tmp_path / "float.onnx")
-    prepared = ort_prepared(tmp_path / "float.onnx", tmp_path / "prepared.onnx")
-    mixed = onnx.load(ort_quantized(prepared, tmp_path / "mixed.onnx", AS_QUANTIZED, ranges, float_nodes))
+    mixed, float_nodes = with_float_parts(float_proto, images, tmp_path)
     layers = biased_layers(mixed)
     in_float = {name for name, layer in layers.items() if layer.bias_scale is None}
     float_weight_layers = {node.name for node in mixed.graph.node
@@ -286,3 +276,39 @@ def test_layers_kept_in_float32_have_their_mean_error_taken_out_too(onnx_models,
     changed = {tensor.name for tensor, other in zip(mixed.graph.initializer, corrected.graph.initializer, strict=True)
                if tensor.SerializeToString() != other.SerializeToString()}
     assert float_biases <= changed <= {layer.bias for layer in layers.values()}
+
+
+def with_float_parts(float_proto, images, tmp_path):
+    """(onnxruntime's int8 ONNX of `float_proto` with a block and the head in float32, min/max ranges on
+    `images`, those parts' node names)."""
+    from edge_resnet.quantize.onnx_export import onnx_parts, ort_quantized
+
+    parts = onnx_parts(float_proto)
+    float_nodes = [*parts["conv3_block1"], *parts["head"]]
+    names = [value.name for value in float_proto.graph.input] + [name for node in float_proto.graph.node
+                                                                 for name in node.output]
+    values = tensor_values(float_proto, images, names)
+    ranges = {name: (float(np.min(value)), float(np.max(value))) for name, value in values.items()}
+    onnx.save(float_proto, tmp_path / "float.onnx")
+    prepared = ort_prepared(tmp_path / "float.onnx", tmp_path / "prepared.onnx")
+    return onnx.load(ort_quantized(prepared, tmp_path / "mixed.onnx", AS_QUANTIZED, ranges, float_nodes)), float_nodes
+
+
+
+def test_a_search_reads_the_float_model_once_and_corrects_each_candidate_as_alone(onnx_models, images, tmp_path):
+    """The float run a budget's search keeps for its candidates (FloatRun)
+    corrects each of them, full int8 or with float32 parts, byte for byte
+    as a correction running the float model itself."""
+    from edge_resnet.quantize.onnx_bias_correction import FloatRun, corrected_onnx, judged_output
+    from edge_resnet.quantize.onnx_export import onnx_parts
+
+    float_proto, plain = onnx_models
+    images = images[:60]
+    parts, judged = list(onnx_parts(float_proto).values()), judged_output(float_proto)
+    float_run = FloatRun(float_proto, images, judged)
+    for candidate in (plain, with_float_parts(float_proto, images, tmp_path)[0]):
+        alone = corrected_onnx(candidate, float_proto, images, parts, judged)
+        shared = corrected_onnx(candidate, float_proto, images, parts, judged, float_run)
+        assert alone.shifted and shared.shifted == alone.shifted
+        assert shared.proto.SerializeToString() == alone.proto.SerializeToString() != candidate.SerializeToString()
+        assert np.array_equal(shared.judged_float, alone.judged_float)

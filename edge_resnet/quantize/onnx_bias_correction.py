@@ -233,12 +233,59 @@ class OnnxCorrection:
     judged_float: np.ndarray  # ... and in the float model
 
 
-def corrected_onnx(int8_proto, float_proto, images, parts, judged=None):
+class FloatRun:
+    """The float ONNX on a set of images, as a correction reads it: the
+    mean per channel of every tensor a layer's correction may read (the
+    output of each Conv and Gemm and of the activation after it, where
+    onnxruntime's int8 layer writes), and the judged tensor's values. One
+    run, the first time it is read, for every candidate of a budget's
+    search corrected on those images; always the same tensors, so that
+    onnxruntime runs the float model alike for every candidate (which
+    outputs a session writes decides which nodes it fuses, and the last
+    bit of a float32 sum)."""
+
+    def __init__(self, float_proto, images, judged=None):
+        self.proto, self.images, self.judged = float_proto, images, judged
+        self.known_means, self.judged_values = None, None
+
+    def means(self, names):
+        """{name: its mean per channel} of the tensors `names`."""
+        if self.known_means is None:
+            self.known_means, values, _ = read_tensors(self.proto, {image_input(self.proto): self.images},
+                                                       means=layer_outputs(self.proto),
+                                                       kept=[self.judged] if self.judged else [])
+            self.judged_values = values.get(self.judged)
+        missing = list(dict.fromkeys(name for name in names if name not in self.known_means))
+        if missing:  # a layer read elsewhere (none in the graphs the tests quantize): run for it
+            self.known_means.update(read_tensors(self.proto, {image_input(self.proto): self.images},
+                                                 means=missing)[0])
+        return {name: self.known_means[name] for name in names}
+
+
+def layer_outputs(proto):
+    """The outputs of `proto`'s Conv and Gemm nodes and of the Relu or Clip node that alone reads one of them."""
+    readers = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = []
+    for node in proto.graph.node:
+        if node.op_type in WEIGHT_LAYERS:
+            outputs.append(node.output[0])
+            following = readers.get(node.output[0], [])
+            if len(following) == 1 and following[0].op_type in ("Relu", "Clip"):
+                outputs.append(following[0].output[0])
+    return outputs
+
+
+def corrected_onnx(int8_proto, float_proto, images, parts, judged=None, float_run=None):
     """An OnnxCorrection of `int8_proto` (a copy is corrected) on `images`
     (float, as the model takes them): `parts` are the network's parts (node
     names each) in graph order, `judged` the tensor both models are scored
     on afterwards (the logits; None: not scored). Raises OutOfOrder where a
-    part's nodes need a layer of a later part.
+    part's nodes need a layer of a later part. `float_run`: a FloatRun of
+    `float_proto` on the same images and `judged`, where the caller keeps
+    one (else a new one).
 
     Each part's nodes run as a model of their own on the tensors the parts
     before it wrote (kept where a later node reads them: the int8 ones, not
@@ -253,8 +300,8 @@ def corrected_onnx(int8_proto, float_proto, images, parts, judged=None):
     if not groups:
         return OnnxCorrection(proto, [], None, None, None)
     read = [judged] if judged else []
-    float_means, float_kept, _ = read_tensors(float_proto, {image_input(float_proto): images},
-                                              means=[layer.output for group in groups for layer in group], kept=read)
+    float_run = float_run or FloatRun(float_proto, images, judged)
+    float_means = float_run.means([layer.output for group in groups for layer in group])
     as_quantized = read_tensors(proto, graph_input, kept=read)[1][judged] if judged else None
     weights, readers = initializers(proto), real_readers(proto)
     writers = {output: node.op_type for node in proto.graph.node for output in node.output}
@@ -278,7 +325,7 @@ def corrected_onnx(int8_proto, float_proto, images, parts, judged=None):
     corrected = None
     if judged:
         corrected = cached[judged] if judged in cached else read_tensors(proto, cached, kept=read)[1][judged]
-    return OnnxCorrection(proto, shifted, as_quantized, corrected, float_kept.get(judged))
+    return OnnxCorrection(proto, shifted, as_quantized, corrected, float_run.judged_values)
 
 
 ONNX_JUDGED_BY = ("the mean over the calibration images of each image's logits SQNR (a softmax head: its input; "
@@ -317,11 +364,11 @@ def corrected_onnx_artifact(int8_proto, float_proto, recipe, calibration):
     return guarded_onnx_correction(int8_proto, float_proto, images, recipe.bias_correction, counts_top1(recipe))
 
 
-def guarded_onnx_correction(int8_proto, float_proto, images, mode, count_top1=False):
+def guarded_onnx_correction(int8_proto, float_proto, images, mode, count_top1=False, float_run=None):
     """(the QDQ int8 ONNX, its record): its biases corrected on `images`,
     kept in mode `auto` only where that raises the logits' mean per-image
     SQNR on them, and where `count_top1` the top-1 agreement does not fall
-    (corrected_onnx_artifact's rules)."""
+    (corrected_onnx_artifact's rules). `float_run`: as corrected_onnx's."""
     from ..errors import ConversionError
     from .bias_correction import NO_LAYERS_REASON, OUT_OF_ORDER_REASON, guarded_record, top1_agreement
     from .mixed import per_image_mean_db
@@ -329,7 +376,7 @@ def guarded_onnx_correction(int8_proto, float_proto, images, mode, count_top1=Fa
 
     try:
         correction = corrected_onnx(int8_proto, float_proto, images, list(onnx_parts(float_proto).values()),
-                                    judged_output(float_proto) if mode == "auto" else None)
+                                    judged_output(float_proto) if mode == "auto" else None, float_run)
     except OutOfOrder:
         return int8_proto, {"corrected": False, "mode": mode, "reason": OUT_OF_ORDER_REASON}
     except Exception as error:  # onnxruntime's own untyped errors on a graph it cannot cut: one line, then stop
@@ -354,13 +401,16 @@ def onnx_fold_corrector(float_proto, mode, count_top1=False):
     """For a budget's search (mixed.Route.corrector): `for_images(images,
     reference_for)` -> a function that corrects a candidate (int8 ONNX
     bytes) on `images` as the artifact is corrected on all of them (the
-    float run it needs is its own: `reference_for` is not read)."""
+    float run it needs is its own, kept for every candidate: `reference_for`
+    is not read)."""
     import onnx
 
     def for_images(images, reference_for):
+        float_run = FloatRun(float_proto, images, judged_output(float_proto) if mode == "auto" else None)
+
         def corrected(model_bytes):
             proto, _ = guarded_onnx_correction(onnx.load_from_string(model_bytes), float_proto, images, mode,
-                                               count_top1)
+                                               count_top1, float_run)
             return proto.SerializeToString()
         return corrected
 
