@@ -2,7 +2,6 @@
 help on models and data it was not written on, under issue 23's protocol?
 
     python benchmarks/corrected_biases.py [mnist] [fashion] [fashion_fresh] [digits] [validation] [cost] [onnx_cost]
-        [onnx_candidate_cost]
     python benchmarks/corrected_biases.py guard SET SUBSTRING...
     python benchmarks/corrected_biases.py in_sample SET SUBSTRING...
     python benchmarks/corrected_biases.py onnx SET SUBSTRING...
@@ -508,47 +507,6 @@ def onnx_cost():
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "machine": machine()}
 
 
-def onnx_candidate_cost():
-    """Seconds to correct one candidate of the ONNX budget search (a fold's: full int8 on 150 of 200 images, the
-    default guard) at ResNet-50 224: the float ONNX run again for it (before session 50) and read from the run the
-    fold keeps for every candidate (onnx_bias_correction.FloatRun), alternating, 3 rounds; and that kept run once."""
-    import onnx
-    from calibration import resnet50_224, seeded_images
-
-    from edge_resnet.quantize.onnx_bias_correction import FloatRun, guarded_onnx_correction, judged_output
-    from edge_resnet.quantize.onnx_export import float_onnx, ort_prepared, to_onnx
-    from edge_resnet.quantize.recipe import QuantizationRecipe
-    from edge_resnet.quantize.statistics import collect_statistics
-    from edge_resnet.quantize.tflite import float_tflite
-
-    model = resnet50_224()
-    float_model = float_tflite(model)
-    calibration = seeded_images(200)
-    scratch = Path(tempfile.mkdtemp(prefix="corrected-onnx-candidate-"))
-    onnx.save(float_onnx(model), scratch / "float.onnx")
-    float_proto = ort_prepared(scratch / "float.onnx", scratch / "prepared.onnx").proto
-    int8_proto = onnx.load(to_onnx(model, QuantizationRecipe(calibration_method="extrapolated", bias_correction="off"),
-                                   calibration, output=scratch / "int8.onnx",
-                                   statistics=collect_statistics(float_model, calibration), float_model=float_model,
-                                   float_onnx_path=scratch / "float.onnx"))
-    images = np.stack(list(calibration.samples())).astype(np.float32)[:150]
-    started = time.perf_counter()
-    kept = FloatRun(float_proto, images, judged_output(float_proto))
-    kept.means([])
-    kept_seconds = time.perf_counter() - started
-    seconds = {"float ONNX run for the candidate": [], "float run kept for the fold": []}
-    for _ in range(3):
-        for name, float_run in zip(seconds, (None, kept)):
-            started = time.perf_counter()
-            guarded_onnx_correction(int8_proto, float_proto, images, "auto", float_run=float_run)
-            seconds[name].append(time.perf_counter() - started)
-            print(name, round(seconds[name][-1], 2), flush=True)
-    medians = {name: float(np.median(values)) for name, values in seconds.items()}
-    return {"images": 150, "rounds": 3, "seconds": medians, "kept_run_seconds": kept_seconds,
-            "kept_over_alone": medians["float run kept for the fold"] / medians["float ONNX run for the candidate"],
-            "machine": machine()}
-
-
 def best_fixed(routes, corrected):
     """The fixed rule (with its biases corrected, or not) of the best mean SQNR, read off the evaluation images."""
     return max((route for route in routes if route not in (RAW, AUTO, AUTO_CORRECTED)
@@ -610,14 +568,6 @@ def markdown(result):
                                                        for name, seconds in cost["seconds"].items())
                       + f"; for scale, the statistics pass {cost['statistics_seconds']:.1f} s and the float ONNX export "
                         f"{cost['float_onnx_export_seconds']:.1f} s; peak RSS {cost['peak_rss_mb']:.0f} MB."]
-    if "onnx_candidate_cost" in result:
-        cost = result["onnx_candidate_cost"]
-        lines += ["", f"One candidate of the ONNX budget search corrected (`{result['onnx_candidate_cost_command']}`; "
-                      f"{cost['machine']['cpu']}), ResNet-50 at 224, full int8 on 150 images (a fold's), the default "
-                      "guard, median of 3 alternating rounds: " + ", ".join(
-                          f"{name} {seconds:.2f} s" for name, seconds in cost["seconds"].items())
-                      + f" ({cost['kept_over_alone']:.2f}x); the kept float run itself {cost['kept_run_seconds']:.2f} "
-                        "s, once per fold."]
     if "onnx_cost_before_session_49" in result:  # each candidate quantized by onnxruntime, before ranged_quantizer
         before = result["onnx_cost_before_session_49"]
         lines += ["", "Before the candidates were written from one onnxruntime quantization (session 49), same "
@@ -634,8 +584,6 @@ def main(parts):
         result.update(cost=cost(), cost_command=command)
     if "onnx_cost" in parts:
         result.update(onnx_cost=onnx_cost(), onnx_cost_command=command)
-    if "onnx_candidate_cost" in parts:
-        result.update(onnx_candidate_cost=onnx_candidate_cost(), onnx_candidate_cost_command=command)
     sets = model_sets()
     rows_of = {"guard": guard_row, "in_sample": in_sample_row, "onnx": onnx_row, "onnx_logits": onnx_logits_row}
     if parts[:1] and parts[0] in rows_of:  # guard SET SUBSTRING...: the rows of SET whose names hold one

@@ -3,12 +3,10 @@ bias_correction.py does for the int8 TFLite: part by part in graph order,
 each int8 Conv and Gemm (biased_layers) gets its int32 bias shifted by the
 mean, per output channel, of (float output - int8 output) over the
 calibration images, measured on the int8 model whose earlier parts are
-already corrected. Layers a budget keeps in float32 get their float bias
-shifted the same way: the int8 layers before them leave a mean error in what
-they read, which the layer's correction would take out were it int8. The
-classifier's correction matters most (the int8 ONNX's logits are float, no
-grid clips them): left out of a float head, it lowered the probabilities of
-two softmax ResNets below full int8's (benchmarks/results/mixed_precision.md).
+already corrected. Layers a budget keeps in float32 keep their biases
+(correcting them too moved the logits by -0.4 to +0.4 dB on the evaluation
+images and once turned the guard against every layer's correction:
+benchmarks/results/onnx_float_layers.md).
 
 The int8 output is read where onnxruntime's fused kernel writes it, the
 QuantizeLinear after the layer (the layer's own output where none follows:
@@ -40,11 +38,10 @@ def initializers(proto):
 
 def biased_layers(proto):
     """{node name: BiasedLayer} of the int8 QDQ graph's Conv and Gemm nodes
-    whose bias is an int32 initializer behind a DequantizeLinear, or a
-    float32 initializer of their own (a layer a budget keeps in float32,
-    read where it writes), in graph order. An int8 layer whose output goes
-    on in float to anything but one QuantizeLinear or the graph's outputs
-    and a softmax is left out: its int8 output is not one tensor to read."""
+    whose bias is an int32 initializer behind a DequantizeLinear, in graph
+    order. A layer whose output goes on in float to anything but one
+    QuantizeLinear or the graph's outputs and a softmax is left out: its
+    int8 output is not one tensor to read."""
     from onnx import TensorProto
 
     weights = initializers(proto)
@@ -56,12 +53,7 @@ def biased_layers(proto):
     graph_outputs = {value.name for value in proto.graph.output}
     layers = {}
     for node in proto.graph.node:
-        if node.op_type not in WEIGHT_LAYERS or len(node.input) < 3:
-            continue
-        if float_bias(weights, readers, node.input[2]):
-            layers[node.name] = BiasedLayer(node.name, node.output[0], node.output[0], None, None, node.input[2], None)
-            continue
-        if node.input[2] not in writer:
+        if node.op_type not in WEIGHT_LAYERS or len(node.input) < 3 or node.input[2] not in writer:
             continue
         dequantize = writer[node.input[2]]
         if dequantize.op_type != "DequantizeLinear" or dequantize.input[0] not in weights:
@@ -77,13 +69,6 @@ def biased_layers(proto):
             layers[node.name] = BiasedLayer(node.name, output, output, None, None, dequantize.input[0],
                                             dequantize.input[1])
     return layers
-
-
-def float_bias(weights, readers, name):
-    """Whether `name` is a float32 bias initializer that one node reads (a layer kept in float32)."""
-    from onnx import TensorProto
-
-    return name in weights and weights[name].data_type == TensorProto.FLOAT and len(readers.get(name, ())) == 1
 
 
 def needed_nodes(proto, outputs, known=()):
@@ -188,14 +173,10 @@ def dequantized_mean(proto_weights, layer, mean):
 
 
 def shift_bias(proto_weights, layer, shift):
-    """Add a float shift per channel to the layer's bias: an int32 one over its scale, rounded; a float32 one as it is."""
+    """Add a float shift per channel to the layer's int32 bias (over its scale, rounded)."""
     from onnx import numpy_helper
 
     bias = proto_weights[layer.bias]
-    if layer.bias_scale is None:  # a float32 layer's
-        values = numpy_helper.to_array(bias).astype(np.float64) + shift
-        bias.CopyFrom(numpy_helper.from_array(values.astype(np.float32), bias.name))
-        return
     scale = np.asarray(numpy_helper.to_array(proto_weights[layer.bias_scale]), np.float64)
     values = numpy_helper.to_array(bias).astype(np.int64) + np.rint(shift / scale).astype(np.int64)
     values = np.clip(values, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
@@ -233,59 +214,12 @@ class OnnxCorrection:
     judged_float: np.ndarray  # ... and in the float model
 
 
-class FloatRun:
-    """The float ONNX on a set of images, as a correction reads it: the
-    mean per channel of every tensor a layer's correction may read (the
-    output of each Conv and Gemm and of the activation after it, where
-    onnxruntime's int8 layer writes), and the judged tensor's values. One
-    run, the first time it is read, for every candidate of a budget's
-    search corrected on those images; always the same tensors, so that
-    onnxruntime runs the float model alike for every candidate (which
-    outputs a session writes decides which nodes it fuses, and the last
-    bit of a float32 sum)."""
-
-    def __init__(self, float_proto, images, judged=None):
-        self.proto, self.images, self.judged = float_proto, images, judged
-        self.known_means, self.judged_values = None, None
-
-    def means(self, names):
-        """{name: its mean per channel} of the tensors `names`."""
-        if self.known_means is None:
-            self.known_means, values, _ = read_tensors(self.proto, {image_input(self.proto): self.images},
-                                                       means=layer_outputs(self.proto),
-                                                       kept=[self.judged] if self.judged else [])
-            self.judged_values = values.get(self.judged)
-        missing = list(dict.fromkeys(name for name in names if name not in self.known_means))
-        if missing:  # a layer read elsewhere (none in the graphs the tests quantize): run for it
-            self.known_means.update(read_tensors(self.proto, {image_input(self.proto): self.images},
-                                                 means=missing)[0])
-        return {name: self.known_means[name] for name in names}
-
-
-def layer_outputs(proto):
-    """The outputs of `proto`'s Conv and Gemm nodes and of the Relu or Clip node that alone reads one of them."""
-    readers = {}
-    for node in proto.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    outputs = []
-    for node in proto.graph.node:
-        if node.op_type in WEIGHT_LAYERS:
-            outputs.append(node.output[0])
-            following = readers.get(node.output[0], [])
-            if len(following) == 1 and following[0].op_type in ("Relu", "Clip"):
-                outputs.append(following[0].output[0])
-    return outputs
-
-
-def corrected_onnx(int8_proto, float_proto, images, parts, judged=None, float_run=None):
+def corrected_onnx(int8_proto, float_proto, images, parts, judged=None):
     """An OnnxCorrection of `int8_proto` (a copy is corrected) on `images`
     (float, as the model takes them): `parts` are the network's parts (node
     names each) in graph order, `judged` the tensor both models are scored
     on afterwards (the logits; None: not scored). Raises OutOfOrder where a
-    part's nodes need a layer of a later part. `float_run`: a FloatRun of
-    `float_proto` on the same images and `judged`, where the caller keeps
-    one (else a new one).
+    part's nodes need a layer of a later part.
 
     Each part's nodes run as a model of their own on the tensors the parts
     before it wrote (kept where a later node reads them: the int8 ones, not
@@ -300,8 +234,8 @@ def corrected_onnx(int8_proto, float_proto, images, parts, judged=None, float_ru
     if not groups:
         return OnnxCorrection(proto, [], None, None, None)
     read = [judged] if judged else []
-    float_run = float_run or FloatRun(float_proto, images, judged)
-    float_means = float_run.means([layer.output for group in groups for layer in group])
+    float_means, float_kept, _ = read_tensors(float_proto, {image_input(float_proto): images},
+                                              means=[layer.output for group in groups for layer in group], kept=read)
     as_quantized = read_tensors(proto, graph_input, kept=read)[1][judged] if judged else None
     weights, readers = initializers(proto), real_readers(proto)
     writers = {output: node.op_type for node in proto.graph.node for output in node.output}
@@ -325,7 +259,7 @@ def corrected_onnx(int8_proto, float_proto, images, parts, judged=None, float_ru
     corrected = None
     if judged:
         corrected = cached[judged] if judged in cached else read_tensors(proto, cached, kept=read)[1][judged]
-    return OnnxCorrection(proto, shifted, as_quantized, corrected, float_run.judged_values)
+    return OnnxCorrection(proto, shifted, as_quantized, corrected, float_kept.get(judged))
 
 
 ONNX_JUDGED_BY = ("the mean over the calibration images of each image's logits SQNR (a softmax head: its input; "
@@ -364,11 +298,11 @@ def corrected_onnx_artifact(int8_proto, float_proto, recipe, calibration):
     return guarded_onnx_correction(int8_proto, float_proto, images, recipe.bias_correction, counts_top1(recipe))
 
 
-def guarded_onnx_correction(int8_proto, float_proto, images, mode, count_top1=False, float_run=None):
+def guarded_onnx_correction(int8_proto, float_proto, images, mode, count_top1=False):
     """(the QDQ int8 ONNX, its record): its biases corrected on `images`,
     kept in mode `auto` only where that raises the logits' mean per-image
     SQNR on them, and where `count_top1` the top-1 agreement does not fall
-    (corrected_onnx_artifact's rules). `float_run`: as corrected_onnx's."""
+    (corrected_onnx_artifact's rules)."""
     from ..errors import ConversionError
     from .bias_correction import NO_LAYERS_REASON, OUT_OF_ORDER_REASON, guarded_record, top1_agreement
     from .mixed import per_image_mean_db
@@ -376,7 +310,7 @@ def guarded_onnx_correction(int8_proto, float_proto, images, mode, count_top1=Fa
 
     try:
         correction = corrected_onnx(int8_proto, float_proto, images, list(onnx_parts(float_proto).values()),
-                                    judged_output(float_proto) if mode == "auto" else None, float_run)
+                                    judged_output(float_proto) if mode == "auto" else None)
     except OutOfOrder:
         return int8_proto, {"corrected": False, "mode": mode, "reason": OUT_OF_ORDER_REASON}
     except Exception as error:  # onnxruntime's own untyped errors on a graph it cannot cut: one line, then stop
@@ -401,16 +335,13 @@ def onnx_fold_corrector(float_proto, mode, count_top1=False):
     """For a budget's search (mixed.Route.corrector): `for_images(images,
     reference_for)` -> a function that corrects a candidate (int8 ONNX
     bytes) on `images` as the artifact is corrected on all of them (the
-    float run it needs is its own, kept for every candidate: `reference_for`
-    is not read)."""
+    float run it needs is its own: `reference_for` is not read)."""
     import onnx
 
     def for_images(images, reference_for):
-        float_run = FloatRun(float_proto, images, judged_output(float_proto) if mode == "auto" else None)
-
         def corrected(model_bytes):
             proto, _ = guarded_onnx_correction(onnx.load_from_string(model_bytes), float_proto, images, mode,
-                                               count_top1, float_run)
+                                               count_top1)
             return proto.SerializeToString()
         return corrected
 
