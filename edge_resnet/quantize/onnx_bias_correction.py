@@ -4,7 +4,7 @@ each int8 Conv and Gemm (biased_layers) gets its int32 bias shifted by the
 mean, per output channel, of (float output - int8 output) over the
 calibration images, measured on the int8 model whose earlier parts are
 already corrected. Layers a budget keeps in float32 keep their biases
-(correcting them too moved the logits by -0.4 to +0.4 dB on the evaluation
+(correcting them too moved the logits by -0.4 to +0.2 dB on the evaluation
 images and once turned the guard against every layer's correction:
 benchmarks/results/onnx_float_layers.md).
 
