@@ -260,18 +260,15 @@ def onnx_logits_row(model_name, model, head, size, protocol):
     import onnx
     from calibration import sqnr_db
 
-    from edge_resnet.device.runtime import OnnxRunner
     from edge_resnet.quantize.mixed import per_image_mean_db
     from edge_resnet.quantize.onnx_bias_correction import corrected_onnx_artifact
-    from edge_resnet.quantize.onnx_export import with_softmax_input_output
     from edge_resnet.quantize.recipe import QuantizationRecipe
 
     print(f"== onnx logits: {model_name}", flush=True)
     subsets = []
     for scratch, prepared, test_images, _, _, calibration, plain in onnx_subsets(model, size, protocol):
         def outputs_and_logits(path):
-            (scratch / "exposed.onnx").write_bytes(with_softmax_input_output(Path(path).read_bytes()))
-            return OnnxRunner(scratch / "exposed.onnx").predict_every_output(test_images)
+            return onnx_outputs_and_logits(path, test_images, head, scratch)
 
         proto, _ = corrected_onnx_artifact(onnx.load(plain), prepared.proto, QuantizationRecipe(bias_correction="on"),
                                            calibration)
@@ -361,6 +358,19 @@ def outputs_and_logits(model_bytes, images, head):
         return tflite_outputs_and_logits(model_bytes, images)
     outputs = run_tflite_bytes(model_bytes, images, "int8")
     return outputs, outputs
+
+
+def onnx_outputs_and_logits(path, images, head, scratch):
+    """(outputs, logits) of an ONNX model on `images`: a softmax head's logits are its softmax's input, read from
+    the same run (a copy exposing it is written to `scratch`); a logits head's are its outputs."""
+    from edge_resnet.device.runtime import OnnxRunner
+    from edge_resnet.quantize.onnx_export import with_softmax_input_output
+
+    if head != "softmax":
+        outputs = OnnxRunner(path).predict(images)
+        return outputs, outputs
+    (scratch / "exposed.onnx").write_bytes(with_softmax_input_output(Path(path).read_bytes()))
+    return OnnxRunner(scratch / "exposed.onnx").predict_every_output(images)
 
 
 def guard_lines(result):

@@ -95,12 +95,10 @@ def written(folded, calibration, statistics, float_model, float_parts, int8_oper
 
 def row(name, model, size, searched):
     import mixed_precision
+    from corrected_biases import onnx_outputs_and_logits, outputs_and_logits
 
-    from edge_resnet.device.runtime import OnnxRunner
     from edge_resnet.model.fold import fold_batchnorm
-    from edge_resnet.quantize.int8_tflite import run_tflite_bytes, tflite_outputs_and_logits
     from edge_resnet.quantize.mixed import output_sqnr_db, per_image_mean_db
-    from edge_resnet.quantize.onnx_export import with_softmax_input_output
     from edge_resnet.quantize.statistics import collect_statistics
     from edge_resnet.quantize.tflite import float_tflite
 
@@ -108,23 +106,15 @@ def row(name, model, size, searched):
     float_model = float_tflite(folded)
     calibration, evaluation = mixed_precision.digits(size)
     statistics = collect_statistics(float_model, calibration)
-    softmax = "softmax" in name
-    if softmax:
-        reference, reference_logits = tflite_outputs_and_logits(float_model, evaluation)
-    else:
-        reference = reference_logits = run_tflite_bytes(float_model, evaluation, "float")
+    head = "softmax" if "softmax" in name else "logits"
+    reference, reference_logits = outputs_and_logits(float_model, evaluation, head)
     folder = Path(tempfile.mkdtemp(prefix="onnx-float-layers-"))
     routes = {}
     for route, corrected in (("float layers' biases kept (shipped)", False), ("float layers corrected (tried)", True)):
         path = folder / f"{corrected}.onnx"
         correction = written(folded, calibration, statistics, float_model, searched["float_parts"],
                              searched.get("int8_operators", []), path, corrected)
-        outputs = OnnxRunner(path).predict(evaluation)
-        logits = outputs
-        if softmax:
-            logits_path = folder / f"{corrected}_logits.onnx"
-            logits_path.write_bytes(with_softmax_input_output(path.read_bytes()))
-            logits = OnnxRunner(logits_path).predict_every_output(evaluation)[-1]
+        outputs, logits = onnx_outputs_and_logits(path, evaluation, head, folder)
         routes[route] = {"output_db": output_sqnr_db(reference, outputs),
                          "logits_per_image_db": per_image_mean_db(reference_logits, logits),
                          "corrected": correction["corrected"], "layers": correction.get("layers", 0)}
