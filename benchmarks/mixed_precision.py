@@ -1091,7 +1091,8 @@ def bar_lines(bar_results, retimed_rows, searched_on):
         lines += ["", "The digits ResNet-50 rows of the two corrected tables above that keep parts out of int8, the "
                   "same parts timed again at 224 here (`python benchmarks/mixed_precision.py bar_retimed`): how "
                   "much the latency bar depends on the CPU.", "",
-                  "| model | output | kept | p50 vs full int8 where searched | p50 here: int8 -> kept (ratio) | "
+                  "| model | output | kept (the layers the search put back in int8 or demoted timed so too) | "
+                  "p50 vs full int8 where searched | p50 here: int8 -> kept (ratio) | "
                   "float32 p50 here |", "|---|---|---|---|---|---|"]
         for row in retimed_rows:
             there, here = row["searched_latency_224"], row["latency_224"]
