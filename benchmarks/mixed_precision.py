@@ -72,6 +72,7 @@ again here (the latency bar depends on the CPU).
 """
 
 import functools
+import itertools
 import sys
 import tempfile
 import time
@@ -159,13 +160,24 @@ def held_mixed(result):
     from edge_resnet.quantize.mixed import Step
 
     measured = result["held_out_db"]["mixed"]
-    chosen = [Step.from_dict(step) for step in result.get("steps", ())
-              if list(step["float_parts"]) == result["float_parts"]
-              and list(step.get("int8_operators") or []) == result.get("int8_operators", [])
-              and list(step.get("dynamic_operators") or []) == result.get("dynamic_operators", [])]
-    if not chosen or not chosen[0].estimated:
+    index = chosen_step_index(result)
+    chosen = None if index is None else Step.from_dict(result["steps"][index])
+    if chosen is None or not chosen.estimated:
         return f"{measured:.2f}"
-    return f"{chosen[0].estimated_sqnr_db:.2f} estimated ({measured:.2f} measured)"
+    return f"{chosen.estimated_sqnr_db:.2f} estimated ({measured:.2f} measured)"
+
+
+def chosen_step_index(result):
+    """The position in a saved search's steps of the step it chose (its parts, put-back and demoted layers), or None."""
+    return next((index for index, step in enumerate(result.get("steps", ()))
+                 if list(step["float_parts"]) == result["float_parts"]
+                 and list(step.get("int8_operators") or []) == result.get("int8_operators", [])
+                 and list(step.get("dynamic_operators") or []) == result.get("dynamic_operators", [])), None)
+
+
+def demo_models():
+    """trained_models()' first two entries, the demo's two heads, without training the other models."""
+    return itertools.islice(trained_models(), 2)
 
 
 def put_back_note(result):

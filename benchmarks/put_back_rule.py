@@ -20,7 +20,6 @@ timed here beside full int8 as there.
 """
 
 import functools
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -80,12 +79,12 @@ def baselines():
 
 def entries():
     """(model name, Keras model, size, depth, data, output type) of every row to search."""
-    from mixed_precision import digits, mnist_images, mnist_models, trained_models
+    from mixed_precision import demo_models, digits, mnist_images, mnist_models
 
     for output_type in ("float32", "int8"):
         for entry in mnist_models():
             yield (*entry, mnist_images, output_type)
-    for entry in itertools.islice(trained_models(), 2):  # the demo's two heads come first
+    for entry in demo_models():
         yield (*entry, digits, "float32")
 
 

@@ -22,7 +22,6 @@ gain.
     python benchmarks/step_carry.py [report]
 """
 
-import itertools
 import sys
 import tempfile
 from pathlib import Path
@@ -42,18 +41,17 @@ def saved_searches():
         if result["met_on_held_out"] and result["float_parts"]:
             yield result, "mnist"
     for result in saved["corrected_float_output_results"]:
-        if "ResNet-50 w0.25" in result["model"] and result["met_on_held_out"]:
+        if "demo" in result["model"] and result["met_on_held_out"]:
             yield result, "digits"
 
 
 def models_and_data(source):
     """{model name: (Keras model, input size)} and the data split of `source`."""
-    from mixed_precision import digits, mnist_images, mnist_models, trained_models
+    from mixed_precision import demo_models, digits, mnist_images, mnist_models
 
     if source == "mnist":
         return {name: (model, size) for name, model, size, _ in mnist_models()}, mnist_images
-    # the demo's two heads come first (the other models would be trained on the way)
-    return {name: (model, size) for name, model, size, _ in itertools.islice(trained_models(), 2)}, digits
+    return {name: (model, size) for name, model, size, _ in demo_models()}, digits
 
 
 def canonical(scope):
@@ -82,7 +80,7 @@ def step_artifact(float_model, recipe, route, ranges, step, calibration, statist
 
 
 def follow(result, source, models, data):
-    from mixed_precision import output_sqnr
+    from mixed_precision import chosen_step_index, output_sqnr
 
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import tflite_chooser
@@ -114,10 +112,7 @@ def follow(result, source, models, data):
                      "held_out_gain_db": judged - result["held_out_db"]["full int8"],
                      "evaluation_gain_db": evaluated - full_eval})
         print(result["model"], result["output_type"], rows[-1], flush=True)
-    chosen = next(index for index, step in enumerate(result["steps"])
-                  if list(step["float_parts"]) == result["float_parts"]
-                  and [*(step.get("int8_operators") or ())] == result["int8_operators"]
-                  and [*(step.get("dynamic_operators") or ())] == result["dynamic_operators"])
+    chosen = chosen_step_index(result)
     return {"model": result["model"], "source": source, "output_type": result["output_type"],
             "precision": result["precision"], "chosen_step": chosen,
             "saved_evaluation_gain_db": result["evaluation_db"]["mixed"] - result["evaluation_db"]["full int8"],
