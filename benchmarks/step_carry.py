@@ -19,7 +19,10 @@ and scores it on the evaluation images against full int8 made the same
 way: per step, held-out gain (as the search judged it) beside evaluation
 gain.
 
-    python benchmarks/step_carry.py [report]
+`fashion` follows the Fashion-MNIST ResNet-50s' searches of `bar_fashion`
+instead (judged on 10,000 test images), into step_carry_fashion.md.
+
+    python benchmarks/step_carry.py [fashion] [report]
 """
 
 import sys
@@ -32,11 +35,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
 
 
-def saved_searches():
-    """(saved search result, where it came from) of the rows this benchmark follows."""
+def saved_searches(fashion=False):
+    """(saved search result, where it came from) of the rows this benchmark follows: those of `bar_mnist` and the
+    digits rows, or (`fashion`) those of `bar_fashion`."""
     import json
 
     saved = json.loads((RESULTS / "mixed_precision.json").read_text())
+    if fashion:
+        yield from ((result, "fashion") for result in saved["bar_fashion_results"]
+                    if result["met_on_held_out"] and result["float_parts"])
+        return
     for result in saved["bar_mnist_results"]:
         if result["met_on_held_out"] and result["float_parts"]:
             yield result, "mnist"
@@ -47,10 +55,12 @@ def saved_searches():
 
 def models_and_data(source):
     """{model name: (Keras model, input size)} and the data split of `source`."""
-    from mixed_precision import demo_models, digits, mnist_images, mnist_models
+    from mixed_precision import demo_models, digits, fashion_images, fashion_resnet50s, mnist_images, mnist_models
 
     if source == "mnist":
         return {name: (model, size) for name, model, size, _ in mnist_models()}, mnist_images
+    if source == "fashion":
+        return {name: (model, size) for name, model, size, _ in fashion_resnet50s()}, fashion_images
     return {name: (model, size) for name, model, size, _ in demo_models()}, digits
 
 
@@ -119,8 +129,8 @@ def follow(result, source, models, data):
             "steps": rows}
 
 
-def lines(followed, described):
-    out = ["# Does the gain shrink along the search?", "", "Command: `python benchmarks/step_carry.py`", "",
+def lines(followed, described, command="python benchmarks/step_carry.py"):
+    out = ["# Does the gain shrink along the search?", "", f"Command: `{command}`", "",
            f"Machine: {described['cpu']}. Each step of a saved search (benchmarks/results/mixed_precision.json), made "
            "as the artifact is made (ranges from all calibration images, biases corrected), scored on the "
            "evaluation images against full int8 made the same way. Held-out gain: as the search judged the step "
@@ -177,20 +187,23 @@ def summary_lines(followed):
 
 
 def main(arguments=()):
+    fashion = "fashion" in arguments  # the Fashion-MNIST searches of `bar_fashion`, in their own results file
+    name = "step_carry_fashion" if fashion else "step_carry"
+    command = "python benchmarks/step_carry.py" + " fashion" * fashion
     if "report" in arguments:  # the markdown again from the saved JSON
         import json
 
-        saved = json.loads((RESULTS / "step_carry.json").read_text())
-        write_results("step_carry", saved, "\n".join(lines(saved["searches"], saved["machine"])) + "\n")
+        saved = json.loads((RESULTS / f"{name}.json").read_text())
+        write_results(name, saved, "\n".join(lines(saved["searches"], saved["machine"], command)) + "\n")
         return
 
     followed, loaded = [], {}
-    for result, source in saved_searches():
+    for result, source in saved_searches(fashion):
         if source not in loaded:
             loaded[source] = models_and_data(source)
         followed.append(follow(result, source, *loaded[source]))
-        write_results("step_carry", {"machine": machine(), "searches": followed},
-                      "\n".join(lines(followed, machine())) + "\n")
+        write_results(name, {"machine": machine(), "searches": followed},
+                      "\n".join(lines(followed, machine(), command)) + "\n")
 
 
 if __name__ == "__main__":

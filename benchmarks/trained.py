@@ -129,24 +129,24 @@ FASHION_MODELS = ((18, 0.5, 32, 101), (50, 0.25, 32, 103))
 FASHION_FRESH_MODELS = ((34, 0.5, 32, 107), (50, 0.5, 32, 109))
 
 
-def fashion_models(log=print):
+def fashion_models(log=print, depth=None):
     """(name, model, input size) of two ResNets trained on 4000 Fashion-MNIST images (benchmarks/fashion.py),
     after every rule of `auto` and of the search was fixed: a data set none of them was chosen on, where the
-    models are unsure of many images."""
-    yield from _fashion_trained(FASHION_MODELS, "Fashion-MNIST: unsure of many images", log)
+    models are unsure of many images. `depth`: only those of that depth (the others are not trained)."""
+    yield from _fashion_trained(FASHION_MODELS, "Fashion-MNIST: unsure of many images", log, depth)
 
 
-def fashion_fresh_models(log=print):
+def fashion_fresh_models(log=print, depth=None):
     """(name, model, input size) of two more Fashion-MNIST ResNets, fixed in session 30 before any result of
     theirs: other depths and widths than `fashion_models`', to check issue 23's bars on models no session had
-    seen."""
-    yield from _fashion_trained(FASHION_FRESH_MODELS, "Fashion-MNIST, fixed in session 30", log)
+    seen. `depth`: only those of that depth."""
+    yield from _fashion_trained(FASHION_FRESH_MODELS, "Fashion-MNIST, fixed in session 30", log, depth)
 
 
-def _fashion_trained(models, note, log):
+def _fashion_trained(models, note, log, only_depth=None):
     from fashion import ORDER_SEED, TRAIN_IMAGES, fashion_training
 
-    for depth, width, size, seed in models:
+    for depth, width, size, seed in (model for model in models if only_depth in (None, model[0])):
         name = f"resnet{depth}_w{str(width).replace('.', '')}_fashion{size}_order{ORDER_SEED}_train{TRAIN_IMAGES}_seed{seed}"
         yield (f"ResNet-{depth} w{width} {size}x{size} seed {seed} ({note})",
                cached_trained(f"{name}.weights.h5", depth, width, size, seed, name, log,
