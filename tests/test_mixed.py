@@ -915,6 +915,17 @@ def test_the_output_grids_are_the_ones_the_int8_kernels_write_on(softmax_data, d
     assert output_grids(float_path.read_bytes()) == (None, None)
 
 
+def test_the_folds_that_choose_the_parts_and_those_that_judge_them_split_the_images():
+    layout = [(None, [0, 5]), (None, [1, 2]), (None, [3, 7]), (None, [4, 6])]
+    choosing, judging = mixed.choice_split(layout, (0, 2), 8)
+    assert choosing.tolist() == [0, 3, 5, 7] and judging.tolist() == [1, 2, 4, 6]
+    every, same = mixed.choice_split(layout, None, 8)
+    assert every.tolist() == same.tolist() == list(range(8))
+    # the int8 head's grids on those images only: each fold's positions renumbered within them
+    assert mixed.grids_within([("a", [0, 5]), ("b", [1, 2]), ("c", [3, 7])], judging) == [("b", [0, 1])]
+    assert mixed.grids_within([("a", [0, 5]), ("c", [3, 7])], choosing) == [("a", [0, 2]), ("c", [1, 3])]
+
+
 def test_grid_sqnrs_puts_each_fold_through_its_own_grids():
     from edge_resnet.quantize.int8_tflite import Grid
 

@@ -125,6 +125,10 @@ from .selection import output_sqnr_db  # noqa: F401 (the tests and benchmarks sc
 from .selection import fits, per_image_errors, sqnr_of_sums, sqnr_standard_error_of
 from .statistics import read_flatbuffer
 
+# Which statistics folds' images choose the parts (the first ranking, each step's pick); the other folds' images
+# judge every step (the budget, the put-backs). None: every image chooses and judges (the default). Tried apart in
+# benchmarks/judge_apart.py: a pick made on the images that judge it shows them more than others see.
+CHOOSING_FOLDS = None
 CONFIRMED_PER_STEP = 4  # parts re-measured on top of the current float set at each step
 PATIENCE = 3  # steps without a better score before the search gives up (a part may pay off only with its neighbour)
 LATENCY_RUNS = 20
@@ -1018,6 +1022,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     route = route or tflite_route(float_model, recipe)
     layout = cross_fits(statistics, method)
     inputs = calibration_inputs(calibration, statistics)
+    choosing, judging = choice_split(layout, CHOOSING_FOLDS, len(inputs))
     reference = float_reference(float_model, statistics, inputs)
     labels = None
     if budget.max_accuracy_drop is not None:
@@ -1041,9 +1046,9 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     correctors = fold_correctors(route.corrector, inputs, layout, reference, reference_logits)
 
     def evaluated(float_parts, int8_back=(), demoted=(), corrected=True):
-        """(Scores on every calibration image, each run by the candidate
-        ranged without its fold, the first fold's candidate, the outputs)
-        with `float_parts` in float32 but their operators `int8_back`, and
+        """(Scores on the judging calibration images, each run by the
+        candidate ranged without its fold, the first fold's candidate, the
+        outputs on every image, Scores on the choosing images) with `float_parts` in float32 but their operators `int8_back`, and
         their weight layers `demoted` in dynamic-range int8; its biases
         corrected as the artifact's would be unless not `corrected` (the
         cheaper ranking of parts)."""
@@ -1065,14 +1070,21 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             first = model if first is None else first
             if head_stays_int8 and not float_parts:
                 grids.append((route.grids(model), positions))
-        measured = scores(reference, outputs, labels, None if logits is None else (judged_reference, logits))
-        if grids and grids[0][0][0] is not None:
-            cap, output_grid = grid_sqnrs(reference, reference_logits, grids)
-            measured = replace(measured, grid_db=cap, output_grid_db=output_grid)
-        return measured, first, outputs
+        def scored(positions):
+            return scores(reference[positions], outputs[positions], None if labels is None else labels[positions],
+                          None if logits is None else (judged_reference[positions], logits[positions]))
+
+        def capped(measured, positions):  # the int8 head's grids alone, on the same images
+            if not grids or grids[0][0][0] is None:
+                return measured
+            cap, output_grid = grid_sqnrs(reference[positions], None if reference_logits is None else
+                                          reference_logits[positions], grids_within(grids, positions))
+            return replace(measured, grid_db=cap, output_grid_db=output_grid)
+
+        return capped(scored(judging), judging), first, outputs, capped(scored(choosing), choosing)
 
     def step(float_parts, candidate, full_int8_outputs=None, int8_back=(), demoted=()):
-        measured, model, outputs = candidate
+        measured, model, outputs, _ = candidate
         with tempfile.TemporaryDirectory(prefix="edge-resnet-mixed-") as folder:
             path = Path(folder) / f"candidate{route.suffix}"
             path.write_bytes(model)
@@ -1080,7 +1092,8 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             timing = benchmark(path, warmup=5, runs=LATENCY_RUNS, reset_peak=False)
         gain_images = None
         if full_int8_outputs is not None:
-            gain_images = images_carrying_half_the_gain(reference, full_int8_outputs, outputs)
+            gain_images = images_carrying_half_the_gain(reference[judging], full_int8_outputs[judging],
+                                                        outputs[judging])
         estimated = None
         if measured.logits_db is not None and full_int8_outputs is not None:
             estimated = judged_sqnr(measured, full_int8[0])
@@ -1088,13 +1101,13 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
                     p50_ms=timing.latency_ms["p50"], fully_delegated=delegated, gain_images=gain_images,
                     int8_operators=tuple(int8_back), estimated_sqnr_db=estimated, dynamic_operators=tuple(demoted))
 
-    note = budget.resolution_note(len(inputs))
+    note = budget.resolution_note(len(judging))
     if note:
         log(f"      {note}")
     full_int8 = evaluated(())  # step() reads it
     steps = [step((), full_int8)]
     budget = budget.over(steps[0])
-    log(f"      {budget.flags()}: full int8 gives {measured_text(steps[0].to_dict(), budget)} on {len(inputs)} "
+    log(f"      {budget.flags()}: full int8 gives {measured_text(steps[0].to_dict(), budget)} on {len(judging)} "
         "held-out calibration images")
     alone, stopped = {}, None
     short = budget.shortfalls(steps[0], steps[0])
@@ -1104,22 +1117,23 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     elif short:
         # the first ranking of the parts is by their effect alone on the candidates as quantized (a correction costs
         # more than a candidate); the parts shortlisted at each step are measured as the artifact would be
-        ranked = evaluated((), corrected=False)[0] if correctors else full_int8[0]
-        base_db = judged_sqnr(ranked, ranked) if correctors else steps[0].judged_db
-        alone = {part: judged_sqnr(evaluated((part,), corrected=False)[0], ranked) - base_db
+        ranked = evaluated((), corrected=False)[3] if correctors else full_int8[3]
+        base_db = judged_sqnr(ranked, ranked) if correctors else full_int8[3].sqnr_db
+        alone = {part: judged_sqnr(evaluated((part,), corrected=False)[3], ranked) - base_db
                  for part in parts if part not in excluded}
     order = sorted(alone, key=lambda part: -alone[part])
-    chosen = []
+    chosen, choice_db = [], full_int8[3].sqnr_db
     while alone and budget.shortfalls(steps[-1], steps[0]) and order:
         candidates = {part: evaluated((*chosen, part)) for part in shortlist(order, chosen, list(parts))}
-        tried = {part: judged_sqnr(measured, full_int8[0]) for part, (measured, *_) in candidates.items()}
+        tried = {part: judged_sqnr(choice, full_int8[3]) for part, (*_, choice) in candidates.items()}
         best = max(tried, key=tried.get)
+        before_db, choice_db = choice_db, tried[best]
         chosen.append(best)
         steps.append(step(chosen, candidates[best], full_int8[2]))  # the candidate already made, timed as it is
         log(f"      {route.precision} {', '.join(chosen)}: {measured_text(steps[-1].to_dict(), budget)}, "
-            f"{steps[-1].p50_ms:.2f} ms{support_text(steps[-1].to_dict(), len(inputs))}")
+            f"{steps[-1].p50_ms:.2f} ms{support_text(steps[-1].to_dict(), len(judging))}")
         order = sorted((part for part in order if part != best),
-                       key=lambda part: -(tried[part] - steps[-2].judged_db if part in tried else alone[part]))
+                       key=lambda part: -(tried[part] - before_db if part in tried else alone[part]))
         if steps_since_best(steps) >= PATIENCE:
             log(f"      {PATIENCE} steps without a better held-out SQNR: the search stops here")
             stopped = f"{PATIENCE} steps without a better held-out SQNR"
@@ -1156,7 +1170,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             log(f"      {operator_label(operator)} in dynamic-range int8 (the budget does not need it in float32): "
                 f"{measured_text(demoted.to_dict(), budget)}, {demoted.p50_ms:.2f} ms")
             stopped = "budget met; weight layers it did not need in float32 run in dynamic-range int8"
-    return MixedSearch(budget, len(inputs), tuple(steps), alone, parts, excluded, stopped, route.precision,
+    return MixedSearch(budget, len(judging), tuple(steps), alone, parts, excluded, stopped, route.precision,
                        route.dynamic_capable, biases_corrected=bool(correctors))
 
 
@@ -1269,6 +1283,24 @@ def softmax_relevant(logits_pairs, ranges, softmax_input):
         return logits_pairs
     low = ranges[softmax_input.tensor][0]
     return tuple(np.maximum(values, low) for values in logits_pairs)
+
+
+def grids_within(grids_by_positions, positions):
+    """grid_sqnrs' [(grids, fold positions), ...] on the images at `positions` only, each fold's positions
+    renumbered as they fall in `positions`."""
+    index = {position: number for number, position in enumerate(positions)}
+    within = [(grids, [index[position] for position in fold if position in index]) for grids, fold in grids_by_positions]
+    return [(grids, fold) for grids, fold in within if fold]
+
+
+def choice_split(layout, choosing_folds, images):
+    """(positions of the images that choose the parts, of those that judge the steps) among `images` calibration
+    images: the folds of `layout` named in `choosing_folds` choose and the others judge; None: all do both."""
+    every = np.arange(images)
+    if choosing_folds is None:
+        return every, every
+    choosing = np.sort(np.concatenate([layout[fold][1] for fold in choosing_folds]))
+    return choosing, np.setdiff1d(every, choosing)
 
 
 def cross_fits(statistics, method):
