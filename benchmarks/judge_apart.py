@@ -22,7 +22,13 @@ images (here: the judging half), 200 calibration images; evaluation: 2300
 MNIST and 10,000 Fashion-MNIST test images. No latency is measured (the
 operator counts say the cost).
 
-    python benchmarks/judge_apart.py [report]
+`margin` runs the same searches with all images choosing and judging, but
+mixed.STOP_MARGIN_SE = 1: a step meets the budget only where its held-out
+gain less one standard error of that gain (image by image) still does, so
+the search does not stop where its noise first runs high
+(results/stop_margin.md).
+
+    python benchmarks/judge_apart.py [margin] [report]
 """
 
 import json
@@ -35,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
 
 CHOOSING_FOLDS = (0, 1)
+MARGIN_SE = 1.0  # one standard error, fixed before any search ran with it
 SOURCES = {"mnist": "bar_mnist_results", "fashion": "bar_fashion_results"}  # data: the default rows' saved key
 
 
@@ -77,14 +84,36 @@ def cell(row):
             f"{'yes' if level else 'NO'}"), evaluated
 
 
-def lines(results, defaults, described):
-    out = ["# Parts chosen on some images, judged on others", "", "Command: `python benchmarks/judge_apart.py`", "",
-           f"Machine: {described['cpu']}. Float32 output. Judged apart: mixed.CHOOSING_FOLDS = {CHOOSING_FOLDS} "
-           "(two folds' 100 of the 200 calibration images rank and pick the parts, the other two folds' 100 judge "
-           "every step, the budget and the put-backs); default: all 200 images do both (the saved rows of `mixed_precision.py bar_mnist` and `bar_fashion`). Budget: "
+VARIANTS = {  # argument: (results name, title, what differs from the default, its column)
+    "judge_apart": ("judge_apart", "Parts chosen on some images, judged on others",
+                    f"Judged apart: mixed.CHOOSING_FOLDS = {CHOOSING_FOLDS} (two folds' 100 of the 200 calibration "
+                    "images rank and pick the parts, the other two folds' 100 judge every step, the budget and the "
+                    "put-backs)", "judged apart"),
+    "margin": ("stop_margin", "A step meets the budget only with a margin of its gain's standard error",
+               f"Margin: mixed.STOP_MARGIN_SE = {MARGIN_SE:g} (a step that needs a gain meets the budget only where "
+               "its held-out gain less that many standard errors of the gain, image by image, still does)",
+               "with the margin")}
+
+
+def configure(variant):
+    """Set the search's constant the variant differs by."""
+    from edge_resnet.quantize import mixed
+
+    if variant == "margin":
+        mixed.STOP_MARGIN_SE = MARGIN_SE
+    else:
+        mixed.CHOOSING_FOLDS = CHOOSING_FOLDS
+
+
+def lines(results, defaults, described, variant="judge_apart"):
+    _, title, differs, column = VARIANTS[variant]
+    command = "python benchmarks/judge_apart.py" + " margin" * (variant == "margin")
+    out = [f"# {title}", "", f"Command: `{command}`", "",
+           f"Machine: {described['cpu']}. Float32 output. {differs}; default: all 200 images choose and judge, "
+           "no margin (the saved rows of `mixed_precision.py bar_mnist` and `bar_fashion`). Budget: "
            "full int8 + 3 dB on the images that judge. Cells: parts kept (operators out of int8), held-out gain, "
            "evaluation gain over full int8 (within 1 dB of the 3 asked?), evaluation level within 1 dB of the "
-           "budget?", "", "| model | output | default | judged apart |", "|---|---|---|---|"]
+           "budget?", "", f"| model | output | default | {column} |", "|---|---|---|---|"]
     paired = []
     for row in results:
         default = defaults.get((row["model"], row["output_type"]))
@@ -97,20 +126,20 @@ def lines(results, defaults, described):
         default_mean = sum(pair[0] for pair in paired) / len(paired)
         apart_mean = sum(pair[1] for pair in paired) / len(paired)
         out += ["", f"Where both met their budget on their held-out images ({len(paired)} searches): evaluation gain "
-                f"{default_mean:+.2f} dB on average by default, {apart_mean:+.2f} judged apart; within 1 dB of the "
+                f"{default_mean:+.2f} dB on average by default, {apart_mean:+.2f} {column}; within 1 dB of the "
                 f"3 asked on {sum(pair[0] >= 2 for pair in paired)} and {sum(pair[1] >= 2 for pair in paired)}."]
     return out + [""]
 
 
 def main(arguments=()):
-    path = RESULTS / "judge_apart.json"
+    variant = "margin" if "margin" in arguments else "judge_apart"
+    name = VARIANTS[variant][0]
+    path = RESULTS / f"{name}.json"
     saved = json.loads(path.read_text()) if path.exists() else {"results": []}
     if "report" not in arguments:
         import mixed_precision
 
-        from edge_resnet.quantize import mixed
-
-        mixed.CHOOSING_FOLDS = CHOOSING_FOLDS
+        configure(variant)
         saved["machine"] = machine()
         done = {row["model"] for row in saved["results"]}
         for source, entry, data in entries():
@@ -121,7 +150,7 @@ def main(arguments=()):
             path.write_text(json.dumps(saved, indent=2) + "\n")
     if not saved["results"]:
         return print("no searches saved yet: python benchmarks/judge_apart.py runs them")
-    write_results("judge_apart", saved, "\n".join(lines(saved["results"], default_rows(), saved["machine"])) + "\n")
+    write_results(name, saved, "\n".join(lines(saved["results"], default_rows(), saved["machine"], variant)) + "\n")
 
 
 if __name__ == "__main__":

@@ -596,6 +596,39 @@ def test_a_gain_resting_on_a_few_images_does_not_meet_a_budget():
     assert mixed.Step.from_dict({"float_parts": [], "sqnr_db": 1.0}).gain_images is None  # an older record's step
 
 
+def test_a_gain_s_standard_error_is_its_spread_image_by_image(monkeypatch):
+    rng = np.random.default_rng(5)
+    reference = rng.normal(size=(60, 4))
+    full_int8 = reference + rng.normal(scale=0.1, size=(60, 4))
+    halved = reference + (full_int8 - reference) / np.sqrt(2)  # every image's error halved: the gain is 3.01 dB
+    assert mixed.output_sqnr_db(reference, halved) - mixed.output_sqnr_db(reference, full_int8) == pytest.approx(
+        3.0103, abs=1e-3)
+    assert mixed.gain_standard_error(reference, full_int8, halved) == pytest.approx(0.0, abs=1e-9)  # no spread
+    uneven = reference + (full_int8 - reference) * rng.uniform(0.3, 1.0, size=(60, 1))
+    resampled = []
+    for _ in range(2000):  # the gain over resamples of the images spreads as the standard error says
+        picked = rng.integers(0, 60, 60)
+        resampled.append(mixed.output_sqnr_db(reference[picked], uneven[picked])
+                         - mixed.output_sqnr_db(reference[picked], full_int8[picked]))
+    assert mixed.gain_standard_error(reference, full_int8, uneven) == pytest.approx(np.std(resampled), rel=0.15)
+    logits = rng.normal(size=(60, 3))  # a softmax head's estimate: the spread of each image's logits gain
+    before, after = logits + 0.1, logits + 0.1 * rng.uniform(0.2, 1.0, size=(60, 1))
+    gains = mixed.per_image_db(logits, after) - mixed.per_image_db(logits, before)
+    assert mixed.gain_standard_error(None, None, None, [(logits, before), (logits, after)]) == pytest.approx(
+        np.std(gains, ddof=1) / np.sqrt(60))
+
+    step = mixed.Step(("conv2_block1",), 36.0, 1.0, None, 3, 1.0, True, 20, gain_se_db=0.8)
+    full = mixed.Step((), 33.0, 1.0, None, 0, 1.0, True)
+    budget = mixed.Budget(min_sqnr=35.5)
+    assert budget.shortfalls(step, full) == []  # by default the gain itself meets the level
+    monkeypatch.setattr(mixed, "STOP_MARGIN_SE", 1.0)
+    short = budget.shortfalls(step, full)
+    assert len(short) == 1 and "less 1 standard error(s) of its gain (0.80 dB)" in short[0]
+    assert mixed.Budget(min_sqnr=36.8).shortfalls(step, full) != []
+    assert mixed.Budget(min_sqnr=35.1).shortfalls(step, full) == []  # 36.0 - 0.8 meets 35.1
+    assert mixed.Budget(min_sqnr=32.0).shortfalls(step, full) == []  # full int8 met it: no gain needed
+
+
 def test_class_folder_labels_map_by_every_folder_of_the_source(tmp_path):
     """A calibration sample with fewer images than classes still maps its
     folders to the model's outputs by the source's sorted folder names."""

@@ -129,6 +129,11 @@ from .statistics import read_flatbuffer
 # judge every step (the budget, the put-backs). None: every image chooses and judges (the default). Tried apart in
 # benchmarks/judge_apart.py: a pick made on the images that judge it shows them more than others see.
 CHOOSING_FOLDS = None
+# A budget that needs a gain over full int8 is met only where the held-out gain less this many of its own standard
+# errors (Step.gain_se_db) still meets it. 0: where the gain itself does (the default). Tried apart in
+# benchmarks/judge_apart.py (`margin`): a search that stops as soon as its noisy gain first reaches the budget stops
+# where that noise ran high.
+STOP_MARGIN_SE = 0.0
 CONFIRMED_PER_STEP = 4  # parts re-measured on top of the current float set at each step
 PATIENCE = 3  # steps without a better score before the search gives up (a part may pay off only with its neighbour)
 LATENCY_RUNS = 20
@@ -186,6 +191,10 @@ class Budget:
         if self.min_agreement is not None and step.agreement < self.min_agreement:
             missed.append(f"top-1 agreement {step.agreement:.3f} < {self.min_agreement:g}")
         needs_gain = full_int8 is None or full_int8.judged_db < (self.min_sqnr or float("-inf"))
+        margin = STOP_MARGIN_SE * (step.gain_se_db or 0.0)
+        if self.min_sqnr is not None and needs_gain and margin and self.min_sqnr <= step.judged_db < self.min_sqnr + margin:
+            missed.append(f"output SQNR {step.judged_db:.1f} dB less {STOP_MARGIN_SE:g} standard error(s) of its gain "
+                          f"({step.gain_se_db:.2f} dB) < {self.level_text()}")
         if self.min_sqnr is not None and needs_gain and step.fragile:  # top-1 terms count images already
             missed.append(f"half its gain over full int8 rests on {step.gain_images} image(s), which other images "
                           "may not share")
@@ -262,6 +271,7 @@ class Step:
     grid_db: float = None  # full int8 with an int8 head: the output SQNR its int8 grids alone leave (grid_sqnrs)
     output_grid_db: float = None  # ... and the int8 output's grid alone leaves (a softmax head's: no logits grid)
     sqnr_se_db: float = None  # the standard error of sqnr_db over the held-out images (selection.sqnr_standard_error_of)
+    gain_se_db: float = None  # ... of judged_db's gain over full int8, image by image (gain_standard_error)
 
     @classmethod
     def from_dict(cls, step):
@@ -337,11 +347,31 @@ def per_image_mean_db(reference, outputs):
     """The mean over images of each image's SQNR (dB): a float part that
     lowers every image's error by k dB raises it by k, and no image moves it
     by more than its own change over the number of images."""
+    return float(np.mean(per_image_db(reference, outputs)))
+
+
+def per_image_db(reference, outputs):
+    """Each image's SQNR (dB) of `outputs` against `reference`."""
     reference, outputs = np.asarray(reference, np.float64), np.asarray(outputs, np.float64)
     signal = np.sum(reference.reshape(len(reference), -1) ** 2, axis=1)
     noise = np.sum((reference - outputs).reshape(len(reference), -1) ** 2, axis=1)
     floor = np.maximum(signal * 1e-12, 1e-30)  # an exact image counts as 120 dB, not infinity
-    return float(np.mean(10 * np.log10(np.maximum(signal, 1e-30) / np.maximum(noise, floor))))
+    return 10 * np.log10(np.maximum(signal, 1e-30) / np.maximum(noise, floor))
+
+
+def gain_standard_error(reference, full_int8_outputs, outputs, logits_pairs=None):
+    """The standard error (dB) over the images of a step's judged gain over
+    full int8, image by image: of the pooled output SQNR's gain (the ratio
+    of full int8's total error to the step's, selection.sqnr_standard_error_of
+    with full int8's errors for the signal), or with `logits_pairs` (a
+    softmax head's [(float logits, full int8's), (float logits, the step's)])
+    of the gain in the mean per-image logits SQNR. None where it cannot be told."""
+    if logits_pairs is not None:
+        differences = per_image_db(*logits_pairs[1]) - per_image_db(*logits_pairs[0])
+        return float(np.std(differences, ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else None
+    _, full_noise = per_image_errors(reference, full_int8_outputs)
+    _, noise = per_image_errors(reference, outputs)
+    return sqnr_standard_error_of(full_noise, noise)
 
 
 def judged_sqnr(measured, full_int8):
@@ -1081,25 +1111,31 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
                                           reference_logits[positions], grids_within(grids, positions))
             return replace(measured, grid_db=cap, output_grid_db=output_grid)
 
-        return capped(scored(judging), judging), first, outputs, capped(scored(choosing), choosing)
+        logits_pair = None if logits is None else (judged_reference, logits)
+        return capped(scored(judging), judging), first, outputs, capped(scored(choosing), choosing), logits_pair
 
     def step(float_parts, candidate, full_int8_outputs=None, int8_back=(), demoted=()):
-        measured, model, outputs, _ = candidate
+        measured, model, outputs, _, logits_pair = candidate
         with tempfile.TemporaryDirectory(prefix="edge-resnet-mixed-") as folder:
             path = Path(folder) / f"candidate{route.suffix}"
             path.write_bytes(model)
             float_operators, delegated = route.structure(path)
             timing = benchmark(path, warmup=5, runs=LATENCY_RUNS, reset_peak=False)
-        gain_images = None
+        gain_images = gain_se = None
         if full_int8_outputs is not None:
             gain_images = images_carrying_half_the_gain(reference[judging], full_int8_outputs[judging],
                                                         outputs[judging])
+            gain_se = gain_standard_error(reference[judging], full_int8_outputs[judging], outputs[judging],
+                                          None if logits_pair is None else
+                                          [tuple(values[judging] for values in pair) for pair in (full_int8[4],
+                                                                                                 logits_pair)])
         estimated = None
         if measured.logits_db is not None and full_int8_outputs is not None:
             estimated = judged_sqnr(measured, full_int8[0])
         return Step(tuple(float_parts), **asdict(measured), float_operators=float_operators,
                     p50_ms=timing.latency_ms["p50"], fully_delegated=delegated, gain_images=gain_images,
-                    int8_operators=tuple(int8_back), estimated_sqnr_db=estimated, dynamic_operators=tuple(demoted))
+                    int8_operators=tuple(int8_back), estimated_sqnr_db=estimated, dynamic_operators=tuple(demoted),
+                    gain_se_db=gain_se)
 
     note = budget.resolution_note(len(judging))
     if note:
@@ -1125,7 +1161,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     chosen, choice_db = [], full_int8[3].sqnr_db
     while alone and budget.shortfalls(steps[-1], steps[0]) and order:
         candidates = {part: evaluated((*chosen, part)) for part in shortlist(order, chosen, list(parts))}
-        tried = {part: judged_sqnr(choice, full_int8[3]) for part, (*_, choice) in candidates.items()}
+        tried = {part: judged_sqnr(candidate[3], full_int8[3]) for part, candidate in candidates.items()}
         best = max(tried, key=tried.get)
         before_db, choice_db = choice_db, tried[best]
         chosen.append(best)
