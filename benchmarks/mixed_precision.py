@@ -683,22 +683,16 @@ def main(parts):
                                            data=lambda size: fashion_images(size, FASHION_PINNED_IMAGES)))
             saved["fashion_results"], saved["fashion_machine"] = fashion_results, machine()
             path.write_text(json.dumps({**saved, **mnist_results}, indent=2) + "\n")
-    if "bar_mnist" in parts:  # the bar on the MNIST ResNet-50s with the search of now, timed here
-        bar_results = saved.setdefault("bar_mnist_results", [])
-        saved["bar_mnist_machine"] = machine()
-        for output_type in ("float32", "int8"):
-            done = {result["model"] for result in bar_results if result["output_type"] == output_type}
-            for entry in (entry for entry in mnist_models() if entry[0] not in done):
-                bar_results.append(measure(*entry, output_type=output_type, precision="auto", data=mnist_images))
-                path.write_text(json.dumps(saved, indent=2) + "\n")
-    if "bar_fashion" in parts:  # the same bar on the Fashion-MNIST ResNet-50s, judged on 10,000 test images
-        bar_results = saved.setdefault("bar_fashion_results", [])
-        saved["bar_fashion_machine"] = machine()
-        for output_type in ("float32", "int8"):
-            done = {result["model"] for result in bar_results if result["output_type"] == output_type}
-            for entry in (entry for entry in fashion_resnet50s() if entry[0] not in done):
-                bar_results.append(measure(*entry, output_type=output_type, precision="auto", data=fashion_images))
-                path.write_text(json.dumps(saved, indent=2) + "\n")
+    for part, models, data in (("bar_mnist", mnist_models, mnist_images), ("bar_fashion", fashion_resnet50s,
+                                                                             fashion_images)):
+        if part in parts:  # the bar on the MNIST or Fashion-MNIST ResNet-50s with the search of now, timed here
+            bar_results = saved.setdefault(f"{part}_results", [])
+            saved[f"{part}_machine"] = machine()
+            for output_type in ("float32", "int8"):
+                done = {result["model"] for result in bar_results if result["output_type"] == output_type}
+                for entry in (entry for entry in models() if entry[0] not in done):
+                    bar_results.append(measure(*entry, output_type=output_type, precision="auto", data=data))
+                    path.write_text(json.dumps(saved, indent=2) + "\n")
     if "bar_retimed" in parts:  # the digits ResNet-50 rows of the corrected tables that keep parts, timed here
         saved["bar_retimed_results"] = [
             {"model": result["model"], "output_type": output_type, "precision": result["precision"],
