@@ -4,6 +4,7 @@ onnxruntime) kept in float32 to meet them on held-out calibration images, on
 the trained digits ResNet-18 (real data)."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,7 @@ def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data)
     assert "--min-sqnr" in result.stdout and "met with" in result.stdout
     # the level's standard error over the held-out images: a logits head's error is spread over the images
     assert record["level_standard_error_db"] == chosen["sqnr_se_db"] > 0
+    assert record["steps"][0]["gain_se_db"] is None and all(step["gain_se_db"] > 0 for step in record["steps"][1:])
     assert ("not pinned" in result.stdout) == (chosen["sqnr_se_db"] >= mixed.PINNED_LEVEL_SE_DB)
     # what a float32 output would give, measured on the same held-out images: the head alone out of int8
     float_output = record["with_float32_output"]
@@ -611,11 +613,24 @@ def test_a_gain_s_standard_error_is_its_spread_image_by_image(monkeypatch):
         resampled.append(mixed.output_sqnr_db(reference[picked], uneven[picked])
                          - mixed.output_sqnr_db(reference[picked], full_int8[picked]))
     assert mixed.gain_standard_error(reference, full_int8, uneven) == pytest.approx(np.std(resampled), rel=0.15)
+    few = full_int8.copy()
+    few[:3] = reference[:3] + 20 * (full_int8[:3] - reference[:3])  # three images hold most of full int8's error
+    fixed = few.copy()
+    fixed[:3] = full_int8[:3]  # a step that fixes just those: its pooled gain rests on three images
+    per_image = mixed.per_image_db(reference, fixed) - mixed.per_image_db(reference, few)
+    assert mixed.gain_standard_error(reference, few, fixed) > 3 * np.std(per_image, ddof=1) / np.sqrt(60)
     logits = rng.normal(size=(60, 3))  # a softmax head's estimate: the spread of each image's logits gain
     before, after = logits + 0.1, logits + 0.1 * rng.uniform(0.2, 1.0, size=(60, 1))
     gains = mixed.per_image_db(logits, after) - mixed.per_image_db(logits, before)
     assert mixed.gain_standard_error(None, None, None, [(logits, before), (logits, after)]) == pytest.approx(
         np.std(gains, ddof=1) / np.sqrt(60))
+    grid_free = mixed.Scores(30.0, 1.0, None, 20.0)  # an estimate moves one for one without an int8 output grid...
+    assert mixed.judged_slope(mixed.Scores(33.0, 1.0, None, 23.0), grid_free) == 1.0
+    gridded = mixed.Scores(30.0, 1.0, None, 20.0, output_grid_db=33.0)  # ... and less with one, as judged_sqnr does
+    step_scores = mixed.Scores(32.0, 1.0, None, 23.0)
+    moved = (mixed.judged_sqnr(replace(step_scores, logits_db=23.001), gridded)
+             - mixed.judged_sqnr(step_scores, gridded)) / 0.001
+    assert mixed.judged_slope(step_scores, gridded) == pytest.approx(moved, rel=1e-3) and moved < 0.5
 
     step = mixed.Step(("conv2_block1",), 36.0, 1.0, None, 3, 1.0, True, 20, gain_se_db=0.8)
     full = mixed.Step((), 33.0, 1.0, None, 0, 1.0, True)
@@ -623,8 +638,10 @@ def test_a_gain_s_standard_error_is_its_spread_image_by_image(monkeypatch):
     assert budget.shortfalls(step, full) == []  # by default the gain itself meets the level
     monkeypatch.setattr(mixed, "STOP_MARGIN_SE", 1.0)
     short = budget.shortfalls(step, full)
-    assert len(short) == 1 and "less 1 standard error(s) of its gain (0.80 dB)" in short[0]
-    assert mixed.Budget(min_sqnr=36.8).shortfalls(step, full) != []
+    assert len(short) == 1
+    assert "36.0 dB less 1x its gain's standard error 0.80 dB = 35.2 dB" in short[0]
+    assert mixed.Budget(min_sqnr=36.8).shortfalls(step, full)[0].startswith("output SQNR 36.0 dB < ")  # below anyway
+    assert budget.shortfalls(mixed.Step(("conv2_block1",), 36.0, 1.0, None, 3, 1.0, True, 20), full) == []  # no error
     assert mixed.Budget(min_sqnr=35.1).shortfalls(step, full) == []  # 36.0 - 0.8 meets 35.1
     assert mixed.Budget(min_sqnr=32.0).shortfalls(step, full) == []  # full int8 met it: no gain needed
 

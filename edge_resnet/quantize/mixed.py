@@ -129,8 +129,9 @@ from .statistics import read_flatbuffer
 # judge every step (the budget, the put-backs). None: every image chooses and judges (the default). Tried apart in
 # benchmarks/judge_apart.py: a pick made on the images that judge it shows them more than others see.
 CHOOSING_FOLDS = None
-# A budget that needs a gain over full int8 is met only where the held-out gain less this many of its own standard
-# errors (Step.gain_se_db) still meets it. 0: where the gain itself does (the default). Tried apart in
+# An SQNR budget that full int8 misses (a --min-sqnr level above it, or a --min-sqnr-gain) is met only where the
+# step's held-out SQNR less this many standard errors of its gain over full int8 (Step.gain_se_db) still meets it.
+# 0: where the SQNR itself does (the default); records do not say it. Tried apart in
 # benchmarks/judge_apart.py (`margin`): a search that stops as soon as its noisy gain first reaches the budget stops
 # where that noise ran high.
 STOP_MARGIN_SE = 0.0
@@ -193,8 +194,9 @@ class Budget:
         needs_gain = full_int8 is None or full_int8.judged_db < (self.min_sqnr or float("-inf"))
         margin = STOP_MARGIN_SE * (step.gain_se_db or 0.0)
         if self.min_sqnr is not None and needs_gain and margin and self.min_sqnr <= step.judged_db < self.min_sqnr + margin:
-            missed.append(f"output SQNR {step.judged_db:.1f} dB less {STOP_MARGIN_SE:g} standard error(s) of its gain "
-                          f"({step.gain_se_db:.2f} dB) < {self.level_text()}")
+            missed.append(f"output SQNR {step.judged_db:.1f} dB{' (estimated)' * step.estimated} less "
+                          f"{STOP_MARGIN_SE:g}x its gain's standard error {step.gain_se_db:.2f} dB = "
+                          f"{step.judged_db - margin:.1f} dB < {self.level_text()}")
         if self.min_sqnr is not None and needs_gain and step.fragile:  # top-1 terms count images already
             missed.append(f"half its gain over full int8 rests on {step.gain_images} image(s), which other images "
                           "may not share")
@@ -271,7 +273,7 @@ class Step:
     grid_db: float = None  # full int8 with an int8 head: the output SQNR its int8 grids alone leave (grid_sqnrs)
     output_grid_db: float = None  # ... and the int8 output's grid alone leaves (a softmax head's: no logits grid)
     sqnr_se_db: float = None  # the standard error of sqnr_db over the held-out images (selection.sqnr_standard_error_of)
-    gain_se_db: float = None  # ... of judged_db's gain over full int8, image by image (gain_standard_error)
+    gain_se_db: float = None  # ... of judged_db's gain over full int8, image by image (gain_standard_error, judged_slope)
 
     @classmethod
     def from_dict(cls, step):
@@ -368,7 +370,10 @@ def gain_standard_error(reference, full_int8_outputs, outputs, logits_pairs=None
     of the gain in the mean per-image logits SQNR. None where it cannot be told."""
     if logits_pairs is not None:
         differences = per_image_db(*logits_pairs[1]) - per_image_db(*logits_pairs[0])
-        return float(np.std(differences, ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else None
+        if len(differences) < 2:
+            return None
+        standard_error = float(np.std(differences, ddof=1) / np.sqrt(len(differences)))
+        return standard_error if np.isfinite(standard_error) else None
     _, full_noise = per_image_errors(reference, full_int8_outputs)
     _, noise = per_image_errors(reference, outputs)
     return sqnr_standard_error_of(full_noise, noise)
@@ -393,6 +398,17 @@ def judged_sqnr(measured, full_int8):
         return full_int8.sqnr_db + gain_db
     grid, total = noise_of(full_int8.output_grid_db), noise_of(full_int8.sqnr_db)
     return -10 * np.log10(max(total - grid, 0.0) * noise_of(gain_db) + grid)
+
+
+def judged_slope(measured, full_int8):
+    """How many dB judged_sqnr moves per dB of the logits' gain at
+    `measured`: 1, or less with an int8 output grid, whose error no gain
+    lowers (its share grows as the network's shrinks)."""
+    if measured.logits_db is None or full_int8.output_grid_db is None:
+        return 1.0
+    grid, total = noise_of(full_int8.output_grid_db), noise_of(full_int8.sqnr_db)
+    network = max(total - grid, 0.0) * noise_of(measured.logits_db - full_int8.logits_db)
+    return network / (network + grid) if network + grid > 0 else 0.0
 
 
 def grid_caps(budget, grid_db):
@@ -1078,7 +1094,8 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     def evaluated(float_parts, int8_back=(), demoted=(), corrected=True):
         """(Scores on the judging calibration images, each run by the
         candidate ranged without its fold, the first fold's candidate, the
-        outputs on every image, Scores on the choosing images) with `float_parts` in float32 but their operators `int8_back`, and
+        outputs on every image, Scores on the choosing images, a softmax
+        head's (float logits, logits) on every image or None) with `float_parts` in float32 but their operators `int8_back`, and
         their weight layers `demoted` in dynamic-range int8; its biases
         corrected as the artifact's would be unless not `corrected` (the
         cheaper ranking of parts)."""
@@ -1129,6 +1146,8 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
                                           None if logits_pair is None else
                                           [tuple(values[judging] for values in pair) for pair in (full_int8[4],
                                                                                                  logits_pair)])
+            if gain_se is not None and logits_pair is not None:  # an estimate moves by its logits gain times this
+                gain_se *= judged_slope(measured, full_int8[0])
         estimated = None
         if measured.logits_db is not None and full_int8_outputs is not None:
             estimated = judged_sqnr(measured, full_int8[0])
