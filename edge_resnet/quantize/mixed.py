@@ -1095,7 +1095,8 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         """(Scores on the judging calibration images, each run by the
         candidate ranged without its fold, the first fold's candidate, the
         outputs on every image, Scores on the choosing images, a softmax
-        head's (float logits, logits) on every image or None) with `float_parts` in float32 but their operators `int8_back`, and
+        head's (float logits, logits) on every image or None) with
+        `float_parts` in float32 but their operators `int8_back`, and
         their weight layers `demoted` in dynamic-range int8; its biases
         corrected as the artifact's would be unless not `corrected` (the
         cheaper ranking of parts)."""
@@ -1129,7 +1130,9 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             return replace(measured, grid_db=cap, output_grid_db=output_grid)
 
         logits_pair = None if logits is None else (judged_reference, logits)
-        return capped(scored(judging), judging), first, outputs, capped(scored(choosing), choosing), logits_pair
+        judged = capped(scored(judging), judging)
+        chose = judged if choosing is judging else capped(scored(choosing), choosing)  # one scoring by default
+        return judged, first, outputs, chose, logits_pair
 
     def step(float_parts, candidate, full_int8_outputs=None, int8_back=(), demoted=()):
         measured, model, outputs, _, logits_pair = candidate
@@ -1140,10 +1143,9 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
             timing = benchmark(path, warmup=5, runs=LATENCY_RUNS, reset_peak=False)
         gain_images = gain_se = None
         if full_int8_outputs is not None:
-            gain_images = images_carrying_half_the_gain(reference[judging], full_int8_outputs[judging],
-                                                        outputs[judging])
-            gain_se = gain_standard_error(reference[judging], full_int8_outputs[judging], outputs[judging],
-                                          None if logits_pair is None else
+            judged = reference[judging], full_int8_outputs[judging], outputs[judging]
+            gain_images = images_carrying_half_the_gain(*judged)
+            gain_se = gain_standard_error(*judged, None if logits_pair is None else
                                           [tuple(values[judging] for values in pair) for pair in (full_int8[4],
                                                                                                  logits_pair)])
             if gain_se is not None and logits_pair is not None:  # an estimate moves by its logits gain times this
