@@ -122,6 +122,39 @@ def test_the_search_scores_full_int8_as_the_default_makes_it_and_stops_where_tha
     assert read_record(folder / "level_off.tflite")["mixed_precision"]["float_parts"], searched.stdout
 
 
+@pytest.mark.parametrize("output_type", ["int8", "float32"])
+def test_a_candidate_is_corrected_as_the_artifact_is_whatever_the_output_type(data, output_type):
+    """A search's candidate is what write_int8_tflite writes with the same
+    ranges, its biases corrected on the same images, whatever the output
+    type: with a float32 output the correction once read the classifier's
+    int8 output renamed by the DEQUANTIZE after it, and the candidates' head
+    kept a bias the artifact's did not."""
+    from edge_resnet.quantize.bias_correction import corrected_artifact
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_tflite_bytes, with_recipe_io
+    from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.selection import calibration_inputs, float_reference
+    from edge_resnet.quantize.statistics import collect_statistics
+
+    folder, float_path, _ = data
+    float_model = Path(float_path).read_bytes()
+    calibration = calibration_of(folder)
+    statistics = collect_statistics(float_model, calibration)
+    ranges = activation_ranges(statistics, RangeMethod("extrapolated"))
+    inputs = calibration_inputs(calibration, statistics)
+    reference = float_reference(float_model, statistics, inputs)
+    recipe = QuantizationRecipe(output_type=output_type, bias_correction="on")
+    route = mixed.tflite_route(float_model, recipe)
+    searched = mixed.candidate(route, ranges, (), (), route.corrector(inputs, lambda softmax: reference))
+    written, record = corrected_artifact(quantized_int8_io(float_model, ranges, recipe.per_channel), float_model,
+                                         recipe, calibration, statistics)
+    written = with_recipe_io(written, recipe)
+    assert record["corrected"]
+    as_quantized = mixed.candidate(route, ranges, ())
+    assert not np.array_equal(*(run_tflite_bytes(model, inputs, "a model") for model in (as_quantized, written)))
+    assert searched == written
+
+
 def test_each_quarter_is_corrected_on_the_images_its_ranges_came_from():
     """The correction a held-out quarter's candidate gets never saw that
     quarter's images, nor their float outputs."""

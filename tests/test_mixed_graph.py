@@ -144,7 +144,7 @@ def test_dynamic_range_parts_keep_depthwise_convolutions_float32_on_xnnpack(mobi
     ranges = activation_ranges(collect_statistics(float_model, calibration), RangeMethod("minmax"))
     route = mixed.tflite_route(float_model, QuantizationRecipe(), precision="dynamic")
     every_operator = [scope for scopes in route.parts.values() for scope in scopes]
-    (tmp_path / "dynamic.tflite").write_bytes(route.make(ranges, every_operator))
+    (tmp_path / "dynamic.tflite").write_bytes(mixed.candidate(route, ranges, every_operator))
     inspected = inspect_tflite(tmp_path / "dynamic.tflite")
     assert inspected.fully_delegated, inspected.undelegated_ops
     assert route.dynamic_capable < route.weighted  # the depthwise convolutions are weighted but not dynamic

@@ -928,9 +928,12 @@ class Route:
     `parts`: {part: operator ids} (TFLite scopes, ONNX node names), in graph
     order; `make(ranges, ids, demoted)`: the artifact (bytes) with the
     operators `ids` in float32 but the weight layers `demoted` of them in
-    dynamic-range int8 (the TFLite's; the ONNX's refuses any);
-    `outputs(artifact, inputs)`: what it computes; `suffix`: its file name
-    suffix, for timing and inspecting it."""
+    dynamic-range int8 (the TFLite's; the ONNX's refuses any), as the
+    bias correction takes it; `finish(artifact)`: that artifact as written
+    (the TFLite's: the recipe's input and output types; candidate() sets
+    them after the correction); `outputs(artifact, inputs)`: what the
+    written one computes; `suffix`: its file name suffix, for timing and
+    inspecting it."""
 
     parts: dict
     make: object
@@ -948,13 +951,27 @@ class Route:
     # (images, reference_for) -> (candidate -> candidate with its biases corrected on those images as the artifact's
     # are on all of them; reference_for(softmax head?): the float logits or outputs on them); None: not corrected
     corrector: object = None
+    finish: object = None  # make's artifact -> as written; None: as made
+
+
+def candidate(route, ranges, operators, demoted=(), corrector=None):
+    """The artifact `route` makes with `operators` in float32 but the weight
+    layers `demoted` in dynamic-range int8, its biases corrected by
+    `corrector` where there is one, as written: the correction comes before
+    the TFLite gets the recipe's input and output types, as the artifact's
+    does (write_int8_tflite). It reads int8 outputs: on a float32 output it
+    found the classifier's int8 output renamed and left its bias as it was."""
+    made = route.make(ranges, operators, demoted)
+    made = made if corrector is None else corrector(made)
+    return made if route.finish is None else route.finish(made)
 
 
 def tflite_route(float_model, recipe, precision="float32"):
     """The Route of the int8 TFLite, its parts run in `precision`."""
     from ..device.tflite_inspect import inspect_tflite
     from .bias_correction import corrects_biases, counts_top1, fold_corrector
-    from .int8_tflite import int8_tflite, output_grids, run_tflite_bytes, softmax_head, tflite_outputs_and_logits
+    from .int8_tflite import (output_grids, quantized_int8_io, run_tflite_bytes, softmax_head,
+                              tflite_outputs_and_logits, with_recipe_io)
 
     def structure(path):
         inspected = inspect_tflite(path)
@@ -962,10 +979,10 @@ def tflite_route(float_model, recipe, precision="float32"):
 
     weighted, dynamic_capable = weighted_scopes(float_model), weighted_scopes(float_model, dynamic_only=True)
 
-    def make(ranges, scopes, demoted=()):
+    def make(ranges, scopes, demoted=()):  # int8 input and output, as the bias correction reads a model
         float32, dynamic = split_by_precision(scopes, dynamic_capable, precision)
-        return int8_tflite(float_model, ranges, recipe, tuple(scope for scope in float32 if scope not in demoted),
-                           dynamic + tuple(demoted))
+        return quantized_int8_io(float_model, ranges, recipe.per_channel,
+                                 tuple(scope for scope in float32 if scope not in demoted), dynamic + tuple(demoted))
 
     return Route(model_parts(float_model, weighted), make,
                  lambda model, inputs: run_tflite_bytes(model, inputs, "a candidate"), ".tflite", structure,
@@ -973,7 +990,7 @@ def tflite_route(float_model, recipe, precision="float32"):
                  tflite_outputs_and_logits if softmax_head(float_model) else None, precision, int8_logits=True,
                  grids=output_grids, dynamic_capable=dynamic_capable,
                  corrector=fold_corrector(float_model, recipe.bias_correction, counts_top1(recipe))
-                 if corrects_biases(recipe) else None)
+                 if corrects_biases(recipe) else None, finish=lambda model: with_recipe_io(model, recipe))
 
 
 def split_by_precision(scopes, dynamic_capable, precision):
@@ -1105,9 +1122,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
         logits = None if reference_logits is None else np.empty_like(reference_logits)
         judged_reference = None if reference_logits is None else np.empty_like(reference_logits)
         for fold, (ranges, positions) in enumerate(layout):
-            model = route.make(ranges, operators, demoted)
-            if correctors and corrected:
-                model = correctors[fold](model)
+            model = candidate(route, ranges, operators, demoted, correctors[fold] if correctors and corrected else None)
             if logits is None:
                 outputs[positions] = route.outputs(model, inputs[positions])
             else:
