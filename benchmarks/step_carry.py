@@ -89,9 +89,9 @@ def step_artifact(float_model, recipe, route, ranges, step, calibration, statist
     return with_recipe_io(corrected, recipe)
 
 
-def follow(result, source, models, data):
-    from mixed_precision import chosen_step_index, output_sqnr
-
+def rebuilt(result, models, data):
+    """(float TFLite, calibration images, evaluation pixels, statistics, recipe, ranges from all calibration
+    images, Route) of a saved search, as `quantize` sets them up."""
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import tflite_chooser
     from edge_resnet.quantize.mixed import tflite_route
@@ -107,7 +107,14 @@ def follow(result, source, models, data):
     recipe = QuantizationRecipe(output_type=result["output_type"])
     _, ranges, _ = resolved_ranges(statistics, recipe.range_method(),
                                    tflite_chooser(float_model, recipe.per_channel, calibration))
-    route = tflite_route(float_model, recipe, result["precision"])
+    return float_model, calibration, evaluation, statistics, recipe, ranges, tflite_route(float_model, recipe,
+                                                                                         result["precision"])
+
+
+def follow(result, source, models, data):
+    from mixed_precision import chosen_step_index, output_sqnr
+
+    float_model, calibration, evaluation, statistics, recipe, ranges, route = rebuilt(result, models, data)
     folder = Path(tempfile.mkdtemp(prefix="step-carry-"))
     rows, full_eval = [], None
     for index, step in enumerate(result["steps"]):
