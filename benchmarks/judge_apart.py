@@ -45,10 +45,14 @@ MARGIN_SE = 1.0  # one standard error, fixed before any search ran with it
 SOURCES = {"mnist": "bar_mnist_results", "fashion": "bar_fashion_results"}  # data: the default rows' saved key
 
 
-def default_rows():
-    """{(model, output type): the default search's saved row} of bar_mnist and bar_fashion."""
-    saved = json.loads((RESULTS / "mixed_precision.json").read_text())
-    return {(row["model"], row["output_type"]): row for key in SOURCES.values() for row in saved.get(key, [])}
+def default_rows(saved_here=None):
+    """{(model, output type): the default search's row} of bar_mnist and bar_fashion: as they were when the
+    variant's searches ran (kept in its results, `saved_here`), else as saved now."""
+    rows = (saved_here or {}).get("defaults")
+    if rows is None:
+        saved = json.loads((RESULTS / "mixed_precision.json").read_text())
+        rows = [row for key in SOURCES.values() for row in saved.get(key, [])]
+    return {(row["model"], row["output_type"]): row for row in rows}
 
 
 def entries():
@@ -141,6 +145,7 @@ def main(arguments=()):
 
         configure(variant)
         saved["machine"] = machine()
+        saved.setdefault("defaults", list(default_rows().values()))  # what this variant is set beside
         done = {row["model"] for row in saved["results"]}
         for source, entry, data in entries():
             if entry[0] in done:
@@ -150,7 +155,7 @@ def main(arguments=()):
             path.write_text(json.dumps(saved, indent=2) + "\n")
     if not saved["results"]:
         return print("no searches saved yet: python benchmarks/judge_apart.py runs them")
-    write_results(name, saved, "\n".join(lines(saved["results"], default_rows(), saved["machine"], variant)) + "\n")
+    write_results(name, saved, "\n".join(lines(saved["results"], default_rows(saved), saved["machine"], variant)) + "\n")
 
 
 if __name__ == "__main__":

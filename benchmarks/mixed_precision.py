@@ -627,7 +627,8 @@ def main(parts):
                 path.write_text(json.dumps(saved, indent=2) + "\n")
     if "corrected_float_output" in parts:  # the same with a float32 output: the head may stay float
         corrected_float = saved.setdefault("corrected_float_output_results", [])
-        saved["corrected_float_output_machine"] = machine()
+        if not corrected_float:  # a row searched again later says its own machine (searched_elsewhere)
+            saved["corrected_float_output_machine"] = machine()
         done = {result["model"] for result in corrected_float}
         # the ResNet-50s first (the issue's bar), the full-width one (the slowest search) last of them
         for entry in sorted(trained_models(), key=lambda entry: ("ResNet-50" not in entry[0], "w1.0" in entry[0])):
@@ -1072,8 +1073,15 @@ def corrected_float_output_lines(corrected_results, float_output_results, search
             f"{old_cell} | {kept(now)}, {held_mixed(now)} ({'yes' if now['met_on_held_out'] else 'NO'}), "
             f"{now['evaluation_db']['full int8']:.2f} -> {now['evaluation_db']['mixed']:.2f} "
             f"({'yes' if met_eval else 'NO'}; {evaluation_gain_text(now)}), "
-            f"{now['latency_224']['mixed_over_int8']:.2f}x, {now['search_seconds']:.0f} |")
+            f"{now['latency_224']['mixed_over_int8']:.2f}x{searched_elsewhere(now, searched_on)}, "
+            f"{now['search_seconds']:.0f} |")
     return lines
+
+
+def searched_elsewhere(result, section_machine):
+    """' (searched on CPU)' where a row was searched and timed on another CPU than its section's, else ''."""
+    cpu = (result.get("latency_224") or {}).get("machine", {}).get("cpu")
+    return f" (searched on {cpu})" if cpu and section_machine and cpu != section_machine.get("cpu") else ""
 
 
 def bar_verdict(result):

@@ -122,13 +122,14 @@ def test_the_search_scores_full_int8_as_the_default_makes_it_and_stops_where_tha
     assert read_record(folder / "level_off.tflite")["mixed_precision"]["float_parts"], searched.stdout
 
 
-@pytest.mark.parametrize("output_type", ["int8", "float32"])
-def test_a_candidate_is_corrected_as_the_artifact_is_whatever_the_output_type(data, output_type):
+@pytest.mark.parametrize("input_type, output_type", [("int8", "int8"), ("int8", "float32"), ("float32", "float32"),
+                                                     ("uint8", "uint8")])
+def test_a_candidate_is_corrected_as_the_artifact_is_whatever_the_io_types(data, input_type, output_type):
     """A search's candidate is what write_int8_tflite writes with the same
-    ranges, its biases corrected on the same images, whatever the output
-    type: with a float32 output the correction once read the classifier's
-    int8 output renamed by the DEQUANTIZE after it, and the candidates' head
-    kept a bias the artifact's did not."""
+    ranges, its biases corrected on the same images, whatever the input and
+    output types: with a float32 or uint8 output the correction once read
+    the classifier's int8 output renamed by the operator after it, and the
+    candidates' head kept a bias the artifact's did not."""
     from edge_resnet.quantize.bias_correction import corrected_artifact
     from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_tflite_bytes, with_recipe_io
     from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
@@ -143,7 +144,7 @@ def test_a_candidate_is_corrected_as_the_artifact_is_whatever_the_output_type(da
     ranges = activation_ranges(statistics, RangeMethod("extrapolated"))
     inputs = calibration_inputs(calibration, statistics)
     reference = float_reference(float_model, statistics, inputs)
-    recipe = QuantizationRecipe(output_type=output_type, bias_correction="on")
+    recipe = QuantizationRecipe(input_type=input_type, output_type=output_type, bias_correction="on")
     route = mixed.tflite_route(float_model, recipe)
     searched = mixed.candidate(route, ranges, (), (), route.corrector(inputs, lambda softmax: reference))
     written, record = corrected_artifact(quantized_int8_io(float_model, ranges, recipe.per_channel), float_model,

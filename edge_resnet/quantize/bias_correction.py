@@ -500,7 +500,8 @@ def guarded_correction(int8_model_bytes, float_model_bytes, samples, count, floa
 
 def fold_corrector(float_model_bytes, mode, count_top1=False):
     """For a budget's search: `for_images(images, reference_for)` -> a
-    function that corrects a candidate (int8 TFLite bytes) on `images` (the
+    function that corrects a candidate (int8 TFLite bytes, int8 input and
+    output: Route.make's) on `images` (the
     images its ranges came from) as the artifact is corrected on all of
     them (guarded_correction), the float means on them read once."""
     parts = correction_parts(float_model_bytes)

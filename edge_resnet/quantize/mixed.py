@@ -959,8 +959,9 @@ def candidate(route, ranges, operators, demoted=(), corrector=None):
     layers `demoted` in dynamic-range int8, its biases corrected by
     `corrector` where there is one, as written: the correction comes before
     the TFLite gets the recipe's input and output types, as the artifact's
-    does (write_int8_tflite). It reads int8 outputs: on a float32 output it
-    found the classifier's int8 output renamed and left its bias as it was."""
+    does (write_int8_tflite). It reads int8 input and output: behind a
+    float32 or uint8 output it found the classifier's int8 output renamed
+    and left its bias as it was."""
     made = route.make(ranges, operators, demoted)
     made = made if corrector is None else corrector(made)
     return made if route.finish is None else route.finish(made)

@@ -59,7 +59,7 @@ class QuantizationRecipe:
     # auto tries dynamic-range int8 first, float32 when that cannot meet the budget
     fallback_precision: str = "auto"
     # int8 TFLite: each layer's int32 bias shifted by the mean error of its outputs on the calibration images,
-    # part by part (bias_correction.py); not where a budget keeps parts out of int8. auto: kept where it raises
+    # part by part (bias_correction.py); a budget's float parts keep theirs. auto: kept where it raises
     # the logits' mean per-image SQNR on those images; on: always; off: never (recipes before auto: true / false)
     bias_correction: str = "auto"
 
