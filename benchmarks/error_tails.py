@@ -94,7 +94,8 @@ def held_out_gains(result):
     measured = result["held_out_db"]
     chosen = result["steps"][chosen_step_index(result)]
     judged = chosen["estimated_sqnr_db"] if chosen.get("estimated_sqnr_db") is not None else chosen["sqnr_db"]
-    return {"judged_gain_db": judged - measured["full int8"], "held_out_gain_db": measured["mixed"] - measured["full int8"]}
+    return {"judged_gain_db": judged - measured["full int8"],
+            "held_out_gain_db": measured["mixed"] - measured["full int8"]}
 
 
 def tails(result, models, data):
@@ -137,7 +138,8 @@ def lines(rows, described, source="fashion"):
            f"median (10th..90th percentile). Worst {WORST_SHARE:.0%}: the share of the total error the images with "
            "the largest errors carry (full int8 / chosen step), and the gain with the images where full int8 errs "
            "most left out.", "",
-           "| model | held-out gain, judged / measured | in-sample gain (calibration) | evaluation gain | evaluation samples' gain | "
+           "| model | held-out gain, judged / measured | in-sample gain (calibration) | evaluation gain | "
+           "evaluation samples' gain | "
            "evaluation median image gain | calibration median image gain | worst 1% share, evaluation | "
            "evaluation gain without the worst 1% | full int8 dB, calibration / evaluation |",
            "|---|---|---|---|---|---|---|---|---|---|"]
@@ -145,7 +147,8 @@ def lines(rows, described, source="fashion"):
         calibration, evaluation = row["calibration"], row["evaluation"]
         samples = evaluation["sample_gain_db"]
         out.append(
-            f"| {row['model']} | {row['judged_gain_db']:+.2f} / {row['held_out_gain_db']:+.2f} | {calibration['gain_db']:+.2f} | "
+            f"| {row['model']} | {row['judged_gain_db']:+.2f} / {row['held_out_gain_db']:+.2f} | "
+            f"{calibration['gain_db']:+.2f} | "
             f"{evaluation['gain_db']:+.2f} | {samples['median']:+.2f} ({samples['p10']:+.2f}..{samples['p90']:+.2f}) | "
             f"{evaluation['median_image_gain_db']:+.2f} | {calibration['median_image_gain_db']:+.2f} | "
             f"{evaluation['full_int8_worst_share']:.0%} / {evaluation['chosen_worst_share']:.0%} | "

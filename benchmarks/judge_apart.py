@@ -155,7 +155,8 @@ def main(arguments=()):
             path.write_text(json.dumps(saved, indent=2) + "\n")
     if not saved["results"]:
         return print("no searches saved yet: python benchmarks/judge_apart.py runs them")
-    write_results(name, saved, "\n".join(lines(saved["results"], default_rows(saved), saved["machine"], variant)) + "\n")
+    table = lines(saved["results"], default_rows(saved), saved["machine"], variant)
+    write_results(name, saved, "\n".join(table) + "\n")
 
 
 if __name__ == "__main__":

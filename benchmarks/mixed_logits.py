@@ -149,7 +149,8 @@ def measure(name, model, size, depth, steering="logits"):
     steered_outputs = {"logits": lambda artifact, images: both_outputs(artifact, images)[1],
                        "unclipped logits": lambda artifact, images: unclipped_logits(artifact, images, low, high)}
     steered_outputs["per-image logits"] = steered_outputs["logits"]
-    on_logits = Route(base.parts, lambda fold_ranges, scopes, demoted=(): int8_tflite(float_model, fold_ranges, recipe, scopes),
+    on_logits = Route(base.parts,
+                      lambda fold_ranges, scopes, demoted=(): int8_tflite(float_model, fold_ranges, recipe, scopes),
                       steered_outputs[steering], ".tflite", base.structure,
                       base.head_output_type, base.weighted)
     if steering == "per-image logits":
