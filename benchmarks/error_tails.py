@@ -61,13 +61,12 @@ def without_worst_gain_db(full_noise, step_noise, share=WORST_SHARE):
     return pooled_gain_db(full_noise[kept], step_noise[kept])
 
 
-def image_errors(float_model, path, images):
-    """(signal, error) power per image of the artifact at `path` against the float TFLite."""
+def image_errors(reference, path, images):
+    """(signal, error) power per image of the artifact at `path` against the float TFLite's outputs `reference`."""
     from edge_resnet.device.runtime import TfliteRunner
-    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
     from edge_resnet.quantize.selection import per_image_errors
 
-    return per_image_errors(run_tflite_bytes(float_model, images, "float"), TfliteRunner(path).predict(images))
+    return per_image_errors(reference, TfliteRunner(path).predict(images))
 
 
 def read_tails(full, chosen):
@@ -102,15 +101,17 @@ def tails(result, models, data):
     from mixed_precision import chosen_step_index
     from step_carry import rebuilt, step_artifact
 
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes
+
     float_model, calibration, evaluation, statistics, recipe, ranges, route = rebuilt(result, models, data)
-    calibration_images = np.stack(list(calibration.samples()))
+    images = {"calibration": np.stack(list(calibration.samples())), "evaluation": evaluation}
+    references = {where: run_tflite_bytes(float_model, pixels, "float") for where, pixels in images.items()}
     folder = Path(tempfile.mkdtemp(prefix="error-tails-"))
     errors = {}
     for name, step in (("full", result["steps"][0]), ("chosen", result["steps"][chosen_step_index(result)])):
         path = folder / f"{name}.tflite"
         path.write_bytes(step_artifact(float_model, recipe, route, ranges, step, calibration, statistics))
-        errors[name] = {"calibration": image_errors(float_model, path, calibration_images),
-                        "evaluation": image_errors(float_model, path, evaluation)}
+        errors[name] = {where: image_errors(references[where], path, pixels) for where, pixels in images.items()}
     row = {"model": result["model"], "output_type": result["output_type"], **held_out_gains(result),
            "saved_evaluation_gain_db": result["evaluation_db"]["mixed"] - result["evaluation_db"]["full int8"],
            **{where: read_tails(errors["full"][where], errors["chosen"][where])

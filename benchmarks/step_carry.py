@@ -75,7 +75,7 @@ def canonical(scope):
 def step_artifact(float_model, recipe, route, ranges, step, calibration, statistics):
     """The int8 TFLite of one saved step, made as write_int8_tflite makes the chosen one."""
     from edge_resnet.quantize.bias_correction import corrected_artifact
-    from edge_resnet.quantize.int8_tflite import with_recipe_io
+    from edge_resnet.quantize.mixed import candidate
 
     back = {canonical(scope) for scope in step.get("int8_operators") or ()}
     demoted = {canonical(scope) for scope in step.get("dynamic_operators") or ()}
@@ -84,9 +84,8 @@ def step_artifact(float_model, recipe, route, ranges, step, calibration, statist
     dynamic = tuple(scope for scope in scopes if canonical(scope) in demoted)
     if len(in_parts) - len(scopes) != len(back) or len(dynamic) != len(demoted):
         raise SystemExit(f"step {step['float_parts']}: its operators do not match this build of the model")
-    made = route.make(ranges, tuple(scope for scope in scopes if scope not in dynamic), dynamic)
-    corrected, _ = corrected_artifact(made, float_model, recipe, calibration, statistics)
-    return with_recipe_io(corrected, recipe)
+    return candidate(route, ranges, tuple(scope for scope in scopes if scope not in dynamic), dynamic,
+                     lambda made: corrected_artifact(made, float_model, recipe, calibration, statistics)[0])
 
 
 def rebuilt(result, models, data):
