@@ -103,7 +103,7 @@ def tails(result, models, data):
 
     from edge_resnet.quantize.int8_tflite import run_tflite_bytes
 
-    float_model, calibration, evaluation, statistics, recipe, ranges, route = rebuilt(result, models, data)
+    float_model, calibration, evaluation, statistics, recipe, ranges, route, _ = rebuilt(result, models, data)
     images = {"calibration": np.stack(list(calibration.samples())), "evaluation": evaluation}
     references = {where: run_tflite_bytes(float_model, pixels, "float") for where, pixels in images.items()}
     folder = Path(tempfile.mkdtemp(prefix="error-tails-"))
@@ -158,24 +158,30 @@ def lines(rows, described, source="fashion"):
     return out
 
 
-def main(arguments=()):
+def run_or_report(name, row_of, lines_of, arguments):
+    """The main of a benchmark that makes a row (`row_of(result, models, data)`) per saved float32-output search of
+    `bar_fashion` (or, with `mnist` in `arguments`, `bar_mnist`) into results/NAME[_mnist].json and .md, or with
+    `report` writes the .md again from the saved rows (`lines_of(rows, machine, source)`)."""
     import json
 
     from step_carry import models_and_data, saved_searches
 
     source = "mnist" if "mnist" in arguments else "fashion"
-    name = "error_tails" + "_mnist" * (source == "mnist")
-    path = RESULTS / f"{name}.json"
+    name = name + "_mnist" * (source == "mnist")
     if "report" not in arguments:
         models, data = models_and_data(source)
-        rows = [tails(result, models, data) for result, searched_on in saved_searches(fashion=source == "fashion")
+        rows = [row_of(result, models, data) for result, searched_on in saved_searches(fashion=source == "fashion")
                 if result["output_type"] == "float32" and searched_on == source]
         described = machine()
         write_results(name, {"machine": described, "source": source, "rows": rows},
-                      "\n".join(lines(rows, described, source)) + "\n")
+                      "\n".join(lines_of(rows, described, source)) + "\n")
         return
-    saved = json.loads(path.read_text())
-    (RESULTS / f"{name}.md").write_text("\n".join(lines(saved["rows"], saved["machine"], source)) + "\n")
+    saved = json.loads((RESULTS / f"{name}.json").read_text())
+    (RESULTS / f"{name}.md").write_text("\n".join(lines_of(saved["rows"], saved["machine"], source)) + "\n")
+
+
+def main(arguments=()):
+    run_or_report("error_tails", tails, lines, arguments)
 
 
 if __name__ == "__main__":

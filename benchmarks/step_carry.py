@@ -90,7 +90,7 @@ def step_artifact(float_model, recipe, route, ranges, step, calibration, statist
 
 def rebuilt(result, models, data):
     """(float TFLite, calibration images, evaluation pixels, statistics, recipe, ranges from all calibration
-    images, Route) of a saved search, as `quantize` sets them up."""
+    images, Route, the range rule they came by) of a saved search, as `quantize` sets them up."""
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import tflite_chooser
     from edge_resnet.quantize.mixed import tflite_route
@@ -104,16 +104,16 @@ def rebuilt(result, models, data):
     calibration, evaluation = data(size)
     statistics = collect_statistics(float_model, calibration)
     recipe = QuantizationRecipe(output_type=result["output_type"])
-    _, ranges, _ = resolved_ranges(statistics, recipe.range_method(),
-                                   tflite_chooser(float_model, recipe.per_channel, calibration))
-    return float_model, calibration, evaluation, statistics, recipe, ranges, tflite_route(float_model, recipe,
-                                                                                         result["precision"])
+    rule, ranges, _ = resolved_ranges(statistics, recipe.range_method(),
+                                      tflite_chooser(float_model, recipe.per_channel, calibration))
+    route = tflite_route(float_model, recipe, result["precision"])
+    return float_model, calibration, evaluation, statistics, recipe, ranges, route, rule
 
 
 def follow(result, source, models, data):
     from mixed_precision import chosen_step_index, output_sqnr
 
-    float_model, calibration, evaluation, statistics, recipe, ranges, route = rebuilt(result, models, data)
+    float_model, calibration, evaluation, statistics, recipe, ranges, route, _ = rebuilt(result, models, data)
     folder = Path(tempfile.mkdtemp(prefix="step-carry-"))
     rows, full_eval = [], None
     for index, step in enumerate(result["steps"]):

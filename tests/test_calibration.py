@@ -12,7 +12,8 @@ import pytest
 from edge_resnet.errors import ConfigError, DataError, ModelError
 from edge_resnet.quantize.bias_correction import NO_IMAGES_REASON
 from edge_resnet.quantize.int8_tflite import read_float_tflite
-from edge_resnet.quantize.ranges import METHODS, RULES, RangeMethod, activation_ranges, quantile
+from edge_resnet.quantize.ranges import (METHODS, RULES, RangeMethod, activation_ranges, quantile,
+                                        ranges_fingerprint)
 from edge_resnet.quantize.recipe import QuantizationRecipe, record_path
 from edge_resnet.quantize.statistics import ActivationStatistics, collect_statistics, exposed_model
 from edge_resnet.quantize.tflite import float_tflite, to_tflite
@@ -401,6 +402,8 @@ def test_quantize_a_float_tflite_without_tensorflow(float_model, statistics, dig
     (["--statistics", "model.tflite", "--calibration-method", "minmax", "--bias-correction"],
      "--bias-correction corrects the int8 biases on calibration images: give --calibration PATH with --statistics"),
     (["--quantize", "float16", "--bias-correction"], "--bias-correction applies to --quantize int8 only"),
+    (["--tail-room", "0.5", "--calibration-method", "minmax"], "tail room must be how many times"),
+    (["--quantize", "float16", "--tail-room", "10"], "--tail-room apply to --quantize int8 only"),
 ])
 def test_cli_refuses_bad_range_options_in_one_line(arguments, message, tmp_path, float_model):
     source = tmp_path / "model.tflite"
@@ -409,6 +412,25 @@ def test_cli_refuses_bad_range_options_in_one_line(arguments, message, tmp_path,
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out.tflite").exists()
+
+
+def test_quantize_with_tail_room_writes_wider_ranges_and_records_them(float_model, statistics, tmp_path):
+    source = tmp_path / "model_float32.tflite"
+    source.write_bytes(float_model)
+    saved = statistics.save(tmp_path / "statistics.npz")
+    records = {}
+    for name, extra in (("plain", []), ("room", ["--tail-room", "10"])):
+        result = run_in_process("quantize", source, "--statistics", saved, "--calibration-method", "minmax",
+                                "--output", tmp_path / f"{name}.tflite", *extra, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        records[name] = json.loads(record_path(tmp_path / f"{name}.tflite").read_text())
+    assert records["room"]["activation_ranges"]["room"] == 10 and "room" not in records["plain"]["activation_ranges"]
+    assert records["room"]["recipe"]["tail_room"] == 10
+    assert records["room"]["activation_ranges"]["ranges_fingerprint"] == ranges_fingerprint(
+        activation_ranges(statistics, RangeMethod("minmax", room=10)))
+    assert records["room"]["activation_ranges"]["ranges_fingerprint"] != \
+        records["plain"]["activation_ranges"]["ranges_fingerprint"]
+    assert "minmax, room for 10x the images" in result.stdout
 
 
 def test_cli_refuses_another_models_statistics_and_an_int8_model(folded, statistics, digits_calibration, tmp_path):
@@ -745,6 +767,62 @@ def test_auto_says_when_the_images_cannot_tell_the_rules_apart(statistics, tmp_p
     with pytest.warns(DataWarning, match="same output SQNR within 0.1 dB .* took minmax.*calibrate on images it has not"):
         method, _, record = resolved_ranges(statistics, RangeMethod("auto"), lambda statistics: tied)
     assert method == RangeMethod("minmax") and record["decided_by_scores"] is False
+
+
+def test_tail_room_reaches_where_the_top_extremes_spread_says_more_images_reach():
+    """An exponential tail's largest of `ahead` times as many samples lies log(ahead) of its scale past the
+    largest seen, and the five largest spread over 1 + 1/2 + 1/3 + 1/4 of that scale."""
+    import math
+
+    from edge_resnet.quantize.ranges import tail_room
+    from edge_resnet.quantize.statistics import TensorStatistics
+
+    maxima = np.arange(1, 21, dtype=np.float32)  # the five largest: 16..20, spread 4
+    signed = TensorStatistics("t", 20, np.zeros(0, np.uint16), np.zeros(0, np.int64), -maxima / 2, maxima)
+    scale = 1 + 1 / 2 + 1 / 3 + 1 / 4
+    low, high = tail_room(signed, 10)
+    assert high == pytest.approx(20 + math.log(10) * 4 / scale)
+    assert low == pytest.approx(-10 - math.log(10) * 2 / scale)  # the five smallest minima: -10..-8
+    assert tail_room(signed, 1) == pytest.approx((-10, 20))  # room for as many images: the extremes seen
+    positive = dataclasses.replace(signed, sample_minima=maxima / 40)
+    assert tail_room(positive, 50)[0] == positive.minimum  # a tensor that never goes negative keeps its low
+
+
+def test_tail_room_widens_any_rule_to_where_the_tail_reaches(statistics):
+    from edge_resnet.quantize.ranges import tail_room
+
+    output = statistics.graph_outputs[0]
+    for rule in (RangeMethod("minmax"), RangeMethod("percentile", percentile=99.9)):
+        plain, roomy = activation_ranges(statistics, rule), activation_ranges(statistics,
+                                                                              dataclasses.replace(rule, room=10))
+        for tensor in statistics.tensors:
+            room_low, room_high = tail_room(tensor, 10)
+            assert roomy[tensor.name] == pytest.approx((min(plain[tensor.name][0], room_low),
+                                                        max(plain[tensor.name][1], room_high)))
+        assert sum(roomy[name] != plain[name] for name in plain) > len(plain) / 2
+    keeps_output = RangeMethod("percentile", percentile=99.9, output="minmax", room=10)
+    assert activation_ranges(statistics, keeps_output)[output] == activation_ranges(statistics,
+                                                                                    RangeMethod("minmax"))[output]
+    assert RangeMethod.from_dict(keeps_output.to_dict()) == keeps_output
+    assert keeps_output.describe() == "percentile 99.9 inside, minmax on the output, room for 10x the images"
+    for bad in (0.5, float("nan"), "10", True):
+        with pytest.raises(ConfigError, match="tail room must be how many times"):
+            RangeMethod("minmax", room=bad)
+
+
+def test_auto_gives_the_rule_it_chooses_the_room_asked_for(statistics):
+    """`auto` tries its candidates as they are; the rule it takes gets the room, and says so."""
+    from edge_resnet.quantize.ranges import CANDIDATES, ranges_record
+    from edge_resnet.quantize.selection import Choice, describe_selection, resolved_ranges
+
+    mse = RangeMethod("mse")
+    scores = tuple((method, 40.0 + (method == mse)) for method in CANDIDATES)
+    method, ranges, selection = resolved_ranges(statistics, RangeMethod("auto", room=10),
+                                                lambda statistics: Choice(mse, scores, 200, 4, "test"))
+    assert method == RangeMethod("mse", room=10) and ranges == activation_ranges(statistics, method)
+    assert selection["chosen_rule"] == "mse"
+    line = describe_selection(ranges_record(statistics, method, ranges, selection))
+    assert line.startswith("mse, room for 10x the images, chosen on 200 held-out calibration images: 41.0 dB vs minmax 40.0 dB")
 
 
 def test_the_output_rule_keeps_the_graph_outputs_minmax_and_clips_inside(statistics):

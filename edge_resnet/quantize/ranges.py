@@ -23,6 +23,15 @@ Any method may take `output="minmax"`: the graph's output tensors then keep
 their exact min/max. Clipping the tensor that *is* the output (logits) costs
 what clipping inside the network (before a softmax, say) does not.
 
+Any rule may also take `room=K`: each range then reaches at least as far
+as the extremes of K times as many images as the calibration's may
+(tail_room), read off how its largest per-sample extremes spread. A few
+deployed images past every calibration image's extremes can rule a logits
+head's error (benchmarks/results/tail_clipping.md); widening for them costs
+every other image resolution, so it is no default and `auto` does not try
+it (benchmarks/results/tail_room.md); on `auto`, the rule it chooses
+(without room) gets the room.
+
 Whatever the method, the logits an output softmax reads start no lower than
 softmax_input_floor: the int8 softmax writes 0 for every logit far enough
 below its image's top one, so the grid spends no steps down there.
@@ -50,6 +59,8 @@ LEVELS = 256  # int8 / uint8
 MINIMUM_SPAN = 1e-8 * (LEVELS - 1)
 SOFTMAX_OUTPUT_LEVELS = 256  # an int8 softmax output's steps over [0, 1] (scale 1/256, TFLite's and onnxruntime's)
 MSE_TAILS = np.concatenate([[0.0], np.logspace(-7, -2, 41)])  # fraction clipped from each tail
+TAIL_TOP = 5  # the per-sample extremes whose spread reads a tail's scale (tail_room)
+MAXIMUM_ROOM = 1e6  # room for at most this many times the calibration images
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,7 @@ class RangeMethod:
     percentile: float = DEFAULT_PERCENTILE  # "percentile" only
     extrapolation: float = DEFAULT_EXTRAPOLATION  # "extrapolated" only
     output: str = None  # "minmax": the graph's output tensors keep their exact min/max
+    room: float = None  # ranges reach where the extremes of `room` times the calibration images may (tail_room)
 
     def __post_init__(self):
         if self.name not in METHODS:
@@ -71,6 +83,9 @@ class RangeMethod:
             )
         if not (_is_number(self.extrapolation) and 0 <= self.extrapolation <= 4):
             raise ConfigError(f"the extrapolation must be between 0 and 4 (e.g. 0.25). Received: {self.extrapolation!r}")
+        if self.room is not None and not (_is_number(self.room) and 1 <= self.room <= MAXIMUM_ROOM):
+            raise ConfigError(f"the tail room must be how many times the calibration images to make room for, from 1 "
+                              f"to {MAXIMUM_ROOM:g} (e.g. 10). Received: {self.room!r}")
 
     @property
     def parameter(self):
@@ -80,16 +95,17 @@ class RangeMethod:
 
     def to_dict(self):
         return {"method": self.name, **dict([self.parameter] if self.parameter else []),
-                **({"output": self.output} if self.output else {})}
+                **({"output": self.output} if self.output else {}), **({"room": self.room} if self.room else {})}
 
     @classmethod
     def from_dict(cls, data):
-        return cls(data["method"], output=data.get("output"),
+        return cls(data["method"], output=data.get("output"), room=data.get("room"),
                    **{key: data[key] for key in ("percentile", "extrapolation") if key in data})
 
     def describe(self):
         name = f"{self.name} {self.parameter[1]:g}" if self.parameter else self.name
-        return f"{name} inside, {self.output} on the output" if self.output else name
+        name = f"{name} inside, {self.output} on the output" if self.output else name
+        return f"{name}, room for {self.room:g}x the images" if self.room else name
 
 
 def _is_number(value):
@@ -182,6 +198,22 @@ def tensor_range(tensor, method):
     return mse_range(tensor)
 
 
+def tail_room(tensor, ahead):
+    """(low, high) that the extremes of `ahead` times as many samples as the
+    calibration's may reach. Past an exponential tail's largest of n values
+    the largest of ahead * n lies log(ahead) of its scale further out, and
+    its TAIL_TOP largest spread over 1 + 1/2 + ... + 1/(TAIL_TOP - 1) of
+    that scale: so the scale is read off the per-sample maxima's top (the
+    minima's bottom, where the tensor goes negative)."""
+    spread_per_scale = sum(1 / k for k in range(1, TAIL_TOP))
+    top = np.sort(tensor.sample_maxima)[-TAIL_TOP:]
+    high = float(top[-1] + math.log(ahead) * (top[-1] - top[0]) / spread_per_scale)
+    if tensor.minimum >= 0:
+        return tensor.minimum, high
+    bottom = np.sort(tensor.sample_minima)[:TAIL_TOP]
+    return float(bottom[0] - math.log(ahead) * (bottom[-1] - bottom[0]) / spread_per_scale), high
+
+
 def consensus_range(tensor, is_output):
     """The median low and median high of the other candidates' ranges."""
     rules = [rule for rule in CANDIDATES if rule.name != "consensus"]
@@ -217,8 +249,15 @@ def activation_ranges(statistics, method):
             return tensor_range(tensor, minmax)
         return consensus_range(tensor, is_output) if method.name == "consensus" else tensor_range(tensor, method)
 
-    def one(tensor):
+    def roomy(tensor):
         low, high = by_rule(tensor)
+        if method.room is None or (method.output and tensor.name in statistics.graph_outputs):
+            return low, high
+        room_low, room_high = tail_room(tensor, method.room)
+        return min(low, room_low), max(high, room_high)
+
+    def one(tensor):
+        low, high = roomy(tensor)
         if softmax_input and tensor.name == softmax_input.tensor:
             low = max(low, softmax_input_floor(tensor, softmax_input.classes, high))
         return low, max(high, low + MINIMUM_SPAN)

@@ -122,14 +122,15 @@ def describe_selection(record):
     if record.get("method") != AUTO:
         return RangeMethod.from_dict(record).describe()
     scores = {entry["rule"]: entry["held_out_sqnr_db"] for entry in record["selection"]["candidates"]}
-    chosen = RangeMethod.from_dict(record["chosen"]).describe()
+    method = RangeMethod.from_dict(record["chosen"])
+    chosen, scored = method.describe(), dataclasses.replace(method, room=None).describe()  # tried without room
     if not scores:
         return f"{chosen}: nothing held out to choose on ({record['selection']['reason']})"
     if not record["selection"].get("decided_by_scores", True):
-        return (f"{chosen}: every rule scored {_text_db(scores[chosen])} within {INDISTINGUISHABLE_DB} dB on "
+        return (f"{chosen}: every rule scored {_text_db(scores[scored])} within {INDISTINGUISHABLE_DB} dB on "
                 f"{record['selection']['held_out_samples']} held-out calibration images, no evidence for any")
     return (f"{chosen}, chosen on {record['selection']['held_out_samples']} held-out calibration images: "
-            f"{_text_db(scores[chosen])} vs minmax {_text_db(scores['minmax'])}{sureness_text(record['selection'])}")
+            f"{_text_db(scores[scored])} vs minmax {_text_db(scores['minmax'])}{sureness_text(record['selection'])}")
 
 
 def sureness_text(selection, images="those images"):
@@ -424,13 +425,14 @@ def resolved_ranges(statistics, method, choose_for_artifact):
         reason = no_folds_reason(statistics)
         warnings.warn(f"{reason}: took minmax, the rule auto never does worse than; calibrate on more images "
                       "for a choice", DataWarning, stacklevel=2)
-        minmax = RangeMethod("minmax")
+        minmax = RangeMethod("minmax", room=method.room)
         return minmax, activation_ranges(statistics, minmax), {
             "held_out_samples": 0, "chosen_rule": minmax.describe(), "candidates": [], "reason": reason}
     choice = choose_for_artifact(statistics)
     if not choice.decided:
         warnings.warn(f"auto: {undecided_reason(choice)}", DataWarning, stacklevel=2)
-    return choice.method, activation_ranges(statistics, choice.method), choice.record()
+    chosen = dataclasses.replace(choice.method, room=method.room)  # the candidates were tried without room
+    return chosen, activation_ranges(statistics, chosen), choice.record()
 
 
 def undecided_reason(choice):

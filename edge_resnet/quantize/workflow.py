@@ -34,6 +34,11 @@ class QuantizationRequest:
                                help=f"for percentile (default: {DEFAULT_PERCENTILE})")
     extrapolation: float = option("--extrapolation", default=None, type=float,
                                   help=f"for extrapolated (default: {DEFAULT_EXTRAPOLATION})")
+    tail_room: float = option("--tail-room", default=None, type=float, metavar="K",
+                              help="widen every activation range to where the extremes of K times as many images "
+                                   "as the calibration's may reach (read off how the calibration images' largest "
+                                   "values spread): for deployments where a few inputs reach past every "
+                                   "calibration image; costs the other images resolution (default: none)")
     statistics: str = option("--statistics", default=None, metavar="FILE.npz",
                              help="activation statistics saved earlier for this model (no calibration pass)")
     input_type: str = option("--input-type", default=None, choices=IO_TYPES, help="int8 model input type (default: int8)")
@@ -101,12 +106,13 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
 
     def range_method_options(self):
         given = {"calibration_method": self.calibration_method, "percentile": self.percentile,
-                 "extrapolation": self.extrapolation}
+                 "extrapolation": self.extrapolation, "tail_room": self.tail_room}
         return {key: value for key, value in given.items() if value is not None}
 
     def recipe(self):
         if self.quantize != "int8" and self.range_method_options():
-            raise ConfigError("--calibration-method, --percentile and --extrapolation apply to --quantize int8 only")
+            raise ConfigError("--calibration-method, --percentile, --extrapolation and --tail-room apply to "
+                              "--quantize int8 only")
         if self.quantize != "int8" and self.bias_correction:
             raise ConfigError("--bias-correction applies to --quantize int8 only")
         io_types = {key: value for key, value in (("input_type", self.input_type), ("output_type", self.output_type))

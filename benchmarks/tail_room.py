@@ -1,0 +1,157 @@
+"""Would room for the tail, read off the calibration images alone, help
+logits heads on images the calibration never showed?
+
+`tail_clipping.py` found two logits-head ResNet-50s (the Fashion-MNIST w0.5
+and the MNIST w0.25 of the budget searches) whose full int8 loses most of
+its evaluation SQNR to a few images that reach far past ranges set on 200
+calibration images, and a range widened to where the extremes of 10 or 50
+times as many images may reach (ranges.tail_room: an exponential
+tail's scale read off the spread of the calibration images' five largest
+per-image maxima) won back most of it there, while it cost the softmax
+heads 2-3 dB (their ranges clip on purpose: the softmax saturates). This
+benchmark checks the same widening on logits heads it was not made on: the
+logits heads of `calibration.py`'s sections whose networks are at hand,
+each of its four calibration subsets (the same images), full int8 with the
+rule `auto` took on that subset (read from calibration.json) against the
+same rule with the room, each scored on the subset's evaluation images.
+The two networks the widening was made on are marked.
+
+    python benchmarks/tail_room.py [report]
+"""
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
+
+FOUND_ON = ("ResNet-50 w0.5 32x32 seed 109", "ResNet-50 w0.25 32x32 seed 89")  # where the tail was seen
+SECTIONS = {"fidelity": "unseen", "fidelity_validation": "unseen", "fidelity_mobilenet": "unseen",
+            "fidelity_mnist": "mnist", "fidelity_fashion": "fashion", "fidelity_fashion_fresh": "fashion"}
+
+
+def logits_models():
+    """(calibration.json section, name, Keras model, input size) of the logits heads at hand (cached or shipped:
+    nothing is trained for this benchmark but the networks `mixed_precision.py` already trains)."""
+    from calibration import mnist_models, mobilenet_models, models_to_measure
+    from trained import fashion_fresh_models, fashion_models, validation_resnet18
+
+    for name, model, _, size in models_to_measure(heads=("logits",)):
+        yield "fidelity", name, model, size
+    yield ("fidelity_validation",
+           "ResNet-18 w0.5 40x40 seed 11 (validation: trained after auto's layout was chosen), logits head",
+           validation_resnet18(), 40)
+    for name, model, head, size in mobilenet_models():
+        if head == "logits":
+            yield "fidelity_mobilenet", name, model, size
+    for name, model, head, size in mnist_models():
+        if head == "logits":
+            yield "fidelity_mnist", name, model, size
+    for section, models in (("fidelity_fashion", fashion_models), ("fidelity_fashion_fresh", fashion_fresh_models)):
+        for name, model, size in models(depth=50):
+            yield section, f"{name}, logits head", model, size
+
+
+def rule_from_text(text):
+    """The RangeMethod a describe() text names ("percentile 99.999 inside, minmax on the output")."""
+    from edge_resnet.quantize.ranges import RangeMethod
+
+    base, _, output = text.partition(" inside, ")
+    name, *value = base.split()
+    parameters = {{"percentile": "percentile", "extrapolated": "extrapolation"}[name]: float(value[0])} if value else {}
+    return RangeMethod(name, output="minmax" if output else None, **parameters)
+
+
+def measure(section, name, model, size, chose):
+    import dataclasses
+
+    from calibration import float_predictions, int8_tflite_outputs, protocol_splits
+    from tail_clipping import AHEAD
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.ranges import activation_ranges
+    from edge_resnet.quantize.selection import output_sqnr_db
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    float_model = float_tflite(fold_batchnorm(model)[0])
+    subsets, float_cache = [], {}
+    for index, (pixels, labels, test_pixels, _) in enumerate(protocol_splits(size, SECTIONS[section])):
+        _, evaluation, reference = float_predictions(model, test_pixels, float_cache)
+        calibration = images_from_array(pixels, Preprocessing(size, size), size=None, labels=labels).cached()
+        statistics = collect_statistics(float_model, calibration)
+        rule = rule_from_text(chose[index])
+        ranges = {"as auto took": activation_ranges(statistics, rule),
+                  **{f"tail room x{ahead}": activation_ranges(statistics, dataclasses.replace(rule, room=ahead))
+                     for ahead in AHEAD}}
+        subsets.append({"rule": rule.describe(), "scores_db": {
+            label: output_sqnr_db(reference, int8_tflite_outputs(float_model, with_ranges, evaluation))
+            for label, with_ranges in ranges.items()}})
+        print(name, index, subsets[-1], flush=True)
+    return {"section": section, "model": name, "found_on": any(name.startswith(found) for found in FOUND_ON),
+            "evaluation_images": len(evaluation), "subsets": subsets}
+
+
+def mean_difference(row, label):
+    """A row's mean over its subsets of `label`'s SQNR minus the rule's as auto took it."""
+    return float(np.mean([subset["scores_db"][label] - subset["scores_db"]["as auto took"]
+                          for subset in row["subsets"]]))
+
+
+def lines(rows, described):
+    from tail_clipping import AHEAD
+
+    labels = ["as auto took"] + [f"tail room x{ahead}" for ahead in AHEAD]
+    out = ["# Room for the tail on logits heads it was not made on", "", "Command: `python benchmarks/tail_room.py`",
+           "", f"Machine: {described['cpu']}. Logits heads of `calibration.py`'s sections, the same four "
+           "calibration subsets and evaluation images as there; full int8 (int8 I/O, no bias correction, as "
+           "`calibration.py` scores it) with the rule `auto` took on each subset (calibration.json; where a "
+           "network was trained again since, not bit for bit the same, the rule it took on the earlier one), and "
+           "the same "
+           "ranges widened where ranges.tail_room reaches further (room for the extremes of 10 or 50 times "
+           "the calibration images, read off their own five largest per-image maxima). Output SQNR against the "
+           "float Keras model, mean over the subsets (lowest subset). Marked *: the networks the widening was made "
+           "on (on other images of theirs: the budget searches' splits).", "",
+           "| model | evaluation images | " + " | ".join(labels) + " | room x10 minus as taken, per subset |",
+           "|---|---|" + "---|" * len(labels) + "---|"]
+    for row in rows:
+        per_label = {label: [subset["scores_db"][label] for subset in row["subsets"]] for label in labels}
+        cells = [f"{np.mean(values):.2f} ({min(values):.2f})" for values in per_label.values()]
+        differences = np.subtract(per_label["tail room x10"], per_label["as auto took"])
+        out.append(f"| {row['model']}{' *' * row['found_on']} | {row['evaluation_images']} | {' | '.join(cells)} | "
+                   f"{', '.join(f'{value:+.2f}' for value in differences)} |")
+    unseen = [row for row in rows if not row["found_on"]]
+    if unseen:
+        out += ["", f"Over the {len(unseen)} models the widening was not made on, the mean of each model's mean "
+                "difference from the rule as taken, and on how many it loses more than 0.3 dB: " + "; ".join(
+                    f"{label} {np.mean([mean_difference(row, label) for row in unseen]):+.2f} dB, "
+                    f"{sum(mean_difference(row, label) < -0.3 for row in unseen)} of {len(unseen)}"
+                    for label in labels[1:]) + "."]
+    return out
+
+
+def main(arguments=()):
+    import json
+
+    path = RESULTS / "tail_room.json"
+    if "report" in arguments:
+        saved = json.loads(path.read_text())
+        (RESULTS / "tail_room.md").write_text("\n".join(lines(saved["rows"], saved["machine"])) + "\n")
+        return
+    calibration = json.loads((RESULTS / "calibration.json").read_text())
+    chose = {(section, row["model"]): row["auto_chose"]["TFLite"] for section in SECTIONS
+             for row in calibration.get(section, [])}
+    rows = [measure(section, name, model, size, chose[section, name])
+            for section, name, model, size in logits_models()]
+    described = machine()
+    write_results("tail_room", {"machine": described, "rows": rows}, "\n".join(lines(rows, described)) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
