@@ -67,10 +67,12 @@ here: the issue's bar on ResNet-50s no rule was chosen on. `bar_retimed`
 times the parts of the digits ResNet-50 rows of the two corrected tables
 again here (the latency bar depends on the CPU). `bar_fashion` runs the
 same bar on the two Fashion-MNIST ResNet-50s (models unsure of many images,
-judged on 10,000 test images).
+judged on 10,000 test images). `bar_tail_room` runs those parts' logits-head
+float32-output searches again with `--tail-room 10`.
 
     python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx_again] [onnx]
         [onnx_latency] [nncf] [part_gains] [softmax_floor] [grid_cap] [bar_mnist] [bar_retimed] [bar_fashion]
+        [bar_tail_room]
 """
 
 import functools
@@ -320,7 +322,8 @@ def fashion_resnet50s():
             yield f"{name}, {head} head", (model if head == "logits" else with_softmax(model)), size, 50
 
 
-def measure(name, model, size, depth, output_type="int8", precision="float32", data=digits, timed=True):
+def measure(name, model, size, depth, output_type="int8", precision="float32", data=digits, timed=True,
+            tail_room=None):
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import write_int8_tflite
     from edge_resnet.quantize.mixed import chosen_step, model_parts, weighted_scopes
@@ -332,13 +335,14 @@ def measure(name, model, size, depth, output_type="int8", precision="float32", d
     calibration, evaluation = data(size)
     statistics = collect_statistics(float_model, calibration)
     folder = Path(tempfile.mkdtemp(prefix="mixed-"))
-    probe = write_int8_tflite(float_model, QuantizationRecipe(min_sqnr=1.0, output_type=output_type),
+    probe = write_int8_tflite(float_model, QuantizationRecipe(min_sqnr=1.0, output_type=output_type,
+                                                              tail_room=tail_room),
                               folder / "full.tflite", calibration, statistics, progress=False)
     full_held_out = read_record(probe)["mixed_precision"]["steps"][0]["sqnr_db"]
     budget = full_held_out + BUDGET_OVER_FULL_INT8_DB
     started = time.perf_counter()
     mixed = write_int8_tflite(float_model, QuantizationRecipe(min_sqnr=budget, output_type=output_type,
-                                                              fallback_precision=precision),
+                                                              fallback_precision=precision, tail_room=tail_room),
                               folder / "mixed.tflite", calibration, statistics, progress=False, log=print)
     seconds = time.perf_counter() - started
     record = read_record(mixed)["mixed_precision"]
@@ -354,6 +358,7 @@ def measure(name, model, size, depth, output_type="int8", precision="float32", d
               "also_tried": record.get("also_tried", []), "stopped": record["stopped"],
               "grid_db": record["steps"][0].get("grid_db"), "with_float32_output": record.get("with_float32_output")}
     result["output_type"] = output_type
+    result["tail_room"] = tail_room
     result["level_standard_error_db"] = record.get("level_standard_error_db")
     result["full_int8_standard_error_db"] = record["steps"][0].get("sqnr_se_db")
     result["calibration_images"] = record["held_out_images"]
@@ -694,6 +699,15 @@ def main(parts):
                 for entry in (entry for entry in models() if entry[0] not in done):
                     bar_results.append(measure(*entry, output_type=output_type, precision="auto", data=data))
                     path.write_text(json.dumps(saved, indent=2) + "\n")
+    if "bar_tail_room" in parts:  # the bar's logits-head float32-output searches again with --tail-room
+        room_results = saved.setdefault("bar_tail_room_results", [])
+        saved["bar_tail_room_machine"] = machine()
+        done = {result["model"] for result in room_results}
+        for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images)):
+            for entry in (entry for entry in models() if "logits" in entry[0] and entry[0] not in done):
+                room_results.append(measure(*entry, output_type="float32", precision="auto", data=data,
+                                            tail_room=BAR_TAIL_ROOM))
+                path.write_text(json.dumps(saved, indent=2) + "\n")
     if "bar_retimed" in parts:  # the digits ResNet-50 rows of the corrected tables that keep parts, timed here
         saved["bar_retimed_results"] = [
             {"model": result["model"], "output_type": output_type, "precision": result["precision"],
@@ -765,6 +779,10 @@ def main(parts):
         lines += bar_lines(saved.get("bar_mnist_results", []), saved.get("bar_retimed_results", []),
                            saved.get("bar_mnist_machine"), saved.get("bar_fashion_results", []),
                            saved.get("bar_fashion_machine"), saved)
+    if saved.get("bar_tail_room_results"):
+        lines += tail_room_lines(saved["bar_tail_room_results"],
+                                 saved.get("bar_mnist_results", []) + saved.get("bar_fashion_results", []),
+                                 saved["bar_tail_room_machine"])
     lines += gain_lines([results, float_output_results, dynamic_results, auto_results, floor_results, cap_results])
     if any(mnist_results.values()):
         lines += mnist_lines(mnist_results)
@@ -1108,7 +1126,7 @@ def bar_lines(bar_results, retimed_rows, searched_on, fashion_results=(), fashio
     lines = ["", "## The bar on ResNet-50s: the search of now, timed on another VNNI CPU", ""]
     bar = ("Bar: met on the held-out images, then on the evaluation images within 1 dB, read as the level and as the "
            "gain asked over full int8, every operator on XNNPACK, at most 1.5x full int8's p50.")
-    searched_now = {(result["model"], output_type): result["float_parts"]
+    searched_now = {(result["model"], output_type): result
                     for key, output_type in BAR_TABLES.items() for result in corrected.get(key, [])}
     if bar_results:
         lines += ["The MNIST ResNet-50s of the section \"Another data set\" (no rule of the search was chosen on "
@@ -1126,7 +1144,8 @@ def bar_lines(bar_results, retimed_rows, searched_on, fashion_results=(), fashio
                   "float32 p50 here |", "|---|---|---|---|---|---|"]
         for row in retimed_rows:
             there, here = row["searched_latency_224"], row["latency_224"]
-            superseded = searched_now.get((row["model"], row["output_type"]), row["float_parts"]) != row["float_parts"]
+            now = searched_now.get((row["model"], row["output_type"]), row)
+            superseded = bool(now.get("trained_again")) or now["float_parts"] != row["float_parts"]
             lines.append(
                 f"| {row['model']}{' (an earlier search: the table above now holds another)' * superseded} | "
                 f"{row['output_type']} | {row['precision']}: {', '.join(row['float_parts'])} | "
@@ -1142,6 +1161,27 @@ def bar_lines(bar_results, retimed_rows, searched_on, fashion_results=(), fashio
                   f"model trained on, the 10,000 test images evaluate. {bar} Command: `apt-get install "
                   "dataset-fashion-mnist`, then `python benchmarks/mixed_precision.py bar_fashion`; searched and "
                   f"timed on {machine_text(fashion_searched_on)}.", "", *bar_table(fashion_results)]
+    return lines
+
+
+def tail_room_lines(room_results, bar_results, searched_on):
+    """The bar's logits-head float32-output searches with --tail-room, beside the same searches without it."""
+    without = {result["model"]: result for result in bar_results if result["output_type"] == "float32"}
+    lines = ["", f"### The same logits heads with `--tail-room {BAR_TAIL_ROOM}`", "",
+             f"The float32-output searches of the MNIST and Fashion-MNIST logits heads above, again with every range "
+             f"widened to where the extremes of {BAR_TAIL_ROOM} times the calibration images may reach "
+             "(`--tail-room`, benchmarks/results/tail_room.md), full int8 and its budget included; the same images, "
+             "bar and latency. Command: `python benchmarks/mixed_precision.py bar_tail_room`; searched and timed on "
+             f"{machine_text(searched_on)}.", "", *bar_table(room_results), "",
+             "| model | evaluation without room: full int8 -> kept | with room: full int8 -> kept | kept with room "
+             "minus kept without |", "|---|---|---|---|"]
+    for result in room_results:
+        plain = without.get(result["model"])
+        if plain:
+            lines.append(f"| {result['model']} | {plain['evaluation_db']['full int8']:.2f} -> "
+                         f"{plain['evaluation_db']['mixed']:.2f} | {result['evaluation_db']['full int8']:.2f} -> "
+                         f"{result['evaluation_db']['mixed']:.2f} | "
+                         f"{result['evaluation_db']['mixed'] - plain['evaluation_db']['mixed']:+.2f} |")
     return lines
 
 
@@ -1210,7 +1250,8 @@ LEVEL_SE_IMAGES = (200, 800)  # calibration images of the level_se searches (MNI
 KEPT_KEYS = ("level_se_results", "level_se_machine", "fashion_results", "fashion_machine", "corrected_steps_results",
              "corrected_steps_machine", "corrected_float_output_results", "corrected_float_output_machine",
              "bar_mnist_results", "bar_mnist_machine", "bar_retimed_results", "bar_fashion_results",
-             "bar_fashion_machine")
+             "bar_fashion_machine", "bar_tail_room_results", "bar_tail_room_machine")
+BAR_TAIL_ROOM = 10  # --tail-room of the bar_tail_room searches
 BAR_TABLES = {"corrected_steps_results": "int8", "corrected_float_output_results": "float32"}  # saved key: output
 
 

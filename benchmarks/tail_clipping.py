@@ -86,9 +86,9 @@ AHEAD = (10, 50)  # room for as many times the calibration images (ranges.tail_r
 def top_spread(tensor, low, high):
     """How far the calibration images' TAIL_TOP largest per-image maxima (smallest minima, where further) spread, in
     widths of the range (low, high)."""
-    from edge_resnet.quantize.ranges import TAIL_TOP
+    from edge_resnet.quantize.ranges import tail_extremes
 
-    top, bottom = np.sort(tensor.sample_maxima)[-TAIL_TOP:], np.sort(tensor.sample_minima)[:TAIL_TOP]
+    bottom, top = tail_extremes(tensor)
     return float(max(top[-1] - top[0], bottom[-1] - bottom[0] if tensor.minimum < 0 else 0) / (high - low))
 
 
@@ -105,13 +105,11 @@ def short_name(tensor):
 
 
 def clipping(result, models, data):
-    import dataclasses
-
     from error_tails import image_errors
     from mixed_precision import chosen_step_index
 
     from edge_resnet.quantize.int8_tflite import run_tflite_bytes
-    from edge_resnet.quantize.ranges import activation_ranges
+    from edge_resnet.quantize.ranges import RangeMethod, activation_ranges, room_for
     from step_carry import rebuilt, step_artifact
 
     float_model, calibration, evaluation, statistics, recipe, ranges, route, rule = rebuilt(result, models, data)
@@ -136,8 +134,9 @@ def clipping(result, models, data):
     range_sets = {"as calibrated": ranges,
                   "widened where the worst images clip": widened(ranges, extremes, clipped_by_worst),
                   "widened everywhere": widened(ranges, extremes, list(extremes)),
-                  **{f"tail room x{ahead}": activation_ranges(statistics, dataclasses.replace(rule, room=ahead))
-                     for ahead in AHEAD}}
+                  **{f"tail room x{ahead}": activation_ranges(statistics, room_for(rule, ahead)) for ahead in AHEAD},
+                  f"minmax, tail room x{AHEAD[0]}": activation_ranges(statistics,
+                                                                     RangeMethod("minmax", room=AHEAD[0]))}
     scores = {step: {label: pooled_db(*errors(step, with_ranges)) for label, with_ranges in range_sets.items()}
               for step in steps}
     rules = {}
@@ -192,10 +191,11 @@ def lines(rows, described, source="fashion"):
            "with the largest output errors in full int8. Overshoot: how far an image's values reach past a "
            "tensor's range, in widths of that range (a softmax's input is left out: its range is floored on "
            "purpose). Widened: each such tensor's range stretched to hold every evaluation image (an oracle: it "
-           "reads the evaluation images), the rest as calibrated. Tail room xK: each tensor's range widened to "
-           "where the extremes of K times as many images may reach, read off how its calibration images' "
-           f"{TAIL_TOP} largest per-image maxima (smallest minima) spread (an exponential tail's scale; no evaluation "
-           "image read).", "",
+           "reads the evaluation images), the rest as calibrated. Tail room xK (`--tail-room K`): the ranges of the "
+           "rule `auto` took, where it holds the extremes seen (minmax, extrapolated; a clipping rule is kept as it "
+           "is), widened to where the extremes of K times as many images typically lie, read off how the "
+           f"calibration images' {TAIL_TOP} largest per-image maxima (smallest minima) spread (no evaluation image "
+           f"read); \"minmax, tail room x{AHEAD[0]}\": min/max with that room whatever `auto` took.", "",
            "| model | ranges | full int8 dB | chosen step dB | gain of the chosen step |", "|---|---|---|---|---|"]
     for row in rows:
         full, chosen = row["scores_db"]["full int8"], row["scores_db"]["chosen step"]

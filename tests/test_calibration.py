@@ -403,6 +403,7 @@ def test_quantize_a_float_tflite_without_tensorflow(float_model, statistics, dig
      "--bias-correction corrects the int8 biases on calibration images: give --calibration PATH with --statistics"),
     (["--quantize", "float16", "--bias-correction"], "--bias-correction applies to --quantize int8 only"),
     (["--tail-room", "0.5", "--calibration-method", "minmax"], "tail room must be how many times"),
+    (["--tail-room", "10", "--calibration-method", "percentile"], "percentile clips them on purpose"),
     (["--quantize", "float16", "--tail-room", "10"], "--tail-room apply to --quantize int8 only"),
 ])
 def test_cli_refuses_bad_range_options_in_one_line(arguments, message, tmp_path, float_model):
@@ -771,58 +772,71 @@ def test_auto_says_when_the_images_cannot_tell_the_rules_apart(statistics, tmp_p
 
 def test_tail_room_reaches_where_the_top_extremes_spread_says_more_images_reach():
     """An exponential tail's largest of `ahead` times as many samples lies log(ahead) of its scale past the
-    largest seen, and the five largest spread over 1 + 1/2 + 1/3 + 1/4 of that scale."""
+    largest seen on average, and its k largest spread over 1 + 1/2 + ... + 1/(k - 1) of that scale."""
     import math
 
     from edge_resnet.quantize.ranges import tail_room
     from edge_resnet.quantize.statistics import TensorStatistics
 
+    def tensor(minima, maxima):
+        return TensorStatistics("t", len(maxima), np.zeros(0, np.uint16), np.zeros(0, np.int64),
+                                np.asarray(minima, np.float32), np.asarray(maxima, np.float32))
+
     maxima = np.arange(1, 21, dtype=np.float32)  # the five largest: 16..20, spread 4
-    signed = TensorStatistics("t", 20, np.zeros(0, np.uint16), np.zeros(0, np.int64), -maxima / 2, maxima)
+    signed = tensor(-maxima / 2, maxima)
     scale = 1 + 1 / 2 + 1 / 3 + 1 / 4
     low, high = tail_room(signed, 10)
     assert high == pytest.approx(20 + math.log(10) * 4 / scale)
     assert low == pytest.approx(-10 - math.log(10) * 2 / scale)  # the five smallest minima: -10..-8
     assert tail_room(signed, 1) == pytest.approx((-10, 20))  # room for as many images: the extremes seen
-    positive = dataclasses.replace(signed, sample_minima=maxima / 40)
-    assert tail_room(positive, 50)[0] == positive.minimum  # a tensor that never goes negative keeps its low
+    assert tail_room(tensor(maxima / 40, maxima), 50)[0] == pytest.approx(1 / 40)  # never negative: its low kept
+    three = tensor([0.0, 0.0, 0.0], [1.0, 2.0, 4.0])  # fewer samples than five: their own spread, 3 over 1 + 1/2
+    assert tail_room(three, 10)[1] == pytest.approx(4 + math.log(10) * 3 / 1.5)
+    assert tail_room(tensor([0.0], [3.0]), 10) == (0.0, 3.0)  # one sample: no spread to read
 
 
-def test_tail_room_widens_any_rule_to_where_the_tail_reaches(statistics):
+def test_tail_room_widens_the_rules_that_hold_the_extremes_and_no_other(statistics):
     from edge_resnet.quantize.ranges import tail_room
 
-    output = statistics.graph_outputs[0]
-    for rule in (RangeMethod("minmax"), RangeMethod("percentile", percentile=99.9)):
-        plain, roomy = activation_ranges(statistics, rule), activation_ranges(statistics,
-                                                                              dataclasses.replace(rule, room=10))
-        for tensor in statistics.tensors:
-            room_low, room_high = tail_room(tensor, 10)
-            assert roomy[tensor.name] == pytest.approx((min(plain[tensor.name][0], room_low),
-                                                        max(plain[tensor.name][1], room_high)))
-        assert sum(roomy[name] != plain[name] for name in plain) > len(plain) / 2
-    keeps_output = RangeMethod("percentile", percentile=99.9, output="minmax", room=10)
-    assert activation_ranges(statistics, keeps_output)[output] == activation_ranges(statistics,
-                                                                                    RangeMethod("minmax"))[output]
-    assert RangeMethod.from_dict(keeps_output.to_dict()) == keeps_output
-    assert keeps_output.describe() == "percentile 99.9 inside, minmax on the output, room for 10x the images"
+    roomy = activation_ranges(statistics, RangeMethod("minmax", room=10))
+    extrapolated = activation_ranges(statistics, RangeMethod("extrapolated"))
+    roomy_extrapolated = activation_ranges(statistics, RangeMethod("extrapolated", room=10))
+    for tensor in statistics.tensors:  # the room holds min/max, so min/max with room is the room itself
+        room_low, room_high = tail_room(tensor, 10)
+        assert roomy[tensor.name] == pytest.approx((room_low, max(room_high, room_low + 1e-8 * 255)))
+        low, high = extrapolated[tensor.name]
+        assert roomy_extrapolated[tensor.name] == pytest.approx((min(low, room_low), max(high, room_high)))
+    plain = activation_ranges(statistics, RangeMethod("minmax"))
+    assert sum(roomy[name] != plain[name] for name in plain) > len(plain) / 2
+    method = RangeMethod("extrapolated", extrapolation=0.5, room=10)
+    assert RangeMethod.from_dict(method.to_dict()) == method
+    assert method.describe() == "extrapolated 0.5, room for 10x the images"
     for bad in (0.5, float("nan"), "10", True):
         with pytest.raises(ConfigError, match="tail room must be how many times"):
             RangeMethod("minmax", room=bad)
+    for clipping in ("percentile", "mse", "consensus"):
+        with pytest.raises(ConfigError, match=f"{clipping} clips them on purpose"):
+            RangeMethod(clipping, room=10)
 
 
-def test_auto_gives_the_rule_it_chooses_the_room_asked_for(statistics):
-    """`auto` tries its candidates as they are; the rule it takes gets the room, and says so."""
+@pytest.mark.parametrize("chosen, applied", [(RangeMethod("extrapolated", extrapolation=0.25), True),
+                                             (RangeMethod("mse"), False)])
+def test_auto_gives_its_choice_the_room_only_where_it_holds_the_extremes(statistics, chosen, applied):
+    """`auto` tries its candidates as they are; the rule it takes gets the room where it is minmax or
+    extrapolated, and the line says what became of the room."""
     from edge_resnet.quantize.ranges import CANDIDATES, ranges_record
     from edge_resnet.quantize.selection import Choice, describe_selection, resolved_ranges
 
-    mse = RangeMethod("mse")
-    scores = tuple((method, 40.0 + (method == mse)) for method in CANDIDATES)
+    scores = tuple((method, 40.0 + (method == chosen)) for method in CANDIDATES)
     method, ranges, selection = resolved_ranges(statistics, RangeMethod("auto", room=10),
-                                                lambda statistics: Choice(mse, scores, 200, 4, "test"))
-    assert method == RangeMethod("mse", room=10) and ranges == activation_ranges(statistics, method)
-    assert selection["chosen_rule"] == "mse"
+                                                lambda statistics: Choice(chosen, scores, 200, 4, "test"))
+    assert method == (dataclasses.replace(chosen, room=10) if applied else chosen)
+    assert ranges == activation_ranges(statistics, method)
+    assert selection["chosen_rule"] == chosen.describe() and selection["tail_room"] == {"asked": 10,
+                                                                                          "applied": applied}
     line = describe_selection(ranges_record(statistics, method, ranges, selection))
-    assert line.startswith("mse, room for 10x the images, chosen on 200 held-out calibration images: 41.0 dB vs minmax 40.0 dB")
+    assert line.startswith(f"{method.describe()}, chosen on 200 held-out calibration images: 41.0 dB vs minmax 40.0")
+    assert ("no tail room (10x asked): mse clips the extremes on purpose" in line) is not applied
 
 
 def test_the_output_rule_keeps_the_graph_outputs_minmax_and_clips_inside(statistics):

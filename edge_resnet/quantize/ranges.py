@@ -23,20 +23,25 @@ Any method may take `output="minmax"`: the graph's output tensors then keep
 their exact min/max. Clipping the tensor that *is* the output (logits) costs
 what clipping inside the network (before a softmax, say) does not.
 
-Any rule may also take `room=K`: each range then reaches at least as far
-as the extremes of K times as many images as the calibration's may
-(tail_room), read off how its largest per-sample extremes spread. A few
+A rule that holds the extremes seen (minmax, extrapolated) may also take
+`room=K`: each range then reaches at least where the largest (smallest)
+of K times as many samples as the calibration's typically lies
+(tail_room), read off how the largest per-sample extremes spread. A few
 deployed images past every calibration image's extremes can rule a logits
 head's error (benchmarks/results/tail_clipping.md); widening for them costs
 every other image resolution, so it is no default and `auto` does not try
-it (benchmarks/results/tail_room.md); on `auto`, the rule it chooses
-(without room) gets the room.
+it (benchmarks/results/tail_room.md). The clipping rules take no room: it
+holds the extremes, so it would undo their clipping (on four softmax heads
+whose `auto` choice clipped, min/max with room cost 2-4 dB). On `auto` the
+candidates are tried as they are and room_for() gives the chosen one its
+room where it is a rule that takes it.
 
 Whatever the method, the logits an output softmax reads start no lower than
 softmax_input_floor: the int8 softmax writes 0 for every logit far enough
 below its image's top one, so the grid spends no steps down there.
 """
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -60,6 +65,7 @@ MINIMUM_SPAN = 1e-8 * (LEVELS - 1)
 SOFTMAX_OUTPUT_LEVELS = 256  # an int8 softmax output's steps over [0, 1] (scale 1/256, TFLite's and onnxruntime's)
 MSE_TAILS = np.concatenate([[0.0], np.logspace(-7, -2, 41)])  # fraction clipped from each tail
 TAIL_TOP = 5  # the per-sample extremes whose spread reads a tail's scale (tail_room)
+ROOMY_RULES = ("minmax", "extrapolated")  # the rules that hold the extremes seen: those that take room
 MAXIMUM_ROOM = 1e6  # room for at most this many times the calibration images
 
 
@@ -69,7 +75,7 @@ class RangeMethod:
     percentile: float = DEFAULT_PERCENTILE  # "percentile" only
     extrapolation: float = DEFAULT_EXTRAPOLATION  # "extrapolated" only
     output: str = None  # "minmax": the graph's output tensors keep their exact min/max
-    room: float = None  # ranges reach where the extremes of `room` times the calibration images may (tail_room)
+    room: float = None  # ranges reach where the extremes of `room` times the calibration images lie (tail_room)
 
     def __post_init__(self):
         if self.name not in METHODS:
@@ -86,6 +92,10 @@ class RangeMethod:
         if self.room is not None and not (_is_number(self.room) and 1 <= self.room <= MAXIMUM_ROOM):
             raise ConfigError(f"the tail room must be how many times the calibration images to make room for, from 1 "
                               f"to {MAXIMUM_ROOM:g} (e.g. 10). Received: {self.room!r}")
+        if self.room is not None and self.name not in (AUTO, *ROOMY_RULES):
+            raise ConfigError(f"the tail room widens ranges that hold the extremes seen (minmax, extrapolated, or the "
+                              f"one of them auto chooses); {self.name} clips them on purpose: leave out --tail-room or "
+                              "choose one of those")
 
     @property
     def parameter(self):
@@ -198,20 +208,40 @@ def tensor_range(tensor, method):
     return mse_range(tensor)
 
 
+def tail_extremes(tensor):
+    """(the TAIL_TOP smallest per-sample minima, ascending; the TAIL_TOP largest maxima, ascending): fewer where
+    fewer samples were seen."""
+    return np.sort(tensor.sample_minima)[:TAIL_TOP], np.sort(tensor.sample_maxima)[-TAIL_TOP:]
+
+
+def tail_scale(extremes):
+    """An exponential tail's scale read off its k largest values (`extremes`, the largest last): they spread over
+    1 + 1/2 + ... + 1/(k - 1) of it on average. 0 for fewer than two."""
+    if len(extremes) < 2:
+        return 0.0
+    return float(abs(extremes[-1] - extremes[0]) / sum(1 / k for k in range(1, len(extremes))))
+
+
 def tail_room(tensor, ahead):
-    """(low, high) that the extremes of `ahead` times as many samples as the
-    calibration's may reach. Past an exponential tail's largest of n values
-    the largest of ahead * n lies log(ahead) of its scale further out, and
-    its TAIL_TOP largest spread over 1 + 1/2 + ... + 1/(TAIL_TOP - 1) of
-    that scale: so the scale is read off the per-sample maxima's top (the
-    minima's bottom, where the tensor goes negative)."""
-    spread_per_scale = sum(1 / k for k in range(1, TAIL_TOP))
-    top = np.sort(tensor.sample_maxima)[-TAIL_TOP:]
-    high = float(top[-1] + math.log(ahead) * (top[-1] - top[0]) / spread_per_scale)
+    """(low, high) where the smallest and the largest of `ahead` times as
+    many samples as the calibration's typically lie: past an exponential
+    tail's largest of n values, the largest of ahead * n lies log(ahead) of
+    its scale further out on average (about half of such sets reach past
+    it). The scale comes from the per-sample maxima's top (the minima's
+    bottom, where the tensor goes negative)."""
+    bottom, top = tail_extremes(tensor)
+    high = float(top[-1] + math.log(ahead) * tail_scale(top))
     if tensor.minimum >= 0:
         return tensor.minimum, high
-    bottom = np.sort(tensor.sample_minima)[:TAIL_TOP]
-    return float(bottom[0] - math.log(ahead) * (bottom[-1] - bottom[0]) / spread_per_scale), high
+    return float(bottom[0] - math.log(ahead) * tail_scale(bottom[::-1])), high
+
+
+def room_for(method, room):
+    """`method` with `room` where it is a rule that takes room (ROOMY_RULES, without an output rule), else as it
+    is: auto's chosen rule gets the room asked for only where it holds the extremes seen."""
+    if room is None or method.name not in ROOMY_RULES or method.output:
+        return method
+    return dataclasses.replace(method, room=room)
 
 
 def consensus_range(tensor, is_output):
@@ -251,7 +281,7 @@ def activation_ranges(statistics, method):
 
     def roomy(tensor):
         low, high = by_rule(tensor)
-        if method.room is None or (method.output and tensor.name in statistics.graph_outputs):
+        if method.room is None:
             return low, high
         room_low, room_high = tail_room(tensor, method.room)
         return min(low, room_low), max(high, room_high)

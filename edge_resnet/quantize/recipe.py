@@ -131,9 +131,12 @@ class QuantizationRecipe:
         `activation_ranges` (the record's) names the rule `auto` chose."""
         if self.mode != "int8":
             return MODE_DESCRIPTIONS[self.mode]
-        ranges = f"{self.range_method().describe()} activation ranges"
-        if activation_ranges and "chosen" in activation_ranges:
-            ranges += f" ({RangeMethod.from_dict(activation_ranges['chosen']).describe()})"
+        method = self.range_method()
+        if activation_ranges and "chosen" in activation_ranges:  # the chosen rule says whether it took the room
+            ranges = (f"{dataclasses.replace(method, room=None).describe()} activation ranges "
+                      f"({RangeMethod.from_dict(activation_ranges['chosen']).describe()})")
+        else:
+            ranges = f"{method.describe()} activation ranges"
         if artifact_format != "onnx":
             return f"{MODE_DESCRIPTIONS[self.mode]}, {ranges}"
         weights = "int8 in a 7-bit range" if self.onnx_reduce_range else "int8"

@@ -68,7 +68,7 @@ import numpy as np
 from ..data.images import DataWarning
 from ..errors import ConfigError
 from .statistics import FOLDS, MIN_FOLD_SAMPLES
-from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges, ranges_fingerprint
+from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges, ranges_fingerprint, room_for
 
 INDISTINGUISHABLE_DB = 0.1  # every candidate within this of the others: the images cannot tell them apart
 HELD_OUT_LAYOUT = "each fold scored by ranges from the others"  # the records' name for fits()
@@ -122,15 +122,17 @@ def describe_selection(record):
     if record.get("method") != AUTO:
         return RangeMethod.from_dict(record).describe()
     scores = {entry["rule"]: entry["held_out_sqnr_db"] for entry in record["selection"]["candidates"]}
-    method = RangeMethod.from_dict(record["chosen"])
-    chosen, scored = method.describe(), dataclasses.replace(method, room=None).describe()  # tried without room
+    selection = record["selection"]
+    chosen, scored = RangeMethod.from_dict(record["chosen"]).describe(), selection["chosen_rule"]
     if not scores:
-        return f"{chosen}: nothing held out to choose on ({record['selection']['reason']})"
-    if not record["selection"].get("decided_by_scores", True):
+        return f"{chosen}: nothing held out to choose on ({selection['reason']}){room_text(selection)}"
+    if not selection.get("decided_by_scores", True):
         return (f"{chosen}: every rule scored {_text_db(scores[scored])} within {INDISTINGUISHABLE_DB} dB on "
-                f"{record['selection']['held_out_samples']} held-out calibration images, no evidence for any")
-    return (f"{chosen}, chosen on {record['selection']['held_out_samples']} held-out calibration images: "
-            f"{_text_db(scores[scored])} vs minmax {_text_db(scores['minmax'])}{sureness_text(record['selection'])}")
+                f"{selection['held_out_samples']} held-out calibration images, no evidence for any"
+                f"{room_text(selection)}")
+    return (f"{chosen}, chosen on {selection['held_out_samples']} held-out calibration images: "
+            f"{_text_db(scores[scored])} vs minmax {_text_db(scores['minmax'])}{sureness_text(selection)}"
+            f"{room_text(selection)}")
 
 
 def sureness_text(selection, images="those images"):
@@ -425,14 +427,30 @@ def resolved_ranges(statistics, method, choose_for_artifact):
         reason = no_folds_reason(statistics)
         warnings.warn(f"{reason}: took minmax, the rule auto never does worse than; calibrate on more images "
                       "for a choice", DataWarning, stacklevel=2)
-        minmax = RangeMethod("minmax", room=method.room)
-        return minmax, activation_ranges(statistics, minmax), {
-            "held_out_samples": 0, "chosen_rule": minmax.describe(), "candidates": [], "reason": reason}
+        minmax = RangeMethod("minmax")
+        chosen = room_for(minmax, method.room)
+        return chosen, activation_ranges(statistics, chosen), {
+            "held_out_samples": 0, "chosen_rule": minmax.describe(), "candidates": [], "reason": reason,
+            **room_record(method.room, chosen)}
     choice = choose_for_artifact(statistics)
     if not choice.decided:
         warnings.warn(f"auto: {undecided_reason(choice)}", DataWarning, stacklevel=2)
-    chosen = dataclasses.replace(choice.method, room=method.room)  # the candidates were tried without room
-    return chosen, activation_ranges(statistics, chosen), choice.record()
+    chosen = room_for(choice.method, method.room)  # the candidates were tried without room
+    return chosen, activation_ranges(statistics, chosen), {**choice.record(), **room_record(method.room, chosen)}
+
+
+def room_record(asked, chosen):
+    """The selection record's word on --tail-room: {} where none was asked."""
+    return {} if asked is None else {"tail_room": {"asked": asked, "applied": chosen.room is not None}}
+
+
+def room_text(selection):
+    """'; no tail room: ...' where --tail-room was asked and the chosen rule clips, else ''."""
+    room = selection.get("tail_room")
+    if not room or room["applied"]:
+        return ""
+    return (f"; no tail room ({room['asked']:g}x asked): {selection['chosen_rule']} clips the extremes on purpose, "
+            "and room would undo it")
 
 
 def undecided_reason(choice):

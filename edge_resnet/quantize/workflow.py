@@ -35,9 +35,10 @@ class QuantizationRequest:
     extrapolation: float = option("--extrapolation", default=None, type=float,
                                   help=f"for extrapolated (default: {DEFAULT_EXTRAPOLATION})")
     tail_room: float = option("--tail-room", default=None, type=float, metavar="K",
-                              help="widen every activation range to where the extremes of K times as many images "
-                                   "as the calibration's may reach (read off how the calibration images' largest "
-                                   "values spread): for deployments where a few inputs reach past every "
+                              help="int8, with minmax, extrapolated or auto's choice of one of them: widen each "
+                                   "activation range to where the extremes of K times as many images as the "
+                                   "calibration's typically lie (read off how the calibration images' largest "
+                                   "values spread), for deployments where a few inputs reach past every "
                                    "calibration image; costs the other images resolution (default: none)")
     statistics: str = option("--statistics", default=None, metavar="FILE.npz",
                              help="activation statistics saved earlier for this model (no calibration pass)")
