@@ -795,6 +795,24 @@ def test_tail_room_reaches_where_the_top_extremes_spread_says_more_images_reach(
     assert tail_room(tensor([0.0], [3.0]), 10) == (0.0, 3.0)  # one sample: no spread to read
 
 
+def test_tail_room_is_where_the_largest_of_that_many_more_samples_typically_lies():
+    """On an exponential tail, about half of the sets of ten times as many new samples reach past the room made
+    for them: room, not a bound (and the calibration's own largest is passed by nearly every such set)."""
+    from edge_resnet.quantize.ranges import tail_room
+    from edge_resnet.quantize.statistics import TensorStatistics
+
+    rng = np.random.default_rng(0)
+    passed_room, passed_max = [], []
+    for _ in range(400):
+        maxima = rng.exponential(size=200).astype(np.float32)
+        seen = TensorStatistics("t", 200, np.zeros(0, np.uint16), np.zeros(0, np.int64), np.zeros(200, np.float32),
+                                maxima)
+        largest_new = rng.exponential(size=2000).max()
+        passed_room.append(largest_new > tail_room(seen, 10)[1])
+        passed_max.append(largest_new > maxima.max())
+    assert 0.35 < np.mean(passed_room) < 0.7 and np.mean(passed_max) > 0.85
+
+
 def test_tail_room_widens_the_rules_that_hold_the_extremes_and_no_other(statistics):
     from edge_resnet.quantize.ranges import tail_room
 
