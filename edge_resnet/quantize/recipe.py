@@ -39,7 +39,7 @@ class QuantizationRecipe:
     calibration_method: str = DEFAULT_METHOD
     percentile: float = DEFAULT_PERCENTILE
     extrapolation: float = DEFAULT_EXTRAPOLATION
-    tail_room: float = None  # ranges reach where the extremes of this many times the calibration images may
+    tail_room: float = None  # ranges reach where the extremes of this many times the calibration images lie
     # onnxruntime only. uint8 activations with int8 weights ("U8S8") run
     # twice as fast as float32 on x86 here; int8 ("S8S8") is no faster.
     onnx_activation_type: str = "uint8"

@@ -121,9 +121,10 @@ def describe_selection(record):
     """The one-line summary of an artifact's activation_ranges record."""
     if record.get("method") != AUTO:
         return RangeMethod.from_dict(record).describe()
-    scores = {entry["rule"]: entry["held_out_sqnr_db"] for entry in record["selection"]["candidates"]}
     selection = record["selection"]
-    chosen, scored = RangeMethod.from_dict(record["chosen"]).describe(), selection["chosen_rule"]
+    scores = {entry["rule"]: entry["held_out_sqnr_db"] for entry in selection["candidates"]}
+    chosen = RangeMethod.from_dict(record["chosen"]).describe()
+    scored = selection.get("chosen_rule", chosen)  # the rule as tried: without the room
     if not scores:
         return f"{chosen}: nothing held out to choose on ({selection['reason']}){room_text(selection)}"
     if not selection.get("decided_by_scores", True):
