@@ -1168,10 +1168,12 @@ def tail_room_lines(room_results, bar_results, searched_on):
     """The bar's logits-head float32-output searches with --tail-room, beside the same searches without it."""
     without = {result["model"]: result for result in bar_results if result["output_type"] == "float32"}
     lines = ["", f"### The same logits heads with `--tail-room {BAR_TAIL_ROOM}`", "",
-             f"The float32-output searches of the MNIST and Fashion-MNIST logits heads above, again with every range "
-             f"widened to where the extremes of {BAR_TAIL_ROOM} times the calibration images may reach "
-             "(`--tail-room`, benchmarks/results/tail_room.md), full int8 and its budget included; the same images, "
-             "bar and latency. Command: `python benchmarks/mixed_precision.py bar_tail_room`; searched and timed on "
+             f"The float32-output searches of the MNIST and Fashion-MNIST logits heads above, again with "
+             f"`--tail-room {BAR_TAIL_ROOM}` (the ranges of the rule `auto` took, minmax or extrapolated on all four, "
+             f"widened to where the extremes of {BAR_TAIL_ROOM} times the calibration images typically lie: "
+             "benchmarks/results/tail_room.md), full int8 and its budget included; the same images, bar and "
+             "latency. Logits heads only: on the softmax heads `auto` took clipping rules, which take no room. "
+             "Command: `python benchmarks/mixed_precision.py bar_tail_room`; searched and timed on "
              f"{machine_text(searched_on)}.", "", *bar_table(room_results), "",
              "| model | evaluation without room: full int8 -> kept | with room: full int8 -> kept | kept with room "
              "minus kept without |", "|---|---|---|---|"]
