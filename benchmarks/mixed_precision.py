@@ -359,6 +359,9 @@ def measure(name, model, size, depth, output_type="int8", precision="float32", d
               "grid_db": record["steps"][0].get("grid_db"), "with_float32_output": record.get("with_float32_output")}
     result["output_type"] = output_type
     result["tail_room"] = tail_room
+    if tail_room is not None:  # the rule auto took, and whether it took the room
+        ranges = read_record(mixed)["activation_ranges"]
+        result["ranges"] = {"chosen": ranges.get("chosen"), "tail_room": ranges.get("selection", {}).get("tail_room")}
     result["level_standard_error_db"] = record.get("level_standard_error_db")
     result["full_int8_standard_error_db"] = record["steps"][0].get("sqnr_se_db")
     result["calibration_images"] = record["held_out_images"]
@@ -1164,15 +1167,29 @@ def bar_lines(bar_results, retimed_rows, searched_on, fashion_results=(), fashio
     return lines
 
 
+def room_applied_text(room_results, without):
+    """Where the searches' ranges took the room: from the rows' records, or, for rows saved before they kept them,
+    from their full int8 moving against the same search without room."""
+    recorded = [result for result in room_results if result.get("ranges")]
+    if len(recorded) == len(room_results):
+        applied = sum(bool((result["ranges"]["tail_room"] or {}).get("applied")) for result in recorded)
+        return f"the room applied on {applied} of {len(recorded)}, as their records say"
+    moved = sum(result["model"] in without and abs(result["evaluation_db"]["full int8"]
+                                                    - without[result["model"]]["evaluation_db"]["full int8"]) > 0.01
+                for result in room_results)
+    return f"the room applied on {moved} of {len(room_results)}: their full int8 moved with it"
+
+
 def tail_room_lines(room_results, bar_results, searched_on):
     """The bar's logits-head float32-output searches with --tail-room, beside the same searches without it."""
     without = {result["model"]: result for result in bar_results if result["output_type"] == "float32"}
     lines = ["", f"### The same logits heads with `--tail-room {BAR_TAIL_ROOM}`", "",
              f"The float32-output searches of the MNIST and Fashion-MNIST logits heads above, again with "
-             f"`--tail-room {BAR_TAIL_ROOM}` (the ranges of the rule `auto` took, minmax or extrapolated on all four, "
-             f"widened to where the extremes of {BAR_TAIL_ROOM} times the calibration images typically lie: "
-             "benchmarks/results/tail_room.md), full int8 and its budget included; the same images, bar and "
-             "latency. Logits heads only: on the softmax heads `auto` took clipping rules, which take no room. "
+             f"`--tail-room {BAR_TAIL_ROOM}` (the ranges of the rule `auto` took, where it is minmax or "
+             f"extrapolated, widened to where the extremes of {BAR_TAIL_ROOM} times the calibration images "
+             f"typically lie: benchmarks/results/tail_room.md; {room_applied_text(room_results, without)}), full "
+             "int8 and its budget included; the same images, bar and latency. Logits heads only: on the softmax "
+             "heads `auto` took clipping rules, which take no room. "
              "Command: `python benchmarks/mixed_precision.py bar_tail_room`; searched and timed on "
              f"{machine_text(searched_on)}.", "", *bar_table(room_results), "",
              "| model | evaluation without room: full int8 -> kept | with room: full int8 -> kept | kept with room "

@@ -797,20 +797,19 @@ def test_tail_room_reaches_where_the_top_extremes_spread_says_more_images_reach(
 
 def test_tail_room_is_where_the_largest_of_that_many_more_samples_typically_lies():
     """On an exponential tail, about half of the sets of ten times as many new samples reach past the room made
-    for them: room, not a bound (and the calibration's own largest is passed by nearly every such set)."""
+    for them: room, not a bound (the calibration's own largest is passed by about nine in ten)."""
     from edge_resnet.quantize.ranges import tail_room
     from edge_resnet.quantize.statistics import TensorStatistics
 
     rng = np.random.default_rng(0)
-    passed_room, passed_max = [], []
+    passed_room = []
     for _ in range(400):
         maxima = rng.exponential(size=200).astype(np.float32)
         seen = TensorStatistics("t", 200, np.zeros(0, np.uint16), np.zeros(0, np.int64), np.zeros(200, np.float32),
                                 maxima)
         largest_new = rng.exponential(size=2000).max()
         passed_room.append(largest_new > tail_room(seen, 10)[1])
-        passed_max.append(largest_new > maxima.max())
-    assert 0.35 < np.mean(passed_room) < 0.7 and np.mean(passed_max) > 0.85
+    assert 0.35 < np.mean(passed_room) < 0.7
 
 
 def test_tail_room_widens_the_rules_that_hold_the_extremes_and_no_other(statistics):
@@ -835,6 +834,10 @@ def test_tail_room_widens_the_rules_that_hold_the_extremes_and_no_other(statisti
     for clipping in ("percentile", "mse", "consensus"):
         with pytest.raises(ConfigError, match=f"{clipping} clips them on purpose"):
             RangeMethod(clipping, room=10)
+    with pytest.raises(ConfigError, match="output='minmax' keeps the outputs' exact min/max"):
+        RangeMethod("minmax", output="minmax", room=10)
+    assert QuantizationRecipe(calibration_method="extrapolated", tail_room=10).describe().endswith(
+        "extrapolated 0.25 activation ranges, room for 10x the images")
 
 
 @pytest.mark.parametrize("chosen, applied", [(RangeMethod("extrapolated", extrapolation=0.25), True),
@@ -852,9 +855,27 @@ def test_auto_gives_its_choice_the_room_only_where_it_holds_the_extremes(statist
     assert ranges == activation_ranges(statistics, method)
     assert selection["chosen_rule"] == chosen.describe() and selection["tail_room"] == {"asked": 10,
                                                                                           "applied": applied}
-    line = describe_selection(ranges_record(statistics, method, ranges, selection))
-    assert line.startswith(f"{method.describe()}, chosen on 200 held-out calibration images: 41.0 dB vs minmax 40.0")
-    assert ("no tail room (10x asked): mse clips the extremes on purpose" in line) is not applied
+    record = ranges_record(statistics, method, ranges, selection)
+    line = describe_selection(record)
+    assert line.startswith(f"{chosen.describe()}, chosen on 200 held-out calibration images: 41.0 dB vs minmax 40.0")
+    assert line.endswith("; then room for 10x the images" if applied else
+                         "; no tail room (10x asked): mse clips the extremes on purpose, and room would undo it")
+    assert QuantizationRecipe(tail_room=10).describe("tflite", record).endswith(
+        f"auto activation ranges ({chosen.describe()}{line[line.index('; '):]})")
+
+
+def test_auto_without_folds_takes_minmax_with_the_room_asked(statistics):
+    from edge_resnet.data.images import DataWarning
+    from edge_resnet.quantize.ranges import ranges_record
+    from edge_resnet.quantize.selection import describe_selection, resolved_ranges
+
+    without = dataclasses.replace(statistics, folds=None)
+    with pytest.warns(DataWarning, match="took minmax"):
+        method, ranges, selection = resolved_ranges(without, RangeMethod("auto", room=10), None)
+    assert method == RangeMethod("minmax", room=10) and ranges == activation_ranges(without, method)
+    assert selection["chosen_rule"] == "minmax" and selection["tail_room"] == {"asked": 10, "applied": True}
+    assert describe_selection(ranges_record(without, method, ranges, selection)).startswith(
+        "minmax: nothing held out to choose on")
 
 
 def test_the_output_rule_keeps_the_graph_outputs_minmax_and_clips_inside(statistics):

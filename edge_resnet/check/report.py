@@ -514,7 +514,7 @@ def output_grid_lines(rows):
 def range_selection_lines(rows):
     """The `auto` range method's candidates and their held-out scores, one
     column per int8 artifact (each format chooses on its own runtime)."""
-    from ..quantize.selection import sureness_text
+    from ..quantize.selection import room_text, sureness_text
 
     chosen = [row for row in rows if row.get("range_selection") and row["range_selection"]["candidates"]]
     if not chosen:
@@ -529,8 +529,8 @@ def range_selection_lines(rows):
              for rule in rules]
     selection = chosen[0]["range_selection"]
     sureness = [f"- {_code(row['artifact'])}: {row['range_selection']['chosen_rule']}"
-                f"{sureness_text(row['range_selection'], 'the held-out images')}" for row in chosen
-                if "stays_best_share" in row["range_selection"]]
+                f"{sureness_text(row['range_selection'], 'the held-out images')}{room_text(row['range_selection'])}"
+                for row in chosen if "stays_best_share" in row["range_selection"] or "tail_room" in row["range_selection"]]
     return ["", "## Activation ranges", "",
             f"`auto` tried each rule on the {selection['held_out_samples']} calibration images in "
             f"{selection.get('folds', 4)} folds: {fit_text(selection)}. The best rule then took its ranges from all "

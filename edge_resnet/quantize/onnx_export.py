@@ -814,7 +814,7 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
         if recipe.mode == "int8":
             record["bias_correction"] = correction
         if recipe.mode == "int8" and route == "tflite":
-            record["quantization"] = f"{recipe.describe('tflite')}, the int8 TFLite model written as ONNX"
+            record["quantization"] = f"{recipe.describe('tflite', ranges_used)}, the int8 TFLite model written as ONNX"
         if search or tflite_search:
             from .mixed import describe_artifact
 

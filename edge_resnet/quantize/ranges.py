@@ -92,10 +92,11 @@ class RangeMethod:
         if self.room is not None and not (_is_number(self.room) and 1 <= self.room <= MAXIMUM_ROOM):
             raise ConfigError(f"the tail room must be how many times the calibration images to make room for, from 1 "
                               f"to {MAXIMUM_ROOM:g} (e.g. 10). Received: {self.room!r}")
-        if self.room is not None and self.name not in (AUTO, *ROOMY_RULES):
+        if self.room is not None and (self.name not in (AUTO, *ROOMY_RULES) or self.output):
+            why = (f"{self.name} clips them on purpose" if self.name not in (AUTO, *ROOMY_RULES) else
+                   f"output={self.output!r} keeps the outputs' exact min/max")
             raise ConfigError(f"the tail room widens ranges that hold the extremes seen (minmax, extrapolated, or the "
-                              f"one of them auto chooses); {self.name} clips them on purpose: leave out --tail-room or "
-                              "choose one of those")
+                              f"one of them auto chooses); {why}: leave out --tail-room or choose one of those")
 
     @property
     def parameter(self):

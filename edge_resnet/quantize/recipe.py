@@ -132,11 +132,14 @@ class QuantizationRecipe:
         if self.mode != "int8":
             return MODE_DESCRIPTIONS[self.mode]
         method = self.range_method()
-        if activation_ranges and "chosen" in activation_ranges:  # the chosen rule says whether it took the room
-            ranges = (f"{dataclasses.replace(method, room=None).describe()} activation ranges "
-                      f"({RangeMethod.from_dict(activation_ranges['chosen']).describe()})")
-        else:
-            ranges = f"{method.describe()} activation ranges"
+        ranges = f"{dataclasses.replace(method, room=None).describe()} activation ranges"
+        if activation_ranges and "chosen" in activation_ranges:  # the rule auto took, and what became of the room
+            from .selection import room_text
+
+            chosen = RangeMethod.from_dict(activation_ranges["chosen"])
+            ranges += f" ({dataclasses.replace(chosen, room=None).describe()}{room_text(activation_ranges['selection'])})"
+        elif method.room:
+            ranges += f", room for {method.room:g}x the images"
         if artifact_format != "onnx":
             return f"{MODE_DESCRIPTIONS[self.mode]}, {ranges}"
         weights = "int8 in a 7-bit range" if self.onnx_reduce_range else "int8"

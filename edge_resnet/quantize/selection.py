@@ -123,16 +123,18 @@ def describe_selection(record):
         return RangeMethod.from_dict(record).describe()
     selection = record["selection"]
     scores = {entry["rule"]: entry["held_out_sqnr_db"] for entry in selection["candidates"]}
-    chosen = RangeMethod.from_dict(record["chosen"]).describe()
-    scored = selection.get("chosen_rule", chosen)  # the rule as tried: without the room
+    if "tail_room" in selection:  # scored without the room; room_text says what became of it
+        chosen = selection["chosen_rule"]
+    else:
+        chosen = RangeMethod.from_dict(record["chosen"]).describe()
     if not scores:
         return f"{chosen}: nothing held out to choose on ({selection['reason']}){room_text(selection)}"
     if not selection.get("decided_by_scores", True):
-        return (f"{chosen}: every rule scored {_text_db(scores[scored])} within {INDISTINGUISHABLE_DB} dB on "
+        return (f"{chosen}: every rule scored {_text_db(scores[chosen])} within {INDISTINGUISHABLE_DB} dB on "
                 f"{selection['held_out_samples']} held-out calibration images, no evidence for any"
                 f"{room_text(selection)}")
     return (f"{chosen}, chosen on {selection['held_out_samples']} held-out calibration images: "
-            f"{_text_db(scores[scored])} vs minmax {_text_db(scores['minmax'])}{sureness_text(selection)}"
+            f"{_text_db(scores[chosen])} vs minmax {_text_db(scores['minmax'])}{sureness_text(selection)}"
             f"{room_text(selection)}")
 
 
@@ -446,10 +448,12 @@ def room_record(asked, chosen):
 
 
 def room_text(selection):
-    """'; no tail room: ...' where --tail-room was asked and the chosen rule clips, else ''."""
+    """What became of --tail-room after the choice ('; then room for ...' or '; no tail room: ...'), or ''."""
     room = selection.get("tail_room")
-    if not room or room["applied"]:
+    if not room:
         return ""
+    if room["applied"]:
+        return f"; then room for {room['asked']:g}x the images"
     return (f"; no tail room ({room['asked']:g}x asked): {selection['chosen_rule']} clips the extremes on purpose, "
             "and room would undo it")
 

@@ -188,7 +188,7 @@ def quantize_artifact(request, log=print):
 
     record = read_record(path) if recipe.needs_calibration else {}
     mixed = record.get("mixed_precision")
-    description = recipe.describe(request.target[1:])
+    description = recipe.describe(request.target[1:], record.get("activation_ranges"))
     if request.target == ".tflite" and mixed and mixed["float_parts"] or record.get("route") == "tflite":
         description = record["quantization"]  # parts out of int8, or the int8 TFLite written as ONNX
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {description})")
