@@ -92,11 +92,16 @@ class RangeMethod:
         if self.room is not None and not (_is_number(self.room) and 1 <= self.room <= MAXIMUM_ROOM):
             raise ConfigError(f"the tail room must be how many times the calibration images to make room for, from 1 "
                               f"to {MAXIMUM_ROOM:g} (e.g. 10). Received: {self.room!r}")
-        if self.room is not None and (self.name not in (AUTO, *ROOMY_RULES) or self.output):
-            why = (f"{self.name} clips them on purpose" if self.name not in (AUTO, *ROOMY_RULES) else
+        if self.room is not None and not (self.name == AUTO or self.takes_room):
+            why = (f"{self.name} clips them on purpose" if self.name not in ROOMY_RULES else
                    f"output={self.output!r} keeps the outputs' exact min/max")
             raise ConfigError(f"the tail room widens ranges that hold the extremes seen (minmax, extrapolated, or the "
                               f"one of them auto chooses); {why}: leave out --tail-room or choose one of those")
+
+    @property
+    def takes_room(self):
+        """Whether this rule holds the extremes seen (ROOMY_RULES, no output rule): the rules a tail room widens."""
+        return self.name in ROOMY_RULES and not self.output
 
     @property
     def parameter(self):
@@ -240,7 +245,7 @@ def tail_room(tensor, ahead):
 def room_for(method, room):
     """`method` with `room` where it is a rule that takes room (ROOMY_RULES, without an output rule), else as it
     is: auto's chosen rule gets the room asked for only where it holds the extremes seen."""
-    if room is None or method.name not in ROOMY_RULES or method.output:
+    if room is None or not method.takes_room:
         return method
     return dataclasses.replace(method, room=room)
 

@@ -123,10 +123,8 @@ def describe_selection(record):
         return RangeMethod.from_dict(record).describe()
     selection = record["selection"]
     scores = {entry["rule"]: entry["held_out_sqnr_db"] for entry in selection["candidates"]}
-    if "tail_room" in selection:  # scored without the room; room_text says what became of it
-        chosen = selection["chosen_rule"]
-    else:
-        chosen = RangeMethod.from_dict(record["chosen"]).describe()
+    # the rule as scored, without a tail room (room_text says what became of it)
+    chosen = selection.get("chosen_rule") or RangeMethod.from_dict(record["chosen"]).describe()
     if not scores:
         return f"{chosen}: nothing held out to choose on ({selection['reason']}){room_text(selection)}"
     if not selection.get("decided_by_scores", True):
