@@ -68,11 +68,13 @@ times the parts of the digits ResNet-50 rows of the two corrected tables
 again here (the latency bar depends on the CPU). `bar_fashion` runs the
 same bar on the two Fashion-MNIST ResNet-50s (models unsure of many images,
 judged on 10,000 test images). `bar_tail_room` runs those parts' logits-head
-float32-output searches again with `--tail-room 10`.
+float32-output searches again with `--tail-room 10`. `bar_float_logits` runs
+the logits-head float32-output searches of the ResNet-50s again once a
+dynamic-range head's float32 output was its own (no int8 grid).
 
     python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx_again] [onnx]
         [onnx_latency] [nncf] [part_gains] [softmax_floor] [grid_cap] [bar_mnist] [bar_retimed] [bar_fashion]
-        [bar_tail_room]
+        [bar_tail_room] [bar_float_logits]
 """
 
 import functools
@@ -711,6 +713,16 @@ def main(parts):
                 room_results.append(measure(*entry, output_type="float32", precision="auto", data=data,
                                             tail_room=BAR_TAIL_ROOM))
                 path.write_text(json.dumps(saved, indent=2) + "\n")
+    if "bar_float_logits" in parts:  # the logits-head float32-output searches again, a dynamic head's output float
+        fixed_results = saved.setdefault("bar_float_logits_results", [])
+        saved["bar_float_logits_machine"] = machine()
+        done = {result["model"] for result in fixed_results}
+        for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images),
+                             (trained_models, digits)):
+            for entry in (entry for entry in models() if "ResNet-50" in entry[0] and "logits" in entry[0]
+                          and entry[0] not in done):
+                fixed_results.append(measure(*entry, output_type="float32", precision="auto", data=data))
+                path.write_text(json.dumps(saved, indent=2) + "\n")
     if "bar_retimed" in parts:  # the digits ResNet-50 rows of the corrected tables that keep parts, timed here
         saved["bar_retimed_results"] = [
             {"model": result["model"], "output_type": output_type, "precision": result["precision"],
@@ -786,6 +798,12 @@ def main(parts):
         lines += tail_room_lines(saved["bar_tail_room_results"],
                                  saved.get("bar_mnist_results", []) + saved.get("bar_fashion_results", []),
                                  saved["bar_tail_room_machine"])
+    if saved.get("bar_float_logits_results"):
+        lines += float_logits_lines(saved["bar_float_logits_results"],
+                                    [result for key in ("bar_mnist_results", "bar_fashion_results",
+                                                        "corrected_float_output_results")
+                                     for result in saved.get(key, []) if result.get("output_type") == "float32"],
+                                    saved["bar_float_logits_machine"])
     lines += gain_lines([results, float_output_results, dynamic_results, auto_results, floor_results, cap_results])
     if any(mnist_results.values()):
         lines += mnist_lines(mnist_results)
@@ -1204,6 +1222,37 @@ def tail_room_lines(room_results, bar_results, searched_on):
     return lines
 
 
+def float_logits_lines(fixed_results, earlier_results, searched_on):
+    """The logits-head float32-output searches once a dynamic-range head's float32 output is its own, beside the
+    same searches before."""
+    before = {result["model"]: result for result in earlier_results}
+    lines = ["", "### The logits heads' float32-output searches, a dynamic-range head's output float", "",
+             "Until session 55 a float32-output TFLite whose classifier ran in dynamic-range int8 (the first "
+             "tier `auto` searches) put the classifier's float32 result through a QUANTIZE and a DEQUANTIZE: the "
+             "int8 output grid the float32 output is asked for to remove stayed, so on a logits head the "
+             "dynamic-range head gained nothing and the search piled on other parts (benchmarks/results/"
+             "head_precision.md). The float32-output searches of the logits-head ResNet-50s above (MNIST, "
+             "Fashion-MNIST, digits), again with the output its own; the same images, bar and latency. Command: "
+             "`python benchmarks/mixed_precision.py bar_float_logits`; searched and timed on "
+             f"{machine_text(searched_on)}.", "", *bar_table(fixed_results), "",
+             "| model | before: kept, evaluation full int8 -> kept (gain), p50 ratio | now: kept, evaluation "
+             "full int8 -> kept (gain), p50 ratio |", "|---|---|---|"]
+    for result in fixed_results:
+        earlier = before.get(result["model"])
+        if earlier:
+            lines.append(f"| {result['model']} | {kept_text(earlier)} | {kept_text(result)} |")
+    return lines
+
+
+def kept_text(result):
+    """A search's kept parts, evaluation SQNR and latency ratio, briefly, for a table cell."""
+    evaluated = result["evaluation_db"]
+    kept = (f"{result['precision']}: {', '.join(result['float_parts'])} ({result['float_operators']} operators)"
+            if result["float_parts"] else "full int8")
+    return (f"{kept}, {evaluated['full int8']:.2f} -> {evaluated['mixed']:.2f} "
+            f"({evaluated['mixed'] - evaluated['full int8']:+.2f}), {result['latency_224']['mixed_over_int8']:.2f}x")
+
+
 def bar_table(bar_results):
     """The bar's table, a row per search (bar_verdict)."""
     lines = ["| model | output | budget dB (held-out) | held-out full int8 -> kept | evaluation full int8 -> kept "
@@ -1269,7 +1318,8 @@ LEVEL_SE_IMAGES = (200, 800)  # calibration images of the level_se searches (MNI
 KEPT_KEYS = ("level_se_results", "level_se_machine", "fashion_results", "fashion_machine", "corrected_steps_results",
              "corrected_steps_machine", "corrected_float_output_results", "corrected_float_output_machine",
              "bar_mnist_results", "bar_mnist_machine", "bar_retimed_results", "bar_fashion_results",
-             "bar_fashion_machine", "bar_tail_room_results", "bar_tail_room_machine")
+             "bar_fashion_machine", "bar_tail_room_results", "bar_tail_room_machine", "bar_float_logits_results",
+             "bar_float_logits_machine")
 BAR_TAIL_ROOM = 10  # --tail-room of the bar_tail_room searches
 BAR_TABLES = {"corrected_steps_results": "int8", "corrected_float_output_results": "float32"}  # saved key: output
 

@@ -729,6 +729,53 @@ def test_a_float32_head_under_a_float32_output_needs_no_dequantize(data, tmp_pat
         output_sqnr_on(paths["full"], float_model, evaluation)
 
 
+def test_a_dynamic_range_head_under_a_float32_output_writes_the_output_itself(data, tmp_path):
+    """litert-quantizer puts a dynamic-range classifier's float32 result
+    through a QUANTIZE; under --output-type float32 that int8 grid must go,
+    not be read back through a DEQUANTIZE. An int8 output keeps it."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.quantize.int8_tflite import int8_tflite
+    from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.statistics import collect_statistics, read_flatbuffer
+
+    folder, float_model, evaluation = data
+    float_bytes = Path(float_model).read_bytes()
+    calibration = images_from_array(np.load(folder / "calibration.npz")["x"], Preprocessing(32, 32), size=None)
+    ranges = activation_ranges(collect_statistics(float_bytes, calibration), RangeMethod("minmax"))
+    head = mixed.model_parts(float_bytes)["head"]
+    float32, dynamic = mixed.split_by_precision(head, mixed.weighted_scopes(float_bytes, dynamic_only=True),
+                                                "dynamic")
+    assert dynamic  # the classifier
+    pixels = np.stack(list(images_from_array(evaluation, Preprocessing(32, 32), size=None).samples()))
+    outputs = {}
+    for output_type in ("float32", "int8"):
+        path = tmp_path / f"{output_type}.tflite"
+        path.write_bytes(int8_tflite(float_bytes, ranges, QuantizationRecipe(output_type=output_type), float32,
+                                     dynamic))
+        model = read_flatbuffer(path.read_bytes())
+        graph = model.subgraphs[0]
+        writer = next(operator for operator in graph.operators if graph.outputs[0] in list(operator.outputs))
+        code = model.operatorCodes[writer.opcodeIndex]
+        outputs[output_type] = (max(code.builtinCode, code.deprecatedBuiltinCode), TfliteRunner(path).predict(pixels))
+        structure = inspect_tflite(path)
+        assert structure.output_dtype == output_type and structure.fully_delegated
+    # the signature names the output the graph has now (what a signature runner on the device reads)
+    interpreter = Interpreter(model_path=str(tmp_path / "float32.tflite"))
+    (signature,) = interpreter.get_signature_list().values()
+    detail = interpreter.get_input_details()[0]
+    signed = interpreter.get_signature_runner()(**{signature["inputs"][0]: np.zeros(detail["shape"], detail["dtype"])})
+    assert signed[signature["outputs"][0]].dtype == np.float32
+    assert outputs["float32"][0] == schema.BuiltinOperator.FULLY_CONNECTED
+    assert outputs["int8"][0] == schema.BuiltinOperator.QUANTIZE
+    assert len(np.unique(outputs["int8"][1])) <= 256 < len(np.unique(outputs["float32"][1]))
+    reference = TfliteRunner(float_model).predict(pixels)
+    assert mixed.output_sqnr_db(reference, outputs["float32"][1]) > mixed.output_sqnr_db(reference, outputs["int8"][1])
+
+
 def test_a_part_the_others_made_redundant_goes_back_to_int8():
     gain = {"conv2_block1": 1.0, "conv4_block1": 0.2, "conv5_block1": 3.0, "head": 0.5}  # dB each adds
     overlap = {frozenset({"conv2_block1", "conv5_block1"}): 0.8}  # what they fix together, counted once

@@ -156,6 +156,8 @@ def with_io_types(int8_model_bytes, input_type, output_type):
         internal.name = INTERNAL_INPUT_NAME.encode()
         subgraph.operators.insert(0, conversion_op(model, schema.BuiltinOperator.QUANTIZE, 1, outer, internal_index))
         subgraph.inputs[0] = renamed[internal_index] = outer
+    if output_type == "float32":
+        without_output_requantization(model)
     already_float = subgraph.tensors[subgraph.outputs[0]].type == schema.TensorType.FLOAT32  # a float32 head's
     if output_type != "int8" and not (output_type == "float32" and already_float):
         internal_index = subgraph.outputs[0]
@@ -171,6 +173,33 @@ def with_io_types(int8_model_bytes, input_type, output_type):
         for tensor_map in list(signature.inputs or []) + list(signature.outputs or []):
             tensor_map.tensorIndex = renamed.get(tensor_map.tensorIndex, tensor_map.tensorIndex)
     return flatbuffer_bytes(model)
+
+
+def without_output_requantization(model):
+    """Where the graph output is a QUANTIZE of a float32 tensor that nothing
+    else reads (litert-quantizer writes one behind a dynamic-range head: its
+    FULLY_CONNECTED computes float32), that float32 tensor becomes the output
+    and the QUANTIZE goes: a float32 output asked for is then the head's own,
+    not its values put on an int8 grid and read back (the grid cost a
+    logits head 0.8-2.4 dB on four trained ResNet-50s, benchmarks/results/
+    head_precision.md). `model`: a flatbuffer object, changed in place."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    subgraph = model.subgraphs[0]
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    output = subgraph.outputs[0]
+    writer = next((operator for operator in subgraph.operators if output in list(operator.outputs)), None)
+    if writer is None or codes[writer.opcodeIndex] != schema.BuiltinOperator.QUANTIZE:
+        return
+    source = writer.inputs[0]
+    read_elsewhere = any(source in list(operator.inputs) for operator in subgraph.operators if operator is not writer)
+    if subgraph.tensors[source].type != schema.TensorType.FLOAT32 or read_elsewhere:
+        return
+    subgraph.operators.remove(writer)
+    subgraph.outputs[0] = source
+    for signature in model.signatureDefs or []:
+        for tensor_map in signature.outputs or []:
+            tensor_map.tensorIndex = source if tensor_map.tensorIndex == output else tensor_map.tensorIndex
 
 
 def int8_tflite(float_model_bytes, ranges, recipe, float_scopes=(), dynamic_scopes=()):

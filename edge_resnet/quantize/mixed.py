@@ -91,7 +91,9 @@ float32 is the expensive way up: on an Intel Xeon with AVX-512 VNNI and
 AMX the 224 ResNet-50 runs 7.5x slower in float32 than in int8, while a
 dynamic part costs a fraction of that (benchmarks/results/
 mixed_precision.md). `auto` searches dynamic parts first and float32 parts
-when those cannot meet the budget. The ONNX's parts are float32.
+when those cannot meet the budget. Under a float32 output a dynamic-range
+head's classifier writes the output itself, as a float32 one does
+(int8_tflite.without_output_requantization). The ONNX's parts are float32.
 
 Parts are ranked by output SQNR whatever the budget: on a few hundred
 calibration images top-1 agreement moves in steps of one image and ties most
