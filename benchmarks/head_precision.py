@@ -53,17 +53,17 @@ def row(name, models, data):
     from edge_resnet.quantize.mixed import tflite_route
     from edge_resnet.quantize.recipe import QuantizationRecipe
 
-    searched = {"model": name, "output_type": "float32", "precision": "float32"}
-    float_model, calibration, evaluation, statistics, recipe, ranges, _, rule = rebuilt(searched, models, data)
-    folder = Path(tempfile.mkdtemp(prefix="head-precision-"))
+    searched = {"model": name, "output_type": "float32", "precision": "float32"}  # rebuilt's Route: not used
+    float_model, calibration, evaluation, statistics, _, ranges, _, rule = rebuilt(searched, models, data)
     scores = {}
-    for column, (precision, output_type) in ROUTES.items():
-        typed = QuantizationRecipe(output_type=output_type)
-        route = tflite_route(float_model, typed, precision or "float32")
-        path = folder / f"{len(scores)}.tflite"
-        path.write_bytes(step_artifact(float_model, typed, route, ranges, {"float_parts": ["head"] if precision
-                                                                            else []}, calibration, statistics))
-        scores[column] = output_sqnr(float_model, path, evaluation)
+    with tempfile.TemporaryDirectory(prefix="head-precision-") as folder:
+        for column, (precision, output_type) in ROUTES.items():
+            typed = QuantizationRecipe(output_type=output_type)
+            route = tflite_route(float_model, typed, precision or "float32")
+            path = Path(folder) / f"{len(scores)}.tflite"
+            path.write_bytes(step_artifact(float_model, typed, route, ranges,
+                                           {"float_parts": ["head"] if precision else []}, calibration, statistics))
+            scores[column] = output_sqnr(float_model, path, evaluation)
     result = {"model": name, "rule": rule.describe(), "evaluation_images": len(evaluation), "evaluation_db": scores}
     print(result, flush=True)
     return result
@@ -76,8 +76,8 @@ def lines(rows, described):
                       if "logits" in r["model"]] for column in ROUTES}
     out = ["# The head out of int8 under `--output-type float32`", "",
            "Command: `python benchmarks/head_precision.py`", "",
-           f"Machine: {machine_text(described)}. Each trained model of benchmarks/mixed_precision.py (digits: 200 "
-           "calibration, 397 evaluation images; MNIST: 200 and 2300; Fashion-MNIST: 200 and 10,000), ranges by "
+           f"Machine: {machine_text(described)}. Each trained model of benchmarks/mixed_precision.py (200 "
+           f"calibration images each; evaluation images: {evaluation_counts_text(rows)}), ranges by "
            "`auto` on the calibration images, biases corrected as the artifact's are; output SQNR on the "
            "evaluation images against the float model. The head: the global pooling and the classifier (and a "
            "softmax head's softmax); dynamic: the classifier's weights int8, its input quantized per image; "
@@ -98,6 +98,14 @@ def lines(rows, described):
             + ". On a softmax head the softmax runs in float32 in either precision, so its output never was "
             "requantized: the two dynamic columns agree there.", "", behind_text(rows)]
     return out
+
+
+def evaluation_counts_text(rows):
+    """How many evaluation images the rows were scored on, e.g. "397 (8 models), 2300 (4 models)"."""
+    counts = {}
+    for r in rows:
+        counts[r["evaluation_images"]] = counts.get(r["evaluation_images"], 0) + 1
+    return ", ".join(f"{images} ({models} models)" for images, models in counts.items())
 
 
 def behind_text(rows, by_db=1.0):

@@ -795,9 +795,9 @@ def main(parts):
                            saved.get("bar_mnist_machine"), saved.get("bar_fashion_results", []),
                            saved.get("bar_fashion_machine"), saved)
     if saved.get("bar_tail_room_results"):
-        lines += tail_room_lines(saved["bar_tail_room_results"],
-                                 saved.get("bar_mnist_results", []) + saved.get("bar_fashion_results", []),
-                                 saved["bar_tail_room_machine"])
+        lines += tail_room_lines(saved["bar_tail_room_results"],  # without room: the latest search of each model
+                                 saved.get("bar_mnist_results", []) + saved.get("bar_fashion_results", [])
+                                 + saved.get("bar_float_logits_results", []), saved["bar_tail_room_machine"])
     if saved.get("bar_float_logits_results"):
         lines += float_logits_lines(saved["bar_float_logits_results"],
                                     [result for key in ("bar_mnist_results", "bar_fashion_results",
@@ -1210,6 +1210,8 @@ def tail_room_lines(room_results, bar_results, searched_on):
              "heads `auto` took clipping rules, which take no room. "
              "Command: `python benchmarks/mixed_precision.py bar_tail_room`; searched and timed on "
              f"{machine_text(searched_on)}.", "", *bar_table(room_results), "",
+             "Searched again in session 55 once a dynamic-range head's float32 output was its own (session 54's "
+             "rows: git history); without room below: the same search of now (the section after this one).", "",
              "| model | evaluation without room: full int8 -> kept | with room: full int8 -> kept | kept with room "
              "minus kept without |", "|---|---|---|---|"]
     for result in room_results:
@@ -1227,11 +1229,11 @@ def float_logits_lines(fixed_results, earlier_results, searched_on):
     same searches before."""
     before = {result["model"]: result for result in earlier_results}
     lines = ["", "### The logits heads' float32-output searches, a dynamic-range head's output float", "",
-             "Until session 55 a float32-output TFLite whose classifier ran in dynamic-range int8 (the first "
-             "tier `auto` searches) put the classifier's float32 result through a QUANTIZE and a DEQUANTIZE: the "
-             "int8 output grid the float32 output is asked for to remove stayed, so on a logits head the "
-             "dynamic-range head gained nothing and the search piled on other parts (benchmarks/results/"
-             "head_precision.md). The float32-output searches of the logits-head ResNet-50s above (MNIST, "
+             "Until session 55 a float32-output TFLite whose classifier ran in dynamic-range int8 (in the first "
+             "tier `auto` searches, or demoted there after a float32 search) put the classifier's float32 result "
+             "through a QUANTIZE and a DEQUANTIZE, so its output kept the int8 grid a float32 output is asked for "
+             "to be rid of: on a logits head the dynamic-range head gained nothing and the search piled on other "
+             "parts (benchmarks/results/head_precision.md). The float32-output searches of the logits-head ResNet-50s above (MNIST, "
              "Fashion-MNIST, digits), again with the output its own; the same images, bar and latency. Command: "
              "`python benchmarks/mixed_precision.py bar_float_logits`; searched and timed on "
              f"{machine_text(searched_on)}.", "", *bar_table(fixed_results), "",
@@ -1247,9 +1249,7 @@ def float_logits_lines(fixed_results, earlier_results, searched_on):
 def kept_text(result):
     """A search's kept parts, evaluation SQNR and latency ratio, briefly, for a table cell."""
     evaluated = result["evaluation_db"]
-    kept = (f"{result['precision']}: {', '.join(result['float_parts'])} ({result['float_operators']} operators)"
-            if result["float_parts"] else "full int8")
-    return (f"{kept}, {evaluated['full int8']:.2f} -> {evaluated['mixed']:.2f} "
+    return (f"{kept_parts_text(result)}, {evaluated['full int8']:.2f} -> {evaluated['mixed']:.2f} "
             f"({evaluated['mixed'] - evaluated['full int8']:+.2f}), {result['latency_224']['mixed_over_int8']:.2f}x")
 
 
@@ -1260,17 +1260,23 @@ def bar_table(bar_results):
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in bar_results:
         held, evaluated, speed, verdict = r["held_out_db"], r["evaluation_db"], r["latency_224"], bar_verdict(r)
-        kept = (f"{r['precision']}: {len(r['float_parts'])} parts ({r['float_operators']} operators): "
-                f"{', '.join(r['float_parts'])}{put_back_note(r)}" if r["float_parts"] else "full int8")
         lines.append(
             f"| {r['model']} | {r['output_type']} | {r['budget_db']:.2f} | {held['full int8']:.2f} -> "
             f"{held_mixed(r)} ({'met' if r['met_on_held_out'] else 'NOT met'}) | {evaluated['full int8']:.2f} -> "
-            f"{evaluated['mixed']:.2f} ({evaluated['mixed'] - evaluated['full int8']:+.2f}) | {kept} | "
+            f"{evaluated['mixed']:.2f} ({evaluated['mixed'] - evaluated['full int8']:+.2f}) | {kept_parts_text(r)} | "
             f"{speed['p50_ms']['full int8']:.2f} -> {speed['p50_ms']['mixed']:.2f} "
             f"({speed['mixed_over_int8']:.2f}x{'' if speed['mixed_fully_delegated'] else ', NOT all on XNNPACK'}) | "
             f"{'met' if verdict['level'] else 'no'} | {'met' if verdict['gain'] else 'no'} | "
             f"{r['search_seconds']:.0f} |")
     return lines
+
+
+def kept_parts_text(result):
+    """The parts a search kept out of int8, in what, and what of them went back to int8 or dynamic-range int8."""
+    if not result["float_parts"]:
+        return "full int8"
+    return (f"{result['precision']}: {len(result['float_parts'])} parts ({result['float_operators']} operators): "
+            f"{', '.join(result['float_parts'])}{put_back_note(result)}")
 
 
 def missing_from(results):

@@ -732,15 +732,19 @@ def test_a_float32_head_under_a_float32_output_needs_no_dequantize(data, tmp_pat
 def test_a_dynamic_range_head_under_a_float32_output_writes_the_output_itself(data, tmp_path):
     """litert-quantizer puts a dynamic-range classifier's float32 result
     through a QUANTIZE; under --output-type float32 that int8 grid must go,
-    not be read back through a DEQUANTIZE. An int8 output keeps it."""
+    not be read back through a DEQUANTIZE: the grid is then the only
+    difference from the int8 output, which keeps it."""
+    import copy
+
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.interpreter import Interpreter
 
     from edge_resnet.data.images import Preprocessing, images_from_array
-    from edge_resnet.quantize.int8_tflite import int8_tflite
+    from edge_resnet.device.runtime import quantize as quantize_values
+    from edge_resnet.quantize.int8_tflite import int8_tflite, without_output_requantization
     from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
     from edge_resnet.quantize.recipe import QuantizationRecipe
-    from edge_resnet.quantize.statistics import collect_statistics, read_flatbuffer
+    from edge_resnet.quantize.statistics import collect_statistics, read_flatbuffer, writer_of
 
     folder, float_model, evaluation = data
     float_bytes = Path(float_model).read_bytes()
@@ -751,29 +755,41 @@ def test_a_dynamic_range_head_under_a_float32_output_writes_the_output_itself(da
                                                 "dynamic")
     assert dynamic  # the classifier
     pixels = np.stack(list(images_from_array(evaluation, Preprocessing(32, 32), size=None).samples()))
-    outputs = {}
+    writers, outputs, models = {}, {}, {}
     for output_type in ("float32", "int8"):
         path = tmp_path / f"{output_type}.tflite"
         path.write_bytes(int8_tflite(float_bytes, ranges, QuantizationRecipe(output_type=output_type), float32,
                                      dynamic))
-        model = read_flatbuffer(path.read_bytes())
-        graph = model.subgraphs[0]
-        writer = next(operator for operator in graph.operators if graph.outputs[0] in list(operator.outputs))
-        code = model.operatorCodes[writer.opcodeIndex]
-        outputs[output_type] = (max(code.builtinCode, code.deprecatedBuiltinCode), TfliteRunner(path).predict(pixels))
+        models[output_type] = read_flatbuffer(path.read_bytes())
+        writers[output_type] = writer_of(models[output_type], models[output_type].subgraphs[0].outputs[0])[1]
+        outputs[output_type] = TfliteRunner(path).predict(pixels)
         structure = inspect_tflite(path)
         assert structure.output_dtype == output_type and structure.fully_delegated
+    assert writers == {"float32": schema.BuiltinOperator.FULLY_CONNECTED, "int8": schema.BuiltinOperator.QUANTIZE}
+    assert len(np.unique(outputs["int8"])) <= 256 < len(np.unique(outputs["float32"]))
+    # the int8 output is the float32 one on its grid, to the step
+    graph = models["int8"].subgraphs[0]
+    grid = graph.tensors[graph.outputs[0]].quantization
+    scale, zero_point = float(grid.scale[0]), int(grid.zeroPoint[0])
+    on_grid = (np.clip(np.round(outputs["float32"] / scale) + zero_point, -128, 127) - zero_point) * scale
+    assert np.mean(np.isclose(on_grid, outputs["int8"], atol=scale / 100)) > 0.99
+    assert np.abs(on_grid - outputs["int8"]).max() <= scale * 1.01
+    reference = TfliteRunner(float_model).predict(pixels)
+    assert mixed.output_sqnr_db(reference, outputs["float32"]) > mixed.output_sqnr_db(reference, outputs["int8"])
     # the signature names the output the graph has now (what a signature runner on the device reads)
     interpreter = Interpreter(model_path=str(tmp_path / "float32.tflite"))
     (signature,) = interpreter.get_signature_list().values()
     detail = interpreter.get_input_details()[0]
-    signed = interpreter.get_signature_runner()(**{signature["inputs"][0]: np.zeros(detail["shape"], detail["dtype"])})
-    assert signed[signature["outputs"][0]].dtype == np.float32
-    assert outputs["float32"][0] == schema.BuiltinOperator.FULLY_CONNECTED
-    assert outputs["int8"][0] == schema.BuiltinOperator.QUANTIZE
-    assert len(np.unique(outputs["int8"][1])) <= 256 < len(np.unique(outputs["float32"][1]))
-    reference = TfliteRunner(float_model).predict(pixels)
-    assert mixed.output_sqnr_db(reference, outputs["float32"][1]) > mixed.output_sqnr_db(reference, outputs["int8"][1])
+    first = quantize_values(pixels[:1], *detail["quantization"], np.dtype(detail["dtype"]))
+    signed = interpreter.get_signature_runner()(**{signature["inputs"][0]: first})
+    np.testing.assert_array_equal(signed[signature["outputs"][0]], outputs["float32"][:1])
+    # a QUANTIZE whose float32 input something else reads too (here a second graph output) stays
+    int8_model = read_flatbuffer((tmp_path / "int8.tflite").read_bytes())
+    quantize, _ = writer_of(int8_model, int8_model.subgraphs[0].outputs[0])
+    int8_model.subgraphs[0].outputs = [*int8_model.subgraphs[0].outputs, quantize.inputs[0]]
+    kept = copy.deepcopy(int8_model)
+    without_output_requantization(kept)
+    assert len(kept.subgraphs[0].operators) == len(int8_model.subgraphs[0].operators)
 
 
 def test_a_part_the_others_made_redundant_goes_back_to_int8():

@@ -140,7 +140,9 @@ def conversion_op(model, builtin, version, source, target):
 def with_io_types(int8_model_bytes, input_type, output_type):
     """The model with uint8 or float32 input/output where asked, through a
     QUANTIZE or DEQUANTIZE at the boundary, as the TFLite converter writes it
-    (an output that is float32 already, from a head kept in float32, stays)."""
+    (an output that is float32 already, from a head kept in float32, stays;
+    so does a dynamic-range head's, once the QUANTIZE behind it goes:
+    without_output_requantization)."""
     from ai_edge_litert import schema_py_generated as schema
 
     if input_type == "int8" and output_type == "int8":
@@ -186,20 +188,22 @@ def without_output_requantization(model):
     from ai_edge_litert import schema_py_generated as schema
 
     subgraph = model.subgraphs[0]
-    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
     output = subgraph.outputs[0]
-    writer = next((operator for operator in subgraph.operators if output in list(operator.outputs)), None)
-    if writer is None or codes[writer.opcodeIndex] != schema.BuiltinOperator.QUANTIZE:
+    writer, builtin = writer_of(model, output)
+    if builtin != schema.BuiltinOperator.QUANTIZE:
         return
     source = writer.inputs[0]
-    read_elsewhere = any(source in list(operator.inputs) for operator in subgraph.operators if operator is not writer)
-    if subgraph.tensors[source].type != schema.TensorType.FLOAT32 or read_elsewhere:
+    others = [operator for operator in subgraph.operators if operator is not writer]
+    read_elsewhere = any(tensor in list(operator.inputs) for operator in others for tensor in (source, output))
+    if (subgraph.tensors[source].type != schema.TensorType.FLOAT32 or read_elsewhere
+            or source in list(subgraph.outputs)):
         return
     subgraph.operators.remove(writer)
     subgraph.outputs[0] = source
     for signature in model.signatureDefs or []:
-        for tensor_map in signature.outputs or []:
-            tensor_map.tensorIndex = source if tensor_map.tensorIndex == output else tensor_map.tensorIndex
+        if signature.subgraphIndex == 0:
+            for tensor_map in signature.outputs or []:
+                tensor_map.tensorIndex = source if tensor_map.tensorIndex == output else tensor_map.tensorIndex
 
 
 def int8_tflite(float_model_bytes, ranges, recipe, float_scopes=(), dynamic_scopes=()):
