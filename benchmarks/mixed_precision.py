@@ -71,10 +71,12 @@ judged on 10,000 test images). `bar_tail_room` runs those parts' logits-head
 float32-output searches again with `--tail-room 10`. `bar_float_logits` runs
 the logits-head float32-output searches of the ResNet-50s again once a
 dynamic-range head's float32 output was its own (no int8 grid).
+`bar_softmax_float32` runs the softmax heads' float32-output searches with
+float32 parts only (`--fallback-precision float32`).
 
     python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx_again] [onnx]
         [onnx_latency] [nncf] [part_gains] [softmax_floor] [grid_cap] [bar_mnist] [bar_retimed] [bar_fashion]
-        [bar_tail_room] [bar_float_logits]
+        [bar_tail_room] [bar_float_logits] [bar_softmax_float32]
 """
 
 import functools
@@ -723,6 +725,16 @@ def main(parts):
                           and entry[0] not in done):
                 fixed_results.append(measure(*entry, output_type="float32", precision="auto", data=data))
                 path.write_text(json.dumps(saved, indent=2) + "\n")
+    if "bar_softmax_float32" in parts:  # the softmax heads' float32-output searches with float32 parts only
+        float32_results = saved.setdefault("bar_softmax_float32_results", [])
+        saved["bar_softmax_float32_machine"] = machine()
+        done = {result["model"] for result in float32_results}
+        for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images),
+                             (trained_models, digits)):
+            for entry in (entry for entry in models() if "ResNet-50" in entry[0] and "softmax" in entry[0]
+                          and entry[0] not in done):
+                float32_results.append(measure(*entry, output_type="float32", precision="float32", data=data))
+                path.write_text(json.dumps(saved, indent=2) + "\n")
     if "bar_retimed" in parts:  # the digits ResNet-50 rows of the corrected tables that keep parts, timed here
         saved["bar_retimed_results"] = [
             {"model": result["model"], "output_type": output_type, "precision": result["precision"],
@@ -804,6 +816,12 @@ def main(parts):
                                                         "corrected_float_output_results")
                                      for result in saved.get(key, []) if result.get("output_type") == "float32"],
                                     saved["bar_float_logits_machine"])
+    if saved.get("bar_softmax_float32_results"):
+        lines += softmax_float32_lines(saved["bar_softmax_float32_results"],
+                                       [result for key in ("bar_mnist_results", "bar_fashion_results",
+                                                           "corrected_float_output_results")
+                                        for result in saved.get(key, []) if result.get("output_type") == "float32"],
+                                       saved["bar_softmax_float32_machine"])
     lines += gain_lines([results, float_output_results, dynamic_results, auto_results, floor_results, cap_results])
     if any(mnist_results.values()):
         lines += mnist_lines(mnist_results)
@@ -1227,19 +1245,57 @@ def tail_room_lines(room_results, bar_results, searched_on):
 def float_logits_lines(fixed_results, earlier_results, searched_on):
     """The logits-head float32-output searches once a dynamic-range head's float32 output is its own, beside the
     same searches before."""
+    return searched_again_lines(
+        "The logits heads' float32-output searches, a dynamic-range head's output float",
+        "Until session 55 a float32-output TFLite whose classifier ran in dynamic-range int8 (in the first "
+        "tier `auto` searches, or demoted there after a float32 search) put the classifier's float32 result "
+        "through a QUANTIZE and a DEQUANTIZE, so its output kept the int8 grid a float32 output is asked for "
+        "to be rid of: on a logits head the dynamic-range head gained nothing and the search piled on other "
+        "parts (benchmarks/results/head_precision.md). The float32-output searches of the logits-head ResNet-50s "
+        "above (MNIST, Fashion-MNIST, digits), again with the output its own; the same images, bar and latency. "
+        "Command: `python benchmarks/mixed_precision.py bar_float_logits`; searched and timed on "
+        f"{machine_text(searched_on)}.", fixed_results, earlier_results, ("before", "now"))
+
+
+def softmax_float32_lines(float32_results, auto_results, searched_on):
+    """The softmax heads' float32-output searches with float32 parts only, beside `auto`'s."""
+    return searched_again_lines(
+        "The softmax heads' float32-output searches with float32 parts (`--fallback-precision float32`)",
+        "`auto` searches dynamic-range parts first; on the softmax heads they met the budget on the held-out "
+        "images and gained less on the evaluation images. The same searches with float32 parts only (no "
+        "demotion), the same images, bar and latency: does a float32 part's gain carry over where a "
+        "dynamic-range part's (whose activations are still quantized, per image) did not, and at what latency? "
+        "Command: `python benchmarks/mixed_precision.py bar_softmax_float32`; searched and timed on "
+        f"{machine_text(searched_on)}.", float32_results, auto_results, ("auto", "float32 parts")) + [
+        "", paired_gain_text(float32_results, auto_results, ("`auto`", "float32 parts"))]
+
+
+def paired_gain_text(results, earlier_results, labels):
+    """Over the models searched both ways: mean evaluation gain over full int8, and how many meet the bar as a
+    gain (bar_verdict), each way."""
     before = {result["model"]: result for result in earlier_results}
-    lines = ["", "### The logits heads' float32-output searches, a dynamic-range head's output float", "",
-             "Until session 55 a float32-output TFLite whose classifier ran in dynamic-range int8 (in the first "
-             "tier `auto` searches, or demoted there after a float32 search) put the classifier's float32 result "
-             "through a QUANTIZE and a DEQUANTIZE, so its output kept the int8 grid a float32 output is asked for "
-             "to be rid of: on a logits head the dynamic-range head gained nothing and the search piled on other "
-             "parts (benchmarks/results/head_precision.md). The float32-output searches of the logits-head ResNet-50s above (MNIST, "
-             "Fashion-MNIST, digits), again with the output its own; the same images, bar and latency. Command: "
-             "`python benchmarks/mixed_precision.py bar_float_logits`; searched and timed on "
-             f"{machine_text(searched_on)}.", "", *bar_table(fixed_results), "",
-             "| model | before: kept, evaluation full int8 -> kept (gain), p50 ratio | now: kept, evaluation "
-             "full int8 -> kept (gain), p50 ratio |", "|---|---|---|"]
-    for result in fixed_results:
+    pairs = [(before[result["model"]], result) for result in results if result["model"] in before]
+    if not pairs:
+        return ""
+
+    def gain(result):
+        return result["evaluation_db"]["mixed"] - result["evaluation_db"]["full int8"]
+
+    ways = [(label, [pair[side] for pair in pairs]) for side, label in enumerate(labels)]
+    return (f"Over the {len(pairs)} models: mean evaluation gain "
+            + ", ".join(f"{label} {sum(map(gain, rows)) / len(rows):+.2f} dB" for label, rows in ways)
+            + "; the bar met as a gain by " + ", ".join(
+                f"{sum(bar_verdict(row)['gain'] for row in rows)} ({label})" for label, rows in ways) + ".")
+
+
+def searched_again_lines(heading, prose, results, earlier_results, labels):
+    """A section of searches made again another way: their bar table, then each beside its earlier search of
+    the same model (`labels`: what the two columns call them)."""
+    before = {result["model"]: result for result in earlier_results}
+    lines = ["", f"### {heading}", "", prose, "", *bar_table(results), "",
+             f"| model | {labels[0]}: kept, evaluation full int8 -> kept (gain), p50 ratio | {labels[1]}: kept, "
+             "evaluation full int8 -> kept (gain), p50 ratio |", "|---|---|---|"]
+    for result in results:
         earlier = before.get(result["model"])
         if earlier:
             lines.append(f"| {result['model']} | {kept_text(earlier)} | {kept_text(result)} |")
@@ -1325,7 +1381,7 @@ KEPT_KEYS = ("level_se_results", "level_se_machine", "fashion_results", "fashion
              "corrected_steps_machine", "corrected_float_output_results", "corrected_float_output_machine",
              "bar_mnist_results", "bar_mnist_machine", "bar_retimed_results", "bar_fashion_results",
              "bar_fashion_machine", "bar_tail_room_results", "bar_tail_room_machine", "bar_float_logits_results",
-             "bar_float_logits_machine")
+             "bar_float_logits_machine", "bar_softmax_float32_results", "bar_softmax_float32_machine")
 BAR_TAIL_ROOM = 10  # --tail-room of the bar_tail_room searches
 BAR_TABLES = {"corrected_steps_results": "int8", "corrected_float_output_results": "float32"}  # saved key: output
 
