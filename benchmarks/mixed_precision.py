@@ -716,25 +716,9 @@ def main(parts):
                                             tail_room=BAR_TAIL_ROOM))
                 path.write_text(json.dumps(saved, indent=2) + "\n")
     if "bar_float_logits" in parts:  # the logits-head float32-output searches again, a dynamic head's output float
-        fixed_results = saved.setdefault("bar_float_logits_results", [])
-        saved["bar_float_logits_machine"] = machine()
-        done = {result["model"] for result in fixed_results}
-        for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images),
-                             (trained_models, digits)):
-            for entry in (entry for entry in models() if "ResNet-50" in entry[0] and "logits" in entry[0]
-                          and entry[0] not in done):
-                fixed_results.append(measure(*entry, output_type="float32", precision="auto", data=data))
-                path.write_text(json.dumps(saved, indent=2) + "\n")
+        search_resnet50_heads(saved, path, "bar_float_logits", "logits", "auto")
     if "bar_softmax_float32" in parts:  # the softmax heads' float32-output searches with float32 parts only
-        float32_results = saved.setdefault("bar_softmax_float32_results", [])
-        saved["bar_softmax_float32_machine"] = machine()
-        done = {result["model"] for result in float32_results}
-        for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images),
-                             (trained_models, digits)):
-            for entry in (entry for entry in models() if "ResNet-50" in entry[0] and "softmax" in entry[0]
-                          and entry[0] not in done):
-                float32_results.append(measure(*entry, output_type="float32", precision="float32", data=data))
-                path.write_text(json.dumps(saved, indent=2) + "\n")
+        search_resnet50_heads(saved, path, "bar_softmax_float32", "softmax", "float32")
     if "bar_retimed" in parts:  # the digits ResNet-50 rows of the corrected tables that keep parts, timed here
         saved["bar_retimed_results"] = [
             {"model": result["model"], "output_type": output_type, "precision": result["precision"],
@@ -810,17 +794,13 @@ def main(parts):
         lines += tail_room_lines(saved["bar_tail_room_results"],  # without room: the latest search of each model
                                  saved.get("bar_mnist_results", []) + saved.get("bar_fashion_results", [])
                                  + saved.get("bar_float_logits_results", []), saved["bar_tail_room_machine"])
+    searched_before = [result for key in ("bar_mnist_results", "bar_fashion_results", "corrected_float_output_results")
+                       for result in saved.get(key, []) if result.get("output_type") == "float32"]
     if saved.get("bar_float_logits_results"):
-        lines += float_logits_lines(saved["bar_float_logits_results"],
-                                    [result for key in ("bar_mnist_results", "bar_fashion_results",
-                                                        "corrected_float_output_results")
-                                     for result in saved.get(key, []) if result.get("output_type") == "float32"],
+        lines += float_logits_lines(saved["bar_float_logits_results"], searched_before,
                                     saved["bar_float_logits_machine"])
     if saved.get("bar_softmax_float32_results"):
-        lines += softmax_float32_lines(saved["bar_softmax_float32_results"],
-                                       [result for key in ("bar_mnist_results", "bar_fashion_results",
-                                                           "corrected_float_output_results")
-                                        for result in saved.get(key, []) if result.get("output_type") == "float32"],
+        lines += softmax_float32_lines(saved["bar_softmax_float32_results"], searched_before,
                                        saved["bar_softmax_float32_machine"])
     lines += gain_lines([results, float_output_results, dynamic_results, auto_results, floor_results, cap_results])
     if any(mnist_results.values()):
@@ -1240,6 +1220,22 @@ def tail_room_lines(room_results, bar_results, searched_on):
                          f"{result['evaluation_db']['mixed']:.2f} | "
                          f"{result['evaluation_db']['mixed'] - plain['evaluation_db']['mixed']:+.2f} |")
     return lines
+
+
+def search_resnet50_heads(saved, path, part, head, precision):
+    """The float32-output searches of every trained ResNet-50's `head` ("logits" or "softmax": MNIST,
+    Fashion-MNIST, digits) with --fallback-precision `precision`, into saved[PART_results] (the models it has
+    are skipped), written to `path` after each."""
+    import json
+
+    results = saved.setdefault(f"{part}_results", [])
+    saved[f"{part}_machine"] = machine()
+    done = {result["model"] for result in results}
+    for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images), (trained_models, digits)):
+        for entry in (entry for entry in models() if "ResNet-50" in entry[0] and f"{head} head" in entry[0]
+                      and entry[0] not in done):
+            results.append(measure(*entry, output_type="float32", precision=precision, data=data))
+            path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
 def float_logits_lines(fixed_results, earlier_results, searched_on):
