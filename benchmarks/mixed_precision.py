@@ -72,11 +72,14 @@ float32-output searches again with `--tail-room 10`. `bar_float_logits` runs
 the logits-head float32-output searches of the ResNet-50s again once a
 dynamic-range head's float32 output was its own (no int8 grid).
 `bar_softmax_float32` runs the softmax heads' float32-output searches with
-float32 parts only (`--fallback-precision float32`).
+float32 parts only (`--fallback-precision float32`). `bar_softmax_ratio`
+runs the softmax heads' float32-output searches again once a step's level
+was judged by the logits' error ratios weighted by unsureness
+(mixed.logits_gain_db).
 
     python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx_again] [onnx]
         [onnx_latency] [nncf] [part_gains] [softmax_floor] [grid_cap] [bar_mnist] [bar_retimed] [bar_fashion]
-        [bar_tail_room] [bar_float_logits] [bar_softmax_float32]
+        [bar_tail_room] [bar_float_logits] [bar_softmax_float32] [bar_softmax_ratio]
 """
 
 import functools
@@ -719,6 +722,8 @@ def main(parts):
         search_resnet50_heads(saved, path, "bar_float_logits", "logits", "auto")
     if "bar_softmax_float32" in parts:  # the softmax heads' float32-output searches with float32 parts only
         search_resnet50_heads(saved, path, "bar_softmax_float32", "softmax", "float32")
+    if "bar_softmax_ratio" in parts:  # the softmax heads' float32-output searches judged by the logits' error ratios
+        search_resnet50_heads(saved, path, "bar_softmax_ratio", "softmax", "auto")
     if "bar_retimed" in parts:  # the digits ResNet-50 rows of the corrected tables that keep parts, timed here
         saved["bar_retimed_results"] = [
             {"model": result["model"], "output_type": output_type, "precision": result["precision"],
@@ -802,6 +807,9 @@ def main(parts):
     if saved.get("bar_softmax_float32_results"):
         lines += softmax_float32_lines(saved["bar_softmax_float32_results"], searched_before,
                                        saved["bar_softmax_float32_machine"])
+    if saved.get("bar_softmax_ratio_results"):
+        lines += softmax_ratio_lines(saved["bar_softmax_ratio_results"], searched_before,
+                                     saved["bar_softmax_ratio_machine"])
     lines += gain_lines([results, float_output_results, dynamic_results, auto_results, floor_results, cap_results])
     if any(mnist_results.values()):
         lines += mnist_lines(mnist_results)
@@ -1266,6 +1274,23 @@ def softmax_float32_lines(float32_results, auto_results, searched_on):
         "", paired_gain_text(float32_results, auto_results, ("`auto`", "float32 parts"))]
 
 
+def softmax_ratio_lines(ratio_results, auto_results, searched_on):
+    """The softmax heads' float32-output searches whose level the logits' error ratios judge, beside the same
+    searches judged by the mean of the images' logits SQNR."""
+    return searched_again_lines(
+        "The softmax heads' float32-output searches, a step's level judged by the logits' error ratios",
+        "Until session 56 a softmax head's step was judged by its gain in the mean over images of each image's "
+        "logits SQNR (dB), which ran 0.5-2.2 dB over the probabilities' gain on six of the eight softmax searches "
+        "judged on 2300 or more evaluation images, on those very images too (benchmarks/results/"
+        "softmax_estimates.md). The same searches with the gain in the logits' error taken as each image's error "
+        "over full int8's, the ratios averaged with each image weighted by how unsure the float model is of it "
+        "(mixed.logits_gain_db), its candidates still ranked by the mean of dB (mixed.ranked_sqnr); the same "
+        "images, bar and latency. Command: `python benchmarks/mixed_precision.py "
+        f"bar_softmax_ratio`; searched and timed on {machine_text(searched_on)}.", ratio_results, auto_results,
+        ("mean of dB", "error ratios")) + [
+        "", paired_gain_text(ratio_results, auto_results, ("mean of dB", "error ratios"))]
+
+
 def paired_gain_text(results, earlier_results, labels):
     """Over the models searched both ways: mean evaluation gain over full int8, and how many meet the bar as a
     gain (bar_verdict), each way."""
@@ -1377,7 +1402,8 @@ KEPT_KEYS = ("level_se_results", "level_se_machine", "fashion_results", "fashion
              "corrected_steps_machine", "corrected_float_output_results", "corrected_float_output_machine",
              "bar_mnist_results", "bar_mnist_machine", "bar_retimed_results", "bar_fashion_results",
              "bar_fashion_machine", "bar_tail_room_results", "bar_tail_room_machine", "bar_float_logits_results",
-             "bar_float_logits_machine", "bar_softmax_float32_results", "bar_softmax_float32_machine")
+             "bar_float_logits_machine", "bar_softmax_float32_results", "bar_softmax_float32_machine",
+             "bar_softmax_ratio_results", "bar_softmax_ratio_machine")
 BAR_TAIL_ROOM = 10  # --tail-room of the bar_tail_room searches
 BAR_TABLES = {"corrected_steps_results": "int8", "corrected_float_output_results": "float32"}  # saved key: output
 

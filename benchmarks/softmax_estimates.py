@@ -37,7 +37,11 @@ on (the digits ResNet-34 and ResNet-18, the MNIST ResNet-18, softmax
 heads), each searched here first with the default search and a float32
 output, into softmax_estimates_validation.md.
 
-    python benchmarks/softmax_estimates.py [validation] [report]
+`validation again`: the same networks searched again once the search
+judged a softmax head's level by the logits' error ratios, into
+softmax_estimates_validation_again.md.
+
+    python benchmarks/softmax_estimates.py [validation [again]] [report]
 """
 
 import sys
@@ -176,17 +180,22 @@ VALIDATION_SEARCHES = ("Networks none of these statistics was looked at on (soft
                        "images); every step of those searches")
 
 
+AGAIN = (" (searched again once a softmax head's level was judged by the logits' error ratios weighted by "
+         "unsureness, its candidates still ranked by the mean of the images' logits SQNR)")
+
+
 def off(row, statistic):
     """The mean over a search's steps of `statistic`'s gain on the calibration images less the probabilities'
     pooled gain on the evaluation images."""
     return float(np.mean(gains(row, "calibration", statistic) - gains(row, "evaluation", TRUTH)))
 
 
-def lines(rows, described, validation=False):
-    command = "python benchmarks/softmax_estimates.py" + " validation" * validation
+def lines(rows, described, validation=False, again=False):
+    command = "python benchmarks/softmax_estimates.py" + " validation" * validation + " again" * again
     out = ["# Which held-out statistic foretells a softmax head's gain on other images?", "",
            f"Command: `{command}`", "",
-           f"Machine: {described['cpu']}. {VALIDATION_SEARCHES if validation else SAVED_SEARCHES}, made as the "
+           f"Machine: {described['cpu']}. {VALIDATION_SEARCHES if validation else SAVED_SEARCHES}"
+           f"{AGAIN if again else ''}, made as the "
            "artifact is (ranges from all calibration images, biases corrected), run on "
            "the 200 calibration images and on the evaluation images. Each statistic's gain over full int8 per step, "
            f"against the gain that counts: the probabilities' pooled SQNR on the evaluation images. Bias: the mean "
@@ -230,28 +239,51 @@ def lines(rows, described, validation=False):
         out.append(f"| {row['model']}, {row['precision']} parts | " + " | ".join(
             f"{gains(row, 'calibration', name)[at]:+.2f} / {gains(row, 'evaluation', name)[at]:+.2f}"
             for name in STATISTICS) + " |")
+    if again:
+        out += ["", chosen_gains_text(rows)]
     return out + [""]
+
+
+def chosen_gains_text(rows):
+    """The chosen steps' evaluation gain of these searches beside the first validation searches' (the search
+    before its level was judged by the error ratios)."""
+    import json
+
+    before = {row["model"]: row for row in json.loads(
+        (RESULTS / "softmax_estimates_validation.json").read_text())["results"]}
+
+    def chosen_gain(row):
+        return gains(row, "evaluation", TRUTH)[row["chosen_step"] - 1] if row["chosen_step"] else 0.0
+
+    pairs = [(row["model"], chosen_gain(before[row["model"]]), chosen_gain(row)) for row in rows
+             if row["model"] in before]
+    return ("The chosen step's gain in the probabilities' pooled SQNR on the evaluation images, the first validation "
+            "search (its level judged by the mean of dB) -> searched again: " + "; ".join(
+                f"{model} {first:+.2f} -> {again:+.2f}" for model, first, again in pairs) + ".")
 
 
 def main(arguments=()):
     import json
 
     validation = "validation" in arguments
+    # `again`: the validation networks searched again once the search judged a softmax head's level by the
+    # logits' error ratios (mixed.logits_gain_db), into softmax_estimates_validation_again
+    name = "softmax_estimates" + "_validation" * validation + "_again" * ("again" in arguments)
     if "report" in arguments:
-        name = "softmax_estimates" + "_validation" * validation
         saved = json.loads((RESULTS / f"{name}.json").read_text())
-        (RESULTS / f"{name}.md").write_text("\n".join(lines(saved["results"], saved["machine"], validation)))
+        (RESULTS / f"{name}.md").write_text("\n".join(lines(saved["results"], saved["machine"], validation,
+                                                            "again" in arguments)))
         return
     if validation:  # networks no statistic was looked at on, searched here first
         rows = [follow(result, source, {source: (models, data)})
                 for result, source, models, data in validation_searches()]
-        name = "softmax_estimates_validation"
     else:
-        loaded, rows, name = {}, [], "softmax_estimates"
+        loaded, rows = {}, []
         for result, source in followed_searches():
             rows.append(follow(result, source, loaded))
     described = machine()
-    write_results(name, {"machine": described, "results": rows}, "\n".join(lines(rows, described, validation)))
+    write_results(name, {"machine": described, "results": rows},
+                  "\n".join(lines(rows, described, validation, "again" in arguments)))
 
 
 if __name__ == "__main__":

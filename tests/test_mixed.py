@@ -653,16 +653,20 @@ def test_a_gain_s_standard_error_is_its_spread_image_by_image(monkeypatch):
     fixed[:3] = full_int8[:3]  # a step that fixes just those: its pooled gain rests on three images
     per_image = mixed.per_image_db(reference, fixed) - mixed.per_image_db(reference, few)
     assert mixed.gain_standard_error(reference, few, fixed) > 3 * np.std(per_image, ddof=1) / np.sqrt(60)
-    logits = rng.normal(size=(60, 3))  # a softmax head's estimate: the spread of each image's logits gain
+    logits = rng.normal(size=(60, 3))  # a softmax head's estimate: its logits' gain spreads over resamples as said
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     before, after = logits + 0.1, logits + 0.1 * rng.uniform(0.2, 1.0, size=(60, 1))
-    gains = mixed.per_image_db(logits, after) - mixed.per_image_db(logits, before)
-    assert mixed.gain_standard_error(None, None, None, [(logits, before), (logits, after)]) == pytest.approx(
-        np.std(gains, ddof=1) / np.sqrt(60))
-    grid_free = mixed.Scores(30.0, 1.0, None, 20.0)  # an estimate moves one for one without an int8 output grid...
-    assert mixed.judged_slope(mixed.Scores(33.0, 1.0, None, 23.0), grid_free) == 1.0
-    gridded = mixed.Scores(30.0, 1.0, None, 20.0, output_grid_db=33.0)  # ... and less with one, as judged_sqnr does
-    step_scores = mixed.Scores(32.0, 1.0, None, 23.0)
-    moved = (mixed.judged_sqnr(replace(step_scores, logits_db=23.001), gridded)
+    resampled = []
+    for _ in range(2000):
+        picked = rng.integers(0, 60, 60)
+        resampled.append(mixed.logits_gain_db(probabilities[picked], logits[picked], after[picked], before[picked]))
+    assert mixed.gain_standard_error(probabilities, None, None, [(logits, before), (logits, after)]) == pytest.approx(
+        np.std(resampled), rel=0.15)
+    grid_free = mixed.Scores(30.0, 1.0, None, logits_gain_db=0.0)  # an estimate moves one for one without a grid...
+    assert mixed.judged_slope(mixed.Scores(33.0, 1.0, None, logits_gain_db=3.0), grid_free) == 1.0
+    gridded = mixed.Scores(30.0, 1.0, None, logits_gain_db=0.0, output_grid_db=33.0)  # ... less with one, as judged
+    step_scores = mixed.Scores(32.0, 1.0, None, logits_gain_db=3.0)
+    moved = (mixed.judged_sqnr(replace(step_scores, logits_gain_db=3.001), gridded)
              - mixed.judged_sqnr(step_scores, gridded)) / 0.001
     assert mixed.judged_slope(step_scores, gridded) == pytest.approx(moved, rel=1e-3) and moved < 0.5
 
@@ -902,23 +906,19 @@ def softmax_data(folded, tmp_path_factory):
     return folder, float_path, pixels
 
 
-def evaluation_logits_gain(outputs_and_logits, float_path, full, mixed_path, pixels):
-    """What the mixed artifact gains over full int8 in the logits' per-image
-    SQNR on the evaluation digits (`outputs_and_logits(bytes, images)`)."""
+def evaluation_gain(outputs_and_logits, float_path, full, mixed_path, pixels):
+    """What the mixed artifact gains over full int8 in the output SQNR (the
+    probabilities) on the evaluation digits (`outputs_and_logits(bytes, images)`)."""
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.quantize.int8_tflite import tflite_outputs_and_logits
 
     evaluation = np.stack(list(images_from_array(pixels[200:], Preprocessing(32, 32), size=None).samples()))
-    float_logits = tflite_outputs_and_logits(float_path.read_bytes(), evaluation)[1]
+    probabilities = tflite_outputs_and_logits(float_path.read_bytes(), evaluation)[0]
 
-    def logits_db(path):
-        logits = outputs_and_logits(Path(path).read_bytes(), evaluation)[1]
-        # an int8 softmax input starts at a floor below which every logit comes out 0 (ranges.softmax_input_floor)
-        floor = read_record(path)["activation_ranges"].get("softmax_input")
-        low = -np.inf if floor is None else floor["low"]
-        return mixed.per_image_mean_db(np.maximum(float_logits, low), np.maximum(logits, low))
+    def output_db(path):
+        return mixed.output_sqnr_db(probabilities, outputs_and_logits(Path(path).read_bytes(), evaluation)[0])
 
-    return logits_db(mixed_path) - logits_db(full)
+    return output_db(mixed_path) - output_db(full)
 
 
 def check_judged_by_the_logits(record, start, budget):
@@ -926,11 +926,11 @@ def check_judged_by_the_logits(record, start, budget):
     plus its logits' gain; returns that gain."""
     assert "logits" in record["sqnr_judged_by"] and record["float_parts"]
     chosen = mixed.chosen_step(record)
-    estimated_gain = chosen["logits_db"] - start["logits_db"]
-    full_int8 = mixed.Scores(start["sqnr_db"], start["agreement"], None, start["logits_db"],
+    estimated_gain = chosen["logits_gain_db"] - start["logits_gain_db"]
+    full_int8 = mixed.Scores(start["sqnr_db"], start["agreement"], None, logits_gain_db=start["logits_gain_db"],
                              output_grid_db=start.get("output_grid_db"))
-    assert chosen["estimated_sqnr_db"] == pytest.approx(
-        mixed.judged_sqnr(mixed.Scores(chosen["sqnr_db"], chosen["agreement"], None, chosen["logits_db"]), full_int8))
+    assert chosen["estimated_sqnr_db"] == pytest.approx(mixed.judged_sqnr(mixed.Scores(
+        chosen["sqnr_db"], chosen["agreement"], None, logits_gain_db=chosen["logits_gain_db"]), full_int8))
     assert record["met"] and chosen["estimated_sqnr_db"] >= budget
     return estimated_gain
 
@@ -938,8 +938,9 @@ def check_judged_by_the_logits(record, start, budget):
 def test_a_softmax_head_is_judged_by_its_logits_and_their_gain_holds_on_images_it_never_saw(softmax_data):
     """On a softmax head the probabilities' error sits in the few images the
     model is unsure of, so the search judges a step by full int8's output
-    SQNR plus the step's gain on every image's logits: that gain must hold
-    on images neither the ranges nor the search saw."""
+    SQNR plus the step's gain in every image's logits' error: the
+    probabilities must gain that much, within 1 dB, on images neither the
+    ranges nor the search saw."""
     from edge_resnet.quantize.int8_tflite import tflite_outputs_and_logits
 
     folder, float_path, pixels = softmax_data
@@ -961,8 +962,8 @@ def test_a_softmax_head_is_judged_by_its_logits_and_their_gain_holds_on_images_i
     record = read_record(folder / "mixed.tflite")["mixed_precision"]
     assert record["level_standard_error_db"] == start["sqnr_se_db"] >= mixed.PINNED_LEVEL_SE_DB
     assert "the held-out level is not pinned by these 200 images" in result.stdout
-    gain = evaluation_logits_gain(tflite_outputs_and_logits, float_path, folder / "full.tflite",
-                                  folder / "mixed.tflite", pixels)
+    gain = evaluation_gain(tflite_outputs_and_logits, float_path, folder / "full.tflite", folder / "mixed.tflite",
+                           pixels)
     assert gain >= estimated_gain - 1.0, (estimated_gain, gain)
 
 
@@ -990,21 +991,52 @@ def test_the_onnx_artifact_of_a_softmax_head_is_judged_by_its_logits_too(softmax
         path.write_bytes(with_softmax_input_output(model_bytes))
         return OnnxRunner(path).predict_every_output(images)
 
-    gain = evaluation_logits_gain(onnx_outputs_and_logits, float_path, folder / "full.onnx", folder / "mixed.onnx",
-                                  pixels)
+    gain = evaluation_gain(onnx_outputs_and_logits, float_path, folder / "full.onnx", folder / "mixed.onnx", pixels)
     assert gain >= estimated_gain - 1.0, (estimated_gain, gain)
 
 
 def test_an_estimated_step_is_judged_by_its_estimate_and_never_fragile():
-    full = mixed.Scores(30.0, 1.0, None, logits_db=40.0)
-    assert mixed.judged_sqnr(mixed.Scores(29.0, 1.0, None, logits_db=43.0), full) == 33.0
+    full = mixed.Scores(30.0, 1.0, None, logits_gain_db=0.0)
+    assert mixed.judged_sqnr(mixed.Scores(29.0, 1.0, None, logits_gain_db=3.0), full) == 33.0
     assert mixed.judged_sqnr(mixed.Scores(29.0, 1.0, None), full) == 29.0  # no logits: as measured
-    step = mixed.Step(("conv2_block1",), 29.0, 1.0, None, 3, 1.0, True, gain_images=1, logits_db=43.0,
+    step = mixed.Step(("conv2_block1",), 29.0, 1.0, None, 3, 1.0, True, gain_images=1, logits_gain_db=3.0,
                       estimated_sqnr_db=33.0)
     assert step.judged_db == 33.0 and not step.fragile
     assert mixed.Budget(min_sqnr=32.0).shortfalls(step, mixed.Step((), 30.0, 1.0, None, 0, 1.0, True)) == []
     assert mixed.Budget(min_sqnr=34.0).shortfalls(step) == ["output SQNR 33.0 dB (estimated) < 34"]
     assert mixed.per_image_mean_db(np.ones((2, 3)), np.ones((2, 3)) * [[1.1], [1.01]]) == pytest.approx(30.0)
+    # candidates are ranked by the mean of the images' logits SQNR, judged by the logits' error ratios
+    start, candidate = (mixed.Scores(30.0, 1.0, None, logits_db=40.0, logits_gain_db=0.0),
+                        mixed.Scores(29.0, 1.0, None, logits_db=43.0, logits_gain_db=1.0))
+    assert mixed.ranked_sqnr(candidate, start) == 33.0 and mixed.judged_sqnr(candidate, start) == 31.0
+    assert mixed.ranked_sqnr(mixed.Scores(29.0, 1.0, None), start) == 29.0  # no logits: as measured
+
+
+def test_a_softmax_head_s_logits_gain_averages_error_ratios_over_the_images_it_is_unsure_of():
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(40, 5))
+    unsure = np.full((40, 5), 0.2)  # the float model's probabilities: every image as unsure as the next
+    full_int8 = logits + rng.normal(scale=0.1, size=(40, 5))
+    halved = logits + (full_int8 - logits) / np.sqrt(2)
+    assert mixed.logits_gain_db(unsure, logits, full_int8, full_int8) == 0.0  # full int8 against itself
+    assert mixed.logits_gain_db(unsure, logits, halved, full_int8) == pytest.approx(3.0103, abs=1e-4)
+    # half the images 10 dB better, half as they were: the ratios' mean (0.55: 2.6 dB), not the dB's (5 dB)
+    uneven = full_int8.copy()
+    uneven[:20] = logits[:20] + (full_int8[:20] - logits[:20]) / np.sqrt(10)
+    assert mixed.logits_gain_db(unsure, logits, uneven, full_int8) == pytest.approx(-10 * np.log10(0.55), abs=1e-4)
+    assert mixed.per_image_mean_db(logits, uneven) - mixed.per_image_mean_db(logits, full_int8) == pytest.approx(
+        5.0, abs=1e-4)
+    # an image the float model is sure of (one class holds all) barely weighs, however its error moves
+    sure_of_half = unsure.copy()
+    sure_of_half[20:] = [1.0, 0.0, 0.0, 0.0, 0.0]
+    worse_where_sure = uneven.copy()
+    worse_where_sure[20:] = logits[20:] + 30 * (full_int8[20:] - logits[20:])
+    assert mixed.logits_gain_db(sure_of_half, logits, worse_where_sure, full_int8) == pytest.approx(10.0, abs=1e-4)
+    assert mixed.logits_gain_db(unsure, logits, worse_where_sure, full_int8) < -20  # weighed alike, they would sink it
+    # sure of every image alike: every image weighs the same
+    everywhere_sure = np.tile([1.0, 0.0, 0.0, 0.0, 0.0], (40, 1))
+    assert mixed.logits_gain_db(everywhere_sure, logits, uneven, full_int8) == pytest.approx(-10 * np.log10(0.55),
+                                                                                          abs=1e-4)
 
 
 @pytest.mark.parametrize("output_type", ["int8", "uint8", "float32"])
@@ -1093,12 +1125,12 @@ def test_grid_sqnrs_puts_each_fold_through_its_own_grids():
 
 
 def test_a_logits_gain_lowers_the_error_but_the_int8_output_grid_s():
-    full = mixed.Scores(30.0, 1.0, None, logits_db=40.0, grid_db=32.0, output_grid_db=33.0)
-    estimate = mixed.judged_sqnr(mixed.Scores(29.0, 1.0, None, logits_db=43.0), full)
+    full = mixed.Scores(30.0, 1.0, None, logits_gain_db=0.0, grid_db=32.0, output_grid_db=33.0)
+    estimate = mixed.judged_sqnr(mixed.Scores(29.0, 1.0, None, logits_gain_db=3.0), full)
     network = 10 ** -3.0 - 10 ** -3.3  # what full int8's error holds beyond the output grid's
     assert estimate == pytest.approx(-10 * np.log10(network / 10 ** 0.3 + 10 ** -3.3))
     assert 30.0 < estimate < 33.0  # not the 33.0 a gain on all of the error would give
-    assert mixed.judged_sqnr(mixed.Scores(29.0, 1.0, None, logits_db=140.0), full) == pytest.approx(33.0, abs=0.01)
+    assert mixed.judged_sqnr(mixed.Scores(29.0, 1.0, None, logits_gain_db=100.0), full) == pytest.approx(33.0, abs=0.01)
     assert mixed.grid_caps(mixed.Budget(min_sqnr=33.5), 33.0) and not mixed.grid_caps(mixed.Budget(min_sqnr=32.0), 33.0)
     assert not mixed.grid_caps(mixed.Budget(min_agreement=0.99), 33.0) and not mixed.grid_caps(mixed.Budget(min_sqnr=40), None)
     # full int8 measured above the cap (the noises add on average only) meets a budget above it: not "capped"
