@@ -75,7 +75,7 @@ dynamic-range head's float32 output was its own (no int8 grid).
 float32 parts only (`--fallback-precision float32`). `bar_softmax_ratio`
 runs the softmax heads' float32-output searches again once a step's level
 was judged by the logits' error ratios weighted by unsureness
-(mixed.logits_gain_db).
+(mixed.error_ratio_gain_db).
 
     python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx_again] [onnx]
         [onnx_latency] [nncf] [part_gains] [softmax_floor] [grid_cap] [bar_mnist] [bar_retimed] [bar_fashion]
@@ -1280,11 +1280,11 @@ def softmax_ratio_lines(ratio_results, auto_results, searched_on):
     return searched_again_lines(
         "The softmax heads' float32-output searches, a step's level judged by the logits' error ratios",
         "Until session 56 a softmax head's step was judged by its gain in the mean over images of each image's "
-        "logits SQNR (dB), which ran 0.5-2.2 dB over the probabilities' gain on six of the eight softmax searches "
+        "logits SQNR (dB), which ran 0.7-2.2 dB over the probabilities' gain on six of the eight softmax searches "
         "judged on 2300 or more evaluation images, on those very images too (benchmarks/results/"
         "softmax_estimates.md). The same searches with the gain in the logits' error taken as each image's error "
         "over full int8's, the ratios averaged with each image weighted by how unsure the float model is of it "
-        "(mixed.logits_gain_db), its candidates still ranked by the mean of dB (mixed.ranked_sqnr); the same "
+        "(mixed.error_ratio_gain_db), its candidates still ranked by the mean of dB (mixed.ranked_sqnr); the same "
         "images, bar and latency. Command: `python benchmarks/mixed_precision.py "
         f"bar_softmax_ratio`; searched and timed on {machine_text(searched_on)}.", ratio_results, auto_results,
         ("mean of dB", "error ratios")) + [

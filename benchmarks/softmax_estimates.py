@@ -1,10 +1,11 @@
 """Which held-out statistic foretells a softmax head's gain on other images?
 
-A budget search on a softmax head judges each step by full int8's output
-SQNR moved by the step's gain in the mean over images of each image's
-logits SQNR (mixed.judged_sqnr): on the six softmax-head ResNet-50 searches
-with a float32 output that gain was 3 dB on the calibration images and
-0.4-4.0 dB on the probabilities of the evaluation images. This benchmark
+Until session 56 a budget search on a softmax head judged each step by
+full int8's output SQNR moved by the step's gain in the mean over images
+of each image's logits SQNR (mixed.judged_sqnr then): on the six
+softmax-head ResNet-50 searches with a float32 output that gain was 3 dB
+on the calibration images and 0.4-4.0 dB on the probabilities of the
+evaluation images. This benchmark
 asks whether that is noise (the few unsure images that carry a softmax's
 error differ between image sets) or a bias (the statistic measures another
 thing than the probabilities' error): every step of those saved searches
@@ -13,9 +14,10 @@ calibration images and the evaluation images, and each candidate
 statistic's gain over full int8 is set beside the gain that counts, the
 probabilities' pooled SQNR on the evaluation images:
 
-- logits, mean per image: the search's statistic (the mean of each image's
-  logits SQNR in dB);
-- the logits' error ratio, weighted by unsureness: each image's logits
+- logits, mean per image: the search's statistic until then (the mean of
+  each image's logits SQNR in dB; it still ranks a step's candidates);
+- the logits' error ratio, weighted by unsureness (mixed.error_ratio_gain_db,
+  what judges the level since): each image's logits
   error over full int8's, averaged as ratios (as a pooled SQNR averages
   errors, where a mean of dB would let images that gain much outweigh
   those that gain little), each image weighted by how unsure the float
@@ -104,17 +106,15 @@ def statistic_gains(reference, outputs, full_int8, logits_low):
     """{statistic: its gain in dB over full int8} of one artifact's (probabilities, logits), full int8's beside,
     against the float model's. As the search reads them (mixed.softmax_relevant), logits under the low of the
     int8 softmax input's range (`logits_low`) count as that low."""
-    from edge_resnet.quantize.mixed import output_sqnr_db, per_image_mean_db
+    from edge_resnet.quantize.mixed import error_ratio_gain_db, output_sqnr_db, per_image_mean_db
 
     float_probabilities = reference[0]
     float_logits, logits, full_logits = (np.maximum(ran[1], logits_low) for ran in (reference, outputs, full_int8))
-    noise, full_noise = (np.sum((float_logits - values) ** 2, axis=1) for values in (logits, full_logits))
-    unsure = 1 - np.sum(float_probabilities ** 2, axis=1)
     tempered = [softmax(values / TEMPERATURE) for values in (float_logits, logits, full_logits)]
     return {"logits, mean per image": per_image_mean_db(float_logits, logits) - per_image_mean_db(float_logits,
                                                                                                    full_logits),
-            "logits' error ratio, weighted by unsureness":
-                -10 * np.log10(np.sum(unsure * noise / np.maximum(full_noise, 1e-30)) / np.sum(unsure)),
+            "logits' error ratio, weighted by unsureness": error_ratio_gain_db(float_probabilities, float_logits,
+                                                                               logits, full_logits),
             f"probabilities at temperature {TEMPERATURE:g}, pooled":
                 output_sqnr_db(tempered[0], tempered[1]) - output_sqnr_db(tempered[0], tempered[2]),
             "probabilities, pooled": output_sqnr_db(float_probabilities, outputs[0]) - output_sqnr_db(
@@ -267,7 +267,7 @@ def main(arguments=()):
 
     validation = "validation" in arguments
     # `again`: the validation networks searched again once the search judged a softmax head's level by the
-    # logits' error ratios (mixed.logits_gain_db), into softmax_estimates_validation_again
+    # logits' error ratios (mixed.error_ratio_gain_db), into softmax_estimates_validation_again
     name = "softmax_estimates" + "_validation" * validation + "_again" * ("again" in arguments)
     if "report" in arguments:
         saved = json.loads((RESULTS / f"{name}.json").read_text())

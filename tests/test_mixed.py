@@ -659,7 +659,7 @@ def test_a_gain_s_standard_error_is_its_spread_image_by_image(monkeypatch):
     resampled = []
     for _ in range(2000):
         picked = rng.integers(0, 60, 60)
-        resampled.append(mixed.logits_gain_db(probabilities[picked], logits[picked], after[picked], before[picked]))
+        resampled.append(mixed.error_ratio_gain_db(probabilities[picked], logits[picked], after[picked], before[picked]))
     assert mixed.gain_standard_error(probabilities, None, None, [(logits, before), (logits, after)]) == pytest.approx(
         np.std(resampled), rel=0.15)
     grid_free = mixed.Scores(30.0, 1.0, None, logits_gain_db=0.0)  # an estimate moves one for one without a grid...
@@ -1018,12 +1018,12 @@ def test_a_softmax_head_s_logits_gain_averages_error_ratios_over_the_images_it_i
     unsure = np.full((40, 5), 0.2)  # the float model's probabilities: every image as unsure as the next
     full_int8 = logits + rng.normal(scale=0.1, size=(40, 5))
     halved = logits + (full_int8 - logits) / np.sqrt(2)
-    assert mixed.logits_gain_db(unsure, logits, full_int8, full_int8) == 0.0  # full int8 against itself
-    assert mixed.logits_gain_db(unsure, logits, halved, full_int8) == pytest.approx(3.0103, abs=1e-4)
+    assert mixed.error_ratio_gain_db(unsure, logits, full_int8, full_int8) == 0.0  # full int8 against itself
+    assert mixed.error_ratio_gain_db(unsure, logits, halved, full_int8) == pytest.approx(3.0103, abs=1e-4)
     # half the images 10 dB better, half as they were: the ratios' mean (0.55: 2.6 dB), not the dB's (5 dB)
     uneven = full_int8.copy()
     uneven[:20] = logits[:20] + (full_int8[:20] - logits[:20]) / np.sqrt(10)
-    assert mixed.logits_gain_db(unsure, logits, uneven, full_int8) == pytest.approx(-10 * np.log10(0.55), abs=1e-4)
+    assert mixed.error_ratio_gain_db(unsure, logits, uneven, full_int8) == pytest.approx(-10 * np.log10(0.55), abs=1e-4)
     assert mixed.per_image_mean_db(logits, uneven) - mixed.per_image_mean_db(logits, full_int8) == pytest.approx(
         5.0, abs=1e-4)
     # an image the float model is sure of (one class holds all) barely weighs, however its error moves
@@ -1031,11 +1031,16 @@ def test_a_softmax_head_s_logits_gain_averages_error_ratios_over_the_images_it_i
     sure_of_half[20:] = [1.0, 0.0, 0.0, 0.0, 0.0]
     worse_where_sure = uneven.copy()
     worse_where_sure[20:] = logits[20:] + 30 * (full_int8[20:] - logits[20:])
-    assert mixed.logits_gain_db(sure_of_half, logits, worse_where_sure, full_int8) == pytest.approx(10.0, abs=1e-4)
-    assert mixed.logits_gain_db(unsure, logits, worse_where_sure, full_int8) < -20  # weighed alike, they would sink it
+    assert mixed.error_ratio_gain_db(sure_of_half, logits, worse_where_sure, full_int8) == pytest.approx(10.0, abs=1e-4)
+    assert mixed.error_ratio_gain_db(unsure, logits, worse_where_sure, full_int8) < -20  # weighed alike, they would sink it
     # sure of every image alike: every image weighs the same
+    exact = full_int8.copy()
+    exact[0] = logits[0]  # an image full int8 leaves exact: the step that leaves it exact too gains nothing there
+    assert mixed.error_ratio_gain_db(unsure, logits, exact, exact) == 0.0
+    assert mixed.error_ratio_gain_db(unsure, logits, logits, logits) == 0.0  # every image exact both ways
+    assert mixed.error_ratio_gain_db(unsure, logits, logits, full_int8) == 120.0  # exact where full int8 was not
     everywhere_sure = np.tile([1.0, 0.0, 0.0, 0.0, 0.0], (40, 1))
-    assert mixed.logits_gain_db(everywhere_sure, logits, uneven, full_int8) == pytest.approx(-10 * np.log10(0.55),
+    assert mixed.error_ratio_gain_db(everywhere_sure, logits, uneven, full_int8) == pytest.approx(-10 * np.log10(0.55),
                                                                                           abs=1e-4)
 
 
