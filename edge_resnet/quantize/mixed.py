@@ -338,7 +338,7 @@ class Scores:
     sqnr_db: float
     agreement: float
     accuracy_drop_points: float  # None without labels
-    logits_db: float = None  # softmax head: the mean over images of each image's logits (the softmax's input) SQNR (ranks: ranked_sqnr)
+    logits_db: float = None  # softmax head: the mean over images of each image's logits SQNR (ranks: ranked_sqnr)
     logits_gain_db: float = None  # softmax head: its logits' error's gain over full int8's (error_ratio_gain_db)
     grid_db: float = None  # int8 head: the output SQNR its int8 grids alone leave (grid_sqnrs), a ceiling
     output_grid_db: float = None  # int8 head: the output SQNR the output's own grid alone leaves (grid_sqnrs)
