@@ -62,7 +62,6 @@ STATISTICS = ("logits, mean per image", "logits' error ratio, weighted by unsure
               f"probabilities at temperature {TEMPERATURE:g}, pooled", "probabilities, pooled")
 TRUTH = "probabilities, pooled"
 RELIABLE_EVALUATION_IMAGES = 2300  # MNIST's 2300 and Fashion-MNIST's 10,000 (the digits' 397 move a softmax's SQNR by dB)
-ARRAYS = None  # a folder to keep each run's outputs in, or None
 
 
 def followed_searches():
@@ -148,11 +147,10 @@ def follow(result, source, loaded):
     images = {"calibration": calibration_inputs(calibration, statistics), "evaluation": np.asarray(evaluation)}
     reference = {name: run_both(float_model, pixels) for name, pixels in images.items()}
     logits_low = ranges[statistics.softmax_input.tensor][0]
-    steps, full_int8, arrays = [], None, {f"float {name}": np.stack(values) for name, values in reference.items()}
+    steps, full_int8 = [], None
     for step in result["steps"]:
         artifact = step_artifact(float_model, recipe, route, ranges, step, calibration, statistics)
         ran = {name: run_both(artifact, pixels) for name, pixels in images.items()}
-        arrays.update({f"step{len(steps)} {name}": np.stack(values) for name, values in ran.items()})
         full_int8 = full_int8 or ran
         steps.append({name: statistic_gains(reference[name], ran[name], full_int8[name], logits_low)
                       for name in images})
@@ -160,9 +158,6 @@ def follow(result, source, loaded):
         print(result["model"][:40], result["precision"], len(steps) - 1,
               {name: round(values[TRUTH], 2) for name, values in steps[-1].items() if name != "float_parts"},
               flush=True)
-    if ARRAYS:  # each image's probabilities and logits, to try other statistics on without running the models again
-        np.savez_compressed(Path(ARRAYS) / f"{len(list(Path(ARRAYS).glob('*.npz')))}.npz", logits_low=logits_low,
-                            model=result["model"], precision=result["precision"], **arrays)
     return {"model": result["model"], "precision": result["precision"], "source": source,
             "evaluation_images": len(images["evaluation"]), "chosen_step": chosen_step_index(result), "steps": steps}
 
