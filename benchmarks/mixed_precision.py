@@ -77,9 +77,21 @@ runs the softmax heads' float32-output searches again once a step's level
 was judged by the logits' error ratios weighted by unsureness
 (mixed.error_ratio_gain_db).
 
+Session 57: `bar_int8_softmax_ratio` and `onnx_softmax_ratio` run the
+int8-output TFLite and the int8 ONNX softmax searches again with that
+level (`bar_int8_softmax_mean_of_db`, `onnx_softmax_mean_of_db`: the same
+search with the level of before, where the saved one ran on weights since
+trained again); `bar_onnx` runs the int8 ONNX's bar on the MNIST and
+Fashion-MNIST ResNet-50s (both heads; `bar_onnx_mean_of_db`: its softmax
+heads with the level of before); `bar_softmax_pooled` and `bar_onnx_pooled`
+run the softmax heads' searches with the level read from the logits' errors
+pooled with the same weights (softmax_estimates.pooled_logits_gain_db).
+
     python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx_again] [onnx]
         [onnx_latency] [nncf] [part_gains] [softmax_floor] [grid_cap] [bar_mnist] [bar_retimed] [bar_fashion]
-        [bar_tail_room] [bar_float_logits] [bar_softmax_float32] [bar_softmax_ratio]
+        [bar_tail_room] [bar_float_logits] [bar_softmax_float32] [bar_softmax_ratio] [bar_int8_softmax_ratio]
+        [bar_int8_softmax_mean_of_db] [onnx_softmax_ratio] [onnx_softmax_mean_of_db] [bar_onnx] [bar_onnx_mean_of_db]
+        [bar_softmax_pooled] [bar_onnx_pooled]
 """
 
 import contextlib
@@ -752,6 +764,17 @@ def main(parts):
                 path.write_text(json.dumps(saved, indent=2) + "\n")
     if "bar_onnx_mean_of_db" in parts:  # their softmax heads with the level judged as until session 56
         searched_by_mean_of_db(saved, path, "bar_onnx", (), timed_onnx_search)
+    if "bar_softmax_pooled" in parts:  # the softmax heads' float32-output searches, the level by pooled errors
+        with judged_by(pooled_level):
+            search_resnet50_heads(saved, path, "bar_softmax_pooled", "softmax", "auto")
+    if "bar_onnx_pooled" in parts:  # the int8 ONNX's MNIST and Fashion-MNIST softmax heads so
+        pooled = saved.setdefault("bar_onnx_pooled_results", [])
+        for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images)):
+            for entry in (entry for entry in models() if "softmax head" in entry[0]
+                          and entry[0] not in {row["model"] for row in pooled}):
+                with judged_by(pooled_level):
+                    pooled.append(timed_onnx_search(entry, data))
+                path.write_text(json.dumps(saved, indent=2) + "\n")
     if "bar_int8_softmax_mean_of_db" in parts:  # those of them whose earlier search ran on other weights, judged
         searched_by_mean_of_db(saved, path, "bar_int8_softmax_ratio", searched_int8_of(saved),  # as before
                                lambda entry, data: measure(*entry, output_type="int8", precision="auto", data=data))
@@ -864,6 +887,12 @@ def main(parts):
     if saved.get("bar_onnx_results"):
         lines += bar_onnx_lines(saved["bar_onnx_results"], saved.get("bar_onnx_mean_of_db_results", []),
                                 saved["bar_onnx_machine"])
+    if saved.get("bar_softmax_pooled_results") or saved.get("bar_onnx_pooled_results"):
+        float32_softmax = [result for result in searched_before if "softmax" in result["model"]]
+        lines += levels_lines(
+            [float32_softmax, saved.get("bar_softmax_ratio_results", []), saved.get("bar_softmax_pooled_results", [])],
+            [saved.get("bar_onnx_mean_of_db_results", []), saved.get("bar_onnx_results", []),
+             saved.get("bar_onnx_pooled_results", [])], saved.get("bar_softmax_pooled_machine") or machine())
     if gains:
         lines += part_gains_lines(gains)
     write_results("mixed_precision", {"machine": searched_on, "results": results, "onnx_results": onnx_results,
@@ -1292,18 +1321,33 @@ def search_resnet50_heads(saved, path, part, head, precision, output_type="float
 
 
 @contextlib.contextmanager
-def judged_by_mean_of_db():
-    """A softmax head's level judged as until session 56: full int8's output SQNR moved by a candidate's gain in
-    the mean over images of each image's logits SQNR (dB), the statistic that also ranks (mixed.ranked_sqnr)."""
+def judged_by(level):
+    """A softmax head's level judged by `level(probabilities, float logits, logits, full int8's logits)`, a gain
+    in dB over full int8, in place of mixed.error_ratio_gain_db."""
     from edge_resnet.quantize import mixed
 
     kept = mixed.error_ratio_gain_db
-    mixed.error_ratio_gain_db = lambda probabilities, float_logits, logits, full_int8_logits: (
-        mixed.per_image_mean_db(float_logits, logits))
+    mixed.error_ratio_gain_db = level
     try:
         yield
     finally:
         mixed.error_ratio_gain_db = kept
+
+
+def mean_of_db_level(probabilities, float_logits, logits, full_int8_logits):
+    """As until session 56: the mean over images of each image's logits SQNR (dB), which also ranks
+    (mixed.ranked_sqnr); judged_sqnr takes its difference from full int8's."""
+    from edge_resnet.quantize.mixed import per_image_mean_db
+
+    return per_image_mean_db(float_logits, logits)
+
+
+def pooled_level(probabilities, float_logits, logits, full_int8_logits):
+    """The logits' squared errors summed over the images, each weighted by the float model's unsureness, full
+    int8's over these (softmax_estimates.pooled_logits_gain_db)."""
+    from softmax_estimates import pooled_logits_gain_db
+
+    return pooled_logits_gain_db(probabilities, float_logits, logits, full_int8_logits)
 
 
 def searched_int8_of(saved):
@@ -1322,7 +1366,7 @@ def same_network(result, earlier):
 def searched_by_mean_of_db(saved, path, part, earlier_results, search):
     """For each softmax-head search in saved[PART_results] whose earlier search (`earlier_results`) ran on other
     weights (or is missing),
-    the same search on this network with the level judged by the mean of dB (judged_by_mean_of_db):
+    the same search on this network with the level judged by the mean of dB (mean_of_db_level):
     `search(entry, data)` makes it; into saved[PART_mean_of_db_results], written to `path` after each."""
     import json
 
@@ -1333,7 +1377,7 @@ def searched_by_mean_of_db(saved, path, part, earlier_results, search):
               and not same_network(result, earlier.get(result["model"])) and result["model"] not in done}
     for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images), (trained_models, digits)):
         for entry in (entry for entry in models() if entry[0] in wanted):
-            with judged_by_mean_of_db():
+            with judged_by(mean_of_db_level):
                 result = search(entry, data)
             results.append({**result, "judged_by": "mean of dB, searched on this network"})
             path.write_text(json.dumps(saved, indent=2) + "\n")
@@ -1529,6 +1573,50 @@ def bar_onnx_lines(results, mean_of_db_results, searched_on):
     return lines
 
 
+LEVELS = ("mean of dB", "error ratios", "pooled errors")
+
+
+def levels_lines(tflite_levels, onnx_levels, searched_on):
+    """The softmax heads' searches with each of the three levels (LEVELS: lists of results of the TFLite with a
+    float32 output, and of the int8 ONNX), each search's evaluation gain and whether it meets the bar as a gain."""
+    lines = ["", "### A softmax head's level three ways: the mean of dB, the error ratios, the pooled errors", "",
+             "The same searches (the same models, images, budget rule and latency rule) with a softmax head's level "
+             "judged by each statistic of benchmarks/results/softmax_estimates.md that reads the logits: the mean "
+             "over images of each image's logits SQNR (until session 56), the mean of the images' logits error "
+             "ratios over full int8's weighted by unsureness (mixed.error_ratio_gain_db, since), and the ratio of "
+             "the images' logits errors summed with the same weights (softmax_estimates.pooled_logits_gain_db, "
+             "tried here: a mean of ratios reads a candidate whose per-image error is a fresh draw rather than "
+             "full int8's made smaller as worse than it is). Candidates are ranked by the mean of dB in all three. "
+             "Cells: kept parts (operators, or float convolutions on the ONNX), evaluation gain over full int8, "
+             "p50 at 224 over full int8's, the bar as a gain. The TFLite rows' earlier columns are the tables "
+             "above; the pooled ones: `python benchmarks/mixed_precision.py bar_softmax_pooled`; the int8 ONNX's: "
+             "`... bar_onnx bar_onnx_mean_of_db bar_onnx_pooled`; searched and timed on "
+             f"{machine_text(searched_on)}.", "",
+             "| model | artifact | " + " | ".join(LEVELS) + " |", "|---|---|---|---|---|"]
+    gains = {level: [] for level in LEVELS}
+    met = {level: 0 for level in LEVELS}
+    for artifact, by_level, verdict in (("TFLite, float32 output", tflite_levels, bar_verdict),
+                                        ("int8 ONNX", onnx_levels, onnx_bar_verdict)):
+        rows = [{row["model"]: row for row in results} for results in by_level]
+        for model in (model for model in rows[-1] if all(model in row for row in rows)):
+            cells = []
+            for level, row in zip(LEVELS, (by_model[model] for by_model in rows)):
+                gain = row["evaluation_db"]["mixed"] - row["evaluation_db"]["full int8"]
+                gains[level].append(gain)
+                met[level] += verdict(row)["gain"]
+                parts = f"{len(row['float_parts'])} parts ({row['float_operators']})" if row["float_parts"] else \
+                    "full int8"
+                cells.append(f"{parts}, {gain:+.2f}, {row['latency_224']['mixed_over_int8']:.2f}x, "
+                             f"{'met' if verdict(row)['gain'] else 'no'}")
+            lines.append(f"| {model} | {artifact} | " + " | ".join(cells) + " |")
+    count = len(gains[LEVELS[0]])
+    if count:
+        lines += ["", f"Over the {count} searches: mean evaluation gain " + ", ".join(
+            f"{level} {sum(gains[level]) / count:+.2f} dB" for level in LEVELS) + "; the bar met as a gain by " +
+            ", ".join(f"{met[level]} ({level})" for level in LEVELS) + "."]
+    return lines
+
+
 def paired_gain_text(results, earlier_results, labels):
     """Over the models searched both ways: mean evaluation gain over full int8, and how many meet the bar as a
     gain (bar_verdict), each way."""
@@ -1644,7 +1732,8 @@ KEPT_KEYS = ("level_se_results", "level_se_machine", "fashion_results", "fashion
              "bar_softmax_ratio_results", "bar_softmax_ratio_machine", "bar_int8_softmax_ratio_results",
              "bar_int8_softmax_ratio_machine", "onnx_softmax_ratio_results", "onnx_softmax_ratio_machine",
              "bar_int8_softmax_ratio_mean_of_db_results", "onnx_softmax_ratio_mean_of_db_results",
-             "bar_onnx_results", "bar_onnx_machine", "bar_onnx_mean_of_db_results")
+             "bar_onnx_results", "bar_onnx_machine", "bar_onnx_mean_of_db_results", "bar_softmax_pooled_results",
+             "bar_softmax_pooled_machine", "bar_onnx_pooled_results")
 BAR_TAIL_ROOM = 10  # --tail-room of the bar_tail_room searches
 BAR_TABLES = {"corrected_steps_results": "int8", "corrected_float_output_results": "float32"}  # saved key: output
 

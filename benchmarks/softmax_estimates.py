@@ -137,9 +137,11 @@ def pooled_logits_gain_db(probabilities, float_logits, logits, full_logits):
     from edge_resnet.quantize.mixed import unsureness
 
     weights = unsureness(probabilities)
+    float_logits = np.asarray(float_logits, np.float64)
 
     def weighted_error(values):
-        return float(np.sum(weights * np.sum((float_logits - values).reshape(len(values), -1) ** 2, axis=1)))
+        errors = (float_logits - np.asarray(values, np.float64)).reshape(len(values), -1)
+        return float(np.sum(weights * np.sum(errors ** 2, axis=1)))
 
     return float(10 * np.log10(max(weighted_error(full_logits), 1e-30) / max(weighted_error(logits), 1e-30)))
 
