@@ -757,10 +757,10 @@ def main(parts):
         search_onnx_softmax_heads(saved, path, onnx_results)
     if "bar_onnx" in parts:  # the int8 ONNX's bar on the MNIST and Fashion-MNIST ResNet-50s, both heads
         bar_onnx = saved.setdefault("bar_onnx_results", [])
-        saved["bar_onnx_machine"] = machine()
         for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images)):
             for entry in (entry for entry in models() if entry[0] not in {row["model"] for row in bar_onnx}):
                 bar_onnx.append(timed_onnx_search(entry, data))
+                saved["bar_onnx_machine"] = machine()
                 path.write_text(json.dumps(saved, indent=2) + "\n")
     if "bar_onnx_mean_of_db" in parts:  # their softmax heads with the level judged as until session 56
         searched_by_mean_of_db(saved, path, "bar_onnx", (), timed_onnx_search)
@@ -774,6 +774,7 @@ def main(parts):
                           and entry[0] not in {row["model"] for row in pooled}):
                 with judged_by(pooled_level):
                     pooled.append(timed_onnx_search(entry, data))
+                saved["bar_onnx_pooled_machine"] = machine()
                 path.write_text(json.dumps(saved, indent=2) + "\n")
     if "bar_int8_softmax_mean_of_db" in parts:  # those of them whose earlier search ran on other weights, judged
         searched_by_mean_of_db(saved, path, "bar_int8_softmax_ratio", searched_int8_of(saved),  # as before
@@ -892,7 +893,7 @@ def main(parts):
         lines += levels_lines(
             [float32_softmax, saved.get("bar_softmax_ratio_results", []), saved.get("bar_softmax_pooled_results", [])],
             [saved.get("bar_onnx_mean_of_db_results", []), saved.get("bar_onnx_results", []),
-             saved.get("bar_onnx_pooled_results", [])], saved.get("bar_softmax_pooled_machine") or machine())
+             saved.get("bar_onnx_pooled_results", [])], saved.get("bar_softmax_pooled_machine"))
     if gains:
         lines += part_gains_lines(gains)
     write_results("mixed_precision", {"machine": searched_on, "results": results, "onnx_results": onnx_results,
@@ -1323,7 +1324,9 @@ def search_resnet50_heads(saved, path, part, head, precision, output_type="float
 @contextlib.contextmanager
 def judged_by(level):
     """A softmax head's level judged by `level(probabilities, float logits, logits, full int8's logits)`, a gain
-    in dB over full int8, in place of mixed.error_ratio_gain_db."""
+    in dB over full int8, in place of mixed.error_ratio_gain_db. The steps' recorded gain_se_db stays the error
+    ratios' standard error (mixed.gain_standard_error is not patched; it decides nothing while
+    mixed.STOP_MARGIN_SE is 0)."""
     from edge_resnet.quantize import mixed
 
     kept = mixed.error_ratio_gain_db
@@ -1356,6 +1359,14 @@ def searched_int8_of(saved):
             for result in saved.get(key, []) if result.get("output_type") == "int8"]
 
 
+def same_network_rows(results, earlier_results):
+    """The rows of `earlier_results` that ran on the network their model's row of `results` ran on (the last
+    such row of a model wins, as in a table's lookup)."""
+    by_model = {result["model"]: result for result in results}
+    return [earlier for earlier in earlier_results
+            if earlier["model"] in by_model and same_network(by_model[earlier["model"]], earlier)]
+
+
 def same_network(result, earlier):
     """Whether a saved `earlier` search ran on the network `result` did (the same full int8 on the same images:
     the cached networks were trained again since some saved searches)."""
@@ -1373,13 +1384,14 @@ def searched_by_mean_of_db(saved, path, part, earlier_results, search):
     results = saved.setdefault(f"{part}_mean_of_db_results", [])
     earlier = {result["model"]: result for result in earlier_results}
     done = {result["model"] for result in results}
-    wanted = {result["model"] for result in saved[f"{part}_results"] if "softmax head" in result["model"]
+    wanted = {result["model"] for result in saved.get(f"{part}_results", []) if "softmax head" in result["model"]
               and not same_network(result, earlier.get(result["model"])) and result["model"] not in done}
     for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images), (trained_models, digits)):
         for entry in (entry for entry in models() if entry[0] in wanted):
             with judged_by(mean_of_db_level):
                 result = search(entry, data)
             results.append({**result, "judged_by": "mean of dB, searched on this network"})
+            saved[f"{part}_mean_of_db_machine"] = machine()
             path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
@@ -1397,7 +1409,6 @@ def search_onnx_softmax_heads(saved, path, earlier_results):
     import json
 
     results = saved.setdefault("onnx_softmax_ratio_results", [])
-    saved["onnx_softmax_ratio_machine"] = machine()
     done = {result["model"] for result in results}
     earlier = {result["model"]: result for result in earlier_results}
     for entry in (entry for entry in trained_models() if "softmax head" in entry[0] and entry[0] not in done):
@@ -1407,6 +1418,7 @@ def search_onnx_softmax_heads(saved, path, earlier_results):
             result["earlier_latency_224"] = onnx_latency_at_224(before["depth"], before["float_parts"],
                                                                 before.get("int8_operators", ()))
         results.append(result)
+        saved["onnx_softmax_ratio_machine"] = machine()
         path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
@@ -1451,7 +1463,7 @@ def softmax_ratio_lines(ratio_results, auto_results, searched_on):
         "(mixed.error_ratio_gain_db), its candidates still ranked by the mean of dB (mixed.ranked_sqnr); the same "
         "images, bar and latency. Command: `python benchmarks/mixed_precision.py "
         f"bar_softmax_ratio`; searched and timed on {machine_text(searched_on)}.", ratio_results, auto_results,
-        ("mean of dB", "error ratios")) + [
+        ("mean of dB", "error ratios"), searched_on) + [
         "", paired_gain_text(ratio_results, auto_results, ("mean of dB", "error ratios"))]
 
 
@@ -1468,9 +1480,9 @@ def int8_softmax_ratio_lines(ratio_results, earlier_results, searched_on, digits
         "full-width ResNet-50's), the search of before made again on this network, its level judged by the mean "
         "of dB (`bar_int8_softmax_mean_of_db`). Commands: `python benchmarks/mixed_precision.py "
         f"bar_int8_softmax_ratio bar_int8_softmax_mean_of_db`; searched and timed on {machine_text(searched_on)}.",
-        ratio_results,
-        earlier_results, ("mean of dB", "error ratios")) + [
-        "", paired_gain_text(ratio_results, earlier_results, ("mean of dB", "error ratios"))]
+        ratio_results, same_network_rows(ratio_results, earlier_results), ("mean of dB", "error ratios"), searched_on) + [
+        "", paired_gain_text(ratio_results, same_network_rows(ratio_results, earlier_results),
+                             ("mean of dB", "error ratios"))]
 
 
 def onnx_softmax_ratio_lines(ratio_results, earlier_results, again_results, searched_on):
@@ -1541,8 +1553,9 @@ def bar_onnx_lines(results, mean_of_db_results, searched_on):
              "dB on the held-out calibration images). Latency: the kept parts at 224 on onnxruntime's CPU provider, "
              "alternating rounds with full int8. Bar: met on the held-out images, then on the evaluation images "
              "within 1 dB (as a level, and as the gain asked), at most 1.5x full int8's p50. The evaluation images "
-             "here are many, so a softmax head's gain on them is not left to the two or three unsure digits that "
-             "carry it on the 397 of the digits tables. Command: `python benchmarks/mixed_precision.py bar_onnx "
+             "here are many, so a softmax head's gain on them is not left to the few digits that carry half its "
+             "error on the 397 of the digits tables (benchmarks/results/calibration.md, its last column: 1 to 11 "
+             "images on the digits softmax heads). Command: `python benchmarks/mixed_precision.py bar_onnx "
              f"bar_onnx_mean_of_db`; searched and timed on {machine_text(searched_on)}.", "",
              "| model | budget dB (held-out) | held-out full int8 -> kept | evaluation full int8 -> kept (gain) | kept "
              "(float convolutions) | p50 at 224: int8 -> kept (ratio) | bar as a level | bar as a gain | search s |",
@@ -1555,22 +1568,25 @@ def bar_onnx_lines(results, mean_of_db_results, searched_on):
             f"{speed['p50_ms']['full int8']:.2f} -> {speed['p50_ms']['mixed']:.2f} ({speed['mixed_over_int8']:.2f}x) "
             f"| {'met' if verdict['level'] else 'no'} | {'met' if verdict['gain'] else 'no'} | "
             f"{r['search_seconds']:.0f} |")
-    before = {result["model"]: result for result in mean_of_db_results}
+    before = {result["model"]: result for result in same_network_rows(results, mean_of_db_results)}
     pairs = [(before[r["model"]], r) for r in results if r["model"] in before]
     if pairs:
         lines += ["", "The softmax heads searched again with the level judged as until session 56 (the mean over "
-                  "images of each image's logits SQNR), the same images, timed in the same run:", "",
+                  "images of each image's logits SQNR), the same images, each timed in its own run here:", "",
                   "| model | mean of dB: kept (float convolutions), evaluation gain, p50 ratio, bar as a gain | "
                   "error ratios: the same |", "|---|---|---|"]
-
-        def cell(row):
-            gain = row["evaluation_db"]["mixed"] - row["evaluation_db"]["full int8"]
-            return (f"{len(row['float_parts'])} parts ({row['float_operators']}), {gain:+.2f}, "
-                    f"{row['latency_224']['mixed_over_int8']:.2f}x, "
-                    f"{'met' if onnx_bar_verdict(row)['gain'] else 'no'}")
-
-        lines += [f"| {new['model']} | {cell(old)} | {cell(new)} |" for old, new in pairs]
+        lines += [f"| {new['model']} | {level_cell(old, onnx_bar_verdict)} | {level_cell(new, onnx_bar_verdict)} |"
+                  for old, new in pairs]
     return lines
+
+
+def level_cell(row, verdict, section_machine=None):
+    """A search briefly: kept parts (operators), evaluation gain over full int8, p50 ratio (and the CPU where it
+    is not `section_machine`'s), the bar as a gain (`verdict`: bar_verdict or onnx_bar_verdict)."""
+    gain = row["evaluation_db"]["mixed"] - row["evaluation_db"]["full int8"]
+    parts = f"{len(row['float_parts'])} parts ({row['float_operators']})" if row["float_parts"] else "full int8"
+    return (f"{parts}, {gain:+.2f}, {row['latency_224']['mixed_over_int8']:.2f}x"
+            f"{searched_elsewhere(row, section_machine)}, {'met' if verdict(row)['gain'] else 'no'}")
 
 
 LEVELS = ("mean of dB", "error ratios", "pooled errors")
@@ -1585,29 +1601,27 @@ def levels_lines(tflite_levels, onnx_levels, searched_on):
              "over images of each image's logits SQNR (until session 56), the mean of the images' logits error "
              "ratios over full int8's weighted by unsureness (mixed.error_ratio_gain_db, since), and the ratio of "
              "the images' logits errors summed with the same weights (softmax_estimates.pooled_logits_gain_db, "
-             "tried here: a mean of ratios reads a candidate whose per-image error is a fresh draw rather than "
-             "full int8's made smaller as worse than it is). Candidates are ranked by the mean of dB in all three. "
+             "tried here: a mean of ratios runs over the ratio of the means where a candidate's error on an image "
+             "is not full int8's made proportionally smaller, which may be why the int8 ONNX searches below read "
+             "every step they took as worse than full int8). Candidates are ranked by the mean of dB in all three. "
              "Cells: kept parts (operators, or float convolutions on the ONNX), evaluation gain over full int8, "
-             "p50 at 224 over full int8's, the bar as a gain. The TFLite rows' earlier columns are the tables "
-             "above; the pooled ones: `python benchmarks/mixed_precision.py bar_softmax_pooled`; the int8 ONNX's: "
-             "`... bar_onnx bar_onnx_mean_of_db bar_onnx_pooled`; searched and timed on "
+             "p50 at 224 over full int8's (timed on another CPU where a cell says so), the bar as a gain. The "
+             "TFLite rows' earlier columns are the tables above; the pooled ones: `python "
+             "benchmarks/mixed_precision.py bar_softmax_pooled`; the int8 ONNX's: `... bar_onnx bar_onnx_mean_of_db "
+             "bar_onnx_pooled`; those searched and timed on "
              f"{machine_text(searched_on)}.", "",
              "| model | artifact | " + " | ".join(LEVELS) + " |", "|---|---|---|---|---|"]
     gains = {level: [] for level in LEVELS}
     met = {level: 0 for level in LEVELS}
     for artifact, by_level, verdict in (("TFLite, float32 output", tflite_levels, bar_verdict),
                                         ("int8 ONNX", onnx_levels, onnx_bar_verdict)):
-        rows = [{row["model"]: row for row in results} for results in by_level]
+        rows = [{row["model"]: row for row in same_network_rows(by_level[-1], results)} for results in by_level]
         for model in (model for model in rows[-1] if all(model in row for row in rows)):
             cells = []
             for level, row in zip(LEVELS, (by_model[model] for by_model in rows)):
-                gain = row["evaluation_db"]["mixed"] - row["evaluation_db"]["full int8"]
-                gains[level].append(gain)
+                gains[level].append(row["evaluation_db"]["mixed"] - row["evaluation_db"]["full int8"])
                 met[level] += verdict(row)["gain"]
-                parts = f"{len(row['float_parts'])} parts ({row['float_operators']})" if row["float_parts"] else \
-                    "full int8"
-                cells.append(f"{parts}, {gain:+.2f}, {row['latency_224']['mixed_over_int8']:.2f}x, "
-                             f"{'met' if verdict(row)['gain'] else 'no'}")
+                cells.append(level_cell(row, verdict, searched_on))
             lines.append(f"| {model} | {artifact} | " + " | ".join(cells) + " |")
     count = len(gains[LEVELS[0]])
     if count:
@@ -1635,9 +1649,10 @@ def paired_gain_text(results, earlier_results, labels):
                 f"{sum(bar_verdict(row)['gain'] for row in rows)} ({label})" for label, rows in ways) + ".")
 
 
-def searched_again_lines(heading, prose, results, earlier_results, labels):
+def searched_again_lines(heading, prose, results, earlier_results, labels, section_machine=None):
     """A section of searches made again another way: their bar table, then each beside its earlier search of
-    the same model (`labels`: what the two columns call them)."""
+    the same model (`labels`: what the two columns call them; a cell timed on another CPU than
+    `section_machine` says which)."""
     before = {result["model"]: result for result in earlier_results}
     lines = ["", f"### {heading}", "", prose, "", *bar_table(results), "",
              f"| model | {labels[0]}: kept, evaluation full int8 -> kept (gain), p50 ratio | {labels[1]}: kept, "
@@ -1645,15 +1660,18 @@ def searched_again_lines(heading, prose, results, earlier_results, labels):
     for result in results:
         earlier = before.get(result["model"])
         if earlier:
-            lines.append(f"| {result['model']} | {kept_text(earlier)} | {kept_text(result)} |")
+            lines.append(f"| {result['model']} | {kept_text(earlier, section_machine)} | "
+                         f"{kept_text(result, section_machine)} |")
     return lines
 
 
-def kept_text(result):
-    """A search's kept parts, evaluation SQNR and latency ratio, briefly, for a table cell."""
+def kept_text(result, section_machine=None):
+    """A search's kept parts, evaluation SQNR and latency ratio, briefly, for a table cell (with the CPU it was
+    timed on where that is not `section_machine`'s)."""
     evaluated = result["evaluation_db"]
     return (f"{kept_parts_text(result)}, {evaluated['full int8']:.2f} -> {evaluated['mixed']:.2f} "
-            f"({evaluated['mixed'] - evaluated['full int8']:+.2f}), {result['latency_224']['mixed_over_int8']:.2f}x")
+            f"({evaluated['mixed'] - evaluated['full int8']:+.2f}), {result['latency_224']['mixed_over_int8']:.2f}x"
+            f"{searched_elsewhere(result, section_machine)}")
 
 
 def bar_table(bar_results):
@@ -1733,7 +1751,9 @@ KEPT_KEYS = ("level_se_results", "level_se_machine", "fashion_results", "fashion
              "bar_int8_softmax_ratio_machine", "onnx_softmax_ratio_results", "onnx_softmax_ratio_machine",
              "bar_int8_softmax_ratio_mean_of_db_results", "onnx_softmax_ratio_mean_of_db_results",
              "bar_onnx_results", "bar_onnx_machine", "bar_onnx_mean_of_db_results", "bar_softmax_pooled_results",
-             "bar_softmax_pooled_machine", "bar_onnx_pooled_results")
+             "bar_softmax_pooled_machine", "bar_onnx_pooled_results", "bar_onnx_pooled_machine",
+             "bar_onnx_mean_of_db_machine", "bar_int8_softmax_ratio_mean_of_db_machine",
+             "onnx_softmax_ratio_mean_of_db_machine")
 BAR_TAIL_ROOM = 10  # --tail-room of the bar_tail_room searches
 BAR_TABLES = {"corrected_steps_results": "int8", "corrected_float_output_results": "float32"}  # saved key: output
 

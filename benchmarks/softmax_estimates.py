@@ -143,7 +143,8 @@ def pooled_logits_gain_db(probabilities, float_logits, logits, full_logits):
         errors = (float_logits - np.asarray(values, np.float64)).reshape(len(values), -1)
         return float(np.sum(weights * np.sum(errors ** 2, axis=1)))
 
-    return float(10 * np.log10(max(weighted_error(full_logits), 1e-30) / max(weighted_error(logits), 1e-30)))
+    full_int8, these = weighted_error(full_logits), weighted_error(logits)
+    return float(min(10 * np.log10(max(full_int8, 1e-30) / max(these, full_int8 * 1e-12, 1e-30)), 120.0))
 
 
 def softmax(logits):
