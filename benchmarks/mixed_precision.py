@@ -1470,6 +1470,7 @@ def softmax_ratio_lines(ratio_results, auto_results, searched_on):
 def int8_softmax_ratio_lines(ratio_results, earlier_results, searched_on, digits_searched_on):
     """The softmax heads' int8-output searches whose level the logits' error ratios judge, beside the same
     searches judged by the mean of the images' logits SQNR (the digits ones searched on `digits_searched_on`)."""
+    earlier = same_network_rows(ratio_results, earlier_results)
     return searched_again_lines(
         "The softmax heads' int8-output searches, a step's level judged by the logits' error ratios",
         "The int8-output searches of the softmax-head ResNet-50s (the MNIST and Fashion-MNIST ones of the bar "
@@ -1480,9 +1481,8 @@ def int8_softmax_ratio_lines(ratio_results, earlier_results, searched_on, digits
         "full-width ResNet-50's), the search of before made again on this network, its level judged by the mean "
         "of dB (`bar_int8_softmax_mean_of_db`). Commands: `python benchmarks/mixed_precision.py "
         f"bar_int8_softmax_ratio bar_int8_softmax_mean_of_db`; searched and timed on {machine_text(searched_on)}.",
-        ratio_results, same_network_rows(ratio_results, earlier_results), ("mean of dB", "error ratios"), searched_on) + [
-        "", paired_gain_text(ratio_results, same_network_rows(ratio_results, earlier_results),
-                             ("mean of dB", "error ratios"))]
+        ratio_results, earlier, ("mean of dB", "error ratios"), searched_on) + [
+        "", paired_gain_text(ratio_results, earlier, ("mean of dB", "error ratios"))]
 
 
 def onnx_softmax_ratio_lines(ratio_results, earlier_results, again_results, searched_on):
@@ -1503,8 +1503,8 @@ def onnx_softmax_ratio_lines(ratio_results, earlier_results, again_results, sear
              "network with the level judged by the mean of dB (`onnx_softmax_mean_of_db`, \"searched again\", timed "
              "in that run). NNCF: its quantize_with_accuracy_control rows of the section \"Beside NNCF\" (the same "
              "float ONNX, budget and calibration images), where they ran on this network. Commands: "
-             f"`python benchmarks/mixed_precision.py onnx_softmax_ratio onnx_softmax_mean_of_db`; searched and timed on "
-             f"{machine_text(searched_on)}.", "",
+             "`python benchmarks/mixed_precision.py onnx_softmax_ratio onnx_softmax_mean_of_db`; searched and timed "
+             f"on {machine_text(searched_on)}.", "",
              "| model | budget dB (held-out) | held-out full int8 -> kept | evaluation full int8 -> kept (gain) | "
              "level within 1 dB | kept (float convolutions) | p50 ratio at 224 | mean of dB before: kept (float "
              "convolutions), evaluation gain, p50 ratio | NNCF (its own ranges; min/max ranges): float "
