@@ -756,26 +756,15 @@ def main(parts):
     if "onnx_softmax_ratio" in parts:  # the int8 ONNX's softmax heads judged by the logits' error ratios
         search_onnx_softmax_heads(saved, path, onnx_results)
     if "bar_onnx" in parts:  # the int8 ONNX's bar on the MNIST and Fashion-MNIST ResNet-50s, both heads
-        bar_onnx = saved.setdefault("bar_onnx_results", [])
-        for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images)):
-            for entry in (entry for entry in models() if entry[0] not in {row["model"] for row in bar_onnx}):
-                bar_onnx.append(timed_onnx_search(entry, data))
-                saved["bar_onnx_machine"] = machine()
-                path.write_text(json.dumps(saved, indent=2) + "\n")
+        search_onnx_resnet50s(saved, path, "bar_onnx", "head")
     if "bar_onnx_mean_of_db" in parts:  # their softmax heads with the level judged as until session 56
         searched_by_mean_of_db(saved, path, "bar_onnx", (), timed_onnx_search)
     if "bar_softmax_pooled" in parts:  # the softmax heads' float32-output searches, the level by pooled errors
         with judged_by(pooled_level):
             search_resnet50_heads(saved, path, "bar_softmax_pooled", "softmax", "auto")
     if "bar_onnx_pooled" in parts:  # the int8 ONNX's MNIST and Fashion-MNIST softmax heads so
-        pooled = saved.setdefault("bar_onnx_pooled_results", [])
-        for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images)):
-            for entry in (entry for entry in models() if "softmax head" in entry[0]
-                          and entry[0] not in {row["model"] for row in pooled}):
-                with judged_by(pooled_level):
-                    pooled.append(timed_onnx_search(entry, data))
-                saved["bar_onnx_pooled_machine"] = machine()
-                path.write_text(json.dumps(saved, indent=2) + "\n")
+        with judged_by(pooled_level):
+            search_onnx_resnet50s(saved, path, "bar_onnx_pooled", "softmax head")
     if "bar_int8_softmax_mean_of_db" in parts:  # those of them whose earlier search ran on other weights, judged
         searched_by_mean_of_db(saved, path, "bar_int8_softmax_ratio", searched_int8_of(saved),  # as before
                                lambda entry, data: measure(*entry, output_type="int8", precision="auto", data=data))
@@ -1402,6 +1391,21 @@ def timed_onnx_search(entry, data=digits):
     return result
 
 
+def search_onnx_resnet50s(saved, path, part, head):
+    """timed_onnx_search of the MNIST and Fashion-MNIST ResNet-50s whose name has `head` ("head": both), into
+    saved[PART_results] (the models it has are skipped), its machine in saved[PART_machine], written to `path`
+    after each."""
+    import json
+
+    results = saved.setdefault(f"{part}_results", [])
+    for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images)):
+        for entry in (entry for entry in models() if head in entry[0]
+                      and entry[0] not in {row["model"] for row in results}):
+            results.append(timed_onnx_search(entry, data))
+            saved[f"{part}_machine"] = machine()
+            path.write_text(json.dumps(saved, indent=2) + "\n")
+
+
 def search_onnx_softmax_heads(saved, path, earlier_results):
     """The int8 ONNX searches of the digits models' softmax heads, each timed at 224 beside the parts its
     earlier search (`earlier_results`) kept, in one run, into saved["onnx_softmax_ratio_results"] (the models
@@ -1560,14 +1564,7 @@ def bar_onnx_lines(results, mean_of_db_results, searched_on):
              "| model | budget dB (held-out) | held-out full int8 -> kept | evaluation full int8 -> kept (gain) | kept "
              "(float convolutions) | p50 at 224: int8 -> kept (ratio) | bar as a level | bar as a gain | search s |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        evaluated, speed, verdict = r["evaluation_db"], r["latency_224"], onnx_bar_verdict(r)
-        lines.append(
-            f"| {r['model']} | {r['budget_db']:.2f} | {held_out_cell(r)} | {evaluated['full int8']:.2f} -> "
-            f"{evaluated['mixed']:.2f} ({evaluated['mixed'] - evaluated['full int8']:+.2f}) | {onnx_kept_text(r)} | "
-            f"{speed['p50_ms']['full int8']:.2f} -> {speed['p50_ms']['mixed']:.2f} ({speed['mixed_over_int8']:.2f}x) "
-            f"| {'met' if verdict['level'] else 'no'} | {'met' if verdict['gain'] else 'no'} | "
-            f"{r['search_seconds']:.0f} |")
+    lines += [f"| {r['model']} | {bar_cells(r, onnx_kept_text(r), onnx_bar_verdict(r))} |" for r in results]
     before = {result["model"]: result for result in same_network_rows(results, mean_of_db_results)}
     pairs = [(before[r["model"]], r) for r in results if r["model"] in before]
     if pairs:
@@ -1679,17 +1676,22 @@ def bar_table(bar_results):
     lines = ["| model | output | budget dB (held-out) | held-out full int8 -> kept | evaluation full int8 -> kept "
              "(gain) | kept | p50 at 224: int8 -> kept (ratio) | bar as a level | bar as a gain | search s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in bar_results:
-        evaluated, speed, verdict = r["evaluation_db"], r["latency_224"], bar_verdict(r)
-        lines.append(
-            f"| {r['model']} | {r['output_type']} | {r['budget_db']:.2f} | {held_out_cell(r)} | "
-            f"{evaluated['full int8']:.2f} -> "
-            f"{evaluated['mixed']:.2f} ({evaluated['mixed'] - evaluated['full int8']:+.2f}) | {kept_parts_text(r)} | "
-            f"{speed['p50_ms']['full int8']:.2f} -> {speed['p50_ms']['mixed']:.2f} "
-            f"({speed['mixed_over_int8']:.2f}x{'' if speed['mixed_fully_delegated'] else ', NOT all on XNNPACK'}) | "
-            f"{'met' if verdict['level'] else 'no'} | {'met' if verdict['gain'] else 'no'} | "
-            f"{r['search_seconds']:.0f} |")
+    lines += [f"| {r['model']} | {r['output_type']} | {bar_cells(r, kept_parts_text(r), bar_verdict(r))} |"
+              for r in bar_results]
     return lines
+
+
+def bar_cells(result, kept, verdict):
+    """A bar table's cells from the budget on: levels, gain, `kept` (a cell's text), latency, `verdict`
+    (bar_verdict or onnx_bar_verdict), search seconds."""
+    evaluated, speed = result["evaluation_db"], result["latency_224"]
+    delegated = speed.get("mixed_fully_delegated", True)  # onnxruntime has no delegate to leave
+    return (f"{result['budget_db']:.2f} | {held_out_cell(result)} | {evaluated['full int8']:.2f} -> "
+            f"{evaluated['mixed']:.2f} ({evaluated['mixed'] - evaluated['full int8']:+.2f}) | {kept} | "
+            f"{speed['p50_ms']['full int8']:.2f} -> {speed['p50_ms']['mixed']:.2f} "
+            f"({speed['mixed_over_int8']:.2f}x{'' if delegated else ', NOT all on XNNPACK'}) | "
+            f"{'met' if verdict['level'] else 'no'} | {'met' if verdict['gain'] else 'no'} | "
+            f"{result['search_seconds']:.0f}")
 
 
 def kept_parts_text(result):
