@@ -87,11 +87,16 @@ heads with the level of before); `bar_softmax_pooled` and `bar_onnx_pooled`
 run the softmax heads' searches with the level read from the logits' errors
 pooled with the same weights (softmax_estimates.pooled_logits_gain_db).
 
+Session 58: `bar_onnx_nncf` runs NNCF's quantize_with_accuracy_control
+beside each `bar_onnx` search (the artifact that search wrote, the same
+budget, calibration and evaluation images), as the `nncf` part does beside
+the digits models' `onnx` searches.
+
     python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx_again] [onnx]
         [onnx_latency] [nncf] [part_gains] [softmax_floor] [grid_cap] [bar_mnist] [bar_retimed] [bar_fashion]
         [bar_tail_room] [bar_float_logits] [bar_softmax_float32] [bar_softmax_ratio] [bar_int8_softmax_ratio]
         [bar_int8_softmax_mean_of_db] [onnx_softmax_ratio] [onnx_softmax_mean_of_db] [bar_onnx] [bar_onnx_mean_of_db]
-        [bar_softmax_pooled] [bar_onnx_pooled]
+        [bar_softmax_pooled] [bar_onnx_pooled] [bar_onnx_nncf]
 """
 
 import contextlib
@@ -493,8 +498,9 @@ def nncf_python():
     return os.environ.get("NNCF_PYTHON", "/tmp/nncf-venv/bin/python")
 
 
-def compare_with_nncf(result, model):
-    """NNCF's accuracy control against our ONNX search: same budget, same fit and held-out images."""
+def compare_with_nncf(result, model, data=digits):
+    """NNCF's accuracy control against our ONNX search (its artifact at result["artifact"]): same budget, same
+    fit and held-out images (`data`'s calibration images), scored on `data`'s evaluation images."""
     import json
     import subprocess
 
@@ -511,7 +517,7 @@ def compare_with_nncf(result, model):
 
     folded = fold_batchnorm(model)[0]
     float_model = float_tflite(folded)
-    calibration, evaluation = digits(result["size"])
+    calibration, evaluation = data(result["size"])
     statistics = collect_statistics(float_model, calibration)
     inputs = calibration_inputs(calibration, statistics)
     folder = Path(tempfile.mkdtemp(prefix="mixed-nncf-"))
@@ -550,8 +556,8 @@ def compare_with_nncf(result, model):
     return rows
 
 
-def nncf_lines(results):
-    lines = ["", "## Beside NNCF's quantize_with_accuracy_control (the int8 ONNX)", "",
+def nncf_lines(results, title="## Beside NNCF's quantize_with_accuracy_control (the int8 ONNX)", intro=""):
+    lines = ["", title, "", intro +
              "Same float ONNX, same budget (dB), the same 200 calibration images: NNCF fits its ranges on them and "
              "validates on them, our search scores each of them by ranges fitted on the other three quarters; NNCF's preset PERFORMANCE, its metric the output's "
              "1 - noise/signal (so its drop bound is the dB budget exactly). Float convolutions: Conv/Gemm whose "
@@ -757,6 +763,8 @@ def main(parts):
         search_onnx_softmax_heads(saved, path, onnx_results)
     if "bar_onnx" in parts:  # the int8 ONNX's bar on the MNIST and Fashion-MNIST ResNet-50s, both heads
         search_onnx_resnet50s(saved, path, "bar_onnx", "head")
+    if "bar_onnx_nncf" in parts:  # NNCF's accuracy control beside each of them, the same budget and images
+        nncf_beside_bar_onnx(saved, path)
     if "bar_onnx_mean_of_db" in parts:  # their softmax heads with the level judged as until session 56
         searched_by_mean_of_db(saved, path, "bar_onnx", (), timed_onnx_search)
     if "bar_softmax_pooled" in parts:  # the softmax heads' float32-output searches, the level by pooled errors
@@ -877,6 +885,8 @@ def main(parts):
     if saved.get("bar_onnx_results"):
         lines += bar_onnx_lines(saved["bar_onnx_results"], saved.get("bar_onnx_mean_of_db_results", []),
                                 saved["bar_onnx_machine"])
+    if any("nncf" in result for result in saved.get("bar_onnx_results", [])):
+        lines += bar_onnx_nncf_lines(saved["bar_onnx_results"], saved["bar_onnx_nncf_machine"])
     if saved.get("bar_softmax_pooled_results") or saved.get("bar_onnx_pooled_results"):
         float32_softmax = [result for result in searched_before if "softmax" in result["model"]]
         lines += levels_lines(
@@ -1406,6 +1416,24 @@ def search_onnx_resnet50s(saved, path, part, head):
             path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
+def nncf_beside_bar_onnx(saved, path):
+    """compare_with_nncf beside each bar_onnx search (its artifact as the search wrote it, the same data), into the
+    result's "nncf" (results that have one are skipped), the machine in saved["bar_onnx_nncf_machine"], written to
+    `path` after each."""
+    import json
+
+    models = {name: (model, data) for sets, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images))
+              for name, model, _, _ in sets()}
+    for result in (result for result in saved.get("bar_onnx_results", []) if "nncf" not in result):
+        if not Path(result["artifact"]).exists():
+            raise SystemExit(f"{result['artifact']} is gone: take {result['model']} out of bar_onnx_results and run "
+                             "bar_onnx again first")
+        result["nncf"] = compare_with_nncf(result, *models[result["model"]])
+        print(result["model"], result["nncf"], flush=True)
+        saved["bar_onnx_nncf_machine"] = machine()
+        path.write_text(json.dumps(saved, indent=2) + "\n")
+
+
 def search_onnx_softmax_heads(saved, path, earlier_results):
     """The int8 ONNX searches of the digits models' softmax heads, each timed at 224 beside the parts its
     earlier search (`earlier_results`) kept, in one run, into saved["onnx_softmax_ratio_results"] (the models
@@ -1574,6 +1602,48 @@ def bar_onnx_lines(results, mean_of_db_results, searched_on):
                   "error ratios: the same |", "|---|---|---|"]
         lines += [f"| {new['model']} | {level_cell(old, onnx_bar_verdict)} | {level_cell(new, onnx_bar_verdict)} |"
                   for old, new in pairs]
+    return lines
+
+
+def bar_onnx_nncf_lines(results, measured_on):
+    """NNCF's accuracy control beside the int8 ONNX bar searches: per route, whether it met the budget on the
+    calibration images, its float convolutions, its evaluation SQNR and gain over our full int8, p50 at the
+    model's own size (one interleaved run per model)."""
+    lines = ["", "### NNCF beside the int8 ONNX bar searches", "",
+             "NNCF 3.4's quantize_with_accuracy_control on the same float ONNX, the same budget (dB of the output's "
+             "SQNR) and the same 200 calibration images as each search of the table above (NNCF fits its ranges on "
+             "them and validates on them; our search scores each image by ranges fitted on the other three "
+             "quarters), beside that search's artifact as it wrote it; all scored on the same evaluation images "
+             "(MNIST 2300, Fashion-MNIST 10,000). NNCF's preset PERFORMANCE, its metric the output's 1 - "
+             "noise/signal (its drop bound is the dB budget exactly; benchmarks/nncf_accuracy_control.py). Gain: "
+             "over our full int8 on the evaluation images. p50: batch 1 at the model's own size (32x32) on "
+             "onnxruntime's CPU provider, the three artifacts in alternating rounds in one run (at this size a "
+             "width-0.25 network runs about as fast in float as in int8, so the float convolutions are the cost "
+             "that grows with the input). \"Met on the calibration images\": ours as its search judges it (each "
+             "image scored by ranges that never saw it), NNCF's as it validates (on the images it fitted its ranges "
+             "on). Command: `python benchmarks/mixed_precision.py bar_onnx_nncf`; run on "
+             f"{machine_text(measured_on)}.", "",
+             "| model | budget dB | route | met on the calibration images | float convolutions | evaluation dB "
+             "(gain) | p50 ms | seconds |", "|---|---|---|---|---|---|---|---|"]
+    held = {}  # route: [(met on the evaluation images within 1 dB, float convolutions, every convolution float)]
+    for r in (r for r in results if "nncf" in r):
+        full = r["evaluation_db"]["full int8"]
+        for label, row in r["nncf"].items():
+            met = r["met_on_held_out"] if label == "edge-resnet --min-sqnr" else row.get("met_on_held_out")
+            cells = (f"failed: {' '.join(row['error'])[:120]} | | | |" if "error" in row else
+                     f"{row['float_convolutions']} | {row['evaluation_db']:.2f} ({row['evaluation_db'] - full:+.2f}) "
+                     f"| {row['p50_ms']:.3f} | {row['seconds']:.0f} |")
+            lines.append(f"| {r['model']} | {r['budget_db']:.2f} | {label} | {'yes' if met else 'no'} | {cells}")
+            if "error" not in row:
+                held.setdefault(label, []).append((row["evaluation_db"] >= r["budget_db"] - 1,
+                                                   row["float_convolutions"], row["evaluation_db"] > 100))
+    lines.append("")
+    for label, rows in held.items():
+        met = [(convolutions, all_float) for within, convolutions, all_float in rows if within]
+        lines.append(f"- {label}: the budget met on the evaluation images within 1 dB on {len(met)} of {len(rows)}"
+                     + (f" ({sum(all_float for _, all_float in met)} of them with every convolution float; float "
+                        f"convolutions {', '.join(str(convolutions) for convolutions, _ in met)})" if met else "")
+                     + ".")
     return lines
 
 
@@ -1754,7 +1824,7 @@ KEPT_KEYS = ("level_se_results", "level_se_machine", "fashion_results", "fashion
              "bar_int8_softmax_ratio_mean_of_db_results", "onnx_softmax_ratio_mean_of_db_results",
              "bar_onnx_results", "bar_onnx_machine", "bar_onnx_mean_of_db_results", "bar_softmax_pooled_results",
              "bar_softmax_pooled_machine", "bar_onnx_pooled_results", "bar_onnx_pooled_machine",
-             "bar_onnx_mean_of_db_machine", "bar_int8_softmax_ratio_mean_of_db_machine",
+             "bar_onnx_mean_of_db_machine", "bar_int8_softmax_ratio_mean_of_db_machine", "bar_onnx_nncf_machine",
              "onnx_softmax_ratio_mean_of_db_machine")
 BAR_TAIL_ROOM = 10  # --tail-room of the bar_tail_room searches
 BAR_TABLES = {"corrected_steps_results": "int8", "corrected_float_output_results": "float32"}  # saved key: output
