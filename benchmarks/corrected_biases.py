@@ -6,6 +6,7 @@ help on models and data it was not written on, under issue 23's protocol?
     python benchmarks/corrected_biases.py in_sample SET SUBSTRING...
     python benchmarks/corrected_biases.py onnx SET SUBSTRING...
     python benchmarks/corrected_biases.py onnx_logits SET SUBSTRING...
+    python benchmarks/corrected_biases.py ratio_guard SET SUBSTRING...
 
 Per model and head, four calibration subsets of 200 images (calibration.py's
 protocol_splits: the very same images for every route): the raw TFLite
@@ -26,7 +27,9 @@ correction's loss coming (guard_row). `in_sample`: the guard that ships,
 replayed per subset (in_sample_row). `onnx`: the int8 ONNX of onnxruntime's
 route, corrected always and guarded, beside raw onnxruntime (onnx_row);
 `onnx_logits`: a softmax head's ONNX correction read three ways on the
-evaluation images (onnx_logits_row).
+evaluation images (onnx_logits_row). `ratio_guard`: the `in_sample` replay
+whose rows also read a softmax head's guard from its logits' error ratios
+(ratio_guard_lines).
 
 Writes benchmarks/results/corrected_biases.{json,md}; each part measures
 its models again and keeps the others' rows.
@@ -159,7 +162,7 @@ def in_sample_row(model_name, model, head, size, protocol):
     from calibration import sqnr_db
 
     from edge_resnet.model.fold import fold_batchnorm
-    from edge_resnet.quantize.mixed import per_image_mean_db, softmax_relevant
+    from edge_resnet.quantize.mixed import error_ratio_gain_db, per_image_mean_db, softmax_relevant
     from edge_resnet.quantize.statistics import softmax_input_of
     from edge_resnet.quantize.tflite import float_tflite
 
@@ -180,6 +183,8 @@ def in_sample_row(model_name, model, head, size, protocol):
                      for logits in (plain_logits, fixed_logits)]
             subset[f"{where}_gain_db"] = sqnr_db(expected, fixed) - sqnr_db(expected, plain)
             subset[f"{where}_image_mean_gain_db"] = per_image_mean_db(*pairs[1]) - per_image_mean_db(*pairs[0])
+            if head == "softmax":  # the logits' error ratios weighted by unsureness (the budget search's level)
+                subset[f"{where}_ratio_gain_db"] = error_ratio_gain_db(expected, pairs[1][0], pairs[1][1], pairs[0][1])
         subsets.append(subset)
         print("   " + ", ".join(f"{key.removesuffix('_db')} {value:+.2f}" for key, value in subset.items()
                                 if key != "rule"), flush=True)
@@ -430,6 +435,40 @@ def in_sample_lines(result):
     return lines
 
 
+def ratio_guard_lines(result):
+    """The shipped guard and one that reads a softmax head's logits' error ratios (mixed.error_ratio_gain_db) on
+    the calibration images instead of their mean per-image SQNR, replayed per subset on the ratio_guard rows."""
+    lines = ["", "## A softmax head's guard read from the logits' error ratios (`ratio_guard`)", "",
+             "Commands: " + ", ".join(f"`{command}`" for command in result.get("ratio_guard_commands", []))
+             + f"; run on {result['ratio_guard_machine']['cpu']}, {result['ratio_guard_machine']['cores']} cores.", "",
+             "The `in_sample` replay on the softmax heads again, the correction (fitted on the 200 calibration "
+             "images) judged on those images two ways: as shipped, the logits' mean per-image SQNR; and the "
+             "logits' error ratios over the model as quantized, each image weighted by how unsure the float model "
+             "is of it (mixed.error_ratio_gain_db, what the budget search judges a softmax head's level by since "
+             "session 56: on the searches' steps it tracked the probabilities' gain where the mean of dB ran "
+             "over it). Both read the logits raised to the int8 softmax input's floor. Evaluation gain: the "
+             "probabilities' pooled SQNR on the evaluation images, corrected - as quantized.", "",
+             "| model | mean per-image SQNR gain on the calibration images, per subset (dB) | error-ratio gain on "
+             "them (dB) | evaluation gain per subset (dB) | evaluation gain, mean: always / kept by the mean of "
+             "dB / kept by the error ratios |", "|---|---|---|---|---|"]
+    totals = []
+    for row in result["ratio_guard_rows"]:
+        subsets = row["subsets"]
+        gains = np.array([subset["evaluation_gain_db"] for subset in subsets])
+        by_mean = np.array([subset["in_sample_image_mean_gain_db"] for subset in subsets])
+        by_ratio = np.array([subset["in_sample_ratio_gain_db"] for subset in subsets])
+        kept = [gains.mean(), np.where(by_mean > 0, gains, 0.0).mean(), np.where(by_ratio > 0, gains, 0.0).mean()]
+        totals.append(kept)
+        lines.append(f"| {row['model']} | " + " | ".join(", ".join(f"{value:+.2f}" for value in values)
+                                                        for values in (by_mean, by_ratio, gains))
+                     + " | " + " / ".join(f"{value:+.2f}" for value in kept) + " |")
+    totals = np.array(totals)
+    lines += ["", f"Over {len(totals)} rows: always {totals[:, 0].mean():+.2f} dB (lowest {totals[:, 0].min():+.2f}), "
+                  f"kept by the mean of dB {totals[:, 1].mean():+.2f} (lowest {totals[:, 1].min():+.2f}), kept by the "
+                  f"error ratios {totals[:, 2].mean():+.2f} (lowest {totals[:, 2].min():+.2f})."]
+    return lines
+
+
 def corrected(int8_model, float_model, images, means):
     """The int8 model (int8 I/O) with its biases corrected on `images` (an array)."""
     from edge_resnet.quantize.bias_correction import with_corrected_biases
@@ -561,6 +600,8 @@ def markdown(result):
         lines += guard_lines(result)
     if result.get("in_sample_rows"):
         lines += in_sample_lines(result)
+    if result.get("ratio_guard_rows"):
+        lines += ratio_guard_lines(result)
     if result.get("onnx_rows"):
         lines += onnx_lines(result)
     if "cost" in result:
@@ -595,7 +636,8 @@ def main(parts):
     if "onnx_cost" in parts:
         result.update(onnx_cost=onnx_cost(), onnx_cost_command=command)
     sets = model_sets()
-    rows_of = {"guard": guard_row, "in_sample": in_sample_row, "onnx": onnx_row, "onnx_logits": onnx_logits_row}
+    rows_of = {"guard": guard_row, "in_sample": in_sample_row, "onnx": onnx_row, "onnx_logits": onnx_logits_row,
+               "ratio_guard": in_sample_row}
     if parts[:1] and parts[0] in rows_of:  # guard SET SUBSTRING...: the rows of SET whose names hold one
         measured, key = rows_of[parts[0]], parts[0]
         protocol, models = sets[parts[1]]
@@ -604,6 +646,7 @@ def main(parts):
                 row = measured(name, model, head, size, protocol)
                 result[f"{key}_rows"] = [kept for kept in result.get(f"{key}_rows", []) if kept["model"] != name] + [row]
                 result[f"{key}_commands"] = list(dict.fromkeys([*result.get(f"{key}_commands", []), command]))
+                result[f"{key}_machine"] = machine()
                 write_results("corrected_biases", result, markdown(result))
         return
     for part in parts:
