@@ -90,13 +90,15 @@ pooled with the same weights (softmax_estimates.pooled_logits_gain_db).
 Session 58: `bar_onnx_nncf` runs NNCF's quantize_with_accuracy_control
 beside each `bar_onnx` search (the artifact that search wrote, the same
 budget, calibration and evaluation images), as the `nncf` part does beside
-the digits models' `onnx` searches.
+the digits models' `onnx` searches; `bar_onnx_nncf_224` times the
+convolutions each NNCF route left float, left float in our int8 ONNX of a
+ResNet-50 at 224 (NNCF's own artifact exists at the models' 32x32 only).
 
     python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx_again] [onnx]
         [onnx_latency] [nncf] [part_gains] [softmax_floor] [grid_cap] [bar_mnist] [bar_retimed] [bar_fashion]
         [bar_tail_room] [bar_float_logits] [bar_softmax_float32] [bar_softmax_ratio] [bar_int8_softmax_ratio]
         [bar_int8_softmax_mean_of_db] [onnx_softmax_ratio] [onnx_softmax_mean_of_db] [bar_onnx] [bar_onnx_mean_of_db]
-        [bar_softmax_pooled] [bar_onnx_pooled] [bar_onnx_nncf]
+        [bar_softmax_pooled] [bar_onnx_pooled] [bar_onnx_nncf] [bar_onnx_nncf_224]
 """
 
 import contextlib
@@ -450,9 +452,10 @@ def measure_onnx(name, model, size, depth, data=digits):
     return result
 
 
-def onnx_latency_at_224(depth, float_parts, int8_operators=()):
+def onnx_latency_at_224(depth, float_parts, int8_operators=(), float_nodes=None):
     """p50 of the full-int8 and the mixed int8 ONNX at 224 (random weights) on onnxruntime, alternating rounds
-    (node names are the Keras layer names at any input size, so `int8_operators` name the same nodes there)."""
+    (node names are the Keras layer names at any input size, so `int8_operators` name the same nodes there).
+    `float_nodes`: the nodes left float by name instead of by parts (another tool's float convolutions)."""
     import onnx
 
     from edge_resnet.data.images import Preprocessing, images_from_array
@@ -480,8 +483,11 @@ def onnx_latency_at_224(depth, float_parts, int8_operators=()):
     parts = parts_in_order(node.name for node in prepared.proto.graph.node)
     recipe = QuantizationRecipe()
     paths["full int8"] = ort_quantized(prepared, folder / "int8.onnx", recipe, ranges)
-    paths["mixed"] = ort_quantized(prepared, folder / "mixed.onnx", recipe, ranges,
-                                   [name for part in float_parts for name in parts[part] if name not in int8_operators])
+    excluded = float_nodes if float_nodes is not None else [name for part in float_parts for name in parts[part]
+                                                             if name not in int8_operators]
+    unknown = set(excluded) - {node.name for node in prepared.proto.graph.node}
+    assert not unknown, f"no such nodes at 224: {sorted(unknown)}"
+    paths["mixed"] = ort_quantized(prepared, folder / "mixed.onnx", recipe, ranges, list(excluded))
     runners = {name: OnnxRunner(path, threads=2) for name, path in paths.items()}
     sample = next(calibration.samples())[None]
     medians = interleaved_medians([lambda runner=runner: runner.predict(sample) for runner in runners.values()],
@@ -765,6 +771,8 @@ def main(parts):
         search_onnx_resnet50s(saved, path, "bar_onnx", "head")
     if "bar_onnx_nncf" in parts:  # NNCF's accuracy control beside each of them, the same budget and images
         nncf_beside_bar_onnx(saved, path)
+    if "bar_onnx_nncf_224" in parts:  # NNCF's float convolutions timed at 224 in our int8 ONNX
+        nncf_float_convolutions_at_224(saved, path)
     if "bar_onnx_mean_of_db" in parts:  # their softmax heads with the level judged as until session 56
         searched_by_mean_of_db(saved, path, "bar_onnx", (), timed_onnx_search)
     if "bar_softmax_pooled" in parts:  # the softmax heads' float32-output searches, the level by pooled errors
@@ -1434,6 +1442,28 @@ def nncf_beside_bar_onnx(saved, path):
         path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
+def nncf_float_convolutions_at_224(saved, path):
+    """Each NNCF route of the bar_onnx rows: the convolutions its artifact left float, left float in our int8
+    ONNX of a ResNet-50 at 224 and timed beside its full int8 (onnx_latency_at_224), into the route's
+    "latency_224" (routes that have one are skipped), written to `path` after each."""
+    import json
+
+    import onnx
+
+    from edge_resnet.quantize.onnx_export import float_weight_ops
+
+    for result in (result for result in saved.get("bar_onnx_results", []) if "nncf" in result):
+        for label, row in result["nncf"].items():
+            if label in NNCF_SETTINGS and "path" in row and "latency_224" not in row:
+                # the Keras layer's name: a softmax head's classifier is "predictions/pre_activation" there, and
+                # "predictions" in the logits-head model timed at 224
+                names = [name.split("/")[0] for name in float_weight_ops(onnx.load(row["path"]))]
+                row["latency_224"] = onnx_latency_at_224(result["depth"], (), float_nodes=names)
+                print(result["model"], label, row["latency_224"], flush=True)
+                saved["bar_onnx_nncf_224_machine"] = machine()
+                path.write_text(json.dumps(saved, indent=2) + "\n")
+
+
 def search_onnx_softmax_heads(saved, path, earlier_results):
     """The int8 ONNX searches of the digits models' softmax heads, each timed at 224 beside the parts its
     earlier search (`earlier_results`) kept, in one run, into saved["onnx_softmax_ratio_results"] (the models
@@ -1619,20 +1649,28 @@ def bar_onnx_nncf_lines(results, measured_on):
              "over our full int8 on the evaluation images. p50: batch 1 at the model's own size (32x32) on "
              "onnxruntime's CPU provider, the three artifacts in alternating rounds in one run (at this size a "
              "width-0.25 network runs about as fast in float as in int8, so the float convolutions are the cost "
-             "that grows with the input). \"Met on the calibration images\": ours as its search judges it (each "
+             "that grows with the input). At 224: ours, its kept parts as the table above times them; NNCF's, the "
+             "convolutions its artifact left float, left float in our int8 ONNX of the same ResNet-50 at 224 "
+             "(seeded weights), beside its full int8 in alternating rounds (`bar_onnx_nncf_224`: NNCF's own "
+             "artifact exists at 32x32 only). \"Met on the calibration images\": ours as its search judges it (each "
              "image scored by ranges that never saw it), NNCF's as it validates (on the images it fitted its ranges "
-             "on). Command: `python benchmarks/mixed_precision.py bar_onnx_nncf`; run on "
+             "on). Command: `python benchmarks/mixed_precision.py bar_onnx_nncf bar_onnx_nncf_224`; run on "
              f"{machine_text(measured_on)}.", "",
              "| model | budget dB | route | met on the calibration images | float convolutions | evaluation dB "
-             "(gain) | p50 ms | seconds |", "|---|---|---|---|---|---|---|---|"]
+             "(gain) | p50 ms | p50 at 224: int8 -> these convolutions float (ratio) | seconds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     held = {}  # route: [(met on the evaluation images within 1 dB, float convolutions, every convolution float)]
     for r in (r for r in results if "nncf" in r):
         full = r["evaluation_db"]["full int8"]
         for label, row in r["nncf"].items():
-            met = r["met_on_held_out"] if label == "edge-resnet --min-sqnr" else row.get("met_on_held_out")
-            cells = (f"failed: {' '.join(row['error'])[:120]} | | | |" if "error" in row else
+            ours = label == "edge-resnet --min-sqnr"
+            met = r["met_on_held_out"] if ours else row.get("met_on_held_out")
+            at_224 = r.get("latency_224") if ours else row.get("latency_224")
+            timing = (f"{at_224['p50_ms']['full int8']:.2f} -> {at_224['p50_ms']['mixed']:.2f} "
+                      f"({at_224['mixed_over_int8']:.2f}x)" if at_224 else "-")
+            cells = (f"failed: {' '.join(row['error'])[:120]} | | | | |" if "error" in row else
                      f"{row['float_convolutions']} | {row['evaluation_db']:.2f} ({row['evaluation_db'] - full:+.2f}) "
-                     f"| {row['p50_ms']:.3f} | {row['seconds']:.0f} |")
+                     f"| {row['p50_ms']:.3f} | {timing} | {row['seconds']:.0f} |")
             lines.append(f"| {r['model']} | {r['budget_db']:.2f} | {label} | {'yes' if met else 'no'} | {cells}")
             if "error" not in row:
                 held.setdefault(label, []).append((row["evaluation_db"] >= r["budget_db"] - 1,
@@ -1825,6 +1863,7 @@ KEPT_KEYS = ("level_se_results", "level_se_machine", "fashion_results", "fashion
              "bar_onnx_results", "bar_onnx_machine", "bar_onnx_mean_of_db_results", "bar_softmax_pooled_results",
              "bar_softmax_pooled_machine", "bar_onnx_pooled_results", "bar_onnx_pooled_machine",
              "bar_onnx_mean_of_db_machine", "bar_int8_softmax_ratio_mean_of_db_machine", "bar_onnx_nncf_machine",
+             "bar_onnx_nncf_224_machine",
              "onnx_softmax_ratio_mean_of_db_machine")
 BAR_TAIL_ROOM = 10  # --tail-room of the bar_tail_room searches
 BAR_TABLES = {"corrected_steps_results": "int8", "corrected_float_output_results": "float32"}  # saved key: output
