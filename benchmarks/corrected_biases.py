@@ -637,12 +637,12 @@ def main(parts):
         result.update(onnx_cost=onnx_cost(), onnx_cost_command=command)
     sets = model_sets()
     rows_of = {"guard": guard_row, "in_sample": in_sample_row, "onnx": onnx_row, "onnx_logits": onnx_logits_row,
-               "ratio_guard": in_sample_row}
+               "ratio_guard": in_sample_row}  # ratio_guard: softmax heads only (a logits head has no ratio gain)
     if parts[:1] and parts[0] in rows_of:  # guard SET SUBSTRING...: the rows of SET whose names hold one
         measured, key = rows_of[parts[0]], parts[0]
         protocol, models = sets[parts[1]]
         for name, model, head, size in models():
-            if any(part in name for part in parts[2:]):
+            if any(part in name for part in parts[2:]) and (key != "ratio_guard" or head == "softmax"):
                 row = measured(name, model, head, size, protocol)
                 result[f"{key}_rows"] = [kept for kept in result.get(f"{key}_rows", []) if kept["model"] != name] + [row]
                 result[f"{key}_commands"] = list(dict.fromkeys([*result.get(f"{key}_commands", []), command]))

@@ -363,6 +363,11 @@ def fashion_resnet50s():
             yield f"{name}, {head} head", (model if head == "logits" else with_softmax(model)), size, 50
 
 
+def resnet50_data_sets():
+    """(the MNIST ResNet-50s, their images), (the Fashion-MNIST ResNet-50s, theirs): the bar's networks."""
+    return (mnist_models, mnist_images), (fashion_resnet50s, fashion_images)
+
+
 def measure(name, model, size, depth, output_type="int8", precision="float32", data=digits, timed=True,
             tail_room=None):
     from edge_resnet.model.fold import fold_batchnorm
@@ -452,17 +457,35 @@ def measure_onnx(name, model, size, depth, data=digits):
     return result
 
 
-def onnx_latency_at_224(depth, float_parts, int8_operators=(), float_nodes=None):
+def onnx_latency_at_224(depth, float_parts, int8_operators=()):
     """p50 of the full-int8 and the mixed int8 ONNX at 224 (random weights) on onnxruntime, alternating rounds
-    (node names are the Keras layer names at any input size, so `int8_operators` name the same nodes there).
-    `float_nodes`: the nodes left float by name instead of by parts (another tool's float convolutions)."""
+    (node names are the Keras layer names at any input size, so `int8_operators` name the same nodes there)."""
+    medians = onnx_latencies_at_224(depth, {"mixed": part_nodes(float_parts, int8_operators)})
+    return {"p50_ms": medians, "mixed_over_int8": medians["mixed"] / medians["full int8"]}
+
+
+def part_nodes(float_parts, int8_operators=()):
+    """A function of a graph's node names giving the nodes our search's artifact leaves float: every node of
+    `float_parts` but `int8_operators` (put back in int8)."""
+    from edge_resnet.quantize.mixed import parts_in_order
+
+    def excluded(node_names):
+        parts = parts_in_order(node_names)
+        return [name for part in float_parts for name in parts[part] if name not in int8_operators]
+
+    return excluded
+
+
+def onnx_latencies_at_224(depth, excluded_by_route):
+    """p50 (ms) of the float32, the full-int8 and each route's int8 ONNX of a ResNet-`depth` at 224 (random
+    weights) on onnxruntime, in alternating rounds. `excluded_by_route`: {route: the node names it leaves float,
+    or a function of the graph's node names giving them}."""
     import onnx
 
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.device.runtime import OnnxRunner
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.model.resnet import build_resnet
-    from edge_resnet.quantize.mixed import parts_in_order
     from edge_resnet.quantize.onnx_export import float_onnx, onnx_activation_ranges, ort_prepared, ort_quantized
     from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
     from edge_resnet.quantize.recipe import QuantizationRecipe
@@ -480,22 +503,23 @@ def onnx_latency_at_224(depth, float_parts, int8_operators=(), float_nodes=None)
     prepared = ort_prepared(paths["float32"], folder / "prepared.onnx")
     ranges = onnx_activation_ranges(prepared.proto, activation_ranges(statistics, RangeMethod("minmax")), statistics,
                                     {layer.name for layer in model.layers}, model.output._keras_history[0].name)
-    parts = parts_in_order(node.name for node in prepared.proto.graph.node)
+    node_names = [node.name for node in prepared.proto.graph.node]
     recipe = QuantizationRecipe()
     paths["full int8"] = ort_quantized(prepared, folder / "int8.onnx", recipe, ranges)
-    excluded = float_nodes if float_nodes is not None else [name for part in float_parts for name in parts[part]
-                                                             if name not in int8_operators]
-    unknown = set(excluded) - {node.name for node in prepared.proto.graph.node}
-    assert not unknown, f"no such nodes at 224: {sorted(unknown)}"
-    paths["mixed"] = ort_quantized(prepared, folder / "mixed.onnx", recipe, ranges, list(excluded))
+    for number, (route, excluded) in enumerate(excluded_by_route.items()):
+        names = list(excluded(node_names) if callable(excluded) else excluded)
+        unknown = set(names) - set(node_names)
+        assert not unknown, f"no such nodes at 224: {sorted(unknown)}"
+        paths[route] = ort_quantized(prepared, folder / f"route{number}.onnx", recipe, ranges, names)
     runners = {name: OnnxRunner(path, threads=2) for name, path in paths.items()}
     sample = next(calibration.samples())[None]
     medians = interleaved_medians([lambda runner=runner: runner.predict(sample) for runner in runners.values()],
                                   rounds=5, runs_per_round=20)
-    return {"p50_ms": dict(zip(runners, medians)), "mixed_over_int8": medians[2] / medians[1]}
+    return dict(zip(runners, medians))
 
 
 NNCF_SETTINGS = {"NNCF, its own ranges": "nncf-default", "NNCF, min/max ranges": "minmax"}
+OURS = "edge-resnet --min-sqnr"  # our search's route beside NNCF's
 
 
 def nncf_python():
@@ -533,7 +557,7 @@ def compare_with_nncf(result, model, data=digits):
     np.save(folder / "reference.npy", run_tflite_bytes(float_model, inputs, "float"))
     reference = run_tflite_bytes(float_model, evaluation, "float")
     ours = Path(result["artifact"])
-    rows = {"edge-resnet --min-sqnr": {"float_convolutions": len(float_weight_ops(onnx.load(ours))),
+    rows = {OURS: {"float_convolutions": len(float_weight_ops(onnx.load(ours))),
                                        "evaluation_db": output_sqnr_db(reference, OnnxRunner(ours).predict(evaluation)),
                                        "seconds": result["search_seconds"], "path": ours}}
     for label, ranges in NNCF_SETTINGS.items():
@@ -562,8 +586,8 @@ def compare_with_nncf(result, model, data=digits):
     return rows
 
 
-def nncf_lines(results, title="## Beside NNCF's quantize_with_accuracy_control (the int8 ONNX)", intro=""):
-    lines = ["", title, "", intro +
+def nncf_lines(results):
+    lines = ["", "## Beside NNCF's quantize_with_accuracy_control (the int8 ONNX)", "",
              "Same float ONNX, same budget (dB), the same 200 calibration images: NNCF fits its ranges on them and "
              "validates on them, our search scores each of them by ranges fitted on the other three quarters; NNCF's preset PERFORMANCE, its metric the output's "
              "1 - noise/signal (so its drop bound is the dB budget exactly). Float convolutions: Conv/Gemm whose "
@@ -752,7 +776,7 @@ def main(parts):
         room_results = saved.setdefault("bar_tail_room_results", [])
         saved["bar_tail_room_machine"] = machine()
         done = {result["model"] for result in room_results}
-        for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images)):
+        for models, data in resnet50_data_sets():
             for entry in (entry for entry in models() if "logits" in entry[0] and entry[0] not in done):
                 room_results.append(measure(*entry, output_type="float32", precision="auto", data=data,
                                             tail_room=BAR_TAIL_ROOM))
@@ -772,7 +796,7 @@ def main(parts):
     if "bar_onnx_nncf" in parts:  # NNCF's accuracy control beside each of them, the same budget and images
         nncf_beside_bar_onnx(saved, path)
     if "bar_onnx_nncf_224" in parts:  # NNCF's float convolutions timed at 224 in our int8 ONNX
-        nncf_float_convolutions_at_224(saved, path)
+        float_convolutions_at_224(saved, path)
     if "bar_onnx_mean_of_db" in parts:  # their softmax heads with the level judged as until session 56
         searched_by_mean_of_db(saved, path, "bar_onnx", (), timed_onnx_search)
     if "bar_softmax_pooled" in parts:  # the softmax heads' float32-output searches, the level by pooled errors
@@ -894,7 +918,8 @@ def main(parts):
         lines += bar_onnx_lines(saved["bar_onnx_results"], saved.get("bar_onnx_mean_of_db_results", []),
                                 saved["bar_onnx_machine"])
     if any("nncf" in result for result in saved.get("bar_onnx_results", [])):
-        lines += bar_onnx_nncf_lines(saved["bar_onnx_results"], saved["bar_onnx_nncf_machine"])
+        lines += bar_onnx_nncf_lines(saved["bar_onnx_results"], saved["bar_onnx_nncf_machine"],
+                                     saved.get("bar_onnx_nncf_224_machine"))
     if saved.get("bar_softmax_pooled_results") or saved.get("bar_onnx_pooled_results"):
         float32_softmax = [result for result in searched_before if "softmax" in result["model"]]
         lines += levels_lines(
@@ -1416,7 +1441,7 @@ def search_onnx_resnet50s(saved, path, part, head):
     import json
 
     results = saved.setdefault(f"{part}_results", [])
-    for models, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images)):
+    for models, data in resnet50_data_sets():
         for entry in (entry for entry in models() if head in entry[0]
                       and entry[0] not in {row["model"] for row in results}):
             results.append(timed_onnx_search(entry, data))
@@ -1430,7 +1455,7 @@ def nncf_beside_bar_onnx(saved, path):
     `path` after each."""
     import json
 
-    models = {name: (model, data) for sets, data in ((mnist_models, mnist_images), (fashion_resnet50s, fashion_images))
+    models = {name: (model, data) for sets, data in resnet50_data_sets()
               for name, model, _, _ in sets()}
     for result in (result for result in saved.get("bar_onnx_results", []) if "nncf" not in result):
         if not Path(result["artifact"]).exists():
@@ -1442,26 +1467,36 @@ def nncf_beside_bar_onnx(saved, path):
         path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
-def nncf_float_convolutions_at_224(saved, path):
-    """Each NNCF route of the bar_onnx rows: the convolutions its artifact left float, left float in our int8
-    ONNX of a ResNet-50 at 224 and timed beside its full int8 (onnx_latency_at_224), into the route's
-    "latency_224" (routes that have one are skipped), written to `path` after each."""
+def float_convolutions_at_224(saved, path):
+    """Per bar_onnx row with NNCF beside it, in our int8 ONNX of the same ResNet at 224: our search's float
+    parts left float as its artifact leaves them (part_nodes), and the convolutions (Conv/Gemm) each NNCF
+    route's artifact left float, left float alone (as NNCF reverts an operation: its input and weights, the
+    next operation's input quantized again), every route timed beside full int8 and float32 in one interleaved
+    run (onnx_latencies_at_224), into the row's "float_nodes" (the NNCF routes') and "latency_224_same_run"
+    (rows that have it are skipped), written to `path` after each. Also the float model's convolution count
+    ("convolutions")."""
     import json
 
     import onnx
 
     from edge_resnet.quantize.onnx_export import float_weight_ops
 
-    for result in (result for result in saved.get("bar_onnx_results", []) if "nncf" in result):
-        for label, row in result["nncf"].items():
-            if label in NNCF_SETTINGS and "path" in row and "latency_224" not in row:
-                # the Keras layer's name: a softmax head's classifier is "predictions/pre_activation" there, and
-                # "predictions" in the logits-head model timed at 224
-                names = [name.split("/")[0] for name in float_weight_ops(onnx.load(row["path"]))]
-                row["latency_224"] = onnx_latency_at_224(result["depth"], (), float_nodes=names)
-                print(result["model"], label, row["latency_224"], flush=True)
-                saved["bar_onnx_nncf_224_machine"] = machine()
-                path.write_text(json.dumps(saved, indent=2) + "\n")
+    def layer_names(artifact):  # a softmax head's classifier node is "predictions/pre_activation" at 32x32 and
+        return [name.split("/")[0] for name in float_weight_ops(onnx.load(artifact))]  # "predictions" at 224
+
+    for result in (result for result in saved.get("bar_onnx_results", [])
+                   if "nncf" in result and "latency_224_same_run" not in result):
+        artifacts = {label: row["path"] for label, row in result["nncf"].items() if "path" in row and label != OURS}
+        result["float_nodes"] = {label: layer_names(artifact) for label, artifact in artifacts.items()}
+        nncf_folder = next(Path(artifacts[label]).parent for label in NNCF_SETTINGS if label in artifacts)
+        result["convolutions"] = len(float_weight_ops(onnx.load(nncf_folder / "float.onnx")))
+        result["latency_224_same_run"] = onnx_latencies_at_224(result["depth"], {
+            OURS: part_nodes(result["float_parts"], result["int8_operators"]), **result["float_nodes"]})
+        for row in result["nncf"].values():
+            row.pop("latency_224", None)  # an earlier timing of NNCF's float convolutions alone, one route a run
+        print(result["model"], result["latency_224_same_run"], flush=True)
+        saved["bar_onnx_nncf_224_machine"] = machine()
+        path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
 def search_onnx_softmax_heads(saved, path, earlier_results):
@@ -1635,46 +1670,47 @@ def bar_onnx_lines(results, mean_of_db_results, searched_on):
     return lines
 
 
-def bar_onnx_nncf_lines(results, measured_on):
+def bar_onnx_nncf_lines(results, measured_on, timed_on):
     """NNCF's accuracy control beside the int8 ONNX bar searches: per route, whether it met the budget on the
     calibration images, its float convolutions, its evaluation SQNR and gain over our full int8, p50 at the
-    model's own size (one interleaved run per model)."""
+    model's own size and, its float convolutions alone left float, at 224 (one interleaved run per model each)."""
     lines = ["", "### NNCF beside the int8 ONNX bar searches", "",
-             "NNCF 3.4's quantize_with_accuracy_control on the same float ONNX, the same budget (dB of the output's "
+             "NNCF's quantize_with_accuracy_control on the same float ONNX, the same budget (dB of the output's "
              "SQNR) and the same 200 calibration images as each search of the table above (NNCF fits its ranges on "
              "them and validates on them; our search scores each image by ranges fitted on the other three "
              "quarters), beside that search's artifact as it wrote it; all scored on the same evaluation images "
-             "(MNIST 2300, Fashion-MNIST 10,000). NNCF's preset PERFORMANCE, its metric the output's 1 - "
-             "noise/signal (its drop bound is the dB budget exactly; benchmarks/nncf_accuracy_control.py). Gain: "
-             "over our full int8 on the evaluation images. p50: batch 1 at the model's own size (32x32) on "
-             "onnxruntime's CPU provider, the three artifacts in alternating rounds in one run (at this size a "
-             "width-0.25 network runs about as fast in float as in int8, so the float convolutions are the cost "
-             "that grows with the input). At 224: ours, its kept parts as the table above times them; NNCF's, the "
-             "convolutions its artifact left float, left float in our int8 ONNX of the same ResNet-50 at 224 "
-             "(seeded weights), beside its full int8 in alternating rounds (`bar_onnx_nncf_224`: NNCF's own "
-             "artifact exists at 32x32 only). \"Met on the calibration images\": ours as its search judges it (each "
-             "image scored by ranges that never saw it), NNCF's as it validates (on the images it fitted its ranges "
-             "on). Command: `python benchmarks/mixed_precision.py bar_onnx_nncf bar_onnx_nncf_224`; run on "
-             f"{machine_text(measured_on)}.", "",
+             "as the table above. NNCF's preset PERFORMANCE, its metric the output's 1 - noise/signal (its drop "
+             "bound is the dB budget exactly; benchmarks/nncf_accuracy_control.py). Gain: over our full int8 on "
+             "the evaluation images. p50: batch 1 at the model's own size (32x32) on onnxruntime's CPU provider, "
+             "the three artifacts in alternating rounds in one run (at this size a width-0.25 network runs about "
+             "as fast in float as in int8). At 224, in our int8 ONNX of the same ResNet-50 (seeded weights): ours "
+             "with its kept parts float as its artifact keeps them (additions and activations too), NNCF's with "
+             "the convolutions (Conv/Gemm) its artifact left float left float alone, as NNCF reverts an operation "
+             "(NNCF's own artifact exists at 32x32 only), every route beside full int8 and float32 in one "
+             "interleaved run per model. \"Met on the calibration "
+             "images\": ours as its search judges it (each image scored by ranges that never saw it), NNCF's as "
+             "it validates (on the images it fitted its ranges on). Command: `python "
+             "benchmarks/mixed_precision.py bar_onnx_nncf bar_onnx_nncf_224`; NNCF run on "
+             f"{machine_text(measured_on)}, timed at 224 on {machine_text(timed_on)}.", "",
              "| model | budget dB | route | met on the calibration images | float convolutions | evaluation dB "
-             "(gain) | p50 ms | p50 at 224: int8 -> these convolutions float (ratio) | seconds |",
+             "(gain) | p50 ms | p50 at 224 over full int8 (float32's) | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
     held = {}  # route: [(met on the evaluation images within 1 dB, float convolutions, every convolution float)]
     for r in (r for r in results if "nncf" in r):
         full = r["evaluation_db"]["full int8"]
+        at_224 = r.get("latency_224_same_run")
         for label, row in r["nncf"].items():
-            ours = label == "edge-resnet --min-sqnr"
-            met = r["met_on_held_out"] if ours else row.get("met_on_held_out")
-            at_224 = r.get("latency_224") if ours else row.get("latency_224")
-            timing = (f"{at_224['p50_ms']['full int8']:.2f} -> {at_224['p50_ms']['mixed']:.2f} "
-                      f"({at_224['mixed_over_int8']:.2f}x)" if at_224 else "-")
+            met = r["met_on_held_out"] if label == OURS else row.get("met_on_held_out")
+            timing = (f"{at_224[label] / at_224['full int8']:.2f}x ({at_224['float32'] / at_224['full int8']:.2f}x)"
+                      if at_224 and label in at_224 else "-")
             cells = (f"failed: {' '.join(row['error'])[:120]} | | | | |" if "error" in row else
                      f"{row['float_convolutions']} | {row['evaluation_db']:.2f} ({row['evaluation_db'] - full:+.2f}) "
                      f"| {row['p50_ms']:.3f} | {timing} | {row['seconds']:.0f} |")
             lines.append(f"| {r['model']} | {r['budget_db']:.2f} | {label} | {'yes' if met else 'no'} | {cells}")
             if "error" not in row:
                 held.setdefault(label, []).append((row["evaluation_db"] >= r["budget_db"] - 1,
-                                                   row["float_convolutions"], row["evaluation_db"] > 100))
+                                                   row["float_convolutions"],
+                                                   row["float_convolutions"] == r.get("convolutions")))
     lines.append("")
     for label, rows in held.items():
         met = [(convolutions, all_float) for within, convolutions, all_float in rows if within]
