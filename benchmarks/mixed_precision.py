@@ -90,9 +90,10 @@ pooled with the same weights (softmax_estimates.pooled_logits_gain_db).
 Session 58: `bar_onnx_nncf` runs NNCF's quantize_with_accuracy_control
 beside each `bar_onnx` search (the artifact that search wrote, the same
 budget, calibration and evaluation images), as the `nncf` part does beside
-the digits models' `onnx` searches; `bar_onnx_nncf_224` times the
-convolutions each NNCF route left float, left float in our int8 ONNX of a
-ResNet-50 at 224 (NNCF's own artifact exists at the models' 32x32 only).
+the digits models' `onnx` searches; `bar_onnx_nncf_224` times, in one
+run per model, our search's kept parts and the convolutions each NNCF route
+left float in our int8 ONNX of a full-width ResNet-50 at 224 (NNCF's own
+artifact exists at the models' 32x32 only).
 
     python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx_again] [onnx]
         [onnx_latency] [nncf] [part_gains] [softmax_floor] [grid_cap] [bar_mnist] [bar_retimed] [bar_fashion]
@@ -558,8 +559,8 @@ def compare_with_nncf(result, model, data=digits):
     reference = run_tflite_bytes(float_model, evaluation, "float")
     ours = Path(result["artifact"])
     rows = {OURS: {"float_convolutions": len(float_weight_ops(onnx.load(ours))),
-                                       "evaluation_db": output_sqnr_db(reference, OnnxRunner(ours).predict(evaluation)),
-                                       "seconds": result["search_seconds"], "path": ours}}
+                   "evaluation_db": output_sqnr_db(reference, OnnxRunner(ours).predict(evaluation)),
+                   "seconds": result["search_seconds"], "path": ours}}
     for label, ranges in NNCF_SETTINGS.items():
         output = folder / f"nncf_{ranges}.onnx"
         run = subprocess.run([nncf_python(), str(Path(__file__).with_name("nncf_accuracy_control.py")),
@@ -1468,7 +1469,7 @@ def nncf_beside_bar_onnx(saved, path):
 
 
 def float_convolutions_at_224(saved, path):
-    """Per bar_onnx row with NNCF beside it, in our int8 ONNX of the same ResNet at 224: our search's float
+    """Per bar_onnx row with NNCF beside it, in our int8 ONNX of a full-width ResNet at 224: our search's float
     parts left float as its artifact leaves them (part_nodes), and the convolutions (Conv/Gemm) each NNCF
     route's artifact left float, left float alone (as NNCF reverts an operation: its input and weights, the
     next operation's input quantized again), every route timed beside full int8 and float32 in one interleaved
@@ -1683,7 +1684,8 @@ def bar_onnx_nncf_lines(results, measured_on, timed_on):
              "bound is the dB budget exactly; benchmarks/nncf_accuracy_control.py). Gain: over our full int8 on "
              "the evaluation images. p50: batch 1 at the model's own size (32x32) on onnxruntime's CPU provider, "
              "the three artifacts in alternating rounds in one run (at this size a width-0.25 network runs about "
-             "as fast in float as in int8). At 224, in our int8 ONNX of the same ResNet-50 (seeded weights): ours "
+             "as fast in float as in int8). At 224, in our int8 ONNX of a full-width ResNet-50 (seeded weights, its "
+             "nodes named as these networks'; the bar tables time so too): ours "
              "with its kept parts float as its artifact keeps them (additions and activations too), NNCF's with "
              "the convolutions (Conv/Gemm) its artifact left float left float alone, as NNCF reverts an operation "
              "(NNCF's own artifact exists at 32x32 only), every route beside full int8 and float32 in one "
