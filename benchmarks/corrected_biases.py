@@ -378,6 +378,11 @@ def onnx_outputs_and_logits(path, images, head, scratch):
     return OnnxRunner(scratch / "exposed.onnx").predict_every_output(images)
 
 
+def guarded_gain(gains, judged):
+    """The mean evaluation gain of a correction kept only on the subsets where its `judged` gain is above 0."""
+    return float(np.mean([gain if kept > 0 else 0.0 for gain, kept in zip(gains, judged)]))
+
+
 def guard_lines(result):
     rows = result["guard_rows"]
     lines = ["", "## Would a held-out guard see it coming? (`guard`: first six rows picked after the results above, "
@@ -389,10 +394,10 @@ def guard_lines(result):
     for row in rows:
         held = [subset["held_out_gain_db"] for subset in row["subsets"]]
         gains = [subset["evaluation_gain_db"] for subset in row["subsets"]]
-        guarded = [gain if kept > 0 else 0.0 for gain, kept in zip(gains, held)]
+        guarded = guarded_gain(gains, held)
         lines.append(f"| {row['model']} | " + ", ".join(f"{value:+.2f}" for value in held) + " | "
                      + ", ".join(f"{value:+.2f}" for value in gains)
-                     + f" | {np.mean(gains):+.2f} / {np.mean(guarded):+.2f} |")
+                     + f" | {np.mean(gains):+.2f} / {guarded:+.2f} |")
     return lines
 
 
@@ -416,7 +421,7 @@ def in_sample_lines(result):
     for row in result["in_sample_rows"]:
         judged = [subset["in_sample_image_mean_gain_db"] for subset in row["subsets"]]
         gains = [subset["evaluation_gain_db"] for subset in row["subsets"]]
-        guarded = float(np.mean([gain if kept > 0 else 0.0 for gain, kept in zip(gains, judged)]))
+        guarded = guarded_gain(gains, judged)
         over_raw = means[row["model"]][AUTO] + guarded - means[row["model"]][RAW] if row["model"] in means else None
         unseen = "MNIST" in row["model"] or "Fashion" in row["model"]
         groups["MNIST and Fashion-MNIST" if unseen else "digits and validation"].append(
@@ -457,7 +462,7 @@ def ratio_guard_lines(result):
         gains = np.array([subset["evaluation_gain_db"] for subset in subsets])
         by_mean = np.array([subset["in_sample_image_mean_gain_db"] for subset in subsets])
         by_ratio = np.array([subset["in_sample_ratio_gain_db"] for subset in subsets])
-        kept = [gains.mean(), np.where(by_mean > 0, gains, 0.0).mean(), np.where(by_ratio > 0, gains, 0.0).mean()]
+        kept = [gains.mean(), guarded_gain(gains, by_mean), guarded_gain(gains, by_ratio)]
         totals.append(kept)
         lines.append(f"| {row['model']} | " + " | ".join(", ".join(f"{value:+.2f}" for value in values)
                                                         for values in (by_mean, by_ratio, gains))
