@@ -98,6 +98,15 @@ def summary(result):
             "latency_ratio": result["latency_224"]["mixed_over_int8"]}
 
 
+def cell(s):
+    """A summary() as a table cell: kept (operators), evaluation gain, level within 1 dB, p50 ratio."""
+    if not s["met"] or not s["parts"]:
+        return f"{'not met' if not s['met'] else 'met'}, {s['parts']} parts, {s['evaluation_gain_db']:+.2f}"
+    level = "yes" if s["evaluation_db"] >= s["budget_db"] - 1 else "NO"
+    return (f"{s['precision']}: {s['parts']} parts ({s['operators']}; {s['int8_back']} back, {s['dynamic']} "
+            f"demoted), {s['evaluation_gain_db']:+.2f}, {level}, {s['latency_ratio']:.2f}x")
+
+
 def lines(rows, mode=""):
     out = ["# The put-back passes, each asked to cost nothing on the held-out images", "",
            f"Command: `python benchmarks/put_back_rule.py{' ' + mode if mode else ''}`", "",
@@ -109,13 +118,6 @@ def lines(rows, mode=""):
            "more). Latency: p50 at 224 against full int8, alternating rounds, on this machine for both.", "",
            "| model | output | default: kept (operators), evaluation gain, level within 1 dB, p50 ratio | no-loss: "
            "kept (operators), evaluation gain, level within 1 dB, p50 ratio |", "|---|---|---|---|"]
-
-    def cell(s):
-        if not s["met"] or not s["parts"]:
-            return f"{'not met' if not s['met'] else 'met'}, {s['parts']} parts, {s['evaluation_gain_db']:+.2f}"
-        level = "yes" if s["evaluation_db"] >= s["budget_db"] - 1 else "NO"
-        return (f"{s['precision']}: {s['parts']} parts ({s['operators']}; {s['int8_back']} back, {s['dynamic']} "
-                f"demoted), {s['evaluation_gain_db']:+.2f}, {level}, {s['latency_ratio']:.2f}x")
 
     for row in rows:
         out.append(f"| {row['model']} | {row['output_type']} | {cell(row['default'])} | {cell(row['no_loss'])} |")
