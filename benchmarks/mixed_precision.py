@@ -477,10 +477,11 @@ def part_nodes(float_parts, int8_operators=()):
     return excluded
 
 
-def onnx_latencies_at_224(depth, excluded_by_route):
+def onnx_latencies_at_224(depth, excluded_by_route, other_routes=None):
     """p50 (ms) of the float32, the full-int8 and each route's int8 ONNX of a ResNet-`depth` at 224 (random
     weights) on onnxruntime, in alternating rounds. `excluded_by_route`: {route: the node names it leaves float,
-    or a function of the graph's node names giving them}."""
+    or a function of the graph's node names giving them}; `other_routes(float path, folder)`: {route: an ONNX
+    it writes there from the float one}, timed in the same rounds."""
     import onnx
 
     from edge_resnet.data.images import Preprocessing, images_from_array
@@ -512,6 +513,7 @@ def onnx_latencies_at_224(depth, excluded_by_route):
         unknown = set(names) - set(node_names)
         assert not unknown, f"no such nodes at 224: {sorted(unknown)}"
         paths[route] = ort_quantized(prepared, folder / f"route{number}.onnx", recipe, ranges, names)
+    paths.update(other_routes(paths["float32"], folder) if other_routes else {})
     runners = {name: OnnxRunner(path, threads=2) for name, path in paths.items()}
     sample = next(calibration.samples())[None]
     medians = interleaved_medians([lambda runner=runner: runner.predict(sample) for runner in runners.values()],
