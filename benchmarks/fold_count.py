@@ -139,6 +139,31 @@ def evaluation_lead(row):
                           for subset in row["subsets"]]))
 
 
+def guard_lines(rows, folds):
+    """Whether the held-out images can tell extrapolated 0.25 from min/max, over the subsets of `rows` (those that
+    try it) with `folds` folds: what a fixed extrapolated (the default before `auto`) would score, and what
+    `auto`'s guard (never below min/max on the held-out images) would make of it."""
+    if not rows:
+        return []
+    subsets = [subset for row in rows for subset in row["subsets"]]
+    held = np.array([subset["choices"][folds]["held_out_db"]["extrapolated 0.25"]
+                     - subset["choices"][folds]["held_out_db"]["minmax"] for subset in subsets])
+    evaluated = np.array([subset["evaluation_db"]["extrapolated 0.25"] - subset["evaluation_db"]["minmax"]
+                          for subset in subsets])
+    fixed = [float(np.mean([subset["evaluation_db"]["extrapolated 0.25"] for subset in row["subsets"]]))
+             - row_summary(row)[1][1] for row in rows]
+    auto = [row_summary(row)[0][folds] - row_summary(row)[1][1] for row in rows]
+    guarded = held < 0
+    return [f"- Can the held-out images tell extrapolated 0.25 from min/max ({folds} folds, {len(subsets)} subsets "
+            f"of the {len(rows)} rows that try it)? Their leads correlate r = {np.corrcoef(held, evaluated)[0, 1]:.2f} "
+            f"with the evaluation images'. A fixed extrapolated 0.25 would be {np.mean(fixed):+.2f} dB from the best "
+            f"fixed rule on average (within 0.3 dB on {sum(gap >= -0.3 for gap in fixed)}), auto "
+            f"{np.mean(auto):+.2f} ({sum(gap >= -0.3 for gap in auto)}); but on {int(guarded.sum())} subsets the "
+            "held-out images rank it under min/max, where auto's guard (never below min/max held out) would take "
+            f"min/max, and the evaluation images agree on {int(np.sum(evaluated[guarded] < 0))} of them "
+            f"(extrapolated {np.mean(evaluated[guarded]):+.2f} dB over min/max there on average)."]
+
+
 def markdown(result):
     counts = [str(folds) for folds in FOLD_COUNTS]
     machines = sorted({f"{row['machine']['cpu']}, {row['machine']['cores']} cores" for row in result["rows"]})
@@ -180,6 +205,7 @@ def markdown(result):
                      + ", ".join(f"{np.mean([held_out_lead(row, folds) for row in tried]):+.2f} dB ({folds} folds)"
                                  for folds in counts)
                      + f", on the evaluation images {np.mean([evaluation_lead(row) for row in tried]):+.2f}.")
+    lines += guard_lines(tried, counts[0])
     if result["rows"]:
         seconds = {folds: np.median([subset["choices"][folds]["seconds"] for row in result["rows"]
                                      for subset in row["subsets"]]) for folds in counts}
