@@ -157,8 +157,10 @@ def check_config(config):
                           "needs in float32 (give --formats tflite, or --fallback-precision auto or float32)")
     if config.quantize == "int8":
         recipe_for("int8", config)  # refuses an unknown method or an out-of-range parameter
-    if config.statistics is not None and not Path(config.statistics).is_file():
-        raise ConfigError(f"statistics file not found: {config.statistics}")
+    if config.statistics is not None:
+        from .quantize.statistics import check_statistics_path
+
+        check_statistics_path(config.statistics)
     if config.calibration_size < 1:
         raise ConfigError(f"--calibration-size must be at least 1. Received: {config.calibration_size}")
     if problem := threads_problem(config.threads):

@@ -405,6 +405,13 @@ def test_quantize_a_float_tflite_without_tensorflow(float_model, statistics, dig
     (["--tail-room", "0.5", "--calibration-method", "minmax"], "tail room must be how many times"),
     (["--tail-room", "10", "--calibration-method", "percentile"], "percentile clips them on purpose"),
     (["--quantize", "float16", "--tail-room", "10"], "--tail-room apply to --quantize int8 only"),
+    (["--percentile", "99.9", "--calibration-method", "minmax"],
+     "--percentile sets the percentile rule, and --calibration-method is minmax, which does not read it"),
+    (["--percentile", "99.9"], "--calibration-method is auto, which does not read it"),
+    (["--extrapolation", "0.5", "--calibration-method", "percentile"],
+     "add --calibration-method extrapolated or leave --extrapolation out"),
+    (["--statistics", "."], "is a folder: give the .npz file in it"),
+    (["--calibration", "x", "--labels", "labels.txt"], "add --max-accuracy-drop or leave --labels out"),
 ])
 def test_cli_refuses_bad_range_options_in_one_line(arguments, message, tmp_path, float_model):
     source = tmp_path / "model.tflite"

@@ -243,3 +243,19 @@ def test_an_output_that_is_an_input_is_refused(small_model_file, tmp_path, comma
     assert result.returncode == 2 and "would replace your file" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in (model, float_model)} == before
+
+
+def test_quantize_seed_draws_the_random_weights(tmp_path):
+    """--seed is the seed of random weights too: another seed, another model."""
+    from edge_resnet.model.source import model_source
+
+    outputs = [tmp_path / f"seed{seed}.onnx" for seed in (0, 1)]
+    for seed, output in zip((0, 1), outputs):
+        result = run_in_process("quantize", "resnet18", "--input-size", "32", "--classes", "10", "--quantize",
+                                "none", "--seed", str(seed), "--output", output)
+        assert result.returncode == 0, result.stderr
+    again = tmp_path / "seed1_again.onnx"
+    assert run_in_process("quantize", "resnet18", "--input-size", "32", "--classes", "10", "--quantize", "none",
+                          "--seed", "1", "--output", again).returncode == 0
+    assert outputs[0].read_bytes() != outputs[1].read_bytes() and again.read_bytes() == outputs[1].read_bytes()
+    assert model_source("resnet18", None, 7)["weights"] == "resnet18 with random weights (seed 7)"

@@ -549,6 +549,54 @@ def test_an_accuracy_drop_budget_needs_labelled_calibration_images(data):
     assert "calibrating" not in result.stderr and not (folder / "unlabelled.tflite").exists()
 
 
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def word_folders(root, words=WORDS, copies=2):
+    """Class folders named by `words` (sorted, not in output order), `copies` 8x8 images each."""
+    from PIL import Image
+
+    for index, word in enumerate(words):
+        (root / word).mkdir(parents=True)
+        for copy in range(copies):
+            Image.new("RGB", (8, 8), (index * 20, copy * 20, 0)).save(root / word / f"{copy}.png")
+    return root
+
+
+def test_quantize_labels_map_class_folders_to_outputs_for_an_accuracy_budget(tmp_path, data):
+    """quantize's --labels names the outputs in order, as convert's does:
+    folder "one" is output 1, not its place among the sorted names."""
+    from edge_resnet.data.images import Preprocessing, calibration_set
+    from edge_resnet.quantize.workflow import QuantizeRequest, _labelled
+
+    folders = word_folders(tmp_path / "words")
+    (tmp_path / "labels.txt").write_text("\n".join(WORDS) + "\n")
+    calibration = calibration_set(str(folders), Preprocessing(8, 8), size=None)
+    request = QuantizeRequest(model="m.tflite", output="o.tflite", labels=str(tmp_path / "labels.txt"),
+                              max_accuracy_drop=1.0)
+    labelled = _labelled(request, calibration, 10)
+    assert list(mixed.calibration_labels(labelled, 10)) == [WORDS.index(word) for word in calibration.labels]
+    assert list(mixed.calibration_labels(calibration, 10)) != [WORDS.index(word) for word in calibration.labels]
+
+    (tmp_path / "nine.txt").write_text("\n".join(WORDS[:9] + ("ten",)) + "\n")  # "nine" is no output of this list
+    folder, float_model, _ = data
+    result = run_in_process("quantize", float_model, "--calibration", folders, "--calibration-size", "20",
+                            "--max-accuracy-drop", "1", "--labels", tmp_path / "nine.txt", "--output",
+                            tmp_path / "o.tflite")
+    assert result.returncode == 2 and "class folder(s) nine are not in the labels list" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "calibrating" not in result.stderr
+    assert not (tmp_path / "o.tflite").exists()
+
+
+def test_one_class_folder_is_said_to_be_read_unlabelled(tmp_path, data):
+    folder, float_model, _ = data
+    one = word_folders(tmp_path / "one", WORDS[3:4], copies=12)
+    result = run_in_process("quantize", float_model, "--calibration", one, "--calibration-size", "12",
+                            "--max-accuracy-drop", "1", "--output", tmp_path / "o.tflite")
+    assert result.returncode == 2 and "a single sub-folder is read unlabelled" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "o.tflite").exists()
+
+
 @pytest.mark.parametrize("options, problem", [
     (["--accuracy-control"], "give one of them"),
     (["--accuracy-control", "--min-agreement", "0.99", "--quantize", "float16"], "it needs --quantize int8"),

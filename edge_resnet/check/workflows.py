@@ -52,7 +52,8 @@ class CompareRequest(ModelRequest, SeedRequest, EvaluationRequest, GateRequest, 
                             "outputs, default: where their images were")
     report: str = option("--report", default=None, metavar="DIR", help="write parity.json, parity.md and parity.html here")
     batch_size: int = option("--batch-size", default=REFERENCE_BATCH, type=int, help="reference batch size")
-    seed: int = field(default=None, kw_only=True)  # of --eval-size's subset: 0 when left out; refused with golden outputs
+    # of --eval-size's subset and of random weights: 0 when left out; refused with golden outputs
+    seed: int = field(default=None, kw_only=True)
 
     @property
     def golden(self):
@@ -145,7 +146,8 @@ def _keras_inputs(request):
     if request.data is None:
         raise ConfigError("compare against a Keras model needs --data (images to run both on); "
                           "or give golden outputs as --reference")
-    reference = load_named_model(request.reference, request.input_size, request.classes, request.weights)
+    reference = load_named_model(request.reference, request.input_size, request.classes, request.weights,
+                                 request.seed or 0)
     check_image_model(reference)
     check_runs_here(reference)
     data = image_set(request.data, request.preprocessing_at(*reference.input_shape[1:3]),
@@ -212,14 +214,15 @@ def write_reference(request, progress=None):
     if request.batch_size is not None and request.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1. Received: {request.batch_size}")
     refuse_writing_over_inputs([request.output], [request.model, request.weights, request.data], kind="directory")
-    model = load_named_model(request.model, request.input_size, request.classes, request.weights)
+    model = load_named_model(request.model, request.input_size, request.classes, request.weights, request.seed)
     check_image_model(model)
     check_runs_here(model)
     data = image_set(request.data, request.preprocessing_at(*model.input_shape[1:3]), size=request.eval_size,
                      seed=request.seed, preprocessed=request.preprocessed, check_readable=False)
     class_names = read_labels_file(request.labels, int(model.output_shape[-1])) if request.labels else None
-    return write_golden(model, data, request.output, model_source(request.model, request.weights), class_names,
-                        batch_size=request.batch_size, shard=shard, force=request.force, progress=progress)
+    return write_golden(model, data, request.output, model_source(request.model, request.weights, request.seed),
+                        class_names, batch_size=request.batch_size, shard=shard, force=request.force,
+                        progress=progress)
 
 
 def describe_manifest(manifest, output):

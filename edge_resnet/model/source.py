@@ -81,8 +81,9 @@ def build_named(name, input_size=None, classes=None, **options):
     return BUILDERS[name](input_shape=_input_shape(input_size), classes=_classes(classes), **options)
 
 
-def load_named_model(spec, input_size=None, classes=None, weights=None):
-    """A .keras file as saved, or a builder name with its size, classes and weights."""
+def load_named_model(spec, input_size=None, classes=None, weights=None, seed=0):
+    """A .keras file as saved, or a builder name with its size, classes and
+    weights (random ones drawn from `seed`)."""
     from .resnet import load_model
 
     if spec.endswith(".keras"):
@@ -92,7 +93,8 @@ def load_named_model(spec, input_size=None, classes=None, weights=None):
 
         raise ConfigError("--weights demo is convert's offline demo model; for this command, run edge-resnet "
                           "convert --quantize none and give it the resnet50_demo_folded.keras it writes")
-    return load_model(spec, input_shape=_input_shape(input_size), classes=_classes(classes), weights=weights)
+    return load_model(spec, input_shape=_input_shape(input_size), classes=_classes(classes), weights=weights,
+                      seed=seed)
 
 
 def image_model_problem(model, parity=True):
@@ -133,12 +135,12 @@ def _classes(classes):
     return DEFAULT_CLASSES if classes is None else classes
 
 
-def load_folded(spec, input_size=None, classes=None, weights=None, fold=True):
+def load_folded(spec, input_size=None, classes=None, weights=None, fold=True, seed=0):
     """(model, fold report): the named model with BatchNorm folded, or as
     loaded (report None) when `fold` is False."""
     from .fold import fold_batchnorm
 
-    model = load_named_model(spec, input_size, classes, weights)
+    model = load_named_model(spec, input_size, classes, weights, seed)
     return fold_batchnorm(model) if fold else (model, None)
 
 
@@ -166,7 +168,7 @@ def save_folded(request):
     return report
 
 
-def model_source(spec, weights=None):
+def model_source(spec, weights=None, seed=0):
     """{"file", "sha256", "weights"} of what a model was loaded from: the
     .keras file, or the weights file of a builder name (ImageNet's cached
     file included); no file for random weights."""
@@ -177,4 +179,4 @@ def model_source(spec, weights=None):
         path = imagenet_weights_path(int(spec.removeprefix("resnet")), True)
     if path and os.path.isfile(path):
         return {"file": os.path.basename(path), "sha256": file_sha256(path), "weights": str(weights or spec)}
-    return {"file": None, "sha256": None, "weights": f"{spec} with random weights (seed 0)"}
+    return {"file": None, "sha256": None, "weights": f"{spec} with random weights (seed {seed})"}

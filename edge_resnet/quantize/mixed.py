@@ -1476,6 +1476,7 @@ def calibration_labels(calibration, classes):
 
     if calibration.labels is None:
         raise ConfigError("--max-accuracy-drop compares top-1 accuracy on held-out calibration images, and these have "
-                          "no labels: give --calibration class folders (or an .npz with y), or budget "
+                          "no labels: give --calibration class folders (two or more, every image in one: a folder "
+                          "whose images sit in a single sub-folder is read unlabelled) or an .npz with y, or budget "
                           "--min-agreement, which needs none")
     return output_indices(calibration, classes)

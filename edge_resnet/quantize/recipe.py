@@ -29,6 +29,19 @@ MODE_DESCRIPTIONS = {
 }
 
 
+METHOD_OF_PARAMETER = {"percentile": "percentile", "extrapolation": "extrapolated"}
+
+
+def check_method_parameters(options):
+    """Refuse a rule's parameter given (--percentile, --extrapolation) for a
+    method that does not read it, rather than drop it without a word."""
+    method = options.get("calibration_method") or DEFAULT_METHOD
+    for parameter, owner in METHOD_OF_PARAMETER.items():
+        if options.get(parameter) is not None and method != owner:
+            raise ConfigError(f"--{parameter} sets the {owner} rule, and --calibration-method is {method}, which "
+                              f"does not read it: add --calibration-method {owner} or leave --{parameter} out")
+
+
 @dataclass(frozen=True)
 class QuantizationRecipe:
     mode: str = "int8"
@@ -107,6 +120,7 @@ class QuantizationRecipe:
     @classmethod
     def for_mode(cls, mode, **overrides):
         """Defaults that fit the mode: int8 I/O for int8, float32 otherwise."""
+        check_method_parameters(overrides)
         io_type = "int8" if mode == "int8" else "float32"
         settings = {"input_type": io_type, "output_type": io_type,
                     **({} if mode == "int8" else {"bias_correction": "off"}), **overrides}

@@ -401,6 +401,15 @@ class ActivationStatistics:
                             f"{statistics_problem(error)}; collect them again") from error
 
 
+def check_statistics_path(path):
+    """Refuse a --statistics path that is no file, before any work."""
+    if Path(path).is_dir():
+        raise ConfigError(f"--statistics {path} is a folder: give the .npz file in it (a run's "
+                          "calibration_statistics.npz)")
+    if not Path(path).is_file():
+        raise ConfigError(f"statistics file not found: {path}")
+
+
 def statistics_problem(error):
     """What is wrong with a statistics file, in words that fit it (numpy's
     own advice about pickles does not: a statistics file has none)."""

@@ -3,7 +3,7 @@ float32 .tflite in, one .tflite or .onnx artifact out, with its recipe JSON."""
 
 import argparse
 import os
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, replace
 
 from ..data.images import DEFAULT_CALIBRATION_SIZE, PreprocessedRequest, PreprocessingRequest, SeedRequest
 from ..errors import ConfigError
@@ -94,6 +94,9 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
                                       help="int8: keep the fewest network parts out of int8 that keep the top-1 "
                                            "accuracy lost on held-out calibration images (they need labels) within "
                                            "POINTS (exit 1 if even all of them cannot)")
+    labels: str = option("--labels", default=None, metavar="FILE",
+                         help="with --max-accuracy-drop: class names in model-output order, one per line, to map "
+                              "the calibration's class folders to the outputs (default: their sorted names)")
     min_agreement: float = option("--min-agreement", default=None, type=float, metavar="FRACTION",
                                   help="int8: the same, for the fraction of held-out calibration images whose top-1 "
                                        "is the float model's")
@@ -133,12 +136,13 @@ def check_request(request, recipe):
     """Refuse, before any work, what cannot be done."""
     from ..files import refuse_writing_over_inputs
     from .bias_correction import NEEDS_IMAGES, corrects_biases
+    from .statistics import check_statistics_path
 
     if recipe.needs_calibration and not (request.calibration or request.statistics):
         raise ConfigError("--quantize int8 needs --calibration PATH (an image folder, .npy or .npz) "
                           "or --statistics FILE")
-    if request.statistics and not os.path.isfile(request.statistics):
-        raise ConfigError(f"statistics file not found: {request.statistics}")
+    if request.statistics:
+        check_statistics_path(request.statistics)
     if recipe.needs_calibration and request.statistics and not request.calibration \
             and recipe.calibration_method == AUTO:
         raise ConfigError("--calibration-method auto (the default) runs each rule on the calibration images the "
@@ -155,13 +159,18 @@ def check_request(request, recipe):
     if recipe.budget() is not None and not request.calibration:
         raise ConfigError(f"{recipe.budget().flags()} searches the int8 artifact on held-out calibration images: it "
                           "needs --calibration PATH")
+    if request.labels and request.max_accuracy_drop is None:
+        raise ConfigError("--labels maps the calibration's class folders to the model's outputs for "
+                          "--max-accuracy-drop, and nothing else reads them here: add --max-accuracy-drop or leave "
+                          "--labels out")
     if request.save_statistics and not request.save_statistics.endswith(".npz"):
         raise ConfigError(f"--save-statistics must end in .npz. Received: {request.save_statistics}")
     if request.model.endswith(".tflite") and (request.target != ".tflite" or recipe.mode != "int8"):
         raise ConfigError("a .tflite MODEL is quantized to int8 .tflite only (--quantize int8, --output X.tflite); "
                           "give the .keras model for other modes and ONNX")
     refuse_writing_over_inputs([request.output, request.save_statistics],
-                               [request.model, request.weights, request.calibration, request.statistics])
+                               [request.model, request.weights, request.calibration, request.statistics,
+                                request.labels])
 
 
 def quantize_artifact(request, log=print):
@@ -239,12 +248,19 @@ def _calibration(request, input_shape, log):
     return calibration
 
 
-def _check_labels(request, calibration, classes):
-    """--max-accuracy-drop's labels, checked before the statistics pass rather than after."""
-    if request.max_accuracy_drop is not None and calibration is not None:
-        from .mixed import calibration_labels
+def _labelled(request, calibration, classes):
+    """`calibration` with --labels' class names (the model's outputs in
+    order) for its class folders; --max-accuracy-drop's labels checked
+    before the statistics pass rather than after."""
+    if request.max_accuracy_drop is None or calibration is None:
+        return calibration
+    from ..data.labels import read_labels_file
+    from .mixed import calibration_labels
 
-        calibration_labels(calibration, classes)
+    if request.labels and calibration.labels is not None:
+        calibration = replace(calibration, classes=tuple(read_labels_file(request.labels, classes)))
+    calibration_labels(calibration, classes)
+    return calibration
 
 
 def _statistics(request, recipe, float_model, calibration, log):
@@ -274,7 +290,7 @@ def _from_float_tflite(request, recipe, log):
     if request.calibration:
         runner = TfliteRunner(request.model, threads=1)
         calibration = _calibration(request, runner.input_shape, log)
-        _check_labels(request, calibration, int(runner.output["shape"][-1]))
+        calibration = _labelled(request, calibration, int(runner.output["shape"][-1]))
     statistics = _statistics(request, recipe, float_model, calibration, log)
     return write_int8_tflite(float_model, recipe, request.output, calibration=calibration, statistics=statistics,
                              log=log)
@@ -290,7 +306,7 @@ def _from_keras(request, recipe, log):
         check_onnx_request(recipe, request.opset, request.onnx_route)
         check_onnx_io_types(request.input_type, request.output_type, request.onnx_route)
     model, fold_report = load_folded(request.model, request.input_size, request.classes, request.weights,
-                                     fold=request.fold)
+                                     fold=request.fold, seed=request.seed)
     if fold_report is not None:
         log(fold_report.format().splitlines()[0])
     statistics = float_model = calibration = None
@@ -300,7 +316,7 @@ def _from_keras(request, recipe, log):
             check_no_nested_model(model, "make the int8 TFLite (--output X.tflite), or the ONNX from it "
                                          "(--onnx-route tflite)")
         calibration = _calibration(request, model.input_shape[1:], log) if request.calibration else None
-        _check_labels(request, calibration, int(model.output_shape[-1]))
+        calibration = _labelled(request, calibration, int(model.output_shape[-1]))
         float_model = float_tflite(model)
         statistics = _statistics(request, recipe, float_model, calibration, log)
     if request.target == ".tflite":
@@ -309,7 +325,7 @@ def _from_keras(request, recipe, log):
     else:
         path = to_onnx(model, recipe, calibration, output=request.output, opset=request.opset,
                        route=request.onnx_route, statistics=statistics, float_model=float_model, log=log)
-    source = model_source(request.model, request.weights)
+    source = model_source(request.model, request.weights, request.seed)
     if source["sha256"]:
         record_source(path, source)
     return path
