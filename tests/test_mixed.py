@@ -292,7 +292,8 @@ def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, 
     (["--min-sqnr-gain", "0"], "--min-sqnr-gain is the output SQNR to gain over full int8"),
     (["--min-sqnr-gain", "inf"], "--min-sqnr-gain is the output SQNR to gain over full int8"),
     (["--min-sqnr", "20", "--calibration-method", "minmax", "--calibration-size", "7"],
-     "--min-sqnr 20 measures on held-out calibration images and these statistics have none (7 samples"),
+     "--min-sqnr 20 measures on held-out calibration images and these statistics have none (7 samples: it takes "
+     "at least 8); calibrate on more images"),
     (["--min-sqnr-gain", "3", "--min-sqnr", "30"], "give --min-sqnr DB (a level) or --min-sqnr-gain DB"),
 ])
 def test_bad_budgets_are_one_line(data, options, problem):
@@ -1275,3 +1276,15 @@ def test_a_met_level_is_noted_when_its_standard_error_is_half_the_bar_s_slack(bu
         assert "200 images" in text and f"{level_se:.1f} dB" in text and "under 30;" in text
         assert "at least 1200 images" in text  # 200 x (1.2 / 0.5)^2 = 1152
         assert "at least 300 images" in mixed.unpinned_level_text({**record, "level_standard_error_db": 0.5})
+
+
+def test_statistics_without_folds_are_told_the_fix_that_gives_them_folds():
+    """Too few samples: calibrate on more; enough samples but no folds (saved
+    by an earlier version): collect them again."""
+    from types import SimpleNamespace
+
+    from edge_resnet.quantize.selection import folds_fix, folds_need
+
+    few, old = SimpleNamespace(samples=7), SimpleNamespace(samples=200)
+    assert folds_need(few) == "7 samples: it takes at least 8" and folds_fix(few) == "calibrate on more images"
+    assert "earlier version" in folds_need(old) and folds_fix(old) == "collect them again (leave out --statistics)"

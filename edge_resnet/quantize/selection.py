@@ -161,8 +161,18 @@ def no_folds_reason(statistics):
 
 def folds_need(statistics):
     """Why statistics have no held-out folds: too few samples, or a file saved before folds were kept."""
-    return (f"{statistics.samples} samples: it takes at least {FOLDS * MIN_FOLD_SAMPLES}, and statistics saved by "
-            "this version")
+    if too_few_for_folds(statistics):
+        return f"{statistics.samples} samples: it takes at least {FOLDS * MIN_FOLD_SAMPLES}"
+    return "they were saved by an earlier version, which kept no folds"
+
+
+def folds_fix(statistics):
+    """What gives statistics held-out folds (folds_need says why they have none)."""
+    return "calibrate on more images" if too_few_for_folds(statistics) else "collect them again (leave out --statistics)"
+
+
+def too_few_for_folds(statistics):
+    return statistics.samples < FOLDS * MIN_FOLD_SAMPLES
 
 
 def calibration_inputs(calibration, statistics):
@@ -426,7 +436,7 @@ def resolved_ranges(statistics, method, choose_for_artifact):
         return method, activation_ranges(statistics, method), None
     if statistics.folds is None:
         reason = no_folds_reason(statistics)
-        warnings.warn(f"{reason}: took minmax, the rule auto never does worse than; calibrate on more images "
+        warnings.warn(f"{reason}: took minmax, the rule auto never does worse than; {folds_fix(statistics)} "
                       "for a choice", DataWarning, stacklevel=2)
         minmax = RangeMethod("minmax")
         chosen = room_for(minmax, method.room)
