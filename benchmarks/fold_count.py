@@ -150,17 +150,18 @@ def guard_lines(rows, folds):
                      - subset["choices"][folds]["held_out_db"]["minmax"] for subset in subsets])
     evaluated = np.array([subset["evaluation_db"]["extrapolated 0.25"] - subset["evaluation_db"]["minmax"]
                           for subset in subsets])
-    fixed = [float(np.mean([subset["evaluation_db"]["extrapolated 0.25"] for subset in row["subsets"]]))
-             - row_summary(row)[1][1] for row in rows]
-    auto = [row_summary(row)[0][folds] - row_summary(row)[1][1] for row in rows]
+    summaries = [row_summary(row) for row in rows]
+    fixed = [float(np.mean([subset["evaluation_db"]["extrapolated 0.25"] for subset in row["subsets"]])) - best_db
+             for row, (_, (_, best_db)) in zip(rows, summaries)]
+    auto = [auto_db[folds] - best_db for auto_db, (_, best_db) in summaries]
     guarded = held < 0
     return [f"- Can the held-out images tell extrapolated 0.25 from min/max ({folds} folds, {len(subsets)} subsets "
             f"of the {len(rows)} rows that try it)? Their leads correlate r = {np.corrcoef(held, evaluated)[0, 1]:.2f} "
             f"with the evaluation images'. A fixed extrapolated 0.25 would be {np.mean(fixed):+.2f} dB from the best "
             f"fixed rule on average (within 0.3 dB on {sum(gap >= -0.3 for gap in fixed)}), auto "
             f"{np.mean(auto):+.2f} ({sum(gap >= -0.3 for gap in auto)}); but on {int(guarded.sum())} subsets the "
-            "held-out images rank it under min/max, where auto's guard (never below min/max held out) would take "
-            f"min/max, and the evaluation images agree on {int(np.sum(evaluated[guarded] < 0))} of them "
+            "held-out images rank it under min/max, where auto's guard (never below min/max held out) rules it out, "
+            f"and the evaluation images agree on {int(np.sum(evaluated[guarded] < 0))} of them "
             f"(extrapolated {np.mean(evaluated[guarded]):+.2f} dB over min/max there on average)."]
 
 

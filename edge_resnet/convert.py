@@ -601,7 +601,7 @@ def stage_count(config):
 def read_data(config, model, log):
     """(calibration set held in memory or None, evaluation set, where the data
     came from, class names or None), all checked before any conversion."""
-    from .data.labels import read_labels_file
+    from .data.labels import read_labels_file, with_class_names
 
     calibration, evaluation, origin = data_sets(config, model)
     if calibration is not None:
@@ -615,8 +615,7 @@ def read_data(config, model, log):
     classes = int(model.output_shape[-1])
     class_names = read_labels_file(config.labels, classes) if config.labels else None
     check_labels_fit(evaluation, class_names, classes)
-    if calibration is not None and class_names and calibration.labels is not None:
-        calibration = dataclasses.replace(calibration, classes=tuple(class_names))  # --labels maps its folders too
+    calibration = with_class_names(calibration, class_names)  # --labels maps its folders too
     if calibration is not None and config.accuracy_control and config.max_accuracy_drop is not None:
         from .quantize.mixed import calibration_labels
 

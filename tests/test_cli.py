@@ -2,6 +2,7 @@
 the point (the entry point, determinism across processes, progress bars on
 the terminal); in-process main() for the option and input checks."""
 
+import json
 import re
 
 import numpy as np
@@ -259,3 +260,16 @@ def test_quantize_seed_draws_the_random_weights(tmp_path):
                           "--seed", "1", "--output", again).returncode == 0
     assert outputs[0].read_bytes() != outputs[1].read_bytes() and again.read_bytes() == outputs[1].read_bytes()
     assert model_source("resnet18", None, 7)["weights"] == "resnet18 with random weights (seed 7)"
+    recorded = json.loads((tmp_path / "seed1.onnx.json").read_text())["source_model"]
+    assert recorded["weights"] == "resnet18 with random weights (seed 1)" and recorded["sha256"] is None
+
+    np.savez(tmp_path / "one.npz", x=np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8))
+    golden = {}
+    for seed in (0, 1):  # reference draws them alike, on one image (the seed also orders a data set)
+        made = run_in_process("reference", "resnet18", "--input-size", "32", "--classes", "10", "--data",
+                              tmp_path / "one.npz", "--seed", str(seed), "--output", tmp_path / f"golden{seed}")
+        assert made.returncode == 0, made.stderr
+        manifest = json.loads((tmp_path / f"golden{seed}" / "golden.json").read_text())
+        assert manifest["model"]["weights"] == f"resnet18 with random weights (seed {seed})"
+        golden[seed] = np.load(tmp_path / f"golden{seed}" / "golden.npy")
+    assert not np.allclose(golden[0], golden[1])

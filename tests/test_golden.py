@@ -415,3 +415,12 @@ def test_a_float_model_computing_nan_writes_no_golden_outputs(tmp_path):
         with pytest.raises(ModelError, match="not finite numbers .* on image 106 of the data: no parity"):
             writer.append(rows)
         writer.append(np.ones((4, 10), np.float32))
+
+
+def test_random_weights_are_named_with_their_seed_where_no_file_checks_the_lineage():
+    from edge_resnet.check.golden import recorded_source, recorded_weights
+
+    record = {"source_model": {"file": None, "sha256": None, "weights": "resnet18 with random weights (seed 3)"}}
+    assert recorded_source(record) is None  # no file: the lineage goes unchecked, and the note says which weights
+    assert recorded_weights(record) == "resnet18 with random weights (seed 3)"
+    assert recorded_weights({}) == "weights not recorded"

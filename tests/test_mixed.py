@@ -1283,8 +1283,10 @@ def test_statistics_without_folds_are_told_the_fix_that_gives_them_folds():
     by an earlier version): collect them again."""
     from types import SimpleNamespace
 
-    from edge_resnet.quantize.selection import folds_fix, folds_need
+    from edge_resnet.quantize.selection import no_folds_cause, no_folds_fix
 
     few, old = SimpleNamespace(samples=7), SimpleNamespace(samples=200)
-    assert folds_need(few) == "7 samples: it takes at least 8" and folds_fix(few) == "calibrate on more images"
-    assert "earlier version" in folds_need(old) and folds_fix(old) == "collect them again (leave out --statistics)"
+    assert no_folds_cause(few) == "7 samples: it takes at least 8"
+    assert no_folds_fix(few) == "calibrate on more images"
+    assert "earlier version" in no_folds_cause(old)
+    assert no_folds_fix(old) == "collect them again (leave out --statistics)"

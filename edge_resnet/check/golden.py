@@ -505,6 +505,12 @@ def recorded_source(record):
     return source if isinstance(source, dict) and source_hashes(source) else None
 
 
+def recorded_weights(record):
+    """What a recipe JSON says of weights that came from no file (random ones and their seed)."""
+    source = record.get("source_model")
+    return source.get("weights") if isinstance(source, dict) and source.get("weights") else "weights not recorded"
+
+
 def source_hashes(source):
     """The model files an artifact may be checked against: the source and,
     where the run folded BatchNorm and saved the result, the folded model."""
@@ -549,7 +555,8 @@ def check_lineage(reference, artifacts):
                             "of the model the artifact was made from, or make the artifact from that file")
         elif source is None:
             unchecked.append(f"{name}'s recipe JSON names model {recorded_model_name(record) or '?'} and no model "
-                             "file, nor do the golden outputs")
+                             f"file ({recorded_weights(record)}), nor do the golden outputs "
+                             f"({golden.get('weights') or 'weights not recorded'})")
         elif not golden_hashes:
             raise DataError(f"{name} was made from {source.get('file') or source.get('folded_file')}, but the golden "
                             f"outputs in {reference.folder} name no model file ({golden.get('weights') or 'random weights'}); "

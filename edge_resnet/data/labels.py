@@ -39,6 +39,16 @@ def check_label_range(largest, classes):
                         f"of its model output, 0 to {classes - 1} (class folders: --labels maps them)")
 
 
+def with_class_names(data, class_names):
+    """`data` with its class folders mapped to outputs by `class_names`
+    (--labels, in output order); unchanged without names or labels."""
+    import dataclasses
+
+    if not class_names or data is None or data.labels is None:
+        return data
+    return dataclasses.replace(data, classes=tuple(class_names))
+
+
 def read_labels_file(path, classes):
     path = Path(path)
     if not path.is_file():

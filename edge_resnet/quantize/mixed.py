@@ -1151,7 +1151,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
     weight layers (convolutions, a float head's classifier) is tried in
     dynamic-range int8 and stays there where the budget still holds."""
     from ..device.bench import benchmark
-    from .selection import calibration_inputs, float_reference, folds_fix, folds_need
+    from .selection import calibration_inputs, float_reference, no_folds_cause, no_folds_fix
 
     budget.check()
     if calibration is None:
@@ -1159,7 +1159,7 @@ def search_float_parts(float_model, statistics, calibration, recipe, method, bud
                           "(the images the statistics came from)")
     if statistics.folds is None:
         raise ConfigError(f"{budget.flags()} measures on held-out calibration images and these statistics have none "
-                          f"({folds_need(statistics)}); {folds_fix(statistics)}")
+                          f"({no_folds_cause(statistics)}); {no_folds_fix(statistics)}")
     route = route or tflite_route(float_model, recipe)
     layout = cross_fits(statistics, method)
     inputs = calibration_inputs(calibration, statistics)

@@ -35,7 +35,7 @@ METHOD_OF_PARAMETER = {"percentile": "percentile", "extrapolation": "extrapolate
 def check_method_parameters(options):
     """Refuse a rule's parameter given (--percentile, --extrapolation) for a
     method that does not read it, rather than drop it without a word."""
-    method = options.get("calibration_method") or DEFAULT_METHOD
+    method = options.get("calibration_method") or f"{DEFAULT_METHOD} (the default)"
     for parameter, owner in METHOD_OF_PARAMETER.items():
         if options.get(parameter) is not None and method != owner:
             raise ConfigError(f"--{parameter} sets the {owner} rule, and --calibration-method is {method}, which "

@@ -67,7 +67,7 @@ import numpy as np
 
 from ..data.images import DataWarning
 from ..errors import ConfigError
-from .statistics import FOLDS, MIN_FOLD_SAMPLES
+from .statistics import FOLDS, MIN_FOLD_SAMPLES, too_few_for_folds
 from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges, ranges_fingerprint, room_for
 
 INDISTINGUISHABLE_DB = 0.1  # every candidate within this of the others: the images cannot tell them apart
@@ -156,23 +156,22 @@ def _text_db(value):
 
 
 def no_folds_reason(statistics):
-    return f"auto scores rules on held-out calibration images and these statistics have none ({folds_need(statistics)})"
+    return (f"auto scores rules on held-out calibration images and these statistics have none "
+            f"({no_folds_cause(statistics)})")
 
 
-def folds_need(statistics):
+def no_folds_cause(statistics):
     """Why statistics have no held-out folds: too few samples, or a file saved before folds were kept."""
-    if too_few_for_folds(statistics):
+    if too_few_for_folds(statistics.samples):
         return f"{statistics.samples} samples: it takes at least {FOLDS * MIN_FOLD_SAMPLES}"
     return "they were saved by an earlier version, which kept no folds"
 
 
-def folds_fix(statistics):
-    """What gives statistics held-out folds (folds_need says why they have none)."""
-    return "calibrate on more images" if too_few_for_folds(statistics) else "collect them again (leave out --statistics)"
-
-
-def too_few_for_folds(statistics):
-    return statistics.samples < FOLDS * MIN_FOLD_SAMPLES
+def no_folds_fix(statistics):
+    """What gives statistics held-out folds (no_folds_cause says why they have none)."""
+    if too_few_for_folds(statistics.samples):
+        return "calibrate on more images"
+    return "collect them again (leave out --statistics)"
 
 
 def calibration_inputs(calibration, statistics):
@@ -436,7 +435,7 @@ def resolved_ranges(statistics, method, choose_for_artifact):
         return method, activation_ranges(statistics, method), None
     if statistics.folds is None:
         reason = no_folds_reason(statistics)
-        warnings.warn(f"{reason}: took minmax, the rule auto never does worse than; {folds_fix(statistics)} "
+        warnings.warn(f"{reason}: took minmax, the rule auto never does worse than; {no_folds_fix(statistics)} "
                       "for a choice", DataWarning, stacklevel=2)
         minmax = RangeMethod("minmax")
         chosen = room_for(minmax, method.room)

@@ -242,12 +242,17 @@ class TensorStatistics:
                                 np.delete(self.sample_minima, positions), np.delete(self.sample_maxima, positions))
 
 
+def too_few_for_folds(count):
+    """Whether `count` calibration samples are too few to cut into held-out folds."""
+    return count < FOLDS * MIN_FOLD_SAMPLES
+
+
 def sample_folds(labels, count, seed):
     """The fold of each of `count` calibration samples (None for all when
     they are too few): the samples, class by class (`labels` per sample, or
     None: one class) and in a seeded order within each, are dealt to the
     folds in turn, so every fold is stratified and sizes differ by one at most."""
-    if count < FOLDS * MIN_FOLD_SAMPLES:
+    if too_few_for_folds(count):
         return None
     strata = list(labels) if labels is not None else [None] * count
     by_stratum = {}

@@ -3,7 +3,7 @@ float32 .tflite in, one .tflite or .onnx artifact out, with its recipe JSON."""
 
 import argparse
 import os
-from dataclasses import KW_ONLY, dataclass, replace
+from dataclasses import KW_ONLY, dataclass
 
 from ..data.images import DEFAULT_CALIBRATION_SIZE, PreprocessedRequest, PreprocessingRequest, SeedRequest
 from ..errors import ConfigError
@@ -159,6 +159,8 @@ def check_request(request, recipe):
     if recipe.budget() is not None and not request.calibration:
         raise ConfigError(f"{recipe.budget().flags()} searches the int8 artifact on held-out calibration images: it "
                           "needs --calibration PATH")
+    if request.labels and not os.path.isfile(request.labels):
+        raise ConfigError(f"labels file not found: {request.labels}")
     if request.labels and request.max_accuracy_drop is None:
         raise ConfigError("--labels maps the calibration's class folders to the model's outputs for "
                           "--max-accuracy-drop, and nothing else reads them here: add --max-accuracy-drop or leave "
@@ -254,11 +256,11 @@ def _labelled(request, calibration, classes):
     before the statistics pass rather than after."""
     if request.max_accuracy_drop is None or calibration is None:
         return calibration
-    from ..data.labels import read_labels_file
+    from ..data.labels import read_labels_file, with_class_names
     from .mixed import calibration_labels
 
-    if request.labels and calibration.labels is not None:
-        calibration = replace(calibration, classes=tuple(read_labels_file(request.labels, classes)))
+    if request.labels:
+        calibration = with_class_names(calibration, read_labels_file(request.labels, classes))
     calibration_labels(calibration, classes)
     return calibration
 
@@ -325,7 +327,5 @@ def _from_keras(request, recipe, log):
     else:
         path = to_onnx(model, recipe, calibration, output=request.output, opset=request.opset,
                        route=request.onnx_route, statistics=statistics, float_model=float_model, log=log)
-    source = model_source(request.model, request.weights, request.seed)
-    if source["sha256"]:
-        record_source(path, source)
+    record_source(path, model_source(request.model, request.weights, request.seed))  # random weights: their seed
     return path
