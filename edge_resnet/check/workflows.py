@@ -5,6 +5,7 @@ import os
 from dataclasses import KW_ONLY, dataclass, field
 
 from ..data.images import PreprocessedRequest, PreprocessingRequest, SeedRequest
+from ..data.labels import LabelsRequest
 from ..device.bench import DEFAULT_BATCH, DEFAULT_RUNS, DEFAULT_WARMUP, ThreadsRequest, check_bench_settings
 from ..device.remote import DeviceRequest
 from ..errors import ConfigError
@@ -17,10 +18,9 @@ LATENCY_RUNS = 20
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvaluationRequest:
+class EvaluationRequest(LabelsRequest):
     eval_size: int = option("--eval-size", default=None, type=int, metavar="N",
                             help="evaluate a seeded, class-stratified subset of N images")
-    labels: str = option("--labels", default=None, metavar="FILE", help="class names in model-output order, one per line")
 
 
 @dataclass(frozen=True, kw_only=True)

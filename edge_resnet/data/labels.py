@@ -1,10 +1,17 @@
 """Class labels of an image set and the model outputs they name."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..options import option
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelsRequest:
+    labels: str = option("--labels", default=None, metavar="FILE", help="class names in model-output order, one per line")
 
 
 def class_index(labels, class_names):

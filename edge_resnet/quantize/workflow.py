@@ -6,6 +6,7 @@ import os
 from dataclasses import KW_ONLY, dataclass
 
 from ..data.images import DEFAULT_CALIBRATION_SIZE, PreprocessedRequest, PreprocessingRequest, SeedRequest
+from ..data.labels import LabelsRequest
 from ..errors import ConfigError
 from ..model.source import MODEL_HELP, ModelRequest
 from ..options import option
@@ -70,7 +71,8 @@ ONNX_GROUP = "ONNX (.onnx output)"
 
 
 @dataclass(frozen=True)
-class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, PreprocessingRequest, PreprocessedRequest):
+class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, PreprocessingRequest, PreprocessedRequest,
+                      LabelsRequest):
     """What to quantize, how, and where to write it. None means the default."""
 
     model: str = option(metavar="MODEL", help=f"{MODEL_HELP}, or a float32 .tflite (int8 only)")
@@ -94,9 +96,6 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
                                       help="int8: keep the fewest network parts out of int8 that keep the top-1 "
                                            "accuracy lost on held-out calibration images (they need labels) within "
                                            "POINTS (exit 1 if even all of them cannot)")
-    labels: str = option("--labels", default=None, metavar="FILE",
-                         help="with --max-accuracy-drop: class names in model-output order, one per line, to map "
-                              "the calibration's class folders to the outputs (default: their sorted names)")
     min_agreement: float = option("--min-agreement", default=None, type=float, metavar="FRACTION",
                                   help="int8: the same, for the fraction of held-out calibration images whose top-1 "
                                        "is the float model's")
