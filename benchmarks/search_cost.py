@@ -5,9 +5,10 @@ runs at 224. Here the full-width ResNet-50 trained on the digits at 32x32
 (benchmarks/trained.py) is built at 224 with the same weights (a global
 average pool makes the weights size-free), fed each 32x32 digit tiled 7 x 7
 (so the network sees digits at the scale it trained at: upscaled to 224 they
-saturate a softmax head, and every range rule scores alike) with a
-softmax head (keras.applications' default) or a logits head, float32 output, and made three
-ways in one run on the same 200 calibration digits (convert's split):
+saturate a softmax head, and every range rule scores alike) with a softmax
+head (keras.applications' default) or a logits head, float32 output, and
+made three ways in one run on the same 200 calibration digits (convert's
+split):
 the statistics pass alone; the int8 TFLite as `quantize` makes it without a
 budget (`auto` ranges, biases corrected); and with `--min-sqnr-gain 3` (the
 default `--fallback-precision auto`). Seconds and the process's peak
