@@ -507,7 +507,11 @@ def recorded_source(record):
 
 def recorded_weights(record):
     """What a recipe JSON says of weights that came from no file (random ones and their seed)."""
-    source = record.get("source_model")
+    return weights_text(record.get("source_model"))
+
+
+def weights_text(source):
+    """The "weights" of a model source (a recipe JSON's or golden outputs' model), or that none is recorded."""
     return source.get("weights") if isinstance(source, dict) and source.get("weights") else "weights not recorded"
 
 
@@ -556,7 +560,7 @@ def check_lineage(reference, artifacts):
         elif source is None:
             unchecked.append(f"{name}'s recipe JSON names model {recorded_model_name(record) or '?'} and no model "
                              f"file ({recorded_weights(record)}), nor do the golden outputs "
-                             f"({golden.get('weights') or 'weights not recorded'})")
+                             f"({weights_text(golden)})")
         elif not golden_hashes:
             raise DataError(f"{name} was made from {source.get('file') or source.get('folded_file')}, but the golden "
                             f"outputs in {reference.folder} name no model file ({golden.get('weights') or 'random weights'}); "

@@ -56,10 +56,15 @@ def with_class_names(data, class_names):
     return dataclasses.replace(data, classes=tuple(class_names))
 
 
+def check_labels_file(path):
+    """Refuse a --labels path that is no file, before any work."""
+    if not Path(path).is_file():
+        raise DataError(f"labels file not found: {path}")
+
+
 def read_labels_file(path, classes):
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"labels file not found: {path}")
+    check_labels_file(path)
     names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if len(names) != classes:
         raise DataError(f"{path} has {len(names)} labels but the model has {classes} outputs; give one per line")

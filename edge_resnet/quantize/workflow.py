@@ -6,7 +6,7 @@ import os
 from dataclasses import KW_ONLY, dataclass
 
 from ..data.images import DEFAULT_CALIBRATION_SIZE, PreprocessedRequest, PreprocessingRequest, SeedRequest
-from ..data.labels import LabelsRequest
+from ..data.labels import LabelsRequest, check_labels_file
 from ..errors import ConfigError
 from ..model.source import MODEL_HELP, ModelRequest
 from ..options import option
@@ -158,8 +158,8 @@ def check_request(request, recipe):
     if recipe.budget() is not None and not request.calibration:
         raise ConfigError(f"{recipe.budget().flags()} searches the int8 artifact on held-out calibration images: it "
                           "needs --calibration PATH")
-    if request.labels and not os.path.isfile(request.labels):
-        raise ConfigError(f"labels file not found: {request.labels}")
+    if request.labels:
+        check_labels_file(request.labels)
     if request.labels and request.max_accuracy_drop is None:
         raise ConfigError("--labels maps the calibration's class folders to the model's outputs for "
                           "--max-accuracy-drop, and nothing else reads them here: add --max-accuracy-drop or leave "
