@@ -344,13 +344,30 @@ def int8_tflite_outputs(float_model, ranges, images):
     return run_tflite_bytes(quantized_int8_io(float_model, ranges), images, "int8")
 
 
+AS_QUANTIZED = ", biases as quantized"
+
+
+def check_as_quantize_writes(route_model, float_model, calibration, statistics, scratch, images):
+    """Refuse to go on where the default TFLite route's outputs on `images` are not those of what `quantize`
+    writes with the default recipe from the same statistics and images."""
+    from edge_resnet.device.runtime import TfliteRunner
+    from edge_resnet.quantize.int8_tflite import run_tflite_bytes, write_int8_tflite
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+
+    path = write_int8_tflite(float_model, QuantizationRecipe(), scratch / "written.tflite", calibration, statistics,
+                             progress=False)
+    if not np.array_equal(TfliteRunner(path).predict(images), run_tflite_bytes(route_model, images, "int8")):
+        raise SystemExit("the benchmark's default TFLite route is not what `quantize` writes")
+
+
 def fidelity(protocol="unseen", models=None, subset_size=SUBSET_SIZE):
     """Every route calibrated on the very same `subset_size` images of each
     subset, for `models` (default: models_to_measure())."""
     from edge_resnet.data.images import Preprocessing, images_from_array
     from edge_resnet.device.runtime import OnnxRunner, TfliteRunner
     from edge_resnet.model.fold import fold_batchnorm
-    from edge_resnet.quantize.int8_tflite import tflite_chooser
+    from edge_resnet.quantize.bias_correction import corrected_artifact
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_tflite_bytes, tflite_chooser
     from edge_resnet.quantize.onnx_export import float_onnx, to_onnx
     from edge_resnet.quantize.ranges import RangeMethod, activation_ranges
     from edge_resnet.quantize.recipe import QuantizationRecipe, read_record
@@ -367,7 +384,7 @@ def fidelity(protocol="unseen", models=None, subset_size=SUBSET_SIZE):
         import onnx
 
         onnx.save(float_onnx(folded), scratch / "float.onnx")
-        rows, chosen, concentration, noise, selections, evaluation_sets = {}, {}, [], {}, [], []
+        rows, chosen, concentration, noise, selections, evaluation_sets, corrections = {}, {}, [], {}, [], [], []
         predictions, subset_references, subset_labels = {}, [], []  # per-image top-1, for the paired top-1 bar
         float_cache = {}  # evaluation set -> (preprocessed images, float outputs): subsets may share one
         for index, (pixels, pixel_labels, test_pixels, labels) in enumerate(protocol_splits(size, protocol, subset_size)):
@@ -395,14 +412,25 @@ def fidelity(protocol="unseen", models=None, subset_size=SUBSET_SIZE):
                 record(f"raw onnxruntime quantize_static ({label}, MinMax)",
                        OnnxRunner(scratch / "raw_ort.onnx").predict(test_images))
             statistics = collect_statistics(float_model, calibration)
+
+            def record_tflite(label, ranges):  # as --calibration-method makes it, and with its biases as quantized
+                quantized = quantized_int8_io(float_model, ranges)
+                shipped, correction = corrected_artifact(quantized, float_model, QuantizationRecipe(), calibration,
+                                                         statistics)
+                record(f"edge-resnet TFLite, {label}", run_tflite_bytes(shipped, test_images, "int8"))
+                record(f"edge-resnet TFLite, {label}{AS_QUANTIZED}", run_tflite_bytes(quantized, test_images, "int8"))
+                return shipped, correction["corrected"]
+
             for method, parameters in FIXED_RULES:
                 rule = RangeMethod(method, **parameters)
-                record(f"edge-resnet TFLite, {rule.describe()}",
-                       int8_tflite_outputs(float_model, activation_ranges(statistics, rule), test_images))
+                record_tflite(rule.describe(), activation_ranges(statistics, rule))
             rule, ranges, selection = resolved_ranges(statistics, RangeMethod("auto"),
                                                       tflite_chooser(float_model, True, calibration))
             selections.append({key: selection.get(key) for key in ("chosen_rule", "stays_best_share", "candidates")})
-            record("edge-resnet TFLite, auto (default)", int8_tflite_outputs(float_model, ranges, test_images))
+            shipped, kept = record_tflite("auto (default)", ranges)
+            corrections.append(kept)
+            if index == 0:  # the route is what `quantize` writes: checked against it once per model
+                check_as_quantize_writes(shipped, float_model, calibration, statistics, scratch, test_images)
             chosen.setdefault("TFLite", []).append(rule.describe())
             for method in ("minmax", "extrapolated", "auto"):
                 recipe = QuantizationRecipe(calibration_method=method)
@@ -420,6 +448,7 @@ def fidelity(protocol="unseen", models=None, subset_size=SUBSET_SIZE):
         results.append({"model": model_name, "head": head, "protocol": protocol, "subset_size": subset_size,
                         "evaluation_images": len(test_pixels), "images_carrying_half_the_error": concentration,
                         "routes": routes, "auto_chose": chosen, "auto_tflite_selection": selections,
+                        "bias_correction": "guarded (the default)", "auto_tflite_biases_corrected": corrections,
                         "float_top1": float(np.mean(reference.argmax(1) == labels)),
                         "float_top_probability_under_0_9": float(np.mean(float_probabilities.max(1) < 0.9)),
                         "auto_minus_best_fixed_se_db": auto_minus_best_standard_error(routes, noise,
@@ -444,7 +473,8 @@ def float_predictions(model, test_pixels, float_cache, batch_size=50):
 
 def best_fixed_route(routes):
     """The fixed TFLite rule with the best mean SQNR over the subsets (read off the evaluation images)."""
-    fixed = [route for route in routes if route.startswith("edge-resnet TFLite") and "auto" not in route]
+    fixed = [route for route in routes
+             if route.startswith("edge-resnet TFLite") and "auto" not in route and AS_QUANTIZED not in route]
     return max(fixed, key=lambda route: routes[route]["sqnr_db_mean"])
 
 
@@ -1004,10 +1034,15 @@ def auto_summary(fidelity, heading):
              "± its standard error from the evaluation images' sampling alone, paired on the same images (where "
              "measured; it leaves out that the best rule is picked on those images, which favours it); then, "
              "where measured with it, \"subsets ±\": the standard error of the same mean from how the subsets' "
-             "differences spread, which counts which calibration images were drawn.", "",
+             "differences spread, which counts which calibration images were drawn. Where the last-but-one column "
+             "has a number, every edge-resnet route is the artifact as `quantize` writes it, its int8 biases "
+             "corrected where that helps on the calibration images (the default), best fixed "
+             "among the fixed rules so made, and that column is `auto`'s int8 TFLite with its biases as "
+             "quantized; a row without one was measured before, every route as quantized.", "",
              "| model | auto TFLite | best fixed TFLite | auto - best | raw converter | auto - raw | spread auto / minmax | "
-             "auto ONNX | raw ORT U8S8 7-bit | ONNX auto - raw | images with half the error |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "auto ONNX | raw ORT U8S8 7-bit | ONNX auto - raw | auto TFLite, biases as quantized | "
+             "images with half the error |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     gains = []
     for entry in fidelity:
         routes = entry["routes"]
@@ -1031,9 +1066,16 @@ def auto_summary(fidelity, heading):
             f"{raw:.2f} | "
             f"{auto['sqnr_db_mean'] - raw:+.2f} | {auto['sqnr_db_max'] - auto['sqnr_db_min']:.2f} / "
             f"{minmax['sqnr_db_max'] - minmax['sqnr_db_min']:.2f} | {onnx_auto:.2f} | {raw_ort:.2f} | "
-            f"{onnx_auto - raw_ort:+.2f} | {', '.join(map(str, entry.get('images_carrying_half_the_error', []))) or '-'} |")
+            f"{onnx_auto - raw_ort:+.2f} | {as_quantized_text(routes)} | "
+            f"{', '.join(map(str, entry.get('images_carrying_half_the_error', []))) or '-'} |")
     lines += ["", f"Mean gain of auto TFLite over the raw converter across the models: {np.mean(gains):+.2f} dB.", ""]
     return lines + top1_lines(fidelity)
+
+
+def as_quantized_text(routes):
+    """`auto`'s int8 TFLite with its biases as quantized, mean dB, where the row measured it."""
+    route = routes.get("edge-resnet TFLite, auto (default)" + AS_QUANTIZED)
+    return "-" if route is None else f"{route['sqnr_db_mean']:.2f}"
 
 
 def top1_lines(fidelity):
