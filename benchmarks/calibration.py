@@ -688,10 +688,11 @@ def int8_grid(values, low, high):
 def logits_floor():
     """The output SQNR of the float model with only its logits stored in int8.
 
-    No int8 model can beat this: its last tensor is these int8 logits. The
-    calibrated rows use each subset's logits min/max (what min/max
-    calibration gives the output tensor); the last row uses the held-out
-    images' own min/max, which no calibration can know.
+    No int8 model whose logits take the same range can beat this: its last
+    tensor is these int8 logits (a wider range can, where new images reach
+    past it). The calibrated rows use each subset's logits min/max (what
+    min/max calibration gives the output tensor); the last row uses the
+    held-out images' own min/max, which no calibration can know.
     """
     from edge_resnet.data.preprocess import preprocess_input
     from tests.digits import TRAIN_SAMPLES
@@ -846,6 +847,9 @@ def machine_text(info):
     return f"{info['cpu']}, {info['cores']} cores, {', '.join(info['isa'])}"
 
 
+FASHION_FRESH_BESIDE_800 = "fidelity_fashion_fresh_beside_800"
+
+
 def markdown(result):
     lines = ["# Calibration: fidelity, speed, device cost", "",
              "Commands: " + ", ".join(f"`{command}`" for command in result["commands"].values()), "",
@@ -856,7 +860,9 @@ def markdown(result):
                 "fidelity_fashion_fresh", "fidelity_fashion_fresh_800", "fidelity_fashion_fresh_800_logits",
                 "fidelity_training"):
         lines += fidelity_sections(result.get(key, []), FIDELITY_SUFFIXES.get(key, ""))
-    lines += calibration_size_lines(result.get("fidelity_fashion_fresh", []),
+    # the 800-image rows pair with the 200-image rows of their own networks (kept apart once
+    # fidelity_fashion_fresh was measured again on networks trained again)
+    lines += calibration_size_lines(result.get(FASHION_FRESH_BESIDE_800, result.get("fidelity_fashion_fresh", [])),
                                     result.get("fidelity_fashion_fresh_800", [])
                                     + result.get("fidelity_fashion_fresh_800_logits", []))
     if "onnx_weights" in result:
@@ -890,8 +896,10 @@ def markdown(result):
                   f"{cost['peak_rss_mb']:.0f} MB.", isa_note(part_isa(result, "cost"))]
     if "floor" in result:
         lines += ["## The int8 logits floor", "",
-                  "Output SQNR of the float model with only its logits stored in int8, nothing else quantized. "
-                  "No int8 model beats this, since its output tensor is these int8 logits.", "",
+                  "Output SQNR of the float model with only its logits stored in int8 on the calibration images' "
+                  "min/max range, nothing else quantized. No int8 model whose logits take that range beats this, "
+                  "since its output tensor is these int8 logits; a wider range (`extrapolated`) can, where new "
+                  "images reach past the calibrated one.", "",
                   "| model | calibrated logits range, mean of subsets | per subset | held-out images' own range |",
                   "|---|---|---|---|"]
         lines += [f"| {row['model']} | {row['sqnr_db_mean']:.2f} | "
@@ -1003,7 +1011,9 @@ def calibration_size_lines(fewer, more):
     lines = ["## `auto` on more calibration images: the same heads on 200 and on 800 per subset", "",
              "Four disjoint subsets of each size from the same never-trained-on Fashion pool, in the same seeded "
              "order (the first 800-image subset holds the four 200-image ones, the other three images none of "
-             "them held), every route evaluated on the 10,000 test images. "
+             "them held), every route evaluated on the 10,000 test images; the 200-image rows are those measured "
+             "beside the 800-image ones (sessions 30 and 31, AMD EPYC with AVX2, on the networks of then: the "
+             "section above measures networks trained again). "
              "\"says it stays best\": the share of resamples of its held-out images on which `auto`'s pick stayed "
              "best, per subset, as its line tells the user.", "",
              "| model | images per subset | best fixed TFLite | auto TFLite | auto - best | auto picked | says it stays best "
