@@ -966,11 +966,11 @@ FIDELITY_SUFFIXES = {
                         "benchmarks/calibration.py fidelity_fashion`)",
     "fidelity_fashion_fresh": " (two more networks, fixed in session 30 before any result of theirs: `python "
                               "benchmarks/calibration.py fidelity_fashion_fresh`)",
-    "fidelity_fashion_fresh_800": " (the same two networks' softmax heads on 800 calibration images per subset "
-                                  "instead of 200, the advice `auto` gives when unsure: `python "
+    "fidelity_fashion_fresh_800": " (the two networks of sessions 30-31, their softmax heads on 800 calibration "
+                                  "images per subset instead of 200, the advice `auto` gives when unsure: `python "
                                   "benchmarks/calibration.py fidelity_fashion_fresh_800`)",
-    "fidelity_fashion_fresh_800_logits": " (the same two networks' logits heads on 800 calibration images per "
-                                         "subset: `python benchmarks/calibration.py "
+    "fidelity_fashion_fresh_800_logits": " (the two networks of sessions 30-31, their logits heads on 800 "
+                                         "calibration images per subset: `python benchmarks/calibration.py "
                                          "fidelity_fashion_fresh_800_logits`)"}
 
 
@@ -1165,6 +1165,9 @@ def main(parts):
                       ("oracle", oracle_ranges), ("speed", speed), ("latency", latency),
                       ("onnx_weights", onnx_weight_ranges)):
         if part in parts:
+            if part.startswith("fidelity_fashion_fresh_800"):  # they pair with the 200-image rows of now
+                result.pop(FASHION_FRESH_BESIDE_800, None)
+                result.get("machines", {}).pop(FASHION_FRESH_BESIDE_800, None)
             result.setdefault("commands", {})[part] = f"python benchmarks/calibration.py {part}"
             result.setdefault("machines", {})[part] = machine()
             started = time.perf_counter()
