@@ -36,7 +36,11 @@ images per subset (four disjoint subsets of the pool), to see whether more
 images make `auto`'s choice there what `auto` says they make it: surer
 (`fidelity_fashion_fresh_800_logits` their logits heads the same way).
 Every route
-calibrates on the very same images. Anchors:
+calibrates on the very same images. Every edge-resnet TFLite route is the
+artifact as `quantize` writes it (its int8 biases corrected where that
+helps on the calibration images, the default; checked once per model
+against write_int8_tflite's file), and is also scored with its biases as
+quantized. Anchors:
 the raw TFLite converter (full-integer int8, min/max) and raw onnxruntime
 quantize_static (per-channel, MinMax; S8S8 with 8-bit weights, and U8S8
 with 7-bit weights, the weight range of our ONNX).
