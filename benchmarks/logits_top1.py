@@ -33,6 +33,16 @@ paired standard error from the evaluation images' sampling
                                                  both again on two Fashion-MNIST ResNets fixed in session 30
                                                  (calibration.py fidelity_fashion_fresh), models no session had
                                                  seen when this was written
+    python benchmarks/logits_top1.py heldout     can `auto`'s held-out images see a rule's top-1 loss? The
+                                                 four Fashion-MNIST logits heads, each subset in `auto`'s own
+                                                 layout (every fold scored by ranges from the others): the
+                                                 SQNR winner's held-out top-1 against min/max's, paired
+                                                 (images only one of them keeps), with the exact one-sided
+                                                 sign test a guard would use; fixed before the run: a guard
+                                                 at p < 0.05 (the winner keeps significantly fewer than
+                                                 min/max). Beside it, the same two rules' shipped artifacts
+                                                 (ranges from all 200 images, biases corrected as `quantize`
+                                                 does) on the 10,000 test images.
 
 Writes benchmarks/results/logits_top1.{json,md}.
 """
@@ -170,6 +180,92 @@ def note_against_evaluation(protocol, models):
     return rows
 
 
+def sign_test_p(only_minmax, only_winner):
+    """The exact one-sided sign test: the chance of `only_minmax` or more of the images only one rule keeps
+    falling to min/max if each fell to either alike."""
+    from math import comb
+
+    count = only_minmax + only_winner
+    return sum(comb(count, k) for k in range(only_minmax, count + 1)) / 2 ** count if count else 1.0
+
+
+def held_out_top1(protocol, models):
+    """Per logits head and subset: `auto`'s candidates on their held-out images as `auto` scores them (as
+    quantized, each fold by ranges from the others), the SQNR winner's top-1 against min/max's there (paired
+    counts, sign test), and both rules' shipped artifacts on the evaluation images."""
+    from calibration import float_predictions, protocol_splits
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.bias_correction import corrected_artifact
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_int8_candidates, run_tflite_bytes
+    from edge_resnet.quantize.ranges import activation_ranges
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.selection import (calibration_inputs, candidates_for, fits, float_reference,
+                                                per_image_errors, sqnr_of_sums)
+    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.tflite import float_tflite
+
+    rows = []
+    for name, model, head, size in models:
+        if head != "logits":
+            continue
+        print(f"== {name}", flush=True)
+        float_model = float_tflite(fold_batchnorm(model)[0])
+        float_cache, subsets = {}, []
+        for pixels, pixel_labels, test_pixels, _ in protocol_splits(size, protocol):
+            _, test_images, test_reference = float_predictions(model, test_pixels, float_cache, batch_size=100)
+            calibration = images_from_array(pixels, Preprocessing(size, size), size=None,
+                                             labels=pixel_labels).cached()
+            statistics = collect_statistics(float_model, calibration)
+            inputs = calibration_inputs(calibration, statistics)
+            reference = float_reference(float_model, statistics, inputs)
+            rules = candidates_for(statistics)
+            sums = np.zeros((len(rules), 2))
+            kept = np.zeros((len(rules), len(inputs)), bool)
+            for fitted, positions in fits(statistics):
+                positions = list(positions)
+                artifacts = (quantized_int8_io(float_model, activation_ranges(fitted, rule)) for rule in rules)
+                for index, outputs in enumerate(run_int8_candidates(artifacts, inputs[positions])):
+                    sums[index] += [np.sum(part) for part in per_image_errors(reference[positions], outputs)]
+                    kept[index, positions] = outputs.argmax(1) == np.argmax(reference[positions], 1)
+            scores_db = [sqnr_of_sums(*pair) for pair in sums]
+            winner = int(np.argmax(scores_db))
+            only_minmax, only_winner = int(np.sum(kept[0] & ~kept[winner])), int(np.sum(~kept[0] & kept[winner]))
+            evaluated = {}
+            for index in sorted({0, winner}):
+                shipped, _ = corrected_artifact(
+                    quantized_int8_io(float_model, activation_ranges(statistics, rules[index])), float_model,
+                    QuantizationRecipe(), calibration, statistics)
+                outputs = run_tflite_bytes(shipped, test_images, "int8")
+                evaluated[index] = float(np.mean(outputs.argmax(1) == test_reference.argmax(1)))
+            subsets.append({"winner": rules[winner].describe(), "held_out_images": len(inputs),
+                            "held_out_db": {"winner": scores_db[winner], "minmax": scores_db[0]},
+                            "held_out_agreement": {"winner": float(np.mean(kept[winner])),
+                                                   "minmax": float(np.mean(kept[0]))},
+                            "only_minmax_keeps": only_minmax, "only_winner_keeps": only_winner,
+                            "sign_test_p": sign_test_p(only_minmax, only_winner),
+                            "evaluation_images": len(test_images),
+                            "evaluation_agreement": {"winner": evaluated[winner], "minmax": evaluated[0]}})
+            print(f"   {subsets[-1]}", flush=True)
+        rows.append({"model": name, "protocol": protocol, "subsets": subsets})
+    return rows
+
+
+def held_out_lines(rows):
+    lines = ["| model | subset | SQNR winner on the held-out images | held-out dB, winner / min/max | held-out "
+             "top-1 agreement, winner / min/max | images only min/max keeps / only the winner | sign test p | "
+             "test images: agreement, winner / min/max (shipped) |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        for number, entry in enumerate(row["subsets"], 1):
+            held, test = entry["held_out_agreement"], entry["evaluation_agreement"]
+            lines.append(f"| {row['model']} | {number} | {entry['winner']} | {entry['held_out_db']['winner']:.2f} / "
+                         f"{entry['held_out_db']['minmax']:.2f} | {held['winner']:.1%} / {held['minmax']:.1%} | "
+                         f"{entry['only_minmax_keeps']} / {entry['only_winner_keeps']} | {entry['sign_test_p']:.3f} | "
+                         f"{test['winner']:.2%} / {test['minmax']:.2%} |")
+    return lines
+
+
 def note_lines(rows):
     lines = ["| model | per subset: noted of calibration images (share) | same grid on the evaluation images (share) |",
              "|---|---|---|"]
@@ -182,10 +278,20 @@ def note_lines(rows):
     return lines
 
 
+def machine_text(entry):
+    return f"{entry['cpu']}, {entry['cores']} cores ({', '.join(entry['isa'])})"
+
+
+def earlier_machines_text(result):
+    """The parts measured on another machine than the last run's, named with theirs."""
+    others = {part: entry for part, entry in result.get("machines", {}).items() if entry != result["machine"]}
+    return "".join(f"; `{part}` on {machine_text(entry)}" for part, entry in others.items())
+
+
 def markdown(result):
     lines = ["# A logits head's top-1 in int8: the output grid and the rest", "",
-             f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores "
-             f"({', '.join(result['machine']['isa'])}). No latency is measured here.", "",
+             f"Machine: {machine_text(result['machine'])}{earlier_machines_text(result)}. No latency is measured "
+             "here.", "",
              "Every route calibrated on the very same 200-image subsets (4 per model), evaluated on the same images "
              "against the float Keras model. Output SQNR of the logits, mean over the subsets; top-1 agreement "
              "with the float model; its difference from the raw TFLite converter's, ± the paired standard error "
@@ -194,6 +300,15 @@ def markdown(result):
              "the head (pooling, classifier) in float32 and a float32 output.", ""]
     for part, rows in result["parts"].items():
         lines += [f"## `{result['commands'][part]}`", ""]
+        if part == "heldout":
+            lines += ["`auto`'s own held-out layout on each subset's 200 calibration images (each fold scored by ranges "
+                      "from the other three, the candidates as quantized, as `auto` scores them): the SQNR winner's "
+                      "top-1 agreement with the float model against min/max's on the same images, the images only one "
+                      "of them keeps, and the exact one-sided sign test of min/max keeping more. A guard fixed "
+                      "before the run would refuse the winner at p < 0.05. Beside it, both rules' artifacts as "
+                      "`quantize` ships them (ranges from all 200 images, biases corrected) on the test images.", "",
+                      *held_out_lines(rows), ""]
+            continue
         if part.startswith("note"):
             lines += ["What `quantize`'s note counts (the default recipe, each subset's 200 calibration images: the "
                       "float model's outputs rounded onto the artifact's int8 output grid alone, images whose top-1 "
@@ -224,13 +339,15 @@ def main(parts):
             "note": lambda: [*note_against_evaluation("fashion", fashion_models()),
                              *note_against_evaluation("mnist", mnist_models())],
             "fashion_fresh": lambda: measure("fashion", fashion_fresh_models()),
-            "note_fresh": lambda: note_against_evaluation("fashion", fashion_fresh_models())}
+            "note_fresh": lambda: note_against_evaluation("fashion", fashion_fresh_models()),
+            "heldout": lambda: held_out_top1("fashion", [*fashion_models(), *fashion_fresh_models()])}
     for part, run in runs.items():
         if part in parts:
             started = time.perf_counter()
             result.setdefault("parts", {})[part] = run()
             result.setdefault("commands", {})[part] = f"python benchmarks/logits_top1.py {part}"
             result.setdefault("seconds", {})[part] = round(time.perf_counter() - started, 1)
+            result.setdefault("machines", {})[part] = result["machine"]
             path.write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "logits_top1.md").write_text(markdown(result))
     print(markdown(result))

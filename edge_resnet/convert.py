@@ -39,6 +39,7 @@ FOLD_PROBE_IMAGES = 8
 REPORT_STEM = "report"
 REPORT_FILES = tuple(f"{REPORT_STEM}.{suffix}" for suffix in ("json", "md", "html"))
 STATISTICS_FILE = "calibration_statistics.npz"  # reusable with --statistics
+RUN_FILE_ENDINGS = (".tflite", ".onnx", ".keras", ".json", ".npz", ".npy", ".md", ".html", "_vela_summary.csv")
 
 
 def parse_formats(text):
@@ -522,18 +523,35 @@ def artifact_rows(paths, parity, timings):
 
 
 def previous_run_files(output):
-    """The files an earlier run wrote into `output`, from its report (a
-    regular file: a link there is no report of a run into this folder)."""
+    """The files an earlier run wrote into `output`, from its report: a
+    regular file (a link there is no report of a run into this folder) that
+    edge-resnet wrote (another tool's report.json lists nothing of ours).
+    Plain names of a kind a run never writes are left out with a warning."""
     import json
+    import warnings
+
+    from .files import UnsafeNameWarning, is_plain_name
 
     report = Path(output) / f"{REPORT_STEM}.json"
     if report.is_symlink():
         return []
     try:
-        files = json.loads(report.read_text()).get("files", [])
-    except (OSError, ValueError, AttributeError):
+        record = json.loads(report.read_text())
+    except (OSError, ValueError):
         return []
-    return files if isinstance(files, list) else []
+    tool = record.get("tool") if isinstance(record, dict) else None
+    if not isinstance(tool, dict) or tool.get("name") != "edge-resnet":
+        warnings.warn(f"{report} is not an edge-resnet report: nothing it lists is removed", UnsafeNameWarning,
+                      stacklevel=2)
+        return []
+    files = record.get("files", [])
+    if not isinstance(files, list):
+        return []
+    foreign = [name for name in files if is_plain_name(name) and not name.endswith(RUN_FILE_ENDINGS)]
+    if foreign:
+        warnings.warn(f"the earlier run's report lists {len(foreign)} files of kinds edge-resnet never writes; left "
+                      f"alone: {', '.join(map(repr, foreign[:5]))}", UnsafeNameWarning, stacklevel=2)
+    return [name for name in files if name not in foreign]
 
 
 def published_names(config, base, folded_name):

@@ -21,7 +21,7 @@ def test_only_plain_files_of_the_output_are_removed(tmp_path):
     (output / "kept_dir").mkdir()
     (output / "old_model.tflite").write_text("earlier run")
     (output / "link.txt").symlink_to(victim)
-    (output / "report.json").write_text(json.dumps({"files": [
+    (output / "report.json").write_text(json.dumps({"tool": {"name": "edge-resnet"}, "files": [
         "old_model.tflite", "report.json", "../victim.txt", str(victim), "kept_dir", "link.txt", {"a": 1}, "",
     ]}))
     (staging / "report.json").write_text("{}")
@@ -31,20 +31,40 @@ def test_only_plain_files_of_the_output_are_removed(tmp_path):
     assert (output / "kept_dir").is_dir() and (output / "link.txt").is_symlink()
     assert not (output / "old_model.tflite").exists()  # the earlier run's own file
     assert (output / "report.json").read_text() == "{}" and not staging.exists()
-    message = str(caught[0].message)
+    message = " ".join(str(warning.message) for warning in caught)
     assert "'../victim.txt'" in message and "'kept_dir'" in message
 
 
 def test_a_report_without_a_file_list_removes_nothing(tmp_path):
     output = tmp_path / "out"
     output.mkdir()
-    (output / "report.json").write_text(json.dumps({"files": "everything"}))
+    (output / "report.json").write_text(json.dumps({"tool": {"name": "edge-resnet"}, "files": "everything"}))
     assert previous_run_files(output) == []
     planted = tmp_path / "planted.json"  # a link at the report's name is no earlier run's report
     planted.write_text(json.dumps({"files": ["users_file.txt"]}))
     (output / "report.json").unlink()
     (output / "report.json").symlink_to(planted)
     assert previous_run_files(output) == []
+
+
+def test_another_tools_report_removes_nothing(tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    for name in ("notes.txt", "data.csv", "model.tflite"):
+        (output / name).write_text("the user's")
+    (output / "report.json").write_text(json.dumps({"tool": "some-other-tool", "files": ["notes.txt", "model.tflite"]}))
+    with pytest.warns(UnsafeNameWarning, match="not an edge-resnet report"):
+        assert previous_run_files(output) == []
+
+
+def test_files_of_kinds_a_run_never_writes_are_left_alone(tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    listed = ["model_int8.tflite", "model_int8.tflite.json", "notes.txt", "model_int8_ethos-u55-128_vela_summary.csv",
+              "data.csv"]
+    (output / "report.json").write_text(json.dumps({"tool": {"name": "edge-resnet"}, "files": listed}))
+    with pytest.warns(UnsafeNameWarning, match="never writes; left alone: 'notes.txt', 'data.csv'"):
+        assert previous_run_files(output) == [listed[0], listed[1], listed[3]]
 
 
 HOLD_LOCK = """
