@@ -423,6 +423,54 @@ def test_cli_refuses_bad_range_options_in_one_line(arguments, message, tmp_path,
     assert not (tmp_path / "out.tflite").exists()
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe\x00shirt\x80\n", "labels.txt is not UTF-8 text; give --labels a text file"),
+    (b"shirt\ncoat\nshirt\n", "labels.txt names 'shirt' more than once; give each model output its own class name"),
+])
+def test_labels_files_that_cannot_name_the_outputs_are_refused_before_any_work(content, message, tmp_path,
+                                                                                float_model):
+    source = tmp_path / "model.tflite"
+    source.write_bytes(float_model)
+    (tmp_path / "labels.txt").write_bytes(content)
+    result = run_in_process("quantize", source, "--output", tmp_path / "out.tflite", "--calibration", "x",
+                            "--labels", "labels.txt", "--max-accuracy-drop", "1", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.tflite").exists()
+
+
+def test_statistics_collected_with_another_preprocessing_are_refused(float_model, statistics, tmp_path):
+    """Ranges collected on caffe input hold other numbers than tf input becomes: statistics reused with another
+    preprocessing, asked for or the default of the images given, are refused in one line before any output."""
+    from edge_resnet.calibration import digits_folder
+    from edge_resnet.data.images import Preprocessing, calibration_set
+    from tests.digits import digit_pixels
+
+    source = tmp_path / "model.tflite"
+    source.write_bytes(float_model)
+    caffe = statistics.save(tmp_path / "caffe.npz")
+    pixels, _ = digit_pixels(32, 20)
+    tf = collect_statistics(float_model, calibration_set(pixels, Preprocessing(32, 32, "tf"), size=20).cached())
+    tf = tf.save(tmp_path / "tf.npz")
+    refused = [(caffe, ["--preprocessing", "tf"], "--preprocessing caffe", "--preprocessing tf"),
+               (caffe, ["--mean", "1,2,3"], "--preprocessing caffe", "--scale 1,1,1 --mean 1,2,3 --std 1,1,1"),
+               (tf, ["--calibration", digits_folder()], "--preprocessing tf", "--preprocessing caffe")]
+    for saved, extra, collected, asked in refused:
+        result = run_in_process("quantize", source, "--statistics", saved, "--calibration-method", "minmax",
+                                "--output", tmp_path / "out.tflite", *extra, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert (f"collected on images preprocessed with {collected}, and this run's images take {asked}: give "
+                f"{collected}") in result.stderr
+        assert not (tmp_path / "out.tflite").exists()
+    for saved, extra in ((caffe, ["--preprocessing", "caffe"]), (tf, [])):  # theirs, named or taken
+        result = run_in_process("quantize", source, "--statistics", saved, "--calibration-method", "minmax",
+                                "--output", tmp_path / "out.tflite", *extra, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        record = json.loads(record_path(tmp_path / "out.tflite").read_text())
+        assert record["calibration"]["preprocessing"]["mode"] == ("tf" if saved == tf else "caffe")
+
+
 def test_quantize_with_tail_room_writes_wider_ranges_and_records_them(float_model, statistics, tmp_path):
     source = tmp_path / "model_float32.tflite"
     source.write_bytes(float_model)

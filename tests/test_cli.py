@@ -123,6 +123,39 @@ def small_model_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.parametrize("arguments", [
+    ["quantize", "MODEL", "--classes", "10", "--calibration", "DIGITS", "--output", "OUT/m.tflite"],
+    ["fold", "MODEL", "--input-size", "64", "--output", "OUT/f.keras"],
+    ["reference", "MODEL", "--weights", "random", "--data", "DIGITS", "--output", "OUT/golden"],
+    ["compare", "--reference", "MODEL", "--classes", "10", "--data", "DIGITS", "ARTIFACT"],
+])
+def test_builder_options_with_a_keras_file_are_refused(arguments, small_model_file, tmp_path, float_artifact):
+    """A .keras file carries its own weights, size and classes: options that would be ignored (and recorded
+    as if used) are refused in one line, by every command that loads one."""
+    from edge_resnet.calibration import digits_folder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    named = {"MODEL": str(small_model_file), "DIGITS": str(digits_folder()), "ARTIFACT": str(float_artifact)}
+    result = run_in_process(*[named.get(argument, argument.replace("OUT", str(out))) for argument in arguments])
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "--weights, --input-size and --classes apply to builder names; a .keras file carries its own" in \
+        result.stderr
+    assert list(out.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def float_artifact(small_model_file, tmp_path_factory):
+    """The small model as a float32 .tflite, an artifact for compare to check."""
+    from edge_resnet.model.resnet import load_model
+    from edge_resnet.quantize.tflite import float_tflite
+
+    path = tmp_path_factory.mktemp("artifact") / "small_float32.tflite"
+    path.write_bytes(float_tflite(load_model(str(small_model_file))))
+    return path
+
+
 def test_quantize_command_writes_int8_tflite_and_recipe(small_model_file, tmp_path):
     from edge_resnet.calibration import digits_folder
 
@@ -244,6 +277,19 @@ def test_an_output_that_is_an_input_is_refused(small_model_file, tmp_path, comma
     assert result.returncode == 2 and "would replace your file" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in (model, float_model)} == before
+
+
+def test_a_recipe_json_that_would_replace_an_input_is_refused(small_model_file, tmp_path):
+    """The recipe JSON beside the output is an output too: one named like an input is refused, the input kept."""
+    from edge_resnet.calibration import digits_folder
+
+    labels = tmp_path / "m.tflite.json"
+    labels.write_text("\n".join(str(digit) for digit in range(10)) + "\n")
+    result = run_in_process("quantize", str(small_model_file), "--calibration", str(digits_folder()),
+                            "--max-accuracy-drop", "50", "--labels", str(labels), "--output", str(tmp_path / "m.tflite"))
+    assert result.returncode == 2 and f"the output {labels} is the input {labels}" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert labels.read_text().startswith("0\n1\n") and not (tmp_path / "m.tflite").exists()
 
 
 def test_quantize_seed_draws_the_random_weights(tmp_path):

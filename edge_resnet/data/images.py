@@ -707,6 +707,19 @@ class PreprocessingRequest:
     def preprocessing_at(self, height, width):
         return Preprocessing(height, width, self.preprocessing, self.mean, self.std, self.scale)
 
+    @property
+    def preprocessing_given(self):
+        """Whether the request names a preprocessing (a mode, or mean, std or scale) rather than taking the default."""
+        return any(getattr(self, name) is not None for name in ("preprocessing", *NORMALIZATION_FIELDS))
+
+
+def preprocessing_text(preprocessing):
+    """A Preprocessing in the options that ask for it."""
+    if preprocessing.mode != CUSTOM:
+        return f"--preprocessing {preprocessing.mode}"
+    return " ".join(f"--{name} {','.join(f'{value:g}' for value in getattr(preprocessing, name))}"
+                    for name in ("scale", "mean", "std"))
+
 
 @dataclass(frozen=True, kw_only=True)
 class PreprocessedRequest:

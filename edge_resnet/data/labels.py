@@ -57,17 +57,38 @@ def with_class_names(data, class_names):
 
 
 def check_labels_file(path):
-    """Refuse a --labels path that is no file, before any work."""
-    if not Path(path).is_file():
-        raise DataError(f"labels file not found: {path}")
+    """Refuse a --labels file that cannot be read as class names, before any work."""
+    label_names(path)
 
 
 def read_labels_file(path, classes):
-    path = Path(path)
-    check_labels_file(path)
-    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    names = label_names(path)
     if len(names) != classes:
         raise DataError(f"{path} has {len(names)} labels but the model has {classes} outputs; give one per line")
+    return names
+
+
+def label_names(path):
+    """The class names of a --labels file, one per non-blank line; refused
+    in one line where it is no UTF-8 text or names a class twice (a folder
+    would then count as whichever output came last)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"labels file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; give --labels a text file with one class name per line, in "
+                        "model-output order") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    seen, repeated = set(), []
+    for name in names:
+        if name in seen and name not in repeated:
+            repeated.append(name)
+        seen.add(name)
+    if repeated:
+        raise DataError(f"{path} names {', '.join(map(repr, repeated[:3]))} more than once; give each model output "
+                        "its own class name")
     return names
 
 

@@ -87,6 +87,7 @@ def load_named_model(spec, input_size=None, classes=None, weights=None, seed=0):
     from .resnet import load_model
 
     if spec.endswith(".keras"):
+        check_keras_file_options(input_size, classes, weights)
         return load_model(spec)
     if weights == "demo":
         from ..errors import ConfigError
@@ -95,6 +96,16 @@ def load_named_model(spec, input_size=None, classes=None, weights=None, seed=0):
                           "convert --quantize none and give it the resnet50_demo_folded.keras it writes")
     return load_model(spec, input_shape=_input_shape(input_size), classes=_classes(classes), weights=weights,
                       seed=seed)
+
+
+def check_keras_file_options(input_size, classes, weights):
+    """Refuse the builder options given with a .keras file, which would otherwise be ignored (and its recipe
+    would record weights it was not loaded with)."""
+    if any(option is not None for option in (input_size, classes, weights)):
+        from ..errors import ConfigError
+
+        raise ConfigError("--weights, --input-size and --classes apply to builder names; a .keras file carries its "
+                          "own: leave them out")
 
 
 def image_model_problem(model, parity=True):

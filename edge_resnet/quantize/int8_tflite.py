@@ -236,6 +236,8 @@ def statistics_for(float_model, calibration, statistics, progress=True, what="th
 
     if statistics is not None:
         statistics.check_model(float_model, what)
+        if calibration is not None:
+            statistics.check_preprocessing(calibration.preprocessing, calibration.preprocessed)
         return dataclasses.replace(statistics, softmax_input=softmax_input_of(float_model),  # not kept in the file
                                    concatenations=concatenations_of(float_model))
     if calibration is None:

@@ -361,6 +361,32 @@ class ActivationStatistics:
                 f"{what} is {sha[:12]}); collect them for this model or drop --statistics"
             )
 
+    def check_preprocessing(self, preprocessing, preprocessed=False):
+        """Refuse statistics collected on images preprocessed otherwise than
+        `preprocessing` (a Preprocessing; `preprocessed`: the images are
+        model input already, as the statistics' may be): their ranges hold
+        other numbers than those images become."""
+        from ..data.images import Preprocessing, preprocessing_text
+
+        record = self.calibration or {}
+        if preprocessed or record.get("preprocessed_input") or not isinstance(record.get("preprocessing"), dict):
+            return
+        collected = Preprocessing.from_dict(record["preprocessing"])
+        if collected != preprocessing:
+            raise ConfigError(
+                f"the statistics were collected on images preprocessed with {preprocessing_text(collected)}, and this "
+                f"run's images take {preprocessing_text(preprocessing)}: give {preprocessing_text(collected)}, or "
+                "collect the statistics again")
+
+    def check_asked_preprocessing(self, request):
+        """Refuse a preprocessing that `request` (a PreprocessingRequest) names and the statistics were not
+        collected with; a request that names none takes theirs."""
+        from ..data.images import Preprocessing
+
+        recorded = (self.calibration or {}).get("preprocessing")
+        if request.preprocessing_given and isinstance(recorded, dict):
+            self.check_preprocessing(request.preprocessing_at(*Preprocessing.from_dict(recorded).shape[:2]))
+
     def save(self, path):
         """A .npz readable without pickle."""
         path = Path(path)

@@ -135,6 +135,7 @@ def check_request(request, recipe):
     """Refuse, before any work, what cannot be done."""
     from ..files import refuse_writing_over_inputs
     from .bias_correction import NEEDS_IMAGES, corrects_biases
+    from .recipe import record_path
     from .statistics import check_statistics_path
 
     if recipe.needs_calibration and not (request.calibration or request.statistics):
@@ -158,18 +159,18 @@ def check_request(request, recipe):
     if recipe.budget() is not None and not request.calibration:
         raise ConfigError(f"{recipe.budget().flags()} searches the int8 artifact on held-out calibration images: it "
                           "needs --calibration PATH")
-    if request.labels:
-        check_labels_file(request.labels)
     if request.labels and request.max_accuracy_drop is None:
         raise ConfigError("--labels maps the calibration's class folders to the model's outputs for "
                           "--max-accuracy-drop, and nothing else reads them here: add --max-accuracy-drop or leave "
                           "--labels out")
+    if request.labels:
+        check_labels_file(request.labels)
     if request.save_statistics and not request.save_statistics.endswith(".npz"):
         raise ConfigError(f"--save-statistics must end in .npz. Received: {request.save_statistics}")
     if request.model.endswith(".tflite") and (request.target != ".tflite" or recipe.mode != "int8"):
         raise ConfigError("a .tflite MODEL is quantized to int8 .tflite only (--quantize int8, --output X.tflite); "
                           "give the .keras model for other modes and ONNX")
-    refuse_writing_over_inputs([request.output, request.save_statistics],
+    refuse_writing_over_inputs([request.output, str(record_path(request.output)), request.save_statistics],
                                [request.model, request.weights, request.calibration, request.statistics,
                                 request.labels])
 
@@ -270,6 +271,8 @@ def _statistics(request, recipe, float_model, calibration, log):
     from .statistics import ActivationStatistics
 
     saved = ActivationStatistics.load(request.statistics) if request.statistics else None
+    if saved is not None:
+        saved.check_asked_preprocessing(request)
     statistics = statistics_for(float_model, calibration, saved)
     if request.save_statistics:
         statistics.save(request.save_statistics)
