@@ -27,7 +27,7 @@ from .device.remote import DeviceRequest
 from .quantize.ethos_u import NpuTargetRequest, output_names
 from .errors import ConfigError
 from .files import ForceRequest, file_sha256
-from .model.source import ModelRequest, check_image_model, check_keras_file_options
+from .model.source import ModelRequest, check_image_model
 from .options import option
 from .quantize.workflow import QuantizationRequest
 
@@ -113,8 +113,10 @@ def check_config(config):
         raise ConfigError(
             f"unknown model {config.model!r}: give one of {', '.join(BUILDERS)} or a .keras file"
         )
-    if config.is_keras_file:
-        check_keras_file_options(config.input_size, config.classes, config.weights)
+    if config.is_keras_file and (config.weights is not None or config.input_size or config.classes):
+        raise ConfigError(
+            "--weights, --input-size and --classes apply to builder names; a .keras file carries its own"
+        )
     weights = config.resolved_weights()
     if not config.is_keras_file and weights is None:
         raise ConfigError(

@@ -124,14 +124,14 @@ def small_model_file(tmp_path_factory):
 
 
 @pytest.mark.parametrize("arguments", [
-    ["quantize", "MODEL", "--classes", "10", "--calibration", "DIGITS", "--output", "OUT/m.tflite"],
+    ["quantize", "MODEL", "--classes", "7", "--calibration", "DIGITS", "--output", "OUT/m.tflite"],
     ["fold", "MODEL", "--input-size", "64", "--output", "OUT/f.keras"],
     ["reference", "MODEL", "--weights", "random", "--data", "DIGITS", "--output", "OUT/golden"],
-    ["compare", "--reference", "MODEL", "--classes", "10", "--data", "DIGITS", "ARTIFACT"],
+    ["compare", "--reference", "MODEL", "--classes", "7", "--input-size", "32", "--data", "DIGITS", "ARTIFACT"],
 ])
 def test_builder_options_with_a_keras_file_are_refused(arguments, small_model_file, tmp_path, float_artifact):
     """A .keras file carries its own weights, size and classes: options that would be ignored (and recorded
-    as if used) are refused in one line, by every command that loads one."""
+    as if used) are refused in one line, by every command that loads one; its own size repeated passes."""
     from edge_resnet.calibration import digits_folder
 
     out = tmp_path / "out"
@@ -140,8 +140,8 @@ def test_builder_options_with_a_keras_file_are_refused(arguments, small_model_fi
     result = run_in_process(*[named.get(argument, argument.replace("OUT", str(out))) for argument in arguments])
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "--weights, --input-size and --classes apply to builder names; a .keras file carries its own" in \
-        result.stderr
+    assert ("small.keras, which carries its own weights and takes 32x32 images to 10 outputs: --weights, "
+            "--input-size and --classes apply to builder names") in result.stderr
     assert list(out.iterdir()) == []
 
 
@@ -290,6 +290,37 @@ def test_a_recipe_json_that_would_replace_an_input_is_refused(small_model_file, 
     assert result.returncode == 2 and f"the output {labels} is the input {labels}" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert labels.read_text().startswith("0\n1\n") and not (tmp_path / "m.tflite").exists()
+
+
+def test_compare_feeds_images_as_the_artifacts_were_calibrated(small_model_file, tmp_path):
+    """An int8 artifact calibrated on tf input, compared against its Keras model: compare takes the recipe's
+    preprocessing when none is asked for, and refuses another one in one line (caffe input would score the
+    ranges, not the quantization)."""
+    from edge_resnet.calibration import digits_folder
+
+    artifact = tmp_path / "tf_int8.tflite"
+    made = run_in_process("quantize", str(small_model_file), "--calibration", str(digits_folder()),
+                          "--calibration-size", "20", "--calibration-method", "minmax", "--preprocessing", "tf",
+                          "--output", str(artifact))
+    assert made.returncode == 0, made.stderr
+    compare = ["compare", "--reference", str(small_model_file), "--data", str(digits_folder()), "--eval-size", "20",
+               "--bench-runs", "0", "--no-per-layer", str(artifact)]
+    taken = run_in_process(*compare)
+    assert taken.returncode == 0, taken.stderr
+    assert "preprocessing: --preprocessing tf, as the artifacts' recipe JSONs record their calibration" in taken.stdout
+    asked = run_in_process(*compare, "--preprocessing", "tf")
+    assert asked.returncode == 0 and "recipe JSONs record" not in asked.stdout, asked.stderr
+    assert _sqnr_db(asked.stdout) == _sqnr_db(taken.stdout) > 25  # the same images, made as calibrated
+    refused = run_in_process(*compare, "--preprocessing", "caffe")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert ("tf_int8.tflite was calibrated on images preprocessed with --preprocessing tf, and compare was asked for "
+            "--preprocessing caffe") in refused.stderr
+
+
+def _sqnr_db(stdout):
+    """The SQNR compare's table prints for tf_int8.tflite."""
+    (row,) = [line for line in stdout.splitlines() if line.startswith("| tf_int8.tflite |")]
+    return float(re.search(r"\| ([\d.]+) ±", row).group(1))
 
 
 def test_quantize_seed_draws_the_random_weights(tmp_path):

@@ -98,7 +98,7 @@ def compare_artifacts(request, log=print, progress=None):
         reference, data, class_names = _golden_inputs(request)
         per_layer = ()
     else:
-        reference, data, class_names = _keras_inputs(request)
+        reference, data, class_names = _keras_inputs(request, log)
         per_layer = request.artifacts if request.per_layer else ()
     log(f"evaluating {len(data)} images from {data.source}")
     device_runs = None
@@ -138,7 +138,51 @@ def artifact_descriptions(artifacts):
     return {name: record.get("quantization") for name, record in records.items() if record is not None}
 
 
-def _keras_inputs(request):
+def recorded_preprocessing(artifacts, height, width):
+    """[(artifact, the Preprocessing its recipe JSON says its calibration
+    images were made with, at height x width)] for the artifacts calibrated
+    on images (int8, not from arrays that were model input already)."""
+    from ..data.images import Preprocessing
+    from ..quantize.recipe import verified_record
+
+    recorded = []
+    for artifact in artifacts:
+        calibration = (verified_record(artifact) or {}).get("calibration")
+        if isinstance(calibration, dict) and isinstance(calibration.get("preprocessing"), dict) \
+                and not calibration.get("preprocessed_input"):
+            recorded.append((artifact, Preprocessing.from_dict({**calibration["preprocessing"], "height": height,
+                                                                "width": width})))
+    return recorded
+
+
+def compared_preprocessing(request, height, width, log):
+    """How compare makes model input of the images: as asked, else as the
+    artifacts were calibrated (their recipes say), else the default. An
+    int8 artifact fed otherwise than its calibration images were scores
+    its ranges, not its quantization, so asking for another is refused."""
+    from ..data.images import preprocessing_text
+
+    recorded = [] if request.preprocessed else recorded_preprocessing(request.artifacts, height, width)
+    if request.preprocessing_given or not recorded:
+        asked = request.preprocessing_at(height, width)
+        for artifact, preprocessing in recorded:
+            if preprocessing != asked:
+                raise ConfigError(
+                    f"{os.path.basename(artifact)} was calibrated on images preprocessed with "
+                    f"{preprocessing_text(preprocessing)}, and compare was asked for {preprocessing_text(asked)}: "
+                    "leave out the preprocessing options to take its recipe's, or give those")
+        return asked
+    first = recorded[0][1]
+    if any(preprocessing != first for _, preprocessing in recorded):
+        kinds = ", ".join(f"{os.path.basename(artifact)}: {preprocessing_text(preprocessing)}"
+                          for artifact, preprocessing in recorded)
+        raise ConfigError(f"the artifacts were calibrated on images preprocessed differently ({kinds}): compare each "
+                          "with its own preprocessing, in separate runs")
+    log(f"preprocessing: {preprocessing_text(first)}, as the artifacts' recipe JSONs record their calibration")
+    return first
+
+
+def _keras_inputs(request, log=print):
     from ..data.images import image_set
     from ..model.source import check_image_model, check_runs_here, load_named_model
     from ..data.labels import read_labels_file
@@ -150,7 +194,7 @@ def _keras_inputs(request):
                                  request.seed or 0)
     check_image_model(reference)
     check_runs_here(reference)
-    data = image_set(request.data, request.preprocessing_at(*reference.input_shape[1:3]),
+    data = image_set(request.data, compared_preprocessing(request, *reference.input_shape[1:3], log),
                      size=request.eval_size, seed=request.seed or 0, preprocessed=request.preprocessed,
                      check_readable=False)
     classes = int(reference.output_shape[-1])

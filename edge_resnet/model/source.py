@@ -87,8 +87,9 @@ def load_named_model(spec, input_size=None, classes=None, weights=None, seed=0):
     from .resnet import load_model
 
     if spec.endswith(".keras"):
-        check_keras_file_options(input_size, classes, weights)
-        return load_model(spec)
+        model = load_model(spec)
+        check_keras_file_options(model, spec, input_size, classes, weights)
+        return model
     if weights == "demo":
         from ..errors import ConfigError
 
@@ -98,14 +99,22 @@ def load_named_model(spec, input_size=None, classes=None, weights=None, seed=0):
                       seed=seed)
 
 
-def check_keras_file_options(input_size, classes, weights):
-    """Refuse the builder options given with a .keras file, which would otherwise be ignored (and its recipe
-    would record weights it was not loaded with)."""
-    if any(option is not None for option in (input_size, classes, weights)):
-        from ..errors import ConfigError
+def check_keras_file_options(model, spec, input_size, classes, weights):
+    """Refuse builder options given with a .keras file that it does not
+    match: they would be ignored, and a recipe would record weights the
+    model was not loaded with. The file's own size or classes, repeated,
+    pass."""
+    from ..errors import ConfigError
 
-        raise ConfigError("--weights, --input-size and --classes apply to builder names; a .keras file carries its "
-                          "own: leave them out")
+    size, outputs = model.input_shape[1:3], model.output_shape[-1]
+    given = [f"--weights {weights}" if weights is not None else None,
+             f"--input-size {input_size}" if input_size is not None and (input_size, input_size) != tuple(size) else None,
+             f"--classes {classes}" if classes is not None and classes != outputs else None]
+    given = [text for text in given if text]
+    if given:
+        raise ConfigError(f"{', '.join(given)} for {os.path.basename(spec)}, which carries its own weights and takes "
+                          f"{size[0]}x{size[1]} images to {outputs} outputs: --weights, --input-size and --classes "
+                          "apply to builder names; leave them out")
 
 
 def image_model_problem(model, parity=True):
