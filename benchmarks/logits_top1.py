@@ -146,25 +146,13 @@ def note_against_evaluation(protocol, models):
     """Per model and subset: the int8 TFLite `quantize` writes by default (its record's output_grid: the
     top-1 its output grid alone changes on the calibration images) against that grid's share on the
     evaluation images."""
-    from calibration import float_predictions, protocol_splits
-
-    from edge_resnet.data.images import Preprocessing, images_from_array
-    from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import output_grid_record, value_grid, write_int8_tflite
     from edge_resnet.quantize.recipe import QuantizationRecipe, read_record
-    from edge_resnet.quantize.tflite import float_tflite
 
     rows, scratch = [], Path(tempfile.mkdtemp(prefix="logits-top1-note-"))
-    for name, model, head, size in models:
-        if head != "logits":
-            continue
-        print(f"== {name}", flush=True)
-        float_model = float_tflite(fold_batchnorm(model)[0])
-        float_cache, subsets = {}, []
-        for pixels, pixel_labels, test_pixels, _ in protocol_splits(size, protocol):
-            _, _, reference = float_predictions(model, test_pixels, float_cache, batch_size=100)
-            calibration = images_from_array(pixels, Preprocessing(size, size), size=None,
-                                             labels=pixel_labels).cached()
+    for name, float_model, subsets_of in logits_heads(protocol, models):
+        subsets = []
+        for calibration, _, reference in subsets_of:
             path = write_int8_tflite(float_model, QuantizationRecipe(), scratch / "int8.tflite", calibration,
                                      progress=False)
             record, artifact = read_record(path), path.read_bytes()
@@ -180,6 +168,30 @@ def note_against_evaluation(protocol, models):
     return rows
 
 
+def logits_heads(protocol, models):
+    """(name, float .tflite bytes, its subsets) per logits head of `models`; the subsets are made one at a time:
+    (calibration ImageSet, evaluation images, the float Keras model's outputs on them)."""
+    from edge_resnet.model.fold import fold_batchnorm
+    from edge_resnet.quantize.tflite import float_tflite
+
+    for name, model, head, size in models:
+        if head == "logits":
+            print(f"== {name}", flush=True)
+            yield name, float_tflite(fold_batchnorm(model)[0]), calibration_subsets(model, size, protocol)
+
+
+def calibration_subsets(model, size, protocol):
+    from calibration import float_predictions, protocol_splits
+
+    from edge_resnet.data.images import Preprocessing, images_from_array
+
+    float_cache = {}  # subsets may share one evaluation set
+    for pixels, pixel_labels, test_pixels, _ in protocol_splits(size, protocol):
+        _, test_images, reference = float_predictions(model, test_pixels, float_cache, batch_size=100)
+        yield (images_from_array(pixels, Preprocessing(size, size), size=None, labels=pixel_labels).cached(),
+               test_images, reference)
+
+
 def sign_test_p(only_minmax, only_winner):
     """The exact one-sided sign test: the chance of `only_minmax` or more of the images only one rule keeps
     falling to min/max if each fell to either alike."""
@@ -193,10 +205,6 @@ def held_out_top1(protocol, models):
     """Per logits head and subset: `auto`'s candidates on their held-out images as `auto` scores them (as
     quantized, each fold by ranges from the others), the SQNR winner's top-1 against min/max's there (paired
     counts, sign test), and both rules' shipped artifacts on the evaluation images."""
-    from calibration import float_predictions, protocol_splits
-
-    from edge_resnet.data.images import Preprocessing, images_from_array
-    from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.bias_correction import corrected_artifact
     from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_int8_candidates, run_tflite_bytes
     from edge_resnet.quantize.ranges import activation_ranges
@@ -204,19 +212,11 @@ def held_out_top1(protocol, models):
     from edge_resnet.quantize.selection import (calibration_inputs, candidates_for, fits, float_reference,
                                                 per_image_errors, sqnr_of_sums)
     from edge_resnet.quantize.statistics import collect_statistics
-    from edge_resnet.quantize.tflite import float_tflite
 
     rows = []
-    for name, model, head, size in models:
-        if head != "logits":
-            continue
-        print(f"== {name}", flush=True)
-        float_model = float_tflite(fold_batchnorm(model)[0])
-        float_cache, subsets = {}, []
-        for pixels, pixel_labels, test_pixels, _ in protocol_splits(size, protocol):
-            _, test_images, test_reference = float_predictions(model, test_pixels, float_cache, batch_size=100)
-            calibration = images_from_array(pixels, Preprocessing(size, size), size=None,
-                                             labels=pixel_labels).cached()
+    for name, float_model, subsets_of in logits_heads(protocol, models):
+        subsets = []
+        for calibration, test_images, test_reference in subsets_of:
             statistics = collect_statistics(float_model, calibration)
             inputs = calibration_inputs(calibration, statistics)
             reference = float_reference(float_model, statistics, inputs)
