@@ -166,8 +166,12 @@ def check_config(config):
         raise ConfigError(f"--calibration-size must be at least 1. Received: {config.calibration_size}")
     if problem := threads_problem(config.threads):
         raise ConfigError(problem)
-    if config.bench_runs < 0 or (config.eval_size is not None and config.eval_size < 1):
-        raise ConfigError("--bench-runs must be 0 or more and --eval-size at least 1")
+    if config.bench_runs < 0:
+        raise ConfigError(f"--bench-runs must be 0 or more. Received: {config.bench_runs}")
+    if config.eval_size is not None and config.eval_size < 1:
+        raise ConfigError(f"--eval-size must be at least 1. Received: {config.eval_size}")
+    if not str(config.output).strip():
+        raise ConfigError("--output must name a directory (e.g. edge-resnet-output)")
     config.device_targets()  # a bad --device is refused before any work
     if config.accuracy_control and not gated:
         raise ConfigError("--accuracy-control meets --max-accuracy-drop or --min-agreement with float32 parts: give "
@@ -355,8 +359,6 @@ def activation_statistics(float_model, config, calibration, staging, log):
     from .quantize.statistics import ActivationStatistics
 
     given = ActivationStatistics.load(config.statistics) if config.statistics else None
-    if given is not None:
-        given.check_asked_preprocessing(config)
     statistics = statistics_for(float_model, calibration, given)
     statistics.save(staging / STATISTICS_FILE)
     method = recipe_for("int8", config).range_method()

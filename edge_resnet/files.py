@@ -280,7 +280,8 @@ def output_lock(output, folder=False):
         descriptor = _locked_descriptor(path)
     except OSError as error:
         remove_empty_folders(made)
-        raise ConfigError(f"cannot write the output directory {Path(output).resolve()} (its lock {path.name}: "
+        what = "the output directory" if folder else "the output"
+        raise ConfigError(f"cannot write {what} {Path(output).resolve()} (its lock {path.name}: "
                           f"{error.strerror or error}); choose another --output") from error
     except ConfigError:
         remove_empty_folders(made)

@@ -59,6 +59,12 @@ def test_summary_macs_scale_with_input_area():
         (["summary", "--model", "resnet20"], "invalid choice"),
         (["summary", "--width", "0"], "width must be a positive number"),
         (["frobnicate"], "invalid choice"),
+        (["convert", "--eval-size", "0"], "--eval-size must be at least 1. Received: 0"),
+        (["convert", "--bench-runs", "-1"], "--bench-runs must be 0 or more. Received: -1"),
+        (["convert", "--output", ""], "--output must name a directory"),
+        (["quantize", "resnet18", "--output", "out/.tflite"], "--output must be a file name ending in .tflite or .onnx"),
+        (["quantize", "resnet18", "--min-sqnr", "1000", "--calibration", "x", "--output", "m.tflite"],
+         "in dB, above 0 and below 200 (e.g. 30). Received: 1000.0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, fragment):
@@ -142,6 +148,7 @@ def test_builder_options_with_a_keras_file_are_refused(arguments, small_model_fi
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert ("small.keras, which carries its own weights and takes 32x32 images to 10 outputs: --weights, "
             "--input-size and --classes apply to builder names") in result.stderr
+    assert "--input-size 32" not in result.stderr  # its own size, repeated, is no mistake
     assert list(out.iterdir()) == []
 
 
@@ -245,7 +252,8 @@ def test_quantize_command_writes_int8_onnx(small_model_file, tmp_path):
     [
         (["--quantize", "none", "--opset", "21"], "between 13 and 18"),
         (["--quantize", "float16"], "float32 (none) and int8"),
-        (["--quantize", "none", "--output-type", "int8"], "needs mode 'int8'"),
+        (["--quantize", "none", "--output-type", "int8"],
+         "--output-type int8 needs --quantize int8; --quantize none keeps"),
     ],
 )
 def test_quantize_onnx_bad_requests_fail_before_any_work(small_model_file, tmp_path, args, fragment):

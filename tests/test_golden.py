@@ -231,6 +231,15 @@ def other_preprocessing(inputs, tmp_path):
     return [inputs / "golden", inputs / "int8.tflite", "--preprocessing", "torch"]
 
 
+def artifact_calibrated_otherwise(inputs, tmp_path):
+    """An int8 artifact of the same model calibrated on tf input, against caffe golden outputs."""
+    quantized = run_in_process("quantize", inputs / "digits.keras", "--calibration", inputs / "calibration.npz",
+                               "--preprocessing", "tf", "--calibration-method", "minmax",
+                               "--output", tmp_path / "tf_int8.tflite")
+    assert quantized.returncode == 0, quantized.stderr
+    return [inputs / "golden", tmp_path / "tf_int8.tflite"]
+
+
 def damaged_manifest(change):
     def make(inputs, tmp_path):
         copy = tmp_path / "golden"
@@ -296,6 +305,8 @@ def preprocessed_flag(inputs, tmp_path):
     (replaced_outputs(lambda path: np.save(path, np.array([{"code": 1}], dtype=object), allow_pickle=True)),
      "holds object (1,), the manifest says float32"),
     (other_preprocessing, "differs from the golden outputs' caffe"),
+    (artifact_calibrated_otherwise, "tf_int8.tflite was calibrated on images preprocessed with --preprocessing tf, "
+                                    "and the golden outputs' images are made with --preprocessing caffe"),
     (replaced_outputs(lambda path: np.save(path, np.where(np.arange(2400).reshape(240, 10) == 57, np.nan,
                                                           np.load(path)).astype(np.float32))),
      "golden.npy holds values that are not finite numbers (NaN or infinity), first in row 5"),

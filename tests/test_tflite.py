@@ -117,7 +117,7 @@ def test_recipe_round_trips_and_rejects_nonsense():
     assert QuantizationRecipe.from_json(recipe.to_json()) == recipe
     with pytest.raises(ConfigError, match="mode must be one of"):
         QuantizationRecipe(mode="int4")
-    with pytest.raises(ConfigError, match="needs mode 'int8'"):
+    with pytest.raises(ConfigError, match="--input-type int8 needs --quantize int8; --quantize float16 keeps"):
         QuantizationRecipe(mode="float16")  # int8 I/O does not fit float16
     with pytest.raises(ConfigError, match="unknown recipe fields"):
         QuantizationRecipe.from_dict({"mode": "int8", "bits": 4})

@@ -165,12 +165,8 @@ def compared_preprocessing(request, height, width, log):
     recorded = [] if request.preprocessed else recorded_preprocessing(request.artifacts, height, width)
     if request.preprocessing_given or not recorded:
         asked = request.preprocessing_at(height, width)
-        for artifact, preprocessing in recorded:
-            if preprocessing != asked:
-                raise ConfigError(
-                    f"{os.path.basename(artifact)} was calibrated on images preprocessed with "
-                    f"{preprocessing_text(preprocessing)}, and compare was asked for {preprocessing_text(asked)}: "
-                    "leave out the preprocessing options to take its recipe's, or give those")
+        check_calibrated_as(request.artifacts if recorded else (), asked, "compare was asked for",
+                            "leave out the preprocessing options to take its recipe's, or give those")
         return asked
     first = recorded[0][1]
     if any(preprocessing != first for _, preprocessing in recorded):
@@ -221,7 +217,25 @@ def _golden_inputs(request):
 
         warnings.warn(f"{'; '.join(unchecked)}: not checked against the golden outputs' model", stacklevel=2)
     data = reference.data(request.data, asked, request.preprocessed or None)
+    check_calibrated_as(request.artifacts, None if data.preprocessed else data.preprocessing,
+                        "the golden outputs' images are made with", "compare it against golden outputs made with its "
+                        "preprocessing")
     return reference, data, reference.class_names
+
+
+def check_calibrated_as(artifacts, preprocessing, whose, fix):
+    """Refuse artifacts whose recipes say their calibration images were made
+    otherwise than `preprocessing` (None: images that are model input
+    already): an int8 artifact fed other input scores its ranges, not its
+    quantization. `whose` names the images in the message, `fix` the way out."""
+    from ..data.images import preprocessing_text
+
+    if preprocessing is None:
+        return
+    for artifact, recorded in recorded_preprocessing(artifacts, preprocessing.height, preprocessing.width):
+        if recorded != preprocessing:
+            raise ConfigError(f"{os.path.basename(artifact)} was calibrated on images preprocessed with "
+                              f"{preprocessing_text(recorded)}, and {whose} {preprocessing_text(preprocessing)}: {fix}")
 
 
 @dataclass(frozen=True)

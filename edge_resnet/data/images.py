@@ -717,7 +717,7 @@ def preprocessing_text(preprocessing):
     """A Preprocessing in the options that ask for it."""
     if preprocessing.mode != CUSTOM:
         return f"--preprocessing {preprocessing.mode}"
-    return " ".join(f"--{name} {','.join(f'{value:g}' for value in getattr(preprocessing, name))}"
+    return " ".join(f"--{name} {','.join(repr(float(value)) for value in getattr(preprocessing, name))}"
                     for name in ("scale", "mean", "std"))
 
 

@@ -22,6 +22,11 @@ def class_index(labels, class_names):
         return np.asarray(labels, dtype=np.int64)
     lookup = {name: index for index, name in enumerate(class_names)}
     unknown = sorted({label for label in labels if label not in lookup})
+    ambiguous = sorted({label for label in labels if list(class_names).count(label) > 1})
+    if ambiguous:
+        outputs = [index for index, name in enumerate(class_names) if name == ambiguous[0]]
+        raise DataError(f"class folder {ambiguous[0]!r} is the name of outputs {', '.join(map(str, outputs))} in the "
+                        "labels list: give each model output its own class name")
     if unknown:
         raise DataError(
             f"class folder(s) {', '.join(unknown[:3])} are not in the labels list; "
@@ -70,8 +75,9 @@ def read_labels_file(path, classes):
 
 def label_names(path):
     """The class names of a --labels file, one per non-blank line; refused
-    in one line where it is no UTF-8 text or names a class twice (a folder
-    would then count as whichever output came last)."""
+    in one line where it is no UTF-8 text. A name may repeat (ImageNet's
+    readable list names "crane" twice); a class folder of that name is
+    refused where folders are mapped (class_index)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"labels file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
@@ -80,16 +86,7 @@ def label_names(path):
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text; give --labels a text file with one class name per line, in "
                         "model-output order") from None
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    seen, repeated = set(), []
-    for name in names:
-        if name in seen and name not in repeated:
-            repeated.append(name)
-        seen.add(name)
-    if repeated:
-        raise DataError(f"{path} names {', '.join(map(repr, repeated[:3]))} more than once; give each model output "
-                        "its own class name")
-    return names
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def default_class_names(data, classes):

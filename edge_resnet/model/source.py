@@ -106,15 +106,17 @@ def check_keras_file_options(model, spec, input_size, classes, weights):
     pass."""
     from ..errors import ConfigError
 
-    size, outputs = model.input_shape[1:3], model.output_shape[-1]
+    size = tuple(model.input_shape[1:3]) if isinstance(model.input_shape, tuple) else None
+    outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     given = [f"--weights {weights}" if weights is not None else None,
-             f"--input-size {input_size}" if input_size is not None and (input_size, input_size) != tuple(size) else None,
+             f"--input-size {input_size}" if input_size is not None and (input_size, input_size) != size else None,
              f"--classes {classes}" if classes is not None and classes != outputs else None]
     given = [text for text in given if text]
     if given:
-        raise ConfigError(f"{', '.join(given)} for {os.path.basename(spec)}, which carries its own weights and takes "
-                          f"{size[0]}x{size[1]} images to {outputs} outputs: --weights, --input-size and --classes "
-                          "apply to builder names; leave them out")
+        takes = f"takes {size[0]}x{size[1]} images" if size and None not in size else "fixes its own input size"
+        gives = f"to {outputs} outputs" if isinstance(outputs, int) else "and outputs"
+        raise ConfigError(f"{', '.join(given)} for {os.path.basename(spec)}, which carries its own weights and {takes} "
+                          f"{gives}: --weights, --input-size and --classes apply to builder names; leave them out")
 
 
 def image_model_problem(model, parity=True):

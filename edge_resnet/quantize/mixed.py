@@ -963,7 +963,8 @@ def layer_label(operator):
 
 def check_budget(min_sqnr, min_sqnr_gain=None):
     if min_sqnr is not None and not (np.isfinite(min_sqnr) and 0 < min_sqnr < 200):
-        raise ConfigError(f"--min-sqnr is the output SQNR to reach, in dB (e.g. 30). Received: {min_sqnr}")
+        raise ConfigError(f"--min-sqnr is the output SQNR to reach, in dB, above 0 and below 200 (e.g. 30). "
+                          f"Received: {min_sqnr}")
     if min_sqnr_gain is not None and not (np.isfinite(min_sqnr_gain) and 0 < min_sqnr_gain < 100):
         raise ConfigError(f"--min-sqnr-gain is the output SQNR to gain over full int8, in dB, above 0 and below 100 "
                           f"(e.g. 3). Received: {min_sqnr_gain}")

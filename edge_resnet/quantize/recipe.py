@@ -86,7 +86,8 @@ class QuantizationRecipe:
                 raise ConfigError(f"{field} must be one of {', '.join(IO_TYPES)}. Received: {value!r}")
             if self.mode != "int8" and value != "float32":
                 raise ConfigError(
-                    f"{field}={value!r} needs mode 'int8'; mode {self.mode!r} keeps float32 input and output"
+                    f"--{field.replace('_', '-')} {value} needs --quantize int8; --quantize {self.mode} keeps float32 "
+                    "input and output"
                 )
 
         self.range_method()  # validates the method and its parameter

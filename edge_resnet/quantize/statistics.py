@@ -378,14 +378,16 @@ class ActivationStatistics:
                 f"run's images take {preprocessing_text(preprocessing)}: give {preprocessing_text(collected)}, or "
                 "collect the statistics again")
 
-    def check_asked_preprocessing(self, request):
+    def check_asked_preprocessing(self, request, preprocessed=False):
         """Refuse a preprocessing that `request` (a PreprocessingRequest) names and the statistics were not
-        collected with; a request that names none takes theirs."""
+        collected with; a request that names none takes theirs (`preprocessed`: the run's images are model
+        input already, and no preprocessing applies to them)."""
         from ..data.images import Preprocessing
 
         recorded = (self.calibration or {}).get("preprocessing")
         if request.preprocessing_given and isinstance(recorded, dict):
-            self.check_preprocessing(request.preprocessing_at(*Preprocessing.from_dict(recorded).shape[:2]))
+            self.check_preprocessing(request.preprocessing_at(*Preprocessing.from_dict(recorded).shape[:2]),
+                                     preprocessed)
 
     def save(self, path):
         """A .npz readable without pickle."""

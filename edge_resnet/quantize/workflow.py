@@ -170,6 +170,11 @@ def check_request(request, recipe):
     if request.model.endswith(".tflite") and (request.target != ".tflite" or recipe.mode != "int8"):
         raise ConfigError("a .tflite MODEL is quantized to int8 .tflite only (--quantize int8, --output X.tflite); "
                           "give the .keras model for other modes and ONNX")
+    given = [flag for flag, value in (("--weights", request.weights), ("--input-size", request.input_size),
+                                      ("--classes", request.classes)) if value is not None]
+    if request.model.endswith(".tflite") and given:
+        raise ConfigError(f"{', '.join(given)} for a .tflite MODEL, which carries its own weights, size and classes: "
+                          "--weights, --input-size and --classes apply to builder names; leave them out")
     refuse_writing_over_inputs([request.output, str(record_path(request.output)), request.save_statistics],
                                [request.model, request.weights, request.calibration, request.statistics,
                                 request.labels])
@@ -185,7 +190,8 @@ def quantize_artifact(request, log=print):
     JSON is written beside the artifact, whose path is returned.
     """
     if request.target not in (".tflite", ".onnx"):
-        raise ConfigError(f"--output must end in .tflite or .onnx. Received: {request.output}")
+        raise ConfigError(f"--output must be a file name ending in .tflite or .onnx (e.g. model_int8.tflite). "
+                          f"Received: {request.output}")
     from ..files import output_lock
 
     recipe = request.recipe()
@@ -271,8 +277,9 @@ def _statistics(request, recipe, float_model, calibration, log):
     from .statistics import ActivationStatistics
 
     saved = ActivationStatistics.load(request.statistics) if request.statistics else None
-    if saved is not None:
-        saved.check_asked_preprocessing(request)
+    if saved is not None:  # another model's statistics are named as such before their preprocessing is
+        saved.check_model(float_model)
+        saved.check_asked_preprocessing(request, request.preprocessed)
     statistics = statistics_for(float_model, calibration, saved)
     if request.save_statistics:
         statistics.save(request.save_statistics)
