@@ -243,6 +243,27 @@ def test_evaluating_on_calibration_images_is_refused(tmp_path):
         check_disjoint(calibration, image_set(root, Preprocessing(16, 16), size=None))
 
 
+def test_evaluating_on_copies_of_the_calibration_images_is_refused(tmp_path):
+    """The same bytes under another name (a copied folder, the same array saved twice) are the same images."""
+    import shutil
+
+    root = class_folder(tmp_path / "data", classes=2, per_class=5, size=16)
+    shutil.copytree(root, tmp_path / "copy")
+    calibration = calibration_set(root, Preprocessing(16, 16), size=4)
+    with pytest.raises(DataError, match=r"4 evaluation images are also calibration images \(e.g. .*copy.* \(the bytes "
+                                        r"of .*data"):
+        check_disjoint(calibration, image_set(tmp_path / "copy", Preprocessing(16, 16), size=None))
+    images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", images)
+    np.save(tmp_path / "b.npy", images[::-1])
+    calibration = calibration_set(tmp_path / "a.npy", Preprocessing(16, 16), size=2)
+    with pytest.raises(DataError, match="2 evaluation images are also calibration images"):
+        check_disjoint(calibration, image_set(tmp_path / "b.npy", Preprocessing(16, 16), size=None))
+    other = np.random.default_rng(1).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    np.save(tmp_path / "c.npy", other)
+    check_disjoint(calibration, image_set(tmp_path / "c.npy", Preprocessing(16, 16), size=None))  # other images pass
+
+
 def test_a_cached_set_yields_the_same_samples_and_describes_the_same_source(tmp_path):
     root = class_folder(tmp_path / "data", classes=2, per_class=3, size=20)
     images = calibration_set(root, Preprocessing(16, 16), size=None)

@@ -209,7 +209,7 @@ def _golden_inputs(request):
         raise ConfigError(f"golden outputs fix the images, the labels and the model; leave out {', '.join(given)} "
                           "(make another reference with edge-resnet reference for other ones)")
     asked = None
-    if any(value is not None for value in (request.preprocessing, request.mean, request.std, request.scale)):
+    if request.preprocessing_given:
         asked = request.preprocessing_at(*reference.input_shape[:2])
     unchecked = check_lineage(reference, request.artifacts)
     if unchecked:

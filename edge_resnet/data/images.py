@@ -321,11 +321,14 @@ class ImageSet:
         return dataclasses.replace(self, decoded=np.stack(list(self.samples())))
 
     def identities(self):
-        """What names each item across sets of one source: a resolved file
-        path, or the index into the source's array."""
+        return set(self.item_identities())
+
+    def item_identities(self):
+        """What names each item across sets of one source, in item order: a
+        resolved file path, or the index into the source's array."""
         if self.array is None:
-            return {str(Path(item).resolve()) for item in self.items}
-        return {f"{self.source}[{item}]" for item in self.items}
+            return [str(Path(item).resolve()) for item in self.items]
+        return [f"{self.source}[{item}]" for item in self.items]
 
     def sample_ids(self):
         """Each item's id within its source: the image's path relative to the
@@ -667,13 +670,38 @@ def _positions(position_of_id, ids, source):
 
 
 def check_disjoint(calibration, evaluation):
-    """Refuse to measure accuracy on the images the model was calibrated on."""
-    shared = calibration.identities() & evaluation.identities()
+    """Refuse to measure accuracy on the images the model was calibrated on:
+    the same files or array rows, or copies of them elsewhere (the same
+    bytes under another name)."""
+    shared = sorted(calibration.identities() & evaluation.identities())
+    if not shared:
+        calibrated = item_digests(calibration)
+        shared = sorted(f"{name} (the bytes of {calibrated[key]})" for key, name in
+                        item_digests(evaluation, {size for size, _ in calibrated}).items() if key in calibrated)
     if shared:
         raise DataError(
-            f"{len(shared)} evaluation images are also calibration images (e.g. {sorted(shared)[0]}); "
+            f"{len(shared)} evaluation images are also calibration images (e.g. {shared[0]}); "
             "give a held-out --eval, or leave --eval out to split the calibration source"
         )
+
+
+def item_digests(images, sizes=None):
+    """{(byte count, sha256): identity} of the items of `images` (an image
+    file's bytes, an array row's); with `sizes`, only the items of those byte
+    counts are read (a file's size costs no read)."""
+    from ..files import file_sha256
+
+    digests = {}
+    for item, identity in zip(images.items, images.item_identities()):
+        if images.array is None:
+            size = os.path.getsize(item)
+            if sizes is None or size in sizes:
+                digests[size, file_sha256(item)] = identity
+        else:
+            row = np.ascontiguousarray(images.array[item])
+            if sizes is None or row.nbytes in sizes:
+                digests[row.nbytes, hashlib.sha256(row.tobytes()).hexdigest()] = identity
+    return digests
 
 
 def _channel_option(name, meaning):
