@@ -216,7 +216,7 @@ def _calibration_inputs(tmp_path):
         ("junk", [], "none of the images"),
         ("wrong_shape.npy", ["--preprocessed"], "must be (N, 32, 32, 3)"),
         ("nan.npy", ["--preprocessed"], "NaN or Inf"),
-        ("empty", ["--calibration-size", "0"], "at least 1"),
+        ("empty", ["--calibration-size", "0"], "--calibration-size must be at least 1. Received: 0"),
         (None, [], "needs --calibration"),
     ],
 )

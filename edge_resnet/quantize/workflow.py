@@ -165,6 +165,8 @@ def check_request(request, recipe):
                           "--labels out")
     if request.labels:
         check_labels_file(request.labels)
+    if request.calibration and request.calibration_size is not None and request.calibration_size < 1:
+        raise ConfigError(f"--calibration-size must be at least 1. Received: {request.calibration_size}")
     if request.save_statistics and not request.save_statistics.endswith(".npz"):
         raise ConfigError(f"--save-statistics must end in .npz. Received: {request.save_statistics}")
     if request.model.endswith(".tflite") and (request.target != ".tflite" or recipe.mode != "int8"):
