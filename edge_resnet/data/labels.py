@@ -1,5 +1,6 @@
 """Class labels of an image set and the model outputs they name."""
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,8 @@ def class_index(labels, class_names):
         return np.asarray(labels, dtype=np.int64)
     lookup = {name: index for index, name in enumerate(class_names)}
     unknown = sorted({label for label in labels if label not in lookup})
-    ambiguous = sorted({label for label in labels if list(class_names).count(label) > 1})
+    named = Counter(class_names)
+    ambiguous = sorted({label for label in labels if named[label] > 1})
     if ambiguous:
         outputs = [index for index, name in enumerate(class_names) if name == ambiguous[0]]
         raise DataError(f"class folder {ambiguous[0]!r} is the name of outputs {', '.join(map(str, outputs))} in the "
