@@ -301,7 +301,8 @@ def markdown(result):
     for part, rows in result["parts"].items():
         lines += [f"## `{result['commands'][part]}`", ""]
         if part == "heldout":
-            lines += ["`auto`'s own held-out layout on each subset's 200 calibration images (each fold scored by ranges "
+            lines += ["`auto`'s own held-out layout on each subset's 200 calibration images (each fold scored by "
+                      "ranges "
                       "from the other three, the candidates as quantized, as `auto` scores them): the SQNR winner's "
                       "top-1 agreement with the float model against min/max's on the same images, the images only one "
                       "of them keeps, and the exact one-sided sign test of min/max keeping more. A guard fixed "

@@ -469,7 +469,8 @@ def test_statistics_collected_with_another_preprocessing_are_refused(float_model
     tf = collect_statistics(float_model, calibration_set(pixels, Preprocessing(32, 32, "tf"), size=20).cached())
     tf = tf.save(tmp_path / "tf.npz")
     refused = [(caffe, ["--preprocessing", "tf"], "--preprocessing caffe", "--preprocessing tf"),
-               (caffe, ["--mean", "1,2,3"], "--preprocessing caffe", "--scale 1.0,1.0,1.0 --mean 1.0,2.0,3.0 --std 1.0,1.0,1.0"),
+               (caffe, ["--mean", "1,2,3"], "--preprocessing caffe",
+                "--scale 1.0,1.0,1.0 --mean 1.0,2.0,3.0 --std 1.0,1.0,1.0"),
                (tf, ["--calibration", digits_folder()], "--preprocessing tf", "--preprocessing caffe")]
     for saved, extra, collected, asked in refused:
         result = run_in_process("quantize", source, "--statistics", saved, "--calibration-method", "minmax",

@@ -62,7 +62,8 @@ def test_summary_macs_scale_with_input_area():
         (["convert", "--eval-size", "0"], "--eval-size must be at least 1. Received: 0"),
         (["convert", "--bench-runs", "-1"], "--bench-runs must be 0 or more. Received: -1"),
         (["convert", "--output", ""], "--output must name a directory"),
-        (["quantize", "resnet18", "--output", "out/.tflite"], "--output must be a file name ending in .tflite or .onnx"),
+        (["quantize", "resnet18", "--output", "out/.tflite"],
+         "--output must be a file name ending in .tflite or .onnx"),
         (["quantize", "resnet18", "--min-sqnr", "1000", "--calibration", "x", "--output", "m.tflite"],
          "in dB, above 0 and below 200 (e.g. 30). Received: 1000.0"),
     ],
@@ -294,7 +295,8 @@ def test_a_recipe_json_that_would_replace_an_input_is_refused(small_model_file, 
     labels = tmp_path / "m.tflite.json"
     labels.write_text("\n".join(str(digit) for digit in range(10)) + "\n")
     result = run_in_process("quantize", str(small_model_file), "--calibration", str(digits_folder()),
-                            "--max-accuracy-drop", "50", "--labels", str(labels), "--output", str(tmp_path / "m.tflite"))
+                            "--max-accuracy-drop", "50", "--labels", str(labels),
+                            "--output", str(tmp_path / "m.tflite"))
     assert result.returncode == 2 and f"the output {labels} is the input {labels}" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert labels.read_text().startswith("0\n1\n") and not (tmp_path / "m.tflite").exists()
