@@ -357,6 +357,15 @@ def test_linked_class_folders_count_and_hidden_folders_do_not(tmp_path):
     assert not any(part.startswith(".") for path in paths for part in path.relative_to(root).parts)
 
 
+def test_image_links_to_nothing_are_named_in_a_warning(tmp_path):
+    """A link whose image was moved or deleted is skipped, and said to be (it was skipped silently)."""
+    root = class_folder(tmp_path / "data", classes=2, per_class=3)
+    (root / "class_0" / "gone.png").symlink_to(tmp_path / "moved.png")
+    with pytest.warns(DataWarning, match=r"skipped 1 image links under .*data that point to no file \(gone.png\)"):
+        paths, classes = scan_image_folder(root)
+    assert len(paths) == 6 and classes.count("class_0") == 3
+
+
 def test_images_beside_class_folders_say_the_set_is_read_unlabelled(tmp_path):
     root = class_folder(tmp_path, classes=2, per_class=3)
     write_image(root / "stray.png", rgb_noise(40, 40))

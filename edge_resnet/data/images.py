@@ -238,8 +238,8 @@ def scan_image_folder(root):
 def image_files_under(root):
     """The image files under `root`, through symbolic links to folders as if the folders were there (a data
     set split with links) but never round a loop, and not in hidden files or folders (.ipynb_checkpoints,
-    macOS's ._ files)."""
-    real_of = {}  # folder walked -> its real path
+    macOS's ._ files). Links to images that are not there are named in a warning."""
+    real_of, dangling = {}, []  # folder walked -> its real path; image links to nothing
     for folder, subfolders, files in os.walk(root, followlinks=True):
         here, real = Path(folder), os.path.realpath(folder)
         if real in {real_of[above] for above in here.parents if above in real_of}:  # a link to a folder it is in
@@ -249,8 +249,15 @@ def image_files_under(root):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         for name in files:
             path = Path(folder) / name
-            if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if path.is_file():
                 yield path
+            elif path.is_symlink():
+                dangling.append(path.name)
+    if dangling:
+        warnings.warn(f"skipped {len(dangling)} image links under {root} that point to no file "
+                      f"({', '.join(dangling[:3])}{' ...' if len(dangling) > 3 else ''})", DataWarning, stacklevel=4)
 
 
 def stratified_order(strata, seed):
