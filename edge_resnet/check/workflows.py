@@ -142,17 +142,12 @@ def recorded_preprocessing(artifacts, height, width):
     """[(artifact, the Preprocessing its recipe JSON says its calibration
     images were made with, at height x width)] for the artifacts calibrated
     on images (int8, not from arrays that were model input already)."""
-    from ..data.images import Preprocessing
+    from ..data.images import recorded_preprocessing_of
     from ..quantize.recipe import verified_record
 
-    recorded = []
-    for artifact in artifacts:
-        calibration = (verified_record(artifact) or {}).get("calibration")
-        if isinstance(calibration, dict) and isinstance(calibration.get("preprocessing"), dict) \
-                and not calibration.get("preprocessed_input"):
-            recorded.append((artifact, Preprocessing.from_dict({**calibration["preprocessing"], "height": height,
-                                                                "width": width})))
-    return recorded
+    recorded = [(artifact, recorded_preprocessing_of((verified_record(artifact) or {}).get("calibration"), height,
+                                                     width)) for artifact in artifacts]
+    return [(artifact, preprocessing) for artifact, preprocessing in recorded if preprocessing is not None]
 
 
 def compared_preprocessing(request, height, width, log):

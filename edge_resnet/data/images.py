@@ -748,6 +748,18 @@ class PreprocessingRequest:
         return any(getattr(self, name) is not None for name in ("preprocessing", *NORMALIZATION_FIELDS))
 
 
+def recorded_preprocessing_of(record, height=None, width=None):
+    """The Preprocessing a calibration record (ImageSet.describe(), as a
+    recipe or a statistics file keeps it) says its images were made with,
+    at `height` x `width` where given; None where they were model input
+    already or the record says nothing of it."""
+    if not isinstance(record, dict) or record.get("preprocessed_input") or \
+            not isinstance(record.get("preprocessing"), dict):
+        return None
+    size = {} if height is None else {"height": height, "width": width}
+    return Preprocessing.from_dict({**record["preprocessing"], **size})
+
+
 def preprocessing_text(preprocessing):
     """A Preprocessing in the options that ask for it."""
     if preprocessing.mode != CUSTOM:

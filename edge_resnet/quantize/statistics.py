@@ -366,13 +366,10 @@ class ActivationStatistics:
         `preprocessing` (a Preprocessing; `preprocessed`: the images are
         model input already, as the statistics' may be): their ranges hold
         other numbers than those images become."""
-        from ..data.images import Preprocessing, preprocessing_text
+        from ..data.images import preprocessing_text, recorded_preprocessing_of
 
-        record = self.calibration or {}
-        if preprocessed or record.get("preprocessed_input") or not isinstance(record.get("preprocessing"), dict):
-            return
-        collected = Preprocessing.from_dict(record["preprocessing"])
-        if collected != preprocessing:
+        collected = recorded_preprocessing_of(self.calibration)
+        if not preprocessed and collected is not None and collected != preprocessing:
             raise ConfigError(
                 f"the statistics were collected on images preprocessed with {preprocessing_text(collected)}, and this "
                 f"run's images take {preprocessing_text(preprocessing)}: give {preprocessing_text(collected)}, or "
@@ -382,12 +379,11 @@ class ActivationStatistics:
         """Refuse a preprocessing that `request` (a PreprocessingRequest) names and the statistics were not
         collected with; a request that names none takes theirs (`preprocessed`: the run's images are model
         input already, and no preprocessing applies to them)."""
-        from ..data.images import Preprocessing
+        from ..data.images import recorded_preprocessing_of
 
-        recorded = (self.calibration or {}).get("preprocessing")
-        if request.preprocessing_given and isinstance(recorded, dict):
-            self.check_preprocessing(request.preprocessing_at(*Preprocessing.from_dict(recorded).shape[:2]),
-                                     preprocessed)
+        collected = recorded_preprocessing_of(self.calibration)
+        if request.preprocessing_given and collected is not None:
+            self.check_preprocessing(request.preprocessing_at(collected.height, collected.width), preprocessed)
 
     def save(self, path):
         """A .npz readable without pickle."""
