@@ -164,3 +164,16 @@ def test_requests_take_text_as_typed_and_refuse_bad_settings_before_any_work():
     BenchRequest(("m.tflite",), threads=256)
     with pytest.raises(TypeError):  # only the model and output are positional
         QuantizeRequest("m.keras", "m.tflite", "imagenet")
+
+
+def test_int8_onnx_options_with_a_float_onnx_are_refused_not_dropped(tmp_path):
+    """--activation-type, --onnx-format, --full-range and --onnx-route shape only the int8 ONNX: with another
+    --quantize they were once dropped without a word."""
+    from tests.cli import run_in_process
+
+    result = run_in_process("quantize", "resnet18", "--quantize", "none", "--output", tmp_path / "x.onnx",
+                            "--full-range", "--onnx-route", "tflite")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().endswith("options of the int8 ONNX with --quantize none: --onnx-route, "
+                                          "--full-range; add --quantize int8, or leave out --onnx-route, --full-range")
+    assert len(result.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())

@@ -21,10 +21,9 @@ from ..errors import ConfigError, ConversionError
 from ..files import atomic_output
 from .keras_onnx import DEPTHWISE, EXPORTER, INPUT_NAME, OUTPUT_NAME, PRE_ACTIVATION
 from ..quiet import native_output_silenced
-from .recipe import ONNX_ROUTES, QuantizationRecipe, artifact_record, keras_model_info, write_record
+from .recipe import DEFAULT_OPSET, ONNX_ROUTES, QuantizationRecipe, artifact_record, keras_model_info, write_record
 from .tflite import check_calibration_fits, float_tflite, to_tflite
 
-DEFAULT_OPSET = 17
 OPSET_RANGE = (13, 18)  # 13: per-channel QDQ; 18: the newest tf2onnx 1.17 writes
 ONNX_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
 

@@ -21,6 +21,7 @@ FALLBACK_PRECISIONS = ("auto", "dynamic", "float32")
 BUDGET_TERMS = ("min_sqnr", "min_sqnr_gain", "max_accuracy_drop", "min_agreement")  # fields of mixed.Budget
 BIAS_CORRECTIONS = ("auto", "on", "off")  # bias_correction.corrected_artifact
 ONNX_ROUTES = ("ort", "tflite")  # int8 ONNX by onnxruntime static quantization, or from the int8 TFLite
+DEFAULT_OPSET = 17
 MODE_DESCRIPTIONS = {
     "int8": "full integer: weights int8 symmetric per output channel, activations int8 per tensor",
     "float16": "weights stored as float16, computed in float32",

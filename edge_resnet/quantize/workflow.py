@@ -3,7 +3,7 @@ float32 .tflite in, one .tflite or .onnx artifact out, with its recipe JSON."""
 
 import argparse
 import os
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, fields
 
 from ..data.images import DEFAULT_CALIBRATION_SIZE, PreprocessedRequest, PreprocessingRequest, SeedRequest
 from ..data.labels import LabelsRequest, check_labels_file
@@ -11,8 +11,8 @@ from ..errors import ConfigError
 from ..model.source import MODEL_HELP, ModelRequest
 from ..options import option
 from .ranges import AUTO, DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
-from .recipe import (ACTIVATION_TYPES, BUDGET_TERMS, FALLBACK_PRECISIONS, IO_TYPES, MODES, ONNX_FORMATS,
-                     ONNX_ROUTES, QuantizationRecipe)
+from .recipe import (ACTIVATION_TYPES, BUDGET_TERMS, DEFAULT_OPSET, FALLBACK_PRECISIONS, IO_TYPES, MODES,
+                     ONNX_FORMATS, ONNX_ROUTES, QuantizationRecipe)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +68,10 @@ class QuantizationRequest:
 
 
 ONNX_GROUP = "ONNX (.onnx output)"
+ONNX_DEFAULTS = {"opset": DEFAULT_OPSET, "onnx_route": ONNX_ROUTES[0],
+                 "activation_type": QuantizationRecipe.onnx_activation_type,
+                 "onnx_format": QuantizationRecipe.onnx_format, "full_range": not QuantizationRecipe.onnx_reduce_range}
+ONNX_INT8_OPTIONS = ("onnx_route", "activation_type", "onnx_format", "full_range")  # read by int8 ONNX only
 
 
 @dataclass(frozen=True)
@@ -84,14 +88,16 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
     per_channel: bool = option("--per-tensor", default=True, action="store_false",
                                help="per-tensor instead of per-channel weights")
     fold: bool = option("--no-fold", default=True, action="store_false", help="convert without folding BatchNorm")
-    opset: int = option("--opset", default=17, type=int, group=ONNX_GROUP, help="ONNX opset, 13-18")
-    onnx_route: str = option("--onnx-route", default="ort", choices=ONNX_ROUTES, group=ONNX_GROUP,
-                             help="int8 by onnxruntime static quantization (ort) or from the int8 TFLite model "
-                                  "(tflite)")
-    activation_type: str = option("--activation-type", default="uint8", choices=ACTIVATION_TYPES, group=ONNX_GROUP,
-                                  help="onnxruntime activations: uint8 (U8S8, fastest on x86) or int8 (S8S8)")
-    onnx_format: str = option("--onnx-format", default="qdq", choices=ONNX_FORMATS, group=ONNX_GROUP,
-                              help="QDQ or QOperator graph")
+    opset: int = option("--opset", default=None, type=int, group=ONNX_GROUP,
+                        help=f"ONNX opset, 13-18 (default: {ONNX_DEFAULTS['opset']})")
+    onnx_route: str = option("--onnx-route", default=None, choices=ONNX_ROUTES, group=ONNX_GROUP,
+                             help="int8 by onnxruntime static quantization (ort, the default) or from the int8 "
+                                  "TFLite model (tflite)")
+    activation_type: str = option("--activation-type", default=None, choices=ACTIVATION_TYPES, group=ONNX_GROUP,
+                                  help="onnxruntime activations: uint8 (U8S8, the default, fastest on x86) or int8 "
+                                       "(S8S8)")
+    onnx_format: str = option("--onnx-format", default=None, choices=ONNX_FORMATS, group=ONNX_GROUP,
+                              help="QDQ (the default) or QOperator graph")
     max_accuracy_drop: float = option("--max-accuracy-drop", default=None, type=float, metavar="POINTS",
                                       help="int8: keep the fewest network parts out of int8 that keep the top-1 "
                                            "accuracy lost on held-out calibration images (they need labels) within "
@@ -99,13 +105,24 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
     min_agreement: float = option("--min-agreement", default=None, type=float, metavar="FRACTION",
                                   help="int8: the same, for the fraction of held-out calibration images whose top-1 "
                                        "is the float model's")
-    full_range: bool = option("--full-range", default=False, action="store_true", group=ONNX_GROUP,
+    full_range: bool = option("--full-range", default=None, action="store_true", group=ONNX_GROUP,
                               help="8-bit instead of 7-bit weights (only for devices whose int8 kernels do not "
                                    "saturate: ARM, or x86 with VNNI)")
 
     @property
     def target(self):
         return os.path.splitext(self.output)[1]
+
+    def onnx_option(self, name):
+        """An ONNX option (ONNX_DEFAULTS' names) as given, else its default:
+        None until then, so that one given where nothing reads it is refused."""
+        value = getattr(self, name)
+        return ONNX_DEFAULTS[name] if value is None else value
+
+    def onnx_flags_given(self, names=tuple(ONNX_DEFAULTS)):
+        """The flags of the ONNX options among `names` given on the command line."""
+        return [item.metadata["flags"][0] for item in fields(self) if item.name in names
+                and getattr(self, item.name) is not None]
 
     def range_method_options(self):
         given = {"calibration_method": self.calibration_method, "percentile": self.percentile,
@@ -124,8 +141,9 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
             if getattr(self, budget) is not None:
                 io_types[budget] = getattr(self, budget)
         return QuantizationRecipe.for_mode(self.quantize, per_channel=self.per_channel,
-                                           onnx_activation_type=self.activation_type, onnx_format=self.onnx_format,
-                                           onnx_reduce_range=not self.full_range,
+                                           onnx_activation_type=self.onnx_option("activation_type"),
+                                           onnx_format=self.onnx_option("onnx_format"),
+                                           onnx_reduce_range=not self.onnx_option("full_range"),
                                            **({"bias_correction": self.bias_correction}
                                               if self.bias_correction is not None else {}), **io_types,
                                            **self.range_method_options())
@@ -153,6 +171,12 @@ def check_request(request, recipe):
         raise ConfigError(NEEDS_IMAGES)
     if not recipe.needs_calibration and (request.statistics or request.save_statistics):
         raise ConfigError("--statistics and --save-statistics apply to --quantize int8 only")
+    if request.target != ".onnx" and (given := ", ".join(request.onnx_flags_given())):
+        raise ConfigError(f"options of the ONNX artifact for {request.output}, which is not one: {given}; give "
+                          f"--output X.onnx, or leave out {given}")
+    if recipe.mode != "int8" and (given := ", ".join(request.onnx_flags_given(ONNX_INT8_OPTIONS))):
+        raise ConfigError(f"options of the int8 ONNX with --quantize {recipe.mode}: {given}; add --quantize int8, "
+                          f"or leave out {given}")
     if recipe.fallback_precision == "dynamic" and request.target == ".onnx":
         raise ConfigError("--fallback-precision dynamic is for the TFLite: the int8 ONNX keeps the parts a budget "
                           "needs in float32 (give --fallback-precision float32 or auto, or a .tflite --output)")
@@ -316,8 +340,8 @@ def _from_keras(request, recipe, log):
     from .tflite import float_tflite, to_tflite
 
     if request.target == ".onnx":
-        check_onnx_request(recipe, request.opset, request.onnx_route)
-        check_onnx_io_types(request.input_type, request.output_type, request.onnx_route)
+        check_onnx_request(recipe, request.onnx_option("opset"), request.onnx_option("onnx_route"))
+        check_onnx_io_types(request.input_type, request.output_type, request.onnx_option("onnx_route"))
     model, fold_report = load_folded(request.model, request.input_size, request.classes, request.weights,
                                      fold=request.fold, seed=request.seed)
     if fold_report is not None:
@@ -325,7 +349,7 @@ def _from_keras(request, recipe, log):
     statistics = float_model = calibration = None
     if recipe.needs_calibration:
         check_image_model(model, parity=False)
-        if request.target == ".onnx" and request.onnx_route == "ort":
+        if request.target == ".onnx" and request.onnx_option("onnx_route") == "ort":
             check_no_nested_model(model, "make the int8 TFLite (--output X.tflite), or the ONNX from it "
                                          "(--onnx-route tflite)")
         calibration = _calibration(request, model.input_shape[1:], log) if request.calibration else None
@@ -336,7 +360,8 @@ def _from_keras(request, recipe, log):
         path = to_tflite(model, recipe, calibration, output=request.output, statistics=statistics,
                          float_model=float_model, log=log)
     else:
-        path = to_onnx(model, recipe, calibration, output=request.output, opset=request.opset,
-                       route=request.onnx_route, statistics=statistics, float_model=float_model, log=log)
+        path = to_onnx(model, recipe, calibration, output=request.output, opset=request.onnx_option("opset"),
+                       route=request.onnx_option("onnx_route"), statistics=statistics, float_model=float_model,
+                       log=log)
     record_source(path, model_source(request.model, request.weights, request.seed))  # random weights: their seed
     return path
