@@ -627,8 +627,11 @@ def read_data(config, model, log):
 
     calibration, evaluation, origin = data_sets(config, model)
     if calibration is not None:
+        from .quantize.selection import check_budget_images
+
         calibration = calibration.cached()
         log(f"      calibration: {len(calibration)} images from {calibration.source}")
+        check_budget_images(recipe_for("int8", config), calibration)
     log(f"      evaluation: {len(evaluation)} images from {evaluation.source}, {origin['evaluation_from']}")
     if origin["origin"]:
         log(f"      data: {origin['origin']}")

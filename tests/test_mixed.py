@@ -1290,3 +1290,23 @@ def test_statistics_without_folds_are_told_the_fix_that_gives_them_folds():
     assert no_folds_fix(few) == "calibrate on more images"
     assert "earlier version" in no_folds_cause(old)
     assert no_folds_fix(old) == "collect them again (leave out --statistics)"
+
+
+def test_a_budget_with_too_few_images_to_hold_out_is_refused_before_the_statistics_pass(data, digits_model,
+                                                                                          tmp_path):
+    """Seven calibration images cannot be cut into folds: a budget was refused only after the statistics pass
+    (and, in convert, after folding and the float artifacts)."""
+    pixels, labels = digit_pixels(32, 7, offset=TRAIN_SAMPLES)
+    np.savez(tmp_path / "seven.npz", x=pixels, y=labels)
+    refusal = "--min-sqnr 30 measures on held-out calibration images and there are too few to hold some out " \
+              "(7 samples: it takes at least 8); calibrate on more images"
+    quantized = run_in_process("quantize", data[1], "--calibration", tmp_path / "seven.npz", "--min-sqnr", "30",
+                               "--output", tmp_path / "o.tflite")
+    digits_model.save(tmp_path / "digits.keras")
+    converted = run_in_process("convert", "--model", tmp_path / "digits.keras", "--calibration",
+                               tmp_path / "seven.npz", "--eval", data[0] / "calibration.npz", "--formats", "tflite",
+                               "--min-sqnr", "30", "--output", tmp_path / "out")
+    for result in (quantized, converted):
+        assert result.returncode == 2 and result.stderr.strip().endswith(refusal), result.stderr
+        assert "calibrating:" not in result.stderr and "fold BatchNorm" not in result.stdout
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["digits.keras", "seven.npz"]

@@ -163,8 +163,20 @@ def no_folds_reason(statistics):
 def no_folds_cause(statistics):
     """Why statistics have no held-out folds: too few samples, or a file saved before folds were kept."""
     if too_few_for_folds(statistics.samples):
-        return f"{statistics.samples} samples: it takes at least {FOLDS * MIN_FOLD_SAMPLES}"
+        return too_few_text(statistics.samples)
     return "they were saved by an earlier version, which kept no folds"
+
+
+def too_few_text(count):
+    return f"{count} samples: it takes at least {FOLDS * MIN_FOLD_SAMPLES}"
+
+
+def check_budget_images(recipe, calibration):
+    """A budget measures on held-out calibration images: too few to hold
+    some out are refused before the statistics pass, not after it."""
+    if recipe.budget() is not None and calibration is not None and too_few_for_folds(len(calibration)):
+        raise ConfigError(f"{recipe.budget().flags()} measures on held-out calibration images and there are too few "
+                          f"to hold some out ({too_few_text(len(calibration))}); calibrate on more images")
 
 
 def no_folds_fix(statistics):

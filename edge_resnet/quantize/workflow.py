@@ -321,12 +321,14 @@ def _from_float_tflite(request, recipe, log):
     """The TensorFlow-free route: a float32 .tflite in, an int8 .tflite out."""
     from ..device.runtime import TfliteRunner
     from .int8_tflite import read_float_tflite, write_int8_tflite
+    from .selection import check_budget_images
 
     float_model = read_float_tflite(request.model)
     calibration = None
     if request.calibration:
         runner = TfliteRunner(request.model, threads=1)
         calibration = _calibration(request, runner.input_shape, log)
+        check_budget_images(recipe, calibration)
         calibration = _labelled(request, calibration, int(runner.output["shape"][-1]))
     statistics = _statistics(request, recipe, float_model, calibration, log)
     return write_int8_tflite(float_model, recipe, request.output, calibration=calibration, statistics=statistics,
@@ -337,6 +339,7 @@ def _from_keras(request, recipe, log):
     from ..model.source import check_image_model, load_folded, model_source
     from .onnx_export import check_no_nested_model, check_onnx_io_types, check_onnx_request, to_onnx
     from .recipe import record_source
+    from .selection import check_budget_images
     from .tflite import float_tflite, to_tflite
 
     if request.target == ".onnx":
@@ -353,6 +356,7 @@ def _from_keras(request, recipe, log):
             check_no_nested_model(model, "make the int8 TFLite (--output X.tflite), or the ONNX from it "
                                          "(--onnx-route tflite)")
         calibration = _calibration(request, model.input_shape[1:], log) if request.calibration else None
+        check_budget_images(recipe, calibration)
         calibration = _labelled(request, calibration, int(model.output_shape[-1]))
         float_model = float_tflite(model)
         statistics = _statistics(request, recipe, float_model, calibration, log)
