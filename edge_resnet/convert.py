@@ -534,6 +534,7 @@ def previous_run_files(output):
     import json
     import warnings
 
+    from .check.report import TOOL
     from .files import UnsafeNameWarning, is_plain_name
 
     report = Path(output) / f"{REPORT_STEM}.json"
@@ -544,7 +545,7 @@ def previous_run_files(output):
     except (OSError, ValueError):
         return []
     tool = record.get("tool") if isinstance(record, dict) else None
-    if not isinstance(tool, dict) or tool.get("name") != "edge-resnet":
+    if not isinstance(tool, dict) or tool.get("name") != TOOL:
         warnings.warn(f"{report} is not an edge-resnet report: nothing it lists is removed", UnsafeNameWarning,
                       stacklevel=2)
         return []
@@ -703,7 +704,7 @@ def convert(config, log=print):
     from .files import check_publishable, publish, relocated, staged_output
     from .quiet import native_output_silenced
     from .quantize.recipe import record_source
-    from .check.report import format_summary_table, write_convert_reports
+    from .check.report import format_summary_table, tool_record, write_convert_reports
 
     started = time.perf_counter()
     with staged_output(config.output, config.force) as staging, \
@@ -764,7 +765,7 @@ def convert(config, log=print):
         npu = compile_for_targets(staging, base, config, clock, timings) if config.target else []
         with clock("report"):
             report = {
-                "tool": {"name": "edge-resnet", "version": _version()},
+                "tool": tool_record(),
                 "config": dataclasses.asdict(config),
                 "model": {**source, "name": model.name, "input_shape": list(model.input_shape[1:]),
                           "classes": int(model.output_shape[-1]), "parameters": int(model.count_params()),
@@ -812,9 +813,3 @@ def convert(config, log=print):
         log(f"parity on a device, without TensorFlow: copy {output}/ there and run edge-resnet compare --reference "
             f"{output}/ {' '.join(map(str, quantized_paths))} (add --data DIR if the images moved)")
     return report
-
-
-def _version():
-    from . import __version__
-
-    return __version__

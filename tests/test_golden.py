@@ -100,6 +100,46 @@ def test_compare_from_golden_outputs_runs_without_tensorflow_or_keras(inputs, tm
     assert "<table" in (tmp_path / "report" / "parity.html").read_text() or (tmp_path / "report" / "parity.html").is_file()
 
 
+def test_compare_replaces_its_own_report_and_nothing_else(inputs, tmp_path):
+    """--report DIR once replaced a user's parity.md there without a word; a re-run still replaces its own."""
+    def compared(folder):
+        return main_in_process("compare", "--reference", inputs / "golden", inputs / "int8.tflite", "--bench-runs", "0",
+                               "--report", folder)
+
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "parity.md").write_text("my notes")
+    code, _, stderr = compared(tmp_path / "theirs")
+    assert code == 2 and "parity.md is not an earlier edge-resnet report, and this one would replace it; move it " \
+                         "away or give --report another folder" in stderr, stderr
+    assert [path.name for path in (tmp_path / "theirs").iterdir()] == ["parity.md"]
+    assert (tmp_path / "theirs" / "parity.md").read_text() == "my notes"
+    assert compared(tmp_path / "ours")[0] == 0
+    (tmp_path / "ours" / "parity.md").write_text("an earlier run's")
+    assert compared(tmp_path / "ours")[0] == 0  # its own report, replaced
+    assert (tmp_path / "ours" / "parity.md").read_text() != "an earlier run's"
+    assert json.loads((tmp_path / "ours" / "parity.json").read_text())["tool"]["name"] == "edge-resnet"
+
+
+def test_a_report_that_cannot_replace_one_of_its_files_leaves_the_earlier_ones_whole(inputs, tmp_path):
+    """An earlier parity.json that cannot be replaced (immutable) once left the new parity.md and .html beside it."""
+    import subprocess
+
+    earlier = {"tool": {"name": "edge-resnet"}, "reference": {}, "candidates": [], "gates": {}}
+    for name, text in (("parity.json", json.dumps(earlier)), ("parity.md", "earlier md"), ("parity.html", "x")):
+        (tmp_path / name).write_text(text)
+    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", tmp_path / "parity.json"],
+                                                    capture_output=True).returncode:
+        pytest.skip("no immutable files on this file system")
+    try:
+        code, _, stderr = main_in_process("compare", "--reference", inputs / "golden", inputs / "int8.tflite",
+                                          "--bench-runs", "0", "--report", tmp_path)
+    finally:
+        subprocess.run(["chattr", "-i", tmp_path / "parity.json"], check=True)
+    assert code == 2 and "cannot replace" in stderr and "parity.json" in stderr, stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["parity.html", "parity.json", "parity.md"]
+    assert (tmp_path / "parity.md").read_text() == "earlier md" and (tmp_path / "parity.html").read_text() == "x"
+
+
 def test_shards_merge_into_the_outputs_of_one_run(inputs, tmp_path):
     shards = []
     for index in (2, 1, 3):  # any order
@@ -110,6 +150,10 @@ def test_shards_merge_into_the_outputs_of_one_run(inputs, tmp_path):
         shards.append(shard)
     sizes = [json.loads((shard / MANIFEST).read_text())["data"]["size"] for shard in shards]
     assert sum(sizes) == EVALUATED and max(sizes) - min(sizes) <= 1
+    # one shard alone holds a third of the images: parity on it once passed its gates silently
+    code, _, stderr = main_in_process("compare", "--reference", shards[0], inputs / "int8.tflite")
+    assert code == 2 and f"holds shard 2/3 of a reference run ({sizes[0]} of its {EVALUATED} images): join every " \
+                         "shard with edge-resnet merge" in stderr, stderr
     result = run_without_tensorflow(tmp_path, "merge", *shards, "--output", tmp_path / "merged")
     assert result.returncode == 0, result.stderr
     whole, merged = GoldenReference(inputs / "golden"), GoldenReference(tmp_path / "merged")
@@ -435,3 +479,31 @@ def test_random_weights_are_named_with_their_seed_where_no_file_checks_the_linea
     assert recorded_source(record) is None  # no file: the lineage goes unchecked, and the note says which weights
     assert recorded_weights(record) == "resnet18 with random weights (seed 3)"
     assert recorded_weights({}) == "weights not recorded"
+
+
+def test_an_artifact_of_other_random_weights_than_the_golden_outputs_is_refused(tmp_path):
+    """Both sides made from random weights record the builder and the seed: where they differ the models differ,
+    and parity against them was once reported (a warning that the lineage went unchecked, then exit 0)."""
+    from types import SimpleNamespace
+
+    from edge_resnet.check.golden import check_lineage
+    from edge_resnet.files import file_sha256
+    from edge_resnet.quantize.recipe import write_record
+
+    artifact = tmp_path / "m.tflite"
+    artifact.write_bytes(b"an artifact")
+
+    def made_from(weights):
+        write_record(artifact, {"sha256": file_sha256(artifact), "model": {"name": "resnet18"},
+                                "source_model": {"file": None, "sha256": None, "weights": weights}})
+
+    golden = SimpleNamespace(folder=tmp_path / "golden", manifest={"model": {
+        "file": None, "sha256": None, "weights": "resnet18 with random weights (seed 0)"}})
+    made_from("resnet18 with random weights (seed 1)")
+    with pytest.raises(DataError, match=r"m.tflite was made from resnet18 with random weights \(seed 1\), the "
+                                        r"golden outputs in .* from resnet18 with random weights \(seed 0\)"):
+        check_lineage(golden, [artifact])
+    made_from("resnet18 with random weights (seed 0)")
+    assert len(check_lineage(golden, [artifact])) == 1  # the same builder and seed: noted, as no file checks them
+    made_from(None)
+    assert "weights not recorded" in check_lineage(golden, [artifact])[0]

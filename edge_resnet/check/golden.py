@@ -37,6 +37,7 @@ BATCH1_RUNS = 20
 GPU_BATCH = 256
 CHUNK_ROWS = 4096  # rows per read when merging: 16 MB at 1,000 classes
 REMADE = "make them again with edge-resnet reference"
+NOT_RECORDED = "weights not recorded"
 
 
 def parse_shard(text):
@@ -406,6 +407,7 @@ class GoldenReference:
     def __init__(self, folder):
         self.folder = Path(folder)
         self.manifest = read_manifest(folder)
+        refuse_a_shard(self.manifest, folder)
         self.stored = OutputsReader(folder, self.manifest)
         model = self.manifest["model"]
         self.name = model["name"]
@@ -454,6 +456,16 @@ class GoldenReference:
                               seed=record.get("seed", 0))
         check_parts(chosen, record, source)
         return with_recorded_labels(chosen, record, source)
+
+
+def refuse_a_shard(manifest, folder):
+    """Golden outputs of one shard hold a part of the evaluation set: gates
+    passed on it say nothing of the rest."""
+    shard = manifest["shard"]
+    if shard["count"] > 1:
+        raise DataError(f"{folder} holds shard {shard['index']}/{shard['count']} of a reference run "
+                        f"({manifest['data']['size']} of its {shard.get('of', '?')} images): join every shard with "
+                        "edge-resnet merge SHARD... --output DIR and compare against DIR")
 
 
 def recorded_source_path(record):
@@ -512,7 +524,7 @@ def recorded_weights(record):
 
 def weights_text(source):
     """The "weights" of a model source (a recipe JSON's or golden outputs' model), or that none is recorded."""
-    return source.get("weights") if isinstance(source, dict) and source.get("weights") else "weights not recorded"
+    return source.get("weights") if isinstance(source, dict) and source.get("weights") else NOT_RECORDED
 
 
 def source_hashes(source):
@@ -557,6 +569,11 @@ def check_lineage(reference, artifacts):
                             f"file it was made from, and the golden outputs in {reference.folder} were made from "
                             f"{golden_name} (sha256 {sorted(golden_hashes)[0][:12]}); compare against golden outputs "
                             "of the model the artifact was made from, or make the artifact from that file")
+        elif source is None and recorded_weights(record) != weights_text(golden) and NOT_RECORDED not in (
+                recorded_weights(record), weights_text(golden)):
+            raise DataError(f"{name} was made from {recorded_weights(record)}, the golden outputs in "
+                            f"{reference.folder} from {weights_text(golden)}; compare against golden outputs of the "
+                            "model the artifact was made from")
         elif source is None:
             unchecked.append(f"{name}'s recipe JSON names model {recorded_model_name(record) or '?'} and no model "
                              f"file ({recorded_weights(record)}), nor do the golden outputs "

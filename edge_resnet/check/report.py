@@ -725,6 +725,16 @@ def write_convert_reports(report, folder, stem="report"):
     return _write_texts(folder, contents)
 
 
+REPORT_SUFFIXES = (".json", ".md", ".html")
+TOOL = "edge-resnet"
+
+
+def tool_record():
+    from .. import __version__
+
+    return {"name": TOOL, "version": __version__}
+
+
 def write_reports(report, folder, stem="parity"):
     """Write STEM.json, STEM.md and STEM.html into `folder`; return their paths."""
     contents = {
@@ -735,19 +745,90 @@ def write_reports(report, folder, stem="parity"):
     return _write_texts(folder, contents)
 
 
+def check_report_folder(folder, stem="parity"):
+    """Refuse, before any work, a report folder whose STEM.* files the
+    report would replace where they are not an earlier edge-resnet report
+    (STEM.json written by it: a re-run replaces its own report)."""
+    from ..errors import ConfigError
+
+    folder = Path(folder)
+    there = [folder / f"{stem}{suffix}" for suffix in REPORT_SUFFIXES
+             if (folder / f"{stem}{suffix}").exists() or (folder / f"{stem}{suffix}").is_symlink()]
+    if not there:
+        return
+    blocked = next((path for path in there if path.is_symlink() or not path.is_file()), None)
+    if blocked is not None:
+        raise ConfigError(f"{blocked} is not a plain file, and the report would replace it; move it away or give "
+                          "--report another folder")
+    if not is_tool_report(folder / f"{stem}.json"):
+        raise ConfigError(f"{there[0]} is not an earlier edge-resnet report, and this one would replace it; move it "
+                          "away or give --report another folder")
+
+
+def is_tool_report(path):
+    """Whether `path` is a JSON report edge-resnet wrote (its "tool"; a parity report before it had one: its
+    reference, candidates and gates)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(record, dict):
+        return False
+    tool = record.get("tool")
+    return tool.get("name") == TOOL if isinstance(tool, dict) else {"reference", "candidates", "gates"} <= set(record)
+
+
 def _write_texts(folder, contents):
-    """Every file written, or none (and no folder made for them)."""
+    """Every file written, or none: files already there (an earlier
+    report's) are moved aside until every new one is in place, and put back
+    if one cannot be (no folder is left made for them)."""
     import contextlib
 
     folder = Path(folder)
     made = not folder.exists()
+    aside = {}
     try:
         with contextlib.ExitStack() as stack:
             for name, text in contents.items():
                 stack.enter_context(atomic_output(folder / name)).write_text(text)
+            aside = moved_aside(folder, contents)  # the new files are published as the stack closes
     except BaseException:
+        put_back(folder, aside)
         if made:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+    for previous in aside.values():
+        previous.unlink(missing_ok=True)
     return [folder / name for name in contents]
+
+
+def moved_aside(folder, names):
+    """{name: the file it was moved to} for each of `names` already in `folder`; all or none (ConfigError)."""
+    import os
+
+    from ..errors import ConfigError
+
+    aside = {}
+    for name in names:
+        path = folder / name
+        if path.exists() or path.is_symlink():
+            previous = folder / f".{name}.previous-{os.getpid()}"
+            try:
+                os.replace(path, previous)
+            except OSError as error:
+                put_back(folder, aside)
+                raise ConfigError(f"cannot replace {path}: {error.strerror or error}; give --report another "
+                                  "folder") from error
+            aside[name] = previous
+    return aside
+
+
+def put_back(folder, aside):
+    """Undo moved_aside: each earlier file back under its name."""
+    import contextlib
+    import os
+
+    for name, previous in aside.items():
+        with contextlib.suppress(OSError):
+            os.replace(previous, folder / name)

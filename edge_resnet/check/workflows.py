@@ -80,15 +80,17 @@ def compare_artifacts(request, log=print, progress=None):
     Returns the report (gates in report["gates"]), written where asked.
     """
     from .parity import check_gates, parity_report
-    from .report import write_reports
+    from .report import tool_record, write_reports
 
     check_gates(request.max_accuracy_drop, request.min_agreement)
     if request.bench_runs < 0:
         raise ConfigError(f"--bench-runs must be 0 or more. Received: {request.bench_runs}")
     if request.report:
         from ..files import check_writable
+        from .report import check_report_folder
 
         check_writable(request.report, "directory")
+        check_report_folder(request.report)
     for artifact in request.artifacts:
         if not os.path.isfile(artifact):
             raise ConfigError(f"artifact not found: {artifact}")
@@ -114,6 +116,7 @@ def compare_artifacts(request, log=print, progress=None):
                            per_layer=per_layer, latency_runs=request.bench_runs, progress=progress,
                            device_runs=device_runs)
     report["quantization"] = descriptions
+    report["tool"] = tool_record()
     if request.report:
         paths = write_reports(report, request.report)
         log(f"wrote {', '.join(str(p) for p in paths)}")
