@@ -217,6 +217,7 @@ def _calibration_inputs(tmp_path):
         ("junk", [], "none of the images"),
         ("wrong_shape.npy", ["--preprocessed"], "must be (N, 32, 32, 3)"),
         ("nan.npy", ["--preprocessed"], "NaN or Inf"),
+        ("junk", ["--preprocessed"], "--preprocessed is for .npy/.npz arrays that are model input already"),
         ("empty", ["--calibration-size", "0"], "--calibration-size must be at least 1. Received: 0"),
         (None, [], "needs --calibration"),
     ],

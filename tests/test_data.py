@@ -172,6 +172,13 @@ def test_bad_arrays_are_refused_with_the_expected_shape(tmp_path, array, preproc
         image_set(tmp_path / "bad.npy", Preprocessing(32, 32), preprocessed=preprocessed)
 
 
+def test_image_files_are_not_taken_as_preprocessed_input(tmp_path):
+    """--preprocessed with image files was dropped without a word (reference, bench, quantize)."""
+    root = class_folder(tmp_path, classes=2, per_class=2)
+    with pytest.raises(DataError, match="holds image files .*: leave out --preprocessed"):
+        image_set(root, Preprocessing(32, 32), preprocessed=True)
+
+
 def test_pickled_arrays_are_refused(tmp_path):
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(DataError, match="without pickle"):

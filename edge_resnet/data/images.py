@@ -567,6 +567,9 @@ def image_set(source, preprocessing, size=DEFAULT_CALIBRATION_SIZE, seed=0, prep
             return images_from_array(images, preprocessing, size, seed, labels, preprocessed, source=str(path))
         if not path.exists():
             raise DataError(f"data not found: {path} (give an image folder, a .npy or a .npz file)")
+        if preprocessed:  # image files are always preprocessed here: the flag would be dropped without a word
+            raise DataError(f"--preprocessed is for .npy/.npz arrays that are model input already, and {path} holds "
+                            "image files (preprocessed as the preprocessing options say): leave out --preprocessed")
         return images_from_folder(path, preprocessing, size, seed, check_readable)
     if isinstance(source, np.ndarray):
         return images_from_array(source, preprocessing, size, seed, None, preprocessed)
