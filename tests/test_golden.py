@@ -386,6 +386,11 @@ def test_golden_outputs_are_written_whole_or_not_at_all(inputs, tmp_path):
     code, _, stderr = main_in_process("reference", inputs / "digits.keras", "--data", inputs / "test.npz",
                                       "--shard", "9/4", "--output", tmp_path / "new")
     assert code == 2 and "--shard is i/n" in stderr and not (tmp_path / "new").exists()
+    for index in (1, 2):  # more shards than images: once shard 1 was refused as empty and shard 2 written
+        code, _, stderr = main_in_process("reference", inputs / "digits.keras", "--data", inputs / "test.npz",
+                                          "--shard", f"{index}/{EVALUATED + 1}", "--output", tmp_path / "new")
+        assert code == 2 and f"into {EVALUATED + 1} shards; use at most {EVALUATED} shards" in stderr, stderr
+        assert not (tmp_path / "new").exists()
     for ignored in (["--eval-size", "10"], ["--seed", "3"], ["--input-size", "64"], ["--weights", "imagenet"]):
         code, _, stderr = main_in_process("compare", "--reference", inputs / "golden", inputs / "int8.tflite",
                                           *ignored)

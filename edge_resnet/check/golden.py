@@ -163,9 +163,10 @@ def write_golden(model, data, output, model_record, class_names=None, batch_size
     from ..files import publish, staged_output
 
     index, count = shard or (1, 1)
+    if count > len(data):  # some shards would be empty, and the set could never be merged
+        raise DataError(f"--shard {index}/{count} cuts {len(data)} images into {count} shards; use at most "
+                        f"{len(data)} shards")
     start, stop = shard_range(len(data), index, count)
-    if start == stop:
-        raise DataError(f"shard {index}/{count} of {len(data)} images is empty; use fewer shards")
     with staged_output(output, force) as staging:
         manifest = write_golden_files(model, subset(data, start, stop), staging, model_record, class_names,
                                       batch_size, progress,
