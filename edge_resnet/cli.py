@@ -210,7 +210,8 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser, required=True)
     add_command(commands, "summary", SummaryRequest, run_summary, summary_table.__doc__,
                 ["edge-resnet summary --model resnet50 --input-size 224",
-                 "edge-resnet summary --model resnet34 --shortcut A --plain"], needs_keras=True)
+                 "edge-resnet summary --model resnet34 --shortcut A",
+                 "edge-resnet summary --model resnet34 --plain"], needs_keras=True)
     fold = add_command(commands, "fold", FoldRequest, run_fold, save_folded.__doc__,
                        ["edge-resnet fold resnet50 --output resnet50_folded.keras",
                         "edge-resnet fold my_model.keras --output my_model_folded.keras --json"], needs_keras=True)

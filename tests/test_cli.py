@@ -58,6 +58,14 @@ def test_summary_macs_scale_with_input_area():
         (["summary", "--classes", "0"], "classes must be a positive integer"),
         (["summary", "--model", "resnet20"], "invalid choice"),
         (["summary", "--width", "0"], "width must be a positive number"),
+        # builds past the builders' limits outgrew memory in a traceback
+        (["summary", "--width", "1000"], "width must be a positive number up to 4"),
+        (["summary", "--classes", "100000000"], "classes must be at most 100,000"),
+        (["fold", "resnet18", "--input-size", "100000", "--output", "x.keras"],
+         "input height and width must be at most 4096"),
+        # architecture options with nothing to apply to were dropped without a word
+        (["summary", "--model", "resnet34", "--plain", "--shortcut", "A"], "--shortcut has none to set"),
+        (["summary", "--model", "resnet18", "--stride-at", "v1.5"], "resnet18 has basic blocks"),
         (["frobnicate"], "invalid choice"),
         (["convert", "--eval-size", "0"], "--eval-size must be at least 1. Received: 0"),
         (["convert", "--bench-runs", "-1"], "--bench-runs must be 0 or more. Received: -1"),

@@ -43,6 +43,11 @@ RESNET_SPECS = {
 STAGE_FILTERS = (64, 128, 256, 512)  # conv2_x .. conv5_x, before expansion
 POOLINGS = (None, "avg", "max")
 MIN_INPUT_SIZE = 32  # five stride-2 steps
+# the builders' largest: beyond them one network or one image of activations outgrows a machine's memory (a
+# traceback deep in numpy or TensorFlow); a .keras file of any size still loads
+MAX_INPUT_SIZE = 4096
+MAX_CLASSES = 100_000
+MAX_WIDTH = 4.0
 BN_EPSILON = 1.001e-5  # keras.applications' value, needed for weight parity
 CHANNELS_AXIS = 3
 PREPROCESS_LAYER = "preprocess"
@@ -172,10 +177,17 @@ def _validate(depth, input_shape, shortcut, stride_at, pooling, classes, width):
             f"input height and width must be at least {MIN_INPUT_SIZE} (the network "
             f"downsamples by 32). Received: input_shape={input_shape}"
         )
+    if max(input_shape[:2]) > MAX_INPUT_SIZE:
+        raise ConfigError(f"input height and width must be at most {MAX_INPUT_SIZE} (larger activations outgrow "
+                          f"memory). Received: input_shape={input_shape}")
     if not isinstance(classes, (int, np.integer)) or classes < 1:
         raise ConfigError(f"classes must be a positive integer. Received: classes={classes}")
-    if not (math.isfinite(width) and width > 0):
-        raise ConfigError(f"width must be a positive number (1.0 is the paper's network). Received: width={width}")
+    if classes > MAX_CLASSES:
+        raise ConfigError(f"classes must be at most {MAX_CLASSES:,} (a larger classifier outgrows memory). "
+                          f"Received: classes={classes}")
+    if not (math.isfinite(width) and 0 < width <= MAX_WIDTH):
+        raise ConfigError(f"width must be a positive number up to {MAX_WIDTH:g} (1.0 is the paper's network; wider "
+                          f"outgrows memory). Received: width={width}")
 
 
 def build_resnet(

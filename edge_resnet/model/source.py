@@ -65,8 +65,22 @@ def summary_table(request):
     architecture options; the table is returned as text."""
     from .summary import format_stage_table
 
+    check_architecture_options(request)
     options = given_fields(request)
     return format_stage_table(build_named(options.pop("model"), **options))
+
+
+def check_architecture_options(request):
+    """Refuse an architecture option the network has nothing to apply to:
+    it would be dropped without a word."""
+    from ..errors import ConfigError
+    from .resnet import RESNET_SPECS
+
+    if request.plain and request.shortcut:
+        raise ConfigError("--plain builds the network without shortcuts, so --shortcut has none to set; leave one out")
+    if request.stride_at and RESNET_SPECS[int(request.model.removeprefix("resnet"))].block == "basic":
+        raise ConfigError(f"--stride-at places the stride inside a bottleneck block, and {request.model} has basic "
+                          "blocks (resnet50 and deeper have bottlenecks); leave it out")
 
 
 def names_a_model(spec):
