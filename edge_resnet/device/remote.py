@@ -19,7 +19,7 @@ import threading
 import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -117,6 +117,9 @@ class DeviceRequest:
     def device_targets(self):
         """The SshTarget of each --device, checked (an empty tuple: run here)."""
         if not self.device:
+            if given := self.board_options_given():
+                raise DeviceError(f"{', '.join(given)} set runs on a board, and no --device names one: add --device "
+                                  "ssh://HOST, or leave them out")
             return ()
         if not (self.device_timeout > 0 and self.device_timeout < float("inf")):
             raise DeviceError(f"--device-timeout is in seconds, more than 0. Received: {self.device_timeout}")
@@ -129,6 +132,11 @@ class DeviceRequest:
         if len(set(labels)) != len(labels):
             raise DeviceError(f"--device names the same board twice: {', '.join(labels)}")
         return targets
+
+    def board_options_given(self):
+        """The flags of the options for runs on a board set to other than their defaults."""
+        return [item.metadata["flags"][0] for item in fields(DeviceRequest) if item.name != "device"
+                and getattr(self, item.name) != item.default]
 
 
 @dataclass(frozen=True)
