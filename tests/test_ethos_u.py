@@ -41,6 +41,11 @@ def test_the_record_is_vela_s_own_summary_and_every_operator_is_on_the_npu(digit
     assert record["vela"]["defaults_taken"]["system_configuration"] == row["system_config"]
     assert (tmp_path / "npu" / f"{stem}.tflite").read_bytes()[4:8] == b"TFL3"
     assert "operators on the NPU" in result.stdout and "estimate" in result.stdout
+    # the compiled model is the NPU's: a CPU runtime, or Vela again, is told so (once "damaged", cut mid-word)
+    for command in (["bench"], ["compile", "--target", target, "--output", tmp_path / "again"]):
+        again = run_in_process(command[0], tmp_path / "npu" / f"{stem}.tflite", *command[1:])
+        assert again.returncode == 2 and "holds Vela's ethos-u operator (a model compiled for an Arm Ethos-U " \
+                                         "NPU), which only that NPU's runtime runs" in again.stderr, again.stderr
 
 
 def test_a_float_model_is_refused_and_nothing_is_written(digits_artifacts, tmp_path):

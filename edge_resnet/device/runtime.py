@@ -48,9 +48,18 @@ def tflite_interpreter(path, threads=1, delegates=True, content=None):
             interpreter = module.Interpreter(**options)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
+        reason = " ".join(str(error).split())
+        if "custom op" in reason and "ethos-u" in reason:
+            raise ModelError(f"{path} holds Vela's ethos-u operator (a model compiled for an Arm Ethos-U NPU), which "
+                             "only that NPU's runtime runs; give the int8 TFLite it was compiled from") from error
         raise ModelError(f"{path} is not a TFLite model this runtime can load (truncated, damaged, or another kind "
-                         f"of file: {' '.join(str(error).split())[:120]})") from error
+                         f"of file: {shortened(reason)})") from error
     return interpreter
+
+
+def shortened(text, limit=120):
+    """`text` cut at a word boundary to about `limit` characters (an ellipsis where cut)."""
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
 
 
 def quantize(values, scale, zero_point, dtype):
