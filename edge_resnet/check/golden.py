@@ -592,8 +592,9 @@ def check_lineage(reference, artifacts):
 
 # --- merging shards: numpy only -------------------------------------------------------------------------------------
 
+# not the data's path: shards made on other machines read one data set from where each mounts it (compare checks
+# every part's images by their fingerprints, wherever it reads them)
 SAME_ACROSS_SHARDS = (("model", "sha256"), ("model", "weights"), ("model", "input_shape"), ("model", "classes"),
-                      ("data", "source_path"),
                       ("data", "preprocessing"), ("data", "preprocessed_input"), ("data", "seed"),
                       ("data", "class_names"), ("shard", "count"), ("shard", "of"))
 
