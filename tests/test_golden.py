@@ -183,6 +183,11 @@ def test_merge_refuses_an_incomplete_or_mixed_set_of_shards(inputs, tmp_path):
         merge_golden([tmp_path / "half_1", tmp_path / "half_1"], tmp_path / "merged")
     with pytest.raises(DataError, match="not a shard of the same reference run .* its shard.count is 1, not 2"):
         merge_golden([tmp_path / "half_1", inputs / "golden"], tmp_path / "merged")
+    # an artifact among the shards was told about compare's --reference, an option merge does not have
+    with pytest.raises(DataError, match="int8.tflite is a file, not a folder of golden outputs; give the folder"):
+        merge_golden([tmp_path / "half_1", inputs / "int8.tflite"], tmp_path / "merged")
+    code, _, stderr = main_in_process("compare", "--reference", inputs / "int8.tflite", inputs / "int8.tflite")
+    assert code == 2 and "int8.tflite is an artifact: give it after the options" in stderr, stderr
     # a copy of shard 1 whose manifest claims the range of shard 2: every image would be there twice
     shutil.copytree(tmp_path / "half_1", tmp_path / "forged")
     manifest = json.loads((tmp_path / "forged" / MANIFEST).read_text())

@@ -234,9 +234,9 @@ def _source_path(data):
 def read_manifest(folder):
     folder = Path(folder)
     path = folder / MANIFEST
-    if folder.is_file() and folder.suffix in (".tflite", ".onnx"):
-        raise DataError(f"--reference takes the float Keras model (.keras or a builder name) or a golden folder "
-                        f"(edge-resnet reference); {folder} is an artifact: give it after the options, to be compared")
+    if folder.is_file():
+        raise DataError(f"{folder} is a file, not a folder of golden outputs; give the folder edge-resnet reference "
+                        "wrote")
     if not folder.exists():
         raise DataError(f"golden folder {folder} not found; give the folder edge-resnet reference wrote")
     if not path.is_file():
@@ -407,6 +407,10 @@ class GoldenReference:
 
     def __init__(self, folder):
         self.folder = Path(folder)
+        if self.folder.is_file() and self.folder.suffix in (".tflite", ".onnx"):
+            raise DataError(f"--reference takes the float Keras model (.keras or a builder name) or a golden folder "
+                            f"(edge-resnet reference); {folder} is an artifact: give it after the options, to be "
+                            "compared")
         self.manifest = read_manifest(folder)
         refuse_a_shard(self.manifest, folder)
         self.stored = OutputsReader(folder, self.manifest)
