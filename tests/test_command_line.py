@@ -162,6 +162,10 @@ def test_requests_take_text_as_typed_and_refuse_bad_settings_before_any_work():
         with pytest.raises(DataError, match="--threads is a whole number from 1 to 256"):
             BenchRequest(("m.tflite",), threads=threads)
     BenchRequest(("m.tflite",), threads=256)
+    for dropped in ({"preprocessing": "torch"}, {"mean": "1"}, {"preprocessed": True}):  # once ignored: random input
+        with pytest.raises(ConfigError, match="without --input bench feeds random input"):
+            BenchRequest(("m.tflite",), **dropped)
+    BenchRequest(("m.tflite",), input="photo.jpg", preprocessing="torch")
     with pytest.raises(TypeError):  # only the model and output are positional
         QuantizeRequest("m.keras", "m.tflite", "imagenet")
 

@@ -63,6 +63,13 @@ def test_what_vela_refuses_is_one_line_and_nothing_is_written(digits_artifacts, 
     assert not (tmp_path / "npu").exists()
 
 
+def test_an_empty_system_configuration_is_refused_not_taken_as_vela_s_default(digits_artifacts, tmp_path):
+    result = run_in_process("compile", digits_artifacts["int8_tflite"], "--target", "ethos-u55-256",
+                            "--system-config", "", "--output", tmp_path / "npu")
+    assert result.returncode == 2 and "--system-config is empty; give one of Vela's names" in result.stderr
+    assert not (tmp_path / "npu").exists()
+
+
 def test_a_system_configuration_of_another_npu_family_is_refused(digits_artifacts, tmp_path):
     """Vela takes it and estimates with the other NPU's clocks and memories."""
     result = run_in_process("compile", digits_artifacts["int8_tflite"], "--target", "ethos-u55-256",

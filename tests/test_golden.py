@@ -120,6 +120,23 @@ def test_compare_replaces_its_own_report_and_nothing_else(inputs, tmp_path):
     assert json.loads((tmp_path / "ours" / "parity.json").read_text())["tool"]["name"] == "edge-resnet"
 
 
+def test_a_report_folder_that_cannot_be_written_is_refused_before_the_work(inputs, tmp_path):
+    """It was found only when the report was written, after every artifact had run."""
+    import subprocess
+
+    (tmp_path / "locked").mkdir()
+    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", tmp_path / "locked"],
+                                                    capture_output=True).returncode:
+        pytest.skip("no immutable folders on this file system")
+    try:
+        code, stdout, stderr = main_in_process("compare", "--reference", inputs / "golden", inputs / "int8.tflite",
+                                               "--report", tmp_path / "locked" / "report")
+    finally:
+        subprocess.run(["chattr", "-i", tmp_path / "locked"], check=True)
+    assert code == 2 and "cannot write the output directory" in stderr and "choose another --report" in stderr
+    assert "evaluating" not in stdout + stderr and not list((tmp_path / "locked").iterdir())
+
+
 def test_a_report_that_cannot_replace_one_of_its_files_leaves_the_earlier_ones_whole(inputs, tmp_path):
     """An earlier parity.json that cannot be replaced (immutable) once left the new parity.md and .html beside it."""
     import subprocess
@@ -370,6 +387,13 @@ def preprocessed_flag(inputs, tmp_path):
     (damaged_manifest(lambda m: m["data"].update(ids=5)), "data.ids is not a list of 240"),
     (damaged_manifest(lambda m: m["data"].update(parts=[])), "data.parts is not a list"),
     (damaged_manifest(lambda m: m.pop("outputs")), "no outputs section"),
+    # edits that were read as the user's options, or accepted
+    (damaged_manifest(lambda m: m["data"]["preprocessing"].update(mode="torch")),
+     "golden.json is damaged: data.preprocessing is not one edge-resnet writes"),
+    (damaged_manifest(lambda m: m["model"].update(input_shape=[64, 64, 3])),
+     "golden.json is damaged: model.input_shape [64, 64, 3] is not the size data.preprocessing makes (32x32)"),
+    (damaged_manifest(lambda m: m["data"].update(size=EVALUATED + 6)),
+     f"golden.json is damaged: data.size {EVALUATED + 6} is not the outputs' {EVALUATED} rows"),
     (no_model_file, "name no model file"),
     (swapped_artifact, "is not the artifact its recipe JSON describes"),
     (artifact_of_a_named_model, "names model resnet18 but no model file it was made from"),
@@ -451,8 +475,8 @@ def test_merging_large_shards_streams_in_bounded_memory(tmp_path):
             "format": FORMAT, "version": VERSION,
             "model": {"file": "m.keras", "sha256": "0" * 64, "name": "m", "input_shape": [224, 224, 3],
                       "classes": classes},
-            "data": {"source": "folder val", "preprocessing": {"mode": "caffe"}, "preprocessed_input": False,
-                     "seed": 0, "class_names": [str(i) for i in range(classes)], "size": rows,
+            "data": {"source": "folder val", "preprocessing": Preprocessing(224, 224).to_dict(),
+                     "preprocessed_input": False, "seed": 0, "class_names": [str(i) for i in range(classes)], "size": rows,
                      "ids": list(range(start, start + rows)), "labels": None,
                      "parts": [{"start": 0, "stop": rows, "fingerprint": f"{index}" * 64}]},
             "shard": {"index": index, "count": 2, "start": start, "stop": start + rows, "of": 2 * rows},

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, EdgeResnetError
 from ..files import file_sha256
 from .parity import REFERENCE_BATCH, refuse_non_finite_outputs
 
@@ -300,6 +300,11 @@ def manifest_problem(manifest):
         return f"data.class_names does not name the {shape[1]} outputs"
     if not isinstance(data.get("preprocessing"), dict) or not isinstance(data.get("preprocessed_input"), bool):
         return "data.preprocessing or data.preprocessed_input is missing"
+    if data.get("size") != shape[0]:
+        return f"data.size {data.get('size')!r} is not the outputs' {shape[0]} rows"
+    problem = preprocessing_problem(data["preprocessing"], input_shape)
+    if problem:
+        return problem
     parts = data.get("parts")
     if not (isinstance(parts, list) and parts and all(isinstance(p, dict) and _is_count(p.get("start"))
                                                       and _is_count(p.get("stop")) and isinstance(p.get("fingerprint"), str)
@@ -309,6 +314,21 @@ def manifest_problem(manifest):
     if (edges[0][0] != 0 or edges[-1][1] != shape[0] or any(a[1] != b[0] for a, b in zip(edges, edges[1:]))
             or any(start > stop for start, stop in edges)):
         return f"data.parts do not cover samples 0..{shape[0] - 1} in order"
+    return None
+
+
+def preprocessing_problem(record, input_shape):
+    """What makes a manifest's preprocessing record one edge-resnet did not
+    write (an edited mode or mean, another size than the model's), or None."""
+    from ..data.images import Preprocessing
+
+    try:
+        preprocessing = Preprocessing.from_dict(record)
+    except (EdgeResnetError, TypeError, ValueError):
+        return "data.preprocessing is not one edge-resnet writes"
+    if [preprocessing.height, preprocessing.width] != input_shape[:2]:
+        return (f"model.input_shape {input_shape} is not the size data.preprocessing makes "
+                f"({preprocessing.height}x{preprocessing.width})")
     return None
 
 

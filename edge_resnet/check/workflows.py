@@ -79,8 +79,11 @@ def compare_artifacts(request, log=print, progress=None):
     (each board given, in parallel); the metrics are computed here.
     Returns the report (gates in report["gates"]), written where asked.
     """
-    from .parity import check_gates, parity_report
-    from .report import tool_record, write_reports
+    import contextlib
+
+    from ..files import output_lock
+    from .parity import check_gates
+    from .report import write_reports
 
     check_gates(request.max_accuracy_drop, request.min_agreement)
     if request.bench_runs < 0:
@@ -91,6 +94,21 @@ def compare_artifacts(request, log=print, progress=None):
 
         check_writable(request.report, "directory")
         check_report_folder(request.report)
+    with contextlib.ExitStack() as held:
+        if request.report:  # held while it runs: a folder it cannot write is found before the work
+            held.enter_context(output_lock(request.report, folder=True, flag="--report"))
+        report = _compared(request, log, progress)
+        if request.report:
+            paths = write_reports(report, request.report)
+            log(f"wrote {', '.join(str(p) for p in paths)}")
+    return report
+
+
+def _compared(request, log, progress):
+    """compare_artifacts' report, written nowhere."""
+    from .parity import parity_report
+    from .report import tool_record
+
     for artifact in request.artifacts:
         if not os.path.isfile(artifact):
             raise ConfigError(f"artifact not found: {artifact}")
@@ -117,9 +135,6 @@ def compare_artifacts(request, log=print, progress=None):
                            device_runs=device_runs)
     report["quantization"] = descriptions
     report["tool"] = tool_record()
-    if request.report:
-        paths = write_reports(report, request.report)
-        log(f"wrote {', '.join(str(p) for p in paths)}")
     return report
 
 
@@ -318,6 +333,9 @@ class BenchRequest(ThreadsRequest, PreprocessingRequest, PreprocessedRequest, De
         super().__post_init__()
         if self.runs is not None and self.duration is not None:
             raise ConfigError("give --runs or --duration, not both")
+        if self.input is None and (self.preprocessing_given or self.preprocessed):
+            raise ConfigError("the preprocessing options and --preprocessed shape the --input images, and without "
+                              "--input bench feeds random input: add --input FILE, or leave them out")
         check_bench_settings(self.threads, self.warmup, self.runs, self.duration, self.batch)
 
 
