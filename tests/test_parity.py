@@ -169,6 +169,8 @@ def _bad_inputs(folder, pixels):
     np.savez(folder / "wrong_shape.npz", x=np.zeros((4, 30, 30, 3), np.float32))
     (folder / "not_a_model.tflite").write_text("hello")
     (folder / "not_a_model.onnx").write_bytes(b"\x00\x01garbage")
+    (folder / "a_folder.tflite").mkdir()
+    (folder / "model.keras").write_text("a model, not an artifact")
 
 
 @pytest.mark.parametrize(
@@ -180,6 +182,8 @@ def _bad_inputs(folder, pixels):
         ("test.npz", "not_a_model.tflite", [], "is not a TFLite model"),
         ("test.npz", "not_a_model.onnx", [], "cannot load"),
         ("test.npz", "missing.tflite", [], "artifact not found"),
+        ("test.npz", "a_folder.tflite", [], "a_folder.tflite is a folder, not an artifact"),  # once: "not found"
+        ("test.npz", "model.keras", [], "model.keras is not a .tflite or .onnx file"),  # once after the work
     ],
 )
 def test_compare_cli_bad_input_is_one_line_exit_2(cli_inputs, artifacts, test_split, tmp_path, data, artifact, extra, fragment):

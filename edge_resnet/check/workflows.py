@@ -109,9 +109,7 @@ def _compared(request, log, progress):
     from .parity import parity_report
     from .report import tool_record
 
-    for artifact in request.artifacts:
-        if not os.path.isfile(artifact):
-            raise ConfigError(f"artifact not found: {artifact}")
+    check_artifact_paths(request.artifacts)
     boards = request.device_targets()
     descriptions = artifact_descriptions(request.artifacts)  # an unreadable recipe JSON stops here, before the work
     if request.golden:
@@ -136,6 +134,17 @@ def _compared(request, log, progress):
     report["quantization"] = descriptions
     report["tool"] = tool_record()
     return report
+
+
+def check_artifact_paths(artifacts):
+    """Refuse, before any work, an artifact that is missing, a folder, or not a .tflite or .onnx file."""
+    for artifact in artifacts:
+        if os.path.isdir(artifact):
+            raise ConfigError(f"{artifact} is a folder, not an artifact; give .tflite or .onnx files")
+        if not os.path.isfile(artifact):
+            raise ConfigError(f"artifact not found: {artifact}")
+        if os.path.splitext(artifact)[1] not in (".tflite", ".onnx"):
+            raise ConfigError(f"{artifact} is not a .tflite or .onnx file; compare takes the artifacts to check")
 
 
 def log_devices(devices, log):
