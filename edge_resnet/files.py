@@ -304,6 +304,118 @@ def output_lock(output, folder=False, flag="--output"):
 
 
 @contextlib.contextmanager
+def probed_folder(folder, flag="--output"):
+    """Make `folder` (and its missing parents) and write a file in it while
+    the block runs, so that a folder that cannot take the output is one line
+    before the work rather than after it; the folders made go again if they
+    are still empty at the end."""
+    import tempfile
+
+    from .errors import ConfigError
+
+    made = []
+    try:
+        made = make_folders(folder)
+        descriptor, name = tempfile.mkstemp(prefix=".edge-resnet-probe-", dir=folder)
+        os.close(descriptor)
+        os.unlink(name)
+    except OSError as error:
+        remove_empty_folders(made)
+        raise ConfigError(f"cannot write {folder}: {error.strerror or error}; choose another {flag}") from error
+    try:
+        yield
+    finally:
+        remove_empty_folders(made)
+
+
+PREVIOUS_MARK = ".previous-"
+
+
+def write_together(folder, contents):
+    """Write {name: text} into `folder`, every file or none: each is written
+    under a temporary name first (atomic_output); a file already at a name
+    is kept (hard-linked, else copied) until every new one is in place, and
+    comes back if one cannot be, where a name that held none is removed
+    again. The names hold a whole file, old or new, at every moment. Returns
+    the paths written."""
+    folder = Path(folder)
+    made = not folder.exists()
+    remove_stale_previous(folder, contents)
+    written, kept = {}, {}
+    try:
+        with contextlib.ExitStack() as stack:
+            for name, text in contents.items():
+                temporary = stack.enter_context(atomic_output(folder / name))
+                temporary.write_text(text)
+                written[name] = os.stat(temporary).st_ino  # the same file once it is published under `name`
+            kept = kept_copies(folder, contents)
+    except BaseException:
+        put_back(folder, written, kept)
+        if made:
+            remove_empty_folders([folder])
+        raise
+    for previous in kept.values():
+        previous.unlink(missing_ok=True)
+    return [folder / name for name in contents]
+
+
+def kept_copies(folder, names):
+    """{name: a hard link (else a copy) of the file at it} for each of
+    `names` already in `folder`, a link at a name kept as the link; all or
+    none (ConfigError)."""
+    import shutil
+
+    from .errors import ConfigError
+
+    kept = {}
+    try:
+        for name in names:
+            path = folder / name
+            if path.is_file() or path.is_symlink():
+                previous = folder / f".{name}{PREVIOUS_MARK}{os.getpid()}"
+                try:
+                    os.link(path, previous, follow_symlinks=False)
+                except OSError:  # no hard links here (FAT), or a file that takes none
+                    shutil.copy2(path, previous, follow_symlinks=False)
+                kept[name] = previous
+    except OSError as error:
+        put_back(folder, {}, kept)
+        raise ConfigError(f"cannot keep {folder / name} while it is replaced: {error.strerror or error}; choose "
+                          "another folder") from error
+    except BaseException:
+        put_back(folder, {}, kept)
+        raise
+    return kept
+
+
+def put_back(folder, written, kept):
+    """Undo write_together: each name that took the new file (`written`:
+    {name: its inode}) gets its kept file back, or goes where it held none;
+    the kept copies no name needs are removed."""
+    for name, inode in written.items():
+        path = folder / name
+        with contextlib.suppress(OSError):
+            if os.lstat(path).st_ino == inode:
+                if name in kept:
+                    os.replace(kept.pop(name), path)
+                else:
+                    path.unlink()
+    for previous in kept.values():
+        with contextlib.suppress(OSError):
+            previous.unlink()
+
+
+def remove_stale_previous(folder, names):
+    """Remove the kept copies (kept_copies) a killed run left in `folder`."""
+    for name in names:
+        for previous in Path(folder).glob(f".{name}{PREVIOUS_MARK}*"):
+            pid = previous.name.rsplit(PREVIOUS_MARK, 1)[1]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    previous.unlink()
+
+
+@contextlib.contextmanager
 def staged_output(output, force=False):
     """Lock `output`, then yield a staging folder (see open_staging) that is
     removed if the block fails; publish() it to finish."""

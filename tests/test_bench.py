@@ -94,7 +94,8 @@ def onnx_model(folder, name, inputs):
         (lambda p: p / "missing.tflite", "model file not found"),
         (lambda p: (p / "text.tflite").write_text("no model") and p / "text.tflite", "is not a TFLite model"),
         (lambda p: (p / "junk.onnx").write_bytes(b"\x08\x01junk") and p / "junk.onnx", "cannot load"),
-        (lambda p: (p / "model.pt").write_text("x") and p / "model.pt", "expected a .tflite or .onnx"),
+        (lambda p: (p / "model.pt").write_text("x") and p / "model.pt",
+         "model.pt is not a .tflite or .onnx file; bench takes"),
     ],
 )
 def test_bench_bad_input_is_one_line_exit_2(tmp_path, make, fragment):

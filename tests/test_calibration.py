@@ -415,9 +415,9 @@ def test_quantize_a_float_tflite_without_tensorflow(float_model, statistics, dig
     (["--calibration", "x", "--labels", "model.tflite"], "add --max-accuracy-drop or leave --labels out"),
     (["--calibration", "x", "--labels", "labels.txt", "--max-accuracy-drop", "1"], "labels file not found"),
     # ONNX options for a .tflite were once dropped without a word
-    (["--calibration", "x", "--opset", "13"], "options of the ONNX artifact for "),
-    (["--calibration", "x", "--activation-type", "int8", "--full-range", "--onnx-format", "qdq"],
-     "which is not one: --activation-type, --onnx-format, --full-range; give --output X.onnx"),
+    (["--calibration", "x", "--opset", "13"], "--opset: for an .onnx --output, and "),
+    (["--calibration", "x", "--activation-type", "int8", "--full-range", "--onnx-format", "qoperator"],
+     "--activation-type, --onnx-format, --full-range: for an .onnx --output, and "),
 ])
 def test_cli_refuses_bad_range_options_in_one_line(arguments, message, tmp_path, float_model):
     source = tmp_path / "model.tflite"

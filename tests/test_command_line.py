@@ -178,6 +178,13 @@ def test_int8_onnx_options_with_a_float_onnx_are_refused_not_dropped(tmp_path):
     result = run_in_process("quantize", "resnet18", "--quantize", "none", "--output", tmp_path / "x.onnx",
                             "--full-range", "--onnx-route", "tflite")
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().endswith("options of the int8 ONNX with --quantize none: --onnx-route, "
-                                          "--full-range; add --quantize int8, or leave out --onnx-route, --full-range")
+    assert result.stderr.strip().endswith("--onnx-route, --full-range: for the int8 ONNX, and --quantize is none; "
+                                          "add --quantize int8, or leave out --onnx-route, --full-range")
     assert len(result.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+    # the ONNX converted from the int8 TFLite keeps the TFLite's quantization: onnxruntime's settings do nothing
+    result = run_in_process("quantize", "resnet18", "--calibration", "x", "--output", tmp_path / "x.onnx",
+                            "--onnx-route", "tflite", "--activation-type", "int8")
+    assert result.returncode == 2 and result.stderr.strip().endswith(
+        "--activation-type: for onnxruntime's quantization (--onnx-route ort), and --onnx-route tflite converts the "
+        "int8 TFLite as it is; leave out --activation-type"), result.stderr
+    assert not list(tmp_path.iterdir())

@@ -248,8 +248,8 @@ def test_ctrl_c_stops_the_remote_process_too(board, pythons, digits_artifacts):
     (["--device", "ssh://board", "--device", "ssh://board"], "the same board twice"),
     (["--device", "ssh://board", "--ssh-config", "/no/such/config"], "--ssh-config file not found"),
     # without --device they were dropped without a word
-    (["--device-timeout", "0"], "--device-timeout set runs on a board, and no --device names one"),
-    (["--ssh-config", "/no/such/config", "--device-cache-clear"], "--ssh-config, --device-cache-clear set runs on a"),
+    (["--device-timeout", "0"], "--device-timeout: for runs on a board, and no --device names one; add --device"),
+    (["--ssh-config", "/no/such/config", "--device-cache-clear"], "--ssh-config, --device-cache-clear: for runs on a"),
 ])
 def test_device_options_are_checked_before_any_connection(digits_artifacts, flags, problem):
     result = run_in_process("bench", digits_artifacts["float_tflite"], *flags)

@@ -338,3 +338,22 @@ def test_outputs_get_the_permissions_of_any_file_the_user_makes(tmp_path):
         os.umask(mask)
     assert (tmp_path / "m.tflite").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+
+
+def test_files_written_together_are_all_replaced_or_none(tmp_path):
+    """A report's files once went one by one: one that could not be replaced left the others new beside it."""
+    from edge_resnet.files import write_together
+
+    (tmp_path / "a.md").write_text("earlier a")
+    (tmp_path / "b.json").mkdir()  # a name no file can take: its publish fails after a.md's and c.html's
+    with pytest.raises(ConfigError, match="a folder is in the way"):
+        write_together(tmp_path, {"b.json": "new b", "a.md": "new a", "c.html": "new c"})
+    assert (tmp_path / "a.md").read_text() == "earlier a"  # kept and put back
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.md", "b.json"]  # c.html, new, gone again
+    (tmp_path / "b.json").rmdir()
+    (tmp_path / ".a.md.previous-999999999").write_text("left by a killed run")
+    (tmp_path / "b.json").symlink_to(tmp_path / "elsewhere.json")
+    written = write_together(tmp_path, {"b.json": "new b", "a.md": "new a"})
+    assert [path.read_text() for path in written] == ["new b", "new a"]
+    assert not (tmp_path / "b.json").is_symlink() and not (tmp_path / "elsewhere.json").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.md", "b.json"]

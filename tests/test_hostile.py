@@ -43,7 +43,7 @@ CASES = [
     (["summary", "--width", "inf"], "width must be a positive number"),
     (["convert", "--max-accuracy-drop", "200", "--output", "{folder}/never"], "from 0 to 100"),
     (["bench", "{float}", "--input", "{float}"], "--input takes an image, an image folder, .npy or .npz"),
-    (["bench", "{folder}"], "is a folder; bench takes .tflite and .onnx model files"),
+    (["bench", "{folder}"], "is a folder; bench takes .tflite and .onnx files"),
     (["compare", "--reference", "{float}", "{float}"], "--reference takes the float Keras model"),
     (["quantize", "resnet18", "--weights", "random", "--input-type", "uint8", "--calibration", "{folder}",
       "--output", "{folder}/o.onnx"], "the int8 ONNX of --onnx-route ort (the default) takes and gives float32"),

@@ -292,8 +292,8 @@ def test_a_budget_out_of_reach_exits_1_in_one_line_with_the_best_artifact(data, 
     (["--min-sqnr-gain", "0"], "--min-sqnr-gain is the output SQNR to gain over full int8"),
     (["--min-sqnr-gain", "inf"], "--min-sqnr-gain is the output SQNR to gain over full int8"),
     (["--min-sqnr", "20", "--calibration-method", "minmax", "--calibration-size", "7"],
-     "--min-sqnr 20 measures on held-out calibration images and these statistics have none (7 samples: it takes "
-     "at least 8); calibrate on more images"),
+     "--min-sqnr 20 measures on held-out calibration images and there are too few to hold some out (7 samples: it "
+     "takes at least 8); calibrate on more images"),
     (["--min-sqnr-gain", "3", "--min-sqnr", "30"], "give --min-sqnr DB (a level) or --min-sqnr-gain DB"),
 ])
 def test_bad_budgets_are_one_line(data, options, problem):
@@ -1299,7 +1299,8 @@ def test_a_budget_with_too_few_images_to_hold_out_is_refused_before_the_statisti
     pixels, labels = digit_pixels(32, 7, offset=TRAIN_SAMPLES)
     np.savez(tmp_path / "seven.npz", x=pixels, y=labels)
     refusal = "--min-sqnr 30 measures on held-out calibration images and there are too few to hold some out " \
-              "(7 samples: it takes at least 8); calibrate on more images"
+              "(7 samples: it takes at least 8); calibrate on more images (more in --calibration, or a larger " \
+              "--calibration-size)"
     quantized = run_in_process("quantize", data[1], "--calibration", tmp_path / "seven.npz", "--min-sqnr", "30",
                                "--output", tmp_path / "o.tflite")
     digits_model.save(tmp_path / "digits.keras")

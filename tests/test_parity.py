@@ -182,8 +182,9 @@ def _bad_inputs(folder, pixels):
         ("test.npz", "not_a_model.tflite", [], "is not a TFLite model"),
         ("test.npz", "not_a_model.onnx", [], "cannot load"),
         ("test.npz", "missing.tflite", [], "artifact not found"),
-        ("test.npz", "a_folder.tflite", [], "a_folder.tflite is a folder, not an artifact"),  # once: "not found"
-        ("test.npz", "model.keras", [], "model.keras is not a .tflite or .onnx file"),  # once after the work
+        # once "not found", and a failure after the evaluation:
+        ("test.npz", "a_folder.tflite", [], "a_folder.tflite is a folder; compare takes .tflite and .onnx files"),
+        ("test.npz", "model.keras", [], "model.keras is not a .tflite or .onnx file; compare takes"),
     ],
 )
 def test_compare_cli_bad_input_is_one_line_exit_2(cli_inputs, artifacts, test_split, tmp_path, data, artifact, extra, fragment):

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from ..device.agent import describe_device
-from ..files import atomic_output
+from ..files import write_together
 
 
 def _percent(value):
@@ -722,7 +722,7 @@ def write_convert_reports(report, folder, stem="report"):
         f"{stem}.html": html_page(f"edge-resnet convert: {report['model']['name']}", report["parity"]["gates"],
                                   convert_summary(report), images, convert_details(report)),
     }
-    return _write_texts(folder, contents)
+    return write_together(folder, contents)
 
 
 REPORT_SUFFIXES = (".json", ".md", ".html")
@@ -742,7 +742,7 @@ def write_reports(report, folder, stem="parity"):
         f"{stem}.md": markdown_report(report),
         f"{stem}.html": html_report(report),
     }
-    return _write_texts(folder, contents)
+    return write_together(folder, contents)
 
 
 def check_report_folder(folder, stem="parity"):
@@ -776,59 +776,3 @@ def is_tool_report(path):
         return False
     tool = record.get("tool")
     return tool.get("name") == TOOL if isinstance(tool, dict) else {"reference", "candidates", "gates"} <= set(record)
-
-
-def _write_texts(folder, contents):
-    """Every file written, or none: files already there (an earlier
-    report's) are moved aside until every new one is in place, and put back
-    if one cannot be (no folder is left made for them)."""
-    import contextlib
-
-    folder = Path(folder)
-    made = not folder.exists()
-    aside = {}
-    try:
-        with contextlib.ExitStack() as stack:
-            for name, text in contents.items():
-                stack.enter_context(atomic_output(folder / name)).write_text(text)
-            aside = moved_aside(folder, contents)  # the new files are published as the stack closes
-    except BaseException:
-        put_back(folder, aside)
-        if made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
-    for previous in aside.values():
-        previous.unlink(missing_ok=True)
-    return [folder / name for name in contents]
-
-
-def moved_aside(folder, names):
-    """{name: the file it was moved to} for each of `names` already in `folder`; all or none (ConfigError)."""
-    import os
-
-    from ..errors import ConfigError
-
-    aside = {}
-    for name in names:
-        path = folder / name
-        if path.exists() or path.is_symlink():
-            previous = folder / f".{name}.previous-{os.getpid()}"
-            try:
-                os.replace(path, previous)
-            except OSError as error:
-                put_back(folder, aside)
-                raise ConfigError(f"cannot replace {path}: {error.strerror or error}; give --report another "
-                                  "folder") from error
-            aside[name] = previous
-    return aside
-
-
-def put_back(folder, aside):
-    """Undo moved_aside: each earlier file back under its name."""
-    import contextlib
-    import os
-
-    for name, previous in aside.items():
-        with contextlib.suppress(OSError):
-            os.replace(previous, folder / name)

@@ -81,7 +81,7 @@ def compare_artifacts(request, log=print, progress=None):
     """
     import contextlib
 
-    from ..files import output_lock
+    from ..files import probed_folder
     from .parity import check_gates
     from .report import write_reports
 
@@ -95,8 +95,8 @@ def compare_artifacts(request, log=print, progress=None):
         check_writable(request.report, "directory")
         check_report_folder(request.report)
     with contextlib.ExitStack() as held:
-        if request.report:  # held while it runs: a folder it cannot write is found before the work
-            held.enter_context(output_lock(request.report, folder=True, flag="--report"))
+        if request.report:  # a folder it cannot write is found before the work
+            held.enter_context(probed_folder(request.report, flag="--report"))
         report = _compared(request, log, progress)
         if request.report:
             paths = write_reports(report, request.report)
@@ -109,7 +109,7 @@ def _compared(request, log, progress):
     from .parity import parity_report
     from .report import tool_record
 
-    check_artifact_paths(request.artifacts)
+    check_artifact_paths(request.artifacts, "compare")
     boards = request.device_targets()
     descriptions = artifact_descriptions(request.artifacts)  # an unreadable recipe JSON stops here, before the work
     if request.golden:
@@ -136,15 +136,15 @@ def _compared(request, log, progress):
     return report
 
 
-def check_artifact_paths(artifacts):
+def check_artifact_paths(artifacts, command, noun="artifact"):
     """Refuse, before any work, an artifact that is missing, a folder, or not a .tflite or .onnx file."""
     for artifact in artifacts:
         if os.path.isdir(artifact):
-            raise ConfigError(f"{artifact} is a folder, not an artifact; give .tflite or .onnx files")
+            raise ConfigError(f"{artifact} is a folder; {command} takes .tflite and .onnx files")
         if not os.path.isfile(artifact):
-            raise ConfigError(f"artifact not found: {artifact}")
+            raise ConfigError(f"{noun} not found: {artifact}")
         if os.path.splitext(artifact)[1] not in (".tflite", ".onnx"):
-            raise ConfigError(f"{artifact} is not a .tflite or .onnx file; compare takes the artifacts to check")
+            raise ConfigError(f"{artifact} is not a .tflite or .onnx file; {command} takes .tflite and .onnx files")
 
 
 def log_devices(devices, log):
@@ -221,9 +221,10 @@ def _keras_inputs(request, log=print):
 
 def _golden_inputs(request):
     """The golden reference, its data read again and checked, its class names."""
-    from .golden import GoldenReference, check_lineage
+    from .golden import GoldenReference, check_lineage, refuse_a_shard
 
     reference = GoldenReference(request.reference)
+    refuse_a_shard(reference.manifest, reference.folder)
     fixed = {"--eval-size": request.eval_size, "--labels": request.labels, "--seed": request.seed,
              "--input-size": request.input_size, "--classes": request.classes, "--weights": request.weights}
     given = [flag for flag, value in fixed.items() if value is not None]
@@ -363,11 +364,7 @@ def bench_artifacts(request):
     from ..data.images import model_input_batch
     from ..device.bench import benchmark
 
-    for path in request.models:
-        if os.path.isdir(path):
-            raise ConfigError(f"{path} is a folder; bench takes .tflite and .onnx model files")
-        if not os.path.isfile(path):
-            raise ConfigError(f"model file not found: {path}")
+    check_artifact_paths(request.models, "bench", "model file")
     if request.input and os.path.isfile(request.input) and request.input.lower().endswith((".tflite", ".onnx")):
         raise ConfigError(f"--input takes an image, an image folder, .npy or .npz to feed the models; {request.input} "
                           "is a model: give it as a MODEL argument")

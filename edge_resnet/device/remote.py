@@ -118,8 +118,8 @@ class DeviceRequest:
         """The SshTarget of each --device, checked (an empty tuple: run here)."""
         if not self.device:
             if given := self.board_options_given():
-                raise DeviceError(f"{', '.join(given)} set runs on a board, and no --device names one: add --device "
-                                  "ssh://HOST, or leave them out")
+                raise DeviceError(f"{', '.join(given)}: for runs on a board, and no --device names one; add "
+                                  f"--device ssh://HOST, or leave out {', '.join(given)}")
             return ()
         if not (self.device_timeout > 0 and self.device_timeout < float("inf")):
             raise DeviceError(f"--device-timeout is in seconds, more than 0. Received: {self.device_timeout}")

@@ -80,6 +80,9 @@ def check_integer_model(path):
 
 def run_vela(path, target, system_config=None, memory_mode=None):
     """Vela on `path` in a folder of its own; what it printed and wrote."""
+    for flag, name in (("--system-config", system_config), ("--memory-mode", memory_mode)):
+        if name is not None and not name.strip():  # Vela would take an empty name as its default
+            raise ConfigError(f"{flag} is empty; give one of Vela's names, or leave it out for Vela's default")
     vela_version()
     with tempfile.TemporaryDirectory(prefix="edge-resnet-vela-") as folder:
         command = [sys.executable, "-c", RUN_VELA, str(Path(path).resolve()), "--accelerator-config", target,
@@ -178,9 +181,6 @@ def compile_for_npu(request):
     existing = [name for name in names if (output / name).exists()]
     if existing and not request.force:
         raise ConfigError(f"{output / existing[0]} exists; add --force to replace it")
-    for flag, name in (("--system-config", request.system_config), ("--memory-mode", request.memory_mode)):
-        if name is not None and not name.strip():  # an empty name was taken as Vela's default
-            raise ConfigError(f"{flag} is empty; give one of Vela's names, or leave it out for Vela's default")
     check_integer_model(request.model)
     for target in request.target:
         check_config_family(request.system_config, target)

@@ -176,7 +176,8 @@ def check_budget_images(recipe, calibration):
     some out are refused before the statistics pass, not after it."""
     if recipe.budget() is not None and calibration is not None and too_few_for_folds(len(calibration)):
         raise ConfigError(f"{recipe.budget().flags()} measures on held-out calibration images and there are too few "
-                          f"to hold some out ({too_few_text(len(calibration))}); calibrate on more images")
+                          f"to hold some out ({too_few_text(len(calibration))}); calibrate on more images (more in "
+                          "--calibration, or a larger --calibration-size)")
 
 
 def no_folds_fix(statistics):

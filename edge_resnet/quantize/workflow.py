@@ -72,6 +72,7 @@ ONNX_DEFAULTS = {"opset": DEFAULT_OPSET, "onnx_route": ONNX_ROUTES[0],
                  "activation_type": QuantizationRecipe.onnx_activation_type,
                  "onnx_format": QuantizationRecipe.onnx_format, "full_range": not QuantizationRecipe.onnx_reduce_range}
 ONNX_INT8_OPTIONS = ("onnx_route", "activation_type", "onnx_format", "full_range")  # read by int8 ONNX only
+ORT_QUANTIZER_OPTIONS = ("activation_type", "onnx_format", "full_range")  # read by onnxruntime's route only
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,9 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
         return ONNX_DEFAULTS[name] if value is None else value
 
     def onnx_flags_given(self, names=tuple(ONNX_DEFAULTS)):
-        """The flags of the ONNX options among `names` given on the command line."""
+        """The flags of the ONNX options among `names` set to other than their defaults."""
         return [item.metadata["flags"][0] for item in fields(self) if item.name in names
-                and getattr(self, item.name) is not None]
+                and getattr(self, item.name) not in (None, ONNX_DEFAULTS[item.name])]
 
     def range_method_options(self):
         given = {"calibration_method": self.calibration_method, "percentile": self.percentile,
@@ -172,11 +173,15 @@ def check_request(request, recipe):
     if not recipe.needs_calibration and (request.statistics or request.save_statistics):
         raise ConfigError("--statistics and --save-statistics apply to --quantize int8 only")
     if request.target != ".onnx" and (given := ", ".join(request.onnx_flags_given())):
-        raise ConfigError(f"options of the ONNX artifact for {request.output}, which is not one: {given}; give "
-                          f"--output X.onnx, or leave out {given}")
-    if recipe.mode != "int8" and (given := ", ".join(request.onnx_flags_given(ONNX_INT8_OPTIONS))):
-        raise ConfigError(f"options of the int8 ONNX with --quantize {recipe.mode}: {given}; add --quantize int8, "
+        raise ConfigError(f"{given}: for an .onnx --output, and {request.output} is not one; give --output X.onnx, "
                           f"or leave out {given}")
+    if recipe.mode != "int8" and (given := ", ".join(request.onnx_flags_given(ONNX_INT8_OPTIONS))):
+        raise ConfigError(f"{given}: for the int8 ONNX, and --quantize is {recipe.mode}; add --quantize int8, or "
+                          f"leave out {given}")
+    if request.onnx_option("onnx_route") == "tflite" and (
+            given := ", ".join(request.onnx_flags_given(ORT_QUANTIZER_OPTIONS))):
+        raise ConfigError(f"{given}: for onnxruntime's quantization (--onnx-route ort), and --onnx-route tflite "
+                          f"converts the int8 TFLite as it is; leave out {given}")
     if recipe.fallback_precision == "dynamic" and request.target == ".onnx":
         raise ConfigError("--fallback-precision dynamic is for the TFLite: the int8 ONNX keeps the parts a budget "
                           "needs in float32 (give --fallback-precision float32 or auto, or a .tflite --output)")
