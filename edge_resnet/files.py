@@ -263,10 +263,10 @@ def _locked_descriptor(path):
 
 
 @contextlib.contextmanager
-def output_lock(output, folder=False, flag="--output"):
-    """Hold `output` (a file, or a `folder`; the option that names it:
-    `flag`) for this process while the block runs: a second run into the
-    same output gets one line instead of replacing this run's files. The lock is the kernel's (flock) on a file
+def output_lock(output, folder=False):
+    """Hold `output` (a file, or a `folder`) for this process while the block
+    runs: a second run into the same output gets one line instead of
+    replacing this run's files. The lock is the kernel's (flock) on a file
     beside the output that holds the PID, so it ends with the process,
     however the process ends; the file a killed run leaves is simply locked
     again. The folders made for it go again if they are still empty at the
@@ -282,7 +282,7 @@ def output_lock(output, folder=False, flag="--output"):
         remove_empty_folders(made)
         what = "the output directory" if folder else "the output"
         raise ConfigError(f"cannot write {what} {Path(output).resolve()} (its lock {path.name}: "
-                          f"{error.strerror or error}); choose another {flag}") from error
+                          f"{error.strerror or error}); choose another --output") from error
     except ConfigError:
         remove_empty_folders(made)
         raise
@@ -293,7 +293,7 @@ def output_lock(output, folder=False, flag="--output"):
             holder = ""
         raise ConfigError(
             f"another edge-resnet run ({f'PID {holder}' if holder.isdigit() else 'starting'}) is writing "
-            f"{Path(output).resolve()}; wait for it to finish or choose another {flag} (the lock is {path})"
+            f"{Path(output).resolve()}; wait for it to finish or choose another --output (the lock is {path})"
         )
     try:
         yield

@@ -115,8 +115,9 @@ class QuantizeRequest(ModelRequest, QuantizationRequest, SeedRequest, Preprocess
         return os.path.splitext(self.output)[1]
 
     def onnx_option(self, name):
-        """An ONNX option (ONNX_DEFAULTS' names) as given, else its default:
-        None until then, so that one given where nothing reads it is refused."""
+        """An ONNX option (ONNX_DEFAULTS' names) as given, else its default
+        (the fields stay None until then, so that onnx_flags_given can tell
+        one given where nothing reads it)."""
         value = getattr(self, name)
         return ONNX_DEFAULTS[name] if value is None else value
 
