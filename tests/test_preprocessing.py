@@ -126,7 +126,7 @@ COMMANDS = {
     "quantize": ["quantize", "m.keras", "--output", "m.tflite"],
     "compare": ["compare", "--reference", "m.keras", "m.tflite", "--data", "images/"],
     "convert": ["convert"],
-    "bench": ["bench", "m.tflite"],
+    "bench": ["bench", "m.tflite", "--input", "photo.jpg"],  # without images to feed, bench refuses these options
 }
 
 
