@@ -95,11 +95,20 @@ run per model, our search's kept parts and the convolutions each NNCF route
 left float in our int8 ONNX of a full-width ResNet-50 at 224 (NNCF's own
 artifact exists at the models' 32x32 only).
 
+Session 63: `bar_tail_room_int8` and `bar_onnx_tail_room` run the
+logits heads' int8-output TFLite and int8 ONNX bar searches again with
+`--tail-room 10` (`bar_tail_room`, run again, their float32-output ones),
+beside the same searches without it. Since then a budget on a model whose
+output is not a softmax takes that room by default
+(QuantizationRecipe.with_budget_room): the searches saved before it were made
+without, and measure() and measure_onnx() still search so (NO_ROOM).
+
     python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx_again] [onnx]
         [onnx_latency] [nncf] [part_gains] [softmax_floor] [grid_cap] [bar_mnist] [bar_retimed] [bar_fashion]
         [bar_tail_room] [bar_float_logits] [bar_softmax_float32] [bar_softmax_ratio] [bar_int8_softmax_ratio]
         [bar_int8_softmax_mean_of_db] [onnx_softmax_ratio] [onnx_softmax_mean_of_db] [bar_onnx] [bar_onnx_mean_of_db]
-        [bar_softmax_pooled] [bar_onnx_pooled] [bar_onnx_nncf] [bar_onnx_nncf_224]
+        [bar_softmax_pooled] [bar_onnx_pooled] [bar_onnx_nncf] [bar_onnx_nncf_224] [bar_onnx_tail_room]
+        [bar_tail_room_int8]
 """
 
 import contextlib
@@ -118,6 +127,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmarks.common import interleaved_medians, machine, write_results  # noqa: E402
 
 BUDGET_OVER_FULL_INT8_DB = 3.0
+NO_ROOM = 1  # --tail-room of every search but the tail-room parts': none, as budgets searched before session 63
 # rows kept from models trained earlier on another machine (training is not bit-reproducible across CPUs)
 PREVIOUS = ("previous_models_results", "previous_models_float_output_results", "previous_models_machine",
             "retrained_machine", "previous_onnx_results", "previous_onnx_machine", "earlier_grid_cap_results")
@@ -370,7 +380,7 @@ def resnet50_data_sets():
 
 
 def measure(name, model, size, depth, output_type="int8", precision="float32", data=digits, timed=True,
-            tail_room=None):
+            tail_room=NO_ROOM):
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import write_int8_tflite
     from edge_resnet.quantize.mixed import chosen_step, model_parts, weighted_scopes
@@ -406,7 +416,7 @@ def measure(name, model, size, depth, output_type="int8", precision="float32", d
               "grid_db": record["steps"][0].get("grid_db"), "with_float32_output": record.get("with_float32_output")}
     result["output_type"] = output_type
     result["tail_room"] = tail_room
-    if tail_room is not None:  # the rule auto took, and whether it took the room
+    if tail_room != NO_ROOM:  # the rule auto took, and whether it took the room
         ranges = read_record(mixed)["activation_ranges"]
         result["ranges"] = {"chosen": ranges.get("chosen"), "tail_room": ranges.get("selection", {}).get("tail_room")}
     result["level_standard_error_db"] = record.get("level_standard_error_db")
@@ -423,7 +433,7 @@ def measure(name, model, size, depth, output_type="int8", precision="float32", d
     return result
 
 
-def measure_onnx(name, model, size, depth, data=digits):
+def measure_onnx(name, model, size, depth, data=digits, tail_room=NO_ROOM):
     """The same budget rule for the int8 ONNX, searched and scored on onnxruntime."""
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.mixed import chosen_step
@@ -437,13 +447,13 @@ def measure_onnx(name, model, size, depth, data=digits):
     calibration, evaluation = data(size)
     statistics = collect_statistics(float_model, calibration)
     folder = Path(tempfile.mkdtemp(prefix="mixed-onnx-"))
-    probe = to_onnx(folded, QuantizationRecipe(min_sqnr=1.0), calibration, output=folder / "full.onnx",
-                    statistics=statistics, float_model=float_model)
+    probe = to_onnx(folded, QuantizationRecipe(min_sqnr=1.0, tail_room=tail_room), calibration,
+                    output=folder / "full.onnx", statistics=statistics, float_model=float_model)
     full_held_out = read_record(probe)["mixed_precision"]["steps"][0]["sqnr_db"]
     budget = full_held_out + BUDGET_OVER_FULL_INT8_DB
     started = time.perf_counter()
-    mixed = to_onnx(folded, QuantizationRecipe(min_sqnr=budget), calibration, output=folder / "mixed.onnx",
-                    statistics=statistics, float_model=float_model, log=print)
+    mixed = to_onnx(folded, QuantizationRecipe(min_sqnr=budget, tail_room=tail_room), calibration,
+                    output=folder / "mixed.onnx", statistics=statistics, float_model=float_model, log=print)
     seconds = time.perf_counter() - started
     record = read_record(mixed)["mixed_precision"]
     chosen = chosen_step(record)
@@ -453,7 +463,11 @@ def measure_onnx(name, model, size, depth, data=digits):
                                 "mixed": output_sqnr(float_model, mixed, evaluation)},
               "float_parts": list(chosen["float_parts"]), "float_operators": chosen["float_operators"],
               "int8_operators": list(chosen.get("int8_operators") or []),
-              "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"]}
+              "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"],
+              "tail_room": tail_room}
+    if tail_room != NO_ROOM:  # the rule auto took, and whether it took the room
+        ranges = read_record(mixed)["activation_ranges"]
+        result["ranges"] = {"chosen": ranges.get("chosen"), "tail_room": ranges.get("selection", {}).get("tail_room")}
     print(result, flush=True)
     return result
 
@@ -775,15 +789,16 @@ def main(parts):
                 for entry in (entry for entry in models() if entry[0] not in done):
                     bar_results.append(measure(*entry, output_type=output_type, precision="auto", data=data))
                     path.write_text(json.dumps(saved, indent=2) + "\n")
-    if "bar_tail_room" in parts:  # the bar's logits-head float32-output searches again with --tail-room
-        room_results = saved.setdefault("bar_tail_room_results", [])
-        saved["bar_tail_room_machine"] = machine()
-        done = {result["model"] for result in room_results}
-        for models, data in resnet50_data_sets():
-            for entry in (entry for entry in models() if "logits" in entry[0] and entry[0] not in done):
-                room_results.append(measure(*entry, output_type="float32", precision="auto", data=data,
-                                            tail_room=BAR_TAIL_ROOM))
-                path.write_text(json.dumps(saved, indent=2) + "\n")
+    for part, output_type in (("bar_tail_room", "float32"), ("bar_tail_room_int8", "int8")):
+        if part in parts:  # the bar's logits-head searches again with --tail-room
+            room_results = saved.setdefault(f"{part}_results", [])
+            saved[f"{part}_machine"] = machine()
+            done = {result["model"] for result in room_results}
+            for models, data in resnet50_data_sets():
+                for entry in (entry for entry in models() if "logits" in entry[0] and entry[0] not in done):
+                    room_results.append(measure(*entry, output_type=output_type, precision="auto", data=data,
+                                                tail_room=BAR_TAIL_ROOM))
+                    path.write_text(json.dumps(saved, indent=2) + "\n")
     if "bar_float_logits" in parts:  # the logits-head float32-output searches again, a dynamic head's output float
         search_resnet50_heads(saved, path, "bar_float_logits", "logits", "auto")
     if "bar_softmax_float32" in parts:  # the softmax heads' float32-output searches with float32 parts only
@@ -796,6 +811,8 @@ def main(parts):
         search_onnx_softmax_heads(saved, path, onnx_results)
     if "bar_onnx" in parts:  # the int8 ONNX's bar on the MNIST and Fashion-MNIST ResNet-50s, both heads
         search_onnx_resnet50s(saved, path, "bar_onnx", "head")
+    if "bar_onnx_tail_room" in parts:  # its logits heads again with --tail-room
+        search_onnx_resnet50s(saved, path, "bar_onnx_tail_room", "logits head", BAR_TAIL_ROOM)
     if "bar_onnx_nncf" in parts:  # NNCF's accuracy control beside each of them, the same budget and images
         nncf_beside_bar_onnx(saved, path)
     if "bar_onnx_nncf_224" in parts:  # NNCF's float convolutions timed at 224 in our int8 ONNX
@@ -888,6 +905,10 @@ def main(parts):
         lines += tail_room_lines(saved["bar_tail_room_results"],  # without room: the latest search of each model
                                  saved.get("bar_mnist_results", []) + saved.get("bar_fashion_results", [])
                                  + saved.get("bar_float_logits_results", []), saved["bar_tail_room_machine"])
+    if saved.get("bar_tail_room_int8_results"):
+        lines += tail_room_int8_lines(saved["bar_tail_room_int8_results"],
+                                      saved.get("bar_mnist_results", []) + saved.get("bar_fashion_results", []),
+                                      saved["bar_tail_room_int8_machine"])
     searched_before = [result for key in ("bar_mnist_results", "bar_fashion_results", "corrected_float_output_results")
                        for result in saved.get(key, []) if result.get("output_type") == "float32"]
     if saved.get("bar_float_logits_results"):
@@ -920,6 +941,9 @@ def main(parts):
     if saved.get("bar_onnx_results"):
         lines += bar_onnx_lines(saved["bar_onnx_results"], saved.get("bar_onnx_mean_of_db_results", []),
                                 saved["bar_onnx_machine"])
+    if saved.get("bar_onnx_tail_room_results"):
+        lines += bar_onnx_tail_room_lines(saved["bar_onnx_tail_room_results"], saved.get("bar_onnx_results", []),
+                                          saved["bar_onnx_tail_room_machine"])
     if any("nncf" in result for result in saved.get("bar_onnx_results", [])):
         lines += bar_onnx_nncf_lines(saved["bar_onnx_results"], saved["bar_onnx_nncf_machine"],
                                      saved.get("bar_onnx_nncf_224_machine"))
@@ -1326,8 +1350,9 @@ def tail_room_lines(room_results, bar_results, searched_on):
              "heads `auto` took clipping rules, which take no room. "
              "Command: `python benchmarks/mixed_precision.py bar_tail_room`; searched and timed on "
              f"{machine_text(searched_on)}.", "", *bar_table(room_results), "",
-             "Searched again in session 55 once a dynamic-range head's float32 output was its own (session 54's "
-             "rows: git history); without room below: the same search of now (the section after this one).", "",
+             "Searched again in session 63 with the search of now: the same parts and levels as session 55's "
+             "(session 54's rows: git history); without room below: the same search of now (the section after "
+             "this one).", "",
              "| model | evaluation without room: full int8 -> kept | with room: full int8 -> kept | kept with room "
              "minus kept without |", "|---|---|---|---|"]
     for result in room_results:
@@ -1430,14 +1455,14 @@ def searched_by_mean_of_db(saved, path, part, earlier_results, search):
             path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
-def timed_onnx_search(entry, data=digits):
+def timed_onnx_search(entry, data=digits, tail_room=NO_ROOM):
     """measure_onnx's search of `entry` on `data`, its kept parts timed at 224 beside full int8."""
-    result = measure_onnx(*entry, data=data)
+    result = measure_onnx(*entry, data=data, tail_room=tail_room)
     result["latency_224"] = onnx_latency_at_224(result["depth"], result["float_parts"], result["int8_operators"])
     return result
 
 
-def search_onnx_resnet50s(saved, path, part, head):
+def search_onnx_resnet50s(saved, path, part, head, tail_room=NO_ROOM):
     """timed_onnx_search of the MNIST and Fashion-MNIST ResNet-50s whose name has `head` ("head": both), into
     saved[PART_results] (the models it has are skipped), its machine in saved[PART_machine], written to `path`
     after each."""
@@ -1447,7 +1472,7 @@ def search_onnx_resnet50s(saved, path, part, head):
     for models, data in resnet50_data_sets():
         for entry in (entry for entry in models() if head in entry[0]
                       and entry[0] not in {row["model"] for row in results}):
-            results.append(timed_onnx_search(entry, data))
+            results.append(timed_onnx_search(entry, data, tail_room))
             saved[f"{part}_machine"] = machine()
             path.write_text(json.dumps(saved, indent=2) + "\n")
 
@@ -1671,6 +1696,53 @@ def bar_onnx_lines(results, mean_of_db_results, searched_on):
         lines += [f"| {new['model']} | {level_cell(old, onnx_bar_verdict)} | {level_cell(new, onnx_bar_verdict)} |"
                   for old, new in pairs]
     return lines
+
+
+def bar_onnx_tail_room_lines(room_results, bar_results, searched_on):
+    """The int8 ONNX bar's logits heads searched again with --tail-room, beside the same searches without it."""
+    return room_beside_lines(
+        f"The int8 ONNX's logits heads with `--tail-room {BAR_TAIL_ROOM}`", "The logits heads of the table above",
+        "bar_onnx_tail_room", room_results, {result["model"]: result for result in bar_results}, searched_on,
+        "kept (float convolutions)", onnx_kept_text, onnx_bar_verdict)
+
+
+def tail_room_int8_lines(room_results, bar_results, searched_on):
+    """The bar's logits-head int8-output searches with --tail-room, beside the same searches without it."""
+    return room_beside_lines(
+        f"The logits heads' int8-output searches with `--tail-room {BAR_TAIL_ROOM}`",
+        "The int8-output searches of the MNIST and Fashion-MNIST logits heads of the bar tables above",
+        "bar_tail_room_int8", room_results,
+        {result["model"]: result for result in bar_results if result["output_type"] == "int8"}, searched_on,
+        "kept", kept_parts_text, bar_verdict)
+
+
+def room_beside_lines(title, searches, part, room_results, without, searched_on, kept_column, kept_text, verdict):
+    """A bar table of searches made with --tail-room, then each beside the same search without it (`without`:
+    {model: result})."""
+    lines = ["", f"### {title}", "",
+             f"{searches}, searched again with `--tail-room {BAR_TAIL_ROOM}` (the ranges of the rule `auto` took, "
+             f"where it is minmax or extrapolated, widened to where the extremes of {BAR_TAIL_ROOM} times the "
+             f"calibration images typically lie; {room_applied_text(room_results, without)}), full int8 and its "
+             "budget included; the same images, bar and latency. Command: `python benchmarks/mixed_precision.py "
+             f"{part}`; searched and timed on {machine_text(searched_on)}.", "",
+             f"| model | budget dB (held-out) | held-out full int8 -> kept | evaluation full int8 -> kept (gain) | "
+             f"{kept_column} | p50 at 224: int8 -> kept (ratio) | bar as a level | bar as a gain | search s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {bar_cells(r, kept_text(r), verdict(r))} |" for r in room_results]
+    lines += ["", "| model | evaluation without room: full int8 -> kept (p50 ratio) | with room: the same | kept with "
+              "room minus kept without |", "|---|---|---|---|"]
+    for result in (result for result in room_results if result["model"] in without):
+        plain = without[result["model"]]
+        lines.append(f"| {result['model']} | {evaluation_and_ratio(plain)} | {evaluation_and_ratio(result)} | "
+                     f"{result['evaluation_db']['mixed'] - plain['evaluation_db']['mixed']:+.2f} |")
+    return lines
+
+
+def evaluation_and_ratio(result):
+    """'full int8 -> kept (ratio)' on the evaluation images, the kept parts' p50 ratio at 224."""
+    evaluated = result["evaluation_db"]
+    return (f"{evaluated['full int8']:.2f} -> {evaluated['mixed']:.2f} "
+            f"({result['latency_224']['mixed_over_int8']:.2f}x)")
 
 
 def bar_onnx_nncf_lines(results, measured_on, timed_on):
@@ -1903,7 +1975,8 @@ KEPT_KEYS = ("level_se_results", "level_se_machine", "fashion_results", "fashion
              "bar_onnx_results", "bar_onnx_machine", "bar_onnx_mean_of_db_results", "bar_softmax_pooled_results",
              "bar_softmax_pooled_machine", "bar_onnx_pooled_results", "bar_onnx_pooled_machine",
              "bar_onnx_mean_of_db_machine", "bar_int8_softmax_ratio_mean_of_db_machine", "bar_onnx_nncf_machine",
-             "bar_onnx_nncf_224_machine",
+             "bar_onnx_nncf_224_machine", "bar_onnx_tail_room_results", "bar_onnx_tail_room_machine",
+             "bar_tail_room_int8_results", "bar_tail_room_int8_machine",
              "onnx_softmax_ratio_mean_of_db_machine")
 BAR_TAIL_ROOM = 10  # --tail-room of the bar_tail_room searches
 BAR_TABLES = {"corrected_steps_results": "int8", "corrected_float_output_results": "float32"}  # saved key: output
