@@ -97,18 +97,19 @@ artifact exists at the models' 32x32 only).
 
 Session 63: `bar_tail_room_int8` and `bar_onnx_tail_room` run the
 logits heads' int8-output TFLite and int8 ONNX bar searches again with
-`--tail-room 10` (`bar_tail_room`, run again, their float32-output ones),
-beside the same searches without it. Since then a budget on a model whose
-output is not a softmax takes that room by default
-(QuantizationRecipe.with_budget_room): the searches saved before it were made
-without, and measure() and measure_onnx() still search so (NO_ROOM).
+`--tail-room 10` (`bar_tail_room`, run again, their float32-output ones;
+`bar_tail_room_digits` the digits ResNet-50s' float32-output ones),
+beside the same searches without it: made a budget's default for a logits
+head in session 63, then taken back in the same session when the digits
+ResNet-50s' searches with room kept artifacts 2-3 dB worse on their
+evaluation images (README, "Room under a budget").
 
     python benchmarks/mixed_precision.py [tflite] [tflite_float_output] [tflite_latency] [tflite_dynamic] [tflite_auto] [onnx_again] [onnx]
         [onnx_latency] [nncf] [part_gains] [softmax_floor] [grid_cap] [bar_mnist] [bar_retimed] [bar_fashion]
         [bar_tail_room] [bar_float_logits] [bar_softmax_float32] [bar_softmax_ratio] [bar_int8_softmax_ratio]
         [bar_int8_softmax_mean_of_db] [onnx_softmax_ratio] [onnx_softmax_mean_of_db] [bar_onnx] [bar_onnx_mean_of_db]
         [bar_softmax_pooled] [bar_onnx_pooled] [bar_onnx_nncf] [bar_onnx_nncf_224] [bar_onnx_tail_room]
-        [bar_tail_room_int8]
+        [bar_tail_room_int8] [bar_tail_room_digits]
 """
 
 import contextlib
@@ -127,7 +128,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmarks.common import interleaved_medians, machine, write_results  # noqa: E402
 
 BUDGET_OVER_FULL_INT8_DB = 3.0
-NO_ROOM = 1  # --tail-room of every search but the tail-room parts': none, as budgets searched before session 63
+NO_ROOM = None  # --tail-room of every search but the tail-room parts': none
 # rows kept from models trained earlier on another machine (training is not bit-reproducible across CPUs)
 PREVIOUS = ("previous_models_results", "previous_models_float_output_results", "previous_models_machine",
             "retrained_machine", "previous_onnx_results", "previous_onnx_machine", "earlier_grid_cap_results")
@@ -789,6 +790,13 @@ def main(parts):
                 for entry in (entry for entry in models() if entry[0] not in done):
                     bar_results.append(measure(*entry, output_type=output_type, precision="auto", data=data))
                     path.write_text(json.dumps(saved, indent=2) + "\n")
+    if "bar_tail_room_digits" in parts:  # the digits ResNet-50s' logits heads so too, into bar_tail_room's rows
+        room_results = saved.setdefault("bar_tail_room_results", [])
+        saved["bar_tail_room_machine"] = machine()
+        for entry in (entry for entry in trained_models() if "ResNet-50" in entry[0] and "logits" in entry[0]
+                      and entry[0] not in {result["model"] for result in room_results}):
+            room_results.append(measure(*entry, output_type="float32", precision="auto", tail_room=BAR_TAIL_ROOM))
+            path.write_text(json.dumps(saved, indent=2) + "\n")
     for part, output_type in (("bar_tail_room", "float32"), ("bar_tail_room_int8", "int8")):
         if part in parts:  # the bar's logits-head searches again with --tail-room
             room_results = saved.setdefault(f"{part}_results", [])
@@ -1342,13 +1350,15 @@ def tail_room_lines(room_results, bar_results, searched_on):
     """The bar's logits-head float32-output searches with --tail-room, beside the same searches without it."""
     without = {result["model"]: result for result in bar_results if result["output_type"] == "float32"}
     lines = ["", f"### The same logits heads with `--tail-room {BAR_TAIL_ROOM}`", "",
-             f"The float32-output searches of the MNIST and Fashion-MNIST logits heads above, again with "
+             f"The float32-output searches of the MNIST and Fashion-MNIST logits heads above (and, with "
+             "`bar_tail_room_digits`, the digits ResNet-50s' of the next section), again with "
              f"`--tail-room {BAR_TAIL_ROOM}` (the ranges of the rule `auto` took, where it is minmax or "
              f"extrapolated, widened to where the extremes of {BAR_TAIL_ROOM} times the calibration images "
              f"typically lie: benchmarks/results/tail_room.md; {room_applied_text(room_results, without)}), full "
              "int8 and its budget included; the same images, bar and latency. Logits heads only: on the softmax "
              "heads `auto` took clipping rules, which take no room. "
-             "Command: `python benchmarks/mixed_precision.py bar_tail_room`; searched and timed on "
+             "Command: `python benchmarks/mixed_precision.py bar_tail_room bar_tail_room_digits`; searched and "
+             "timed on "
              f"{machine_text(searched_on)}.", "", *bar_table(room_results), "",
              "Searched again in session 63 with the search of now: the same parts and levels as session 55's "
              "(session 54's rows: git history); without room below: the same search of now (the section after "

@@ -85,10 +85,8 @@ def main(arguments=()):
     seconds["statistics pass"], memory["statistics pass"] = time.perf_counter() - started, peak_mib()
 
     started = time.perf_counter()
-    # full int8 with the ranges the budget's artifact takes (a logits head's budget takes the tail's room)
-    room = QuantizationRecipe(min_sqnr_gain=GAIN_DB).with_budget_room(statistics.softmax_input is not None).tail_room
-    full = write_int8_tflite(float_model, QuantizationRecipe(output_type="float32", tail_room=room),
-                             folder / "full.tflite", calibration, statistics, progress=False)
+    full = write_int8_tflite(float_model, QuantizationRecipe(output_type="float32"), folder / "full.tflite",
+                             calibration, statistics, progress=False)
     seconds["int8 TFLite, no budget"], memory["int8 TFLite, no budget"] = time.perf_counter() - started, peak_mib()
 
     started = time.perf_counter()

@@ -361,7 +361,7 @@ def activation_statistics(float_model, config, calibration, staging, log):
     given = ActivationStatistics.load(config.statistics) if config.statistics else None
     statistics = statistics_for(float_model, calibration, given)
     statistics.save(staging / STATISTICS_FILE)
-    method = recipe_for("int8", config).with_budget_room(statistics.softmax_input is not None).range_method()
+    method = recipe_for("int8", config).range_method()
     if method.name == "auto":
         from .quantize.selection import check_same_calibration
 

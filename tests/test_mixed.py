@@ -13,7 +13,7 @@ import pytest
 from edge_resnet.device.runtime import TfliteRunner
 from edge_resnet.device.tflite_inspect import inspect_tflite
 from edge_resnet.quantize import mixed
-from edge_resnet.quantize.recipe import BUDGET_TAIL_ROOM, read_record
+from edge_resnet.quantize.recipe import read_record
 from tests.cli import run_in_process
 from tests.digits import TRAIN_SAMPLES, digit_pixels, softmax_twin
 
@@ -49,8 +49,7 @@ def output_sqnr_on(model, float_model, images):
 
 def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data):
     folder, float_model, evaluation = data
-    # the default (biases corrected where it helps) with the room a budget's ranges take on a logits head
-    full = quantize(data, "full.tflite", "--tail-room", str(BUDGET_TAIL_ROOM))
+    full = quantize(data, "full.tflite")  # the default: biases corrected where it helps
     assert full.returncode == 0, full.stderr
     # met at once: the full-int8 held-out score (searched with the biases as quantized); the artifact then gets the
     # default's guarded correction, so it is the default full int8
@@ -73,7 +72,7 @@ def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data)
     from edge_resnet.quantize.recipe import QuantizationRecipe
 
     write_int8_tflite(Path(float_model).read_bytes(), QuantizationRecipe(calibration_method="extrapolated",
-                                                                         min_sqnr=budget, tail_room=BUDGET_TAIL_ROOM),
+                                                                         min_sqnr=budget),
                       folder / "again.tflite", calibration_of(folder), full_int8_output=folder / "beside.tflite")
     assert (folder / "again.tflite").read_bytes() == (folder / "mixed.tflite").read_bytes()
     assert (folder / "beside.tflite").read_bytes() == (folder / "full.tflite").read_bytes()
@@ -98,45 +97,6 @@ def test_a_budget_is_met_with_float_parts_and_holds_on_images_it_never_saw(data)
     assert f"--output-type float32 {'meets' if float_output['met'] else 'does not meet'} --min-sqnr" in result.stdout
 
 
-def test_a_budget_on_a_logits_head_takes_room_for_the_tail_unless_told_otherwise(data):
-    """A budget is a promise about images the calibration never saw: on a
-    model whose output is not a softmax its ranges (and its full int8, the
-    search's start) hold where the extremes of BUDGET_TAIL_ROOM times the
-    calibration images typically lie; `--tail-room` still says how much."""
-    folder, _, _ = data
-    runs = {name: quantize(data, f"{name}.tflite", *options) for name, options in (
-        ("plain", ()), ("roomy", ("--tail-room", str(BUDGET_TAIL_ROOM))), ("budget", ("--min-sqnr", "1")),
-        ("budget_no_room", ("--min-sqnr", "1", "--tail-room", "1")),
-        ("budget_auto", ("--min-sqnr", "1", "--calibration-method", "auto")),
-        ("budget_percentile", ("--min-sqnr", "1", "--calibration-method", "percentile")))}
-    assert all(run.returncode == 0 for run in runs.values()), {name: run.stderr for name, run in runs.items()}
-    content = {name: (folder / f"{name}.tflite").read_bytes() for name in runs}
-    assert content["budget"] == content["roomy"] != content["plain"]
-    assert content["budget_no_room"] == content["plain"]  # room for as many images as calibrated: none
-    recipes = {name: read_record(folder / f"{name}.tflite")["recipe"] for name in runs}
-    assert recipes["budget"]["tail_room"] == BUDGET_TAIL_ROOM and recipes["plain"]["tail_room"] is None
-    assert recipes["budget_no_room"]["tail_room"] == 1
-    assert f"room for {BUDGET_TAIL_ROOM:g}x the images" in read_record(folder / "budget.tflite")["quantization"]
-    assert "an accuracy budget takes by default" in runs["budget"].stdout
-    assert "room for" not in runs["budget_no_room"].stdout
-    # auto's chosen rule takes it where it holds the extremes seen; a clipping rule takes none, and is no error
-    assert recipes["budget_auto"]["tail_room"] == BUDGET_TAIL_ROOM and recipes["budget_percentile"]["tail_room"] is None
-    ranges = read_record(folder / "budget_auto.tflite")["activation_ranges"]
-    applied = ranges["selection"]["tail_room"] == {"asked": BUDGET_TAIL_ROOM, "applied": "room" in ranges["chosen"]}
-    assert applied and ranges["chosen"]["method"] in ("minmax", "extrapolated")  # a logits head's rules
-
-
-def test_a_budget_on_a_softmax_head_takes_no_room(softmax_data):
-    """A softmax saturates the extremes room would hold for: its budget's ranges are the plain rule's."""
-    folder, float_path, _ = softmax_data
-    runs = {name: run_in_process("quantize", float_path, "--calibration", folder / "calibration.npz",
-                                 "--calibration-method", "minmax", "--output", folder / f"room_{name}.tflite",
-                                 *options) for name, options in (("plain", ()), ("budget", ("--min-sqnr", "1")))}
-    assert all(run.returncode == 0 for run in runs.values()), {name: run.stderr for name, run in runs.items()}
-    assert (folder / "room_budget.tflite").read_bytes() == (folder / "room_plain.tflite").read_bytes()
-    assert read_record(folder / "room_budget.tflite")["recipe"]["tail_room"] is None
-
-
 def test_the_search_scores_full_int8_as_the_default_makes_it_and_stops_where_that_meets_the_budget(data):
     """Every step is scored on its candidates corrected as the artifact's
     biases are (each quarter's on the images its ranges came from): full
@@ -144,9 +104,8 @@ def test_the_search_scores_full_int8_as_the_default_makes_it_and_stops_where_tha
     and as corrected is met with nothing out of int8, where a search of the
     models as quantized keeps parts in float for it."""
     folder, _, _ = data
-    no_room = ("--tail-room", "1")  # this model's biases move little once its ranges take a budget's room
     assert quantize(data, "default.tflite").returncode == 0  # the default full int8
-    probes = {mode: quantize(data, f"probe_{mode}.tflite", "--min-sqnr", "1", *no_room, *options)
+    probes = {mode: quantize(data, f"probe_{mode}.tflite", "--min-sqnr", "1", *options)
               for mode, options in (("auto", ()), ("off", ("--no-bias-correction",)))}
     assert all(result.returncode == 0 for result in probes.values())
     records = {mode: read_record(folder / f"probe_{mode}.tflite")["mixed_precision"] for mode in probes}
@@ -155,11 +114,11 @@ def test_the_search_scores_full_int8_as_the_default_makes_it_and_stops_where_tha
     as_quantized, corrected = (records[mode]["steps"][0]["sqnr_db"] for mode in ("off", "auto"))
     assert corrected > as_quantized + 0.2, (as_quantized, corrected)
     level = f"{(as_quantized + corrected) / 2:.2f}"
-    met_at_once = quantize(data, "level.tflite", "--min-sqnr", level, *no_room)
+    met_at_once = quantize(data, "level.tflite", "--min-sqnr", level)
     assert met_at_once.returncode == 0, met_at_once.stderr
     assert read_record(folder / "level.tflite")["mixed_precision"]["float_parts"] == []
     assert (folder / "level.tflite").read_bytes() == (folder / "default.tflite").read_bytes()
-    searched = quantize(data, "level_off.tflite", "--min-sqnr", level, "--no-bias-correction", *no_room)
+    searched = quantize(data, "level_off.tflite", "--min-sqnr", level, "--no-bias-correction")
     assert read_record(folder / "level_off.tflite")["mixed_precision"]["float_parts"], searched.stdout
 
 
@@ -392,9 +351,6 @@ def test_the_onnx_artifact_meets_a_budget_with_nodes_left_in_float(data, folded,
     assert not float_weight_ops(onnx.load(tmp_path / "beside.onnx"))
     assert np.array_equal(OnnxRunner(tmp_path / "beside.onnx").predict(images), OnnxRunner(full).predict(images))
     assert "--min-sqnr" in read_record(path)["quantization"]
-    # a logits head's budget: its ranges take the tail's room, and the recipe says so
-    assert read_record(path)["recipe"]["tail_room"] == read_record(full)["recipe"]["tail_room"] == BUDGET_TAIL_ROOM
-    assert read_record(path)["activation_ranges"]["room"] == BUDGET_TAIL_ROOM
 
 
 def test_quantize_to_onnx_with_a_budget_out_of_reach_exits_1_with_the_best_artifact(data, digits_model, tmp_path,
@@ -423,8 +379,6 @@ def test_convert_reports_the_search_step_by_step(tmp_path, monkeypatch):
                             "--bench-runs", "3", "--calibration-method", "extrapolated", "--min-sqnr-gain", "0.5",
                             "--output", tmp_path / "out", cwd=tmp_path)
     assert result.returncode in (0, 1), result.stderr
-    # the demo's logits head: the budget's ranges take the tail's room, and the line before the artifacts says so
-    assert f"ranges: extrapolated 0.25, room for {BUDGET_TAIL_ROOM}x the images" in result.stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     record = report["mixed_precision"]["resnet50_demo_int8.tflite"]
     assert record["met"] and record["float_parts"] and len(record["steps"]) >= 2

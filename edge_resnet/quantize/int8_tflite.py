@@ -511,7 +511,6 @@ def write_int8_tflite(float_model, recipe, output, calibration=None, statistics=
 
     output = Path(output)
     statistics = statistics_for(float_model, calibration, statistics, progress)
-    recipe = recipe.with_budget_room(statistics.softmax_input is not None)
     check_images_for(recipe, calibration)
     method, ranges, selection = resolved_ranges(statistics, recipe.range_method(),
                                                 tflite_chooser(float_model, recipe.per_channel, calibration))

@@ -750,7 +750,6 @@ def to_onnx(model, recipe=None, calibration=None, output="model.onnx", opset=DEF
         else:
             float_model = float_model if float_model is not None else float_tflite(model)
             statistics = statistics_for(float_model, calibration, statistics)
-            recipe = recipe.with_budget_room(statistics.softmax_input is not None)
             if route == "ort":
                 if float_onnx_path is None:
                     float_onnx_path = scratch / "float.onnx"

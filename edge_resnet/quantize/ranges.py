@@ -121,7 +121,7 @@ class RangeMethod:
     def describe(self):
         name = f"{self.name} {self.parameter[1]:g}" if self.parameter else self.name
         name = f"{name} inside, {self.output} on the output" if self.output else name
-        return f"{name}, room for {self.room:g}x the images" if self.room and self.room > 1 else name
+        return f"{name}, room for {self.room:g}x the images" if self.room else name
 
 
 def _is_number(value):

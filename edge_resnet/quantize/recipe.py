@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..files import atomic_output
-from .ranges import AUTO, DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS, RangeMethod
+from .ranges import DEFAULT_EXTRAPOLATION, DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS, RangeMethod
 
 MODES = ("int8", "float16", "dynamic", "none")
 IO_TYPES = ("int8", "uint8", "float32")
@@ -22,9 +22,6 @@ BUDGET_TERMS = ("min_sqnr", "min_sqnr_gain", "max_accuracy_drop", "min_agreement
 BIAS_CORRECTIONS = ("auto", "on", "off")  # bias_correction.corrected_artifact
 ONNX_ROUTES = ("ort", "tflite")  # int8 ONNX by onnxruntime static quantization, or from the int8 TFLite
 DEFAULT_OPSET = 17
-# a budget's ranges hold where the extremes of this many times the calibration images typically lie
-# (ranges.tail_room), unless --tail-room says otherwise or the model's output is a softmax: with_budget_room
-BUDGET_TAIL_ROOM = 10
 MODE_DESCRIPTIONS = {
     "int8": "full integer: weights int8 symmetric per output channel, activations int8 per tensor",
     "float16": "weights stored as float16, computed in float32",
@@ -138,20 +135,6 @@ class QuantizationRecipe:
     def range_method(self):
         return RangeMethod(self.calibration_method, self.percentile, self.extrapolation, room=self.tail_room)
 
-    def with_budget_room(self, softmax_head):
-        """This recipe with BUDGET_TAIL_ROOM where a budget is asked, --tail-room was not given, the range rule
-        can take room (auto's choice or minmax/extrapolated) and the model's output is not a softmax. A budget is a
-        promise about images the calibration never saw, and the held-out calibration images cannot show it the few
-        new ones that reach past every range: on logits heads those ruled the error on new images, and the parts
-        a budget kept bought 0.56 of their held-out gain there on average, 0.80 with the room
-        (benchmarks/results/mixed_precision.md, "with `--tail-room 10`"; README). A softmax saturates those
-        extremes."""
-        if self.budget() is None or self.tail_room is not None or softmax_head:
-            return self
-        if not (self.calibration_method == AUTO or self.range_method().takes_room):
-            return self
-        return dataclasses.replace(self, tail_room=BUDGET_TAIL_ROOM)
-
     def budget(self):
         """The mixed-precision Budget asked for, or None (full int8)."""
         from .mixed import Budget
@@ -171,11 +154,8 @@ class QuantizationRecipe:
 
             chosen = RangeMethod.from_dict(activation_ranges["chosen"])
             ranges += f" ({dataclasses.replace(chosen, room=None).describe()}{room_text(activation_ranges['selection'])})"
-        elif method.room and method.room > 1:
+        elif method.room:
             ranges += f", room for {method.room:g}x the images"
-        room_applied = ((activation_ranges or {}).get("selection") or {}).get("tail_room", {}).get("applied", True)
-        if self.budget() is not None and self.tail_room == BUDGET_TAIL_ROOM and room_applied:
-            ranges += " (the room an accuracy budget takes by default; --tail-room 1 for none)"
         if artifact_format != "onnx":
             return f"{MODE_DESCRIPTIONS[self.mode]}, {ranges}"
         weights = "int8 in a 7-bit range" if self.onnx_reduce_range else "int8"

@@ -470,7 +470,7 @@ def room_record(asked, chosen):
 def room_text(selection):
     """What became of --tail-room after the choice ('; then room for ...' or '; no tail room: ...'), or ''."""
     room = selection.get("tail_room")
-    if not room or room["asked"] <= 1:  # room for as many images as calibrated: none
+    if not room:
         return ""
     if room["applied"]:
         return f"; then room for {room['asked']:g}x the images"

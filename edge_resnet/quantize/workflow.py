@@ -3,7 +3,7 @@ float32 .tflite in, one .tflite or .onnx artifact out, with its recipe JSON."""
 
 import argparse
 import os
-from dataclasses import KW_ONLY, dataclass, fields, replace
+from dataclasses import KW_ONLY, dataclass, fields
 
 from ..data.images import DEFAULT_CALIBRATION_SIZE, PreprocessedRequest, PreprocessingRequest, SeedRequest
 from ..data.labels import LabelsRequest, check_labels_file
@@ -40,8 +40,7 @@ class QuantizationRequest:
                                    "activation range to where the extremes of K times as many images as the "
                                    "calibration's typically lie (read off how the calibration images' largest "
                                    "values spread), for deployments where a few inputs reach past every "
-                                   "calibration image; costs the other images resolution (default: none; 10 "
-                                   "under an accuracy budget unless the model ends in a softmax; 1: none)")
+                                   "calibration image; costs the other images resolution (default: none)")
     statistics: str = option("--statistics", default=None, metavar="FILE.npz",
                              help="activation statistics saved earlier for this model (no calibration pass)")
     input_type: str = option("--input-type", default=None, choices=IO_TYPES, help="int8 model input type (default: int8)")
@@ -238,9 +237,7 @@ def quantize_artifact(request, log=print):
 
     record = read_record(path) if recipe.needs_calibration else {}
     mixed = record.get("mixed_precision")
-    # the recipe as recorded: a budget's default room is known once the model's statistics are
-    as_written = replace(recipe, tail_room=record["recipe"]["tail_room"]) if record else recipe
-    description = as_written.describe(request.target[1:], record.get("activation_ranges"))
+    description = recipe.describe(request.target[1:], record.get("activation_ranges"))
     if request.target == ".tflite" and mixed and mixed["float_parts"] or record.get("route") == "tflite":
         description = record["quantization"]  # parts out of int8, or the int8 TFLite written as ONNX
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {description})")
