@@ -128,7 +128,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmarks.common import interleaved_medians, machine, write_results  # noqa: E402
 
 BUDGET_OVER_FULL_INT8_DB = 3.0
-NO_ROOM = None  # --tail-room of every search but the tail-room parts': none
 # rows kept from models trained earlier on another machine (training is not bit-reproducible across CPUs)
 PREVIOUS = ("previous_models_results", "previous_models_float_output_results", "previous_models_machine",
             "retrained_machine", "previous_onnx_results", "previous_onnx_machine", "earlier_grid_cap_results")
@@ -381,7 +380,7 @@ def resnet50_data_sets():
 
 
 def measure(name, model, size, depth, output_type="int8", precision="float32", data=digits, timed=True,
-            tail_room=NO_ROOM):
+            tail_room=None):
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.int8_tflite import write_int8_tflite
     from edge_resnet.quantize.mixed import chosen_step, model_parts, weighted_scopes
@@ -417,7 +416,7 @@ def measure(name, model, size, depth, output_type="int8", precision="float32", d
               "grid_db": record["steps"][0].get("grid_db"), "with_float32_output": record.get("with_float32_output")}
     result["output_type"] = output_type
     result["tail_room"] = tail_room
-    if tail_room != NO_ROOM:  # the rule auto took, and whether it took the room
+    if tail_room is not None:  # the rule auto took, and whether it took the room
         ranges = read_record(mixed)["activation_ranges"]
         result["ranges"] = {"chosen": ranges.get("chosen"), "tail_room": ranges.get("selection", {}).get("tail_room")}
     result["level_standard_error_db"] = record.get("level_standard_error_db")
@@ -434,7 +433,7 @@ def measure(name, model, size, depth, output_type="int8", precision="float32", d
     return result
 
 
-def measure_onnx(name, model, size, depth, data=digits, tail_room=NO_ROOM):
+def measure_onnx(name, model, size, depth, data=digits, tail_room=None):
     """The same budget rule for the int8 ONNX, searched and scored on onnxruntime."""
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.mixed import chosen_step
@@ -466,7 +465,7 @@ def measure_onnx(name, model, size, depth, data=digits, tail_room=NO_ROOM):
               "int8_operators": list(chosen.get("int8_operators") or []),
               "search_seconds": seconds, "steps": record["steps"], "not_tried": record["not_tried"],
               "tail_room": tail_room}
-    if tail_room != NO_ROOM:  # the rule auto took, and whether it took the room
+    if tail_room is not None:  # the rule auto took, and whether it took the room
         ranges = read_record(mixed)["activation_ranges"]
         result["ranges"] = {"chosen": ranges.get("chosen"), "tail_room": ranges.get("selection", {}).get("tail_room")}
     print(result, flush=True)
@@ -1465,14 +1464,14 @@ def searched_by_mean_of_db(saved, path, part, earlier_results, search):
             path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
-def timed_onnx_search(entry, data=digits, tail_room=NO_ROOM):
+def timed_onnx_search(entry, data=digits, tail_room=None):
     """measure_onnx's search of `entry` on `data`, its kept parts timed at 224 beside full int8."""
     result = measure_onnx(*entry, data=data, tail_room=tail_room)
     result["latency_224"] = onnx_latency_at_224(result["depth"], result["float_parts"], result["int8_operators"])
     return result
 
 
-def search_onnx_resnet50s(saved, path, part, head, tail_room=NO_ROOM):
+def search_onnx_resnet50s(saved, path, part, head, tail_room=None):
     """timed_onnx_search of the MNIST and Fashion-MNIST ResNet-50s whose name has `head` ("head": both), into
     saved[PART_results] (the models it has are skipped), its machine in saved[PART_machine], written to `path`
     after each."""
