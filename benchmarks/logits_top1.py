@@ -43,6 +43,25 @@ paired standard error from the evaluation images' sampling
                                                  min/max). Beside it, the same two rules' shipped artifacts
                                                  (ranges from all 200 images, biases corrected as `quantize`
                                                  does) on the 10,000 test images.
+    python benchmarks/logits_top1.py choosers    would `auto` keep more top-1 on a logits head if it chose by
+                                                 another score of the same held-out outputs? The four
+                                                 Fashion-MNIST and three MNIST logits heads, `auto`'s layout
+                                                 as in `heldout`; three choosers of the same candidates:
+                                                 pooled output SQNR (what `auto` does), the mean KL
+                                                 divergence of the logits' softmax (a classifier's
+                                                 probabilities), the mean of per-image SQNR in dB (what
+                                                 --calibration-score per-image ships; checked once per
+                                                 network to take the rule `auto` takes so); each
+                                                 winner's shipped artifact (ranges from all 200 images,
+                                                 biases corrected) on the evaluation images: top-1
+                                                 agreement and SQNR. Fixed before the run: another chooser
+                                                 is worth building only if its top-1 agreement beats the
+                                                 SQNR chooser's by 0.1 points or more on average over the
+                                                 subsets and falls short of it by more than 0.1 points on
+                                                 no network (mean over its subsets).
+    python benchmarks/logits_top1.py choosers_softmax
+                                                 the same on the softmax heads of the same networks (the
+                                                 KL of their own probabilities)
 
 Writes benchmarks/results/logits_top1.{json,md}.
 """
@@ -168,14 +187,14 @@ def note_against_evaluation(protocol, models):
     return rows
 
 
-def logits_heads(protocol, models):
-    """(name, float .tflite bytes, its subsets) per logits head of `models`; the subsets are made one at a time:
-    (calibration ImageSet, evaluation images, the float Keras model's outputs on them)."""
+def logits_heads(protocol, models, head_kind="logits"):
+    """(name, float .tflite bytes, its subsets) per logits head (or `head_kind` head) of `models`; the subsets are
+    made one at a time: (calibration ImageSet, evaluation images, the float Keras model's outputs on them)."""
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.tflite import float_tflite
 
     for name, model, head, size in models:
-        if head == "logits":
+        if head == head_kind:
             print(f"== {name}", flush=True)
             yield name, float_tflite(fold_batchnorm(model)[0]), calibration_subsets(model, size, protocol)
 
@@ -201,32 +220,46 @@ def sign_test_p(only_minmax, only_winner):
     return sum(comb(count, k) for k in range(only_minmax, count + 1)) / 2 ** count if count else 1.0
 
 
+def candidates_held_out(float_model, calibration):
+    """(statistics, the float model's outputs on the calibration samples, `auto`'s candidates, and per fit in
+    `auto`'s layout: (the held-out positions, each candidate's int8 outputs on them, as quantized))."""
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_int8_candidates
+    from edge_resnet.quantize.ranges import activation_ranges
+    from edge_resnet.quantize.selection import calibration_inputs, candidates_for, fits, float_reference
+    from edge_resnet.quantize.statistics import collect_statistics
+
+    statistics = collect_statistics(float_model, calibration)
+    inputs = calibration_inputs(calibration, statistics)
+    rules = candidates_for(statistics)
+
+    def per_fit():
+        for fitted, positions in fits(statistics):
+            positions = list(positions)
+            artifacts = (quantized_int8_io(float_model, activation_ranges(fitted, rule)) for rule in rules)
+            yield positions, run_int8_candidates(artifacts, inputs[positions])
+
+    return statistics, float_reference(float_model, statistics, inputs), rules, per_fit()
+
+
 def held_out_top1(protocol, models):
     """Per logits head and subset: `auto`'s candidates on their held-out images as `auto` scores them (as
     quantized, each fold by ranges from the others), the SQNR winner's top-1 against min/max's there (paired
     counts, sign test), and both rules' shipped artifacts on the evaluation images."""
     from edge_resnet.quantize.bias_correction import corrected_artifact
-    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_int8_candidates, run_tflite_bytes
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_tflite_bytes
     from edge_resnet.quantize.ranges import activation_ranges
     from edge_resnet.quantize.recipe import QuantizationRecipe
-    from edge_resnet.quantize.selection import (calibration_inputs, candidates_for, fits, float_reference,
-                                                per_image_errors, sqnr_of_sums)
-    from edge_resnet.quantize.statistics import collect_statistics
+    from edge_resnet.quantize.selection import per_image_errors, sqnr_of_sums
 
     rows = []
     for name, float_model, subsets_of in logits_heads(protocol, models):
         subsets = []
         for calibration, test_images, test_reference in subsets_of:
-            statistics = collect_statistics(float_model, calibration)
-            inputs = calibration_inputs(calibration, statistics)
-            reference = float_reference(float_model, statistics, inputs)
-            rules = candidates_for(statistics)
+            statistics, reference, rules, per_fit = candidates_held_out(float_model, calibration)
             sums = np.zeros((len(rules), 2))
-            kept = np.zeros((len(rules), len(inputs)), bool)
-            for fitted, positions in fits(statistics):
-                positions = list(positions)
-                artifacts = (quantized_int8_io(float_model, activation_ranges(fitted, rule)) for rule in rules)
-                for index, outputs in enumerate(run_int8_candidates(artifacts, inputs[positions])):
+            kept = np.zeros((len(rules), len(reference)), bool)
+            for positions, candidate_outputs in per_fit:
+                for index, outputs in enumerate(candidate_outputs):
                     sums[index] += [np.sum(part) for part in per_image_errors(reference[positions], outputs)]
                     kept[index, positions] = outputs.argmax(1) == np.argmax(reference[positions], 1)
             scores_db = [sqnr_of_sums(*pair) for pair in sums]
@@ -239,7 +272,7 @@ def held_out_top1(protocol, models):
                     QuantizationRecipe(), calibration, statistics)
                 outputs = run_tflite_bytes(shipped, test_images, "int8")
                 evaluated[index] = float(np.mean(outputs.argmax(1) == test_reference.argmax(1)))
-            subsets.append({"winner": rules[winner].describe(), "held_out_images": len(inputs),
+            subsets.append({"winner": rules[winner].describe(), "held_out_images": len(reference),
                             "held_out_db": {"winner": scores_db[winner], "minmax": scores_db[0]},
                             "held_out_agreement": {"winner": float(np.mean(kept[winner])),
                                                    "minmax": float(np.mean(kept[0]))},
@@ -250,6 +283,118 @@ def held_out_top1(protocol, models):
             print(f"   {subsets[-1]}", flush=True)
         rows.append({"model": name, "protocol": protocol, "subsets": subsets})
     return rows
+
+
+def log_softmax(logits):
+    shifted = np.asarray(logits, np.float64) - np.max(logits, axis=1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+
+
+def softmax_kl(reference, outputs, head="logits"):
+    """Each image's KL divergence from the float model's class probabilities to the int8 model's: the softmax
+    of a logits head's outputs, a softmax head's own (an int8 zero read as 1e-12)."""
+    if head == "logits":
+        expected, got = log_softmax(reference), log_softmax(outputs)
+    else:
+        expected, got = (np.log(np.maximum(np.asarray(values, np.float64), 1e-12)) for values in (reference, outputs))
+    return np.sum(np.exp(expected) * (expected - got), axis=1)
+
+
+def mean_image_db(signal, noise, kl):
+    from edge_resnet.quantize.selection import image_db_of
+
+    return float(np.mean(image_db_of(signal, noise)))
+
+
+CHOOSERS = {"pooled SQNR (auto)": lambda signal, noise, kl: 10 * np.log10(np.sum(signal) / np.sum(noise)),
+            "softmax KL": lambda signal, noise, kl: -np.mean(kl),
+            "mean of per-image dB": mean_image_db}
+SHIPPED_SCORES = {"pooled SQNR (auto)": "pooled", "mean of per-image dB": "per-image"}  # --calibration-score
+
+
+def check_as_auto_chooses(float_model, calibration, statistics, rules, winners):
+    """Refuse to go on where `auto` itself, by each --calibration-score, takes another rule than the chooser of
+    this benchmark that stands for it."""
+    from edge_resnet.quantize.int8_tflite import tflite_chooser
+
+    choose_for = tflite_chooser(float_model, True, calibration)
+    for chooser, score in SHIPPED_SCORES.items():
+        taken = choose_for(statistics, score).method
+        if taken != rules[winners[chooser]]:
+            raise RuntimeError(f"auto scored {score} took {taken.describe()}, the benchmark's {chooser} "
+                               f"{rules[winners[chooser]].describe()}")
+
+
+def chooser_rows(protocol, models, head="logits"):
+    """Per logits head and subset: each chooser's winner among `auto`'s candidates on the held-out images (as
+    quantized, each fold by ranges from the others), and each winner's shipped artifact on the evaluation
+    images (top-1 agreement with the float model, output SQNR)."""
+    from edge_resnet.quantize.bias_correction import corrected_artifact
+    from edge_resnet.quantize.int8_tflite import quantized_int8_io, run_tflite_bytes
+    from edge_resnet.quantize.ranges import activation_ranges
+    from edge_resnet.quantize.recipe import QuantizationRecipe
+    from edge_resnet.quantize.selection import output_sqnr_db, per_image_errors
+
+    rows = []
+    for name, float_model, subsets_of in logits_heads(protocol, models, head):
+        subsets = []
+        for calibration, test_images, test_reference in subsets_of:
+            statistics, reference, rules, per_fit = candidates_held_out(float_model, calibration)
+            signal, noise, kl = (np.zeros((len(rules), len(reference))) for _ in range(3))
+            for positions, candidate_outputs in per_fit:
+                for index, outputs in enumerate(candidate_outputs):
+                    signal[index, positions], noise[index, positions] = per_image_errors(reference[positions],
+                                                                                         outputs)
+                    kl[index, positions] = softmax_kl(reference[positions], outputs, head)
+            winners = {chooser: int(np.argmax([score(signal[index], noise[index], kl[index])
+                                               for index in range(len(rules))]))
+                       for chooser, score in CHOOSERS.items()}
+            if not subsets:  # once per network
+                check_as_auto_chooses(float_model, calibration, statistics, rules, winners)
+            evaluated = {}
+            for index in sorted(set(winners.values())):
+                shipped, _ = corrected_artifact(
+                    quantized_int8_io(float_model, activation_ranges(statistics, rules[index])), float_model,
+                    QuantizationRecipe(), calibration, statistics)
+                outputs = run_tflite_bytes(shipped, test_images, "int8")
+                evaluated[index] = {"agreement": float(np.mean(outputs.argmax(1) == test_reference.argmax(1))),
+                                    "sqnr_db": output_sqnr_db(test_reference, outputs)}
+            subsets.append({"evaluation_images": len(test_images),
+                            "choosers": {chooser: {"rule": rules[index].describe(), **evaluated[index]}
+                                         for chooser, index in winners.items()}})
+            print(f"   {subsets[-1]}", flush=True)
+        rows.append({"model": name, "protocol": protocol, "subsets": subsets})
+    return rows
+
+
+def chooser_lines(rows):
+    names = list(CHOOSERS)
+    lines = ["| model | evaluation images | " + " | ".join(f"{chooser}: rules taken; top-1 agreement, SQNR dB"
+                                                        for chooser in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for row in rows:
+        cells = []
+        for chooser in names:
+            taken = [subset["choosers"][chooser] for subset in row["subsets"]]
+            rules = ", ".join(entry["rule"] for entry in taken)
+            cells.append(f"{rules}; {np.mean([entry['agreement'] for entry in taken]):.2%}, "
+                         f"{np.mean([entry['sqnr_db'] for entry in taken]):.2f}")
+        lines.append(f"| {row['model']} | {row['subsets'][0]['evaluation_images']} | {' | '.join(cells)} |")
+    subsets = [subset for row in rows for subset in row["subsets"]]
+    summary = []
+    for chooser in names[1:]:
+        gain = [100 * (subset["choosers"][chooser]["agreement"] - subset["choosers"][names[0]]["agreement"])
+                for subset in subsets]
+        cost = [subset["choosers"][chooser]["sqnr_db"] - subset["choosers"][names[0]]["sqnr_db"]
+                for subset in subsets]
+        worst = min(np.mean([100 * (subset["choosers"][chooser]["agreement"]
+                                    - subset["choosers"][names[0]]["agreement"]) for subset in row["subsets"]])
+                    for row in rows)
+        worth = np.mean(gain) >= 0.1 and worst >= -0.1
+        summary.append(f"{chooser}: top-1 agreement {np.mean(gain):+.2f} points on average over the "
+                       f"{len(subsets)} subsets (worst network {worst:+.2f}), SQNR {np.mean(cost):+.2f} dB; by the "
+                       f"reading fixed before the run, {'worth building' if worth else 'not worth building'}")
+    return lines + ["", "Against the SQNR chooser: " + "; ".join(summary) + "."]
 
 
 def held_out_lines(rows):
@@ -310,6 +455,17 @@ def markdown(result):
                       "`quantize` ships them (ranges from all 200 images, biases corrected) on the test images.", "",
                       *held_out_lines(rows), ""]
             continue
+        if part.startswith("choosers"):
+            probabilities = "their own probabilities" if part == "choosers_softmax" else "the logits' softmax"
+            lines += ["`auto`'s own held-out layout on each subset's 200 calibration images (as `heldout`); three "
+                      "choosers of the same candidates by the same held-out outputs: pooled output SQNR (what `auto` "
+                      f"does), the mean KL divergence of {probabilities}, the mean of per-image SQNR in dB (what "
+                      "`--calibration-score per-image` ships: on each network's first subset both shipped scores "
+                      "were checked to take the rule `auto` takes by them). Per "
+                      "network: the rule each took on the four subsets, and its artifact as `quantize` ships it "
+                      "(ranges from all 200 images, biases corrected) on the evaluation images, mean over the "
+                      "subsets.", "", *chooser_lines(rows), ""]
+            continue
         if part.startswith("note"):
             lines += ["What `quantize`'s note counts (the default recipe, each subset's 200 calibration images: the "
                       "float model's outputs rounded onto the artifact's int8 output grid alone, images whose top-1 "
@@ -341,7 +497,12 @@ def main(parts):
                              *note_against_evaluation("mnist", mnist_models())],
             "fashion_fresh": lambda: measure("fashion", fashion_fresh_models()),
             "note_fresh": lambda: note_against_evaluation("fashion", fashion_fresh_models()),
-            "heldout": lambda: held_out_top1("fashion", [*fashion_models(), *fashion_fresh_models()])}
+            "heldout": lambda: held_out_top1("fashion", [*fashion_models(), *fashion_fresh_models()]),
+            "choosers": lambda: [*chooser_rows("fashion", [*fashion_models(), *fashion_fresh_models()]),
+                                 *chooser_rows("mnist", mnist_models())],
+            "choosers_softmax": lambda: [
+                *chooser_rows("fashion", [*fashion_models(), *fashion_fresh_models()], "softmax"),
+                *chooser_rows("mnist", mnist_models(), "softmax")]}
     for part, run in runs.items():
         if part in parts:
             started = time.perf_counter()

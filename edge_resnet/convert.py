@@ -147,10 +147,11 @@ def check_config(config):
     if "tflite" not in formats and {config.input_type, config.output_type} - {None, "float32"}:
         raise ConfigError("--input-type and --output-type set the int8 TFLite's I/O, and convert's int8 ONNX takes "
                           "and gives float32: add tflite to --formats, or leave them out")
-    int8_only = ("calibration_method", "percentile", "extrapolation", "tail_room", "statistics", "fallback_precision")
+    int8_only = ("calibration_method", "percentile", "extrapolation", "tail_room", "calibration_score", "statistics",
+                 "fallback_precision")
     if config.quantize != "int8" and any(getattr(config, name) is not None for name in int8_only):
-        raise ConfigError("--calibration-method, --percentile, --extrapolation, --tail-room, --statistics and "
-                          "--fallback-precision apply to --quantize int8 only")
+        raise ConfigError("--calibration-method, --percentile, --extrapolation, --tail-room, --calibration-score, "
+                          "--statistics and --fallback-precision apply to --quantize int8 only")
     if config.quantize != "int8" and config.bias_correction:
         raise ConfigError("--bias-correction applies to --quantize int8 only")
     if config.fallback_precision == "dynamic" and "onnx" in formats:
@@ -334,7 +335,7 @@ def recipe_for(mode, config):
     from .quantize.recipe import QuantizationRecipe
 
     int8_options = ("input_type", "output_type", "calibration_method", "percentile", "extrapolation", "tail_room",
-                    "min_sqnr", "min_sqnr_gain", "fallback_precision", "bias_correction")
+                    "calibration_score", "min_sqnr", "min_sqnr_gain", "fallback_precision", "bias_correction")
     if config.accuracy_control:
         int8_options += ("max_accuracy_drop", "min_agreement")
     overrides = {key: getattr(config, key) for key in int8_options

@@ -404,7 +404,10 @@ def test_quantize_a_float_tflite_without_tensorflow(float_model, statistics, dig
     (["--quantize", "float16", "--bias-correction"], "--bias-correction applies to --quantize int8 only"),
     (["--tail-room", "0.5", "--calibration-method", "minmax"], "tail room must be how many times"),
     (["--tail-room", "10", "--calibration-method", "percentile"], "percentile clips them on purpose"),
-    (["--quantize", "float16", "--tail-room", "10"], "--tail-room apply to --quantize int8 only"),
+    (["--quantize", "float16", "--tail-room", "10"], "--tail-room and --calibration-score apply to --quantize int8"),
+    (["--calibration-score", "per-image", "--calibration-method", "mse"],
+     "--calibration-method mse tries none: leave --calibration-score out or use --calibration-method auto"),
+    (["--calibration-score", "typical"], "invalid choice"),
     (["--percentile", "99.9", "--calibration-method", "minmax"],
      "--percentile sets the percentile rule, and --calibration-method is minmax, which does not read it"),
     (["--percentile", "99.9"], "--calibration-method is auto (the default), which does not read it"),
@@ -669,6 +672,14 @@ def test_the_reports_range_table_marks_a_rule_an_artifact_did_not_try():
     del one_fold["layout"]  # a record of the versions that fitted on one fold alone says so
     assert "ranges fitted on one fold alone (2 such fits)" in "\n".join(
         range_selection_lines([{"artifact": "old.tflite", "range_selection": one_fold}]))
+    per_image = {**tflite["range_selection"], "score": "per-image", "chosen_rule": "minmax", "candidates": [
+        {"rule": "minmax", "held_out_sqnr_db": 30.0, "held_out_mean_image_db": 41.0},
+        {"rule": "percentile 99.99", "held_out_sqnr_db": 31.0, "held_out_mean_image_db": 40.0}]}
+    text = "\n".join(range_selection_lines([{"artifact": "m.tflite", "range_selection": per_image}]))
+    assert "| minmax | 41.00 (chosen) |" in text and "the mean over every calibration image of its output SQNR" in text
+    hinted = {**tflite["range_selection"], "per_image_choice": "minmax"}
+    assert "- `m.tflite`: percentile 99.99; each image's SQNR, averaged, favours minmax" in "\n".join(
+        range_selection_lines([{"artifact": "m.tflite", "range_selection": hinted}]))
 
 
 def test_a_choice_that_rests_on_a_few_images_says_so():
@@ -709,20 +720,21 @@ def test_the_race_drops_the_worse_half_but_never_minmax():
     """A race (benchmarks/auto_race.py replayed auto's earlier layout under some): each heat's
     worse half stops running; min/max runs every heat, so the winner beat it
     on the same images; a candidate's score covers only the heats it ran."""
-    from edge_resnet.quantize.selection import Heat, race
+    from edge_resnet.quantize.selection import Heat, ImageErrors, race
 
     noise = {0: 4.0, 1: 1.0, 2: 2.0, 3: 8.0, 4: 3.0, 5: 0.5}  # per image; candidate 5 is best, minmax (0) poor
     later = {5: 4.0}  # ... until the second fit, where 1 overtakes 5
     runs = []
 
-    def heat_sums(candidates, heat):
+    def heat_errors(candidates, heat):
         runs.extend((candidate, heat) for candidate in candidates)
         per_image = [later.get(candidate, noise[candidate]) if heat.fit == 1 else noise[candidate]
                      for candidate in candidates]
-        return [(100.0 * len(heat.folds), error * len(heat.folds)) for error in per_image]
+        return [ImageErrors(np.array(heat.folds), np.full(len(heat.folds), 100.0), np.full(len(heat.folds), error))
+                for error in per_image]
 
     heats = (Heat(0, (1,), 0.5), Heat(0, (2, 3), 0.5), Heat(1, (0, 2, 3)))
-    scores, heats_run = race(6, heats, heat_sums)
+    scores, heats_run = race(6, heats, heat_errors)
     assert heats_run == [3, 3, 2, 1, 1, 3]  # 3 of 6 (1, 2, 5) and minmax; then 1, 5 and minmax
     assert [candidate for candidate, heat in runs if heat == heats[2]] == [0, 1, 5]
     assert scores[1] > scores[5] > scores[0]  # 5 led on the first fit, 1 pooled over every heat it ran
@@ -779,6 +791,98 @@ def test_auto_tries_every_candidate_on_the_real_artifact_and_keeps_the_best(fold
         assert record["ranges_fingerprint"] == ranges_fingerprint(activation_ranges(statistics, chosen))
         assert record["selection"]["held_out_samples"] == 200 and record["selection"]["folds"] == 4
         assert f"({chosen.describe()})" in json.loads(record_path(path).read_text())["quantization"]
+
+
+def outlier_or_even_outputs(statistics, few_outliers, even):
+    """int8_outputs for choose(): the rule `few_outliers` (by the ranges it makes on a fit) is off by 0.001 on
+    every image but every 50th (inputs hold each image's number), off by 1 there; `even` by 0.01 on every image;
+    every other rule by 0.02 everywhere."""
+    from edge_resnet.quantize.ranges import ranges_fingerprint
+    from edge_resnet.quantize.selection import fits, one_at_a_time
+
+    def made_by(rule):
+        return {ranges_fingerprint(activation_ranges(fitted, rule)) for fitted, _ in fits(statistics)}
+
+    outlying, spread = made_by(few_outliers), made_by(even)
+
+    def outputs(ranges, images):
+        fingerprint = ranges_fingerprint(ranges)
+        if fingerprint in outlying:
+            error = np.where(images[:, :1] % 50 == 0, 1.0, 0.001)
+        else:
+            error = np.full((len(images), 1), 0.01 if fingerprint in spread else 0.02)
+        return np.ones((len(images), 10)) + error
+
+    return one_at_a_time(outputs)
+
+
+def test_the_per_image_score_takes_the_rule_best_on_the_typical_image(statistics, softmax_statistics):
+    """Pooled, a rule's few images with large errors rule its score; per image, every image counts alike. On a
+    logits head the pooled choice says which rule the per-image score would take, where it is another."""
+    from edge_resnet.quantize.selection import candidates_for, choose, describe_selection
+
+    few_outliers, even = RangeMethod("mse"), RangeMethod("minmax")
+    inputs, reference = np.arange(200.0)[:, None], np.ones((200, 10))
+    outputs = outlier_or_even_outputs(statistics, few_outliers, even)
+    pooled = choose(statistics, inputs, outputs, reference, "test", name_per_image_choice=True)
+    per_image = choose(statistics, inputs, outputs, reference, "test", score="per-image", name_per_image_choice=True)
+    assert pooled.method == even and per_image.method == few_outliers
+    assert pooled.per_image_choice == few_outliers and per_image.per_image_choice is None
+    record = pooled.record()
+    mse = next(entry for entry in record["candidates"] if entry["rule"] == "mse")
+    assert record["score"] == "pooled" and mse["held_out_sqnr_db"] == pytest.approx(
+        10 * np.log10(2000 / (196 * 10 * 1e-6 + 4 * 10)), abs=1e-3)
+    assert mse["held_out_mean_image_db"] == pytest.approx((196 * 60 + 4 * 0) / 200, abs=1e-3)
+    assert describe_selection({"method": "auto", "chosen": pooled.method.to_dict(), "selection": record}).endswith(
+        "; each image's SQNR, averaged, favours mse (--calibration-score per-image: on a classifier's logits it kept "
+        "more top-1 agreement)")
+    line = per_image.describe()
+    assert line.startswith("mse, chosen on 200 held-out calibration images scored per image: 58.8 dB vs minmax "
+                           "40.0 dB") and "favours" not in line
+    assert per_image.record()["score"] == "per-image" and per_image.stays_best == 1.0
+    softmax = choose(softmax_statistics, inputs, outlier_or_even_outputs(softmax_statistics, few_outliers, even),
+                     reference, "test", candidates=candidates_for(softmax_statistics), name_per_image_choice=True)
+    assert softmax.method == even and softmax.per_image_choice is None, "a softmax head's pooled score is its own"
+    assert choose(statistics, inputs, outputs, reference, "test").per_image_choice is None, "measured on the TFLite"
+
+
+def test_quantize_cli_scores_auto_per_image_where_asked(float_model, tmp_path):
+    from edge_resnet.calibration import digits_folder
+
+    source = tmp_path / "model_float32.tflite"
+    source.write_bytes(float_model)
+    result = run_in_process("quantize", source, "--calibration", digits_folder(), "--calibration-score", "per-image",
+                            "--output", tmp_path / "m.tflite", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "held-out calibration images scored per image: " in result.stdout
+    written = json.loads(record_path(tmp_path / "m.tflite").read_text())
+    assert written["recipe"]["calibration_score"] == "per-image"
+    assert written["activation_ranges"]["selection"]["score"] == "per-image"
+
+
+def test_auto_scored_per_image_keeps_the_best_mean_of_image_db_on_the_real_artifact(
+        folded, float_model, statistics, digits_calibration, tmp_path):
+    from edge_resnet.quantize.onnx_export import to_onnx
+    from edge_resnet.quantize.ranges import ranges_fingerprint
+    from edge_resnet.quantize.selection import describe_selection
+
+    recipe, calibration = QuantizationRecipe(calibration_score="per-image"), digits_calibration.cached()
+    tflite = to_tflite(folded, recipe, calibration, output=tmp_path / "m.tflite", statistics=statistics,
+                       float_model=float_model)
+    onnx_path = to_onnx(folded, recipe, calibration, output=tmp_path / "m.onnx", statistics=statistics,
+                        float_model=float_model)
+    for path in (tflite, onnx_path):
+        written = json.loads(record_path(path).read_text())
+        record = written["activation_ranges"]
+        assert written["recipe"]["calibration_score"] == "per-image" and record["selection"]["score"] == "per-image"
+        candidates = record["selection"]["candidates"]
+        scores = [(entry["held_out_mean_image_db"], -index) for index, entry in enumerate(candidates)]
+        chosen = RangeMethod.from_dict(record["chosen"])
+        assert candidates[-max(scores)[1]]["rule"] == chosen.describe()
+        assert record["ranges_fingerprint"] == ranges_fingerprint(activation_ranges(statistics, chosen))
+        assert all(entry["held_out_sqnr_db"] is not None for entry in candidates)
+        assert "chosen on 200 held-out calibration images scored per image" in describe_selection(record)
+        assert "auto scored per image activation ranges" in written["quantization"]
 
 
 def test_on_a_softmax_head_the_int8_tflite_takes_the_winners_ranges_from_all_images(
@@ -843,7 +947,7 @@ def test_auto_says_when_the_images_cannot_tell_the_rules_apart(statistics, tmp_p
 
     tied = Choice(CANDIDATES[0], tuple((method, 48.4) for method in CANDIDATES), 200, 4, "test")
     with pytest.warns(DataWarning, match="same output SQNR within 0.1 dB .* took minmax.*calibrate on images it has not"):
-        method, _, record = resolved_ranges(statistics, RangeMethod("auto"), lambda statistics: tied)
+        method, _, record = resolved_ranges(statistics, RangeMethod("auto"), lambda statistics, score: tied)
     assert method == RangeMethod("minmax") and record["decided_by_scores"] is False
 
 
@@ -927,7 +1031,7 @@ def test_auto_gives_its_choice_the_room_only_where_it_holds_the_extremes(statist
 
     scores = tuple((method, 40.0 + (method == chosen)) for method in CANDIDATES)
     method, ranges, selection = resolved_ranges(statistics, RangeMethod("auto", room=10),
-                                                lambda statistics: Choice(chosen, scores, 200, 4, "test"))
+                                                lambda statistics, score: Choice(chosen, scores, 200, 4, "test"))
     assert method == (dataclasses.replace(chosen, room=10) if applied else chosen)
     assert ranges == activation_ranges(statistics, method)
     assert selection["chosen_rule"] == chosen.describe() and selection["tail_room"] == {"asked": 10,

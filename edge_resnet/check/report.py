@@ -514,14 +514,14 @@ def output_grid_lines(rows):
 def range_selection_lines(rows):
     """The `auto` range method's candidates and their held-out scores, one
     column per int8 artifact (each format chooses on its own runtime)."""
-    from ..quantize.selection import room_text, sureness_text
+    from ..quantize.selection import per_image_text, room_text, score_key, sureness_text
 
     chosen = [row for row in rows if row.get("range_selection") and row["range_selection"]["candidates"]]
     if not chosen:
         return []
     by_candidates = sorted(chosen, key=lambda row: -len(row["range_selection"]["candidates"]))  # the fullest first
     rules = list(dict.fromkeys(entry["rule"] for row in by_candidates for entry in row["range_selection"]["candidates"]))
-    scores = [{entry["rule"]: entry["held_out_sqnr_db"] for entry in row["range_selection"]["candidates"]}
+    scores = [{entry["rule"]: entry[score_key(row["range_selection"])] for entry in row["range_selection"]["candidates"]}
               for row in chosen]
     winners = [row["range_selection"]["chosen_rule"] for row in chosen]
     table = [[rule] + [score_cell(score, rule) + (" (chosen)" if rule == winner else "")
@@ -530,7 +530,8 @@ def range_selection_lines(rows):
     selection = chosen[0]["range_selection"]
     sureness = [f"- {_code(row['artifact'])}: {row['range_selection']['chosen_rule']}"
                 f"{sureness_text(row['range_selection'], 'the held-out images')}{room_text(row['range_selection'])}"
-                for row in chosen if "stays_best_share" in row["range_selection"] or "tail_room" in row["range_selection"]]
+                f"{per_image_text(row['range_selection'])}"
+                for row in chosen if {"stays_best_share", "tail_room", "per_image_choice"} & set(row["range_selection"])]
     return ["", "## Activation ranges", "",
             f"`auto` tried each rule on the {selection['held_out_samples']} calibration images in "
             f"{selection.get('folds', 4)} folds: {fit_text(selection)}. The best rule then took its ranges from all "
@@ -547,6 +548,12 @@ def score_cell(scores, rule):
     return "exact" if scores[rule] is None else f"{scores[rule]:.2f}"
 
 
+def score_words(selection):
+    if selection.get("score") == "per-image":
+        return "the mean over every calibration image of its output SQNR (dB) against the float model"
+    return "its output SQNR (dB) against the float model pooled over every calibration image"
+
+
 def fit_text(selection):
     """How the selection record's ranges were fitted and scored (records
     with "fits" and no "layout" come from the versions that fitted on one
@@ -554,8 +561,7 @@ def fit_text(selection):
     folds but one and averaged the folds' dB)."""
     if "layout" in selection:
         return ("each fold held out in turn: ranges fitted on the other folds, the real artifact quantized with "
-                "them and run on the held-out fold's images, its output SQNR (dB) against the float model pooled "
-                "over every calibration image")
+                f"them and run on the held-out fold's images, {score_words(selection)}")
     if "fits" not in selection:
         return ("ranges fitted on all folds but one, the real artifact quantized with them and run on that fold's "
                 "images, its output SQNR (dB) against the float model averaged over the folds")

@@ -481,9 +481,10 @@ def tflite_chooser(float_model, per_channel, calibration):
     samples (`calibration`, the ImageSet the statistics came from)."""
     from ..device.runtime import tflite_interpreter_module
     from .recipe import tool_versions
+    from .ranges import DEFAULT_AUTO_SCORE
     from .selection import calibration_inputs, candidates_for, choose, float_reference
 
-    def choose_for(statistics):
+    def choose_for(statistics, score=DEFAULT_AUTO_SCORE):
         inputs = calibration_inputs(calibration, statistics)
         reference = float_reference(float_model, statistics, inputs)
 
@@ -494,7 +495,7 @@ def tflite_chooser(float_model, per_channel, calibration):
         runtime, _ = tflite_interpreter_module()
         version = tool_versions(runtime).get(runtime, "")
         return choose(statistics, inputs, int8_outputs, reference, f"the int8 TFLite on {runtime} {version}".strip(),
-                      candidates=candidates_for(statistics))
+                      candidates=candidates_for(statistics), score=score, name_per_image_choice=True)
 
     return choose_for
 

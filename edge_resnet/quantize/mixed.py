@@ -413,11 +413,9 @@ def per_image_mean_db(reference, outputs):
 
 def per_image_db(reference, outputs):
     """Each image's SQNR (dB) of `outputs` against `reference`."""
-    reference, outputs = np.asarray(reference, np.float64), np.asarray(outputs, np.float64)
-    signal = np.sum(reference.reshape(len(reference), -1) ** 2, axis=1)
-    noise = np.sum((reference - outputs).reshape(len(reference), -1) ** 2, axis=1)
-    floor = np.maximum(signal * 1e-12, 1e-30)  # an exact image counts as 120 dB, not infinity
-    return 10 * np.log10(np.maximum(signal, 1e-30) / np.maximum(noise, floor))
+    from .selection import image_db_of, per_image_errors
+
+    return image_db_of(*per_image_errors(reference, outputs))
 
 
 def gain_standard_error(reference, full_int8_outputs, outputs, logits_pairs=None):

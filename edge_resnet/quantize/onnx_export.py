@@ -578,11 +578,12 @@ def onnx_chooser(prepared, float_path, recipe, to_onnx_ranges, calibration, scra
     calibration samples (its best rule may differ from the TFLite model's)."""
     from ..device.runtime import OnnxRunner
     from .recipe import tool_versions
+    from .ranges import DEFAULT_AUTO_SCORE
     from .selection import calibration_inputs, choose, one_at_a_time
 
     quantize = ranged_quantizer(prepared, recipe, scratch / "candidate.onnx")
 
-    def choose_for(statistics):
+    def choose_for(statistics, score=DEFAULT_AUTO_SCORE):
         inputs = calibration_inputs(calibration, statistics)
         with native_output_silenced():
             reference = predicted_in_batches(OnnxRunner(float_path), inputs)
@@ -594,7 +595,7 @@ def onnx_chooser(prepared, float_path, recipe, to_onnx_ranges, calibration, scra
 
         version = tool_versions("onnxruntime").get("onnxruntime", "")
         return choose(statistics, inputs, one_at_a_time(int8_outputs), reference,
-                      f"the int8 ONNX on onnxruntime {version} (CPU)")
+                      f"the int8 ONNX on onnxruntime {version} (CPU)", score=score)
 
     return choose_for
 

@@ -55,6 +55,10 @@ AUTO = "auto"
 RULES = ("minmax", "percentile", "mse", "extrapolated", "consensus")  # a range from one tensor's statistics
 METHODS = (AUTO,) + RULES
 OUTPUT_RULES = (None, "minmax")  # what the graph's output tensors take: the method's own range, or min/max
+# how `auto` scores a rule on the held-out images (selection.score_db): the output SQNR pooled over them, or the
+# mean of each image's output SQNR in dB
+AUTO_SCORES = ("pooled", "per-image")
+DEFAULT_AUTO_SCORE = AUTO_SCORES[0]
 DEFAULT_METHOD = AUTO
 DEFAULT_PERCENTILE = 99.99
 DEFAULT_EXTRAPOLATION = 0.25
@@ -76,6 +80,7 @@ class RangeMethod:
     extrapolation: float = DEFAULT_EXTRAPOLATION  # "extrapolated" only
     output: str = None  # "minmax": the graph's output tensors keep their exact min/max
     room: float = None  # ranges reach where the extremes of `room` times the calibration images lie (tail_room)
+    score: str = None  # auto only: how it scores its candidates (AUTO_SCORES; None: the default, pooled)
 
     def __post_init__(self):
         if self.name not in METHODS:
@@ -92,6 +97,12 @@ class RangeMethod:
         if self.room is not None and not (_is_number(self.room) and 1 <= self.room <= MAXIMUM_ROOM):
             raise ConfigError(f"the tail room must be how many times the calibration images to make room for, from 1 "
                               f"to {MAXIMUM_ROOM:g} (e.g. 10). Received: {self.room!r}")
+        if self.score is not None and self.score not in AUTO_SCORES:
+            raise ConfigError(f"auto's score must be one of {', '.join(AUTO_SCORES)}. Received: {self.score!r}")
+        if self.score is not None and self.name != AUTO:
+            raise ConfigError(f"--calibration-score says how auto scores the rules it tries; --calibration-method "
+                              f"{self.name} tries none: leave --calibration-score out or use --calibration-method "
+                              "auto")
         if self.room is not None and not (self.name == AUTO or self.takes_room):
             why = (f"{self.name} clips them on purpose" if self.name not in ROOMY_RULES else
                    f"output={self.output!r} keeps the outputs' exact min/max")
@@ -111,15 +122,21 @@ class RangeMethod:
 
     def to_dict(self):
         return {"method": self.name, **dict([self.parameter] if self.parameter else []),
-                **({"output": self.output} if self.output else {}), **({"room": self.room} if self.room else {})}
+                **({"output": self.output} if self.output else {}), **({"room": self.room} if self.room else {}),
+                **({"score": self.score} if self.score else {})}
 
     @classmethod
     def from_dict(cls, data):
-        return cls(data["method"], output=data.get("output"), room=data.get("room"),
+        return cls(data["method"], output=data.get("output"), room=data.get("room"), score=data.get("score"),
                    **{key: data[key] for key in ("percentile", "extrapolation") if key in data})
+
+    @property
+    def auto_score(self):
+        return self.score or DEFAULT_AUTO_SCORE
 
     def describe(self):
         name = f"{self.name} {self.parameter[1]:g}" if self.parameter else self.name
+        name = f"{name} scored per image" if self.score == "per-image" else name
         name = f"{name} inside, {self.output} on the output" if self.output else name
         return f"{name}, room for {self.room:g}x the images" if self.room else name
 

@@ -54,6 +54,7 @@ class QuantizationRecipe:
     percentile: float = DEFAULT_PERCENTILE
     extrapolation: float = DEFAULT_EXTRAPOLATION
     tail_room: float = None  # ranges reach where the extremes of this many times the calibration images lie
+    calibration_score: str = None  # auto only: how it scores the rules (ranges.AUTO_SCORES; None: pooled)
     # onnxruntime only. uint8 activations with int8 weights ("U8S8") run
     # twice as fast as float32 on x86 here; int8 ("S8S8") is no faster.
     onnx_activation_type: str = "uint8"
@@ -133,7 +134,8 @@ class QuantizationRecipe:
         return self.mode == "int8"
 
     def range_method(self):
-        return RangeMethod(self.calibration_method, self.percentile, self.extrapolation, room=self.tail_room)
+        return RangeMethod(self.calibration_method, self.percentile, self.extrapolation, room=self.tail_room,
+                           score=self.calibration_score)
 
     def budget(self):
         """The mixed-precision Budget asked for, or None (full int8)."""

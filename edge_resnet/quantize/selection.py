@@ -49,6 +49,20 @@ against 0.03 for what shipped then (benchmarks/results/auto_race.md). Running th
 candidates is most of what `auto` costs; the int8 TFLite's candidates share
 runs where they can (int8_tflite.run_int8_candidates).
 
+The score can instead be the mean over the held-out images of each
+image's output SQNR in dB (--calibration-score per-image). A logits head's
+pooled SQNR is ruled by the few images whose largest logits reach past
+the ranges, so the pooled score takes the widest rule; clipping those
+images rarely changes their top class, and the wider grid moves many
+other images' close calls. On seven MNIST and Fashion-MNIST logits heads
+(benchmarks/logits_top1.py choosers) the per-image score's choice kept
+more of the float model's top-1 on every network, +0.43 points on
+average, for 2.9 dB less pooled SQNR; on their softmax heads it moved
+top-1 by nothing. Pooled stays the default (issue 23 measures the
+output's SQNR); on a model whose output is not a softmax the line says
+which rule the per-image score would take where that is another (on
+the int8 TFLite, where it was measured).
+
 A choice also says how sure it is: the share of resamples of the held-out
 images on which the winner stays best (within INDISTINGUISHABLE_DB, so
 rules that differ only on the output do not split it). A softmax head's
@@ -68,7 +82,8 @@ import numpy as np
 from ..data.images import DataWarning
 from ..errors import ConfigError
 from .statistics import FOLDS, MIN_FOLD_SAMPLES, too_few_for_folds
-from .ranges import AUTO, CANDIDATES, RangeMethod, activation_ranges, ranges_fingerprint, room_for
+from .ranges import (AUTO, CANDIDATES, DEFAULT_AUTO_SCORE, RangeMethod, activation_ranges, ranges_fingerprint,
+                     room_for)
 
 INDISTINGUISHABLE_DB = 0.1  # every candidate within this of the others: the images cannot tell them apart
 HELD_OUT_LAYOUT = "each fold scored by ranges from the others"  # the records' name for fits()
@@ -82,12 +97,15 @@ class Choice:
     """What `auto` tried and what it took."""
 
     method: object  # the winning RangeMethod
-    scores: tuple  # (RangeMethod, held-out output SQNR dB) per candidate, in the order tried
+    scores: tuple  # (RangeMethod, held-out score dB by `score`) per candidate, in the order tried
     held_out: int  # samples scored on (each held out from the ranges that scored it)
     folds: int
     scored_on: str  # the artifact and runtime that ran them
     stays_best: float = None  # share of resamples of the held-out images on which `method` stays best
     lead_images: int = None  # fewest held-out images holding half of `method`'s lead over min/max (None: min/max)
+    score: str = DEFAULT_AUTO_SCORE  # how the candidates were scored (score_db)
+    other_scores: tuple = None  # (RangeMethod, held-out score dB by the other score) per candidate
+    per_image_choice: object = None  # pooled on a logits head: the rule the per-image score takes, where another
 
     @property
     def decided(self):
@@ -98,18 +116,38 @@ class Choice:
         return not np.all(np.isfinite(scores)) or max(scores) - min(scores) >= INDISTINGUISHABLE_DB
 
     def record(self):
+        by_score = {self.score: self.scores, **({other_score(self.score): self.other_scores}
+                                                if self.other_scores else {})}
         return {"held_out_samples": self.held_out, "folds": self.folds, "decided_by_scores": self.decided,
-                "layout": HELD_OUT_LAYOUT,
-                "metric": "output SQNR dB against the float model, pooled over every calibration image (each fold "
-                          "scored by ranges from the other folds)", "chosen_rule": self.method.describe(),
-                "scored_on": self.scored_on,
+                "layout": HELD_OUT_LAYOUT, "score": self.score, "metric": SCORE_TEXTS[self.score],
+                "chosen_rule": self.method.describe(), "scored_on": self.scored_on,
                 **({"stays_best_share": round(self.stays_best, 3), "resamples": RESAMPLES,
                     "images_with_half_the_lead_over_minmax": self.lead_images} if self.stays_best is not None else {}),
-                "candidates": [{**method.to_dict(), "rule": method.describe(), "held_out_sqnr_db": _finite(score)}
-                               for method, score in self.scores]}
+                **({"per_image_choice": self.per_image_choice.describe()} if self.per_image_choice else {}),
+                "candidates": [{**method.to_dict(), "rule": method.describe(),
+                                **{SCORE_KEYS[name]: _finite(scores[index][1]) for name, scores in by_score.items()}}
+                               for index, (method, _) in enumerate(self.scores)]}
 
     def describe(self):
         return describe_selection({"method": AUTO, "chosen": self.method.to_dict(), "selection": self.record()})
+
+
+SCORE_KEYS = {"pooled": "held_out_sqnr_db", "per-image": "held_out_mean_image_db"}  # a candidate's, in records
+SCORE_TEXTS = {
+    "pooled": "output SQNR dB against the float model, pooled over every calibration image (each fold scored by "
+              "ranges from the other folds)",
+    "per-image": "the mean over every calibration image of its output SQNR dB against the float model (each fold "
+                 "scored by ranges from the other folds)"}
+
+
+def score_key(selection):
+    """The key of a selection record's candidates that holds the score it chose by (records before the per-image
+    score: pooled)."""
+    return SCORE_KEYS[selection.get("score", DEFAULT_AUTO_SCORE)]
+
+
+def other_score(score):
+    return next(name for name in SCORE_KEYS if name != score)
 
 
 def _finite(value):
@@ -122,7 +160,7 @@ def describe_selection(record):
     if record.get("method") != AUTO:
         return RangeMethod.from_dict(record).describe()
     selection = record["selection"]
-    scores = {entry["rule"]: entry["held_out_sqnr_db"] for entry in selection["candidates"]}
+    scores = {entry["rule"]: entry[score_key(selection)] for entry in selection["candidates"]}
     # the rule as scored, without a tail room (room_text says what became of it)
     chosen = selection.get("chosen_rule") or RangeMethod.from_dict(record["chosen"]).describe()
     if not scores:
@@ -131,9 +169,20 @@ def describe_selection(record):
         return (f"{chosen}: every rule scored {_text_db(scores[chosen])} within {INDISTINGUISHABLE_DB} dB on "
                 f"{selection['held_out_samples']} held-out calibration images, no evidence for any"
                 f"{room_text(selection)}")
-    return (f"{chosen}, chosen on {selection['held_out_samples']} held-out calibration images: "
+    scored = " scored per image" if selection.get("score") == "per-image" else ""
+    return (f"{chosen}, chosen on {selection['held_out_samples']} held-out calibration images{scored}: "
             f"{_text_db(scores[chosen])} vs minmax {_text_db(scores['minmax'])}{sureness_text(selection)}"
-            f"{room_text(selection)}")
+            f"{room_text(selection)}{per_image_text(selection)}")
+
+
+def per_image_text(selection):
+    """Where the pooled score took one rule on a logits head and each image's own SQNR, averaged, another: say
+    so (on classifiers' logits the per-image score's choice kept more top-1 agreement:
+    benchmarks/results/logits_top1.md, "choosers")."""
+    if "per_image_choice" not in selection:
+        return ""
+    return (f"; each image's SQNR, averaged, favours {selection['per_image_choice']} (--calibration-score "
+            "per-image: on a classifier's logits it kept more top-1 agreement)")
 
 
 def sureness_text(selection, images="those images"):
@@ -249,19 +298,23 @@ def candidates_for(statistics):
     return tuple(rule for rule in CANDIDATES if rule.name != "extrapolated")
 
 
-def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CANDIDATES, race_heats=None):
-    """The Choice among `candidates`. `inputs` are the calibration samples in
-    pass order, `reference` the float model's outputs on them;
-    `int8_outputs([ranges, ...], images)` runs the int8 artifact made with
-    each ranges on `images` (all of a heat's at once, so the artifacts can
-    share runs: int8_tflite.run_int8_candidates). The candidates race
-    through `race_heats` (heats(statistics) unless given); rules that give a
-    fit the same ranges are run once."""
+def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CANDIDATES, race_heats=None,
+           score=DEFAULT_AUTO_SCORE, name_per_image_choice=False):
+    """The Choice among `candidates` by `score` (score_db); with
+    `name_per_image_choice` (the int8 TFLite's, where it was measured) a
+    pooled choice on a model whose output is not a softmax also names the
+    rule the per-image score takes, where it is another. `inputs` are the
+    calibration samples in pass order, `reference` the float model's outputs
+    on them; `int8_outputs([ranges, ...], images)` runs the int8 artifact
+    made with each ranges on `images` (all of a heat's at once, so the
+    artifacts can share runs: int8_tflite.run_int8_candidates). The
+    candidates race through `race_heats` (heats(statistics) unless given);
+    rules that give a fit the same ranges are run once."""
     reference = np.asarray(reference, np.float64)
     layout = list(fits(statistics))  # the schedule says which fits run
     per_image_of, ran = {}, {}  # (heat, ranges fingerprint) -> per-image errors; (candidate, heat) -> that key
 
-    def heat_sums(racing, heat):
+    def heat_errors(racing, heat):
         fitted, positions = layout[heat.fit]  # a fit scores only the images its ranges never saw
         positions = list(positions)
         ranges_of = [activation_ranges(fitted, candidates[candidate]) for candidate in racing]
@@ -270,18 +323,26 @@ def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CA
         new = {key: ranges for key, ranges in zip(keys, ranges_of) if key not in per_image_of}
         for key, outputs in zip(new, int8_outputs(list(new.values()), inputs[positions]), strict=True):
             per_image_of[key] = ImageErrors(np.asarray(positions), *per_image_errors(reference[positions], outputs))
-        return [per_image_of[key].sums() for key in keys]
+        return [per_image_of[key] for key in keys]
 
     schedule = race_heats or heats(statistics)
-    scores, scored = race(len(candidates), schedule, heat_sums)
+    scores, scored = race(len(candidates), schedule, heat_errors, score)
     finalists = [index for index, count in enumerate(scored) if count == max(scored)]
     best = max(finalists, key=lambda index: (scores[index], -index))
-    choice = Choice(candidates[best], tuple(zip(candidates, scores)), len(inputs), len(statistics.folds), scored_on)
+    errors = {candidate: [per_image_of[ran[candidate, heat]] for heat in schedule] for candidate in finalists}
+    other = {candidate: score_db(errors[candidate], other_score(score)) for candidate in finalists}
+    choice = Choice(candidates[best], tuple(zip(candidates, scores)), len(inputs), len(statistics.folds), scored_on,
+                    score=score, other_scores=tuple((candidates[index], other.get(index, float("nan")))
+                                                    for index in range(len(candidates))))
     if not choice.decided:  # no evidence for any rule: the first candidate (min/max), not a winner by noise
         return dataclasses.replace(choice, method=candidates[0])
-    errors = {candidate: [per_image_of[ran[candidate, heat]] for heat in schedule] for candidate in finalists}
-    return dataclasses.replace(choice, stays_best=stays_best_share(errors, best, [0] * len(schedule)),
-                               lead_images=None if best == 0 else images_with_half_the_lead(errors[0], errors[best]))
+    per_image_best = max(finalists, key=lambda index: (other[index], -index))
+    hint = (name_per_image_choice and score == "pooled" and statistics.softmax_input is None
+            and per_image_best != best)
+    return dataclasses.replace(choice, stays_best=stays_best_share(errors, best, [0] * len(schedule), score=score),
+                               lead_images=None if best == 0 else images_with_half_the_lead(errors[0], errors[best],
+                                                                                            score),
+                               per_image_choice=candidates[per_image_best] if hint else None)
 
 
 @dataclass(frozen=True)
@@ -297,6 +358,29 @@ class ImageErrors:
         return float(np.sum(self.signal)), float(np.sum(self.noise))
 
 
+def image_db_of(signal, noise):
+    """Each image's output SQNR (dB) from its signal and squared error; an
+    exact image counts as 120 dB, not infinity."""
+    signal, noise = np.asarray(signal, np.float64), np.asarray(noise, np.float64)
+    floor = np.maximum(signal * 1e-12, 1e-30)
+    return 10 * np.log10(np.maximum(signal, 1e-30) / np.maximum(noise, floor))
+
+
+def score_db(errors, score):
+    """A candidate's score (dB) from its ImageErrors of the heats it ran:
+    "pooled", its output SQNR over all their images (the images with the
+    largest errors rule it: on a logits head, the few whose largest logits
+    reach past the ranges), or "per-image", the mean of each image's SQNR
+    (every image counts alike: the typical image)."""
+    if score == "pooled":
+        signal, noise = 0.0, 0.0
+        for heat in errors:  # summed heat by heat, in order
+            heat_signal, heat_noise = heat.sums()
+            signal, noise = signal + heat_signal, noise + heat_noise
+        return sqnr_of_sums(signal, noise)
+    return float(np.mean(np.concatenate([image_db_of(heat.signal, heat.noise) for heat in errors])))
+
+
 def per_image_errors(reference, outputs):
     """(signal, squared error) of each sample's outputs against the float reference."""
     reference, outputs = np.asarray(reference, np.float64), np.asarray(outputs, np.float64)
@@ -304,16 +388,17 @@ def per_image_errors(reference, outputs):
     return np.sum(reference.reshape(flat) ** 2, axis=1), np.sum((reference - outputs).reshape(flat) ** 2, axis=1)
 
 
-def stays_best_share(errors, chosen, group_of_heat, resamples=RESAMPLES):
+def stays_best_share(errors, chosen, group_of_heat, resamples=RESAMPLES, score=DEFAULT_AUTO_SCORE):
     """The share of resamples of the held-out images on which `chosen`
     scores best, or within INDISTINGUISHABLE_DB of the best (rules that
     differ only on the output score alike). A resample draws images with
     replacement, the same draw for every candidate. `errors`: candidate ->
     [ImageErrors per heat of the schedule]; `group_of_heat` puts each heat
-    in a group whose images are pooled into one SQNR, and a candidate's
-    score is the mean over the groups (choose() passes one group for all
-    heats, as race() pools them). Only the candidates in `errors` compete (a
-    race that dropped others does not replay their heats)."""
+    in a group whose images are pooled into one SQNR (or, by the per-image
+    score, into one mean of the images' dB), and a candidate's score is the
+    mean over the groups (choose() passes one group for all heats, as
+    race() pools them). Only the candidates in `errors` compete (a race that
+    dropped others does not replay their heats)."""
     candidates = sorted(errors)
     heats = errors[candidates[0]]
     images = 1 + max(int(np.max(heat.positions)) for heat in heats)
@@ -326,6 +411,12 @@ def stays_best_share(errors, chosen, group_of_heat, resamples=RESAMPLES):
         groups_db = []
         for in_group in in_groups:
             weights = np.concatenate([draws[:, heats[heat].positions] for heat in in_group], axis=1)
+            if score == "per-image":
+                image_db = np.stack([np.concatenate([image_db_of(errors[candidate][heat].signal,
+                                                                 errors[candidate][heat].noise) for heat in in_group])
+                                     for candidate in candidates], axis=1)
+                groups_db.append(weights @ image_db / np.sum(weights, axis=1, keepdims=True))
+                continue
             signal = weights @ np.concatenate([heats[heat].signal for heat in in_group])
             noise = weights @ np.stack([np.concatenate([errors[candidate][heat].noise for heat in in_group])
                                         for candidate in candidates], axis=1)
@@ -360,12 +451,15 @@ def sqnr_standard_error_of(signal, noise):
     return standard_error if np.isfinite(standard_error) else None
 
 
-def images_with_half_the_lead(minmax_errors, chosen_errors):
+def images_with_half_the_lead(minmax_errors, chosen_errors, score=DEFAULT_AUTO_SCORE):
     """How few held-out images (each summed over the heats that scored it)
     hold half of what separates the chosen rule's squared error from
-    min/max's (None where nothing does)."""
+    min/max's, or by the per-image score its images' dB (None where nothing
+    does)."""
     positions = np.concatenate([errors.positions for errors in minmax_errors])
-    difference = np.concatenate([minmax.noise - chosen.noise for minmax, chosen in zip(minmax_errors, chosen_errors)])
+    difference = np.concatenate([
+        image_db_of(chosen.signal, chosen.noise) - image_db_of(minmax.signal, minmax.noise) if score == "per-image"
+        else minmax.noise - chosen.noise for minmax, chosen in zip(minmax_errors, chosen_errors)])
     per_image = np.abs(np.bincount(positions, weights=difference))
     if not per_image.sum() > 0:
         return None
@@ -397,25 +491,24 @@ def heats(statistics):
     return tuple(Heat(fold, (fold,)) for fold in range(len(statistics.folds)))
 
 
-def race(count, schedule, heat_sums):
+def race(count, schedule, heat_errors, score=DEFAULT_AUTO_SCORE):
     """([score dB], [heats run]) per candidate 0..count-1 after running the
-    heats of `schedule` in turn. `heat_sums([candidate, ...], heat)` is the
-    (signal, noise) of each candidate's artifact on the heat's images. A
-    candidate's score is its SQNR pooled over every heat it ran; after each
-    heat the best `keep` share goes on (ties to the earlier), and candidate
-    0 (min/max) always does, so a winner among those that ran every heat
-    beat min/max on the same images."""
-    sums = [(0.0, 0.0)] * count
-    heats_run = [0] * count
+    heats of `schedule` in turn. `heat_errors([candidate, ...], heat)` is
+    the ImageErrors of each candidate's artifact on the heat's images. A
+    candidate's score is score_db over every heat it ran; after each heat
+    the best `keep` share goes on (ties to the earlier), and candidate 0
+    (min/max) always does, so a winner among those that ran every heat beat
+    min/max on the same images."""
+    ran = [[] for _ in range(count)]
     alive = list(range(count))
     for heat in schedule:
-        for candidate, (signal, noise) in zip(alive, heat_sums(alive, heat)):
-            sums[candidate] = (sums[candidate][0] + signal, sums[candidate][1] + noise)
-            heats_run[candidate] += 1
-        ranked = sorted(alive, key=lambda candidate: (-sqnr_of_sums(*sums[candidate]), candidate))
+        for candidate, errors in zip(alive, heat_errors(alive, heat)):
+            ran[candidate].append(errors)
+        ranked = sorted(alive, key=lambda candidate: (-score_db(ran[candidate], score), candidate))
         survivors = ranked[:max(1, int(np.ceil(len(alive) * heat.keep)))]
         alive = sorted(set(survivors) | {0})
-    return [sqnr_of_sums(*pooled) for pooled in sums], heats_run
+    return [score_db(errors, score) if errors else sqnr_of_sums(0.0, 0.0) for errors in ran], [len(errors)
+                                                                                             for errors in ran]
 
 
 def signal_and_noise(reference, outputs):
@@ -455,7 +548,7 @@ def resolved_ranges(statistics, method, choose_for_artifact):
         return chosen, activation_ranges(statistics, chosen), {
             "held_out_samples": 0, "chosen_rule": minmax.describe(), "candidates": [], "reason": reason,
             **room_record(method.room, chosen)}
-    choice = choose_for_artifact(statistics)
+    choice = choose_for_artifact(statistics, method.auto_score)
     if not choice.decided:
         warnings.warn(f"auto: {undecided_reason(choice)}", DataWarning, stacklevel=2)
     chosen = room_for(choice.method, method.room)  # the candidates were tried without room
@@ -479,7 +572,8 @@ def room_text(selection):
 
 
 def undecided_reason(choice):
-    return (f"every range rule gave the same output SQNR within {INDISTINGUISHABLE_DB} dB on the "
+    scored = "output SQNR" if choice.score == "pooled" else "mean of each image's output SQNR"
+    return (f"every range rule gave the same {scored} within {INDISTINGUISHABLE_DB} dB on the "
             f"{choice.held_out} held-out calibration images, so they hold no evidence for any; took "
             f"{choice.method.describe()}. The model's outputs do not move with the ranges on these images (a softmax "
             "saturated on images it was trained on does this): calibrate on images it has not seen, or name "
