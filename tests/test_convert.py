@@ -306,6 +306,10 @@ BAD_INPUTS = [
     (["--model", "lambda.keras", "--calibration", DIGITS], "never runs code from them"),
     (["--calibration", DIGITS, "--eval", DIGITS], "also calibration images"),
     (["--quantize", "float16", "--formats", "tflite", "--bias-correction"], "applies to --quantize int8 only"),
+    (["--quantize", "float16", "--formats", "tflite", "--calibration-score", "per-image"],
+     "--calibration-score, --statistics and --fallback-precision apply to --quantize int8 only"),
+    (["--calibration-method", "minmax", "--calibration-score", "per-image"],
+     "--calibration-method minmax tries none: leave --calibration-score out or use --calibration-method auto"),
 ]
 
 

@@ -549,9 +549,10 @@ def score_cell(scores, rule):
 
 
 def score_words(selection):
-    if selection.get("score") == "per-image":
-        return "the mean over every calibration image of its output SQNR (dB) against the float model"
-    return "its output SQNR (dB) against the float model pooled over every calibration image"
+    from ..quantize.ranges import DEFAULT_AUTO_SCORE
+    from ..quantize.selection import SCORE_WORDS
+
+    return SCORE_WORDS[selection.get("score", DEFAULT_AUTO_SCORE)]
 
 
 def fit_text(selection):

@@ -104,40 +104,43 @@ class Choice:
     stays_best: float = None  # share of resamples of the held-out images on which `method` stays best
     lead_images: int = None  # fewest held-out images holding half of `method`'s lead over min/max (None: min/max)
     score: str = DEFAULT_AUTO_SCORE  # how the candidates were scored (score_db)
-    other_scores: tuple = None  # (RangeMethod, held-out score dB by the other score) per candidate
+    other_scores: tuple = None  # (RangeMethod, held-out score dB by the other score, or None unscored) per candidate
     per_image_choice: object = None  # pooled on a logits head: the rule the per-image score takes, where another
 
     @property
     def decided(self):
         """Whether the scores told the candidates apart at all."""
-        scores = [score for _, score in self.scores]
-        if len(set(scores)) == 1:
-            return False
-        return not np.all(np.isfinite(scores)) or max(scores) - min(scores) >= INDISTINGUISHABLE_DB
+        return told_apart([score for _, score in self.scores])
 
     def record(self):
         by_score = {self.score: self.scores, **({other_score(self.score): self.other_scores}
                                                 if self.other_scores else {})}
         return {"held_out_samples": self.held_out, "folds": self.folds, "decided_by_scores": self.decided,
-                "layout": HELD_OUT_LAYOUT, "score": self.score, "metric": SCORE_TEXTS[self.score],
+                "layout": HELD_OUT_LAYOUT, "score": self.score,
+                "metric": f"{SCORE_WORDS[self.score]} (each fold scored by ranges from the other folds)",
                 "chosen_rule": self.method.describe(), "scored_on": self.scored_on,
                 **({"stays_best_share": round(self.stays_best, 3), "resamples": RESAMPLES,
                     "images_with_half_the_lead_over_minmax": self.lead_images} if self.stays_best is not None else {}),
                 **({"per_image_choice": self.per_image_choice.describe()} if self.per_image_choice else {}),
                 "candidates": [{**method.to_dict(), "rule": method.describe(),
-                                **{SCORE_KEYS[name]: _finite(scores[index][1]) for name, scores in by_score.items()}}
+                                **{SCORE_KEYS[name]: _finite(scores[index][1]) for name, scores in by_score.items()
+                                   if scores[index][1] is not None}}  # None: a race dropped it before this score
                                for index, (method, _) in enumerate(self.scores)]}
 
     def describe(self):
         return describe_selection({"method": AUTO, "chosen": self.method.to_dict(), "selection": self.record()})
 
 
+def told_apart(scores):
+    """Whether candidates' scores differ by INDISTINGUISHABLE_DB or more (or one is exact and another not)."""
+    if len(set(scores)) == 1:
+        return False
+    return not np.all(np.isfinite(scores)) or max(scores) - min(scores) >= INDISTINGUISHABLE_DB
+
+
 SCORE_KEYS = {"pooled": "held_out_sqnr_db", "per-image": "held_out_mean_image_db"}  # a candidate's, in records
-SCORE_TEXTS = {
-    "pooled": "output SQNR dB against the float model, pooled over every calibration image (each fold scored by "
-              "ranges from the other folds)",
-    "per-image": "the mean over every calibration image of its output SQNR dB against the float model (each fold "
-                 "scored by ranges from the other folds)"}
+SCORE_WORDS = {"pooled": "the output SQNR (dB) against the float model, pooled over every calibration image",
+               "per-image": "the mean over every calibration image of its output SQNR (dB) against the float model"}
 
 
 def score_key(selection):
@@ -332,13 +335,13 @@ def choose(statistics, inputs, int8_outputs, reference, scored_on, candidates=CA
     errors = {candidate: [per_image_of[ran[candidate, heat]] for heat in schedule] for candidate in finalists}
     other = {candidate: score_db(errors[candidate], other_score(score)) for candidate in finalists}
     choice = Choice(candidates[best], tuple(zip(candidates, scores)), len(inputs), len(statistics.folds), scored_on,
-                    score=score, other_scores=tuple((candidates[index], other.get(index, float("nan")))
+                    score=score, other_scores=tuple((candidates[index], other.get(index))
                                                     for index in range(len(candidates))))
     if not choice.decided:  # no evidence for any rule: the first candidate (min/max), not a winner by noise
         return dataclasses.replace(choice, method=candidates[0])
     per_image_best = max(finalists, key=lambda index: (other[index], -index))
     hint = (name_per_image_choice and score == "pooled" and statistics.softmax_input is None
-            and per_image_best != best)
+            and per_image_best != best and told_apart(list(other.values())))
     return dataclasses.replace(choice, stays_best=stays_best_share(errors, best, [0] * len(schedule), score=score),
                                lead_images=None if best == 0 else images_with_half_the_lead(errors[0], errors[best],
                                                                                             score),
@@ -356,6 +359,9 @@ class ImageErrors:
 
     def sums(self):
         return float(np.sum(self.signal)), float(np.sum(self.noise))
+
+    def image_db(self):
+        return image_db_of(self.signal, self.noise)
 
 
 def image_db_of(signal, noise):
@@ -378,7 +384,7 @@ def score_db(errors, score):
             heat_signal, heat_noise = heat.sums()
             signal, noise = signal + heat_signal, noise + heat_noise
         return sqnr_of_sums(signal, noise)
-    return float(np.mean(np.concatenate([image_db_of(heat.signal, heat.noise) for heat in errors])))
+    return float(np.mean(np.concatenate([heat.image_db() for heat in errors])))
 
 
 def per_image_errors(reference, outputs):
@@ -405,17 +411,16 @@ def stays_best_share(errors, chosen, group_of_heat, resamples=RESAMPLES, score=D
     rng = np.random.default_rng(0)
     in_groups = [[heat for heat, of in enumerate(group_of_heat) if of == group]
                  for group in sorted(set(group_of_heat))]
+    image_db = [np.stack([np.concatenate([errors[candidate][heat].image_db() for heat in in_group])
+                          for candidate in candidates], axis=1) for in_group in in_groups] if score == "per-image" else []
     stays = 0
     for batch in np.array_split(np.arange(resamples), -(-resamples // RESAMPLE_BATCH)):  # bounded memory
         draws = rng.multinomial(images, np.full(images, 1 / images), size=len(batch))
         groups_db = []
-        for in_group in in_groups:
+        for group, in_group in enumerate(in_groups):
             weights = np.concatenate([draws[:, heats[heat].positions] for heat in in_group], axis=1)
             if score == "per-image":
-                image_db = np.stack([np.concatenate([image_db_of(errors[candidate][heat].signal,
-                                                                 errors[candidate][heat].noise) for heat in in_group])
-                                     for candidate in candidates], axis=1)
-                groups_db.append(weights @ image_db / np.sum(weights, axis=1, keepdims=True))
+                groups_db.append(weights @ image_db[group] / np.sum(weights, axis=1, keepdims=True))
                 continue
             signal = weights @ np.concatenate([heats[heat].signal for heat in in_group])
             noise = weights @ np.stack([np.concatenate([errors[candidate][heat].noise for heat in in_group])
@@ -457,14 +462,21 @@ def images_with_half_the_lead(minmax_errors, chosen_errors, score=DEFAULT_AUTO_S
     min/max's, or by the per-image score its images' dB (None where nothing
     does)."""
     positions = np.concatenate([errors.positions for errors in minmax_errors])
-    difference = np.concatenate([
-        image_db_of(chosen.signal, chosen.noise) - image_db_of(minmax.signal, minmax.noise) if score == "per-image"
-        else minmax.noise - chosen.noise for minmax, chosen in zip(minmax_errors, chosen_errors)])
+    difference = np.concatenate([lead_of(minmax, chosen, score) for minmax, chosen in zip(minmax_errors,
+                                                                                          chosen_errors)])
     per_image = np.abs(np.bincount(positions, weights=difference))
     if not per_image.sum() > 0:
         return None
     largest_first = np.sort(per_image)[::-1]
     return int(np.searchsorted(np.cumsum(largest_first), largest_first.sum() / 2) + 1)
+
+
+def lead_of(minmax, chosen, score):
+    """Each image's part in what separates the chosen rule from min/max on one heat: its squared error less, or
+    by the per-image score its dB more."""
+    if score == "per-image":
+        return chosen.image_db() - minmax.image_db()
+    return minmax.noise - chosen.noise
 
 
 def one_at_a_time(int8_output):
@@ -507,8 +519,7 @@ def race(count, schedule, heat_errors, score=DEFAULT_AUTO_SCORE):
         ranked = sorted(alive, key=lambda candidate: (-score_db(ran[candidate], score), candidate))
         survivors = ranked[:max(1, int(np.ceil(len(alive) * heat.keep)))]
         alive = sorted(set(survivors) | {0})
-    return [score_db(errors, score) if errors else sqnr_of_sums(0.0, 0.0) for errors in ran], [len(errors)
-                                                                                             for errors in ran]
+    return [score_db(errors, score) for errors in ran], [len(errors) for errors in ran]
 
 
 def signal_and_noise(reference, outputs):
