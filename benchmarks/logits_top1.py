@@ -171,7 +171,7 @@ def note_against_evaluation(protocol, models):
     rows, scratch = [], Path(tempfile.mkdtemp(prefix="logits-top1-note-"))
     for name, float_model, subsets_of in logits_heads(protocol, models):
         subsets = []
-        for calibration, _, reference in subsets_of:
+        for calibration, _, reference, _ in subsets_of:
             path = write_int8_tflite(float_model, QuantizationRecipe(), scratch / "int8.tflite", calibration,
                                      progress=False)
             record, artifact = read_record(path), path.read_bytes()
@@ -189,7 +189,8 @@ def note_against_evaluation(protocol, models):
 
 def logits_heads(protocol, models, head_kind="logits"):
     """(name, float .tflite bytes, its subsets) per logits head (or `head_kind` head) of `models`; the subsets are
-    made one at a time: (calibration ImageSet, evaluation images, the float Keras model's outputs on them)."""
+    made one at a time: (calibration ImageSet, evaluation images, the float Keras model's outputs on them, their
+    labels)."""
     from edge_resnet.model.fold import fold_batchnorm
     from edge_resnet.quantize.tflite import float_tflite
 
@@ -205,10 +206,10 @@ def calibration_subsets(model, size, protocol):
     from edge_resnet.data.images import Preprocessing, images_from_array
 
     float_cache = {}  # subsets may share one evaluation set
-    for pixels, pixel_labels, test_pixels, _ in protocol_splits(size, protocol):
+    for pixels, pixel_labels, test_pixels, test_labels in protocol_splits(size, protocol):
         _, test_images, reference = float_predictions(model, test_pixels, float_cache, batch_size=100)
         yield (images_from_array(pixels, Preprocessing(size, size), size=None, labels=pixel_labels).cached(),
-               test_images, reference)
+               test_images, reference, np.asarray(test_labels))
 
 
 def sign_test_p(only_minmax, only_winner):
@@ -254,7 +255,7 @@ def held_out_top1(protocol, models):
     rows = []
     for name, float_model, subsets_of in logits_heads(protocol, models):
         subsets = []
-        for calibration, test_images, test_reference in subsets_of:
+        for calibration, test_images, test_reference, _ in subsets_of:
             statistics, reference, rules, per_fit = candidates_held_out(float_model, calibration)
             sums = np.zeros((len(rules), 2))
             kept = np.zeros((len(rules), len(reference)), bool)
@@ -338,7 +339,7 @@ def chooser_rows(protocol, models, head="logits"):
     rows = []
     for name, float_model, subsets_of in logits_heads(protocol, models, head):
         subsets = []
-        for calibration, test_images, test_reference in subsets_of:
+        for calibration, test_images, test_reference, test_labels in subsets_of:
             statistics, reference, rules, per_fit = candidates_held_out(float_model, calibration)
             signal, noise, kl = (np.zeros((len(rules), len(reference))) for _ in range(3))
             for positions, candidate_outputs in per_fit:
@@ -358,8 +359,10 @@ def chooser_rows(protocol, models, head="logits"):
                     QuantizationRecipe(), calibration, statistics)
                 outputs = run_tflite_bytes(shipped, test_images, "int8")
                 evaluated[index] = {"agreement": float(np.mean(outputs.argmax(1) == test_reference.argmax(1))),
+                                    "accuracy": float(np.mean(outputs.argmax(1) == test_labels)),
                                     "sqnr_db": output_sqnr_db(test_reference, outputs)}
             subsets.append({"evaluation_images": len(test_images),
+                            "float_accuracy": float(np.mean(test_reference.argmax(1) == test_labels)),
                             "choosers": {chooser: {"rule": rules[index].describe(), **evaluated[index]}
                                          for chooser, index in winners.items()}})
             print(f"   {subsets[-1]}", flush=True)
@@ -394,7 +397,22 @@ def chooser_lines(rows):
         summary.append(f"{chooser}: top-1 agreement {np.mean(gain):+.2f} points on average over the "
                        f"{len(subsets)} subsets (worst network {worst:+.2f}), SQNR {np.mean(cost):+.2f} dB; by the "
                        f"reading fixed before the run, {'worth building' if worth else 'not worth building'}")
-    return lines + ["", "Against the SQNR chooser: " + "; ".join(summary) + "."]
+    return lines + ["", "Against the SQNR chooser: " + "; ".join(summary) + ".", "", *accuracy_lines(rows, names)]
+
+
+def accuracy_lines(rows, names):
+    """Each chooser's top-1 accuracy drop from the float model's (points, on the evaluation images' labels), mean
+    over each network's subsets."""
+    if "accuracy" not in rows[0]["subsets"][0]["choosers"][names[0]]:
+        return []  # measured before accuracy was recorded
+    lines = ["Top-1 accuracy drop from the float model's, points (mean over the subsets):", "",
+             "| model | float accuracy | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for row in rows:
+        drops = [np.mean([100 * (subset["float_accuracy"] - subset["choosers"][chooser]["accuracy"])
+                          for subset in row["subsets"]]) for chooser in names]
+        lines.append(f"| {row['model']} | {np.mean([subset['float_accuracy'] for subset in row['subsets']]):.2%} | "
+                     + " | ".join(f"{drop:+.2f}" for drop in drops) + " |")
+    return lines
 
 
 def held_out_lines(rows):
