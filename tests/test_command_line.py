@@ -18,7 +18,7 @@ from edge_resnet.model.source import BUILDER_NAMES, SHORTCUTS, STRIDE_PLACEMENTS
 from edge_resnet.errors import ConfigError
 from edge_resnet.options import own_options
 from edge_resnet.quantize.ethos_u import CompileRequest
-from edge_resnet.quantize.ranges import METHODS
+from edge_resnet.quantize.ranges import AUTO_SCORES, METHODS
 from edge_resnet.quantize.recipe import (ACTIVATION_TYPES, FALLBACK_PRECISIONS, IO_TYPES, MODES, ONNX_FORMATS,
                                          ONNX_ROUTES)
 from edge_resnet.quantize.workflow import QuantizeRequest
@@ -81,7 +81,7 @@ def test_choices_come_from_the_api_constants():
     expected = {"--quantize": MODES, "--input-type": IO_TYPES, "--output-type": IO_TYPES,
                 "--preprocessing": PREPROCESSING_MODES, "--calibration-method": METHODS,
                 "--onnx-route": ONNX_ROUTES, "--activation-type": ACTIVATION_TYPES, "--onnx-format": ONNX_FORMATS,
-                "--fallback-precision": FALLBACK_PRECISIONS}
+                "--fallback-precision": FALLBACK_PRECISIONS, "--calibration-score": AUTO_SCORES}
     assert option_choices(commands["quantize"]) == expected
     from edge_resnet.model.resnet import BUILDERS
 
