@@ -211,7 +211,8 @@ def small_evaluation_lines(rows, described):
     out = ["# Could 298 evaluation images see what room for the tail buys?", "",
            "Command: `python benchmarks/tail_room.py small_evaluation`", "",
            f"Machine: {described['cpu']}. The MNIST and Fashion-MNIST logits heads, the same four calibration "
-           "subsets and rules as in tail_room.md (full int8, int8 I/O, no bias correction), as auto took and with "
+           "subsets as calibration.py and the rule `auto` took on each (calibration.json), as tail_room.md (full "
+           "int8, int8 I/O, no bias correction), as auto took and with "
            f"room x10. Per network, the mean over its subsets of room x10 minus as taken: over the whole evaluation "
            f"set, and over {DRAWS} random draws of {SMALL_SET} of its images per subset (the digits rows' "
            "evaluation size; the same draw for both artifacts): the mean and the median of the draws' "
