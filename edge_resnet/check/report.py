@@ -521,8 +521,8 @@ def range_selection_lines(rows):
         return []
     by_candidates = sorted(chosen, key=lambda row: -len(row["range_selection"]["candidates"]))  # the fullest first
     rules = list(dict.fromkeys(entry["rule"] for row in by_candidates for entry in row["range_selection"]["candidates"]))
-    scores = [{entry["rule"]: entry[score_key(row["range_selection"])] for entry in row["range_selection"]["candidates"]}
-              for row in chosen]
+    scores = [{entry["rule"]: entry[score_key(selection)] for entry in selection["candidates"]}
+              for selection in (row["range_selection"] for row in chosen)]
     winners = [row["range_selection"]["chosen_rule"] for row in chosen]
     table = [[rule] + [score_cell(score, rule) + (" (chosen)" if rule == winner else "")
                        for score, winner in zip(scores, winners)]
@@ -531,13 +531,16 @@ def range_selection_lines(rows):
     sureness = [f"- {_code(row['artifact'])}: {row['range_selection']['chosen_rule']}"
                 f"{sureness_text(row['range_selection'], 'the held-out images')}{room_text(row['range_selection'])}"
                 f"{per_image_text(row['range_selection'])}"
-                for row in chosen if {"stays_best_share", "tail_room", "per_image_choice"} & set(row["range_selection"])]
+                for row in chosen if NOTED_SELECTION_KEYS & set(row["range_selection"])]
     return ["", "## Activation ranges", "",
             f"`auto` tried each rule on the {selection['held_out_samples']} calibration images in "
             f"{selection.get('folds', 4)} folds: {fit_text(selection)}. The best rule then took its ranges from all "
             "calibration images.", "",
             *markdown_table(["rule"] + [_code(row["artifact"]) for row in chosen], table),
             *(["", "How sure each choice is:", "", *sureness] if sureness else [])]
+
+
+NOTED_SELECTION_KEYS = {"stays_best_share", "tail_room", "per_image_choice"}  # what a choice's own line says
 
 
 def score_cell(scores, rule):

@@ -411,8 +411,7 @@ def stays_best_share(errors, chosen, group_of_heat, resamples=RESAMPLES, score=D
     rng = np.random.default_rng(0)
     in_groups = [[heat for heat, of in enumerate(group_of_heat) if of == group]
                  for group in sorted(set(group_of_heat))]
-    image_db = [np.stack([np.concatenate([errors[candidate][heat].image_db() for heat in in_group])
-                          for candidate in candidates], axis=1) for in_group in in_groups] if score == "per-image" else []
+    image_db = [group_image_db(errors, candidates, in_group) for in_group in in_groups] if score == "per-image" else []
     stays = 0
     for batch in np.array_split(np.arange(resamples), -(-resamples // RESAMPLE_BATCH)):  # bounded memory
         draws = rng.multinomial(images, np.full(images, 1 / images), size=len(batch))
@@ -429,6 +428,12 @@ def stays_best_share(errors, chosen, group_of_heat, resamples=RESAMPLES, score=D
         scores = np.mean(groups_db, axis=0)
         stays += int(np.sum(scores[:, candidates.index(chosen)] >= np.max(scores, axis=1) - INDISTINGUISHABLE_DB))
     return stays / resamples
+
+
+def group_image_db(errors, candidates, in_group):
+    """(images, candidates): each image's SQNR dB over the heats of one group, a column per candidate."""
+    return np.stack([np.concatenate([errors[candidate][heat].image_db() for heat in in_group])
+                     for candidate in candidates], axis=1)
 
 
 def sqnr_db_of_arrays(signal, noise):

@@ -40,8 +40,8 @@ class QuantizationRequest:
                                    "activation range to where the extremes of K times as many images as the "
                                    "calibration's typically lie (read off how the calibration images' largest "
                                    "values spread), for deployments where a few inputs reach past every "
-                                   "calibration image; costs the other images resolution (on a classifier's logits it can "
-                                   "raise SQNR and lower top-1 agreement) (default: none)")
+                                   "calibration image; costs the other images resolution (on a classifier's "
+                                   "logits it can raise SQNR and lower top-1 agreement) (default: none)")
     calibration_score: str = option("--calibration-score", default=None, choices=AUTO_SCORES,
                                     help="int8, with auto: how it scores each rule on the held-out calibration "
                                          "images: pooled (the output SQNR over all of them, the default; the "
