@@ -51,8 +51,9 @@ Fixed before any result of theirs, for the next session: the candidate the
 parts above leave, per image only where the artifact's output is logits
 (no softmax: int8_tflite.softmax_head), becomes a top-1 budget's default
 there if it passes the amended rule on both MNIST parts (`mnist_logits`,
-`onnx_mnist_logits`: benchmarks/mnist.py's three ResNets, a data set no
-score was compared on, four subsets each) and on the `logits` part.
+`onnx_mnist_logits`: benchmarks/mnist.py's three ResNets, on which no
+budget search compared the scores, four subsets each) and on the `logits`
+part.
 
     python benchmarks/agreement_budget.py logits      the logits heads
     python benchmarks/agreement_budget.py softmax     the softmax heads
