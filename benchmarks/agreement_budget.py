@@ -179,7 +179,7 @@ def percent(value):
 def table_lines(rows):
     lines = ["| model | subset | budget (held-out agreement) | score | rule "
              "| full int8: held-out, evaluation agreement | kept: met, parts (operators out of int8) "
-             "| kept: held-out, evaluation agreement, accuracy, SQNR dB | search s |",
+             "| kept: held-out, evaluation agreement, accuracy, SQNR dB | search and evaluation s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         for index, subset in enumerate(row["subsets"]):
